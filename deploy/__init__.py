@@ -1,0 +1,1 @@
+"""Deployment assets for Parley: the local development stack and Kubernetes manifests."""

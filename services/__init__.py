@@ -1,0 +1,1 @@
+"""Parley: the four gRPC services, the stream processor and their shared runtime."""

@@ -1,0 +1,1 @@
+"""Analytics: the Faust stream processor (stream/) and the analytics gRPC API."""

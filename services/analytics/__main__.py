@@ -1,0 +1,46 @@
+"""Runs the analytics API: `python -m services.analytics` (the stream worker is services.analytics.stream)."""
+
+from __future__ import annotations
+
+from services.analytics.server import AnalyticsDeps, AnalyticsServicer
+from services.common import db
+from services.common.grpc_server import ServiceSpec, bind_address, serve
+from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
+from services.common.runner import run_service
+from services.common.settings import Settings
+
+
+async def main(settings: Settings) -> None:
+    deps = AnalyticsDeps()
+
+    async def on_start() -> None:
+        if deps.pool is None:
+            deps.pool = await db.create_pool(settings.postgres_dsn)
+
+    async def on_stop() -> None:
+        if deps.pool is not None:
+            await deps.pool.close()
+
+    async def check_postgres() -> None:
+        await deps.pool.fetchval("SELECT 1")
+
+    await serve(
+        ServiceSpec(
+            name="analytics",
+            service_names=[analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name],
+            register=lambda server: analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
+                AnalyticsServicer(deps), server
+            ),
+            bind=bind_address(settings.grpc_bind_host, settings.analytics_addr),
+            metrics_port=settings.analytics_metrics_port,
+            on_start=on_start,
+            on_stop=on_stop,
+            checks={"postgres": check_postgres},
+            grace_seconds=settings.shutdown_grace_seconds,
+            max_message_bytes=settings.grpc_max_message_bytes,
+        )
+    )
+
+
+if __name__ == "__main__":
+    run_service("analytics", main)

@@ -1,0 +1,78 @@
+"""Reads of the metrics tables: range x granularity x optional group-by, with merged histograms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+
+from services.analytics import histogram
+from services.common.errors import InvalidArgument
+
+GRANULARITIES = {"minute", "hour", "day", ""}
+GROUPS = {"strategy", "model", ""}
+MAX_RANGE = timedelta(days=400)
+
+COUNTERS = ("turns", "cache_hits", "errors", "no_answers", "feedback_up", "feedback_down", "tokens_in", "tokens_out")
+HISTS = ("total_hist", "ttft_hist", "search_hist", "llm_hist")
+
+
+@dataclass
+class MetricsRow:
+    bucket_start: datetime
+    group: str
+    counts: dict[str, int] = field(default_factory=dict)
+    hists: dict[str, list[int]] = field(default_factory=dict)
+
+    def percentiles(self, hist: str) -> tuple[float, float, float]:
+        h = self.hists.get(hist)
+        return histogram.percentile(h, 0.50), histogram.percentile(h, 0.95), histogram.percentile(h, 0.99)
+
+
+def _query(granularity: str, group_by: str) -> str:
+    bucket = f"date_trunc('{granularity}', minute)" if granularity else "$2::timestamptz"
+    group = group_by if group_by else "''"
+    sums = ", ".join(f"sum({c})::bigint AS {c}" for c in COUNTERS)
+    hists = ", ".join(f"parley_hist_sum({h}) AS {h}" for h in HISTS)
+    return (
+        f"SELECT {bucket} AS bucket_start, {group} AS grp, {sums}, {hists} "
+        "FROM metrics_minute WHERE product_key_id = $1 AND minute >= date_trunc('minute', $2::timestamptz) "
+        "AND minute < $3 GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+
+
+def resolve_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    end = end or datetime.now(timezone.utc)
+    start = start or end - timedelta(hours=1)
+    if start >= end:
+        raise InvalidArgument("start must be before end")
+    if end - start > MAX_RANGE:
+        raise InvalidArgument(f"the range is longer than {MAX_RANGE.days} days")
+    return start, end
+
+
+async def get_metrics(
+    pool: asyncpg.Pool, key_id: str, start: datetime, end: datetime, granularity: str = "", group_by: str = ""
+) -> list[MetricsRow]:
+    if not key_id:
+        raise InvalidArgument("product_key_id is required")
+    if granularity not in GRANULARITIES or group_by not in GROUPS:
+        raise InvalidArgument("unknown granularity or group_by")
+    rows = await pool.fetch(_query(granularity, group_by), key_id, start, end)
+    return [
+        MetricsRow(
+            bucket_start=r["bucket_start"],
+            group=r["grp"],
+            counts={c: r[c] or 0 for c in COUNTERS},
+            hists={h: list(r[h]) if r[h] else [] for h in HISTS},
+        )
+        for r in rows
+    ]
+
+
+def merge_rows(rows: list[MetricsRow], start: datetime) -> MetricsRow:
+    total = MetricsRow(bucket_start=start, group="")
+    total.counts = {c: sum(r.counts.get(c, 0) for r in rows) for c in COUNTERS}
+    total.hists = {h: histogram.merge(*(r.hists.get(h) for r in rows)) for h in HISTS}
+    return total

@@ -1,0 +1,90 @@
+"""AnalyticsService servicer: maps protobuf to the metrics queries and back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timezone
+
+import asyncpg
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.analytics import queries
+from services.common.errors import Unimplemented
+from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
+
+
+@dataclass
+class AnalyticsDeps:
+    pool: asyncpg.Pool | None = None
+
+
+def _ts(dt) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(dt)
+    return ts
+
+
+def _point(row: queries.MetricsRow) -> analytics_pb2.MetricsPoint:
+    c = row.counts
+    turns = c["turns"]
+
+    def pct(hist: str) -> analytics_pb2.Percentiles:
+        p50, p95, p99 = row.percentiles(hist)
+        return analytics_pb2.Percentiles(p50=p50, p95=p95, p99=p99)
+
+    return analytics_pb2.MetricsPoint(
+        bucket_start=_ts(row.bucket_start),
+        group=row.group,
+        turns=turns,
+        cache_hits=c["cache_hits"],
+        errors=c["errors"],
+        no_answers=c["no_answers"],
+        feedback_up=c["feedback_up"],
+        feedback_down=c["feedback_down"],
+        tokens_in=c["tokens_in"],
+        tokens_out=c["tokens_out"],
+        cache_hit_rate=c["cache_hits"] / turns if turns else 0.0,
+        error_rate=c["errors"] / turns if turns else 0.0,
+        total_ms=pct("total_hist"),
+        ttft_ms=pct("ttft_hist"),
+        search_ms=pct("search_hist"),
+        llm_ms=pct("llm_hist"),
+    )
+
+
+_GRANULARITY = {
+    analytics_pb2.GRANULARITY_UNSPECIFIED: "",
+    analytics_pb2.GRANULARITY_MINUTE: "minute",
+    analytics_pb2.GRANULARITY_HOUR: "hour",
+    analytics_pb2.GRANULARITY_DAY: "day",
+}
+_GROUP = {analytics_pb2.GROUP_BY_NONE: "", analytics_pb2.GROUP_BY_STRATEGY: "strategy", analytics_pb2.GROUP_BY_MODEL: "model"}
+
+
+class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
+    def __init__(self, deps: AnalyticsDeps) -> None:
+        self._deps = deps
+
+    async def GetMetrics(self, request: analytics_pb2.GetMetricsRequest, context: grpc.aio.ServicerContext):
+        start, end = queries.resolve_range(
+            request.start.ToDatetime(tzinfo=timezone.utc) if request.HasField("start") else None,
+            request.end.ToDatetime(tzinfo=timezone.utc) if request.HasField("end") else None,
+        )
+        rows = await queries.get_metrics(
+            self._deps.pool, request.product_key_id, start, end,
+            _GRANULARITY.get(request.granularity, ""), _GROUP.get(request.group_by, ""),
+        )
+        return analytics_pb2.GetMetricsResponse(
+            points=[_point(r) for r in rows], total=_point(queries.merge_rows(rows, start))
+        )
+
+    async def StreamMetrics(self, request, context):
+        raise Unimplemented("StreamMetrics is not available yet")
+        yield  # pragma: no cover - makes this an async generator
+
+    async def TopQuestions(self, request, context):
+        raise Unimplemented("TopQuestions is not available yet")
+
+    async def KnowledgeGaps(self, request, context):
+        raise Unimplemented("KnowledgeGaps is not available yet")

@@ -1,0 +1,1 @@
+"""The Faust stream processor: chat turns and feedback in, metrics and conversations out."""

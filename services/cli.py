@@ -1,0 +1,403 @@
+"""`parley`: the operators' and analysts' command line (stack, services, keys, knowledge, chat, metrics)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from rich.console import Console
+from rich.table import Table
+
+from aiokafka import AIOKafkaConsumer
+
+from deploy.local import stack
+from services.common import db
+from services.common.logs import configure_logging
+from services.common.grpc_server import channel
+from services.common.pb.parley.v1 import (
+    analytics_pb2,
+    analytics_pb2_grpc,
+    common_pb2,
+    events_pb2,
+    response_pb2,
+    response_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
+from services.common.settings import TOPICS, Settings, get_settings
+from services.common.topics import create_all_topics
+from services.launcher import COMPONENTS, REPO, Launcher
+
+console = Console(stderr=True)
+out = Console()
+DEMO_DIR = REPO / "deploy" / "local" / "demo"
+DEMO_QUESTIONS = [
+    "Hi there!",
+    "How can I get a new password? I forgot mine.",
+    "How much does the Plus plan cost per year?",
+    "What happens when two people edit the same file offline?",
+    "Where are your data centers?",
+    "Do you have a store in Paris that sells bicycles?",
+]
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("PARLEY_LOCAL_DIR", REPO / ".local"))
+
+
+def launcher() -> Launcher:
+    return Launcher(state_dir())
+
+
+def _admin_md(settings: Settings) -> tuple[tuple[str, str]]:
+    return (("x-parley-admin-token", settings.admin_token),)
+
+
+# --- stack and services ----------------------------------------------------------------------
+
+
+def cmd_up(_args, settings: Settings) -> None:
+    stack.up()
+    asyncio.run(_migrate(settings))
+
+
+async def _migrate(settings: Settings) -> None:
+    applied = await db.migrate(settings.postgres_dsn)
+    await create_all_topics(settings)
+    console.print(f"[green]schema up to date[/] ({len(applied)} migration(s) applied); topics ready")
+
+
+def cmd_migrate(_args, settings: Settings) -> None:
+    asyncio.run(_migrate(settings))
+
+
+def cmd_down(_args, _settings: Settings) -> None:
+    stopped = launcher().stop()
+    if stopped:
+        console.print(f"stopped services: {', '.join(stopped)}")
+    stack.down()
+
+
+def cmd_services(args, settings: Settings) -> None:
+    lr = launcher()
+    if args.action == "start":
+        started = lr.start()
+        console.print(f"started: {', '.join(started) or 'nothing (all running)'}")
+        asyncio.run(lr.wait_serving(settings))
+        console.print("[green]all services SERVING[/]")
+    elif args.action == "stop":
+        console.print(f"stopped: {', '.join(lr.stop()) or 'nothing'}")
+    else:
+        for name in COMPONENTS:
+            pid = lr.pid(name)
+            console.print(f"{name:10} {'running (pid %d)' % pid if pid else 'stopped'}  log: {lr.log_file(name)}")
+
+
+# --- keys and knowledge ----------------------------------------------------------------------
+
+
+async def create_key(settings: Settings, name: str, key_id: str = "", instructions: str = "", website: str = ""):
+    async with channel(settings.search_addr) as ch:
+        return await search_pb2_grpc.SearchServiceStub(ch).CreateProductKey(
+            search_pb2.CreateProductKeyRequest(name=name, id=key_id, instructions=instructions, website=website),
+            metadata=_admin_md(settings), timeout=10,
+        )
+
+
+def cmd_keys(args, settings: Settings) -> None:
+    async def run():
+        async with channel(settings.search_addr) as ch:
+            stub = search_pb2_grpc.SearchServiceStub(ch)
+            if args.action == "create":
+                reply = await stub.CreateProductKey(
+                    search_pb2.CreateProductKeyRequest(name=args.name, id=args.id or "", website=args.website or ""),
+                    metadata=_admin_md(settings), timeout=10,
+                )
+                out.print(f"id: {reply.key.id}\nproduct key (shown once): {reply.product_key}")
+            elif args.action == "revoke":
+                reply = await stub.RevokeProductKey(
+                    search_pb2.RevokeProductKeyRequest(id=args.name), metadata=_admin_md(settings), timeout=10
+                )
+                out.print(f"revoked {reply.key.id}")
+            else:
+                reply = await stub.ListProductKeys(search_pb2.ListProductKeysRequest(), metadata=_admin_md(settings), timeout=10)
+                table = Table("id", "name", "knowledge version", "revoked")
+                for k in reply.keys:
+                    table.add_row(k.id, k.name, str(k.knowledge_version), "yes" if k.revoked else "")
+                out.print(table)
+
+    asyncio.run(run())
+
+
+async def add_knowledge_path(settings: Settings, key_id: str, path: Path) -> int:
+    """Adds a .md/.txt file (a document) or a .json file ({"faq": [{question, answer}]}), or a directory of them."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    added = 0
+    async with channel(settings.search_addr) as ch:
+        stub = search_pb2_grpc.SearchServiceStub(ch)
+        for f in files:
+            if f.suffix == ".json":
+                for entry in json.loads(f.read_text()).get("faq", []):
+                    reply = await stub.AddFaq(
+                        search_pb2.AddFaqRequest(product_key_id=key_id, question=entry["question"], answer=entry["answer"]),
+                        metadata=_admin_md(settings), timeout=10,
+                    )
+                    added += len(reply.chunk_ids)
+            elif f.suffix in (".md", ".txt"):
+                text = f.read_text()
+                title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.strip()), f.stem)
+                reply = await stub.AddDocument(
+                    search_pb2.AddDocumentRequest(product_key_id=key_id, title=title, text=text, url=f"doc:{f.name}"),
+                    metadata=_admin_md(settings), timeout=30,
+                )
+                added += len(reply.chunk_ids)
+            console.print(f"  added {f.name}")
+    return added
+
+
+def cmd_knowledge(args, settings: Settings) -> None:
+    n = asyncio.run(add_knowledge_path(settings, args.key, Path(args.path)))
+    out.print(f"{n} new chunk(s) for {args.key}")
+
+
+# --- chat, metrics, events -------------------------------------------------------------------
+
+
+def print_answer(question: str, reply: response_pb2.ChatResponse) -> None:
+    strategy = common_pb2.Strategy.Name(reply.strategy).removeprefix("STRATEGY_")
+    out.print(f"\n[bold cyan]Q:[/] {question}")
+    out.print(f"[bold green]A:[/] {reply.answer}")
+    out.print(
+        f"   [dim]strategy={strategy} model={reply.model} total={reply.timings.total_ms:.1f} ms "
+        f"search={reply.timings.search_ms:.1f} ms[/]"
+    )
+    for s in reply.sources:
+        out.print(f"   [dim]source [{s.id}] {s.kind}: {s.title[:70]} (score {s.score:.3f})[/]")
+
+
+def cmd_chat(args, settings: Settings) -> None:
+    async def run():
+        async with channel(settings.response_addr) as ch:
+            reply = await response_pb2_grpc.ResponseServiceStub(ch).Chat(
+                response_pb2.ChatRequest(product_key=args.key, session_id=args.session, message=args.message), timeout=10
+            )
+        print_answer(args.message, reply)
+
+    asyncio.run(run())
+
+
+async def fetch_metrics(settings: Settings, key_id: str) -> analytics_pb2.GetMetricsResponse:
+    async with channel(settings.analytics_addr) as ch:
+        return await analytics_pb2_grpc.AnalyticsServiceStub(ch).GetMetrics(
+            analytics_pb2.GetMetricsRequest(product_key_id=key_id, group_by=analytics_pb2.GROUP_BY_STRATEGY), timeout=10
+        )
+
+
+def metrics_table(key_id: str, reply: analytics_pb2.GetMetricsResponse) -> Table:
+    table = Table("strategy", "turns", "cache hits", "errors", "no answer", "p50 ms", "p95 ms", "p99 ms",
+                  title=f"metrics for {key_id}, last hour (latency to the bucket's upper bound)")
+    for p in [*reply.points, reply.total]:
+        table.add_row(
+            p.group or "[bold]all[/]", str(p.turns), str(p.cache_hits), str(p.errors), str(p.no_answers),
+            f"{p.total_ms.p50:.1f}", f"{p.total_ms.p95:.1f}", f"{p.total_ms.p99:.1f}",
+        )
+    return table
+
+
+def cmd_metrics(args, settings: Settings) -> None:
+    out.print(metrics_table(args.key, asyncio.run(fetch_metrics(settings, args.key))))
+
+
+_EVENT_TYPES = {
+    "chat_turns": events_pb2.ChatTurn,
+    "feedback": events_pb2.Feedback,
+    "crawl_requests": events_pb2.CrawlRequested,
+    "knowledge_updated": events_pb2.KnowledgeUpdated,
+}
+
+
+def decode_event(topic: str, settings: Settings, value: bytes) -> dict:
+    for name, cls in _EVENT_TYPES.items():
+        if topic == settings.topic(name):
+            msg = cls()
+            msg.ParseFromString(value)
+            return MessageToDict(msg, preserving_proto_field_name=True)
+    try:
+        return json.loads(value)
+    except ValueError:
+        return {"raw": value.hex()}
+
+
+def cmd_events(args, settings: Settings) -> None:
+    topic = settings.topic(args.topic) if args.topic in TOPICS else args.topic
+
+    async def run():
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+            auto_offset_reset="earliest" if args.from_beginning else "latest", enable_auto_commit=False,
+        )
+        await consumer.start()
+        seen = 0
+        try:
+            async for msg in consumer:
+                try:
+                    value = decode_event(topic, settings, msg.value)
+                except Exception as exc:  # noqa: BLE001 - show undecodable values, do not stop
+                    value = {"undecodable": str(exc), "raw": msg.value.hex() if msg.value else ""}
+                line = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
+                        "key": msg.key.decode(errors="replace") if msg.key else None,
+                        "headers": {k: v.decode(errors="replace") for k, v in msg.headers}, "value": value}
+                sys.stdout.write(json.dumps(line) + "\n")
+                sys.stdout.flush()
+                seen += 1
+                if args.limit and seen >= args.limit:
+                    return
+        finally:
+            await consumer.stop()
+
+    asyncio.run(run())
+
+
+# --- the demo ---------------------------------------------------------------------------------
+
+
+async def load_demo(settings: Settings) -> tuple[str, str]:
+    """Creates the demo product key with the bundled knowledge; reuses it when it exists. (key id, secret)"""
+    saved = state_dir() / "demo-key.json"
+    if saved.exists():
+        data = json.loads(saved.read_text())
+        async with channel(settings.search_addr) as ch:
+            try:
+                await search_pb2_grpc.SearchServiceStub(ch).Plan(
+                    search_pb2.PlanRequest(product_key=data["secret"], message="hello"), timeout=5
+                )
+                return data["id"], data["secret"]
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                    raise
+    spec = json.loads((DEMO_DIR / "faq.json").read_text())
+    key = spec["key"]
+    key_id = key["id"]
+    try:
+        reply = await create_key(settings, key["name"], key_id, key["instructions"], key["website"])
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+            raise
+        # The key exists from an earlier run whose secret is lost: make a fresh one.
+        key_id = f"{key_id}-{os.urandom(3).hex()}"
+        reply = await create_key(settings, key["name"], key_id, key["instructions"], key["website"])
+    console.print(f"created demo product key [bold]{reply.key.id}[/]")
+    await add_knowledge_path(settings, reply.key.id, DEMO_DIR)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps({"id": reply.key.id, "secret": reply.product_key}))
+    saved.chmod(0o600)
+    return reply.key.id, reply.product_key
+
+
+async def demo(settings: Settings) -> None:
+    key_id, secret = await load_demo(settings)
+    before = (await fetch_metrics(settings, key_id)).total.turns
+    async with channel(settings.response_addr) as ch:
+        stub = response_pb2_grpc.ResponseServiceStub(ch)
+        for q in DEMO_QUESTIONS:
+            reply = await stub.Chat(response_pb2.ChatRequest(product_key=secret, session_id="demo", message=q), timeout=10)
+            print_answer(q, reply)
+    console.print("\nwaiting for the stream processor to count the turns ...")
+    reply = await fetch_metrics(settings, key_id)
+    for _ in range(150):
+        if reply.total.turns >= before + len(DEMO_QUESTIONS):
+            break
+        await asyncio.sleep(0.2)
+        reply = await fetch_metrics(settings, key_id)
+    out.print()
+    out.print(metrics_table(key_id, reply))
+    out.print(f"\ndemo product key id: {key_id}\nsecret: {secret}\n"
+              f"try: .venv/bin/parley chat --key {secret} 'How do I share a folder?'")
+
+
+def cmd_run(args, settings: Settings) -> None:
+    lr = launcher()
+    cmd_up(args, settings)
+    started = lr.start()
+    console.print(f"services started: {', '.join(started) or 'all were running'}; logs in {lr.log_dir}")
+    try:
+        asyncio.run(lr.wait_serving(settings))
+        asyncio.run(demo(settings))
+    finally:
+        if args.stop:
+            cmd_down(args, settings)
+    if not args.stop:
+        console.print(f"\n[green]Parley is running[/]: response {settings.response_addr}, search {settings.search_addr}, "
+                      f"scraper {settings.scraper_addr}, analytics {settings.analytics_addr}. Stop with `make down`.")
+
+
+def cmd_bench(args, _settings: Settings) -> None:
+    from bench.__main__ import main as bench_main
+
+    bench_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the local stack (Kafka, PostgreSQL, Redis) and migrate").set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop the services and the local stack").set_defaults(fn=cmd_down)
+    sub.add_parser("migrate", help="apply schema migrations and create topics").set_defaults(fn=cmd_migrate)
+    p = sub.add_parser("services", help="start/stop/status of the local service processes")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.set_defaults(fn=cmd_services)
+    p = sub.add_parser("keys", help="product keys (admin)")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("name", nargs="?", default="", help="name (create) or id (revoke)")
+    p.add_argument("--id", help="public id for create")
+    p.add_argument("--website")
+    p.set_defaults(fn=cmd_keys)
+    p = sub.add_parser("knowledge", help="add knowledge files (admin)")
+    p.add_argument("action", choices=["add"])
+    p.add_argument("path")
+    p.add_argument("--key", required=True, help="product key id")
+    p.set_defaults(fn=cmd_knowledge)
+    p = sub.add_parser("chat", help="ask one question")
+    p.add_argument("message")
+    p.add_argument("--key", required=True, help="the product key (secret)")
+    p.add_argument("--session", default="cli")
+    p.set_defaults(fn=cmd_chat)
+    p = sub.add_parser("metrics", help="metrics of a key, last hour")
+    p.add_argument("--key", required=True, help="product key id")
+    p.set_defaults(fn=cmd_metrics)
+    p = sub.add_parser("events", help="decode a topic to JSON lines")
+    p.add_argument("action", choices=["tail"])
+    p.add_argument("topic", help="a topic name or one of: " + ", ".join(TOPICS))
+    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--limit", type=int, default=0)
+    p.set_defaults(fn=cmd_events)
+    p = sub.add_parser("run", help="start everything and run the demo")
+    p.add_argument("--stop", action="store_true", help="stop everything after the demo")
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("bench", help="run the benchmarks")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging("WARNING", json=False)
+    try:
+        args.fn(args, settings)
+    except grpc.aio.AioRpcError as exc:
+        console.print(f"[red]{exc.code().name}[/]: {exc.details()}")
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Shared runtime of every Parley service: settings, logging, gRPC bootstrap, Kafka, PostgreSQL, Redis."""

@@ -1,0 +1,54 @@
+"""PostgreSQL: the asyncpg pool and versioned migrations applied by one command (`parley migrate`)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from importlib import resources
+
+import asyncpg
+
+logger = logging.getLogger(__name__)
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# Serialises concurrent migrators (several pods starting at once).
+_MIGRATION_LOCK = 7_215_310_001
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every file in services/common/migrations, in order."""
+    found = []
+    for entry in resources.files("services.common").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), entry.read_text()))
+    return sorted(found)
+
+
+async def migrate(dsn: str) -> list[int]:
+    """Apply the migrations not applied yet, each in its own transaction; returns their versions."""
+    conn = await asyncpg.connect(dsn)
+    applied: list[int] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in migrations():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+            logger.info("applied migration %04d_%s", version, name)
+            applied.append(version)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        await conn.close()
+    return applied

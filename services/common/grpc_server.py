@@ -1,0 +1,268 @@
+"""One gRPC server bootstrap for every service: health, reflection, metrics, error mapping, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.common.errors import ParleyError
+from services.common.metrics import RPC_HANDLED, RPC_LATENCY, serve_metrics
+
+logger = logging.getLogger(__name__)
+
+# Calls that work while the service is still waiting for its dependencies.
+_ALWAYS_OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+Check = Callable[[], Awaitable[Any]]
+
+
+@dataclass
+class ServiceSpec:
+    """What a service contributes to the shared bootstrap."""
+
+    name: str                                    # short name, e.g. "search"
+    service_names: Sequence[str]                 # full gRPC service names, for health + reflection
+    register: Callable[[grpc.aio.Server], None]  # adds the servicers
+    bind: str                                    # host:port
+    metrics_port: int = 0
+    on_start: Callable[[], Awaitable[None]] | None = None   # connect dependencies (retried)
+    on_stop: Callable[[], Awaitable[None]] | None = None    # close them, after the drain
+    checks: dict[str, Check] = field(default_factory=dict)  # dependency name -> probe
+    check_interval_seconds: float = 5.0
+    grace_seconds: float = 20.0
+    max_message_bytes: int = 4 * 1024 * 1024
+
+
+def status_code(name: str) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, name, grpc.StatusCode.UNKNOWN)
+
+
+class _Gate:
+    """Open once the service's dependencies answered; closed again while draining."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.draining = False
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Latency histograms, status counts, domain-error mapping and the readiness gate."""
+
+    def __init__(self, service: str, gate: _Gate) -> None:
+        self._service = service
+        self._gate = gate
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        always_open = method.startswith(_ALWAYS_OPEN)
+        short = method.rsplit("/", 1)[-1]
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary(request, context):
+                start = time.perf_counter()
+                code = "OK"
+                try:
+                    self._admit(always_open)
+                    return await inner(request, context)
+                except BaseException as exc:  # noqa: BLE001 - every outcome is counted
+                    code = await self._fail(exc, context, short)
+                finally:
+                    self._observe(short, code, start, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def stream(request, context):
+                start = time.perf_counter()
+                code = "OK"
+                try:
+                    self._admit(always_open)
+                    async for item in inner_stream(request, context):
+                        yield item
+                except BaseException as exc:  # noqa: BLE001
+                    code = await self._fail(exc, context, short)
+                finally:
+                    self._observe(short, code, start, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, handler.request_deserializer, handler.response_serializer
+            )
+        return handler
+
+    def _admit(self, always_open: bool) -> None:
+        if always_open:
+            return
+        if self._gate.draining:
+            raise _Rejected("UNAVAILABLE", f"{self._service} is shutting down; retry on another instance")
+        if not self._gate.ready:
+            raise _Rejected("UNAVAILABLE", f"{self._service} is starting; its dependencies are not ready yet")
+
+    async def _fail(self, exc: BaseException, context, method: str) -> str:
+        if isinstance(exc, asyncio.CancelledError):
+            raise exc
+        if isinstance(exc, grpc.aio.AbortError):
+            raise exc
+        if isinstance(exc, (ParleyError, _Rejected)):
+            if exc.trailers:
+                context.set_trailing_metadata(tuple(exc.trailers.items()))
+            await context.abort(status_code(exc.code), exc.message)
+        if isinstance(exc, grpc.aio.AioRpcError):
+            # A downstream service's answer: pass on its status and message.
+            logger.warning("downstream call failed in %s: %s %s", method, exc.code().name, exc.details())
+            await context.abort(exc.code(), exc.details() or exc.code().name)
+        if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} timed out")
+        incident = uuid.uuid4().hex[:12]
+        logger.exception("unhandled error in %s (incident %s)", method, incident)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
+        return "INTERNAL"  # not reached: abort raises
+
+    def _observe(self, method: str, code: str, start: float, context) -> None:
+        final = context.code()
+        if final is not None:
+            code = final.name if isinstance(final, grpc.StatusCode) else str(final)
+        RPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - start)
+        RPC_HANDLED.labels(self._service, method, code).inc()
+
+
+class _Rejected(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.trailers: dict[str, str] = {}
+
+
+async def _connect(spec: ServiceSpec) -> None:
+    """Run on_start until it succeeds, backing off; the server keeps answering health meanwhile."""
+    delay = 0.2
+    while True:
+        try:
+            if spec.on_start:
+                await spec.on_start()
+            return
+        except Exception as exc:  # noqa: BLE001 - a dependency that is not up yet
+            logger.warning("%s: dependencies not ready (%s); retrying in %.1fs", spec.name, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _probe(checks: dict[str, Check]) -> list[str]:
+    failing = []
+    for name, check in checks.items():
+        try:
+            await asyncio.wait_for(check(), timeout=3.0)
+        except Exception as exc:  # noqa: BLE001
+            failing.append(f"{name}: {exc!r}")
+    return failing
+
+
+async def serve(spec: ServiceSpec) -> None:
+    """Start the server, wait for dependencies, serve until SIGTERM/SIGINT, then drain."""
+    gate = _Gate()
+    server = grpc.aio.server(
+        interceptors=[ServerInterceptor(spec.name, gate)],
+        options=[
+            ("grpc.max_receive_message_length", spec.max_message_bytes),
+            ("grpc.max_send_message_length", spec.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    spec.register(server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [*spec.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    for name in ("", *spec.service_names):
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    port = server.add_insecure_port(spec.bind)
+    if port == 0:
+        raise SystemExit(f"{spec.name}: cannot listen on {spec.bind}")
+    serve_metrics(spec.metrics_port)
+    await server.start()
+    logger.info("%s listening on %s (metrics on :%s)", spec.name, spec.bind, spec.metrics_port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+    async def watch_health() -> None:
+        await _connect(spec)
+        serving = None
+        while True:
+            failing = await _probe(spec.checks)
+            now_serving = not failing
+            if now_serving != serving:
+                status = health_pb2.HealthCheckResponse.SERVING if now_serving else health_pb2.HealthCheckResponse.NOT_SERVING
+                for name in ("", *spec.service_names):
+                    await health.set(name, status)
+                gate.ready = now_serving
+                if now_serving:
+                    logger.info("%s is SERVING", spec.name)
+                else:
+                    logger.warning("%s is NOT_SERVING: %s", spec.name, "; ".join(failing))
+                serving = now_serving
+            await asyncio.sleep(spec.check_interval_seconds)
+
+    watcher = asyncio.create_task(watch_health())
+    await stop.wait()
+    logger.info("%s draining in-flight RPCs (up to %.0fs)", spec.name, spec.grace_seconds)
+    gate.draining = True
+    await health.enter_graceful_shutdown()
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    await server.stop(spec.grace_seconds)
+    if spec.on_stop:
+        await spec.on_stop()
+    logger.info("%s stopped", spec.name)
+
+
+def port_of(addr: str) -> int:
+    return int(addr.rsplit(":", 1)[1])
+
+
+def bind_address(host: str, addr: str) -> str:
+    return f"{host}:{port_of(addr)}"
+
+
+def channel(addr: str, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.Channel:
+    """A client channel with the same message limits as the servers."""
+    return grpc.aio.insecure_channel(
+        addr,
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.enable_retries", 1),
+        ],
+    )
+
+
+async def check_serving(target: grpc.aio.Channel, name: str, timeout: float = 2.0) -> None:
+    """Readiness of a downstream service: its health service says SERVING."""
+    reply = await health_pb2_grpc.HealthStub(target).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        raise RuntimeError(f"{name} is not serving")

@@ -1,0 +1,131 @@
+"""Kafka helpers: topic creation, an idempotent event producer, and event envelopes (headers)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.common.metrics import EVENTS_PUBLISHED
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = b"1"
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now_timestamp() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def event_headers(message: Message, trace_id: str = "") -> list[tuple[str, bytes]]:
+    """Headers of every Parley event: its type, schema version and trace id."""
+    return [
+        ("event-type", message.DESCRIPTOR.full_name.encode()),
+        ("schema-version", SCHEMA_VERSION),
+        ("trace-id", (trace_id or uuid.uuid4().hex).encode()),
+    ]
+
+
+async def ensure_topics(
+    bootstrap: str, topics: Iterable[str], partitions: int, replication: int = 1, retention_ms: int | None = None
+) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        configs = {"retention.ms": str(retention_ms)} if retention_ms else {}
+        missing = [
+            NewTopic(name=t, num_partitions=partitions, replication_factor=replication, topic_configs=configs)
+            for t in topics
+            if t not in existing
+        ]
+        if not missing:
+            return
+        try:
+            await admin.create_topics(missing)
+        except TopicAlreadyExistsError:
+            pass
+        logger.info("created topics %s", [t.name for t in missing])
+    finally:
+        await admin.close()
+
+
+class EventProducer:
+    """An idempotent producer (`acks=all`) that writes protobuf events keyed by product key id."""
+
+    def __init__(self, bootstrap: str, *, linger_ms: int = 5, client_id: str = "parley") -> None:
+        self._config = dict(bootstrap_servers=bootstrap, linger_ms=linger_ms, client_id=client_id)
+        self._producer = self._new_producer()
+        self._started = False
+        self._pending: set[asyncio.Future] = set()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            **self._config,
+            enable_idempotence=True,
+            acks="all",
+            request_timeout_ms=15000,
+            # Bounded local buffering while the broker is away: a full buffer fails the send
+            # with a clear error instead of growing without limit.
+            max_batch_size=256 * 1024,
+        )
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        try:
+            await self._producer.start()
+        except Exception:
+            # A producer whose start failed cannot be started again: replace it for the retry.
+            await self._producer.stop()
+            self._producer = self._new_producer()
+            raise
+        self._started = True
+
+    async def stop(self) -> None:
+        """Flush what is buffered, then close."""
+        if self._started:
+            if self._pending:
+                await asyncio.gather(*self._pending, return_exceptions=True)
+            await self._producer.stop()
+            self._started = False
+
+    async def publish(self, topic: str, key: str, message: Message, *, trace_id: str = "", wait: bool = False) -> None:
+        """Hand one event to Kafka. With wait=False the call returns once the event is buffered
+        (the broker's acknowledgement is tracked in the background and flushed on stop)."""
+        fut = await self._producer.send(
+            topic, value=message.SerializeToString(), key=key.encode(), headers=event_headers(message, trace_id)
+        )
+        if wait:
+            await self._settle(topic, fut)
+            return
+        task = asyncio.ensure_future(self._settle(topic, fut))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _settle(self, topic: str, fut: asyncio.Future) -> None:
+        try:
+            await fut
+            EVENTS_PUBLISHED.labels(topic, "ok").inc()
+        except Exception:
+            EVENTS_PUBLISHED.labels(topic, "failed").inc()
+            logger.exception("event to %s was not acknowledged by Kafka", topic)
+            raise
+
+    async def ping(self) -> None:
+        """Readiness probe: the cluster's metadata answers."""
+        await self._producer.client.fetch_all_metadata()

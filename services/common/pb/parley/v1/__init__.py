@@ -1,0 +1,1 @@
+"""Generated code for parley.v1."""

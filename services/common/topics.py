@@ -1,0 +1,14 @@
+"""Which topics exist, and creating them with the configured partition count."""
+
+from __future__ import annotations
+
+from services.common.kafka import ensure_topics
+from services.common.settings import TOPICS, Settings
+
+
+def all_topics(settings: Settings) -> list[str]:
+    return [settings.topic(name) for name in TOPICS]
+
+
+async def create_all_topics(settings: Settings) -> None:
+    await ensure_topics(settings.kafka_bootstrap, all_topics(settings), settings.topic_partitions, settings.topic_replication)

@@ -1,0 +1,1 @@
+"""Response generation service: the chat API that gateway clients call."""

@@ -1,0 +1,1 @@
+"""Web scraping service: crawls a tenant's website into its knowledge."""

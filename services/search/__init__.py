@@ -1,0 +1,1 @@
+"""Search strategy service: product keys, knowledge, and the per-message answering plan."""
