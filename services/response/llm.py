@@ -51,10 +51,12 @@ class Answerer(Protocol):
 
 
 def _stem(word: str) -> str:
+    """A light suffix stripper: enough for "bake", "baked" and "baking" to meet."""
     for suffix in ("ing", "edly", "ed", "ies", "es", "s", "ly"):
         if len(word) > len(suffix) + 2 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
+            word = word[: -len(suffix)]
+            break
+    return word[:-1] if len(word) > 3 and word.endswith("e") else word
 
 
 def terms(text: str) -> set[str]:
