@@ -31,19 +31,18 @@ proto-check: $(VENV)/.installed
 	  rc=$$?; rm -rf $$tmp; exit $$rc
 
 up: install
-	@$(PY) -m deploy.local up
+	@$(PY) -m services.cli up
 
 down:
-	@test -x $(PY) && $(PY) -m deploy.local down || true
-	@test -x $(PY) && $(PY) -m services.cli services-down || true
+	@if [ -x $(PY) ]; then $(PY) -m services.cli down; else echo "nothing to stop"; fi
 
 status: $(VENV)/.installed
 	@$(PY) -m deploy.local status
 
-run: up
+run: install
 	@$(PY) -m services.cli run
 
-demo: up
+demo: install
 	@$(PY) -m services.cli run --stop
 
 test: install proto-check
@@ -53,7 +52,7 @@ test-unit: $(VENV)/.installed
 	@$(PY) -m pytest -q tests -m "not integration"
 
 bench: up
-	@$(PY) -m bench
+	@$(PY) -m bench $(ARGS)
 
 clean: down
 	rm -rf .local $(VENV)
