@@ -4,43 +4,20 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.common.chunking import chunk_text, content_hash
+from services.common.chunking import chunk_text
 from services.common.errors import InvalidArgument, NotFound
+from services.common.knowledge_store import NewChunk, bump_version, insert_chunks
 
 MAX_DOCUMENT_CHARS = 2_000_000
-
-_INSERT = """
-INSERT INTO knowledge_chunks (product_key_id, kind, document, title, question, content, url, position, content_hash, tsv)
-SELECT $1, $2, $3, $4, q, c, $5, pos, h,
-       setweight(to_tsvector(k.ts_config, $4 || ' ' || q), 'A') || setweight(to_tsvector(k.ts_config, c), 'B')
-FROM product_keys k,
-     unnest($6::text[], $7::text[], $8::int[], $9::bytea[]) AS u(q, c, pos, h)
-WHERE k.id = $1
-ON CONFLICT (product_key_id, content_hash) DO NOTHING
-RETURNING id
-"""
-
-
-async def _bump(conn: asyncpg.Connection, key_id: str) -> int:
-    version = await conn.fetchval(
-        "UPDATE product_keys SET knowledge_version = knowledge_version + 1 WHERE id = $1 RETURNING knowledge_version",
-        key_id,
-    )
-    if version is None:
-        raise NotFound(f"no product key with id {key_id!r}")
-    return version
-
 
 async def add_faq(pool: asyncpg.Pool, key_id: str, question: str, answer: str) -> tuple[list[str], int]:
     question, answer = question.strip(), answer.strip()
     if not question or not answer:
         raise InvalidArgument("an FAQ entry needs both a question and an answer")
     async with pool.acquire() as conn, conn.transaction():
-        version = await _bump(conn, key_id)
-        rows = await conn.fetch(
-            _INSERT, key_id, "faq", question, "", "", [question], [answer], [0], [content_hash("faq", question, answer)]
-        )
-    return [str(r["id"]) for r in rows], version
+        version = await bump_version(conn, key_id)
+        ids = await insert_chunks(conn, key_id, "faq", question, "", "", [NewChunk(answer, question)])
+    return ids, version
 
 
 async def add_document(pool: asyncpg.Pool, key_id: str, title: str, text: str, url: str = "") -> tuple[list[str], int]:
@@ -52,12 +29,9 @@ async def add_document(pool: asyncpg.Pool, key_id: str, title: str, text: str, u
     chunks = chunk_text(text)
     document = url or title
     async with pool.acquire() as conn, conn.transaction():
-        version = await _bump(conn, key_id)
-        rows = await conn.fetch(
-            _INSERT, key_id, "document", document, title, url,
-            [""] * len(chunks), chunks, list(range(len(chunks))), [content_hash("document", c) for c in chunks],
-        )
-    return [str(r["id"]) for r in rows], version
+        version = await bump_version(conn, key_id)
+        ids = await insert_chunks(conn, key_id, "document", document, title, url, [NewChunk(c) for c in chunks])
+    return ids, version
 
 
 async def delete_knowledge(pool: asyncpg.Pool, key_id: str, chunk_id: str = "", document: str = "") -> tuple[int, int]:
@@ -77,5 +51,5 @@ async def delete_knowledge(pool: asyncpg.Pool, key_id: str, chunk_id: str = "", 
         deleted = int(result.split()[-1])
         if deleted == 0:
             raise NotFound("nothing matched")
-        version = await _bump(conn, key_id)
+        version = await bump_version(conn, key_id)
     return deleted, version
