@@ -1,0 +1,80 @@
+"""What every scenario shares: the console, free ports, and the services started for one run."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from rich.console import Console
+
+from services.cli import DEMO_DIR, add_knowledge_path, create_key
+from services.common import db
+from services.common.settings import Settings
+from services.common.topics import create_all_topics
+from services.launcher import Launcher
+
+console = Console(width=140)
+QUESTIONS = [
+    "How much does the Plus plan cost per year?",
+    "How do I reset my password?",
+    "Where are your data centers?",
+    "What happens when two people edit the same file offline?",
+    "Do you offer refunds?",
+    "Which payment methods do you accept?",
+    "Is there a desktop app for Linux?",
+    "How long do deleted files stay in the trash?",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_env() -> dict[str, str]:
+    """Own topics, worker group and ports, so a run never mixes with the demo or the tests."""
+    run = uuid.uuid4().hex[:8]
+    env = {
+        "PARLEY_TOPIC_NAMESPACE": f".bench-{run}",
+        "PARLEY_WORKER_APP_ID": f"parley-bench-{run}",
+        "PARLEY_ADMIN_TOKEN": f"bench-{run}",
+        "PARLEY_LOG_LEVEL": "WARNING",
+    }
+    for name in ("search", "response", "scraper", "analytics"):
+        env[f"PARLEY_{name.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
+    for name in ("search", "response", "scraper", "analytics", "worker"):
+        env[f"PARLEY_{name.upper()}_METRICS_PORT"] = str(free_port())
+    return env
+
+
+@asynccontextmanager
+async def started_services(extra_env: dict[str, str] | None = None) -> AsyncIterator[tuple[Settings, str, str]]:
+    """All services and the worker with the demo knowledge loaded into a fresh key:
+    yields (settings, key id, key secret); stops everything afterwards."""
+    env = {**bench_env(), **(extra_env or {})}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    settings = Settings()
+    await db.migrate(settings.postgres_dsn)
+    await create_all_topics(settings)
+    launcher = Launcher(Path(tempfile.mkdtemp(prefix="parley-bench-")), env=env)
+    launcher.start()
+    try:
+        console.print("starting the services ...")
+        await launcher.wait_serving(settings)
+        key = await create_key(settings, "Bench", f"bench-{uuid.uuid4().hex[:8]}")
+        await add_knowledge_path(settings, key.key.id, DEMO_DIR)
+        yield settings, key.key.id, key.product_key
+    finally:
+        launcher.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
