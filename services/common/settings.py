@@ -63,6 +63,19 @@ class Settings(BaseSettings):
     llm_large_model: str = "llama-3.3-70b-versatile"
     extractive_max_sentences: int = 3
 
+    # Web scraping (crawler and Fetch).
+    scraper_user_agent: str = "ParleyBot/0.1 (+https://github.com/parley/parley; crawler of customer-support knowledge)"
+    scraper_allow_networks: str = ""        # comma-separated CIDRs let through the private-address refusal
+    scraper_host_concurrency: int = 2       # requests in flight per host
+    scraper_host_delay_seconds: float = 0.25  # between request starts per host (robots Crawl-delay wins if longer)
+    scraper_job_concurrency: int = 8        # pages in flight per crawl job
+    scraper_max_jobs: int = 4               # crawl jobs in flight per worker process
+    scraper_max_redirects: int = 5
+    scraper_max_page_bytes: int = 2_000_000
+    scraper_timeout_seconds: float = 10.0
+    scraper_fetch_cache_seconds: int = 600  # TTL of Fetch results in Redis
+    scraper_group_id: str = "parley-crawler"
+
     # Stream processor.
     worker_app_id: str = "parley-analytics"
     stream_batch_size: int = 1000
