@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from services.common.pb.parley.v1 import common_pb2 as parley_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18parley/v1/response.proto\x12\tparley.v1\x1a\x16parley/v1/common.proto\"Y\n\x0b\x43hatRequest\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08no_cache\x18\x04 \x01(\x08\"\x97\x02\n\x0c\x43hatResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12#\n\x07sources\x18\x03 \x03(\x0b\x32\x12.parley.v1.Passage\x12%\n\x08strategy\x18\x04 \x01(\x0e\x32\x13.parley.v1.Strategy\x12\r\n\x05model\x18\x05 \x01(\t\x12,\n\x0c\x63\x61\x63he_status\x18\x06 \x01(\x0e\x32\x16.parley.v1.CacheStatus\x12#\n\x07timings\x18\x07 \x01(\x0b\x32\x12.parley.v1.Timings\x12$\n\x05usage\x18\x08 \x01(\x0b\x32\x15.parley.v1.TokenUsage\x12\x0f\n\x07reasons\x18\t \x03(\t\"B\n\tChatChunk\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12&\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x17.parley.v1.ChatResponse\"[\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06rating\x18\x03 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\"$\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t2\xd3\x01\n\x0fResponseService\x12\x37\n\x04\x43hat\x12\x16.parley.v1.ChatRequest\x1a\x17.parley.v1.ChatResponse\x12<\n\nChatStream\x12\x16.parley.v1.ChatRequest\x1a\x14.parley.v1.ChatChunk0\x01\x12I\n\x0eSubmitFeedback\x12\x1a.parley.v1.FeedbackRequest\x1a\x1b.parley.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18parley/v1/response.proto\x12\tparley.v1\x1a\x16parley/v1/common.proto\"Y\n\x0b\x43hatRequest\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08no_cache\x18\x04 \x01(\x08\"\x97\x02\n\x0c\x43hatResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12#\n\x07sources\x18\x03 \x03(\x0b\x32\x12.parley.v1.Passage\x12%\n\x08strategy\x18\x04 \x01(\x0e\x32\x13.parley.v1.Strategy\x12\r\n\x05model\x18\x05 \x01(\t\x12,\n\x0c\x63\x61\x63he_status\x18\x06 \x01(\x0e\x32\x16.parley.v1.CacheStatus\x12#\n\x07timings\x18\x07 \x01(\x0b\x32\x12.parley.v1.Timings\x12$\n\x05usage\x18\x08 \x01(\x0b\x32\x15.parley.v1.TokenUsage\x12\x0f\n\x07reasons\x18\t \x03(\t\"S\n\tChatChunk\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12&\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x17.parley.v1.ChatResponse\x12\x0f\n\x07restart\x18\x03 \x01(\x08\"[\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06rating\x18\x03 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\"$\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t2\xd3\x01\n\x0fResponseService\x12\x37\n\x04\x43hat\x12\x16.parley.v1.ChatRequest\x1a\x17.parley.v1.ChatResponse\x12<\n\nChatStream\x12\x16.parley.v1.ChatRequest\x1a\x14.parley.v1.ChatChunk0\x01\x12I\n\x0eSubmitFeedback\x12\x1a.parley.v1.FeedbackRequest\x1a\x1b.parley.v1.FeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,11 +37,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATRESPONSE']._serialized_start=155
   _globals['_CHATRESPONSE']._serialized_end=434
   _globals['_CHATCHUNK']._serialized_start=436
-  _globals['_CHATCHUNK']._serialized_end=502
-  _globals['_FEEDBACKREQUEST']._serialized_start=504
-  _globals['_FEEDBACKREQUEST']._serialized_end=595
-  _globals['_FEEDBACKRESPONSE']._serialized_start=597
-  _globals['_FEEDBACKRESPONSE']._serialized_end=633
-  _globals['_RESPONSESERVICE']._serialized_start=636
-  _globals['_RESPONSESERVICE']._serialized_end=847
+  _globals['_CHATCHUNK']._serialized_end=519
+  _globals['_FEEDBACKREQUEST']._serialized_start=521
+  _globals['_FEEDBACKREQUEST']._serialized_end=612
+  _globals['_FEEDBACKRESPONSE']._serialized_start=614
+  _globals['_FEEDBACKRESPONSE']._serialized_end=650
+  _globals['_RESPONSESERVICE']._serialized_start=653
+  _globals['_RESPONSESERVICE']._serialized_end=864
 # @@protoc_insertion_point(module_scope)

@@ -42,12 +42,14 @@ class ChatResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., answer: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[_common_pb2.Passage, _Mapping]]] = ..., strategy: _Optional[_Union[_common_pb2.Strategy, str]] = ..., model: _Optional[str] = ..., cache_status: _Optional[_Union[_common_pb2.CacheStatus, str]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ChatChunk(_message.Message):
-    __slots__ = ("delta", "final")
+    __slots__ = ("delta", "final", "restart")
     DELTA_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    RESTART_FIELD_NUMBER: _ClassVar[int]
     delta: str
     final: ChatResponse
-    def __init__(self, delta: _Optional[str] = ..., final: _Optional[_Union[ChatResponse, _Mapping]] = ...) -> None: ...
+    restart: bool
+    def __init__(self, delta: _Optional[str] = ..., final: _Optional[_Union[ChatResponse, _Mapping]] = ..., restart: _Optional[bool] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("product_key", "request_id", "rating", "comment")
