@@ -62,6 +62,32 @@ class Settings(BaseSettings):
     llm_small_model: str = "llama-3.1-8b-instant"
     llm_large_model: str = "llama-3.3-70b-versatile"
     extractive_max_sentences: int = 3
+    # Model routing (services/response/routing.py): the large model for long, multi-question or
+    # low-confidence messages; the small one otherwise.
+    llm_large_min_chars: int = 200
+    llm_large_below_score: float = 0.1
+    llm_prompt_token_budget: int = 3000        # passages + history + question, estimated tokens
+    llm_max_completion_tokens: int = 512
+    llm_temperature: float = 0.2
+    # Resilience around the LLM: per-attempt timeout (within the client's deadline), retries
+    # with jitter on 429/5xx honouring Retry-After, a circuit breaker per model, fallback chain.
+    llm_timeout_seconds: float = 20.0
+    llm_max_attempts: int = 2                  # per model, before falling back to the next one
+    llm_max_retry_wait_seconds: float = 2.0    # a longer Retry-After falls back instead of waiting
+    llm_breaker_failures: int = 5              # consecutive failures that open a model's breaker
+    llm_breaker_reset_seconds: float = 30.0    # open breaker: time before one trial call
+    llm_fallback_extractive: bool = True       # last resort; false: LLM failures become gRPC errors
+    # USD per million (prompt, completion) tokens, for the ChatTurn's estimated cost.
+    llm_prices: dict[str, tuple[float, float]] = {
+        "llama-3.1-8b-instant": (0.05, 0.08),
+        "llama-3.3-70b-versatile": (0.59, 0.79),
+    }
+    # Answer cache and sessions (Redis).
+    answer_cache_ttl_seconds: int = 3600
+    answer_cache_pointer_ttl_seconds: int = 30  # key -> (id, knowledge version), also invalidated by events
+    session_history_turns: int = 6              # recent turns kept per session (and sent to the LLM)
+    session_ttl_seconds: int = 1800
+    feedback_window_seconds: int = 7 * 24 * 3600  # how long a request id accepts feedback
 
     # Web scraping (crawler and Fetch).
     scraper_user_agent: str = "ParleyBot/0.1 (+https://github.com/parley/parley; crawler of customer-support knowledge)"
