@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     worker_app_id: str = "parley-analytics"
     stream_batch_size: int = 1000
     stream_batch_within_seconds: float = 0.5
+    worker_stall_seconds: float = 60.0           # liveness: messages waiting and no progress this long
+    worker_lag_interval_seconds: float = 5.0
+    minutely_publish_interval_seconds: float = 5.0
 
     # Logging.
     log_level: str = "INFO"

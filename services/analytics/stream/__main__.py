@@ -6,15 +6,13 @@ import faust
 
 from services.analytics.stream.app import create_app
 from services.common.logs import configure_logging
-from services.common.metrics import serve_metrics
 from services.common.settings import get_settings
 
 
 def main() -> None:
     settings = get_settings()
-    app, sink = create_app(settings)
-    serve_metrics(settings.worker_metrics_port)
-    worker = faust.Worker(app, sink, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    app, services = create_app(settings)
+    worker = faust.Worker(app, *services, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     configure_logging(settings.log_level, settings.log_json, service="worker")
     worker.execute_from_commandline()
 

@@ -38,3 +38,18 @@ def decode_turn(value: bytes | None) -> events_pb2.ChatTurn:
     if not turn.HasField("occurred_at"):
         raise InvalidEvent("ChatTurn without occurred_at")
     return turn
+
+
+def decode_feedback(value: bytes | None) -> events_pb2.Feedback:
+    if not value:
+        raise InvalidEvent("empty value")
+    feedback = events_pb2.Feedback()
+    try:
+        feedback.ParseFromString(value)
+    except DecodeError as exc:
+        raise InvalidEvent(f"not a parley.v1.Feedback: {exc}") from None
+    if not feedback.event_id or not feedback.product_key_id or not feedback.HasField("occurred_at"):
+        raise InvalidEvent("Feedback without event_id, product_key_id or occurred_at")
+    if feedback.rating not in (-1, 1):
+        raise InvalidEvent(f"Feedback rating must be +1 or -1, not {feedback.rating}")
+    return feedback

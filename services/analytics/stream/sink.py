@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import datetime, timezone
 
 import asyncpg
 from mode import Service
@@ -68,6 +68,38 @@ ON CONFLICT (product_key_id, minute, strategy, model) DO UPDATE SET
     updated_at = now()
 """
 
+WRITE_FEEDBACK = """
+WITH batch AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::text[])
+        AS b(event_id, product_key_id, request_id, occurred_at, rating, comment)
+), inserted AS (
+    INSERT INTO feedback_events (event_id, product_key_id, request_id, occurred_at, rating, comment)
+    SELECT event_id, product_key_id, request_id, occurred_at, rating, comment FROM batch
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+)
+INSERT INTO metrics_minute AS m (product_key_id, minute, strategy, model, feedback_up, feedback_down)
+SELECT b.product_key_id, date_trunc('minute', b.occurred_at),
+       coalesce(c.strategy, 'UNKNOWN'), coalesce(c.model, 'unknown'),
+       count(*) FILTER (WHERE b.rating > 0), count(*) FILTER (WHERE b.rating < 0)
+FROM batch b
+JOIN inserted USING (event_id)
+LEFT JOIN conversations c ON c.request_id = b.request_id AND c.product_key_id = b.product_key_id
+GROUP BY 1, 2, 3, 4
+ON CONFLICT (product_key_id, minute, strategy, model) DO UPDATE SET
+    feedback_up = m.feedback_up + excluded.feedback_up,
+    feedback_down = m.feedback_down + excluded.feedback_down,
+    updated_at = now()
+"""
+
+# The stored offsets are locked for the transaction: events below them were applied already
+# (a redelivery after a crash between the PostgreSQL commit and the Kafka commit) and are dropped.
+LOCK_OFFSETS = """
+SELECT topic, partition, next_offset FROM stream_offsets
+WHERE consumer_group = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))
+FOR UPDATE
+"""
+
 SAVE_OFFSETS = """
 INSERT INTO stream_offsets (consumer_group, topic, partition, next_offset)
 SELECT $1, t, p, o FROM unnest($2::text[], $3::int[], $4::bigint[]) AS u(t, p, o)
@@ -75,6 +107,7 @@ ON CONFLICT (consumer_group, topic, partition) DO UPDATE
 SET next_offset = greatest(stream_offsets.next_offset, excluded.next_offset), updated_at = now()
 """
 
+STORED_OFFSETS = "SELECT topic, partition, next_offset FROM stream_offsets WHERE consumer_group = $1"
 
 @dataclass(frozen=True)
 class Position:
@@ -102,6 +135,20 @@ def turn_columns(turns: Sequence[events_pb2.ChatTurn]) -> list[list]:
             t.usage.prompt_tokens, t.usage.completion_tokens, t.cost_usd, ",".join(t.source_ids),
             bucket_of(tm.total_ms), bucket_of(tm.ttft_ms), bucket_of(tm.search_ms), bucket_of(tm.llm_ms),
         )
+        for col, v in zip(cols, values):
+            col.append(v)
+    return cols
+
+
+def feedback_columns(items: Sequence[events_pb2.Feedback]) -> list[list]:
+    seen: set[str] = set()
+    cols: list[list] = [[] for _ in range(6)]
+    for f in items:
+        if f.event_id in seen:
+            continue
+        seen.add(f.event_id)
+        values = (f.event_id, f.product_key_id, f.request_id, f.occurred_at.ToDatetime(tzinfo=timezone.utc),
+                  f.rating, f.comment)
         for col, v in zip(cols, values):
             col.append(v)
     return cols
@@ -136,11 +183,49 @@ class MetricsSink(Service):
         if self.pool is not None:
             await self.pool.close()
 
-    async def write_turns(self, turns: Sequence[events_pb2.ChatTurn], positions: Sequence[Position]) -> None:
+    async def stored_offsets(self) -> dict[tuple[str, int], int]:
         assert self.pool is not None
-        cols = turn_columns(turns)
+        rows = await self.pool.fetch(STORED_OFFSETS, self._group)
+        return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+
+    async def write_turns(self, records: Sequence[tuple[Position, events_pb2.ChatTurn | None]]) -> Applied:
+        return await self._write(records, WRITE_TURNS, turn_columns)
+
+    async def write_feedback(self, records: Sequence[tuple[Position, events_pb2.Feedback | None]]) -> Applied:
+        return await self._write(records, WRITE_FEEDBACK, feedback_columns)
+
+    async def _write(self, records, statement: str, columns) -> Applied:
+        """One transaction: drop what the stored offsets say was applied, write the rest with one
+        statement, advance the offsets. Records with no event (dead letters) only advance offsets."""
+        assert self.pool is not None
+        positions = [p for p, _ in records]
+        topics, parts, offsets = next_offsets(positions)
         async with self.pool.acquire() as conn, conn.transaction():
+            stored = {
+                (r["topic"], r["partition"]): r["next_offset"]
+                for r in await conn.fetch(LOCK_OFFSETS, self._group, topics, parts)
+            }
+            fresh = [
+                event for pos, event in records
+                if event is not None and pos.offset >= stored.get((pos.topic, pos.partition), 0)
+            ]
+            cols = columns(fresh)
             if cols[0]:
-                await conn.execute(WRITE_TURNS, *cols)
+                await conn.execute(statement, *cols)
             if positions:
-                await conn.execute(SAVE_OFFSETS, self._group, *next_offsets(positions))
+                await conn.execute(SAVE_OFFSETS, self._group, topics, parts, offsets)
+        minutes = {(e.product_key_id, _minute(e.occurred_at)) for e in fresh}
+        return Applied(len(fresh), len(records) - len(fresh), minutes)
+
+
+def _minute(ts) -> datetime:
+    return ts.ToDatetime(tzinfo=timezone.utc).replace(second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one batch changed: events applied, events skipped as already applied, (key, minute)s touched."""
+
+    applied: int
+    skipped: int
+    minutes: set[tuple[str, datetime]]

@@ -1,0 +1,56 @@
+"""Consumption progress of the worker: consumer lag as a metric, and liveness from progress."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge
+
+CONSUMER_LAG = Gauge(
+    "parley_worker_consumer_lag", "Messages waiting in a partition (high watermark - next offset).",
+    ["topic", "partition"],
+)
+EVENTS_APPLIED = Counter("parley_worker_events_applied_total", "Events applied to PostgreSQL.", ["topic"])
+EVENTS_SKIPPED = Counter(
+    "parley_worker_events_skipped_total", "Redelivered events dropped because their offset was applied.", ["topic"]
+)
+DEAD_LETTERS = Counter("parley_worker_dead_letters_total", "Messages sent to the dead-letter topic.", ["topic"])
+BATCH_SECONDS = Gauge("parley_worker_last_batch_seconds", "Time to write the last batch.", ["topic"])
+
+
+@dataclass
+class Progress:
+    """Healthy unless messages wait while nothing has been applied for `stall_seconds`."""
+
+    stall_seconds: float
+    next_offset: dict[tuple[str, int], int] = field(default_factory=dict)
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    last_progress: float = field(default_factory=time.monotonic)
+
+    def advanced(self, topic: str, partition: int, next_offset: int) -> None:
+        key = (topic, partition)
+        if next_offset > self.next_offset.get(key, -1):
+            self.next_offset[key] = next_offset
+            self.last_progress = time.monotonic()
+
+    def observe_lag(self, topic: str, partition: int, highwater: int | None, position: int | None) -> None:
+        if highwater is None:
+            return
+        done = self.next_offset.get((topic, partition))
+        if done is None:
+            done = position if position is not None else highwater
+        lag = max(0, highwater - done)
+        self.lag[(topic, partition)] = lag
+        CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+
+    def forget(self, topic: str, partition: int) -> None:
+        self.lag.pop((topic, partition), None)
+        CONSUMER_LAG.labels(topic, str(partition)).set(0)
+
+    def healthy(self, now: float | None = None) -> tuple[bool, str]:
+        waiting = sum(self.lag.values())
+        idle = (now if now is not None else time.monotonic()) - self.last_progress
+        if waiting > 0 and idle > self.stall_seconds:
+            return False, f"{waiting} message(s) waiting and no progress for {idle:.0f}s"
+        return True, f"lag {waiting}, last progress {idle:.0f}s ago"
