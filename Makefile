@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 PROTOS := $(wildcard protos/parley/v1/*.proto)
 PB_DIR := services/common/pb
 
-.PHONY: install proto proto-check up down status run demo test test-unit bench clean
+.PHONY: install proto proto-check up down status run demo test test-unit bench clean kustomize
 
 $(VENV)/.installed: pyproject.toml
 	@echo "==> Python environment ($(VENV))"
@@ -45,11 +45,23 @@ run: install
 demo: install
 	@$(PY) -m services.cli run --stop
 
-test: install proto-check
+test: install proto-check kustomize
 	@bash .ci/test.sh
 
-test-unit: $(VENV)/.installed
+test-unit: $(VENV)/.installed kustomize
 	@$(PY) -m pytest -q tests -m "not integration"
+
+# kustomize renders deploy/k8s/overlays/* in the manifest tests (tests/deploy); built from the Go
+# module proxy into .local/bin, once per pinned version.
+KUSTOMIZE_VERSION := v5.5.0
+KUSTOMIZE_STAMP := .local/bin/.kustomize-$(KUSTOMIZE_VERSION)
+kustomize: $(KUSTOMIZE_STAMP)
+$(KUSTOMIZE_STAMP):
+	@command -v go >/dev/null || { echo "kustomize is built with go install: put a Go toolchain (go 1.22 or newer) on PATH"; exit 1; }
+	@echo "==> kustomize $(KUSTOMIZE_VERSION) (go install into .local/bin)"
+	@mkdir -p .local/bin
+	@GOBIN=$(CURDIR)/.local/bin GOFLAGS=-buildvcs=false go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	@rm -f .local/bin/.kustomize-* && touch $@
 
 bench: up
 	@$(PY) -m bench $(ARGS)
