@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17parley/v1/scraper.proto\x12\tparley.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\x11StartCrawlRequest\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12\x11\n\tseed_urls\x18\x02 \x03(\t\x12\x13\n\x0bsitemap_url\x18\x03 \x01(\t\x12\x11\n\tmax_pages\x18\x04 \x01(\x05\x12\x11\n\tmax_depth\x18\x05 \x01(\x05\x12\x0f\n\x07include\x18\x06 \x03(\t\x12\x0f\n\x07\x65xclude\x18\x07 \x03(\t\"$\n\x12StartCrawlResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fGetCrawlRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xac\x02\n\x0b\x43rawlStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\npages_seen\x18\x03 \x01(\x05\x12\x15\n\rpages_fetched\x18\x04 \x01(\x05\x12\x17\n\x0fpages_unchanged\x18\x05 \x01(\x05\x12\x14\n\x0cpages_failed\x18\x06 \x01(\x05\x12\x1c\n\x14pages_robots_skipped\x18\x07 \x01(\x05\x12\x16\n\x0e\x63hunks_written\x18\x08 \x01(\x05\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x0b \x01(\t\"3\n\x0c\x46\x65tchRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x16\n\x0eproduct_key_id\x18\x02 \x01(\t\"Y\n\rFetchResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x12\x0e\n\x06status\x18\x05 \x01(\x05\x32\x9b\x02\n\x0eScraperService\x12I\n\nStartCrawl\x12\x1c.parley.v1.StartCrawlRequest\x1a\x1d.parley.v1.StartCrawlResponse\x12>\n\x08GetCrawl\x12\x1a.parley.v1.GetCrawlRequest\x1a\x16.parley.v1.CrawlStatus\x12\x42\n\nWatchCrawl\x12\x1a.parley.v1.GetCrawlRequest\x1a\x16.parley.v1.CrawlStatus0\x01\x12:\n\x05\x46\x65tch\x12\x17.parley.v1.FetchRequest\x1a\x18.parley.v1.FetchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17parley/v1/scraper.proto\x12\tparley.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\x11StartCrawlRequest\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12\x11\n\tseed_urls\x18\x02 \x03(\t\x12\x13\n\x0bsitemap_url\x18\x03 \x01(\t\x12\x11\n\tmax_pages\x18\x04 \x01(\x05\x12\x11\n\tmax_depth\x18\x05 \x01(\x05\x12\x0f\n\x07include\x18\x06 \x03(\t\x12\x0f\n\x07\x65xclude\x18\x07 \x03(\t\"$\n\x12StartCrawlResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fGetCrawlRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x8a\x03\n\x0b\x43rawlStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\npages_seen\x18\x03 \x01(\x05\x12\x15\n\rpages_fetched\x18\x04 \x01(\x05\x12\x17\n\x0fpages_unchanged\x18\x05 \x01(\x05\x12\x14\n\x0cpages_failed\x18\x06 \x01(\x05\x12\x1c\n\x14pages_robots_skipped\x18\x07 \x01(\x05\x12\x16\n\x0e\x63hunks_written\x18\x08 \x01(\x05\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x15\n\rpages_skipped\x18\x0c \x01(\x05\x12\x15\n\rpages_removed\x18\r \x01(\x05\x12\x16\n\x0e\x63hunks_deleted\x18\x0e \x01(\x05\x12\x16\n\x0eproduct_key_id\x18\x0f \x01(\t\"3\n\x0c\x46\x65tchRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x16\n\x0eproduct_key_id\x18\x02 \x01(\t\"Y\n\rFetchResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x12\x0e\n\x06status\x18\x05 \x01(\x05\x32\x9b\x02\n\x0eScraperService\x12I\n\nStartCrawl\x12\x1c.parley.v1.StartCrawlRequest\x1a\x1d.parley.v1.StartCrawlResponse\x12>\n\x08GetCrawl\x12\x1a.parley.v1.GetCrawlRequest\x1a\x16.parley.v1.CrawlStatus\x12\x42\n\nWatchCrawl\x12\x1a.parley.v1.GetCrawlRequest\x1a\x16.parley.v1.CrawlStatus0\x01\x12:\n\x05\x46\x65tch\x12\x17.parley.v1.FetchRequest\x1a\x18.parley.v1.FetchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,11 +39,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCRAWLREQUEST']._serialized_start=267
   _globals['_GETCRAWLREQUEST']._serialized_end=300
   _globals['_CRAWLSTATUS']._serialized_start=303
-  _globals['_CRAWLSTATUS']._serialized_end=603
-  _globals['_FETCHREQUEST']._serialized_start=605
-  _globals['_FETCHREQUEST']._serialized_end=656
-  _globals['_FETCHRESPONSE']._serialized_start=658
-  _globals['_FETCHRESPONSE']._serialized_end=747
-  _globals['_SCRAPERSERVICE']._serialized_start=750
-  _globals['_SCRAPERSERVICE']._serialized_end=1033
+  _globals['_CRAWLSTATUS']._serialized_end=697
+  _globals['_FETCHREQUEST']._serialized_start=699
+  _globals['_FETCHREQUEST']._serialized_end=750
+  _globals['_FETCHRESPONSE']._serialized_start=752
+  _globals['_FETCHRESPONSE']._serialized_end=841
+  _globals['_SCRAPERSERVICE']._serialized_start=844
+  _globals['_SCRAPERSERVICE']._serialized_end=1127
 # @@protoc_insertion_point(module_scope)

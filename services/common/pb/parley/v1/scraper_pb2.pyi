@@ -40,7 +40,7 @@ class GetCrawlRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class CrawlStatus(_message.Message):
-    __slots__ = ("job_id", "state", "pages_seen", "pages_fetched", "pages_unchanged", "pages_failed", "pages_robots_skipped", "chunks_written", "started_at", "finished_at", "error")
+    __slots__ = ("job_id", "state", "pages_seen", "pages_fetched", "pages_unchanged", "pages_failed", "pages_robots_skipped", "chunks_written", "started_at", "finished_at", "error", "pages_skipped", "pages_removed", "chunks_deleted", "product_key_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PAGES_SEEN_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,10 @@ class CrawlStatus(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PAGES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    PAGES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: str
     pages_seen: int
@@ -63,7 +67,11 @@ class CrawlStatus(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
     error: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., pages_seen: _Optional[int] = ..., pages_fetched: _Optional[int] = ..., pages_unchanged: _Optional[int] = ..., pages_failed: _Optional[int] = ..., pages_robots_skipped: _Optional[int] = ..., chunks_written: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    pages_skipped: int
+    pages_removed: int
+    chunks_deleted: int
+    product_key_id: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., pages_seen: _Optional[int] = ..., pages_fetched: _Optional[int] = ..., pages_unchanged: _Optional[int] = ..., pages_failed: _Optional[int] = ..., pages_robots_skipped: _Optional[int] = ..., chunks_written: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., pages_skipped: _Optional[int] = ..., pages_removed: _Optional[int] = ..., chunks_deleted: _Optional[int] = ..., product_key_id: _Optional[str] = ...) -> None: ...
 
 class FetchRequest(_message.Message):
     __slots__ = ("url", "product_key_id")
