@@ -26,41 +26,51 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from services.common.pb.parley.v1 import common_pb2 as parley_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16parley/v1/search.proto\x12\tparley.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16parley/v1/common.proto\"]\n\x0bPlanRequest\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x14\n\x0cmax_passages\x18\x04 \x01(\x05\"\xff\x01\n\x0cPlanResponse\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12\x10\n\x08key_name\x18\x02 \x01(\t\x12\x19\n\x11knowledge_version\x18\x03 \x01(\x03\x12%\n\x08strategy\x18\x04 \x01(\x0e\x32\x13.parley.v1.Strategy\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12$\n\x08passages\x18\x06 \x03(\x0b\x32\x12.parley.v1.Passage\x12\x12\n\nfaq_answer\x18\x07 \x01(\t\x12\x11\n\ttop_score\x18\x08 \x01(\x01\x12\x14\n\x0cinstructions\x18\t \x01(\t\x12\x0f\n\x07website\x18\n \x01(\t\"\x97\x01\n\x0eProductKeyInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x19\n\x11knowledge_version\x18\x03 \x01(\x03\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x05 \x01(\x08\x12\x0f\n\x07website\x18\x06 \x01(\t\"Z\n\x17\x43reateProductKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x14\n\x0cinstructions\x18\x03 \x01(\t\x12\x0f\n\x07website\x18\x04 \x01(\t\"W\n\x18\x43reateProductKeyResponse\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.parley.v1.ProductKeyInfo\x12\x13\n\x0bproduct_key\x18\x02 \x01(\t\"\x18\n\x16ListProductKeysRequest\"B\n\x17ListProductKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x19.parley.v1.ProductKeyInfo\"%\n\x17RevokeProductKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"B\n\x18RevokeProductKeyResponse\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.parley.v1.ProductKeyInfo\"I\n\rAddFaqRequest\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\"V\n\x12\x41\x64\x64\x44ocumentRequest\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0b\n\x03url\x18\x04 \x01(\t\"D\n\x14\x41\x64\x64KnowledgeResponse\x12\x11\n\tchunk_ids\x18\x01 \x03(\t\x12\x19\n\x11knowledge_version\x18\x02 \x01(\x03\"T\n\x16\x44\x65leteKnowledgeRequest\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x02 \x01(\t\x12\x10\n\x08\x64ocument\x18\x03 \x01(\t\"E\n\x17\x44\x65leteKnowledgeResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\x12\x19\n\x11knowledge_version\x18\x02 \x01(\x03\x32\xca\x04\n\rSearchService\x12\x37\n\x04Plan\x12\x16.parley.v1.PlanRequest\x1a\x17.parley.v1.PlanResponse\x12[\n\x10\x43reateProductKey\x12\".parley.v1.CreateProductKeyRequest\x1a#.parley.v1.CreateProductKeyResponse\x12X\n\x0fListProductKeys\x12!.parley.v1.ListProductKeysRequest\x1a\".parley.v1.ListProductKeysResponse\x12[\n\x10RevokeProductKey\x12\".parley.v1.RevokeProductKeyRequest\x1a#.parley.v1.RevokeProductKeyResponse\x12\x43\n\x06\x41\x64\x64\x46\x61q\x12\x18.parley.v1.AddFaqRequest\x1a\x1f.parley.v1.AddKnowledgeResponse\x12M\n\x0b\x41\x64\x64\x44ocument\x12\x1d.parley.v1.AddDocumentRequest\x1a\x1f.parley.v1.AddKnowledgeResponse\x12X\n\x0f\x44\x65leteKnowledge\x12!.parley.v1.DeleteKnowledgeRequest\x1a\".parley.v1.DeleteKnowledgeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16parley/v1/search.proto\x12\tparley.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16parley/v1/common.proto\"]\n\x0bPlanRequest\x12\x13\n\x0bproduct_key\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x14\n\x0cmax_passages\x18\x04 \x01(\x05\"\xf6\x02\n\x0cPlanResponse\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12\x10\n\x08key_name\x18\x02 \x01(\t\x12\x19\n\x11knowledge_version\x18\x03 \x01(\x03\x12%\n\x08strategy\x18\x04 \x01(\x0e\x32\x13.parley.v1.Strategy\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12$\n\x08passages\x18\x06 \x03(\x0b\x32\x12.parley.v1.Passage\x12\x12\n\nfaq_answer\x18\x07 \x01(\t\x12\x11\n\ttop_score\x18\x08 \x01(\x01\x12\x14\n\x0cinstructions\x18\t \x01(\t\x12\x0f\n\x07website\x18\n \x01(\t\x12\x33\n\x06scores\x18\x0b \x03(\x0b\x32#.parley.v1.PlanResponse.ScoresEntry\x12\x11\n\tfetch_url\x18\x0c \x01(\t\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\\\n\x0bKeySettings\x12\x1d\n\x15rate_limit_per_second\x18\x01 \x01(\x01\x12\x18\n\x10rate_limit_burst\x18\x02 \x01(\x05\x12\x14\n\x0c\x61llow_direct\x18\x03 \x01(\x08\"\x8d\x02\n\x0eProductKeyInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x19\n\x11knowledge_version\x18\x03 \x01(\x03\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x05 \x01(\x08\x12\x0f\n\x07website\x18\x06 \x01(\t\x12(\n\x08settings\x18\x07 \x01(\x0b\x32\x16.parley.v1.KeySettings\x12\x1a\n\x12text_search_config\x18\x08 \x01(\t\x12.\n\nrotated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\x17\x43reateProductKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x14\n\x0cinstructions\x18\x03 \x01(\t\x12\x0f\n\x07website\x18\x04 \x01(\t\x12(\n\x08settings\x18\x05 \x01(\x0b\x32\x16.parley.v1.KeySettings\x12\x1a\n\x12text_search_config\x18\x06 \x01(\t\"W\n\x18\x43reateProductKeyResponse\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.parley.v1.ProductKeyInfo\x12\x13\n\x0bproduct_key\x18\x02 \x01(\t\"\x18\n\x16ListProductKeysRequest\"B\n\x17ListProductKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x19.parley.v1.ProductKeyInfo\"%\n\x17RevokeProductKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"B\n\x18RevokeProductKeyResponse\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.parley.v1.ProductKeyInfo\"%\n\x17RotateProductKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"W\n\x18RotateProductKeyResponse\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.parley.v1.ProductKeyInfo\x12\x13\n\x0bproduct_key\x18\x02 \x01(\t\"I\n\rAddFaqRequest\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\"V\n\x12\x41\x64\x64\x44ocumentRequest\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0b\n\x03url\x18\x04 \x01(\t\"D\n\x14\x41\x64\x64KnowledgeResponse\x12\x11\n\tchunk_ids\x18\x01 \x03(\t\x12\x19\n\x11knowledge_version\x18\x02 \x01(\x03\"T\n\x16\x44\x65leteKnowledgeRequest\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x02 \x01(\t\x12\x10\n\x08\x64ocument\x18\x03 \x01(\t\"E\n\x17\x44\x65leteKnowledgeResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\x12\x19\n\x11knowledge_version\x18\x02 \x01(\x03\x32\xa7\x05\n\rSearchService\x12\x37\n\x04Plan\x12\x16.parley.v1.PlanRequest\x1a\x17.parley.v1.PlanResponse\x12[\n\x10\x43reateProductKey\x12\".parley.v1.CreateProductKeyRequest\x1a#.parley.v1.CreateProductKeyResponse\x12X\n\x0fListProductKeys\x12!.parley.v1.ListProductKeysRequest\x1a\".parley.v1.ListProductKeysResponse\x12[\n\x10RevokeProductKey\x12\".parley.v1.RevokeProductKeyRequest\x1a#.parley.v1.RevokeProductKeyResponse\x12[\n\x10RotateProductKey\x12\".parley.v1.RotateProductKeyRequest\x1a#.parley.v1.RotateProductKeyResponse\x12\x43\n\x06\x41\x64\x64\x46\x61q\x12\x18.parley.v1.AddFaqRequest\x1a\x1f.parley.v1.AddKnowledgeResponse\x12M\n\x0b\x41\x64\x64\x44ocument\x12\x1d.parley.v1.AddDocumentRequest\x1a\x1f.parley.v1.AddKnowledgeResponse\x12X\n\x0f\x44\x65leteKnowledge\x12!.parley.v1.DeleteKnowledgeRequest\x1a\".parley.v1.DeleteKnowledgeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parley.v1.search_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_PLANRESPONSE_SCORESENTRY']._loaded_options = None
+  _globals['_PLANRESPONSE_SCORESENTRY']._serialized_options = b'8\001'
   _globals['_PLANREQUEST']._serialized_start=94
   _globals['_PLANREQUEST']._serialized_end=187
   _globals['_PLANRESPONSE']._serialized_start=190
-  _globals['_PLANRESPONSE']._serialized_end=445
-  _globals['_PRODUCTKEYINFO']._serialized_start=448
-  _globals['_PRODUCTKEYINFO']._serialized_end=599
-  _globals['_CREATEPRODUCTKEYREQUEST']._serialized_start=601
-  _globals['_CREATEPRODUCTKEYREQUEST']._serialized_end=691
-  _globals['_CREATEPRODUCTKEYRESPONSE']._serialized_start=693
-  _globals['_CREATEPRODUCTKEYRESPONSE']._serialized_end=780
-  _globals['_LISTPRODUCTKEYSREQUEST']._serialized_start=782
-  _globals['_LISTPRODUCTKEYSREQUEST']._serialized_end=806
-  _globals['_LISTPRODUCTKEYSRESPONSE']._serialized_start=808
-  _globals['_LISTPRODUCTKEYSRESPONSE']._serialized_end=874
-  _globals['_REVOKEPRODUCTKEYREQUEST']._serialized_start=876
-  _globals['_REVOKEPRODUCTKEYREQUEST']._serialized_end=913
-  _globals['_REVOKEPRODUCTKEYRESPONSE']._serialized_start=915
-  _globals['_REVOKEPRODUCTKEYRESPONSE']._serialized_end=981
-  _globals['_ADDFAQREQUEST']._serialized_start=983
-  _globals['_ADDFAQREQUEST']._serialized_end=1056
-  _globals['_ADDDOCUMENTREQUEST']._serialized_start=1058
-  _globals['_ADDDOCUMENTREQUEST']._serialized_end=1144
-  _globals['_ADDKNOWLEDGERESPONSE']._serialized_start=1146
-  _globals['_ADDKNOWLEDGERESPONSE']._serialized_end=1214
-  _globals['_DELETEKNOWLEDGEREQUEST']._serialized_start=1216
-  _globals['_DELETEKNOWLEDGEREQUEST']._serialized_end=1300
-  _globals['_DELETEKNOWLEDGERESPONSE']._serialized_start=1302
-  _globals['_DELETEKNOWLEDGERESPONSE']._serialized_end=1371
-  _globals['_SEARCHSERVICE']._serialized_start=1374
-  _globals['_SEARCHSERVICE']._serialized_end=1960
+  _globals['_PLANRESPONSE']._serialized_end=564
+  _globals['_PLANRESPONSE_SCORESENTRY']._serialized_start=519
+  _globals['_PLANRESPONSE_SCORESENTRY']._serialized_end=564
+  _globals['_KEYSETTINGS']._serialized_start=566
+  _globals['_KEYSETTINGS']._serialized_end=658
+  _globals['_PRODUCTKEYINFO']._serialized_start=661
+  _globals['_PRODUCTKEYINFO']._serialized_end=930
+  _globals['_CREATEPRODUCTKEYREQUEST']._serialized_start=933
+  _globals['_CREATEPRODUCTKEYREQUEST']._serialized_end=1093
+  _globals['_CREATEPRODUCTKEYRESPONSE']._serialized_start=1095
+  _globals['_CREATEPRODUCTKEYRESPONSE']._serialized_end=1182
+  _globals['_LISTPRODUCTKEYSREQUEST']._serialized_start=1184
+  _globals['_LISTPRODUCTKEYSREQUEST']._serialized_end=1208
+  _globals['_LISTPRODUCTKEYSRESPONSE']._serialized_start=1210
+  _globals['_LISTPRODUCTKEYSRESPONSE']._serialized_end=1276
+  _globals['_REVOKEPRODUCTKEYREQUEST']._serialized_start=1278
+  _globals['_REVOKEPRODUCTKEYREQUEST']._serialized_end=1315
+  _globals['_REVOKEPRODUCTKEYRESPONSE']._serialized_start=1317
+  _globals['_REVOKEPRODUCTKEYRESPONSE']._serialized_end=1383
+  _globals['_ROTATEPRODUCTKEYREQUEST']._serialized_start=1385
+  _globals['_ROTATEPRODUCTKEYREQUEST']._serialized_end=1422
+  _globals['_ROTATEPRODUCTKEYRESPONSE']._serialized_start=1424
+  _globals['_ROTATEPRODUCTKEYRESPONSE']._serialized_end=1511
+  _globals['_ADDFAQREQUEST']._serialized_start=1513
+  _globals['_ADDFAQREQUEST']._serialized_end=1586
+  _globals['_ADDDOCUMENTREQUEST']._serialized_start=1588
+  _globals['_ADDDOCUMENTREQUEST']._serialized_end=1674
+  _globals['_ADDKNOWLEDGERESPONSE']._serialized_start=1676
+  _globals['_ADDKNOWLEDGERESPONSE']._serialized_end=1744
+  _globals['_DELETEKNOWLEDGEREQUEST']._serialized_start=1746
+  _globals['_DELETEKNOWLEDGEREQUEST']._serialized_end=1830
+  _globals['_DELETEKNOWLEDGERESPONSE']._serialized_start=1832
+  _globals['_DELETEKNOWLEDGERESPONSE']._serialized_end=1901
+  _globals['_SEARCHSERVICE']._serialized_start=1904
+  _globals['_SEARCHSERVICE']._serialized_end=2583
 # @@protoc_insertion_point(module_scope)

@@ -56,6 +56,11 @@ class SearchServiceStub:
                 request_serializer=parley_dot_v1_dot_search__pb2.RevokeProductKeyRequest.SerializeToString,
                 response_deserializer=parley_dot_v1_dot_search__pb2.RevokeProductKeyResponse.FromString,
                 _registered_method=True)
+        self.RotateProductKey = channel.unary_unary(
+                '/parley.v1.SearchService/RotateProductKey',
+                request_serializer=parley_dot_v1_dot_search__pb2.RotateProductKeyRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_search__pb2.RotateProductKeyResponse.FromString,
+                _registered_method=True)
         self.AddFaq = channel.unary_unary(
                 '/parley.v1.SearchService/AddFaq',
                 request_serializer=parley_dot_v1_dot_search__pb2.AddFaqRequest.SerializeToString,
@@ -103,6 +108,13 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateProductKey(self, request, context):
+        """A new secret for the same key id; the old secret stops working at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AddFaq(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -143,6 +155,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.RevokeProductKey,
                     request_deserializer=parley_dot_v1_dot_search__pb2.RevokeProductKeyRequest.FromString,
                     response_serializer=parley_dot_v1_dot_search__pb2.RevokeProductKeyResponse.SerializeToString,
+            ),
+            'RotateProductKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateProductKey,
+                    request_deserializer=parley_dot_v1_dot_search__pb2.RotateProductKeyRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_search__pb2.RotateProductKeyResponse.SerializeToString,
             ),
             'AddFaq': grpc.unary_unary_rpc_method_handler(
                     servicer.AddFaq,
@@ -270,6 +287,33 @@ class SearchService:
             '/parley.v1.SearchService/RevokeProductKey',
             parley_dot_v1_dot_search__pb2.RevokeProductKeyRequest.SerializeToString,
             parley_dot_v1_dot_search__pb2.RevokeProductKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateProductKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.SearchService/RotateProductKey',
+            parley_dot_v1_dot_search__pb2.RotateProductKeyRequest.SerializeToString,
+            parley_dot_v1_dot_search__pb2.RotateProductKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
