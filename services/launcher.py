@@ -22,6 +22,7 @@ COMPONENTS: dict[str, list[str]] = {
     "scraper": ["-m", "services.scraper"],
     "analytics": ["-m", "services.analytics"],
     "worker": ["-m", "services.analytics.stream"],
+    "crawler": ["-m", "services.scraper.worker"],
 }
 GRPC_COMPONENTS = ("search", "response", "scraper", "analytics")
 REPO = Path(__file__).resolve().parent.parent

@@ -52,6 +52,10 @@ def test_env() -> dict[str, str]:
         "PARLEY_ADMIN_TOKEN": f"admin-{RUN_ID}",
         "PARLEY_STREAM_BATCH_WITHIN_SECONDS": "0.2",
         "PARLEY_LOG_LEVEL": "INFO",
+        # The crawler tests fetch a sample site served on 127.0.0.1, which is refused unless allow-listed.
+        "PARLEY_SCRAPER_ALLOW_NETWORKS": "127.0.0.1/32",
+        "PARLEY_SCRAPER_HOST_DELAY_SECONDS": "0",
+        "PARLEY_SCRAPER_TIMEOUT_SECONDS": "3",
     }
     for name in ("search", "response", "scraper", "analytics"):
         env[f"PARLEY_{name.upper()}_ADDR"] = f"127.0.0.1:{_free_port()}"

@@ -1,31 +1,52 @@
-"""Runs the web scraping service: `python -m services.scraper`."""
+"""Runs the web scraping API: `python -m services.scraper` (the crawl worker is `services.scraper.worker`)."""
 
 from __future__ import annotations
 
+from services.common import db
 from services.common.grpc_server import ServiceSpec, bind_address, serve
+from services.common.kafka import EventProducer
 from services.common.pb.parley.v1 import scraper_pb2, scraper_pb2_grpc
 from services.common.redis_client import create_redis
 from services.common.runner import run_service
 from services.common.settings import Settings
-from services.scraper.server import ScraperServicer
+from services.scraper.fetching import new_fetcher
+from services.scraper.server import ScraperDeps, ScraperServicer
 
 
 async def main(settings: Settings) -> None:
-    redis = create_redis(settings.redis_url)
+    deps = ScraperDeps(
+        producer=EventProducer(settings.kafka_bootstrap, client_id="parley-scraper"),
+        redis=create_redis(settings.redis_url),
+        fetcher=new_fetcher(settings),
+    )
+    servicer = ScraperServicer(settings, deps)
+
+    async def on_start() -> None:
+        if deps.pool is None:
+            deps.pool = await db.create_pool(settings.postgres_dsn, max_size=10)
+        await deps.producer.start()
+        await deps.redis.ping()
 
     async def on_stop() -> None:
-        await redis.aclose()
+        await deps.producer.stop()
+        await deps.fetcher.aclose()
+        await deps.redis.aclose()
+        if deps.pool is not None:
+            await deps.pool.close()
+
+    async def check_postgres() -> None:
+        await deps.pool.fetchval("SELECT 1")
 
     await serve(
         ServiceSpec(
             name="scraper",
             service_names=[scraper_pb2.DESCRIPTOR.services_by_name["ScraperService"].full_name],
-            register=lambda server: scraper_pb2_grpc.add_ScraperServiceServicer_to_server(ScraperServicer(), server),
+            register=lambda server: scraper_pb2_grpc.add_ScraperServiceServicer_to_server(servicer, server),
             bind=bind_address(settings.grpc_bind_host, settings.scraper_addr),
             metrics_port=settings.scraper_metrics_port,
-            on_start=redis.ping,
+            on_start=on_start,
             on_stop=on_stop,
-            checks={"redis": redis.ping},
+            checks={"postgres": check_postgres, "kafka": deps.producer.ping, "redis": deps.redis.ping},
             grace_seconds=settings.shutdown_grace_seconds,
             max_message_bytes=settings.grpc_max_message_bytes,
         )

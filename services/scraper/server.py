@@ -1,21 +1,113 @@
-"""ScraperService servicer. Crawling is not built yet: every RPC answers UNIMPLEMENTED, plainly."""
+"""ScraperService servicer: maps protobuf to crawl jobs and page fetches and back."""
 
 from __future__ import annotations
 
-from services.common.errors import Unimplemented
-from services.common.pb.parley.v1 import scraper_pb2_grpc
+import asyncio
+import hmac
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+import redis.asyncio as redis
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.common.errors import Unauthenticated, Unavailable
+from services.common.kafka import EventProducer, new_event_id, now_timestamp
+from services.common.pb.parley.v1 import events_pb2, scraper_pb2, scraper_pb2_grpc
+from services.common.settings import Settings
+from services.scraper import jobs
+from services.scraper.fetching import Fetcher
+from services.scraper.page_fetch import fetch_page
+
+logger = logging.getLogger(__name__)
+
+ADMIN_HEADER = "x-parley-admin-token"
+WATCH_POLL_SECONDS = 0.25
+
+
+@dataclass
+class ScraperDeps:
+    """Connections of the scraper API; the pool is attached once PostgreSQL answers."""
+
+    producer: EventProducer
+    redis: redis.Redis
+    fetcher: Fetcher
+    pool: asyncpg.Pool | None = None
+
+
+def _ts(value) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def status_message(job: jobs.JobStatus) -> scraper_pb2.CrawlStatus:
+    return scraper_pb2.CrawlStatus(
+        job_id=job.job_id, product_key_id=job.product_key_id, state=job.state, error=job.error,
+        started_at=_ts(job.started_at), finished_at=_ts(job.finished_at), **job.progress.as_dict(),
+    )
 
 
 class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
-    async def StartCrawl(self, request, context):
-        raise Unimplemented("crawling is not available yet")
+    def __init__(self, settings: Settings, deps: ScraperDeps) -> None:
+        self._settings = settings
+        self._deps = deps
 
-    async def GetCrawl(self, request, context):
-        raise Unimplemented("crawling is not available yet")
+    @property
+    def _pool(self) -> asyncpg.Pool:
+        assert self._deps.pool is not None, "the gate admits calls only once the pool exists"
+        return self._deps.pool
 
-    async def WatchCrawl(self, request, context):
-        raise Unimplemented("crawling is not available yet")
-        yield  # pragma: no cover - makes this an async generator
+    def _admin(self, context: grpc.aio.ServicerContext) -> None:
+        token = dict(context.invocation_metadata() or ()).get(ADMIN_HEADER) or ""
+        if not hmac.compare_digest(token.encode(), self._settings.admin_token.encode()):
+            raise Unauthenticated(f"this call needs the admin token in the {ADMIN_HEADER} header")
 
-    async def Fetch(self, request, context):
-        raise Unimplemented("page fetching is not available yet")
+    async def StartCrawl(self, request: scraper_pb2.StartCrawlRequest, context) -> scraper_pb2.StartCrawlResponse:
+        self._admin(context)
+        spec = jobs.validate(
+            request.product_key_id, list(request.seed_urls), request.sitemap_url, request.max_pages,
+            request.max_depth, list(request.include), list(request.exclude),
+        )
+        await jobs.create_job(self._pool, spec)
+        event = events_pb2.CrawlRequested(
+            event_id=new_event_id(), occurred_at=now_timestamp(), job_id=spec.job_id,
+            product_key_id=spec.product_key_id, seed_urls=spec.seed_urls, sitemap_url=spec.sitemap_url,
+            max_pages=spec.max_pages, max_depth=spec.max_depth, include=spec.include, exclude=spec.exclude,
+        )
+        try:
+            await self._deps.producer.publish(
+                self._settings.topic("crawl_requests"), spec.product_key_id, event, wait=True
+            )
+        except Exception as exc:  # noqa: BLE001 - the job must not stay queued forever
+            await jobs.save_progress(self._pool, spec.job_id, jobs.Progress(), "failed", f"not queued: {exc}")
+            raise Unavailable("the crawl could not be queued on Kafka; try again") from exc
+        logger.info("crawl %s queued for %s", spec.job_id, spec.product_key_id)
+        return scraper_pb2.StartCrawlResponse(job_id=spec.job_id)
+
+    async def GetCrawl(self, request: scraper_pb2.GetCrawlRequest, context) -> scraper_pb2.CrawlStatus:
+        self._admin(context)
+        return status_message(await jobs.get_job(self._pool, request.job_id))
+
+    async def WatchCrawl(self, request: scraper_pb2.GetCrawlRequest, context):
+        """Sends the status when it changes, until the job is done or failed."""
+        self._admin(context)
+        last = None
+        while True:
+            job = await jobs.get_job(self._pool, request.job_id)
+            message = status_message(job)
+            if message != last:
+                yield message
+                last = message
+            if job.finished:
+                return
+            await asyncio.sleep(WATCH_POLL_SECONDS)
+
+    async def Fetch(self, request: scraper_pb2.FetchRequest, context) -> scraper_pb2.FetchResponse:
+        page = await fetch_page(self._deps.fetcher, self._deps.redis, request.url,
+                                self._settings.scraper_fetch_cache_seconds)
+        return scraper_pb2.FetchResponse(url=page.url, title=page.title, text=page.text, cached=page.cached,
+                                         status=page.status)

@@ -33,6 +33,7 @@ CREATE TABLE crawled_pages (
     content_hash   bytea,
     title          text NOT NULL DEFAULT '',
     chunk_count    int NOT NULL DEFAULT 0,
+    links          text[] NOT NULL DEFAULT '{}',      -- outgoing links, so a 304 still leads deeper
     fetched_at     timestamptz NOT NULL DEFAULT now(),
     changed_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (product_key_id, url)

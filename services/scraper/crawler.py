@@ -1,0 +1,389 @@
+"""One crawl job: frontier, robots, sitemaps, conditional re-fetch, extraction and per-page chunk replacement."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from services.common.knowledge_store import NewChunk, bump_version, insert_chunks
+from services.scraper.extract import Page, chunk_page, extract_html, extract_text, robots_directives
+from services.scraper.fetching import BlockedAddress, Fetcher, FetchFailed, Response, gunzip_bounded, normalize_url
+
+logger = logging.getLogger(__name__)
+
+SITEMAP_ACCEPT = ("application/xml", "text/xml", "application/gzip", "application/x-gzip",
+                  "application/octet-stream", "text/plain")
+MAX_SITEMAPS = 50
+MAX_CRAWL_DELAY = 10.0
+
+Notify = Callable[[str, int, str, str], Awaitable[None]]   # key id, knowledge version, reason, url
+
+
+@dataclass
+class CrawlSpec:
+    job_id: str
+    product_key_id: str
+    seed_urls: list[str]
+    sitemap_url: str = ""
+    max_pages: int = 100
+    max_depth: int = 3
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Progress:
+    pages_seen: int = 0
+    pages_fetched: int = 0          # fetched and (re)indexed because new or changed
+    pages_unchanged: int = 0        # 304, or the same content hash
+    pages_failed: int = 0
+    pages_robots_skipped: int = 0
+    pages_skipped: int = 0          # noindex, not HTML/text, too large, empty, off-site redirect
+    pages_removed: int = 0          # gone (404/410) or now noindex: their chunks were deleted
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class KnownPage:
+    url: str
+    document: str
+    etag: str
+    last_modified: str
+    content_hash: bytes | None
+    links: list[str]
+
+
+class PageStore:
+    """crawled_pages and the key's page chunks; every change to chunks bumps the knowledge version."""
+
+    def __init__(self, pool: asyncpg.Pool, key_id: str) -> None:
+        self.pool = pool
+        self.key_id = key_id
+
+    async def load(self) -> dict[str, KnownPage]:
+        rows = await self.pool.fetch(
+            "SELECT url, document, etag, last_modified, content_hash, links FROM crawled_pages WHERE product_key_id = $1",
+            self.key_id,
+        )
+        return {r["url"]: KnownPage(r["url"], r["document"], r["etag"], r["last_modified"], r["content_hash"],
+                                    list(r["links"])) for r in rows}
+
+    async def _upsert(self, conn, url: str, document: str, resp: Response, content_hash: bytes | None,
+                      title: str, chunk_count: int, links: list[str], changed: bool) -> None:
+        await conn.execute(
+            """
+            INSERT INTO crawled_pages (product_key_id, url, document, status, etag, last_modified, content_hash,
+                                       title, chunk_count, links)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            ON CONFLICT (product_key_id, url) DO UPDATE SET
+                document = EXCLUDED.document, status = EXCLUDED.status, etag = EXCLUDED.etag,
+                last_modified = EXCLUDED.last_modified, content_hash = EXCLUDED.content_hash,
+                title = EXCLUDED.title, chunk_count = EXCLUDED.chunk_count, links = EXCLUDED.links,
+                fetched_at = now(), changed_at = CASE WHEN $11 THEN now() ELSE crawled_pages.changed_at END
+            """,
+            self.key_id, url, document, resp.status, resp.headers.get("etag", ""),
+            resp.headers.get("last-modified", ""), content_hash, title, chunk_count, links, changed,
+        )
+
+    async def remember(self, url: str, resp: Response, links: list[str], content_hash: bytes | None = None,
+                       document: str = "", title: str = "") -> None:
+        """Validators (and links) of a page whose chunks do not change."""
+        async with self.pool.acquire() as conn:
+            await self._upsert(conn, url, document, resp, content_hash, title, 0, links, False)
+
+    async def replace(self, url: str, document: str, old_document: str, resp: Response, page: Page,
+                      chunks: list[str]) -> tuple[int, int, int]:
+        """Deletes the page's chunks and writes the new ones in one transaction: (written, deleted, version)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            deleted = await self._delete_chunks(conn, {document, old_document} - {""})
+            ids = await insert_chunks(conn, self.key_id, "page", document, page.title, document,
+                                      [NewChunk(c) for c in chunks])
+            version = await bump_version(conn, self.key_id)
+            await self._upsert(conn, url, document, resp, page.content_hash(), page.title, len(ids), page.links, True)
+        return len(ids), deleted, version
+
+    async def remove(self, url: str, document: str, resp: Response | None = None, links: list[str] | None = None
+                     ) -> tuple[int, int]:
+        """The page is gone (or now noindex): its chunks go; (deleted, version)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            deleted = await self._delete_chunks(conn, {document, url} - {""})
+            version = await bump_version(conn, self.key_id)
+            if resp is None:
+                await conn.execute("DELETE FROM crawled_pages WHERE product_key_id = $1 AND url = $2", self.key_id, url)
+            else:
+                await self._upsert(conn, url, "", resp, None, "", 0, links or [], True)
+        return deleted, version
+
+    async def _delete_chunks(self, conn, documents: set[str]) -> int:
+        if not documents:
+            return 0
+        result = await conn.execute(
+            "DELETE FROM knowledge_chunks WHERE product_key_id = $1 AND kind = 'page' AND document = ANY($2::text[])",
+            self.key_id, list(documents),
+        )
+        return int(result.split()[-1])
+
+
+def _compile(patterns: list[str]) -> list[re.Pattern]:
+    return [re.compile(p) for p in patterns]
+
+
+def parse_sitemap(data: bytes) -> tuple[list[str], list[str]]:
+    """(page URLs, nested sitemap URLs) of a sitemap or sitemap index."""
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError:
+        return [], []
+    tag = root.tag.rsplit("}", 1)[-1]
+    locs = [(el.text or "").strip() for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "loc"]
+    locs = [loc for loc in locs if loc]
+    return ([], locs) if tag == "sitemapindex" else (locs, [])
+
+
+class Crawler:
+    """Crawls one job's pages with bounded concurrency; progress is reported through on_progress."""
+
+    def __init__(
+        self,
+        spec: CrawlSpec,
+        fetcher: Fetcher,
+        store: PageStore,
+        *,
+        notify: Notify,
+        concurrency: int = 8,
+        on_progress: Callable[[Progress], Awaitable[None]] | None = None,
+        progress_interval: float = 0.3,
+    ) -> None:
+        self.spec = spec
+        self.fetcher = fetcher
+        self.store = store
+        self.notify = notify
+        self.concurrency = max(1, concurrency)
+        self.on_progress = on_progress
+        self.progress_interval = progress_interval
+        self.progress = Progress()
+        self._include = _compile(spec.include)
+        self._exclude = _compile(spec.exclude)
+        self._seen: set[str] = set()
+        self._documents: set[str] = set()
+        self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+        self._hosts: set[str] = set()
+        self._known: dict[str, KnownPage] = {}
+
+    # --- scope ---------------------------------------------------------------------------
+
+    def in_scope(self, url: str) -> bool:
+        if urlsplit(url).netloc not in self._hosts:
+            return False
+        if self._include and not any(p.search(url) for p in self._include):
+            return False
+        return not any(p.search(url) for p in self._exclude)
+
+    def _admit(self, url: str, depth: int) -> None:
+        if not url or url in self._seen or not self.in_scope(url):
+            return
+        if self.progress.pages_seen >= self.spec.max_pages:
+            return
+        self._seen.add(url)
+        self.progress.pages_seen += 1
+        self._queue.put_nowait((url, depth))
+
+    # --- the job -------------------------------------------------------------------------
+
+    async def run(self) -> Progress:
+        seeds = [u for u in (normalize_url(s) for s in self.spec.seed_urls) if u]
+        sitemap = normalize_url(self.spec.sitemap_url) if self.spec.sitemap_url else ""
+        self._hosts = {urlsplit(u).netloc for u in [*seeds, *([sitemap] if sitemap else [])]}
+        self._known = await self.store.load()
+        ticker = asyncio.create_task(self._tick()) if self.on_progress else None
+        try:
+            for url in seeds:
+                self._admit(url, 0)
+            sitemaps = [sitemap] if sitemap else []
+            if not sitemaps:
+                for origin in {f"{urlsplit(u).scheme}://{urlsplit(u).netloc}" for u in seeds}:
+                    rules = await self._robots(origin + "/")
+                    sitemaps.extend(normalize_url(s) for s in (rules.sitemaps if rules else []))
+            await self._read_sitemaps([s for s in sitemaps if s])
+            workers = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
+            try:
+                await self._queue.join()
+            finally:
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+        finally:
+            if ticker:
+                ticker.cancel()
+                await asyncio.gather(ticker, return_exceptions=True)
+        if self.on_progress:
+            await self.on_progress(self.progress)
+        return self.progress
+
+    async def _robots(self, url: str):
+        try:
+            return await self.fetcher.robots(url)
+        except BlockedAddress:
+            return None
+
+    async def _tick(self) -> None:
+        last: dict | None = None
+        while True:
+            await asyncio.sleep(self.progress_interval)
+            now = self.progress.as_dict()
+            if now != last:
+                last = now
+                try:
+                    await self.on_progress(self.progress)  # type: ignore[misc]
+                except Exception:  # noqa: BLE001 - progress is best effort; the final report is not
+                    logger.exception("could not record progress of job %s", self.spec.job_id)
+
+    async def _read_sitemaps(self, pending: list[str]) -> None:
+        done: set[str] = set()
+        while pending and len(done) < MAX_SITEMAPS:
+            url = pending.pop(0)
+            if url in done:
+                continue
+            done.add(url)
+            if urlsplit(url).netloc not in self._hosts:
+                self._hosts.add(urlsplit(url).netloc)   # a sitemap named by the tenant defines its site
+            try:
+                if not await self.fetcher.allowed(url):
+                    continue
+                resp = await self.fetcher.get(url, accept=SITEMAP_ACCEPT)
+            except (FetchFailed, BlockedAddress) as exc:
+                logger.warning("sitemap %s not read: %s", url, exc)
+                continue
+            if resp.status != 200:
+                logger.warning("sitemap %s answered %s", url, resp.status)
+                continue
+            data = resp.body
+            if data[:2] == b"\x1f\x8b":
+                try:
+                    data = gunzip_bounded(data, self.fetcher.max_bytes * 5)
+                except (FetchFailed, OSError, EOFError) as exc:
+                    logger.warning("sitemap %s not read: %s", url, exc)
+                    continue
+            pages, nested = parse_sitemap(data)
+            pending.extend(n for n in (normalize_url(x) for x in nested) if n)
+            for page in pages:
+                self._admit(normalize_url(page), 0)
+
+    async def _work(self) -> None:
+        while True:
+            url, depth = await self._queue.get()
+            try:
+                await self._page(url, depth)
+            except Exception:  # noqa: BLE001 - one page never stops the job
+                self.progress.pages_failed += 1
+                logger.exception("job %s: page %s failed", self.spec.job_id, url)
+            finally:
+                self._queue.task_done()
+
+    def _follow(self, links: list[str], depth: int) -> None:
+        if depth < self.spec.max_depth:
+            for link in links:
+                self._admit(link, depth + 1)
+
+    async def _page(self, url: str, depth: int) -> None:
+        p = self.progress
+        if not await self.fetcher.allowed(url):
+            p.pages_robots_skipped += 1
+            return
+        delay = min(await self.fetcher.crawl_delay(url), MAX_CRAWL_DELAY)
+        gate = self.fetcher.gate(url)
+        gate.delay = max(gate.delay, delay)
+        known = self._known.get(url)
+        headers = {}
+        if known and known.etag:
+            headers["If-None-Match"] = known.etag
+        if known and known.last_modified:
+            headers["If-Modified-Since"] = known.last_modified
+        try:
+            resp = await self.fetcher.get(url, headers=headers)
+        except (FetchFailed, BlockedAddress) as exc:
+            if isinstance(exc, FetchFailed) and exc.kind == "too_large":
+                p.pages_skipped += 1
+            else:
+                p.pages_failed += 1
+            logger.info("job %s: %s", self.spec.job_id, exc)
+            return
+        final = resp.url
+        if final != url:
+            self._seen.add(final)
+        if resp.status == 304 and known:
+            p.pages_unchanged += 1
+            self._documents.add(known.document)
+            self._follow(known.links, depth)
+            return
+        if resp.status in (404, 410):
+            if known:
+                deleted, version = await self.store.remove(url, known.document)
+                p.pages_removed += 1
+                p.chunks_deleted += deleted
+                await self.notify(self.spec.product_key_id, version, "page_removed", known.document or url)
+            else:
+                p.pages_failed += 1
+            return
+        if resp.status != 200:
+            p.pages_failed += 1     # a transient error keeps what the page had
+            return
+        if urlsplit(final).netloc not in self._hosts or (final != url and not await self.fetcher.allowed(final)):
+            p.pages_skipped += 1
+            return
+        if resp.content_type in ("text/html", "application/xhtml+xml"):
+            page = extract_html(resp.text, final)
+        elif resp.content_type == "text/plain":
+            page = extract_text(resp.text, final)
+        else:
+            p.pages_skipped += 1    # binary and other types are never indexed
+            if not known or known.etag != resp.headers.get("etag", ""):
+                await self.store.remember(url, resp, [])
+            return
+        header_noindex, header_nofollow = robots_directives(resp.headers.get("x-robots-tag", ""))
+        page.noindex |= header_noindex
+        if header_nofollow:
+            page.links = []
+        self._follow(page.links, depth)
+        if page.noindex:
+            p.pages_skipped += 1
+            if known and known.content_hash is not None:
+                deleted, version = await self.store.remove(url, known.document, resp, page.links)
+                p.pages_removed += 1
+                p.chunks_deleted += deleted
+                await self.notify(self.spec.product_key_id, version, "page_removed", known.document)
+            elif not known:
+                await self.store.remember(url, resp, page.links)
+            return
+        document = page.canonical if page.canonical and urlsplit(page.canonical).netloc in self._hosts else final
+        if document in self._documents:
+            p.pages_unchanged += 1      # another URL of the same page (redirect, canonical) was indexed
+            return
+        self._documents.add(document)
+        digest = page.content_hash()
+        if known and known.content_hash == digest and known.document == document:
+            p.pages_unchanged += 1
+            if (known.etag, known.last_modified) != (resp.headers.get("etag", ""), resp.headers.get("last-modified", "")):
+                await self.store.remember(url, resp, page.links, digest, document, page.title)
+            return
+        chunks = chunk_page(page)
+        if not chunks:
+            p.pages_skipped += 1
+            return
+        written, deleted, version = await self.store.replace(url, document, known.document if known else "", resp,
+                                                             page, chunks)
+        p.pages_fetched += 1
+        p.chunks_written += written
+        p.chunks_deleted += deleted
+        await self.notify(self.spec.product_key_id, version, "page_changed", document)

@@ -1,0 +1,379 @@
+"""Polite, safe HTTP fetching: address checks at connect time, redirects, size and type limits, robots.txt."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import zlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpcore
+import httpx
+from protego import Protego
+
+from services.common.errors import InvalidArgument, PermissionDenied
+
+logger = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+INDEXABLE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
+SITEMAP_TYPES = ("application/xml", "text/xml", "application/gzip", "application/x-gzip", "text/plain")
+ROBOTS_TTL_SECONDS = 600.0
+_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+
+
+class BlockedAddress(PermissionDenied):
+    """The URL's host resolves to an address Parley does not fetch from."""
+
+
+class FetchFailed(Exception):
+    """A fetch that produced no usable response (network error, redirect loop, too large, ...)."""
+
+    def __init__(self, reason: str, kind: str = "failed") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind            # failed | too_large
+
+
+def parse_networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """`PARLEY_SCRAPER_ALLOW_NETWORKS`: comma-separated addresses or CIDRs."""
+    return [ipaddress.ip_network(part.strip(), strict=False) for part in spec.split(",") if part.strip()]
+
+
+def denied_reason(ip: IPAddress) -> str:
+    """Why an address is refused, or '' when it is a public unicast address."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return denied_reason(ip.ipv4_mapped)
+    if ip in _METADATA:
+        return "a cloud metadata address"
+    for attr, what in (
+        ("is_loopback", "a loopback address"), ("is_link_local", "a link-local address"),
+        ("is_private", "a private address"), ("is_multicast", "a multicast address"),
+        ("is_reserved", "a reserved address"), ("is_unspecified", "an unspecified address"),
+    ):
+        if getattr(ip, attr):
+            return what
+    if isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10"):
+        return "a shared (carrier-grade NAT) address"
+    return ""
+
+
+class AddressPolicy:
+    """Refuses private, loopback, link-local, metadata and other non-public addresses unless allow-listed."""
+
+    def __init__(self, allow: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()) -> None:
+        self.allow = list(allow)
+
+    def check(self, host: str, address: str) -> IPAddress:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if any(ip in net for net in self.allow):
+            return ip
+        reason = denied_reason(ip)
+        if reason:
+            raise BlockedAddress(f"refused to fetch from {host}: {ip} is {reason}")
+        return ip
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [info[4][0] for info in infos]
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves the host itself, checks every address, and connects to a checked address only,
+    so a name that resolves differently later (DNS rebinding) cannot slip a private address in."""
+
+    def __init__(self, policy: AddressPolicy, resolve: Resolver = system_resolve) -> None:
+        self._policy = policy
+        self._resolve = resolve
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        try:
+            addresses = [host] if _is_ip(host) else await self._resolve(host, port)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        if not addresses:
+            raise httpcore.ConnectError(f"{host} has no address")
+        checked = [self._policy.check(host, a) for a in addresses]
+        last: Exception | None = None
+        for ip in checked:
+            try:
+                return await self._inner.connect_tcp(
+                    str(ip), port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(self, *args, **kwargs):  # pragma: no cover - never used
+        raise httpcore.ConnectError("unix sockets are not fetched")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport over the guarded network backend (no proxies from the environment)."""
+
+    def __init__(self, policy: AddressPolicy, resolve: Resolver = system_resolve, max_connections: int = 100) -> None:
+        super().__init__(trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections // 2,
+            keepalive_expiry=5.0,
+            network_backend=GuardedBackend(policy, resolve),
+        )
+
+
+def normalize_url(url: str, base: str = "") -> str:
+    """Absolute http(s) URL without fragment, lower-case scheme and host, no default port; '' otherwise."""
+    try:
+        parts = urlsplit(urljoin(base, url.strip()) if base else url.strip())
+    except ValueError:
+        return ""
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return ""
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def require_url(url: str) -> str:
+    normal = normalize_url(url)
+    if not normal:
+        raise InvalidArgument(f"not an http(s) URL: {url!r}")
+    return normal
+
+
+@dataclass
+class Response:
+    url: str                      # final URL after redirects
+    status: int
+    headers: httpx.Headers
+    body: bytes = b""
+    content_type: str = ""
+    redirects: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        charset = "utf-8"
+        for part in self.headers.get("content-type", "").split(";")[1:]:
+            name, _, value = part.strip().partition("=")
+            if name.lower() == "charset" and value:
+                charset = value.strip("\"'")
+        try:
+            return self.body.decode(charset, errors="replace")
+        except LookupError:
+            return self.body.decode("utf-8", errors="replace")
+
+
+class HostGate:
+    """Per-host politeness: at most `concurrency` requests in flight and `delay` between their starts."""
+
+    def __init__(self, concurrency: int, delay: float) -> None:
+        self._sem = asyncio.Semaphore(max(1, concurrency))
+        self.delay = delay
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> None:
+        await self._sem.acquire()
+        async with self._lock:
+            wait = self._next - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next = time.monotonic() + self.delay
+
+    async def __aexit__(self, *exc) -> None:
+        self._sem.release()
+
+
+class Fetcher:
+    """One HTTP client for a crawl job or the Fetch RPC: safe addresses, polite per host, bounded."""
+
+    def __init__(
+        self,
+        *,
+        user_agent: str,
+        policy: AddressPolicy,
+        max_bytes: int = 2_000_000,
+        max_redirects: int = 5,
+        timeout: float = 10.0,
+        host_concurrency: int = 2,
+        host_delay: float = 0.25,
+        resolve: Resolver = system_resolve,
+    ) -> None:
+        self.user_agent = user_agent
+        self.policy = policy
+        self.max_bytes = max_bytes
+        self.max_redirects = max_redirects
+        self.host_concurrency = host_concurrency
+        self.host_delay = host_delay
+        self._client = httpx.AsyncClient(
+            transport=GuardedTransport(policy, resolve),
+            headers={"User-Agent": user_agent, "Accept-Encoding": "gzip", "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5"},
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        self._gates: dict[str, HostGate] = {}
+        self._robots: dict[str, tuple[float, Protego | None]] = {}
+        self._robots_lock: dict[str, asyncio.Lock] = {}
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    def gate(self, url: str) -> HostGate:
+        origin = _origin(url)
+        if origin not in self._gates:
+            self._gates[origin] = HostGate(self.host_concurrency, self.host_delay)
+        return self._gates[origin]
+
+    async def get(
+        self, url: str, *, headers: dict[str, str] | None = None, accept: tuple[str, ...] = INDEXABLE_TYPES
+    ) -> Response:
+        """GET with redirects followed by hand (each hop connects through the address check), a redirect
+        limit and loop detection, and the body read only up to max_bytes and only for accepted types.
+        A response of another type comes back with an empty body."""
+        seen: list[str] = []
+        current = require_url(url)
+        while True:
+            if current in seen:
+                raise FetchFailed(f"redirect loop at {current}")
+            seen.append(current)
+            if _is_ip(urlsplit(current).hostname or ""):
+                self.policy.check(urlsplit(current).hostname or "", urlsplit(current).hostname or "")
+            try:
+                async with self.gate(current):
+                    async with self._client.stream("GET", current, headers=headers if len(seen) == 1 else None) as r:
+                        if r.is_redirect and "location" in r.headers:
+                            nxt = normalize_url(r.headers["location"], current)
+                            if not nxt:
+                                raise FetchFailed(f"redirect to an unsupported URL from {current}")
+                            if len(seen) > self.max_redirects:
+                                raise FetchFailed(f"more than {self.max_redirects} redirects from {url}")
+                            current = nxt
+                            continue
+                        ctype = r.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+                        resp = Response(current, r.status_code, r.headers, content_type=ctype, redirects=seen[:-1])
+                        if r.status_code != 200 or not any(ctype == t for t in accept):
+                            return resp
+                        declared = r.headers.get("content-length", "")
+                        if declared.isdigit() and int(declared) > self.max_bytes:
+                            raise FetchFailed(f"{current} is {declared} bytes; the limit is {self.max_bytes}", "too_large")
+                        body = bytearray()
+                        async for part in r.aiter_raw():
+                            body += part
+                            if len(body) > self.max_bytes:
+                                raise FetchFailed(f"{current} is larger than {self.max_bytes} bytes", "too_large")
+                        resp.body = _decode_body(bytes(body), r.headers.get("content-encoding", ""), self.max_bytes)
+                        return resp
+            except httpx.TimeoutException as exc:
+                raise FetchFailed(f"timed out fetching {current}") from exc
+            except httpx.HTTPError as exc:
+                raise FetchFailed(f"cannot fetch {current}: {exc.__class__.__name__} {exc}") from exc
+
+    async def robots(self, url: str) -> Protego | None:
+        """The parsed robots.txt of the URL's origin (None: no rules), kept for ROBOTS_TTL_SECONDS."""
+        origin = _origin(url)
+        cached = self._robots.get(origin)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        lock = self._robots_lock.setdefault(origin, asyncio.Lock())
+        async with lock:
+            cached = self._robots.get(origin)
+            if not cached or cached[0] <= time.monotonic():
+                cached = (time.monotonic() + ROBOTS_TTL_SECONDS, await self._load_robots(origin))
+                self._robots[origin] = cached
+        return cached[1]
+
+    async def _load_robots(self, origin: str) -> Protego | None:
+        try:
+            r = await self.get(origin + "/robots.txt", accept=("text/plain",))
+        except FetchFailed as exc:
+            logger.info("robots.txt of %s not available (%s); crawling without rules", origin, exc.reason)
+            return None
+        if r.status >= 500:
+            # RFC 9309: a server error means "assume complete disallow".
+            return Protego.parse("User-agent: *\nDisallow: /\n")
+        if r.status != 200:
+            return None
+        return Protego.parse(r.text)
+
+    async def allowed(self, url: str) -> bool:
+        rules = await self.robots(url)
+        return rules is None or rules.can_fetch(url, self.user_agent)
+
+    async def crawl_delay(self, url: str) -> float:
+        rules = await self.robots(url)
+        delay = rules.crawl_delay(self.user_agent) if rules is not None else None
+        return float(delay) if delay else 0.0
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _decode_body(body: bytes, encoding: str, limit: int) -> bytes:
+    """Content-Encoding was read raw (so the size limit applies to what crossed the wire); undo gzip here,
+    bounded as well so a small gzip bomb cannot expand without limit."""
+    encoding = encoding.strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        return gunzip_bounded(body, limit)
+    if encoding in ("", "identity"):
+        return body
+    raise FetchFailed(f"unsupported content encoding {encoding!r}")
+
+
+def gunzip_bounded(data: bytes, limit: int) -> bytes:
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = d.decompress(data, limit + 1)
+    if len(out) > limit:
+        raise FetchFailed(f"decompressed body is larger than {limit} bytes", "too_large")
+    return out
+
+
+def new_fetcher(settings, *, resolve: Resolver = system_resolve) -> Fetcher:
+    """A Fetcher configured from `PARLEY_SCRAPER_*` settings."""
+    return Fetcher(
+        user_agent=settings.scraper_user_agent,
+        policy=AddressPolicy(parse_networks(settings.scraper_allow_networks)),
+        max_bytes=settings.scraper_max_page_bytes,
+        max_redirects=settings.scraper_max_redirects,
+        timeout=settings.scraper_timeout_seconds,
+        host_concurrency=settings.scraper_host_concurrency,
+        host_delay=settings.scraper_host_delay_seconds,
+        resolve=resolve,
+    )

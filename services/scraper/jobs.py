@@ -1,0 +1,140 @@
+"""Crawl jobs: validation of a request, the crawl_jobs row and its progress."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from services.common.errors import InvalidArgument, NotFound
+from services.scraper.crawler import CrawlSpec, Progress
+from services.scraper.fetching import normalize_url
+
+DEFAULT_MAX_PAGES = 100
+LIMIT_MAX_PAGES = 10_000
+DEFAULT_MAX_DEPTH = 3
+LIMIT_MAX_DEPTH = 20
+MAX_SEEDS = 100
+MAX_PATTERNS = 50
+TERMINAL = ("done", "failed")
+
+
+def new_job_id() -> str:
+    return "crawl-" + uuid.uuid4().hex[:16]
+
+
+def validate(
+    key_id: str, seed_urls: list[str], sitemap_url: str, max_pages: int, max_depth: int,
+    include: list[str], exclude: list[str], job_id: str = "",
+) -> CrawlSpec:
+    """A crawl request as a spec, or InvalidArgument naming what is wrong. 0 means the default limit."""
+    if not key_id.strip():
+        raise InvalidArgument("product_key_id is required")
+    if not seed_urls and not sitemap_url:
+        raise InvalidArgument("give seed_urls, a sitemap_url, or both")
+    if len(seed_urls) > MAX_SEEDS:
+        raise InvalidArgument(f"at most {MAX_SEEDS} seed URLs")
+    seeds = []
+    for url in seed_urls:
+        normal = normalize_url(url)
+        if not normal:
+            raise InvalidArgument(f"seed URL {url!r} is not an absolute http(s) URL")
+        seeds.append(normal)
+    sitemap = ""
+    if sitemap_url:
+        sitemap = normalize_url(sitemap_url)
+        if not sitemap:
+            raise InvalidArgument(f"sitemap_url {sitemap_url!r} is not an absolute http(s) URL")
+    if not 0 <= max_pages <= LIMIT_MAX_PAGES:
+        raise InvalidArgument(f"max_pages must be between 1 and {LIMIT_MAX_PAGES} (0: {DEFAULT_MAX_PAGES})")
+    if not 0 <= max_depth <= LIMIT_MAX_DEPTH:
+        raise InvalidArgument(f"max_depth must be between 1 and {LIMIT_MAX_DEPTH} (0: {DEFAULT_MAX_DEPTH})")
+    for name, patterns in (("include", include), ("exclude", exclude)):
+        if len(patterns) > MAX_PATTERNS:
+            raise InvalidArgument(f"at most {MAX_PATTERNS} {name} patterns")
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise InvalidArgument(f"{name} pattern {p!r} is not a regular expression: {exc}") from None
+    return CrawlSpec(
+        job_id=job_id or new_job_id(), product_key_id=key_id.strip(), seed_urls=seeds, sitemap_url=sitemap,
+        max_pages=max_pages or DEFAULT_MAX_PAGES, max_depth=max_depth or DEFAULT_MAX_DEPTH,
+        include=list(include), exclude=list(exclude),
+    )
+
+
+@dataclass
+class JobStatus:
+    job_id: str
+    product_key_id: str
+    state: str
+    progress: Progress
+    error: str
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+
+def _request_json(spec: CrawlSpec) -> str:
+    return json.dumps({
+        "seed_urls": spec.seed_urls, "sitemap_url": spec.sitemap_url, "max_pages": spec.max_pages,
+        "max_depth": spec.max_depth, "include": spec.include, "exclude": spec.exclude,
+    })
+
+
+async def create_job(pool: asyncpg.Pool, spec: CrawlSpec) -> None:
+    async with pool.acquire() as conn:
+        exists = await conn.fetchval("SELECT 1 FROM product_keys WHERE id = $1 AND revoked_at IS NULL",
+                                     spec.product_key_id)
+        if not exists:
+            raise NotFound(f"no active product key with id {spec.product_key_id!r}")
+        await conn.execute("INSERT INTO crawl_jobs (id, product_key_id, request) VALUES ($1, $2, $3::jsonb)",
+                           spec.job_id, spec.product_key_id, _request_json(spec))
+
+
+_PROGRESS_COLUMNS = list(Progress().as_dict())
+
+
+async def get_job(pool: asyncpg.Pool, job_id: str) -> JobStatus:
+    if not job_id:
+        raise InvalidArgument("job_id is required")
+    row = await pool.fetchrow("SELECT * FROM crawl_jobs WHERE id = $1", job_id)
+    if row is None:
+        raise NotFound(f"no crawl job {job_id!r}")
+    return JobStatus(
+        job_id=row["id"], product_key_id=row["product_key_id"], state=row["state"],
+        progress=Progress(**{c: row[c] for c in _PROGRESS_COLUMNS}), error=row["error"],
+        started_at=row["started_at"], finished_at=row["finished_at"],
+    )
+
+
+async def job_state(pool: asyncpg.Pool, job_id: str) -> str | None:
+    return await pool.fetchval("SELECT state FROM crawl_jobs WHERE id = $1", job_id)
+
+
+async def mark_running(pool: asyncpg.Pool, job_id: str) -> None:
+    await pool.execute(
+        "UPDATE crawl_jobs SET state = 'running', started_at = coalesce(started_at, now()), error = '',"
+        " updated_at = now() WHERE id = $1", job_id,
+    )
+
+
+async def save_progress(pool: asyncpg.Pool, job_id: str, progress: Progress, state: str | None = None,
+                        error: str = "") -> None:
+    values = progress.as_dict()
+    sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(_PROGRESS_COLUMNS, start=2))
+    n = len(_PROGRESS_COLUMNS) + 2
+    finish = ", finished_at = now()" if state in TERMINAL else ""
+    await pool.execute(
+        f"UPDATE crawl_jobs SET {sets}, state = coalesce(${n}, state), error = ${n + 1}{finish}, updated_at = now()"
+        f" WHERE id = $1",
+        job_id, *[values[c] for c in _PROGRESS_COLUMNS], state, error,
+    )

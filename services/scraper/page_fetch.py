@@ -1,0 +1,74 @@
+"""One page on demand (the web strategy): fetched safely and politely, its main text cached in Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+
+import redis.asyncio as redis
+
+from services.common.errors import InvalidArgument, PermissionDenied, Unavailable
+from services.scraper.extract import extract_html, extract_text, robots_directives
+from services.scraper.fetching import Fetcher, FetchFailed, require_url
+
+logger = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 20_000
+CACHE_PREFIX = "parley:scraper:page:v1:"
+
+
+@dataclass
+class FetchedPage:
+    url: str
+    title: str
+    text: str
+    status: int
+    cached: bool = False
+
+
+def cache_key(url: str) -> str:
+    return CACHE_PREFIX + hashlib.sha256(url.encode()).hexdigest()
+
+
+async def fetch_page(fetcher: Fetcher, cache: redis.Redis, url: str, ttl_seconds: int) -> FetchedPage:
+    """The cached page when there is one; otherwise fetch (robots.txt and the address policy apply),
+    extract the main content and cache it for ttl_seconds (origin errors for a tenth of that)."""
+    url = require_url(url)
+    key = cache_key(url)
+    try:
+        hit = await cache.get(key)
+    except redis.RedisError as exc:
+        logger.warning("page cache unavailable (%s); fetching %s", exc, url)
+        hit = None
+    if hit:
+        return FetchedPage(**{**json.loads(hit), "cached": True})
+    if not await fetcher.allowed(url):
+        raise PermissionDenied(f"robots.txt of {url} disallows fetching it")
+    try:
+        resp = await fetcher.get(url)
+    except FetchFailed as exc:
+        if exc.kind == "too_large":
+            raise InvalidArgument(exc.reason) from None
+        raise Unavailable(exc.reason) from None
+    page = FetchedPage(url=resp.url, title="", text="", status=resp.status)
+    if resp.status == 200:
+        if resp.content_type in ("text/html", "application/xhtml+xml"):
+            extracted = extract_html(resp.text, resp.url)
+        elif resp.content_type == "text/plain":
+            extracted = extract_text(resp.text, resp.url)
+        else:
+            raise InvalidArgument(f"{resp.url} is {resp.content_type or 'of no declared type'}, not HTML or text")
+        noindex, _ = robots_directives(resp.headers.get("x-robots-tag", ""))
+        if extracted.noindex or noindex:
+            raise PermissionDenied(f"{resp.url} asks not to be indexed (noindex)")
+        page.url = extracted.canonical or resp.url
+        page.title = extracted.title
+        page.text = extracted.text[:MAX_TEXT_CHARS]
+    ttl = ttl_seconds if resp.status == 200 else max(1, ttl_seconds // 10)
+    try:
+        await cache.set(key, json.dumps({k: v for k, v in asdict(page).items() if k != "cached"}), ex=ttl)
+    except redis.RedisError as exc:
+        logger.warning("page cache unavailable (%s); %s not cached", exc, url)
+    return page

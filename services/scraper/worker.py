@@ -1,0 +1,174 @@
+"""Crawl worker: `python -m services.scraper.worker`, a Kafka consumer group over parley.crawl.requests.v1.
+
+Partitions are crawled in parallel (one job at a time per partition, so the jobs of one key never
+overlap); an offset is committed only once its job's final progress is in PostgreSQL, so a worker
+that dies mid-job leaves the request to be crawled again by whichever worker gets the partition
+(cheap: the re-crawl is incremental)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from google.protobuf.message import DecodeError
+
+from services.common import db
+from services.common.kafka import EventProducer, new_event_id, now_timestamp
+from services.common.pb.parley.v1 import events_pb2
+from services.common.runner import run_service
+from services.common.settings import Settings
+from services.scraper import jobs
+from services.scraper.crawler import Crawler, CrawlSpec, PageStore, Progress
+from services.scraper.fetching import new_fetcher
+
+logger = logging.getLogger(__name__)
+
+
+class CrawlWorker:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, producer: EventProducer) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.producer = producer
+
+    async def notify(self, key_id: str, version: int, reason: str, url: str) -> None:
+        event = events_pb2.KnowledgeUpdated(
+            event_id=new_event_id(), occurred_at=now_timestamp(), product_key_id=key_id,
+            knowledge_version=version, reason=reason, url=url,
+        )
+        await self.producer.publish(self.settings.topic("knowledge_updated"), key_id, event)
+
+    async def run_job(self, request: events_pb2.CrawlRequested) -> Progress | None:
+        state = await jobs.job_state(self.pool, request.job_id)
+        if state is None:
+            logger.warning("crawl request for unknown job %s; ignored", request.job_id)
+            return None
+        if state in jobs.TERMINAL:
+            logger.info("crawl job %s is already %s; skipped", request.job_id, state)
+            return None
+        spec = CrawlSpec(
+            job_id=request.job_id, product_key_id=request.product_key_id, seed_urls=list(request.seed_urls),
+            sitemap_url=request.sitemap_url, max_pages=request.max_pages or jobs.DEFAULT_MAX_PAGES,
+            max_depth=request.max_depth or jobs.DEFAULT_MAX_DEPTH, include=list(request.include),
+            exclude=list(request.exclude),
+        )
+        await jobs.mark_running(self.pool, spec.job_id)
+        logger.info("crawl job %s started for %s", spec.job_id, spec.product_key_id)
+
+        async def report(progress: Progress) -> None:
+            await jobs.save_progress(self.pool, spec.job_id, progress)
+
+        async with new_fetcher(self.settings) as fetcher:
+            crawler = Crawler(
+                spec, fetcher, PageStore(self.pool, spec.product_key_id), notify=self.notify,
+                concurrency=self.settings.scraper_job_concurrency, on_progress=report,
+            )
+            try:
+                progress = await crawler.run()
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await jobs.save_progress(self.pool, spec.job_id, crawler.progress, "queued",
+                                             "interrupted; the job resumes when a worker takes it again")
+                raise
+            except Exception as exc:  # noqa: BLE001 - the job fails, the worker goes on
+                logger.exception("crawl job %s failed", spec.job_id)
+                await jobs.save_progress(self.pool, spec.job_id, crawler.progress, "failed", str(exc)[:500])
+                return crawler.progress
+        await jobs.save_progress(self.pool, spec.job_id, progress, "done")
+        logger.info("crawl job %s done: %s", spec.job_id, progress.as_dict())
+        return progress
+
+    async def handle(self, value: bytes, tp: TopicPartition, offset: int) -> None:
+        request = events_pb2.CrawlRequested()
+        try:
+            request.ParseFromString(value)
+            if not request.job_id:
+                raise DecodeError("no job_id")
+        except DecodeError as exc:
+            logger.warning("undecodable crawl request at %s:%s (%s); dead-lettered", tp.topic, offset, exc)
+            await self.producer._producer.send_and_wait(  # raw bytes, as they came
+                self.settings.topic("deadletter"), value=value, headers=[
+                    ("reason", str(exc).encode()), ("source-topic", tp.topic.encode()),
+                    ("source-partition", str(tp.partition).encode()), ("source-offset", str(offset).encode()),
+                ],
+            )
+            return
+        await self.run_job(request)
+
+
+async def main(settings: Settings) -> None:
+    pool = await _retry(lambda: db.create_pool(settings.postgres_dsn, max_size=settings.scraper_max_jobs * 4))
+    producer = EventProducer(settings.kafka_bootstrap, client_id="parley-crawler")
+    await _retry(producer.start)
+    worker = CrawlWorker(settings, pool, producer)
+    consumer = AIOKafkaConsumer(
+        settings.topic("crawl_requests"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.scraper_group_id + settings.topic_namespace,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_interval_ms=60 * 60 * 1000,   # a crawl may take long; the heartbeat keeps the member alive
+        client_id="parley-crawler",
+    )
+    await _retry(consumer.start)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    logger.info("crawl worker consuming %s", settings.topic("crawl_requests"))
+
+    async def partition(tp: TopicPartition, records) -> None:
+        for record in records:
+            await worker.handle(record.value, tp, record.offset)
+            try:
+                await consumer.commit({tp: record.offset + 1})
+            except (CommitFailedError, KafkaError) as exc:
+                # The partition moved to another worker meanwhile; it will see the request again.
+                logger.warning("commit of %s@%s failed: %s", tp, record.offset, exc)
+                return
+
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=500, max_records=settings.scraper_max_jobs)
+            if not batch:
+                continue
+            work = asyncio.gather(*(partition(tp, records) for tp, records in batch.items()))
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if stop.is_set() and not work.done():
+                # Give the jobs the grace period, then leave them uncommitted for the next owner.
+                try:
+                    await asyncio.wait_for(asyncio.shield(work), settings.shutdown_grace_seconds)
+                except asyncio.TimeoutError:
+                    work.cancel()
+                    await asyncio.gather(work, return_exceptions=True)
+            else:
+                await work
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
+        logger.info("crawl worker stopped")
+
+
+async def _retry(start, attempts: int = 60):
+    delay = 0.2
+    for attempt in range(attempts):
+        try:
+            return await start()
+        except Exception as exc:  # noqa: BLE001 - a dependency that is not up yet
+            if attempt == attempts - 1:
+                raise
+            logger.warning("crawl worker: dependency not ready (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+if __name__ == "__main__":
+    run_service("crawler", main)
