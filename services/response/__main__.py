@@ -2,32 +2,53 @@
 
 from __future__ import annotations
 
+import logging
+
 from services.common.grpc_server import ServiceSpec, bind_address, channel, check_serving, serve
 from services.common.kafka import EventProducer
 from services.common.pb.parley.v1 import response_pb2, response_pb2_grpc, search_pb2_grpc
+from services.common.redis_client import create_redis
 from services.common.runner import run_service
 from services.common.settings import Settings
-from services.response.answer import ChatEngine
-from services.response.llm import ExtractiveAnswerer
+from services.response.answer import build_engine, build_store
+from services.response.knowledge_events import KnowledgeFollower
+from services.response.search_client import SearchClient
 from services.response.server import ResponseServicer
+
+logger = logging.getLogger(__name__)
 
 
 async def main(settings: Settings) -> None:
     producer = EventProducer(settings.kafka_bootstrap, client_id="parley-response")
     search_channel = channel(settings.search_addr, settings.grpc_max_message_bytes)
-    engine = ChatEngine(
-        settings,
-        search_pb2_grpc.SearchServiceStub(search_channel),
-        ExtractiveAnswerer(settings.extractive_max_sentences),
-        producer,
-    )
+    redis = create_redis(settings.redis_url)
+    store = build_store(settings, redis)
+    engine = build_engine(settings, SearchClient(search_pb2_grpc.SearchServiceStub(search_channel)), store, producer)
+    follower = KnowledgeFollower(settings.kafka_bootstrap, settings.topic("knowledge_updated"), store)
+    if engine.llm is not None:
+        logger.info("answering with Groq (%s / %s)", settings.llm_small_model, settings.llm_large_model)
+    else:
+        logger.info("no GROQ_API_KEY: answering with the extractive answerer")
+
+    async def on_start() -> None:
+        await redis.ping()
+        await producer.start()
+        await follower.start()
 
     async def on_stop() -> None:
+        await engine.drain()
+        await follower.stop()
         await producer.stop()
         await search_channel.close()
+        if engine.llm is not None:
+            await engine.llm.client.close()
+        await redis.aclose()
 
     async def check_search() -> None:
         await check_serving(search_channel, "search")
+
+    async def check_redis() -> None:
+        await redis.ping()
 
     await serve(
         ServiceSpec(
@@ -38,9 +59,9 @@ async def main(settings: Settings) -> None:
             ),
             bind=bind_address(settings.grpc_bind_host, settings.response_addr),
             metrics_port=settings.response_metrics_port,
-            on_start=producer.start,
+            on_start=on_start,
             on_stop=on_stop,
-            checks={"kafka": producer.ping, "search": check_search},
+            checks={"kafka": producer.ping, "redis": check_redis, "search": check_search},
             grace_seconds=settings.shutdown_grace_seconds,
             max_message_bytes=settings.grpc_max_message_bytes,
         )

@@ -1,22 +1,38 @@
-"""One chat turn: plan with the search service, answer, and publish the ChatTurn event."""
+"""One chat turn: answer cache, plan with the search service, route, answer (single-flight), publish the ChatTurn."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
-import grpc
-
-from services.common.errors import DeadlineExceeded, InvalidArgument, Unauthenticated
+from services.common.errors import InvalidArgument, NotFound, ParleyError, Unauthenticated
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
-from services.common.pb.parley.v1 import common_pb2, events_pb2, response_pb2, search_pb2, search_pb2_grpc
+from services.common.pb.parley.v1 import common_pb2, events_pb2, response_pb2, search_pb2
 from services.common.settings import Settings
-from services.response.llm import Answer, Answerer, AnswerRequest, PassageText
+from services.response import routing
+from services.response.cache import RequestRecord, ResponseStore, question_hash, secret_hash
+from services.response.llm import RESTART, Answer, AnswerRequest, ExtractiveAnswerer, GroqClient, PassageText, Restart
+from services.response.resilience import ResilientLLM
+from services.response.search_client import SearchClient
+from services.response.singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_DEADLINE_SECONDS = 60.0
+HIT, MISS, BYPASS, SHARED = (common_pb2.CACHE_STATUS_HIT, common_pb2.CACHE_STATUS_MISS,
+                             common_pb2.CACHE_STATUS_BYPASS, common_pb2.CACHE_STATUS_SHARED)
+_GROUNDED = ("KNOWLEDGE", "WEB")
+
+
+async def _alone(items: AsyncIterator) -> AsyncIterator[tuple[bool, object]]:
+    async with aclosing(items):
+        async for item in items:
+            yield True, item
 
 
 def validate_chat(request: response_pb2.ChatRequest, max_chars: int) -> None:
@@ -29,114 +45,356 @@ def validate_chat(request: response_pb2.ChatRequest, max_chars: int) -> None:
 
 
 @dataclass
-class TurnClock:
+class _Cached:
+    """An answer another process produced while we waited on its single-flight lock."""
+
+    value: bytes
+
+
+@dataclass
+class TurnState:
+    """What is known about a turn so far; a failed turn is reported with it."""
+
+    request: response_pb2.ChatRequest
+    request_id: str
     start: float
+    key_id: str = ""
+    strategy: int = common_pb2.STRATEGY_UNSPECIFIED
+    model: str = ""
+    cache_status: int = common_pb2.CACHE_STATUS_UNSPECIFIED
     search_ms: float = 0.0
     ttft_ms: float = 0.0
     llm_ms: float = 0.0
+    reported: bool = False        # its ChatTurn is out: closing the stream afterwards is no failure
 
-    def since(self, t: float) -> float:
-        return (time.perf_counter() - t) * 1000.0
+    def ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000.0
+
+
+def estimate_cost(prices: dict[str, tuple[float, float]], model: str, prompt: int, completion: int) -> float:
+    price_in, price_out = prices.get(model, (0.0, 0.0))
+    return (prompt * price_in + completion * price_out) / 1_000_000
 
 
 class ChatEngine:
     """Everything a chat turn does, shared by Chat and ChatStream."""
 
     def __init__(
-        self, settings: Settings, search: search_pb2_grpc.SearchServiceStub, answerer: Answerer, producer: EventProducer
+        self,
+        settings: Settings,
+        search: SearchClient,
+        store: ResponseStore,
+        producer: EventProducer,
+        extractive: ExtractiveAnswerer,
+        llm: ResilientLLM | None = None,
     ) -> None:
         self._settings = settings
         self._search = search
-        self._answerer = answerer
+        self._store = store
         self._producer = producer
+        self._extractive = extractive
+        self.llm = llm
+        self.flights = SingleFlight()
+        self._background: set[asyncio.Task] = set()
 
-    async def _plan(self, request: response_pb2.ChatRequest, timeout: float | None) -> search_pb2.PlanResponse:
-        budget = self._settings.search_timeout_seconds
-        if timeout is not None:
-            budget = max(0.05, min(budget, timeout))
-        return await self._search.Plan(
-            search_pb2.PlanRequest(
-                product_key=request.product_key, message=request.message, session_id=request.session_id
-            ),
-            timeout=budget,
-        )
+    # --- helpers ------------------------------------------------------------------------
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _quietly(self, coro, what: str) -> None:
+        try:
+            await coro
+        except Exception:  # noqa: BLE001 - a side effect must not fail the turn
+            logger.exception("%s failed", what)
+
+    async def drain(self) -> None:
+        """Wait for background writes (pointers, events of failed turns) before stopping."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # --- the turn -----------------------------------------------------------------------
 
     async def turn(
         self, request: response_pb2.ChatRequest, *, timeout: float | None = None
-    ) -> AsyncIterator[str | response_pb2.ChatResponse]:
-        """Yields answer pieces as they are produced, then the complete ChatResponse."""
-        clock = TurnClock(time.perf_counter())
-        validate_chat(request, self._settings.max_message_chars)
-        request_id = uuid.uuid4().hex
+    ) -> AsyncIterator[str | Restart | response_pb2.ChatResponse]:
+        """Yields answer pieces as they are produced (RESTART when a fallback starts over), then
+        the complete ChatResponse. Every turn whose key is known emits a ChatTurn, also failures."""
+        state = TurnState(request, uuid.uuid4().hex, time.perf_counter())
         try:
-            plan = await self._plan(request, timeout)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise DeadlineExceeded("the search service did not answer in time") from None
+            async for item in self._turn(state, timeout):
+                yield item
+        except ParleyError as exc:
+            self._fail(state, exc.code)
             raise
-        clock.search_ms = clock.since(clock.start)
+        except (asyncio.CancelledError, GeneratorExit):
+            self._fail(state, "CANCELLED")
+            raise
+        except Exception:
+            self._fail(state, "INTERNAL")
+            raise
+
+    async def _turn(self, state: TurnState, timeout: float | None) -> AsyncIterator[str | Restart | response_pb2.ChatResponse]:
+        settings = self._settings
+        request = state.request
+        validate_chat(request, settings.max_message_chars)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout if timeout is not None else DEFAULT_DEADLINE_SECONDS) - 0.02
+        key_hash = secret_hash(request.product_key)
+        qhash = question_hash(request.message)
+        history = ()
+        if request.session_id and routing.is_follow_up(request.message):
+            history = await self._store.history(key_hash, request.session_id)
+        # A follow-up answered with the session's turns depends on the session: never cached.
+        cacheable = not request.no_cache and not history
+
+        pointer = None
+        if cacheable:
+            pointer, cached = await self._store.lookup(key_hash, qhash)
+            if pointer is not None:
+                state.key_id = pointer.key_id
+            if cached is not None:
+                async for item in self._from_cache(state, key_hash, cached, HIT):
+                    yield item
+                return
+
+        plan = await self._search.plan(request.product_key, request.message, request.session_id,
+                                       max(0.05, min(settings.search_timeout_seconds, deadline - loop.time())))
+        state.key_id = plan.product_key_id
+        state.search_ms = state.ms()
+        version = plan.knowledge_version
+        if pointer is None or pointer.key_id != plan.product_key_id or pointer.version != version:
+            self._spawn(self._quietly(self._store.set_pointer(key_hash, plan.product_key_id, version), "key pointer"))
+            if cacheable:
+                cached = await self._store.get_answer(plan.product_key_id, version, qhash)
+                if cached is not None:
+                    async for item in self._from_cache(state, key_hash, cached, HIT):
+                        yield item
+                    return
+
         strategy = common_pb2.Strategy.Name(plan.strategy).removeprefix("STRATEGY_")
-        answer_request = AnswerRequest(
-            message=request.message,
-            key_name=plan.key_name,
-            instructions=plan.instructions,
-            strategy=strategy,
-            passages=[PassageText(p.id, p.kind, p.title, p.text, p.score) for p in plan.passages],
+        if strategy in _GROUNDED and not plan.passages:
+            strategy = "NO_ANSWER"  # e.g. the web page could not be fetched
+        state.strategy = common_pb2.Strategy.Value("STRATEGY_" + strategy)
+        route = routing.route(
+            request.message, strategy, plan.top_score, llm_enabled=self.llm is not None,
+            small=settings.llm_small_model, large=settings.llm_large_model,
+            large_min_chars=settings.llm_large_min_chars, large_below_score=settings.llm_large_below_score,
+            with_history=bool(history),
         )
+        answer_request = AnswerRequest(
+            message=request.message, key_name=plan.key_name, instructions=plan.instructions, strategy=strategy,
+            passages=[PassageText(p.id, p.kind, p.title, p.text, p.score) for p in plan.passages],
+            history=history,
+        )
+
+        def work() -> AsyncIterator:
+            return self._produce(plan, strategy, route, answer_request, deadline, qhash if cacheable else "")
+
         llm_start = time.perf_counter()
         answer: Answer | None = None
-        async for piece in self._answerer.stream(answer_request):
-            if isinstance(piece, Answer):
-                answer = piece
-                break
-            if not clock.ttft_ms:
-                clock.ttft_ms = clock.since(llm_start)
-            yield piece
-        assert answer is not None
-        clock.llm_ms = clock.since(llm_start)
-        if not clock.ttft_ms:
-            clock.ttft_ms = clock.llm_ms
-        if not answer.cited and strategy == "KNOWLEDGE":
+        status = BYPASS
+        state.cache_status = MISS if cacheable else BYPASS
+        if cacheable:
+            flight_key = ResponseStore.answer_key(plan.product_key_id, version, qhash)
+            items = self.flights.run(flight_key, work)
+        else:
+            items = _alone(work())
+        async with aclosing(items):
+            async for leader, item in items:
+                if isinstance(item, str):
+                    if not state.ttft_ms:
+                        state.ttft_ms = (time.perf_counter() - llm_start) * 1000
+                    yield item
+                elif isinstance(item, Restart):
+                    yield RESTART
+                elif isinstance(item, _Cached):
+                    state.llm_ms = (time.perf_counter() - llm_start) * 1000
+                    async for out in self._from_cache(state, key_hash, item.value, SHARED):
+                        yield out
+                    return
+                elif isinstance(item, Answer):
+                    answer = item
+                    if cacheable:
+                        status = MISS if leader else SHARED
+        assert answer is not None, "a produced answer always ends with an Answer"
+        state.llm_ms = (time.perf_counter() - llm_start) * 1000
+        if not state.ttft_ms:
+            state.ttft_ms = state.llm_ms
+        response = self._response(plan, strategy, answer)
+        response.request_id = state.request_id
+        response.cache_status = status
+        if status == SHARED:
+            response.usage.Clear()  # the tokens were spent (and counted) once, by the leader
+        response.timings.CopyFrom(common_pb2.Timings(
+            search_ms=state.search_ms, ttft_ms=state.ttft_ms, llm_ms=state.llm_ms, total_ms=state.ms()))
+        await self._finish(state, key_hash, response)
+        yield response
+
+    def _response(self, plan: search_pb2.PlanResponse, strategy: str, answer: Answer) -> response_pb2.ChatResponse:
+        if strategy in _GROUNDED and not answer.cited:
             strategy = "NO_ANSWER"  # the passages did not hold an answer after all
         by_id = {p.id: p for p in plan.passages}
-        timings = common_pb2.Timings(
-            search_ms=clock.search_ms, ttft_ms=clock.ttft_ms, llm_ms=clock.llm_ms, total_ms=clock.since(clock.start)
-        )
-        response = response_pb2.ChatResponse(
-            request_id=request_id,
+        return response_pb2.ChatResponse(
             answer=answer.text,
             sources=[by_id[i] for i in answer.cited if i in by_id],
             strategy=common_pb2.Strategy.Value("STRATEGY_" + strategy),
             model=answer.model,
-            cache_status=common_pb2.CACHE_STATUS_MISS,
-            timings=timings,
             usage=common_pb2.TokenUsage(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens),
             reasons=plan.reasons,
         )
-        await self._emit(plan.product_key_id, request, response)
+
+    async def _produce(
+        self, plan: search_pb2.PlanResponse, strategy: str, route: routing.Route, request: AnswerRequest,
+        deadline: float, qhash: str,
+    ) -> AsyncIterator:
+        """The answer's pieces and the Answer; with qhash, across processes too (a Redis lock),
+        and the answer is cached before the flight ends."""
+        lock_token = ""
+        if qhash:
+            name = ResponseStore.answer_key(plan.product_key_id, plan.knowledge_version, qhash)
+            loop = asyncio.get_running_loop()
+            token = uuid.uuid4().hex
+            if await self._store.try_lock(name, token, max(1.0, deadline - loop.time())):
+                lock_token = token
+            else:
+                # Another process is answering the same question: wait for its answer.
+                while loop.time() < deadline:
+                    await asyncio.sleep(0.02)
+                    cached = await self._store.get_answer(plan.product_key_id, plan.knowledge_version, qhash)
+                    if cached is not None:
+                        yield _Cached(cached)
+                        return
+                    if not await self._store.locked(name):
+                        break
+        try:
+            if route.backend == "faq":
+                first = plan.passages[0].id if plan.passages else ""
+                answer = Answer(plan.faq_answer, "faq", [first] if first else [])
+                yield answer.text
+                yield answer
+                source = None
+            elif route.backend == "llm" and self.llm is not None:
+                source = self.llm.stream(request, route.models, deadline)
+            else:
+                source = self._extractive.stream(request)
+            if source is not None:
+                async for item in source:
+                    if isinstance(item, Answer) and qhash and not item.degraded:
+                        await self._store.put_answer(plan.product_key_id, plan.knowledge_version, qhash,
+                                                     self._response(plan, strategy, item).SerializeToString())
+                    yield item
+        finally:
+            if lock_token:
+                await self._quietly(self._store.unlock(name, lock_token), "single-flight unlock")
+
+    async def _from_cache(
+        self, state: TurnState, key_hash: str, cached: bytes, status: int
+    ) -> AsyncIterator[str | response_pb2.ChatResponse]:
+        response = response_pb2.ChatResponse.FromString(cached)
+        response.request_id = state.request_id
+        response.cache_status = status
+        response.usage.Clear()  # no tokens spent for this turn
+        response.timings.CopyFrom(common_pb2.Timings(search_ms=state.search_ms, llm_ms=state.llm_ms,
+                                                     total_ms=state.ms()))
+        await self._finish(state, key_hash, response)
+        yield response.answer
         yield response
 
-    async def _emit(self, key_id: str, request: response_pb2.ChatRequest, response: response_pb2.ChatResponse) -> None:
+    async def _finish(self, state: TurnState, key_hash: str, response: response_pb2.ChatResponse) -> None:
+        request = state.request
+        record = RequestRecord(key_hash, state.key_id, request.session_id, request.message)
+        await self._store.record_turn(state.request_id, record, response.answer)
+        state.reported = True
+        await self._emit(state, response, "")
+
+    def _fail(self, state: TurnState, code: str) -> None:
+        if not state.key_id or state.reported:
+            return  # no key, no tenant to report the turn to (e.g. an unknown product key)
+        response = response_pb2.ChatResponse(
+            request_id=state.request_id, strategy=state.strategy, cache_status=state.cache_status,
+            timings=common_pb2.Timings(search_ms=state.search_ms, ttft_ms=state.ttft_ms, llm_ms=state.llm_ms,
+                                       total_ms=state.ms()),
+        )
+        self._spawn(self._quietly(self._emit(state, response, code), "failed turn event"))
+
+    async def _emit(self, state: TurnState, response: response_pb2.ChatResponse, error_code: str) -> None:
+        request = state.request
+        usage = response.usage
         event = events_pb2.ChatTurn(
             event_id=new_event_id(),
             occurred_at=now_timestamp(),
-            product_key_id=key_id,
+            product_key_id=state.key_id,
             session_id=request.session_id,
-            request_id=response.request_id,
+            request_id=state.request_id,
             message=request.message,
             answer=response.answer,
             strategy=response.strategy,
             model=response.model,
             cache_status=response.cache_status,
             timings=response.timings,
-            usage=response.usage,
-            cost_usd=0.0,
+            usage=usage,
+            cost_usd=estimate_cost(self._settings.llm_prices, response.model, usage.prompt_tokens,
+                                   usage.completion_tokens),
             source_ids=[s.id for s in response.sources],
+            error_code=error_code,
+            trace_id=state.request_id,
         )
-        await self._producer.publish(self._settings.topic("chat_turns"), key_id, event, trace_id=response.request_id)
+        await self._producer.publish(self._settings.topic("chat_turns"), state.key_id, event,
+                                     trace_id=state.request_id)
 
     async def chat(self, request: response_pb2.ChatRequest, *, timeout: float | None = None) -> response_pb2.ChatResponse:
-        async for item in self.turn(request, timeout=timeout):
-            if isinstance(item, response_pb2.ChatResponse):
-                return item
+        async with aclosing(self.turn(request, timeout=timeout)) as items:
+            async for item in items:
+                if isinstance(item, response_pb2.ChatResponse):
+                    return item
         raise AssertionError("a turn always ends with a ChatResponse")
+
+    # --- feedback -----------------------------------------------------------------------
+
+    async def feedback(self, product_key: str, request_id: str, rating: int, comment: str) -> str:
+        if not product_key.strip():
+            raise Unauthenticated("product key missing")
+        if rating not in (1, -1):
+            raise InvalidArgument(f"rating must be +1 or -1, not {rating}")
+        if len(comment) > self._settings.max_message_chars:
+            raise InvalidArgument(f"comment has {len(comment)} characters; the limit is {self._settings.max_message_chars}")
+        record = await self._store.request(request_id.strip()) if request_id.strip() else None
+        if record is None or record.key_hash != secret_hash(product_key):
+            raise NotFound(f"no chat turn with request id {request_id!r} for this product key")
+        event = events_pb2.Feedback(
+            event_id=new_event_id(), occurred_at=now_timestamp(), product_key_id=record.key_id,
+            request_id=request_id, rating=rating, comment=comment, message=record.message,
+        )
+        await self._producer.publish(self._settings.topic("feedback"), record.key_id, event, trace_id=request_id)
+        return event.event_id
+
+
+def build_engine(settings: Settings, search: SearchClient, store: ResponseStore, producer: EventProducer) -> ChatEngine:
+    """The engine as the settings describe it: Groq when GROQ_API_KEY is set, else extractive only."""
+    extractive = ExtractiveAnswerer(settings.extractive_max_sentences)
+    llm = None
+    if settings.groq_api_key:
+        llm = ResilientLLM(
+            GroqClient(settings.groq_api_key, settings.groq_base_url, temperature=settings.llm_temperature),
+            extractive,
+            timeout_seconds=settings.llm_timeout_seconds,
+            max_attempts=settings.llm_max_attempts,
+            max_retry_wait_seconds=settings.llm_max_retry_wait_seconds,
+            breaker_failures=settings.llm_breaker_failures,
+            breaker_reset_seconds=settings.llm_breaker_reset_seconds,
+            fallback_extractive=settings.llm_fallback_extractive,
+            prompt_token_budget=settings.llm_prompt_token_budget,
+            max_completion_tokens=settings.llm_max_completion_tokens,
+        )
+    return ChatEngine(settings, search, store, producer, extractive, llm)
+
+
+def build_store(settings: Settings, client) -> ResponseStore:
+    return ResponseStore(
+        client, answer_ttl=settings.answer_cache_ttl_seconds, pointer_ttl=settings.answer_cache_pointer_ttl_seconds,
+        session_turns=settings.session_history_turns, session_ttl=settings.session_ttl_seconds,
+        request_ttl=settings.feedback_window_seconds,
+    )

@@ -1,12 +1,20 @@
-"""Answer backends behind one interface; the extractive answerer is the offline default."""
+"""Answer backends behind one interface: Groq (streaming) and the extractive answerer (offline default)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import math
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import groq
+import httpx
+
+logger = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -33,6 +41,16 @@ class Answer:
     cited: list[str] = field(default_factory=list)   # passage ids the answer relies on
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    degraded: bool = False        # a fallback answered because the routed model failed
+    ttft_ms: float = 0.0          # the LLM's first token, from the start of answering
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier exchange of the session."""
+
+    question: str
+    answer: str
 
 
 @dataclass(frozen=True)
@@ -42,12 +60,155 @@ class AnswerRequest:
     instructions: str
     strategy: str                 # GREETING | SMALLTALK | KNOWLEDGE | NO_ANSWER | ...
     passages: list[PassageText]
+    history: tuple[Turn, ...] = ()
+
+
+class Restart:
+    """Stream marker: the pieces so far are void; a fallback answers from the start."""
+
+
+RESTART = Restart()
 
 
 class Answerer(Protocol):
     """Produces an answer as a stream of text pieces; the last value returned is the Answer."""
 
-    def stream(self, request: AnswerRequest) -> AsyncIterator[str | Answer]: ...
+    def stream(self, request: AnswerRequest) -> AsyncIterator[str | Restart | Answer]: ...
+
+
+_CITATION = re.compile(r"\[([^\[\]\s]{1,64})\]")
+
+
+def cited_ids(text: str, passages: list[PassageText]) -> list[str]:
+    """Passage ids cited as [id] in an answer, in order of first citation; unknown ids are ignored."""
+    known = {p.id for p in passages}
+    found: list[str] = []
+    for match in _CITATION.finditer(text):
+        for pid in match.group(1).split(","):
+            pid = pid.strip()
+            if pid in known and pid not in found:
+                found.append(pid)
+    return found
+
+
+class LLMError(Exception):
+    """A failed LLM call, classified for retries, fallback and the gRPC status.
+
+    kind: rate_limited | unavailable | timeout | bad_response | rejected
+    """
+
+    def __init__(self, kind: str, message: str, *, retry_after: float | None = None, partial: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retry_after = retry_after
+        self.partial = partial       # some pieces were already produced
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in ("rate_limited", "unavailable", "bad_response") and not self.partial
+
+
+def _retry_after(headers: httpx.Headers | None) -> float | None:
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def classify(exc: BaseException, *, partial: bool = False) -> LLMError:
+    """Groq client, HTTP and decoding errors as one LLMError."""
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, groq.RateLimitError):
+        return LLMError("rate_limited", "the LLM is rate limited", retry_after=_retry_after(exc.response.headers),
+                        partial=partial)
+    if isinstance(exc, groq.APITimeoutError) or isinstance(exc, (TimeoutError, asyncio.TimeoutError, httpx.TimeoutException)):
+        return LLMError("timeout", "the LLM did not answer in time", partial=partial)
+    if isinstance(exc, groq.APIStatusError):
+        if exc.status_code >= 500:
+            return LLMError("unavailable", f"the LLM failed with HTTP {exc.status_code}",
+                            retry_after=_retry_after(exc.response.headers), partial=partial)
+        return LLMError("rejected", f"the LLM rejected the request (HTTP {exc.status_code}): {exc.message}",
+                        partial=partial)
+    if isinstance(exc, (groq.APIConnectionError, httpx.TransportError)):
+        return LLMError("unavailable", f"the LLM connection failed: {exc}", partial=partial)
+    if isinstance(exc, (json.JSONDecodeError, groq.APIError, httpx.HTTPError, ValueError, KeyError)):
+        return LLMError("bad_response", f"the LLM sent an unreadable answer: {exc}", partial=partial)
+    raise exc
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class GroqClient:
+    """Streaming chat completions through the official `groq` package (AsyncGroq).
+
+    The client's own retries are off: retries, timeouts and fallback are decided by the caller,
+    which knows the request's deadline.
+    """
+
+    def __init__(self, api_key: str, base_url: str = "", *, temperature: float = 0.2,
+                 max_connections: int = 200) -> None:
+        self._client = groq.AsyncGroq(
+            api_key=api_key,
+            base_url=base_url or None,
+            max_retries=0,
+            http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=max_connections,
+                                                              max_keepalive_connections=max_connections)),
+        )
+        self._temperature = temperature
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def stream(
+        self, model: str, messages: list[dict], *, max_tokens: int, deadline: float
+    ) -> AsyncIterator[str | Usage]:
+        """Text pieces as the model produces them, then the Usage. Raises LLMError; `deadline`
+        (event-loop time) bounds the whole call. Leaving the iteration early (a cancelled client)
+        closes the HTTP stream, which stops the generation."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(deadline):
+                stream = await self._client.chat.completions.create(
+                    model=model, messages=messages, stream=True, max_tokens=max_tokens,  # type: ignore[arg-type]
+                    temperature=self._temperature, timeout=max(0.01, deadline - loop.time()),
+                )
+        except Exception as exc:  # noqa: BLE001 - classified below
+            raise classify(exc) from exc
+        produced = False
+        usage = Usage()
+        chunks = stream.__aiter__()
+        try:
+            while True:
+                # The timeout never spans a yield: it bounds the wait for the next chunk only.
+                async with asyncio.timeout_at(deadline):
+                    try:
+                        chunk = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        break
+                found = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None)
+                if found:
+                    usage = Usage(found.prompt_tokens or 0, found.completion_tokens or 0)
+                for choice in chunk.choices:
+                    if choice.delta and choice.delta.content:
+                        produced = True
+                        yield choice.delta.content
+        except Exception as exc:  # noqa: BLE001
+            raise classify(exc, partial=produced) from exc
+        finally:
+            await stream.close()
+        yield usage
 
 
 def _stem(word: str) -> str:

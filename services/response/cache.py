@@ -1,0 +1,166 @@
+"""Redis state of the response service: answer cache, key pointers, session turns, request records.
+
+Answer cache: `parley:ans:{key id}:{knowledge version}:{sha256(normalised question)}` -> the
+ChatResponse as first produced (protobuf bytes), TTL `answer_cache_ttl_seconds`. A knowledge
+update bumps the version, so older answers are simply never read again.
+
+The version comes from SearchService.Plan, but a cache hit should not need Plan. So each Plan
+leaves a pointer `parley:kp:{sha256(secret)}` -> "{key id} {version}" (TTL
+`answer_cache_pointer_ttl_seconds`), and the hit path is ONE Redis round trip: a Lua script reads
+the pointer and then the answer it points to. The pointer is dropped when a KnowledgeUpdated
+event arrives for the key (knowledge changed, key revoked), so a stale pointer lives at most
+until then, and never longer than its TTL. An unknown secret has no pointer and goes to Plan,
+which rejects it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+
+from services.response.llm import Turn
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "parley:"
+
+# KEYS[1] = pointer key; ARGV[1] = answer key prefix, ARGV[2] = question hash.
+# Returns {pointer or false, cached answer or false}.
+_LOOKUP = """
+local ptr = redis.call('GET', KEYS[1])
+if not ptr then return {false, false} end
+local sp = string.find(ptr, ' ', 1, true)
+local ans = redis.call('GET', ARGV[1] .. string.sub(ptr, 1, sp - 1) .. ':' .. string.sub(ptr, sp + 1) .. ':' .. ARGV[2])
+return {ptr, ans}
+"""
+
+_PUNCT = re.compile(r"[^\w\s]+", re.UNICODE)
+
+
+def normalise(question: str) -> str:
+    """Case, accents' composition, punctuation and spacing do not make a question different."""
+    text = unicodedata.normalize("NFKC", question).casefold()
+    return " ".join(_PUNCT.sub(" ", text).split())
+
+
+def question_hash(question: str) -> str:
+    return hashlib.sha256(normalise(question).encode()).hexdigest()[:32]
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.strip().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Pointer:
+    key_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """What SubmitFeedback needs to know about an earlier turn."""
+
+    key_hash: str
+    key_id: str
+    session_id: str
+    message: str
+
+
+class ResponseStore:
+    def __init__(self, client: redis.Redis, *, answer_ttl: int, pointer_ttl: int, session_turns: int,
+                 session_ttl: int, request_ttl: int) -> None:
+        self.redis = client
+        self._answer_ttl = answer_ttl
+        self._pointer_ttl = pointer_ttl
+        self._session_turns = session_turns
+        self._session_ttl = session_ttl
+        self._request_ttl = request_ttl
+        self._lookup = client.register_script(_LOOKUP)
+
+    @staticmethod
+    def answer_key(key_id: str, version: int, qhash: str) -> str:
+        return f"{PREFIX}ans:{key_id}:{version}:{qhash}"
+
+    async def lookup(self, key_hash: str, qhash: str) -> tuple[Pointer | None, bytes | None]:
+        """The key's pointer and, if both exist, the cached answer: one round trip."""
+        ptr, answer = await self._lookup(keys=[f"{PREFIX}kp:{key_hash}"], args=[f"{PREFIX}ans:", qhash])
+        if not ptr:
+            return None, None
+        key_id, _, version = ptr.decode().partition(" ")
+        return Pointer(key_id, int(version)), answer or None
+
+    async def get_answer(self, key_id: str, version: int, qhash: str) -> bytes | None:
+        return await self.redis.get(self.answer_key(key_id, version, qhash))
+
+    async def put_answer(self, key_id: str, version: int, qhash: str, value: bytes) -> None:
+        await self.redis.set(self.answer_key(key_id, version, qhash), value, ex=self._answer_ttl)
+
+    async def set_pointer(self, key_hash: str, key_id: str, version: int) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(f"{PREFIX}kp:{key_hash}", f"{key_id} {version}", ex=self._pointer_ttl)
+            pipe.sadd(f"{PREFIX}kph:{key_id}", key_hash)
+            pipe.expire(f"{PREFIX}kph:{key_id}", max(self._pointer_ttl * 4, 3600))
+            await pipe.execute()
+
+    async def forget_key(self, key_id: str) -> int:
+        """Drop the pointers of a key whose knowledge changed (or that was revoked)."""
+        hashes = await self.redis.smembers(f"{PREFIX}kph:{key_id}")
+        if not hashes:
+            return 0
+        return await self.redis.delete(*(f"{PREFIX}kp:{h.decode()}" for h in hashes))
+
+    # --- sessions and requests ----------------------------------------------------------
+
+    @staticmethod
+    def _session_key(key_hash: str, session_id: str) -> str:
+        return f"{PREFIX}sess:{key_hash[:24]}:{session_id}"
+
+    async def history(self, key_hash: str, session_id: str) -> tuple[Turn, ...]:
+        if not session_id or self._session_turns <= 0:
+            return ()
+        raw = await self.redis.lrange(self._session_key(key_hash, session_id), -self._session_turns, -1)
+        turns = []
+        for item in raw:
+            try:
+                q, a = json.loads(item)
+                turns.append(Turn(q, a))
+            except (ValueError, TypeError):
+                continue
+        return tuple(turns)
+
+    async def record_turn(self, request_id: str, record: RequestRecord, answer: str) -> None:
+        """The request (for feedback) and the session's turn, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(f"{PREFIX}req:{request_id}", json.dumps(record.__dict__), ex=self._request_ttl)
+            if record.session_id and self._session_turns > 0:
+                skey = self._session_key(record.key_hash, record.session_id)
+                pipe.rpush(skey, json.dumps([record.message, answer]))
+                pipe.ltrim(skey, -self._session_turns, -1)
+                pipe.expire(skey, self._session_ttl)
+            await pipe.execute()
+
+    async def request(self, request_id: str) -> RequestRecord | None:
+        raw = await self.redis.get(f"{PREFIX}req:{request_id}")
+        if not raw:
+            return None
+        return RequestRecord(**json.loads(raw))
+
+    # --- cross-process single-flight ----------------------------------------------------
+
+    async def try_lock(self, name: str, token: str, ttl_seconds: float) -> bool:
+        return bool(await self.redis.set(f"{PREFIX}sf:{name}", token, nx=True, px=max(1, int(ttl_seconds * 1000))))
+
+    async def unlock(self, name: str, token: str) -> None:
+        key = f"{PREFIX}sf:{name}"
+        if await self.redis.get(key) == token.encode():
+            await self.redis.delete(key)
+
+    async def locked(self, name: str) -> bool:
+        return bool(await self.redis.exists(f"{PREFIX}sf:{name}"))

@@ -1,0 +1,213 @@
+"""Around the LLM: retries with jitter (Retry-After honoured), a circuit breaker per model, and the
+fallback chain large -> small -> extractive; failures no fallback can answer become domain errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity.stop import stop_base
+
+from services.common.errors import DeadlineExceeded, ParleyError, ResourceExhausted, Unavailable
+from services.response.llm import (
+    RESTART,
+    Answer,
+    AnswerRequest,
+    ExtractiveAnswerer,
+    GroqClient,
+    LLMError,
+    Restart,
+    Usage,
+    cited_ids,
+)
+from services.response.prompt import build_messages
+
+logger = logging.getLogger(__name__)
+
+
+class CircuitBreaker:
+    """Closed: calls pass. After `failures` consecutive failures: open, calls are refused for
+    `reset_seconds`; then half-open: one trial call, whose outcome closes or re-opens it."""
+
+    def __init__(self, failures: int, reset_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._threshold = max(1, failures)
+        self._reset = reset_seconds
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._trial = False
+
+    @property
+    def state(self) -> str:
+        if self._opened_at is None:
+            return "closed"
+        if self._clock() - self._opened_at >= self._reset:
+            return "half-open"
+        return "open"
+
+    def allow(self) -> bool:
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half-open" and not self._trial:
+            self._trial = True
+            return True
+        return False
+
+    def success(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+        self._trial = False
+
+    def failure(self) -> None:
+        self._failures += 1
+        self._trial = False
+        if self._opened_at is not None or self._failures >= self._threshold:
+            self._opened_at = self._clock()
+
+
+class _PastDeadline(stop_base):
+    """Stop retrying when the next wait would end after the deadline."""
+
+    def __init__(self, deadline: float, wait: Callable[[RetryCallState], float]) -> None:
+        self._deadline = deadline
+        self._wait = wait
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return asyncio.get_running_loop().time() + self._wait(retry_state) >= self._deadline - 0.05
+
+
+def to_domain_error(errors: list[LLMError]) -> ParleyError:
+    """The most telling status for the caller when no backend could answer."""
+    limited = [e for e in errors if e.kind == "rate_limited"]
+    if limited:
+        after = max((e.retry_after or 0.0) for e in limited)
+        trailers = {"retry-after": f"{max(1, round(after))}"} if after else {}
+        return ResourceExhausted("the LLM is rate limited; retry later", trailers=trailers)
+    last = errors[-1] if errors else LLMError("unavailable", "no LLM available")
+    if last.kind == "timeout":
+        return DeadlineExceeded("the LLM did not answer within the deadline")
+    return Unavailable(f"the LLM could not answer: {last.message}")
+
+
+class ResilientLLM:
+    """Streams an answer from the first model of the chain that can give one."""
+
+    def __init__(
+        self,
+        client: GroqClient,
+        extractive: ExtractiveAnswerer,
+        *,
+        timeout_seconds: float,
+        max_attempts: int,
+        max_retry_wait_seconds: float,
+        breaker_failures: int,
+        breaker_reset_seconds: float,
+        fallback_extractive: bool,
+        prompt_token_budget: int,
+        max_completion_tokens: int,
+    ) -> None:
+        self.client = client
+        self._extractive = extractive
+        self._timeout = timeout_seconds
+        self._max_attempts = max(1, max_attempts)
+        self._max_retry_wait = max_retry_wait_seconds
+        self._breaker_failures = breaker_failures
+        self._breaker_reset = breaker_reset_seconds
+        self._fallback_extractive = fallback_extractive
+        self._budget = prompt_token_budget
+        self._max_tokens = max_completion_tokens
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self._backoff = wait_exponential_jitter(initial=0.1, max=1.0, jitter=0.2)
+
+    def breaker(self, model: str) -> CircuitBreaker:
+        if model not in self.breakers:
+            self.breakers[model] = CircuitBreaker(self._breaker_failures, self._breaker_reset)
+        return self.breakers[model]
+
+    def _wait(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, LLMError) and exc.retry_after is not None:
+            return exc.retry_after
+        return self._backoff(retry_state)
+
+    def _retryable(self, exc: BaseException) -> bool:
+        if not isinstance(exc, LLMError) or not exc.retryable:
+            return False
+        # A Retry-After longer than we are willing to wait: the next model answers instead.
+        return exc.retry_after is None or exc.retry_after <= self._max_retry_wait
+
+    async def _model_stream(self, model: str, messages: list[dict], deadline: float) -> AsyncIterator[str | Usage]:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._max_attempts) | _PastDeadline(deadline, self._wait),
+            wait=self._wait,
+            retry=retry_if_exception(self._retryable),
+            reraise=True,
+        )
+        loop = asyncio.get_running_loop()
+        async for attempt in retrying:
+            with attempt:
+                attempt_deadline = min(deadline, loop.time() + self._timeout)
+                if attempt_deadline - loop.time() <= 0.01:
+                    raise LLMError("timeout", "no time left for the LLM")
+                if attempt.retry_state.attempt_number > 1:
+                    logger.info("retrying %s (attempt %d)", model, attempt.retry_state.attempt_number)
+                async for piece in self.client.stream(model, messages, max_tokens=self._max_tokens,
+                                                      deadline=attempt_deadline):
+                    yield piece
+
+    async def stream(
+        self, request: AnswerRequest, models: tuple[str, ...], deadline: float
+    ) -> AsyncIterator[str | Restart | Answer]:
+        """Pieces, RESTART when a model failed mid-answer and the next one starts over, then the Answer.
+        `deadline` is event-loop time; raises a ParleyError when nothing can answer."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        messages = build_messages(request, self._budget)
+        errors: list[LLMError] = []
+        restart = False
+        for position, model in enumerate(models):
+            breaker = self.breaker(model)
+            if not breaker.allow():
+                errors.append(LLMError("unavailable", f"{model} is failing (circuit open)"))
+                continue
+            pieces: list[str] = []
+            usage = Usage()
+            ttft = 0.0
+            try:
+                async for piece in self._model_stream(model, messages, deadline):
+                    if isinstance(piece, Usage):
+                        usage = piece
+                        continue
+                    if not pieces:
+                        ttft = (loop.time() - started) * 1000
+                        if restart:
+                            restart = False
+                            yield RESTART
+                    pieces.append(piece)
+                    yield piece
+            except LLMError as exc:
+                if exc.kind != "rejected":
+                    breaker.failure()
+                logger.warning("LLM %s failed (%s): %s", model, exc.kind, exc.message)
+                errors.append(exc)
+                restart = restart or bool(pieces)
+                continue
+            breaker.success()
+            text = "".join(pieces)
+            if not usage.completion_tokens:
+                usage = Usage(sum(len(m["content"]) for m in messages) // 4 + 1, len(text) // 4 + 1)
+            yield Answer(text, model, cited_ids(text, request.passages), usage.prompt_tokens,
+                         usage.completion_tokens, degraded=position > 0 or bool(errors), ttft_ms=ttft)
+            return
+        if not self._fallback_extractive:
+            raise to_domain_error(errors)
+        if restart:
+            yield RESTART
+        async for piece in self._extractive.stream(request):
+            if isinstance(piece, Answer):
+                piece.degraded = True
+            yield piece
