@@ -2,31 +2,82 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
 from services.common import db
-from services.common.grpc_server import ServiceSpec, bind_address, serve
+from services.common.grpc_server import ServiceSpec, bind_address, channel, check_serving, serve
 from services.common.kafka import EventProducer
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
+from services.common.redis_client import create_redis
 from services.common.runner import run_service
 from services.common.settings import Settings
+from services.search.knowledge_events import KnowledgeFollower
+from services.search.planner import Planner
 from services.search.server import SearchDeps, SearchServicer
+
+logger = logging.getLogger(__name__)
+SCRAPER_CHECK_SECONDS = 5.0
 
 
 async def main(settings: Settings) -> None:
     deps = SearchDeps(producer=EventProducer(settings.kafka_bootstrap, client_id="parley-search"))
     servicer = SearchServicer(settings, deps)
+    follower: KnowledgeFollower | None = None
+    watcher: asyncio.Task | None = None
+
+    async def watch_scraper() -> None:
+        """STRATEGY_WEB is offered only while the scraper service answers (it is not a dependency)."""
+        async with channel(settings.scraper_addr) as ch:
+            while True:
+                try:
+                    await check_serving(ch, "scraper")
+                    available = True
+                except Exception:  # noqa: BLE001 - not serving, not reachable, or not deployed
+                    available = False
+                if available != deps.web_available:
+                    logger.info("scraper service %s: web strategy %s", settings.scraper_addr,
+                                "offered" if available else "not offered")
+                deps.web_available = available
+                await asyncio.sleep(SCRAPER_CHECK_SECONDS)
 
     async def on_start() -> None:
+        nonlocal follower, watcher
         if deps.pool is None:
             deps.pool = await db.create_pool(settings.postgres_dsn)
+        if deps.redis is None:
+            deps.redis = create_redis(settings.redis_url)
+        await deps.redis.ping()
         await deps.producer.start()
+        if deps.planner is None:
+            deps.planner = Planner(settings, deps.pool, deps.redis, web_available=lambda: deps.web_available)
+        if follower is None:
+            candidate = KnowledgeFollower(settings.kafka_bootstrap, settings.topic("knowledge_updated"),
+                                          deps.planner.cache, deps.pool)
+            await candidate.start()
+            follower = candidate
+        if watcher is None:
+            watcher = asyncio.get_running_loop().create_task(watch_scraper())
 
     async def on_stop() -> None:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if follower is not None:
+            await follower.stop()
         await deps.producer.stop()
+        if deps.redis is not None:
+            await deps.redis.aclose()
         if deps.pool is not None:
             await deps.pool.close()
 
     async def check_postgres() -> None:
         await deps.pool.fetchval("SELECT 1")
+
+    async def check_redis() -> None:
+        await deps.redis.ping()
 
     await serve(
         ServiceSpec(
@@ -37,7 +88,7 @@ async def main(settings: Settings) -> None:
             metrics_port=settings.search_metrics_port,
             on_start=on_start,
             on_stop=on_stop,
-            checks={"postgres": check_postgres, "kafka": deps.producer.ping},
+            checks={"postgres": check_postgres, "redis": check_redis, "kafka": deps.producer.ping},
             grace_seconds=settings.shutdown_grace_seconds,
             max_message_bytes=settings.grpc_max_message_bytes,
         )

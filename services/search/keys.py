@@ -1,12 +1,13 @@
-"""Product keys: unguessable secrets of which only a hash is stored."""
+"""Product keys: unguessable secrets of which only a hash is stored; their settings; rotation and revocation."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 import asyncpg
@@ -14,6 +15,8 @@ import asyncpg
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 _KEY_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{1,62}$")
+# Settings a key may override (product_keys.settings jsonb); anything else is rejected.
+SETTING_TYPES = {"rate_limit_per_second": float, "rate_limit_burst": int, "allow_direct": bool}
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,29 @@ class ProductKey:
     created_at: datetime
     revoked: bool
     website: str = ""
+    settings: dict = field(default_factory=dict)
+    ts_config: str = "english"
+    rotated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What Plan needs of a valid key: validated with one query, then cached in Redis."""
+
+    id: str
+    name: str
+    knowledge_version: int
+    instructions: str
+    website: str
+    ts_config: str
+    settings: dict
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> KeyRecord:
+        return cls(**json.loads(raw))
 
 
 def new_secret() -> str:
@@ -41,6 +67,20 @@ def check_admin(token: str | None, expected: str) -> None:
         raise PermissionDenied("admin token is not valid")
 
 
+def clean_settings(settings: dict) -> dict:
+    """Only known settings with values of the right type; zero/false values mean the service default."""
+    cleaned = {}
+    for name, value in settings.items():
+        kind = SETTING_TYPES.get(name)
+        if kind is None:
+            raise InvalidArgument(f"unknown key setting {name!r}; known: {', '.join(SETTING_TYPES)}")
+        if kind is not bool and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise InvalidArgument(f"key setting {name} must be a non-negative number")
+        if value:
+            cleaned[name] = kind(value)
+    return cleaned
+
+
 def _row_to_key(row: asyncpg.Record) -> ProductKey:
     return ProductKey(
         id=row["id"],
@@ -49,14 +89,18 @@ def _row_to_key(row: asyncpg.Record) -> ProductKey:
         created_at=row["created_at"],
         revoked=row["revoked_at"] is not None,
         website=row["website"],
+        settings=json.loads(row["settings"]) if isinstance(row["settings"], str) else dict(row["settings"]),
+        ts_config=row["ts_config"],
+        rotated_at=row["rotated_at"],
     )
 
 
-_COLUMNS = "id, name, knowledge_version, created_at, revoked_at, website"
+_COLUMNS = "id, name, knowledge_version, created_at, revoked_at, website, settings, ts_config::text AS ts_config, rotated_at"
 
 
 async def create_key(
-    pool: asyncpg.Pool, *, name: str, key_id: str = "", instructions: str = "", website: str = ""
+    pool: asyncpg.Pool, *, name: str, key_id: str = "", instructions: str = "", website: str = "",
+    settings: dict | None = None, ts_config: str = "",
 ) -> tuple[ProductKey, str]:
     """Create a key; returns it with its secret, which is not stored and cannot be shown again."""
     name = name.strip()
@@ -65,12 +109,16 @@ async def create_key(
     key_id = key_id.strip() or "key_" + secrets.token_hex(6)
     if not _KEY_ID.match(key_id):
         raise InvalidArgument("id must be 2-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit")
+    ts_config = ts_config.strip() or "english"
+    if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = $1)", ts_config):
+        raise InvalidArgument(f"unknown text search configuration {ts_config!r} (e.g. english, simple, german)")
     secret = new_secret()
     try:
         row = await pool.fetchrow(
-            f"INSERT INTO product_keys (id, name, key_hash, instructions, website) VALUES ($1, $2, $3, $4, $5)"
-            f" RETURNING {_COLUMNS}",
-            key_id, name, hash_secret(secret), instructions, website,
+            "INSERT INTO product_keys (id, name, key_hash, instructions, website, settings, ts_config)"
+            f" VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::regconfig) RETURNING {_COLUMNS}",
+            key_id, name, hash_secret(secret), instructions, website.strip(),
+            json.dumps(clean_settings(settings or {})), ts_config,
         )
     except asyncpg.UniqueViolationError:
         raise AlreadyExists(f"product key id {key_id!r} exists already") from None
@@ -82,15 +130,56 @@ async def list_keys(pool: asyncpg.Pool) -> list[ProductKey]:
     return [_row_to_key(r) for r in rows]
 
 
-async def revoke_key(pool: asyncpg.Pool, key_id: str) -> ProductKey:
+async def revoke_key(pool: asyncpg.Pool, key_id: str) -> tuple[ProductKey, bytes]:
+    """Revokes the key; returns it with the hash of the secret that stopped working."""
     row = await pool.fetchrow(
         f"UPDATE product_keys SET revoked_at = coalesce(revoked_at, now()), knowledge_version = knowledge_version + 1"
-        f" WHERE id = $1 RETURNING {_COLUMNS}",
+        f" WHERE id = $1 RETURNING {_COLUMNS}, key_hash",
         key_id,
     )
     if row is None:
         raise NotFound(f"no product key with id {key_id!r}")
-    return _row_to_key(row)
+    return _row_to_key(row), bytes(row["key_hash"])
+
+
+async def rotate_key(pool: asyncpg.Pool, key_id: str) -> tuple[ProductKey, str, bytes]:
+    """A new secret for the key (its knowledge stays); returns the key, the new secret and the old hash."""
+    secret = new_secret()
+    async with pool.acquire() as conn, conn.transaction():
+        old = await conn.fetchrow("SELECT key_hash, revoked_at FROM product_keys WHERE id = $1 FOR UPDATE", key_id)
+        if old is None:
+            raise NotFound(f"no product key with id {key_id!r}")
+        if old["revoked_at"] is not None:
+            raise InvalidArgument(f"product key {key_id!r} is revoked; create a new key instead")
+        row = await conn.fetchrow(
+            f"UPDATE product_keys SET key_hash = $2, rotated_at = now() WHERE id = $1 RETURNING {_COLUMNS}",
+            key_id, hash_secret(secret),
+        )
+    return _row_to_key(row), secret, bytes(old["key_hash"])
+
+
+async def key_hash_of(pool: asyncpg.Pool, key_id: str) -> bytes | None:
+    value = await pool.fetchval("SELECT key_hash FROM product_keys WHERE id = $1", key_id)
+    return bytes(value) if value is not None else None
+
+
+_VALIDATE = """
+SELECT id, name, knowledge_version, instructions, website, ts_config::text AS ts_config, settings
+FROM product_keys WHERE key_hash = $1 AND revoked_at IS NULL
+"""
+
+
+async def validate_key(pool: asyncpg.Pool, key_hash: bytes) -> KeyRecord | None:
+    """The key with its settings and knowledge version in one query; None when unknown or revoked."""
+    row = await pool.fetchrow(_VALIDATE, key_hash)
+    if row is None:
+        return None
+    settings = row["settings"]
+    return KeyRecord(
+        id=row["id"], name=row["name"], knowledge_version=row["knowledge_version"],
+        instructions=row["instructions"], website=row["website"], ts_config=row["ts_config"],
+        settings=json.loads(settings) if isinstance(settings, str) else dict(settings),
+    )
 
 
 def require_key(secret: str) -> bytes:

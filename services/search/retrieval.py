@@ -1,39 +1,71 @@
-"""Retrieval: the key is validated and its knowledge searched in one PostgreSQL round trip."""
+"""Hybrid lexical retrieval within one key: full text (ts_rank_cd) and trigram similarity, fused by RRF.
+
+One statement per message. Every arm filters on product_key_id first, and the GIN indexes lead with
+product_key_id (migration 0002), so a key's search never reads another key's chunks.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 
-# The message becomes an OR of its normalised lexemes (so extra words in a question do not
-# exclude a passage), ranked by cover density. Building it from to_tsvector means tsquery
-# operator characters in the message are plain text, never syntax.
-PLAN_QUERY = """
-WITH k AS (
-    SELECT id, name, knowledge_version, instructions, website, ts_config
-    FROM product_keys
-    WHERE key_hash = $1 AND revoked_at IS NULL
-), q AS (
-    SELECT k.id AS key_id, nullif(array_to_string(array(
-               SELECT quote_literal(replace(replace(lexeme, '\\', ''), '''', ''))
-               FROM unnest(tsvector_to_array(to_tsvector(k.ts_config, $2))) AS lexeme
-               WHERE replace(replace(lexeme, '\\', ''), '''', '') <> ''), ' | '), '')::tsquery AS query
-    FROM k
+# Words that say how a question is asked rather than what it is about (as stems of the english
+# configuration). They neither select passages nor count towards a passage's relevance.
+FILLER_LEXEMES = (
+    "get", "can", "could", "would", "like", "need", "want", "pleas", "tell", "know", "help", "possibl",
+    "also", "anyth", "someth", "thing", "much", "mani", "way", "ok", "hi", "hello", "thank", "question",
 )
-SELECT k.id AS key_id, k.name, k.knowledge_version, k.instructions, k.website,
-       c.id, c.kind, c.title, c.question, c.content, c.url, c.score
-FROM k
-LEFT JOIN q ON q.key_id = k.id
-LEFT JOIN LATERAL (
-    SELECT ch.id, ch.kind, ch.title, ch.question, ch.content, ch.url,
-           ts_rank_cd(ch.tsv, q.query, 32) AS score
+RRF_K = 60
+MAX_QUERY_LEXEMES = 48
+
+# The message becomes an OR of its normalised lexemes (so extra words in a question do not exclude a
+# passage), built from to_tsvector: tsquery operator characters in the message are plain text, never
+# syntax. The trigram arm compares the message with FAQ questions (short, indexed).
+SEARCH_QUERY = """
+WITH lx AS (
+    SELECT array(
+        SELECT c FROM (
+            SELECT DISTINCT replace(replace(l, '\\', ''), '''', '') AS c
+            FROM unnest(tsvector_to_array(to_tsvector($2::regconfig, $3))) AS l
+        ) AS s
+        WHERE c <> '' AND c <> ALL($4::text[])
+        ORDER BY length(c) DESC, c
+        LIMIT $7
+    ) AS lexemes
+), q AS (
+    SELECT lexemes,
+           nullif(array_to_string(array(SELECT quote_literal(x) FROM unnest(lexemes) AS x), ' | '), '')::tsquery AS query
+    FROM lx
+), fts AS (
+    SELECT ch.id, ts_rank_cd(ch.tsv, q.query, 32) AS rank
+    FROM knowledge_chunks ch, q
+    WHERE ch.product_key_id = $1 AND q.query IS NOT NULL AND ch.tsv @@ q.query
+    ORDER BY rank DESC, ch.id
+    LIMIT $5
+), trg AS (
+    SELECT ch.id, similarity(ch.question, $3) AS sim
     FROM knowledge_chunks ch
-    WHERE ch.product_key_id = k.id AND q.query IS NOT NULL AND ch.tsv @@ q.query
-    ORDER BY score DESC, ch.id
-    LIMIT $3
-) c ON true
-ORDER BY c.score DESC NULLS LAST, c.id
+    WHERE ch.product_key_id = $1 AND ch.kind = 'faq' AND ch.question % $3
+    ORDER BY sim DESC, ch.id
+    LIMIT $5
+), fused AS (
+    SELECT coalesce(f.id, t.id) AS id, f.rank, t.sim,
+           coalesce(1.0 / ($8 + f.pos), 0) + coalesce(1.0 / ($8 + t.pos), 0) AS rrf
+    FROM (SELECT id, rank, row_number() OVER (ORDER BY rank DESC, id) AS pos FROM fts) AS f
+    FULL JOIN (SELECT id, sim, row_number() OVER (ORDER BY sim DESC, id) AS pos FROM trg) AS t ON t.id = f.id
+)
+SELECT ch.id, ch.kind, ch.document, ch.title, ch.question, ch.content, ch.url,
+       coalesce(fused.rank, 0) AS rank, coalesce(fused.sim, 0) AS sim, fused.rrf,
+       array(SELECT x FROM unnest(q.lexemes) AS x WHERE ch.tsv @@ quote_literal(x)::tsquery) AS matched,
+       CASE WHEN ch.kind = 'faq' THEN array(
+           SELECT l FROM unnest(tsvector_to_array(to_tsvector($2::regconfig, ch.question))) AS l
+           WHERE l <> ALL($4::text[])) END AS question_lexemes,
+       q.lexemes
+FROM fused JOIN knowledge_chunks ch ON ch.id = fused.id AND ch.product_key_id = $1
+CROSS JOIN q
+ORDER BY fused.rrf DESC, ch.id
+LIMIT $6
 """
 
 
@@ -45,35 +77,54 @@ class Chunk:
     question: str
     content: str
     url: str
-    score: float
+    score: float                  # fused (RRF), normalised to 0..1
+    relevance: float = 0.0        # share of the message's terms the chunk contains
+    faq_score: float = 0.0        # how closely an FAQ question matches the message
+    document: str = ""
 
 
-@dataclass
-class KeyContext:
-    key_id: str
-    name: str
-    knowledge_version: int
-    instructions: str
-    website: str
-    chunks: list[Chunk] = field(default_factory=list)
+def clean_message(message: str) -> str:
+    """PostgreSQL text cannot hold NUL or lone surrogates; neither carries meaning here."""
+    return message.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
 
 
-async def plan_lookup(pool: asyncpg.Pool, key_hash: bytes, message: str, limit: int) -> KeyContext | None:
-    """The key's settings and its best chunks for the message; None when the key is unknown or revoked."""
-    rows = await pool.fetch(PLAN_QUERY, key_hash, message, limit)
-    if not rows:
-        return None
-    first = rows[0]
-    ctx = KeyContext(
-        key_id=first["key_id"],
-        name=first["name"],
-        knowledge_version=first["knowledge_version"],
-        instructions=first["instructions"],
-        website=first["website"],
+def _dice(a: set[str], b: set[str]) -> float:
+    return 2 * len(a & b) / (len(a) + len(b)) if a and b else 0.0
+
+
+async def search(
+    conn: asyncpg.Pool | asyncpg.Connection, key_id: str, ts_config: str, message: str, *,
+    limit: int, candidates: int = 20,
+) -> list[Chunk]:
+    """The key's best chunks for the message, best first."""
+    rows = await conn.fetch(
+        SEARCH_QUERY, key_id, ts_config, clean_message(message), list(FILLER_LEXEMES),
+        candidates, limit, MAX_QUERY_LEXEMES, RRF_K,
     )
+    best_possible = 2.0 / (RRF_K + 1)
+    chunks = []
     for r in rows:
-        if r["id"] is not None:
-            ctx.chunks.append(
-                Chunk(str(r["id"]), r["kind"], r["title"], r["question"], r["content"], r["url"], float(r["score"]))
-            )
-    return ctx
+        lexemes = set(r["lexemes"] or ())
+        matched = set(r["matched"] or ())
+        relevance = len(matched) / len(lexemes) if lexemes else 0.0
+        faq_score = 0.0
+        if r["kind"] == "faq":
+            # Trigram similarity catches typos and word order; the lexeme overlap (Dice) catches
+            # rephrasing with the same content words. The question must also be mostly covered.
+            faq_score = max(float(r["sim"]), _dice(set(r["question_lexemes"] or ()), lexemes))
+        chunks.append(Chunk(
+            id=str(r["id"]), kind=r["kind"], title=r["title"], question=r["question"], content=r["content"],
+            url=r["url"], score=min(1.0, float(r["rrf"]) / best_possible), relevance=relevance,
+            faq_score=faq_score, document=r["document"],
+        ))
+    return chunks
+
+
+async def explain(conn: asyncpg.Pool | asyncpg.Connection, key_id: str, ts_config: str, message: str,
+                  *, limit: int = 5, candidates: int = 20) -> str:
+    """EXPLAIN of the search statement with these arguments (for tests and operators)."""
+    rows = await conn.fetch(
+        "EXPLAIN " + SEARCH_QUERY, key_id, ts_config, clean_message(message), list(FILLER_LEXEMES),
+        candidates, limit, MAX_QUERY_LEXEMES, RRF_K,
+    )
+    return "\n".join(r[0] for r in rows)

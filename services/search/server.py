@@ -7,45 +7,58 @@ from dataclasses import dataclass
 
 import asyncpg
 import grpc
+import redis.asyncio as redis
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.common.errors import InvalidArgument, Unauthenticated
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
 from services.common.settings import Settings
 from services.search import keys, knowledge
-from services.search.retrieval import plan_lookup
-from services.search.strategy import decide
+from services.search.planner import Planner
 
 logger = logging.getLogger(__name__)
 
 ADMIN_HEADER = "x-parley-admin-token"
 
 
+def _timestamp(value) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
 def _key_info(key: keys.ProductKey) -> search_pb2.ProductKeyInfo:
-    created = Timestamp()
-    created.FromDatetime(key.created_at)
+    s = key.settings
     return search_pb2.ProductKeyInfo(
         id=key.id, name=key.name, knowledge_version=key.knowledge_version,
-        created_at=created, revoked=key.revoked, website=key.website,
+        created_at=_timestamp(key.created_at), revoked=key.revoked, website=key.website,
+        settings=search_pb2.KeySettings(
+            rate_limit_per_second=s.get("rate_limit_per_second", 0), rate_limit_burst=s.get("rate_limit_burst", 0),
+            allow_direct=s.get("allow_direct", False),
+        ),
+        text_search_config=key.ts_config, rotated_at=_timestamp(key.rotated_at),
     )
 
 
-def validate_message(message: str, max_chars: int) -> str:
-    text = message.strip()
-    if not text:
-        raise InvalidArgument("message is empty")
-    if len(message) > max_chars:
-        raise InvalidArgument(f"message has {len(message)} characters; the limit is {max_chars}")
-    return text
+def _settings_of(message: search_pb2.KeySettings) -> dict:
+    return {
+        "rate_limit_per_second": message.rate_limit_per_second,
+        "rate_limit_burst": message.rate_limit_burst,
+        "allow_direct": message.allow_direct,
+    }
 
 
 @dataclass
 class SearchDeps:
-    """Connections of the search service; the pool is attached once PostgreSQL answers."""
+    """Connections of the search service; pool, redis and planner are attached once they answer."""
 
     producer: EventProducer
     pool: asyncpg.Pool | None = None
+    redis: redis.Redis | None = None
+    planner: Planner | None = None
+    web_available: bool = False     # the scraper answers health checks
 
 
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):
@@ -59,21 +72,17 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         return self._deps.pool
 
     @property
-    def _producer(self) -> EventProducer:
-        return self._deps.producer
+    def _planner(self) -> Planner:
+        assert self._deps.planner is not None, "the gate admits calls only once the planner exists"
+        return self._deps.planner
 
     async def Plan(self, request: search_pb2.PlanRequest, context: grpc.aio.ServicerContext) -> search_pb2.PlanResponse:
-        key_hash = keys.require_key(request.product_key)
-        message = validate_message(request.message, self._settings.max_message_chars)
-        limit = request.max_passages if 0 < request.max_passages <= 50 else self._settings.max_passages
-        ctx = await plan_lookup(self._pool, key_hash, message, limit)
-        if ctx is None:
-            raise Unauthenticated("unknown or revoked product key")
-        decision = decide(message, ctx.chunks, min_score=self._settings.knowledge_min_score)
+        plan = await self._planner.plan(request.product_key, request.message, request.max_passages)
+        key, decision = plan.key, plan.decision
         return search_pb2.PlanResponse(
-            product_key_id=ctx.key_id,
-            key_name=ctx.name,
-            knowledge_version=ctx.knowledge_version,
+            product_key_id=key.id,
+            key_name=key.name,
+            knowledge_version=key.knowledge_version,
             strategy=common_pb2.Strategy.Value("STRATEGY_" + decision.strategy),
             reasons=decision.reasons,
             passages=[
@@ -84,9 +93,12 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
                 )
                 for c in decision.chunks
             ],
+            faq_answer=decision.faq_answer,
             top_score=decision.top_score,
-            instructions=ctx.instructions,
-            website=ctx.website,
+            instructions=key.instructions,
+            website=key.website,
+            scores=decision.scores,
+            fetch_url=decision.fetch_url,
         )
 
     # --- admin ---------------------------------------------------------------------------
@@ -96,16 +108,24 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         keys.check_admin(token, self._settings.admin_token)
 
     async def _knowledge_changed(self, key_id: str, version: int, reason: str, url: str = "") -> None:
+        """Drop the cached key record (its knowledge version changed), then tell the other services."""
+        try:
+            key_hash = await keys.key_hash_of(self._pool, key_id)
+            if key_hash is not None:
+                await self._planner.cache.invalidate(key_hash)
+        except Exception:  # noqa: BLE001 - the event below and the TTL still bound the staleness
+            logger.exception("could not invalidate the cached key %s", key_id)
         event = events_pb2.KnowledgeUpdated(
             event_id=new_event_id(), occurred_at=now_timestamp(), product_key_id=key_id,
             knowledge_version=version, reason=reason, url=url,
         )
-        await self._producer.publish(self._settings.topic("knowledge_updated"), key_id, event)
+        await self._deps.producer.publish(self._settings.topic("knowledge_updated"), key_id, event)
 
     async def CreateProductKey(self, request, context):
         self._admin(context)
         key, secret = await keys.create_key(
-            self._pool, name=request.name, key_id=request.id, instructions=request.instructions, website=request.website
+            self._pool, name=request.name, key_id=request.id, instructions=request.instructions,
+            website=request.website, settings=_settings_of(request.settings), ts_config=request.text_search_config,
         )
         logger.info("created product key %s", key.id)
         return search_pb2.CreateProductKeyResponse(key=_key_info(key), product_key=secret)
@@ -116,10 +136,18 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def RevokeProductKey(self, request, context):
         self._admin(context)
-        key = await keys.revoke_key(self._pool, request.id)
+        key, old_hash = await keys.revoke_key(self._pool, request.id)
+        await self._planner.cache.forbid(old_hash)
         await self._knowledge_changed(key.id, key.knowledge_version, "key_revoked")
         logger.info("revoked product key %s", key.id)
         return search_pb2.RevokeProductKeyResponse(key=_key_info(key))
+
+    async def RotateProductKey(self, request, context):
+        self._admin(context)
+        key, secret, old_hash = await keys.rotate_key(self._pool, request.id)
+        await self._planner.cache.forbid(old_hash)
+        logger.info("rotated the secret of product key %s", key.id)
+        return search_pb2.RotateProductKeyResponse(key=_key_info(key), product_key=secret)
 
     async def AddFaq(self, request, context):
         self._admin(context)

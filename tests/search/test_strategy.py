@@ -1,31 +1,63 @@
-"""The strategy decision."""
+"""The strategy decision (pure: chunks in, decision out)."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.search.retrieval import Chunk
-from services.search.strategy import decide
+from services.search.retrieval import Chunk, clean_message
+from services.search.strategy import Options, Thresholds, decide
+
+T = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6)
 
 
-def chunk(score: float) -> Chunk:
-    return Chunk("1", "document", "t", "", "text", "", score)
+def chunk(relevance: float, kind: str = "document", faq: float = 0.0, cid: str = "1") -> Chunk:
+    return Chunk(cid, kind, "t", "q?" if kind == "faq" else "", "text", "", 0.5, relevance, faq)
 
 
 @pytest.mark.parametrize("message", ["hi", "Hello!", "good morning", "hey there"])
 def test_greetings(message):
-    assert decide(message, [chunk(0.9)], min_score=0.1).strategy == "GREETING"
+    d = decide(message, [chunk(0.9)], T)
+    assert d.strategy == "GREETING" and not d.chunks
 
 
 def test_thanks_is_smalltalk():
-    assert decide("thanks!", [], min_score=0.1).strategy == "SMALLTALK"
+    assert decide("thanks!", [], T).strategy == "SMALLTALK"
 
 
-def test_relevant_passages_mean_knowledge_with_reasons():
-    d = decide("what does it cost", [chunk(0.5), chunk(0.05)], min_score=0.1)
-    assert d.strategy == "KNOWLEDGE" and len(d.chunks) == 1 and d.reasons
+def test_relevant_passages_mean_knowledge_with_reasons_and_scores():
+    d = decide("what does it cost", [chunk(0.75), chunk(0.2, cid="2")], T)
+    assert d.strategy == "KNOWLEDGE" and [c.id for c in d.chunks] == ["1"] and d.reasons
+    assert d.scores["relevance"] == 0.75 and d.top_score == 0.75
+
+
+def test_close_faq_question_means_faq_with_its_answer():
+    d = decide("how do I reset my password", [chunk(0.6, "document"), chunk(1.0, "faq", faq=0.8, cid="9")], T)
+    assert d.strategy == "FAQ" and d.faq_answer == "text" and d.chunks[0].id == "9"
+    assert d.scores["faq"] == 0.8
+
+
+def test_loose_faq_match_is_knowledge_not_faq():
+    d = decide("how do I reset my password", [chunk(0.6, "faq", faq=0.4)], T)
+    assert d.strategy == "KNOWLEDGE" and not d.faq_answer
 
 
 def test_weak_or_no_passages_mean_no_answer():
-    assert decide("what does it cost", [chunk(0.05)], min_score=0.1).strategy == "NO_ANSWER"
-    assert decide("what does it cost", [], min_score=0.1).strategy == "NO_ANSWER"
+    assert decide("what does it cost", [chunk(0.2)], T).strategy == "NO_ANSWER"
+    assert decide("what does it cost", [], T).strategy == "NO_ANSWER"
+
+
+def test_website_means_web_only_when_the_scraper_is_available():
+    web = decide("what does it cost", [chunk(0.2)], T, Options(website="https://x.example", web_available=True))
+    assert web.strategy == "WEB" and web.fetch_url == "https://x.example" and not web.chunks
+    down = decide("what does it cost", [], T, Options(website="https://x.example", web_available=False))
+    assert down.strategy == "NO_ANSWER" and any("scraper" in r for r in down.reasons)
+
+
+def test_direct_when_the_key_allows_it():
+    assert decide("tell me a joke", [], T, Options(allow_direct=True)).strategy == "DIRECT"
+    assert decide("tell me a joke", [], T, Options(website="https://x.example", web_available=True,
+                                                  allow_direct=True)).strategy == "WEB"
+
+
+def test_clean_message_drops_nul_and_surrogates():
+    assert clean_message("a\x00b\ud800c") == "a b?c"
