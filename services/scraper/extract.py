@@ -83,6 +83,8 @@ def extract_html(html: str, url: str) -> Page:
                 page.links.append(target)
     for junk in body.css(_DROP):
         junk.decompose()
+    for br in body.css("br"):
+        br.replace_with(" ")
     root = next((n for sel in _MAIN if (n := body.css_first(sel)) is not None), body)
     page.sections = _sections(root)
     if not page.title:
@@ -99,7 +101,7 @@ def _sections(root) -> list[Section]:
         # Only innermost blocks, so a <li><p>..</p></li> is read once.
         if any(child.tag in _BLOCKS for child in list(node.traverse())[1:]):
             continue
-        text = " ".join(node.text(separator=" ", strip=True).split())
+        text = " ".join(node.text(separator="").split())
         if not text:
             continue
         if node.tag in _HEADINGS:

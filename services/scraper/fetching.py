@@ -377,3 +377,15 @@ def new_fetcher(settings, *, resolve: Resolver = system_resolve) -> Fetcher:
         host_delay=settings.scraper_host_delay_seconds,
         resolve=resolve,
     )
+
+
+async def check_host(policy: AddressPolicy, url: str, resolve: Resolver = system_resolve) -> None:
+    """Early refusal (StartCrawl): the URL's host resolves to an address the policy refuses.
+    Not a substitute for the connect-time check, which every fetch still goes through."""
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = [host] if _is_ip(host) else await resolve(host, 0)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot resolve {host}: {exc}") from None
+    for address in addresses:
+        policy.check(host, address)

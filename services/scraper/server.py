@@ -17,7 +17,7 @@ from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import events_pb2, scraper_pb2, scraper_pb2_grpc
 from services.common.settings import Settings
 from services.scraper import jobs
-from services.scraper.fetching import Fetcher
+from services.scraper.fetching import Fetcher, check_host
 from services.scraper.page_fetch import fetch_page
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
             request.product_key_id, list(request.seed_urls), request.sitemap_url, request.max_pages,
             request.max_depth, list(request.include), list(request.exclude),
         )
+        for url in {*spec.seed_urls, *([spec.sitemap_url] if spec.sitemap_url else [])}:
+            await check_host(self._deps.fetcher.policy, url)
         await jobs.create_job(self._pool, spec)
         event = events_pb2.CrawlRequested(
             event_id=new_event_id(), occurred_at=now_timestamp(), job_id=spec.job_id,

@@ -33,6 +33,7 @@ class SampleSite:
         self.overrides: dict[str, bytes | None] = {}   # path -> new body, or None: gone (410)
         self.modified: dict[str, float] = {}
         self.hits: Counter[str] = Counter()
+        self.user_agents: set[str] = set()
         self.statuses: list[tuple[str, int]] = []
         self.base_url = ""
         self._runner: web.AppRunner | None = None
@@ -88,6 +89,7 @@ class SampleSite:
     @web.middleware
     async def _record(self, request: web.Request, handler):
         self.hits[request.path] += 1
+        self.user_agents.add(request.headers.get("User-Agent", ""))
         try:
             resp = await handler(request)
         except web.HTTPException as exc:

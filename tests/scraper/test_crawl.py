@@ -1,0 +1,218 @@
+"""Crawling the sample site through the real path: StartCrawl -> Kafka -> crawl worker -> PostgreSQL,
+progress over WatchCrawl, knowledge events, and incremental re-crawls; Fetch with its cache."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from services.common.pb.parley.v1 import events_pb2, scraper_pb2, search_pb2
+from tests.conftest import rpc_error
+
+pytestmark = pytest.mark.integration
+
+SPECIAL_FAILURES = {"/error.html", "/loop/a", "/to-metadata", "/missing.html"}
+
+
+async def crawl(scraper, admin, key_id: str, **request) -> tuple[scraper_pb2.CrawlStatus, list[scraper_pb2.CrawlStatus]]:
+    """Starts a crawl and follows it with WatchCrawl to the end: (final status, every update)."""
+    reply = await scraper.StartCrawl(scraper_pb2.StartCrawlRequest(product_key_id=key_id, **request),
+                                     metadata=admin, timeout=10)
+    updates = [s async for s in scraper.WatchCrawl(scraper_pb2.GetCrawlRequest(job_id=reply.job_id),
+                                                   metadata=admin, timeout=90)]
+    return updates[-1], updates
+
+
+async def page_chunks(pg, key_id: str) -> dict[str, list[tuple[int, str]]]:
+    rows = await pg.fetch("SELECT id, document, content FROM knowledge_chunks WHERE product_key_id = $1 AND kind = 'page'"
+                          " ORDER BY document, position", key_id)
+    out: dict[str, list[tuple[int, str]]] = {}
+    for r in rows:
+        out.setdefault(r["document"], []).append((r["id"], r["content"]))
+    return out
+
+
+async def version(pg, key_id: str) -> int:
+    return await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key_id)
+
+
+async def knowledge_events(settings, key_id: str, want: int, timeout: float = 20.0) -> list[events_pb2.KnowledgeUpdated]:
+    consumer = AIOKafkaConsumer(settings.topic("knowledge_updated"), bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    found: list[events_pb2.KnowledgeUpdated] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(found) < want and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    event = events_pb2.KnowledgeUpdated.FromString(r.value)
+                    if event.product_key_id == key_id:
+                        found.append(event)
+    finally:
+        await consumer.stop()
+    return found
+
+
+@pytest.fixture(scope="module")
+async def first_crawl(scraper, admin, site_key, sample_site):
+    sample_site.reset()
+    status, updates = await crawl(scraper, admin, site_key.id, seed_urls=[sample_site.base_url + "/"],
+                                  sitemap_url=sample_site.base_url + "/sitemap.xml", max_pages=200, max_depth=3)
+    return status, updates, dict(sample_site.hits)
+
+
+async def test_crawl_indexes_the_site_politely(first_crawl, pg, site_key, sample_site, settings, search):
+    status, updates, hits = first_crawl
+    assert status.state == "done", status.error
+    assert len(updates) >= 2 and updates[0].state in ("queued", "running")
+    assert status.pages_seen >= 40
+    assert status.pages_fetched >= 32                       # 26 help pages, 5 blog pages, index, about, ...
+    assert status.pages_robots_skipped == 1                 # /private/internal.html
+    assert status.pages_failed == len(SPECIAL_FAILURES)     # 500, redirect loop, metadata redirect, 404
+    assert status.pages_skipped == 3                        # noindex, the PDF, the 5 MB page
+    assert status.chunks_written >= status.pages_fetched
+    assert hits.get("/private/internal.html", 0) == 0       # robots.txt obeyed: never requested
+    assert hits["/sitemaps/help.xml.gz"] == 1               # the nested, gzipped sitemap was read
+    assert settings.scraper_user_agent in sample_site.user_agents
+
+    chunks = await page_chunks(pg, site_key.id)
+    everything = "\n".join(c for doc in chunks.values() for _, c in doc)
+    assert sample_site.base_url + "/help/reset-password.html" in chunks
+    assert "The reset link we email you is valid for 30 minutes." in everything
+    assert "Bluebird" not in everything                     # noindex honoured
+    assert "ORCHID" not in everything                       # disallowed page never read
+    assert "forever and ever" not in everything             # the 5 MB page is over the size limit
+    assert "Staff" not in everything and "Copyright" not in everything   # boilerplate left out
+    assert "Version 7.2 adds block-level sync" in everything             # text/plain is indexed
+    # The redirect (/old-pricing.html -> /help/plans.html) and the canonical link do not index a page twice.
+    assert sample_site.base_url + "/old-pricing.html" not in chunks
+    hashes = await pg.fetchval("SELECT count(*) - count(DISTINCT content_hash) FROM knowledge_chunks WHERE product_key_id = $1",
+                               site_key.id)
+    assert hashes == 0
+
+    events = await knowledge_events(settings, site_key.id, status.pages_fetched)
+    changed = [e for e in events if e.reason == "page_changed"]
+    assert len(changed) == status.pages_fetched
+    assert max(e.knowledge_version for e in changed) == await version(pg, site_key.id)
+
+    plan = await search.Plan(search_pb2.PlanRequest(product_key=site_key.secret,
+                                                    message="How long is the password reset link valid?"), timeout=10)
+    assert any(p.url.endswith("/help/reset-password.html") for p in plan.passages)
+
+
+async def test_recrawl_of_an_unchanged_site_writes_nothing(first_crawl, scraper, admin, pg, site_key, sample_site):
+    before_chunks = await page_chunks(pg, site_key.id)
+    before_version = await version(pg, site_key.id)
+    sample_site.statuses.clear()
+    status, _ = await crawl(scraper, admin, site_key.id, seed_urls=[sample_site.base_url + "/"],
+                            sitemap_url=sample_site.base_url + "/sitemap.xml", max_pages=200, max_depth=3)
+    assert status.state == "done"
+    assert status.pages_fetched == 0 and status.chunks_written == 0 and status.chunks_deleted == 0
+    assert status.pages_unchanged >= 34
+    assert await version(pg, site_key.id) == before_version
+    assert await page_chunks(pg, site_key.id) == before_chunks
+    not_modified = [p for p, code in sample_site.statuses if code == 304]
+    assert len(not_modified) >= 34                          # conditional GETs answered 304
+    assert "/release-notes.txt" in not_modified             # Last-Modified alone is enough
+
+
+async def test_recrawl_replaces_changed_pages_and_removes_gone_ones(first_crawl, scraper, admin, pg, site_key,
+                                                                    sample_site, settings):
+    base = sample_site.base_url
+    before = await page_chunks(pg, site_key.id)
+    changed = sample_site.read_page("/help/refunds.html").replace("within 14 days", "within 60 days")
+    sample_site.set_page("/help/refunds.html", changed)
+    sample_site.set_page("/help/trash.html", None)          # 410 Gone
+    # Same words in a new ETag but identical text: a hash match, no write.
+    sample_site.set_page("/help/invoices.html", sample_site.read_page("/help/invoices.html") + "<!-- rebuilt -->")
+    try:
+        status, _ = await crawl(scraper, admin, site_key.id, seed_urls=[base + "/"],
+                                sitemap_url=base + "/sitemap.xml", max_pages=200, max_depth=3)
+    finally:
+        sample_site.reset()
+    assert status.state == "done"
+    assert status.pages_fetched == 1 and status.pages_removed == 1
+    assert status.chunks_deleted == len(before[base + "/help/refunds.html"]) + len(before[base + "/help/trash.html"])
+    after = await page_chunks(pg, site_key.id)
+    assert base + "/help/trash.html" not in after
+    refunds = "\n".join(c for _, c in after[base + "/help/refunds.html"])
+    assert "within 60 days" in refunds and "within 14 days" not in refunds
+    for doc, chunks in before.items():                      # every other page kept its very rows
+        if doc not in (base + "/help/refunds.html", base + "/help/trash.html"):
+            assert after[doc] == chunks, doc
+    events = await knowledge_events(settings, site_key.id, 1000, timeout=3)
+    assert [e.url for e in events if e.reason == "page_removed"] == [base + "/help/trash.html"]
+
+
+async def test_start_crawl_validates(scraper, admin, site_key, sample_site):
+    bad = [
+        (dict(product_key_id=site_key.id), grpc.StatusCode.INVALID_ARGUMENT, "seed_urls"),
+        (dict(product_key_id=site_key.id, seed_urls=["ftp://x.example/"]), grpc.StatusCode.INVALID_ARGUMENT, "http"),
+        (dict(product_key_id=site_key.id, seed_urls=["http://x.example/"], include=["(["]),
+         grpc.StatusCode.INVALID_ARGUMENT, "regular expression"),
+        (dict(product_key_id=site_key.id, seed_urls=["http://x.example/"], max_pages=-1),
+         grpc.StatusCode.INVALID_ARGUMENT, "max_pages"),
+        (dict(product_key_id="no-such-key", seed_urls=[sample_site.base_url + "/"]), grpc.StatusCode.NOT_FOUND, "no-such-key"),
+        (dict(product_key_id=site_key.id, seed_urls=["http://10.1.2.3/"]), grpc.StatusCode.PERMISSION_DENIED, "private"),
+        (dict(product_key_id=site_key.id, seed_urls=["http://169.254.169.254/latest/"]),
+         grpc.StatusCode.PERMISSION_DENIED, "metadata"),
+    ]
+    for request, code, words in bad:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await scraper.StartCrawl(scraper_pb2.StartCrawlRequest(**request), metadata=admin, timeout=10)
+        assert rpc_error(exc).code() == code, request
+        assert words in rpc_error(exc).details(), rpc_error(exc).details()
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await scraper.StartCrawl(scraper_pb2.StartCrawlRequest(product_key_id=site_key.id,
+                                                               seed_urls=[sample_site.base_url + "/"]), timeout=10)
+    assert rpc_error(exc).code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await scraper.GetCrawl(scraper_pb2.GetCrawlRequest(job_id="crawl-nope"), metadata=admin, timeout=10)
+    assert rpc_error(exc).code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_fetch_one_page_cached(scraper, sample_site):
+    url = sample_site.base_url + "/help/encryption.html"
+    hits = sample_site.hits["/help/encryption.html"]
+    first = await scraper.Fetch(scraper_pb2.FetchRequest(url=url, product_key_id="any"), timeout=10)
+    second = await scraper.Fetch(scraper_pb2.FetchRequest(url=url, product_key_id="any"), timeout=10)
+    assert (first.status, first.cached, second.cached) == (200, False, True)
+    assert first.title.startswith("Encryption") and "AES-256" in first.text and "Copyright" not in first.text
+    assert second.text == first.text and second.url == first.url == url
+    assert sample_site.hits["/help/encryption.html"] == hits + 1
+
+    redirected = await scraper.Fetch(scraper_pb2.FetchRequest(url=sample_site.base_url + "/old-pricing.html"), timeout=10)
+    assert redirected.url == sample_site.base_url + "/help/plans.html" and "49 euros per year" in redirected.text
+    gone = await scraper.Fetch(scraper_pb2.FetchRequest(url=sample_site.base_url + "/missing.html"), timeout=10)
+    assert gone.status == 404 and gone.text == ""
+    for url, code in [
+        ("http://10.0.0.7/", grpc.StatusCode.PERMISSION_DENIED),
+        (sample_site.base_url + "/to-metadata", grpc.StatusCode.PERMISSION_DENIED),
+        (sample_site.base_url + "/private/internal.html", grpc.StatusCode.PERMISSION_DENIED),
+        (sample_site.base_url + "/noindex.html", grpc.StatusCode.PERMISSION_DENIED),
+        (sample_site.base_url + "/files/brochure.pdf", grpc.StatusCode.INVALID_ARGUMENT),
+        (sample_site.base_url + "/big.html", grpc.StatusCode.INVALID_ARGUMENT),
+        (sample_site.base_url + "/loop/a", grpc.StatusCode.UNAVAILABLE),
+        ("not a url", grpc.StatusCode.INVALID_ARGUMENT),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await scraper.Fetch(scraper_pb2.FetchRequest(url=url), timeout=10)
+        assert rpc_error(exc).code() == code, (url, rpc_error(exc).details())
+
+
+async def test_parley_ingest_shows_progress(first_crawl, test_env, site_key, sample_site):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "ingest", sample_site.base_url + "/blog/", "--key", site_key.id,
+        "--max-depth", "1", env={**__import__("os").environ, **test_env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    text = (out + err).decode()
+    assert proc.returncode == 0, text
+    assert "done" in text and "unchanged" in text

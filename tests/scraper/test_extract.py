@@ -1,0 +1,72 @@
+"""Extraction: main content without boilerplate, title, canonical, robots directives, bounded chunks."""
+
+from __future__ import annotations
+
+from services.scraper.crawler import parse_sitemap
+from services.scraper.extract import chunk_page, extract_html, extract_text, robots_directives
+
+PAGE = """<!doctype html><html><head><title>Refunds | Shop</title>
+<link rel="canonical" href="/help/refunds"><meta name="robots" content="nofollow"></head>
+<body><header>Shop menu</header><nav><a href="/a">A</a></nav>
+<main><h1>Refunds</h1><p>Annual plans are refunded within <b>14 days</b>.</p>
+<ul><li><p>Monthly plans are not refunded.</p></li></ul>
+<script>var tracking = 1;</script><a href="/b">b</a></main>
+<footer>Copyright Shop</footer></body></html>"""
+
+
+def test_main_content_without_boilerplate():
+    page = extract_html(PAGE, "https://shop.example/x")
+    assert page.title == "Refunds | Shop"
+    assert page.canonical == "https://shop.example/help/refunds"
+    assert page.nofollow and not page.noindex
+    assert page.links == []                       # nofollow: no links to follow
+    text = page.text
+    assert "Annual plans are refunded within 14 days." in text
+    assert "Monthly plans are not refunded." in text
+    for junk in ("Shop menu", "Copyright", "tracking"):
+        assert junk not in text
+
+
+def test_links_are_absolute_without_fragments():
+    page = extract_html('<body><a href="b.html#top">b</a><a href="mailto:x@y">m</a>'
+                        '<a href="https://other.example/">o</a><a rel="nofollow" href="/n">n</a></body>',
+                        "http://site.example:80/dir/a.html")
+    assert page.links == ["http://site.example/dir/b.html", "https://other.example/"]
+
+
+def test_robots_directives():
+    assert robots_directives("noindex, follow") == (True, False)
+    assert robots_directives("none") == (True, True)
+    assert robots_directives("") == (False, False)
+
+
+def test_chunks_follow_headings_and_stay_bounded():
+    sections = "".join(f"<h2>Part {i}</h2>" + "".join(f"<p>{'Sentence number %d of part %d. ' % (j, i) * 8}</p>"
+                                                       for j in range(6)) for i in range(5))
+    page = extract_html(f"<html><body><main>{sections}</main></body></html>", "http://x.example/")
+    chunks = chunk_page(page, max_chars=600)
+    assert len(chunks) > 5
+    assert all(len(c) <= 600 for c in chunks)
+    assert all(c.startswith("Part ") for c in chunks)   # every chunk carries its section heading
+    assert {c.split("\n", 1)[0] for c in chunks} == {f"Part {i}" for i in range(5)}
+
+
+def test_content_hash_ignores_boilerplate():
+    a = extract_html(PAGE, "https://shop.example/x")
+    b = extract_html(PAGE.replace("Copyright Shop", "Copyright Shop 2027"), "https://shop.example/x")
+    c = extract_html(PAGE.replace("14 days", "30 days"), "https://shop.example/x")
+    assert a.content_hash() == b.content_hash() != c.content_hash()
+
+
+def test_plain_text():
+    page = extract_text("Release notes\n\nVersion 2 is out.\n", "http://x.example/notes.txt")
+    assert page.title == "Release notes"
+    assert chunk_page(page) == ["Release notes\nVersion 2 is out."]
+
+
+def test_sitemaps():
+    index = b'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><sitemap><loc> http://x/a.xml.gz </loc></sitemap></sitemapindex>'
+    urlset = b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>http://x/p</loc></url></urlset>'
+    assert parse_sitemap(index) == ([], ["http://x/a.xml.gz"])
+    assert parse_sitemap(urlset) == (["http://x/p"], [])
+    assert parse_sitemap(b"not xml") == ([], [])

@@ -1,0 +1,149 @@
+"""Safety and politeness of fetching, against the sample site on 127.0.0.1: address refusal at connect
+time (also after DNS rebinding and on redirects), redirect limits, size and type limits, robots.txt."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from services.scraper.fetching import (
+    AddressPolicy,
+    BlockedAddress,
+    Fetcher,
+    FetchFailed,
+    denied_reason,
+    normalize_url,
+    parse_networks,
+)
+
+LOCAL = AddressPolicy(parse_networks("127.0.0.1/32"))
+
+
+def fetcher(policy: AddressPolicy = LOCAL, **kw) -> Fetcher:
+    kw.setdefault("host_delay", 0)
+    return Fetcher(user_agent="ParleyBot/test", policy=policy, **kw)
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "169.254.1.1", "0.0.0.0",
+    "100.64.0.1", "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+    "fd00:ec2::254",
+])
+def test_non_public_addresses_are_refused(address):
+    assert denied_reason(ipaddress.ip_address(address))
+    with pytest.raises(BlockedAddress):
+        AddressPolicy().check("h", address)
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"])
+def test_public_addresses_pass(address):
+    assert AddressPolicy().check("h", address)
+
+
+def test_allow_list_lets_a_network_through():
+    policy = AddressPolicy(parse_networks("127.0.0.0/8, 10.9.0.0/16"))
+    policy.check("h", "127.0.0.2")
+    policy.check("h", "10.9.1.1")
+    with pytest.raises(BlockedAddress):
+        policy.check("h", "10.8.1.1")
+
+
+def test_normalize_url():
+    assert normalize_url("HTTP://Example.COM:80/a?b=1#frag") == "http://example.com/a?b=1"
+    assert normalize_url("../c", "https://x.example:8443/a/b") == "https://x.example:8443/c"
+    assert normalize_url("javascript:alert(1)") == normalize_url("ftp://x/") == ""
+
+
+async def test_loopback_is_refused_without_the_allow_list(sample_site):
+    async with fetcher(AddressPolicy()) as f:
+        with pytest.raises(BlockedAddress):
+            await f.get(sample_site.base_url + "/")
+        # A name is checked on the address it resolves to when connecting, not on its spelling.
+        port = sample_site.base_url.rsplit(":", 1)[1]
+        with pytest.raises(BlockedAddress):
+            await f.get(f"http://localhost:{port}/")
+
+
+async def test_dns_rebinding_is_checked_at_connect_time(sample_site):
+    """The first answer is public (what a pre-check would see); the one used to connect is loopback."""
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])
+    port = int(sample_site.base_url.rsplit(":", 1)[1])
+
+    async def rebinding(host, _port):
+        return next(answers)
+
+    before = sample_site.hits["/about.html"]
+    async with fetcher(AddressPolicy(), resolve=rebinding) as f:
+        assert (await rebinding("shop.example", port)) == ["93.184.216.34"]   # the "pre-check"
+        with pytest.raises(BlockedAddress):
+            await f.get(f"http://shop.example:{port}/about.html")
+    assert sample_site.hits["/about.html"] == before
+
+
+async def test_a_resolved_allowed_address_is_what_gets_connected(sample_site):
+    port = int(sample_site.base_url.rsplit(":", 1)[1])
+
+    async def resolve(host, _port):
+        return ["127.0.0.1"]
+
+    async with fetcher(resolve=resolve) as f:
+        r = await f.get(f"http://help.acme.example:{port}/about.html")
+    assert r.status == 200 and b"founded in 2014" in r.body
+
+
+async def test_redirect_to_metadata_address_is_refused(sample_site):
+    async with fetcher() as f:
+        with pytest.raises(BlockedAddress, match="169.254.169.254"):
+            await f.get(sample_site.base_url + "/to-metadata")
+
+
+async def test_redirects_are_followed_with_a_limit_and_loops_stop(sample_site):
+    async with fetcher() as f:
+        r = await f.get(sample_site.base_url + "/old-pricing.html")
+        assert r.url == sample_site.base_url + "/help/plans.html" and r.status == 200
+        assert r.redirects == [sample_site.base_url + "/old-pricing.html"]
+        with pytest.raises(FetchFailed, match="redirect loop"):
+            await f.get(sample_site.base_url + "/loop/a")
+    async with fetcher(max_redirects=0) as f:
+        with pytest.raises(FetchFailed, match="more than 0 redirects"):
+            await f.get(sample_site.base_url + "/old-pricing.html")
+
+
+async def test_size_limit_stops_reading_the_5mb_page(sample_site):
+    async with fetcher(max_bytes=1_000_000) as f:
+        with pytest.raises(FetchFailed) as exc:
+            await f.get(sample_site.base_url + "/big.html")
+    assert exc.value.kind == "too_large"
+
+
+async def test_binary_is_not_read(sample_site):
+    async with fetcher() as f:
+        r = await f.get(sample_site.base_url + "/files/brochure.pdf")
+    assert r.status == 200 and r.content_type == "application/pdf" and r.body == b""
+
+
+async def test_slow_page_times_out(sample_site):
+    async with fetcher(timeout=0.2) as f:
+        with pytest.raises(FetchFailed, match="timed out"):
+            await f.get(sample_site.base_url + "/slow.html")
+
+
+async def test_robots_txt_and_user_agent(sample_site):
+    async with fetcher() as f:
+        assert await f.allowed(sample_site.base_url + "/help/plans.html")
+        assert not await f.allowed(sample_site.base_url + "/private/internal.html")
+        rules = await f.robots(sample_site.base_url + "/")
+        assert list(rules.sitemaps) == [sample_site.base_url + "/sitemap.xml"]
+
+
+async def test_conditional_get_answers_304(sample_site):
+    async with fetcher() as f:
+        first = await f.get(sample_site.base_url + "/help/refunds.html")
+        again = await f.get(sample_site.base_url + "/help/refunds.html",
+                            headers={"If-None-Match": first.headers["etag"]})
+        text = await f.get(sample_site.base_url + "/release-notes.txt")
+        assert "etag" not in text.headers
+        text_again = await f.get(sample_site.base_url + "/release-notes.txt",
+                                 headers={"If-Modified-Since": text.headers["last-modified"]})
+    assert (first.status, again.status, text_again.status) == (200, 304, 304)
