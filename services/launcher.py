@@ -30,6 +30,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _alive(pid: int) -> bool:
     try:
+        # Reap it first if it is our own child that exited (a zombie still answers kill 0).
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False

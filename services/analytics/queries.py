@@ -76,3 +76,49 @@ def merge_rows(rows: list[MetricsRow], start: datetime) -> MetricsRow:
     total.counts = {c: sum(r.counts.get(c, 0) for r in rows) for c in COUNTERS}
     total.hists = {h: histogram.merge(*(r.hists.get(h) for r in rows)) for h in HISTS}
     return total
+
+
+@dataclass(frozen=True)
+class QuestionStat:
+    question: str
+    count: int
+    no_answers: int
+    feedback_down: int
+
+
+# Questions are grouped by their normalised text (case and spacing folded).
+_QUESTIONS = """
+WITH turns AS (
+    SELECT lower(regexp_replace(btrim(c.message), '\\s+', ' ', 'g')) AS question,
+           c.strategy = 'NO_ANSWER' AS no_answer,
+           EXISTS (SELECT 1 FROM feedback_events f
+                   WHERE f.request_id = c.request_id AND f.product_key_id = c.product_key_id AND f.rating < 0) AS down
+    FROM conversations c
+    WHERE c.product_key_id = $1 AND c.occurred_at >= $2 AND c.occurred_at < $3
+)
+SELECT question, count(*) AS n, count(*) FILTER (WHERE no_answer) AS no_answers,
+       count(*) FILTER (WHERE down) AS feedback_down
+FROM turns
+GROUP BY question
+{having}
+ORDER BY {order}, question
+LIMIT $4
+"""
+
+
+async def top_questions(
+    pool: asyncpg.Pool, key_id: str, start: datetime, end: datetime, limit: int, *, gaps_only: bool = False
+) -> list[QuestionStat]:
+    """The most frequent questions; with gaps_only, those answered NO_ANSWER or rated down, worst first."""
+    if not key_id:
+        raise InvalidArgument("product_key_id is required")
+    limit = limit if 0 < limit <= 1000 else 20
+    if gaps_only:
+        sql = _QUESTIONS.format(
+            having="HAVING count(*) FILTER (WHERE no_answer OR down) > 0",
+            order="count(*) FILTER (WHERE no_answer OR down) DESC, count(*) DESC",
+        )
+    else:
+        sql = _QUESTIONS.format(having="", order="count(*) DESC")
+    rows = await pool.fetch(sql, key_id, start, end, limit)
+    return [QuestionStat(r["question"], r["n"], r["no_answers"], r["feedback_down"]) for r in rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timezone
 
@@ -10,7 +11,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.analytics import queries
-from services.common.errors import Unimplemented
+from services.common.errors import InvalidArgument
 from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
 
 
@@ -53,6 +54,14 @@ def _point(row: queries.MetricsRow) -> analytics_pb2.MetricsPoint:
     )
 
 
+def _range(request) -> tuple:
+    """The request's [start, end) with defaults (the last hour) and limits applied."""
+    return queries.resolve_range(
+        request.start.ToDatetime(tzinfo=timezone.utc) if request.HasField("start") else None,
+        request.end.ToDatetime(tzinfo=timezone.utc) if request.HasField("end") else None,
+    )
+
+
 _GRANULARITY = {
     analytics_pb2.GRANULARITY_UNSPECIFIED: "",
     analytics_pb2.GRANULARITY_MINUTE: "minute",
@@ -67,10 +76,10 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         self._deps = deps
 
     async def GetMetrics(self, request: analytics_pb2.GetMetricsRequest, context: grpc.aio.ServicerContext):
-        start, end = queries.resolve_range(
-            request.start.ToDatetime(tzinfo=timezone.utc) if request.HasField("start") else None,
-            request.end.ToDatetime(tzinfo=timezone.utc) if request.HasField("end") else None,
-        )
+        return await self._metrics(request)
+
+    async def _metrics(self, request: analytics_pb2.GetMetricsRequest) -> analytics_pb2.GetMetricsResponse:
+        start, end = _range(request)
         rows = await queries.get_metrics(
             self._deps.pool, request.product_key_id, start, end,
             _GRANULARITY.get(request.granularity, ""), _GROUP.get(request.group_by, ""),
@@ -79,12 +88,35 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
             points=[_point(r) for r in rows], total=_point(queries.merge_rows(rows, start))
         )
 
-    async def StreamMetrics(self, request, context):
-        raise Unimplemented("StreamMetrics is not available yet")
-        yield  # pragma: no cover - makes this an async generator
+    async def StreamMetrics(self, request: analytics_pb2.StreamMetricsRequest, context: grpc.aio.ServicerContext):
+        """The last hour per minute, including the current minute, every interval until the client leaves."""
+        if not request.product_key_id:
+            raise InvalidArgument("product_key_id is required")
+        interval = min(max(request.interval_seconds or 2, 1), 60)
+        while True:
+            yield await self._metrics(
+                analytics_pb2.GetMetricsRequest(
+                    product_key_id=request.product_key_id, granularity=analytics_pb2.GRANULARITY_MINUTE
+                )
+            )
+            await asyncio.sleep(interval)
+
+    async def _questions(self, request: analytics_pb2.TopQuestionsRequest, gaps_only: bool):
+        start, end = _range(request)
+        stats = await queries.top_questions(
+            self._deps.pool, request.product_key_id, start, end, request.limit, gaps_only=gaps_only
+        )
+        return analytics_pb2.TopQuestionsResponse(
+            questions=[
+                analytics_pb2.QuestionCount(
+                    question=q.question, count=q.count, no_answers=q.no_answers, feedback_down=q.feedback_down
+                )
+                for q in stats
+            ]
+        )
 
     async def TopQuestions(self, request, context):
-        raise Unimplemented("TopQuestions is not available yet")
+        return await self._questions(request, gaps_only=False)
 
     async def KnowledgeGaps(self, request, context):
-        raise Unimplemented("KnowledgeGaps is not available yet")
+        return await self._questions(request, gaps_only=True)

@@ -113,6 +113,7 @@ class Settings(BaseSettings):
     stream_batch_within_seconds: float = 0.5
     worker_stall_seconds: float = 60.0           # liveness: messages waiting and no progress this long
     worker_lag_interval_seconds: float = 5.0
+    worker_session_timeout_seconds: float = 10.0
     minutely_publish_interval_seconds: float = 5.0
 
     # Logging.

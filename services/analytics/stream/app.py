@@ -115,6 +115,9 @@ def create_app(settings: Settings) -> tuple[faust.App, list[Service]]:
         broker_commit_every=settings.stream_batch_size,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4096, settings.stream_batch_size * 2),
+        # A crashed worker's partitions move to a live one after this long, not Kafka's minutes.
+        broker_session_timeout=settings.worker_session_timeout_seconds,
+        broker_heartbeat_interval=max(1.0, settings.worker_session_timeout_seconds / 3),
     )
     sink = MetricsSink(settings.postgres_dsn, settings.worker_app_id)
     progress = Progress(stall_seconds=settings.worker_stall_seconds)

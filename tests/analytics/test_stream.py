@@ -1,0 +1,205 @@
+"""The stream worker against real Kafka and PostgreSQL: dead letters, replays, crashes, summaries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from services.common.kafka import new_event_id
+from services.common.pb.parley.v1 import analytics_pb2, events_pb2
+from tests.analytics.test_sink import make_turn
+
+
+async def producer(settings) -> AIOKafkaProducer:
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+                         linger_ms=5)
+    await p.start()
+    return p
+
+
+def now_turn(key_id: str, ms: float = 10.0, *, when: datetime | None = None, message: str = "q") -> events_pb2.ChatTurn:
+    turn = make_turn(key_id, ms)
+    turn.message = message
+    turn.occurred_at.FromDatetime(when or datetime.now(timezone.utc))
+    return turn
+
+
+async def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(interval)
+
+
+async def count_turns(pg, key_id: str) -> tuple[int, int]:
+    row = await pg.fetchrow(
+        "SELECT (SELECT count(*) FROM conversations WHERE product_key_id = $1) AS rows,"
+        " (SELECT coalesce(sum(turns), 0) FROM metrics_minute WHERE product_key_id = $1) AS turns",
+        key_id,
+    )
+    return row["rows"], row["turns"]
+
+
+async def test_poison_message_goes_to_dead_letters_and_the_stream_goes_on(services, settings, pg):
+    key_id = f"poison-{uuid.uuid4().hex[:8]}"
+    p = await producer(settings)
+    consumer = AIOKafkaConsumer(settings.topic("deadletter"), bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        await p.send_and_wait(settings.topic("chat_turns"), b"\xff\xfenot protobuf", key=key_id.encode())
+        turn = now_turn(key_id)
+        await p.send_and_wait(settings.topic("chat_turns"), turn.SerializeToString(), key=key_id.encode())
+        letters = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(m.key == key_id.encode() for m in letters):
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                letters.extend(msgs)
+        letter = next(m for m in letters if m.key == key_id.encode())
+        headers = dict(letter.headers)
+        assert letter.value == b"\xff\xfenot protobuf"
+        assert headers["source-topic"].decode() == settings.topic("chat_turns")
+        assert headers["reason"]
+        assert await wait_for(lambda: _is(count_turns(pg, key_id), (1, 1)))
+    finally:
+        await consumer.stop()
+        await p.stop()
+
+
+async def _is(awaitable, expected):
+    return (await awaitable) == expected
+
+
+async def test_the_same_event_delivered_twice_counts_once(services, settings, pg):
+    key_id = f"dup-{uuid.uuid4().hex[:8]}"
+    turns = [now_turn(key_id, ms) for ms in (5.0, 6.0, 7.0)]
+    p = await producer(settings)
+    try:
+        for _ in range(2):  # the whole sequence replayed
+            for t in turns:
+                await p.send_and_wait(settings.topic("chat_turns"), t.SerializeToString(), key=key_id.encode())
+    finally:
+        await p.stop()
+    assert await wait_for(lambda: _is(count_turns(pg, key_id), (3, 3)))
+    await asyncio.sleep(1.0)
+    assert await count_turns(pg, key_id) == (3, 3)
+
+
+async def test_sigkill_of_the_worker_mid_stream_counts_every_event_once(services, settings, pg):
+    key_id = f"kill-{uuid.uuid4().hex[:8]}"
+    n = 3000
+    p = await producer(settings)
+    try:
+        for i in range(n):
+            await p.send(settings.topic("chat_turns"), now_turn(key_id, 1.0 + i % 50).SerializeToString(),
+                         key=key_id.encode())
+        await p.flush()
+    finally:
+        await p.stop()
+    # Kill as soon as part of the stream is in: the rest is in flight or not read yet.
+    assert await wait_for(lambda: _positive(count_turns(pg, key_id)), timeout=30, interval=0.02)
+    services.kill("worker")
+    partial = await count_turns(pg, key_id)
+    services.start(["worker"])
+    assert await wait_for(lambda: _is(count_turns(pg, key_id), (n, n)), timeout=60), await count_turns(pg, key_id)
+    await asyncio.sleep(1.0)
+    assert await count_turns(pg, key_id) == (n, n)
+    assert partial[0] < n or partial == (n, n)
+
+
+async def _positive(awaitable) -> bool:
+    rows, _ = await awaitable
+    return rows > 0
+
+
+async def test_feedback_counts_and_knowledge_gaps(services, settings, pg, analytics):
+    key_id = f"fb-{uuid.uuid4().hex[:8]}"
+    unanswered = now_turn(key_id, message="Do you ship to Mars?")
+    unanswered.strategy = 7  # STRATEGY_NO_ANSWER
+    answered = now_turn(key_id, message="When are you open?")
+    answered2 = now_turn(key_id, message="when are  you OPEN?")
+    feedback = events_pb2.Feedback(event_id=new_event_id(), product_key_id=key_id, request_id=answered.request_id,
+                                   rating=-1, comment="wrong hours")
+    feedback.occurred_at.GetCurrentTime()
+    p = await producer(settings)
+    try:
+        for t in (unanswered, answered, answered2):
+            await p.send_and_wait(settings.topic("chat_turns"), t.SerializeToString(), key=key_id.encode())
+        assert await wait_for(lambda: _is(count_turns(pg, key_id), (3, 3)))
+        for _ in range(2):  # a replayed feedback counts once
+            await p.send_and_wait(settings.topic("feedback"), feedback.SerializeToString(), key=key_id.encode())
+    finally:
+        await p.stop()
+
+    async def feedback_down():
+        return await pg.fetchval("SELECT sum(feedback_down) FROM metrics_minute WHERE product_key_id = $1", key_id)
+
+    assert await wait_for(feedback_down) == 1
+    top = await analytics.TopQuestions(analytics_pb2.TopQuestionsRequest(product_key_id=key_id), timeout=10)
+    assert [(q.question, q.count) for q in top.questions][0] == ("when are you open?", 2)
+    gaps = await analytics.KnowledgeGaps(analytics_pb2.TopQuestionsRequest(product_key_id=key_id), timeout=10)
+    assert {q.question: (q.no_answers, q.feedback_down) for q in gaps.questions} == {
+        "do you ship to mars?": (1, 0), "when are you open?": (0, 1),
+    }
+    metrics = await analytics.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id), timeout=10)
+    assert (metrics.total.turns, metrics.total.no_answers, metrics.total.feedback_down) == (3, 1, 1)
+
+
+async def test_minutely_summary_is_published_for_a_closed_minute(services, settings):
+    key_id = f"min-{uuid.uuid4().hex[:8]}"
+    past = (datetime.now(timezone.utc) - timedelta(minutes=3)).replace(second=10, microsecond=0)
+    consumer = AIOKafkaConsumer(settings.topic("metrics_minutely"), bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    p = await producer(settings)
+    try:
+        for ms in (10.0, 20.0):
+            await p.send_and_wait(settings.topic("chat_turns"), now_turn(key_id, ms, when=past).SerializeToString(),
+                                  key=key_id.encode())
+        summary = None
+        deadline = time.monotonic() + 40
+        while summary is None and time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                for m in msgs:
+                    if m.key == key_id.encode():
+                        summary = json.loads(m.value)
+        assert summary is not None, "no minutely summary"
+        assert summary["turns"] == 2 and summary["minute"] == past.replace(second=0).isoformat()
+        assert 0 < summary["total_ms"]["p50"] <= summary["total_ms"]["p99"]
+    finally:
+        await p.stop()
+        await consumer.stop()
+
+
+async def test_worker_liveness_and_lag_metric(services, test_env):
+    port = test_env["PARLEY_WORKER_METRICS_PORT"]
+    async with httpx.AsyncClient() as client:
+        health = await client.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=5)).text
+    assert health.status_code == 200 and health.json()["healthy"] is True
+    assert "parley_worker_events_applied_total" in metrics
+
+
+async def test_stream_metrics_includes_the_current_minute(services, settings, pg, analytics):
+    key_id = f"live-{uuid.uuid4().hex[:8]}"
+    p = await producer(settings)
+    try:
+        await p.send_and_wait(settings.topic("chat_turns"), now_turn(key_id).SerializeToString(), key=key_id.encode())
+    finally:
+        await p.stop()
+    assert await wait_for(lambda: _is(count_turns(pg, key_id), (1, 1)))
+    stream = analytics.StreamMetrics(analytics_pb2.StreamMetricsRequest(product_key_id=key_id, interval_seconds=1))
+    first = await stream.read()
+    stream.cancel()
+    assert first.total.turns == 1
+    current = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    assert first.points[-1].bucket_start.ToDatetime(tzinfo=timezone.utc) >= current - timedelta(minutes=1)
