@@ -167,6 +167,53 @@ def cmd_knowledge(args, settings: Settings) -> None:
     out.print(f"{n} new chunk(s) for {args.key}")
 
 
+async def ingest(settings: Settings, key_id: str, url: str, *, sitemap: str = "", max_pages: int = 0,
+                 max_depth: int = 0, include: list[str] | None = None, exclude: list[str] | None = None,
+                 timeout: float = 3600) -> "scraper_pb2.CrawlStatus":
+    """Crawls a site into a key's knowledge (StartCrawl, then WatchCrawl) with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from services.common.pb.parley.v1 import scraper_pb2, scraper_pb2_grpc
+
+    if not sitemap and url.endswith((".xml", ".xml.gz")):
+        sitemap, url = url, ""
+    async with channel(settings.scraper_addr) as ch:
+        stub = scraper_pb2_grpc.ScraperServiceStub(ch)
+        reply = await stub.StartCrawl(
+            scraper_pb2.StartCrawlRequest(product_key_id=key_id, seed_urls=[url] if url else [], sitemap_url=sitemap,
+                                          max_pages=max_pages, max_depth=max_depth, include=include or [],
+                                          exclude=exclude or []),
+            metadata=_admin_md(settings), timeout=10,
+        )
+        console.print(f"crawl [bold]{reply.job_id}[/] queued for {key_id}")
+        last = scraper_pb2.CrawlStatus(job_id=reply.job_id, state="queued")
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[detail]}"))
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("queued", total=None, detail="")
+            async for s in stub.WatchCrawl(scraper_pb2.GetCrawlRequest(job_id=reply.job_id),
+                                           metadata=_admin_md(settings), timeout=timeout):
+                done = (s.pages_fetched + s.pages_unchanged + s.pages_failed + s.pages_robots_skipped
+                        + s.pages_skipped + s.pages_removed)
+                bar.update(task, description=s.state, total=max(s.pages_seen, 1), completed=done,
+                           detail=f"{s.pages_fetched} new/changed, {s.pages_unchanged} unchanged, {s.pages_failed} failed")
+                last = s
+    out.print(
+        f"{last.job_id}: {last.state}; {last.pages_fetched} page(s) new or changed, {last.pages_unchanged} unchanged, "
+        f"{last.pages_failed} failed, {last.pages_robots_skipped} skipped by robots.txt, {last.pages_skipped} skipped "
+        f"(noindex, type, size), {last.pages_removed} removed; {last.chunks_written} chunk(s) written, "
+        f"{last.chunks_deleted} deleted" + (f"; error: {last.error}" if last.error else "")
+    )
+    return last
+
+
+def cmd_ingest(args, settings: Settings) -> None:
+    status = asyncio.run(ingest(settings, args.key, args.url, sitemap=args.sitemap or "", max_pages=args.max_pages,
+                                max_depth=args.max_depth, include=args.include, exclude=args.exclude))
+    if status.state != "done":
+        raise SystemExit(1)
+
+
 # --- chat, metrics, events -------------------------------------------------------------------
 
 
@@ -383,6 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--key", required=True, help="product key id")
     p.set_defaults(fn=cmd_knowledge)
+    p = sub.add_parser("ingest", help="crawl a website (or a sitemap URL) into a key's knowledge, with progress")
+    p.add_argument("url", help="a seed URL, or a sitemap (.xml / .xml.gz)")
+    p.add_argument("--key", required=True, help="product key id")
+    p.add_argument("--sitemap", help="a sitemap URL besides the seed")
+    p.add_argument("--max-pages", type=int, default=0, help="default 100")
+    p.add_argument("--max-depth", type=int, default=0, help="default 3")
+    p.add_argument("--include", action="append", default=[], help="regular expression URLs must match (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], help="regular expression of URLs to leave out (repeatable)")
+    p.set_defaults(fn=cmd_ingest)
     p = sub.add_parser("chat", help="ask one question")
     p.add_argument("message")
     p.add_argument("--key", required=True, help="the product key (secret)")
