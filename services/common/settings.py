@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     # Search.
     max_message_chars: int = 4000
     max_passages: int = 5
-    knowledge_min_score: float = 0.5      # share of the question's terms a passage must contain
+    knowledge_min_score: float = 0.4      # share of the question's terms a passage must contain
     faq_min_score: float = 0.6            # FAQ question match above which its stored answer is used
     search_candidates: int = 20           # per retrieval arm, before fusion
     key_cache_ttl_seconds: float = 30.0   # product-key cache in Redis (bound on staleness)

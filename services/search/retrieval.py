@@ -110,7 +110,8 @@ async def search(
         faq_score = 0.0
         if r["kind"] == "faq":
             # Trigram similarity catches typos and word order; the lexeme overlap (Dice) catches
-            # rephrasing with the same content words. The question must also be mostly covered.
+            # rephrasing with the same content words. Terms found only in the answer do not count:
+            # in the evaluation that made the FAQ strategy pick wrong stored answers.
             faq_score = max(float(r["sim"]), _dice(set(r["question_lexemes"] or ()), lexemes))
         chunks.append(Chunk(
             id=str(r["id"]), kind=r["kind"], title=r["title"], question=r["question"], content=r["content"],
