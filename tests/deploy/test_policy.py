@@ -1,0 +1,178 @@
+"""Policy of the rendered overlays, and proof that the policy catches broken manifests."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Callable
+
+import pytest
+import yaml
+
+from services.common.grpc_server import port_of
+from services.common.settings import Settings
+from tests.deploy.manifests import K8S_DIR, OVERLAYS, kustomize_build
+from tests.deploy.policy import SECRET_SETTINGS, hpa_bounds, required_in_cluster, violations
+
+Docs = list[dict]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_passes_the_policy(rendered, secret_keys, overlay):
+    found = violations(rendered[overlay].docs, secret_keys)
+    assert not found, f"overlay {overlay}:\n" + "\n".join(found)
+
+
+def test_overlays_set_namespace_image_bounds_and_resources(rendered):
+    def namespaces(docs):
+        return {d["metadata"].get("namespace") for d in docs if d["kind"] not in ("Namespace",)}
+
+    def images(docs):
+        return {c["image"] for d in docs if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]}
+
+    def requests(docs):
+        return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+                for d in docs if d["kind"] == "Deployment"}
+
+    dev, prod = rendered["dev"].docs, rendered["prod"].docs
+    assert namespaces(dev) == {"parley-dev"} and namespaces(prod) == {"parley"}
+    assert images(dev) != images(prod)
+    assert hpa_bounds(dev) != hpa_bounds(prod)
+    assert requests(dev) != requests(prod)
+    assert all(low >= 2 for name, (low, _) in hpa_bounds(prod).items()), "prod keeps two of everything"
+
+
+def test_secret_example_names_every_secret_with_placeholders_only(secret_example):
+    values = secret_example["stringData"]
+    assert set(values) == set(SECRET_SETTINGS)
+    for key, value in values.items():
+        assert value == "" or "REPLACE" in value, f"{key} in secret.example.yaml must be a placeholder"
+
+
+def test_base_configmap_ports_are_the_settings_defaults():
+    """Ports stay the ones of the local stack (README), so the ConfigMap and the code agree."""
+    env = dict(
+        line.split("=", 1)
+        for line in (K8S_DIR / "base" / "config" / "settings.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    defaults = Settings.model_fields
+    for field in ("search_addr", "response_addr", "scraper_addr", "analytics_addr"):
+        assert port_of(env[f"PARLEY_{field.upper()}"]) == port_of(defaults[field].default), field
+    for field in defaults:
+        if field.endswith("_metrics_port"):
+            assert int(env[f"PARLEY_{field.upper()}"]) == defaults[field].default, field
+    assert float(env["PARLEY_SHUTDOWN_GRACE_SECONDS"]) == defaults["shutdown_grace_seconds"].default
+
+
+def test_settings_without_a_safe_default_for_a_cluster_are_known():
+    required = set(required_in_cluster())
+    assert {"PARLEY_KAFKA_BOOTSTRAP", "PARLEY_POSTGRES_DSN", "PARLEY_REDIS_URL", "PARLEY_GRPC_BIND_HOST",
+            "PARLEY_SEARCH_ADDR", "PARLEY_RESPONSE_ADDR", "PARLEY_SCRAPER_ADDR", "PARLEY_ANALYTICS_ADDR",
+            "PARLEY_ADMIN_TOKEN"} <= required
+
+
+# --- a broken manifest makes the policy fail ------------------------------------------------------
+
+def _get(docs: Docs, kind: str, name: str | None = None) -> dict:
+    return next(d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"].startswith(name)))
+
+
+def _container(docs: Docs, name: str) -> dict:
+    return _get(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+
+
+def _drop_hpa(docs: Docs) -> None:
+    docs.remove(_get(docs, "HorizontalPodAutoscaler", "stream-worker"))
+
+
+def _config(docs: Docs) -> dict:
+    return _get(docs, "ConfigMap", "parley-settings")["data"]
+
+
+BROKEN: dict[str, tuple[Callable[[Docs], object], str]] = {
+    "Deployment without HPA": (_drop_hpa, "Deployment stream-worker has no HorizontalPodAutoscaler"),
+    "worker HPA above the partitions": (
+        lambda d: _get(d, "HorizontalPodAutoscaler", "stream-worker")["spec"].update(maxReplicas=13),
+        "maxReplicas 13 > 12 partitions"),
+    "crawl worker HPA above the partitions": (
+        lambda d: _get(d, "HorizontalPodAutoscaler", "scraper-worker")["spec"].update(maxReplicas=20),
+        "maxReplicas 20 > 12 partitions of parley.crawl.requests.v1"),
+    "worker HPA without scale-down window": (
+        lambda d: _get(d, "HorizontalPodAutoscaler", "stream-worker")["spec"]["behavior"]["scaleDown"]
+        .pop("stabilizationWindowSeconds"), "stabilizationWindowSeconds >= 300"),
+    "HPA without behavior": (
+        lambda d: _get(d, "HorizontalPodAutoscaler", "search")["spec"].pop("behavior"), "behavior must set"),
+    "no readiness probe": (lambda d: _container(d, "search").pop("readinessProbe"), "no readinessProbe"),
+    "no liveness probe on the worker": (lambda d: _container(d, "stream-worker").pop("livenessProbe"),
+                                        "no livenessProbe"),
+    "gRPC probe on another port": (
+        lambda d: _container(d, "search")["livenessProbe"]["grpc"].update(port=50052),
+        "livenessProbe gRPC port 50052 != port of PARLEY_SEARCH_ADDR"),
+    "HTTP probe instead of gRPC": (
+        lambda d: _container(d, "response").update(
+            readinessProbe={"httpGet": {"path": "/metrics", "port": "metrics"}}),
+        "readinessProbe must be a native gRPC probe"),
+    "container port not the setting": (
+        lambda d: _container(d, "analytics")["ports"][0].update(containerPort=8080),
+        "containerPort grpc 8080 != port of PARLEY_ANALYTICS_ADDR"),
+    "metrics port setting changed alone": (
+        lambda d: _config(d).update(PARLEY_WORKER_METRICS_PORT="9999"),
+        "containerPort metrics 9105 != PARLEY_WORKER_METRICS_PORT"),
+    "no limits": (lambda d: _container(d, "response")["resources"].pop("limits"), "no cpu limits"),
+    "no requests": (lambda d: _container(d, "scraper")["resources"].pop("requests"), "no memory requests"),
+    "root user": (
+        lambda d: _get(d, "Deployment", "analytics")["spec"]["template"]["spec"]["securityContext"].update(runAsUser=0),
+        "must run as non-root"),
+    "writable root filesystem": (
+        lambda d: _container(d, "search")["securityContext"].update(readOnlyRootFilesystem=False),
+        "readOnlyRootFilesystem must be true"),
+    "replicas fixed in the Deployment": (
+        lambda d: _get(d, "Deployment", "response")["spec"].update(replicas=3), "sets spec.replicas"),
+    "grace period shorter than the drain": (
+        lambda d: _get(d, "Deployment", "search")["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=10),
+        "does not cover the drain"),
+    "Kafka endpoint missing": (lambda d: _config(d).pop("PARLEY_KAFKA_BOOTSTRAP"),
+                               "PARLEY_KAFKA_BOOTSTRAP is provided by neither"),
+    "loopback bind host": (lambda d: _config(d).update(PARLEY_GRPC_BIND_HOST="127.0.0.1"), "must be 0.0.0.0"),
+    "secret in the ConfigMap": (lambda d: _config(d).update(PARLEY_ADMIN_TOKEN="hunter2"), "is a secret"),
+    "misspelt setting": (lambda d: _config(d).update(PARLEY_KAFKA_BOOTSTRAPS="x:9092"), "is no setting"),
+    "Secret committed": (
+        lambda d: d.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "parley-secrets"},
+                            "stringData": {"PARLEY_ADMIN_TOKEN": "hunter2"}}),
+        "secret values are never committed"),
+    "topic partitions not the setting": (
+        lambda d: _get(d, "KafkaTopic", "parley-chat-turns")["spec"].update(partitions=6),
+        "partitions 6 != PARLEY_TOPIC_PARTITIONS 12"),
+    "topic missing": (lambda d: d.remove(_get(d, "KafkaTopic", "parley-deadletter")),
+                      "parley.deadletter.v1 has no KafkaTopic"),
+    "no PodDisruptionBudget": (lambda d: d.remove(_get(d, "PodDisruptionBudget", "scraper")),
+                               "Deployment scraper has no PodDisruptionBudget"),
+    "image without tag": (lambda d: _container(d, "search").update(image="parley"), "one Parley image"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_policy_reports_a_broken_manifest(rendered, secret_keys, case):
+    break_it, expected = BROKEN[case]
+    docs = copy.deepcopy(rendered["prod"].docs)
+    break_it(docs)
+    found = violations(docs, secret_keys)
+    assert any(expected in line for line in found), f"{case}: expected {expected!r} in {found}"
+
+
+def test_a_broken_tree_fails_from_kustomize_build_on(tmp_path, secret_keys):
+    """The whole path on a copy of deploy/k8s whose stream worker lost its HPA."""
+    tree = tmp_path / "k8s"
+    shutil.copytree(K8S_DIR, tree)
+    kustomization = tree / "base" / "stream-worker" / "kustomization.yaml"
+    content = yaml.safe_load(kustomization.read_text())
+    content["resources"].remove("hpa.yaml")
+    kustomization.write_text(yaml.safe_dump(content))
+    # The prod overlay patches that HPA's bounds: without it, the patch has no target.
+    prod_hpa = tree / "overlays" / "prod" / "hpa.yaml"
+    prod_hpa.write_text("\n---\n".join(
+        yaml.safe_dump(d) for d in yaml.safe_load_all(prod_hpa.read_text()) if d["metadata"]["name"] != "stream-worker"
+    ))
+    found = violations(kustomize_build(tree / "overlays" / "prod"), secret_keys)
+    assert "Deployment stream-worker has no HorizontalPodAutoscaler that targets it" in found
