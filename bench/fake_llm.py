@@ -51,6 +51,7 @@ class Seen:
     messages: list[dict]
     stream: bool
     outcome: str = ""          # what the server did: ok | 429 | 500 | cut | malformed | disconnected
+    finished: float | None = None   # when a complete answer was sent
 
 
 @dataclass
@@ -182,6 +183,7 @@ class FakeLLM:
             await resp.write(chunk({}, "stop", last=True))
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
+            seen.finished = time.monotonic()
         except (ConnectionResetError, asyncio.CancelledError):
             seen.outcome = "disconnected"
             raise

@@ -24,6 +24,7 @@ from services.response.singleflight import SingleFlight
 logger = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE_SECONDS = 60.0
+REQUEST_ID_TRAILER = "x-parley-request-id"   # on errors: the id of the failed turn (its ChatTurn event)
 HIT, MISS, BYPASS, SHARED = (common_pb2.CACHE_STATUS_HIT, common_pb2.CACHE_STATUS_MISS,
                              common_pb2.CACHE_STATUS_BYPASS, common_pb2.CACHE_STATUS_SHARED)
 _GROUNDED = ("KNOWLEDGE", "WEB")
@@ -127,6 +128,7 @@ class ChatEngine:
             async for item in self._turn(state, timeout):
                 yield item
         except ParleyError as exc:
+            exc.trailers.setdefault(REQUEST_ID_TRAILER, state.request_id)
             self._fail(state, exc.code)
             raise
         except (asyncio.CancelledError, GeneratorExit):

@@ -76,7 +76,7 @@ class Answerer(Protocol):
     def stream(self, request: AnswerRequest) -> AsyncIterator[str | Restart | Answer]: ...
 
 
-_CITATION = re.compile(r"\[([^\[\]\s]{1,64})\]")
+_CITATION = re.compile(r"\[([^\[\]\n]{1,64})\]")
 
 
 def cited_ids(text: str, passages: list[PassageText]) -> list[str]:

@@ -121,7 +121,7 @@ class ResilientLLM:
         self._budget = prompt_token_budget
         self._max_tokens = max_completion_tokens
         self.breakers: dict[str, CircuitBreaker] = {}
-        self._backoff = wait_exponential_jitter(initial=0.1, max=1.0, jitter=0.2)
+        self._backoff = wait_exponential_jitter(multiplier=0.1, max=1.0, jitter=0.2)
 
     def breaker(self, model: str) -> CircuitBreaker:
         if model not in self.breakers:
