@@ -1,0 +1,55 @@
+"""The strategy decision through Plan: FAQ with its stored answer, WEB, DIRECT, NO_ANSWER."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from services.common.pb.parley.v1 import common_pb2, search_pb2
+from tests.conftest import RUN_ID, make_key
+from tests.search.conftest import plan
+
+
+async def _key(search, admin, suffix: str, **kwargs) -> str:
+    reply = await search.CreateProductKey(
+        search_pb2.CreateProductKeyRequest(name=suffix, id=f"t-{RUN_ID}-{suffix}", **kwargs), metadata=admin, timeout=10
+    )
+    await search.AddFaq(search_pb2.AddFaqRequest(product_key_id=reply.key.id, question="Do you ship abroad?",
+                                                 answer="We ship to every EU country."), metadata=admin, timeout=10)
+    return reply.product_key
+
+
+async def test_close_faq_question_is_answered_from_the_faq(search, admin):
+    key = await make_key(search, admin, "faqonly", faq=[("How do I reset my password?", "Use the Forgot link.")], docs=[])
+    reply = await plan(search, key.secret, "how can I reset my password")
+    assert reply.strategy == common_pb2.STRATEGY_FAQ
+    assert reply.faq_answer == "Use the Forgot link." and reply.scores["faq"] >= 0.6
+    assert any("FAQ" in r for r in reply.reasons)
+
+
+async def test_website_without_relevant_knowledge_asks_for_a_page(search, admin):
+    secret = await _key(search, admin, "web", website="https://shop.example")
+    deadline = time.monotonic() + 15  # the scraper's health is checked every few seconds
+    reply = await plan(search, secret, "What colours does the jacket come in?")
+    while reply.strategy != common_pb2.STRATEGY_WEB and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        reply = await plan(search, secret, "What colours does the jacket come in?")
+    assert reply.strategy == common_pb2.STRATEGY_WEB
+    assert reply.fetch_url == reply.website == "https://shop.example" and not reply.passages
+    # Knowledge that answers still wins over the website.
+    assert (await plan(search, secret, "Do you ship abroad?")).strategy == common_pb2.STRATEGY_FAQ
+
+
+async def test_direct_only_when_the_key_allows_it(search, admin):
+    direct = await _key(search, admin, "direct", settings=search_pb2.KeySettings(allow_direct=True))
+    reply = await plan(search, direct, "Write me a poem about autumn")
+    assert reply.strategy == common_pb2.STRATEGY_DIRECT and any("allow" in r for r in reply.reasons)
+    plain = await _key(search, admin, "nodirect")
+    reply = await plan(search, plain, "Write me a poem about autumn")
+    assert reply.strategy == common_pb2.STRATEGY_NO_ANSWER and not reply.passages
+
+
+async def test_greeting_needs_no_retrieval(search, admin):
+    secret = await _key(search, admin, "greet")
+    reply = await plan(search, secret, "Hello!")
+    assert reply.strategy == common_pb2.STRATEGY_GREETING and not reply.passages
