@@ -126,6 +126,11 @@ def cmd_keys(args, settings: Settings) -> None:
                     search_pb2.RevokeProductKeyRequest(id=args.name), metadata=_admin_md(settings), timeout=10
                 )
                 out.print(f"revoked {reply.key.id}")
+            elif args.action == "rotate":
+                reply = await stub.RotateProductKey(
+                    search_pb2.RotateProductKeyRequest(id=args.name), metadata=_admin_md(settings), timeout=10
+                )
+                out.print(f"id: {reply.key.id}\nnew product key (shown once; the old one no longer works): {reply.product_key}")
             else:
                 reply = await stub.ListProductKeys(search_pb2.ListProductKeysRequest(), metadata=_admin_md(settings), timeout=10)
                 table = Table("id", "name", "knowledge version", "revoked")
@@ -420,8 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["start", "stop", "status"])
     p.set_defaults(fn=cmd_services)
     p = sub.add_parser("keys", help="product keys (admin)")
-    p.add_argument("action", choices=["create", "list", "revoke"])
-    p.add_argument("name", nargs="?", default="", help="name (create) or id (revoke)")
+    p.add_argument("action", choices=["create", "list", "rotate", "revoke"])
+    p.add_argument("name", nargs="?", default="", help="name (create) or id (rotate, revoke)")
     p.add_argument("--id", help="public id for create")
     p.add_argument("--website")
     p.set_defaults(fn=cmd_keys)
