@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import yaml
 
 from tests.deploy.manifests import K8S_DIR, OVERLAYS, KustomizeMissing, Rendered, kustomize_build
 
 
+class RenderedOverlays:
+    """overlay name -> Rendered, built on first use; a missing kustomize or a build error fails
+    the test that needed it with kustomize's own message."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Rendered] = {}
+
+    def __getitem__(self, overlay: str) -> Rendered:
+        if overlay not in self._cache:
+            try:
+                self._cache[overlay] = Rendered(overlay, kustomize_build(K8S_DIR / "overlays" / overlay))
+            except (KustomizeMissing, RuntimeError) as exc:
+                pytest.fail(str(exc), pytrace=False)
+        return self._cache[overlay]
+
+    def values(self) -> Iterator[Rendered]:
+        return (self[name] for name in OVERLAYS)
+
+
 @pytest.fixture(scope="session")
-def rendered() -> dict[str, Rendered]:
-    try:
-        return {name: Rendered(name, kustomize_build(K8S_DIR / "overlays" / name)) for name in OVERLAYS}
-    except KustomizeMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
+def rendered() -> RenderedOverlays:
+    return RenderedOverlays()
 
 
 @pytest.fixture(scope="session")
