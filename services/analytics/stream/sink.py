@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import asyncpg
 from mode import Service
@@ -116,27 +116,52 @@ class Position:
     offset: int
 
 
+_STRATEGY = {v.number: v.name.removeprefix("STRATEGY_") for v in common_pb2.Strategy.DESCRIPTOR.values}
+_CACHE = {v.number: v.name.removeprefix("CACHE_STATUS_") for v in common_pb2.CacheStatus.DESCRIPTOR.values}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _when(ts) -> datetime:
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+
+
 def turn_columns(turns: Sequence[events_pb2.ChatTurn]) -> list[list]:
-    """The batch as one array per column, in WRITE_TURNS parameter order; duplicates dropped."""
+    """The batch as one array per column, in WRITE_TURNS parameter order; duplicates dropped.
+    (This runs for every event: plain lookups, no per-call enum descriptor work.)"""
     seen: set[str] = set()
     cols: list[list] = [[] for _ in range(23)]
+    (event_id, key_id, session_id, request_id, occurred_at, message, answer, strategy, model, cache_status,
+     error_code, total_ms, ttft_ms, search_ms, llm_ms, tokens_in, tokens_out, cost_usd, source_ids,
+     total_b, ttft_b, search_b, llm_b) = (c.append for c in cols)
     for t in turns:
         if t.event_id in seen:
             continue
         seen.add(t.event_id)
         tm = t.timings
-        values = (
-            t.event_id, t.product_key_id, t.session_id, t.request_id, t.occurred_at.ToDatetime(tzinfo=timezone.utc),
-            t.message, t.answer,
-            common_pb2.Strategy.Name(t.strategy).removeprefix("STRATEGY_"),
-            t.model or "unknown",
-            common_pb2.CacheStatus.Name(t.cache_status).removeprefix("CACHE_STATUS_"),
-            t.error_code, tm.total_ms, tm.ttft_ms, tm.search_ms, tm.llm_ms,
-            t.usage.prompt_tokens, t.usage.completion_tokens, t.cost_usd, ",".join(t.source_ids),
-            bucket_of(tm.total_ms), bucket_of(tm.ttft_ms), bucket_of(tm.search_ms), bucket_of(tm.llm_ms),
-        )
-        for col, v in zip(cols, values):
-            col.append(v)
+        usage = t.usage
+        event_id(t.event_id)
+        key_id(t.product_key_id)
+        session_id(t.session_id)
+        request_id(t.request_id)
+        occurred_at(_when(t.occurred_at))
+        message(t.message)
+        answer(t.answer)
+        strategy(_STRATEGY.get(t.strategy, "UNSPECIFIED"))
+        model(t.model or "unknown")
+        cache_status(_CACHE.get(t.cache_status, "UNSPECIFIED"))
+        error_code(t.error_code)
+        total_ms(tm.total_ms)
+        ttft_ms(tm.ttft_ms)
+        search_ms(tm.search_ms)
+        llm_ms(tm.llm_ms)
+        tokens_in(usage.prompt_tokens)
+        tokens_out(usage.completion_tokens)
+        cost_usd(t.cost_usd)
+        source_ids(",".join(t.source_ids))
+        total_b(bucket_of(tm.total_ms))
+        ttft_b(bucket_of(tm.ttft_ms))
+        search_b(bucket_of(tm.search_ms))
+        llm_b(bucket_of(tm.llm_ms))
     return cols
 
 
@@ -147,7 +172,7 @@ def feedback_columns(items: Sequence[events_pb2.Feedback]) -> list[list]:
         if f.event_id in seen:
             continue
         seen.add(f.event_id)
-        values = (f.event_id, f.product_key_id, f.request_id, f.occurred_at.ToDatetime(tzinfo=timezone.utc),
+        values = (f.event_id, f.product_key_id, f.request_id, _when(f.occurred_at),
                   f.rating, f.comment)
         for col, v in zip(cols, values):
             col.append(v)
@@ -219,7 +244,7 @@ class MetricsSink(Service):
 
 
 def _minute(ts) -> datetime:
-    return ts.ToDatetime(tzinfo=timezone.utc).replace(second=0, microsecond=0)
+    return _EPOCH + timedelta(seconds=ts.seconds - ts.seconds % 60)
 
 
 @dataclass(frozen=True)
