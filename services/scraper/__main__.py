@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from services.common import db
 from services.common.grpc_server import ServiceSpec, bind_address, serve
 from services.common.kafka import EventProducer
@@ -14,6 +16,7 @@ from services.scraper.server import ScraperDeps, ScraperServicer
 
 
 async def main(settings: Settings) -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     deps = ScraperDeps(
         producer=EventProducer(settings.kafka_bootstrap, client_id="parley-scraper"),
         redis=create_redis(settings.redis_url),

@@ -8,6 +8,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -22,6 +23,11 @@ SITEMAP_ACCEPT = ("application/xml", "text/xml", "application/gzip", "applicatio
                   "application/octet-stream", "text/plain")
 MAX_SITEMAPS = 50
 MAX_CRAWL_DELAY = 10.0
+# A page the sitemap says has not changed since we fetched it is not requested at all, unless our
+# copy is older than this (a stale lastmod must not hide changes for ever). The slack absorbs clock
+# differences and lastmod's coarse precision, in the direction of fetching.
+REVALIDATE_AFTER = timedelta(hours=24)
+LASTMOD_SLACK = timedelta(seconds=2)
 
 Notify = Callable[[str, int, str, str], Awaitable[None]]   # key id, knowledge version, reason, url
 
@@ -62,6 +68,7 @@ class KnownPage:
     last_modified: str
     content_hash: bytes | None
     links: list[str]
+    fetched_at: datetime | None = None
 
 
 class PageStore:
@@ -73,11 +80,12 @@ class PageStore:
 
     async def load(self) -> dict[str, KnownPage]:
         rows = await self.pool.fetch(
-            "SELECT url, document, etag, last_modified, content_hash, links FROM crawled_pages WHERE product_key_id = $1",
+            "SELECT url, document, etag, last_modified, content_hash, links, fetched_at FROM crawled_pages"
+            " WHERE product_key_id = $1",
             self.key_id,
         )
         return {r["url"]: KnownPage(r["url"], r["document"], r["etag"], r["last_modified"], r["content_hash"],
-                                    list(r["links"])) for r in rows}
+                                    list(r["links"]), r["fetched_at"]) for r in rows}
 
     async def _upsert(self, conn, url: str, document: str, resp: Response, content_hash: bytes | None,
                       title: str, chunk_count: int, links: list[str], changed: bool) -> None:
@@ -139,16 +147,37 @@ def _compile(patterns: list[str]) -> list[re.Pattern]:
     return [re.compile(p) for p in patterns]
 
 
-def parse_sitemap(data: bytes) -> tuple[list[str], list[str]]:
-    """(page URLs, nested sitemap URLs) of a sitemap or sitemap index."""
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def parse_lastmod(value: str) -> datetime | None:
+    """A W3C datetime of a sitemap (a date alone, or with time and zone) in UTC; None when malformed."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+def parse_sitemap(data: bytes) -> tuple[list[tuple[str, datetime | None]], list[str]]:
+    """([(page URL, lastmod)], nested sitemap URLs) of a sitemap or sitemap index."""
     try:
         root = ET.fromstring(data)
     except ET.ParseError:
         return [], []
-    tag = root.tag.rsplit("}", 1)[-1]
-    locs = [(el.text or "").strip() for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "loc"]
-    locs = [loc for loc in locs if loc]
-    return ([], locs) if tag == "sitemapindex" else (locs, [])
+    pages: list[tuple[str, datetime | None]] = []
+    nested: list[str] = []
+    for entry in root:
+        fields = {_local(child.tag): (child.text or "").strip() for child in entry}
+        loc = fields.get("loc", "")
+        if not loc:
+            continue
+        if _local(root.tag) == "sitemapindex":
+            nested.append(loc)
+        else:
+            pages.append((loc, parse_lastmod(fields["lastmod"]) if fields.get("lastmod") else None))
+    return pages, nested
 
 
 class Crawler:
@@ -180,6 +209,7 @@ class Crawler:
         self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self._hosts: set[str] = set()
         self._known: dict[str, KnownPage] = {}
+        self._lastmod: dict[str, datetime] = {}
 
     # --- scope ---------------------------------------------------------------------------
 
@@ -277,8 +307,11 @@ class Crawler:
                     continue
             pages, nested = parse_sitemap(data)
             pending.extend(n for n in (normalize_url(x) for x in nested) if n)
-            for page in pages:
-                self._admit(normalize_url(page), 0)
+            for loc, lastmod in pages:
+                page = normalize_url(loc)
+                if page and lastmod:
+                    self._lastmod[page] = lastmod
+                self._admit(page, 0)
 
     async def _work(self) -> None:
         while True:
@@ -296,6 +329,13 @@ class Crawler:
             for link in links:
                 self._admit(link, depth + 1)
 
+    def _unchanged_per_sitemap(self, url: str, known: KnownPage) -> bool:
+        lastmod = self._lastmod.get(url)
+        if lastmod is None or known.fetched_at is None:
+            return False
+        now = datetime.now(timezone.utc)
+        return lastmod < known.fetched_at - LASTMOD_SLACK and now - known.fetched_at < REVALIDATE_AFTER
+
     async def _page(self, url: str, depth: int) -> None:
         p = self.progress
         if not await self.fetcher.allowed(url):
@@ -305,6 +345,11 @@ class Crawler:
         gate = self.fetcher.gate(url)
         gate.delay = max(gate.delay, delay)
         known = self._known.get(url)
+        if known and self._unchanged_per_sitemap(url, known):
+            p.pages_unchanged += 1
+            self._documents.add(known.document)
+            self._follow(known.links, depth)
+            return
         headers = {}
         if known and known.etag:
             headers["If-None-Match"] = known.etag
@@ -315,6 +360,9 @@ class Crawler:
         except (FetchFailed, BlockedAddress) as exc:
             if isinstance(exc, FetchFailed) and exc.kind == "too_large":
                 p.pages_skipped += 1
+                # Its validators let the next crawl skip it with a 304 instead of reading it again.
+                if exc.response is not None and exc.response.headers.get("etag", "") != (known.etag if known else ""):
+                    await self.store.remember(url, exc.response, [])
             else:
                 p.pages_failed += 1
             logger.info("job %s: %s", self.spec.job_id, exc)

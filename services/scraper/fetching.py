@@ -36,10 +36,11 @@ class BlockedAddress(PermissionDenied):
 class FetchFailed(Exception):
     """A fetch that produced no usable response (network error, redirect loop, too large, ...)."""
 
-    def __init__(self, reason: str, kind: str = "failed") -> None:
+    def __init__(self, reason: str, kind: str = "failed", response: Response | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.kind = kind            # failed | too_large
+        self.response = response    # status and headers, when the origin answered
 
 
 def parse_networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -278,6 +279,7 @@ class Fetcher:
                 async with self.gate(current):
                     async with self._client.stream("GET", current, headers=headers if len(seen) == 1 else None) as r:
                         if r.is_redirect and "location" in r.headers:
+                            await _drain_small(r)
                             nxt = normalize_url(r.headers["location"], current)
                             if not nxt:
                                 raise FetchFailed(f"redirect to an unsupported URL from {current}")
@@ -288,15 +290,17 @@ class Fetcher:
                         ctype = r.headers.get("content-type", "").split(";", 1)[0].strip().lower()
                         resp = Response(current, r.status_code, r.headers, content_type=ctype, redirects=seen[:-1])
                         if r.status_code != 200 or not any(ctype == t for t in accept):
+                            await _drain_small(r)
                             return resp
                         declared = r.headers.get("content-length", "")
                         if declared.isdigit() and int(declared) > self.max_bytes:
-                            raise FetchFailed(f"{current} is {declared} bytes; the limit is {self.max_bytes}", "too_large")
+                            raise FetchFailed(f"{current} is {declared} bytes; the limit is {self.max_bytes}", "too_large",
+                                          resp)
                         body = bytearray()
                         async for part in r.aiter_raw():
                             body += part
                             if len(body) > self.max_bytes:
-                                raise FetchFailed(f"{current} is larger than {self.max_bytes} bytes", "too_large")
+                                raise FetchFailed(f"{current} is larger than {self.max_bytes} bytes", "too_large", resp)
                         resp.body = _decode_body(bytes(body), r.headers.get("content-encoding", ""), self.max_bytes)
                         return resp
             except httpx.TimeoutException as exc:
@@ -339,6 +343,14 @@ class Fetcher:
         rules = await self.robots(url)
         delay = rules.crawl_delay(self.user_agent) if rules is not None else None
         return float(delay) if delay else 0.0
+
+
+async def _drain_small(r: httpx.Response, limit: int = 65536) -> None:
+    """Reads the small body of a response that is not used (304, redirect, error page), so that its
+    connection goes back to the pool instead of being closed; a large or unknown-length one is dropped."""
+    declared = r.headers.get("content-length", "")
+    if r.status_code in (204, 304) or (declared.isdigit() and int(declared) <= limit):
+        await r.aread()
 
 
 def _origin(url: str) -> str:

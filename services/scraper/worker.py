@@ -101,6 +101,7 @@ class CrawlWorker:
 
 
 async def main(settings: Settings) -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     pool = await _retry(lambda: db.create_pool(settings.postgres_dsn, max_size=settings.scraper_max_jobs * 4))
     producer = EventProducer(settings.kafka_bootstrap, client_id="parley-crawler")
     await _retry(producer.start)

@@ -110,16 +110,26 @@ async def test_recrawl_of_an_unchanged_site_writes_nothing(first_crawl, scraper,
     before_chunks = await page_chunks(pg, site_key.id)
     before_version = await version(pg, site_key.id)
     sample_site.statuses.clear()
+    hits_before = dict(sample_site.hits)
     status, _ = await crawl(scraper, admin, site_key.id, seed_urls=[sample_site.base_url + "/"],
                             sitemap_url=sample_site.base_url + "/sitemap.xml", max_pages=200, max_depth=3)
     assert status.state == "done"
     assert status.pages_fetched == 0 and status.chunks_written == 0 and status.chunks_deleted == 0
-    assert status.pages_unchanged >= 34
+    assert status.pages_unchanged >= 36
     assert await version(pg, site_key.id) == before_version
     assert await page_chunks(pg, site_key.id) == before_chunks
-    not_modified = [p for p, code in sample_site.statuses if code == 304]
-    assert len(not_modified) >= 34                          # conditional GETs answered 304
-    assert "/release-notes.txt" in not_modified             # Last-Modified alone is enough
+    # Pages whose sitemap lastmod is older than our copy are not even requested; the others are asked
+    # with a conditional GET and answer 304 (ETag, or Last-Modified alone for the text file).
+    sitemap_pages = [p for p in hits_before if p.startswith(("/help/", "/blog/"))]
+    assert len(sitemap_pages) == 31
+    requested = [p for p in sitemap_pages if sample_site.hits[p] != hits_before[p]]
+    assert requested == ["/help/plans.html"]                # only as the target of /old-pricing.html's redirect
+    not_modified = {p for p, code in sample_site.statuses if code == 304}
+    assert {"/", "/about.html", "/contact.html", "/noindex.html", "/big.html", "/files/brochure.pdf",
+            "/release-notes.txt"} <= not_modified
+    full = {p for p, code in sample_site.statuses if code == 200}
+    assert full - {"/sitemap.xml", "/sitemaps/help.xml.gz", "/sitemaps/blog.xml"} == {
+        "/robots.txt", "/slow.html", "/help/plans.html"}     # no validators; the redirect target
 
 
 async def test_recrawl_replaces_changed_pages_and_removes_gone_ones(first_crawl, scraper, admin, pg, site_key,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from services.scraper.crawler import parse_sitemap
 from services.scraper.extract import chunk_page, extract_html, extract_text, robots_directives
 
@@ -66,7 +68,13 @@ def test_plain_text():
 
 def test_sitemaps():
     index = b'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><sitemap><loc> http://x/a.xml.gz </loc></sitemap></sitemapindex>'
-    urlset = b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>http://x/p</loc></url></urlset>'
+    urlset = (b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>http://x/p</loc></url>'
+              b'<url><loc>http://x/q</loc><lastmod>2026-03-01</lastmod></url>'
+              b'<url><loc>http://x/r</loc><lastmod>2026-03-01T10:00:00+02:00</lastmod></url></urlset>')
     assert parse_sitemap(index) == ([], ["http://x/a.xml.gz"])
-    assert parse_sitemap(urlset) == (["http://x/p"], [])
+    assert parse_sitemap(urlset) == ([
+        ("http://x/p", None),
+        ("http://x/q", datetime(2026, 3, 1, tzinfo=timezone.utc)),
+        ("http://x/r", datetime(2026, 3, 1, 8, tzinfo=timezone.utc)),
+    ], [])
     assert parse_sitemap(b"not xml") == ([], [])

@@ -1,7 +1,7 @@
 """Serves the sample site on 127.0.0.1 with the cases a crawler must survive.
 
 Static pages come from site/ with ETag and Last-Modified (304 on a conditional GET; .txt files get
-Last-Modified only). Generated on the fly: robots.txt (disallows /private/), a sitemap index with a
+Last-Modified only); the sitemaps give each page's lastmod. Generated on the fly: robots.txt (disallows /private/), a sitemap index with a
 gzipped nested sitemap, a redirect loop, a 5 MB page, a binary file, a slow page, a 500, a 301, a
 redirect to the cloud metadata address. Tests change or remove pages through `set_page`."""
 
@@ -11,7 +11,9 @@ import asyncio
 import gzip
 import hashlib
 import logging
+import time
 from collections import Counter
+from datetime import datetime, timezone
 from email.utils import formatdate
 from pathlib import Path
 
@@ -43,7 +45,7 @@ class SampleSite:
     def set_page(self, path: str, body: str | None) -> None:
         """Replace a page's HTML, or remove it (None: answers 410 Gone)."""
         self.overrides[path] = body.encode() if body is not None else None
-        self.modified[path] = self.modified.get(path, _EPOCH) + 3600
+        self.modified[path] = max(time.time(), self.modified.get(path, _EPOCH) + 1)
 
     def read_page(self, path: str) -> str:
         return (SITE / path.lstrip("/")).read_text()
@@ -112,9 +114,16 @@ class SampleSite:
         return web.Response(text=body, content_type="application/xml")
 
     def _urlset(self, paths: list[str]) -> bytes:
-        urls = "".join(f"  <url><loc>{self.base_url}{p}</loc></url>\n" for p in paths)
+        urls = "".join(
+            f"  <url><loc>{self.base_url}{p}</loc><lastmod>{self._lastmod(p)}</lastmod></url>\n" for p in paths
+        )
         return ('<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
                 f"{urls}</urlset>\n").encode()
+
+    def _lastmod(self, path: str) -> str:
+        key = path + "index.html" if path.endswith("/") else path
+        stamp = datetime.fromtimestamp(self.modified.get(key, _EPOCH), timezone.utc)
+        return stamp.isoformat(timespec="seconds")
 
     async def _sitemap_help(self, request: web.Request) -> web.Response:
         paths = sorted(f"/help/{p.name}" for p in (SITE / "help").glob("*.html"))
@@ -139,21 +148,27 @@ class SampleSite:
         return handler
 
     async def _big(self, request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8"})
+        """5 MB of HTML, streamed (never committed); with validators like any static page."""
+        validators = {"ETag": '"archive-1"', "Last-Modified": formatdate(_EPOCH, usegmt=True)}
+        if request.headers.get("If-None-Match") == validators["ETag"]:
+            return web.Response(status=304, headers=validators)
+        resp = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8", **validators})
         await resp.prepare(request)
         await resp.write(b"<html><head><title>Archive</title></head><body><main>")
-        line = b"<p>" + b"All the news of every year, forever and ever. " * 20 + b"</p>\n"
+        block = (b"<p>" + b"All the news of every year, forever and ever. " * 20 + b"</p>\n") * 256
         sent = 0
         try:
             while sent < BIG_BYTES:
-                await resp.write(line)
-                sent += len(line)
+                await resp.write(block)
+                sent += len(block)
             await resp.write(b"</main></body></html>")
-        except (ConnectionResetError, RuntimeError):
+        except (ConnectionError, RuntimeError):
             return resp     # the client stopped reading at its size limit
         return resp
 
     async def _binary(self, request: web.Request) -> web.Response:
+        if request.headers.get("If-None-Match") == '"brochure-1"':
+            return web.Response(status=304, headers={"ETag": '"brochure-1"'})
         body = b"%PDF-1.4\n" + bytes(range(256)) * 64
         return web.Response(body=body, content_type="application/pdf", headers={"ETag": '"brochure-1"'})
 
