@@ -45,7 +45,9 @@ DEMO_QUESTIONS = [
     "What happens when two people edit the same file offline?",
     "Where are your data centers?",
     "Do you have a store in Paris that sells bicycles?",
+    "Which Linux distributions does the desktop app run on?",   # answered from the crawled sample site
 ]
+DEMO_SITE_PORT = 18088
 
 
 def state_dir() -> Path:
@@ -372,8 +374,27 @@ async def load_demo(settings: Settings) -> tuple[str, str]:
     return reply.key.id, reply.product_key
 
 
+async def crawl_demo_site(settings: Settings, key_id: str) -> None:
+    """Serves the bundled sample site on 127.0.0.1 and crawls it into the demo key (incremental on a re-run)."""
+    from deploy.local.sample_site.server import SampleSite
+
+    site = SampleSite(slow_seconds=0.5)
+    try:
+        try:
+            base = await site.start(port=DEMO_SITE_PORT)
+        except OSError:
+            base = await site.start()
+        console.print(f"crawling the sample site {base} into {key_id} ...")
+        await ingest(settings, key_id, base + "/", sitemap=base + "/sitemap.xml", max_pages=200, timeout=300)
+    except grpc.aio.AioRpcError as exc:
+        console.print(f"[yellow]the sample site was not crawled[/]: {exc.code().name}: {exc.details()}")
+    finally:
+        await site.stop()
+
+
 async def demo(settings: Settings) -> None:
     key_id, secret = await load_demo(settings)
+    await crawl_demo_site(settings, key_id)
     before = (await fetch_metrics(settings, key_id)).total.turns
     async with channel(settings.response_addr) as ch:
         stub = response_pb2_grpc.ResponseServiceStub(ch)
@@ -394,6 +415,9 @@ async def demo(settings: Settings) -> None:
 
 
 def cmd_run(args, settings: Settings) -> None:
+    # The demo crawls the bundled sample site on 127.0.0.1, which the scraper refuses unless allow-listed.
+    os.environ.setdefault("PARLEY_SCRAPER_ALLOW_NETWORKS", "127.0.0.1/32")
+    os.environ.setdefault("PARLEY_SCRAPER_HOST_DELAY_SECONDS", "0.02")
     lr = launcher()
     cmd_up(args, settings)
     started = lr.start()
