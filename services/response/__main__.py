@@ -6,7 +6,7 @@ import logging
 
 from services.common.grpc_server import ServiceSpec, bind_address, channel, check_serving, serve
 from services.common.kafka import EventProducer
-from services.common.pb.parley.v1 import response_pb2, response_pb2_grpc, search_pb2_grpc
+from services.common.pb.parley.v1 import response_pb2, response_pb2_grpc, scraper_pb2_grpc, search_pb2_grpc
 from services.common.redis_client import create_redis
 from services.common.runner import run_service
 from services.common.settings import Settings
@@ -14,6 +14,7 @@ from services.response.answer import build_engine, build_store
 from services.response.knowledge_events import KnowledgeFollower
 from services.response.search_client import SearchClient
 from services.response.server import ResponseServicer
+from services.response.web import WebPages
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,11 @@ async def main(settings: Settings) -> None:
     search_channel = channel(settings.search_addr, settings.grpc_max_message_bytes)
     redis = create_redis(settings.redis_url)
     store = build_store(settings, redis)
-    engine = build_engine(settings, SearchClient(search_pb2_grpc.SearchServiceStub(search_channel)), store, producer)
+    # The scraper is optional: without it the web strategy answers NO_ANSWER (not a readiness check).
+    scraper_channel = channel(settings.scraper_addr, settings.grpc_max_message_bytes)
+    web = WebPages(scraper_pb2_grpc.ScraperServiceStub(scraper_channel), settings.max_passages)
+    engine = build_engine(settings, SearchClient(search_pb2_grpc.SearchServiceStub(search_channel)), store, producer,
+                          web)
     follower = KnowledgeFollower(settings.kafka_bootstrap, settings.topic("knowledge_updated"), store)
     if engine.llm is not None:
         logger.info("answering with Groq (%s / %s)", settings.llm_small_model, settings.llm_large_model)
@@ -40,6 +45,7 @@ async def main(settings: Settings) -> None:
         await follower.stop()
         await producer.stop()
         await search_channel.close()
+        await scraper_channel.close()
         if engine.llm is not None:
             await engine.llm.client.close()
         await redis.aclose()

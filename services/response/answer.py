@@ -20,6 +20,7 @@ from services.response.llm import RESTART, Answer, AnswerRequest, ExtractiveAnsw
 from services.response.resilience import ResilientLLM
 from services.response.search_client import SearchClient
 from services.response.singleflight import SingleFlight
+from services.response.web import WebPages
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class ChatEngine:
         producer: EventProducer,
         extractive: ExtractiveAnswerer,
         llm: ResilientLLM | None = None,
+        web: WebPages | None = None,
     ) -> None:
         self._settings = settings
         self._search = search
@@ -95,6 +97,7 @@ class ChatEngine:
         self._producer = producer
         self._extractive = extractive
         self.llm = llm
+        self.web = web
         self.flights = SingleFlight()
         self._background: set[asyncio.Task] = set()
 
@@ -177,7 +180,11 @@ class ChatEngine:
                     return
 
         strategy = common_pb2.Strategy.Name(plan.strategy).removeprefix("STRATEGY_")
-        if strategy in _GROUNDED and not plan.passages:
+        passages = list(plan.passages)
+        if strategy == "WEB":
+            passages = await self._web_passages(plan, deadline)
+            state.search_ms = state.ms()
+        if strategy in _GROUNDED and not passages:
             strategy = "NO_ANSWER"  # e.g. the web page could not be fetched
         state.strategy = common_pb2.Strategy.Value("STRATEGY_" + strategy)
         route = routing.route(
@@ -188,12 +195,13 @@ class ChatEngine:
         )
         answer_request = AnswerRequest(
             message=request.message, key_name=plan.key_name, instructions=plan.instructions, strategy=strategy,
-            passages=[PassageText(p.id, p.kind, p.title, p.text, p.score) for p in plan.passages],
+            passages=[PassageText(p.id, p.kind, p.title, p.text, p.score) for p in passages],
             history=history,
         )
 
         def work() -> AsyncIterator:
-            return self._produce(plan, strategy, route, answer_request, deadline, qhash if cacheable else "")
+            return self._produce(plan, passages, strategy, route, answer_request, deadline,
+                                 qhash if cacheable else "")
 
         llm_start = time.perf_counter()
         answer: Answer | None = None
@@ -225,7 +233,7 @@ class ChatEngine:
         state.llm_ms = (time.perf_counter() - llm_start) * 1000
         if not state.ttft_ms:
             state.ttft_ms = state.llm_ms
-        response = self._response(plan, strategy, answer)
+        response = self._response(plan, passages, strategy, answer)
         response.request_id = state.request_id
         response.cache_status = status
         if status == SHARED:
@@ -235,10 +243,17 @@ class ChatEngine:
         await self._finish(state, key_hash, response)
         yield response
 
-    def _response(self, plan: search_pb2.PlanResponse, strategy: str, answer: Answer) -> response_pb2.ChatResponse:
+    async def _web_passages(self, plan: search_pb2.PlanResponse, deadline: float) -> list[common_pb2.Passage]:
+        if self.web is None:
+            return []
+        budget = min(self._settings.search_timeout_seconds, deadline - asyncio.get_running_loop().time())
+        return await self.web.passages(plan.fetch_url or plan.website, plan.product_key_id, budget)
+
+    def _response(self, plan: search_pb2.PlanResponse, passages: list[common_pb2.Passage], strategy: str,
+                  answer: Answer) -> response_pb2.ChatResponse:
         if strategy in _GROUNDED and not answer.cited:
             strategy = "NO_ANSWER"  # the passages did not hold an answer after all
-        by_id = {p.id: p for p in plan.passages}
+        by_id = {p.id: p for p in passages}
         return response_pb2.ChatResponse(
             answer=answer.text,
             sources=[by_id[i] for i in answer.cited if i in by_id],
@@ -249,8 +264,8 @@ class ChatEngine:
         )
 
     async def _produce(
-        self, plan: search_pb2.PlanResponse, strategy: str, route: routing.Route, request: AnswerRequest,
-        deadline: float, qhash: str,
+        self, plan: search_pb2.PlanResponse, passages: list[common_pb2.Passage], strategy: str,
+        route: routing.Route, request: AnswerRequest, deadline: float, qhash: str,
     ) -> AsyncIterator:
         """The answer's pieces and the Answer; with qhash, across processes too (a Redis lock),
         and the answer is cached before the flight ends."""
@@ -261,6 +276,12 @@ class ChatEngine:
             token = uuid.uuid4().hex
             if await self._store.try_lock(name, token, max(1.0, deadline - loop.time())):
                 lock_token = token
+                # Double-check: an identical flight may have ended between our lookup and the lock.
+                cached = await self._store.get_answer(plan.product_key_id, plan.knowledge_version, qhash)
+                if cached is not None:
+                    await self._quietly(self._store.unlock(name, lock_token), "single-flight unlock")
+                    yield _Cached(cached)
+                    return
             else:
                 # Another process is answering the same question: wait for its answer.
                 while loop.time() < deadline:
@@ -273,7 +294,7 @@ class ChatEngine:
                         break
         try:
             if route.backend == "faq":
-                first = plan.passages[0].id if plan.passages else ""
+                first = passages[0].id if passages else ""
                 answer = Answer(plan.faq_answer, "faq", [first] if first else [])
                 yield answer.text
                 yield answer
@@ -286,7 +307,7 @@ class ChatEngine:
                 async for item in source:
                     if isinstance(item, Answer) and qhash and not item.degraded:
                         await self._store.put_answer(plan.product_key_id, plan.knowledge_version, qhash,
-                                                     self._response(plan, strategy, item).SerializeToString())
+                                                     self._response(plan, passages, strategy, item).SerializeToString())
                     yield item
         finally:
             if lock_token:
@@ -374,7 +395,8 @@ class ChatEngine:
         return event.event_id
 
 
-def build_engine(settings: Settings, search: SearchClient, store: ResponseStore, producer: EventProducer) -> ChatEngine:
+def build_engine(settings: Settings, search: SearchClient, store: ResponseStore, producer: EventProducer,
+                 web: WebPages | None = None) -> ChatEngine:
     """The engine as the settings describe it: Groq when GROQ_API_KEY is set, else extractive only."""
     extractive = ExtractiveAnswerer(settings.extractive_max_sentences)
     llm = None
@@ -391,7 +413,7 @@ def build_engine(settings: Settings, search: SearchClient, store: ResponseStore,
             prompt_token_budget=settings.llm_prompt_token_budget,
             max_completion_tokens=settings.llm_max_completion_tokens,
         )
-    return ChatEngine(settings, search, store, producer, extractive, llm)
+    return ChatEngine(settings, search, store, producer, extractive, llm, web)
 
 
 def build_store(settings: Settings, client) -> ResponseStore:
