@@ -89,9 +89,13 @@ class Planner:
         limit = max_passages if 0 < max_passages <= 50 else self._settings.max_passages
         chunks: list[retrieval.Chunk] = []
         if not is_chitchat(text):
+            # More than asked for: the decision drops passages below the relevance threshold first.
             chunks = await retrieval.search(
-                self._pool, key.id, key.ts_config, text, limit=limit, candidates=self._settings.search_candidates
+                self._pool, key.id, key.ts_config, text, limit=max(2 * limit, 10),
+                candidates=self._settings.search_candidates,
             )
         options = Options(website=key.website, web_available=bool(key.website) and self._web_available(),
                           allow_direct=bool(key.settings.get("allow_direct")))
-        return Plan(key, decide(text, chunks, self.thresholds, options))
+        decision = decide(text, chunks, self.thresholds, options)
+        decision.chunks = decision.chunks[:limit]
+        return Plan(key, decision)

@@ -23,7 +23,7 @@ MAX_QUERY_LEXEMES = 48
 # passage), built from to_tsvector: tsquery operator characters in the message are plain text, never
 # syntax. The trigram arm compares the message with FAQ questions (short, indexed).
 SEARCH_QUERY = """
-WITH lx AS (
+WITH lx AS MATERIALIZED (
     SELECT array(
         SELECT c FROM (
             SELECT DISTINCT replace(replace(l, '\\', ''), '''', '') AS c

@@ -1,0 +1,154 @@
+"""Scenario "search": SearchService.Plan over 100k chunks and 100 keys at concurrency 1 and 32, and side by
+side in the same run, key validation + retrieval as two sequential PostgreSQL queries (no cache) against
+the key from the Redis cache + one retrieval query (what Plan does)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+
+from rich.table import Table
+
+from bench.harness import console, started_services
+from bench.load import LoadResult, quantile, run_load
+from services.common import db
+from services.common.grpc_server import channel
+from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
+from services.common.redis_client import create_redis
+from services.search import keys, retrieval, synthetic
+from services.search.key_cache import KeyCache
+
+NAME = "search"
+KEYS, CHUNKS_PER_KEY = 100, 1000
+LEVELS = [1, 32]
+
+
+async def interleaved(calls: dict, concurrency: int, seconds: float, warmup: float = 0.5) -> list[LoadResult]:
+    """Every worker alternates between the calls, so both see the same moment and the same background load
+    (a side-by-side that stays fair on a busy machine)."""
+    names = list(calls)
+    latencies: dict[str, list[float]] = {n: [] for n in names}
+    errors = dict.fromkeys(names, 0)
+    start = time.perf_counter()
+    counting_from, stop_at = start + warmup, start + warmup + seconds
+
+    async def worker(w: int) -> None:
+        i = 0
+        while True:
+            name = names[(w + i) % len(names)]
+            t0 = time.perf_counter()
+            if t0 >= stop_at:
+                return
+            try:
+                await calls[name](w * 1_000_000 + i)
+                ok = True
+            except Exception:  # noqa: BLE001 - counted, the run goes on
+                ok = False
+            if t0 >= counting_from:
+                if ok:
+                    latencies[name].append((time.perf_counter() - t0) * 1000)
+                else:
+                    errors[name] += 1
+            i += 1
+
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    out = []
+    for name in names:
+        ms = sorted(latencies[name])
+        out.append(LoadResult(name=name, concurrency=concurrency, seconds=seconds, calls=len(ms), errors=errors[name],
+                              throughput=len(ms) / seconds, p50_ms=statistics.median(ms) if ms else 0.0,
+                              p95_ms=quantile(ms, 0.95), p99_ms=quantile(ms, 0.99)))
+    return out
+
+
+async def run(seconds: float, concurrencies: list[int]) -> dict:
+    words = synthetic.vocabulary()
+    rng = random.Random(11)
+    questions = [synthetic.sample_question(rng, words) for _ in range(2000)]
+    async with started_services() as (settings, _key_id, _secret):
+        pool = await db.create_pool(settings.postgres_dsn, min_size=4, max_size=40)
+        client = create_redis(settings.redis_url)
+        try:
+            console.print("  synthetic corpus (created once, then reused) ...")
+            total = await synthetic.ensure_corpus(pool, keys=KEYS, chunks_per_key=CHUNKS_PER_KEY)
+            console.print(f"  {total} chunks over {KEYS} keys")
+            cache = KeyCache(client, settings.key_cache_ttl_seconds)
+
+            async def two_queries_uncached(i: int):
+                n = i % KEYS
+                record = await keys.validate_key(pool, keys.hash_secret(synthetic.secret(n)))
+                return await retrieval.search(pool, record.id, record.ts_config, questions[i % len(questions)],
+                                              limit=settings.max_passages, candidates=settings.search_candidates)
+
+            async def cached_key_one_query(i: int):
+                n = i % KEYS
+                key_hash = keys.hash_secret(synthetic.secret(n))
+                record = await cache.get(key_hash)
+                if not isinstance(record, keys.KeyRecord):
+                    record = await keys.validate_key(pool, key_hash)
+                    await cache.put(key_hash, record)
+                return await retrieval.search(pool, record.id, record.ts_config, questions[i % len(questions)],
+                                              limit=settings.max_passages, candidates=settings.search_candidates)
+
+            async def key_uncached(i: int):
+                return await keys.validate_key(pool, keys.hash_secret(synthetic.secret(i % KEYS)))
+
+            async def key_cached(i: int):
+                return await cache.get(keys.hash_secret(synthetic.secret(i % KEYS)))
+
+            results: list[LoadResult] = []
+            async with channel(settings.search_addr) as ch:
+                stub = search_pb2_grpc.SearchServiceStub(ch)
+
+                async def plan(i: int):
+                    return await stub.Plan(search_pb2.PlanRequest(
+                        product_key=synthetic.secret(i % KEYS), message=questions[i % len(questions)]), timeout=10)
+
+                for i in range(KEYS):  # warm the key cache and the buffers
+                    await plan(i)
+                    await cached_key_one_query(i)
+                for c in LEVELS:
+                    console.print(f"  Plan over gRPC, concurrency {c:3} for {seconds:.0f}s ...")
+                    results.append(await run_load("plan", plan, c, seconds))
+                    console.print(f"  uncached 2 queries vs cached key + 1 query, interleaved, concurrency {c:3} "
+                                  f"for {2 * seconds:.0f}s ...")
+                    results.extend(await interleaved({"two_queries_uncached": two_queries_uncached,
+                                                      "cached_key_one_query": cached_key_one_query,
+                                                      "key_uncached": key_uncached, "key_cached": key_cached},
+                                                     c, 2 * seconds))
+        finally:
+            await client.aclose()
+            await pool.close()
+
+    def pick(name: str, c: int) -> LoadResult:
+        return next(r for r in results if r.name == name and r.concurrency == c)
+
+    table = Table("concurrency", "Plan req/s", "Plan p50", "Plan p95", "Plan p99", "errors",
+                  title=f"SearchService.Plan over gRPC, {total} chunks / {KEYS} keys (latency in ms)")
+    for c in LEVELS:
+        r = pick("plan", c)
+        table.add_row(str(c), f"{r.throughput:.0f}", f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", f"{r.p99_ms:.2f}", str(r.errors))
+    console.print(table)
+    side = Table("concurrency", "compared", "uncached p50", "p99", "cached p50", "p99", "p50 ratio", "p99 ratio",
+                 title="uncached (PostgreSQL) vs cached (Redis) key validation, interleaved in the same run "
+                       "(ms; ratio = uncached / cached)")
+    rows = []
+    for c in LEVELS:
+        row = {"concurrency": c, "plan": pick("plan", c).as_dict()}
+        for label, (ua, cb) in {
+            "key + knowledge: 2 sequential queries vs cached key + 1 query": ("two_queries_uncached", "cached_key_one_query"),
+            "key validation alone: 1 query vs cache": ("key_uncached", "key_cached"),
+        }.items():
+            a, b = pick(ua, c), pick(cb, c)
+            p50_ratio = a.p50_ms / b.p50_ms if b.p50_ms else 0.0
+            p99_ratio = a.p99_ms / b.p99_ms if b.p99_ms else 0.0
+            row[ua], row[cb] = a.as_dict(), b.as_dict()
+            row[f"{ua}_over_{cb}_p50"] = p50_ratio
+            row[f"{ua}_over_{cb}_p99"] = p99_ratio
+            side.add_row(str(c), label, f"{a.p50_ms:.2f}", f"{a.p99_ms:.2f}", f"{b.p50_ms:.2f}", f"{b.p99_ms:.2f}",
+                         f"{p50_ratio:.2f}x", f"{p99_ratio:.2f}x")
+        rows.append(row)
+    console.print(side)
+    return {"scenario": NAME, "chunks": total, "keys": KEYS, "seconds_per_level": seconds, "levels": rows}
