@@ -22,6 +22,7 @@ from services.common.settings import Settings
 from services.response.answer import ChatEngine, build_engine, build_store
 from services.response.search_client import SearchClient
 from services.response.server import ResponseServicer
+from services.response.web import WebPages
 from tests.conftest import RUN_ID, TestKey
 
 SMALL = "llama-3.1-8b-instant"
@@ -160,7 +161,7 @@ async def served(stack, test_env, search_client, redis_client, producer, llm) ->
     server, behind an in-process gRPC server (the shared interceptor maps its errors)."""
 
     @contextlib.asynccontextmanager
-    async def start(**overrides) -> AsyncIterator[Served]:
+    async def start(web: WebPages | None = None, **overrides) -> AsyncIterator[Served]:
         env = {**test_env, "GROQ_API_KEY": "gsk_test", "PARLEY_GROQ_BASE_URL": llm.base_url}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
@@ -172,7 +173,7 @@ async def served(stack, test_env, search_client, redis_client, producer, llm) ->
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        engine = build_engine(settings, search_client, build_store(settings, redis_client), producer)
+        engine = build_engine(settings, search_client, build_store(settings, redis_client), producer, web)
         server = grpc.aio.server(interceptors=[ServerInterceptor("response-test", _OpenGate())])
         response_pb2_grpc.add_ResponseServiceServicer_to_server(ResponseServicer(engine), server)
         port = server.add_insecure_port("127.0.0.1:0")
