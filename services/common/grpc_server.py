@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 _ALWAYS_OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 Check = Callable[[], Awaitable[Any]]
+LIVENESS = "liveness"
 
 
 @dataclass
@@ -196,6 +197,9 @@ async def serve(spec: ServiceSpec) -> None:
     )
     for name in ("", *spec.service_names):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    # Liveness ("is the process able to answer at all") is separate from readiness (the service and
+    # its dependencies): a database outage must take pods out of rotation, not restart them.
+    await health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     port = server.add_insecure_port(spec.bind)
     if port == 0:
         raise SystemExit(f"{spec.name}: cannot listen on {spec.bind}")

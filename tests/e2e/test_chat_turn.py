@@ -127,6 +127,8 @@ async def test_every_service_is_serving_and_reflects_its_name(services, settings
         async with channel(addr) as ch:
             health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert health.status == health_pb2.HealthCheckResponse.SERVING, addr
+            live = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=5)
+            assert live.status == health_pb2.HealthCheckResponse.SERVING, addr
             stub = reflection_pb2_grpc.ServerReflectionStub(ch)
 
             async def requests():
