@@ -177,8 +177,8 @@ async def _probe(checks: dict[str, Check]) -> list[str]:
     return failing
 
 
-async def serve(spec: ServiceSpec) -> None:
-    """Start the server, wait for dependencies, serve until SIGTERM/SIGINT, then drain."""
+async def serve(spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
+    """Start the server, wait for dependencies, serve until SIGTERM/SIGINT (or `stop`), then drain."""
     gate = _Gate()
     server = grpc.aio.server(
         interceptors=[ServerInterceptor(spec.name, gate)],
@@ -207,11 +207,12 @@ async def serve(spec: ServiceSpec) -> None:
     await server.start()
     logger.info("%s listening on %s (metrics on :%s)", spec.name, spec.bind, spec.metrics_port)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
 
     async def watch_health() -> None:
         await _connect(spec)

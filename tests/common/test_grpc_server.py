@@ -1,0 +1,81 @@
+"""The shared gRPC bootstrap: readiness gate, error mapping, and a drain that finishes in-flight calls."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.errors import InvalidArgument
+from services.common.grpc_server import ServiceSpec, serve
+
+METHOD = "/parley.test.Slow/Call"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _call(request: bytes, context) -> bytes:
+    if request == b"bad":
+        raise InvalidArgument("bad request, as the test intended")
+    if request == b"boom":
+        raise RuntimeError("a bug")
+    await asyncio.sleep(float(request or b"0"))
+    return b"done"
+
+
+def _register(server: grpc.aio.Server) -> None:
+    server.add_generic_rpc_handlers((
+        grpc.method_handlers_generic_handler("parley.test.Slow", {"Call": grpc.unary_unary_rpc_method_handler(_call)}),
+    ))
+
+
+async def test_gate_errors_and_drain():
+    port = _port()
+    dependency_up = asyncio.Event()
+
+    async def on_start() -> None:
+        if not dependency_up.is_set():
+            raise ConnectionError("dependency not up yet")
+
+    stop = asyncio.Event()
+    spec = ServiceSpec(name="slow", service_names=["parley.test.Slow"], register=_register,
+                       bind=f"127.0.0.1:{port}", on_start=on_start, check_interval_seconds=0.05, grace_seconds=5)
+    server = asyncio.create_task(serve(spec, stop))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        call = ch.unary_unary(METHOD)
+        health = health_pb2_grpc.HealthStub(ch)
+        await ch.channel_ready()
+        # Before the dependency answers: NOT_SERVING, calls refused with UNAVAILABLE.
+        assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(b"0", timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "starting" in info.value.details()
+
+        dependency_up.set()
+        for _ in range(100):
+            if (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            await asyncio.sleep(0.05)
+        assert await call(b"0", timeout=5) == b"done"
+
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(b"bad", timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "as the test intended" in info.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(b"boom", timeout=5)
+        assert info.value.code() == grpc.StatusCode.INTERNAL and "incident" in info.value.details()
+        assert "a bug" not in info.value.details()
+
+        # SIGTERM's equivalent while a call is in flight: the call completes.
+        in_flight = asyncio.ensure_future(call(b"0.5", timeout=10))
+        await asyncio.sleep(0.1)
+        stop.set()
+        assert await in_flight == b"done"
+    await asyncio.wait_for(server, timeout=10)
