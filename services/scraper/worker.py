@@ -13,7 +13,7 @@ import logging
 import signal
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from google.protobuf.message import DecodeError
 
@@ -34,6 +34,7 @@ class CrawlWorker:
         self.settings = settings
         self.pool = pool
         self.producer = producer
+        self._dead_letters: AIOKafkaProducer | None = None
 
     async def notify(self, key_id: str, version: int, reason: str, url: str) -> None:
         event = events_pb2.KnowledgeUpdated(
@@ -82,6 +83,22 @@ class CrawlWorker:
         logger.info("crawl job %s done: %s", spec.job_id, progress.as_dict())
         return progress
 
+    async def dead_letter(self, value: bytes, reason: str, tp: TopicPartition, offset: int) -> None:
+        """The original bytes to the dead-letter topic (a raw producer, started on first use: it is rare)."""
+        if self._dead_letters is None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
+                                        enable_idempotence=True, client_id="parley-crawler-deadletter")
+            await producer.start()
+            self._dead_letters = producer
+        await self._dead_letters.send_and_wait(self.settings.topic("deadletter"), value=value, headers=[
+            ("reason", reason.encode()), ("source-topic", tp.topic.encode()),
+            ("source-partition", str(tp.partition).encode()), ("source-offset", str(offset).encode()),
+        ])
+
+    async def close(self) -> None:
+        if self._dead_letters is not None:
+            await self._dead_letters.stop()
+
     async def handle(self, value: bytes, tp: TopicPartition, offset: int) -> None:
         request = events_pb2.CrawlRequested()
         try:
@@ -90,12 +107,7 @@ class CrawlWorker:
                 raise DecodeError("no job_id")
         except DecodeError as exc:
             logger.warning("undecodable crawl request at %s:%s (%s); dead-lettered", tp.topic, offset, exc)
-            await self.producer._producer.send_and_wait(  # raw bytes, as they came
-                self.settings.topic("deadletter"), value=value, headers=[
-                    ("reason", str(exc).encode()), ("source-topic", tp.topic.encode()),
-                    ("source-partition", str(tp.partition).encode()), ("source-offset", str(offset).encode()),
-                ],
-            )
+            await self.dead_letter(value, str(exc), tp, offset)
             return
         await self.run_job(request)
 
@@ -153,6 +165,7 @@ async def main(settings: Settings) -> None:
                 await work
     finally:
         await consumer.stop()
+        await worker.close()
         await producer.stop()
         await pool.close()
         logger.info("crawl worker stopped")

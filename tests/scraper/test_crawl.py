@@ -226,3 +226,31 @@ async def test_parley_ingest_shows_progress(first_crawl, test_env, site_key, sam
     text = (out + err).decode()
     assert proc.returncode == 0, text
     assert "done" in text and "unchanged" in text
+
+
+async def test_an_undecodable_crawl_request_is_dead_lettered(services, settings):
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(settings.topic("crawl_requests"), b"\xff\xfenot protobuf", key=b"junk")
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(settings.topic("deadletter"), bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    found = None
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while found is None and asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    headers = {k: v.decode() for k, v in r.headers}
+                    if (headers.get("source-topic") == settings.topic("crawl_requests")
+                            and headers.get("source-offset") == str(meta.offset)):
+                        found = (r.value, headers)
+    finally:
+        await consumer.stop()
+    assert found is not None, "the undecodable request never reached the dead-letter topic"
+    assert found[0] == b"\xff\xfenot protobuf" and found[1]["reason"]
