@@ -12,7 +12,8 @@ import pytest
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import common_pb2, response_pb2, scraper_pb2, scraper_pb2_grpc, search_pb2
 from services.response.web import WebPages
-from tests.conftest import RUN_ID, TestKey, make_key, rpc_error
+from tests.conftest import RUN_ID, make_key, rpc_error
+from tests.conftest import TestKey as Key
 
 
 def ask(key, message, **kw) -> response_pb2.ChatRequest:
@@ -65,7 +66,14 @@ async def test_web_strategy_answers_from_the_fetched_page_or_says_it_does_not_kn
     reply = await search.CreateProductKey(
         search_pb2.CreateProductKeyRequest(name="Rocket shop", id=f"t-{RUN_ID}-web", website="https://rockets.example/"),
         metadata=admin, timeout=10)
-    key = TestKey(reply.key.id, reply.product_key)
+    key = Key(reply.key.id, reply.product_key)
+    for _ in range(150):  # search offers WEB once its health probe has seen the scraper serving
+        plan = await search.Plan(search_pb2.PlanRequest(product_key=key.secret, message="Do you deliver to Mars?"),
+                                 timeout=10)
+        if plan.strategy == common_pb2.STRATEGY_WEB:
+            break
+        await asyncio.sleep(0.1)
+    assert plan.strategy == common_pb2.STRATEGY_WEB and plan.fetch_url == "https://rockets.example/"
     async with fake_scraper() as (scraper, web), served(web=web) as s:
         scraper.page = scraper_pb2.FetchResponse(
             url="https://rockets.example/", title="Rocket shop",
@@ -104,7 +112,7 @@ async def test_search_rate_limit_passes_through_with_its_retry_after(served, sea
         search_pb2.CreateProductKeyRequest(name="Tiny", id=f"t-{RUN_ID}-tiny",
                                            settings=search_pb2.KeySettings(rate_limit_per_second=0.2, rate_limit_burst=1)),
         metadata=admin, timeout=10)
-    key = TestKey(reply.key.id, reply.product_key)
+    key = Key(reply.key.id, reply.product_key)
     async with served() as s:
         await s.stub.Chat(ask(key, "hello", no_cache=True), timeout=10)
         with pytest.raises(grpc.aio.AioRpcError) as info:
