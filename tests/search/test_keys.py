@@ -34,6 +34,11 @@ async def test_create_list_and_settings(search, admin, pg):
     listed = await search.ListProductKeys(search_pb2.ListProductKeysRequest(), metadata=admin, timeout=10)
     info = next(k for k in listed.keys if k.id == reply.key.id)
     assert info.settings.rate_limit_burst == 7 and info.settings.allow_direct and info.text_search_config == "simple"
+    # The "simple" configuration does not stem: "running" finds "running", not "run".
+    await search.AddDocument(search_pb2.AddDocumentRequest(product_key_id=reply.key.id, title="Shoes",
+                                                           text="Our running shoes are light."), metadata=admin, timeout=10)
+    assert (await plan(search, reply.product_key, "running shoes")).passages
+    assert not (await plan(search, reply.product_key, "run shoe")).passages
 
 
 async def test_bad_key_settings_are_invalid(search, admin):
