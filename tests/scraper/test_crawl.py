@@ -64,11 +64,11 @@ async def first_crawl(scraper, admin, site_key, sample_site):
     sample_site.reset()
     status, updates = await crawl(scraper, admin, site_key.id, seed_urls=[sample_site.base_url + "/"],
                                   sitemap_url=sample_site.base_url + "/sitemap.xml", max_pages=200, max_depth=3)
-    return status, updates, dict(sample_site.hits)
+    return status, updates, dict(sample_site.hits), sample_site.max_in_flight
 
 
 async def test_crawl_indexes_the_site_politely(first_crawl, pg, site_key, sample_site, settings, search):
-    status, updates, hits = first_crawl
+    status, updates, hits, max_in_flight = first_crawl
     assert status.state == "done", status.error
     assert len(updates) >= 2 and updates[0].state in ("queued", "running")
     assert status.pages_seen >= 40
@@ -80,6 +80,7 @@ async def test_crawl_indexes_the_site_politely(first_crawl, pg, site_key, sample
     assert hits.get("/private/internal.html", 0) == 0       # robots.txt obeyed: never requested
     assert hits["/sitemaps/help.xml.gz"] == 1               # the nested, gzipped sitemap was read
     assert settings.scraper_user_agent in sample_site.user_agents
+    assert 1 < max_in_flight <= settings.scraper_host_concurrency   # per-host concurrency, with 8 pages in flight
 
     chunks = await page_chunks(pg, site_key.id)
     everything = "\n".join(c for doc in chunks.values() for _, c in doc)

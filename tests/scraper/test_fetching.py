@@ -3,7 +3,9 @@ time (also after DNS rebinding and on redirects), redirect limits, size and type
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import time
 
 import pytest
 
@@ -12,6 +14,7 @@ from services.scraper.fetching import (
     BlockedAddress,
     Fetcher,
     FetchFailed,
+    HostGate,
     denied_reason,
     normalize_url,
     parse_networks,
@@ -147,3 +150,30 @@ async def test_conditional_get_answers_304(sample_site):
         text_again = await f.get(sample_site.base_url + "/release-notes.txt",
                                  headers={"If-Modified-Since": text.headers["last-modified"]})
     assert (first.status, again.status, text_again.status) == (200, 304, 304)
+
+
+async def test_host_gate_bounds_concurrency_and_spaces_request_starts():
+    gate = HostGate(concurrency=2, delay=0.02)
+    inside, most, starts = 0, 0, []
+
+    async def request():
+        nonlocal inside, most
+        async with gate:
+            starts.append(time.monotonic())
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0.1)
+            inside -= 1
+
+    await asyncio.gather(*(request() for _ in range(6)))
+    assert most == 2
+    starts.sort()
+    # asyncio.sleep never wakes early, so the spacing is a guarantee, not a timing measurement.
+    assert all(b - a >= 0.02 * 0.99 for a, b in zip(starts, starts[1:]))
+
+
+async def test_robots_crawl_delay_is_read(sample_site):
+    from protego import Protego
+
+    rules = Protego.parse("User-agent: *\nCrawl-delay: 3\nDisallow: /x\n")
+    assert rules.crawl_delay("ParleyBot/test") == 3

@@ -36,6 +36,8 @@ class SampleSite:
         self.modified: dict[str, float] = {}
         self.hits: Counter[str] = Counter()
         self.user_agents: set[str] = set()
+        self.in_flight = 0
+        self.max_in_flight = 0      # most requests served at once (per-host politeness)
         self.statuses: list[tuple[str, int]] = []
         self.base_url = ""
         self._runner: web.AppRunner | None = None
@@ -55,6 +57,7 @@ class SampleSite:
         self.modified.clear()
         self.hits.clear()
         self.statuses.clear()
+        self.max_in_flight = 0
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -92,11 +95,15 @@ class SampleSite:
     async def _record(self, request: web.Request, handler):
         self.hits[request.path] += 1
         self.user_agents.add(request.headers.get("User-Agent", ""))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             resp = await handler(request)
         except web.HTTPException as exc:
             self.statuses.append((request.path, exc.status))
             raise
+        finally:
+            self.in_flight -= 1
         self.statuses.append((request.path, resp.status))
         return resp
 
