@@ -106,12 +106,18 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
                     return await stub.Plan(search_pb2.PlanRequest(
                         product_key=synthetic.secret(i % KEYS), message=questions[i % len(questions)]), timeout=10)
 
+                async def plan_greeting(i: int):  # the cached key and the rate limit only: no PostgreSQL
+                    return await stub.Plan(search_pb2.PlanRequest(product_key=synthetic.secret(i % KEYS),
+                                                                  message="hello"), timeout=10)
+
                 for i in range(KEYS):  # warm the key cache and the buffers
                     await plan(i)
                     await cached_key_one_query(i)
                 for c in LEVELS:
                     console.print(f"  Plan over gRPC, concurrency {c:3} for {seconds:.0f}s ...")
                     results.append(await run_load("plan", plan, c, seconds))
+                    console.print(f"  Plan of a greeting (no retrieval), concurrency {c:3} for {seconds:.0f}s ...")
+                    results.append(await run_load("plan_greeting", plan_greeting, c, seconds))
                     console.print(f"  uncached 2 queries vs cached key + 1 query, interleaved, concurrency {c:3} "
                                   f"for {2 * seconds:.0f}s ...")
                     results.extend(await interleaved({"two_queries_uncached": two_queries_uncached,
@@ -125,18 +131,20 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
     def pick(name: str, c: int) -> LoadResult:
         return next(r for r in results if r.name == name and r.concurrency == c)
 
-    table = Table("concurrency", "Plan req/s", "Plan p50", "Plan p95", "Plan p99", "errors",
+    table = Table("concurrency", "message", "req/s", "p50", "p95", "p99", "errors",
                   title=f"SearchService.Plan over gRPC, {total} chunks / {KEYS} keys (latency in ms)")
     for c in LEVELS:
-        r = pick("plan", c)
-        table.add_row(str(c), f"{r.throughput:.0f}", f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", f"{r.p99_ms:.2f}", str(r.errors))
+        for name, label in (("plan", "question (retrieval)"), ("plan_greeting", "greeting (cache only)")):
+            r = pick(name, c)
+            table.add_row(str(c), label, f"{r.throughput:.0f}", f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}",
+                          f"{r.p99_ms:.2f}", str(r.errors))
     console.print(table)
     side = Table("concurrency", "compared", "uncached p50", "p99", "cached p50", "p99", "p50 ratio", "p99 ratio",
                  title="uncached (PostgreSQL) vs cached (Redis) key validation, interleaved in the same run "
                        "(ms; ratio = uncached / cached)")
     rows = []
     for c in LEVELS:
-        row = {"concurrency": c, "plan": pick("plan", c).as_dict()}
+        row = {"concurrency": c, "plan": pick("plan", c).as_dict(), "plan_greeting": pick("plan_greeting", c).as_dict()}
         for label, (ua, cb) in {
             "key + knowledge: 2 sequential queries vs cached key + 1 query": ("two_queries_uncached", "cached_key_one_query"),
             "key validation alone: 1 query vs cache": ("key_uncached", "key_cached"),
