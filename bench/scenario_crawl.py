@@ -31,7 +31,9 @@ CRAWL_ENV = {
 }
 
 
-async def _crawl(stub, admin, key_id: str, base: str) -> dict:
+async def _crawl(stub, admin, key_id: str, site: SampleSite) -> dict:
+    base = site.base_url
+    requests_before, bytes_before = sum(site.hits.values()), site.bytes_sent
     start = time.perf_counter()
     reply = await stub.StartCrawl(scraper_pb2.StartCrawlRequest(
         product_key_id=key_id, seed_urls=[base + "/"], sitemap_url=base + "/sitemap.xml", max_pages=500,
@@ -40,7 +42,7 @@ async def _crawl(stub, admin, key_id: str, base: str) -> dict:
         status = await stub.GetCrawl(scraper_pb2.GetCrawlRequest(job_id=reply.job_id), metadata=admin, timeout=10)
         if status.state in ("done", "failed"):
             break
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)   # the sample site shares this process: polling must not starve it
     end_to_end = time.perf_counter() - start
     crawl = status.finished_at.ToDatetime() - status.started_at.ToDatetime()
     processed = (status.pages_fetched + status.pages_unchanged + status.pages_failed + status.pages_skipped
@@ -49,12 +51,13 @@ async def _crawl(stub, admin, key_id: str, base: str) -> dict:
         "state": status.state, "crawl_s": crawl.total_seconds(), "end_to_end_s": end_to_end, "pages": processed,
         "pages_fetched": status.pages_fetched, "pages_unchanged": status.pages_unchanged,
         "chunks_written": status.chunks_written, "chunks_deleted": status.chunks_deleted,
+        "http_requests": sum(site.hits.values()) - requests_before, "bytes_received": site.bytes_sent - bytes_before,
     }
 
 
 async def run(seconds: float, concurrencies: list[int]) -> dict:
     site = SampleSite()
-    base = await site.start()
+    await site.start()
     rounds: list[dict] = []
     try:
         async with started_services(CRAWL_ENV) as (settings, _key_id, _secret):
@@ -66,12 +69,12 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
                     for i in range(REPEATS):
                         key = (await create_key(settings, "Crawl bench", f"crawl-bench-{uuid.uuid4().hex[:8]}")).key.id
                         console.print(f"  round {i + 1}/{REPEATS}: first crawl and re-crawl into {key} ...")
-                        first = await _crawl(stub, admin, key, base)
+                        first = await _crawl(stub, admin, key, site)
                         rows_before = await pool.fetchval(
                             "SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", key)
                         version_before = await pool.fetchval(
                             "SELECT knowledge_version FROM product_keys WHERE id = $1", key)
-                        again = await _crawl(stub, admin, key, base)
+                        again = await _crawl(stub, admin, key, site)
                         rows_after = await pool.fetchval(
                             "SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", key)
                         version_after = await pool.fetchval(
@@ -102,6 +105,8 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
         "recrawl_chunks_written": max(r["recrawl"]["chunks_written"] for r in rounds),
         "recrawl_chunk_rows_changed": max(abs(r["recrawl"]["chunk_rows_changed"]) for r in rounds),
         "recrawl_versions_bumped": max(r["recrawl"]["versions_bumped"] for r in rounds),
+        "first_http_requests": med("first", "http_requests"), "recrawl_http_requests": med("recrawl", "http_requests"),
+        "first_bytes": med("first", "bytes_received"), "recrawl_bytes": med("recrawl", "bytes_received"),
     }
     table = Table("", "first crawl", "re-crawl (unchanged site)", "first / re-crawl",
                   title=f"Crawling the sample site ({pages:.0f} URLs, slow page excluded), medians of {REPEATS} "
@@ -113,6 +118,10 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
     table.add_row("new or changed / unchanged pages",
                   f"{med('first', 'pages_fetched'):.0f} / {med('first', 'pages_unchanged'):.0f}",
                   f"{med('recrawl', 'pages_fetched'):.0f} / {med('recrawl', 'pages_unchanged'):.0f}", "")
+    table.add_row("HTTP requests / bytes served", f"{med('first', 'http_requests'):.0f} / {med('first', 'bytes_received'):,.0f}",
+                  f"{med('recrawl', 'http_requests'):.0f} / {med('recrawl', 'bytes_received'):,.0f}",
+                  f"{med('first', 'http_requests') / max(1, med('recrawl', 'http_requests')):.1f}x / "
+                  f"{med('first', 'bytes_received') / max(1, med('recrawl', 'bytes_received')):.0f}x")
     table.add_row("chunks written", f"{summary['first_chunks_written']:.0f}",
                   f"{summary['recrawl_chunks_written']} (rows changed: {summary['recrawl_chunk_rows_changed']}, "
                   f"versions bumped: {summary['recrawl_versions_bumped']})", "")

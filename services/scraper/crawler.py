@@ -245,9 +245,10 @@ class Crawler:
                 for origin in {f"{urlsplit(u).scheme}://{urlsplit(u).netloc}" for u in seeds}:
                     rules = await self._robots(origin + "/")
                     sitemaps.extend(normalize_url(s) for s in (rules.sitemaps if rules else []))
-            await self._read_sitemaps([s for s in sitemaps if s])
+            # The seeds are crawled while the sitemaps are read; join() only counts once every URL is queued.
             workers = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
             try:
+                await self._read_sitemaps([s for s in sitemaps if s])
                 await self._queue.join()
             finally:
                 for w in workers:

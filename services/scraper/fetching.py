@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import zlib
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -130,13 +132,19 @@ def _is_ip(host: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    """Loading the CA bundle takes tens of milliseconds: once per process, shared by every Fetcher."""
+    return httpx.create_ssl_context()
+
+
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport over the guarded network backend (no proxies from the environment)."""
 
     def __init__(self, policy: AddressPolicy, resolve: Resolver = system_resolve, max_connections: int = 100) -> None:
-        super().__init__(trust_env=False)
+        # Not super().__init__(): it would build a pool (and load the CA bundle) only to be replaced.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=_ssl_context(),
             max_connections=max_connections,
             max_keepalive_connections=max_connections // 2,
             keepalive_expiry=5.0,

@@ -38,6 +38,7 @@ class SampleSite:
         self.user_agents: set[str] = set()
         self.in_flight = 0
         self.max_in_flight = 0      # most requests served at once (per-host politeness)
+        self.bytes_sent = 0
         self.statuses: list[tuple[str, int]] = []
         self.base_url = ""
         self._runner: web.AppRunner | None = None
@@ -105,6 +106,8 @@ class SampleSite:
         finally:
             self.in_flight -= 1
         self.statuses.append((request.path, resp.status))
+        if isinstance(resp, web.Response):
+            self.bytes_sent += len(resp.body or b"") if isinstance(resp.body, bytes) else 0
         return resp
 
     async def _robots(self, request: web.Request) -> web.Response:
@@ -168,6 +171,7 @@ class SampleSite:
             while sent < BIG_BYTES:
                 await resp.write(block)
                 sent += len(block)
+                self.bytes_sent += len(block)
             await resp.write(b"</main></body></html>")
         except (ConnectionError, RuntimeError):
             return resp     # the client stopped reading at its size limit
