@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     # Answer cache and sessions (Redis).
     answer_cache_ttl_seconds: int = 3600
     answer_cache_pointer_ttl_seconds: int = 30  # key -> (id, knowledge version), also invalidated by events
+    answer_cache_local_seconds: float = 2.0     # in-process copy of hot cache hits (0: off)
     session_history_turns: int = 6              # recent turns kept per session (and sent to the LLM)
     session_ttl_seconds: int = 1800
     feedback_window_seconds: int = 7 * 24 * 3600  # how long a request id accepts feedback

@@ -37,6 +37,13 @@ async def _alone(items: AsyncIterator) -> AsyncIterator[tuple[bool, object]]:
             yield True, item
 
 
+async def _faq_answer(text: str, passages: list[common_pb2.Passage]) -> AsyncIterator[str | Answer]:
+    """The stored FAQ answer, citing the FAQ entry (the first passage of an FAQ plan)."""
+    first = passages[0].id if passages else ""
+    yield text
+    yield Answer(text, "faq", [first] if first else [])
+
+
 def validate_chat(request: response_pb2.ChatRequest, max_chars: int) -> None:
     if not request.product_key.strip():
         raise Unauthenticated("product key missing")
@@ -118,6 +125,7 @@ class ChatEngine:
         """Wait for background writes (pointers, events of failed turns) before stopping."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self._store.flush()
 
     # --- the turn -----------------------------------------------------------------------
 
@@ -294,21 +302,16 @@ class ChatEngine:
                         break
         try:
             if route.backend == "faq":
-                first = passages[0].id if passages else ""
-                answer = Answer(plan.faq_answer, "faq", [first] if first else [])
-                yield answer.text
-                yield answer
-                source = None
+                source = _faq_answer(plan.faq_answer, passages)
             elif route.backend == "llm" and self.llm is not None:
                 source = self.llm.stream(request, route.models, deadline)
             else:
                 source = self._extractive.stream(request)
-            if source is not None:
-                async for item in source:
-                    if isinstance(item, Answer) and qhash and not item.degraded:
-                        await self._store.put_answer(plan.product_key_id, plan.knowledge_version, qhash,
-                                                     self._response(plan, passages, strategy, item).SerializeToString())
-                    yield item
+            async for item in source:
+                if isinstance(item, Answer) and qhash and not item.degraded:
+                    await self._store.put_answer(plan.product_key_id, plan.knowledge_version, qhash,
+                                                 self._response(plan, passages, strategy, item).SerializeToString())
+                yield item
         finally:
             if lock_token:
                 await self._quietly(self._store.unlock(name, lock_token), "single-flight unlock")
@@ -329,7 +332,7 @@ class ChatEngine:
     async def _finish(self, state: TurnState, key_hash: str, response: response_pb2.ChatResponse) -> None:
         request = state.request
         record = RequestRecord(key_hash, state.key_id, request.session_id, request.message)
-        await self._store.record_turn(state.request_id, record, response.answer)
+        self._store.record_turn(state.request_id, record, response.answer)
         state.reported = True
         await self._emit(state, response, "")
 
@@ -420,5 +423,5 @@ def build_store(settings: Settings, client) -> ResponseStore:
     return ResponseStore(
         client, answer_ttl=settings.answer_cache_ttl_seconds, pointer_ttl=settings.answer_cache_pointer_ttl_seconds,
         session_turns=settings.session_history_turns, session_ttl=settings.session_ttl_seconds,
-        request_ttl=settings.feedback_window_seconds,
+        request_ttl=settings.feedback_window_seconds, local_seconds=settings.answer_cache_local_seconds,
     )

@@ -15,11 +15,14 @@ which rejects it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import re
+import time
 import unicodedata
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import redis.asyncio as redis
@@ -73,10 +76,46 @@ class RequestRecord:
     message: str
 
 
+class HotAnswers:
+    """A small in-process copy of recent cache hits, for `local_seconds`: the hottest questions are
+    answered without a Redis round trip. The knowledge follower clears a key's entries at once."""
+
+    def __init__(self, local_seconds: float, max_entries: int = 10_000) -> None:
+        self._ttl = local_seconds
+        self._max = max_entries
+        self._entries: OrderedDict[tuple[str, str], tuple[float, Pointer, bytes]] = OrderedDict()
+
+    def get(self, key_hash: str, qhash: str) -> tuple[Pointer, bytes] | None:
+        if self._ttl <= 0:
+            return None
+        entry = self._entries.get((key_hash, qhash))
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            del self._entries[(key_hash, qhash)]
+            return None
+        return entry[1], entry[2]
+
+    def put(self, key_hash: str, qhash: str, pointer: Pointer, value: bytes) -> None:
+        if self._ttl <= 0:
+            return
+        self._entries[(key_hash, qhash)] = (time.monotonic() + self._ttl, pointer, value)
+        self._entries.move_to_end((key_hash, qhash))
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def forget_key(self, key_id: str) -> None:
+        for name in [k for k, (_, ptr, _) in self._entries.items() if ptr.key_id == key_id]:
+            del self._entries[name]
+
+
 class ResponseStore:
     def __init__(self, client: redis.Redis, *, answer_ttl: int, pointer_ttl: int, session_turns: int,
-                 session_ttl: int, request_ttl: int) -> None:
+                 session_ttl: int, request_ttl: int, local_seconds: float = 0.0) -> None:
         self.redis = client
+        self.hot = HotAnswers(local_seconds)
+        self._pending: list[tuple[str, RequestRecord, str]] = []
+        self._flushing: asyncio.Task | None = None
         self._answer_ttl = answer_ttl
         self._pointer_ttl = pointer_ttl
         self._session_turns = session_turns
@@ -89,12 +128,18 @@ class ResponseStore:
         return f"{PREFIX}ans:{key_id}:{version}:{qhash}"
 
     async def lookup(self, key_hash: str, qhash: str) -> tuple[Pointer | None, bytes | None]:
-        """The key's pointer and, if both exist, the cached answer: one round trip."""
+        """The key's pointer and, if both exist, the cached answer: one round trip (none when hot)."""
+        hot = self.hot.get(key_hash, qhash)
+        if hot is not None:
+            return hot
         ptr, answer = await self._lookup(keys=[f"{PREFIX}kp:{key_hash}"], args=[f"{PREFIX}ans:", qhash])
         if not ptr:
             return None, None
         key_id, _, version = ptr.decode().partition(" ")
-        return Pointer(key_id, int(version)), answer or None
+        pointer = Pointer(key_id, int(version))
+        if answer:
+            self.hot.put(key_hash, qhash, pointer, answer)
+        return pointer, answer or None
 
     async def get_answer(self, key_id: str, version: int, qhash: str) -> bytes | None:
         return await self.redis.get(self.answer_key(key_id, version, qhash))
@@ -111,6 +156,7 @@ class ResponseStore:
 
     async def forget_key(self, key_id: str) -> int:
         """Drop the pointers of a key whose knowledge changed (or that was revoked)."""
+        self.hot.forget_key(key_id)
         hashes = await self.redis.smembers(f"{PREFIX}kph:{key_id}")
         if not hashes:
             return 0
@@ -135,18 +181,43 @@ class ResponseStore:
                 continue
         return tuple(turns)
 
-    async def record_turn(self, request_id: str, record: RequestRecord, answer: str) -> None:
-        """The request (for feedback) and the session's turn, in one round trip."""
+    def record_turn(self, request_id: str, record: RequestRecord, answer: str) -> None:
+        """Remember the request (for feedback) and the session's turn. Written in the background:
+        the turns of one event-loop pass go to Redis in one pipeline."""
+        self._pending.append((request_id, record, answer))
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let the other turns of this pass join the batch
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._write(batch)
+                except Exception:  # noqa: BLE001 - a lost record costs a feedback or a turn of context
+                    logger.exception("could not record %d turn(s) in Redis", len(batch))
+        finally:
+            self._flushing = None
+
+    async def _write(self, batch: list[tuple[str, RequestRecord, str]]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(f"{PREFIX}req:{request_id}", json.dumps(record.__dict__), ex=self._request_ttl)
-            if record.session_id and self._session_turns > 0:
-                skey = self._session_key(record.key_hash, record.session_id)
-                pipe.rpush(skey, json.dumps([record.message, answer]))
-                pipe.ltrim(skey, -self._session_turns, -1)
-                pipe.expire(skey, self._session_ttl)
+            for request_id, record, answer in batch:
+                pipe.set(f"{PREFIX}req:{request_id}", json.dumps(record.__dict__), ex=self._request_ttl)
+                if record.session_id and self._session_turns > 0:
+                    skey = self._session_key(record.key_hash, record.session_id)
+                    pipe.rpush(skey, json.dumps([record.message, answer]))
+                    pipe.ltrim(skey, -self._session_turns, -1)
+                    pipe.expire(skey, self._session_ttl)
             await pipe.execute()
 
+    async def flush(self) -> None:
+        """Until every recorded turn is in Redis."""
+        while self._flushing is not None:
+            await asyncio.shield(self._flushing)
+
     async def request(self, request_id: str) -> RequestRecord | None:
+        await self.flush()  # a turn this process just answered may still be on its way
         raw = await self.redis.get(f"{PREFIX}req:{request_id}")
         if not raw:
             return None

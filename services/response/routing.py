@@ -21,12 +21,12 @@ from dataclasses import dataclass
 NO_LLM_STRATEGIES = frozenset({"FAQ", "GREETING", "SMALLTALK", "NO_ANSWER"})
 _QUESTION_WORD = re.compile(r"\b(how|what|when|where|which|who|why|can|could|do|does|is|are|will|should)\b", re.I)
 _CLAUSE = re.compile(r"[?.;!]|\band also\b|\balso\b|\band\b", re.I)
-# A follow-up leans on what was said before: it starts with a connective or points back.
-_FOLLOW_UP = re.compile(
-    r"^\s*(and|also|but|so|then|what about|how about|and what|why not|same|ok(ay)?,? (and|but|so))\b"
-    r"|\b(it|its|that|this|those|these|them|they|there|the (same|other|former|latter|previous|first|second))\b",
-    re.I,
-)
+# A follow-up leans on what was said before: it starts with a connective, or it is short and
+# points back with a pronoun ("does it ship abroad?"). "there", "the same" are left out on purpose:
+# "Is there a Linux app?" stands on its own, and over-eager detection would bypass the cache.
+_FOLLOW_UP_START = re.compile(r"^\s*(and|also|but|so|then|what about|how about|why not|ok(ay)?,? (and|but|so))\b", re.I)
+_POINTS_BACK = re.compile(r"\b(it|that|this|those|these|them|they|one)\b", re.I)
+_SHORT = 80
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,9 @@ def several_questions(message: str) -> bool:
 
 def is_follow_up(message: str) -> bool:
     """A message that may need the session's earlier turns to be understood."""
-    return bool(_FOLLOW_UP.search(message)) and len(message) < 300
+    if len(message) >= 300:
+        return False
+    return bool(_FOLLOW_UP_START.search(message)) or (len(message) < _SHORT and bool(_POINTS_BACK.search(message)))
 
 
 def route(

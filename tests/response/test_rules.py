@@ -43,7 +43,10 @@ def test_several_questions_and_follow_ups():
     assert not several_questions("What does the Plus plan cost per year?")
     assert is_follow_up("And how much is it?")
     assert is_follow_up("what about the other plan")
+    assert is_follow_up("Does it ship abroad?")
     assert not is_follow_up("How much does the Plus plan cost?")
+    assert not is_follow_up("Is there a desktop app for Linux?")
+    assert not is_follow_up("What happens when two people edit the same file offline?")
 
 
 def test_prompt_has_name_instructions_cited_passages_history_and_respects_the_budget():

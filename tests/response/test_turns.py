@@ -26,6 +26,8 @@ async def test_faq_is_answered_with_the_stored_answer_and_no_llm(served, llm, se
                          docs=[])
     async with served() as s:
         reply = await s.stub.Chat(ask(key, "How do I reset my password?"), timeout=10)
+        again = await s.stub.Chat(ask(key, "How do I reset my password?"), timeout=10)
+    assert again.cache_status == common_pb2.CACHE_STATUS_HIT and again.answer == reply.answer
     assert reply.strategy == common_pb2.STRATEGY_FAQ and reply.model == "faq"
     assert reply.answer == "Use the Forgot password link on the sign-in page."
     assert len(reply.sources) == 1 and reply.sources[0].kind == "faq"
