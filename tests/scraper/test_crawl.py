@@ -258,3 +258,30 @@ async def test_an_undecodable_crawl_request_is_dead_lettered(services, settings)
         await consumer.stop()
     assert found is not None, "the undecodable request never reached the dead-letter topic"
     assert found[0] == b"\xff\xfenot protobuf" and found[1]["reason"]
+
+
+async def test_a_job_interrupted_by_a_crashed_worker_is_finished_by_the_next(services, scraper, admin, search, sample_site):
+    """The offset is committed only after the job's final progress: SIGKILL mid-job, and the request is
+    delivered again to the worker that takes the partition over, which finishes the job."""
+    from tests.conftest import make_key
+
+    key = await make_key(search, admin, "crash", faq=[], docs=[])
+    reply = await scraper.StartCrawl(scraper_pb2.StartCrawlRequest(
+        product_key_id=key.id, seed_urls=[sample_site.base_url + "/slow.html"], include=[r"/slow\.html$"]),
+        metadata=admin, timeout=10)
+    request = scraper_pb2.GetCrawlRequest(job_id=reply.job_id)
+    try:
+        for _ in range(600):
+            status = await scraper.GetCrawl(request, metadata=admin, timeout=10)
+            if status.state != "queued":
+                break
+            await asyncio.sleep(0.02)
+        assert status.state == "running", status
+        services.kill("crawler")                      # mid-job: the slow page takes a second
+        after_kill = await scraper.GetCrawl(request, metadata=admin, timeout=10)
+        assert after_kill.state == "running"
+    finally:
+        services.start(["crawler"])
+    final = [s async for s in scraper.WatchCrawl(request, metadata=admin, timeout=90)][-1]
+    assert final.state == "done", final
+    assert final.pages_fetched == 1 and final.chunks_written >= 1
