@@ -13,7 +13,7 @@ import logging
 import signal
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from google.protobuf.message import DecodeError
 
@@ -119,7 +119,6 @@ async def main(settings: Settings) -> None:
     await _retry(producer.start)
     worker = CrawlWorker(settings, pool, producer)
     consumer = AIOKafkaConsumer(
-        settings.topic("crawl_requests"),
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=settings.scraper_group_id + settings.topic_namespace,
         enable_auto_commit=False,
@@ -127,6 +126,7 @@ async def main(settings: Settings) -> None:
         max_poll_interval_ms=60 * 60 * 1000,   # a crawl may take long; the heartbeat keeps the member alive
         client_id="parley-crawler",
     )
+    consumer.subscribe([settings.topic("crawl_requests")], listener=_Assignments())
     await _retry(consumer.start)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -169,6 +169,16 @@ async def main(settings: Settings) -> None:
         await producer.stop()
         await pool.close()
         logger.info("crawl worker stopped")
+
+
+class _Assignments(ConsumerRebalanceListener):
+    """Logs which partitions this worker crawls (scale-out is visible in the logs)."""
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        logger.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        logger.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
 
 async def _retry(start, attempts: int = 60):

@@ -4,6 +4,7 @@ progress over WatchCrawl, knowledge events, and incremental re-crawls; Fetch wit
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 import grpc
@@ -285,3 +286,52 @@ async def test_a_job_interrupted_by_a_crashed_worker_is_finished_by_the_next(ser
     final = [s async for s in scraper.WatchCrawl(request, metadata=admin, timeout=90)][-1]
     assert final.state == "done", final
     assert final.pages_fetched == 1 and final.chunks_written >= 1
+
+
+def _assigned(log_file) -> list[int] | None:
+    """The partitions a crawl worker last logged as assigned."""
+    last = None
+    for line in log_file.read_text().splitlines():
+        if '"partitions assigned: ' in line:
+            last = json.loads(line)["event"].split(": ", 1)[1]
+    return json.loads(last) if last is not None else None
+
+
+async def test_more_workers_crawl_more_partitions_in_parallel(services, scraper, admin, search, sample_site, settings,
+                                                              test_env, tmp_path):
+    from aiokafka.partitioner import murmur2
+
+    from services.launcher import Launcher
+    from tests.conftest import RUN_ID, make_key
+
+    second = Launcher(tmp_path, env=test_env)
+    second.start(["crawler"])
+    try:
+        partitions = settings.topic_partitions
+        logs = [services.log_file("crawler"), second.log_file("crawler")]
+        for _ in range(600):      # until the group has rebalanced over both workers
+            assigned = [_assigned(f) if f.exists() else None for f in logs]
+            if all(assigned) and sorted(assigned[0] + assigned[1]) == list(range(partitions)):
+                break
+            await asyncio.sleep(0.1)
+        assert all(assigned), assigned
+        # One key per partition (the message key is the product key id).
+        suffixes: dict[int, str] = {}
+        for i in range(200):
+            p = (murmur2(f"t-{RUN_ID}-part{i}".encode()) & 0x7FFFFFFF) % partitions
+            suffixes.setdefault(p, f"part{i}")
+        jobs = []
+        for suffix in suffixes.values():
+            key = await make_key(search, admin, suffix, faq=[], docs=[])
+            reply = await scraper.StartCrawl(scraper_pb2.StartCrawlRequest(
+                product_key_id=key.id, seed_urls=[sample_site.base_url + "/about.html"], include=[r"/about\.html$"]),
+                metadata=admin, timeout=10)
+            jobs.append(reply.job_id)
+        for job in jobs:
+            final = [s async for s in scraper.WatchCrawl(scraper_pb2.GetCrawlRequest(job_id=job), metadata=admin,
+                                                         timeout=60)][-1]
+            assert final.state == "done" and final.pages_fetched == 1, final
+        ran = [{j for j in jobs if f"crawl job {j} started" in f.read_text()} for f in logs]
+        assert ran[0] and ran[1] and ran[0] | ran[1] == set(jobs) and not ran[0] & ran[1], ran
+    finally:
+        second.stop()
