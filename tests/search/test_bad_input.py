@@ -27,9 +27,9 @@ NASTY = [
 @pytest.fixture(scope="module")
 async def two_keys(search, admin):
     shared = [("Do you deliver bread?", "We deliver bread and cakes within 5 km.")]
-    a = await make_key(search, admin, "iso-a", faq=shared, docs=[
+    a = await make_key(search, admin, "srch-iso-a", faq=shared, docs=[
         ("Bread", "Sourdough bread, rye bread and cakes are baked every morning. Delivery costs 2 euros.")])
-    b = await make_key(search, admin, "iso-b", faq=shared, docs=[
+    b = await make_key(search, admin, "srch-iso-b", faq=shared, docs=[
         ("Bikes", "Bread baskets for bikes, delivery of bikes and cakes of tyre sealant. Every morning we open.")])
     return a, b
 

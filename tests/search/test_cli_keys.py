@@ -15,7 +15,7 @@ def test_rotate_is_a_keys_action():
 
 
 async def test_cli_rotates_a_key(search, admin, settings, capsys):
-    reply = await search.CreateProductKey(search_pb2.CreateProductKeyRequest(name="cli", id=f"t-{RUN_ID}-cli"),
+    reply = await search.CreateProductKey(search_pb2.CreateProductKeyRequest(name="cli", id=f"t-{RUN_ID}-srch-cli"),
                                           metadata=admin, timeout=10)
     args = build_parser().parse_args(["keys", "rotate", reply.key.id])
     # cmd_keys runs its own event loop: give it a thread.

@@ -14,7 +14,7 @@ EVAL_SET = Path(__file__).with_name("eval_demo.json")
 
 async def test_demo_evaluation_meets_the_goals(search, admin, settings):
     created = await search.CreateProductKey(
-        search_pb2.CreateProductKeyRequest(name="Eval", id=f"t-{RUN_ID}-eval",
+        search_pb2.CreateProductKeyRequest(name="Eval", id=f"t-{RUN_ID}-srch-eval",
                                          settings=search_pb2.KeySettings(rate_limit_per_second=1000, rate_limit_burst=1000)),
         metadata=admin, timeout=10,
     )

@@ -20,7 +20,7 @@ from tests.search.conftest import plan
 async def test_create_list_and_settings(search, admin, pg):
     reply = await search.CreateProductKey(
         search_pb2.CreateProductKeyRequest(
-            name="Settings shop", id=f"t-{RUN_ID}-settings", website="https://shop.example",
+            name="Settings shop", id=f"t-{RUN_ID}-srch-settings", website="https://shop.example",
             settings=search_pb2.KeySettings(rate_limit_per_second=5, rate_limit_burst=7, allow_direct=True),
             text_search_config="simple",
         ),
@@ -44,7 +44,7 @@ async def test_create_list_and_settings(search, admin, pg):
 async def test_bad_key_settings_are_invalid(search, admin):
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await search.CreateProductKey(
-            search_pb2.CreateProductKeyRequest(name="x", id=f"t-{RUN_ID}-badcfg", text_search_config="klingon"),
+            search_pb2.CreateProductKeyRequest(name="x", id=f"t-{RUN_ID}-srch-badcfg", text_search_config="klingon"),
             metadata=admin, timeout=10,
         )
     assert rpc_error(info).code() == grpc.StatusCode.INVALID_ARGUMENT and "klingon" in rpc_error(info).details()
@@ -66,7 +66,7 @@ async def test_admin_rpcs_refuse_missing_or_wrong_tokens(search, rpc, request_):
 
 async def test_a_cache_hit_does_not_read_postgres_and_changes_invalidate_it(search, admin, pg, redis_client):
     # No knowledge yet: no knowledge event is in flight that would drop the entry meanwhile.
-    key = await make_key(search, admin, "cache", faq=[], docs=[])
+    key = await make_key(search, admin, "srch-cache", faq=[], docs=[])
     first = await plan(search, key.secret, "Do you ship abroad?")
     assert await redis_client.get(cache_key(hash_secret(key.secret))) is not None
     # Renamed behind the service's back: a cached Plan still shows the old name (PostgreSQL not read).
@@ -81,7 +81,7 @@ async def test_a_cache_hit_does_not_read_postgres_and_changes_invalidate_it(sear
 
 async def test_a_knowledge_event_from_elsewhere_invalidates_the_cache(search, admin, pg, settings):
     """The scraper bumps the version itself and publishes parley.knowledge.updated.v1."""
-    key = await make_key(search, admin, "scraped", faq=[("Do you ship abroad?", "Yes, to the EU.")], docs=[])
+    key = await make_key(search, admin, "srch-scraped", faq=[("Do you ship abroad?", "Yes, to the EU.")], docs=[])
     before = await plan(search, key.secret, "hello")
     async with pg.acquire() as conn:
         version = await bump_version(conn, key.id)
@@ -103,7 +103,7 @@ async def test_a_knowledge_event_from_elsewhere_invalidates_the_cache(search, ad
 
 
 async def test_revoked_key_stops_at_once_even_when_cached(search, admin):
-    key = await make_key(search, admin, "revoke", faq=[], docs=[])
+    key = await make_key(search, admin, "srch-revoke", faq=[], docs=[])
     await plan(search, key.secret, "hello")  # cached now
     reply = await search.RevokeProductKey(search_pb2.RevokeProductKeyRequest(id=key.id), metadata=admin, timeout=10)
     assert reply.key.revoked
@@ -116,7 +116,7 @@ async def test_revoked_key_stops_at_once_even_when_cached(search, admin):
 
 
 async def test_rotation_replaces_the_secret_and_keeps_the_knowledge(search, admin):
-    key = await make_key(search, admin, "rotate", faq=[("Do you ship abroad?", "Yes, to the EU.")], docs=[])
+    key = await make_key(search, admin, "srch-rotate", faq=[("Do you ship abroad?", "Yes, to the EU.")], docs=[])
     old = await plan(search, key.secret, "Do you ship abroad?")
     reply = await search.RotateProductKey(search_pb2.RotateProductKeyRequest(id=key.id), metadata=admin, timeout=10)
     assert reply.product_key != key.secret and reply.key.HasField("rotated_at")

@@ -15,7 +15,7 @@ from tests.search.conftest import plan
 
 
 async def test_changes_bump_the_version_and_emit_events(search, admin, settings, tmp_path):
-    key = await make_key(search, admin, "know", faq=[], docs=[])
+    key = await make_key(search, admin, "srch-know", faq=[], docs=[])
     consumer = AIOKafkaConsumer(settings.topic("knowledge_updated"), bootstrap_servers=settings.kafka_bootstrap,
                                 group_id=None, auto_offset_reset="latest", enable_auto_commit=False)
     await consumer.start()
@@ -50,7 +50,7 @@ async def test_changes_bump_the_version_and_emit_events(search, admin, settings,
 
 
 async def test_deleting_nothing_is_not_found(search, admin):
-    key = await make_key(search, admin, "know2", faq=[], docs=[])
+    key = await make_key(search, admin, "srch-know2", faq=[], docs=[])
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await search.DeleteKnowledge(search_pb2.DeleteKnowledgeRequest(product_key_id=key.id, document="nope"),
                                      metadata=admin, timeout=10)

@@ -25,7 +25,7 @@ async def test_concurrent_takes_never_exceed_the_bucket(redis_client):
 async def test_over_the_limit_is_resource_exhausted_with_retry_after(search, admin):
     reply = await search.CreateProductKey(
         search_pb2.CreateProductKeyRequest(
-            name="Limited", id=f"t-{RUN_ID}-limited",
+            name="Limited", id=f"t-{RUN_ID}-srch-limited",
             settings=search_pb2.KeySettings(rate_limit_per_second=0.5, rate_limit_burst=3),
         ),
         metadata=admin, timeout=10,

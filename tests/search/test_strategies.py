@@ -12,7 +12,7 @@ from tests.search.conftest import plan
 
 async def _key(search, admin, suffix: str, **kwargs) -> str:
     reply = await search.CreateProductKey(
-        search_pb2.CreateProductKeyRequest(name=suffix, id=f"t-{RUN_ID}-{suffix}", **kwargs), metadata=admin, timeout=10
+        search_pb2.CreateProductKeyRequest(name=suffix, id=f"t-{RUN_ID}-srch-{suffix}", **kwargs), metadata=admin, timeout=10
     )
     await search.AddFaq(search_pb2.AddFaqRequest(product_key_id=reply.key.id, question="Do you ship abroad?",
                                                  answer="We ship to every EU country."), metadata=admin, timeout=10)
@@ -20,7 +20,7 @@ async def _key(search, admin, suffix: str, **kwargs) -> str:
 
 
 async def test_close_faq_question_is_answered_from_the_faq(search, admin):
-    key = await make_key(search, admin, "faqonly", faq=[("How do I reset my password?", "Use the Forgot link.")], docs=[])
+    key = await make_key(search, admin, "srch-faqonly", faq=[("How do I reset my password?", "Use the Forgot link.")], docs=[])
     reply = await plan(search, key.secret, "how can I reset my password")
     assert reply.strategy == common_pb2.STRATEGY_FAQ
     assert reply.faq_answer == "Use the Forgot link." and reply.scores["faq"] >= 0.6
