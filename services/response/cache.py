@@ -43,6 +43,18 @@ local ans = redis.call('GET', ARGV[1] .. string.sub(ptr, 1, sp - 1) .. ':' .. st
 return {ptr, ans}
 """
 
+# KEYS[1] = request record, KEYS[2] = session list (only with a session); ARGV: record, its TTL,
+# the turn, turns kept, session TTL. One command per turn instead of four.
+_RECORD = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if KEYS[2] then
+  redis.call('RPUSH', KEYS[2], ARGV[3])
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
+return 1
+"""
+
 _PUNCT = re.compile(r"[^\w\s]+", re.UNICODE)
 
 
@@ -122,6 +134,7 @@ class ResponseStore:
         self._session_ttl = session_ttl
         self._request_ttl = request_ttl
         self._lookup = client.register_script(_LOOKUP)
+        self._record = client.register_script(_RECORD)
 
     @staticmethod
     def answer_key(key_id: str, version: int, qhash: str) -> str:
@@ -203,12 +216,12 @@ class ResponseStore:
     async def _write(self, batch: list[tuple[str, RequestRecord, str]]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for request_id, record, answer in batch:
-                pipe.set(f"{PREFIX}req:{request_id}", json.dumps(record.__dict__), ex=self._request_ttl)
+                keys = [f"{PREFIX}req:{request_id}"]
                 if record.session_id and self._session_turns > 0:
-                    skey = self._session_key(record.key_hash, record.session_id)
-                    pipe.rpush(skey, json.dumps([record.message, answer]))
-                    pipe.ltrim(skey, -self._session_turns, -1)
-                    pipe.expire(skey, self._session_ttl)
+                    keys.append(self._session_key(record.key_hash, record.session_id))
+                await self._record(keys=keys, client=pipe, args=[
+                    json.dumps(record.__dict__), self._request_ttl, json.dumps([record.message, answer]),
+                    self._session_turns, self._session_ttl])
             await pipe.execute()
 
     async def flush(self) -> None:
