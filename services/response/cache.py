@@ -26,6 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import redis.asyncio as redis
+from redis.exceptions import NoScriptError
 
 from services.response.llm import Turn
 
@@ -134,7 +135,7 @@ class ResponseStore:
         self._session_ttl = session_ttl
         self._request_ttl = request_ttl
         self._lookup = client.register_script(_LOOKUP)
-        self._record = client.register_script(_RECORD)
+        self._record_sha = ""
 
     @staticmethod
     def answer_key(key_id: str, version: int, qhash: str) -> str:
@@ -214,14 +215,29 @@ class ResponseStore:
             self._flushing = None
 
     async def _write(self, batch: list[tuple[str, RequestRecord, str]]) -> None:
+        try:
+            await self._write_once(batch)
+        except NoScriptError:
+            self._record_sha = ""  # Redis restarted or flushed its scripts: load it again
+            await self._write_once(batch)
+
+    async def _write_once(self, batch: list[tuple[str, RequestRecord, str]]) -> None:
+        # EVALSHA directly (a redis-py pipeline of Script objects asks SCRIPT EXISTS on every execute).
+        if not self._record_sha:
+            self._record_sha = await self.redis.script_load(_RECORD)
+        calls = []
+        for request_id, record, answer in batch:
+            keys = [f"{PREFIX}req:{request_id}"]
+            if record.session_id and self._session_turns > 0:
+                keys.append(self._session_key(record.key_hash, record.session_id))
+            calls.append((len(keys), *keys, json.dumps(record.__dict__), self._request_ttl,
+                          json.dumps([record.message, answer]), self._session_turns, self._session_ttl))
+        if len(calls) == 1:
+            await self.redis.evalsha(self._record_sha, *calls[0])
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
-            for request_id, record, answer in batch:
-                keys = [f"{PREFIX}req:{request_id}"]
-                if record.session_id and self._session_turns > 0:
-                    keys.append(self._session_key(record.key_hash, record.session_id))
-                await self._record(keys=keys, client=pipe, args=[
-                    json.dumps(record.__dict__), self._request_ttl, json.dumps([record.message, answer]),
-                    self._session_turns, self._session_ttl])
+            for call in calls:
+                pipe.evalsha(self._record_sha, *call)
             await pipe.execute()
 
     async def flush(self) -> None:
