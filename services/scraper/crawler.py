@@ -258,9 +258,7 @@ class Crawler:
             if ticker:
                 ticker.cancel()
                 await asyncio.gather(ticker, return_exceptions=True)
-        if self.on_progress:
-            await self.on_progress(self.progress)
-        return self.progress
+        return self.progress        # the caller records the final progress with the job's state
 
     async def _robots(self, url: str):
         try:
@@ -418,6 +416,11 @@ class Crawler:
         document = page.canonical if page.canonical and urlsplit(page.canonical).netloc in self._hosts else final
         if document in self._documents:
             p.pages_unchanged += 1      # another URL of the same page (redirect, canonical) was indexed
+            validators = (resp.headers.get("etag", ""), resp.headers.get("last-modified", ""))
+            if not known or (known.etag, known.last_modified) != validators:
+                # Its validators let the next crawl ask this URL conditionally too.
+                await self.store.remember(url, resp, page.links, known.content_hash if known else None, document,
+                                          page.title)
             return
         self._documents.add(document)
         digest = page.content_hash()

@@ -285,7 +285,7 @@ class Fetcher:
                 self.policy.check(urlsplit(current).hostname or "", urlsplit(current).hostname or "")
             try:
                 async with self.gate(current):
-                    async with self._client.stream("GET", current, headers=headers if len(seen) == 1 else None) as r:
+                    async with self._client.stream("GET", current, headers=_hop_headers(headers, len(seen))) as r:
                         if r.is_redirect and "location" in r.headers:
                             await _drain_small(r)
                             nxt = normalize_url(r.headers["location"], current)
@@ -351,6 +351,14 @@ class Fetcher:
         rules = await self.robots(url)
         delay = rules.crawl_delay(self.user_agent) if rules is not None else None
         return float(delay) if delay else 0.0
+
+
+def _hop_headers(headers: dict[str, str] | None, hop: int) -> dict[str, str] | None:
+    """Conditional headers go on the first request; after a redirect only If-None-Match (the stored
+    validators are the final response's, and an entity tag cannot match another resource by date)."""
+    if not headers or hop == 1:
+        return headers
+    return {k: v for k, v in headers.items() if k.lower() == "if-none-match"} or None
 
 
 async def _drain_small(r: httpx.Response, limit: int = 65536) -> None:
