@@ -245,10 +245,10 @@ class Crawler:
                 for origin in {f"{urlsplit(u).scheme}://{urlsplit(u).netloc}" for u in seeds}:
                     rules = await self._robots(origin + "/")
                     sitemaps.extend(normalize_url(s) for s in (rules.sitemaps if rules else []))
-            # The seeds are crawled while the sitemaps are read; join() only counts once every URL is queued.
+            # Sitemaps first: their lastmod spares the requests for pages that have not changed.
+            await self._read_sitemaps([s for s in sitemaps if s])
             workers = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
             try:
-                await self._read_sitemaps([s for s in sitemaps if s])
                 await self._queue.join()
             finally:
                 for w in workers:
@@ -278,39 +278,43 @@ class Crawler:
                 except Exception:  # noqa: BLE001 - progress is best effort; the final report is not
                     logger.exception("could not record progress of job %s", self.spec.job_id)
 
-    async def _read_sitemaps(self, pending: list[str]) -> None:
+    async def _read_sitemaps(self, level: list[str]) -> None:
+        """Sitemap indexes level by level, the sitemaps of one level fetched together."""
         done: set[str] = set()
-        while pending and len(done) < MAX_SITEMAPS:
-            url = pending.pop(0)
-            if url in done:
-                continue
-            done.add(url)
-            if urlsplit(url).netloc not in self._hosts:
-                self._hosts.add(urlsplit(url).netloc)   # a sitemap named by the tenant defines its site
+        while level and len(done) < MAX_SITEMAPS:
+            level = [u for u in dict.fromkeys(level) if u not in done][: MAX_SITEMAPS - len(done)]
+            done.update(level)
+            nested = await asyncio.gather(*(self._read_sitemap(u) for u in level))
+            level = [n for found in nested for n in found]
+
+    async def _read_sitemap(self, url: str) -> list[str]:
+        """Admits the pages of one sitemap (noting their lastmod); returns the nested sitemaps it names."""
+        if urlsplit(url).netloc not in self._hosts:
+            self._hosts.add(urlsplit(url).netloc)   # a sitemap named by the tenant defines its site
+        try:
+            if not await self.fetcher.allowed(url):
+                return []
+            resp = await self.fetcher.get(url, accept=SITEMAP_ACCEPT)
+        except (FetchFailed, BlockedAddress) as exc:
+            logger.warning("sitemap %s not read: %s", url, exc)
+            return []
+        if resp.status != 200:
+            logger.warning("sitemap %s answered %s", url, resp.status)
+            return []
+        data = resp.body
+        if data[:2] == b"\x1f\x8b":
             try:
-                if not await self.fetcher.allowed(url):
-                    continue
-                resp = await self.fetcher.get(url, accept=SITEMAP_ACCEPT)
-            except (FetchFailed, BlockedAddress) as exc:
+                data = gunzip_bounded(data, self.fetcher.max_bytes * 5)
+            except (FetchFailed, OSError, EOFError) as exc:
                 logger.warning("sitemap %s not read: %s", url, exc)
-                continue
-            if resp.status != 200:
-                logger.warning("sitemap %s answered %s", url, resp.status)
-                continue
-            data = resp.body
-            if data[:2] == b"\x1f\x8b":
-                try:
-                    data = gunzip_bounded(data, self.fetcher.max_bytes * 5)
-                except (FetchFailed, OSError, EOFError) as exc:
-                    logger.warning("sitemap %s not read: %s", url, exc)
-                    continue
-            pages, nested = parse_sitemap(data)
-            pending.extend(n for n in (normalize_url(x) for x in nested) if n)
-            for loc, lastmod in pages:
-                page = normalize_url(loc)
-                if page and lastmod:
-                    self._lastmod[page] = lastmod
-                self._admit(page, 0)
+                return []
+        pages, nested = parse_sitemap(data)
+        for loc, lastmod in pages:
+            page = normalize_url(loc)
+            if page and lastmod:
+                self._lastmod[page] = lastmod
+            self._admit(page, 0)
+        return [n for n in (normalize_url(x) for x in nested) if n]
 
     async def _work(self) -> None:
         while True:
