@@ -22,7 +22,7 @@ from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import scraper_pb2, scraper_pb2_grpc
 
 NAME = "crawl"
-REPEATS = 3
+REPEATS = 5
 CRAWL_ENV = {
     "PARLEY_SCRAPER_ALLOW_NETWORKS": "127.0.0.1/32",
     "PARLEY_SCRAPER_HOST_DELAY_SECONDS": "0",
