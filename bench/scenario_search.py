@@ -5,6 +5,7 @@ the key from the Redis cache + one retrieval query (what Plan does)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import statistics
 import time
@@ -63,6 +64,24 @@ async def interleaved(calls: dict, concurrency: int, seconds: float, warmup: flo
     return out
 
 
+async def statement_profile(pool, questions: list[str], settings) -> dict:
+    """Execution time and buffers of the search statement as PostgreSQL reports them: the part of Plan
+    that client-side scheduling on a busy machine does not inflate."""
+    times, buffers = [], []
+    for i, q in enumerate(questions):
+        rows = await pool.fetch(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + retrieval.SEARCH_QUERY, synthetic.key_id(i % KEYS), "english",
+            q, list(retrieval.FILLER_LEXEMES), settings.search_candidates, 2 * settings.max_passages,
+            retrieval.MAX_QUERY_LEXEMES, retrieval.RRF_K,
+        )
+        plan = json.loads(rows[0][0])[0]
+        times.append(plan["Execution Time"])
+        buffers.append(plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"])
+    times.sort()
+    return {"statements": len(times), "exec_p50_ms": statistics.median(times), "exec_p99_ms": quantile(times, 0.99),
+            "buffers_p50": statistics.median(buffers), "buffers_max": max(buffers)}
+
+
 async def run(seconds: float, concurrencies: list[int]) -> dict:
     words = synthetic.vocabulary()
     rng = random.Random(11)
@@ -97,6 +116,9 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
 
             async def key_cached(i: int):
                 return await cache.get(keys.hash_secret(synthetic.secret(i % KEYS)))
+
+            console.print("  the search statement inside PostgreSQL (EXPLAIN ANALYZE, 200 questions) ...")
+            server_side = await statement_profile(pool, questions[:200], settings)
 
             results: list[LoadResult] = []
             async with channel(settings.search_addr) as ch:
@@ -139,6 +161,8 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
             table.add_row(str(c), label, f"{r.throughput:.0f}", f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}",
                           f"{r.p99_ms:.2f}", str(r.errors))
     console.print(table)
+    console.print(f"  search statement inside PostgreSQL: p50 {server_side['exec_p50_ms']:.2f} ms, "
+                  f"p99 {server_side['exec_p99_ms']:.2f} ms, {server_side['buffers_p50']:.0f} buffers (median)")
     side = Table("concurrency", "compared", "uncached p50", "p99", "cached p50", "p99", "p50 ratio", "p99 ratio",
                  title="uncached (PostgreSQL) vs cached (Redis) key validation, interleaved in the same run "
                        "(ms; ratio = uncached / cached)")
@@ -159,4 +183,4 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
                          f"{p50_ratio:.2f}x", f"{p99_ratio:.2f}x")
         rows.append(row)
     console.print(side)
-    return {"scenario": NAME, "chunks": total, "keys": KEYS, "seconds_per_level": seconds, "levels": rows}
+    return {"scenario": NAME, "statement": server_side, "chunks": total, "keys": KEYS, "seconds_per_level": seconds, "levels": rows}

@@ -93,7 +93,6 @@ async def ensure_corpus(pool: asyncpg.Pool, *, keys: int = 100, chunks_per_key: 
 
         async def loader() -> None:
             async with pool.acquire() as conn:
-                await conn.execute("SET gin_pending_list_limit = '64MB'")
                 while queue:
                     await conn.execute(_INSERT_CHUNKS, key_id(queue.pop()), chunks_per_key, words)
 
