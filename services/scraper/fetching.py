@@ -100,7 +100,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         try:
-            addresses = [host] if _is_ip(host) else await self._resolve(host, port)
+            addresses = [host.strip("[]")] if _is_ip(host) else await self._resolve(host, port)
         except OSError as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
         if not addresses:

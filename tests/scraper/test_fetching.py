@@ -177,3 +177,11 @@ async def test_robots_crawl_delay_is_read(sample_site):
 
     rules = Protego.parse("User-agent: *\nCrawl-delay: 3\nDisallow: /x\n")
     assert rules.crawl_delay("ParleyBot/test") == 3
+
+
+async def test_ip_literals_are_checked_before_connecting():
+    async with fetcher() as f:
+        for url in ("http://[::1]:9/", "http://[::ffff:10.0.0.1]/", "http://169.254.169.254/latest/meta-data/",
+                    "http://0.0.0.0:9/"):
+            with pytest.raises(BlockedAddress):
+                await f.get(url)
