@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     scraper_metrics_port: int = 9103
     analytics_metrics_port: int = 9104
     worker_metrics_port: int = 9105
+    crawler_metrics_port: int = 9106
     grpc_max_message_bytes: int = 4 * 1024 * 1024
     shutdown_grace_seconds: float = 20.0
 

@@ -21,6 +21,7 @@ from services.common import db
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import events_pb2
 from services.common.runner import run_service
+from services.common.metrics import serve_metrics
 from services.common.settings import Settings
 from services.scraper import jobs
 from services.scraper.crawler import Crawler, CrawlSpec, PageStore, Progress
@@ -114,6 +115,7 @@ class CrawlWorker:
 
 async def main(settings: Settings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
+    serve_metrics(settings.crawler_metrics_port)
     pool = await _retry(lambda: db.create_pool(settings.postgres_dsn, max_size=settings.scraper_max_jobs * 4))
     producer = EventProducer(settings.kafka_bootstrap, client_id="parley-crawler")
     await _retry(producer.start)

@@ -47,7 +47,7 @@ COMPONENTS: dict[str, Component] = {
     "services.response": Component("response_addr", "response_metrics_port", ()),
     "services.scraper": Component("scraper_addr", "scraper_metrics_port", ()),
     "services.analytics": Component("analytics_addr", "analytics_metrics_port", ()),
-    "services.scraper.worker": Component(None, "scraper_metrics_port", ("crawl_requests",)),
+    "services.scraper.worker": Component(None, "crawler_metrics_port", ("crawl_requests",)),
     "services.analytics.stream": Component(None, "worker_metrics_port", ("chat_turns", "feedback")),
 }
 # One-shot commands allowed in init containers.
