@@ -205,3 +205,17 @@ async def test_without_a_fallback_llm_errors_become_grpc_statuses(served, llm, s
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await s.stub.Chat(ask(shop, "How much does the Plus plan cost?"), timeout=10)
         assert rpc_error(info).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_replicas_share_one_llm_call_through_the_redis_lock(served, llm, shop):
+    """Two engines (as two replicas would be) with their own in-process flights, one Redis."""
+    llm.first_token_delay = 0.5
+    question = "How much does the Plus plan cost?"
+    async with served() as one, served() as two:
+        replies = await asyncio.gather(*(
+            (one if i % 2 else two).stub.Chat(ask(shop, question, session_id=f"r{i}"), timeout=20) for i in range(20)))
+    assert llm.count() == 1
+    statuses = [r.cache_status for r in replies]
+    assert statuses.count(common_pb2.CACHE_STATUS_MISS) == 1
+    assert statuses.count(common_pb2.CACHE_STATUS_SHARED) + statuses.count(common_pb2.CACHE_STATUS_HIT) == 19
+    assert len({r.answer for r in replies}) == 1
