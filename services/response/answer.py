@@ -189,11 +189,13 @@ class ChatEngine:
 
         strategy = common_pb2.Strategy.Name(plan.strategy).removeprefix("STRATEGY_")
         passages = list(plan.passages)
+        keep = cacheable
         if strategy == "WEB":
             passages = await self._web_passages(plan, deadline)
             state.search_ms = state.ms()
-        if strategy in _GROUNDED and not passages:
-            strategy = "NO_ANSWER"  # e.g. the web page could not be fetched
+            keep = keep and bool(passages)  # a page that could not be fetched now may be fetched later
+        if (strategy in _GROUNDED and not passages) or (strategy == "DIRECT" and self.llm is None):
+            strategy = "NO_ANSWER"  # e.g. the web page could not be fetched; no LLM to answer directly
         state.strategy = common_pb2.Strategy.Value("STRATEGY_" + strategy)
         route = routing.route(
             request.message, strategy, plan.top_score, llm_enabled=self.llm is not None,
@@ -208,8 +210,7 @@ class ChatEngine:
         )
 
         def work() -> AsyncIterator:
-            return self._produce(plan, passages, strategy, route, answer_request, deadline,
-                                 qhash if cacheable else "")
+            return self._produce(plan, passages, strategy, route, answer_request, deadline, qhash if keep else "")
 
         llm_start = time.perf_counter()
         answer: Answer | None = None
