@@ -13,7 +13,8 @@ from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
 from services.common.redis_client import create_redis
 from services.common.runner import run_service
 from services.common.settings import Settings
-from services.search.knowledge_events import KnowledgeFollower
+from services.common.knowledge_events import KnowledgeFollower
+from services.search.keys import key_hash_of
 from services.search.planner import Planner
 from services.search.server import SearchDeps, SearchServicer
 
@@ -53,8 +54,15 @@ async def main(settings: Settings) -> None:
         if deps.planner is None:
             deps.planner = Planner(settings, deps.pool, deps.redis, web_available=lambda: deps.web_available)
         if follower is None:
-            candidate = KnowledgeFollower(settings.kafka_bootstrap, settings.topic("knowledge_updated"),
-                                          deps.planner.cache, deps.pool)
+            cache, pool = deps.planner.cache, deps.pool
+
+            async def forget_key(event) -> None:
+                """The scraper's changes (admin RPCs here also invalidate directly, before answering)."""
+                key_hash = await key_hash_of(pool, event.product_key_id)
+                if key_hash is not None:
+                    await cache.invalidate(key_hash)
+
+            candidate = KnowledgeFollower(settings.kafka_bootstrap, settings.topic("knowledge_updated"), forget_key)
             await candidate.start()
             follower = candidate
         if watcher is None:

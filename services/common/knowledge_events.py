@@ -1,33 +1,30 @@
-"""Follows parley.knowledge.updated.v1 and drops the cached record of keys whose knowledge changed.
+"""Follows parley.knowledge.updated.v1 and hands each event to a callback (cache invalidation).
 
-Admin RPCs of this service invalidate directly; this catches the scraper's changes (and repeats the
-admin ones, which also closes most of the window where a concurrent Plan re-cached a stale record)."""
+No consumer group: every replica reads every event from the end of the topic. What the callbacks
+drop lives in Redis, shared by the replicas, and an event missed while every replica was down is
+covered by the TTL of what it would have dropped."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer
 
 from services.common.pb.parley.v1 import events_pb2
-from services.search.key_cache import KeyCache
-from services.search.keys import key_hash_of
 
 logger = logging.getLogger(__name__)
 
+OnKnowledgeUpdated = Callable[[events_pb2.KnowledgeUpdated], Awaitable[None]]
+
 
 class KnowledgeFollower:
-    """No consumer group: every replica reads every event from the end of the topic. The cache is
-    shared in Redis, and an event missed while every replica was down is covered by the cache TTL."""
-
-    def __init__(self, bootstrap: str, topic: str, cache: KeyCache, pool: asyncpg.Pool) -> None:
+    def __init__(self, bootstrap: str, topic: str, on_event: OnKnowledgeUpdated) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
-        self._cache = cache
-        self._pool = pool
+        self._on_event = on_event
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
 
@@ -44,15 +41,13 @@ class KnowledgeFollower:
         async for message in consumer:
             try:
                 event = events_pb2.KnowledgeUpdated.FromString(message.value)
-            except Exception:  # noqa: BLE001 - not ours to dead-letter; the cache TTL covers it
+            except Exception:  # noqa: BLE001 - not ours to dead-letter; the TTL covers it
                 logger.warning("undecodable knowledge event at offset %s", message.offset)
                 continue
             try:
-                key_hash = await key_hash_of(self._pool, event.product_key_id)
-                if key_hash is not None:
-                    await self._cache.invalidate(key_hash)
-            except Exception:  # noqa: BLE001
-                logger.exception("could not invalidate the cached key %s", event.product_key_id)
+                await self._on_event(event)
+            except Exception:  # noqa: BLE001 - one failed invalidation must not stop the follower
+                logger.exception("handling the knowledge update of %s failed", event.product_key_id)
 
     async def stop(self) -> None:
         if self._task is not None:
