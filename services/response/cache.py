@@ -33,6 +33,7 @@ from services.response.llm import Turn
 logger = logging.getLogger(__name__)
 
 PREFIX = "parley:"
+RECORD_BATCH_SECONDS = 0.005
 
 # KEYS[1] = pointer key; ARGV[1] = answer key prefix, ARGV[2] = question hash.
 # Returns {pointer or false, cached answer or false}.
@@ -185,6 +186,7 @@ class ResponseStore:
     async def history(self, key_hash: str, session_id: str) -> tuple[Turn, ...]:
         if not session_id or self._session_turns <= 0:
             return ()
+        await self.flush()  # the session's previous turn may still be on its way
         raw = await self.redis.lrange(self._session_key(key_hash, session_id), -self._session_turns, -1)
         turns = []
         for item in raw:
@@ -197,14 +199,17 @@ class ResponseStore:
 
     def record_turn(self, request_id: str, record: RequestRecord, answer: str) -> None:
         """Remember the request (for feedback) and the session's turn. Written in the background:
-        the turns of one event-loop pass go to Redis in one pipeline."""
+        the turns of a few milliseconds go to Redis in one pipeline."""
         self._pending.append((request_id, record, answer))
         if self._flushing is None:
             self._flushing = asyncio.get_running_loop().create_task(self._flush_soon())
 
     async def _flush_soon(self) -> None:
         try:
-            await asyncio.sleep(0)  # let the other turns of this pass join the batch
+            # Let the turns of the next few milliseconds join the batch: under load one EVALSHA
+            # round trip per turn costs more CPU than the turn itself. Nobody waits on this write
+            # (SubmitFeedback flushes first).
+            await asyncio.sleep(RECORD_BATCH_SECONDS)
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
