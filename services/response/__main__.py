@@ -6,12 +6,12 @@ import logging
 
 from services.common.grpc_server import ServiceSpec, bind_address, channel, check_serving, serve
 from services.common.kafka import EventProducer
+from services.common.knowledge_events import KnowledgeFollower
 from services.common.pb.parley.v1 import response_pb2, response_pb2_grpc, scraper_pb2_grpc, search_pb2_grpc
 from services.common.redis_client import create_redis
 from services.common.runner import run_service
 from services.common.settings import Settings
 from services.response.answer import build_engine, build_store
-from services.response.knowledge_events import KnowledgeFollower
 from services.response.search_client import SearchClient
 from services.response.server import ResponseServicer
 from services.response.web import WebPages
@@ -29,7 +29,13 @@ async def main(settings: Settings) -> None:
     web = WebPages(scraper_pb2_grpc.ScraperServiceStub(scraper_channel), settings.max_passages)
     engine = build_engine(settings, SearchClient(search_pb2_grpc.SearchServiceStub(search_channel)), store, producer,
                           web)
-    follower = KnowledgeFollower(settings.kafka_bootstrap, settings.topic("knowledge_updated"), store)
+
+    async def forget_key(event) -> None:
+        dropped = await store.forget_key(event.product_key_id)
+        logger.info("knowledge of %s is now version %s (%s); dropped %d pointer(s)",
+                    event.product_key_id, event.knowledge_version, event.reason, dropped)
+
+    follower = KnowledgeFollower(settings.kafka_bootstrap, settings.topic("knowledge_updated"), forget_key)
     if engine.llm is not None:
         logger.info("answering with Groq (%s / %s)", settings.llm_small_model, settings.llm_large_model)
     else:
