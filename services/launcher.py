@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -66,6 +67,10 @@ class Launcher:
         return self.log_dir / f"{name}.log"
 
     def start(self, names: Iterable[str] = COMPONENTS) -> list[str]:
+        """Starts the components that are not running; refuses when another process holds one of
+        their gRPC ports (health checks would otherwise be answered by a stranger)."""
+        names = list(names)
+        self._check_ports([n for n in names if not self.pid(n)])
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         started = []
@@ -81,6 +86,20 @@ class Launcher:
             self._pid_file(name).write_text(str(proc.pid))
             started.append(name)
         return started
+
+    def _check_ports(self, names: list[str]) -> None:
+        for name in names:
+            if name not in GRPC_COMPONENTS:
+                continue
+            var = f"PARLEY_{name.upper()}_ADDR"
+            addr = self.env.get(var) or getattr(Settings(), f"{name}_addr")
+            host, _, port = addr.rpartition(":")
+            with socket.socket() as probe:
+                probe.settimeout(0.2)
+                if probe.connect_ex((host or "127.0.0.1", int(port))) == 0:
+                    raise RuntimeError(
+                        f"{name}: {addr} is already in use by another process; stop it (make down) or set {var}"
+                    )
 
     def stop(self, names: Iterable[str] = COMPONENTS, timeout: float = 30.0) -> list[str]:
         """SIGTERM (the services drain), then SIGKILL whatever is left after timeout."""

@@ -287,7 +287,14 @@ class ExtractiveAnswerer:
         if not scored:
             return Answer(NO_ANSWER_TEXT, self.model)
         scored.sort(reverse=True)
-        best = [s for s in scored if s[0] >= 0.6 * scored[0][0]][: self._max_sentences]
+        best, said = [], set()
+        for item in scored:
+            wording = " ".join(item[3].lower().split())
+            if item[0] < 0.6 * scored[0][0] or len(best) == self._max_sentences:
+                break
+            if wording not in said:  # the same sentence from a document and a crawled page: once
+                said.add(wording)
+                best.append(item)
         best.sort(key=lambda s: (-s[1], -s[2]))  # back into reading order
         cited: list[str] = []
         parts = []

@@ -34,3 +34,9 @@ def test_greeting_needs_no_passages():
 
 def test_no_passages_no_answer():
     assert ask("What is the price?", []).text == NO_ANSWER_TEXT
+
+
+def test_the_same_sentence_from_two_sources_is_said_once():
+    page = PassageText("9", "page", "Plans", "The Plus plan costs 49 euros per year.", 0.7)
+    answer = ask("How much is the Plus plan per year?", [DOC, page])
+    assert answer.text.count("The Plus plan costs 49 euros per year.") == 1
