@@ -8,22 +8,17 @@ from datetime import timezone
 
 import asyncpg
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.analytics import queries
 from services.common.errors import InvalidArgument
 from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
+from services.common.timestamps import to_timestamp
 
 
 @dataclass
 class AnalyticsDeps:
     pool: asyncpg.Pool | None = None
 
-
-def _ts(dt) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(dt)
-    return ts
 
 
 def _point(row: queries.MetricsRow) -> analytics_pb2.MetricsPoint:
@@ -35,7 +30,7 @@ def _point(row: queries.MetricsRow) -> analytics_pb2.MetricsPoint:
         return analytics_pb2.Percentiles(p50=p50, p95=p95, p99=p99)
 
     return analytics_pb2.MetricsPoint(
-        bucket_start=_ts(row.bucket_start),
+        bucket_start=to_timestamp(row.bucket_start),
         group=row.group,
         turns=turns,
         cache_hits=c["cache_hits"],

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import asyncpg
 import grpc
 import redis.asyncio as redis
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.errors import Unauthenticated, Unavailable
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import events_pb2, scraper_pb2, scraper_pb2_grpc
 from services.common.settings import Settings
+from services.common.timestamps import to_timestamp
 from services.scraper import jobs
 from services.scraper.fetching import Fetcher, check_host
 from services.scraper.page_fetch import fetch_page
@@ -36,18 +36,11 @@ class ScraperDeps:
     pool: asyncpg.Pool | None = None
 
 
-def _ts(value) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
 
 def status_message(job: jobs.JobStatus) -> scraper_pb2.CrawlStatus:
     return scraper_pb2.CrawlStatus(
         job_id=job.job_id, product_key_id=job.product_key_id, state=job.state, error=job.error,
-        started_at=_ts(job.started_at), finished_at=_ts(job.finished_at), **job.progress.as_dict(),
+        started_at=to_timestamp(job.started_at), finished_at=to_timestamp(job.finished_at), **job.progress.as_dict(),
     )
 
 

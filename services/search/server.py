@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import asyncpg
 import grpc
 import redis.asyncio as redis
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
 from services.common.settings import Settings
+from services.common.timestamps import to_timestamp
 from services.search import keys, knowledge
 from services.search.planner import Planner
 
@@ -21,24 +21,17 @@ logger = logging.getLogger(__name__)
 ADMIN_HEADER = "x-parley-admin-token"
 
 
-def _timestamp(value) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
 
 def _key_info(key: keys.ProductKey) -> search_pb2.ProductKeyInfo:
     s = key.settings
     return search_pb2.ProductKeyInfo(
         id=key.id, name=key.name, knowledge_version=key.knowledge_version,
-        created_at=_timestamp(key.created_at), revoked=key.revoked, website=key.website,
+        created_at=to_timestamp(key.created_at), revoked=key.revoked, website=key.website,
         settings=search_pb2.KeySettings(
             rate_limit_per_second=s.get("rate_limit_per_second", 0), rate_limit_burst=s.get("rate_limit_burst", 0),
             allow_direct=s.get("allow_direct", False),
         ),
-        text_search_config=key.ts_config, rotated_at=_timestamp(key.rotated_at),
+        text_search_config=key.ts_config, rotated_at=to_timestamp(key.rotated_at),
     )
 
 
