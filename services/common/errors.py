@@ -44,7 +44,3 @@ class Unavailable(ParleyError):
 
 class DeadlineExceeded(ParleyError):
     code = "DEADLINE_EXCEEDED"
-
-
-class Unimplemented(ParleyError):
-    code = "UNIMPLEMENTED"

@@ -26,7 +26,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 INDEXABLE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
-SITEMAP_TYPES = ("application/xml", "text/xml", "application/gzip", "application/x-gzip", "text/plain")
 ROBOTS_TTL_SECONDS = 600.0
 _METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 
