@@ -250,7 +250,8 @@ def cmd_chat(args, settings: Settings) -> None:
 async def fetch_metrics(settings: Settings, key_id: str) -> analytics_pb2.GetMetricsResponse:
     async with channel(settings.analytics_addr) as ch:
         return await analytics_pb2_grpc.AnalyticsServiceStub(ch).GetMetrics(
-            analytics_pb2.GetMetricsRequest(product_key_id=key_id, group_by=analytics_pb2.GROUP_BY_STRATEGY), timeout=10
+            analytics_pb2.GetMetricsRequest(product_key_id=key_id, group_by=analytics_pb2.GROUP_BY_STRATEGY),
+            metadata=_admin_md(settings), timeout=10,
         )
 
 
@@ -273,7 +274,7 @@ def cmd_metrics(args, settings: Settings) -> None:
     async def watch():
         async with channel(settings.analytics_addr) as ch:
             stream = analytics_pb2_grpc.AnalyticsServiceStub(ch).StreamMetrics(
-                analytics_pb2.StreamMetricsRequest(product_key_id=args.key, interval_seconds=2)
+                analytics_pb2.StreamMetricsRequest(product_key_id=args.key, interval_seconds=2), metadata=_admin_md(settings)
             )
             with Live(console=out, auto_refresh=False) as live:
                 async for reply in stream:
