@@ -50,6 +50,22 @@ def status_code(name: str) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, name, grpc.StatusCode.UNKNOWN)
 
 
+# A downstream service's failure that says nothing the caller can act on (and may name internal
+# addresses): passed on as UNAVAILABLE with a generic message; the details go to the log.
+_OPAQUE_DOWNSTREAM = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL,
+                      grpc.StatusCode.DATA_LOSS}
+
+
+def dependency_failure(exc: BaseException) -> bool:
+    """A dependency that did not answer (connection refused or lost, Redis or PostgreSQL away)."""
+    import asyncpg
+    import redis.exceptions
+
+    return isinstance(exc, (ConnectionError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                            asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                            asyncpg.InterfaceError, OSError))
+
+
 class _Gate:
     """Open once the service's dependencies answered; closed again while draining."""
 
@@ -127,12 +143,19 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 context.set_trailing_metadata(tuple(exc.trailers.items()))
             await context.abort(status_code(exc.code), exc.message)
         if isinstance(exc, grpc.aio.AioRpcError):
-            # A downstream service's answer: pass on its status and message.
+            # A downstream service's answer: pass on its status and message, unless it is opaque.
             logger.warning("downstream call failed in %s: %s %s", method, exc.code().name, exc.details())
+            if exc.code() in _OPAQUE_DOWNSTREAM:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"a service {self._service} needs is unavailable; "
+                                                                 "retry shortly")
             await context.abort(exc.code(), exc.details() or exc.code().name)
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} timed out")
         incident = uuid.uuid4().hex[:12]
+        if dependency_failure(exc):
+            logger.warning("dependency unavailable in %s (incident %s): %r", method, incident, exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"{self._service} cannot reach a dependency; retry shortly (incident {incident})")
         logger.exception("unhandled error in %s (incident %s)", method, incident)
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
         return "INTERNAL"  # not reached: abort raises
