@@ -70,12 +70,22 @@ def _point(row: queries.MetricsRow) -> analytics_pb2.MetricsPoint:
     )
 
 
+def _when(request, name: str):
+    """A Timestamp field as a datetime; one outside what a Timestamp may hold is INVALID_ARGUMENT."""
+    if not request.HasField(name):
+        return None
+    ts = getattr(request, name)
+    try:
+        if not 0 <= ts.nanos <= 999_999_999:
+            raise ValueError(f"nanos {ts.nanos}")
+        return ts.ToDatetime(tzinfo=timezone.utc)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise InvalidArgument(f"{name} is not a valid timestamp ({exc})") from None
+
+
 def _range(request) -> tuple:
     """The request's [start, end) with defaults (the last hour) and limits applied."""
-    return queries.resolve_range(
-        request.start.ToDatetime(tzinfo=timezone.utc) if request.HasField("start") else None,
-        request.end.ToDatetime(tzinfo=timezone.utc) if request.HasField("end") else None,
-    )
+    return queries.resolve_range(_when(request, "start"), _when(request, "end"))
 
 
 _GRANULARITY = {

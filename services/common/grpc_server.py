@@ -56,6 +56,12 @@ _OPAQUE_DOWNSTREAM = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc
                       grpc.StatusCode.DATA_LOSS}
 
 
+def _bad_value(exc: BaseException) -> bool:
+    import asyncpg
+
+    return isinstance(exc, asyncpg.DataError)   # SQLSTATE class 22: data exception
+
+
 def dependency_failure(exc: BaseException) -> bool:
     """A dependency that did not answer (connection refused or lost, Redis or PostgreSQL away)."""
     import asyncpg
@@ -74,6 +80,31 @@ class _Gate:
         self.draining = False
 
 
+class _Undecodable:
+    """A request whose bytes are not the method's message: INVALID_ARGUMENT, not grpc's own error."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserialize):
+    if deserialize is None:
+        return None
+
+    def decode(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception as exc:  # noqa: BLE001 - DecodeError, or a RuntimeWarning-turned-error of upb
+            return _Undecodable(f"{exc.__class__.__name__}: {exc}"[:200])
+
+    return decode
+
+
+def _check_decoded(request) -> None:
+    if isinstance(request, _Undecodable):
+        raise _Rejected("INVALID_ARGUMENT", f"the request is not a valid message of this method ({request.reason})")
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     """Latency histograms, status counts, domain-error mapping and the readiness gate."""
 
@@ -88,6 +119,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         always_open = method.startswith(_ALWAYS_OPEN)
         short = method.rsplit("/", 1)[-1]
+        decode = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             inner = handler.unary_unary
 
@@ -96,15 +128,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 code = "OK"
                 try:
                     self._admit(always_open)
+                    _check_decoded(request)
                     return await inner(request, context)
                 except BaseException as exc:  # noqa: BLE001 - every outcome is counted
                     code = await self._fail(exc, context, short)
                 finally:
                     self._observe(short, code, start, context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_unary_rpc_method_handler(unary, decode, handler.response_serializer)
         if handler.unary_stream:
             inner_stream = handler.unary_stream
 
@@ -113,6 +144,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 code = "OK"
                 try:
                     self._admit(always_open)
+                    _check_decoded(request)
                     async for item in inner_stream(request, context):
                         yield item
                 except BaseException as exc:  # noqa: BLE001
@@ -120,9 +152,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     self._observe(short, code, start, context)
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_stream_rpc_method_handler(stream, decode, handler.response_serializer)
         return handler
 
     def _admit(self, always_open: bool) -> None:
@@ -152,6 +182,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} timed out")
         incident = uuid.uuid4().hex[:12]
+        if _bad_value(exc):
+            # PostgreSQL refused a value of the request (a NUL character, a number out of range, ...).
+            logger.warning("value refused by PostgreSQL in %s (incident %s): %r", method, incident, exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"a value of the request cannot be stored or searched (incident {incident})")
         if dependency_failure(exc):
             logger.warning("dependency unavailable in %s (incident %s): %r", method, incident, exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE,

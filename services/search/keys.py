@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -41,6 +42,15 @@ class ProductKey:
 
 def new_secret() -> str:
     return "pk_" + secrets.token_urlsafe(32)
+
+
+def _is_site(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a malformed port raises ValueError
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def check_admin(token: str | None, expected: str) -> None:
@@ -93,6 +103,11 @@ async def create_key(
     if not _KEY_ID.match(key_id):
         raise InvalidArgument("id must be 2-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit")
     ts_config = ts_config.strip() or "english"
+    if len(ts_config) > 63 or not ts_config.isprintable():
+        raise InvalidArgument("text_search_config must be the name of a text search configuration (e.g. english)")
+    website = website.strip()
+    if website and not _is_site(website):
+        raise InvalidArgument("website must be an absolute http(s) URL, e.g. https://help.example.com/")
     if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = $1)", ts_config):
         raise InvalidArgument(f"unknown text search configuration {ts_config!r} (e.g. english, simple, german)")
     secret = new_secret()
@@ -100,7 +115,7 @@ async def create_key(
         row = await pool.fetchrow(
             "INSERT INTO product_keys (id, name, key_hash, instructions, website, settings, ts_config)"
             f" VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::regconfig) RETURNING {_COLUMNS}",
-            key_id, name, hash_secret(secret), instructions, website.strip(),
+            key_id, name, hash_secret(secret), instructions, website,
             json.dumps(clean_settings(settings or {})), ts_config,
         )
     except asyncpg.UniqueViolationError:
