@@ -105,10 +105,12 @@ def cmd_services(args, settings: Settings) -> None:
 # --- keys and knowledge ----------------------------------------------------------------------
 
 
-async def create_key(settings: Settings, name: str, key_id: str = "", instructions: str = "", website: str = ""):
+async def create_key(settings: Settings, name: str, key_id: str = "", instructions: str = "", website: str = "",
+                     key_settings: search_pb2.KeySettings | None = None):
     async with channel(settings.search_addr) as ch:
         return await search_pb2_grpc.SearchServiceStub(ch).CreateProductKey(
-            search_pb2.CreateProductKeyRequest(name=name, id=key_id, instructions=instructions, website=website),
+            search_pb2.CreateProductKeyRequest(name=name, id=key_id, instructions=instructions, website=website,
+                                               settings=key_settings),
             metadata=_admin_md(settings), timeout=10,
         )
 
