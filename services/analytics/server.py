@@ -125,10 +125,11 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         )
 
     async def StreamMetrics(self, request: analytics_pb2.StreamMetricsRequest, context: grpc.aio.ServicerContext):
-        """The last hour per minute, including the current minute, every interval until the client leaves."""
-        key_id = await self._key_id(request, context)
+        """The last hour per minute, including the current minute, every interval until the client leaves
+        (or its key is revoked or rotated: the credentials are checked again before every update)."""
         interval = min(max(request.interval_seconds or 2, 1), 60)
         while True:
+            key_id = await self._key_id(request, context)
             yield await self._metrics(
                 analytics_pb2.GetMetricsRequest(product_key_id=key_id, granularity=analytics_pb2.GRANULARITY_MINUTE),
                 key_id,

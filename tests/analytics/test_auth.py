@@ -54,3 +54,18 @@ async def test_a_key_reads_its_own_data_only_and_the_admin_reads_any(analytics, 
     await _call(analytics, rpc, _request(rpc, product_key=key_a.secret))
     await _call(analytics, rpc, _request(rpc, product_key_id=key_a.id, product_key=key_a.secret))
     await _call(analytics, rpc, _request(rpc, product_key_id=key_b.id), admin)
+
+
+async def test_a_live_stream_stops_when_its_key_is_revoked(analytics, search, admin):
+    from services.common.pb.parley.v1 import search_pb2
+    from tests.conftest import make_key
+
+    key = await make_key(search, admin, "stream-revoke", faq=[], docs=[])
+    stream = analytics.StreamMetrics(analytics_pb2.StreamMetricsRequest(product_key=key.secret, interval_seconds=1),
+                                     timeout=20)
+    assert (await stream.read()).total.turns == 0
+    await search.RevokeProductKey(search_pb2.RevokeProductKeyRequest(id=key.id), metadata=admin, timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        while True:
+            await stream.read()
+    assert rpc_error(info).code() == grpc.StatusCode.UNAUTHENTICATED
