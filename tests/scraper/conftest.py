@@ -37,5 +37,5 @@ async def site_key(search, admin) -> TestKey:
 async def web_key(search, admin, sample_site) -> TestKey:
     """A key whose website is the sample site: Fetch reads that host for it, and only that host."""
     reply = await search.CreateProductKey(search_pb2.CreateProductKeyRequest(
-        name="Test web", id=f"t-{RUN_ID}-web", website=sample_site.base_url + "/"), metadata=admin, timeout=10)
+        name="Test web", id=f"t-{RUN_ID}-fetch-site", website=sample_site.base_url + "/"), metadata=admin, timeout=10)
     return TestKey(reply.key.id, reply.product_key)
