@@ -9,8 +9,10 @@ import uuid
 import grpc
 import pytest
 
-from services.common.pb.parley.v1 import common_pb2, response_pb2, search_pb2
-from tests.conftest import RUN_ID, TestKey, rpc_error
+from services.common.grpc_server import channel, check_serving
+from services.common.pb.parley.v1 import common_pb2, response_pb2, response_pb2_grpc, search_pb2
+from services.launcher import Launcher
+from tests.conftest import RUN_ID, TestKey, _free_port, rpc_error
 
 
 def ask(secret: str, message: str) -> response_pb2.ChatRequest:
@@ -73,3 +75,33 @@ async def test_a_rotated_secret_is_refused_at_once_on_every_replica_even_on_a_ca
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await replica.Chat(ask(rotated.product_key, "Do you ship abroad?"), timeout=10)
             assert rpc_error(info).code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_two_response_processes_refuse_a_rotated_secret_at_once(response, search, admin, test_env, tmp_path):
+    """A second response process beside the session's: both answered from their caches before the
+    rotation, neither answers the old secret after it."""
+    addr = f"127.0.0.1:{_free_port()}"
+    second = Launcher(tmp_path, env={**test_env, "PARLEY_RESPONSE_ADDR": addr,
+                                     "PARLEY_RESPONSE_METRICS_PORT": str(_free_port())})
+    second.start(["response"])
+    try:
+        async with channel(addr) as ch:
+            for _ in range(300):
+                try:
+                    await check_serving(ch, "response")
+                    break
+                except Exception:  # noqa: BLE001 - still starting
+                    await asyncio.sleep(0.1)
+            other = response_pb2_grpc.ResponseServiceStub(ch)
+            key = await _key(search, admin, "rot2", rate=1000, burst=1000)
+            question = ask(key.secret, "Do you ship abroad?")
+            await response.Chat(question, timeout=10)
+            for replica in (response, other):
+                assert (await replica.Chat(question, timeout=10)).cache_status == common_pb2.CACHE_STATUS_HIT
+            await search.RotateProductKey(search_pb2.RotateProductKeyRequest(id=key.id), metadata=admin, timeout=10)
+            for replica in (response, other):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await replica.Chat(question, timeout=10)
+                assert rpc_error(info).code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        second.stop(["response"])
