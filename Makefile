@@ -66,5 +66,10 @@ $(KUSTOMIZE_STAMP):
 bench: up
 	@$(PY) -m bench $(ARGS)
 
+# A longer fuzz run of every RPC than the bounded one of `make test` (bench/scenario_fuzz.py).
+.PHONY: fuzz
+fuzz: up
+	@$(PY) -m bench --only fuzz $(ARGS)
+
 clean: down
 	rm -rf .local $(VENV)

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from services.cli import DEMO_DIR, add_knowledge_path, create_key
 from services.common import db
+from services.common.pb.parley.v1 import search_pb2
 from services.common.settings import Settings
 from services.common.topics import create_all_topics
 from services.launcher import Launcher
@@ -68,7 +69,9 @@ async def started_services(extra_env: dict[str, str] | None = None) -> AsyncIter
     try:
         console.print("starting the services ...")
         await launcher.wait_serving(settings)
-        key = await create_key(settings, "Bench", f"bench-{uuid.uuid4().hex[:8]}")
+        # Every chat turn, cached or not, is charged to the key's rate limit: the load must not be limited.
+        key = await create_key(settings, "Bench", f"bench-{uuid.uuid4().hex[:8]}", key_settings=search_pb2.KeySettings(
+            rate_limit_per_second=1_000_000, rate_limit_burst=1_000_000))
         await add_knowledge_path(settings, key.key.id, DEMO_DIR)
         yield settings, key.key.id, key.product_key
     finally:

@@ -119,7 +119,8 @@ async def freshness(settings: Settings, probes: int = 20) -> list[float]:
                 t.occurred_at.FromNanoseconds(int(sent * 1e9))
                 await producer.send(settings.topic("chat_turns"), t.SerializeToString(), key=key_id.encode())
                 while True:
-                    reply = await stub.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id), timeout=5)
+                    reply = await stub.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id),
+                                                  metadata=(("x-parley-admin-token", settings.admin_token),), timeout=5)
                     if reply.total.turns == 1:
                         results.append(time.time() - sent)
                         break

@@ -105,10 +105,12 @@ def cmd_services(args, settings: Settings) -> None:
 # --- keys and knowledge ----------------------------------------------------------------------
 
 
-async def create_key(settings: Settings, name: str, key_id: str = "", instructions: str = "", website: str = ""):
+async def create_key(settings: Settings, name: str, key_id: str = "", instructions: str = "", website: str = "",
+                     key_settings: search_pb2.KeySettings | None = None):
     async with channel(settings.search_addr) as ch:
         return await search_pb2_grpc.SearchServiceStub(ch).CreateProductKey(
-            search_pb2.CreateProductKeyRequest(name=name, id=key_id, instructions=instructions, website=website),
+            search_pb2.CreateProductKeyRequest(name=name, id=key_id, instructions=instructions, website=website,
+                                               settings=key_settings),
             metadata=_admin_md(settings), timeout=10,
         )
 
@@ -250,7 +252,8 @@ def cmd_chat(args, settings: Settings) -> None:
 async def fetch_metrics(settings: Settings, key_id: str) -> analytics_pb2.GetMetricsResponse:
     async with channel(settings.analytics_addr) as ch:
         return await analytics_pb2_grpc.AnalyticsServiceStub(ch).GetMetrics(
-            analytics_pb2.GetMetricsRequest(product_key_id=key_id, group_by=analytics_pb2.GROUP_BY_STRATEGY), timeout=10
+            analytics_pb2.GetMetricsRequest(product_key_id=key_id, group_by=analytics_pb2.GROUP_BY_STRATEGY),
+            metadata=_admin_md(settings), timeout=10,
         )
 
 
@@ -273,7 +276,7 @@ def cmd_metrics(args, settings: Settings) -> None:
     async def watch():
         async with channel(settings.analytics_addr) as ch:
             stream = analytics_pb2_grpc.AnalyticsServiceStub(ch).StreamMetrics(
-                analytics_pb2.StreamMetricsRequest(product_key_id=args.key, interval_seconds=2)
+                analytics_pb2.StreamMetricsRequest(product_key_id=args.key, interval_seconds=2), metadata=_admin_md(settings)
             )
             with Live(console=out, auto_refresh=False) as live:
                 async for reply in stream:

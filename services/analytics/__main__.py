@@ -6,18 +6,29 @@ from services.analytics.server import AnalyticsDeps, AnalyticsServicer
 from services.common import db
 from services.common.grpc_server import ServiceSpec, bind_address, serve
 from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
+from services.common.product_keys import KeyValidator
+from services.common.redis_client import create_redis
 from services.common.runner import run_service
 from services.common.settings import Settings
 
 
 async def main(settings: Settings) -> None:
     deps = AnalyticsDeps()
+    # Product keys: the shared Redis key cache (a soft dependency: PostgreSQL answers without it).
+    redis = create_redis(settings.redis_url)
 
     async def on_start() -> None:
         if deps.pool is None:
             deps.pool = await db.create_pool(settings.postgres_dsn)
+        if deps.keys is None:
+            deps.keys = KeyValidator(
+                redis, lambda: deps.pool, ttl_seconds=settings.key_cache_ttl_seconds,
+                local_seconds=settings.key_local_cache_seconds, default_rate=settings.rate_limit_per_second,
+                default_burst=settings.rate_limit_burst,
+            )
 
     async def on_stop() -> None:
+        await redis.aclose()
         if deps.pool is not None:
             await deps.pool.close()
 
@@ -29,7 +40,7 @@ async def main(settings: Settings) -> None:
             name="analytics",
             service_names=[analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name],
             register=lambda server: analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
-                AnalyticsServicer(deps), server
+                AnalyticsServicer(deps, settings.admin_token), server
             ),
             bind=bind_address(settings.grpc_bind_host, settings.analytics_addr),
             metrics_port=settings.analytics_metrics_port,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from dataclasses import dataclass
 from datetime import timezone
 
@@ -10,15 +11,35 @@ import asyncpg
 import grpc
 
 from services.analytics import queries
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
+from services.common.product_keys import KeyValidator
 from services.common.timestamps import to_timestamp
+
+ADMIN_HEADER = "x-parley-admin-token"
 
 
 @dataclass
 class AnalyticsDeps:
     pool: asyncpg.Pool | None = None
+    keys: KeyValidator | None = None
 
+
+def authorize(token: str | None, admin_token: str, asked_id: str, own_id: str | None) -> str:
+    """The key id a caller may read: the admin token reads any id (which it must name); a product key
+    reads its own only. Another key's id is PERMISSION_DENIED without looking it up, so the answer says
+    nothing about whether that key exists."""
+    if token is not None:
+        if not hmac.compare_digest(token.encode(), admin_token.encode()):
+            raise PermissionDenied("admin token is not valid")
+        if not asked_id:
+            raise InvalidArgument("product_key_id is required with the admin token")
+        return asked_id
+    if own_id is None:
+        raise Unauthenticated(f"send the product key in product_key, or the admin token in the {ADMIN_HEADER} header")
+    if asked_id and asked_id != own_id:
+        raise PermissionDenied("a product key reads its own analytics only")
+    return own_id
 
 
 def _point(row: queries.MetricsRow) -> analytics_pb2.MetricsPoint:
@@ -49,12 +70,22 @@ def _point(row: queries.MetricsRow) -> analytics_pb2.MetricsPoint:
     )
 
 
+def _when(request, name: str):
+    """A Timestamp field as a datetime; one outside what a Timestamp may hold is INVALID_ARGUMENT."""
+    if not request.HasField(name):
+        return None
+    ts = getattr(request, name)
+    try:
+        if not 0 <= ts.nanos <= 999_999_999:
+            raise ValueError(f"nanos {ts.nanos}")
+        return ts.ToDatetime(tzinfo=timezone.utc)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise InvalidArgument(f"{name} is not a valid timestamp ({exc})") from None
+
+
 def _range(request) -> tuple:
     """The request's [start, end) with defaults (the last hour) and limits applied."""
-    return queries.resolve_range(
-        request.start.ToDatetime(tzinfo=timezone.utc) if request.HasField("start") else None,
-        request.end.ToDatetime(tzinfo=timezone.utc) if request.HasField("end") else None,
-    )
+    return queries.resolve_range(_when(request, "start"), _when(request, "end"))
 
 
 _GRANULARITY = {
@@ -67,16 +98,26 @@ _GROUP = {analytics_pb2.GROUP_BY_NONE: "", analytics_pb2.GROUP_BY_STRATEGY: "str
 
 
 class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
-    def __init__(self, deps: AnalyticsDeps) -> None:
+    def __init__(self, deps: AnalyticsDeps, admin_token: str) -> None:
         self._deps = deps
+        self._admin_token = admin_token
+
+    async def _key_id(self, request, context: grpc.aio.ServicerContext) -> str:
+        """The key whose data this call may read (see authorize)."""
+        token = dict(context.invocation_metadata() or ()).get(ADMIN_HEADER)
+        own_id = None
+        if token is None and request.product_key.strip():
+            assert self._deps.keys is not None, "the gate admits calls only once the validator exists"
+            own_id = (await self._deps.keys.validate(request.product_key)).id
+        return authorize(token, self._admin_token, request.product_key_id, own_id)
 
     async def GetMetrics(self, request: analytics_pb2.GetMetricsRequest, context: grpc.aio.ServicerContext):
-        return await self._metrics(request)
+        return await self._metrics(request, await self._key_id(request, context))
 
-    async def _metrics(self, request: analytics_pb2.GetMetricsRequest) -> analytics_pb2.GetMetricsResponse:
+    async def _metrics(self, request: analytics_pb2.GetMetricsRequest, key_id: str) -> analytics_pb2.GetMetricsResponse:
         start, end = _range(request)
         rows = await queries.get_metrics(
-            self._deps.pool, request.product_key_id, start, end,
+            self._deps.pool, key_id, start, end,
             _GRANULARITY.get(request.granularity, ""), _GROUP.get(request.group_by, ""),
         )
         return analytics_pb2.GetMetricsResponse(
@@ -84,23 +125,21 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         )
 
     async def StreamMetrics(self, request: analytics_pb2.StreamMetricsRequest, context: grpc.aio.ServicerContext):
-        """The last hour per minute, including the current minute, every interval until the client leaves."""
-        if not request.product_key_id:
-            raise InvalidArgument("product_key_id is required")
+        """The last hour per minute, including the current minute, every interval until the client leaves
+        (or its key is revoked or rotated: the credentials are checked again before every update)."""
         interval = min(max(request.interval_seconds or 2, 1), 60)
         while True:
+            key_id = await self._key_id(request, context)
             yield await self._metrics(
-                analytics_pb2.GetMetricsRequest(
-                    product_key_id=request.product_key_id, granularity=analytics_pb2.GRANULARITY_MINUTE
-                )
+                analytics_pb2.GetMetricsRequest(product_key_id=key_id, granularity=analytics_pb2.GRANULARITY_MINUTE),
+                key_id,
             )
             await asyncio.sleep(interval)
 
-    async def _questions(self, request: analytics_pb2.TopQuestionsRequest, gaps_only: bool):
+    async def _questions(self, request: analytics_pb2.TopQuestionsRequest, context, gaps_only: bool):
+        key_id = await self._key_id(request, context)
         start, end = _range(request)
-        stats = await queries.top_questions(
-            self._deps.pool, request.product_key_id, start, end, request.limit, gaps_only=gaps_only
-        )
+        stats = await queries.top_questions(self._deps.pool, key_id, start, end, request.limit, gaps_only=gaps_only)
         return analytics_pb2.TopQuestionsResponse(
             questions=[
                 analytics_pb2.QuestionCount(
@@ -111,7 +150,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         )
 
     async def TopQuestions(self, request, context):
-        return await self._questions(request, gaps_only=False)
+        return await self._questions(request, context, gaps_only=False)
 
     async def KnowledgeGaps(self, request, context):
-        return await self._questions(request, gaps_only=True)
+        return await self._questions(request, context, gaps_only=True)

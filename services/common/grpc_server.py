@@ -50,12 +50,59 @@ def status_code(name: str) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, name, grpc.StatusCode.UNKNOWN)
 
 
+# A downstream service's failure that says nothing the caller can act on (and may name internal
+# addresses): passed on as UNAVAILABLE with a generic message; the details go to the log.
+_OPAQUE_DOWNSTREAM = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL,
+                      grpc.StatusCode.DATA_LOSS}
+
+
+def _bad_value(exc: BaseException) -> bool:
+    import asyncpg
+
+    return isinstance(exc, asyncpg.DataError)   # SQLSTATE class 22: data exception
+
+
+def dependency_failure(exc: BaseException) -> bool:
+    """A dependency that did not answer (connection refused or lost, Redis or PostgreSQL away)."""
+    import asyncpg
+    import redis.exceptions
+
+    return isinstance(exc, (ConnectionError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                            asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                            asyncpg.InterfaceError, OSError))
+
+
 class _Gate:
     """Open once the service's dependencies answered; closed again while draining."""
 
     def __init__(self) -> None:
         self.ready = False
         self.draining = False
+
+
+class _Undecodable:
+    """A request whose bytes are not the method's message: INVALID_ARGUMENT, not grpc's own error."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserialize):
+    if deserialize is None:
+        return None
+
+    def decode(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception as exc:  # noqa: BLE001 - DecodeError, or a RuntimeWarning-turned-error of upb
+            return _Undecodable(f"{exc.__class__.__name__}: {exc}"[:200])
+
+    return decode
+
+
+def _check_decoded(request) -> None:
+    if isinstance(request, _Undecodable):
+        raise _Rejected("INVALID_ARGUMENT", f"the request is not a valid message of this method ({request.reason})")
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -72,6 +119,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         always_open = method.startswith(_ALWAYS_OPEN)
         short = method.rsplit("/", 1)[-1]
+        decode = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             inner = handler.unary_unary
 
@@ -80,15 +128,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 code = "OK"
                 try:
                     self._admit(always_open)
+                    _check_decoded(request)
                     return await inner(request, context)
                 except BaseException as exc:  # noqa: BLE001 - every outcome is counted
                     code = await self._fail(exc, context, short)
                 finally:
                     self._observe(short, code, start, context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_unary_rpc_method_handler(unary, decode, handler.response_serializer)
         if handler.unary_stream:
             inner_stream = handler.unary_stream
 
@@ -97,6 +144,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 code = "OK"
                 try:
                     self._admit(always_open)
+                    _check_decoded(request)
                     async for item in inner_stream(request, context):
                         yield item
                 except BaseException as exc:  # noqa: BLE001
@@ -104,9 +152,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     self._observe(short, code, start, context)
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.unary_stream_rpc_method_handler(stream, decode, handler.response_serializer)
         return handler
 
     def _admit(self, always_open: bool) -> None:
@@ -127,12 +173,24 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 context.set_trailing_metadata(tuple(exc.trailers.items()))
             await context.abort(status_code(exc.code), exc.message)
         if isinstance(exc, grpc.aio.AioRpcError):
-            # A downstream service's answer: pass on its status and message.
+            # A downstream service's answer: pass on its status and message, unless it is opaque.
             logger.warning("downstream call failed in %s: %s %s", method, exc.code().name, exc.details())
+            if exc.code() in _OPAQUE_DOWNSTREAM:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"a service {self._service} needs is unavailable; "
+                                                                 "retry shortly")
             await context.abort(exc.code(), exc.details() or exc.code().name)
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} timed out")
         incident = uuid.uuid4().hex[:12]
+        if _bad_value(exc):
+            # PostgreSQL refused a value of the request (a NUL character, a number out of range, ...).
+            logger.warning("value refused by PostgreSQL in %s (incident %s): %r", method, incident, exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"a value of the request cannot be stored or searched (incident {incident})")
+        if dependency_failure(exc):
+            logger.warning("dependency unavailable in %s (incident %s): %r", method, incident, exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"{self._service} cannot reach a dependency; retry shortly (incident {incident})")
         logger.exception("unhandled error in %s (incident %s)", method, incident)
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
         return "INTERNAL"  # not reached: abort raises

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # Tenant authentication (product keys outside the search service, Redis-down fallback).
+    key_local_cache_seconds: float = 3.0   # without Redis: a key record kept in process (bound on a rotation missed)
+
+    # Crawl job leases (one worker per job, also across a rebalance).
+    scraper_job_lease_seconds: float = 15.0   # renewed every third of it; a dead worker's job waits this long
+
     def topic(self, name: str) -> str:
         """The full topic name for one of `TOPICS`."""
         return TOPICS[name] + self.topic_namespace

@@ -11,6 +11,7 @@ from services.common.pb.parley.v1 import response_pb2, response_pb2_grpc, scrape
 from services.common.redis_client import create_redis
 from services.common.runner import run_service
 from services.common.settings import Settings
+from services.response.admission import Admission
 from services.response.answer import build_engine, build_store
 from services.response.search_client import SearchClient
 from services.response.server import ResponseServicer
@@ -29,6 +30,7 @@ async def main(settings: Settings) -> None:
     web = WebPages(scraper_pb2_grpc.ScraperServiceStub(scraper_channel), settings.max_passages)
     engine = build_engine(settings, SearchClient(search_pb2_grpc.SearchServiceStub(search_channel)), store, producer,
                           web)
+    engine.admission = Admission(settings, redis)
 
     async def forget_key(event) -> None:
         dropped = await store.forget_key(event.product_key_id)
@@ -48,6 +50,7 @@ async def main(settings: Settings) -> None:
 
     async def on_stop() -> None:
         await engine.drain()
+        await engine.admission.close()
         await follower.stop()
         await producer.stop()
         await search_channel.close()

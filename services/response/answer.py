@@ -15,6 +15,7 @@ from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import common_pb2, events_pb2, response_pb2, search_pb2
 from services.common.settings import Settings
 from services.response import routing
+from services.response.admission import Admission
 from services.response.cache import RequestRecord, ResponseStore, question_hash, secret_hash
 from services.response.llm import RESTART, Answer, AnswerRequest, ExtractiveAnswerer, GroqClient, PassageText, Restart
 from services.response.resilience import ResilientLLM
@@ -88,6 +89,8 @@ def estimate_cost(prices: dict[str, tuple[float, float]], model: str, prompt: in
 class ChatEngine:
     """Everything a chat turn does, shared by Chat and ChatStream."""
 
+    admission: Admission | None = None  # product key and rate limit, before the cache (admission.py)
+
     def __init__(
         self,
         settings: Settings,
@@ -153,6 +156,8 @@ class ChatEngine:
         settings = self._settings
         request = state.request
         validate_chat(request, settings.max_message_chars)
+        if self.admission is not None:
+            await self.admission.admit(request.product_key)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout if timeout is not None else DEFAULT_DEADLINE_SECONDS) - 0.02
         key_hash = secret_hash(request.product_key)
@@ -191,7 +196,7 @@ class ChatEngine:
         passages = list(plan.passages)
         keep = cacheable
         if strategy == "WEB":
-            passages = await self._web_passages(plan, deadline)
+            passages = await self._web_passages(plan, deadline, request.product_key)
             state.search_ms = state.ms()
             keep = keep and bool(passages)  # a page that could not be fetched now may be fetched later
         if (strategy in _GROUNDED and not passages) or (strategy == "DIRECT" and self.llm is None):
@@ -252,11 +257,12 @@ class ChatEngine:
         await self._finish(state, key_hash, response)
         yield response
 
-    async def _web_passages(self, plan: search_pb2.PlanResponse, deadline: float) -> list[common_pb2.Passage]:
+    async def _web_passages(self, plan: search_pb2.PlanResponse, deadline: float,
+                            secret: str) -> list[common_pb2.Passage]:
         if self.web is None:
             return []
         budget = min(self._settings.search_timeout_seconds, deadline - asyncio.get_running_loop().time())
-        return await self.web.passages(plan.fetch_url or plan.website, plan.product_key_id, budget)
+        return await self.web.passages(plan.fetch_url or plan.website, plan.product_key_id, budget, secret)
 
     def _response(self, plan: search_pb2.PlanResponse, passages: list[common_pb2.Passage], strategy: str,
                   answer: Answer) -> response_pb2.ChatResponse:
@@ -384,6 +390,8 @@ class ChatEngine:
     async def feedback(self, product_key: str, request_id: str, rating: int, comment: str) -> str:
         if not product_key.strip():
             raise Unauthenticated("product key missing")
+        if self.admission is not None:
+            await self.admission.keys.validate(product_key)  # a revoked or rotated-away secret
         if rating not in (1, -1):
             raise InvalidArgument(f"rating must be +1 or -1, not {rating}")
         if len(comment) > self._settings.max_message_chars:

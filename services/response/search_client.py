@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 from services.common.errors import DeadlineExceeded, ParleyError
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
+
+logger = logging.getLogger(__name__)
+_OPAQUE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS}
 
 
 class DownstreamError(ParleyError):
@@ -30,4 +35,7 @@ class SearchClient:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise DeadlineExceeded("the search service did not answer in time") from None
             trailers = {k: v for k, v in (exc.trailing_metadata() or ()) if isinstance(v, str)}
+            if exc.code() in _OPAQUE:  # its details may name internal addresses: logged, not passed on
+                logger.warning("search Plan failed: %s %s", exc.code().name, exc.details())
+                raise DownstreamError("UNAVAILABLE", "the search service is unavailable; retry shortly", trailers) from None
             raise DownstreamError(exc.code().name, exc.details() or exc.code().name, trailers) from None

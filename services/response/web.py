@@ -21,11 +21,12 @@ class WebPages:
         self._stub = stub
         self._max_passages = max_passages
 
-    async def passages(self, url: str, key_id: str, timeout: float) -> list[common_pb2.Passage]:
+    async def passages(self, url: str, key_id: str, timeout: float, secret: str = "") -> list[common_pb2.Passage]:
+        """The page's passages; `secret` is the tenant's product key (Fetch reads only its website)."""
         if not url or timeout <= 0:
             return []
         try:
-            page = await self._stub.Fetch(scraper_pb2.FetchRequest(url=url, product_key_id=key_id), timeout=timeout)
+            page = await self._stub.Fetch(scraper_pb2.FetchRequest(url=url, product_key_id=key_id, product_key=secret), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             logger.warning("web strategy: Fetch %s failed (%s: %s); no answer", url, exc.code().name, exc.details())
             return []

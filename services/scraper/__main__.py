@@ -12,6 +12,7 @@ from services.common.redis_client import create_redis
 from services.common.runner import run_service
 from services.common.settings import Settings
 from services.scraper.fetching import new_fetcher
+from services.common.product_keys import KeyValidator
 from services.scraper.server import ScraperDeps, ScraperServicer
 
 
@@ -27,6 +28,12 @@ async def main(settings: Settings) -> None:
     async def on_start() -> None:
         if deps.pool is None:
             deps.pool = await db.create_pool(settings.postgres_dsn, max_size=10)
+        if deps.keys is None:
+            deps.keys = KeyValidator(
+                deps.redis, lambda: deps.pool, ttl_seconds=settings.key_cache_ttl_seconds,
+                local_seconds=settings.key_local_cache_seconds, default_rate=settings.rate_limit_per_second,
+                default_burst=settings.rate_limit_burst,
+            )
         await deps.producer.start()
         await deps.redis.ping()
 

@@ -359,9 +359,11 @@ class Crawler:
         if known and known.last_modified:
             headers["If-Modified-Since"] = known.last_modified
         try:
-            resp = await self.fetcher.get(url, headers=headers)
+            resp = await self.fetcher.get(url, headers=headers, obey_robots=True)
         except (FetchFailed, BlockedAddress) as exc:
-            if isinstance(exc, FetchFailed) and exc.kind == "too_large":
+            if isinstance(exc, FetchFailed) and exc.kind == "robots":
+                p.pages_robots_skipped += 1     # a redirect to a page robots.txt disallows: not requested
+            elif isinstance(exc, FetchFailed) and exc.kind == "too_large":
                 p.pages_skipped += 1
                 # Its validators let the next crawl skip it with a 304 instead of reading it again.
                 if exc.response is not None and exc.response.headers.get("etag", "") != (known.etag if known else ""):

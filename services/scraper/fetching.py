@@ -27,6 +27,8 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 INDEXABLE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 ROBOTS_TTL_SECONDS = 600.0
+ROBOTS_UNREACHABLE_TTL_SECONDS = 30.0   # an unreachable robots.txt disallows for this long, then is asked again
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 
 
@@ -40,7 +42,7 @@ class FetchFailed(Exception):
     def __init__(self, reason: str, kind: str = "failed", response: Response | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.kind = kind            # failed | too_large
+        self.kind = kind            # failed | too_large | robots | off_site
         self.response = response    # status and headers, when the origin answered
 
 
@@ -49,10 +51,30 @@ def parse_networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Netw
     return [ipaddress.ip_network(part.strip(), strict=False) for part in spec.split(",") if part.strip()]
 
 
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address leads to: IPv4-mapped (::ffff:0:0/96), 6to4 (2002::/16), Teredo
+    (2001::/32: server and client), NAT64 (64:ff9b::/96). Each must pass the IPv4 checks as well."""
+    found = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if ip in _NAT64:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
 def denied_reason(ip: IPAddress) -> str:
     """Why an address is refused, or '' when it is a public unicast address."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return denied_reason(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address):
+        for inner in embedded_ipv4(ip):
+            reason = denied_reason(inner)
+            if reason:
+                return f"{reason} (embedded in {ip})"
+        if ip.ipv4_mapped is not None:
+            return ""
     if ip in _METADATA:
         return "a cloud metadata address"
     for attr, what in (
@@ -79,7 +101,9 @@ class AddressPolicy:
             return ip
         reason = denied_reason(ip)
         if reason:
-            raise BlockedAddress(f"refused to fetch from {host}: {ip} is {reason}")
+            # The caller learns why the host is refused, not which internal address it resolves to.
+            logger.warning("refused to fetch from %s: %s is %s", host, ip, reason)
+            raise BlockedAddress(f"refused to fetch from {host}: it resolves to {reason.split(' (embedded')[0]}")
         return ip
 
 
@@ -269,16 +293,23 @@ class Fetcher:
         return self._gates[origin]
 
     async def get(
-        self, url: str, *, headers: dict[str, str] | None = None, accept: tuple[str, ...] = INDEXABLE_TYPES
+        self, url: str, *, headers: dict[str, str] | None = None, accept: tuple[str, ...] = INDEXABLE_TYPES,
+        obey_robots: bool = False, hosts: frozenset[str] | None = None,
     ) -> Response:
         """GET with redirects followed by hand (each hop connects through the address check), a redirect
         limit and loop detection, and the body read only up to max_bytes and only for accepted types.
-        A response of another type comes back with an empty body."""
+        A response of another type comes back with an empty body. With obey_robots, every redirect
+        target is checked against its own site's robots.txt (the caller checked the first URL); with
+        hosts, a redirect off those hosts is not followed."""
         seen: list[str] = []
         current = require_url(url)
         while True:
             if current in seen:
                 raise FetchFailed(f"redirect loop at {current}")
+            if seen and hosts is not None and (urlsplit(current).hostname or "") not in hosts:
+                raise FetchFailed(f"{seen[-1]} redirects off the site, to {current}", "off_site")
+            if seen and obey_robots and not await self.allowed(current):
+                raise FetchFailed(f"robots.txt disallows {current} (a redirect from {seen[-1]})", "robots")
             seen.append(current)
             if _is_ip(urlsplit(current).hostname or ""):
                 self.policy.check(urlsplit(current).hostname or "", urlsplit(current).hostname or "")
@@ -325,22 +356,25 @@ class Fetcher:
         async with lock:
             cached = self._robots.get(origin)
             if not cached or cached[0] <= time.monotonic():
-                cached = (time.monotonic() + ROBOTS_TTL_SECONDS, await self._load_robots(origin))
+                rules, ttl = await self._load_robots(origin)
+                cached = (time.monotonic() + ttl, rules)
                 self._robots[origin] = cached
         return cached[1]
 
-    async def _load_robots(self, origin: str) -> Protego | None:
+    async def _load_robots(self, origin: str) -> tuple[Protego | None, float]:
+        """RFC 9309 2.3.1: a robots.txt that is unreachable (network error, timeout) or answers a
+        server error means "complete disallow" — asked again after ROBOTS_UNREACHABLE_TTL_SECONDS;
+        4xx means "no rules"."""
         try:
             r = await self.get(origin + "/robots.txt", accept=("text/plain",))
         except FetchFailed as exc:
-            logger.info("robots.txt of %s not available (%s); crawling without rules", origin, exc.reason)
-            return None
+            logger.info("robots.txt of %s unreachable (%s); fetching nothing there for now", origin, exc.reason)
+            return DISALLOW_ALL, ROBOTS_UNREACHABLE_TTL_SECONDS
         if r.status >= 500:
-            # RFC 9309: a server error means "assume complete disallow".
-            return Protego.parse("User-agent: *\nDisallow: /\n")
+            return DISALLOW_ALL, ROBOTS_UNREACHABLE_TTL_SECONDS
         if r.status != 200:
-            return None
-        return Protego.parse(r.text)
+            return None, ROBOTS_TTL_SECONDS
+        return Protego.parse(r.text), ROBOTS_TTL_SECONDS
 
     async def allowed(self, url: str) -> bool:
         rules = await self.robots(url)
@@ -350,6 +384,9 @@ class Fetcher:
         rules = await self.robots(url)
         delay = rules.crawl_delay(self.user_agent) if rules is not None else None
         return float(delay) if delay else 0.0
+
+
+DISALLOW_ALL = Protego.parse("User-agent: *\nDisallow: /\n")
 
 
 def _hop_headers(headers: dict[str, str] | None, hop: int) -> dict[str, str] | None:

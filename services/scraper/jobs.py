@@ -120,21 +120,50 @@ async def job_state(pool: asyncpg.Pool, job_id: str) -> str | None:
     return await pool.fetchval("SELECT state FROM crawl_jobs WHERE id = $1", job_id)
 
 
-async def mark_running(pool: asyncpg.Pool, job_id: str) -> None:
-    await pool.execute(
-        "UPDATE crawl_jobs SET state = 'running', started_at = coalesce(started_at, now()), error = '',"
-        " updated_at = now() WHERE id = $1", job_id,
-    )
+# The claim is one statement: two workers that race for a job serialise on its row, and the second
+# sees the first's live lease (migration 0007).
+_CLAIM = """
+UPDATE crawl_jobs SET state = 'running', claimed_by = $2, lease_until = now() + make_interval(secs => $3),
+       started_at = coalesce(started_at, now()), error = '', updated_at = now()
+WHERE id = $1 AND state NOT IN ('done', 'failed')
+  AND (claimed_by IS NULL OR claimed_by = $2 OR lease_until < now())
+RETURNING id
+"""
+
+
+async def claim(pool: asyncpg.Pool, job_id: str, worker_id: str, lease_seconds: float) -> str:
+    """'claimed' (this worker runs it now), 'busy' (another worker's lease is live), 'finished'
+    (done or failed: nothing to do) or 'unknown'."""
+    if await pool.fetchval(_CLAIM, job_id, worker_id, float(lease_seconds)) is not None:
+        return "claimed"
+    state = await job_state(pool, job_id)
+    if state is None:
+        return "unknown"
+    return "finished" if state in TERMINAL else "busy"
+
+
+async def renew(pool: asyncpg.Pool, job_id: str, worker_id: str, lease_seconds: float) -> bool:
+    """Extends this worker's lease; False when the job is no longer this worker's."""
+    return await pool.fetchval(
+        "UPDATE crawl_jobs SET lease_until = now() + make_interval(secs => $3) WHERE id = $1 AND claimed_by = $2"
+        " AND state = 'running' RETURNING true", job_id, worker_id, float(lease_seconds),
+    ) is not None
 
 
 async def save_progress(pool: asyncpg.Pool, job_id: str, progress: Progress, state: str | None = None,
-                        error: str = "") -> None:
+                        error: str = "", owner: str | None = None) -> bool:
+    """With owner, only while that worker holds the job; a final (or re-queued) state releases it.
+    False when nothing was written."""
     values = progress.as_dict()
     sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(_PROGRESS_COLUMNS, start=2))
     n = len(_PROGRESS_COLUMNS) + 2
     finish = ", finished_at = now()" if state in TERMINAL else ""
-    await pool.execute(
-        f"UPDATE crawl_jobs SET {sets}, state = coalesce(${n}, state), error = ${n + 1}{finish}, updated_at = now()"
-        f" WHERE id = $1",
-        job_id, *[values[c] for c in _PROGRESS_COLUMNS], state, error,
+    release = ", claimed_by = NULL, lease_until = NULL" if state is not None and state != "running" else ""
+    only_owner = f" AND claimed_by = ${n + 2}" if owner is not None else ""
+    args = [job_id, *[values[c] for c in _PROGRESS_COLUMNS], state, error] + ([owner] if owner is not None else [])
+    result = await pool.execute(
+        f"UPDATE crawl_jobs SET {sets}, state = coalesce(${n}, state), error = ${n + 1}{finish}{release},"
+        f" updated_at = now() WHERE id = $1{only_owner}",
+        *args,
     )
+    return result != "UPDATE 0"

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
 
 import redis.asyncio as redis
 
@@ -32,10 +33,22 @@ def cache_key(url: str) -> str:
     return CACHE_PREFIX + hashlib.sha256(url.encode()).hexdigest()
 
 
-async def fetch_page(fetcher: Fetcher, cache: redis.Redis, url: str, ttl_seconds: int) -> FetchedPage:
+def site_hosts(website: str) -> frozenset[str]:
+    """The hosts of a key's website: its host, with and without a leading `www.`."""
+    host = (urlsplit(require_url(website)).hostname or "").lower()
+    bare = host.removeprefix("www.")
+    return frozenset({bare, "www." + bare})
+
+
+async def fetch_page(fetcher: Fetcher, cache: redis.Redis, url: str, ttl_seconds: int,
+                     hosts: frozenset[str] | None = None) -> FetchedPage:
     """The cached page when there is one; otherwise fetch (robots.txt and the address policy apply),
-    extract the main content and cache it for ttl_seconds (origin errors for a tenth of that)."""
+    extract the main content and cache it for ttl_seconds (origin errors for a tenth of that).
+    With hosts, only a URL on those hosts is fetched, and a redirect off them is not followed.
+    Failures say what the caller can act on; the origin's or the network's details are logged only."""
     url = require_url(url)
+    if hosts is not None and (urlsplit(url).hostname or "") not in hosts:
+        raise PermissionDenied("Fetch reads pages of the product key's website only")
     key = cache_key(url)
     try:
         hit = await cache.get(key)
@@ -47,11 +60,16 @@ async def fetch_page(fetcher: Fetcher, cache: redis.Redis, url: str, ttl_seconds
     if not await fetcher.allowed(url):
         raise PermissionDenied(f"robots.txt of {url} disallows fetching it")
     try:
-        resp = await fetcher.get(url)
+        resp = await fetcher.get(url, obey_robots=True, hosts=hosts)
     except FetchFailed as exc:
+        logger.info("Fetch %s failed: %s", url, exc.reason)
         if exc.kind == "too_large":
-            raise InvalidArgument(exc.reason) from None
-        raise Unavailable(exc.reason) from None
+            raise InvalidArgument(f"{url} is larger than the page size limit") from None
+        if exc.kind == "robots":
+            raise PermissionDenied(f"{url} redirects to a page robots.txt disallows") from None
+        if exc.kind == "off_site":
+            raise PermissionDenied(f"{url} redirects off the product key's website") from None
+        raise Unavailable(f"{url} could not be fetched from its site; try again later") from None
     page = FetchedPage(url=resp.url, title="", text="", status=resp.status)
     if resp.status == 200:
         if resp.content_type in ("text/html", "application/xhtml+xml"):

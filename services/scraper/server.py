@@ -11,14 +11,15 @@ import asyncpg
 import grpc
 import redis.asyncio as redis
 
-from services.common.errors import Unauthenticated, Unavailable
+from services.common.errors import PermissionDenied, Unauthenticated, Unavailable
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import events_pb2, scraper_pb2, scraper_pb2_grpc
 from services.common.settings import Settings
 from services.common.timestamps import to_timestamp
 from services.scraper import jobs
 from services.scraper.fetching import Fetcher, check_host
-from services.scraper.page_fetch import fetch_page
+from services.common.product_keys import KeyValidator
+from services.scraper.page_fetch import fetch_page, site_hosts
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class ScraperDeps:
     redis: redis.Redis
     fetcher: Fetcher
     pool: asyncpg.Pool | None = None
-
+    keys: KeyValidator | None = None
 
 
 def status_message(job: jobs.JobStatus) -> scraper_pb2.CrawlStatus:
@@ -78,7 +79,8 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
                 self._settings.topic("crawl_requests"), spec.product_key_id, event, wait=True
             )
         except Exception as exc:  # noqa: BLE001 - the job must not stay queued forever
-            await jobs.save_progress(self._pool, spec.job_id, jobs.Progress(), "failed", f"not queued: {exc}")
+            logger.warning("crawl %s not queued: %s", spec.job_id, exc)
+            await jobs.save_progress(self._pool, spec.job_id, jobs.Progress(), "failed", "not queued: Kafka unavailable")
             raise Unavailable("the crawl could not be queued on Kafka; try again") from exc
         logger.info("crawl %s queued for %s", spec.job_id, spec.product_key_id)
         return scraper_pb2.StartCrawlResponse(job_id=spec.job_id)
@@ -101,8 +103,22 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
                 return
             await asyncio.sleep(WATCH_POLL_SECONDS)
 
+    async def _fetch_hosts(self, request: scraper_pb2.FetchRequest, context) -> frozenset[str] | None:
+        """The hosts the caller may fetch from: its key's website, or any (None) with the admin token."""
+        if ADMIN_HEADER in dict(context.invocation_metadata() or ()):
+            self._admin(context)
+            return None
+        if not request.product_key.strip():
+            raise Unauthenticated(f"send the product key in product_key (or the admin token in {ADMIN_HEADER})")
+        assert self._deps.keys is not None, "the gate admits calls only once the validator exists"
+        key = await self._deps.keys.validate(request.product_key)
+        if not key.website:
+            raise PermissionDenied(f"product key {key.id} has no website; Fetch reads only a key's website")
+        return site_hosts(key.website)
+
     async def Fetch(self, request: scraper_pb2.FetchRequest, context) -> scraper_pb2.FetchResponse:
+        hosts = await self._fetch_hosts(request, context)
         page = await fetch_page(self._deps.fetcher, self._deps.redis, request.url,
-                                self._settings.scraper_fetch_cache_seconds)
+                                self._settings.scraper_fetch_cache_seconds, hosts)
         return scraper_pb2.FetchResponse(url=page.url, title=page.title, text=page.text, cached=page.cached,
                                          status=page.status)

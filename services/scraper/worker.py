@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
+import uuid
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -32,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 class CrawlWorker:
     def __init__(self, settings: Settings, pool: asyncpg.Pool, producer: EventProducer) -> None:
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"   # holder of job leases
         self.settings = settings
         self.pool = pool
         self.producer = producer
@@ -44,13 +48,35 @@ class CrawlWorker:
         )
         await self.producer.publish(self.settings.topic("knowledge_updated"), key_id, event)
 
+    async def _claim(self, job_id: str) -> bool:
+        """Waits while another worker holds the job (after a rebalance the previous owner of the
+        partition may still be crawling it); True once this worker holds it, False: nothing to do."""
+        lease = self.settings.scraper_job_lease_seconds
+        while True:
+            outcome = await jobs.claim(self.pool, job_id, self.worker_id, lease)
+            if outcome == "claimed":
+                return True
+            if outcome == "unknown":
+                logger.warning("crawl request for unknown job %s; ignored", job_id)
+                return False
+            if outcome == "finished":
+                logger.info("crawl job %s is already finished; skipped", job_id)
+                return False
+            await asyncio.sleep(min(1.0, lease / 5))
+
+    async def _keep_lease(self, job_id: str, crawl: asyncio.Task) -> None:
+        """Renews the lease while the crawl runs; a lost lease (this worker was presumed dead and the
+        job was taken over) stops the crawl, so two workers never crawl one job."""
+        lease = self.settings.scraper_job_lease_seconds
+        while not crawl.done():
+            await asyncio.sleep(lease / 3)
+            if not await jobs.renew(self.pool, job_id, self.worker_id, lease):
+                logger.warning("crawl job %s: lease lost to another worker; stopping", job_id)
+                crawl.cancel()
+                return
+
     async def run_job(self, request: events_pb2.CrawlRequested) -> Progress | None:
-        state = await jobs.job_state(self.pool, request.job_id)
-        if state is None:
-            logger.warning("crawl request for unknown job %s; ignored", request.job_id)
-            return None
-        if state in jobs.TERMINAL:
-            logger.info("crawl job %s is already %s; skipped", request.job_id, state)
+        if not await self._claim(request.job_id):
             return None
         spec = CrawlSpec(
             job_id=request.job_id, product_key_id=request.product_key_id, seed_urls=list(request.seed_urls),
@@ -58,29 +84,36 @@ class CrawlWorker:
             max_depth=request.max_depth or jobs.DEFAULT_MAX_DEPTH, include=list(request.include),
             exclude=list(request.exclude),
         )
-        await jobs.mark_running(self.pool, spec.job_id)
+        me = self.worker_id
         logger.info("crawl job %s started for %s", spec.job_id, spec.product_key_id)
 
         async def report(progress: Progress) -> None:
-            await jobs.save_progress(self.pool, spec.job_id, progress)
+            await jobs.save_progress(self.pool, spec.job_id, progress, owner=me)
 
         async with new_fetcher(self.settings) as fetcher:
             crawler = Crawler(
                 spec, fetcher, PageStore(self.pool, spec.product_key_id), notify=self.notify,
                 concurrency=self.settings.scraper_job_concurrency, on_progress=report,
             )
+            crawl = asyncio.ensure_future(crawler.run())
+            keeper = asyncio.ensure_future(self._keep_lease(spec.job_id, crawl))
             try:
-                progress = await crawler.run()
+                progress = await crawl
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     await jobs.save_progress(self.pool, spec.job_id, crawler.progress, "queued",
-                                             "interrupted; the job resumes when a worker takes it again")
+                                             "interrupted; the job resumes when a worker takes it again", owner=me)
+                if keeper.done():
+                    return None  # the lease was lost: the job is another worker's now
                 raise
             except Exception as exc:  # noqa: BLE001 - the job fails, the worker goes on
                 logger.exception("crawl job %s failed", spec.job_id)
-                await jobs.save_progress(self.pool, spec.job_id, crawler.progress, "failed", str(exc)[:500])
+                await jobs.save_progress(self.pool, spec.job_id, crawler.progress, "failed", str(exc)[:500], owner=me)
                 return crawler.progress
-        await jobs.save_progress(self.pool, spec.job_id, progress, "done")
+            finally:
+                keeper.cancel()
+                crawl.cancel()
+        await jobs.save_progress(self.pool, spec.job_id, progress, "done", owner=me)
         logger.info("crawl job %s done: %s", spec.job_id, progress.as_dict())
         return progress
 

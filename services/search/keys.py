@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from services.common.product_keys import KeyRecord, hash_secret, require_key, validate_key
+
+__all__ = ["KeyRecord", "hash_secret", "require_key", "validate_key"]  # shared with the other services
+
+# Called with the hash of a secret that is about to stop working, while its row is locked: the
+# cache tombstone goes in before PostgreSQL changes, so no replica can cache the old record again.
+BeforeChange = Callable[[bytes], Awaitable[None]]
 
 _KEY_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{1,62}$")
 # Settings a key may override (product_keys.settings jsonb); anything else is rejected.
@@ -32,32 +40,17 @@ class ProductKey:
     rotated_at: datetime | None = None
 
 
-@dataclass(frozen=True)
-class KeyRecord:
-    """What Plan needs of a valid key: validated with one query, then cached in Redis."""
-
-    id: str
-    name: str
-    knowledge_version: int
-    instructions: str
-    website: str
-    ts_config: str
-    settings: dict
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> KeyRecord:
-        return cls(**json.loads(raw))
-
-
 def new_secret() -> str:
     return "pk_" + secrets.token_urlsafe(32)
 
 
-def hash_secret(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
+def _is_site(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a malformed port raises ValueError
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def check_admin(token: str | None, expected: str) -> None:
@@ -110,6 +103,11 @@ async def create_key(
     if not _KEY_ID.match(key_id):
         raise InvalidArgument("id must be 2-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit")
     ts_config = ts_config.strip() or "english"
+    if len(ts_config) > 63 or not ts_config.isprintable():
+        raise InvalidArgument("text_search_config must be the name of a text search configuration (e.g. english)")
+    website = website.strip()
+    if website and not _is_site(website):
+        raise InvalidArgument("website must be an absolute http(s) URL, e.g. https://help.example.com/")
     if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = $1)", ts_config):
         raise InvalidArgument(f"unknown text search configuration {ts_config!r} (e.g. english, simple, german)")
     secret = new_secret()
@@ -117,7 +115,7 @@ async def create_key(
         row = await pool.fetchrow(
             "INSERT INTO product_keys (id, name, key_hash, instructions, website, settings, ts_config)"
             f" VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::regconfig) RETURNING {_COLUMNS}",
-            key_id, name, hash_secret(secret), instructions, website.strip(),
+            key_id, name, hash_secret(secret), instructions, website,
             json.dumps(clean_settings(settings or {})), ts_config,
         )
     except asyncpg.UniqueViolationError:
@@ -130,19 +128,22 @@ async def list_keys(pool: asyncpg.Pool) -> list[ProductKey]:
     return [_row_to_key(r) for r in rows]
 
 
-async def revoke_key(pool: asyncpg.Pool, key_id: str) -> tuple[ProductKey, bytes]:
+async def revoke_key(pool: asyncpg.Pool, key_id: str, before_change: BeforeChange) -> tuple[ProductKey, bytes]:
     """Revokes the key; returns it with the hash of the secret that stopped working."""
-    row = await pool.fetchrow(
-        f"UPDATE product_keys SET revoked_at = coalesce(revoked_at, now()), knowledge_version = knowledge_version + 1"
-        f" WHERE id = $1 RETURNING {_COLUMNS}, key_hash",
-        key_id,
-    )
-    if row is None:
-        raise NotFound(f"no product key with id {key_id!r}")
-    return _row_to_key(row), bytes(row["key_hash"])
+    async with pool.acquire() as conn, conn.transaction():
+        old = await conn.fetchval("SELECT key_hash FROM product_keys WHERE id = $1 FOR UPDATE", key_id)
+        if old is None:
+            raise NotFound(f"no product key with id {key_id!r}")
+        await before_change(bytes(old))
+        row = await conn.fetchrow(
+            "UPDATE product_keys SET revoked_at = coalesce(revoked_at, now()),"
+            f" knowledge_version = knowledge_version + 1 WHERE id = $1 RETURNING {_COLUMNS}",
+            key_id,
+        )
+    return _row_to_key(row), bytes(old)
 
 
-async def rotate_key(pool: asyncpg.Pool, key_id: str) -> tuple[ProductKey, str, bytes]:
+async def rotate_key(pool: asyncpg.Pool, key_id: str, before_change: BeforeChange) -> tuple[ProductKey, str, bytes]:
     """A new secret for the key (its knowledge stays); returns the key, the new secret and the old hash."""
     secret = new_secret()
     async with pool.acquire() as conn, conn.transaction():
@@ -151,6 +152,7 @@ async def rotate_key(pool: asyncpg.Pool, key_id: str) -> tuple[ProductKey, str, 
             raise NotFound(f"no product key with id {key_id!r}")
         if old["revoked_at"] is not None:
             raise InvalidArgument(f"product key {key_id!r} is revoked; create a new key instead")
+        await before_change(bytes(old["key_hash"]))
         row = await conn.fetchrow(
             f"UPDATE product_keys SET key_hash = $2, rotated_at = now() WHERE id = $1 RETURNING {_COLUMNS}",
             key_id, hash_secret(secret),
@@ -161,28 +163,3 @@ async def rotate_key(pool: asyncpg.Pool, key_id: str) -> tuple[ProductKey, str, 
 async def key_hash_of(pool: asyncpg.Pool, key_id: str) -> bytes | None:
     value = await pool.fetchval("SELECT key_hash FROM product_keys WHERE id = $1", key_id)
     return bytes(value) if value is not None else None
-
-
-_VALIDATE = """
-SELECT id, name, knowledge_version, instructions, website, ts_config::text AS ts_config, settings
-FROM product_keys WHERE key_hash = $1 AND revoked_at IS NULL
-"""
-
-
-async def validate_key(pool: asyncpg.Pool, key_hash: bytes) -> KeyRecord | None:
-    """The key with its settings and knowledge version in one query; None when unknown or revoked."""
-    row = await pool.fetchrow(_VALIDATE, key_hash)
-    if row is None:
-        return None
-    settings = row["settings"]
-    return KeyRecord(
-        id=row["id"], name=row["name"], knowledge_version=row["knowledge_version"],
-        instructions=row["instructions"], website=row["website"], ts_config=row["ts_config"],
-        settings=json.loads(settings) if isinstance(settings, str) else dict(settings),
-    )
-
-
-def require_key(secret: str) -> bytes:
-    if not secret.strip():
-        raise Unauthenticated("product key missing")
-    return hash_secret(secret.strip())

@@ -1,4 +1,4 @@
-"""The Plan path: validate the key (Redis cache, else one query), rate-limit it, retrieve, decide."""
+"""The Plan path: validate the key (Redis cache, else one query), retrieve, decide."""
 
 from __future__ import annotations
 
@@ -8,18 +8,13 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as redis
 
-from services.common.errors import InvalidArgument, ResourceExhausted, Unauthenticated
+from services.common.errors import InvalidArgument
+from services.common.product_keys import KeyCache, KeyRecord, KeyValidator
 from services.common.settings import Settings
-from services.search import keys, retrieval
-from services.search.key_cache import TOMBSTONE, KeyCache
-from services.search.keys import KeyRecord
-from services.search.rate_limit import RateLimiter, retry_after_text
+from services.search import retrieval
 from services.search.strategy import Decision, Options, Thresholds, decide, is_chitchat
 
 logger = logging.getLogger(__name__)
-
-RETRY_AFTER_TRAILER = "retry-after-ms"
-
 
 @dataclass
 class Plan:
@@ -41,51 +36,26 @@ class Planner:
                  web_available=lambda: False) -> None:
         self._settings = settings
         self._pool = pool
-        self.cache = KeyCache(client, settings.key_cache_ttl_seconds)
-        self._limiter = RateLimiter(client)
+        self.keys = KeyValidator(
+            client, lambda: pool, ttl_seconds=settings.key_cache_ttl_seconds,
+            local_seconds=settings.key_local_cache_seconds, default_rate=settings.rate_limit_per_second,
+            default_burst=settings.rate_limit_burst,
+        )
         self._web_available = web_available
         self.thresholds = Thresholds(settings.knowledge_min_score, settings.faq_min_score)
 
-    async def key(self, secret: str) -> KeyRecord:
-        """The valid key for a secret: from the cache, else one PostgreSQL query (then cached)."""
-        key_hash = keys.require_key(secret)
-        try:
-            cached = await self.cache.get(key_hash)
-        except redis.RedisError as exc:  # the database still answers: serve, uncached
-            logger.warning("key cache unavailable (%s); validating in PostgreSQL", exc)
-            cached = None
-        if cached == TOMBSTONE:
-            raise Unauthenticated("unknown or revoked product key")
-        if isinstance(cached, KeyRecord):
-            return cached
-        record = await keys.validate_key(self._pool, key_hash)
-        if record is None:
-            raise Unauthenticated("unknown or revoked product key")
-        try:
-            await self.cache.put(key_hash, record)
-        except redis.RedisError as exc:
-            logger.warning("key cache unavailable (%s)", exc)
-        return record
+    @property
+    def cache(self) -> KeyCache:
+        return self.keys.cache
 
-    async def admit(self, key: KeyRecord) -> None:
-        rate = float(key.settings.get("rate_limit_per_second") or self._settings.rate_limit_per_second)
-        burst = int(key.settings.get("rate_limit_burst") or self._settings.rate_limit_burst)
-        try:
-            verdict = await self._limiter.take(key.id, rate, burst)
-        except redis.RedisError as exc:  # fail open: a Redis outage must not stop every tenant
-            logger.warning("rate limiter unavailable (%s); admitting", exc)
-            return
-        if not verdict.allowed:
-            wait = retry_after_text(verdict.retry_after_seconds)
-            raise ResourceExhausted(
-                f"rate limit of product key {key.id} exceeded ({rate:g}/s, burst {burst}); retry in {wait} ms",
-                trailers={RETRY_AFTER_TRAILER: wait},
-            )
+    async def key(self, secret: str) -> KeyRecord:
+        """The valid key for a secret: Redis cache, else one PostgreSQL query (then cached). The key's
+        rate limit is charged by the response service's admission, once per chat turn, not here."""
+        return await self.keys.validate(secret)
 
     async def plan(self, secret: str, message: str, max_passages: int = 0) -> Plan:
         key = await self.key(secret)
         text = validate_message(message, self._settings.max_message_chars)
-        await self.admit(key)
         limit = max_passages if 0 < max_passages <= 50 else self._settings.max_passages
         chunks: list[retrieval.Chunk] = []
         if not is_chitchat(text):

@@ -9,6 +9,7 @@ import asyncpg
 import grpc
 import redis.asyncio as redis
 
+from services.common.errors import Unavailable
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
 from services.common.settings import Settings
@@ -100,6 +101,15 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         token = dict(context.invocation_metadata() or ()).get(ADMIN_HEADER)
         keys.check_admin(token, self._settings.admin_token)
 
+    async def _forbid(self, key_hash: bytes) -> None:
+        """Tombstone the secret in the shared key cache before PostgreSQL changes (see product_keys)."""
+        try:
+            await self._planner.cache.forbid(key_hash)
+        except redis.RedisError as exc:
+            logger.warning("cannot write the key tombstone: %s", exc)
+            raise Unavailable("the key cache (Redis) is unavailable, so the old secret could not be refused "
+                              "everywhere at once; nothing changed, retry shortly") from None
+
     async def _knowledge_changed(self, key_id: str, version: int, reason: str, url: str = "") -> None:
         """Drop the cached key record (its knowledge version changed), then tell the other services."""
         try:
@@ -129,16 +139,14 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def RevokeProductKey(self, request, context):
         self._admin(context)
-        key, old_hash = await keys.revoke_key(self._pool, request.id)
-        await self._planner.cache.forbid(old_hash)
+        key, _ = await keys.revoke_key(self._pool, request.id, self._forbid)
         await self._knowledge_changed(key.id, key.knowledge_version, "key_revoked")
         logger.info("revoked product key %s", key.id)
         return search_pb2.RevokeProductKeyResponse(key=_key_info(key))
 
     async def RotateProductKey(self, request, context):
         self._admin(context)
-        key, secret, old_hash = await keys.rotate_key(self._pool, request.id)
-        await self._planner.cache.forbid(old_hash)
+        key, secret, _ = await keys.rotate_key(self._pool, request.id, self._forbid)
         logger.info("rotated the secret of product key %s", key.id)
         return search_pb2.RotateProductKeyResponse(key=_key_info(key), product_key=secret)
 

@@ -121,7 +121,7 @@ async def _positive(awaitable) -> bool:
     return rows > 0
 
 
-async def test_feedback_counts_and_knowledge_gaps(services, settings, pg, analytics):
+async def test_feedback_counts_and_knowledge_gaps(services, settings, pg, analytics, admin):
     key_id = f"fb-{uuid.uuid4().hex[:8]}"
     unanswered = now_turn(key_id, message="Do you ship to Mars?")
     unanswered.strategy = 7  # STRATEGY_NO_ANSWER
@@ -144,13 +144,15 @@ async def test_feedback_counts_and_knowledge_gaps(services, settings, pg, analyt
         return await pg.fetchval("SELECT sum(feedback_down) FROM metrics_minute WHERE product_key_id = $1", key_id)
 
     assert await wait_for(feedback_down) == 1
-    top = await analytics.TopQuestions(analytics_pb2.TopQuestionsRequest(product_key_id=key_id), timeout=10)
+    top = await analytics.TopQuestions(analytics_pb2.TopQuestionsRequest(product_key_id=key_id), metadata=admin,
+                                       timeout=10)
     assert [(q.question, q.count) for q in top.questions][0] == ("when are you open?", 2)
-    gaps = await analytics.KnowledgeGaps(analytics_pb2.TopQuestionsRequest(product_key_id=key_id), timeout=10)
+    gaps = await analytics.KnowledgeGaps(analytics_pb2.TopQuestionsRequest(product_key_id=key_id), metadata=admin,
+                                         timeout=10)
     assert {q.question: (q.no_answers, q.feedback_down) for q in gaps.questions} == {
         "do you ship to mars?": (1, 0), "when are you open?": (0, 1),
     }
-    metrics = await analytics.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id), timeout=10)
+    metrics = await analytics.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id), metadata=admin, timeout=10)
     assert (metrics.total.turns, metrics.total.no_answers, metrics.total.feedback_down) == (3, 1, 1)
 
 
@@ -189,7 +191,7 @@ async def test_worker_liveness_and_lag_metric(services, test_env):
     assert "parley_worker_events_applied_total" in metrics
 
 
-async def test_stream_metrics_includes_the_current_minute(services, settings, pg, analytics):
+async def test_stream_metrics_includes_the_current_minute(services, settings, pg, analytics, admin):
     key_id = f"live-{uuid.uuid4().hex[:8]}"
     p = await producer(settings)
     try:
@@ -197,7 +199,8 @@ async def test_stream_metrics_includes_the_current_minute(services, settings, pg
     finally:
         await p.stop()
     assert await wait_for(lambda: _is(count_turns(pg, key_id), (1, 1)))
-    stream = analytics.StreamMetrics(analytics_pb2.StreamMetricsRequest(product_key_id=key_id, interval_seconds=1))
+    stream = analytics.StreamMetrics(analytics_pb2.StreamMetricsRequest(product_key_id=key_id, interval_seconds=1),
+                                     metadata=admin)
     first = await stream.read()
     stream.cancel()
     assert first.total.turns == 1

@@ -105,12 +105,13 @@ async def test_each_turn_reaches_metrics_exactly_once(response, analytics, searc
     turns = await pg.fetchval("SELECT sum(turns) FROM metrics_minute WHERE product_key_id = $1", key.id)
     assert turns == len(questions)
 
-    reply = await analytics.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key.id), timeout=10)
+    reply = await analytics.GetMetrics(analytics_pb2.GetMetricsRequest(product_key=key.secret), timeout=10)
     assert reply.total.turns == len(questions)
     assert reply.total.no_answers >= 1
     assert 0 < reply.total.total_ms.p50 <= reply.total.total_ms.p95 <= reply.total.total_ms.p99
     by_strategy = await analytics.GetMetrics(
-        analytics_pb2.GetMetricsRequest(product_key_id=key.id, group_by=analytics_pb2.GROUP_BY_STRATEGY), timeout=10
+        analytics_pb2.GetMetricsRequest(product_key_id=key.id, group_by=analytics_pb2.GROUP_BY_STRATEGY),
+        metadata=admin, timeout=10
     )
     assert sum(p.turns for p in by_strategy.points) == len(questions)
     assert {p.group for p in by_strategy.points} >= {"GREETING", "NO_ANSWER"}

@@ -20,6 +20,7 @@ from services.common.kafka import EventProducer
 from services.common.pb.parley.v1 import events_pb2, response_pb2_grpc, search_pb2, search_pb2_grpc
 from services.common.redis_client import create_redis
 from services.common.settings import Settings
+from services.response.admission import Admission
 from services.response.answer import ChatEngine, build_engine, build_store
 from services.response.search_client import SearchClient
 from services.response.server import ResponseServicer
@@ -178,6 +179,7 @@ async def served(stack, test_env, search_client, redis_client, producer, llm) ->
                 else:
                     os.environ[k] = v
         engine = build_engine(settings, search_client, build_store(settings, redis_client), producer, web)
+        engine.admission = Admission(settings, redis_client)  # as services/response/__main__.py does
         server = grpc.aio.server(interceptors=[ServerInterceptor("response-test", _OpenGate())])
         response_pb2_grpc.add_ResponseServiceServicer_to_server(ResponseServicer(engine), server)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -188,6 +190,7 @@ async def served(stack, test_env, search_client, redis_client, producer, llm) ->
         finally:
             await server.stop(1)
             await engine.drain()
+            await engine.admission.close()
             if engine.llm is not None:
                 await engine.llm.client.close()
 

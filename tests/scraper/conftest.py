@@ -9,7 +9,8 @@ import pytest
 from deploy.local.sample_site.server import SampleSite
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import scraper_pb2_grpc
-from tests.conftest import TestKey, make_key
+from services.common.pb.parley.v1 import search_pb2
+from tests.conftest import RUN_ID, TestKey, make_key
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +31,11 @@ async def scraper(services, settings) -> AsyncIterator[scraper_pb2_grpc.ScraperS
 async def site_key(search, admin) -> TestKey:
     """A key whose knowledge is only what the crawler writes."""
     return await make_key(search, admin, "site", faq=[], docs=[])
+
+
+@pytest.fixture(scope="session")
+async def web_key(search, admin, sample_site) -> TestKey:
+    """A key whose website is the sample site: Fetch reads that host for it, and only that host."""
+    reply = await search.CreateProductKey(search_pb2.CreateProductKeyRequest(
+        name="Test web", id=f"t-{RUN_ID}-fetch-site", website=sample_site.base_url + "/"), metadata=admin, timeout=10)
+    return TestKey(reply.key.id, reply.product_key)

@@ -192,22 +192,28 @@ async def test_start_crawl_validates(scraper, admin, site_key, sample_site):
     assert rpc_error(exc).code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_fetch_one_page_cached(scraper, sample_site):
+async def test_fetch_one_page_cached(scraper, sample_site, web_key, admin):
     url = sample_site.base_url + "/help/encryption.html"
     hits = sample_site.hits["/help/encryption.html"]
-    first = await scraper.Fetch(scraper_pb2.FetchRequest(url=url, product_key_id="any"), timeout=10)
-    second = await scraper.Fetch(scraper_pb2.FetchRequest(url=url, product_key_id="any"), timeout=10)
+    first = await scraper.Fetch(scraper_pb2.FetchRequest(url=url, product_key=web_key.secret), timeout=10)
+    second = await scraper.Fetch(scraper_pb2.FetchRequest(url=url, product_key=web_key.secret), timeout=10)
     assert (first.status, first.cached, second.cached) == (200, False, True)
     assert first.title.startswith("Encryption") and "AES-256" in first.text and "Copyright" not in first.text
     assert second.text == first.text and second.url == first.url == url
     assert sample_site.hits["/help/encryption.html"] == hits + 1
 
-    redirected = await scraper.Fetch(scraper_pb2.FetchRequest(url=sample_site.base_url + "/old-pricing.html"), timeout=10)
+    redirected = await scraper.Fetch(scraper_pb2.FetchRequest(url=sample_site.base_url + "/old-pricing.html",
+                                                              product_key=web_key.secret), timeout=10)
     assert redirected.url == sample_site.base_url + "/help/plans.html" and "49 euros per year" in redirected.text
-    gone = await scraper.Fetch(scraper_pb2.FetchRequest(url=sample_site.base_url + "/missing.html"), timeout=10)
+    gone = await scraper.Fetch(scraper_pb2.FetchRequest(url=sample_site.base_url + "/missing.html"), metadata=admin,
+                               timeout=10)
     assert gone.status == 404 and gone.text == ""
+    with pytest.raises(grpc.aio.AioRpcError) as exc:  # the admin token may fetch any host, but never an internal one
+        await scraper.Fetch(scraper_pb2.FetchRequest(url="http://10.0.0.7/"), metadata=admin, timeout=10)
+    assert rpc_error(exc).code() == grpc.StatusCode.PERMISSION_DENIED and "10.0.0.7 is" not in rpc_error(exc).details()
     for url, code in [
         ("http://10.0.0.7/", grpc.StatusCode.PERMISSION_DENIED),
+        ("https://example.com/", grpc.StatusCode.PERMISSION_DENIED),   # not the key's website
         (sample_site.base_url + "/to-metadata", grpc.StatusCode.PERMISSION_DENIED),
         (sample_site.base_url + "/private/internal.html", grpc.StatusCode.PERMISSION_DENIED),
         (sample_site.base_url + "/noindex.html", grpc.StatusCode.PERMISSION_DENIED),
@@ -217,8 +223,23 @@ async def test_fetch_one_page_cached(scraper, sample_site):
         ("not a url", grpc.StatusCode.INVALID_ARGUMENT),
     ]:
         with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await scraper.Fetch(scraper_pb2.FetchRequest(url=url), timeout=10)
+            await scraper.Fetch(scraper_pb2.FetchRequest(url=url, product_key=web_key.secret), timeout=10)
         assert rpc_error(exc).code() == code, (url, rpc_error(exc).details())
+
+
+async def test_fetch_needs_a_product_key_and_reads_only_its_website(scraper, sample_site, site_key):
+    url = sample_site.base_url + "/help/encryption.html"
+    for request, code in [
+        (scraper_pb2.FetchRequest(url=url), grpc.StatusCode.UNAUTHENTICATED),
+        (scraper_pb2.FetchRequest(url=url, product_key="pk_guess"), grpc.StatusCode.UNAUTHENTICATED),
+        (scraper_pb2.FetchRequest(url=url, product_key=site_key.secret), grpc.StatusCode.PERMISSION_DENIED),  # no website
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await scraper.Fetch(request, timeout=10)
+        assert rpc_error(exc).code() == code, rpc_error(exc).details()
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await scraper.Fetch(scraper_pb2.FetchRequest(url=url), metadata=(("x-parley-admin-token", "guess"),), timeout=10)
+    assert rpc_error(exc).code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_parley_ingest_shows_progress(first_crawl, test_env, site_key, sample_site):

@@ -25,33 +25,33 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19parley/v1/analytics.proto\x12\tparley.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x01\n\x11GetMetricsRequest\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x0bgranularity\x18\x04 \x01(\x0e\x32\x16.parley.v1.Granularity\x12$\n\x08group_by\x18\x05 \x01(\x0e\x32\x12.parley.v1.GroupBy\"4\n\x0bPercentiles\x12\x0b\n\x03p50\x18\x01 \x01(\x01\x12\x0b\n\x03p95\x18\x02 \x01(\x01\x12\x0b\n\x03p99\x18\x03 \x01(\x01\"\xbb\x03\n\x0cMetricsPoint\x12\x30\n\x0c\x62ucket_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05turns\x18\x03 \x01(\x03\x12\x12\n\ncache_hits\x18\x04 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x03\x12\x12\n\nno_answers\x18\x06 \x01(\x03\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_up\x18\x07 \x01(\x03\x12\x15\n\rfeedback_down\x18\x08 \x01(\x03\x12\x11\n\ttokens_in\x18\t \x01(\x03\x12\x12\n\ntokens_out\x18\n \x01(\x03\x12\x16\n\x0e\x63\x61\x63he_hit_rate\x18\x0b \x01(\x01\x12\x12\n\nerror_rate\x18\x0c \x01(\x01\x12(\n\x08total_ms\x18\r \x01(\x0b\x32\x16.parley.v1.Percentiles\x12\'\n\x07ttft_ms\x18\x0e \x01(\x0b\x32\x16.parley.v1.Percentiles\x12)\n\tsearch_ms\x18\x0f \x01(\x0b\x32\x16.parley.v1.Percentiles\x12&\n\x06llm_ms\x18\x10 \x01(\x0b\x32\x16.parley.v1.Percentiles\"e\n\x12GetMetricsResponse\x12\'\n\x06points\x18\x01 \x03(\x0b\x32\x17.parley.v1.MetricsPoint\x12&\n\x05total\x18\x02 \x01(\x0b\x32\x17.parley.v1.MetricsPoint\"H\n\x14StreamMetricsRequest\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12\x18\n\x10interval_seconds\x18\x02 \x01(\x05\"\x90\x01\n\x13TopQuestionsRequest\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x04 \x01(\x05\"[\n\rQuestionCount\x12\x10\n\x08question\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x12\n\nno_answers\x18\x03 \x01(\x03\x12\x15\n\rfeedback_down\x18\x04 \x01(\x03\"C\n\x14TopQuestionsResponse\x12+\n\tquestions\x18\x01 \x03(\x0b\x32\x18.parley.v1.QuestionCount*m\n\x0bGranularity\x12\x1b\n\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\x16\n\x12GRANULARITY_MINUTE\x10\x01\x12\x14\n\x10GRANULARITY_HOUR\x10\x02\x12\x13\n\x0fGRANULARITY_DAY\x10\x03*G\n\x07GroupBy\x12\x11\n\rGROUP_BY_NONE\x10\x00\x12\x15\n\x11GROUP_BY_STRATEGY\x10\x01\x12\x12\n\x0eGROUP_BY_MODEL\x10\x02\x32\xd3\x02\n\x10\x41nalyticsService\x12I\n\nGetMetrics\x12\x1c.parley.v1.GetMetricsRequest\x1a\x1d.parley.v1.GetMetricsResponse\x12Q\n\rStreamMetrics\x12\x1f.parley.v1.StreamMetricsRequest\x1a\x1d.parley.v1.GetMetricsResponse0\x01\x12O\n\x0cTopQuestions\x12\x1e.parley.v1.TopQuestionsRequest\x1a\x1f.parley.v1.TopQuestionsResponse\x12P\n\rKnowledgeGaps\x12\x1e.parley.v1.TopQuestionsRequest\x1a\x1f.parley.v1.TopQuestionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19parley/v1/analytics.proto\x12\tparley.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x01\n\x11GetMetricsRequest\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x0bgranularity\x18\x04 \x01(\x0e\x32\x16.parley.v1.Granularity\x12$\n\x08group_by\x18\x05 \x01(\x0e\x32\x12.parley.v1.GroupBy\x12\x13\n\x0bproduct_key\x18\x06 \x01(\t\"4\n\x0bPercentiles\x12\x0b\n\x03p50\x18\x01 \x01(\x01\x12\x0b\n\x03p95\x18\x02 \x01(\x01\x12\x0b\n\x03p99\x18\x03 \x01(\x01\"\xbb\x03\n\x0cMetricsPoint\x12\x30\n\x0c\x62ucket_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05turns\x18\x03 \x01(\x03\x12\x12\n\ncache_hits\x18\x04 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x03\x12\x12\n\nno_answers\x18\x06 \x01(\x03\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_up\x18\x07 \x01(\x03\x12\x15\n\rfeedback_down\x18\x08 \x01(\x03\x12\x11\n\ttokens_in\x18\t \x01(\x03\x12\x12\n\ntokens_out\x18\n \x01(\x03\x12\x16\n\x0e\x63\x61\x63he_hit_rate\x18\x0b \x01(\x01\x12\x12\n\nerror_rate\x18\x0c \x01(\x01\x12(\n\x08total_ms\x18\r \x01(\x0b\x32\x16.parley.v1.Percentiles\x12\'\n\x07ttft_ms\x18\x0e \x01(\x0b\x32\x16.parley.v1.Percentiles\x12)\n\tsearch_ms\x18\x0f \x01(\x0b\x32\x16.parley.v1.Percentiles\x12&\n\x06llm_ms\x18\x10 \x01(\x0b\x32\x16.parley.v1.Percentiles\"e\n\x12GetMetricsResponse\x12\'\n\x06points\x18\x01 \x03(\x0b\x32\x17.parley.v1.MetricsPoint\x12&\n\x05total\x18\x02 \x01(\x0b\x32\x17.parley.v1.MetricsPoint\"]\n\x14StreamMetricsRequest\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12\x18\n\x10interval_seconds\x18\x02 \x01(\x05\x12\x13\n\x0bproduct_key\x18\x03 \x01(\t\"\xa5\x01\n\x13TopQuestionsRequest\x12\x16\n\x0eproduct_key_id\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x13\n\x0bproduct_key\x18\x05 \x01(\t\"[\n\rQuestionCount\x12\x10\n\x08question\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x12\n\nno_answers\x18\x03 \x01(\x03\x12\x15\n\rfeedback_down\x18\x04 \x01(\x03\"C\n\x14TopQuestionsResponse\x12+\n\tquestions\x18\x01 \x03(\x0b\x32\x18.parley.v1.QuestionCount*m\n\x0bGranularity\x12\x1b\n\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\x16\n\x12GRANULARITY_MINUTE\x10\x01\x12\x14\n\x10GRANULARITY_HOUR\x10\x02\x12\x13\n\x0fGRANULARITY_DAY\x10\x03*G\n\x07GroupBy\x12\x11\n\rGROUP_BY_NONE\x10\x00\x12\x15\n\x11GROUP_BY_STRATEGY\x10\x01\x12\x12\n\x0eGROUP_BY_MODEL\x10\x02\x32\xd3\x02\n\x10\x41nalyticsService\x12I\n\nGetMetrics\x12\x1c.parley.v1.GetMetricsRequest\x1a\x1d.parley.v1.GetMetricsResponse\x12Q\n\rStreamMetrics\x12\x1f.parley.v1.StreamMetricsRequest\x1a\x1d.parley.v1.GetMetricsResponse0\x01\x12O\n\x0cTopQuestions\x12\x1e.parley.v1.TopQuestionsRequest\x1a\x1f.parley.v1.TopQuestionsResponse\x12P\n\rKnowledgeGaps\x12\x1e.parley.v1.TopQuestionsRequest\x1a\x1f.parley.v1.TopQuestionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parley.v1.analytics_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GRANULARITY']._serialized_start=1272
-  _globals['_GRANULARITY']._serialized_end=1381
-  _globals['_GROUPBY']._serialized_start=1383
-  _globals['_GROUPBY']._serialized_end=1454
+  _globals['_GRANULARITY']._serialized_start=1335
+  _globals['_GRANULARITY']._serialized_end=1444
+  _globals['_GROUPBY']._serialized_start=1446
+  _globals['_GROUPBY']._serialized_end=1517
   _globals['_GETMETRICSREQUEST']._serialized_start=74
-  _globals['_GETMETRICSREQUEST']._serialized_end=284
-  _globals['_PERCENTILES']._serialized_start=286
-  _globals['_PERCENTILES']._serialized_end=338
-  _globals['_METRICSPOINT']._serialized_start=341
-  _globals['_METRICSPOINT']._serialized_end=784
-  _globals['_GETMETRICSRESPONSE']._serialized_start=786
-  _globals['_GETMETRICSRESPONSE']._serialized_end=887
-  _globals['_STREAMMETRICSREQUEST']._serialized_start=889
-  _globals['_STREAMMETRICSREQUEST']._serialized_end=961
-  _globals['_TOPQUESTIONSREQUEST']._serialized_start=964
-  _globals['_TOPQUESTIONSREQUEST']._serialized_end=1108
-  _globals['_QUESTIONCOUNT']._serialized_start=1110
-  _globals['_QUESTIONCOUNT']._serialized_end=1201
-  _globals['_TOPQUESTIONSRESPONSE']._serialized_start=1203
-  _globals['_TOPQUESTIONSRESPONSE']._serialized_end=1270
-  _globals['_ANALYTICSSERVICE']._serialized_start=1457
-  _globals['_ANALYTICSSERVICE']._serialized_end=1796
+  _globals['_GETMETRICSREQUEST']._serialized_end=305
+  _globals['_PERCENTILES']._serialized_start=307
+  _globals['_PERCENTILES']._serialized_end=359
+  _globals['_METRICSPOINT']._serialized_start=362
+  _globals['_METRICSPOINT']._serialized_end=805
+  _globals['_GETMETRICSRESPONSE']._serialized_start=807
+  _globals['_GETMETRICSRESPONSE']._serialized_end=908
+  _globals['_STREAMMETRICSREQUEST']._serialized_start=910
+  _globals['_STREAMMETRICSREQUEST']._serialized_end=1003
+  _globals['_TOPQUESTIONSREQUEST']._serialized_start=1006
+  _globals['_TOPQUESTIONSREQUEST']._serialized_end=1171
+  _globals['_QUESTIONCOUNT']._serialized_start=1173
+  _globals['_QUESTIONCOUNT']._serialized_end=1264
+  _globals['_TOPQUESTIONSRESPONSE']._serialized_start=1266
+  _globals['_TOPQUESTIONSRESPONSE']._serialized_end=1333
+  _globals['_ANALYTICSSERVICE']._serialized_start=1520
+  _globals['_ANALYTICSSERVICE']._serialized_end=1859
 # @@protoc_insertion_point(module_scope)

@@ -31,18 +31,20 @@ GROUP_BY_STRATEGY: GroupBy
 GROUP_BY_MODEL: GroupBy
 
 class GetMetricsRequest(_message.Message):
-    __slots__ = ("product_key_id", "start", "end", "granularity", "group_by")
+    __slots__ = ("product_key_id", "start", "end", "granularity", "group_by", "product_key")
     PRODUCT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     GRANULARITY_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_KEY_FIELD_NUMBER: _ClassVar[int]
     product_key_id: str
     start: _timestamp_pb2.Timestamp
     end: _timestamp_pb2.Timestamp
     granularity: Granularity
     group_by: GroupBy
-    def __init__(self, product_key_id: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., group_by: _Optional[_Union[GroupBy, str]] = ...) -> None: ...
+    product_key: str
+    def __init__(self, product_key_id: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., group_by: _Optional[_Union[GroupBy, str]] = ..., product_key: _Optional[str] = ...) -> None: ...
 
 class Percentiles(_message.Message):
     __slots__ = ("p50", "p95", "p99")
@@ -99,24 +101,28 @@ class GetMetricsResponse(_message.Message):
     def __init__(self, points: _Optional[_Iterable[_Union[MetricsPoint, _Mapping]]] = ..., total: _Optional[_Union[MetricsPoint, _Mapping]] = ...) -> None: ...
 
 class StreamMetricsRequest(_message.Message):
-    __slots__ = ("product_key_id", "interval_seconds")
+    __slots__ = ("product_key_id", "interval_seconds", "product_key")
     PRODUCT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_KEY_FIELD_NUMBER: _ClassVar[int]
     product_key_id: str
     interval_seconds: int
-    def __init__(self, product_key_id: _Optional[str] = ..., interval_seconds: _Optional[int] = ...) -> None: ...
+    product_key: str
+    def __init__(self, product_key_id: _Optional[str] = ..., interval_seconds: _Optional[int] = ..., product_key: _Optional[str] = ...) -> None: ...
 
 class TopQuestionsRequest(_message.Message):
-    __slots__ = ("product_key_id", "start", "end", "limit")
+    __slots__ = ("product_key_id", "start", "end", "limit", "product_key")
     PRODUCT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_KEY_FIELD_NUMBER: _ClassVar[int]
     product_key_id: str
     start: _timestamp_pb2.Timestamp
     end: _timestamp_pb2.Timestamp
     limit: int
-    def __init__(self, product_key_id: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+    product_key: str
+    def __init__(self, product_key_id: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., product_key: _Optional[str] = ...) -> None: ...
 
 class QuestionCount(_message.Message):
     __slots__ = ("question", "count", "no_answers", "feedback_down")

@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class AnalyticsServiceStub:
-    """Reads the metrics the stream processor writes.
+    """Reads the metrics the stream processor writes. Every call is authenticated: either the tenant's
+    product key (secret) in `product_key` — it reads its own key's data only (`product_key_id` empty or
+    its own id; another id is PERMISSION_DENIED) — or the admin token in the `x-parley-admin-token`
+    metadata header, which reads any `product_key_id`. Neither: UNAUTHENTICATED.
     """
 
     def __init__(self, channel):
@@ -58,7 +61,10 @@ class AnalyticsServiceStub:
 
 
 class AnalyticsServiceServicer:
-    """Reads the metrics the stream processor writes.
+    """Reads the metrics the stream processor writes. Every call is authenticated: either the tenant's
+    product key (secret) in `product_key` — it reads its own key's data only (`product_key_id` empty or
+    its own id; another id is PERMISSION_DENIED) — or the admin token in the `x-parley-admin-token`
+    metadata header, which reads any `product_key_id`. Neither: UNAUTHENTICATED.
     """
 
     def GetMetrics(self, request, context):
@@ -117,7 +123,10 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AnalyticsService:
-    """Reads the metrics the stream processor writes.
+    """Reads the metrics the stream processor writes. Every call is authenticated: either the tenant's
+    product key (secret) in `product_key` — it reads its own key's data only (`product_key_id` empty or
+    its own id; another id is PERMISSION_DENIED) — or the admin token in the `x-parley-admin-token`
+    metadata header, which reads any `product_key_id`. Neither: UNAUTHENTICATED.
     """
 
     @staticmethod

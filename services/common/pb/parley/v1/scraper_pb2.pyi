@@ -74,12 +74,14 @@ class CrawlStatus(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., pages_seen: _Optional[int] = ..., pages_fetched: _Optional[int] = ..., pages_unchanged: _Optional[int] = ..., pages_failed: _Optional[int] = ..., pages_robots_skipped: _Optional[int] = ..., chunks_written: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., pages_skipped: _Optional[int] = ..., pages_removed: _Optional[int] = ..., chunks_deleted: _Optional[int] = ..., product_key_id: _Optional[str] = ...) -> None: ...
 
 class FetchRequest(_message.Message):
-    __slots__ = ("url", "product_key_id")
+    __slots__ = ("url", "product_key_id", "product_key")
     URL_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_KEY_FIELD_NUMBER: _ClassVar[int]
     url: str
     product_key_id: str
-    def __init__(self, url: _Optional[str] = ..., product_key_id: _Optional[str] = ...) -> None: ...
+    product_key: str
+    def __init__(self, url: _Optional[str] = ..., product_key_id: _Optional[str] = ..., product_key: _Optional[str] = ...) -> None: ...
 
 class FetchResponse(_message.Message):
     __slots__ = ("url", "title", "text", "cached", "status")

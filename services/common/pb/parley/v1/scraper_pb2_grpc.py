@@ -80,7 +80,8 @@ class ScraperServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Fetch(self, request, context):
-        """One page on demand, cached; used by the web strategy.
+        """One page on demand, cached; used by the web strategy. Needs the key's secret in `product_key`
+        and fetches only from the host of the key's website (or the admin token, any public host).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

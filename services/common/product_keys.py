@@ -1,0 +1,331 @@
+"""Product-key admission, shared by every tenant-facing service: who a secret is, and its rate limit.
+
+A secret is known by the SHA-256 of it. Its key record (id, name, website, settings, knowledge
+version) lives in PostgreSQL (`product_keys`, written by the search service) and is cached in Redis
+at `parley:key:<sha256 hex>`, shared by every replica of every service:
+
+- Revocation and rotation write a tombstone over the old secret's entry *before* they change
+  PostgreSQL, and a validator caches what it read with SET NX, so a read that raced the change
+  cannot bring the old record back: the old secret is refused on every replica as soon as the admin
+  RPC returns, whether the record was cached or not.
+- Knowledge changes delete the entry; a missed delete is bounded by `PARLEY_KEY_CACHE_TTL_SECONDS`.
+- Redis down: records come from PostgreSQL and are kept in process for
+  `PARLEY_KEY_LOCAL_CACHE_SECONDS` (a few seconds). That is the bound on how long a secret rotated
+  during a Redis outage can still be accepted by a replica that validated it just before. (A rotation
+  itself needs Redis: it refuses to run without writing the tombstone.)
+
+Rate limits: one token bucket per key id in Redis (a Lua script on the Redis clock, so replicas share
+it); the common case — a cached key — is validated and charged in ONE round trip. Redis down: a token
+bucket per process, so each replica admits at most the key's limit on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import asyncpg
+import redis.asyncio as redis
+
+from services.common.errors import ResourceExhausted, Unauthenticated, Unavailable
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "parley:key:"
+BUCKET_PREFIX = "parley:rl:"
+TOMBSTONE = b"-"
+RETRY_AFTER_TRAILER = "retry-after-ms"
+# Kept in Redis for tombstones at least this long, whatever the record TTL (a tombstone that
+# expired would only send the next check to PostgreSQL, which refuses the old secret too).
+MIN_TOMBSTONE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What a service needs of a valid key: validated with one query, then cached in Redis."""
+
+    id: str
+    name: str
+    knowledge_version: int
+    instructions: str
+    website: str
+    ts_config: str
+    settings: dict
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> KeyRecord:
+        return cls(**json.loads(raw))
+
+
+def hash_secret(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def require_key(secret: str) -> bytes:
+    if not secret.strip():
+        raise Unauthenticated("product key missing")
+    return hash_secret(secret.strip())
+
+
+def cache_key(key_hash: bytes) -> str:
+    return KEY_PREFIX + key_hash.hex()
+
+
+class KeyCache:
+    """Key records in Redis by the hash of their secret; tombstones for secrets that stopped working."""
+
+    def __init__(self, client: redis.Redis, ttl_seconds: float) -> None:
+        self._redis = client
+        self._ttl_ms = max(1, int(ttl_seconds * 1000))
+        self._tombstone_ms = max(self._ttl_ms, int(MIN_TOMBSTONE_SECONDS * 1000))
+
+    async def get(self, key_hash: bytes) -> KeyRecord | bytes | None:
+        """The cached record, TOMBSTONE for a secret that was revoked or rotated away, or None."""
+        raw = await self._redis.get(cache_key(key_hash))
+        if raw is None or raw == TOMBSTONE:
+            return raw
+        try:
+            return KeyRecord.from_json(raw)
+        except (ValueError, TypeError):
+            logger.warning("unreadable key cache entry; ignoring it")
+            return None
+
+    async def put(self, key_hash: bytes, record: KeyRecord) -> None:
+        # NX: a tombstone (or a fresher entry) written meanwhile wins over this possibly stale read.
+        await self._redis.set(cache_key(key_hash), record.to_json(), px=self._ttl_ms, nx=True)
+
+    async def forbid(self, key_hash: bytes) -> None:
+        """The secret no longer works (revoked or rotated away)."""
+        await self._redis.set(cache_key(key_hash), TOMBSTONE, px=self._tombstone_ms)
+
+    async def invalidate(self, key_hash: bytes) -> None:
+        await self._redis.delete(cache_key(key_hash))
+
+
+_VALIDATE = """
+SELECT id, name, knowledge_version, instructions, website, ts_config::text AS ts_config, settings
+FROM product_keys WHERE key_hash = $1 AND revoked_at IS NULL
+"""
+
+
+async def validate_key(pool: asyncpg.Pool, key_hash: bytes) -> KeyRecord | None:
+    """The key with its settings and knowledge version in one query; None when unknown or revoked."""
+    row = await pool.fetchrow(_VALIDATE, key_hash)
+    if row is None:
+        return None
+    settings = row["settings"]
+    return KeyRecord(
+        id=row["id"], name=row["name"], knowledge_version=row["knowledge_version"],
+        instructions=row["instructions"], website=row["website"], ts_config=row["ts_config"],
+        settings=json.loads(settings) if isinstance(settings, str) else dict(settings),
+    )
+
+
+# The token bucket of KEYS[1] (or of BUCKET_PREFIX .. key id); rate and burst in `rate`, `burst`.
+# Time comes from the Redis server, so replicas with skewed clocks share one bucket correctly.
+_BUCKET = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local state = redis.call('HMGET', bucket, 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', bucket, 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', bucket, math.ceil(burst / rate * 1000) + 1000)
+"""
+
+# ARGV: refill rate (tokens/s), burst (bucket size).
+_TAKE = "local bucket = KEYS[1]\nlocal rate = tonumber(ARGV[1])\nlocal burst = tonumber(ARGV[2])\n" + _BUCKET + \
+    "return {allowed, tostring(wait)}\n"
+
+# KEYS[1]: the key cache entry; ARGV: default rate, default burst, bucket prefix.
+# Returns {0} (not cached), {-1} (tombstone), or {1 allowed | 2 limited, record, wait, rate, burst}.
+_ADMIT = """
+local rec = redis.call('GET', KEYS[1])
+if not rec then return {0} end
+if rec == '-' then return {-1} end
+local ok, doc = pcall(cjson.decode, rec)
+if not ok or type(doc) ~= 'table' or type(doc['id']) ~= 'string' then return {0} end
+local s = doc['settings']
+if type(s) ~= 'table' then s = {} end
+local rate = tonumber(s['rate_limit_per_second']) or 0
+if rate <= 0 then rate = tonumber(ARGV[1]) end
+local burst = tonumber(s['rate_limit_burst']) or 0
+if burst < 1 then burst = tonumber(ARGV[2]) end
+burst = math.max(1, burst)
+local bucket = ARGV[3] .. doc['id']
+""" + _BUCKET + """
+if allowed == 1 then return {1, rec, '0', tostring(rate), tostring(burst)} end
+return {2, rec, tostring(wait), tostring(rate), tostring(burst)}
+"""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    retry_after_seconds: float
+
+
+class LocalBuckets:
+    """Per-process token buckets: the rate limit while Redis is away."""
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._max = max_keys
+
+    def take(self, key_id: str, rate: float, burst: int) -> Verdict:
+        now = time.monotonic()
+        tokens, ts = self._buckets.get(key_id, (float(burst), now))
+        tokens = min(float(burst), tokens + max(0.0, now - ts) * rate)
+        if len(self._buckets) >= self._max and key_id not in self._buckets:
+            self._buckets.clear()  # a flood of keys: forget (refills everyone) rather than grow
+        if tokens >= 1:
+            self._buckets[key_id] = (tokens - 1, now)
+            return Verdict(True, 0.0)
+        self._buckets[key_id] = (tokens, now)
+        return Verdict(False, (1 - tokens) / rate)
+
+
+class RateLimiter:
+    """Token bucket per key in Redis; per process when Redis does not answer."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._script = client.register_script(_TAKE)
+        self.local = LocalBuckets()
+
+    async def take(self, key_id: str, rate_per_second: float, burst: int) -> Verdict:
+        try:
+            allowed, wait = await self._script(keys=[BUCKET_PREFIX + key_id], args=[rate_per_second, max(1, burst)])
+        except redis.RedisError as exc:
+            logger.warning("rate limiter unavailable (%s); limiting per process", exc)
+            return self.local.take(key_id, rate_per_second, max(1, burst))
+        return Verdict(bool(int(allowed)), float(wait))
+
+
+def retry_after_text(seconds: float) -> str:
+    """Milliseconds, rounded up (retry-after-ms trailer)."""
+    return str(max(1, math.ceil(seconds * 1000)))
+
+
+def limits_of(record: KeyRecord, default_rate: float, default_burst: int) -> tuple[float, int]:
+    rate = float(record.settings.get("rate_limit_per_second") or default_rate)
+    burst = int(record.settings.get("rate_limit_burst") or default_burst)
+    return rate, max(1, burst)
+
+
+def limited(key_id: str, rate: float, burst: int, wait: float) -> ResourceExhausted:
+    text = retry_after_text(wait)
+    return ResourceExhausted(f"rate limit of product key {key_id} exceeded ({rate:g}/s, burst {burst}); "
+                             f"retry in {text} ms", trailers={RETRY_AFTER_TRAILER: text})
+
+
+class KeyValidator:
+    """The valid key of a secret: Redis, else PostgreSQL (kept a few seconds in process without Redis)."""
+
+    def __init__(self, client: redis.Redis, pool: Callable[[], asyncpg.Pool | None], *, ttl_seconds: float,
+                 local_seconds: float, default_rate: float, default_burst: int) -> None:
+        self.cache = KeyCache(client, ttl_seconds)
+        self.limiter = RateLimiter(client)
+        self._pool = pool
+        self._local_seconds = local_seconds
+        self._local: dict[bytes, tuple[float, KeyRecord | None]] = {}
+        self._default = (default_rate, default_burst)
+        self._admit = client.register_script(_ADMIT)
+
+    async def validate(self, secret: str) -> KeyRecord:
+        key_hash = require_key(secret)
+        try:
+            cached = await self.cache.get(key_hash)
+        except redis.RedisError as exc:
+            logger.warning("key cache unavailable (%s); validating in PostgreSQL", exc)
+            return await self._validate_locally(key_hash)
+        if cached == TOMBSTONE:
+            raise Unauthenticated("unknown or revoked product key")
+        if isinstance(cached, KeyRecord):
+            return cached
+        return await self._validate_and_cache(key_hash)
+
+    async def admit(self, secret: str) -> KeyRecord:
+        """validate() and take a token of the key's bucket: one Redis round trip for a cached key."""
+        key_hash = require_key(secret)
+        try:
+            status, *rest = await self._admit(keys=[cache_key(key_hash)], args=[*self._default, BUCKET_PREFIX])
+        except redis.RedisError as exc:
+            logger.warning("Redis unavailable (%s); validating in PostgreSQL, limiting per process", exc)
+            record = await self._validate_locally(key_hash)
+            rate, burst = limits_of(record, *self._default)
+            verdict = self.limiter.local.take(record.id, rate, burst)
+            if not verdict.allowed:
+                raise limited(record.id, rate, burst, verdict.retry_after_seconds) from None
+            return record
+        status = int(status)
+        if status == -1:
+            raise Unauthenticated("unknown or revoked product key")
+        if status == 0:
+            record = await self._validate_and_cache(key_hash)
+            rate, burst = limits_of(record, *self._default)
+            verdict = await self.limiter.take(record.id, rate, burst)
+            if not verdict.allowed:
+                raise limited(record.id, rate, burst, verdict.retry_after_seconds)
+            return record
+        record = KeyRecord.from_json(rest[0])
+        if status == 2:
+            raise limited(record.id, float(rest[2]), int(float(rest[3])), float(rest[1]))
+        return record
+
+    async def _from_postgres(self, key_hash: bytes) -> KeyRecord | None:
+        pool = self._pool()
+        if pool is None:
+            raise Unavailable("product keys cannot be checked right now; retry shortly",
+                              trailers={RETRY_AFTER_TRAILER: "1000"})
+        try:
+            return await validate_key(pool, key_hash)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            logger.warning("product key check in PostgreSQL failed: %s", exc)
+            raise Unavailable("product keys cannot be checked right now; retry shortly",
+                              trailers={RETRY_AFTER_TRAILER: "1000"}) from None
+
+    async def _validate_and_cache(self, key_hash: bytes) -> KeyRecord:
+        record = await self._from_postgres(key_hash)
+        if record is None:
+            raise Unauthenticated("unknown or revoked product key")
+        try:
+            await self.cache.put(key_hash, record)
+        except redis.RedisError as exc:
+            logger.warning("key cache unavailable (%s)", exc)
+        return record
+
+    async def _validate_locally(self, key_hash: bytes) -> KeyRecord:
+        """Redis is away: PostgreSQL, remembered for local_seconds (unknown secrets too, so a flood of
+        wrong secrets does not become a flood of queries)."""
+        now = time.monotonic()
+        entry = self._local.get(key_hash)
+        if entry is None or entry[0] <= now:
+            if len(self._local) > 50_000:
+                self._local = {h: e for h, e in self._local.items() if e[0] > now}
+            entry = (now + self._local_seconds, await self._from_postgres(key_hash))
+            if self._local_seconds > 0:
+                self._local[key_hash] = entry
+        if entry[1] is None:
+            raise Unauthenticated("unknown or revoked product key")
+        return entry[1]

@@ -1,0 +1,86 @@
+"""Product-key admission without Redis: keys checked in PostgreSQL (a few seconds in process) and rate
+limits per process; with Redis, one shared bucket that concurrent takes never overdraw."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+
+import pytest
+
+from services.common.errors import ResourceExhausted, Unauthenticated
+from services.common.pb.parley.v1 import search_pb2
+from services.common.product_keys import KeyValidator, RateLimiter
+from services.common.redis_client import create_redis
+from tests.conftest import RUN_ID, TestKey
+
+
+def _dead_redis_url() -> str:
+    """A Redis URL where nothing listens: what a service sees while Redis is stopped."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
+async def _key(search, admin, suffix: str, rate: float, burst: int) -> TestKey:
+    reply = await search.CreateProductKey(search_pb2.CreateProductKeyRequest(
+        name=f"Test {suffix}", id=f"t-{RUN_ID}-{suffix}-{uuid.uuid4().hex[:4]}",
+        settings=search_pb2.KeySettings(rate_limit_per_second=rate, rate_limit_burst=burst)), metadata=admin, timeout=10)
+    return TestKey(reply.key.id, reply.product_key)
+
+
+async def test_concurrent_takes_never_exceed_the_bucket(stack):
+    client = create_redis(stack.redis_url)
+    try:
+        limiter = RateLimiter(client)
+        key = f"test-{uuid.uuid4().hex}"
+        verdicts = await asyncio.gather(*(limiter.take(key, 0.001, 10) for _ in range(60)))
+    finally:
+        await client.aclose()
+    assert sum(v.allowed for v in verdicts) == 10
+    assert all(v.retry_after_seconds > 0 for v in verdicts if not v.allowed)
+
+
+async def test_without_redis_keys_are_checked_in_postgres_and_limited_per_process(search, admin, pg):
+    key = await _key(search, admin, "noredis", rate=0.5, burst=3)
+    dead = create_redis(_dead_redis_url())
+    validator = KeyValidator(dead, lambda: pg, ttl_seconds=30, local_seconds=0.5, default_rate=20, default_burst=40)
+    try:
+        for _ in range(3):
+            assert (await validator.admit(key.secret)).id == key.id
+        with pytest.raises(ResourceExhausted) as info:
+            await validator.admit(key.secret)
+        assert int(info.value.trailers["retry-after-ms"]) > 0
+        with pytest.raises(Unauthenticated):
+            await validator.admit("pk_not-a-key")
+        # A rotation while this replica cannot reach Redis: refused once its in-process copy expires.
+        await search.RotateProductKey(search_pb2.RotateProductKeyRequest(id=key.id), metadata=admin, timeout=10)
+        await asyncio.sleep(0.6)
+        with pytest.raises(Unauthenticated):
+            await validator.validate(key.secret)
+    finally:
+        await dead.aclose()
+
+
+async def test_a_cached_key_is_admitted_in_one_round_trip_and_rotation_refuses_it(search, admin, pg, stack):
+    key = await _key(search, admin, "cached", rate=1000, burst=1000)
+    client = create_redis(stack.redis_url)
+    validator = KeyValidator(client, lambda: pg, ttl_seconds=30, local_seconds=3, default_rate=20, default_burst=40)
+    try:
+        await validator.admit(key.secret)          # cached in Redis now
+        calls = []
+        validator._pool = lambda: calls.append(1) or pg
+        start = time.perf_counter()
+        for _ in range(20):
+            await validator.admit(key.secret)
+        assert not calls, "a cached key must not read PostgreSQL"
+        assert time.perf_counter() - start < 5
+        await search.RotateProductKey(search_pb2.RotateProductKeyRequest(id=key.id), metadata=admin, timeout=10)
+        with pytest.raises(Unauthenticated):
+            await validator.admit(key.secret)
+    finally:
+        await client.aclose()
+
