@@ -11,7 +11,8 @@ import asyncpg
 from mode import Service
 
 from services.analytics.stream.rows import (
-    TURN_COLUMNS,
+    SOURCE_SEPARATOR,
+    STAGE_COLUMNS,
     feedback_columns,
     metrics_columns,
     minute_of,
@@ -27,12 +28,22 @@ logger = logging.getLogger(__name__)
 # Turns are COPYed into a per-session staging table (no indexes, no WAL), then moved into
 # conversations by one INSERT ... SELECT: COPY is the fastest way in, and ON CONFLICT keeps a
 # redelivered event (same event_id) out. Only the ids RETURNING names are counted into metrics.
-STAGE_TURNS = (
-    "CREATE TEMP TABLE IF NOT EXISTS turns_stage (LIKE conversations INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-)
-_COLS = ", ".join(TURN_COLUMNS)
+STAGE_TURNS = """
+CREATE TEMP TABLE IF NOT EXISTS turn_rows_stage (
+    event_id text, product_key_id text, session_id text, request_id text, occurred_us bigint, message text,
+    answer text, strategy text, model text, cache_status text, error_code text, total_ms float8, ttft_ms float8,
+    search_ms float8, llm_ms float8, tokens_in int, tokens_out int, cost_usd float8, source_ids text
+) ON COMMIT DELETE ROWS
+"""
 MOVE_TURNS = f"""
-INSERT INTO conversations ({_COLS}) SELECT {_COLS} FROM turns_stage
+INSERT INTO conversations (event_id, product_key_id, session_id, request_id, occurred_at, message, answer,
+                           strategy, model, cache_status, error_code, total_ms, ttft_ms, search_ms, llm_ms,
+                           tokens_in, tokens_out, cost_usd, source_ids)
+SELECT event_id, product_key_id, session_id, request_id,
+       timestamptz 'epoch' + occurred_us * interval '1 microsecond', message, answer,
+       strategy, model, cache_status, error_code, total_ms, ttft_ms, search_ms, llm_ms,
+       tokens_in, tokens_out, cost_usd, coalesce(string_to_array(nullif(source_ids, ''), chr({ord(SOURCE_SEPARATOR)})), '{{}}')
+FROM turn_rows_stage
 ON CONFLICT (event_id) DO NOTHING RETURNING event_id
 """
 
@@ -134,28 +145,32 @@ def next_offsets(positions: Sequence[Position]) -> tuple[list[str], list[int], l
     return topics, parts, offsets
 
 
-async def insert_turns(conn: asyncpg.Connection, turns: Sequence[events_pb2.ChatTurn]) -> list:
+async def insert_turns(conn: asyncpg.Connection, turns: Sequence[events_pb2.ChatTurn]) -> set:
     """Inside the caller's transaction: the turns not stored yet go into conversations and are
-    counted into metrics_minute; returns the turns that were new."""
+    counted into metrics_minute; returns the (key, minute)s they changed."""
     turns = unique(turns)
     if not turns:
-        return []
+        return set()
     await conn.execute(STAGE_TURNS)
-    await conn.copy_records_to_table("turns_stage", records=map(turn_record, turns), columns=TURN_COLUMNS)
+    await conn.copy_records_to_table("turn_rows_stage", records=map(turn_record, turns), columns=STAGE_COLUMNS)
     inserted = await conn.fetch(MOVE_TURNS)
     if len(inserted) != len(turns):  # some were stored before (redelivered at new offsets)
-        new_ids = {r[0] for r in inserted}
-        turns = [t for t in turns if storable(t.event_id) in new_ids]
-    if turns:
-        await conn.execute(UPSERT_METRICS, *metrics_columns(minute_totals(turns)))
-    return turns
+        first_of = {}
+        for t in turns:
+            first_of.setdefault(storable(t.event_id), t)
+        turns = [first_of[r[0]] for r in inserted]
+    if not turns:
+        return set()
+    groups = minute_totals(turns)
+    await conn.execute(UPSERT_METRICS, *metrics_columns(groups))
+    return {(key_id, minute) for key_id, minute, _, _ in groups}
 
 
-async def insert_feedback(conn: asyncpg.Connection, items: Sequence[events_pb2.Feedback]) -> list:
+async def insert_feedback(conn: asyncpg.Connection, items: Sequence[events_pb2.Feedback]) -> set:
     cols = feedback_columns(items)
     if cols[0]:
         await conn.execute(WRITE_FEEDBACK, *cols)
-    return list(items)
+    return {(storable(f.product_key_id), minute_of(f.occurred_at)) for f in items}
 
 
 class MetricsSink(Service):
@@ -202,8 +217,7 @@ class MetricsSink(Service):
                 event for pos, event in records
                 if event is not None and pos.offset >= stored.get((pos.topic, pos.partition), 0)
             ]
-            new = await insert(conn, fresh) if fresh else []
+            minutes = await insert(conn, fresh) if fresh else set()
             if positions:
                 await conn.execute(SAVE_OFFSETS, self._group, topics, parts, offsets)
-        minutes = {(storable(e.product_key_id), minute_of(e.occurred_at)) for e in new}
         return Applied(len(fresh), len(records) - len(fresh), minutes)
