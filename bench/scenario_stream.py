@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.table import Table
 
 from bench.harness import bench_env, console
+from deploy.local import stack as local_stack
 from bench.load import quantile
 from bench.stream_baseline import WRITE_TURNS as BASELINE_WRITE_TURNS, turn_columns as baseline_columns
 from bench.stream_load import SteadyLoad, produce, serialized, turn
@@ -40,8 +41,8 @@ STEPS = [
     ("own consumer, asyncio loop, 1 MiB fetches", {"PARLEY_STREAM_UVLOOP": "false",
                                                    "PARLEY_STREAM_PARTITION_FETCH_BYTES": str(1 << 20)}, KEYS),
     ("+ uvloop", {"PARLEY_STREAM_UVLOOP": "true", "PARLEY_STREAM_PARTITION_FETCH_BYTES": str(1 << 20)}, KEYS),
-    ("+ 8 MiB fetches (the default)", {}, KEYS),
-    ("the default, one key (one partition)", {}, 1),
+    ("+ 8 MiB fetches: the worker as configured", {}, KEYS),
+    ("as configured, one key (one partition)", {}, 1),
 ]
 
 
@@ -62,6 +63,24 @@ def environment(env: dict[str, str]) -> Iterator[Settings]:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU of the local stack's PostgreSQL: the postmaster and its live children (the worker's
+    connections stay open while it is measured). 0 when PostgreSQL is not the local stack's."""
+    cfg = local_stack.StackConfig.from_env()
+    postmaster = local_stack._pg_postmaster_pid(local_stack._pg_layout(cfg))
+    if postmaster is None:
+        return 0.0
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == postmaster or int(stat.parent.name) == postmaster:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            continue  # a process that just exited
+    return total
 
 
 async def raw_consume_rate(settings: Settings, n: int) -> float:
@@ -93,11 +112,14 @@ async def worker_rate(launcher: Launcher, pool: asyncpg.Pool, group: str, n: int
     pid = launcher.pid("worker")
     while (first_done := await stored(pool, group)) == 0:
         await asyncio.sleep(0.02)
-    first, cpu0 = time.perf_counter(), cpu_seconds(pid)
+    first, cpu0, pg0 = time.perf_counter(), cpu_seconds(pid), postgres_cpu_seconds()
     while (done := await stored(pool, group)) < n:
-        await asyncio.sleep(0.05)
-    elapsed, cpu = time.perf_counter() - first, cpu_seconds(pid) - cpu0
-    return {"events_per_s": (done - first_done) / elapsed, "cpu_ms_per_1k": 1e6 * cpu / (done - first_done)}
+        await asyncio.sleep(0.1)
+    elapsed, cpu, pg = time.perf_counter() - first, cpu_seconds(pid) - cpu0, postgres_cpu_seconds() - pg0
+    events = done - first_done
+    return {"events_per_s": events / elapsed, "cpu_ms_per_1k": 1e6 * cpu / events, "pg_cpu_ms_per_1k": 1e6 * pg / events,
+            # What two otherwise idle cores would sustain if the worker and PostgreSQL had them (an estimate).
+            "two_core_capacity": 2 * events / (cpu + pg)}
 
 
 async def run_step(label: str, extra: dict[str, str], keys: int, measure_raw: bool) -> dict:
@@ -118,7 +140,7 @@ async def run_step(label: str, extra: dict[str, str], keys: int, measure_raw: bo
         finally:
             launcher.stop()
             await pool.close()
-    console.print(f"  {label}: {result['events_per_s']:,.0f} events/s, counted {counted}")
+    console.print(f"  {label}: {result['events_per_s']:,.0f} events/s, counted {int(counted or 0)}")
     return {"step": label, "keys": keys, "counted": int(counted or 0), "raw_consumer_per_s": raw, **result}
 
 
@@ -134,22 +156,28 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, keys: lis
     results: list[float] = []
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
+
+    async def probe(stub, i: int) -> None:
+        key_id = f"fresh-{uuid.uuid4().hex[:8]}"
+        t = turn(key_id, i)
+        sent = time.time()
+        t.occurred_at.FromNanoseconds(int(sent * 1e9))
+        await producer.send(settings.topic("chat_turns"), t.SerializeToString(), key=keys[i % len(keys)].encode())
+        while (await stub.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id),
+                                     timeout=5)).total.turns != 1:
+            await asyncio.sleep(0.05)
+        results.append(time.time() - sent)
+
     try:
         async with channel(settings.analytics_addr) as ch:
             stub = analytics_pb2_grpc.AnalyticsServiceStub(ch)
             await asyncio.sleep(2.0)  # the load is on
+            probes = []
             deadline = time.monotonic() + seconds - 4
-            while time.monotonic() < deadline:
-                key_id = f"fresh-{uuid.uuid4().hex[:8]}"
-                t = turn(key_id, len(results))
-                sent = time.time()
-                t.occurred_at.FromNanoseconds(int(sent * 1e9))
-                await producer.send(settings.topic("chat_turns"), t.SerializeToString(), key=keys[0].encode())
-                while (await stub.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id),
-                                             timeout=5)).total.turns != 1:
-                    await asyncio.sleep(0.01)
-                results.append(time.time() - sent)
-                await asyncio.sleep(0.3)
+            while time.monotonic() < deadline:  # one probe every 0.25 s, each followed on its own
+                probes.append(asyncio.ensure_future(probe(stub, len(probes))))
+                await asyncio.sleep(0.25)
+            await asyncio.gather(*probes)
         sent_load = await load.wait()
     finally:
         await producer.stop()
@@ -172,28 +200,37 @@ async def _wait_analytics(settings: Settings, timeout: float = 60) -> None:
                 await asyncio.sleep(0.2)
 
 
-async def sink_ceiling(settings: Settings, rows: int = 60_000) -> dict:
-    """Rows per second of the batch write alone (no Kafka): the sink's write_turns, batches of BATCH
-    over KEYS keys, beside the statement it replaced (unnest of 23 arrays, histograms in SQL)."""
+async def _write_all(write, events: list, partition: int) -> None:
+    for i in range(0, len(events), BATCH):
+        await write([(Position("sink", partition, i + j), e) for j, e in enumerate(events[i:i + BATCH])])
+
+
+async def sink_ceiling(settings: Settings, rows: int = 80_000, writers: int = 4) -> dict:
+    """Rows per second of the batch write alone (no Kafka): `writers` concurrent writers (the worker has
+    one per partition, 4 by default) of batches of BATCH over KEYS keys, each key with one writer as
+    Kafka's partitioner would have it; beside the statement it replaced (unnest of 23 arrays,
+    histograms in SQL), run the same way."""
     keys = [f"sink-{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(KEYS)]
     sink = MetricsSink(settings.postgres_dsn, f"sink-bench-{uuid.uuid4().hex[:6]}")
     await sink.on_start()
+
+    async def baseline(records) -> None:
+        async with sink.pool.acquire() as conn, conn.transaction():
+            await conn.execute(BASELINE_WRITE_TURNS, *baseline_columns([e for _, e in records]))
+
+    result = {}
     try:
-        events = [turn(keys[i % KEYS], i) for i in range(rows)]
-        t0 = time.perf_counter()
-        for i in range(0, rows, BATCH):
-            await sink.write_turns([(Position("sink", 0, i + j), e) for j, e in enumerate(events[i:i + BATCH])])
-        copy_rate = rows / (time.perf_counter() - t0)
-        events = [turn(keys[i % KEYS], i) for i in range(rows)]
-        async with sink.pool.acquire() as conn:
-            t0 = time.perf_counter()
-            for i in range(0, rows, BATCH):
-                async with conn.transaction():
-                    await conn.execute(BASELINE_WRITE_TURNS, *baseline_columns(events[i:i + BATCH]))
-            baseline_rate = rows / (time.perf_counter() - t0)
+        for name, write in (("copy_rows_per_s", sink.write_turns), ("baseline_rows_per_s", baseline)):
+            mine = [keys[w::writers] for w in range(writers)]
+            parts = [[turn(mine[w][i % len(mine[w])], i) for i in range(rows // writers)] for w in range(writers)]
+            t0, cpu0, pg0 = time.perf_counter(), time.process_time(), postgres_cpu_seconds()
+            await asyncio.gather(*[_write_all(write, part, w) for w, part in enumerate(parts)])
+            result[name] = rows / (time.perf_counter() - t0)
+            result[name.replace("rows_per_s", "cpu_ms_per_1k")] = (
+                1e6 * (time.process_time() - cpu0) / rows, 1e6 * (postgres_cpu_seconds() - pg0) / rows)
     finally:
         await sink.on_shutdown()
-    return {"copy_rows_per_s": copy_rate, "baseline_rows_per_s": baseline_rate}
+    return result
 
 
 async def run(seconds: float, concurrencies: list[int]) -> dict:
@@ -208,12 +245,17 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
     final = steps[2]
     fresh = final["freshness"]
     table = Table("measure", "value", title="Stream processor: Kafka -> PostgreSQL (machine shared: noisy)")
-    table.add_row("sink alone rows/s (COPY + INSERT ... SELECT, metrics summed in Python)",
-                  f"{sink['copy_rows_per_s']:,.0f}")
-    table.add_row("sink alone rows/s, the statement it replaced", f"{sink['baseline_rows_per_s']:,.0f}")
+    for label, name in (("COPY + INSERT ... SELECT, metrics summed in Python", "copy"),
+                        ("the statement it replaced", "baseline")):
+        py, pg = sink[f"{name}_cpu_ms_per_1k"]
+        table.add_row(f"sink alone rows/s: {label}",
+                      f"{sink[f'{name}_rows_per_s']:,.0f}  (cpu ms / 1k rows: python {py:.0f}, postgres {pg:.0f})")
     for s in steps:
         table.add_row(f"worker events/s: {s['step']} ({s['keys']} keys)",
-                      f"{s['events_per_s']:,.0f}  (cpu {s['cpu_ms_per_1k']:.0f} ms / 1k events; counted {s['counted']})")
+                      f"{s['events_per_s']:,.0f}  (cpu ms / 1k events: worker {s['cpu_ms_per_1k']:.0f}, "
+                      f"postgres {s['pg_cpu_ms_per_1k']:.0f}; counted {s['counted']})")
+    table.add_row("estimate: events/s on two idle cores (worker + postgres cpu per event)",
+                  f"{final['two_core_capacity']:,.0f}")
     table.add_row("raw aiokafka consumer msgs/s", f"{final['raw_consumer_per_s']:,.0f}")
     table.add_row("worker / raw consumer", f"{final['events_per_s'] / final['raw_consumer_per_s']:.3f}")
     table.add_row("worker / sink ceiling", f"{final['events_per_s'] / sink['copy_rows_per_s']:.2f}")

@@ -79,7 +79,7 @@ class BatchApplier:
         logger.warning("write failed (%s), attempt %d; retrying", reason, state.attempt_number)
         self._on_failure(reason)
 
-    async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_transient),
             wait=wait_exponential(multiplier=0.1, max=self._max_wait),
@@ -98,7 +98,7 @@ class BatchApplier:
             return Applied()
         pairs = [(r.position, r.event) for r in records]
         try:
-            return await self._retrying(lambda: self._write(pairs))
+            return await self.retrying(lambda: self._write(pairs))
         except Exception as exc:  # noqa: BLE001 - not transient: something in the batch is poison
             if len(records) == 1:
                 return await self._dead_letter(records[0], describe(exc))
@@ -111,6 +111,6 @@ class BatchApplier:
     async def _dead_letter(self, record: Record, reason: str) -> Applied:
         pos = record.position
         letter = DeadLetter(pos.topic, pos.partition, pos.offset, record.key, record.value, reason)
-        await self._retrying(lambda: self._send_dead_letter(letter))
+        await self.retrying(lambda: self._send_dead_letter(letter))
         # Only now may the offset move past it: the dead letter is on the broker.
-        return await self._retrying(lambda: self._write([(pos, None)]))
+        return await self.retrying(lambda: self._write([(pos, None)]))

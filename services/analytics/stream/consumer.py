@@ -200,7 +200,7 @@ class EventConsumer(Service):
     async def stored_offset(self, tp: TopicPartition) -> int | None:
         """The stored next offset of `tp`, waiting out PostgreSQL being away."""
         applier = self.routes[tp.topic].applier
-        stored = await applier._retrying(self._stored_offsets)
+        stored = await applier.retrying(self._stored_offsets)
         return stored.get((tp.topic, tp.partition))
 
     async def decode(self, msgs: list[ConsumerRecord], decode: Callable) -> list[Record]:
@@ -211,7 +211,7 @@ class EventConsumer(Service):
                 event = decode(m.value)
             except InvalidEvent as exc:
                 letter = DeadLetter(m.topic, m.partition, m.offset, m.key, m.value, str(exc))
-                await self.routes[m.topic].applier._retrying(lambda letter=letter: self._send_dead_letter(letter))
+                await self.routes[m.topic].applier.retrying(lambda letter=letter: self._send_dead_letter(letter))
                 event = None
             records.append(Record(pos, m.key, m.value, event))
         return records

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 from mode import Service
@@ -112,8 +113,9 @@ SET next_offset = greatest(stream_offsets.next_offset, excluded.next_offset), up
 STORED_OFFSETS = "SELECT topic, partition, next_offset FROM stream_offsets WHERE consumer_group = $1"
 
 
-@dataclass(frozen=True)
-class Position:
+class Position(NamedTuple):
+    """Where a record is; a tuple, as one is made per event."""
+
     topic: str
     partition: int
     offset: int
