@@ -139,9 +139,17 @@ async def run_step(label: str, extra: dict[str, str], keys: int, measure_raw: bo
                 result["freshness"] = await freshness_under_load(settings, launcher, names, result["events_per_s"])
         finally:
             launcher.stop()
+            await forget(pool, names, settings.worker_app_id)
             await pool.close()
     console.print(f"  {label}: {result['events_per_s']:,.0f} events/s, counted {int(counted or 0)}")
     return {"step": label, "keys": keys, "counted": int(counted or 0), "raw_consumer_per_s": raw, **result}
+
+
+async def forget(pool: asyncpg.Pool, keys: list[str], group: str) -> None:
+    """The run's rows go, so that every run writes into tables of the same size."""
+    await pool.execute("DELETE FROM conversations WHERE product_key_id = ANY($1)", keys)
+    await pool.execute("DELETE FROM metrics_minute WHERE product_key_id = ANY($1)", keys)
+    await pool.execute("DELETE FROM stream_offsets WHERE consumer_group = $1", group)
 
 
 async def freshness_under_load(settings: Settings, launcher: Launcher, keys: list[str], max_rate: float,
@@ -211,7 +219,8 @@ async def sink_ceiling(settings: Settings, rows: int = 80_000, writers: int = 4)
     Kafka's partitioner would have it; beside the statement it replaced (unnest of 23 arrays,
     histograms in SQL), run the same way."""
     keys = [f"sink-{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(KEYS)]
-    sink = MetricsSink(settings.postgres_dsn, f"sink-bench-{uuid.uuid4().hex[:6]}")
+    group = f"sink-bench-{uuid.uuid4().hex[:6]}"
+    sink = MetricsSink(settings.postgres_dsn, group)
     await sink.on_start()
 
     async def baseline(records) -> None:
@@ -228,6 +237,7 @@ async def sink_ceiling(settings: Settings, rows: int = 80_000, writers: int = 4)
             result[name] = rows / (time.perf_counter() - t0)
             result[name.replace("rows_per_s", "cpu_ms_per_1k")] = (
                 1e6 * (time.process_time() - cpu0) / rows, 1e6 * (postgres_cpu_seconds() - pg0) / rows)
+        await forget(sink.pool, keys, group)
     finally:
         await sink.on_shutdown()
     return result
