@@ -1,6 +1,7 @@
-"""Scenario "stream": the Faust worker's sustained rate from Kafka into PostgreSQL against a raw
-aiokafka consumer on the same topic (the ceiling), freshness from occurred_at to visible in
-GetMetrics, and the batch statement against one INSERT per row - all in one run."""
+"""Scenario "stream": the worker's sustained rate from Kafka into PostgreSQL, events from 100 keys over
+all partitions and from one key, against a raw aiokafka consumer (Kafka's ceiling) and against the
+sink alone (PostgreSQL's ceiling); one step of the worker's path at a time; freshness from occurred_at
+to visible in GetMetrics under a steady load at 80 % of the worker's rate, from a separate process."""
 
 from __future__ import annotations
 
@@ -10,59 +11,83 @@ import statistics
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.table import Table
 
 from bench.harness import bench_env, console
+from deploy.local import stack as local_stack
 from bench.load import quantile
-from services.analytics.stream.sink import WRITE_TURNS, turn_columns
+from bench.stream_baseline import WRITE_TURNS as BASELINE_WRITE_TURNS, turn_columns as baseline_columns
+from bench.stream_load import SteadyLoad, produce, serialized, turn
+from services.analytics.stream.sink import MetricsSink, Position
 from services.common import db
 from services.common.grpc_server import channel
-from services.common.kafka import new_event_id
-from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2, events_pb2
+from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
 from services.common.settings import Settings
 from services.common.topics import create_all_topics
 from services.launcher import Launcher
 
 NAME = "stream"
-EVENTS = 100_000
+EVENTS = 150_000
+KEYS = 100
+BATCH = 5000
+# One step at a time, each a fresh worker on fresh topics (name, worker settings, keys).
+STEPS = [
+    ("own consumer, asyncio loop, 1 MiB fetches", {"PARLEY_STREAM_UVLOOP": "false",
+                                                   "PARLEY_STREAM_PARTITION_FETCH_BYTES": str(1 << 20)}, KEYS),
+    ("+ uvloop", {"PARLEY_STREAM_UVLOOP": "true", "PARLEY_STREAM_PARTITION_FETCH_BYTES": str(1 << 20)}, KEYS),
+    ("+ 8 MiB fetches: the worker as configured", {}, KEYS),
+    ("as configured, one key (one partition)", {}, 1),
+]
 
 
-def turn(key_id: str, i: int, when: datetime | None = None) -> events_pb2.ChatTurn:
-    t = events_pb2.ChatTurn(
-        event_id=new_event_id(), product_key_id=key_id, session_id=f"s{i % 500}", request_id=uuid.uuid4().hex,
-        message=f"question number {i % 300}", answer="an answer of ordinary length, with a citation [12]",
-        strategy=common_pb2.STRATEGY_KNOWLEDGE if i % 7 else common_pb2.STRATEGY_NO_ANSWER,
-        model="extractive", cache_status=common_pb2.CACHE_STATUS_HIT if i % 3 == 0 else common_pb2.CACHE_STATUS_MISS,
-        timings=common_pb2.Timings(total_ms=5 + i % 200, search_ms=2 + i % 20, ttft_ms=1 + i % 30, llm_ms=3 + i % 150),
-        usage=common_pb2.TokenUsage(prompt_tokens=300, completion_tokens=60), source_ids=["12", "14"],
-    )
-    t.occurred_at.FromDatetime(when or datetime.now(timezone.utc))
-    return t
-
-
-async def produce(settings: Settings, values: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=20, max_batch_size=512 * 1024)
-    await producer.start()
+@contextmanager
+def environment(env: dict[str, str]) -> Iterator[Settings]:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
-        for i in range(0, len(values), 5000):
-            await asyncio.gather(*[await producer.send(settings.topic("chat_turns"), v, key=k)
-                                   for k, v in values[i:i + 5000]])
+        yield Settings()
     finally:
-        await producer.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU of the local stack's PostgreSQL: the postmaster and its live children (the worker's
+    connections stay open while it is measured). 0 when PostgreSQL is not the local stack's."""
+    cfg = local_stack.StackConfig.from_env()
+    postmaster = local_stack._pg_postmaster_pid(local_stack._pg_layout(cfg))
+    if postmaster is None:
+        return 0.0
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == postmaster or int(stat.parent.name) == postmaster:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            continue  # a process that just exited
+    return total
 
 
 async def raw_consume_rate(settings: Settings, n: int) -> float:
     """Messages per second of a bare aiokafka consumer reading the topic from the start (no decode, no writes)."""
     consumer = AIOKafkaConsumer(settings.topic("chat_turns"), bootstrap_servers=settings.kafka_bootstrap,
                                 group_id=f"raw-{uuid.uuid4().hex[:6]}", auto_offset_reset="earliest",
-                                enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
+                                enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024)
     await consumer.start()
     try:
         seen, first = 0, None
@@ -76,146 +101,180 @@ async def raw_consume_rate(settings: Settings, n: int) -> float:
         await consumer.stop()
 
 
-async def wait_grpc(addr: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with channel(addr) as ch:
-        while True:
-            try:
-                reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except Exception:  # noqa: BLE001 - starting
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{addr} not serving")
-            await asyncio.sleep(0.2)
+async def stored(pool: asyncpg.Pool, group: str) -> int:
+    """Events the worker has stored (or dead-lettered): the sum of its stored next offsets."""
+    return int(await pool.fetchval("SELECT coalesce(sum(next_offset), 0) FROM stream_offsets "
+                                   "WHERE consumer_group = $1", group))
 
 
-async def worker_rate(settings: Settings, pool: asyncpg.Pool, key_id: str, n: int) -> float:
-    """Events per second the worker applies, from its first applied batch to the last event."""
-    first = None
-    while True:
-        done = await pool.fetchval("SELECT count(*) FROM conversations WHERE product_key_id = $1", key_id)
-        now = time.perf_counter()
-        if done and first is None:
-            first, first_done = now, done
-        if done >= n:
-            return (n - first_done) / (now - first) if now > first else float("inf")
-        await asyncio.sleep(0.05)
+async def worker_rate(launcher: Launcher, pool: asyncpg.Pool, group: str, n: int) -> dict:
+    """Events per second from the worker's first stored batch to the last event, and its CPU per 1k."""
+    pid = launcher.pid("worker")
+    while (first_done := await stored(pool, group)) == 0:
+        await asyncio.sleep(0.02)
+    first, cpu0, pg0 = time.perf_counter(), cpu_seconds(pid), postgres_cpu_seconds()
+    while (done := await stored(pool, group)) < n:
+        await asyncio.sleep(0.1)
+    elapsed, cpu, pg = time.perf_counter() - first, cpu_seconds(pid) - cpu0, postgres_cpu_seconds() - pg0
+    events = done - first_done
+    return {"events_per_s": events / elapsed, "cpu_ms_per_1k": 1e6 * cpu / events, "pg_cpu_ms_per_1k": 1e6 * pg / events,
+            # What two otherwise idle cores would sustain if the worker and PostgreSQL had them (an estimate).
+            "two_core_capacity": 2 * events / (cpu + pg)}
 
 
-async def freshness(settings: Settings, probes: int = 20) -> list[float]:
-    """Seconds from a turn's occurred_at to its being counted by GetMetrics, one fresh key per probe."""
-    results = []
+async def run_step(label: str, extra: dict[str, str], keys: int, measure_raw: bool) -> dict:
+    env = {**bench_env(), "PARLEY_STREAM_BATCH_SIZE": str(BATCH), **extra}
+    with environment(env) as settings:
+        await create_all_topics(settings)
+        names = [f"k{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(keys)]
+        await produce(settings.kafka_bootstrap, settings.topic("chat_turns"), serialized(names, EVENTS))
+        raw = await raw_consume_rate(settings, EVENTS) if measure_raw else None
+        pool = await db.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
+        launcher = Launcher(Path(tempfile.mkdtemp(prefix="parley-bench-stream-")), env=env)
+        try:
+            launcher.start(["worker"])
+            result = await worker_rate(launcher, pool, settings.worker_app_id, EVENTS)
+            counted = await pool.fetchval("SELECT sum(turns) FROM metrics_minute WHERE product_key_id = ANY($1)", names)
+            if measure_raw:
+                result["freshness"] = await freshness_under_load(settings, launcher, names, result["events_per_s"])
+        finally:
+            launcher.stop()
+            await forget(pool, names, settings.worker_app_id)
+            await pool.close()
+    console.print(f"  {label}: {result['events_per_s']:,.0f} events/s, counted {int(counted or 0)}")
+    return {"step": label, "keys": keys, "counted": int(counted or 0), "raw_consumer_per_s": raw, **result}
+
+
+async def forget(pool: asyncpg.Pool, keys: list[str], group: str) -> None:
+    """The run's rows go, so that every run writes into tables of the same size."""
+    await pool.execute("DELETE FROM conversations WHERE product_key_id = ANY($1)", keys)
+    await pool.execute("DELETE FROM metrics_minute WHERE product_key_id = ANY($1)", keys)
+    await pool.execute("DELETE FROM stream_offsets WHERE consumer_group = $1", group)
+
+
+async def freshness_under_load(settings: Settings, launcher: Launcher, keys: list[str], max_rate: float,
+                               seconds: float = 20.0) -> dict:
+    """Seconds from a probe turn's occurred_at to its being counted by GetMetrics, while a separate
+    process sends turns at 80 % of the worker's measured rate over the same keys."""
+    launcher.start(["analytics"])
+    await _wait_analytics(settings)
+    rate = 0.8 * max_rate
+    load = SteadyLoad(settings.kafka_bootstrap, settings.topic("chat_turns"), keys, rate, seconds)
+    await load.start()
+    results: list[float] = []
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
+
+    admin = (("x-parley-admin-token", settings.admin_token),)
+
+    async def probe(stub, i: int) -> None:
+        key_id = f"fresh-{uuid.uuid4().hex[:8]}"
+        t = turn(key_id, i)
+        sent = time.time()
+        t.occurred_at.FromNanoseconds(int(sent * 1e9))
+        await producer.send(settings.topic("chat_turns"), t.SerializeToString(), key=keys[i % len(keys)].encode())
+        while (await stub.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id),
+                                     metadata=admin, timeout=5)).total.turns != 1:
+            await asyncio.sleep(0.05)
+        results.append(time.time() - sent)
+
     try:
         async with channel(settings.analytics_addr) as ch:
             stub = analytics_pb2_grpc.AnalyticsServiceStub(ch)
-            for i in range(probes):
-                key_id = f"fresh-{uuid.uuid4().hex[:8]}"
-                t = turn(key_id, i)
-                sent = time.time()
-                t.occurred_at.FromNanoseconds(int(sent * 1e9))
-                await producer.send(settings.topic("chat_turns"), t.SerializeToString(), key=key_id.encode())
-                while True:
-                    reply = await stub.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id),
-                                                  metadata=(("x-parley-admin-token", settings.admin_token),), timeout=5)
-                    if reply.total.turns == 1:
-                        results.append(time.time() - sent)
-                        break
-                    await asyncio.sleep(0.01)
-                await asyncio.sleep(0.1)
+            await asyncio.sleep(2.0)  # the load is on
+            probes = []
+            deadline = time.monotonic() + seconds - 4
+            while time.monotonic() < deadline:  # one probe every 0.25 s, each followed on its own
+                probes.append(asyncio.ensure_future(probe(stub, len(probes))))
+                await asyncio.sleep(0.25)
+            await asyncio.gather(*probes)
+        sent_load = await load.wait()
     finally:
         await producer.stop()
-    return results
+    results.sort()
+    return {"rate": rate, "sent": sent_load, "p50_s": statistics.median(results), "p99_s": quantile(results, 0.99),
+            "samples": results}
 
 
-CONVERSATIONS_ONLY = WRITE_TURNS[: WRITE_TURNS.index("    RETURNING event_id")].replace(
-    "), inserted AS (\n", ")\n", 1)
+async def _wait_analytics(settings: Settings, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with channel(settings.analytics_addr) as ch:
+        stub = analytics_pb2_grpc.AnalyticsServiceStub(ch)
+        while True:
+            try:
+                await stub.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id="probe"),
+                                     metadata=(("x-parley-admin-token", settings.admin_token),), timeout=1)
+                return
+            except Exception:  # noqa: BLE001 - starting
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
 
 
-async def insert_comparison(pool: asyncpg.Pool, rows: int = 20_000, naive_rows: int = 2_000) -> dict:
-    """Rows per second: the worker's batch statement (conversations + metrics in one statement), the same
-    multi-row insert into conversations alone, and one INSERT per row into conversations."""
-    key_id = f"ins-{uuid.uuid4().hex[:8]}"
-    batch = [turn(key_id, i) for i in range(rows)]
-    async with pool.acquire() as conn:
-        t0 = time.perf_counter()
-        for i in range(0, rows, 1000):
-            async with conn.transaction():
-                await conn.execute(WRITE_TURNS, *turn_columns(batch[i:i + 1000]))
-        batched = rows / (time.perf_counter() - t0)
-        multi = [turn(key_id, i) for i in range(rows)]
-        t0 = time.perf_counter()
-        for i in range(0, rows, 1000):
-            await conn.execute(CONVERSATIONS_ONLY, *turn_columns(multi[i:i + 1000]))
-        multi_row = rows / (time.perf_counter() - t0)
-        naive = [turn(key_id, i) for i in range(naive_rows)]
-        t0 = time.perf_counter()
-        for t in naive:
-            await conn.execute(
-                "INSERT INTO conversations (event_id, product_key_id, session_id, request_id, occurred_at, message,"
-                " answer, strategy, model, cache_status, error_code, total_ms, ttft_ms, search_ms, llm_ms, tokens_in,"
-                " tokens_out, cost_usd, source_ids) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,"
-                "$17,$18,$19)",
-                t.event_id, t.product_key_id, t.session_id, t.request_id, t.occurred_at.ToDatetime(tzinfo=timezone.utc),
-                t.message, t.answer, "KNOWLEDGE", t.model, "MISS", "", t.timings.total_ms, t.timings.ttft_ms,
-                t.timings.search_ms, t.timings.llm_ms, 300, 60, 0.0, list(t.source_ids),
-            )
-        per_row = naive_rows / (time.perf_counter() - t0)
-    return {"batch_rows_per_s": batched, "multi_row_rows_per_s": multi_row, "per_row_rows_per_s": per_row,
-            "ratio": batched / per_row, "multi_row_ratio": multi_row / per_row}
+async def _write_all(write, events: list, partition: int) -> None:
+    for i in range(0, len(events), BATCH):
+        await write([(Position("sink", partition, i + j), e) for j, e in enumerate(events[i:i + BATCH])])
+
+
+async def sink_ceiling(settings: Settings, rows: int = 80_000, writers: int = 4) -> dict:
+    """Rows per second of the batch write alone (no Kafka): `writers` concurrent writers (the worker has
+    one per partition, 4 by default) of batches of BATCH over KEYS keys, each key with one writer as
+    Kafka's partitioner would have it; beside the statement it replaced (unnest of 23 arrays,
+    histograms in SQL), run the same way."""
+    keys = [f"sink-{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(KEYS)]
+    group = f"sink-bench-{uuid.uuid4().hex[:6]}"
+    sink = MetricsSink(settings.postgres_dsn, group)
+    await sink.on_start()
+
+    async def baseline(records) -> None:
+        async with sink.pool.acquire() as conn, conn.transaction():
+            await conn.execute(BASELINE_WRITE_TURNS, *baseline_columns([e for _, e in records]))
+
+    result = {}
+    try:
+        for name, write in (("copy_rows_per_s", sink.write_turns), ("baseline_rows_per_s", baseline)):
+            mine = [keys[w::writers] for w in range(writers)]
+            parts = [[turn(mine[w][i % len(mine[w])], i) for i in range(rows // writers)] for w in range(writers)]
+            t0, cpu0, pg0 = time.perf_counter(), time.process_time(), postgres_cpu_seconds()
+            await asyncio.gather(*[_write_all(write, part, w) for w, part in enumerate(parts)])
+            result[name] = rows / (time.perf_counter() - t0)
+            result[name.replace("rows_per_s", "cpu_ms_per_1k")] = (
+                1e6 * (time.process_time() - cpu0) / rows, 1e6 * (postgres_cpu_seconds() - pg0) / rows)
+        await forget(sink.pool, keys, group)
+    finally:
+        await sink.on_shutdown()
+    return result
 
 
 async def run(seconds: float, concurrencies: list[int]) -> dict:
-    env = {**bench_env(), "PARLEY_STREAM_BATCH_SIZE": "5000", "PARLEY_STREAM_BATCH_WITHIN_SECONDS": "0.2"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    settings = Settings()
-    await db.migrate(settings.postgres_dsn)
-    await create_all_topics(settings)
-    pool = await db.create_pool(settings.postgres_dsn, min_size=1, max_size=4)
-    launcher = Launcher(Path(tempfile.mkdtemp(prefix="parley-bench-stream-")), env=env)
-    try:
-        key_id = f"rate-{uuid.uuid4().hex[:8]}"
-        console.print(f"producing {EVENTS} chat turns ...")
-        values = [(key_id.encode(), turn(key_id, i).SerializeToString()) for i in range(EVENTS)]
-        await produce(settings, values)
-        console.print("raw aiokafka consumer (ceiling) ...")
-        ceiling = await raw_consume_rate(settings, EVENTS)
-        console.print("starting the worker and the analytics API; measuring the worker ...")
-        launcher.start(["worker", "analytics"])
-        rate = await worker_rate(settings, pool, key_id, EVENTS)
-        await wait_grpc(settings.analytics_addr)
-        counted = int(await pool.fetchval("SELECT sum(turns) FROM metrics_minute WHERE product_key_id = $1", key_id))
-        console.print("freshness probes ...")
-        fresh = sorted(await freshness(settings))
-        console.print("batch statement vs one INSERT per row ...")
-        inserts = await insert_comparison(pool)
-    finally:
-        launcher.stop()
-        await pool.close()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    table = Table("measure", "value", title="Stream processor: Kafka -> PostgreSQL")
-    table.add_row("events", f"{EVENTS} (counted {counted})")
-    table.add_row("worker events/s", f"{rate:,.0f}")
-    table.add_row("raw aiokafka consumer msgs/s", f"{ceiling:,.0f}")
-    table.add_row("worker / raw", f"{rate / ceiling:.3f}")
-    table.add_row("freshness p50 / p99 s", f"{statistics.median(fresh):.3f} / {quantile(fresh, 0.99):.3f}")
-    table.add_row("batch statement rows/s (conversations + metrics)", f"{inserts['batch_rows_per_s']:,.0f}")
-    table.add_row("multi-row insert, conversations alone rows/s", f"{inserts['multi_row_rows_per_s']:,.0f}")
-    table.add_row("one INSERT per row rows/s", f"{inserts['per_row_rows_per_s']:,.0f}")
-    table.add_row("batch statement / per row", f"{inserts['ratio']:.1f}x")
-    table.add_row("multi-row / per row (conversations alone)", f"{inserts['multi_row_ratio']:.1f}x")
+    with environment(bench_env()) as settings:
+        await db.migrate(settings.postgres_dsn)
+        console.print("the sink alone (no Kafka) ...")
+        sink = await sink_ceiling(settings)
+    steps = []
+    for label, extra, keys in STEPS:
+        console.print(f"producing {EVENTS:,} turns over {keys} key(s); worker: {label} ...")
+        steps.append(await run_step(label, extra, keys, measure_raw=(label == STEPS[2][0])))
+    final = steps[2]
+    fresh = final["freshness"]
+    table = Table("measure", "value", title="Stream processor: Kafka -> PostgreSQL (machine shared: noisy)")
+    for label, name in (("COPY + INSERT ... SELECT, metrics summed in Python", "copy"),
+                        ("the statement it replaced", "baseline")):
+        py, pg = sink[f"{name}_cpu_ms_per_1k"]
+        table.add_row(f"sink alone rows/s: {label}",
+                      f"{sink[f'{name}_rows_per_s']:,.0f}  (cpu ms / 1k rows: python {py:.0f}, postgres {pg:.0f})")
+    for s in steps:
+        table.add_row(f"worker events/s: {s['step']} ({s['keys']} keys)",
+                      f"{s['events_per_s']:,.0f}  (cpu ms / 1k events: worker {s['cpu_ms_per_1k']:.0f}, "
+                      f"postgres {s['pg_cpu_ms_per_1k']:.0f}; counted {s['counted']})")
+    table.add_row("estimate: events/s on two idle cores (worker + postgres cpu per event)",
+                  f"{final['two_core_capacity']:,.0f}")
+    table.add_row("raw aiokafka consumer msgs/s", f"{final['raw_consumer_per_s']:,.0f}")
+    table.add_row("worker / raw consumer", f"{final['events_per_s'] / final['raw_consumer_per_s']:.3f}")
+    table.add_row("worker / sink ceiling", f"{final['events_per_s'] / sink['copy_rows_per_s']:.2f}")
+    table.add_row(f"freshness p50 / p99 s at {fresh['rate']:,.0f} events/s (80 %)",
+                  f"{fresh['p50_s']:.3f} / {fresh['p99_s']:.3f}  ({len(fresh['samples'])} probes)")
     console.print(table)
-    return {
-        "scenario": NAME, "events": EVENTS, "counted": counted, "worker_events_per_s": rate,
-        "raw_consumer_per_s": ceiling, "worker_over_raw": rate / ceiling,
-        "freshness_s": {"p50": statistics.median(fresh), "p99": quantile(fresh, 0.99), "samples": fresh},
-        "inserts": inserts,
-    }
+    return {"scenario": NAME, "events": EVENTS, "batch": BATCH, "sink": sink, "steps": steps,
+            "worker_over_raw": final["events_per_s"] / final["raw_consumer_per_s"],
+            "worker_over_sink": final["events_per_s"] / sink["copy_rows_per_s"]}

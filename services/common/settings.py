@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     worker_session_timeout_seconds: float = 10.0
     minutely_publish_interval_seconds: float = 5.0
 
+    # Stream processor: its own consumer of the hot topics, retries, event loop.
+    stream_fetch_max_bytes: int = 64 * 1024 * 1024        # one fetch across partitions
+    stream_partition_fetch_bytes: int = 8 * 1024 * 1024    # per partition and fetch
+    stream_retry_max_seconds: float = 5.0                  # longest wait between two tries of a batch
+    stream_uvloop: bool = True                             # uvloop as the worker's event loop
+
     # Logging.
     log_level: str = "INFO"
     log_json: bool = True

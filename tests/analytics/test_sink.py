@@ -1,11 +1,19 @@
-"""The sink against the real PostgreSQL: replays change nothing, histograms merge exactly."""
+"""The sink against the real PostgreSQL: replays change nothing, histograms merge exactly, a bad
+event is dead-lettered alone."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import uuid
 from datetime import datetime, timezone
 
+import asyncpg
+
 from services.analytics import histogram, queries
+from services.analytics.stream import rows
+from services.analytics.stream.apply import BatchApplier, Record, is_transient
+from services.analytics.stream.decode import DeadLetter
 from services.analytics.stream.sink import MetricsSink, Position
 from services.common.kafka import new_event_id
 from services.common.pb.parley.v1 import common_pb2, events_pb2
@@ -63,3 +71,62 @@ async def test_percentiles_agree_with_exact_within_one_bucket(pg, settings):
         lower, upper = histogram.bucket_width(exact)
         got = histogram.percentile(total.hists["total_hist"], q)
         assert lower <= got <= upper * 2 ** (1 / histogram.STEPS_PER_DOUBLING) + 1e-9, (q, exact, got)
+
+
+async def test_text_postgres_refuses_is_stored_without_nul_and_surrogates(pg, settings):
+    key_id = f"nul-{uuid.uuid4().hex[:8]}"
+    turn = make_turn(key_id, 5.0)
+    turn.message = "before\x00after"
+    turn.answer = "an answer\x00"
+    turn.source_ids.append("id\x00")
+    sink = await _sink(pg, settings)
+    applied = await sink.write_turns([(Position("nul", 0, 0), turn)])
+    assert applied.applied == 1
+    row = await pg.fetchrow("SELECT message, answer, source_ids FROM conversations WHERE product_key_id = $1", key_id)
+    assert (row["message"], row["answer"], row["source_ids"]) == ("beforeafter", "an answer", ["id"])
+    assert await pg.fetchval("SELECT sum(turns) FROM metrics_minute WHERE product_key_id = $1", key_id) == 1
+
+
+def test_storable_text():
+    assert rows.storable("plain") == "plain"
+    assert rows.storable("a\x00b\x00") == "ab"
+    assert rows.storable("caf\u00e9 \ud800x") == "caf\u00e9 \ufffdx"
+    assert rows.storable("\u00e9\x00\udfff") == "\u00e9\ufffd"
+
+
+def _record(pos: Position, turn: events_pb2.ChatTurn) -> Record:
+    return Record(pos, turn.product_key_id.encode(), turn.SerializeToString(), turn)
+
+
+async def test_poison_events_are_dead_lettered_and_the_rest_of_the_batch_is_stored(pg, settings):
+    key_id = f"split-{uuid.uuid4().hex[:8]}"
+    turns = [make_turn(key_id, 1.0 + i) for i in range(40)]
+    # Too large for the btree index on (product_key_id, session_id, occurred_at): PostgreSQL refuses the row.
+    turns[13].session_id = os.urandom(6000).hex()
+    # A timestamp beyond year 9999: the row cannot even be built.
+    turns[29].occurred_at.seconds = 400_000_000_000
+    letters: list[DeadLetter] = []
+
+    async def collect(letter: DeadLetter) -> None:
+        letters.append(letter)
+
+    sink = await _sink(pg, settings)
+    applier = BatchApplier(sink.write_turns, collect)
+    applied = await applier.apply([_record(Position("split", 3, 100 + i), t) for i, t in enumerate(turns)])
+    assert sorted(letter.offset for letter in letters) == [113, 129]
+    assert all(letter.value and letter.reason for letter in letters)
+    assert "ProgramLimitExceeded" in next(x.reason for x in letters if x.offset == 113)
+    assert applied.applied == 38
+    assert await pg.fetchval("SELECT count(*) FROM conversations WHERE product_key_id = $1", key_id) == 38
+    assert await pg.fetchval("SELECT sum(turns) FROM metrics_minute WHERE product_key_id = $1", key_id) == 38
+    assert await sink.stored_offsets() == {("split", 3): 140}
+
+
+def test_which_errors_are_retried_and_which_split_the_batch():
+    for exc in (asyncpg.DeadlockDetectedError(), asyncpg.SerializationError(), asyncpg.AdminShutdownError(),
+                asyncpg.CannotConnectNowError(), asyncpg.ConnectionDoesNotExistError(), ConnectionRefusedError(),
+                asyncpg.TooManyConnectionsError(), asyncio.TimeoutError()):
+        assert is_transient(exc), exc
+    for exc in (asyncpg.ProgramLimitExceededError(), asyncpg.CharacterNotInRepertoireError(),
+                asyncpg.UniqueViolationError(), OverflowError(), asyncpg.exceptions._base.DataError("encode")):
+        assert not is_transient(exc), exc

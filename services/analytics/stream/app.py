@@ -1,30 +1,23 @@
-"""The Faust app: agents that batch chat turns and feedback into PostgreSQL, exactly once in effect."""
+"""The Faust app: chat turns and feedback into PostgreSQL exactly once in effect, timers and health."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 
-import asyncpg
 import faust
 from aiohttp import web
+from aiokafka import AIOKafkaProducer
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.analytics import histogram
-from services.analytics.stream.decode import DeadLetter, InvalidEvent, decode_feedback, decode_turn
-from services.analytics.stream.progress import (
-    BATCH_SECONDS,
-    DEAD_LETTERS,
-    EVENTS_APPLIED,
-    EVENTS_SKIPPED,
-    Progress,
-)
-from services.analytics.stream.sink import Applied, MetricsSink, Position
+from services.analytics.stream.apply import BatchApplier
+from services.analytics.stream.consumer import EventConsumer, Route
+from services.analytics.stream.decode import DeadLetter, decode_feedback, decode_turn
+from services.analytics.stream.progress import DEAD_LETTERS, Progress
+from services.analytics.stream.sink import MetricsSink
 from services.common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,19 +34,6 @@ FROM metrics_minute WHERE product_key_id = $1 AND minute = $2
 
 def faust_broker(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
-
-
-async def write_with_retry(write: Callable, records) -> Applied:
-    """PostgreSQL going away must not drop a batch: retry with backoff until it is written.
-    (The batch's offsets are committed to Kafka only after this returns.)"""
-    delay = 0.2
-    while True:
-        try:
-            return await write(records)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
-            logger.warning("writing a batch of %d failed (%s); retrying in %.1fs", len(records), exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 def minute_summary_json(key_id: str, minute: datetime, row) -> bytes:
@@ -100,6 +80,40 @@ class WorkerHttp(Service):
             await self._runner.cleanup()
 
 
+class DeadLetters(Service):
+    """The producer of parley.deadletter.v1: a dead letter counts as handled once the broker has it."""
+
+    def __init__(self, bootstrap: str, topic: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._producer: AIOKafkaProducer | None = None
+
+    async def on_start(self) -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True)
+        await self._producer.start()
+
+    async def on_shutdown(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def send(self, letter: DeadLetter) -> None:
+        logger.warning("dead letter from %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason)
+        assert self._producer is not None
+        await self._producer.send_and_wait(
+            self._topic,
+            key=letter.key,
+            value=letter.value or b"",
+            headers=[
+                ("reason", letter.reason.encode()),
+                ("source-topic", letter.topic.encode()),
+                ("source-partition", str(letter.partition).encode()),
+                ("source-offset", str(letter.offset).encode()),
+            ],
+        )
+        DEAD_LETTERS.labels(letter.topic).inc()
+
+
 def create_app(settings: Settings) -> tuple[faust.App, list[Service]]:
     app = faust.App(
         settings.worker_app_id,
@@ -110,92 +124,46 @@ def create_app(settings: Settings) -> tuple[faust.App, list[Service]]:
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=True,
-        consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        broker_commit_every=settings.stream_batch_size,
-        broker_commit_interval=1.0,
-        stream_buffer_maxsize=max(4096, settings.stream_batch_size * 2),
-        # A crashed worker's partitions move to a live one after this long, not Kafka's minutes.
         broker_session_timeout=settings.worker_session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.worker_session_timeout_seconds / 3),
     )
     sink = MetricsSink(settings.postgres_dsn, settings.worker_app_id)
     progress = Progress(stall_seconds=settings.worker_stall_seconds)
     http = WorkerHttp(settings.worker_metrics_port, progress)
+    dead_letters = DeadLetters(settings.kafka_bootstrap, settings.topic("deadletter"))
     dirty_minutes: set[tuple[str, datetime]] = set()
+    minutely_topic = app.topic(settings.topic("metrics_minutely"), value_type=bytes, key_type=bytes,
+                               partitions=settings.topic_partitions)
 
-    def topic(name: str) -> faust.TopicT:
-        return app.topic(settings.topic(name), value_type=bytes, key_type=bytes, partitions=settings.topic_partitions)
+    def applier(write) -> BatchApplier:
+        return BatchApplier(write, dead_letters.send, max_wait=settings.stream_retry_max_seconds,
+                            on_failure=progress.failing, on_recovery=progress.recovered)
 
-    turns_topic, feedback_topic = topic("chat_turns"), topic("feedback")
-    deadletter_topic, minutely_topic = topic("deadletter"), topic("metrics_minutely")
-
-    async def send_dead_letter(letter: DeadLetter) -> None:
-        logger.warning("dead letter from %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason)
-        DEAD_LETTERS.labels(letter.topic).inc()
-        await deadletter_topic.send(
-            key=letter.key,
-            value=letter.value or b"",
-            headers=[
-                ("reason", letter.reason.encode()),
-                ("source-topic", letter.topic.encode()),
-                ("source-partition", str(letter.partition).encode()),
-                ("source-offset", str(letter.offset).encode()),
-            ],
-        )
-
-    async def consume(stream, decode, write) -> None:
-        """Batches of take(N, within=T): decode (undecodable -> dead letter), write once, advance."""
-        async for events in stream.take_events(settings.stream_batch_size, within=settings.stream_batch_within_seconds):
-            records = []
-            for event in events:
-                msg = event.message
-                pos = Position(msg.topic, msg.partition, msg.offset)
-                try:
-                    records.append((pos, decode(event.value)))
-                except InvalidEvent as exc:
-                    await send_dead_letter(DeadLetter(msg.topic, msg.partition, msg.offset, event.key, event.value, str(exc)))
-                    records.append((pos, None))
-            started = time.perf_counter()
-            applied = await write_with_retry(write, records)
-            topic_name = records[0][0].topic
-            BATCH_SECONDS.labels(topic_name).set(time.perf_counter() - started)
-            EVENTS_APPLIED.labels(topic_name).inc(applied.applied)
-            EVENTS_SKIPPED.labels(topic_name).inc(applied.skipped)
-            dirty_minutes.update(applied.minutes)
-            for pos, _ in records:
-                progress.advanced(pos.topic, pos.partition, pos.offset + 1)
-
-    @app.agent(turns_topic, name="chat-turns")
-    async def chat_turns(stream):
-        await consume(stream, decode_turn, sink.write_turns)
-
-    @app.agent(feedback_topic, name="feedback")
-    async def feedback(stream):
-        await consume(stream, decode_feedback, sink.write_feedback)
-
-    @app.on_partitions_assigned.connect
-    async def resume_from_stored_offsets(_app, assigned, **_kwargs) -> None:
-        """Resume where the last committed PostgreSQL transaction ended, whatever Kafka says."""
-        stored = await sink.stored_offsets()
-        for tp in assigned:
-            offset = stored.get((tp.topic, tp.partition))
-            if offset is not None:
-                await app.consumer.seek(tp, offset)
-                progress.advanced(tp.topic, tp.partition, offset)
+    # The turns and feedback are consumed outside Faust's per-event stream path (see consumer.py),
+    # in their own Kafka group: Faust's own consumer group runs Faust's partition assignor.
+    events = EventConsumer(
+        bootstrap=settings.kafka_bootstrap,
+        group_id=f"{settings.worker_app_id}-events",
+        routes={
+            settings.topic("chat_turns"): Route(decode_turn, applier(sink.write_turns)),
+            settings.topic("feedback"): Route(decode_feedback, applier(sink.write_feedback)),
+        },
+        progress=progress,
+        stored_offsets=sink.stored_offsets,
+        send_dead_letter=dead_letters.send,
+        on_minutes=dirty_minutes.update,
+        batch_size=settings.stream_batch_size,
+        fetch_max_bytes=settings.stream_fetch_max_bytes,
+        partition_fetch_bytes=settings.stream_partition_fetch_bytes,
+        session_timeout_seconds=settings.worker_session_timeout_seconds,
+    )
+    sink.add_dependency(dead_letters)
+    sink.add_dependency(events)  # started after the pool, stopped before it
 
     @app.timer(interval=settings.worker_lag_interval_seconds)
     async def observe_lag() -> None:
-        assigned = app.consumer.assignment()
-        for tp in assigned:
-            try:
-                position = await app.consumer.position(tp)
-                progress.observe_lag(tp.topic, tp.partition, app.consumer.highwater(tp), position)
-            except Exception as exc:  # noqa: BLE001 - a rebalance in progress; next tick tries again
-                logger.debug("lag of %s unavailable: %s", tp, exc)
-        for topic_name, partition in list(progress.lag):
-            if not any(tp.topic == topic_name and tp.partition == partition for tp in assigned):
-                progress.forget(topic_name, partition)
+        await events.observe_lag()
 
     @app.timer(interval=settings.minutely_publish_interval_seconds)
     async def publish_minutely() -> None:
@@ -203,8 +171,12 @@ def create_app(settings: Settings) -> tuple[faust.App, list[Service]]:
         closed_before = datetime.now(timezone.utc).replace(second=0, microsecond=0)
         ready = sorted(m for m in dirty_minutes if m[1] < closed_before)
         for key_id, minute in ready:
-            row = await sink.pool.fetchrow(MINUTE_SUMMARY, key_id, minute)
-            await minutely_topic.send(key=key_id.encode(), value=minute_summary_json(key_id, minute, row))
+            try:
+                row = await sink.pool.fetchrow(MINUTE_SUMMARY, key_id, minute)
+                await minutely_topic.send(key=key_id.encode(), value=minute_summary_json(key_id, minute, row))
+            except Exception as exc:  # noqa: BLE001 - PostgreSQL or Kafka away: the minute stays dirty
+                logger.warning("minutely summary of %s %s not published yet: %s", key_id, minute, exc)
+                return
             dirty_minutes.discard((key_id, minute))
 
     return app, [sink, http]

@@ -17,22 +17,42 @@ EVENTS_SKIPPED = Counter(
 )
 DEAD_LETTERS = Counter("parley_worker_dead_letters_total", "Messages sent to the dead-letter topic.", ["topic"])
 BATCH_SECONDS = Gauge("parley_worker_last_batch_seconds", "Time to write the last batch.", ["topic"])
+WRITE_FAILURES = Counter(
+    "parley_worker_write_failures_total", "Failed attempts to write a batch (each one is retried)."
+)
+WRITE_FAILING = Gauge("parley_worker_write_failing", "1 while the last attempt to write a batch failed.")
 
 
 @dataclass
 class Progress:
-    """Healthy unless messages wait while nothing has been applied for `stall_seconds`."""
+    """Healthy unless messages wait while nothing has been applied for `stall_seconds`, or writes
+    have been failing (and retried) for that long."""
 
     stall_seconds: float
     next_offset: dict[tuple[str, int], int] = field(default_factory=dict)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     last_progress: float = field(default_factory=time.monotonic)
+    failing_since: float | None = None
+    failure: str = ""
 
     def advanced(self, topic: str, partition: int, next_offset: int) -> None:
         key = (topic, partition)
         if next_offset > self.next_offset.get(key, -1):
             self.next_offset[key] = next_offset
             self.last_progress = time.monotonic()
+
+    def failing(self, reason: str) -> None:
+        WRITE_FAILURES.inc()
+        WRITE_FAILING.set(1)
+        self.failure = reason
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+
+    def recovered(self) -> None:
+        if self.failing_since is not None:
+            WRITE_FAILING.set(0)
+            self.failing_since = None
+            self.failure = ""
 
     def observe_lag(self, topic: str, partition: int, highwater: int | None, position: int | None) -> None:
         if highwater is None:
@@ -49,8 +69,13 @@ class Progress:
         CONSUMER_LAG.labels(topic, str(partition)).set(0)
 
     def healthy(self, now: float | None = None) -> tuple[bool, str]:
+        now = now if now is not None else time.monotonic()
         waiting = sum(self.lag.values())
-        idle = (now if now is not None else time.monotonic()) - self.last_progress
+        idle = now - self.last_progress
+        if self.failing_since is not None:
+            failing = now - self.failing_since
+            detail = f"writes failing for {failing:.0f}s ({self.failure}); {waiting} message(s) waiting"
+            return failing <= self.stall_seconds, detail
         if waiting > 0 and idle > self.stall_seconds:
             return False, f"{waiting} message(s) waiting and no progress for {idle:.0f}s"
         return True, f"lag {waiting}, last progress {idle:.0f}s ago"

@@ -1,59 +1,61 @@
-"""Writes a batch of chat turns to PostgreSQL with one statement, together with the consumed offsets."""
+"""Writes a batch of events to PostgreSQL in one transaction, together with the consumed offsets."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 from mode import Service
 
-from services.analytics.histogram import N_BUCKETS, bucket_of
-from services.common import db
-from services.common.pb.parley.v1 import common_pb2, events_pb2
+from services.analytics.stream.rows import (
+    SOURCE_SEPARATOR,
+    STAGE_COLUMNS,
+    feedback_columns,
+    metrics_columns,
+    minute_of,
+    minute_totals,
+    storable,
+    turn_record,
+    unique,
+)
+from services.common.pb.parley.v1 import events_pb2
 
 logger = logging.getLogger(__name__)
 
-# Only turns whose event_id is new are inserted into conversations (RETURNING), and only those are
-# counted into metrics_minute: a replayed or redelivered event changes nothing.
-WRITE_TURNS = f"""
-WITH batch AS (
-    SELECT * FROM unnest(
-        $1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[],
-        $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::float8[], $14::float8[],
-        $15::float8[], $16::int[], $17::int[], $18::float8[], $19::text[],
-        $20::int[], $21::int[], $22::int[], $23::int[]
-    ) AS b(event_id, product_key_id, session_id, request_id, occurred_at, message, answer,
-           strategy, model, cache_status, error_code, total_ms, ttft_ms, search_ms,
-           llm_ms, tokens_in, tokens_out, cost_usd, source_ids,
-           total_b, ttft_b, search_b, llm_b)
-), inserted AS (
-    INSERT INTO conversations (event_id, product_key_id, session_id, request_id, occurred_at, message, answer,
-                               strategy, model, cache_status, error_code, total_ms, ttft_ms, search_ms, llm_ms,
-                               tokens_in, tokens_out, cost_usd, source_ids)
-    SELECT event_id, product_key_id, session_id, request_id, occurred_at, message, answer,
-           strategy, model, cache_status, error_code, total_ms, ttft_ms, search_ms, llm_ms,
-           tokens_in, tokens_out, cost_usd, coalesce(string_to_array(nullif(source_ids, ''), ','), '{{}}')
-    FROM batch
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id
-)
+# Turns are COPYed into a per-session staging table (no indexes, no WAL), then moved into
+# conversations by one INSERT ... SELECT: COPY is the fastest way in, and ON CONFLICT keeps a
+# redelivered event (same event_id) out. Only the ids RETURNING names are counted into metrics.
+STAGE_TURNS = """
+CREATE TEMP TABLE IF NOT EXISTS turn_rows_stage (
+    event_id text, product_key_id text, session_id text, request_id text, occurred_us bigint, message text,
+    answer text, strategy text, model text, cache_status text, error_code text, total_ms float8, ttft_ms float8,
+    search_ms float8, llm_ms float8, tokens_in int, tokens_out int, cost_usd float8, source_ids text
+) ON COMMIT DELETE ROWS
+"""
+MOVE_TURNS = f"""
+INSERT INTO conversations (event_id, product_key_id, session_id, request_id, occurred_at, message, answer,
+                           strategy, model, cache_status, error_code, total_ms, ttft_ms, search_ms, llm_ms,
+                           tokens_in, tokens_out, cost_usd, source_ids)
+SELECT event_id, product_key_id, session_id, request_id,
+       timestamptz 'epoch' + occurred_us * interval '1 microsecond', message, answer,
+       strategy, model, cache_status, error_code, total_ms, ttft_ms, search_ms, llm_ms,
+       tokens_in, tokens_out, cost_usd, coalesce(string_to_array(nullif(source_ids, ''), chr({ord(SOURCE_SEPARATOR)})), '{{}}')
+FROM turn_rows_stage
+ON CONFLICT (event_id) DO NOTHING RETURNING event_id
+"""
+
+# One row per (key, minute, strategy, model), summed in Python (rows.minute_totals).
+UPSERT_METRICS = """
 INSERT INTO metrics_minute AS m (product_key_id, minute, strategy, model, turns, cache_hits, errors, no_answers,
                                  tokens_in, tokens_out, total_hist, ttft_hist, search_hist, llm_hist)
-SELECT b.product_key_id, date_trunc('minute', b.occurred_at), b.strategy, b.model,
-       count(*),
-       count(*) FILTER (WHERE b.cache_status IN ('HIT', 'SHARED')),
-       count(*) FILTER (WHERE b.error_code <> ''),
-       count(*) FILTER (WHERE b.strategy = 'NO_ANSWER'),
-       sum(b.tokens_in), sum(b.tokens_out),
-       parley_hist_of(array_agg(b.total_b), {N_BUCKETS}),
-       parley_hist_of(array_agg(b.ttft_b), {N_BUCKETS}),
-       parley_hist_of(array_agg(b.search_b), {N_BUCKETS}),
-       parley_hist_of(array_agg(b.llm_b), {N_BUCKETS})
-FROM batch b JOIN inserted USING (event_id)
-GROUP BY 1, 2, 3, 4
+SELECT k, mi, s, mo, t, ch, e, na, ti, tout, th::bigint[], tt::bigint[], sh::bigint[], lh::bigint[]
+FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[],
+            $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[])
+    AS u(k, mi, s, mo, t, ch, e, na, ti, tout, th, tt, sh, lh)
 ON CONFLICT (product_key_id, minute, strategy, model) DO UPDATE SET
     turns = m.turns + excluded.turns,
     cache_hits = m.cache_hits + excluded.cache_hits,
@@ -86,6 +88,7 @@ FROM batch b
 JOIN inserted USING (event_id)
 LEFT JOIN conversations c ON c.request_id = b.request_id AND c.product_key_id = b.product_key_id
 GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4
 ON CONFLICT (product_key_id, minute, strategy, model) DO UPDATE SET
     feedback_up = m.feedback_up + excluded.feedback_up,
     feedback_down = m.feedback_down + excluded.feedback_down,
@@ -109,74 +112,26 @@ SET next_offset = greatest(stream_offsets.next_offset, excluded.next_offset), up
 
 STORED_OFFSETS = "SELECT topic, partition, next_offset FROM stream_offsets WHERE consumer_group = $1"
 
-@dataclass(frozen=True)
-class Position:
+
+class Position(NamedTuple):
+    """Where a record is; a tuple, as one is made per event."""
+
     topic: str
     partition: int
     offset: int
 
 
-_STRATEGY = {v.number: v.name.removeprefix("STRATEGY_") for v in common_pb2.Strategy.DESCRIPTOR.values}
-_CACHE = {v.number: v.name.removeprefix("CACHE_STATUS_") for v in common_pb2.CacheStatus.DESCRIPTOR.values}
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+@dataclass
+class Applied:
+    """What one batch changed: events applied, events skipped as already applied or dead-lettered,
+    (key, minute)s touched."""
 
+    applied: int = 0
+    skipped: int = 0
+    minutes: set[tuple[str, datetime]] = field(default_factory=set)
 
-def _when(ts) -> datetime:
-    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
-
-
-def turn_columns(turns: Sequence[events_pb2.ChatTurn]) -> list[list]:
-    """The batch as one array per column, in WRITE_TURNS parameter order; duplicates dropped.
-    (This runs for every event: plain lookups, no per-call enum descriptor work.)"""
-    seen: set[str] = set()
-    cols: list[list] = [[] for _ in range(23)]
-    (event_id, key_id, session_id, request_id, occurred_at, message, answer, strategy, model, cache_status,
-     error_code, total_ms, ttft_ms, search_ms, llm_ms, tokens_in, tokens_out, cost_usd, source_ids,
-     total_b, ttft_b, search_b, llm_b) = (c.append for c in cols)
-    for t in turns:
-        if t.event_id in seen:
-            continue
-        seen.add(t.event_id)
-        tm = t.timings
-        usage = t.usage
-        event_id(t.event_id)
-        key_id(t.product_key_id)
-        session_id(t.session_id)
-        request_id(t.request_id)
-        occurred_at(_when(t.occurred_at))
-        message(t.message)
-        answer(t.answer)
-        strategy(_STRATEGY.get(t.strategy, "UNSPECIFIED"))
-        model(t.model or "unknown")
-        cache_status(_CACHE.get(t.cache_status, "UNSPECIFIED"))
-        error_code(t.error_code)
-        total_ms(tm.total_ms)
-        ttft_ms(tm.ttft_ms)
-        search_ms(tm.search_ms)
-        llm_ms(tm.llm_ms)
-        tokens_in(usage.prompt_tokens)
-        tokens_out(usage.completion_tokens)
-        cost_usd(t.cost_usd)
-        source_ids(",".join(t.source_ids))
-        total_b(bucket_of(tm.total_ms))
-        ttft_b(bucket_of(tm.ttft_ms))
-        search_b(bucket_of(tm.search_ms))
-        llm_b(bucket_of(tm.llm_ms))
-    return cols
-
-
-def feedback_columns(items: Sequence[events_pb2.Feedback]) -> list[list]:
-    seen: set[str] = set()
-    cols: list[list] = [[] for _ in range(6)]
-    for f in items:
-        if f.event_id in seen:
-            continue
-        seen.add(f.event_id)
-        values = (f.event_id, f.product_key_id, f.request_id, _when(f.occurred_at),
-                  f.rating, f.comment)
-        for col, v in zip(cols, values):
-            col.append(v)
-    return cols
+    def __add__(self, other: Applied) -> Applied:
+        return Applied(self.applied + other.applied, self.skipped + other.skipped, self.minutes | other.minutes)
 
 
 def next_offsets(positions: Sequence[Position]) -> tuple[list[str], list[int], list[int]]:
@@ -192,6 +147,34 @@ def next_offsets(positions: Sequence[Position]) -> tuple[list[str], list[int], l
     return topics, parts, offsets
 
 
+async def insert_turns(conn: asyncpg.Connection, turns: Sequence[events_pb2.ChatTurn]) -> set:
+    """Inside the caller's transaction: the turns not stored yet go into conversations and are
+    counted into metrics_minute; returns the (key, minute)s they changed."""
+    turns = unique(turns)
+    if not turns:
+        return set()
+    await conn.execute(STAGE_TURNS)
+    await conn.copy_records_to_table("turn_rows_stage", records=map(turn_record, turns), columns=STAGE_COLUMNS)
+    inserted = await conn.fetch(MOVE_TURNS)
+    if len(inserted) != len(turns):  # some were stored before (redelivered at new offsets)
+        first_of = {}
+        for t in turns:
+            first_of.setdefault(storable(t.event_id), t)
+        turns = [first_of[r[0]] for r in inserted]
+    if not turns:
+        return set()
+    groups = minute_totals(turns)
+    await conn.execute(UPSERT_METRICS, *metrics_columns(groups))
+    return {(key_id, minute) for key_id, minute, _, _ in groups}
+
+
+async def insert_feedback(conn: asyncpg.Connection, items: Sequence[events_pb2.Feedback]) -> set:
+    cols = feedback_columns(items)
+    if cols[0]:
+        await conn.execute(WRITE_FEEDBACK, *cols)
+    return {(storable(f.product_key_id), minute_of(f.occurred_at)) for f in items}
+
+
 class MetricsSink(Service):
     """Owns the PostgreSQL pool of the worker and applies batches transactionally."""
 
@@ -202,9 +185,11 @@ class MetricsSink(Service):
         self.pool: asyncpg.Pool | None = None
 
     async def on_start(self) -> None:
-        self.pool = await db.create_pool(self._dsn, min_size=1, max_size=4)
+        # Created lazily so a worker started while PostgreSQL is down waits instead of exiting.
+        self.pool = await asyncpg.create_pool(self._dsn, min_size=0, max_size=6, command_timeout=30)
 
-    async def on_stop(self) -> None:
+    async def on_shutdown(self) -> None:
+        # After the children (the consumer and its writers) have stopped: they write through the pool.
         if self.pool is not None:
             await self.pool.close()
 
@@ -214,14 +199,14 @@ class MetricsSink(Service):
         return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
     async def write_turns(self, records: Sequence[tuple[Position, events_pb2.ChatTurn | None]]) -> Applied:
-        return await self._write(records, WRITE_TURNS, turn_columns)
+        return await self._write(records, insert_turns)
 
     async def write_feedback(self, records: Sequence[tuple[Position, events_pb2.Feedback | None]]) -> Applied:
-        return await self._write(records, WRITE_FEEDBACK, feedback_columns)
+        return await self._write(records, insert_feedback)
 
-    async def _write(self, records, statement: str, columns) -> Applied:
-        """One transaction: drop what the stored offsets say was applied, write the rest with one
-        statement, advance the offsets. Records with no event (dead letters) only advance offsets."""
+    async def _write(self, records, insert) -> Applied:
+        """One transaction: drop what the stored offsets say was applied, write the rest, advance the
+        offsets. Records with no event (dead letters) only advance offsets."""
         assert self.pool is not None
         positions = [p for p, _ in records]
         topics, parts, offsets = next_offsets(positions)
@@ -234,23 +219,7 @@ class MetricsSink(Service):
                 event for pos, event in records
                 if event is not None and pos.offset >= stored.get((pos.topic, pos.partition), 0)
             ]
-            cols = columns(fresh)
-            if cols[0]:
-                await conn.execute(statement, *cols)
+            minutes = await insert(conn, fresh) if fresh else set()
             if positions:
                 await conn.execute(SAVE_OFFSETS, self._group, topics, parts, offsets)
-        minutes = {(e.product_key_id, _minute(e.occurred_at)) for e in fresh}
         return Applied(len(fresh), len(records) - len(fresh), minutes)
-
-
-def _minute(ts) -> datetime:
-    return _EPOCH + timedelta(seconds=ts.seconds - ts.seconds % 60)
-
-
-@dataclass(frozen=True)
-class Applied:
-    """What one batch changed: events applied, events skipped as already applied, (key, minute)s touched."""
-
-    applied: int
-    skipped: int
-    minutes: set[tuple[str, datetime]]

@@ -1,0 +1,116 @@
+"""Applying a batch whatever fails: transient errors are retried until the write succeeds, any other
+error splits the batch until the events that cause it are found and dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka.errors import KafkaError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
+
+from services.analytics.stream.decode import DeadLetter
+from services.analytics.stream.sink import Applied, Position
+
+logger = logging.getLogger(__name__)
+
+# Errors that say nothing about the events: the database or the network is away, busy or being
+# restarted, or two writers collided. The same batch is written again until it goes in.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg.TransactionRollbackError,      # deadlock detected, serialization failure
+    asyncpg.PostgresConnectionError,       # class 08
+    asyncpg.OperatorInterventionError,     # admin shutdown, crash shutdown, cannot connect now, cancelled
+    asyncpg.InsufficientResourcesError,    # too many connections, disk full, out of memory
+    asyncpg.SyntaxOrAccessError,           # a missing table or grant: the schema, not the event (not migrated yet)
+    asyncpg.ReadOnlySQLTransactionError,   # a standby during failover
+    asyncpg.InterfaceError,                # the connection was closed under us
+    OSError,                               # connection refused / reset
+    asyncio.TimeoutError,
+    KafkaError,                            # the dead-letter topic's broker is away
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    # asyncpg's client-side DataError (a value it cannot encode) is an InterfaceError too: poison.
+    return isinstance(exc, TRANSIENT) and not isinstance(exc, ValueError)
+
+
+@dataclass(slots=True)
+class Record:
+    """One Kafka record of a batch: where it is, its bytes (for a dead letter) and its event,
+    None when it was dead-lettered (it only advances the offset)."""
+
+    position: Position
+    key: bytes | None
+    value: bytes | None
+    event: Any
+
+
+Write = Callable[[Sequence[tuple[Position, Any]]], Awaitable[Applied]]
+SendDeadLetter = Callable[[DeadLetter], Awaitable[None]]
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+class BatchApplier:
+    """Writes batches with `write` (one transaction: events and offsets), retrying transient errors
+    for as long as it takes, and isolating poison events by bisection. Reports failures to
+    `on_failure(reason)` and the first success after them to `on_recovery()` (health)."""
+
+    def __init__(self, write: Write, send_dead_letter: SendDeadLetter, *, max_wait: float = 5.0,
+                 on_failure: Callable[[str], None] = lambda _r: None,
+                 on_recovery: Callable[[], None] = lambda: None) -> None:
+        self._write = write
+        self._send_dead_letter = send_dead_letter
+        self._max_wait = max_wait
+        self._on_failure = on_failure
+        self._on_recovery = on_recovery
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        reason = describe(exc) if exc else "unknown"
+        logger.warning("write failed (%s), attempt %d; retrying", reason, state.attempt_number)
+        self._on_failure(reason)
+
+    async def retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_exponential(multiplier=0.1, max=self._max_wait),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        ):
+            with attempt:
+                result = await call()
+        self._on_recovery()
+        return result
+
+    async def apply(self, records: Sequence[Record]) -> Applied:
+        """Everything in `records` is stored or dead-lettered when this returns; never raises
+        except on cancellation."""
+        if not records:
+            return Applied()
+        pairs = [(r.position, r.event) for r in records]
+        try:
+            return await self.retrying(lambda: self._write(pairs))
+        except Exception as exc:  # noqa: BLE001 - not transient: something in the batch is poison
+            if len(records) == 1:
+                return await self._dead_letter(records[0], describe(exc))
+            logger.warning("a batch of %d failed (%s); splitting it", len(records), describe(exc))
+            mid = len(records) // 2
+            # In order: the first half's offsets are stored before the second half is tried.
+            first = await self.apply(records[:mid])
+            return first + await self.apply(records[mid:])
+
+    async def _dead_letter(self, record: Record, reason: str) -> Applied:
+        pos = record.position
+        letter = DeadLetter(pos.topic, pos.partition, pos.offset, record.key, record.value, reason)
+        await self.retrying(lambda: self._send_dead_letter(letter))
+        # Only now may the offset move past it: the dead letter is on the broker.
+        return await self.retrying(lambda: self._write([(pos, None)]))

@@ -1,0 +1,241 @@
+"""The hot topics consumed by a Faust-managed service with its own aiokafka consumer: one ordered
+writer per partition, positioned at the offsets stored in PostgreSQL, fetching ahead while it writes.
+
+Faust's per-event stream path (a lock, several tasks and an ack per message) kept the worker at
+about 4k events/s; here a fetched chunk goes to its partition's writer as it is, and the writer
+writes whatever has accumulated since its last write as one batch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from mode import Service
+
+from services.analytics.stream.apply import BatchApplier, Record
+from services.analytics.stream.decode import DeadLetter, InvalidEvent
+from services.analytics.stream.progress import BATCH_SECONDS, EVENTS_APPLIED, EVENTS_SKIPPED, Progress
+from services.analytics.stream.sink import Applied, Position
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one topic's records become events and who writes them."""
+
+    decode: Callable
+    applier: BatchApplier
+
+
+class PartitionWriter:
+    """Writes one partition in offset order. Starts paused: first the stored offset is read from
+    PostgreSQL (for as long as that takes) and the consumer seeked to it."""
+
+    def __init__(self, owner: EventConsumer, tp: TopicPartition, route: Route) -> None:
+        self.owner, self.tp, self.route = owner, tp, route
+        self.pending: deque[list[ConsumerRecord]] = deque()
+        self.queued = 0
+        self.paused = True
+        self._wakeup = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run())
+
+    def offer(self, msgs: list[ConsumerRecord]) -> None:
+        self.pending.append(msgs)
+        self.queued += len(msgs)
+        self._wakeup.set()
+        if not self.paused and self.queued >= self.owner.max_queued:
+            self.owner.consumer.pause(self.tp)
+            self.paused = True
+
+    def _take(self) -> list[ConsumerRecord]:
+        batch: list[ConsumerRecord] = []
+        while self.pending and len(batch) < self.owner.batch_size:
+            batch.extend(self.pending.popleft())
+        self.queued -= len(batch)
+        self._resume_if_room()
+        return batch
+
+    def _resume_if_room(self) -> None:
+        if self.paused and self.queued < self.owner.max_queued:
+            self.owner.consumer.resume(self.tp)
+            self.paused = False
+
+    async def _position(self) -> None:
+        """Paused, forget what was fetched, and go to the offset PostgreSQL holds for the partition."""
+        owner = self.owner
+        owner.consumer.pause(self.tp)
+        self.paused = True
+        self.pending.clear()
+        self.queued = 0
+        stored = await owner.stored_offset(self.tp)
+        if stored is None:
+            await owner.consumer.seek_to_beginning(self.tp)
+        else:
+            owner.consumer.seek(self.tp, stored)
+            owner.progress.advanced(self.tp.topic, self.tp.partition, stored)
+        self.pending.clear()  # anything fetched while the stored offset was read is before the seek
+        self.queued = 0
+        self._resume_if_room()
+
+    async def _run(self) -> None:
+        """Never returns: a failure other than cancellation goes back to the stored offset and
+        starts again, so nothing after an unwritten event is ever stored or acknowledged."""
+        while True:
+            try:
+                await self._position()
+                await self._write_forever()
+            except Exception as exc:  # noqa: BLE001 - keep the partition going; the reason is in the log
+                logger.exception("writer of %s failed; resuming from the stored offset", self.tp)
+                self.owner.progress.failing(f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(1.0)
+
+    async def _write_forever(self) -> None:
+        owner = self.owner
+        while True:
+            if not self.pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch = self._take()
+            records = await owner.decode(batch, self.route.decode)
+            started = time.perf_counter()
+            applied = await self.route.applier.apply(records)
+            owner.applied(self.tp, records, applied, time.perf_counter() - started)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, owner: EventConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self.owner.stop_writers(revoked)
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        self.owner.start_writers(assigned)
+
+
+class EventConsumer(Service):
+    """Consumes `routes`' topics in the Kafka group `group_id`; the offsets that count are the ones
+    the sink stores with the data (Kafka's are committed after them, for lag monitoring only)."""
+
+    def __init__(self, *, bootstrap: str, group_id: str, routes: dict[str, Route], progress: Progress,
+                 stored_offsets: Callable, send_dead_letter: Callable, on_minutes: Callable,
+                 batch_size: int, fetch_max_bytes: int, partition_fetch_bytes: int,
+                 session_timeout_seconds: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.routes = routes
+        self.progress = progress
+        self.batch_size = batch_size
+        self.max_queued = batch_size * 2
+        self._stored_offsets = stored_offsets
+        self._send_dead_letter = send_dead_letter
+        self._on_minutes = on_minutes
+        self.writers: dict[TopicPartition, PartitionWriter] = {}
+        self._fetching: asyncio.Future | None = None
+        self._config = dict(
+            bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_bytes=fetch_max_bytes,
+            max_partition_fetch_bytes=partition_fetch_bytes, fetch_max_wait_ms=100,
+            session_timeout_ms=int(session_timeout_seconds * 1000),
+            heartbeat_interval_ms=int(max(1.0, session_timeout_seconds / 3) * 1000),
+        )
+        self.consumer: AIOKafkaConsumer = None  # type: ignore[assignment] - created on start, in the loop
+
+    async def on_start(self) -> None:
+        self.consumer = AIOKafkaConsumer(**self._config)
+        self.consumer.subscribe(list(self.routes), listener=_Rebalance(self))
+        await self.consumer.start()
+        self._fetching = self.add_future(self._fetch())
+
+    async def on_stop(self) -> None:
+        if self._fetching is not None:
+            self._fetching.cancel()
+        await self.stop_writers(list(self.writers))
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    async def _fetch(self) -> None:
+        """Hands each fetched chunk to its partition's writer and fetches the next meanwhile."""
+        while not self.should_stop:
+            try:
+                chunks = await self.consumer.getmany(timeout_ms=500, max_records=self.batch_size)
+            except Exception as exc:  # noqa: BLE001 - the broker away or a rebalance: fetch again
+                logger.warning("fetching failed (%s); fetching again", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for tp, msgs in chunks.items():
+                writer = self.writers.get(tp)
+                if writer is not None and msgs:
+                    writer.offer(msgs)
+
+    def start_writers(self, assigned) -> None:
+        for tp in assigned:
+            if tp not in self.writers and tp.topic in self.routes:
+                self.writers[tp] = PartitionWriter(self, tp, self.routes[tp.topic])
+
+    async def stop_writers(self, revoked, grace: float = 10.0) -> None:
+        """A revoked partition's writer finishes its write (or is cancelled: its transaction then
+        rolls back and the next owner writes the batch again); what it had queued is dropped."""
+        writers = [self.writers.pop(tp) for tp in list(revoked) if tp in self.writers]
+        for w in writers:
+            self.progress.forget(w.tp.topic, w.tp.partition)
+        if not writers:
+            return
+        for w in writers:
+            w.pending.clear()
+        done, pending = await asyncio.wait([w.task for w in writers], timeout=grace)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def stored_offset(self, tp: TopicPartition) -> int | None:
+        """The stored next offset of `tp`, waiting out PostgreSQL being away."""
+        applier = self.routes[tp.topic].applier
+        stored = await applier.retrying(self._stored_offsets)
+        return stored.get((tp.topic, tp.partition))
+
+    async def decode(self, msgs: list[ConsumerRecord], decode: Callable) -> list[Record]:
+        records = []
+        for m in msgs:
+            pos = Position(m.topic, m.partition, m.offset)
+            try:
+                event = decode(m.value)
+            except InvalidEvent as exc:
+                letter = DeadLetter(m.topic, m.partition, m.offset, m.key, m.value, str(exc))
+                await self.routes[m.topic].applier.retrying(lambda letter=letter: self._send_dead_letter(letter))
+                event = None
+            records.append(Record(pos, m.key, m.value, event))
+        return records
+
+    def applied(self, tp: TopicPartition, records: list[Record], applied: Applied, seconds: float) -> None:
+        BATCH_SECONDS.labels(tp.topic).set(seconds)
+        EVENTS_APPLIED.labels(tp.topic).inc(applied.applied)
+        EVENTS_SKIPPED.labels(tp.topic).inc(applied.skipped)
+        self._on_minutes(applied.minutes)
+        if not records:
+            return
+        next_offset = records[-1].position.offset + 1
+        self.progress.advanced(tp.topic, tp.partition, next_offset)
+        # Best effort and not awaited: PostgreSQL holds the offsets that count.
+        future = asyncio.ensure_future(self.consumer.commit({tp: OffsetAndMetadata(next_offset, "")}))
+        future.add_done_callback(_log_commit_failure)
+
+    async def observe_lag(self) -> None:
+        for tp in list(self.writers):
+            with contextlib.suppress(Exception):  # a rebalance in progress: next tick tries again
+                self.progress.observe_lag(tp.topic, tp.partition, self.consumer.highwater(tp),
+                                          await self.consumer.position(tp))
+
+
+def _log_commit_failure(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.debug("committing the offset to Kafka failed: %s", future.exception())

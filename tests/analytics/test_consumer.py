@@ -1,0 +1,69 @@
+"""The worker's own consumer against real Kafka and PostgreSQL: a writer that fails in the middle of a
+batch goes back to the stored offsets, so nothing after the failure is stored or acknowledged early."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from services.analytics.stream.apply import BatchApplier
+from services.analytics.stream.consumer import EventConsumer, Route
+from services.analytics.stream.decode import DeadLetter, decode_turn
+from services.analytics.stream.progress import Progress
+from services.analytics.stream.sink import MetricsSink
+from services.common.kafka import ensure_topics
+from tests.analytics.test_stream import count_turns, now_turn, producer, wait_for
+
+
+async def test_a_writer_that_crashes_mid_batch_resumes_from_the_stored_offsets(stack, settings, pg):
+    key_id = f"crash-{uuid.uuid4().hex[:8]}"
+    topic = f"{settings.topic('chat_turns')}.crash-{uuid.uuid4().hex[:6]}"
+    await ensure_topics(settings.kafka_bootstrap, [topic], 2)
+    turns = [now_turn(key_id, 1.0 + i) for i in range(300)]
+    crash_on = turns[177].event_id
+    calls = {"decoded": 0, "crashed": 0}
+
+    def decode_crashing_once(value: bytes):
+        calls["decoded"] += 1
+        turn = decode_turn(value)
+        if turn.event_id == crash_on and not calls["crashed"]:
+            calls["crashed"] += 1
+            raise RuntimeError("the writer crashes in the middle of a batch")
+        return turn
+
+    async def no_dead_letters(letter: DeadLetter) -> None:
+        raise AssertionError(f"unexpected dead letter {letter}")
+
+    p = await producer(settings)
+    try:
+        for t in turns:
+            await p.send(topic, t.SerializeToString(), key=key_id.encode())
+        await p.flush()
+    finally:
+        await p.stop()
+
+    group = f"consumer-test-{uuid.uuid4().hex[:6]}"
+    sink = MetricsSink(settings.postgres_dsn, group)
+    sink.pool = pg
+    progress = Progress(stall_seconds=60)
+    consumer = EventConsumer(
+        bootstrap=settings.kafka_bootstrap, group_id=group,
+        routes={topic: Route(decode_crashing_once, BatchApplier(sink.write_turns, no_dead_letters))},
+        progress=progress, stored_offsets=sink.stored_offsets, send_dead_letter=no_dead_letters,
+        on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
+        session_timeout_seconds=10,
+    )
+    await consumer.start()
+    try:
+        assert await wait_for(lambda: _is(count_turns(pg, key_id), (300, 300)), timeout=60), await count_turns(pg, key_id)
+        await asyncio.sleep(1.0)
+        assert await count_turns(pg, key_id) == (300, 300)
+    finally:
+        await consumer.stop()
+    assert calls["crashed"] == 1 and calls["decoded"] > 300  # the failed batch was read again
+    stored = await sink.stored_offsets()
+    assert sum(stored.values()) == 300 and {t for t, _ in stored} == {topic}
+
+
+async def _is(awaitable, expected):
+    return (await awaitable) == expected
