@@ -126,6 +126,20 @@ class EventProducer:
             logger.exception("event to %s was not acknowledged by Kafka", topic)
             raise
 
+    async def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> asyncio.Future:
+        """Buffer one serialised event; the future resolves when the broker acknowledged it."""
+        return await self._producer.send(topic, value=value, key=key, headers=headers)
+
+    async def reset(self, timeout: float = 5.0) -> None:
+        """Drop the current producer (e.g. after the broker went away) for a fresh one on the next start."""
+        old, self._producer = self._producer, self._new_producer()
+        was_started, self._started = self._started, False
+        if was_started:
+            try:
+                await asyncio.wait_for(old.stop(), timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - the old producer is abandoned either way
+                logger.info("stopping the previous Kafka producer: %r", exc)
+
     async def ping(self) -> None:
         """Readiness probe: the cluster's metadata answers."""
         await self._producer.client.fetch_all_metadata()
