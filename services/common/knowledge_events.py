@@ -55,7 +55,7 @@ class KnowledgeFollower:
         KNOWLEDGE_FOLLOWER_UP.labels(self._service).set(1 if healthy else 0)
 
     async def _supervise(self) -> None:
-        retrying = AsyncRetrying(wait=wait_exponential_jitter(initial=0.2, max=self._max_backoff, jitter=0.2),
+        retrying = AsyncRetrying(wait=wait_exponential_jitter(multiplier=0.2, max=self._max_backoff, jitter=0.2),
                                  retry=retry_if_exception_type(Exception), before_sleep=self._failed)
         async for attempt in retrying:
             with attempt:

@@ -132,6 +132,7 @@ class Outbox:
         self._pending += 1
         OUTBOX_PENDING.labels(self.name).set(self._pending)
         self._wake.set()
+        return True
 
     def _drop(self, topic: str, why: str) -> None:
         self.dropped += 1
@@ -169,7 +170,7 @@ class Outbox:
         self.close()
 
     async def _deliver_forever(self) -> None:
-        retrying = AsyncRetrying(wait=wait_exponential_jitter(initial=0.2, max=5.0, jitter=0.2),
+        retrying = AsyncRetrying(wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
                                  retry=retry_if_exception_type(Exception))
         while True:
             async for attempt in retrying:
