@@ -260,8 +260,9 @@ async def run_faults(faults: list[Fault], *, rate: float, before: float, after: 
     try:
         await dep.start()
         for fault in faults:
-            results.append(await run_fault(fault, dep, rate=rate, before=before, after=after,
-                                           settle_seconds=settle_seconds))
+            result = await run_fault(fault, dep, rate=rate, before=before, after=after, settle_seconds=settle_seconds)
+            console.print(f"  {result.as_dict()}")
+            results.append(result)
     finally:
         dep.stop()
         stack.up(progress=False)  # whatever a failed run left down is started again

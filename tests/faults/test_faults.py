@@ -3,6 +3,8 @@ Every acknowledged turn is stored exactly once; answers keep flowing; no INTERNA
 
 from __future__ import annotations
 
+import pytest
+
 from bench.faults import Fault, run_faults
 from bench.scenario_faults import table
 from tests.conftest import RUN_ID
@@ -10,6 +12,7 @@ from tests.conftest import RUN_ID
 SHORT = [Fault("redis", 3), Fault("kafka", 8), Fault("postgres"), Fault("worker"), Fault("response")]
 
 
+@pytest.mark.timeout(1200)
 async def test_answers_and_turns_survive_each_fault(stack, capsys):
     results = await run_faults(SHORT, rate=6.0, before=2.0, after=4.0, settle_seconds=90,
                                extra_env={"PARLEY_TOPIC_NAMESPACE": f".faults-{RUN_ID}"})
