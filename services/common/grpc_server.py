@@ -258,7 +258,8 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
                 else:
                     logger.warning("%s is NOT_SERVING: %s", spec.name, "; ".join(failing))
                 serving = now_serving
-            await asyncio.sleep(spec.check_interval_seconds)
+            # While not serving, look again soon: calls are refused until the next probe succeeds.
+            await asyncio.sleep(spec.check_interval_seconds if serving else min(0.5, spec.check_interval_seconds))
 
     watcher = asyncio.create_task(watch_health())
     await stop.wait()
