@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from services.common.errors import InvalidArgument, NotFound, ParleyError, Unauthenticated
+from services.common.errors import InvalidArgument, NotFound, ParleyError, Unauthenticated, as_unavailable
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.outbox import Outbox
 from services.common.pb.parley.v1 import common_pb2, events_pb2, response_pb2, search_pb2
@@ -160,8 +160,9 @@ class ChatEngine:
         except (asyncio.CancelledError, GeneratorExit):
             self._fail(state, "CANCELLED")
             raise
-        except Exception:
-            self._fail(state, "INTERNAL")
+        except Exception as exc:
+            # The interceptor maps a dependency's connection error to UNAVAILABLE: the event says the same.
+            self._fail(state, "UNAVAILABLE" if as_unavailable(exc) is not None else "INTERNAL")
             raise
 
     async def _turn(self, state: TurnState, timeout: float | None) -> AsyncIterator[str | Restart | response_pb2.ChatResponse]:
