@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.faults import Fault, run_faults
+from bench.harness import console
 from bench.scenario_faults import table
 from tests.conftest import RUN_ID
 
@@ -17,14 +18,14 @@ async def test_answers_and_turns_survive_each_fault(stack, capsys):
     results = await run_faults(SHORT, rate=6.0, before=2.0, after=4.0, settle_seconds=90,
                                extra_env={"PARLEY_TOPIC_NAMESPACE": f".faults-{RUN_ID}"})
     with capsys.disabled():
-        from bench.harness import console
         console.print(table(results, "Faults (shortened)"))
+    assert [r.name for r in results] == [f.name for f in SHORT]
     for r in results:
         assert r.sent > 10, r
         assert not {"INTERNAL", "UNKNOWN"} & set(r.errors), r
         assert r.lost == 0 and r.counted_twice == 0, r
         if r.name == "postgres":
-            assert r.hits_answered_pct >= 99.0, r
-            assert set(r.errors) <= {"UNAVAILABLE"}, r
+            assert r.hits_answered_pct >= 99.0, r        # cached answers still given
+            assert set(r.errors) <= {"UNAVAILABLE"}, r   # the rest: UNAVAILABLE with a retry hint
         else:
             assert r.answered_pct >= 99.0, r
