@@ -27,7 +27,7 @@ async def _one(stubs, i: int, secret: str, questions: list[str], timeout: float)
     message = question if hit else f"{question} (ticket {uuid.uuid4().hex[:10]})"
     request = response_pb2.ChatRequest(product_key=secret, message=message)
     started = time.time()
-    code, request_id, cache = "OK", "", ""
+    code, request_id, cache, hint = "OK", "", "", ""
     for attempt in range(2):
         stub = stubs[(i + attempt) % len(stubs)]
         try:
@@ -37,10 +37,11 @@ async def _one(stubs, i: int, secret: str, questions: list[str], timeout: float)
             break
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name
+            hint = dict(exc.trailing_metadata() or ()).get("retry-after", "")
             if exc.code() != grpc.StatusCode.UNAVAILABLE or len(stubs) < 2:
                 break
     return {"t": started, "ms": (time.time() - started) * 1000, "code": code, "rid": request_id,
-            "kind": "hit" if hit else "miss", "cache": cache}
+            "kind": "hit" if hit else "miss", "cache": cache, "retry_after": hint}
 
 
 async def main(args: argparse.Namespace) -> None:

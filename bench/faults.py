@@ -57,6 +57,7 @@ class FaultResult:
     lost: int = 0
     counted_twice: int = 0
     recover_seconds: float = 0.0
+    unavailable_without_hint: int = 0   # UNAVAILABLE replies with no retry-after trailer
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -221,6 +222,7 @@ def _summarise(name: str, chats: list[dict], fault_start: float, restored: float
     result.hits_answered_pct = 100.0 * sum(c["code"] == "OK" for c in hits) / max(1, len(hits))
     result.errors = dict(Counter(c["code"] for c in chats if c["code"] != "OK"))
     result.acknowledged = sum(c["code"] == "OK" for c in chats)
+    result.unavailable_without_hint = sum(c["code"] == "UNAVAILABLE" and not c.get("retry_after") for c in chats)
     result.recover_seconds = max(0.0, max(failed_after, default=restored) - restored)
     return result
 

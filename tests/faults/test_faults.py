@@ -27,5 +27,6 @@ async def test_answers_and_turns_survive_each_fault(stack, capsys):
         if r.name == "postgres":
             assert r.hits_answered_pct >= 99.0, r        # cached answers still given
             assert set(r.errors) <= {"UNAVAILABLE"}, r   # the rest: UNAVAILABLE with a retry hint
+            assert r.unavailable_without_hint == 0, r
         else:
             assert r.answered_pct >= 99.0, r
