@@ -42,6 +42,8 @@ class Fault:
     outage_seconds: float = 0.0
 
 
+UP_TIMEOUT = 300.0  # a broker restarting on a loaded machine took up to 61 s; give it room
+
 FULL = [Fault("redis", 15), Fault("kafka", 60), Fault("postgres"), Fault("worker"), Fault("response")]
 
 
@@ -121,7 +123,7 @@ def _kill_component(name: str) -> None:
 def _restart_postgres() -> None:
     cfg = stack.StackConfig.from_env()
     stack._stop_postgres(cfg, stack._pg_layout(cfg), stack._console(False))
-    stack.up(progress=False)
+    stack.up(progress=False, timeout=UP_TIMEOUT)
 
 
 def _sigterm_response(dep: Deployment) -> None:
@@ -139,7 +141,7 @@ async def inject(fault: Fault, dep: Deployment) -> None:
     if fault.name in ("redis", "kafka"):
         _kill_component(fault.name)
         await asyncio.sleep(fault.outage_seconds)
-        await asyncio.to_thread(stack.up, False)
+        await asyncio.to_thread(stack.up, False, UP_TIMEOUT)
     elif fault.name == "postgres":
         await asyncio.to_thread(_restart_postgres)
     elif fault.name == "worker":
@@ -267,7 +269,7 @@ async def run_faults(faults: list[Fault], *, rate: float, before: float, after: 
             results.append(result)
     finally:
         dep.stop()
-        stack.up(progress=False)  # whatever a failed run left down is started again
+        stack.up(progress=False, timeout=UP_TIMEOUT)  # whatever a failed run left down is started again
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
