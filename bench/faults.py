@@ -42,6 +42,7 @@ class Fault:
     outage_seconds: float = 0.0
 
 
+MIN_WINDOW = 5.0
 UP_TIMEOUT = 300.0  # a broker restarting on a loaded machine took up to 61 s; give it room
 
 FULL = [Fault("redis", 15), Fault("kafka", 60), Fault("postgres"), Fault("worker"), Fault("response")]
@@ -216,7 +217,9 @@ async def _stored(dsn: str, key_id: str, acked: set[str], settle_seconds: float)
 
 
 def _summarise(name: str, chats: list[dict], fault_start: float, restored: float) -> FaultResult:
-    during = [c for c in chats if fault_start <= c["t"] <= restored]
+    # "During": from the fault until the part is back, and at least MIN_WINDOW seconds (a killed
+    # worker is started again at once, but its effects last while it starts).
+    during = [c for c in chats if fault_start <= c["t"] <= max(restored, fault_start + MIN_WINDOW)]
     hits = [c for c in during if c["kind"] == "hit"]
     failed_after = [c["t"] for c in chats if c["t"] >= fault_start and c["code"] != "OK"]
     result = FaultResult(name, sent=len(chats))
