@@ -59,7 +59,10 @@ def _transient_types() -> tuple[type[BaseException], ...]:
         # 08xxx (connection), 57P01/57P02/57P03 (admin or crash shutdown, cannot connect now),
         # and the client side of a closed connection or pool.
         types += [asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
-                  asyncpg.InterfaceError, asyncpg.exceptions.TooManyConnectionsError]
+                  asyncpg.InterfaceError, asyncpg.exceptions.TooManyConnectionsError,
+                  # Seen in the fault suite when PostgreSQL shut down under a query in flight:
+                  # "cannot switch to state 12; another operation (2) is in progress".
+                  asyncpg.exceptions.InternalClientError]
     except ImportError:  # pragma: no cover - every service installs asyncpg
         pass
     try:

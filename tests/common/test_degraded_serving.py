@@ -29,6 +29,8 @@ async def _call(request: bytes, context) -> bytes:
         await asyncpg.connect("postgresql://nobody@127.0.0.1:9/none", timeout=2)  # refused
     if request == b"pg-shutdown":
         raise asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command")
+    if request == b"pg-shutdown-mid-query":
+        raise asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
     return b"done"
 
 
@@ -73,7 +75,7 @@ async def test_soft_dependencies_do_not_take_readiness_and_database_errors_are_u
             assert await _status(health, "dependency/kafka") == SERVING
 
             call = ch.unary_unary("/parley.test.Db/Call")
-            for request in (b"pg-restarting", b"pg-gone", b"pg-shutdown"):
+            for request in (b"pg-restarting", b"pg-gone", b"pg-shutdown", b"pg-shutdown-mid-query"):
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await call(request, timeout=10)
                 assert info.value.code() == grpc.StatusCode.UNAVAILABLE, request
