@@ -73,3 +73,8 @@ fuzz: up
 
 clean: down
 	rm -rf .local $(VENV)
+
+# The fault suite under steady chat load (Redis, broker, PostgreSQL, worker, a response replica).
+.PHONY: chaos
+chaos: up
+	@$(PY) -m bench --only faults $(ARGS)

@@ -44,3 +44,46 @@ class Unavailable(ParleyError):
 
 class DeadlineExceeded(ParleyError):
     code = "DEADLINE_EXCEEDED"
+
+
+# A dependency that is restarting or unreachable (PostgreSQL, Redis, a socket): worth a retry.
+RETRY_AFTER_TRAILER = "retry-after"
+TRANSIENT_RETRY_AFTER_SECONDS = 1
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [ConnectionError, OSError]
+    try:
+        import asyncpg
+
+        # 08xxx (connection), 57P01/57P02/57P03 (admin or crash shutdown, cannot connect now),
+        # and the client side of a closed connection or pool.
+        types += [asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+                  asyncpg.InterfaceError, asyncpg.exceptions.TooManyConnectionsError,
+                  # Seen in the fault suite when PostgreSQL shut down under a query in flight:
+                  # "cannot switch to state 12; another operation (2) is in progress".
+                  asyncpg.exceptions.InternalClientError]
+    except ImportError:  # pragma: no cover - every service installs asyncpg
+        pass
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        types += [RedisConnectionError, RedisTimeoutError]
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
+_TRANSIENT = _transient_types()
+
+
+def as_unavailable(exc: BaseException) -> Unavailable | None:
+    """UNAVAILABLE with a retry hint for an error of an unreachable or restarting dependency;
+    None for anything else (a bug stays INTERNAL)."""
+    if not isinstance(exc, _TRANSIENT):
+        return None
+    return Unavailable(
+        "a dependency is unavailable (restarting or unreachable); retry shortly",
+        trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)},
+    )

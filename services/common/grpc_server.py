@@ -17,8 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from services.common.errors import ParleyError
-from services.common.metrics import RPC_HANDLED, RPC_LATENCY, serve_metrics
+from services.common.errors import RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, ParleyError, as_unavailable
+from services.common.metrics import DEPENDENCY_UP, RPC_HANDLED, RPC_LATENCY, serve_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ class ServiceSpec:
     on_start: Callable[[], Awaitable[None]] | None = None   # connect dependencies (retried)
     on_stop: Callable[[], Awaitable[None]] | None = None    # close them, after the drain
     checks: dict[str, Check] = field(default_factory=dict)  # dependency name -> probe
+    # Probed and reported (health name "dependency/<name>", metric parley_dependency_up) but never
+    # readiness: a soft dependency that is down degrades answers, it does not stop them.
+    soft_checks: dict[str, Check] = field(default_factory=dict)
     check_interval_seconds: float = 5.0
     grace_seconds: float = 20.0
     max_message_bytes: int = 4 * 1024 * 1024
@@ -168,6 +171,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             raise exc
         if isinstance(exc, grpc.aio.AbortError):
             raise exc
+        if not isinstance(exc, (ParleyError, _Rejected, grpc.aio.AioRpcError, asyncio.TimeoutError, TimeoutError)):
+            # A dependency restarting or unreachable (asyncpg, Redis, a socket) is UNAVAILABLE, never INTERNAL.
+            mapped = as_unavailable(exc)
+            if mapped is not None:
+                logger.warning("%s: dependency unavailable: %r", method, exc)
+                exc = mapped
         if isinstance(exc, (ParleyError, _Rejected)):
             if exc.trailers:
                 context.set_trailing_metadata(tuple(exc.trailers.items()))
@@ -176,6 +185,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             # A downstream service's answer: pass on its status and message, unless it is opaque.
             logger.warning("downstream call failed in %s: %s %s", method, exc.code().name, exc.details())
             if exc.code() in _OPAQUE_DOWNSTREAM:
+                hint = dict(exc.trailing_metadata() or ()).get(RETRY_AFTER_TRAILER, str(TRANSIENT_RETRY_AFTER_SECONDS))
+                context.set_trailing_metadata(((RETRY_AFTER_TRAILER, hint),))
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"a service {self._service} needs is unavailable; "
                                                                  "retry shortly")
             await context.abort(exc.code(), exc.details() or exc.code().name)
@@ -189,6 +200,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                                 f"a value of the request cannot be stored or searched (incident {incident})")
         if dependency_failure(exc):
             logger.warning("dependency unavailable in %s (incident %s): %r", method, incident, exc)
+            context.set_trailing_metadata(((RETRY_AFTER_TRAILER, str(TRANSIENT_RETRY_AFTER_SECONDS)),))
             await context.abort(grpc.StatusCode.UNAVAILABLE,
                                 f"{self._service} cannot reach a dependency; retry shortly (incident {incident})")
         logger.exception("unhandled error in %s (incident %s)", method, incident)
@@ -235,6 +247,20 @@ async def _probe(checks: dict[str, Check]) -> list[str]:
     return failing
 
 
+async def _report_soft(spec: ServiceSpec, health: HealthServicer, known: dict[str, bool]) -> None:
+    """Health details of the soft dependencies: `dependency/<name>` SERVING or NOT_SERVING."""
+    for name, check in spec.soft_checks.items():
+        up = not await _probe({name: check})
+        DEPENDENCY_UP.labels(spec.name, name).set(1 if up else 0)
+        if known.get(name) != up:
+            if known or not up:
+                log = logger.info if up else logger.warning
+                log("%s: soft dependency %s is %s (readiness unchanged)", spec.name, name, "up" if up else "down")
+            status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+            await health.set(f"dependency/{name}", status)
+            known[name] = up
+
+
 async def serve(spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
     """Start the server, wait for dependencies, serve until SIGTERM/SIGINT (or `stop`), then drain."""
     gate = _Gate()
@@ -275,7 +301,9 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
     async def watch_health() -> None:
         await _connect(spec)
         serving = None
+        soft: dict[str, bool] = {}
         while True:
+            await _report_soft(spec, health, soft)
             failing = await _probe(spec.checks)
             now_serving = not failing
             if now_serving != serving:
@@ -288,7 +316,8 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
                 else:
                     logger.warning("%s is NOT_SERVING: %s", spec.name, "; ".join(failing))
                 serving = now_serving
-            await asyncio.sleep(spec.check_interval_seconds)
+            # While not serving, look again soon: calls are refused until the next probe succeeds.
+            await asyncio.sleep(spec.check_interval_seconds if serving else min(0.5, spec.check_interval_seconds))
 
     watcher = asyncio.create_task(watch_health())
     await stop.wait()

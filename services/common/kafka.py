@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from services.common.metrics import EVENTS_PUBLISHED
 
@@ -72,6 +73,7 @@ class EventProducer:
         self._producer = self._new_producer()
         self._started = False
         self._pending: set[asyncio.Future] = set()
+        self.background_retry_seconds = 60.0
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -100,20 +102,26 @@ class EventProducer:
         """Flush what is buffered, then close."""
         if self._started:
             if self._pending:
-                await asyncio.gather(*self._pending, return_exceptions=True)
+                _, left = await asyncio.wait(set(self._pending), timeout=10.0)
+                for task in left:
+                    task.cancel()
+                if left:
+                    EVENTS_PUBLISHED.labels("", "lost").inc(len(left))
+                    logger.error("stopping with %d event(s) not acknowledged by Kafka; given up", len(left))
             await self._producer.stop()
             self._started = False
 
     async def publish(self, topic: str, key: str, message: Message, *, trace_id: str = "", wait: bool = False) -> None:
-        """Hand one event to Kafka. With wait=False the call returns once the event is buffered
-        (the broker's acknowledgement is tracked in the background and flushed on stop)."""
-        fut = await self._producer.send(
-            topic, value=message.SerializeToString(), key=key.encode(), headers=event_headers(message, trace_id)
-        )
+        """Hand one event to Kafka. With wait=False the call returns once the event is buffered; an
+        event the broker does not acknowledge is sent again in the background (with backoff, for up
+        to `background_retry_seconds`) before it is given up, counted and logged at error. The chat
+        path does not use this: its events go through the durable outbox (services/common/outbox.py)."""
+        value, key_bytes, headers = message.SerializeToString(), key.encode(), event_headers(message, trace_id)
+        fut = await self._producer.send(topic, value=value, key=key_bytes, headers=headers)
         if wait:
             await self._settle(topic, fut)
             return
-        task = asyncio.ensure_future(self._settle(topic, fut))
+        task = asyncio.ensure_future(self._settle_in_background(topic, fut, value, key_bytes, headers))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -125,6 +133,39 @@ class EventProducer:
             EVENTS_PUBLISHED.labels(topic, "failed").inc()
             logger.exception("event to %s was not acknowledged by Kafka", topic)
             raise
+
+    async def _settle_in_background(self, topic: str, fut: asyncio.Future, value: bytes, key: bytes,
+                                     headers: list[tuple[str, bytes]]) -> None:
+        retrying = AsyncRetrying(stop=stop_after_delay(self.background_retry_seconds),
+                                 wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
+                                 retry=retry_if_exception_type(Exception), reraise=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        EVENTS_PUBLISHED.labels(topic, "retried").inc()
+                        fut = await self._producer.send(topic, value=value, key=key, headers=headers)
+                    await fut
+        except Exception:  # noqa: BLE001 - nobody awaits this task: count and log, never raise into the void
+            EVENTS_PUBLISHED.labels(topic, "lost").inc()
+            logger.exception("event to %s was not acknowledged by Kafka after %.0fs of retries; given up",
+                             topic, self.background_retry_seconds)
+            return
+        EVENTS_PUBLISHED.labels(topic, "ok").inc()
+
+    async def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> asyncio.Future:
+        """Buffer one serialised event; the future resolves when the broker acknowledged it."""
+        return await self._producer.send(topic, value=value, key=key, headers=headers)
+
+    async def reset(self, timeout: float = 5.0) -> None:
+        """Drop the current producer (e.g. after the broker went away) for a fresh one on the next start."""
+        old, self._producer = self._producer, self._new_producer()
+        was_started, self._started = self._started, False
+        if was_started:
+            try:
+                await asyncio.wait_for(old.stop(), timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - the old producer is abandoned either way
+                logger.info("stopping the previous Kafka producer: %r", exc)
 
     async def ping(self) -> None:
         """Readiness probe: the cluster's metadata answers."""

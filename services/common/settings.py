@@ -134,6 +134,13 @@ class Settings(BaseSettings):
     # Crawl job leases (one worker per job, also across a rebalance).
     scraper_job_lease_seconds: float = 15.0   # renewed every third of it; a dead worker's job waits this long
 
+    # Event outbox and degraded dependencies (answers never wait on Kafka; Redis is optional).
+    outbox_dir: str = ".local/outbox"           # one SQLite file per service and port; keep it on a volume
+    outbox_max_events: int = 200_000            # when full, new events are dropped and counted
+    outbox_batch: int = 500                     # events per delivery round
+    outbox_synchronous: str = "NORMAL"          # NORMAL: survives a process crash; FULL: fsync every append
+    redis_retry_seconds: float = 1.0            # after a Redis error, skip Redis this long (answer uncached)
+
     def topic(self, name: str) -> str:
         """The full topic name for one of `TOPICS`."""
         return TOPICS[name] + self.topic_namespace

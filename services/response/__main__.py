@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
-from services.common.grpc_server import ServiceSpec, bind_address, channel, check_serving, serve
+from services.common.grpc_server import ServiceSpec, bind_address, channel, check_serving, port_of, serve
 from services.common.kafka import EventProducer
 from services.common.knowledge_events import KnowledgeFollower
+from services.common.outbox import Outbox
 from services.common.pb.parley.v1 import response_pb2, response_pb2_grpc, scraper_pb2_grpc, search_pb2_grpc
 from services.common.redis_client import create_redis
 from services.common.runner import run_service
@@ -22,13 +24,17 @@ logger = logging.getLogger(__name__)
 
 async def main(settings: Settings) -> None:
     producer = EventProducer(settings.kafka_bootstrap, client_id="parley-response")
+    # Answers never wait on Kafka: events go to a local outbox, delivered in the background.
+    outbox = Outbox(Path(settings.outbox_dir) / f"response-{port_of(settings.response_addr)}.sqlite", producer,
+                    name="response", max_events=settings.outbox_max_events, batch=settings.outbox_batch,
+                    synchronous=settings.outbox_synchronous)
     search_channel = channel(settings.search_addr, settings.grpc_max_message_bytes)
     redis = create_redis(settings.redis_url)
     store = build_store(settings, redis)
     # The scraper is optional: without it the web strategy answers NO_ANSWER (not a readiness check).
     scraper_channel = channel(settings.scraper_addr, settings.grpc_max_message_bytes)
     web = WebPages(scraper_pb2_grpc.ScraperServiceStub(scraper_channel), settings.max_passages)
-    engine = build_engine(settings, SearchClient(search_pb2_grpc.SearchServiceStub(search_channel)), store, producer,
+    engine = build_engine(settings, SearchClient(search_pb2_grpc.SearchServiceStub(search_channel)), store, outbox,
                           web)
     engine.admission = Admission(settings, redis)
 
@@ -37,22 +43,23 @@ async def main(settings: Settings) -> None:
         logger.info("knowledge of %s is now version %s (%s); dropped %d pointer(s)",
                     event.product_key_id, event.knowledge_version, event.reason, dropped)
 
-    follower = KnowledgeFollower(settings.kafka_bootstrap, settings.topic("knowledge_updated"), forget_key)
+    follower = KnowledgeFollower(settings.kafka_bootstrap, settings.topic("knowledge_updated"), forget_key,
+                                 service="response")
     if engine.llm is not None:
         logger.info("answering with Groq (%s / %s)", settings.llm_small_model, settings.llm_large_model)
     else:
         logger.info("no GROQ_API_KEY: answering with the extractive answerer")
 
     async def on_start() -> None:
-        await redis.ping()
-        await producer.start()
+        # Nothing here waits on Kafka or Redis: both are soft dependencies of the chat path.
+        outbox.start()
         await follower.start()
 
     async def on_stop() -> None:
         await engine.drain()
         await engine.admission.close()
         await follower.stop()
-        await producer.stop()
+        await outbox.stop(drain_seconds=settings.shutdown_grace_seconds / 2)
         await search_channel.close()
         await scraper_channel.close()
         if engine.llm is not None:
@@ -65,6 +72,16 @@ async def main(settings: Settings) -> None:
     async def check_redis() -> None:
         await redis.ping()
 
+    async def check_answering() -> None:
+        # NOT_SERVING only when nothing can be answered: neither a plan (search) nor a cache hit (Redis).
+        try:
+            await check_search()
+        except Exception as search_down:  # noqa: BLE001
+            try:
+                await check_redis()
+            except Exception as redis_down:  # noqa: BLE001
+                raise RuntimeError(f"search ({search_down!r}) and Redis ({redis_down!r}) are both down") from None
+
     await serve(
         ServiceSpec(
             name="response",
@@ -76,7 +93,9 @@ async def main(settings: Settings) -> None:
             metrics_port=settings.response_metrics_port,
             on_start=on_start,
             on_stop=on_stop,
-            checks={"kafka": producer.ping, "redis": check_redis, "search": check_search},
+            checks={"answering": check_answering},
+            soft_checks={"kafka": producer.ping, "outbox": outbox.ping, "knowledge-follower": follower.ping,
+                         "redis": check_redis, "search": check_search},
             grace_seconds=settings.shutdown_grace_seconds,
             max_message_bytes=settings.grpc_max_message_bytes,
         )

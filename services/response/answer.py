@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from services.common.errors import InvalidArgument, NotFound, ParleyError, Unauthenticated
+from services.common.errors import InvalidArgument, NotFound, ParleyError, Unauthenticated, as_unavailable
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
+from services.common.outbox import Outbox
 from services.common.pb.parley.v1 import common_pb2, events_pb2, response_pb2, search_pb2
 from services.common.settings import Settings
+from services.common.text import storable
 from services.response import routing
 from services.response.admission import Admission
 from services.response.cache import RequestRecord, ResponseStore, question_hash, secret_hash
@@ -30,6 +32,7 @@ REQUEST_ID_TRAILER = "x-parley-request-id"   # on errors: the id of the failed t
 HIT, MISS, BYPASS, SHARED = (common_pb2.CACHE_STATUS_HIT, common_pb2.CACHE_STATUS_MISS,
                              common_pb2.CACHE_STATUS_BYPASS, common_pb2.CACHE_STATUS_SHARED)
 _GROUNDED = ("KNOWLEDGE", "WEB")
+_FEEDBACK_NAMESPACE = uuid.UUID("6f1d2c1e-4a53-4c1b-9d0e-7c6a1f0b9e21")
 
 
 async def _alone(items: AsyncIterator) -> AsyncIterator[tuple[bool, object]]:
@@ -43,6 +46,18 @@ async def _faq_answer(text: str, passages: list[common_pb2.Passage]) -> AsyncIte
     first = passages[0].id if passages else ""
     yield text
     yield Answer(text, "faq", [first] if first else [])
+
+
+def _storable_request(request: response_pb2.ChatRequest) -> response_pb2.ChatRequest:
+    """The request with text every store accepts (no NUL, no lone surrogate): made so at the edge,
+    before it is planned, cached or put in an event."""
+    message, session_id = storable(request.message), storable(request.session_id)
+    if message is request.message and session_id is request.session_id:
+        return request
+    clean = response_pb2.ChatRequest()
+    clean.CopyFrom(request)
+    clean.message, clean.session_id = message, session_id
+    return clean
 
 
 def validate_chat(request: response_pb2.ChatRequest, max_chars: int) -> None:
@@ -96,7 +111,7 @@ class ChatEngine:
         settings: Settings,
         search: SearchClient,
         store: ResponseStore,
-        producer: EventProducer,
+        producer: EventProducer | Outbox,
         extractive: ExtractiveAnswerer,
         llm: ResilientLLM | None = None,
         web: WebPages | None = None,
@@ -137,7 +152,7 @@ class ChatEngine:
     ) -> AsyncIterator[str | Restart | response_pb2.ChatResponse]:
         """Yields answer pieces as they are produced (RESTART when a fallback starts over), then
         the complete ChatResponse. Every turn whose key is known emits a ChatTurn, also failures."""
-        state = TurnState(request, uuid.uuid4().hex, time.perf_counter())
+        state = TurnState(_storable_request(request), uuid.uuid4().hex, time.perf_counter())
         try:
             async for item in self._turn(state, timeout):
                 yield item
@@ -148,8 +163,9 @@ class ChatEngine:
         except (asyncio.CancelledError, GeneratorExit):
             self._fail(state, "CANCELLED")
             raise
-        except Exception:
-            self._fail(state, "INTERNAL")
+        except Exception as exc:
+            # The interceptor maps a dependency's connection error to UNAVAILABLE: the event says the same.
+            self._fail(state, "UNAVAILABLE" if as_unavailable(exc) is not None else "INTERNAL")
             raise
 
     async def _turn(self, state: TurnState, timeout: float | None) -> AsyncIterator[str | Restart | response_pb2.ChatResponse]:
@@ -184,7 +200,7 @@ class ChatEngine:
         state.search_ms = state.ms()
         version = plan.knowledge_version
         if pointer is None or pointer.key_id != plan.product_key_id or pointer.version != version:
-            self._spawn(self._quietly(self._store.set_pointer(key_hash, plan.product_key_id, version), "key pointer"))
+            self._spawn(self._store.set_pointer(key_hash, plan.product_key_id, version))
             if cacheable:
                 cached = await self._store.get_answer(plan.product_key_id, version, qhash)
                 if cached is not None:
@@ -284,17 +300,16 @@ class ChatEngine:
     ) -> AsyncIterator:
         """The answer's pieces and the Answer; with qhash, across processes too (a Redis lock),
         and the answer is cached before the flight ends."""
-        lock_token = ""
+        lock = None
         if qhash:
             name = ResponseStore.answer_key(plan.product_key_id, plan.knowledge_version, qhash)
             loop = asyncio.get_running_loop()
-            token = uuid.uuid4().hex
-            if await self._store.try_lock(name, token, max(1.0, deadline - loop.time())):
-                lock_token = token
+            lock = await self._store.try_lock(name, max(1.0, deadline - loop.time()))
+            if lock is not None:
                 # Double-check: an identical flight may have ended between our lookup and the lock.
                 cached = await self._store.get_answer(plan.product_key_id, plan.knowledge_version, qhash)
                 if cached is not None:
-                    await self._quietly(self._store.unlock(name, lock_token), "single-flight unlock")
+                    await self._store.unlock(lock)
                     yield _Cached(cached)
                     return
             else:
@@ -320,8 +335,8 @@ class ChatEngine:
                                                  self._response(plan, passages, strategy, item).SerializeToString())
                 yield item
         finally:
-            if lock_token:
-                await self._quietly(self._store.unlock(name, lock_token), "single-flight unlock")
+            if lock is not None:
+                await self._store.unlock(lock)
 
     async def _from_cache(
         self, state: TurnState, key_hash: str, cached: bytes, status: int
@@ -360,10 +375,10 @@ class ChatEngine:
             event_id=new_event_id(),
             occurred_at=now_timestamp(),
             product_key_id=state.key_id,
-            session_id=request.session_id,
+            session_id=storable(request.session_id),
             request_id=state.request_id,
-            message=request.message,
-            answer=response.answer,
+            message=storable(request.message),
+            answer=storable(response.answer),
             strategy=response.strategy,
             model=response.model,
             cache_status=response.cache_status,
@@ -400,14 +415,21 @@ class ChatEngine:
         if record is None or record.key_hash != secret_hash(product_key):
             raise NotFound(f"no chat turn with request id {request_id!r} for this product key")
         event = events_pb2.Feedback(
-            event_id=new_event_id(), occurred_at=now_timestamp(), product_key_id=record.key_id,
-            request_id=request_id, rating=rating, comment=comment, message=record.message,
+            event_id=feedback_event_id(request_id, rating, comment), occurred_at=now_timestamp(),
+            product_key_id=record.key_id, request_id=storable(request_id), rating=rating, comment=storable(comment),
+            message=storable(record.message),
         )
         await self._producer.publish(self._settings.topic("feedback"), record.key_id, event, trace_id=request_id)
         return event.event_id
 
 
-def build_engine(settings: Settings, search: SearchClient, store: ResponseStore, producer: EventProducer,
+def feedback_event_id(request_id: str, rating: int, comment: str) -> str:
+    """The same feedback submitted again (a client retry) has the same event id, so the stream
+    worker stores and counts it once (its insert skips a known event_id)."""
+    return uuid.uuid5(_FEEDBACK_NAMESPACE, f"{request_id}\x1f{rating}\x1f{comment}").hex
+
+
+def build_engine(settings: Settings, search: SearchClient, store: ResponseStore, producer: EventProducer | Outbox,
                  web: WebPages | None = None) -> ChatEngine:
     """The engine as the settings describe it: Groq when GROQ_API_KEY is set, else extractive only."""
     extractive = ExtractiveAnswerer(settings.extractive_max_sentences)
@@ -433,4 +455,5 @@ def build_store(settings: Settings, client) -> ResponseStore:
         client, answer_ttl=settings.answer_cache_ttl_seconds, pointer_ttl=settings.answer_cache_pointer_ttl_seconds,
         session_turns=settings.session_history_turns, session_ttl=settings.session_ttl_seconds,
         request_ttl=settings.feedback_window_seconds, local_seconds=settings.answer_cache_local_seconds,
+        retry_seconds=settings.redis_retry_seconds,
     )

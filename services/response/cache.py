@@ -11,6 +11,10 @@ the pointer and then the answer it points to. The pointer is dropped when a Know
 event arrives for the key (knowledge changed, key revoked), so a stale pointer lives at most
 until then, and never longer than its TTL. An unknown secret has no pointer and goes to Plan,
 which rejects it.
+
+Redis is a soft dependency: when it fails, lookups miss, writes are skipped, sessions have no
+history and single-flight is in-process only; after a failure Redis is left alone for
+`retry_seconds` so that an outage costs no time per turn.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import redis.asyncio as redis
-from redis.exceptions import NoScriptError
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError, NoScriptError, RedisError
 
 from services.response.llm import Turn
 
@@ -123,10 +128,44 @@ class HotAnswers:
             del self._entries[name]
 
 
+class _Local:
+    """Stands for the cross-process lock while Redis is away: the in-process single-flight is all."""
+
+    async def release(self) -> None:
+        return None
+
+
+LOCAL_ONLY = _Local()
+
+
+class RedisHealth:
+    """Whether to try Redis now: after a failure, not for `retry_seconds` (one warning per outage)."""
+
+    def __init__(self, retry_seconds: float) -> None:
+        self._retry = retry_seconds
+        self._down_until = 0.0
+        self.down = False
+
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        if not self.down:
+            logger.warning("Redis failed (%s: %r); answering without the cache until it is back", what, exc)
+        self.down = True
+        self._down_until = time.monotonic() + self._retry
+
+    def ok(self) -> None:
+        if self.down:
+            logger.info("Redis is back; answer cache, sessions and single-flight locks in use again")
+        self.down = False
+
+
 class ResponseStore:
     def __init__(self, client: redis.Redis, *, answer_ttl: int, pointer_ttl: int, session_turns: int,
-                 session_ttl: int, request_ttl: int, local_seconds: float = 0.0) -> None:
+                 session_ttl: int, request_ttl: int, local_seconds: float = 0.0, retry_seconds: float = 1.0) -> None:
         self.redis = client
+        self.health = RedisHealth(retry_seconds)
         self.hot = HotAnswers(local_seconds)
         self._pending: list[tuple[str, RequestRecord, str]] = []
         self._flushing: asyncio.Task | None = None
@@ -147,7 +186,14 @@ class ResponseStore:
         hot = self.hot.get(key_hash, qhash)
         if hot is not None:
             return hot
-        ptr, answer = await self._lookup(keys=[f"{PREFIX}kp:{key_hash}"], args=[f"{PREFIX}ans:", qhash])
+        if not self.health.available():
+            return None, None
+        try:
+            ptr, answer = await self._lookup(keys=[f"{PREFIX}kp:{key_hash}"], args=[f"{PREFIX}ans:", qhash])
+        except RedisError as exc:
+            self.health.failed("cache lookup", exc)
+            return None, None
+        self.health.ok()
         if not ptr:
             return None, None
         key_id, _, version = ptr.decode().partition(" ")
@@ -157,17 +203,33 @@ class ResponseStore:
         return pointer, answer or None
 
     async def get_answer(self, key_id: str, version: int, qhash: str) -> bytes | None:
-        return await self.redis.get(self.answer_key(key_id, version, qhash))
+        if not self.health.available():
+            return None
+        try:
+            return await self.redis.get(self.answer_key(key_id, version, qhash))
+        except RedisError as exc:
+            self.health.failed("cache read", exc)
+            return None
 
     async def put_answer(self, key_id: str, version: int, qhash: str, value: bytes) -> None:
-        await self.redis.set(self.answer_key(key_id, version, qhash), value, ex=self._answer_ttl)
+        if not self.health.available():
+            return
+        try:
+            await self.redis.set(self.answer_key(key_id, version, qhash), value, ex=self._answer_ttl)
+        except RedisError as exc:
+            self.health.failed("cache write", exc)
 
     async def set_pointer(self, key_hash: str, key_id: str, version: int) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(f"{PREFIX}kp:{key_hash}", f"{key_id} {version}", ex=self._pointer_ttl)
-            pipe.sadd(f"{PREFIX}kph:{key_id}", key_hash)
-            pipe.expire(f"{PREFIX}kph:{key_id}", max(self._pointer_ttl * 4, 3600))
-            await pipe.execute()
+        if not self.health.available():
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(f"{PREFIX}kp:{key_hash}", f"{key_id} {version}", ex=self._pointer_ttl)
+                pipe.sadd(f"{PREFIX}kph:{key_id}", key_hash)
+                pipe.expire(f"{PREFIX}kph:{key_id}", max(self._pointer_ttl * 4, 3600))
+                await pipe.execute()
+        except RedisError as exc:
+            self.health.failed("key pointer", exc)
 
     async def forget_key(self, key_id: str) -> int:
         """Drop the pointers of a key whose knowledge changed (or that was revoked)."""
@@ -187,7 +249,13 @@ class ResponseStore:
         if not session_id or self._session_turns <= 0:
             return ()
         await self.flush()  # the session's previous turn may still be on its way
-        raw = await self.redis.lrange(self._session_key(key_hash, session_id), -self._session_turns, -1)
+        if not self.health.available():
+            return ()
+        try:
+            raw = await self.redis.lrange(self._session_key(key_hash, session_id), -self._session_turns, -1)
+        except RedisError as exc:
+            self.health.failed("session history", exc)
+            return ()
         turns = []
         for item in raw:
             try:
@@ -212,8 +280,12 @@ class ResponseStore:
             await asyncio.sleep(RECORD_BATCH_SECONDS)
             while self._pending:
                 batch, self._pending = self._pending, []
+                if not self.health.available():
+                    continue  # Redis is away: a lost record costs a feedback or a turn of context
                 try:
                     await self._write(batch)
+                except RedisError as exc:
+                    self.health.failed(f"recording {len(batch)} turn(s)", exc)
                 except Exception:  # noqa: BLE001 - a lost record costs a feedback or a turn of context
                     logger.exception("could not record %d turn(s) in Redis", len(batch))
         finally:
@@ -259,13 +331,32 @@ class ResponseStore:
 
     # --- cross-process single-flight ----------------------------------------------------
 
-    async def try_lock(self, name: str, token: str, ttl_seconds: float) -> bool:
-        return bool(await self.redis.set(f"{PREFIX}sf:{name}", token, nx=True, px=max(1, int(ttl_seconds * 1000))))
+    async def try_lock(self, name: str, ttl_seconds: float) -> Lock | _Local | None:
+        """The cross-process lock of `name` (redis-py's Lock: released atomically, only by its
+        owner), None when another process holds it, LOCAL_ONLY when Redis is away."""
+        if not self.health.available():
+            return LOCAL_ONLY
+        lock = Lock(self.redis, f"{PREFIX}sf:{name}", timeout=max(0.001, ttl_seconds), blocking=False,
+                    thread_local=False)
+        try:
+            return lock if await lock.acquire() else None
+        except RedisError as exc:
+            self.health.failed("single-flight lock", exc)
+            return LOCAL_ONLY
 
-    async def unlock(self, name: str, token: str) -> None:
-        key = f"{PREFIX}sf:{name}"
-        if await self.redis.get(key) == token.encode():
-            await self.redis.delete(key)
+    async def unlock(self, lock: Lock | _Local) -> None:
+        try:
+            await lock.release()
+        except LockError:
+            pass  # it expired (and may be another process's by now): not ours to delete
+        except RedisError as exc:
+            self.health.failed("single-flight unlock", exc)
 
     async def locked(self, name: str) -> bool:
-        return bool(await self.redis.exists(f"{PREFIX}sf:{name}"))
+        if not self.health.available():
+            return False
+        try:
+            return bool(await self.redis.exists(f"{PREFIX}sf:{name}"))
+        except RedisError as exc:
+            self.health.failed("single-flight wait", exc)
+            return False

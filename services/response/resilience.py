@@ -62,6 +62,11 @@ class CircuitBreaker:
         self._opened_at = None
         self._trial = False
 
+    def abandon(self) -> None:
+        """The call ended without a verdict (cancelled, client gone): the trial slot is free again,
+        or a half-open breaker would refuse every call for good."""
+        self._trial = False
+
     def failure(self) -> None:
         self._failures += 1
         self._trial = False
@@ -196,6 +201,9 @@ class ResilientLLM:
                 errors.append(exc)
                 restart = restart or bool(pieces)
                 continue
+            except BaseException:
+                breaker.abandon()
+                raise
             breaker.success()
             text = "".join(pieces)
             if not usage.completion_tokens:

@@ -96,7 +96,9 @@ async def main(settings: Settings) -> None:
             metrics_port=settings.search_metrics_port,
             on_start=on_start,
             on_stop=on_stop,
-            checks={"postgres": check_postgres, "redis": check_redis, "kafka": deps.producer.ping},
+            checks={"postgres": check_postgres},
+            # Soft: without Redis keys and limits fall back, without Kafka only admin events wait.
+            soft_checks={"redis": check_redis, "kafka": deps.producer.ping},
             grace_seconds=settings.shutdown_grace_seconds,
             max_message_bytes=settings.grpc_max_message_bytes,
         )

@@ -1,0 +1,223 @@
+"""A bounded, durable local outbox: events are written to a SQLite file and delivered to Kafka in
+order in the background, so an answer never waits on the broker and a broker outage loses nothing.
+
+- `publish` appends one row (no network); a delivery task sends the oldest rows with the
+  idempotent producer (`acks=all`) and deletes a row only after the broker acknowledged it and
+  every row before it. A failed round is retried with backoff (tenacity) on a fresh producer;
+  rows acknowledged after a failed one are sent again, and consumers drop the copy by event_id.
+- Durability: WAL journal, `synchronous` as configured. NORMAL (the default) keeps every
+  appended event across a process crash or restart (the write is in the OS before `publish`
+  returns) but may lose the last ones on a power loss or kernel crash; FULL fsyncs every append.
+- Bounded by `max_events`: when full, new events are refused (the answer is still given),
+  counted in `parley_outbox_dropped_total`, logged at error, and the `outbox` health detail turns
+  NOT_SERVING. Refusing beats blocking: answers keep flowing, and what is lost is counted.
+- One process per file (an exclusive lock): two replicas must not deliver the same rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+from google.protobuf.message import Message
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from services.common.kafka import EventProducer, event_headers
+from services.common.metrics import OUTBOX_DELIVERED, OUTBOX_DROPPED, OUTBOX_PENDING
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic   TEXT NOT NULL,
+    key     BLOB NOT NULL,
+    value   BLOB NOT NULL,
+    headers TEXT NOT NULL
+)
+"""
+
+
+class OutboxFull(Exception):
+    """An event refused because the outbox holds `max_events` already."""
+
+
+class _RoundFailed(Exception):
+    """A delivery round in which the broker did not acknowledge every row."""
+
+
+class Outbox:
+    """`publish(topic, key, message, trace_id=...)` like EventProducer, but local and durable."""
+
+    def __init__(self, path: Path, producer: EventProducer, *, name: str, max_events: int = 100_000,
+                 batch: int = 500, synchronous: str = "NORMAL", round_timeout_seconds: float = 30.0) -> None:
+        self.path = Path(path)
+        self.name = name
+        self._producer = producer
+        self._max = max(1, max_events)
+        self._batch = max(1, batch)
+        self._synchronous = synchronous.upper()
+        self._round_timeout = round_timeout_seconds
+        self._db: sqlite3.Connection | None = None
+        self._lock_file = None
+        self._pending = 0
+        self.dropped = 0
+        self.last_error = ""
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._last_drop_log = 0.0
+
+    # --- storage --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self._db is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.path.with_suffix(".lock"), "w")  # noqa: SIM115 - held while open
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise RuntimeError(f"outbox {self.path} is used by another process; give each replica its own "
+                               "directory (PARLEY_OUTBOX_DIR)") from None
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if self._synchronous == 'FULL' else 'NORMAL'}")
+        db.execute(_SCHEMA)
+        self._db = db
+        self._pending = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        OUTBOX_PENDING.labels(self.name).set(self._pending)
+        if self._pending:
+            logger.info("outbox %s holds %d undelivered event(s) from before the restart", self.path, self._pending)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    # --- publishing -----------------------------------------------------------------------
+
+    async def publish(self, topic: str, key: str, message: Message, *, trace_id: str = "") -> bool:
+        """Append the event. Never raises: False when it was dropped (outbox full or unwritable),
+        which is counted and logged; the caller's answer goes on."""
+        return self.append(topic, key, message, trace_id=trace_id)
+
+    def append(self, topic: str, key: str, message: Message, *, trace_id: str = "") -> bool:
+        if self._pending >= self._max:
+            self._drop(topic, f"full ({self._pending} events)")
+            return False
+        headers = json.dumps([[k, v.decode()] for k, v in event_headers(message, trace_id)])
+        try:
+            if self._db is None:
+                self.open()
+            self._db.execute("INSERT INTO outbox (topic, key, value, headers) VALUES (?, ?, ?, ?)",
+                             (topic, key.encode(), message.SerializeToString(), headers))
+        except (sqlite3.Error, OSError, RuntimeError) as exc:
+            self._drop(topic, f"not writable ({exc!r})")
+            return False
+        self._pending += 1
+        OUTBOX_PENDING.labels(self.name).set(self._pending)
+        self._wake.set()
+        return True
+
+    def _drop(self, topic: str, why: str) -> None:
+        self.dropped += 1
+        OUTBOX_DROPPED.labels(self.name, topic).inc()
+        now = time.monotonic()
+        if now - self._last_drop_log >= 5.0:  # at most one line per 5 s; the counter has every drop
+            self._last_drop_log = now
+            logger.error("outbox %s is %s (broker: %s); event to %s dropped (%d dropped so far)",
+                         self.path, why, self.last_error or "acknowledging", topic, self.dropped)
+
+    async def ping(self) -> None:
+        """Health detail: fails while the outbox refuses events."""
+        if self._pending >= self._max or self._db is None:
+            raise OutboxFull(f"outbox full ({self._pending} events, {self.dropped} dropped)")
+
+    # --- delivery -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.open()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._deliver_forever())
+
+    async def stop(self, drain_seconds: float = 5.0) -> None:
+        """Deliver what can be delivered within `drain_seconds`; the rest stays on disk for the next start."""
+        if self._task is not None:
+            deadline = time.monotonic() + drain_seconds
+            while self._pending and time.monotonic() < deadline and not self._task.done():
+                await asyncio.sleep(0.05)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._producer.stop(), timeout=5.0)
+        self.close()
+
+    async def _deliver_forever(self) -> None:
+        retrying = AsyncRetrying(wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
+                                 retry=retry_if_exception_type(Exception))
+        while True:
+            async for attempt in retrying:
+                with attempt:
+                    await self._deliver_available()
+            # Everything was delivered: sleep until the next append (or a periodic look).
+            self._wake.clear()
+            if not self._pending:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+
+    async def _deliver_available(self) -> None:
+        while True:
+            rows = self._db.execute("SELECT seq, topic, key, value, headers FROM outbox ORDER BY seq LIMIT ?",
+                                    (self._batch,)).fetchall()
+            if not rows:
+                return
+            try:
+                await asyncio.wait_for(self._round(rows), timeout=self._round_timeout)
+            except Exception as exc:
+                if not self.last_error:
+                    logger.warning("outbox %s: broker not acknowledging (%r); %d event(s) kept for later",
+                                   self.path, exc, self._pending)
+                self.last_error = repr(exc)
+                await self._producer.reset()
+                raise
+            if self.last_error:
+                logger.info("outbox %s: broker acknowledging again; %d event(s) left", self.path, self._pending)
+                self.last_error = ""
+
+    async def _round(self, rows: list[tuple]) -> None:
+        await self._producer.start()
+        futures = []
+        for _, topic, key, value, headers in rows:
+            futures.append(await self._producer.send(
+                topic, value, key, [(k, v.encode()) for k, v in json.loads(headers)]))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        acked = 0
+        for result in results:  # only the prefix acknowledged in full leaves the outbox: order is kept
+            if isinstance(result, BaseException):
+                break
+            acked += 1
+        if acked:
+            self._db.execute("DELETE FROM outbox WHERE seq <= ?", (rows[acked - 1][0],))
+            self._pending = max(0, self._pending - acked)
+            OUTBOX_PENDING.labels(self.name).set(self._pending)
+            for _, topic, *_rest in rows[:acked]:
+                OUTBOX_DELIVERED.labels(self.name, topic).inc()
+        if acked < len(rows):
+            raise _RoundFailed(f"broker refused an event: {results[acked]!r}")

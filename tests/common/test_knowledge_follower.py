@@ -1,0 +1,61 @@
+"""The knowledge follower does not die silently: it restarts with backoff and says whether it follows."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from services.common.kafka import EventProducer, ensure_topics
+from services.common.knowledge_events import KnowledgeFollower
+from services.common.pb.parley.v1 import events_pb2
+from tests.conftest import RUN_ID
+
+
+async def _until(condition, timeout: float = 30.0) -> None:
+    for _ in range(int(timeout / 0.1)):
+        if condition():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+async def test_a_follower_whose_consumer_stopped_restarts_and_keeps_following(stack):
+    topic = f"parley.test.knowledge.{RUN_ID}.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
+    seen: list[str] = []
+
+    async def on_event(event: events_pb2.KnowledgeUpdated) -> None:
+        seen.append(event.product_key_id)
+
+    follower = KnowledgeFollower(stack.kafka_bootstrap, topic, on_event, service="test", max_backoff_seconds=0.5)
+    producer = EventProducer(stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        await follower.start()
+        await _until(lambda: follower.healthy)
+        await follower._consumer.stop()  # the consumer goes away under the follower (as on a fatal error)
+        await _until(lambda: follower.restarts >= 1 and follower.healthy)
+        await asyncio.sleep(1.0)  # "latest": the new consumer has its position before the event is sent
+        await producer.publish(topic, "k", events_pb2.KnowledgeUpdated(product_key_id="after-restart"), wait=True)
+        await _until(lambda: "after-restart" in seen)
+    finally:
+        await follower.stop()
+        await producer.stop()
+
+
+async def test_a_follower_without_a_broker_reports_it_and_keeps_trying():
+    async def on_event(event) -> None:
+        return None
+
+    follower = KnowledgeFollower("127.0.0.1:9", "parley.test.nowhere", on_event, service="test-away",
+                                 max_backoff_seconds=0.2)
+    await follower.start()
+    try:
+        await _until(lambda: follower.restarts >= 2)
+        assert not follower.healthy
+        with pytest.raises(RuntimeError, match="not consuming"):
+            await follower.ping()
+    finally:
+        await follower.stop()

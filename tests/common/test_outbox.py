@@ -1,0 +1,89 @@
+"""The event outbox against the real Kafka: kept on disk while the broker is away (across a
+restart of the process), delivered in order once it is back, bounded, one process per file."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from prometheus_client import REGISTRY
+
+from services.common.kafka import EventProducer, ensure_topics
+from services.common.outbox import Outbox
+from services.common.pb.parley.v1 import events_pb2
+from tests.conftest import RUN_ID
+
+UNREACHABLE = "127.0.0.1:9"  # discard port: nothing listens, connections are refused
+
+
+def _turn(n: int) -> events_pb2.ChatTurn:
+    return events_pb2.ChatTurn(event_id=f"{RUN_ID}-{n}", product_key_id="t-outbox", request_id=f"r{n}",
+                               message=f"question {n}")
+
+
+async def _read(bootstrap: str, topic: str, want: int, timeout: float = 30.0) -> list[events_pb2.ChatTurn]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    seen: list[events_pb2.ChatTurn] = []
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while len(seen) < want and loop.time() < end:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                seen += [events_pb2.ChatTurn.FromString(m.value) for m in messages]
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def test_events_wait_on_disk_through_a_restart_and_arrive_in_order(stack, tmp_path: Path):
+    topic = f"parley.test.outbox.{RUN_ID}.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
+    path = tmp_path / "response-1.sqlite"
+
+    away = Outbox(path, EventProducer(UNREACHABLE), name="test-away", round_timeout_seconds=2)
+    away.start()
+    for n in range(20):
+        assert await away.publish(topic, "t-outbox", _turn(n)) is True  # no broker: the answer does not wait
+    await asyncio.sleep(1.0)
+    assert away.pending == 20 and away.last_error  # tried, refused, kept
+    await away.stop(drain_seconds=0.2)             # the replica restarts while the broker is away
+
+    back = Outbox(path, EventProducer(stack.kafka_bootstrap), name="test-back")
+    back.start()
+    assert back.pending == 20
+    await back.publish(topic, "t-outbox", _turn(20))
+    for _ in range(300):
+        if back.pending == 0:
+            break
+        await asyncio.sleep(0.1)
+    await back.stop()
+    assert back.pending == 0
+    seen = await _read(stack.kafka_bootstrap, topic, 21)
+    assert [e.event_id for e in seen] == [f"{RUN_ID}-{n}" for n in range(21)]
+
+
+async def test_a_full_outbox_refuses_counts_and_reports_new_events(tmp_path: Path):
+    outbox = Outbox(tmp_path / "full.sqlite", EventProducer(UNREACHABLE), name="test-full", max_events=3)
+    outbox.open()
+    before = REGISTRY.get_sample_value("parley_outbox_dropped_total", {"outbox": "test-full", "topic": "t"}) or 0.0
+    results = [await outbox.publish("t", "k", _turn(n)) for n in range(5)]
+    assert results == [True, True, True, False, False]
+    assert outbox.pending == 3 and outbox.dropped == 2
+    assert REGISTRY.get_sample_value("parley_outbox_dropped_total", {"outbox": "test-full", "topic": "t"}) == before + 2
+    with pytest.raises(Exception, match="outbox full"):
+        await outbox.ping()
+    outbox.close()
+
+
+async def test_two_processes_cannot_share_one_outbox_file(tmp_path: Path):
+    first = Outbox(tmp_path / "shared.sqlite", EventProducer(UNREACHABLE), name="test-shared")
+    first.open()
+    second = Outbox(tmp_path / "shared.sqlite", EventProducer(UNREACHABLE), name="test-shared")
+    with pytest.raises(RuntimeError, match="used by another process"):
+        second.open()
+    first.close()
