@@ -24,6 +24,7 @@ import numpy as np
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # sha256 of the shipped model.safetensors; a different file is a different model (and re-embeds).
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MODEL_ID = f"{MODEL_NAME}@{WEIGHTS_SHA256[:12]}"   # what Embedder.model_id is for the pinned weights
 DIMENSIONS = 384
 MAX_TOKENS = 256
 BATCH_SIZE = 32
