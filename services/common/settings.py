@@ -127,8 +127,9 @@ class Settings(BaseSettings):
     # Dense retrieval (services/search/dense.py, vector_index.py, indexer.py)
     dense_retrieval: bool = True                  # dense candidates in Plan (the model loads at start)
     dense_candidates: int = 20                    # nearest chunks per message
-    vector_index_max_bytes: int = 512 * 1024 * 1024   # loaded keys' vectors per search process (LRU)
+    vector_index_max_bytes: int = 256 * 1024 * 1024   # loaded keys' vectors per search process (LRU)
     indexer_group: str = "parley-search-indexer"  # consumer group of the knowledge pages topic
+    indexer_metrics_port: int = 9111
 
     def topic(self, name: str) -> str:
         """The full topic name for one of `TOPICS`."""

@@ -28,6 +28,7 @@ from services.scraper.crawler import Crawler, CrawlSpec, PageStore, Progress
 from services.scraper.fetching import new_fetcher
 
 logger = logging.getLogger(__name__)
+MAX_PAGE_MESSAGE_BYTES = 900_000   # under Kafka's default message size limit (1 MB)
 
 
 class CrawlWorker:
@@ -38,7 +39,19 @@ class CrawlWorker:
         self._dead_letters: AIOKafkaProducer | None = None
 
     async def handover(self, page: events_pb2.KnowledgePage) -> None:
-        """A crawled page to the search service's indexer; returns once Kafka has it (acks=all)."""
+        """A crawled page to the search service's indexer; returns once Kafka has it (acks=all). A page
+        over the size of one Kafka message keeps its first chunks (a rare, very long page)."""
+        if page.ByteSize() > MAX_PAGE_MESSAGE_BYTES:
+            kept, size = [], 0
+            for chunk in page.chunks:
+                size += len(chunk.encode()) + 8
+                if size > MAX_PAGE_MESSAGE_BYTES - 4096:
+                    break
+                kept.append(chunk)
+            logger.warning("page %s: %d of %d chunks handed over (message size limit)", page.document, len(kept),
+                           len(page.chunks))
+            del page.chunks[:]
+            page.chunks.extend(kept)
         await self.producer.publish(self.settings.topic("knowledge_pages"), page.product_key_id, page, wait=True)
 
     async def run_job(self, request: events_pb2.CrawlRequested) -> Progress | None:

@@ -28,6 +28,7 @@ from services.common import db
 from services.common.errors import NotFound
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.knowledge_store import NewChunk
+from services.common.metrics import serve_metrics
 from services.common.pb.parley.v1 import events_pb2
 from services.common.runner import run_service
 from services.common.settings import Settings
@@ -143,6 +144,7 @@ async def _reembed(indexing: Indexing, producer: EventProducer, settings: Settin
 
 
 async def main(settings: Settings) -> None:
+    serve_metrics(settings.indexer_metrics_port)    # also what the Kubernetes probes ask
     pool = await _retry(lambda: db.create_pool(settings.postgres_dsn, max_size=4))
     producer = EventProducer(settings.kafka_bootstrap, client_id="parley-indexer")
     await _retry(producer.start)
