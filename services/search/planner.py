@@ -103,5 +103,7 @@ class Planner:
         options = Options(website=key.website, web_available=bool(key.website) and self._web_available(),
                           allow_direct=bool(key.settings.get("allow_direct")))
         decision = decide(text, chunks, self.thresholds, options)
+        if self.dense is not None and chunks:
+            decision.scores["dense"] = round(max(c.dense for c in chunks), 4)   # best cosine among candidates
         decision.chunks = decision.chunks[:limit]
         return Plan(key, decision)

@@ -59,7 +59,7 @@ SELECT $1, CASE WHEN g % 20 = 0 THEN 'faq' ELSE 'document' END, 'doc-' || (g / 1
        sha256(convert_to($1 || ':' || g, 'UTF8')),
        setweight(to_tsvector('english', CASE WHEN g % 20 = 0 THEN t.question ELSE 'Doc ' || (g / 10) END), 'A')
        || setweight(to_tsvector('english', t.content), 'B'), $4
-FROM generate_series(1, $2) AS g,
+FROM generate_series($5::int, $2) AS g,
 LATERAL (
     SELECT array_to_string(array(
         SELECT ($3::text[])[1 + floor(power(random(), 1.7) * cardinality($3::text[]))::int]
@@ -97,7 +97,7 @@ async def ensure_corpus(pool: asyncpg.Pool, *, keys: int = 100, chunks_per_key: 
         async def loader() -> None:
             async with pool.acquire() as conn:
                 while queue:
-                    await conn.execute(_INSERT_CHUNKS, key_id(queue.pop()), chunks_per_key, words, MODEL_ID)
+                    await conn.execute(_INSERT_CHUNKS, key_id(queue.pop()), chunks_per_key, words, MODEL_ID, 1)
 
         await asyncio.gather(*(loader() for _ in range(3)))
     await ensure_vectors(pool, KEY_PREFIX + "%")
@@ -148,7 +148,8 @@ async def ensure_big_key(pool: asyncpg.Pool, chunks: int = 50_000) -> str:
         have = await conn.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", big)
         if have < chunks:
             logger.info("synthetic corpus: loading %d chunks into %s (once)", chunks, big)
-            await conn.execute(_INSERT_CHUNKS, big, chunks, words, MODEL_ID)
+            for start in range(1, chunks + 1, 5000):    # in slices: one statement would outlast the timeout
+                await conn.execute(_INSERT_CHUNKS, big, min(start + 4999, chunks), words, MODEL_ID, start)
             await conn.execute("ANALYZE knowledge_chunks")
     await ensure_vectors(pool, big)
     return big

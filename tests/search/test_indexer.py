@@ -169,3 +169,41 @@ async def test_an_undecodable_page_is_dead_lettered(services, settings):
         await consumer.stop()
     assert found is not None and found.value == b"\xff\xfenot a page"
     assert await indexer.lag(settings) == 0                         # and the indexer went on
+
+
+async def test_a_second_search_process_answers_from_the_changed_knowledge(services, search, admin, test_env,
+                                                                          tmp_path, settings):
+    """Two search processes: knowledge changed through one; the other's dense scores follow at once."""
+    from services.common.grpc_server import channel, check_serving
+    from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
+    from services.launcher import Launcher
+    from tests.conftest import _free_port
+
+    addr = f"127.0.0.1:{_free_port()}"
+    second = Launcher(tmp_path, env={**test_env, "PARLEY_SEARCH_ADDR": addr,
+                                     "PARLEY_SEARCH_METRICS_PORT": str(_free_port())})
+    second.start(["search"])
+    key = await make_key(search, admin, "two-processes", faq=[],
+                         docs=[("Returns", "Unused items can be sent back within thirty days.")])
+    question = "how do I connect the speaker to my phone?"
+    try:
+        async with channel(addr) as ch:
+            deadline = asyncio.get_running_loop().time() + 90
+            while True:
+                try:
+                    await check_serving(ch, "search")
+                    break
+                except Exception:  # noqa: BLE001 - still starting
+                    assert asyncio.get_running_loop().time() < deadline, "second search process not serving"
+                    await asyncio.sleep(0.5)
+            other = search_pb2_grpc.SearchServiceStub(ch)
+            before = await other.Plan(search_pb2.PlanRequest(product_key=key.secret, message=question), timeout=10)
+            assert before.scores["dense"] < 0.3                       # its index is loaded, without the answer
+            await search.AddDocument(search_pb2.AddDocumentRequest(
+                product_key_id=key.id, title="Pairing",
+                text="Pair the speaker with your phone over Bluetooth from the app."), metadata=admin, timeout=10)
+            after = await other.Plan(search_pb2.PlanRequest(product_key=key.secret, message=question), timeout=10)
+            assert after.scores["dense"] > 0.5
+            assert after.knowledge_version > before.knowledge_version
+    finally:
+        second.stop(["search"])
