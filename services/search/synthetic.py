@@ -148,8 +148,10 @@ async def ensure_big_key(pool: asyncpg.Pool, chunks: int = 50_000) -> str:
         have = await conn.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", big)
         if have < chunks:
             logger.info("synthetic corpus: loading %d chunks into %s (once)", chunks, big)
-            for start in range(1, chunks + 1, 5000):    # in slices: one statement would outlast the timeout
-                await conn.execute(_INSERT_CHUNKS, big, min(start + 4999, chunks), words, MODEL_ID, start)
+            for start in range(1, chunks + 1, 2000):    # in slices, with progress; resumable
+                await conn.execute(_INSERT_CHUNKS, big, min(start + 1999, chunks), words, MODEL_ID, start,
+                                   timeout=600)
+                logger.info("synthetic corpus: %s has %d chunks", big, min(start + 1999, chunks))
             await conn.execute("ANALYZE knowledge_chunks")
     await ensure_vectors(pool, big)
     return big
