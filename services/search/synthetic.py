@@ -105,7 +105,8 @@ async def ensure_corpus(pool: asyncpg.Pool, *, keys: int = 100, chunks_per_key: 
         if missing:
             await conn.execute("ANALYZE knowledge_chunks")
         return await conn.fetchval(
-            "SELECT count(*) FROM knowledge_chunks WHERE product_key_id LIKE $1", KEY_PREFIX + "%"
+            "SELECT count(*) FROM knowledge_chunks WHERE product_key_id LIKE $1 AND product_key_id <> $2",
+            KEY_PREFIX + "%", KEY_PREFIX + "big"
         )
 
 
@@ -115,7 +116,7 @@ def sample_question(rng: random.Random, words: list[str] | None = None) -> str:
     return "How do I " + " ".join(picked) + "?"
 
 
-async def ensure_vectors(pool: asyncpg.Pool, key_pattern: str, batch: int = 5000) -> int:
+async def ensure_vectors(pool: asyncpg.Pool, key_pattern: str, batch: int = 1000) -> int:
     """Random unit vectors (as the current model's) for synthetic chunks that have none: dense search
     at scale is timed on them, without embedding 100k made-up passages."""
     rng = np.random.default_rng(11)
@@ -131,7 +132,7 @@ async def ensure_vectors(pool: asyncpg.Pool, key_pattern: str, batch: int = 5000
         await pool.execute(
             "UPDATE knowledge_chunks ch SET embedding = u.e, embedding_model = $3"
             " FROM unnest($1::bigint[], $2::bytea[]) AS u(id, e) WHERE ch.id = u.id",
-            ids, [v.astype("<f4").tobytes() for v in vectors], MODEL_ID)
+            ids, [v.astype("<f4").tobytes() for v in vectors], MODEL_ID, timeout=300)
         filled += len(ids)
         logger.info("synthetic corpus: %d random vectors", filled)
 
