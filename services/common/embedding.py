@@ -203,4 +203,7 @@ def _session(model: bytes):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = INTRA_OP_THREADS
     options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: the search and indexer processes share the cores with
+    # the other services, and a spinning pool burns CPU they need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
