@@ -37,3 +37,24 @@ def test_forget_drops_only_older_versions():
     index._keys["k"] = KeyVectors(5, np.zeros(0, np.int64), np.zeros((0, 384), np.float32))
     assert not index.forget("k", 5) and index.loaded("k") is not None
     assert index.forget("k", 6) and index.loaded("k") is None
+
+
+def test_a_large_key_is_partitioned_and_finds_what_an_exact_scan_finds():
+    rng = np.random.default_rng(9)
+    # Clustered vectors, as embeddings of a help site are: 300 topics, 25_000 chunks.
+    topics = unit(rng.standard_normal((300, 384)))
+    matrix = unit(topics[rng.integers(0, 300, 25_000)] + 0.6 * rng.standard_normal((25_000, 384)) / np.sqrt(384))
+    ids = np.arange(25_000, dtype=np.int64)
+    partitioned = KeyVectors.build(1, ids, matrix)
+    exact = KeyVectors(1, ids, matrix)
+    assert partitioned.centroids is not None and partitioned.bounds[-1] == 25_000
+    recall = []
+    for q in rng.integers(0, 25_000, 30):
+        query = matrix[q]
+        got = {c for c, _ in partitioned.top(query, 20)}
+        want = {c for c, _ in exact.top(query, 20)}
+        assert str(q) in got                                  # the query's own chunk, first
+        recall.append(len(got & want) / 20)
+    assert np.mean(recall) >= 0.9, np.mean(recall)
+    small = KeyVectors.build(1, ids[:1000], matrix[:1000])
+    assert small.centroids is None
