@@ -15,6 +15,8 @@ TOPICS = {
     "knowledge_updated": "parley.knowledge.updated.v1",
     "metrics_minutely": "parley.metrics.minutely.v1",
     "deadletter": "parley.deadletter.v1",
+    # One owner of knowledge: crawled pages handed to the search service's indexer.
+    "knowledge_pages": "parley.knowledge.pages.v1",
 }
 
 
@@ -140,6 +142,13 @@ class Settings(BaseSettings):
     outbox_batch: int = 500                     # events per delivery round
     outbox_synchronous: str = "NORMAL"          # NORMAL: survives a process crash; FULL: fsync every append
     redis_retry_seconds: float = 1.0            # after a Redis error, skip Redis this long (answer uncached)
+
+    # Dense retrieval (services/search/dense.py, vector_index.py, indexer.py)
+    dense_retrieval: bool = True                  # dense candidates in Plan (the model loads at start)
+    dense_candidates: int = 20                    # nearest chunks per message
+    vector_index_max_bytes: int = 256 * 1024 * 1024   # loaded keys' vectors per search process (LRU)
+    indexer_group: str = "parley-search-indexer"  # consumer group of the knowledge pages topic
+    indexer_metrics_port: int = 9111
 
     def topic(self, name: str) -> str:
         """The full topic name for one of `TOPICS`."""

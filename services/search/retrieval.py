@@ -86,6 +86,7 @@ class Chunk:
     relevance: float = 0.0        # share of the message's terms the chunk contains
     faq_score: float = 0.0        # how closely an FAQ question matches the message
     document: str = ""
+    dense: float = 0.0            # cosine similarity of the chunk's embedding to the message's (dense.py)
 
 
 def clean_message(message: str) -> str:

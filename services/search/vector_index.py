@@ -1,0 +1,188 @@
+"""Dense search within one key: an in-process index of the key's chunk embeddings.
+
+The embeddings live in PostgreSQL beside their chunks (written by the indexing path); a replica
+loads a key's matrix on the first search that needs it, with the knowledge version it was read at
+(one snapshot). It is dropped when a `parley.knowledge.updated.v1` event announces a newer version,
+and reloaded when a Plan sees a newer version on the key record, so every replica answers from the
+same knowledge after a change. The loaded keys are bounded by bytes (least recently used go first).
+
+Search is exact below IVF_MIN_VECTORS: one matrix-vector product over the key's unit vectors (cosine
+similarity). A larger key is partitioned at load (an inverted file: k-means lists, a query scans the
+lists of its nearest centroids), because an exact scan of a 50k-chunk key (77 MB, memory-bound) cost
+~10 ms of CPU here, most of Plan's budget. Far larger keys would want a graph index (hnswlib or faiss
+from PyPI, built at load from the same rows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import asyncpg
+import numpy as np
+
+from services.common.embedding import DIMENSIONS
+
+logger = logging.getLogger(__name__)
+
+_LOAD = """
+SELECT id, embedding FROM knowledge_chunks
+WHERE product_key_id = $1 AND embedding_model = $2 AND embedding IS NOT NULL
+"""
+
+
+# Keys with more vectors than this are partitioned (IVF): the rows are grouped by their nearest of
+# ~sqrt(n) centroids (k-means at load), and a query scans only the lists of its PROBE nearest
+# centroids. A 50k-chunk key then scans ~7% of its matrix instead of all 77 MB.
+IVF_MIN_VECTORS = 20_000
+PROBE = 16
+
+
+@dataclass
+class KeyVectors:
+    version: int
+    ids: np.ndarray          # int64 chunk ids
+    matrix: np.ndarray       # float32 (n, 384), unit rows (grouped by list when partitioned)
+    centroids: np.ndarray | None = None   # (lists, 384)
+    bounds: np.ndarray | None = None      # list i is rows bounds[i]:bounds[i + 1]
+
+    @property
+    def nbytes(self) -> int:
+        extra = self.centroids.nbytes + self.bounds.nbytes if self.centroids is not None else 0
+        return int(self.ids.nbytes + self.matrix.nbytes + extra)
+
+    def top(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+        if not len(self.ids) or k <= 0:
+            return []
+        rows = self._candidates(query)
+        scores = (self.matrix @ query) if rows is None else (self.matrix[rows] @ query)
+        if k < len(scores):
+            picked = np.argpartition(-scores, k - 1)[:k]
+            picked = picked[np.argsort(-scores[picked], kind="stable")]
+        else:
+            picked = np.argsort(-scores, kind="stable")
+        at = picked if rows is None else rows[picked]
+        return [(str(int(self.ids[i])), float(s)) for i, s in zip(at, scores[picked])]
+
+    def _candidates(self, query: np.ndarray) -> np.ndarray | None:
+        if self.centroids is None:
+            return None
+        nearest = np.argsort(-(self.centroids @ query))[:PROBE]
+        return np.concatenate([np.arange(self.bounds[c], self.bounds[c + 1]) for c in nearest])
+
+    @classmethod
+    def build(cls, version: int, ids: np.ndarray, matrix: np.ndarray) -> KeyVectors:
+        """Exact below IVF_MIN_VECTORS; partitioned above (spherical k-means on a sample, 6 rounds)."""
+        if len(ids) < IVF_MIN_VECTORS:
+            return cls(version, ids, matrix)
+        rng = np.random.default_rng(0)
+        lists = int(np.sqrt(len(ids)))
+        sample = matrix[rng.choice(len(ids), min(len(ids), 40 * lists), replace=False)]
+        centroids = sample[rng.choice(len(sample), lists, replace=False)].copy()
+        for _ in range(6):
+            assign = np.argmax(sample @ centroids.T, axis=1)
+            for c in range(lists):
+                members = sample[assign == c]
+                if len(members):
+                    centroids[c] = members.sum(axis=0)
+            centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        assign = np.concatenate([np.argmax(matrix[i:i + 8192] @ centroids.T, axis=1)
+                                 for i in range(0, len(ids), 8192)])
+        order = np.argsort(assign, kind="stable")
+        bounds = np.searchsorted(assign[order], np.arange(lists + 1)).astype(np.int64)
+        return cls(version, ids[order], np.ascontiguousarray(matrix[order]), centroids.astype(np.float32), bounds)
+
+
+class VectorIndex:
+    def __init__(self, pool: asyncpg.Pool, model_id: str, max_bytes: int) -> None:
+        self._pool = pool
+        self.model_id = model_id
+        self.max_bytes = max_bytes
+        self._keys: OrderedDict[str, KeyVectors] = OrderedDict()
+        self._loading: dict[str, asyncio.Task] = {}
+        self.loads = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.nbytes for v in self._keys.values())
+
+    def loaded(self, key_id: str) -> KeyVectors | None:
+        return self._keys.get(key_id)
+
+    async def search(self, key_id: str, query: np.ndarray, k: int, version: int = 0) -> list[tuple[str, float]]:
+        """The key's k nearest chunks to a unit query vector: [(chunk id, cosine)], best first. A
+        version newer than the loaded one reloads the key first."""
+        entry = await self.vectors(key_id, version)
+        return entry.top(query, k)
+
+    async def vectors(self, key_id: str, version: int = 0) -> KeyVectors:
+        entry = self._keys.get(key_id)
+        if entry is not None and entry.version >= version:
+            self._keys.move_to_end(key_id)
+            return entry
+        task = self._loading.get(key_id)
+        if task is None:        # one load per key at a time, whatever the concurrency
+            task = asyncio.get_running_loop().create_task(self._load(key_id))
+            self._loading[key_id] = task
+            task.add_done_callback(lambda _: self._loading.pop(key_id, None))
+        return await asyncio.shield(task)
+
+    def forget(self, key_id: str, version: int = 0) -> bool:
+        """Drops the key's vectors if they are older than `version` (0: always)."""
+        entry = self._keys.get(key_id)
+        if entry is None or (version and entry.version >= version):
+            return False
+        del self._keys[key_id]
+        return True
+
+    async def _load(self, key_id: str) -> KeyVectors:
+        started = time.perf_counter()
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            version = await conn.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key_id)
+            rows = await conn.fetch(_LOAD, key_id, self.model_id)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), DIMENSIONS)
+        entry = await asyncio.to_thread(KeyVectors.build, int(version or 0), ids,
+                                        np.ascontiguousarray(matrix, dtype=np.float32))
+        self._keys[key_id] = entry
+        self._keys.move_to_end(key_id)
+        self._evict(keep=key_id)
+        self.loads += 1
+        logger.info("vector index: loaded %s v%d (%d chunks, %.1f MB) in %.0f ms", key_id, entry.version,
+                    len(ids), entry.nbytes / 1e6, (time.perf_counter() - started) * 1000)
+        return entry
+
+    def _evict(self, keep: str) -> None:
+        total = self.nbytes
+        while total > self.max_bytes and len(self._keys) > 1:
+            oldest = next(iter(self._keys))
+            if oldest == keep:
+                self._keys.move_to_end(keep)
+                continue
+            total -= self._keys.pop(oldest).nbytes
+
+
+class QueryEmbeddings:
+    """Query vectors by message text (LRU): a repeated question is not embedded again."""
+
+    def __init__(self, embed, max_entries: int = 10_000) -> None:
+        self._embed = embed          # sync str -> np.ndarray, run in a worker thread
+        self._max = max_entries
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.hits = self.misses = 0
+
+    async def vector(self, text: str) -> np.ndarray:
+        cached = self._cache.get(text)
+        if cached is not None:
+            self._cache.move_to_end(text)
+            self.hits += 1
+            return cached
+        self.misses += 1
+        vector = await asyncio.to_thread(self._embed, text)
+        self._cache[text] = vector
+        if len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+        return vector
