@@ -1,12 +1,20 @@
-"""A closed-loop load generator: N concurrent callers for a fixed time; latency percentiles."""
+"""Closed-loop load: N concurrent callers for a fixed time, latency percentiles. In-process
+(`run_load`), or from ghz in its own process (`run_ghz`), which does not compete with the server
+for this interpreter."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from services.launcher import REPO
+
+GHZ = REPO / ".local" / "bin" / "ghz"
 
 
 @dataclass
@@ -67,4 +75,33 @@ async def run_load(name: str, call: Callable[[int], Awaitable[object]], concurre
         throughput=len(latencies) / seconds,
         p50_ms=statistics.median(latencies) if latencies else 0.0,
         p95_ms=quantile(latencies, 0.95), p99_ms=quantile(latencies, 0.99),
+    )
+
+
+def ghz_path() -> Path:
+    if not GHZ.exists():
+        raise SystemExit(f"{GHZ} is missing: build it with `make grpc-tools`")
+    return GHZ
+
+
+async def run_ghz(name: str, target: str, call: str, data: list[dict], concurrency: int, seconds: float,
+                  warmup: float = 0.5) -> LoadResult:
+    """ghz on `target` (method found by server reflection), requests taken round-robin from `data`,
+    `concurrency` callers on one connection for `seconds`, after a short unmeasured warm-up."""
+    base = [str(ghz_path()), "--insecure", "--call", call, "-d", json.dumps(data), "-c", str(concurrency),
+            "--connections", "1", "--format", "json", target]
+    for duration in (warmup, seconds):  # the last run is the measured one
+        proc = await asyncio.create_subprocess_exec(
+            *base, "-z", f"{duration}s", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"ghz failed on {target}: {err.decode()}{out.decode()[:500]}")
+    report = json.loads(out)
+    codes = report.get("statusCodeDistribution") or {}
+    ok = codes.get("OK", 0)
+    by_pct = {int(d["percentage"]): d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
+    return LoadResult(
+        name=name, concurrency=concurrency, seconds=seconds, calls=ok, errors=report["count"] - ok,
+        throughput=ok / (report["total"] / 1e9) if report.get("total") else 0.0,
+        p50_ms=by_pct.get(50, 0.0), p95_ms=by_pct.get(95, 0.0), p99_ms=by_pct.get(99, 0.0),
     )

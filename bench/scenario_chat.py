@@ -1,62 +1,142 @@
-"""Scenario "chat": ResponseService.Chat through the full path (response -> search -> PostgreSQL,
-event to Kafka) at several concurrencies, side by side with a bare grpc.aio echo RPC under the
-same load in the same run, as the machine's ceiling."""
+"""Scenario "chat": cached ResponseService.Chat through the full path, side by side with a bare
+grpc.aio echo of the same method, both called by ghz (a separate Go process, the method found by
+server reflection) with the same requests, at each concurrency in turn.
+
+Beside them, to show what each choice is worth in the same run: the echo served through the
+services' bootstrap (interceptor, gate, health), and the response service and the echo on the
+standard asyncio loop instead of uvloop (a second response process sharing the stack).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
+from contextlib import ExitStack
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.table import Table
 
-from bench.echo_server import METHOD
 from bench.harness import QUESTIONS, console, free_port, started_services
-from bench.load import LoadResult, run_load
+from bench.load import LoadResult, ghz_path, run_ghz
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import response_pb2, response_pb2_grpc
 from services.launcher import REPO
 
 NAME = "chat"
+CALL = "parley.v1.ResponseService.Chat"
+# name -> what it is; "chat" / "echo" is the goal's ratio.
+TARGETS = {
+    "echo": "bare grpc.aio echo, uvloop",
+    "chat": "response service (cached answers), uvloop",
+    "echo_bootstrap": "echo through the services' bootstrap, uvloop",
+    "echo_asyncio": "bare echo, standard asyncio loop",
+    "chat_asyncio": "response service, standard asyncio loop",
+}
+
+
+def _process(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=REPO, env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def _serving(addr: str, timeout: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with grpc.aio.insecure_channel(addr) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        while True:
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if loop.time() > deadline:
+                raise RuntimeError(f"{addr} did not become SERVING in {timeout:.0f}s")
+            await asyncio.sleep(0.2)
+
+
+async def _echo_ready(addr: str) -> None:
+    async with grpc.aio.insecure_channel(addr) as ch:
+        await asyncio.wait_for(ch.channel_ready(), 30)
+
+
+def _start_sidecars(stack: ExitStack) -> dict[str, str]:
+    """The echo variants and the response service on the standard loop: name -> address."""
+    addrs = {}
+    for name, args in (("echo", ["--mode", "bare", "--loop", "uvloop"]),
+                       ("echo_bootstrap", ["--mode", "bootstrap", "--loop", "uvloop"]),
+                       ("echo_asyncio", ["--mode", "bare", "--loop", "asyncio"])):
+        port = free_port()
+        proc = _process(["-m", "bench.echo_server", str(port), *args])
+        stack.callback(_stop, proc)
+        addrs[name] = f"127.0.0.1:{port}"
+    addrs["chat_asyncio"] = f"127.0.0.1:{free_port()}"
+    proc = _process(["-m", "services.response"], {"PARLEY_RESPONSE_ADDR": addrs["chat_asyncio"],
+                                                  "PARLEY_RESPONSE_METRICS_PORT": str(free_port()),
+                                                  "PARLEY_EVENT_LOOP": "asyncio"})
+    stack.callback(_stop, proc)
+    return addrs
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 async def run(seconds: float, concurrencies: list[int]) -> dict:
-    echo_port = free_port()
-    echo = subprocess.Popen([sys.executable, "-m", "bench.echo_server", str(echo_port)], cwd=REPO)
+    ghz_path()
     results: list[LoadResult] = []
-    try:
+    with ExitStack() as stack:
         async with started_services() as (settings, key_id, secret):
-            async with channel(settings.response_addr) as rch, grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as ech:
+            addrs = {"chat": settings.response_addr, **_start_sidecars(stack)}
+            await _serving(addrs["chat_asyncio"])
+            await _serving(addrs["echo_bootstrap"])
+            await _echo_ready(addrs["echo"])
+            await _echo_ready(addrs["echo_asyncio"])
+            requests = [{"product_key": secret, "session_id": "bench-{{.WorkerID}}", "message": q} for q in QUESTIONS]
+            async with channel(settings.response_addr) as rch:  # answer every question once: the cache is warm
                 stub = response_pb2_grpc.ResponseServiceStub(rch)
-                echo_call = ech.unary_unary(METHOD)
-                payload = b"x" * 200
+                for q in QUESTIONS:
+                    await stub.Chat(response_pb2.ChatRequest(product_key=secret, message=q), timeout=30)
+            for c in concurrencies:
+                for name in TARGETS:
+                    console.print(f"  {name:15} concurrency {c:3} for {seconds:.0f}s (ghz) ...")
+                    results.append(await run_ghz(name, addrs[name], CALL, requests, c, seconds))
+    return _report(results, seconds, concurrencies)
 
-                async def chat(i: int):
-                    return await stub.Chat(
-                        response_pb2.ChatRequest(product_key=secret, session_id=f"b{i % 97}",
-                                                 message=QUESTIONS[i % len(QUESTIONS)]), timeout=30)
 
-                async def echo_once(i: int):
-                    return await echo_call(payload, timeout=30)
+def _report(results: list[LoadResult], seconds: float, concurrencies: list[int]) -> dict:
+    def get(name: str, c: int) -> LoadResult:
+        return next(r for r in results if r.name == name and r.concurrency == c)
 
-                await chat(0)
-                for c in concurrencies:
-                    for name, fn in (("echo", echo_once), ("chat", chat)):
-                        console.print(f"  {name:5} concurrency {c:3} for {seconds:.0f}s ...")
-                        results.append(await run_load(name, fn, c, seconds))
-    finally:
-        echo.terminate()
-        echo.wait(10)
+    def ratio(a: LoadResult, b: LoadResult) -> float:
+        return a.throughput / b.throughput if b.throughput else 0.0
+
+    table = Table("concurrency", *(f"{n} req/s" for n in TARGETS), "chat/echo", "chat_asyncio/echo",
+                  "echo_bootstrap/echo", "chat p50", "chat p99", "echo p50", "echo p99", "errors",
+                  title="Cached Chat vs bare echo, both driven by ghz; latency in ms")
     rows = []
-    table = Table("concurrency", "chat req/s", "echo req/s", "chat/echo", "chat p50", "chat p95", "chat p99",
-                  "echo p50", "echo p99", "errors", title="Chat (full path) vs bare grpc.aio echo, latency in ms")
     for c in concurrencies:
-        ch = next(r for r in results if r.name == "chat" and r.concurrency == c)
-        ec = next(r for r in results if r.name == "echo" and r.concurrency == c)
-        ratio = ch.throughput / ec.throughput if ec.throughput else 0.0
-        rows.append({"concurrency": c, "chat": ch.as_dict(), "echo": ec.as_dict(), "chat_over_echo": ratio})
-        table.add_row(str(c), f"{ch.throughput:.0f}", f"{ec.throughput:.0f}", f"{ratio:.3f}",
-                      f"{ch.p50_ms:.1f}", f"{ch.p95_ms:.1f}", f"{ch.p99_ms:.1f}",
-                      f"{ec.p50_ms:.2f}", f"{ec.p99_ms:.2f}", str(ch.errors + ec.errors))
+        by = {n: get(n, c) for n in TARGETS}
+        ratios = {"chat_over_echo": ratio(by["chat"], by["echo"]),
+                  "chat_asyncio_over_echo": ratio(by["chat_asyncio"], by["echo"]),
+                  "chat_asyncio_over_echo_asyncio": ratio(by["chat_asyncio"], by["echo_asyncio"]),
+                  "echo_bootstrap_over_echo": ratio(by["echo_bootstrap"], by["echo"]),
+                  "chat_uvloop_over_asyncio": ratio(by["chat"], by["chat_asyncio"])}
+        rows.append({"concurrency": c, **{n: r.as_dict() for n, r in by.items()}, **ratios})
+        table.add_row(str(c), *(f"{by[n].throughput:.0f}" for n in TARGETS), f"{ratios['chat_over_echo']:.3f}",
+                      f"{ratios['chat_asyncio_over_echo']:.3f}", f"{ratios['echo_bootstrap_over_echo']:.3f}",
+                      f"{by['chat'].p50_ms:.1f}", f"{by['chat'].p99_ms:.1f}", f"{by['echo'].p50_ms:.2f}",
+                      f"{by['echo'].p99_ms:.2f}", str(sum(r.errors for r in by.values())))
     console.print(table)
-    return {"scenario": NAME, "seconds_per_level": seconds, "levels": rows}
+    for name, what in TARGETS.items():
+        console.print(f"  {name:15} {what}")
+    return {"scenario": NAME, "load_generator": "ghz", "seconds_per_level": seconds, "targets": TARGETS,
+            "levels": rows}

@@ -64,13 +64,23 @@ def _with_dependencies(files: Iterable[FileDescriptor]) -> dict[str, FileDescrip
     return seen
 
 
+def _known(pool: descriptor_pool.DescriptorPool, service: str) -> bool:
+    """A service registered by hand (generic handlers, tests) has no descriptor: listed, not described."""
+    try:
+        pool.FindServiceByName(service)
+    except KeyError:
+        return False
+    return True
+
+
 class ReflectionServicer(v1alpha.aio.ReflectionServicer):
     """grpcio-reflection's servicer, plus the symbols its descriptor pool lookup misses."""
 
     def __init__(self, service_names: Sequence[str], pool: descriptor_pool.DescriptorPool | None = None) -> None:
         super().__init__(service_names, pool=pool)
         pool = pool or descriptor_pool.Default()
-        files = _with_dependencies(pool.FindServiceByName(name).file for name in service_names)
+        files = _with_dependencies(pool.FindServiceByName(name).file for name in service_names
+                                   if _known(pool, name))
         self._files_by_symbol = {symbol: file.name for file in files.values() for symbol in file_symbols(file)}
 
     def _file_containing_symbol(self, request, fully_qualified_name):

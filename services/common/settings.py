@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -121,6 +122,10 @@ class Settings(BaseSettings):
     # Logging.
     log_level: str = "INFO"
     log_json: bool = True
+
+    # Event loop of the asyncio services: uvloop serves the cached chat path faster (bench "chat");
+    # "asyncio" is the standard loop, kept for comparison and for debugging.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     def topic(self, name: str) -> str:
         """The full topic name for one of `TOPICS`."""

@@ -87,7 +87,8 @@ def _files(reply) -> list[str]:
 
 
 @pytest.mark.parametrize("service, pb", [("grpc.reflection.v1.ServerReflection", v1_pb2),
-                                         ("grpc.reflection.v1alpha.ServerReflection", v1alpha_pb2)])
+                                         ("grpc.reflection.v1alpha.ServerReflection", v1alpha_pb2)],
+                         ids=["v1", "v1alpha"])
 @pytest.mark.parametrize("symbol", [
     "parley.v1.ResponseService.Chat",       # a method: the pool alone does not know it
     "parley.v1.STRATEGY_FAQ",               # an enum value, scoped beside its enum
