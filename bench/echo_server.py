@@ -21,6 +21,7 @@ from services.common.pb.parley.v1 import response_pb2, response_pb2_grpc
 from services.common.reflection import enable_reflection
 
 SERVICE = response_pb2.DESCRIPTOR.services_by_name["ResponseService"].full_name
+METHOD = f"/{SERVICE}/Chat"  # for in-process callers: serialised ChatRequest in, ChatResponse out
 
 
 class Echo(response_pb2_grpc.ResponseServiceServicer):

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.harness import cpu_seconds
 from services.launcher import REPO
 
 GHZ = REPO / ".local" / "bin" / "ghz"
@@ -28,6 +29,7 @@ class LoadResult:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    server_cpu_us: float = 0.0   # CPU time of the server process per successful call (ghz runs)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -85,23 +87,31 @@ def ghz_path() -> Path:
 
 
 async def run_ghz(name: str, target: str, call: str, data: list[dict], concurrency: int, seconds: float,
-                  warmup: float = 0.5) -> LoadResult:
+                  warmup: float = 0.5, server_pid: int = 0) -> LoadResult:
     """ghz on `target` (method found by server reflection), requests taken round-robin from `data`,
-    `concurrency` callers on one connection for `seconds`, after a short unmeasured warm-up."""
+    `concurrency` callers on one connection for `seconds`, after a short unmeasured warm-up.
+    With `server_pid`, also the server's CPU time per call: unlike req/s, it hardly depends on what
+    else the machine is doing."""
     base = [str(ghz_path()), "--insecure", "--call", call, "-d", json.dumps(data), "-c", str(concurrency),
             "--connections", "1", "--format", "json", target]
+    cpu = 0.0
     for duration in (warmup, seconds):  # the last run is the measured one
+        cpu = cpu_seconds(server_pid) if server_pid else 0.0
         proc = await asyncio.create_subprocess_exec(
             *base, "-z", f"{duration}s", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"ghz failed on {target}: {err.decode()}{out.decode()[:500]}")
+    cpu = cpu_seconds(server_pid) - cpu if server_pid else 0.0
     report = json.loads(out)
-    codes = report.get("statusCodeDistribution") or {}
-    ok = codes.get("OK", 0)
+    ok = (report.get("statusCodeDistribution") or {}).get("OK", 0)
+    # -z ends the calls in flight at the deadline (at most `concurrency`): not the server's errors.
+    errors = sum(n for message, n in (report.get("errorDistribution") or {}).items()
+                 if "use of closed network connection" not in message)
     by_pct = {int(d["percentage"]): d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
     return LoadResult(
-        name=name, concurrency=concurrency, seconds=seconds, calls=ok, errors=report["count"] - ok,
+        name=name, concurrency=concurrency, seconds=seconds, calls=ok, errors=errors,
         throughput=ok / (report["total"] / 1e9) if report.get("total") else 0.0,
         p50_ms=by_pct.get(50, 0.0), p95_ms=by_pct.get(95, 0.0), p99_ms=by_pct.get(99, 0.0),
+        server_cpu_us=cpu / ok * 1e6 if ok else 0.0,
     )

@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.table import Table
 
-from bench.harness import QUESTIONS, console, free_port, started_services
+from bench.harness import QUESTIONS, console, free_port, pid_listening_on, started_services
 from bench.load import LoadResult, ghz_path, run_ghz
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import response_pb2, response_pb2_grpc
@@ -100,6 +100,7 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
             await _serving(addrs["echo_bootstrap"])
             await _echo_ready(addrs["echo"])
             await _echo_ready(addrs["echo_asyncio"])
+            pids = {name: pid_listening_on(addr) for name, addr in addrs.items()}
             requests = [{"product_key": secret, "session_id": "bench-{{.WorkerID}}", "message": q} for q in QUESTIONS]
             async with channel(settings.response_addr) as rch:  # answer every question once: the cache is warm
                 stub = response_pb2_grpc.ResponseServiceStub(rch)
@@ -108,7 +109,8 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
             for c in concurrencies:
                 for name in TARGETS:
                     console.print(f"  {name:15} concurrency {c:3} for {seconds:.0f}s (ghz) ...")
-                    results.append(await run_ghz(name, addrs[name], CALL, requests, c, seconds))
+                    results.append(await run_ghz(name, addrs[name], CALL, requests, c, seconds,
+                                                 server_pid=pids[name]))
     return _report(results, seconds, concurrencies)
 
 
@@ -116,26 +118,30 @@ def _report(results: list[LoadResult], seconds: float, concurrencies: list[int])
     def get(name: str, c: int) -> LoadResult:
         return next(r for r in results if r.name == name and r.concurrency == c)
 
-    def ratio(a: LoadResult, b: LoadResult) -> float:
-        return a.throughput / b.throughput if b.throughput else 0.0
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else 0.0
 
-    table = Table("concurrency", *(f"{n} req/s" for n in TARGETS), "chat/echo", "chat_asyncio/echo",
-                  "echo_bootstrap/echo", "chat p50", "chat p99", "echo p50", "echo p99", "errors",
-                  title="Cached Chat vs bare echo, both driven by ghz; latency in ms")
+    table = Table("conc.", *(f"{n}\nreq/s" for n in TARGETS), "chat/\necho", "chat_asyncio/\necho_asyncio",
+                  "echo_bootstrap/\necho", "chat p50/p99", "echo p50/p99", "errors",
+                  title="Cached Chat vs bare echo of the same method, both driven by ghz; latency in ms")
+    cpu = Table("conc.", *TARGETS, title="Server CPU time per call (µs): independent of the machine's other load")
     rows = []
     for c in concurrencies:
         by = {n: get(n, c) for n in TARGETS}
-        ratios = {"chat_over_echo": ratio(by["chat"], by["echo"]),
-                  "chat_asyncio_over_echo": ratio(by["chat_asyncio"], by["echo"]),
-                  "chat_asyncio_over_echo_asyncio": ratio(by["chat_asyncio"], by["echo_asyncio"]),
-                  "echo_bootstrap_over_echo": ratio(by["echo_bootstrap"], by["echo"]),
-                  "chat_uvloop_over_asyncio": ratio(by["chat"], by["chat_asyncio"])}
+        rps = {n: r.throughput for n, r in by.items()}
+        ratios = {"chat_over_echo": ratio(rps["chat"], rps["echo"]),
+                  "chat_asyncio_over_echo_asyncio": ratio(rps["chat_asyncio"], rps["echo_asyncio"]),
+                  "echo_bootstrap_over_echo": ratio(rps["echo_bootstrap"], rps["echo"]),
+                  "chat_uvloop_over_asyncio": ratio(rps["chat"], rps["chat_asyncio"]),
+                  "echo_cpu_over_chat_cpu": ratio(by["echo"].server_cpu_us, by["chat"].server_cpu_us)}
         rows.append({"concurrency": c, **{n: r.as_dict() for n, r in by.items()}, **ratios})
-        table.add_row(str(c), *(f"{by[n].throughput:.0f}" for n in TARGETS), f"{ratios['chat_over_echo']:.3f}",
-                      f"{ratios['chat_asyncio_over_echo']:.3f}", f"{ratios['echo_bootstrap_over_echo']:.3f}",
-                      f"{by['chat'].p50_ms:.1f}", f"{by['chat'].p99_ms:.1f}", f"{by['echo'].p50_ms:.2f}",
-                      f"{by['echo'].p99_ms:.2f}", str(sum(r.errors for r in by.values())))
+        table.add_row(str(c), *(f"{rps[n]:.0f}" for n in TARGETS), f"{ratios['chat_over_echo']:.3f}",
+                      f"{ratios['chat_asyncio_over_echo_asyncio']:.3f}", f"{ratios['echo_bootstrap_over_echo']:.3f}",
+                      f"{by['chat'].p50_ms:.1f}/{by['chat'].p99_ms:.1f}", f"{by['echo'].p50_ms:.1f}/{by['echo'].p99_ms:.1f}",
+                      str(sum(r.errors for r in by.values())))
+        cpu.add_row(str(c), *(f"{by[n].server_cpu_us:.0f}" for n in TARGETS))
     console.print(table)
+    console.print(cpu)
     for name, what in TARGETS.items():
         console.print(f"  {name:15} {what}")
     return {"scenario": NAME, "load_generator": "ghz", "seconds_per_level": seconds, "targets": TARGETS,
