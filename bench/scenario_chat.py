@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
+import time
 from contextlib import ExitStack
 
 import grpc
@@ -23,6 +25,8 @@ from bench.harness import QUESTIONS, console, free_port, pid_listening_on, start
 from bench.load import LoadResult, ghz_path, run_ghz
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import response_pb2, response_pb2_grpc
+from services.common.redis_batch import AutoPipeline
+from services.common.redis_client import create_redis
 from services.launcher import REPO
 
 NAME = "chat"
@@ -111,7 +115,50 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
                     console.print(f"  {name:15} concurrency {c:3} for {seconds:.0f}s (ghz) ...")
                     results.append(await run_ghz(name, addrs[name], CALL, requests, c, seconds,
                                                  server_pid=pids[name]))
-    return _report(results, seconds, concurrencies)
+            redis_rows = [await _redis_round_trips(settings.redis_url, c) for c in concurrencies]
+    report = _report(results, seconds, concurrencies)
+    _report_redis(redis_rows)
+    return {**report, "hit_lookup_redis": redis_rows}
+
+
+# The answer lookup of a cache hit (the response service's Lua script, same shape of keys).
+_LOOKUP = "local p = redis.call('GET', KEYS[1]) if not p then return {false, false} end return {p, redis.call('GET', ARGV[1])}"
+
+
+async def _redis_round_trips(url: str, concurrency: int, rounds: int = 200) -> dict:
+    """`concurrency` turns each doing one lookup script, `rounds` times: one EVALSHA per turn, or
+    the turns' lookups sent together by AutoPipeline. CPU of this process per lookup, and wall time."""
+    client = create_redis(url)
+    script = client.register_script(_LOOKUP)
+    batch = AutoPipeline(client)
+    await client.set("bench:ptr", b"k 1")
+    await client.set("bench:ans", b"x" * 500)
+    ways = {"one_evalsha_per_turn": lambda: script(keys=["bench:ptr"], args=["bench:ans"]),
+            "auto_pipeline": lambda: batch.evalsha(script, ["bench:ptr"], ["bench:ans"])}
+    row: dict = {"concurrency": concurrency}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
+    for _ in range(3):  # interleaved repeats; medians reported
+        for name, lookup in ways.items():
+            await lookup()
+            cpu, wall = time.process_time(), time.perf_counter()
+            for _ in range(rounds):
+                await asyncio.gather(*(lookup() for _ in range(concurrency)))
+            n = rounds * concurrency
+            samples[name].append(((time.process_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e6))
+    for name, runs in samples.items():
+        row[name] = {"cpu_us": statistics.median(r[0] for r in runs), "wall_us": statistics.median(r[1] for r in runs)}
+    await client.aclose()
+    return row
+
+
+def _report_redis(rows: list[dict]) -> None:
+    table = Table("conc.", "one EVALSHA per turn\nCPU µs / wall µs", "auto-pipelined\nCPU µs / wall µs",
+                  title="Hit-path Redis lookup, per lookup, client side (in-process)")
+    for row in rows:
+        one, auto = row["one_evalsha_per_turn"], row["auto_pipeline"]
+        table.add_row(str(row["concurrency"]), f"{one['cpu_us']:.0f} / {one['wall_us']:.0f}",
+                      f"{auto['cpu_us']:.0f} / {auto['wall_us']:.0f}")
+    console.print(table)
 
 
 def _report(results: list[LoadResult], seconds: float, concurrencies: list[int]) -> dict:

@@ -7,7 +7,8 @@ update bumps the version, so older answers are simply never read again.
 The version comes from SearchService.Plan, but a cache hit should not need Plan. So each Plan
 leaves a pointer `parley:kp:{sha256(secret)}` -> "{key id} {version}" (TTL
 `answer_cache_pointer_ttl_seconds`), and the hit path is ONE Redis round trip: a Lua script reads
-the pointer and then the answer it points to. The pointer is dropped when a KnowledgeUpdated
+the pointer and then the answer it points to, sent with the lookups of concurrent turns in one
+pipeline (services/common/redis_batch.py). The pointer is dropped when a KnowledgeUpdated
 event arrives for the key (knowledge changed, key revoked), so a stale pointer lives at most
 until then, and never longer than its TTL. An unknown secret has no pointer and goes to Plan,
 which rejects it.
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError
 
+from services.common.redis_batch import AutoPipeline
 from services.response.llm import Turn
 
 logger = logging.getLogger(__name__)
@@ -145,6 +147,8 @@ class ResponseStore:
         self._session_ttl = session_ttl
         self._request_ttl = request_ttl
         self._lookup = client.register_script(_LOOKUP)
+        # Lookups of concurrent turns share one round trip (and so can the key's admission).
+        self.batch = AutoPipeline(client)
         self._record_sha = ""
 
     @staticmethod
@@ -156,7 +160,7 @@ class ResponseStore:
         hot = self.hot.get(key_hash, qhash)
         if hot is not None:
             return hot
-        ptr, answer = await self._lookup(keys=[f"{PREFIX}kp:{key_hash}"], args=[f"{PREFIX}ans:", qhash])
+        ptr, answer = await self.batch.evalsha(self._lookup, [f"{PREFIX}kp:{key_hash}"], [f"{PREFIX}ans:", qhash])
         if not ptr:
             return None, None
         key_id, _, version = ptr.decode().partition(" ")
