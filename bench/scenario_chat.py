@@ -30,6 +30,9 @@ from services.common.redis_client import create_redis
 from services.launcher import REPO
 
 NAME = "chat"
+# Every target at every concurrency, ROUNDS times over: figures are medians over the rounds, and
+# each ratio is the median of the ratios measured side by side within a round.
+ROUNDS = 3
 CALL = "parley.v1.ResponseService.Chat"
 # name -> what it is; "chat" / "echo" is the goal's ratio.
 TARGETS = {
@@ -96,7 +99,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 async def run(seconds: float, concurrencies: list[int]) -> dict:
     ghz_path()
-    results: list[LoadResult] = []
+    results: list[list[LoadResult]] = []  # one list per round
     with ExitStack() as stack:
         async with started_services() as (settings, key_id, secret):
             addrs = {"chat": settings.response_addr, **_start_sidecars(stack)}
@@ -110,11 +113,14 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
                 stub = response_pb2_grpc.ResponseServiceStub(rch)
                 for q in QUESTIONS:
                     await stub.Chat(response_pb2.ChatRequest(product_key=secret, message=q), timeout=30)
-            for c in concurrencies:
-                for name in TARGETS:
-                    console.print(f"  {name:15} concurrency {c:3} for {seconds:.0f}s (ghz) ...")
-                    results.append(await run_ghz(name, addrs[name], CALL, requests, c, seconds,
-                                                 server_pid=pids[name]))
+            for round_no in range(1, ROUNDS + 1):
+                results.append([])
+                for c in concurrencies:
+                    console.print(f"  round {round_no}/{ROUNDS}, concurrency {c:3}: {', '.join(TARGETS)}, "
+                                  f"{seconds:.0f}s each (ghz) ...")
+                    for name in TARGETS:
+                        results[-1].append(await run_ghz(name, addrs[name], CALL, requests, c, seconds,
+                                                         server_pid=pids[name]))
             redis_rows = [await _redis_round_trips(settings.redis_url, c) for c in concurrencies]
     report = _report(results, seconds, concurrencies)
     _report_redis(redis_rows)
@@ -161,35 +167,46 @@ def _report_redis(rows: list[dict]) -> None:
     console.print(table)
 
 
-def _report(results: list[LoadResult], seconds: float, concurrencies: list[int]) -> dict:
-    def get(name: str, c: int) -> LoadResult:
-        return next(r for r in results if r.name == name and r.concurrency == c)
+def _report(results: list[list[LoadResult]], seconds: float, concurrencies: list[int]) -> dict:
+    def median_of(c: int, value) -> float:
+        """Median over the rounds of value({target: result}) at concurrency c."""
+        return statistics.median(value({r.name: r for r in round_ if r.concurrency == c}) for round_ in results)
 
     def ratio(a: float, b: float) -> float:
         return a / b if b else 0.0
 
+    ratio_defs = {
+        "chat_over_echo": lambda by: ratio(by["chat"].throughput, by["echo"].throughput),
+        "chat_asyncio_over_echo_asyncio": lambda by: ratio(by["chat_asyncio"].throughput, by["echo_asyncio"].throughput),
+        "echo_bootstrap_over_echo": lambda by: ratio(by["echo_bootstrap"].throughput, by["echo"].throughput),
+        "chat_uvloop_over_asyncio": lambda by: ratio(by["chat"].throughput, by["chat_asyncio"].throughput),
+        "echo_cpu_over_chat_cpu": lambda by: ratio(by["echo"].server_cpu_us, by["chat"].server_cpu_us),
+    }
     table = Table("conc.", *(f"{n}\nreq/s" for n in TARGETS), "chat/\necho", "chat_asyncio/\necho_asyncio",
                   "echo_bootstrap/\necho", "chat p50/p99", "echo p50/p99", "errors",
-                  title="Cached Chat vs bare echo of the same method, both driven by ghz; latency in ms")
-    cpu = Table("conc.", *TARGETS, title="Server CPU time per call (µs): independent of the machine's other load")
+                  title=f"Cached Chat vs bare echo of the same method, both driven by ghz; medians of {len(results)} "
+                        "rounds; latency in ms")
+    cpu = Table("conc.", *TARGETS, "echo/chat", title="Server CPU time per call (µs, medians): hardly changed by "
+                                                      "the machine's other load")
     rows = []
     for c in concurrencies:
-        by = {n: get(n, c) for n in TARGETS}
-        rps = {n: r.throughput for n, r in by.items()}
-        ratios = {"chat_over_echo": ratio(rps["chat"], rps["echo"]),
-                  "chat_asyncio_over_echo_asyncio": ratio(rps["chat_asyncio"], rps["echo_asyncio"]),
-                  "echo_bootstrap_over_echo": ratio(rps["echo_bootstrap"], rps["echo"]),
-                  "chat_uvloop_over_asyncio": ratio(rps["chat"], rps["chat_asyncio"]),
-                  "echo_cpu_over_chat_cpu": ratio(by["echo"].server_cpu_us, by["chat"].server_cpu_us)}
-        rows.append({"concurrency": c, **{n: r.as_dict() for n, r in by.items()}, **ratios})
+        rps = {n: median_of(c, lambda by, n=n: by[n].throughput) for n in TARGETS}
+        cpu_us = {n: median_of(c, lambda by, n=n: by[n].server_cpu_us) for n in TARGETS}
+        lat = {n: (median_of(c, lambda by, n=n: by[n].p50_ms), median_of(c, lambda by, n=n: by[n].p99_ms))
+               for n in ("chat", "echo")}
+        ratios = {name: median_of(c, fn) for name, fn in ratio_defs.items()}
+        errors = sum(r.errors for round_ in results for r in round_ if r.concurrency == c)
+        rows.append({"concurrency": c, "req_per_s": rps, "server_cpu_us": cpu_us, "p50_p99_ms": lat,
+                     "errors": errors, **ratios,
+                     "rounds": [[r.as_dict() for r in round_ if r.concurrency == c] for round_ in results]})
         table.add_row(str(c), *(f"{rps[n]:.0f}" for n in TARGETS), f"{ratios['chat_over_echo']:.3f}",
                       f"{ratios['chat_asyncio_over_echo_asyncio']:.3f}", f"{ratios['echo_bootstrap_over_echo']:.3f}",
-                      f"{by['chat'].p50_ms:.1f}/{by['chat'].p99_ms:.1f}", f"{by['echo'].p50_ms:.1f}/{by['echo'].p99_ms:.1f}",
-                      str(sum(r.errors for r in by.values())))
-        cpu.add_row(str(c), *(f"{by[n].server_cpu_us:.0f}" for n in TARGETS))
+                      f"{lat['chat'][0]:.1f}/{lat['chat'][1]:.1f}", f"{lat['echo'][0]:.1f}/{lat['echo'][1]:.1f}",
+                      str(errors))
+        cpu.add_row(str(c), *(f"{cpu_us[n]:.0f}" for n in TARGETS), f"{ratios['echo_cpu_over_chat_cpu']:.3f}")
     console.print(table)
     console.print(cpu)
     for name, what in TARGETS.items():
         console.print(f"  {name:15} {what}")
-    return {"scenario": NAME, "load_generator": "ghz", "seconds_per_level": seconds, "targets": TARGETS,
-            "levels": rows}
+    return {"scenario": NAME, "load_generator": "ghz", "seconds_per_level": seconds, "rounds": len(results),
+            "targets": TARGETS, "levels": rows}
