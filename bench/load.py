@@ -94,14 +94,9 @@ async def run_ghz(name: str, target: str, call: str, data: list[dict], concurren
     else the machine is doing."""
     base = [str(ghz_path()), "--insecure", "--call", call, "-d", json.dumps(data), "-c", str(concurrency),
             "--connections", "1", "--format", "json", target]
-    cpu = 0.0
-    for duration in (warmup, seconds):  # the last run is the measured one
-        cpu = cpu_seconds(server_pid) if server_pid else 0.0
-        proc = await asyncio.create_subprocess_exec(
-            *base, "-z", f"{duration}s", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"ghz failed on {target}: {err.decode()}{out.decode()[:500]}")
+    await _ghz(base, warmup, target)
+    cpu = cpu_seconds(server_pid) if server_pid else 0.0
+    out = await _ghz(base, seconds, target)
     cpu = cpu_seconds(server_pid) - cpu if server_pid else 0.0
     report = json.loads(out)
     ok = (report.get("statusCodeDistribution") or {}).get("OK", 0)
@@ -115,3 +110,17 @@ async def run_ghz(name: str, target: str, call: str, data: list[dict], concurren
         p50_ms=by_pct.get(50, 0.0), p95_ms=by_pct.get(95, 0.0), p99_ms=by_pct.get(99, 0.0),
         server_cpu_us=cpu / ok * 1e6 if ok else 0.0,
     )
+
+
+async def _ghz(base: list[str], seconds: float, target: str, attempts: int = 3) -> bytes:
+    """One ghz run of `seconds`; run again when ghz itself crashes (under heavy load its -z deadline
+    can panic with "send on closed channel"), never when the server failed."""
+    for attempt in range(1, attempts + 1):
+        proc = await asyncio.create_subprocess_exec(
+            *base, "-z", f"{seconds}s", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        if proc.returncode == 0:
+            return out
+        if b"panic:" not in err or attempt == attempts:
+            raise RuntimeError(f"ghz failed on {target}: {err.decode()[:2000]}{out.decode()[:500]}")
+    raise AssertionError("not reached")
