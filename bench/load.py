@@ -91,7 +91,7 @@ async def run_ghz(name: str, target: str, call: str, data: list[dict], concurren
     """ghz on `target` (method found by server reflection), requests taken round-robin from `data`,
     `concurrency` callers on one connection for `seconds`, after a short unmeasured warm-up.
     With `server_pid`, also the server's CPU time per call: unlike req/s, it hardly depends on what
-    else the machine is doing."""
+    else the machine is doing (though not independent of it)."""
     base = [str(ghz_path()), "--insecure", "--call", call, "-d", json.dumps(data), "-c", str(concurrency),
             "--connections", "1", "--format", "json", target]
     await _ghz(base, warmup, target)

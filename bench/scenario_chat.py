@@ -186,7 +186,7 @@ def _report(results: list[list[LoadResult]], seconds: float, concurrencies: list
                   "echo_bootstrap/\necho", "chat p50/p99", "echo p50/p99", "errors",
                   title=f"Cached Chat vs bare echo of the same method, both driven by ghz; medians of {len(results)} "
                         "rounds; latency in ms")
-    cpu = Table("conc.", *TARGETS, "echo/chat", title="Server CPU time per call (µs, medians): hardly changed by "
+    cpu = Table("conc.", *TARGETS, "echo/chat", title="Server CPU time per call (µs, medians): less sensitive than req/s to "
                                                       "the machine's other load")
     rows = []
     for c in concurrencies:
