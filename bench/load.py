@@ -90,7 +90,7 @@ async def run_ghz(name: str, target: str, call: str, data: list[dict], concurren
                   warmup: float = 0.5, server_pid: int = 0) -> LoadResult:
     """ghz on `target` (method found by server reflection), requests taken round-robin from `data`,
     `concurrency` callers on one connection for `seconds`, after a short unmeasured warm-up.
-    With `server_pid`, also the server's CPU time per call: unlike req/s, it hardly depends on what
+    With `server_pid`, also the server's CPU time per call: it depends less than req/s on what
     else the machine is doing (though not independent of it)."""
     base = [str(ghz_path()), "--insecure", "--call", call, "-d", json.dumps(data), "-c", str(concurrency),
             "--connections", "1", "--format", "json", target]
