@@ -30,6 +30,7 @@ class LoadResult:
     p95_ms: float
     p99_ms: float
     server_cpu_us: float = 0.0   # CPU time of the server process per successful call (ghz runs)
+    error_kinds: dict[str, int] | None = None  # ghz: error message -> count
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -101,14 +102,15 @@ async def run_ghz(name: str, target: str, call: str, data: list[dict], concurren
     report = json.loads(out)
     ok = (report.get("statusCodeDistribution") or {}).get("OK", 0)
     # -z ends the calls in flight at the deadline (at most `concurrency`): not the server's errors.
-    errors = sum(n for message, n in (report.get("errorDistribution") or {}).items()
-                 if "use of closed network connection" not in message)
+    kinds = {message: n for message, n in (report.get("errorDistribution") or {}).items()
+             if "use of closed network connection" not in message}
+    errors = sum(kinds.values())
     by_pct = {int(d["percentage"]): d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
     return LoadResult(
         name=name, concurrency=concurrency, seconds=seconds, calls=ok, errors=errors,
         throughput=ok / (report["total"] / 1e9) if report.get("total") else 0.0,
         p50_ms=by_pct.get(50, 0.0), p95_ms=by_pct.get(95, 0.0), p99_ms=by_pct.get(99, 0.0),
-        server_cpu_us=cpu / ok * 1e6 if ok else 0.0,
+        server_cpu_us=cpu / ok * 1e6 if ok else 0.0, error_kinds=kinds,
     )
 
 
