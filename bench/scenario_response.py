@@ -74,7 +74,7 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
             async with channel(settings.response_addr) as rch, grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as ech:
                 stub = response_pb2_grpc.ResponseServiceStub(rch)
                 echo_call = ech.unary_unary(METHOD)
-                payload = b"x" * 200
+                payload = response_pb2.ChatRequest(message="x" * 200).SerializeToString()
                 # Questions the key answers from its documents through the LLM (not FAQ, not no-answer).
                 llm_questions = []
                 for q in QUESTIONS:

@@ -15,3 +15,9 @@ sed -i -E 's/^from parley\.v1 import/from services.common.pb.parley.v1 import/' 
 echo '"""Generated protobuf and gRPC code for parley.v1 (make proto)."""' > "$out/__init__.py"
 echo '"""Generated code for the parley package."""' > "$out/parley/__init__.py"
 echo '"""Generated code for parley.v1."""' > "$out/parley/v1/__init__.py"
+# Server reflection v1 (grpcio-reflection ships only v1alpha): messages only, the bootstrap
+# registers the handler itself.
+"$py" -m grpc_tools.protoc -I protos --python_out="$out" --pyi_out="$out" protos/grpc/reflection/v1/reflection.proto
+echo '"""Generated code for the grpc package (server reflection v1)."""' > "$out/grpc/__init__.py"
+echo '"""Generated code for grpc.reflection."""' > "$out/grpc/reflection/__init__.py"
+echo '"""Generated code for grpc.reflection.v1."""' > "$out/grpc/reflection/v1/__init__.py"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import uvloop
+
 from services.common.logs import configure_logging
 from services.common.settings import Settings, get_settings
 
@@ -12,4 +14,7 @@ from services.common.settings import Settings, get_settings
 def run_service(name: str, main: Callable[[Settings], Awaitable[None]]) -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json, service=name)
-    asyncio.run(main(settings))
+    # uvloop: the gRPC, Redis and Kafka I/O of a service costs less CPU per call than on the standard loop.
+    factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main(settings))

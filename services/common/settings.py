@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -149,6 +150,10 @@ class Settings(BaseSettings):
     vector_index_max_bytes: int = 256 * 1024 * 1024   # loaded keys' vectors per search process (LRU)
     indexer_group: str = "parley-search-indexer"  # consumer group of the knowledge pages topic
     indexer_metrics_port: int = 9111
+
+    # Event loop of the asyncio services: uvloop serves the cached chat path faster (bench "chat");
+    # "asyncio" is the standard loop, kept for comparison and for debugging.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     def topic(self, name: str) -> str:
         """The full topic name for one of `TOPICS`."""

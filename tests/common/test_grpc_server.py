@@ -10,7 +10,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.errors import InvalidArgument
-from services.common.grpc_server import ServiceSpec, serve
+from services.common.grpc_server import ServerInterceptor, ServiceSpec, _Gate, serve
+from services.common.metrics import RPC_HANDLED
 
 METHOD = "/parley.test.Slow/Call"
 
@@ -79,3 +80,48 @@ async def test_gate_errors_and_drain():
         stop.set()
         assert await in_flight == b"done"
     await asyncio.wait_for(server, timeout=10)
+
+
+async def test_interceptor_wraps_each_method_once_and_counts_every_call():
+    """The wrapped handler is built on a method's first call and reused; each call is still counted
+    under its own status."""
+    gate = _Gate()
+    gate.ready = True
+    interceptor = ServerInterceptor("cached", gate)
+    looked_up = []
+
+    async def continuation(details):
+        looked_up.append(details.method)
+        return grpc.unary_unary_rpc_method_handler(_call)
+
+    class Details:
+        method = METHOD
+
+    class Context:
+        def __init__(self) -> None:
+            self.status = None
+
+        def code(self):
+            return self.status
+
+        def set_trailing_metadata(self, trailers) -> None:
+            pass
+
+        async def abort(self, code, details):
+            self.status = code
+            raise grpc.aio.AbortError()
+
+    def handled(code: str) -> float:
+        return RPC_HANDLED.labels("cached", "Call", code)._value.get()
+
+    before_ok, before_bad = handled("OK"), handled("INVALID_ARGUMENT")
+    handlers = [await interceptor.intercept_service(continuation, Details()) for _ in range(3)]
+    assert looked_up == [METHOD]
+    assert handlers[0] is handlers[1] is handlers[2]
+    for request in (b"0", b"0", b"bad"):
+        try:
+            await handlers[0].unary_unary(request, Context())
+        except grpc.aio.AbortError:
+            pass
+    assert handled("OK") - before_ok == 2
+    assert handled("INVALID_ARGUMENT") - before_bad == 1

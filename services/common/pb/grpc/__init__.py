@@ -1,0 +1,1 @@
+"""Generated code for the grpc package (server reflection v1)."""

@@ -1,0 +1,1 @@
+"""Generated code for grpc.reflection."""

@@ -1,0 +1,39 @@
+"""Turn records in Redis: a batch of turns goes in one script call, each turn lands where
+SubmitFeedback and the session history read it."""
+
+from __future__ import annotations
+
+import uuid
+
+from services.common.redis_client import create_redis
+from services.response.cache import RequestRecord, ResponseStore
+
+
+async def test_a_batch_of_turns_is_one_command_and_every_turn_is_stored(stack):
+    client = create_redis(stack.redis_url)
+    store = ResponseStore(client, answer_ttl=60, pointer_ttl=30, session_turns=2, session_ttl=60, request_ttl=60)
+    key_hash = uuid.uuid4().hex * 2
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    turns = [(uuid.uuid4().hex, RequestRecord(key_hash, "key-a", session if i != 1 else "", f"question {i}"), f"answer {i}")
+             for i in range(4)]
+    sent: list[tuple] = []
+    execute = client.execute_command
+
+    async def counting(*args, **options):
+        sent.append(args)
+        return await execute(*args, **options)
+
+    client.execute_command = counting
+    try:
+        for request_id, record, answer in turns:
+            store.record_turn(request_id, record, answer)
+        await store.flush()
+    finally:
+        client.execute_command = execute
+    assert [args[0] for args in sent if args[0] != "SCRIPT LOAD"] == ["EVALSHA"]
+    for request_id, record, _ in turns:
+        assert await store.request(request_id) == record
+    # Three turns had the session, two are kept: the last two, in order.
+    history = await store.history(key_hash, session)
+    assert [(t.question, t.answer) for t in history] == [("question 2", "answer 2"), ("question 3", "answer 3")]
+    await client.aclose()
