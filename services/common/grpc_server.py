@@ -65,16 +65,6 @@ def _bad_value(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.DataError)   # SQLSTATE class 22: data exception
 
 
-def dependency_failure(exc: BaseException) -> bool:
-    """A dependency that did not answer (connection refused or lost, Redis or PostgreSQL away)."""
-    import asyncpg
-    import redis.exceptions
-
-    return isinstance(exc, (ConnectionError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                            asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                            asyncpg.InterfaceError, OSError))
-
-
 class _Gate:
     """Open once the service's dependencies answered; closed again while draining."""
 
@@ -210,11 +200,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             logger.warning("value refused by PostgreSQL in %s (incident %s): %r", method, incident, exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"a value of the request cannot be stored or searched (incident {incident})")
-        if dependency_failure(exc):
-            logger.warning("dependency unavailable in %s (incident %s): %r", method, incident, exc)
-            context.set_trailing_metadata(((RETRY_AFTER_TRAILER, str(TRANSIENT_RETRY_AFTER_SECONDS)),))
-            await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                f"{self._service} cannot reach a dependency; retry shortly (incident {incident})")
         logger.exception("unhandled error in %s (incident %s)", method, incident)
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
         return "INTERNAL"  # not reached: abort raises
