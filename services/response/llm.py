@@ -14,6 +14,8 @@ from typing import Protocol
 import groq
 import httpx
 
+from services.common import smalltalk
+
 logger = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -243,6 +245,24 @@ def terms(text: str) -> set[str]:
     return {_stem(w) for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOP and len(w) > 1}
 
 
+_SMALLTALK_REPLIES = {
+    smalltalk.GREETING: "Hello! How can I help you with {name} today?",
+    smalltalk.THANKS: "You're welcome! Is there anything else I can help you with?",
+    smalltalk.GOODBYE: "Goodbye, and thanks for stopping by! Come back any time you have a question about {name}.",
+    smalltalk.BOT: "I'm the virtual assistant of {name}: I answer from its help pages and FAQ. What would you like to know?",
+    smalltalk.WELLBEING: "I'm doing well, thanks for asking! What can I help you with about {name}?",
+    smalltalk.ACK: "Great! Is there anything else I can help you with?",
+    smalltalk.EMOJI: "\U0001F642 Is there anything I can help you with about {name}?",
+}
+
+
+def smalltalk_reply(message: str, key_name: str) -> str:
+    """The reply to a greeting, thanks, goodbye, "are you a bot" or emoji, by what the message is."""
+    found = smalltalk.classify(message)
+    reply = _SMALLTALK_REPLIES[found.kind if found else smalltalk.GREETING]
+    return reply.format(name=key_name or "us")
+
+
 NO_ANSWER_TEXT = "I'm sorry, I don't have information about that. Could you rephrase, or ask about something else?"
 
 
@@ -256,11 +276,8 @@ class ExtractiveAnswerer:
         self.min_coverage = min_coverage
 
     def answer(self, request: AnswerRequest) -> Answer:
-        if request.strategy == "GREETING":
-            name = request.key_name or "us"
-            return Answer(f"Hello! How can I help you with {name} today?", self.model)
-        if request.strategy == "SMALLTALK":
-            return Answer("You're welcome! Is there anything else I can help you with?", self.model)
+        if request.strategy in ("GREETING", "SMALLTALK"):
+            return Answer(smalltalk_reply(request.message, request.key_name), self.model)
         wanted = terms(request.message)
         if not wanted or not request.passages:
             return Answer(NO_ANSWER_TEXT, self.model)

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
+from services.common import smalltalk
 from services.search.retrieval import Chunk
-
-_GREETING = re.compile(
-    r"^\s*(hi|hello|hey|hiya|howdy|good (morning|afternoon|evening)|greetings|yo)\b[\s!.,]*(there|all|team)?[\s!.,]*$",
-    re.IGNORECASE,
-)
-_SMALLTALK = re.compile(
-    r"^\s*(thanks|thank you|thx|cheers|bye|goodbye|see you|how are you|who are you|ok(ay)?|cool|great)\b[\s!.,?]*$",
-    re.IGNORECASE,
-)
-
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -44,11 +34,9 @@ class Decision:
 
 
 def is_chitchat(message: str) -> str | None:
-    if _GREETING.match(message):
-        return "GREETING"
-    if _SMALLTALK.match(message):
-        return "SMALLTALK"
-    return None
+    """GREETING or SMALLTALK when the message is small talk (services/common/smalltalk.py), else None."""
+    found = smalltalk.classify(message)
+    return found.strategy if found else None
 
 
 def _scores(chunks: list[Chunk]) -> dict[str, float]:
@@ -64,7 +52,7 @@ def _scores(chunks: list[Chunk]) -> dict[str, float]:
 def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: Options = Options()) -> Decision:
     chat = is_chitchat(message)
     if chat:
-        return Decision(chat, [f"the message is {chat.lower()}; no retrieval needed"])
+        return Decision(chat, [f"the message is small talk ({smalltalk.classify(message).kind}); no retrieval needed"])
     scores = _scores(chunks)
     relevant = [c for c in chunks if c.relevance >= thresholds.knowledge_min_score or c.faq_score >= thresholds.faq_min_score]
     faq = max((c for c in chunks if c.kind == "faq"), key=lambda c: c.faq_score, default=None)
