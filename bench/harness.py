@@ -48,7 +48,7 @@ def bench_env() -> dict[str, str]:
     }
     for name in ("search", "response", "scraper", "analytics"):
         env[f"PARLEY_{name.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
-    for name in ("search", "response", "scraper", "analytics", "worker", "crawler"):
+    for name in ("search", "response", "scraper", "analytics", "worker", "crawler", "indexer"):
         env[f"PARLEY_{name.upper()}_METRICS_PORT"] = str(free_port())
     return env
 

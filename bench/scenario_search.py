@@ -1,6 +1,8 @@
-"""Scenario "search": SearchService.Plan over 100k chunks and 100 keys at concurrency 1 and 32, and side by
-side in the same run, key validation + retrieval as two sequential PostgreSQL queries (no cache) against
-the key from the Redis cache + one retrieval query (what Plan does)."""
+"""Scenario "search": SearchService.Plan over 100k chunks and 100 keys plus one key of 50k chunks (dense
+candidates included: query embedding + exact vector search) at concurrency 1 and 32, and side by side in
+the same run, key validation + retrieval as two sequential PostgreSQL queries (no cache) against the key
+from the Redis cache + one retrieval query (what Plan does). First, ingest: pages handed to the indexer
+over Kafka, embedded and stored, with progress."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from services.common import db
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
 from services.common.redis_client import create_redis
+from bench.dense import ingest, query_path
 from services.search import keys, retrieval, synthetic
 from services.search.key_cache import KeyCache
 
@@ -93,6 +96,10 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
             console.print("  synthetic corpus (created once, then reused) ...")
             total = await synthetic.ensure_corpus(pool, keys=KEYS, chunks_per_key=CHUNKS_PER_KEY)
             console.print(f"  {total} chunks over {KEYS} keys")
+            big = await synthetic.ensure_big_key(pool)
+            console.print(f"  plus {big}: 50000 chunks (random unit vectors as embeddings)")
+            ingested = await ingest(settings, pool)
+            query_side = await query_path(pool, big, questions)
             cache = KeyCache(client, settings.key_cache_ttl_seconds)
 
             async def two_queries_uncached(i: int):
@@ -128,16 +135,23 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
                     return await stub.Plan(search_pb2.PlanRequest(
                         product_key=synthetic.secret(i % KEYS), message=questions[i % len(questions)]), timeout=10)
 
+                async def plan_big(i: int):  # the 50k-chunk key: the largest vector search
+                    return await stub.Plan(search_pb2.PlanRequest(
+                        product_key=synthetic.big_secret(), message=questions[i % len(questions)]), timeout=10)
+
                 async def plan_greeting(i: int):  # the cached key and the rate limit only: no PostgreSQL
                     return await stub.Plan(search_pb2.PlanRequest(product_key=synthetic.secret(i % KEYS),
                                                                   message="hello"), timeout=10)
 
-                for i in range(KEYS):  # warm the key cache and the buffers
+                for i in range(KEYS):  # warm the key cache, the buffers and the vector index
                     await plan(i)
                     await cached_key_one_query(i)
+                await plan_big(0)
                 for c in LEVELS:
                     console.print(f"  Plan over gRPC, concurrency {c:3} for {seconds:.0f}s ...")
                     results.append(await run_load("plan", plan, c, seconds))
+                    console.print(f"  Plan on the 50k-chunk key, concurrency {c:3} for {seconds:.0f}s ...")
+                    results.append(await run_load("plan_big", plan_big, c, seconds))
                     console.print(f"  Plan of a greeting (no retrieval), concurrency {c:3} for {seconds:.0f}s ...")
                     results.append(await run_load("plan_greeting", plan_greeting, c, seconds))
                     console.print(f"  uncached 2 queries vs cached key + 1 query, interleaved, concurrency {c:3} "
@@ -156,7 +170,8 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
     table = Table("concurrency", "message", "req/s", "p50", "p95", "p99", "errors",
                   title=f"SearchService.Plan over gRPC, {total} chunks / {KEYS} keys (latency in ms)")
     for c in LEVELS:
-        for name, label in (("plan", "question (retrieval)"), ("plan_greeting", "greeting (cache only)")):
+        for name, label in (("plan", "question (retrieval)"), ("plan_big", "question, 50k-chunk key"),
+                            ("plan_greeting", "greeting (cache only)")):
             r = pick(name, c)
             table.add_row(str(c), label, f"{r.throughput:.0f}", f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}",
                           f"{r.p99_ms:.2f}", str(r.errors))
@@ -168,7 +183,8 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
                        "(ms; ratio = uncached / cached)")
     rows = []
     for c in LEVELS:
-        row = {"concurrency": c, "plan": pick("plan", c).as_dict(), "plan_greeting": pick("plan_greeting", c).as_dict()}
+        row = {"concurrency": c, "plan": pick("plan", c).as_dict(), "plan_big": pick("plan_big", c).as_dict(),
+               "plan_greeting": pick("plan_greeting", c).as_dict()}
         for label, (ua, cb) in {
             "key + knowledge: 2 sequential queries vs cached key + 1 query": ("two_queries_uncached", "cached_key_one_query"),
             "key validation alone: 1 query vs cache": ("key_uncached", "key_cached"),
@@ -183,4 +199,4 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
                          f"{p50_ratio:.2f}x", f"{p99_ratio:.2f}x")
         rows.append(row)
     console.print(side)
-    return {"scenario": NAME, "statement": server_side, "chunks": total, "keys": KEYS, "seconds_per_level": seconds, "levels": rows}
+    return {"scenario": NAME, "ingest": ingested, "query_path": query_side, "statement": server_side, "chunks": total, "keys": KEYS, "seconds_per_level": seconds, "levels": rows}

@@ -205,6 +205,7 @@ async def ingest(settings: Settings, key_id: str, url: str, *, sitemap: str = ""
                 bar.update(task, description=s.state, total=max(s.pages_seen, 1), completed=done,
                            detail=f"{s.pages_fetched} new/changed, {s.pages_unchanged} unchanged, {s.pages_failed} failed")
                 last = s
+        await _wait_indexed(settings, bar)
     out.print(
         f"{last.job_id}: {last.state}; {last.pages_fetched} page(s) new or changed, {last.pages_unchanged} unchanged, "
         f"{last.pages_failed} failed, {last.pages_robots_skipped} skipped by robots.txt, {last.pages_skipped} skipped "
@@ -212,6 +213,21 @@ async def ingest(settings: Settings, key_id: str, url: str, *, sitemap: str = ""
         f"{last.chunks_deleted} deleted" + (f"; error: {last.error}" if last.error else "")
     )
     return last
+
+
+async def _wait_indexed(settings: Settings, bar, timeout: float = 3600) -> None:
+    """The crawl hands pages to the search service's indexer: shows them being embedded and stored."""
+    from services.search.indexer import lag
+
+    left = await lag(settings)
+    task = bar.add_task("indexing", total=max(left, 1), completed=0, detail="pages embedded and stored")
+    first, deadline = left, asyncio.get_running_loop().time() + timeout
+    while left > 0 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.5)
+        left = await lag(settings)
+        first = max(first, left)
+        bar.update(task, total=max(first, 1), completed=first - left)
+    bar.update(task, description="indexed" if left == 0 else "indexing (still going)", completed=first - left)
 
 
 def cmd_ingest(args, settings: Settings) -> None:

@@ -24,6 +24,7 @@ COMPONENTS: dict[str, list[str]] = {
     "analytics": ["-m", "services.analytics"],
     "worker": ["-m", "services.analytics.stream"],
     "crawler": ["-m", "services.scraper.worker"],
+    "indexer": ["-m", "services.search.indexer"],     # the only writer of knowledge
 }
 GRPC_COMPONENTS = ("search", "response", "scraper", "analytics")
 REPO = Path(__file__).resolve().parent.parent

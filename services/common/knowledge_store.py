@@ -1,4 +1,5 @@
-"""Writing a key's knowledge chunks: shared by the search admin RPCs and the scraper.
+"""Writing a key's knowledge chunks, with their embeddings: used by the search service's indexing
+path only (admin RPCs, `parley knowledge add`, and the indexer that takes the scraper's pages).
 
 Every change bumps the key's knowledge version (which invalidates answer caches keyed by it)."""
 
@@ -13,15 +14,18 @@ from services.common.chunking import content_hash
 from services.common.errors import NotFound
 
 # tsv is computed with the key's own text-search configuration; the title (or FAQ question)
-# weighs more than the body.
+# weighs more than the body. A chunk is unique within its document (migration 0004): the same
+# paragraph on two pages is stored for each.
 _INSERT = """
-INSERT INTO knowledge_chunks (product_key_id, kind, document, title, question, content, url, position, content_hash, tsv)
+INSERT INTO knowledge_chunks (product_key_id, kind, document, title, question, content, url, position, content_hash,
+                              tsv, embedding, embedding_model)
 SELECT $1, $2, $3, $4, q, c, $5, pos, h,
-       setweight(to_tsvector(k.ts_config, $4 || ' ' || q), 'A') || setweight(to_tsvector(k.ts_config, c), 'B')
+       setweight(to_tsvector(k.ts_config, $4 || ' ' || q), 'A') || setweight(to_tsvector(k.ts_config, c), 'B'),
+       e, $11
 FROM product_keys k,
-     unnest($6::text[], $7::text[], $8::int[], $9::bytea[]) AS u(q, c, pos, h)
+     unnest($6::text[], $7::text[], $8::int[], $9::bytea[], $10::bytea[]) AS u(q, c, pos, h, e)
 WHERE k.id = $1
-ON CONFLICT (product_key_id, content_hash) DO NOTHING
+ON CONFLICT (product_key_id, kind, document, content_hash) DO NOTHING
 RETURNING id
 """
 
@@ -30,6 +34,14 @@ RETURNING id
 class NewChunk:
     content: str
     question: str = ""      # FAQ entries only
+
+    def hash(self, kind: str) -> bytes:
+        return content_hash(kind, self.question, self.content)
+
+    def embedding_text(self, title: str) -> str:
+        """What the embedding reads: the FAQ question with its answer, or the title with the passage."""
+        head = self.question or title
+        return f"{head}\n{self.content}" if head else self.content
 
 
 async def bump_version(conn: asyncpg.Connection, key_id: str) -> int:
@@ -43,12 +55,37 @@ async def bump_version(conn: asyncpg.Connection, key_id: str) -> int:
 
 
 async def insert_chunks(
-    conn: asyncpg.Connection, key_id: str, kind: str, document: str, title: str, url: str, chunks: Sequence[NewChunk]
+    conn: asyncpg.Connection, key_id: str, kind: str, document: str, title: str, url: str,
+    chunks: Sequence[NewChunk], embeddings: Sequence[bytes | None] | None = None, model_id: str | None = None,
 ) -> list[str]:
-    """One statement for all chunks of a document; a chunk whose content the key has already is skipped."""
+    """One statement for all chunks of a document; a chunk the document has already is skipped."""
+    vectors = list(embeddings) if embeddings is not None else [None] * len(chunks)
     rows = await conn.fetch(
         _INSERT, key_id, kind, document, title, url,
         [c.question for c in chunks], [c.content for c in chunks], list(range(len(chunks))),
-        [content_hash(kind, c.question, c.content) for c in chunks],
+        [c.hash(kind) for c in chunks], vectors, model_id,
     )
     return [str(r["id"]) for r in rows]
+
+
+async def known_embeddings(conn: asyncpg.Pool | asyncpg.Connection, key_id: str, hashes: Sequence[bytes],
+                           model_id: str) -> dict[bytes, bytes]:
+    """Embeddings the key already has for these contents (by the same model): a changed page's
+    unchanged paragraphs, or a paragraph shared with another page, are not embedded again."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (content_hash) content_hash, embedding FROM knowledge_chunks"
+        " WHERE product_key_id = $1 AND content_hash = ANY($2::bytea[]) AND embedding_model = $3"
+        " AND embedding IS NOT NULL",
+        key_id, list(hashes), model_id,
+    )
+    return {bytes(r["content_hash"]): bytes(r["embedding"]) for r in rows}
+
+
+async def delete_documents(conn: asyncpg.Connection, key_id: str, kind: str, documents: set[str]) -> int:
+    if not documents:
+        return 0
+    result = await conn.execute(
+        "DELETE FROM knowledge_chunks WHERE product_key_id = $1 AND kind = $2 AND document = ANY($3::text[])",
+        key_id, kind, list(documents),
+    )
+    return int(result.split()[-1])

@@ -15,6 +15,8 @@ TOPICS = {
     "knowledge_updated": "parley.knowledge.updated.v1",
     "metrics_minutely": "parley.metrics.minutely.v1",
     "deadletter": "parley.deadletter.v1",
+    # One owner of knowledge: crawled pages handed to the search service's indexer.
+    "knowledge_pages": "parley.knowledge.pages.v1",
 }
 
 
@@ -121,6 +123,13 @@ class Settings(BaseSettings):
     # Logging.
     log_level: str = "INFO"
     log_json: bool = True
+
+    # Dense retrieval (services/search/dense.py, vector_index.py, indexer.py)
+    dense_retrieval: bool = True                  # dense candidates in Plan (the model loads at start)
+    dense_candidates: int = 20                    # nearest chunks per message
+    vector_index_max_bytes: int = 256 * 1024 * 1024   # loaded keys' vectors per search process (LRU)
+    indexer_group: str = "parley-search-indexer"  # consumer group of the knowledge pages topic
+    indexer_metrics_port: int = 9111
 
     def topic(self, name: str) -> str:
         """The full topic name for one of `TOPICS`."""

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from services.common.knowledge_store import NewChunk, bump_version, insert_chunks
+from services.common.kafka import new_event_id, now_timestamp
+from services.common.pb.parley.v1 import events_pb2
 from services.scraper.extract import Page, chunk_page, extract_html, extract_text, robots_directives
 from services.scraper.fetching import BlockedAddress, Fetcher, FetchFailed, Response, gunzip_bounded, normalize_url
 
@@ -29,7 +30,8 @@ MAX_CRAWL_DELAY = 10.0
 REVALIDATE_AFTER = timedelta(hours=24)
 LASTMOD_SLACK = timedelta(seconds=2)
 
-Notify = Callable[[str, int, str, str], Awaitable[None]]   # key id, knowledge version, reason, url
+# Hands an extracted (or removed) page to the search service's indexer, the only writer of knowledge.
+Handover = Callable[[events_pb2.KnowledgePage], Awaitable[None]]
 
 
 @dataclass
@@ -69,23 +71,29 @@ class KnownPage:
     content_hash: bytes | None
     links: list[str]
     fetched_at: datetime | None = None
+    chunk_count: int = 0
 
 
 class PageStore:
-    """crawled_pages and the key's page chunks; every change to chunks bumps the knowledge version."""
+    """crawled_pages (the crawl's own state) and the hand-over of changed pages to the indexer.
 
-    def __init__(self, pool: asyncpg.Pool, key_id: str) -> None:
+    A page is handed over (and acknowledged by Kafka) before crawled_pages records its new content
+    hash: if the hand-over fails, the next crawl sees the page as changed and hands it over again."""
+
+    def __init__(self, pool: asyncpg.Pool, key_id: str, handover: Handover, job_id: str = "") -> None:
         self.pool = pool
         self.key_id = key_id
+        self.handover = handover
+        self.job_id = job_id
 
     async def load(self) -> dict[str, KnownPage]:
         rows = await self.pool.fetch(
-            "SELECT url, document, etag, last_modified, content_hash, links, fetched_at FROM crawled_pages"
+            "SELECT url, document, etag, last_modified, content_hash, links, fetched_at, chunk_count FROM crawled_pages"
             " WHERE product_key_id = $1",
             self.key_id,
         )
         return {r["url"]: KnownPage(r["url"], r["document"], r["etag"], r["last_modified"], r["content_hash"],
-                                    list(r["links"]), r["fetched_at"]) for r in rows}
+                                    list(r["links"]), r["fetched_at"], r["chunk_count"]) for r in rows}
 
     async def _upsert(self, conn, url: str, document: str, resp: Response, content_hash: bytes | None,
                       title: str, chunk_count: int, links: list[str], changed: bool) -> None:
@@ -110,37 +118,29 @@ class PageStore:
         async with self.pool.acquire() as conn:
             await self._upsert(conn, url, document, resp, content_hash, title, 0, links, False)
 
+    def _page_event(self, url: str, document: str, **fields) -> events_pb2.KnowledgePage:
+        return events_pb2.KnowledgePage(event_id=new_event_id(), occurred_at=now_timestamp(), product_key_id=self.key_id,
+                                        url=url, document=document, job_id=self.job_id, **fields)
+
     async def replace(self, url: str, document: str, old_document: str, resp: Response, page: Page,
-                      chunks: list[str]) -> tuple[int, int, int]:
-        """Deletes the page's chunks and writes the new ones in one transaction: (written, deleted, version)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            deleted = await self._delete_chunks(conn, {document, old_document} - {""})
-            ids = await insert_chunks(conn, self.key_id, "page", document, page.title, document,
-                                      [NewChunk(c) for c in chunks])
-            version = await bump_version(conn, self.key_id)
-            await self._upsert(conn, url, document, resp, page.content_hash(), page.title, len(ids), page.links, True)
-        return len(ids), deleted, version
+                      chunks: list[str]) -> int:
+        """Hands the page's chunks over (they replace its previous ones), then records it: chunks handed over."""
+        chunks = list(dict.fromkeys(c for c in chunks if c.strip()))
+        await self.handover(self._page_event(url, document, old_document=old_document, title=page.title,
+                                             chunks=chunks))
+        async with self.pool.acquire() as conn:
+            await self._upsert(conn, url, document, resp, page.content_hash(), page.title, len(chunks), page.links, True)
+        return len(chunks)
 
     async def remove(self, url: str, document: str, resp: Response | None = None, links: list[str] | None = None
-                     ) -> tuple[int, int]:
-        """The page is gone (or now noindex): its chunks go; (deleted, version)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            deleted = await self._delete_chunks(conn, {document, url} - {""})
-            version = await bump_version(conn, self.key_id)
+                     ) -> None:
+        """The page is gone (or now noindex): its chunks go."""
+        await self.handover(self._page_event(url, document or url, removed=True))
+        async with self.pool.acquire() as conn:
             if resp is None:
                 await conn.execute("DELETE FROM crawled_pages WHERE product_key_id = $1 AND url = $2", self.key_id, url)
             else:
                 await self._upsert(conn, url, "", resp, None, "", 0, links or [], True)
-        return deleted, version
-
-    async def _delete_chunks(self, conn, documents: set[str]) -> int:
-        if not documents:
-            return 0
-        result = await conn.execute(
-            "DELETE FROM knowledge_chunks WHERE product_key_id = $1 AND kind = 'page' AND document = ANY($2::text[])",
-            self.key_id, list(documents),
-        )
-        return int(result.split()[-1])
 
 
 def _compile(patterns: list[str]) -> list[re.Pattern]:
@@ -189,7 +189,6 @@ class Crawler:
         fetcher: Fetcher,
         store: PageStore,
         *,
-        notify: Notify,
         concurrency: int = 8,
         on_progress: Callable[[Progress], Awaitable[None]] | None = None,
         progress_interval: float = 0.3,
@@ -197,7 +196,6 @@ class Crawler:
         self.spec = spec
         self.fetcher = fetcher
         self.store = store
-        self.notify = notify
         self.concurrency = max(1, concurrency)
         self.on_progress = on_progress
         self.progress_interval = progress_interval
@@ -380,10 +378,9 @@ class Crawler:
             return
         if resp.status in (404, 410):
             if known:
-                deleted, version = await self.store.remove(url, known.document)
+                await self.store.remove(url, known.document)
                 p.pages_removed += 1
-                p.chunks_deleted += deleted
-                await self.notify(self.spec.product_key_id, version, "page_removed", known.document or url)
+                p.chunks_deleted += known.chunk_count
             else:
                 p.pages_failed += 1
             return
@@ -410,10 +407,9 @@ class Crawler:
         if page.noindex:
             p.pages_skipped += 1
             if known and known.content_hash is not None:
-                deleted, version = await self.store.remove(url, known.document, resp, page.links)
+                await self.store.remove(url, known.document, resp, page.links)
                 p.pages_removed += 1
-                p.chunks_deleted += deleted
-                await self.notify(self.spec.product_key_id, version, "page_removed", known.document)
+                p.chunks_deleted += known.chunk_count
             elif not known:
                 await self.store.remember(url, resp, page.links)
             return
@@ -437,9 +433,7 @@ class Crawler:
         if not chunks:
             p.pages_skipped += 1
             return
-        written, deleted, version = await self.store.replace(url, document, known.document if known else "", resp,
-                                                             page, chunks)
+        written = await self.store.replace(url, document, known.document if known else "", resp, page, chunks)
         p.pages_fetched += 1
         p.chunks_written += written
-        p.chunks_deleted += deleted
-        await self.notify(self.spec.product_key_id, version, "page_changed", document)
+        p.chunks_deleted += known.chunk_count if known else 0

@@ -18,7 +18,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from google.protobuf.message import DecodeError
 
 from services.common import db
-from services.common.kafka import EventProducer, new_event_id, now_timestamp
+from services.common.kafka import EventProducer
 from services.common.pb.parley.v1 import events_pb2
 from services.common.runner import run_service
 from services.common.metrics import serve_metrics
@@ -28,6 +28,7 @@ from services.scraper.crawler import Crawler, CrawlSpec, PageStore, Progress
 from services.scraper.fetching import new_fetcher
 
 logger = logging.getLogger(__name__)
+MAX_PAGE_MESSAGE_BYTES = 900_000   # under Kafka's default message size limit (1 MB)
 
 
 class CrawlWorker:
@@ -37,12 +38,21 @@ class CrawlWorker:
         self.producer = producer
         self._dead_letters: AIOKafkaProducer | None = None
 
-    async def notify(self, key_id: str, version: int, reason: str, url: str) -> None:
-        event = events_pb2.KnowledgeUpdated(
-            event_id=new_event_id(), occurred_at=now_timestamp(), product_key_id=key_id,
-            knowledge_version=version, reason=reason, url=url,
-        )
-        await self.producer.publish(self.settings.topic("knowledge_updated"), key_id, event)
+    async def handover(self, page: events_pb2.KnowledgePage) -> None:
+        """A crawled page to the search service's indexer; returns once Kafka has it (acks=all). A page
+        over the size of one Kafka message keeps its first chunks (a rare, very long page)."""
+        if page.ByteSize() > MAX_PAGE_MESSAGE_BYTES:
+            kept, size = [], 0
+            for chunk in page.chunks:
+                size += len(chunk.encode()) + 8
+                if size > MAX_PAGE_MESSAGE_BYTES - 4096:
+                    break
+                kept.append(chunk)
+            logger.warning("page %s: %d of %d chunks handed over (message size limit)", page.document, len(kept),
+                           len(page.chunks))
+            del page.chunks[:]
+            page.chunks.extend(kept)
+        await self.producer.publish(self.settings.topic("knowledge_pages"), page.product_key_id, page, wait=True)
 
     async def run_job(self, request: events_pb2.CrawlRequested) -> Progress | None:
         state = await jobs.job_state(self.pool, request.job_id)
@@ -66,7 +76,7 @@ class CrawlWorker:
 
         async with new_fetcher(self.settings) as fetcher:
             crawler = Crawler(
-                spec, fetcher, PageStore(self.pool, spec.product_key_id), notify=self.notify,
+                spec, fetcher, PageStore(self.pool, spec.product_key_id, self.handover, spec.job_id),
                 concurrency=self.settings.scraper_job_concurrency, on_progress=report,
             )
             try:

@@ -14,6 +14,8 @@ from services.common.redis_client import create_redis
 from services.common.runner import run_service
 from services.common.settings import Settings
 from services.common.knowledge_events import KnowledgeFollower
+from services.search.dense import DenseRetrieval
+from services.search.indexing import Indexing
 from services.search.keys import key_hash_of
 from services.search.planner import Planner
 from services.search.server import SearchDeps, SearchServicer
@@ -51,13 +53,24 @@ async def main(settings: Settings) -> None:
             deps.redis = create_redis(settings.redis_url)
         await deps.redis.ping()
         await deps.producer.start()
+        if deps.indexing is None:
+            deps.indexing = Indexing(deps.pool)
         if deps.planner is None:
-            deps.planner = Planner(settings, deps.pool, deps.redis, web_available=lambda: deps.web_available)
+            dense = None
+            if settings.dense_retrieval:    # the model is loaded here, before the service answers
+                dense = await DenseRetrieval.load(deps.pool, settings.vector_index_max_bytes,
+                                                  settings.dense_candidates)
+            deps.planner = Planner(settings, deps.pool, deps.redis, web_available=lambda: deps.web_available,
+                                   dense=dense)
         if follower is None:
             cache, pool = deps.planner.cache, deps.pool
 
+            dense = deps.planner.dense
+
             async def forget_key(event) -> None:
-                """The scraper's changes (admin RPCs here also invalidate directly, before answering)."""
+                """The indexer's changes (admin RPCs here also invalidate directly, before answering)."""
+                if dense is not None:
+                    dense.index.forget(event.product_key_id, event.knowledge_version)
                 key_hash = await key_hash_of(pool, event.product_key_id)
                 if key_hash is not None:
                     await cache.invalidate(key_hash)

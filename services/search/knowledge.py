@@ -6,21 +6,20 @@ import asyncpg
 
 from services.common.chunking import chunk_text
 from services.common.errors import InvalidArgument, NotFound
-from services.common.knowledge_store import NewChunk, bump_version, insert_chunks
+from services.common.knowledge_store import NewChunk, bump_version
+from services.search.indexing import Indexing
 
 MAX_DOCUMENT_CHARS = 2_000_000
 
-async def add_faq(pool: asyncpg.Pool, key_id: str, question: str, answer: str) -> tuple[list[str], int]:
+async def add_faq(indexing: Indexing, key_id: str, question: str, answer: str) -> tuple[list[str], int]:
     question, answer = question.strip(), answer.strip()
     if not question or not answer:
         raise InvalidArgument("an FAQ entry needs both a question and an answer")
-    async with pool.acquire() as conn, conn.transaction():
-        version = await bump_version(conn, key_id)
-        ids = await insert_chunks(conn, key_id, "faq", question, "", "", [NewChunk(answer, question)])
+    ids, _, version = await indexing.write(key_id, "faq", question, "", "", [NewChunk(answer, question)])
     return ids, version
 
 
-async def add_document(pool: asyncpg.Pool, key_id: str, title: str, text: str, url: str = "") -> tuple[list[str], int]:
+async def add_document(indexing: Indexing, key_id: str, title: str, text: str, url: str = "") -> tuple[list[str], int]:
     title = title.strip()
     if not text.strip():
         raise InvalidArgument("the document is empty")
@@ -28,9 +27,7 @@ async def add_document(pool: asyncpg.Pool, key_id: str, title: str, text: str, u
         raise InvalidArgument(f"the document has {len(text)} characters; the limit is {MAX_DOCUMENT_CHARS}")
     chunks = chunk_text(text)
     document = url or title
-    async with pool.acquire() as conn, conn.transaction():
-        version = await bump_version(conn, key_id)
-        ids = await insert_chunks(conn, key_id, "document", document, title, url, [NewChunk(c) for c in chunks])
+    ids, _, version = await indexing.write(key_id, "document", document, title, url, [NewChunk(c) for c in chunks])
     return ids, version
 
 

@@ -11,6 +11,7 @@ import redis.asyncio as redis
 from services.common.errors import InvalidArgument, ResourceExhausted, Unauthenticated
 from services.common.settings import Settings
 from services.search import keys, retrieval
+from services.search.dense import DenseRetrieval
 from services.search.key_cache import TOMBSTONE, KeyCache
 from services.search.keys import KeyRecord
 from services.search.rate_limit import RateLimiter, retry_after_text
@@ -38,8 +39,9 @@ def validate_message(message: str, max_chars: int) -> str:
 
 class Planner:
     def __init__(self, settings: Settings, pool: asyncpg.Pool, client: redis.Redis,
-                 web_available=lambda: False) -> None:
+                 web_available=lambda: False, dense: DenseRetrieval | None = None) -> None:
         self._settings = settings
+        self.dense = dense          # dense candidates beside the lexical ones (None: lexical only)
         self._pool = pool
         self.cache = KeyCache(client, settings.key_cache_ttl_seconds)
         self._limiter = RateLimiter(client)
@@ -90,12 +92,18 @@ class Planner:
         chunks: list[retrieval.Chunk] = []
         if not is_chitchat(text):
             # More than asked for: the decision drops passages below the relevance threshold first.
-            chunks = await retrieval.search(
+            lexical = retrieval.search(
                 self._pool, key.id, key.ts_config, text, limit=max(2 * limit, 10),
                 candidates=self._settings.search_candidates,
             )
+            if self.dense is not None:
+                chunks = await self.dense.with_lexical(key.id, key.knowledge_version, text, lexical)
+            else:
+                chunks = await lexical
         options = Options(website=key.website, web_available=bool(key.website) and self._web_available(),
                           allow_direct=bool(key.settings.get("allow_direct")))
         decision = decide(text, chunks, self.thresholds, options)
+        if self.dense is not None and chunks:
+            decision.scores["dense"] = round(max(c.dense for c in chunks), 4)   # best cosine among candidates
         decision.chunks = decision.chunks[:limit]
         return Plan(key, decision)

@@ -1,8 +1,6 @@
-"""Hybrid retrieval within one key: dense (sentence embeddings), full text (ts_rank_cd) and FAQ trigram
-similarity, fused by weighted reciprocal-rank fusion (RRF).
+"""Hybrid lexical retrieval within one key: full text (ts_rank_cd) and trigram similarity, fused by RRF.
 
-The dense arm is searched in process (the key's vector index) and handed to the statement as arrays of
-chunk ids and cosines; the lexical arms run in PostgreSQL; one statement per message fuses the three. Every arm filters on product_key_id first, and the GIN indexes lead with
+One statement per message. Every arm filters on product_key_id first, and the GIN indexes lead with
 product_key_id (migration 0002), so a key's search never reads another key's chunks.
 """
 
@@ -56,13 +54,13 @@ WITH lx AS MATERIALIZED (
     ORDER BY sim DESC, ch.id
     LIMIT $5
 ), fused AS (
-    SELECT coalesce(f.id, t.id) AS id, f.rank, t.sim, NULL::float8 AS cos,
+    SELECT coalesce(f.id, t.id) AS id, f.rank, t.sim,
            coalesce(1.0 / ($8 + f.pos), 0) + coalesce(1.0 / ($8 + t.pos), 0) AS rrf
     FROM (SELECT id, rank, row_number() OVER (ORDER BY rank DESC, id) AS pos FROM fts) AS f
     FULL JOIN (SELECT id, sim, row_number() OVER (ORDER BY sim DESC, id) AS pos FROM trg) AS t ON t.id = f.id
 )
 SELECT ch.id, ch.kind, ch.document, ch.title, ch.question, ch.content, ch.url,
-       coalesce(fused.rank, 0) AS rank, coalesce(fused.cos, 0) AS cos,
+       coalesce(fused.rank, 0) AS rank,
        CASE WHEN ch.kind = 'faq' THEN similarity(ch.question, $3) ELSE 0 END AS sim, fused.rrf,
        array(SELECT x FROM unnest(q.lexemes) AS x WHERE ch.tsv @@ quote_literal(x)::tsquery) AS matched,
        CASE WHEN ch.kind = 'faq' THEN array(
@@ -74,21 +72,6 @@ CROSS JOIN q
 ORDER BY fused.rrf DESC, ch.id
 LIMIT $6
 """
-
-# The same statement with the dense arm: $9 chunk ids and $10 cosines, best first (from the key's vector
-# index), weighted by $11 in the fusion. The ids are joined back to the key's own rows (product_key_id = $1),
-# so an id of another key could never come back as a passage.
-_DENSE_FUSED = '''), dense AS (
-    SELECT d.id, d.cos, d.pos FROM unnest($9::bigint[], $10::float8[]) WITH ORDINALITY AS d(id, cos, pos)
-), fused AS (
-    SELECT coalesce(f.id, t.id, d.id) AS id, f.rank, t.sim, d.cos,
-           coalesce(1.0 / ($8 + f.pos), 0) + coalesce(1.0 / ($8 + t.pos), 0) + coalesce($11 / ($8 + d.pos), 0) AS rrf
-    FROM (SELECT id, rank, row_number() OVER (ORDER BY rank DESC, id) AS pos FROM fts) AS f
-    FULL JOIN (SELECT id, sim, row_number() OVER (ORDER BY sim DESC, id) AS pos FROM trg) AS t ON t.id = f.id
-    FULL JOIN dense AS d ON d.id = coalesce(f.id, t.id)
-)'''
-HYBRID_QUERY = SEARCH_QUERY.replace(
-    SEARCH_QUERY[SEARCH_QUERY.index("), fused AS ("):SEARCH_QUERY.index("\nSELECT ch.id, ch.kind")], _DENSE_FUSED)
 
 
 @dataclass(frozen=True)
@@ -103,7 +86,7 @@ class Chunk:
     relevance: float = 0.0        # share of the message's terms the chunk contains
     faq_score: float = 0.0        # how closely an FAQ question matches the message
     document: str = ""
-    dense: float = 0.0            # cosine of the message's and the chunk's embeddings (0: not among the dense hits)
+    dense: float = 0.0            # cosine similarity of the chunk's embedding to the message's (dense.py)
 
 
 def clean_message(message: str) -> str:
@@ -117,18 +100,14 @@ def _dice(a: set[str], b: set[str]) -> float:
 
 async def search(
     conn: asyncpg.Pool | asyncpg.Connection, key_id: str, ts_config: str, message: str, *,
-    limit: int, candidates: int = 20, dense: list[tuple[int, float]] | None = None, dense_weight: float = 1.0,
+    limit: int, candidates: int = 20,
 ) -> list[Chunk]:
-    """The key's best chunks for the message, best first. `dense`: (chunk id, cosine) of the key's
-    nearest chunks to the message, best first; without it the ranking is lexical only."""
-    args = [key_id, ts_config, clean_message(message), list(FILLER_LEXEMES), candidates, limit, MAX_QUERY_LEXEMES, RRF_K]
-    if dense:
-        rows = await conn.fetch(HYBRID_QUERY, *args, [int(i) for i, _ in dense], [float(c) for _, c in dense],
-                                float(dense_weight))
-        best_possible = (2.0 + dense_weight) / (RRF_K + 1)
-    else:
-        rows = await conn.fetch(SEARCH_QUERY, *args)
-        best_possible = 2.0 / (RRF_K + 1)
+    """The key's best chunks for the message, best first."""
+    rows = await conn.fetch(
+        SEARCH_QUERY, key_id, ts_config, clean_message(message), list(FILLER_LEXEMES),
+        candidates, limit, MAX_QUERY_LEXEMES, RRF_K,
+    )
+    best_possible = 2.0 / (RRF_K + 1)
     chunks = []
     for r in rows:
         lexemes = set(r["lexemes"] or ())
@@ -143,7 +122,7 @@ async def search(
         chunks.append(Chunk(
             id=str(r["id"]), kind=r["kind"], title=r["title"], question=r["question"], content=r["content"],
             url=r["url"], score=min(1.0, float(r["rrf"]) / best_possible), relevance=relevance,
-            faq_score=faq_score, document=r["document"], dense=float(r["cos"]),
+            faq_score=faq_score, document=r["document"],
         ))
     return chunks
 

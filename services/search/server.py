@@ -14,6 +14,7 @@ from services.common.pb.parley.v1 import common_pb2, events_pb2, search_pb2, sea
 from services.common.settings import Settings
 from services.common.timestamps import to_timestamp
 from services.search import keys, knowledge
+from services.search.indexing import Indexing
 from services.search.planner import Planner
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class SearchDeps:
     pool: asyncpg.Pool | None = None
     redis: redis.Redis | None = None
     planner: Planner | None = None
+    indexing: Indexing | None = None
     web_available: bool = False     # the scraper answers health checks
 
 
@@ -106,6 +108,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             key_hash = await keys.key_hash_of(self._pool, key_id)
             if key_hash is not None:
                 await self._planner.cache.invalidate(key_hash)
+            if self._planner.dense is not None:
+                self._planner.dense.index.forget(key_id, version)
         except Exception:  # noqa: BLE001 - the event below and the TTL still bound the staleness
             logger.exception("could not invalidate the cached key %s", key_id)
         event = events_pb2.KnowledgeUpdated(
@@ -144,14 +148,14 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def AddFaq(self, request, context):
         self._admin(context)
-        ids, version = await knowledge.add_faq(self._pool, request.product_key_id, request.question, request.answer)
+        ids, version = await knowledge.add_faq(self._deps.indexing, request.product_key_id, request.question, request.answer)
         await self._knowledge_changed(request.product_key_id, version, "faq_added")
         return search_pb2.AddKnowledgeResponse(chunk_ids=ids, knowledge_version=version)
 
     async def AddDocument(self, request, context):
         self._admin(context)
         ids, version = await knowledge.add_document(
-            self._pool, request.product_key_id, request.title, request.text, request.url
+            self._deps.indexing, request.product_key_id, request.title, request.text, request.url
         )
         await self._knowledge_changed(request.product_key_id, version, "document_added", request.url)
         return search_pb2.AddKnowledgeResponse(chunk_ids=ids, knowledge_version=version)

@@ -7,7 +7,9 @@ import logging
 import random
 
 import asyncpg
+import numpy as np
 
+from services.common.embedding import DIMENSIONS, MODEL_ID
 from services.search.keys import hash_secret
 
 logger = logging.getLogger(__name__)
@@ -49,14 +51,15 @@ def secret(i: int) -> str:
 
 # Every 20th chunk is an FAQ entry (a short question and its answer); the others are document chunks.
 _INSERT_CHUNKS = """
-INSERT INTO knowledge_chunks (product_key_id, kind, document, title, question, content, url, position, content_hash, tsv)
+INSERT INTO knowledge_chunks (product_key_id, kind, document, title, question, content, url, position, content_hash, tsv,
+                              embedding_model)
 SELECT $1, CASE WHEN g % 20 = 0 THEN 'faq' ELSE 'document' END, 'doc-' || (g / 10),
        CASE WHEN g % 20 = 0 THEN '' ELSE 'Doc ' || (g / 10) END,
        CASE WHEN g % 20 = 0 THEN t.question ELSE '' END, t.content, '', g % 10,
        sha256(convert_to($1 || ':' || g, 'UTF8')),
        setweight(to_tsvector('english', CASE WHEN g % 20 = 0 THEN t.question ELSE 'Doc ' || (g / 10) END), 'A')
-       || setweight(to_tsvector('english', t.content), 'B')
-FROM generate_series(1, $2) AS g,
+       || setweight(to_tsvector('english', t.content), 'B'), $4
+FROM generate_series($5::int, $2) AS g,
 LATERAL (
     SELECT array_to_string(array(
         SELECT ($3::text[])[1 + floor(power(random(), 1.7) * cardinality($3::text[]))::int]
@@ -67,7 +70,7 @@ LATERAL (
         FROM generate_series(1, 3 + (g % 5))
     ), ' ') || '?' AS question
 ) AS t
-ON CONFLICT (product_key_id, content_hash) DO NOTHING
+ON CONFLICT (product_key_id, kind, document, content_hash) DO NOTHING
 """
 
 
@@ -94,9 +97,10 @@ async def ensure_corpus(pool: asyncpg.Pool, *, keys: int = 100, chunks_per_key: 
         async def loader() -> None:
             async with pool.acquire() as conn:
                 while queue:
-                    await conn.execute(_INSERT_CHUNKS, key_id(queue.pop()), chunks_per_key, words)
+                    await conn.execute(_INSERT_CHUNKS, key_id(queue.pop()), chunks_per_key, words, MODEL_ID, 1)
 
         await asyncio.gather(*(loader() for _ in range(3)))
+    await ensure_vectors(pool, KEY_PREFIX + "%")
     async with pool.acquire() as conn:
         if missing:
             await conn.execute("ANALYZE knowledge_chunks")
@@ -109,3 +113,47 @@ def sample_question(rng: random.Random, words: list[str] | None = None) -> str:
     words = words or vocabulary()
     picked = [words[min(len(words) - 1, int(rng.random() ** 1.7 * len(words)))] for _ in range(rng.randint(3, 8))]
     return "How do I " + " ".join(picked) + "?"
+
+
+async def ensure_vectors(pool: asyncpg.Pool, key_pattern: str, batch: int = 5000) -> int:
+    """Random unit vectors (as the current model's) for synthetic chunks that have none: dense search
+    at scale is timed on them, without embedding 100k made-up passages."""
+    rng = np.random.default_rng(11)
+    filled = 0
+    while True:
+        ids = [r[0] for r in await pool.fetch(
+            "SELECT id FROM knowledge_chunks WHERE product_key_id LIKE $1 AND embedding IS NULL LIMIT $2",
+            key_pattern, batch)]
+        if not ids:
+            return filled
+        vectors = rng.standard_normal((len(ids), DIMENSIONS), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        await pool.execute(
+            "UPDATE knowledge_chunks ch SET embedding = u.e, embedding_model = $3"
+            " FROM unnest($1::bigint[], $2::bytea[]) AS u(id, e) WHERE ch.id = u.id",
+            ids, [v.astype("<f4").tobytes() for v in vectors], MODEL_ID)
+        filled += len(ids)
+        logger.info("synthetic corpus: %d random vectors", filled)
+
+
+async def ensure_big_key(pool: asyncpg.Pool, chunks: int = 50_000) -> str:
+    """One synthetic key with `chunks` chunks (the largest key of the search benchmark)."""
+    words = vocabulary()
+    big = KEY_PREFIX + "big"
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO product_keys (id, name, key_hash, settings) VALUES ($1, $2, $3, $4::jsonb)"
+            " ON CONFLICT (id) DO NOTHING", big, "Synthetic big", hash_secret(big_secret()),
+            '{"rate_limit_per_second": 1000000, "rate_limit_burst": 1000000}')
+        have = await conn.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", big)
+        if have < chunks:
+            logger.info("synthetic corpus: loading %d chunks into %s (once)", chunks, big)
+            for start in range(1, chunks + 1, 5000):    # in slices: one statement would outlast the timeout
+                await conn.execute(_INSERT_CHUNKS, big, min(start + 4999, chunks), words, MODEL_ID, start)
+            await conn.execute("ANALYZE knowledge_chunks")
+    await ensure_vectors(pool, big)
+    return big
+
+
+def big_secret() -> str:
+    return "pk_synthetic-load-key-big"

@@ -48,6 +48,7 @@ COMPONENTS: dict[str, Component] = {
     "services.scraper": Component("scraper_addr", "scraper_metrics_port", ()),
     "services.analytics": Component("analytics_addr", "analytics_metrics_port", ()),
     "services.scraper.worker": Component(None, "crawler_metrics_port", ("crawl_requests",)),
+    "services.search.indexer": Component(None, "indexer_metrics_port", ("knowledge_pages",)),
     "services.analytics.stream": Component(None, "worker_metrics_port", ("chat_turns", "feedback")),
 }
 # One-shot commands allowed in init containers.

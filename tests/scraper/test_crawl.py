@@ -1,5 +1,6 @@
-"""Crawling the sample site through the real path: StartCrawl -> Kafka -> crawl worker -> PostgreSQL,
-progress over WatchCrawl, knowledge events, and incremental re-crawls; Fetch with its cache."""
+"""Crawling the sample site through the real path: StartCrawl -> Kafka -> crawl worker -> pages topic ->
+the search service's indexer -> PostgreSQL, progress over WatchCrawl, knowledge events, and incremental
+re-crawls; Fetch with its cache."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from services.common.pb.parley.v1 import events_pb2, scraper_pb2, search_pb2
+from services.common.settings import Settings
+from services.search import indexer
 from tests.conftest import rpc_error
 
 pytestmark = pytest.mark.integration
@@ -19,12 +22,22 @@ pytestmark = pytest.mark.integration
 SPECIAL_FAILURES = {"/error.html", "/loop/a", "/to-metadata", "/missing.html"}
 
 
-async def crawl(scraper, admin, key_id: str, **request) -> tuple[scraper_pb2.CrawlStatus, list[scraper_pb2.CrawlStatus]]:
-    """Starts a crawl and follows it with WatchCrawl to the end: (final status, every update)."""
+async def indexed(settings: Settings, timeout: float = 90.0) -> None:
+    """Waits until the indexer has taken every page the crawler handed over."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (left := await indexer.lag(settings)) > 0:
+        assert asyncio.get_running_loop().time() < deadline, f"{left} pages still not indexed"
+        await asyncio.sleep(0.3)
+
+
+async def crawl(scraper, admin, settings: Settings, key_id: str, **request) -> tuple[scraper_pb2.CrawlStatus, list[scraper_pb2.CrawlStatus]]:
+    """Starts a crawl, follows it with WatchCrawl to the end, then waits for its pages to be indexed:
+    (final status, every update)."""
     reply = await scraper.StartCrawl(scraper_pb2.StartCrawlRequest(product_key_id=key_id, **request),
                                      metadata=admin, timeout=10)
     updates = [s async for s in scraper.WatchCrawl(scraper_pb2.GetCrawlRequest(job_id=reply.job_id),
                                                    metadata=admin, timeout=90)]
+    await indexed(settings)
     return updates[-1], updates
 
 
@@ -61,9 +74,9 @@ async def knowledge_events(settings, key_id: str, want: int, timeout: float = 20
 
 
 @pytest.fixture(scope="module")
-async def first_crawl(scraper, admin, site_key, sample_site):
+async def first_crawl(scraper, admin, site_key, sample_site, settings):
     sample_site.reset()
-    status, updates = await crawl(scraper, admin, site_key.id, seed_urls=[sample_site.base_url + "/"],
+    status, updates = await crawl(scraper, admin, settings, site_key.id, seed_urls=[sample_site.base_url + "/"],
                                   sitemap_url=sample_site.base_url + "/sitemap.xml", max_pages=200, max_depth=3)
     return status, updates, dict(sample_site.hits), sample_site.max_in_flight
 
@@ -94,8 +107,8 @@ async def test_crawl_indexes_the_site_politely(first_crawl, pg, site_key, sample
     assert "Version 7.2 adds block-level sync" in everything             # text/plain is indexed
     # The redirect (/old-pricing.html -> /help/plans.html) and the canonical link do not index a page twice.
     assert sample_site.base_url + "/old-pricing.html" not in chunks
-    hashes = await pg.fetchval("SELECT count(*) - count(DISTINCT content_hash) FROM knowledge_chunks WHERE product_key_id = $1",
-                               site_key.id)
+    hashes = await pg.fetchval("SELECT count(*) - count(DISTINCT (document, content_hash)) FROM knowledge_chunks"
+                               " WHERE product_key_id = $1", site_key.id)
     assert hashes == 0
 
     events = await knowledge_events(settings, site_key.id, status.pages_fetched)
@@ -108,12 +121,13 @@ async def test_crawl_indexes_the_site_politely(first_crawl, pg, site_key, sample
     assert any(p.url.endswith("/help/reset-password.html") for p in plan.passages)
 
 
-async def test_recrawl_of_an_unchanged_site_writes_nothing(first_crawl, scraper, admin, pg, site_key, sample_site):
+async def test_recrawl_of_an_unchanged_site_writes_nothing(first_crawl, scraper, admin, pg, site_key, sample_site,
+                                                          settings):
     before_chunks = await page_chunks(pg, site_key.id)
     before_version = await version(pg, site_key.id)
     sample_site.statuses.clear()
     hits_before = dict(sample_site.hits)
-    status, _ = await crawl(scraper, admin, site_key.id, seed_urls=[sample_site.base_url + "/"],
+    status, _ = await crawl(scraper, admin, settings, site_key.id, seed_urls=[sample_site.base_url + "/"],
                             sitemap_url=sample_site.base_url + "/sitemap.xml", max_pages=200, max_depth=3)
     assert status.state == "done"
     assert status.pages_fetched == 0 and status.chunks_written == 0 and status.chunks_deleted == 0
@@ -147,7 +161,7 @@ async def test_recrawl_replaces_changed_pages_and_removes_gone_ones(first_crawl,
     # Same words in a new ETag but identical text: a hash match, no write.
     sample_site.set_page("/help/invoices.html", sample_site.read_page("/help/invoices.html") + "<!-- rebuilt -->")
     try:
-        status, _ = await crawl(scraper, admin, site_key.id, seed_urls=[base + "/"],
+        status, _ = await crawl(scraper, admin, settings, site_key.id, seed_urls=[base + "/"],
                                 sitemap_url=base + "/sitemap.xml", max_pages=200, max_depth=3)
     finally:
         sample_site.reset()

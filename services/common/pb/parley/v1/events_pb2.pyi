@@ -103,3 +103,27 @@ class KnowledgeUpdated(_message.Message):
     reason: str
     url: str
     def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., product_key_id: _Optional[str] = ..., knowledge_version: _Optional[int] = ..., reason: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
+
+class KnowledgePage(_message.Message):
+    __slots__ = ("event_id", "occurred_at", "product_key_id", "document", "old_document", "title", "chunks", "removed", "job_id", "url")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    OLD_DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    occurred_at: _timestamp_pb2.Timestamp
+    product_key_id: str
+    document: str
+    old_document: str
+    title: str
+    chunks: _containers.RepeatedScalarFieldContainer[str]
+    removed: bool
+    job_id: str
+    url: str
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., product_key_id: _Optional[str] = ..., document: _Optional[str] = ..., old_document: _Optional[str] = ..., title: _Optional[str] = ..., chunks: _Optional[_Iterable[str]] = ..., removed: _Optional[bool] = ..., job_id: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...

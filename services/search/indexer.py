@@ -1,0 +1,197 @@
+"""The search service's indexer: `python -m services.search.indexer`.
+
+It consumes `parley.knowledge.pages.v1` (pages the scraper extracted, keyed by product key) and
+writes them through the one indexing path (`Indexing`: embed, then replace the page's chunks and bump
+the version in one transaction), then announces the change on `parley.knowledge.updated.v1`.
+
+Nothing is lost on a crash: a page's offset is committed only after its transaction; replaying a
+page gives the same chunks (its document is replaced as a whole), so at-least-once is enough.
+Undecodable messages go to the dead-letter topic. At start it also embeds, in the background, the
+chunks that have no embedding of the current model (knowledge written before dense retrieval, or
+a model change)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from google.protobuf.message import DecodeError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential
+
+from services.common import db
+from services.common.errors import NotFound
+from services.common.kafka import EventProducer, new_event_id, now_timestamp
+from services.common.knowledge_store import NewChunk
+from services.common.metrics import serve_metrics
+from services.common.pb.parley.v1 import events_pb2
+from services.common.runner import run_service
+from services.common.settings import Settings
+from services.search.indexing import Indexing
+
+logger = logging.getLogger(__name__)
+
+_TRANSIENT = (asyncpg.PostgresConnectionError, asyncpg.exceptions.SerializationError,
+              asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.CannotConnectNowError,
+              ConnectionError, OSError)
+
+
+class PageIndexer:
+    def __init__(self, settings: Settings, indexing: Indexing, producer: EventProducer) -> None:
+        self.settings = settings
+        self.indexing = indexing
+        self.producer = producer
+        self._dead_letters: AIOKafkaProducer | None = None
+        self.pages = self.chunks = 0
+        self._started = time.monotonic()
+
+    async def index(self, page: events_pb2.KnowledgePage) -> int | None:
+        """Applies one page; returns the new knowledge version (None: the key no longer exists)."""
+        key_id = page.product_key_id
+        try:
+            if page.removed:
+                _, version = await self.indexing.remove(key_id, "page", {page.document, page.url})
+                reason = "page_removed"
+            else:
+                chunks = [NewChunk(c) for c in dict.fromkeys(page.chunks) if c.strip()]
+                _, _, version = await self.indexing.write(key_id, "page", page.document, page.title, page.document,
+                                                          chunks, replace={page.document, page.old_document})
+                reason = "page_changed"
+                self.chunks += len(chunks)
+        except NotFound:
+            logger.info("page %s of a key that no longer exists (%s); dropped", page.document, key_id)
+            return None
+        self.pages += 1
+        event = events_pb2.KnowledgeUpdated(event_id=new_event_id(), occurred_at=now_timestamp(), product_key_id=key_id,
+                                            knowledge_version=version, reason=reason,
+                                            url=page.document or page.url)
+        await self.producer.publish(self.settings.topic("knowledge_updated"), key_id, event, wait=True)
+        return version
+
+    async def handle(self, value: bytes, tp: TopicPartition, offset: int) -> None:
+        page = events_pb2.KnowledgePage()
+        try:
+            page.ParseFromString(value)
+            if not page.product_key_id or not (page.document or page.url):
+                raise DecodeError("no product key or document")
+        except DecodeError as exc:
+            logger.warning("undecodable knowledge page at %s:%s (%s); dead-lettered", tp.topic, offset, exc)
+            await self.dead_letter(value, str(exc), tp, offset)
+            return
+        async for attempt in AsyncRetrying(retry=retry_if_exception_type(_TRANSIENT), stop=stop_never,
+                                           wait=wait_exponential(0.2, max=5), reraise=True):
+            with attempt:
+                await self.index(page)
+        if self.pages % 20 == 0:
+            elapsed = max(time.monotonic() - self._started, 1e-6)
+            logger.info("indexed %d pages, %d chunks (%.0f chunks/s)", self.pages, self.chunks, self.chunks / elapsed)
+
+    async def dead_letter(self, value: bytes, reason: str, tp: TopicPartition, offset: int) -> None:
+        if self._dead_letters is None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
+                                        enable_idempotence=True, client_id="parley-indexer-deadletter")
+            await producer.start()
+            self._dead_letters = producer
+        await self._dead_letters.send_and_wait(self.settings.topic("deadletter"), value=value, headers=[
+            ("reason", reason.encode()), ("source-topic", tp.topic.encode()),
+            ("source-partition", str(tp.partition).encode()), ("source-offset", str(offset).encode()),
+        ])
+
+    async def close(self) -> None:
+        if self._dead_letters is not None:
+            await self._dead_letters.stop()
+
+
+async def lag(settings: Settings) -> int:
+    """Pages handed over and not yet indexed (committed offsets of the indexer's group vs. the ends)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                group_id=settings.indexer_group + settings.topic_namespace)
+    await consumer.start()
+    try:
+        topic = settings.topic("knowledge_pages")
+        partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic)
+                                                          or await _partitions(consumer, topic))]
+        ends = await consumer.end_offsets(partitions)
+        total = 0
+        for tp in partitions:
+            committed = await consumer.committed(tp)
+            total += ends[tp] - (committed or 0)
+        return total
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - no public call for one topic's metadata
+    return consumer.partitions_for_topic(topic) or set()
+
+
+async def _reembed(indexing: Indexing, producer: EventProducer, settings: Settings) -> None:
+    try:
+        versions = await indexing.reembed_stale()
+    except Exception:  # noqa: BLE001 - retried at the next start; search still has the lexical arm
+        logger.exception("re-embedding stale chunks failed")
+        return
+    for key_id, version in versions.items():
+        event = events_pb2.KnowledgeUpdated(event_id=new_event_id(), occurred_at=now_timestamp(),
+                                            product_key_id=key_id, knowledge_version=version, reason="reembedded")
+        await producer.publish(settings.topic("knowledge_updated"), key_id, event)
+
+
+async def main(settings: Settings) -> None:
+    serve_metrics(settings.indexer_metrics_port)    # also what the Kubernetes probes ask
+    pool = await _retry(lambda: db.create_pool(settings.postgres_dsn, max_size=4))
+    producer = EventProducer(settings.kafka_bootstrap, client_id="parley-indexer")
+    await _retry(producer.start)
+    indexing = Indexing(pool)
+    await indexing.embedder()           # the model loads before the first page is taken
+    indexer = PageIndexer(settings, indexing, producer)
+    consumer = AIOKafkaConsumer(
+        settings.topic("knowledge_pages"), bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.indexer_group + settings.topic_namespace, enable_auto_commit=False,
+        auto_offset_reset="earliest", max_poll_interval_ms=10 * 60 * 1000, client_id="parley-indexer",
+    )
+    await _retry(consumer.start)
+    reembed = asyncio.get_running_loop().create_task(_reembed(indexing, producer, settings))
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    logger.info("indexer consuming %s", settings.topic("knowledge_pages"))
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=500, max_records=50)
+            for tp, records in batch.items():
+                for record in records:
+                    await indexer.handle(record.value, tp, record.offset)
+                    if stop.is_set():
+                        break
+                try:
+                    await consumer.commit({tp: record.offset + 1})
+                except (CommitFailedError, KafkaError) as exc:
+                    logger.warning("commit of %s@%s failed (%s); the next owner replays it", tp, record.offset, exc)
+    finally:
+        reembed.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reembed
+        await consumer.stop()
+        await indexer.close()
+        await producer.stop()
+        await pool.close()
+        logger.info("indexer stopped")
+
+
+async def _retry(start, attempts: int = 60):
+    async for attempt in AsyncRetrying(stop=lambda s: s.attempt_number >= attempts, reraise=True,
+                                       wait=wait_exponential(0.2, max=5)):
+        with attempt:
+            return await start()
+
+
+if __name__ == "__main__":
+    run_service("indexer", main)

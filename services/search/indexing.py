@@ -1,0 +1,110 @@
+"""The one indexing path of knowledge, owned by the search service.
+
+Admin RPCs (and so `parley knowledge add`) and the indexer worker that takes the scraper's pages all
+write through `Indexing`: chunks are embedded in batches off the event loop (a paragraph the key
+already has an embedding for is not embedded again), then written with their embeddings, the
+replaced chunks deleted and the knowledge version bumped in one transaction. Writing a document is
+idempotent: replaying it gives the same chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import asyncpg
+import numpy as np
+
+from services.common.embedding import Embedder
+from services.common.knowledge_store import (
+    NewChunk,
+    bump_version,
+    delete_documents,
+    insert_chunks,
+    known_embeddings,
+)
+
+logger = logging.getLogger(__name__)
+
+EMBED_BATCH = 64
+_STALE = """
+SELECT id, product_key_id, title, question, content FROM knowledge_chunks
+WHERE embedding_model IS DISTINCT FROM $1 AND id > $2
+ORDER BY id LIMIT $3
+"""
+_SET_EMBEDDINGS = """
+UPDATE knowledge_chunks ch SET embedding = u.e, embedding_model = $3
+FROM unnest($1::bigint[], $2::bytea[]) AS u(id, e) WHERE ch.id = u.id
+"""
+
+
+def to_bytes(vectors: np.ndarray) -> list[bytes]:
+    return [row.astype("<f4", copy=False).tobytes() for row in vectors]
+
+
+class Indexing:
+    def __init__(self, pool: asyncpg.Pool, load_embedder: Callable[[], Embedder] = Embedder.load) -> None:
+        self._pool = pool
+        self._load = load_embedder
+        self.chunks_embedded = 0
+
+    async def embedder(self) -> Embedder:
+        return await asyncio.to_thread(self._load)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of texts, in a worker thread (numpy releases the GIL in its matrix products)."""
+        embedder = await self.embedder()
+        vectors = await asyncio.to_thread(embedder.embed, list(texts), EMBED_BATCH)
+        self.chunks_embedded += len(texts)
+        return vectors
+
+    async def embeddings(self, key_id: str, kind: str, title: str, chunks: Sequence[NewChunk]
+                         ) -> tuple[list[bytes], str]:
+        embedder = await self.embedder()
+        hashes = [c.hash(kind) for c in chunks]
+        known = await known_embeddings(self._pool, key_id, hashes, embedder.model_id)
+        missing = [i for i, h in enumerate(hashes) if h not in known]
+        fresh = to_bytes(await self.embed([chunks[i].embedding_text(title) for i in missing])) if missing else []
+        new = dict(zip(missing, fresh))
+        return [known.get(h) or new[i] for i, h in enumerate(hashes)], embedder.model_id
+
+    async def write(self, key_id: str, kind: str, document: str, title: str, url: str, chunks: Sequence[NewChunk],
+                    replace: set[str] | frozenset[str] = frozenset()) -> tuple[list[str], int, int]:
+        """Writes a document's chunks (first deleting the chunks of the `replace` documents of the same
+        kind): (new chunk ids, chunks deleted, knowledge version)."""
+        vectors, model_id = await self.embeddings(key_id, kind, title, chunks)
+        async with self._pool.acquire() as conn, conn.transaction():
+            deleted = await delete_documents(conn, key_id, kind, set(replace) - {""})
+            ids = await insert_chunks(conn, key_id, kind, document, title, url, chunks, vectors, model_id)
+            version = await bump_version(conn, key_id)
+        return ids, deleted, version
+
+    async def remove(self, key_id: str, kind: str, documents: set[str]) -> tuple[int, int]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            deleted = await delete_documents(conn, key_id, kind, documents - {""})
+            version = await bump_version(conn, key_id)
+        return deleted, version
+
+    async def reembed_stale(self, batch: int = 256) -> dict[str, int]:
+        """Embeds every chunk without an embedding of the current model (chunks written before dense
+        retrieval, or by another model), bumping each touched key's version so that the search
+        replicas reload it; returns {key id: version}. Idempotent and resumable."""
+        embedder = await self.embedder()
+        keys: set[str] = set()
+        last_id, total, started = 0, 0, time.monotonic()
+        while True:
+            rows = await self._pool.fetch(_STALE, embedder.model_id, last_id, batch)
+            if not rows:
+                break
+            texts = [NewChunk(r["content"], r["question"]).embedding_text(r["title"]) for r in rows]
+            vectors = to_bytes(await self.embed(texts))
+            await self._pool.execute(_SET_EMBEDDINGS, [r["id"] for r in rows], vectors, embedder.model_id)
+            keys.update(r["product_key_id"] for r in rows)
+            last_id, total = rows[-1]["id"], total + len(rows)
+            logger.info("re-embedded %d chunks (%.0f/s)", total, total / max(time.monotonic() - started, 1e-6))
+        versions = {}
+        for key_id in sorted(keys):
+            async with self._pool.acquire() as conn:
+                versions[key_id] = await bump_version(conn, key_id)
+        return versions

@@ -1,0 +1,209 @@
+"""The one indexing path: pages over Kafka -> the search service's indexer -> PostgreSQL with their
+embeddings; dense search over the stored vectors, kept current on two replicas; dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from services.common.embedding import DIMENSIONS, Embedder
+from services.common.kafka import EventProducer
+from services.common.knowledge_events import KnowledgeFollower
+from services.common.pb.parley.v1 import events_pb2
+from services.search import indexer
+from services.search.dense import DenseRetrieval
+from services.search.vector_index import VectorIndex
+from tests.conftest import make_key
+
+pytestmark = pytest.mark.integration
+
+
+async def hand_over(settings, *pages: events_pb2.KnowledgePage) -> None:
+    """Pages onto the topic the scraper writes, then wait for the indexer to take them all."""
+    producer = EventProducer(settings.kafka_bootstrap, client_id="test-pages")
+    await producer.start()
+    try:
+        for page in pages:
+            await producer.publish(settings.topic("knowledge_pages"), page.product_key_id, page, wait=True)
+    finally:
+        await producer.stop()
+    deadline = asyncio.get_running_loop().time() + 60
+    while (left := await indexer.lag(settings)) > 0:
+        assert asyncio.get_running_loop().time() < deadline, f"{left} pages not indexed"
+        await asyncio.sleep(0.2)
+
+
+def page(key_id: str, document: str, *chunks: str, removed: bool = False) -> events_pb2.KnowledgePage:
+    return events_pb2.KnowledgePage(product_key_id=key_id, document=document, url=document, title="Help",
+                                    chunks=list(chunks), removed=removed)
+
+
+async def chunks_by_document(pg, key_id: str) -> dict[str, list[str]]:
+    rows = await pg.fetch("SELECT document, content FROM knowledge_chunks WHERE product_key_id = $1 ORDER BY id", key_id)
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        out.setdefault(r["document"], []).append(r["content"])
+    return out
+
+
+SHARED = "Contact support by email at help@example.com; we answer within one business day."
+
+
+async def test_a_paragraph_shared_by_two_pages_stays_on_both(services, search, admin, pg, settings):
+    key = await make_key(search, admin, "shared-paragraph", faq=[], docs=[])
+    a, b = "https://shop.example/a.html", "https://shop.example/b.html"
+    await hand_over(settings, page(key.id, a, SHARED, "Page A is about returns."),
+                    page(key.id, b, SHARED, "Page B is about shipping."))
+    assert (await chunks_by_document(pg, key.id)) == {
+        a: [SHARED, "Page A is about returns."], b: [SHARED, "Page B is about shipping."]}
+    await hand_over(settings, page(key.id, a, "Page A now only talks about exchanges."))
+    after = await chunks_by_document(pg, key.id)
+    assert after[b] == [SHARED, "Page B is about shipping."]      # unchanged by A's change
+    assert after[a] == ["Page A now only talks about exchanges."]
+    await hand_over(settings, page(key.id, b, removed=True))
+    assert b not in await chunks_by_document(pg, key.id)
+
+
+async def test_indexed_chunks_carry_their_embedding_and_replays_change_nothing(services, search, admin, pg, settings):
+    key = await make_key(search, admin, "embedded", faq=[], docs=[])
+    doc = "https://shop.example/battery.html"
+    text = "The battery pack weighs 1.2 kg and charges in three hours."
+    await hand_over(settings, page(key.id, doc, text))
+    row = await pg.fetchrow("SELECT id, embedding, embedding_model FROM knowledge_chunks WHERE product_key_id = $1",
+                            key.id)
+    embedder = Embedder.load()
+    assert row["embedding_model"] == embedder.model_id
+    stored = np.frombuffer(row["embedding"], dtype="<f4")
+    assert stored.shape == (DIMENSIONS,)
+    np.testing.assert_allclose(stored, embedder.embed([f"Help\n{text}"])[0], atol=1e-5)
+    version = await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id)
+    await hand_over(settings, page(key.id, doc, text))             # a replayed message
+    again = await pg.fetch("SELECT id FROM knowledge_chunks WHERE product_key_id = $1", key.id)
+    assert len(again) == 1
+    assert await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id) > version
+
+
+async def test_admin_documents_go_through_the_same_path(search, admin, pg):
+    key = await make_key(search, admin, "admin-path", faq=[("How heavy is it?", "It weighs 2 kg.")],
+                         docs=[("Pairing", "Open the app and pair the speaker over Bluetooth.")])
+    rows = await pg.fetch("SELECT kind, embedding_model, length(embedding) AS n FROM knowledge_chunks"
+                          " WHERE product_key_id = $1", key.id)
+    assert sorted(r["kind"] for r in rows) == ["document", "faq"]
+    assert all(r["embedding_model"] == Embedder.load().model_id and r["n"] == 4 * DIMENSIONS for r in rows)
+
+
+async def test_two_replicas_see_a_knowledge_change(services, search, admin, pg, settings):
+    """Two search replicas, each with its own index and its own follower of knowledge events: after
+    a page changes, both find the new passage by meaning and neither the old one."""
+    key = await make_key(search, admin, "replicas", faq=[], docs=[])
+    doc = "https://shop.example/pairing.html"
+    await hand_over(settings, page(key.id, doc, "Returns are accepted within 30 days of delivery."))
+    embedder = Embedder.load()
+    replicas = [VectorIndex(pg, embedder.model_id, 64 << 20) for _ in range(2)]
+    followers = []
+    for index in replicas:
+        async def forget(event, index=index) -> None:
+            index.forget(event.product_key_id, event.knowledge_version)
+        follower = KnowledgeFollower(settings.kafka_bootstrap, settings.topic("knowledge_updated"), forget)
+        await follower.start()
+        followers.append(follower)
+    try:
+        query = embedder.embed_one("how do I connect it to my phone?")
+        for index in replicas:
+            (hit,) = await index.search(key.id, query, 5)
+            assert "Returns" in await pg.fetchval("SELECT content FROM knowledge_chunks WHERE id = $1", int(hit[0]))
+        await hand_over(settings, page(key.id, doc, "Pair the speaker with the app over Bluetooth."))
+        await asyncio.sleep(1.0)                                    # the followers' events
+        for index in replicas:
+            hits = await index.search(key.id, query, 5)             # no version given: the events alone
+            contents = [await pg.fetchval("SELECT content FROM knowledge_chunks WHERE id = $1", int(c)) for c, _ in hits]
+            assert contents == ["Pair the speaker with the app over Bluetooth."]
+            assert hits[0][1] > 0.3
+    finally:
+        for follower in followers:
+            await follower.stop()
+
+
+async def test_dense_candidates_join_the_lexical_ones(search, admin, pg):
+    key = await make_key(search, admin, "dense-plan", faq=[],
+                         docs=[("Specifications", "The X200 battery pack weighs 1.2 kilograms."),
+                               ("Returns", "Unused items can be sent back within thirty days.")])
+    version = await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id)
+    dense = DenseRetrieval(pg, Embedder.load(), 64 << 20, candidates=5)
+
+    async def no_lexical() -> list:
+        return []   # no word of the question is in the passage ("heavy" vs "weighs")
+
+    chunks = await dense.with_lexical(key.id, version, "how heavy is the battery?", no_lexical())
+    assert [c.title for c in chunks] == ["Specifications", "Returns"]
+    assert chunks[0].dense > chunks[1].dense + 0.2 and chunks[0].score == 0.0
+    assert dense.queries.misses == 1
+    await dense.hits(key.id, version, "how heavy is the battery?")
+    assert dense.queries.hits == 1                                   # the query embedding is cached
+
+
+async def test_an_undecodable_page_is_dead_lettered(services, settings):
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(settings.topic("knowledge_pages"), b"\xff\xfenot a page", key=b"junk")
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(settings.topic("deadletter"), bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    found = None
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while found is None and asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    headers = dict(r.headers)
+                    if (headers.get("source-topic") == settings.topic("knowledge_pages").encode()
+                            and headers.get("source-offset") == str(meta.offset).encode()):
+                        found = r
+    finally:
+        await consumer.stop()
+    assert found is not None and found.value == b"\xff\xfenot a page"
+    assert await indexer.lag(settings) == 0                         # and the indexer went on
+
+
+async def test_a_second_search_process_answers_from_the_changed_knowledge(services, search, admin, test_env,
+                                                                          tmp_path, settings):
+    """Two search processes: knowledge changed through one; the other's dense scores follow at once."""
+    from services.common.grpc_server import channel, check_serving
+    from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
+    from services.launcher import Launcher
+    from tests.conftest import _free_port
+
+    addr = f"127.0.0.1:{_free_port()}"
+    second = Launcher(tmp_path, env={**test_env, "PARLEY_SEARCH_ADDR": addr,
+                                     "PARLEY_SEARCH_METRICS_PORT": str(_free_port())})
+    second.start(["search"])
+    key = await make_key(search, admin, "two-processes", faq=[],
+                         docs=[("Returns", "Unused items can be sent back within thirty days.")])
+    question = "how do I connect the speaker to my phone?"
+    try:
+        async with channel(addr) as ch:
+            deadline = asyncio.get_running_loop().time() + 90
+            while True:
+                try:
+                    await check_serving(ch, "search")
+                    break
+                except Exception:  # noqa: BLE001 - still starting
+                    assert asyncio.get_running_loop().time() < deadline, "second search process not serving"
+                    await asyncio.sleep(0.5)
+            other = search_pb2_grpc.SearchServiceStub(ch)
+            before = await other.Plan(search_pb2.PlanRequest(product_key=key.secret, message=question), timeout=10)
+            assert before.scores["dense"] < 0.3                       # its index is loaded, without the answer
+            await search.AddDocument(search_pb2.AddDocumentRequest(
+                product_key_id=key.id, title="Pairing",
+                text="Pair the speaker with your phone over Bluetooth from the app."), metadata=admin, timeout=10)
+            after = await other.Plan(search_pb2.PlanRequest(product_key=key.secret, message=question), timeout=10)
+            assert after.scores["dense"] > 0.5
+            assert after.knowledge_version > before.knowledge_version
+    finally:
+        second.stop(["search"])

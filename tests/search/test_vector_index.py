@@ -1,0 +1,39 @@
+"""The in-process vector index: exact top-k, version checks and the memory bound (no stack needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from services.search.vector_index import KeyVectors, VectorIndex
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_top_k_is_exact_and_best_first():
+    rng = np.random.default_rng(3)
+    matrix = unit(rng.standard_normal((500, 384)))
+    entry = KeyVectors(1, np.arange(1000, 1500, dtype=np.int64), matrix)
+    query = matrix[123]
+    hits = entry.top(query, 10)
+    expected = np.argsort(-(matrix @ query))[:10]
+    assert [int(c) for c, _ in hits] == [1000 + int(i) for i in expected]
+    assert hits[0] == ("1123", hits[0][1]) and abs(hits[0][1] - 1.0) < 1e-5
+    assert len(entry.top(query, 5000)) == 500 and entry.top(query, 0) == []
+
+
+def test_least_recently_used_keys_are_dropped_beyond_the_byte_bound():
+    index = VectorIndex(pool=None, model_id="m", max_bytes=3 * (100 * 384 * 4 + 800))
+    for name in "abcd":
+        index._keys[name] = KeyVectors(1, np.arange(100, dtype=np.int64), np.zeros((100, 384), np.float32))
+        index._evict(keep=name)
+    assert list(index._keys) == ["b", "c", "d"]
+    assert index.nbytes <= index.max_bytes
+
+
+def test_forget_drops_only_older_versions():
+    index = VectorIndex(pool=None, model_id="m", max_bytes=1 << 30)
+    index._keys["k"] = KeyVectors(5, np.zeros(0, np.int64), np.zeros((0, 384), np.float32))
+    assert not index.forget("k", 5) and index.loaded("k") is not None
+    assert index.forget("k", 6) and index.loaded("k") is None
