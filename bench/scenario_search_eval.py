@@ -12,6 +12,7 @@ Every question's scores are written with the results, so thresholds can be chose
 
 from __future__ import annotations
 
+import os
 import uuid
 
 from rich.table import Table
@@ -75,6 +76,9 @@ async def _ask(settings, secret: str, questions: list[Question]) -> list[dict]:
                 "plan_pages": [page_key(p.url) for p in plan.passages], "scores": dict(plan.scores),
                 "strategy": _strategy(reply.strategy), "answer": reply.answer,
                 "sources": [page_key(s.url) for s in reply.sources],
+                # What bench/eval_tune.py needs to replay the answer offline with other thresholds.
+                "passages": [{"id": p.id, "kind": p.kind, "title": p.title, "text": p.text, "url": p.url,
+                              "score": p.score} for p in plan.passages] if q.split == "dev" else [],
             })
     return records
 
@@ -145,17 +149,24 @@ async def _demo(settings, secret: str) -> dict:
     return report.as_dict()
 
 
+# EVAL_TUNING=1: every threshold of the decision and of the extractive answer at its most permissive,
+# so that the dev split's scores and passages can be replayed offline with any thresholds (bench/eval_tune.py).
+TUNING_ENV = {"PARLEY_ANSWER_MIN_DENSE": "0", "PARLEY_PASSAGE_MIN_DENSE": "0", "PARLEY_KNOWLEDGE_MIN_SCORE": "0",
+              "PARLEY_EXTRACTIVE_MIN_SIMILARITY": "-1"}
+
+
 async def run(seconds: float, concurrencies: list[int]) -> dict:
     sites = discover()
+    env = {**ENV, **(TUNING_ENV if os.environ.get("EVAL_TUNING") else {})}
     by_site: dict[str, list[dict]] = {}
     overlap: dict[str, float] = {}
-    async with started_services(ENV) as (settings, _key_id, demo_secret):
+    async with started_services(env) as (settings, _key_id, demo_secret):
         demo = await _demo(settings, demo_secret)
         for site in sites:
             _, secret = await _load_site(settings, site)
             by_site[site.name] = await _ask(settings, secret, site.questions)
             overlap[site.name] = _overlap(site, by_site[site.name])
-    result: dict = {"scenario": NAME, "demo": demo, "lexical_overlap": overlap, "splits": {}}
+    result: dict = {"scenario": NAME, "tuning": bool(os.environ.get("EVAL_TUNING")), "demo": demo, "lexical_overlap": overlap, "splits": {}}
     for split in ("dev", "test"):
         rows = {name: [r for r in records if r["split"] == split] for name, records in by_site.items()}
         rows["total"] = [r for records in rows.values() for r in records]

@@ -46,7 +46,10 @@ class Planner:
         self.cache = KeyCache(client, settings.key_cache_ttl_seconds)
         self._limiter = RateLimiter(client)
         self._web_available = web_available
-        self.thresholds = Thresholds(settings.knowledge_min_score, settings.faq_min_score)
+        self.thresholds = Thresholds(
+            settings.knowledge_min_score, settings.faq_min_score, answer_min_dense=settings.answer_min_dense,
+            passage_min_dense=settings.passage_min_dense, faq_min_dense=settings.faq_min_dense,
+            dense_weight=settings.dense_weight)
 
     async def key(self, secret: str) -> KeyRecord:
         """The valid key for a secret: from the cache, else one PostgreSQL query (then cached)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from services.common import smalltalk
@@ -17,6 +18,7 @@ class Thresholds:
     answer_min_dense: float = 0.45    # best passage cosine from which the knowledge answers at all
     passage_min_dense: float = 0.35   # cosine a passage needs to be returned with a KNOWLEDGE answer
     faq_min_dense: float = 0.75       # FAQ entry cosine from which its stored answer is used
+    dense_weight: float = 1.0         # weight of the dense order in the rank fusion
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,25 @@ def _scores(chunks: list[Chunk]) -> dict[str, float]:
         "dense": round(max(c.dense for c in chunks), 4),
         "faq_dense": round(max((c.dense for c in chunks if c.kind == "faq"), default=0.0), 4),
     }
+
+
+RRF_K = 60
+
+
+def fuse(chunks: list[Chunk], dense_weight: float) -> list[Chunk]:
+    """Weighted reciprocal-rank fusion of the lexical order (full text and FAQ trigram, already fused
+    by the search statement: Chunk.score) and the dense order (Chunk.dense); best first, with the
+    fused score normalised to 0..1 as Chunk.score."""
+    lexical = sorted((c for c in chunks if c.score > 0), key=lambda c: -c.score)
+    dense = sorted((c for c in chunks if c.dense > 0), key=lambda c: -c.dense)
+    fused: dict[str, float] = {c.id: 0.0 for c in chunks}
+    for pos, c in enumerate(lexical, 1):
+        fused[c.id] += 1.0 / (RRF_K + pos)
+    for pos, c in enumerate(dense, 1):
+        fused[c.id] += dense_weight / (RRF_K + pos)
+    best = (1.0 + dense_weight) / (RRF_K + 1)
+    ranked = sorted(chunks, key=lambda c: (-fused[c.id], -c.dense))
+    return [dataclasses.replace(c, score=min(1.0, fused[c.id] / best)) for c in ranked]
 
 
 def _dense_decision(chunks: list[Chunk], t: Thresholds) -> Decision | None:
@@ -101,8 +122,10 @@ def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: O
     found = smalltalk.classify(message)
     if found:
         return Decision(found.strategy, [f"the message is small talk ({found.kind}); no retrieval needed"])
-    scores = _scores(chunks)
     dense = any(c.dense > 0 for c in chunks)
+    if dense:
+        chunks = fuse(chunks, thresholds.dense_weight)
+    scores = _scores(chunks)
     decision = (_dense_decision if dense else _lexical_decision)(chunks, thresholds) if chunks else None
     if decision is not None:
         decision.scores = scores
