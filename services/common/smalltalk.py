@@ -30,6 +30,7 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"(many|big|huge) thanks", r"(much|greatly|really) appreciated", r"(i )?(really )?appreciate (it|that|this|your help)",
         r"thanks? (a lot|a bunch|a million|so much|very much|for (the|your) (help|answer|reply|info|information))",
         r"that('?s| is| was) (very |really |super )?(helpful|useful|great|perfect)",
+        r"(that|this|it|you) (really )?(helped|helps|worked|works|did it|did the trick|solved it|fixed it)",
     ),
     GOODBYE: (
         r"(bye|goodbye|good bye|byebye|bye bye|cya|ciao|later|laters|farewell|adios)",

@@ -18,6 +18,7 @@ T = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6)
     ("Thanks!!", "thanks"), ("thank u so much 🙏", "thanks"), ("thaaanks", "thanks"), ("ty", "thanks"),
     ("Much appreciated.", "thanks"), ("ok thanks", "thanks"), ("cool, thank you!", "thanks"),
     ("thanks for the help!", "thanks"), ("That was helpful, thanks", "thanks"), ("cheers mate", "thanks"),
+    ("ok that worked, thank you", "thanks"),
     ("bye", "goodbye"), ("See you later!", "goodbye"), ("goodbye, have a nice day", "goodbye"),
     ("Byeee", "goodbye"), ("ok bye", "goodbye"), ("take care", "goodbye"),
     ("are you a bot?", "bot"), ("Are u a real person?", "bot"), ("am I talking to a human", "bot"),
