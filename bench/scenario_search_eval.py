@@ -12,6 +12,7 @@ Every question's scores are written with the results, so thresholds can be chose
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 
@@ -60,17 +61,20 @@ async def _load_site(settings, site: EvalSite) -> tuple[str, str]:
     return key.key.id, key.product_key
 
 
-async def _ask(settings, secret: str, questions: list[Question]) -> list[dict]:
-    records = []
+async def _ask(settings, secret: str, questions: list[Question], in_flight: int = 4) -> list[dict]:
+    """Every question through Plan and Chat, a few at a time (each answer is independent: no cache, own session)."""
+    gate = asyncio.Semaphore(in_flight)
     async with channel(settings.search_addr) as sch, channel(settings.response_addr) as rch:
         search = search_pb2_grpc.SearchServiceStub(sch)
         chat = response_pb2_grpc.ResponseServiceStub(rch)
-        for q in questions:
-            plan = await search.Plan(search_pb2.PlanRequest(product_key=secret, message=q.text, max_passages=5),
-                                     timeout=30)
-            reply = await chat.Chat(response_pb2.ChatRequest(product_key=secret, session_id=f"eval-{q.id}",
-                                                             message=q.text, no_cache=True), timeout=60)
-            records.append({
+
+        async def one(q: Question) -> dict:
+            async with gate:
+                plan = await search.Plan(search_pb2.PlanRequest(product_key=secret, message=q.text, max_passages=5),
+                                         timeout=60)
+                reply = await chat.Chat(response_pb2.ChatRequest(product_key=secret, session_id=f"eval-{q.id}",
+                                                                 message=q.text, no_cache=True), timeout=120)
+            return {
                 "id": q.id, "split": q.split, "kind": q.kind, "text": q.text, "pages": list(q.pages),
                 "facts": list(q.facts), "plan_strategy": _strategy(plan.strategy),
                 "plan_pages": [page_key(p.url) for p in plan.passages], "scores": dict(plan.scores),
@@ -79,8 +83,9 @@ async def _ask(settings, secret: str, questions: list[Question]) -> list[dict]:
                 # What bench/eval_tune.py needs to replay the answer offline with other thresholds.
                 "passages": [{"id": p.id, "kind": p.kind, "title": p.title, "text": p.text, "url": p.url,
                               "score": p.score} for p in plan.passages] if q.split == "dev" else [],
-            })
-    return records
+            }
+
+        return list(await asyncio.gather(*(one(q) for q in questions)))
 
 
 def _asked(r: dict) -> Asked:
@@ -157,6 +162,8 @@ TUNING_ENV = {"PARLEY_ANSWER_MIN_DENSE": "0", "PARLEY_PASSAGE_MIN_DENSE": "0", "
 
 async def run(seconds: float, concurrencies: list[int]) -> dict:
     sites = discover()
+    if os.environ.get("EVAL_SITES"):   # e.g. EVAL_SITES=trailhead,ledgerloop
+        sites = [s for s in sites if s.name in os.environ["EVAL_SITES"].split(",")]
     env = {**ENV, **(TUNING_ENV if os.environ.get("EVAL_TUNING") else {})}
     by_site: dict[str, list[dict]] = {}
     overlap: dict[str, float] = {}
