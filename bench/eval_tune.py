@@ -7,9 +7,12 @@ The tuning run records, for each dev question, Plan's best dense cosine and its 
 questions carry no passages). Here each dev question about the product (answerable or not) is
 replayed with every pair (answer_min_dense, extractive_min_similarity) of a grid: NO_ANSWER when the
 best passage cosine is below the first, or when no sentence of the passages reaches the second;
-otherwise the extractive answer. The pair chosen maximises the share of right outcomes (answerable:
-answered; unanswerable: NO_ANSWER), then the share of answers that contain the expected fact, then
-prefers the lower thresholds.
+otherwise the extractive answer. The pair chosen keeps the answerable questions answered NO_ANSWER
+at or below the goal (--max-lost, 0.05) and, within that, maximises the NO_ANSWER recall of the
+unanswerable ones, then the share of answers that contain the expected fact, then prefers the lower
+answer_min_dense and the higher extractive_min_similarity (the same dev outcome with a wider margin
+against quoting an unrelated sentence). (Plain accuracy would choose 0 and 0: on this mix, 86% answerable, the scores separate
+the two kinds too weakly for any threshold to pay.)
 """
 
 from __future__ import annotations
@@ -69,14 +72,20 @@ def outcome(items: list[Replay], min_dense: float, min_sentence: float) -> tuple
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path, help="bench results JSON of an EVAL_TUNING=1 run")
+    parser.add_argument("--max-lost", type=float, default=0.05, help="most answerable questions answered NO_ANSWER")
     args = parser.parse_args(argv)
-    scenario = next(s for s in json.loads(args.results.read_text())["scenarios"] if s["scenario"] == "search-eval")
-    if not scenario.get("tuning"):
-        raise SystemExit("not a tuning run: run it with EVAL_TUNING=1")
-    items = [replay(r) for records in scenario["questions"].values() for r in records
-             if r["split"] == "dev" and r["kind"] in ("answerable", "unanswerable")]
+    cache = args.results.with_suffix(".replay.json")
+    if cache.exists():
+        items = [Replay(**r) for r in json.loads(cache.read_text())]
+    else:
+        scenario = next(s for s in json.loads(args.results.read_text())["scenarios"] if s["scenario"] == "search-eval")
+        if not scenario.get("tuning"):
+            raise SystemExit("not a tuning run: run it with EVAL_TUNING=1")
+        items = [replay(r) for records in scenario["questions"].values() for r in records
+                 if r["split"] == "dev" and r["kind"] in ("answerable", "unanswerable")]
+        cache.write_text(json.dumps([r.__dict__ for r in items]))
     ranked = sorted(((outcome(items, d, s), d, s) for d in GRID for s in GRID),
-                    key=lambda x: (-x[0][0], -x[0][1], x[1], x[2]))
+                    key=lambda x: (x[0][2] > args.max_lost, -x[0][3], -x[0][1], x[1], -x[2]))
     print(f"{len(items)} dev questions about the products "
           f"({sum(r.kind == 'answerable' for r in items)} answerable)")
     print("answer_min_dense  extractive_min_similarity  right  fact  answerable→NO_ANSWER  NO_ANSWER recall")

@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     answer_min_dense: float = 0.30            # best passage cosine from which the knowledge answers at all
     passage_min_dense: float = 0.25           # cosine a passage needs to be returned with a KNOWLEDGE answer
     faq_min_dense: float = 0.80               # FAQ entry cosine from which its stored answer is used
-    extractive_min_similarity: float = 0.30   # sentence cosine from which the extractive answer quotes it
+    extractive_min_similarity: float = 0.24   # sentence cosine from which the extractive answer quotes it
     extractive_passages: int = 3              # passages whose sentences are embedded for an extractive answer
 
     def topic(self, name: str) -> str:

@@ -278,7 +278,7 @@ class ExtractiveAnswerer:
 
     model = "extractive"
 
-    def __init__(self, max_sentences: int = 3, min_coverage: float = 0.4, *, min_similarity: float = 0.30,
+    def __init__(self, max_sentences: int = 3, min_coverage: float = 0.4, *, min_similarity: float = 0.24,
                  passages: int = 3, embed: Callable[[list[str]], np.ndarray] | None = None) -> None:
         self._max_sentences = max_sentences
         self.min_coverage = min_coverage

@@ -15,10 +15,10 @@ class Thresholds:
 
     knowledge_min_score: float    # relevance (share of the message's terms) a passage needs (lexical only)
     faq_min_score: float          # FAQ question match needed to answer with the stored answer
-    answer_min_dense: float = 0.45    # best passage cosine from which the knowledge answers at all
-    passage_min_dense: float = 0.35   # cosine a passage needs to be returned with a KNOWLEDGE answer
-    faq_min_dense: float = 0.75       # FAQ entry cosine from which its stored answer is used
-    dense_weight: float = 1.0         # weight of the dense order in the rank fusion
+    answer_min_dense: float = 0.30    # best passage cosine from which the knowledge answers at all
+    passage_min_dense: float = 0.25   # cosine a passage needs to be returned with a KNOWLEDGE answer
+    faq_min_dense: float = 0.80       # FAQ entry cosine from which its stored answer is used
+    dense_weight: float = 2.0         # weight of the dense order in the rank fusion
 
 
 @dataclass(frozen=True)
