@@ -28,7 +28,7 @@ async def bikes(search, admin):
 
 @pytest.mark.parametrize("question, title", [
     ("how heavy is the ridge?", "Ridge specifications"),
-    ("can i hook it up to my phone", "The Ride app"),
+    ("connect the bike to my phone", "The Ride app"),
     ("I changed my mind after it arrived, can I get my money back?", "Returns"),
     ("how long till the pack is full again", "Charging"),
 ])
