@@ -155,6 +155,16 @@ class Settings(BaseSettings):
     # "asyncio" is the standard loop, kept for comparison and for debugging.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
+    # Hybrid ranking and the answer decision (services/search/strategy.py) and the extractive answerer's
+    # sentence choice (services/response/llm.py). Chosen on the dev split of the help-site evaluation
+    # (bench/eval_tune.py over `make bench ARGS="--only search-eval"`); see README "How the thresholds were chosen".
+    dense_weight: float = 2.0                 # weight of the dense order beside the lexical one in rank fusion
+    answer_min_dense: float = 0.30            # best passage cosine from which the knowledge answers at all
+    passage_min_dense: float = 0.25           # cosine a passage needs to be returned with a KNOWLEDGE answer
+    faq_min_dense: float = 0.80               # FAQ entry cosine from which its stored answer is used
+    extractive_min_similarity: float = 0.24   # sentence cosine from which the extractive answer quotes it
+    extractive_passages: int = 3              # passages whose sentences are embedded for an extractive answer
+
     def topic(self, name: str) -> str:
         """The full topic name for one of `TOPICS`."""
         return TOPICS[name] + self.topic_namespace

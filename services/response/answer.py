@@ -432,7 +432,8 @@ def feedback_event_id(request_id: str, rating: int, comment: str) -> str:
 def build_engine(settings: Settings, search: SearchClient, store: ResponseStore, producer: EventProducer | Outbox,
                  web: WebPages | None = None) -> ChatEngine:
     """The engine as the settings describe it: Groq when GROQ_API_KEY is set, else extractive only."""
-    extractive = ExtractiveAnswerer(settings.extractive_max_sentences)
+    extractive = ExtractiveAnswerer(settings.extractive_max_sentences, min_similarity=settings.extractive_min_similarity,
+                                    passages=settings.extractive_passages)
     llm = None
     if settings.groq_api_key:
         llm = ResilientLLM(

@@ -9,15 +9,19 @@ import math
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import groq
 import httpx
+import numpy as np
+
+from services.common import smalltalk
+from services.common.embedding import Embedder
+from services.response.sentences import units as sentence_units
 
 logger = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _STOP = frozenset(
     """a an and are as at be but by can could do does did for from had has have how i if in into is it its
     me my of on or our please should so than that the their them then there these they this to was we were
@@ -243,69 +247,109 @@ def terms(text: str) -> set[str]:
     return {_stem(w) for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOP and len(w) > 1}
 
 
+_SMALLTALK_REPLIES = {
+    smalltalk.GREETING: "Hello! How can I help you with {name} today?",
+    smalltalk.THANKS: "You're welcome! Is there anything else I can help you with?",
+    smalltalk.GOODBYE: "Goodbye, and thanks for stopping by! Come back any time you have a question about {name}.",
+    smalltalk.BOT: "I'm the virtual assistant of {name}: I answer from its help pages and FAQ. What would you like to know?",
+    smalltalk.WELLBEING: "I'm doing well, thanks for asking! What can I help you with about {name}?",
+    smalltalk.ACK: "Great! Is there anything else I can help you with?",
+    smalltalk.EMOJI: "\U0001F642 Is there anything I can help you with about {name}?",
+}
+
+
+def smalltalk_reply(message: str, key_name: str) -> str:
+    """The reply to a greeting, thanks, goodbye, "are you a bot" or emoji, by what the message is."""
+    found = smalltalk.classify(message)
+    reply = _SMALLTALK_REPLIES[found.kind if found else smalltalk.GREETING]
+    return reply.format(name=key_name or "us")
+
+
 NO_ANSWER_TEXT = "I'm sorry, I don't have information about that. Could you rephrase, or ask about something else?"
 
 
 class ExtractiveAnswerer:
-    """Answers with the passages' best sentences, citing them; says so when nothing fits."""
+    """Answers with the passages' sentences closest in meaning to the question, citing each passage
+    once; says so when none is close enough.
+
+    Only the sentences and table rows of the first `passages` passages are candidates
+    (services/response/sentences.py drops headings, menus, breadcrumbs and link lists); they are
+    embedded with the question in one batch by the shared embedding model."""
 
     model = "extractive"
 
-    def __init__(self, max_sentences: int = 3, min_coverage: float = 0.4) -> None:
+    def __init__(self, max_sentences: int = 3, min_coverage: float = 0.4, *, min_similarity: float = 0.24,
+                 passages: int = 3, embed: Callable[[list[str]], np.ndarray] | None = None) -> None:
         self._max_sentences = max_sentences
         self.min_coverage = min_coverage
+        self.min_similarity = min_similarity
+        self._passages = passages
+        self._embed = embed
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        if self._embed is None:
+            self._embed = Embedder.load().embed   # loaded once per process, on the first answer that needs it
+        return self._embed(texts)
 
     def answer(self, request: AnswerRequest) -> Answer:
-        if request.strategy == "GREETING":
-            name = request.key_name or "us"
-            return Answer(f"Hello! How can I help you with {name} today?", self.model)
-        if request.strategy == "SMALLTALK":
-            return Answer("You're welcome! Is there anything else I can help you with?", self.model)
+        if request.strategy in ("GREETING", "SMALLTALK"):
+            return Answer(smalltalk_reply(request.message, request.key_name), self.model)
         wanted = terms(request.message)
         if not wanted or not request.passages:
             return Answer(NO_ANSWER_TEXT, self.model)
-        # A sentence qualifies when it (with its passage's title or FAQ question) covers enough of
-        # the question's words; one shared word such as "sell" is not an answer.
-        needed = max(1, math.ceil(self.min_coverage * len(wanted)))
         top = request.passages[0]
         if top.kind == "faq":
+            # A stored answer whose question covers the message is the answer, as it was written.
             question, _, stored = top.text.partition("\n")
-            if len(wanted & terms(top.text)) >= needed:
+            if len(wanted & terms(top.text)) >= max(1, math.ceil(self.min_coverage * len(wanted))):
                 return Answer(f"{stored.strip()} [{top.id}]", self.model, [top.id])
-        scored: list[tuple[float, int, int, str, str]] = []
-        for p_index, passage in enumerate(request.passages):
-            heading, _, body = passage.text.partition("\n") if passage.kind == "faq" else (passage.title, "", passage.text)
-            heading_terms = terms(heading)
-            for s_index, sentence in enumerate(s.strip() for s in _SENTENCE.split(body)):
-                if len(sentence) < 3:
-                    continue
-                sentence_terms = terms(sentence)
-                overlap = len(wanted & (sentence_terms | heading_terms))
-                if overlap >= needed and wanted & sentence_terms:
-                    # Passage rank breaks ties between sentences that share as many words.
-                    scored.append((overlap + passage.score, -p_index, -s_index, sentence, passage.id))
-        if not scored:
+        candidates: list[tuple[int, int, str, str]] = []     # passage index, position, sentence, embedded text
+        for p_index, passage in enumerate(request.passages[: self._passages]):
+            if passage.kind == "faq":
+                heading, _, body = passage.text.partition("\n")
+            else:
+                heading, body = passage.title, passage.text
+            for unit in sentence_units(body, heading):
+                # The page title gives a table row its subject ("Weight: 34.5 kg" of which bike).
+                candidates.append((p_index, unit.position, unit.text, f"{heading}: {unit.text}" if heading else unit.text))
+        if not candidates:
             return Answer(NO_ANSWER_TEXT, self.model)
-        scored.sort(reverse=True)
-        best, said = [], set()
-        for item in scored:
-            wording = " ".join(item[3].lower().split())
-            if item[0] < 0.6 * scored[0][0] or len(best) == self._max_sentences:
+        vectors = self._vectors([request.message] + [c[3] for c in candidates])
+        similarity = vectors[1:] @ vectors[0]
+        return self._compose(candidates, [float(x) for x in similarity], request.passages)
+
+    def _compose(self, candidates: list[tuple[int, int, str, str]], similarity: list[float],
+                 passages: list[PassageText]) -> Answer:
+        """The best sentences (at most max_sentences, near the best one) in reading order, each
+        passage cited once, after its last sentence."""
+        order = sorted(range(len(candidates)), key=lambda i: (-similarity[i], candidates[i][0], candidates[i][1]))
+        best = similarity[order[0]]
+        if best < self.min_similarity:
+            return Answer(NO_ANSWER_TEXT, self.model)
+        chosen, said = [], set()
+        for i in order:
+            if len(chosen) == self._max_sentences or similarity[i] < max(self.min_similarity, best - 0.12):
                 break
+            wording = " ".join(candidates[i][2].lower().split())
             if wording not in said:  # the same sentence from a document and a crawled page: once
                 said.add(wording)
-                best.append(item)
-        best.sort(key=lambda s: (-s[1], -s[2]))  # back into reading order
+                chosen.append(i)
+        chosen.sort(key=lambda i: (candidates[i][0], candidates[i][1]))   # by passage, in reading order
+        parts: list[str] = []
         cited: list[str] = []
-        parts = []
-        for _, _, _, sentence, pid in best:
-            if pid not in cited:
+        for n, i in enumerate(chosen):
+            p_index, _, sentence, _ = candidates[i]
+            parts.append(sentence)
+            last_of_passage = n + 1 == len(chosen) or candidates[chosen[n + 1]][0] != p_index
+            if last_of_passage:
+                pid = passages[p_index].id
+                parts[-1] = f"{sentence} [{pid}]"
                 cited.append(pid)
-            parts.append(f"{sentence} [{pid}]")
         return Answer(" ".join(parts), self.model, cited)
 
     async def stream(self, request: AnswerRequest) -> AsyncIterator[str | Answer]:
-        answer = self.answer(request)
+        # Embedding the sentences is CPU work: off the event loop.
+        answer = await asyncio.to_thread(self.answer, request)
         for piece in re.findall(r"\S+\s*", answer.text):
             yield piece
         yield answer

@@ -94,3 +94,66 @@ def evaluate(outcomes: list[Outcome]) -> Report:
         confusion={k: dict(v) for k, v in confusion.items()},
         misses=misses,
     )
+
+
+# --- the help-site evaluation: questions with expected pages and facts, asked through Chat ---------------
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One question of a help-site evaluation and what Parley did with it."""
+
+    kind: str                     # answerable | unanswerable | smalltalk (the label)
+    pages: tuple[str, ...]        # expected page paths (any one is a hit)
+    facts: tuple[str, ...]        # alternatives that must appear in the answer
+    plan_pages: tuple[str, ...]   # page paths of Plan's passages, best first
+    strategy: str                 # the strategy of the Chat answer
+    answer: str
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().replace("\u2019", "'").split())
+
+
+def fact_found(facts: tuple[str, ...], answer: str) -> bool:
+    said = _norm(answer)
+    return any(_norm(f) in said for f in facts)
+
+
+def page_rank(expected: tuple[str, ...], returned: tuple[str, ...]) -> int | None:
+    wanted = {p.rstrip("/") for p in expected}
+    seen = []
+    for page in returned:         # a page with several passages counts once
+        if page not in seen:
+            seen.append(page)
+    for i, page in enumerate(seen, 1):
+        if page.rstrip("/") in wanted:
+            return i
+    return None
+
+
+def site_report(items: list[Asked]) -> dict[str, float | int]:
+    """hit@1, hit@3, MRR, fact-in-answer and answered-NO_ANSWER share of the answerable questions;
+    NO_ANSWER precision and recall over the questions about the product; small-talk accuracy."""
+    answerable = [a for a in items if a.kind == "answerable"]
+    unanswerable = [a for a in items if a.kind == "unanswerable"]
+    smalltalk = [a for a in items if a.kind == "smalltalk"]
+    ranks = [page_rank(a.pages, a.plan_pages) for a in answerable]
+    n = max(1, len(answerable))
+    said_none = [a for a in answerable + unanswerable if a.strategy == "NO_ANSWER"]
+    chitchat = ("GREETING", "SMALLTALK")
+    return {
+        "answerable": len(answerable), "unanswerable": len(unanswerable), "smalltalk": len(smalltalk),
+        "hit_at_1": sum(1 for r in ranks if r == 1) / n,
+        "hit_at_3": sum(1 for r in ranks if r is not None and r <= 3) / n,
+        "mrr": sum(1 / r for r in ranks if r) / n,
+        "fact_in_answer": sum(1 for a in answerable if fact_found(a.facts, a.answer)) / n,
+        "answerable_no_answer": sum(1 for a in answerable if a.strategy == "NO_ANSWER") / n,
+        "no_answer_precision": (sum(1 for a in said_none if a.kind == "unanswerable") / len(said_none)
+                                if said_none else 1.0),
+        "no_answer_recall": (sum(1 for a in unanswerable if a.strategy == "NO_ANSWER") / len(unanswerable)
+                             if unanswerable else 1.0),
+        "smalltalk_accuracy": (sum(1 for a in smalltalk if a.strategy in chitchat) / len(smalltalk)
+                               if smalltalk else 1.0),
+        "false_smalltalk": sum(1 for a in answerable + unanswerable if a.strategy in chitchat),
+    }

@@ -44,7 +44,10 @@ class Planner:
             default_burst=settings.rate_limit_burst,
         )
         self._web_available = web_available
-        self.thresholds = Thresholds(settings.knowledge_min_score, settings.faq_min_score)
+        self.thresholds = Thresholds(
+            settings.knowledge_min_score, settings.faq_min_score, answer_min_dense=settings.answer_min_dense,
+            passage_min_dense=settings.passage_min_dense, faq_min_dense=settings.faq_min_dense,
+            dense_weight=settings.dense_weight)
 
     @property
     def cache(self) -> KeyCache:

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import re
+import dataclasses
 from dataclasses import dataclass, field
 
+from services.common import smalltalk
 from services.search.retrieval import Chunk
-
-_GREETING = re.compile(
-    r"^\s*(hi|hello|hey|hiya|howdy|good (morning|afternoon|evening)|greetings|yo)\b[\s!.,]*(there|all|team)?[\s!.,]*$",
-    re.IGNORECASE,
-)
-_SMALLTALK = re.compile(
-    r"^\s*(thanks|thank you|thx|cheers|bye|goodbye|see you|how are you|who are you|ok(ay)?|cool|great)\b[\s!.,?]*$",
-    re.IGNORECASE,
-)
-
 
 @dataclass(frozen=True)
 class Thresholds:
-    knowledge_min_score: float    # relevance (share of the message's terms) a passage needs
+    """Where the decision changes. The dense ones apply when the dense arm ran (the key's vectors are
+    indexed); otherwise the lexical ones decide alone. Defaults and how they were chosen: settings.py."""
+
+    knowledge_min_score: float    # relevance (share of the message's terms) a passage needs (lexical only)
     faq_min_score: float          # FAQ question match needed to answer with the stored answer
+    answer_min_dense: float = 0.30    # best passage cosine from which the knowledge answers at all
+    passage_min_dense: float = 0.25   # cosine a passage needs to be returned with a KNOWLEDGE answer
+    faq_min_dense: float = 0.80       # FAQ entry cosine from which its stored answer is used
+    dense_weight: float = 2.0         # weight of the dense order in the rank fusion
 
 
 @dataclass(frozen=True)
@@ -44,58 +42,110 @@ class Decision:
 
 
 def is_chitchat(message: str) -> str | None:
-    if _GREETING.match(message):
-        return "GREETING"
-    if _SMALLTALK.match(message):
-        return "SMALLTALK"
-    return None
+    """GREETING or SMALLTALK when the message is small talk (services/common/smalltalk.py), else None."""
+    found = smalltalk.classify(message)
+    return found.strategy if found else None
 
 
 def _scores(chunks: list[Chunk]) -> dict[str, float]:
     if not chunks:
-        return {"relevance": 0.0, "faq": 0.0, "fused": 0.0}
+        return {"relevance": 0.0, "faq": 0.0, "fused": 0.0, "dense": 0.0}
     return {
         "relevance": round(max(c.relevance for c in chunks), 4),
         "faq": round(max(c.faq_score for c in chunks), 4),
         "fused": round(chunks[0].score, 4),
+        "dense": round(max(c.dense for c in chunks), 4),
+        "faq_dense": round(max((c.dense for c in chunks if c.kind == "faq"), default=0.0), 4),
     }
 
 
-def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: Options = Options()) -> Decision:
-    chat = is_chitchat(message)
-    if chat:
-        return Decision(chat, [f"the message is {chat.lower()}; no retrieval needed"])
-    scores = _scores(chunks)
-    relevant = [c for c in chunks if c.relevance >= thresholds.knowledge_min_score or c.faq_score >= thresholds.faq_min_score]
+RRF_K = 60
+
+
+def fuse(chunks: list[Chunk], dense_weight: float) -> list[Chunk]:
+    """Weighted reciprocal-rank fusion of the lexical order (full text and FAQ trigram, already fused
+    by the search statement: Chunk.score) and the dense order (Chunk.dense); best first, with the
+    fused score normalised to 0..1 as Chunk.score."""
+    lexical = sorted((c for c in chunks if c.score > 0), key=lambda c: -c.score)
+    dense = sorted((c for c in chunks if c.dense > 0), key=lambda c: -c.dense)
+    fused: dict[str, float] = {c.id: 0.0 for c in chunks}
+    for pos, c in enumerate(lexical, 1):
+        fused[c.id] += 1.0 / (RRF_K + pos)
+    for pos, c in enumerate(dense, 1):
+        fused[c.id] += dense_weight / (RRF_K + pos)
+    best = (1.0 + dense_weight) / (RRF_K + 1)
+    ranked = sorted(chunks, key=lambda c: (-fused[c.id], -c.dense))
+    return [dataclasses.replace(c, score=min(1.0, fused[c.id] / best)) for c in ranked]
+
+
+def _dense_decision(chunks: list[Chunk], t: Thresholds) -> Decision | None:
+    """FAQ or KNOWLEDGE by the embeddings' cosines, or None (nothing close enough)."""
+    top = max(c.dense for c in chunks)
+    if top < t.answer_min_dense:
+        return None
+    faq = max((c for c in chunks if c.kind == "faq"), key=lambda c: (c.dense, c.faq_score), default=None)
+    if faq is not None and faq.dense >= t.answer_min_dense and (
+            faq.dense >= t.faq_min_dense or (faq.faq_score >= t.faq_min_score and faq.dense >= top - 0.05)):
+        rest = [c for c in chunks if c.id != faq.id and c.dense >= t.passage_min_dense]
+        return Decision(
+            "FAQ", [f"FAQ question {faq.question!r} matches the message (cosine {faq.dense:.2f}, "
+                    f"lexical {faq.faq_score:.2f}); its stored answer is used"],
+            [faq, *rest], faq.dense, faq_answer=faq.content)
+    relevant = [c for c in chunks if c.dense >= t.passage_min_dense]
+    return Decision(
+        "KNOWLEDGE", [f"best passage cosine {top:.2f} (at or above {t.answer_min_dense:g}); "
+                      f"{len(relevant)} passage(s) at or above {t.passage_min_dense:g}"],
+        relevant, top)
+
+
+def _lexical_decision(chunks: list[Chunk], t: Thresholds) -> Decision | None:
+    relevant = [c for c in chunks if c.relevance >= t.knowledge_min_score or c.faq_score >= t.faq_min_score]
     faq = max((c for c in chunks if c.kind == "faq"), key=lambda c: c.faq_score, default=None)
-    if faq is not None and faq.faq_score >= thresholds.faq_min_score:
+    if faq is not None and faq.faq_score >= t.faq_min_score:
         rest = [c for c in relevant if c.id != faq.id]
         return Decision(
             "FAQ",
             [f"FAQ question {faq.question!r} matches the message with {faq.faq_score:.2f} "
-             f"(at or above {thresholds.faq_min_score:g}); its stored answer is used"],
-            [faq, *rest], faq.faq_score, faq_answer=faq.content, scores=scores,
-        )
+             f"(at or above {t.faq_min_score:g}); its stored answer is used"],
+            [faq, *rest], faq.faq_score, faq_answer=faq.content)
     if relevant:
         top = max(c.relevance for c in relevant)
         return Decision(
             "KNOWLEDGE",
-            [f"{len(relevant)} passage(s) contain at least {thresholds.knowledge_min_score:.0%} of the message's "
+            [f"{len(relevant)} passage(s) contain at least {t.knowledge_min_score:.0%} of the message's "
              f"terms; best {top:.2f}"],
-            relevant, top, scores=scores,
-        )
-    why = (f"no passage contains {thresholds.knowledge_min_score:.0%} of the message's terms (best "
-           f"{scores['relevance']:.2f})" if chunks else "no passage of this key's knowledge matches the message")
+            relevant, top)
+    return None
+
+
+def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: Options = Options()) -> Decision:
+    found = smalltalk.classify(message)
+    if found:
+        return Decision(found.strategy, [f"the message is small talk ({found.kind}); no retrieval needed"])
+    dense = any(c.dense > 0 for c in chunks)
+    if dense:
+        chunks = fuse(chunks, thresholds.dense_weight)
+    scores = _scores(chunks)
+    decision = (_dense_decision if dense else _lexical_decision)(chunks, thresholds) if chunks else None
+    if decision is not None:
+        decision.scores = scores
+        return decision
+    if not chunks:
+        why = "no passage of this key's knowledge matches the message"
+    elif dense:
+        why = (f"no passage is close enough in meaning (best cosine {scores['dense']:.2f}, below "
+               f"{thresholds.answer_min_dense:g})")
+    else:
+        why = (f"no passage contains {thresholds.knowledge_min_score:.0%} of the message's terms (best "
+               f"{scores['relevance']:.2f})")
+    top = scores["dense"] if dense else scores["relevance"]
     if options.website and options.web_available:
         return Decision("WEB", [why, f"the key has a website: fetch a page of {options.website}"],
-                        top_score=scores["relevance"], fetch_url=options.website, scores=scores)
-    if options.allow_direct:
-        reasons = [why]
-        if options.website:
-            reasons.append("the key has a website but the scraper service is not available")
-        reasons.append("the key's settings allow answering directly")
-        return Decision("DIRECT", reasons, top_score=scores["relevance"], scores=scores)
+                        top_score=top, fetch_url=options.website, scores=scores)
     reasons = [why]
     if options.website:
         reasons.append("the key has a website but the scraper service is not available")
-    return Decision("NO_ANSWER", reasons, top_score=scores["relevance"], scores=scores)
+    if options.allow_direct:
+        reasons.append("the key's settings allow answering directly")
+        return Decision("DIRECT", reasons, top_score=top, scores=scores)
+    return Decision("NO_ANSWER", reasons, top_score=top, scores=scores)

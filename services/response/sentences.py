@@ -1,0 +1,99 @@
+"""What an extractive answer may quote from a passage: sentences and table rows, never headings,
+menus, breadcrumbs, link lists or page furniture ("Related articles", "Was this article helpful?").
+
+Crawled pages reach the knowledge as lines: a section heading first, then paragraphs, list items
+and table cells one per line (services/scraper/extract.py). A long line or one that ends a sentence
+is prose and is split into sentences; short lines are fragments: a label followed by its value (a
+table row such as "Weight" / "34.5 kg") becomes one unit "Weight: 34.5 kg"; a fragment that stays
+alone (a heading, a menu entry) is never quoted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+_ENDS_SENTENCE = re.compile(r"[.!?:;]\)?[\"']?$")
+_DIGIT = re.compile(r"\d")
+_WORDS = re.compile(r"[^\W_]+(?:['’.-][^\W_]+)*")
+_BREADCRUMB = re.compile(r"(\s[>›»/|]\s.*){2,}|^\s*(home|help( centre| center)?)\s*[>›»/]", re.I)
+_FURNITURE = re.compile(
+    r"^\s*(related( articles| topics| pages)?|see also|read (more|next)|more (articles|help)|was this (article|page|answer)"
+    r" (helpful|useful)|did this (help|answer)|still need help|need more help|(back|return) to|skip to|on this page|"
+    r"in this (article|section)|table of contents|share (this|on)|print( this)?|last (updated|reviewed|modified)|"
+    r"updated on|published|previous( article)?|next( article)?|yes\s*/?\s*no|thanks for your feedback|cookie|"
+    r"copyright|©|all rights reserved|tags?:|categories:|you are here)\b",
+    re.I,
+)
+_LINK_LIST_HEAD = re.compile(r"^\s*(related( articles| topics| pages)?|see also|read (more|next)|more (articles|help)|"
+                             r"in this (article|section)|on this page|table of contents)\b", re.I)
+MIN_PROSE_WORDS = 8        # a line this long (or ending a sentence) is prose
+MIN_SENTENCE_WORDS = 4     # shorter "sentences" are fragments ("Step 2.", "Yes.")
+MAX_FRAGMENT_WORDS = 14    # a label/value pair longer than this is not a table row
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A quotable piece of one passage."""
+
+    text: str                 # as quoted in the answer
+    position: int             # reading order within the passage
+
+
+def _words(text: str) -> list[str]:
+    return _WORDS.findall(text)
+
+
+def is_furniture(line: str) -> bool:
+    """Navigation and page furniture: breadcrumbs, "Related articles", feedback prompts, dates."""
+    return bool(_FURNITURE.match(line) or _BREADCRUMB.search(line))
+
+
+def _is_prose(line: str) -> bool:
+    return len(_words(line)) >= MIN_PROSE_WORDS or bool(_ENDS_SENTENCE.search(line))
+
+
+def _looks_like_link_list(label: str, value: str) -> bool:
+    """Two menu entries in a row ("Batteries" / "Battery care"): short, capitalised, no figures."""
+    both = (label, value)
+    return all(not _DIGIT.search(s) and len(_words(s)) <= 4 and s[:1].isupper() and "," not in s for s in both)
+
+
+def _pairs(label: str, value: str) -> bool:
+    """A table row: a short label and its value. A label with a figure before a value without one
+    is a row cut in two by chunking ("68 cm" / "Max. rider weight"): no pair."""
+    if len(_words(label)) + len(_words(value)) > MAX_FRAGMENT_WORDS or _looks_like_link_list(label, value):
+        return False
+    return not (_DIGIT.search(label) and not _DIGIT.search(value))
+
+
+def _sentences(line: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(line) if len(_words(s)) >= MIN_SENTENCE_WORDS]
+
+
+def units(text: str, heading: str = "") -> list[Unit]:
+    """The quotable units of a passage's text, in reading order. `heading`: a first line equal to it
+    (the passage's title or FAQ question) is not quoted."""
+    lines = [" ".join(line.split()) for line in text.split("\n")]
+    lines = [line for line in lines if line]
+    if lines and heading and lines[0].lower() == " ".join(heading.split()).lower():
+        lines = lines[1:]
+    found: list[str] = []
+    pending = ""              # a fragment waiting for its value
+    in_links = False          # after "Related articles" and the like: its entries are links, not content
+    for line in lines:
+        if is_furniture(line):
+            pending, in_links = "", bool(_LINK_LIST_HEAD.match(line))
+            continue
+        if _is_prose(line):
+            pending, in_links = "", False
+            found.extend(_sentences(line))
+        elif in_links:
+            continue
+        elif pending and _pairs(pending, line):
+            found.append(f"{pending.rstrip(':')}: {line}")
+            pending = ""
+        else:
+            pending = line
+    return [Unit(t, i) for i, t in enumerate(found)]

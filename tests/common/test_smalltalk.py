@@ -1,0 +1,62 @@
+"""Small talk as people write it is recognised; a greeting with a real question is a question."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common import smalltalk
+from services.response.llm import AnswerRequest, ExtractiveAnswerer
+from services.search.strategy import Thresholds, decide
+
+T = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6)
+
+
+@pytest.mark.parametrize("message, kind", [
+    ("hi", "greeting"), ("Hello!", "greeting"), ("HEYYY!!!", "greeting"), ("heya", "greeting"),
+    ("good morning team", "greeting"), ("Good evening.", "greeting"), ("hi there :)", "greeting"),
+    ("Héllo", "greeting"), ("👋🏽 hi", "greeting"), ("yo!", "greeting"), ("Bonjour", "greeting"),
+    ("Thanks!!", "thanks"), ("thank u so much 🙏", "thanks"), ("thaaanks", "thanks"), ("ty", "thanks"),
+    ("Much appreciated.", "thanks"), ("ok thanks", "thanks"), ("cool, thank you!", "thanks"),
+    ("thanks for the help!", "thanks"), ("That was helpful, thanks", "thanks"), ("cheers mate", "thanks"),
+    ("ok that worked, thank you", "thanks"),
+    ("bye", "goodbye"), ("See you later!", "goodbye"), ("goodbye, have a nice day", "goodbye"),
+    ("Byeee", "goodbye"), ("ok bye", "goodbye"), ("take care", "goodbye"),
+    ("are you a bot?", "bot"), ("Are u a real person?", "bot"), ("am I talking to a human", "bot"),
+    ("Is this a bot or a human?", "bot"), ("who are you", "bot"), ("hi, are you a robot?", "bot"),
+    ("how are you?", "wellbeing"), ("hi! how are you doing today?", "wellbeing"),
+    ("ok", "ack"), ("Got it.", "ack"), ("awesome", "ack"),
+    ("👍", "emoji"), ("🙂🙏", "emoji"), ("❤️", "emoji"), (":)", "emoji"), ("😂😂😂", "emoji"), ("🇫🇷", "emoji"),
+    ("👍!", "emoji"), ("<3", "emoji"),
+])
+def test_small_talk_in_any_case_and_punctuation(message, kind):
+    found = smalltalk.classify(message)
+    assert found is not None and found.kind == kind
+
+
+@pytest.mark.parametrize("message", [
+    "hi, how do I reset my password?", "thanks, but how do I cancel?", "hello can you help me with my order",
+    "Hey! What does the Plus plan cost?", "battery weight?", "what is the price", "help", "bye bye subscription, how?",
+    "ok so how do I pair it with my phone", "thanks 👍 and is there a Linux app?", "good morning, my invoice is wrong",
+    "Can I talk to a human about a refund?", "hi " * 60,
+])
+def test_a_greeting_with_a_question_is_a_question(message):
+    assert smalltalk.classify(message) is None
+
+
+def test_normalise_collapses_case_punctuation_accents_and_stretched_letters():
+    assert smalltalk.normalise("HÉLLOOO!!!  Thereee...") == smalltalk.normalise("hello there")
+
+
+def test_small_talk_is_decided_without_passages():
+    d = decide("Thank you so much!!", [], T)
+    assert d.strategy == "SMALLTALK" and not d.chunks
+    assert decide("Hiii :)", [], T).strategy == "GREETING"
+
+
+@pytest.mark.parametrize("message, words", [
+    ("thanks!", "welcome"), ("bye!", "Goodbye"), ("are you a bot?", "virtual assistant"), ("hello", "Acme"),
+])
+def test_the_reply_fits_the_small_talk(message, words):
+    strategy = smalltalk.classify(message).strategy
+    answer = ExtractiveAnswerer().answer(AnswerRequest(message, "Acme", "", strategy, []))
+    assert words in answer.text and not answer.cited
