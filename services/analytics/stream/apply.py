@@ -3,14 +3,12 @@ error splits the batch until the events that cause it are found and dead-lettere
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from aiokafka.errors import KafkaError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from services.analytics.stream.decode import DeadLetter
@@ -18,25 +16,23 @@ from services.analytics.stream.sink import Applied, Position
 
 logger = logging.getLogger(__name__)
 
-# Errors that say nothing about the events: the database or the network is away, busy or being
-# restarted, or two writers collided. The same batch is written again until it goes in.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    asyncpg.TransactionRollbackError,      # deadlock detected, serialization failure
-    asyncpg.PostgresConnectionError,       # class 08
-    asyncpg.OperatorInterventionError,     # admin shutdown, crash shutdown, cannot connect now, cancelled
-    asyncpg.InsufficientResourcesError,    # too many connections, disk full, out of memory
-    asyncpg.SyntaxOrAccessError,           # a missing table or grant: the schema, not the event (not migrated yet)
-    asyncpg.ReadOnlySQLTransactionError,   # a standby during failover
-    asyncpg.InterfaceError,                # the connection was closed under us
-    OSError,                               # connection refused / reset
-    asyncio.TimeoutError,
-    KafkaError,                            # the dead-letter topic's broker is away
+# Errors that are about an event, not about the database or the network: a value PostgreSQL refuses
+# (SQLSTATE class 22 data exception, 23 integrity constraint, 54 program limit such as an index row
+# too large) or one the client cannot encode. Only these split a batch and dead-letter an event.
+# Everything else (a connection lost or refused, an admin shutdown, a deadlock, a client state error
+# while the server restarts, a broker away, a bug) is retried until the write goes in, with the stall
+# shown in health: an unknown error must never cost an acknowledged event.
+POISON: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,                          # class 22
+    asyncpg.IntegrityConstraintViolationError,  # class 23
+    asyncpg.ProgramLimitExceededError,          # class 54
+    asyncpg.exceptions._base.DataError,         # client side: a value asyncpg cannot encode
+    ValueError, TypeError, OverflowError,       # a value the row builders cannot convert
 )
 
 
 def is_transient(exc: BaseException) -> bool:
-    # asyncpg's client-side DataError (a value it cannot encode) is an InterfaceError too: poison.
-    return isinstance(exc, TRANSIENT) and not isinstance(exc, ValueError)
+    return not isinstance(exc, POISON)
 
 
 @dataclass(slots=True)
