@@ -6,7 +6,8 @@
   2. `buildah bud --pull=never --isolation=chroot` of the unchanged Dockerfile on that base (the
      PYTHON_IMAGE build argument), pip in the RUN steps reaching its index through the host's CA
      bundle and pip configuration, bind-mounted for the build only (never part of a layer).
-Containers run with podman on runc (`--cgroup-manager=cgroupfs`), read-only, without a network.
+Containers run with podman on runc (`--cgroup-manager=cgroupfs`), read-only, without a network,
+with this process's open-files limit (see ulimits()).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -28,7 +30,15 @@ IMAGE = "localhost/parley:test"
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3")
 # Host files the RUN steps may read (pip's index over TLS), mounted read-only during the build.
 BUILD_MOUNTS = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf")
-RUN_FLAGS = ("--runtime=runc", "--cgroup-manager=cgroupfs", "--ulimit=host", "--read-only", "--network=none")
+RUN_FLAGS = ("--runtime=runc", "--cgroup-manager=cgroupfs", "--read-only", "--network=none")
+
+
+def ulimits() -> tuple[str, ...]:
+    """This process's open-files limit for the container. Rootful podman 4.3 otherwise asks for
+    nofile 1048576 and nproc 32768 (`--ulimit host` does not change that), which runc cannot set
+    without CAP_SYS_RESOURCE, as in a sandbox; a single service needs few processes."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (f"--ulimit=nofile={soft}:{hard}", "--ulimit=nproc=4096:4096")
 
 
 class ImageError(RuntimeError):
@@ -87,6 +97,9 @@ def ensure_base() -> float:
     STATE.mkdir(parents=True, exist_ok=True)
     _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", "bookworm",
           str(rootfs), _apt_mirror()], timeout=1200)
+    # The build bind-mounts the host's pip configuration here; buildah 1.28 would otherwise leave
+    # the mount point (an empty /etc/pip.conf) in every stage that has a RUN step.
+    (rootfs / "etc" / "pip.conf").touch()
     for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
         for item in (rootfs / leftover).glob("*"):
             if item.is_file():
@@ -109,7 +122,7 @@ def build(tag: str = IMAGE) -> float:
     """`buildah bud` of the Dockerfile on the local base; returns the seconds it took."""
     started = time.monotonic()
     mounts = [f"--volume={p}:{p}:ro" for p in BUILD_MOUNTS if Path(p).is_file()]
-    buildah("bud", "--pull=never", "--isolation=chroot", "--layers=false", f"--build-arg=PYTHON_IMAGE={BASE_IMAGE}",
+    buildah("bud", "--pull=never", "--isolation=chroot", "--layers=true", f"--build-arg=PYTHON_IMAGE={BASE_IMAGE}",
             *mounts, "--file", str(REPO / "Dockerfile"), "--tag", tag, str(REPO), timeout=1800)
     return time.monotonic() - started
 
