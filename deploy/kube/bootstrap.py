@@ -41,7 +41,9 @@ def _node(name: str, zone: str) -> dict:
             "name": name,
             "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                        "kubernetes.io/arch": "amd64", "topology.kubernetes.io/zone": zone},
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            # All nodes share kwok's one endpoint: metrics-server asks for each node's own path.
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0",
+                            "metrics.k8s.io/resource-metrics-path": f"/metrics/nodes/{name}/metrics/resource"},
         },
         "status": {"allocatable": NODE_CAPACITY, "capacity": NODE_CAPACITY},
     }

@@ -5,7 +5,7 @@
 #   etcd                                                                (deploy/kube/tools/etcd)
 #   kwok (simulated nodes and pods), metrics-server (resource metrics)  (go install …@version)
 # Lean on purpose: only these binaries, -trimpath, no cgo, no debug symbols, one `go build` for
-# the four Kubernetes commands (they share most packages), module downloads started in parallel.
+# the four Kubernetes commands (they share most packages), downloads and builds side by side.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 ROOT=$PWD
@@ -20,30 +20,11 @@ step() { printf '==> [%4ss] %s\n' "$((SECONDS - t0))" "$*"; }
 done_() { test -f "$OUT/$1/.built"; }
 finish() { touch "$OUT/$1/.built"; step "$1 ready: $(du -sh "$OUT/$1" | cut -f1)"; }
 
-# Downloads are network-bound, compiling is CPU-bound: fetch every module first, side by side.
-pids=()
-if ! done_ "kubernetes-$KUBERNETES_VERSION"; then
-  (cd deploy/kube/tools/kubernetes && go mod download) & pids+=($!)
-fi
-if ! done_ "etcd-$ETCD_VERSION"; then
-  (cd deploy/kube/tools/etcd && go mod download) & pids+=($!)
-fi
-if ! done_ "kwok-$KWOK_VERSION"; then
-  go mod download "sigs.k8s.io/kwok@$KWOK_VERSION" & pids+=($!)
-fi
-if ! done_ "metrics-server-$METRICS_SERVER_VERSION"; then
-  go mod download "sigs.k8s.io/metrics-server@$METRICS_SERVER_VERSION" & pids+=($!)
-fi
-if [ ${#pids[@]} -gt 0 ]; then
-  step "downloading modules (${#pids[@]} sets, in parallel)"
-  for p in "${pids[@]}"; do wait "$p"; done
-fi
-
-dir="kubernetes-$KUBERNETES_VERSION"
-if ! done_ "$dir"; then
+build_kubernetes() {
+  local dir="kubernetes-$KUBERNETES_VERSION" minor v=""
+  done_ "$dir" && return
   step "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $KUBERNETES_VERSION (the long step)"
   minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
-  v=""
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     v+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     v+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
@@ -53,29 +34,42 @@ if ! done_ "$dir"; then
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
   finish "$dir"
-fi
+}
 
-dir="etcd-$ETCD_VERSION"
-if ! done_ "$dir"; then
+build_etcd() {
+  local dir="etcd-$ETCD_VERSION"
+  done_ "$dir" && return
   step "building etcd $ETCD_VERSION"
   mkdir -p "$OUT/$dir"
   (cd deploy/kube/tools/etcd && go build -ldflags "$LDFLAGS" -o "$OUT/$dir/etcd" .)
   finish "$dir"
-fi
+}
 
 # kwok and metrics-server have no replace directives: plain `go install …@version`.
 install_tool() {  # dir module-path version
-  if done_ "$1"; then return; fi
+  done_ "$1" && return
   step "building $1"
   mkdir -p "$OUT/$1"
   GOBIN="$OUT/$1" GOFLAGS="-buildvcs=false -trimpath" go install -ldflags "$LDFLAGS" "$2@$3"
+  if [ "$1" = "kwok-$KWOK_VERSION" ]; then
+    # kwok's own resource-metrics endpoint (the kubelet's /metrics/resource), from its module.
+    local src
+    src=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    install -m 644 "$src/kustomize/metrics/resource/metrics-resource.yaml" "$OUT/$1/"
+  fi
   finish "$1"
 }
-install_tool "kwok-$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
-# kwok's own resource-metrics endpoint definition (the kubelet's /metrics/resource), from its module.
-kwok_src=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-install -m 644 "$kwok_src/kustomize/metrics/resource/metrics-resource.yaml" "$OUT/kwok-$KWOK_VERSION/"
-install_tool "metrics-server-$METRICS_SERVER_VERSION" sigs.k8s.io/metrics-server/cmd/metrics-server "$METRICS_SERVER_VERSION"
 
-bash deploy/kube/tools/crds.sh
+# The four builds side by side: each links alone for a while, so together they keep both cores
+# busy; the Go build cache is shared and safe for concurrent use.
+pids=()
+build_kubernetes & pids+=($!)
+build_etcd & pids+=($!)
+install_tool "kwok-$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" & pids+=($!)
+install_tool "metrics-server-$METRICS_SERVER_VERSION" sigs.k8s.io/metrics-server/cmd/metrics-server \
+  "$METRICS_SERVER_VERSION" & pids+=($!)
+bash deploy/kube/tools/crds.sh & pids+=($!)
+failed=0
+for p in "${pids[@]}"; do wait "$p" || failed=1; done
+[ "$failed" = 0 ] || { echo "k8s-tools: a build failed (see above)"; exit 1; }
 step "k8s-tools up to date in ${OUT#$ROOT/}"
