@@ -76,15 +76,17 @@ BROKEN = {
     "misspelt container field": (
         "Deployment", "search",
         lambda d: d["spec"]["template"]["spec"]["containers"][0].__setitem__("containerPorts", []),
-        'unknown field "spec.template.spec.containers[0].containerPorts"'),
+        "containerPorts: field not declared in schema"),
     "HPA field of autoscaling/v1": (
         "HorizontalPodAutoscaler", "search", lambda d: d["spec"].__setitem__("targetCPUUtilizationPercentage", 70),
-        'unknown field "spec.targetCPUUtilizationPercentage"'),
+        "spec.targetCPUUtilizationPercentage: field not declared in schema"),
     "KafkaTopic partitions as text": (
-        "KafkaTopic", None, lambda d: d["spec"].__setitem__("partitions", "twelve"), "spec.partitions"),
+        "KafkaTopic", None, lambda d: d["spec"].__setitem__("partitions", "twelve"),
+        "spec.partitions: expected numeric"),
     "ScaledObject lag threshold as a number": (
         "ScaledObject", "stream-worker",
-        lambda d: d["spec"]["triggers"][0]["metadata"].__setitem__("lagThreshold", 8400), "lagThreshold"),
+        lambda d: d["spec"]["triggers"][0]["metadata"].__setitem__("lagThreshold", 8400),
+        "lagThreshold: expected string"),
     "PodDisruptionBudget with both bounds": (
         "PodDisruptionBudget", "search", lambda d: d["spec"].__setitem__("minAvailable", 1),
         "minAvailable and maxUnavailable cannot be both set"),
