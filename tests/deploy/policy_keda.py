@@ -14,10 +14,13 @@ Doc = dict[str, Any]
 # deploy/k8s/base/stream-worker/scaledobject.yaml spells out the same arithmetic.
 STREAM_WORKER_EVENTS_PER_S = 4200
 FRESHNESS_GOAL_S = 2
-# Component module -> the Settings field naming its consumer group.
+# Component module -> the Kafka consumer group whose lag measures its backlog, from its settings.
+# The stream worker consumes turns and feedback with its own aiokafka consumer in the group
+# `<PARLEY_WORKER_APP_ID>-events` (services/analytics/stream/app.py), not in Faust's own group
+# `<PARLEY_WORKER_APP_ID>`, whose lag stays at zero however far behind the worker is.
 CONSUMER_GROUPS = {
-    "services.analytics.stream": "worker_app_id",
-    "services.scraper.worker": "scraper_group_id",
+    "services.analytics.stream": lambda s: f"{s.worker_app_id}-events",
+    "services.scraper.worker": lambda s: s.scraper_group_id,
 }
 
 
@@ -51,7 +54,7 @@ def scaled_object_violations(
         out(f"{where}: a consumer group needs a scale-down stabilizationWindowSeconds >= {min_window} (is {window})")
     triggers = spec.get("triggers") or []
     seen = set()
-    group = getattr(settings, CONSUMER_GROUPS[module])
+    group = CONSUMER_GROUPS[module](settings)
     for trigger in triggers:
         meta = trigger.get("metadata") or {}
         if trigger.get("type") != "kafka":

@@ -120,6 +120,10 @@ BROKEN: dict[str, tuple[Callable[[Docs], object], str]] = {
     "lag of another consumer group": (
         lambda d: _scaled(d, "scraper-worker")["triggers"][0]["metadata"].update(consumerGroup="parley-analytics"),
         "is not the worker's group 'parley-crawler'"),
+    "stream worker on Faust's group, not its own consumer's": (
+        lambda d: [t["metadata"].update(consumerGroup="parley-analytics")
+                   for t in _scaled(d, "stream-worker")["triggers"]],
+        "consumerGroup 'parley-analytics' is not the worker's group 'parley-analytics-events'"),
     "lag threshold not from the measured rate": (
         lambda d: _scaled(d, "stream-worker")["triggers"][0]["metadata"].update(lagThreshold="100000"),
         "lagThreshold 100000 != 4200 events/s x 2 s = 8400"),
