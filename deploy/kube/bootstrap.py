@@ -68,7 +68,7 @@ def apply(metrics_port: int, crds: Iterable[Path], nodes: Iterable[str], zones: 
     for crd in crds:
         kubectl("apply", "--server-side", "-f", str(crd))
     docs = [_node(n, z) for n, z in zip(nodes, zones, strict=True)] + _metrics_api(metrics_port)
-    kubectl("create", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+    kubectl("create", "-f", "-", input=yaml.safe_dump_all(docs, sort_keys=False))
 
 
 def _conditions(obj: dict) -> dict[str, str]:

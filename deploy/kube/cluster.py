@@ -38,6 +38,12 @@ HPA_FLAGS = (
     "--horizontal-pod-autoscaler-initial-readiness-delay=5s",
     "--horizontal-pod-autoscaler-cpu-initialization-period=10s",
 )
+# kwok's nodes heartbeat through node leases (renewed every few seconds) rather than only through
+# their status, which kwok patches about once a minute: without leases the node lifecycle controller
+# takes every node for NotReady after its grace period and the pods with them. The grace period is
+# doubled as well, for a machine too loaded to renew a lease on time.
+NODE_LEASE_S = 40
+NODE_FLAGS = ("--node-monitor-grace-period=80s",)
 # metrics-server panics unless the resolution exceeds the kubelet request timeout.
 METRICS_FLAGS = ("--metric-resolution=10s", "--kubelet-request-timeout=5s")
 
@@ -147,7 +153,7 @@ def _commands(certs: certs_mod.Certs, ports: Ports) -> dict[str, list[str]]:
             f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
             f"--service-account-private-key-file={c.dir / 'sa.key'}", f"--root-ca-file={c.crt('ca')}",
             "--use-service-account-credentials=false", "--controllers=*,-nodeipam,-service-lb-controller",
-            *HPA_FLAGS,
+            *HPA_FLAGS, *NODE_FLAGS,
         ],
         "kube-scheduler": [
             str(binary("kube-scheduler")), f"--kubeconfig={kc}", "--leader-elect=false",
@@ -159,6 +165,7 @@ def _commands(certs: certs_mod.Certs, ports: Ports) -> dict[str, list[str]]:
             "--manage-nodes-with-label-selector=type=kwok", f"--node-ip={HOST}", f"--node-port={ports.kwok}",
             f"--server-address={HOST}:{ports.kwok}", f"--tls-cert-file={c.crt('kwok')}",
             f"--tls-private-key-file={c.key('kwok')}", f"--config={STATE / 'kwok.yaml'}",
+            f"--node-lease-duration-seconds={NODE_LEASE_S}",
         ],
         "metrics-server": [
             str(binary("metrics-server")), f"--kubeconfig={kc}", f"--secure-port={ports.metrics_server}",
@@ -261,7 +268,7 @@ def up(progress: bool = True, timeout: float = 60.0) -> Path:
     from deploy.kube import bootstrap
 
     started = time.monotonic()
-    if running().keys() == set(PROCESSES) and kubeconfig_path().exists():
+    if running().keys() == set(PROCESSES) and (STATE / "ready").exists():
         return kubeconfig_path()
     down(progress=False)
     for name in PROCESSES:
@@ -286,11 +293,13 @@ def up(progress: bool = True, timeout: float = 60.0) -> Path:
     _wait("kwok nodes Ready", bootstrap.nodes_ready, timeout, PROCESSES)
     _wait("CRDs Established", bootstrap.crds_established, timeout, PROCESSES)
     _wait("the metrics API", bootstrap.metrics_available, timeout, PROCESSES)
+    (STATE / "ready").write_text(f"{time.monotonic() - started:.1f}\n")  # bootstrapped, not only started
     _say(progress, f"control plane ready in {time.monotonic() - started:.1f} s; KUBECONFIG={kubeconfig_path()}")
     return kubeconfig_path()
 
 
 def down(progress: bool = True) -> None:
+    (STATE / "ready").unlink(missing_ok=True)
     for name in reversed(PROCESSES):
         pid_file = _pid_file(name)
         try:
