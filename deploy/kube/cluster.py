@@ -293,7 +293,8 @@ def up(progress: bool = True, timeout: float = 60.0) -> Path:
     _wait("kwok nodes Ready", bootstrap.nodes_ready, timeout, PROCESSES)
     _wait("CRDs Established", bootstrap.crds_established, timeout, PROCESSES)
     _wait("the metrics API", bootstrap.metrics_available, timeout, PROCESSES)
-    (STATE / "ready").write_text(f"{time.monotonic() - started:.1f}\n")  # bootstrapped, not only started
+    # Bootstrapped, not only started: a later `up` reuses only a plane that got this far.
+    (STATE / "ready").write_text(f"{time.monotonic() - started:.1f}\n")
     _say(progress, f"control plane ready in {time.monotonic() - started:.1f} s; KUBECONFIG={kubeconfig_path()}")
     return kubeconfig_path()
 
