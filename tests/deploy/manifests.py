@@ -59,7 +59,40 @@ KAFKA_TOPIC_SCHEMA: dict[str, Any] = {
         },
     },
 }
-CUSTOM_SCHEMAS = {("kafka.strimzi.io/v1beta2", "KafkaTopic"): KAFKA_TOPIC_SCHEMA}
+# KEDA's ScaledObject: the openAPIV3Schema of KEDA's own CRD (tests/deploy/schemas, copied from
+# config/crd/bases of the Go module github.com/kedacore/keda/v2 at KEDA_VERSION of
+# deploy/kube/tools/versions.env), made strict the way the API server's strict field validation is.
+KEDA_CRD = Path(__file__).parent / "schemas" / "keda.sh_scaledobjects.yaml"
+
+
+def strict_crd_schema(crd: Doc, version: str) -> dict[str, Any]:
+    """The CRD's schema of `version`, refusing unknown fields wherever it lists properties (as the
+    server does with fieldValidation=Strict), OpenAPI's `nullable` mapped to JSON Schema."""
+
+    def strict(node: Any) -> Any:
+        if isinstance(node, list):
+            return [strict(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: strict(v) for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
+        if node.get("nullable") and "type" in out:
+            out["type"] = [out["type"], "null"]
+        if "properties" in node and "additionalProperties" not in node and not node.get(
+                "x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+        return out
+
+    schema = next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
+    schema = strict(schema)
+    schema["properties"]["metadata"] = {"type": "object"}
+    schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "metadata", "spec"})
+    return schema
+
+
+CUSTOM_SCHEMAS = {
+    ("kafka.strimzi.io/v1beta2", "KafkaTopic"): KAFKA_TOPIC_SCHEMA,
+    ("keda.sh/v1alpha1", "ScaledObject"): strict_crd_schema(yaml.safe_load(KEDA_CRD.read_text()), "v1alpha1"),
+}
 
 
 class KustomizeMissing(RuntimeError):

@@ -19,6 +19,8 @@ from pydantic import ValidationError
 
 from services.common.grpc_server import port_of
 from services.common.settings import TOPICS, Settings
+from tests.deploy.policy_keda import scaled_object_violations
+from tests.deploy.policy_network import network_violations
 
 Doc = dict[str, Any]
 
@@ -144,6 +146,7 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
         by_kind.setdefault(doc["kind"], []).append(doc)
     deployments = by_kind.get("Deployment", [])
     hpas = by_kind.get("HorizontalPodAutoscaler", [])
+    scaled_objects = by_kind.get("ScaledObject", [])
     topics = by_kind.get("KafkaTopic", [])
 
     # --- settings: the ConfigMap and the Secret every pod reads -------------------------------
@@ -220,10 +223,12 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
 
         targeting = [h for h in hpas if h["spec"]["scaleTargetRef"].get("kind") == "Deployment"
                      and h["spec"]["scaleTargetRef"].get("name") == name]
-        if not targeting:
-            out(f"{where} has no HorizontalPodAutoscaler that targets it")
-        elif len(targeting) > 1:
-            out(f"{where} is targeted by {len(targeting)} HorizontalPodAutoscalers")
+        scaled = [s for s in scaled_objects if s["spec"]["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
+                  and s["spec"]["scaleTargetRef"].get("name") == name]
+        if not targeting and not scaled:
+            out(f"{where} has no autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject) that targets it")
+        elif len(targeting) + len(scaled) > 1:
+            out(f"{where} is targeted by {len(targeting)} HorizontalPodAutoscalers and {len(scaled)} ScaledObjects")
         if not any(_matches(p["spec"].get("selector") or {}, labels) for p in pdbs):
             out(f"{where} has no PodDisruptionBudget")
         if not any(s["spec"].get("selector") and all(labels.get(k) == v for k, v in s["spec"]["selector"].items())
@@ -336,6 +341,9 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
                 f"(PARLEY_SHUTDOWN_GRACE_SECONDS {settings.shutdown_grace_seconds:g} + preStop + "
                 f"{DRAIN_MARGIN_SECONDS} = {needed:g})")
 
+        for so in scaled:
+            found += scaled_object_violations(so, module, component.consumes, settings, topic_partitions,
+                                              MIN_CONSUMER_SCALE_DOWN_WINDOW)
         # Consumers: never more replicas than partitions, and a scale-down stabilisation window.
         for hpa in targeting:
             hspec = hpa["spec"]
@@ -367,6 +375,10 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
             out(f"{hname}: behavior must set scaleUp and scaleDown")
         if not 1 <= hspec.get("minReplicas", 1) <= hspec.get("maxReplicas", 0):
             out(f"{hname}: needs 1 <= minReplicas <= maxReplicas")
+
+    # --- who may reach whom -------------------------------------------------------------------
+    found += network_violations(deployments, by_kind.get("NetworkPolicy", []),
+                                lambda dep: _module((_containers(dep, init=False) or [{}])[0]))
 
     # --- one image, every component -----------------------------------------------------------
     if len(images) != 1:

@@ -28,7 +28,9 @@ def test_kustomize_is_installed():
 def test_overlay_renders_every_kind(rendered, overlay):
     kinds = {d["kind"] for d in rendered[overlay].docs}
     assert {"Namespace", "ConfigMap", "ServiceAccount", "Service", "Deployment", "HorizontalPodAutoscaler",
-            "PodDisruptionBudget", "KafkaTopic"} <= kinds
+            "PodDisruptionBudget", "KafkaTopic", "NetworkPolicy"} <= kinds
+    # Production scales the Kafka consumers with KEDA; dev (no KEDA) with CPU HPAs only.
+    assert ("ScaledObject" in kinds) == (overlay == "prod")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -63,6 +65,14 @@ def _search_container(docs):
          "targetCPUUtilizationPercentage"),
         ("KafkaTopic partitions as text",
          lambda docs: _first(docs, "KafkaTopic")["spec"].__setitem__("partitions", "twelve"), "partitions"),
+        ("ScaledObject field misspelt",
+         lambda docs: _first(docs, "ScaledObject")["spec"].__setitem__("maxReplicas", 4), "maxReplicas"),
+        ("ScaledObject lag threshold as a number (KEDA's metadata are strings)",
+         lambda docs: _first(docs, "ScaledObject")["spec"]["triggers"][0]["metadata"].__setitem__("lagThreshold", 8400),
+         "spec.triggers.0.metadata.lagThreshold"),
+        ("NetworkPolicy port as a list",
+         lambda docs: _first(docs, "NetworkPolicy", "search")["spec"]["ingress"][0].__setitem__("ports", "grpc"),
+         "spec.ingress.0.ports"),
         ("kind without a schema",
          lambda docs: docs.append({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}),
          "Couldn't find schema for kind Widget"),

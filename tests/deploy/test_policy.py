@@ -12,7 +12,8 @@ import yaml
 from services.common.grpc_server import port_of
 from services.common.settings import Settings
 from tests.deploy.manifests import K8S_DIR, OVERLAYS, kustomize_build
-from tests.deploy.policy import SECRET_SETTINGS, hpa_bounds, required_in_cluster, violations
+from tests.deploy.policy import COMPONENTS, SECRET_SETTINGS, hpa_bounds, required_in_cluster, violations
+from tests.deploy.policy_network import callers_in_code
 
 Docs = list[dict]
 
@@ -82,8 +83,19 @@ def _container(docs: Docs, name: str) -> dict:
     return _get(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
 
 
-def _drop_hpa(docs: Docs) -> None:
-    docs.remove(_get(docs, "HorizontalPodAutoscaler", "stream-worker"))
+def _scaled(docs: Docs, name: str) -> dict:
+    return _get(docs, "ScaledObject", name)["spec"]
+
+
+def _np_rules(docs: Docs, name: str) -> list[dict]:
+    return _get(docs, "NetworkPolicy", name)["spec"]["ingress"]
+
+
+def _hpa_for_stream_worker(docs: Docs) -> None:
+    hpa = copy.deepcopy(_get(docs, "HorizontalPodAutoscaler", "search"))
+    hpa["metadata"]["name"] = "stream-worker"
+    hpa["spec"]["scaleTargetRef"]["name"] = "stream-worker"
+    docs.append(hpa)
 
 
 def _config(docs: Docs) -> dict:
@@ -91,16 +103,59 @@ def _config(docs: Docs) -> dict:
 
 
 BROKEN: dict[str, tuple[Callable[[Docs], object], str]] = {
-    "Deployment without HPA": (_drop_hpa, "Deployment stream-worker has no HorizontalPodAutoscaler"),
-    "worker HPA above the partitions": (
-        lambda d: _get(d, "HorizontalPodAutoscaler", "stream-worker")["spec"].update(maxReplicas=13),
-        "maxReplicas 13 > 12 partitions"),
-    "crawl worker HPA above the partitions": (
-        lambda d: _get(d, "HorizontalPodAutoscaler", "scraper-worker")["spec"].update(maxReplicas=20),
-        "maxReplicas 20 > 12 partitions of parley.crawl.requests.v1"),
-    "worker HPA without scale-down window": (
-        lambda d: _get(d, "HorizontalPodAutoscaler", "stream-worker")["spec"]["behavior"]["scaleDown"]
+    "Deployment without autoscaler": (
+        lambda d: d.remove(_get(d, "ScaledObject", "stream-worker")),
+        "Deployment stream-worker has no autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject)"),
+    "HPA and ScaledObject on one Deployment": (
+        _hpa_for_stream_worker, "is targeted by 1 HorizontalPodAutoscalers and 1 ScaledObjects"),
+    "worker ScaledObject above the partitions": (
+        lambda d: _scaled(d, "stream-worker").update(maxReplicaCount=13),
+        "maxReplicaCount 13 > 12 partitions of parley.chat.turns.v1, parley.feedback.v1"),
+    "crawl worker ScaledObject above the partitions": (
+        lambda d: _scaled(d, "scraper-worker").update(maxReplicaCount=20),
+        "maxReplicaCount 20 > 12 partitions of parley.crawl.requests.v1"),
+    "worker ScaledObject without scale-down window": (
+        lambda d: _scaled(d, "stream-worker")["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
         .pop("stabilizationWindowSeconds"), "stabilizationWindowSeconds >= 300"),
+    "lag of another consumer group": (
+        lambda d: _scaled(d, "scraper-worker")["triggers"][0]["metadata"].update(consumerGroup="parley-analytics"),
+        "is not the worker's group 'parley-crawler'"),
+    "stream worker on Faust's group, not its own consumer's": (
+        lambda d: [t["metadata"].update(consumerGroup="parley-analytics")
+                   for t in _scaled(d, "stream-worker")["triggers"]],
+        "consumerGroup 'parley-analytics' is not the worker's group 'parley-analytics-events'"),
+    "lag threshold not from the measured rate": (
+        lambda d: _scaled(d, "stream-worker")["triggers"][0]["metadata"].update(lagThreshold="100000"),
+        "lagThreshold 100000 != 4200 events/s x 2 s = 8400"),
+    "lag of one consumed topic unwatched": (
+        lambda d: _scaled(d, "stream-worker")["triggers"].pop(), "the worker consumes"),
+    "idle consumers allowed": (
+        lambda d: _scaled(d, "stream-worker")["triggers"][0]["metadata"].update(allowIdleConsumers="true"),
+        "allowIdleConsumers must be"),
+    "lag scaler on another Kafka": (
+        lambda d: _scaled(d, "stream-worker")["triggers"][1]["metadata"].update(bootstrapServers="other:9092"),
+        "!= PARLEY_KAFKA_BOOTSTRAP"),
+    "no default-deny NetworkPolicy": (
+        lambda d: d.remove(_get(d, "NetworkPolicy", "default-deny-ingress")), "no default-deny NetworkPolicy"),
+    "metrics port open to every pod": (
+        lambda d: _np_rules(d, "search")[1].pop("from"), "port metrics is open to ['anything']"),
+    "a caller in the code without a policy": (
+        lambda d: _np_rules(d, "scraper")[0]["from"].pop(0),
+        "Deployment scraper: gRPC reachable by"),
+    "a policy without a caller in the code": (
+        lambda d: _np_rules(d, "search")[0]["from"].append(
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "analytics"}}}),
+        "Deployment search: gRPC reachable by"),
+    "Prometheus on a gRPC port": (
+        lambda d: _np_rules(d, "analytics")[0]["from"].append(
+            {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}),
+        "Deployment analytics: gRPC reachable by"),
+    "a worker reachable on another port": (
+        lambda d: _np_rules(d, "stream-worker").append(
+            {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "response"}}}],
+             "ports": [{"port": 6066}]}), "port 6066 is open to"),
+    "every port of a service open": (
+        lambda d: _np_rules(d, "response").append({"from": [{"podSelector": {}}]}), "all ports is open to"),
     "HPA without behavior": (
         lambda d: _get(d, "HorizontalPodAutoscaler", "search")["spec"].pop("behavior"), "behavior must set"),
     "no readiness probe": (lambda d: _container(d, "search").pop("readinessProbe"), "no readinessProbe"),
@@ -152,6 +207,32 @@ BROKEN: dict[str, tuple[Callable[[Docs], object], str]] = {
 }
 
 
+# The dev overlay scales the workers with plain CPU HPAs (components/cpu-autoscaling).
+BROKEN_DEV: dict[str, tuple[Callable[[Docs], object], str]] = {
+    "worker HPA above the partitions": (
+        lambda d: _get(d, "HorizontalPodAutoscaler", "stream-worker")["spec"].update(maxReplicas=5),
+        "maxReplicas 5 > 4 partitions"),
+    "crawl worker HPA above the partitions": (
+        lambda d: _get(d, "HorizontalPodAutoscaler", "scraper-worker")["spec"].update(maxReplicas=8),
+        "maxReplicas 8 > 4 partitions of parley.crawl.requests.v1"),
+    "worker HPA without scale-down window": (
+        lambda d: _get(d, "HorizontalPodAutoscaler", "stream-worker")["spec"]["behavior"]["scaleDown"]
+        .pop("stabilizationWindowSeconds"), "stabilizationWindowSeconds >= 300"),
+    "Deployment without HPA": (
+        lambda d: d.remove(_get(d, "HorizontalPodAutoscaler", "scraper-worker")),
+        "Deployment scraper-worker has no autoscaler"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_DEV))
+def test_policy_reports_a_broken_dev_manifest(rendered, secret_keys, case):
+    break_it, expected = BROKEN_DEV[case]
+    docs = copy.deepcopy(rendered["dev"].docs)
+    break_it(docs)
+    found = violations(docs, secret_keys)
+    assert any(expected in line for line in found), f"{case}: expected {expected!r} in {found}"
+
+
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_policy_reports_a_broken_manifest(rendered, secret_keys, case):
     break_it, expected = BROKEN[case]
@@ -162,17 +243,26 @@ def test_policy_reports_a_broken_manifest(rendered, secret_keys, case):
 
 
 def test_a_broken_tree_fails_from_kustomize_build_on(tmp_path, secret_keys):
-    """The whole path on a copy of deploy/k8s whose stream worker lost its HPA."""
+    """The whole path on a copy of deploy/k8s whose stream worker lost its ScaledObject."""
     tree = tmp_path / "k8s"
     shutil.copytree(K8S_DIR, tree)
     kustomization = tree / "base" / "stream-worker" / "kustomization.yaml"
     content = yaml.safe_load(kustomization.read_text())
-    content["resources"].remove("hpa.yaml")
+    content["resources"].remove("scaledobject.yaml")
     kustomization.write_text(yaml.safe_dump(content))
-    # The prod overlay patches that HPA's bounds: without it, the patch has no target.
+    # The prod overlay patches that ScaledObject's bounds: without it, the patch has no target.
     prod_hpa = tree / "overlays" / "prod" / "hpa.yaml"
     prod_hpa.write_text("\n---\n".join(
         yaml.safe_dump(d) for d in yaml.safe_load_all(prod_hpa.read_text()) if d["metadata"]["name"] != "stream-worker"
     ))
     found = violations(kustomize_build(tree / "overlays" / "prod"), secret_keys)
-    assert "Deployment stream-worker has no HorizontalPodAutoscaler that targets it" in found
+    assert ("Deployment stream-worker has no autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject) that targets it"
+            in found)
+
+
+def test_callers_are_read_from_the_code():
+    """The call graph the NetworkPolicies are checked against: the known calls are found."""
+    callers = callers_in_code(tuple(COMPONENTS))
+    assert callers["services.search"] == {"services.response", "services.cli"}
+    assert callers["services.scraper"] == {"services.search", "services.response", "services.cli"}
+    assert "services.cli" in callers["services.analytics"] and "services.cli" in callers["services.response"]
