@@ -99,7 +99,7 @@ def test_every_hpa_scales_up_to_its_bound_and_down_after_the_window(applied):
                      "-p", json.dumps({"spec": {"behavior": TEST_BEHAVIOR}}))
     seen = {h["metadata"]["name"]: Seen(h["spec"]["minReplicas"], h["spec"]["maxReplicas"]) for h in hpas}
     bounds = _partition_bounds(ns)
-    assert set(bounds) == {"stream-worker", "scraper-worker"}
+    assert set(bounds) == {"stream-worker", "scraper-worker", "search-indexer"}
 
     # Load: every pod at 10x its CPU request (dev requests 50m), new pods included.
     deadline = time.monotonic() + 180
