@@ -15,7 +15,7 @@ from services.common.kafka import ensure_topics
 from tests.analytics.test_stream import count_turns, now_turn, producer, wait_for
 
 
-async def test_a_writer_that_crashes_mid_batch_resumes_from_the_stored_offsets(stack, settings, pg):
+async def test_a_writer_that_crashes_mid_batch_resumes_from_the_stored_offsets(stack, settings, pg, sink_pool):
     key_id = f"crash-{uuid.uuid4().hex[:8]}"
     topic = f"{settings.topic('chat_turns')}.crash-{uuid.uuid4().hex[:6]}"
     await ensure_topics(settings.kafka_bootstrap, [topic], 2)
@@ -44,7 +44,7 @@ async def test_a_writer_that_crashes_mid_batch_resumes_from_the_stored_offsets(s
 
     group = f"consumer-test-{uuid.uuid4().hex[:6]}"
     sink = MetricsSink(settings.postgres_dsn, group)
-    sink.pool = pg
+    sink.pool = sink_pool
     progress = Progress(stall_seconds=60)
     consumer = EventConsumer(
         bootstrap=settings.kafka_bootstrap, group_id=group,

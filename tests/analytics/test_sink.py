@@ -30,16 +30,16 @@ def make_turn(key_id: str, total_ms: float, strategy=common_pb2.STRATEGY_KNOWLED
     return turn
 
 
-async def _sink(pg, settings) -> MetricsSink:
+async def _sink(sink_pool, settings) -> MetricsSink:
     sink = MetricsSink(settings.postgres_dsn, f"sink-test-{uuid.uuid4().hex[:6]}")
-    sink.pool = pg
+    sink.pool = sink_pool
     return sink
 
 
-async def test_replaying_a_batch_counts_nothing_twice(pg, settings):
+async def test_replaying_a_batch_counts_nothing_twice(pg, settings, sink_pool):
     key_id = f"sink-{uuid.uuid4().hex[:8]}"
     turns = [make_turn(key_id, ms) for ms in (3.0, 7.5, 12.0, 250.0)]
-    sink = await _sink(pg, settings)
+    sink = await _sink(sink_pool, settings)
     records = [(Position("t", 0, i), t) for i, t in enumerate(turns)]
     first = await sink.write_turns(records)
     replay = await sink.write_turns(records)  # the same offsets again: dropped by the stored offsets
@@ -55,10 +55,10 @@ async def test_replaying_a_batch_counts_nothing_twice(pg, settings):
     assert await sink.stored_offsets() == {("t", 0): 4, ("t", 1): 4}
 
 
-async def test_percentiles_agree_with_exact_within_one_bucket(pg, settings):
+async def test_percentiles_agree_with_exact_within_one_bucket(pg, settings, sink_pool):
     key_id = f"pct-{uuid.uuid4().hex[:8]}"
     values = [0.5 + (i * 7.3) % 400 for i in range(500)]
-    sink = await _sink(pg, settings)
+    sink = await _sink(sink_pool, settings)
     # Three batches, as three workers or partitions would write them.
     for n, part in enumerate((values[:100], values[100:333], values[333:])):
         await sink.write_turns([(Position("p", n, i), make_turn(key_id, v)) for i, v in enumerate(part)])
@@ -73,13 +73,13 @@ async def test_percentiles_agree_with_exact_within_one_bucket(pg, settings):
         assert lower <= got <= upper * 2 ** (1 / histogram.STEPS_PER_DOUBLING) + 1e-9, (q, exact, got)
 
 
-async def test_text_postgres_refuses_is_stored_without_nul_and_surrogates(pg, settings):
+async def test_text_postgres_refuses_is_stored_without_nul_and_surrogates(pg, settings, sink_pool):
     key_id = f"nul-{uuid.uuid4().hex[:8]}"
     turn = make_turn(key_id, 5.0)
     turn.message = "before\x00after"
     turn.answer = "an answer\x00"
     turn.source_ids.append("id\x00")
-    sink = await _sink(pg, settings)
+    sink = await _sink(sink_pool, settings)
     applied = await sink.write_turns([(Position("nul", 0, 0), turn)])
     assert applied.applied == 1
     row = await pg.fetchrow("SELECT message, answer, source_ids FROM conversations WHERE product_key_id = $1", key_id)
@@ -98,7 +98,7 @@ def _record(pos: Position, turn: events_pb2.ChatTurn) -> Record:
     return Record(pos, turn.product_key_id.encode(), turn.SerializeToString(), turn)
 
 
-async def test_poison_events_are_dead_lettered_and_the_rest_of_the_batch_is_stored(pg, settings):
+async def test_poison_events_are_dead_lettered_and_the_rest_of_the_batch_is_stored(pg, settings, sink_pool):
     key_id = f"split-{uuid.uuid4().hex[:8]}"
     turns = [make_turn(key_id, 1.0 + i) for i in range(40)]
     # Too large for the btree index on (product_key_id, session_id, occurred_at): PostgreSQL refuses the row.
@@ -110,7 +110,7 @@ async def test_poison_events_are_dead_lettered_and_the_rest_of_the_batch_is_stor
     async def collect(letter: DeadLetter) -> None:
         letters.append(letter)
 
-    sink = await _sink(pg, settings)
+    sink = await _sink(sink_pool, settings)
     applier = BatchApplier(sink.write_turns, collect)
     applied = await applier.apply([_record(Position("split", 3, 100 + i), t) for i, t in enumerate(turns)])
     assert sorted(letter.offset for letter in letters) == [113, 129]

@@ -26,7 +26,8 @@ from services.common.pb.parley.v1 import events_pb2
 
 logger = logging.getLogger(__name__)
 
-# Turns are COPYed into a per-session staging table (no indexes, no WAL), then moved into
+# Turns are COPYed into a per-connection staging table (no indexes, no WAL; created once when the
+# pool opens the connection, emptied by every commit), then moved into
 # conversations by one INSERT ... SELECT: COPY is the fastest way in, and ON CONFLICT keeps a
 # redelivered event (same event_id) out. Only the ids RETURNING names are counted into metrics.
 STAGE_TURNS = """
@@ -153,7 +154,6 @@ async def insert_turns(conn: asyncpg.Connection, turns: Sequence[events_pb2.Chat
     turns = unique(turns)
     if not turns:
         return set()
-    await conn.execute(STAGE_TURNS)
     await conn.copy_records_to_table("turn_rows_stage", records=map(turn_record, turns), columns=STAGE_COLUMNS)
     inserted = await conn.fetch(MOVE_TURNS)
     if len(inserted) != len(turns):  # some were stored before (redelivered at new offsets)
@@ -175,6 +175,22 @@ async def insert_feedback(conn: asyncpg.Connection, items: Sequence[events_pb2.F
     return {(storable(f.product_key_id), minute_of(f.occurred_at)) for f in items}
 
 
+async def create_pool(dsn: str, max_size: int = 6) -> asyncpg.Pool:
+    """The sink's pool: each connection gets the staging table when it opens, and is not reset on
+    release (these connections set no session state, so the reset would be a round trip per batch
+    for nothing; an open transaction is still rolled back by asyncpg)."""
+    return await asyncpg.create_pool(dsn, min_size=0, max_size=max_size, command_timeout=30,
+                                     init=_create_stage, reset=_keep_session)
+
+
+async def _create_stage(conn: asyncpg.Connection) -> None:
+    await conn.execute(STAGE_TURNS)
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    return None
+
+
 class MetricsSink(Service):
     """Owns the PostgreSQL pool of the worker and applies batches transactionally."""
 
@@ -186,7 +202,7 @@ class MetricsSink(Service):
 
     async def on_start(self) -> None:
         # Created lazily so a worker started while PostgreSQL is down waits instead of exiting.
-        self.pool = await asyncpg.create_pool(self._dsn, min_size=0, max_size=6, command_timeout=30)
+        self.pool = await create_pool(self._dsn)
 
     async def on_shutdown(self) -> None:
         # After the children (the consumer and its writers) have stopped: they write through the pool.
