@@ -242,6 +242,12 @@ class Embedder:
         """One query's vector, on the single-threaded query session."""
         return self._embed_batch([text], self._query_session)[0]
 
+    def query_key(self, text: str) -> str:
+        """A cache key for a query's vector: the text as the tokenizer normalises it (lower case, accents
+        stripped), whitespace runs collapsed. Texts with the same key have the same word pieces, so
+        the same vector: "Battery  weight?" and "battery weight?" share a cache entry."""
+        return " ".join(self._tokenizer.normalizer.normalize_str(text).split())
+
     def session(self, threads: int):
         """The encoder session with this many intra-op threads (built on first use)."""
         with self._sessions_lock:

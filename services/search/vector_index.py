@@ -174,23 +174,27 @@ class VectorIndex:
 
 
 class QueryEmbeddings:
-    """Query vectors by message text (LRU): a repeated question is not embedded again."""
+    """Query vectors by message (LRU): a repeated question is not embedded again. `key` maps a message
+    to its cache key (by default the text itself; the embedder's normalised text, so that questions
+    differing only in case, accents or spacing share an entry)."""
 
-    def __init__(self, embed, max_entries: int = 10_000) -> None:
+    def __init__(self, embed, max_entries: int = 10_000, key=None) -> None:
         self._embed = embed          # sync str -> np.ndarray, run in a worker thread
+        self._key = key or (lambda text: text)
         self._max = max_entries
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.hits = self.misses = 0
 
     async def vector(self, text: str) -> np.ndarray:
-        cached = self._cache.get(text)
+        key = self._key(text)
+        cached = self._cache.get(key)
         if cached is not None:
-            self._cache.move_to_end(text)
+            self._cache.move_to_end(key)
             self.hits += 1
             return cached
         self.misses += 1
         vector = await asyncio.to_thread(self._embed, text)
-        self._cache[text] = vector
+        self._cache[key] = vector
         if len(self._cache) > self._max:
             self._cache.popitem(last=False)
         return vector
