@@ -33,7 +33,7 @@ WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9
 MODEL_ID = f"{MODEL_NAME}@{WEIGHTS_SHA256[:12]}"   # what Embedder.model_id is for the pinned weights
 DIMENSIONS = 384
 MAX_TOKENS = 256
-BATCH_SIZE = 32
+BATCH_SIZE = 16
 # Threads of one batch embedding call (ingest): the search and indexer processes share a small machine.
 INTRA_OP_THREADS = int(os.environ.get("PARLEY_EMBEDDING_THREADS", "2"))
 # Threads of one query embedding: a dozen tokens gain nothing from a second thread, and on a busy
