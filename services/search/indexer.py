@@ -2,9 +2,11 @@
 
 It consumes `parley.knowledge.pages.v1` (pages the scraper extracted, keyed by product key) and
 writes them through the one indexing path (`Indexing`: embed, then replace the page's chunks and bump
-the version in one transaction), then announces the change on `parley.knowledge.updated.v1`.
+the version in one transaction), then announces the change on `parley.knowledge.updated.v1`. Pages
+are taken in batches (up to BATCH_CHUNKS chunks or BATCH_WAIT_MS) whose new chunks are embedded in
+one model call; each page is still written in its own transaction, in offset order.
 
-Nothing is lost on a crash: a page's offset is committed only after its transaction; replaying a
+Nothing is lost on a crash: a batch's offsets are committed only after its pages' transactions; replaying a
 page gives the same chunks (its document is replaced as a whole), so at-least-once is enough.
 Undecodable messages go to the dead-letter topic. At start it also embeds, in the background, the
 chunks that have no embedding of the current model (knowledge written before dense retrieval, or
