@@ -202,17 +202,14 @@ async def main(settings: Settings) -> None:
     logger.info("indexer consuming %s", settings.topic("knowledge_pages"))
     try:
         while not stop.is_set():
-            records = await collect(consumer, stop)
-            if not records:
-                continue
-            await indexer.handle_many([(r.value, TopicPartition(r.topic, r.partition), r.offset) for r in records])
-            last: dict[TopicPartition, int] = {}
-            for r in records:
-                last[TopicPartition(r.topic, r.partition)] = r.offset + 1
-            try:
-                await consumer.commit(last)
-            except (CommitFailedError, KafkaError) as exc:
-                logger.warning("commit of %s failed (%s); the next owner replays it", last, exc)
+            for records in batches(await collect(consumer, stop)):
+                await indexer.handle_many([(r.value, TopicPartition(r.topic, r.partition), r.offset)
+                                           for r in records])
+                last = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}   # in offset order
+                try:
+                    await consumer.commit(last)
+                except (CommitFailedError, KafkaError) as exc:
+                    logger.warning("commit of %s failed (%s); the next owner replays it", last, exc)
     finally:
         reembed.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -242,6 +239,21 @@ async def collect(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> list:
         if not batch and deadline is None:
             break                                                          # idle: let the caller look at stop
     return records
+
+
+def batches(records: list) -> list[list]:
+    """Records in runs of at most BATCH_CHUNKS chunks (a page with more is a run of its own): one
+    Kafka fetch may bring hundreds of pages, and a run is embedded before any of its pages is written."""
+    runs: list[list] = []
+    chunks = BATCH_CHUNKS
+    for record in records:
+        count = _chunk_count(record.value)
+        if chunks + count > BATCH_CHUNKS:
+            runs.append([])
+            chunks = 0
+        runs[-1].append(record)
+        chunks += count
+    return runs
 
 
 def _chunk_count(value: bytes) -> int:

@@ -73,3 +73,4 @@ async def test_questions_differing_in_case_accents_or_spacing_share_a_cached_vec
     assert again is first and other is not first
     # Sharing is safe only because the model sees the same word pieces: the vectors are equal.
     np.testing.assert_allclose(embedder.embed_one("battery weight of the cafe\tscale?"), first, atol=1e-6)
+
