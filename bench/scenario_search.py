@@ -21,13 +21,15 @@ from services.common import db
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
 from services.common.redis_client import create_redis
-from bench.dense import process_cpu_seconds, ingest, query_path
+from bench import dense_compare
+from bench.dense import _pages, process_cpu_seconds, ingest, query_path
 from services.search import keys, retrieval, synthetic
 from services.search.key_cache import KeyCache
 
 NAME = "search"
 KEYS, CHUNKS_PER_KEY = 100, 1000
 LEVELS = [1, 32]
+COMPARE_PAGES = 12          # pages (10 chunks each) written by each side of the before/after ingest
 
 
 async def interleaved(calls: dict, concurrency: int, seconds: float, warmup: float = 0.5) -> list[LoadResult]:
@@ -101,6 +103,8 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
             console.print(f"  plus {big}: 50000 chunks (random unit vectors as embeddings)")
             ingested = await ingest(settings, pool)
             query_side = await query_path(pool, big, questions)
+            compared = await dense_compare.run_all(pool, settings, client, questions,
+                                                   [(p.title, list(p.chunks)) for p in _pages("compare")[:COMPARE_PAGES]])
             cache = KeyCache(client, settings.key_cache_ttl_seconds)
 
             async def two_queries_uncached(i: int):
@@ -138,8 +142,11 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
                         product_key=synthetic.secret(i % KEYS), message=questions[i % len(questions)]), timeout=10)
 
                 async def plan_big(i: int):  # the 50k-chunk key: the largest vector search
+                    # " please" (a filler word for the lexical arm): not the 100-key run's messages, so
+                    # the query embedding is computed, not taken from the cache
                     return await stub.Plan(search_pb2.PlanRequest(
-                        product_key=synthetic.big_secret(), message=questions[i % len(questions)]), timeout=10)
+                        product_key=synthetic.big_secret(), message=questions[i % len(questions)] + " please"),
+                        timeout=10)
 
                 async def plan_greeting(i: int):  # the cached key and the rate limit only: no PostgreSQL
                     return await stub.Plan(search_pb2.PlanRequest(product_key=synthetic.secret(i % KEYS),
@@ -211,4 +218,4 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
                          f"{p50_ratio:.2f}x", f"{p99_ratio:.2f}x")
         rows.append(row)
     console.print(side)
-    return {"scenario": NAME, "ingest": ingested, "query_path": query_side, "statement": server_side, "chunks": total, "keys": KEYS, "seconds_per_level": seconds, "levels": rows}
+    return {"scenario": NAME, "ingest": ingested, "query_path": query_side, "before_after": compared, "statement": server_side, "chunks": total, "keys": KEYS, "seconds_per_level": seconds, "levels": rows}

@@ -23,11 +23,21 @@ WHERE product_key_id = $1 AND id = ANY($2::bigint[])
 """
 
 
+def single_threaded_blas() -> None:
+    """numpy's BLAS on one thread in this process: a key's matrix-vector product is a few hundred
+    microseconds of memory reads, and OpenBLAS's worker threads (which spin while they wait) made the
+    same product cost several times the CPU on a busy machine."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 class DenseRetrieval:
     def __init__(self, pool: asyncpg.Pool, embedder: Embedder, max_index_bytes: int, candidates: int = 20) -> None:
+        single_threaded_blas()
         self._pool = pool
         self.index = VectorIndex(pool, embedder.model_id, max_index_bytes)
-        self.queries = QueryEmbeddings(embedder.embed_one)
+        self.queries = QueryEmbeddings(embedder.embed_one, key=embedder.query_key)
         self.candidates = candidates
 
     @classmethod
@@ -41,21 +51,37 @@ class DenseRetrieval:
     async def with_lexical(self, key_id: str, version: int, message: str,
                            lexical: Awaitable[list[Chunk]]) -> list[Chunk]:
         """The lexical candidates (awaited alongside the dense search) with their dense scores,
-        followed by the dense-only candidates, best first."""
-        chunks, hits = await asyncio.gather(lexical, self.hits(key_id, version, message))
-        return await self.merge(key_id, chunks, hits)
+        followed by the dense-only candidates, best first. If the lexical statement is still running
+        when the dense hits are known, the hits' rows are read meanwhile, so that the dense-only
+        candidates cost no round trip after it."""
+        lexical_task = asyncio.ensure_future(lexical)
+        try:
+            hits = await self.hits(key_id, version, message)
+        except BaseException:
+            lexical_task.cancel()
+            raise
+        if lexical_task.done() or not hits:
+            return await self.merge(key_id, await lexical_task, hits)
+        rows, chunks = await asyncio.gather(self._rows(key_id, [int(cid) for cid, _ in hits]), lexical_task)
+        return self._merged(chunks, hits, rows)
 
     async def merge(self, key_id: str, chunks: list[Chunk], hits: list[tuple[str, float]]) -> list[Chunk]:
+        have = {c.id for c in chunks}
+        extra = [int(cid) for cid, _ in hits if cid not in have]
+        return self._merged(chunks, hits, await self._rows(key_id, extra) if extra else {})
+
+    async def _rows(self, key_id: str, ids: list[int]) -> dict[str, asyncpg.Record]:
+        return {str(r["id"]): r for r in await self._pool.fetch(_CHUNKS, key_id, ids)}
+
+    @staticmethod
+    def _merged(chunks: list[Chunk], hits: list[tuple[str, float]], rows: dict[str, asyncpg.Record]) -> list[Chunk]:
         dense = dict(hits)
         merged = [dataclasses.replace(c, dense=dense.get(c.id, 0.0)) for c in chunks]
         have = {c.id for c in chunks}
-        extra = [int(cid) for cid, _ in hits if cid not in have]
-        if extra:
-            rows = {str(r["id"]): r for r in await self._pool.fetch(_CHUNKS, key_id, extra)}
-            for cid, score in hits:
-                r = rows.get(cid)
-                if r is not None:
-                    merged.append(Chunk(id=cid, kind=r["kind"], title=r["title"], question=r["question"],
-                                        content=r["content"], url=r["url"], score=0.0, document=r["document"],
-                                        dense=score))
+        for cid, score in hits:
+            r = rows.get(cid)
+            if r is not None and cid not in have:
+                merged.append(Chunk(id=cid, kind=r["kind"], title=r["title"], question=r["question"],
+                                    content=r["content"], url=r["url"], score=0.0, document=r["document"],
+                                    dense=score))
         return merged

@@ -57,8 +57,7 @@ class KeyVectors:
     def top(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         if not len(self.ids) or k <= 0:
             return []
-        rows = self._candidates(query)
-        scores = (self.matrix @ query) if rows is None else (self.matrix[rows] @ query)
+        rows, scores = self._scores(query)
         if k < len(scores):
             picked = np.argpartition(-scores, k - 1)[:k]
             picked = picked[np.argsort(-scores[picked], kind="stable")]
@@ -67,11 +66,20 @@ class KeyVectors:
         at = picked if rows is None else rows[picked]
         return [(str(int(self.ids[i])), float(s)) for i, s in zip(at, scores[picked])]
 
-    def _candidates(self, query: np.ndarray) -> np.ndarray | None:
+    def _scores(self, query: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """(row numbers or None for all rows, their scores). A probed list is a contiguous slice of
+        the matrix: scored in place, never gathered into a copy (the copy cost more than the product)."""
         if self.centroids is None:
-            return None
-        nearest = np.argsort(-(self.centroids @ query))[:PROBE]
-        return np.concatenate([np.arange(self.bounds[c], self.bounds[c + 1]) for c in nearest])
+            return None, self.matrix @ query
+        nearest = np.argpartition(-(self.centroids @ query), min(PROBE, len(self.centroids)) - 1)[:PROBE]
+        spans = [(int(self.bounds[c]), int(self.bounds[c + 1])) for c in nearest]
+        rows = np.concatenate([np.arange(a, b) for a, b in spans])
+        scores = np.empty(len(rows), dtype=np.float32)
+        at = 0
+        for a, b in spans:
+            np.matmul(self.matrix[a:b], query, out=scores[at:at + b - a])
+            at += b - a
+        return rows, scores
 
     @classmethod
     def build(cls, version: int, ids: np.ndarray, matrix: np.ndarray) -> KeyVectors:
@@ -166,23 +174,27 @@ class VectorIndex:
 
 
 class QueryEmbeddings:
-    """Query vectors by message text (LRU): a repeated question is not embedded again."""
+    """Query vectors by message (LRU): a repeated question is not embedded again. `key` maps a message
+    to its cache key (by default the text itself; the embedder's normalised text, so that questions
+    differing only in case, accents or spacing share an entry)."""
 
-    def __init__(self, embed, max_entries: int = 10_000) -> None:
+    def __init__(self, embed, max_entries: int = 10_000, key=None) -> None:
         self._embed = embed          # sync str -> np.ndarray, run in a worker thread
+        self._key = key or (lambda text: text)
         self._max = max_entries
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.hits = self.misses = 0
 
     async def vector(self, text: str) -> np.ndarray:
-        cached = self._cache.get(text)
+        key = self._key(text)
+        cached = self._cache.get(key)
         if cached is not None:
-            self._cache.move_to_end(text)
+            self._cache.move_to_end(key)
             self.hits += 1
             return cached
         self.misses += 1
         vector = await asyncio.to_thread(self._embed, text)
-        self._cache[text] = vector
+        self._cache[key] = vector
         if len(self._cache) > self._max:
             self._cache.popitem(last=False)
         return vector

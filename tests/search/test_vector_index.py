@@ -58,3 +58,19 @@ def test_a_large_key_is_partitioned_and_finds_what_an_exact_scan_finds():
     assert np.mean(recall) >= 0.9, np.mean(recall)
     small = KeyVectors.build(1, ids[:1000], matrix[:1000])
     assert small.centroids is None
+
+
+async def test_questions_differing_in_case_accents_or_spacing_share_a_cached_vector():
+    from services.common.embedding import Embedder
+    from services.search.vector_index import QueryEmbeddings
+
+    embedder = Embedder.load()
+    queries = QueryEmbeddings(embedder.embed_one, key=embedder.query_key)
+    first = await queries.vector("Battery  WEIGHT of the café scale?")
+    again = await queries.vector("battery weight of the cafe\tscale?")
+    other = await queries.vector("battery weight of the cafe scales?")
+    assert (queries.hits, queries.misses) == (1, 2)
+    assert again is first and other is not first
+    # Sharing is safe only because the model sees the same word pieces: the vectors are equal.
+    np.testing.assert_allclose(embedder.embed_one("battery weight of the cafe\tscale?"), first, atol=1e-6)
+
