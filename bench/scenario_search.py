@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import statistics
 import time
@@ -20,7 +21,7 @@ from services.common import db
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
 from services.common.redis_client import create_redis
-from bench.dense import ingest, query_path
+from bench.dense import process_cpu_seconds, ingest, query_path
 from services.search import keys, retrieval, synthetic
 from services.search.key_cache import KeyCache
 
@@ -128,6 +129,7 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
             server_side = await statement_profile(pool, questions[:200], settings)
 
             results: list[LoadResult] = []
+            cpu_per_plan: dict[tuple[str, int], float] = {}
             async with channel(settings.search_addr) as ch:
                 stub = search_pb2_grpc.SearchServiceStub(ch)
 
@@ -149,9 +151,17 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
                 await plan_big(0)
                 for c in LEVELS:
                     console.print(f"  Plan over gRPC, concurrency {c:3} for {seconds:.0f}s ...")
+                    cpu0 = process_cpu_seconds("services.search", settings.topic_namespace)
                     results.append(await run_load("plan", plan, c, seconds))
+                    cpu1 = process_cpu_seconds("services.search", settings.topic_namespace)
                     console.print(f"  Plan on the 50k-chunk key, concurrency {c:3} for {seconds:.0f}s ...")
                     results.append(await run_load("plan_big", plan_big, c, seconds))
+                    cpu2 = process_cpu_seconds("services.search", settings.topic_namespace)
+                    for name, spent in (("plan", cpu1 - cpu0), ("plan_big", cpu2 - cpu1)):
+                        calls = results[-1 if name == "plan_big" else -2].calls
+                        cpu_per_plan[(name, c)] = 1000 * spent / max(calls, 1)
+                        console.print(f"    {name}: search process CPU {cpu_per_plan[(name, c)]:.2f} ms per Plan "
+                                      f"(load average {os.getloadavg()[0]:.1f})")
                     console.print(f"  Plan of a greeting (no retrieval), concurrency {c:3} for {seconds:.0f}s ...")
                     results.append(await run_load("plan_greeting", plan_greeting, c, seconds))
                     console.print(f"  uncached 2 queries vs cached key + 1 query, interleaved, concurrency {c:3} "
@@ -184,6 +194,8 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
     rows = []
     for c in LEVELS:
         row = {"concurrency": c, "plan": pick("plan", c).as_dict(), "plan_big": pick("plan_big", c).as_dict(),
+               "search_cpu_ms_per_plan": cpu_per_plan.get(("plan", c)),
+               "search_cpu_ms_per_plan_big": cpu_per_plan.get(("plan_big", c)),
                "plan_greeting": pick("plan_greeting", c).as_dict()}
         for label, (ua, cb) in {
             "key + knowledge: 2 sequential queries vs cached key + 1 query": ("two_queries_uncached", "cached_key_one_query"),

@@ -5,8 +5,11 @@ dependencies by `make install`), so nothing is fetched at run time. The model is
 sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0) followed by its own pooling: the mean of the
 token vectors under the attention mask, then L2 normalisation, so a dot product is the cosine
 similarity. The encoder's six layers are built here as an ONNX graph straight from the safetensors
-weights (no torch, no exported model file) and run by onnxruntime, which fuses attention, GELU and
-layer norm; the embedding lookup and the pooling are plain numpy.
+weights (no torch, no exported model file), written with onnxruntime's fused BERT operators
+(attention, skip + layer norm, bias + exact GELU), and run by onnxruntime; the embedding lookup and
+the pooling are plain numpy. The same encoder in plain ONNX operators (`_encoder_graph`) is kept as
+the reference the fused one is checked against. Queries run on a single-threaded session, batches
+(ingest) on one with PARLEY_EMBEDDING_THREADS threads.
 
 The shipped tokenizer.json truncates and pads every text to 128 tokens; the model was trained on
 256-token inputs and padding to a fixed length only costs time, so both are overridden here
@@ -31,9 +34,11 @@ MODEL_ID = f"{MODEL_NAME}@{WEIGHTS_SHA256[:12]}"   # what Embedder.model_id is f
 DIMENSIONS = 384
 MAX_TOKENS = 256
 BATCH_SIZE = 32
-# Threads of one embedding call: the search and indexer processes share a small machine, and a
-# query (a dozen tokens) gains nothing from more.
+# Threads of one batch embedding call (ingest): the search and indexer processes share a small machine.
 INTRA_OP_THREADS = int(os.environ.get("PARLEY_EMBEDDING_THREADS", "2"))
+# Threads of one query embedding: a dozen tokens gain nothing from a second thread, and on a busy
+# machine waiting for it to be scheduled costs more than the work it takes over.
+QUERY_THREADS = int(os.environ.get("PARLEY_EMBEDDING_QUERY_THREADS", "1"))
 
 
 def model_dir() -> Path:
@@ -64,7 +69,7 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
 
 
 def _encoder_graph(w: dict[str, np.ndarray], layers: int, heads: int, eps: float) -> bytes:
-    """The BERT encoder layers as an ONNX model: inputs hidden (batch, tokens, 384) after the
+    """The reference encoder in plain ONNX operators: inputs hidden (batch, tokens, 384) after the
     embedding layer norm and the additive attention mask (batch, 1, 1, tokens); output the last
     hidden states."""
     from onnx import TensorProto, helper, numpy_helper
@@ -127,6 +132,61 @@ def _encoder_graph(w: dict[str, np.ndarray], layers: int, heads: int, eps: float
     return model.SerializeToString()
 
 
+def _fused_graph(w: dict[str, np.ndarray], layers: int, heads: int, eps: float) -> bytes:
+    """The same encoder as `_encoder_graph`, written with onnxruntime's fused BERT operators
+    (com.microsoft Attention, SkipLayerNormalization, BiasGelu: exact erf GELU, not the tanh
+    approximation), the graph onnxruntime.transformers' optimizer aims for. Inputs hidden (batch,
+    tokens, 384) and the int32 attention mask (batch, tokens). Per layer 7 nodes instead of ~25: a
+    dozen-token query is mostly per-node overhead, and a batch gains one QKV product instead of three.
+    Its output matches the plain graph's to float rounding (a test checks 1e-5)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits, nodes = [], []
+
+    def tensor(name: str, array: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+        return name
+
+    def node(op: str, inputs: list[str], out: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [out], domain="com.microsoft" if op in _CONTRIB else "", **attrs))
+        return out
+
+    x = "hidden"
+    for i in range(layers):
+        p, a = f"encoder.layer.{i}.", f"encoder.layer.{i}.attention.self."
+        qkv_w = tensor(f"l{i}_qkv_w", np.concatenate([w[a + n + ".weight"].T for n in ("query", "key", "value")], 1))
+        qkv_b = tensor(f"l{i}_qkv_b", np.concatenate([w[a + n + ".bias"] for n in ("query", "key", "value")]))
+        context = node("Attention", [x, qkv_w, qkv_b, "mask"], f"l{i}_context", num_heads=heads)
+        o = p + "attention.output."
+        attended = node("MatMul", [context, tensor(o + "dense.weight", w[o + "dense.weight"].T)], f"l{i}_att")
+        x = node("SkipLayerNormalization", [attended, x, tensor(o + "LayerNorm.weight", w[o + "LayerNorm.weight"]),
+                                            tensor(o + "LayerNorm.bias", w[o + "LayerNorm.bias"]),
+                                            tensor(o + "dense.bias", w[o + "dense.bias"])], f"l{i}_norm1", epsilon=eps)
+        up = node("MatMul", [x, tensor(p + "intermediate.dense.weight", w[p + "intermediate.dense.weight"].T)],
+                  f"l{i}_up")
+        gelu = node("BiasGelu", [up, tensor(p + "intermediate.dense.bias", w[p + "intermediate.dense.bias"])],
+                    f"l{i}_gelu")
+        down = node("MatMul", [gelu, tensor(p + "output.dense.weight", w[p + "output.dense.weight"].T)], f"l{i}_down")
+        x = node("SkipLayerNormalization", [down, x, tensor(p + "output.LayerNorm.weight", w[p + "output.LayerNorm.weight"]),
+                                            tensor(p + "output.LayerNorm.bias", w[p + "output.LayerNorm.bias"]),
+                                            tensor(p + "output.dense.bias", w[p + "output.dense.bias"])],
+                 f"l{i}_norm2", epsilon=eps)
+    nodes.append(helper.make_node("Identity", [x], ["last_hidden"]))
+    graph = helper.make_graph(
+        nodes, "minilm_encoder_fused",
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "tokens", DIMENSIONS]),
+         helper.make_tensor_value_info("mask", TensorProto.INT32, ["batch", "tokens"])],
+        [helper.make_tensor_value_info("last_hidden", TensorProto.FLOAT, ["batch", "tokens", DIMENSIONS])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+_CONTRIB = {"Attention", "SkipLayerNormalization", "BiasGelu"}
+
+
 class Embedder:
     """`Embedder.load()` once per process (lazy, cached); `embed(texts)` from any thread."""
 
@@ -148,7 +208,10 @@ class Embedder:
         self._position = w["embeddings.position_embeddings.weight"]
         self._token_type = w["embeddings.token_type_embeddings.weight"][0]
         self._ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-        self._session = _session(_encoder_graph(w, int(config["num_hidden_layers"]), self._heads, self._eps))
+        self._graph: bytes | None = _fused_graph(w, int(config["num_hidden_layers"]), self._heads, self._eps)
+        self._sessions: dict[int, object] = {}      # by intra-op threads: queries and batches apart
+        self._sessions_lock = threading.Lock()
+        self._query_session = self.session(QUERY_THREADS)
         tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         tokenizer.enable_truncation(max_length=MAX_TOKENS)
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # no length: pad to the longest
@@ -176,31 +239,49 @@ class Embedder:
         return out
 
     def embed_one(self, text: str) -> np.ndarray:
-        return self._embed_batch([text])[0]
+        """One query's vector, on the single-threaded query session."""
+        return self._embed_batch([text], self._query_session)[0]
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+    def query_key(self, text: str) -> str:
+        """A cache key for a query's vector: the text as the tokenizer normalises it (lower case, accents
+        stripped), whitespace runs collapsed. Texts with the same key have the same word pieces, so
+        the same vector: "Battery  weight?" and "battery weight?" share a cache entry."""
+        return " ".join(self._tokenizer.normalizer.normalize_str(text).split())
+
+    def session(self, threads: int):
+        """The encoder session with this many intra-op threads (built on first use)."""
+        with self._sessions_lock:
+            if threads not in self._sessions:
+                self._sessions[threads] = _session(self._graph, threads)
+            return self._sessions[threads]
+
+    def _embed_batch(self, texts: list[str], session=None) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.float32)
-        hidden = self._encode(ids, mask)
-        summed = np.einsum("bt,btd->bd", mask, hidden)
-        pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int32)
+        hidden = self._encode(ids, mask, session or self.session(INTRA_OP_THREADS))
+        weights = mask.astype(np.float32)
+        summed = np.einsum("bt,btd->bd", weights, hidden)
+        pooled = summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    def _encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _encode(self, ids: np.ndarray, mask: np.ndarray, session) -> np.ndarray:
         length = ids.shape[1]
         x = self._word[ids] + self._position[:length] + self._token_type
         hidden = _layer_norm(x, *self._ln, self._eps).astype(np.float32)
-        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :].astype(np.float32)
-        return self._session.run(None, {"hidden": hidden, "mask": bias})[0]
+        return session.run(None, {"hidden": hidden, "mask": mask})[0]
 
 
-def _session(model: bytes):
+def _session(model: bytes, threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = INTRA_OP_THREADS
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL    # a chain of layers: nothing to overlap
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: the search and indexer processes share the cores with
+    # the other services, and a spinning pool burns CPU they need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

@@ -23,11 +23,21 @@ WHERE product_key_id = $1 AND id = ANY($2::bigint[])
 """
 
 
+def single_threaded_blas() -> None:
+    """numpy's BLAS on one thread in this process: a key's matrix-vector product is a few hundred
+    microseconds of memory reads, and OpenBLAS's worker threads (which spin while they wait) made the
+    same product cost several times the CPU on a busy machine."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 class DenseRetrieval:
     def __init__(self, pool: asyncpg.Pool, embedder: Embedder, max_index_bytes: int, candidates: int = 20) -> None:
+        single_threaded_blas()
         self._pool = pool
         self.index = VectorIndex(pool, embedder.model_id, max_index_bytes)
-        self.queries = QueryEmbeddings(embedder.embed_one)
+        self.queries = QueryEmbeddings(embedder.embed_one, key=embedder.query_key)
         self.candidates = candidates
 
     @classmethod

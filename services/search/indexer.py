@@ -32,13 +32,23 @@ from services.common.metrics import serve_metrics
 from services.common.pb.parley.v1 import events_pb2
 from services.common.runner import run_service
 from services.common.settings import Settings
-from services.search.indexing import Indexing
+from services.search.indexing import Document, Indexing
 
 logger = logging.getLogger(__name__)
 
 _TRANSIENT = (asyncpg.PostgresConnectionError, asyncpg.exceptions.SerializationError,
               asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.CannotConnectNowError,
               ConnectionError, OSError)
+
+
+# Pages are collected for one model call until they hold BATCH_CHUNKS chunks or BATCH_WAIT_MS have
+# passed since the first: a model call on a whole batch costs less per chunk than one per page.
+BATCH_CHUNKS = 64
+BATCH_WAIT_MS = 200
+
+
+def _chunks(page: events_pb2.KnowledgePage) -> list[NewChunk]:
+    return [NewChunk(c) for c in dict.fromkeys(page.chunks) if c.strip()]
 
 
 class PageIndexer:
@@ -50,17 +60,19 @@ class PageIndexer:
         self.pages = self.chunks = 0
         self._started = time.monotonic()
 
-    async def index(self, page: events_pb2.KnowledgePage) -> int | None:
-        """Applies one page; returns the new knowledge version (None: the key no longer exists)."""
+    async def index(self, page: events_pb2.KnowledgePage, vectors: list[bytes] | None = None) -> int | None:
+        """Applies one page (with its chunks' embeddings if already computed); returns the new
+        knowledge version (None: the key no longer exists)."""
         key_id = page.product_key_id
         try:
             if page.removed:
                 _, version = await self.indexing.remove(key_id, "page", {page.document, page.url})
                 reason = "page_removed"
             else:
-                chunks = [NewChunk(c) for c in dict.fromkeys(page.chunks) if c.strip()]
+                chunks = _chunks(page)
                 _, _, version = await self.indexing.write(key_id, "page", page.document, page.title, page.document,
-                                                          chunks, replace={page.document, page.old_document})
+                                                          chunks, replace={page.document, page.old_document},
+                                                          vectors=vectors)
                 reason = "page_changed"
                 self.chunks += len(chunks)
         except NotFound:
@@ -74,22 +86,45 @@ class PageIndexer:
         return version
 
     async def handle(self, value: bytes, tp: TopicPartition, offset: int) -> None:
-        page = events_pb2.KnowledgePage()
-        try:
-            page.ParseFromString(value)
-            if not page.product_key_id or not (page.document or page.url):
-                raise DecodeError("no product key or document")
-        except DecodeError as exc:
-            logger.warning("undecodable knowledge page at %s:%s (%s); dead-lettered", tp.topic, offset, exc)
-            await self.dead_letter(value, str(exc), tp, offset)
-            return
+        await self.handle_many([(value, tp, offset)])
+
+    async def handle_many(self, records: list[tuple[bytes, TopicPartition, int]]) -> None:
+        """Indexes pages in order: the chunks of all of them are embedded in one model call, then each
+        page is written in its own transaction, as if handled one by one."""
+        pages = []
+        for value, tp, offset in records:
+            page = events_pb2.KnowledgePage()
+            try:
+                page.ParseFromString(value)
+                if not page.product_key_id or not (page.document or page.url):
+                    raise DecodeError("no product key or document")
+            except DecodeError as exc:
+                logger.warning("undecodable knowledge page at %s:%s (%s); dead-lettered", tp.topic, offset, exc)
+                await self.dead_letter(value, str(exc), tp, offset)
+                continue
+            pages.append(page)
+        written = [p for p in pages if not p.removed]
+        vectors = dict(zip(map(id, written), await self._retry(self._embeddings, written)))
+        for page in pages:
+            await self._retry(self.index, page, vectors.get(id(page)))
+            if self.pages % 20 == 0:
+                elapsed = max(time.monotonic() - self._started, 1e-6)
+                logger.info("indexed %d pages, %d chunks (%.0f chunks/s)", self.pages, self.chunks,
+                            self.chunks / elapsed)
+
+    async def _embeddings(self, pages: list[events_pb2.KnowledgePage]) -> list[list[bytes]]:
+        if not pages:
+            return []
+        documents = [Document(p.product_key_id, "page", p.title, _chunks(p)) for p in pages]
+        vectors, _ = await self.indexing.embeddings_of(documents)
+        return vectors
+
+    @staticmethod
+    async def _retry(call, *args):
         async for attempt in AsyncRetrying(retry=retry_if_exception_type(_TRANSIENT), stop=stop_never,
                                            wait=wait_exponential(0.2, max=5), reraise=True):
             with attempt:
-                await self.index(page)
-        if self.pages % 20 == 0:
-            elapsed = max(time.monotonic() - self._started, 1e-6)
-            logger.info("indexed %d pages, %d chunks (%.0f chunks/s)", self.pages, self.chunks, self.chunks / elapsed)
+                return await call(*args)
 
     async def dead_letter(self, value: bytes, reason: str, tp: TopicPartition, offset: int) -> None:
         if self._dead_letters is None:
@@ -165,16 +200,17 @@ async def main(settings: Settings) -> None:
     logger.info("indexer consuming %s", settings.topic("knowledge_pages"))
     try:
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=500, max_records=50)
-            for tp, records in batch.items():
-                for record in records:
-                    await indexer.handle(record.value, tp, record.offset)
-                    if stop.is_set():
-                        break
-                try:
-                    await consumer.commit({tp: record.offset + 1})
-                except (CommitFailedError, KafkaError) as exc:
-                    logger.warning("commit of %s@%s failed (%s); the next owner replays it", tp, record.offset, exc)
+            records = await collect(consumer, stop)
+            if not records:
+                continue
+            await indexer.handle_many([(r.value, TopicPartition(r.topic, r.partition), r.offset) for r in records])
+            last: dict[TopicPartition, int] = {}
+            for r in records:
+                last[TopicPartition(r.topic, r.partition)] = r.offset + 1
+            try:
+                await consumer.commit(last)
+            except (CommitFailedError, KafkaError) as exc:
+                logger.warning("commit of %s failed (%s); the next owner replays it", last, exc)
     finally:
         reembed.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -184,6 +220,33 @@ async def main(settings: Settings) -> None:
         await producer.stop()
         await pool.close()
         logger.info("indexer stopped")
+
+
+async def collect(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> list:
+    """The next pages to index: waits for one, then takes more until they hold BATCH_CHUNKS chunks or
+    BATCH_WAIT_MS have passed (a lone page is not held back longer than that)."""
+    records: list = []
+    chunks, deadline = 0, None
+    while not stop.is_set() and chunks < BATCH_CHUNKS:
+        wait_ms = 500 if deadline is None else int(max(0.0, deadline - time.monotonic()) * 1000)
+        if deadline is not None and wait_ms <= 0:
+            break
+        batch = await consumer.getmany(timeout_ms=wait_ms, max_records=50)
+        for tp_records in batch.values():
+            records.extend(tp_records)
+            chunks += sum(_chunk_count(r.value) for r in tp_records)
+        if records and deadline is None:
+            deadline = time.monotonic() + BATCH_WAIT_MS / 1000
+        if not batch and deadline is None:
+            break                                                          # idle: let the caller look at stop
+    return records
+
+
+def _chunk_count(value: bytes) -> int:
+    try:
+        return max(len(events_pb2.KnowledgePage.FromString(value).chunks), 1)
+    except DecodeError:
+        return 1
 
 
 async def _retry(start, attempts: int = 60):

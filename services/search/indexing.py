@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 import numpy as np
@@ -39,6 +40,15 @@ FROM unnest($1::bigint[], $2::bytea[]) AS u(id, e) WHERE ch.id = u.id
 """
 
 
+@dataclass(frozen=True)
+class Document:
+    """A document's chunks to embed: the key, the kind of knowledge, and the title that prefixes them."""
+    key_id: str
+    kind: str
+    title: str
+    chunks: Sequence[NewChunk]
+
+
 def to_bytes(vectors: np.ndarray) -> list[bytes]:
     return [row.astype("<f4", copy=False).tobytes() for row in vectors]
 
@@ -61,19 +71,39 @@ class Indexing:
 
     async def embeddings(self, key_id: str, kind: str, title: str, chunks: Sequence[NewChunk]
                          ) -> tuple[list[bytes], str]:
+        (vectors,), model_id = await self.embeddings_of([Document(key_id, kind, title, chunks)])
+        return vectors, model_id
+
+    async def embeddings_of(self, documents: Sequence[Document]) -> tuple[list[list[bytes]], str]:
+        """The embeddings of several documents' chunks, with one model call for all the chunks not
+        embedded yet (the indexer batches pages this way: a model call on a few chunks wastes most of
+        its time on overhead and padding)."""
         embedder = await self.embedder()
-        hashes = [c.hash(kind) for c in chunks]
-        known = await known_embeddings(self._pool, key_id, hashes, embedder.model_id)
-        missing = [i for i, h in enumerate(hashes) if h not in known]
-        fresh = to_bytes(await self.embed([chunks[i].embedding_text(title) for i in missing])) if missing else []
-        new = dict(zip(missing, fresh))
-        return [known.get(h) or new[i] for i, h in enumerate(hashes)], embedder.model_id
+        known: dict[tuple[str, bytes], bytes] = {}
+        hashes = [[c.hash(d.kind) for c in d.chunks] for d in documents]
+        for key_id in dict.fromkeys(d.key_id for d in documents):
+            wanted = [h for d, hs in zip(documents, hashes) if d.key_id == key_id for h in hs]
+            found = await known_embeddings(self._pool, key_id, wanted, embedder.model_id)
+            known.update(((key_id, h), e) for h, e in found.items())
+        missing: dict[tuple[str, bytes], str] = {}      # one embedding per (key, content) in the call
+        for d, hs in zip(documents, hashes):
+            for c, h in zip(d.chunks, hs):
+                if (d.key_id, h) not in known:
+                    missing.setdefault((d.key_id, h), c.embedding_text(d.title))
+        if missing:
+            known.update(zip(missing, to_bytes(await self.embed(list(missing.values())))))
+        return [[known[(d.key_id, h)] for h in hs] for d, hs in zip(documents, hashes)], embedder.model_id
 
     async def write(self, key_id: str, kind: str, document: str, title: str, url: str, chunks: Sequence[NewChunk],
-                    replace: set[str] | frozenset[str] = frozenset()) -> tuple[list[str], int, int]:
+                    replace: set[str] | frozenset[str] = frozenset(), vectors: list[bytes] | None = None
+                    ) -> tuple[list[str], int, int]:
         """Writes a document's chunks (first deleting the chunks of the `replace` documents of the same
-        kind): (new chunk ids, chunks deleted, knowledge version)."""
-        vectors, model_id = await self.embeddings(key_id, kind, title, chunks)
+        kind): (new chunk ids, chunks deleted, knowledge version). `vectors`: the chunks' embeddings if
+        the caller has them already (from `embeddings_of`)."""
+        if vectors is None:
+            vectors, model_id = await self.embeddings(key_id, kind, title, chunks)
+        else:
+            model_id = (await self.embedder()).model_id
         async with self._pool.acquire() as conn, conn.transaction():
             deleted = await delete_documents(conn, key_id, kind, set(replace) - {""})
             ids = await insert_chunks(conn, key_id, kind, document, title, url, chunks, vectors, model_id)

@@ -105,7 +105,8 @@ async def ensure_corpus(pool: asyncpg.Pool, *, keys: int = 100, chunks_per_key: 
         if missing:
             await conn.execute("ANALYZE knowledge_chunks")
         return await conn.fetchval(
-            "SELECT count(*) FROM knowledge_chunks WHERE product_key_id LIKE $1", KEY_PREFIX + "%"
+            "SELECT count(*) FROM knowledge_chunks WHERE product_key_id LIKE $1 AND product_key_id <> $2",
+            KEY_PREFIX + "%", KEY_PREFIX + "big"
         )
 
 
@@ -115,7 +116,7 @@ def sample_question(rng: random.Random, words: list[str] | None = None) -> str:
     return "How do I " + " ".join(picked) + "?"
 
 
-async def ensure_vectors(pool: asyncpg.Pool, key_pattern: str, batch: int = 5000) -> int:
+async def ensure_vectors(pool: asyncpg.Pool, key_pattern: str, batch: int = 1000) -> int:
     """Random unit vectors (as the current model's) for synthetic chunks that have none: dense search
     at scale is timed on them, without embedding 100k made-up passages."""
     rng = np.random.default_rng(11)
@@ -131,7 +132,7 @@ async def ensure_vectors(pool: asyncpg.Pool, key_pattern: str, batch: int = 5000
         await pool.execute(
             "UPDATE knowledge_chunks ch SET embedding = u.e, embedding_model = $3"
             " FROM unnest($1::bigint[], $2::bytea[]) AS u(id, e) WHERE ch.id = u.id",
-            ids, [v.astype("<f4").tobytes() for v in vectors], MODEL_ID)
+            ids, [v.astype("<f4").tobytes() for v in vectors], MODEL_ID, timeout=300)
         filled += len(ids)
         logger.info("synthetic corpus: %d random vectors", filled)
 
@@ -148,8 +149,10 @@ async def ensure_big_key(pool: asyncpg.Pool, chunks: int = 50_000) -> str:
         have = await conn.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", big)
         if have < chunks:
             logger.info("synthetic corpus: loading %d chunks into %s (once)", chunks, big)
-            for start in range(1, chunks + 1, 5000):    # in slices: one statement would outlast the timeout
-                await conn.execute(_INSERT_CHUNKS, big, min(start + 4999, chunks), words, MODEL_ID, start)
+            for start in range(1, chunks + 1, 2000):    # in slices, with progress; resumable
+                await conn.execute(_INSERT_CHUNKS, big, min(start + 1999, chunks), words, MODEL_ID, start,
+                                   timeout=600)
+                logger.info("synthetic corpus: %s has %d chunks", big, min(start + 1999, chunks))
             await conn.execute("ANALYZE knowledge_chunks")
     await ensure_vectors(pool, big)
     return big

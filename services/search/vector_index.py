@@ -6,9 +6,11 @@ loads a key's matrix on the first search that needs it, with the knowledge versi
 and reloaded when a Plan sees a newer version on the key record, so every replica answers from the
 same knowledge after a change. The loaded keys are bounded by bytes (least recently used go first).
 
-Search is exact: one matrix-vector product over the key's unit vectors (cosine similarity). A key of
-50k chunks is about 75 MB and a few milliseconds per query; a key much larger than that would want an
-approximate index (hnswlib or faiss from PyPI, built at load time from the same rows).
+Search is exact below IVF_MIN_VECTORS: one matrix-vector product over the key's unit vectors (cosine
+similarity). A larger key is partitioned at load (an inverted file: k-means lists, a query scans the
+lists of its nearest centroids), because an exact scan of a 50k-chunk key (77 MB, memory-bound) cost
+~10 ms of CPU here, most of Plan's budget. Far larger keys would want a graph index (hnswlib or faiss
+from PyPI, built at load from the same rows).
 """
 
 from __future__ import annotations
@@ -32,26 +34,74 @@ WHERE product_key_id = $1 AND embedding_model = $2 AND embedding IS NOT NULL
 """
 
 
+# Keys with more vectors than this are partitioned (IVF): the rows are grouped by their nearest of
+# ~sqrt(n) centroids (k-means at load), and a query scans only the lists of its PROBE nearest
+# centroids. A 50k-chunk key then scans ~7% of its matrix instead of all 77 MB.
+IVF_MIN_VECTORS = 20_000
+PROBE = 16
+
+
 @dataclass
 class KeyVectors:
     version: int
     ids: np.ndarray          # int64 chunk ids
-    matrix: np.ndarray       # float32 (n, 384), unit rows
+    matrix: np.ndarray       # float32 (n, 384), unit rows (grouped by list when partitioned)
+    centroids: np.ndarray | None = None   # (lists, 384)
+    bounds: np.ndarray | None = None      # list i is rows bounds[i]:bounds[i + 1]
 
     @property
     def nbytes(self) -> int:
-        return int(self.ids.nbytes + self.matrix.nbytes)
+        extra = self.centroids.nbytes + self.bounds.nbytes if self.centroids is not None else 0
+        return int(self.ids.nbytes + self.matrix.nbytes + extra)
 
     def top(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         if not len(self.ids) or k <= 0:
             return []
-        scores = self.matrix @ query
+        rows, scores = self._scores(query)
         if k < len(scores):
             picked = np.argpartition(-scores, k - 1)[:k]
             picked = picked[np.argsort(-scores[picked], kind="stable")]
         else:
             picked = np.argsort(-scores, kind="stable")
-        return [(str(int(self.ids[i])), float(scores[i])) for i in picked]
+        at = picked if rows is None else rows[picked]
+        return [(str(int(self.ids[i])), float(s)) for i, s in zip(at, scores[picked])]
+
+    def _scores(self, query: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """(row numbers or None for all rows, their scores). A probed list is a contiguous slice of
+        the matrix: scored in place, never gathered into a copy (the copy cost more than the product)."""
+        if self.centroids is None:
+            return None, self.matrix @ query
+        nearest = np.argpartition(-(self.centroids @ query), min(PROBE, len(self.centroids)) - 1)[:PROBE]
+        spans = [(int(self.bounds[c]), int(self.bounds[c + 1])) for c in nearest]
+        rows = np.concatenate([np.arange(a, b) for a, b in spans])
+        scores = np.empty(len(rows), dtype=np.float32)
+        at = 0
+        for a, b in spans:
+            np.matmul(self.matrix[a:b], query, out=scores[at:at + b - a])
+            at += b - a
+        return rows, scores
+
+    @classmethod
+    def build(cls, version: int, ids: np.ndarray, matrix: np.ndarray) -> KeyVectors:
+        """Exact below IVF_MIN_VECTORS; partitioned above (spherical k-means on a sample, 6 rounds)."""
+        if len(ids) < IVF_MIN_VECTORS:
+            return cls(version, ids, matrix)
+        rng = np.random.default_rng(0)
+        lists = int(np.sqrt(len(ids)))
+        sample = matrix[rng.choice(len(ids), min(len(ids), 40 * lists), replace=False)]
+        centroids = sample[rng.choice(len(sample), lists, replace=False)].copy()
+        for _ in range(6):
+            assign = np.argmax(sample @ centroids.T, axis=1)
+            for c in range(lists):
+                members = sample[assign == c]
+                if len(members):
+                    centroids[c] = members.sum(axis=0)
+            centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        assign = np.concatenate([np.argmax(matrix[i:i + 8192] @ centroids.T, axis=1)
+                                 for i in range(0, len(ids), 8192)])
+        order = np.argsort(assign, kind="stable")
+        bounds = np.searchsorted(assign[order], np.arange(lists + 1)).astype(np.int64)
+        return cls(version, ids[order], np.ascontiguousarray(matrix[order]), centroids.astype(np.float32), bounds)
 
 
 class VectorIndex:
@@ -103,7 +153,8 @@ class VectorIndex:
             rows = await conn.fetch(_LOAD, key_id, self.model_id)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), DIMENSIONS)
-        entry = KeyVectors(int(version or 0), ids, np.ascontiguousarray(matrix, dtype=np.float32))
+        entry = await asyncio.to_thread(KeyVectors.build, int(version or 0), ids,
+                                        np.ascontiguousarray(matrix, dtype=np.float32))
         self._keys[key_id] = entry
         self._keys.move_to_end(key_id)
         self._evict(keep=key_id)
@@ -123,23 +174,27 @@ class VectorIndex:
 
 
 class QueryEmbeddings:
-    """Query vectors by message text (LRU): a repeated question is not embedded again."""
+    """Query vectors by message (LRU): a repeated question is not embedded again. `key` maps a message
+    to its cache key (by default the text itself; the embedder's normalised text, so that questions
+    differing only in case, accents or spacing share an entry)."""
 
-    def __init__(self, embed, max_entries: int = 10_000) -> None:
+    def __init__(self, embed, max_entries: int = 10_000, key=None) -> None:
         self._embed = embed          # sync str -> np.ndarray, run in a worker thread
+        self._key = key or (lambda text: text)
         self._max = max_entries
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.hits = self.misses = 0
 
     async def vector(self, text: str) -> np.ndarray:
-        cached = self._cache.get(text)
+        key = self._key(text)
+        cached = self._cache.get(key)
         if cached is not None:
-            self._cache.move_to_end(text)
+            self._cache.move_to_end(key)
             self.hits += 1
             return cached
         self.misses += 1
         vector = await asyncio.to_thread(self._embed, text)
-        self._cache[text] = vector
+        self._cache[key] = vector
         if len(self._cache) > self._max:
             self._cache.popitem(last=False)
         return vector

@@ -58,3 +58,32 @@ def test_the_tokenizer_truncates_at_256_and_pads_to_the_longest(embedder):
 
 def test_load_is_cached(embedder):
     assert Embedder.load() is embedder
+
+
+def test_the_fused_graph_matches_the_plain_one(embedder):
+    # The fused operators (attention, skip + layer norm, bias + GELU) must not move the vectors:
+    # thresholds are calibrated on them. Compared on a padded batch, token by token.
+    import json
+
+    import onnxruntime as ort
+    from safetensors.numpy import load_file
+
+    from services.common.embedding import _encoder_graph, _layer_norm, _session
+
+    config = json.loads((model_dir() / "config.json").read_text())
+    weights = load_file(str(model_dir() / "model.safetensors"))
+    plain = ort.InferenceSession(_encoder_graph(weights, config["num_hidden_layers"], config["num_attention_heads"],
+                                                config["layer_norm_eps"]), providers=["CPUExecutionProvider"])
+    texts = ["battery weight?", "How do I pair the scale with the app on my phone? " * 6, "ok"]
+    encodings = embedder._tokenizer.encode_batch(texts)
+    ids = np.array([e.ids for e in encodings])
+    mask = np.array([e.attention_mask for e in encodings], dtype=np.int32)
+    x = embedder._word[ids] + embedder._position[:ids.shape[1]] + embedder._token_type
+    hidden = _layer_norm(x, *embedder._ln, embedder._eps).astype(np.float32)
+    bias = ((1 - mask) * np.float32(-1e9))[:, None, None, :].astype(np.float32)
+    expected = plain.run(None, {"hidden": hidden, "mask": bias})[0]
+    for threads in (1, 2):
+        got = _session(embedder._graph, threads).run(None, {"hidden": hidden, "mask": mask})[0]
+        real = mask[..., None].astype(bool)
+        assert np.abs(np.where(real, got - expected, 0)).max() < 1e-5
+    assert mask.sum() < mask.size      # the batch was padded: masked tokens were exercised

@@ -207,3 +207,23 @@ async def test_a_second_search_process_answers_from_the_changed_knowledge(servic
             assert after.knowledge_version > before.knowledge_version
     finally:
         second.stop(["search"])
+
+
+async def test_no_page_is_lost_when_the_indexer_is_killed(services, search, admin, pg, settings):
+    key = await make_key(search, admin, "indexer-crash", faq=[], docs=[])
+    pages = [page(key.id, f"https://shop.example/p{i}.html", f"Page {i} explains topic number {i}.",
+                  f"A second paragraph of page {i}.") for i in range(30)]
+    producer = EventProducer(settings.kafka_bootstrap, client_id="test-pages")
+    await producer.start()
+    try:
+        for p in pages:
+            await producer.publish(settings.topic("knowledge_pages"), key.id, p, wait=True)
+    finally:
+        await producer.stop()
+    await asyncio.sleep(0.5)
+    services.kill("indexer")                                        # SIGKILL, in the middle of the pages
+    services.start(["indexer"])
+    await hand_over(settings)                                       # waits for the lag to reach 0
+    stored = await chunks_by_document(pg, key.id)
+    assert sorted(stored) == sorted(p.document for p in pages)
+    assert all(len(chunks) == 2 for chunks in stored.values())      # replayed pages are not doubled

@@ -37,3 +37,39 @@ def test_forget_drops_only_older_versions():
     index._keys["k"] = KeyVectors(5, np.zeros(0, np.int64), np.zeros((0, 384), np.float32))
     assert not index.forget("k", 5) and index.loaded("k") is not None
     assert index.forget("k", 6) and index.loaded("k") is None
+
+
+def test_a_large_key_is_partitioned_and_finds_what_an_exact_scan_finds():
+    rng = np.random.default_rng(9)
+    # Clustered vectors, as embeddings of a help site are: 300 topics, 25_000 chunks.
+    topics = unit(rng.standard_normal((300, 384)))
+    matrix = unit(topics[rng.integers(0, 300, 25_000)] + 0.6 * rng.standard_normal((25_000, 384)) / np.sqrt(384))
+    ids = np.arange(25_000, dtype=np.int64)
+    partitioned = KeyVectors.build(1, ids, matrix)
+    exact = KeyVectors(1, ids, matrix)
+    assert partitioned.centroids is not None and partitioned.bounds[-1] == 25_000
+    recall = []
+    for q in rng.integers(0, 25_000, 30):
+        query = matrix[q]
+        got = {c for c, _ in partitioned.top(query, 20)}
+        want = {c for c, _ in exact.top(query, 20)}
+        assert str(q) in got                                  # the query's own chunk, first
+        recall.append(len(got & want) / 20)
+    assert np.mean(recall) >= 0.9, np.mean(recall)
+    small = KeyVectors.build(1, ids[:1000], matrix[:1000])
+    assert small.centroids is None
+
+
+async def test_questions_differing_in_case_accents_or_spacing_share_a_cached_vector():
+    from services.common.embedding import Embedder
+    from services.search.vector_index import QueryEmbeddings
+
+    embedder = Embedder.load()
+    queries = QueryEmbeddings(embedder.embed_one, key=embedder.query_key)
+    first = await queries.vector("Battery  WEIGHT of the café scale?")
+    again = await queries.vector("battery weight of the cafe\tscale?")
+    other = await queries.vector("battery weight of the cafe scales?")
+    assert (queries.hits, queries.misses) == (1, 2)
+    assert again is first and other is not first
+    # Sharing is safe only because the model sees the same word pieces: the vectors are equal.
+    np.testing.assert_allclose(embedder.embed_one("battery weight of the cafe\tscale?"), first, atol=1e-6)
