@@ -78,6 +78,19 @@ def fuse(chunks: list[Chunk], dense_weight: float) -> list[Chunk]:
     return [dataclasses.replace(c, score=min(1.0, fused[c.id] / best)) for c in ranked]
 
 
+def diversify(chunks: list[Chunk]) -> list[Chunk]:
+    """The best passage of each page first (in rank order), then the pages' other passages: the first
+    few sources name different pages rather than three passages of one. The best passage stays first."""
+    seen: set[str] = set()
+    first: list[Chunk] = []
+    rest: list[Chunk] = []
+    for c in chunks:
+        page = c.url or c.document or c.id
+        (rest if page in seen else first).append(c)
+        seen.add(page)
+    return first + rest
+
+
 def _dense_decision(chunks: list[Chunk], t: Thresholds) -> Decision | None:
     """FAQ or KNOWLEDGE by the embeddings' cosines, or None (nothing close enough)."""
     top = max(c.dense for c in chunks)
@@ -124,7 +137,7 @@ def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: O
         return Decision(found.strategy, [f"the message is small talk ({found.kind}); no retrieval needed"])
     dense = any(c.dense > 0 for c in chunks)
     if dense:
-        chunks = fuse(chunks, thresholds.dense_weight)
+        chunks = diversify(fuse(chunks, thresholds.dense_weight))
     scores = _scores(chunks)
     decision = (_dense_decision if dense else _lexical_decision)(chunks, thresholds) if chunks else None
     if decision is not None:
