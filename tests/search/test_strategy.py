@@ -69,5 +69,6 @@ def test_first_sources_name_different_pages_best_first():
     def at(cid: str, url: str) -> Chunk:
         return Chunk(cid, "page", "t", "", "text", url, 0.5)
 
-    ranked = diversify([at("1", "/a"), at("2", "/a"), at("3", "/b"), at("4", "/a"), at("5", "/c")])
-    assert [c.id for c in ranked] == ["1", "3", "5", "2", "4"]
+    chunks = [at("1", "/a"), at("2", "/a"), at("3", "/a"), at("4", "/b"), at("5", "/a"), at("6", "/c")]
+    assert [c.id for c in diversify(chunks, per_page=1)] == ["1", "4", "6", "2", "3", "5"]
+    assert [c.id for c in diversify(chunks)] == ["1", "2", "4", "6", "3", "5"]
