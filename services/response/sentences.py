@@ -26,6 +26,7 @@ _FURNITURE = re.compile(
     r"copyright|©|all rights reserved|tags?:|categories:|you are here)\b",
     re.I,
 )
+_ROW = re.compile(r"^([^:]{1,60}):\s+(\S.*)$")     # "Weight: 34.5 kg": a table row read as one line
 _LINK_LIST_HEAD = re.compile(r"^\s*(related( articles| topics| pages)?|see also|read (more|next)|more (articles|help)|"
                              r"in this (article|section)|on this page|table of contents)\b", re.I)
 MIN_PROSE_WORDS = 8        # a line this long (or ending a sentence) is prose
@@ -68,6 +69,16 @@ def _pairs(label: str, value: str) -> bool:
     return not (_DIGIT.search(label) and not _DIGIT.search(value))
 
 
+def _is_row(line: str) -> bool:
+    """A label and its value on one line (a table row as the scraper writes it): quotable when the
+    value carries a figure, a list or a few words; "Trailhead Ridge: specifications" is a heading."""
+    match = _ROW.match(line)
+    if not match or len(_words(line)) > MAX_FRAGMENT_WORDS:
+        return False
+    value = match.group(2)
+    return bool(_DIGIT.search(value)) or "," in value or len(_words(value)) >= 3
+
+
 def _sentences(line: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(line) if len(_words(s)) >= MIN_SENTENCE_WORDS]
 
@@ -86,7 +97,10 @@ def units(text: str, heading: str = "") -> list[Unit]:
         if is_furniture(line):
             pending, in_links = "", bool(_LINK_LIST_HEAD.match(line))
             continue
-        if _is_prose(line):
+        if _is_row(line) and not in_links:
+            pending = ""
+            found.append(line)
+        elif _is_prose(line):
             pending, in_links = "", False
             found.extend(_sentences(line))
         elif in_links:

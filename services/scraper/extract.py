@@ -93,10 +93,45 @@ def extract_html(html: str, url: str) -> Page:
     return page
 
 
+def _cell_text(node) -> str:
+    return " ".join(node.text(separator=" ").split())
+
+
+def _in_row(node, root) -> bool:
+    parent = node.parent
+    while parent is not None and parent is not root and parent.tag != "body":
+        if parent.tag == "tr":
+            return True
+        parent = parent.parent
+    return False
+
+
+def _row_text(cells: list[str], header: list[str] | None) -> str:
+    """A table row as one line that reads on its own: "Weight: 34.5 kg", or with the column headings of a
+    table of several columns, "Weight — Trailhead Ridge: 34.5 kg; Trailhead Haul: 47.2 kg"."""
+    if header and len(header) == len(cells) and len(cells) > 2:
+        values = "; ".join(f"{h}: {v}" if h else v for h, v in zip(header[1:], cells[1:]) if v)
+        return f"{cells[0]} — {values}" if cells[0] else values
+    if len(cells) == 2 and cells[0] and cells[1]:
+        return f"{cells[0].rstrip(':')}: {cells[1]}"
+    return "; ".join(c for c in cells if c)
+
+
 def _sections(root) -> list[Section]:
     sections = [Section("")]
+    header: list[str] | None = None      # the column headings of the table being read
     for node in root.traverse():
-        if node.tag not in _BLOCKS:
+        if node.tag == "table":
+            header = None
+        if node.tag == "tr":
+            cells = node.css("th, td")
+            texts = [_cell_text(c) for c in cells]
+            if len(cells) > 1 and all(c.tag == "th" for c in cells):
+                header = texts
+            elif any(texts):
+                sections[-1].paragraphs.append(_row_text(texts, header))
+            continue
+        if node.tag not in _BLOCKS or _in_row(node, root):
             continue
         # Only innermost blocks, so a <li><p>..</p></li> is read once.
         if any(child.tag in _BLOCKS for child in list(node.traverse())[1:]):
@@ -124,9 +159,11 @@ def extract_text(text: str, url: str) -> Page:
     return Page(title=title, sections=[Section("", paragraphs)] if paragraphs else [])
 
 
-def chunk_page(page: Page, *, max_chars: int = 1200) -> list[str]:
+def chunk_page(page: Page, *, max_chars: int = 1200, target_chars: int = 600) -> list[str]:
     """Chunks along sections (a heading starts a new chunk) and paragraphs, each at most about max_chars;
-    each chunk carries its section heading so it reads on its own."""
+    each chunk carries its section heading so it reads on its own. Paragraphs (and tiny sections) are
+    packed until a chunk reaches target_chars: a section's table or list stays in one passage rather than
+    three of a few rows each, which neither retrieval nor the answer could read whole."""
     chunks: list[str] = []
     pending = ""
     for section in page.sections:
@@ -134,10 +171,10 @@ def chunk_page(page: Page, *, max_chars: int = 1200) -> list[str]:
         if not body:
             continue
         budget = max_chars - len(section.heading) - 1 if section.heading else max_chars
-        for piece in chunk_text(body, max_chars=max(200, budget)):
+        for piece in chunk_text(body, max_chars=max(200, budget), min_chars=target_chars):
             chunk = f"{section.heading}\n{piece}" if section.heading else piece
             # A tiny section joins the previous chunk rather than stand alone.
-            if pending and len(pending) + 1 + len(chunk) <= max_chars and len(pending) < 200:
+            if pending and len(pending) + 1 + len(chunk) <= max_chars and len(pending) < min(200, target_chars):
                 pending = f"{pending}\n{chunk}"
             else:
                 if pending:

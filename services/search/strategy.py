@@ -78,6 +78,21 @@ def fuse(chunks: list[Chunk], dense_weight: float) -> list[Chunk]:
     return [dataclasses.replace(c, score=min(1.0, fused[c.id] / best)) for c in ranked]
 
 
+def diversify(chunks: list[Chunk], per_page: int = 2) -> list[Chunk]:
+    """The best `per_page` passages of each page first (in rank order), then the pages' other passages:
+    the first few sources name different pages rather than three passages of one. The best passage
+    stays first. An FAQ entry is a page of its own. Two per page, not one: on the demo set one per page
+    pushed a document's second passage (the one asked about) out of the top 3."""
+    seen: dict[str, int] = {}
+    first: list[Chunk] = []
+    rest: list[Chunk] = []
+    for c in chunks:
+        page = c.id if c.kind == "faq" else (c.url or c.document or c.id)
+        (rest if seen.get(page, 0) >= per_page else first).append(c)
+        seen[page] = seen.get(page, 0) + 1
+    return first + rest
+
+
 def _dense_decision(chunks: list[Chunk], t: Thresholds) -> Decision | None:
     """FAQ or KNOWLEDGE by the embeddings' cosines, or None (nothing close enough)."""
     top = max(c.dense for c in chunks)
@@ -124,7 +139,7 @@ def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: O
         return Decision(found.strategy, [f"the message is small talk ({found.kind}); no retrieval needed"])
     dense = any(c.dense > 0 for c in chunks)
     if dense:
-        chunks = fuse(chunks, thresholds.dense_weight)
+        chunks = diversify(fuse(chunks, thresholds.dense_weight))
     scores = _scores(chunks)
     decision = (_dense_decision if dense else _lexical_decision)(chunks, thresholds) if chunks else None
     if decision is not None:

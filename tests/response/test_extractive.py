@@ -88,3 +88,9 @@ def test_units_drop_headings_breadcrumbs_and_link_lists_and_keep_table_rows():
     found = [u.text for u in units(RIDGE.text, "Frame and dimensions")]
     assert found == ["Weight: 34.5 kg including one PowerPack 625 battery", "Max. rider weight: 120 kg",
                      "The Ridge carries up to 80 kg on the extended rear rack while keeping a compact footprint."]
+
+
+def test_a_label_value_row_is_quotable_and_a_heading_with_a_colon_is_not():
+    found = [u.text for u in units("Trailhead Ridge: specifications\nWeight — Ridge: 34.5 kg; Haul: 47.2 kg\n"
+                                   "Colours: Moss Green, Slate Grey")]
+    assert found == ["Weight — Ridge: 34.5 kg; Haul: 47.2 kg", "Colours: Moss Green, Slate Grey"]

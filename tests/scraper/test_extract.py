@@ -78,3 +78,21 @@ def test_sitemaps():
         ("http://x/r", datetime(2026, 3, 1, 8, tzinfo=timezone.utc)),
     ], [])
     assert parse_sitemap(b"not xml") == ([], [])
+
+
+def test_table_rows_are_one_line_with_their_column_headings():
+    page = extract_html(
+        "<html><body><main><h2>At a glance</h2><table>"
+        "<tr><th></th><th>Ridge</th><th>Haul</th></tr>"
+        "<tr><td>Weight</td><td>34.5 kg</td><td>47.2 kg</td></tr></table>"
+        "<table><tr><th>Colours</th><td><p>Moss Green, Slate Grey</p></td></tr></table></main></body></html>",
+        "http://x.example/")
+    assert page.sections[0].paragraphs == ["Weight — Ridge: 34.5 kg; Haul: 47.2 kg", "Colours: Moss Green, Slate Grey"]
+
+
+def test_a_section_is_packed_to_the_target_not_cut_after_every_few_rows():
+    rows = "".join(f"<tr><td>Row {i}</td><td>{i} kg</td></tr>" for i in range(30))
+    page = extract_html(f"<html><body><main><h2>Specs</h2><table>{rows}</table></main></body></html>",
+                        "http://x.example/")
+    chunks = chunk_page(page)
+    assert len(chunks) == 1 and chunks[0].startswith("Specs\nRow 0: 0 kg\nRow 1: 1 kg")

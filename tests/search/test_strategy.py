@@ -61,3 +61,14 @@ def test_direct_when_the_key_allows_it():
 
 def test_clean_message_drops_nul_and_surrogates():
     assert clean_message("a\x00b\ud800c") == "a b?c"
+
+
+def test_first_sources_name_different_pages_best_first():
+    from services.search.strategy import diversify
+
+    def at(cid: str, url: str) -> Chunk:
+        return Chunk(cid, "page", "t", "", "text", url, 0.5)
+
+    chunks = [at("1", "/a"), at("2", "/a"), at("3", "/a"), at("4", "/b"), at("5", "/a"), at("6", "/c")]
+    assert [c.id for c in diversify(chunks, per_page=1)] == ["1", "4", "6", "2", "3", "5"]
+    assert [c.id for c in diversify(chunks)] == ["1", "2", "4", "6", "3", "5"]
