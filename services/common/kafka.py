@@ -1,4 +1,5 @@
-"""Kafka helpers: topic creation, an idempotent event producer, and event envelopes (headers)."""
+"""Kafka helpers: topic creation, an idempotent event producer, event envelopes (headers), and the
+dead-letter sender of the consumers."""
 
 from __future__ import annotations
 
@@ -170,3 +171,27 @@ class EventProducer:
     async def ping(self) -> None:
         """Readiness probe: the cluster's metadata answers."""
         await self._producer.client.fetch_all_metadata()
+
+
+class DeadLetters:
+    """Sends a consumed message that cannot be handled, as its original bytes, to the dead-letter topic
+    with where it came from and why (headers). The producer starts on first use: it is rare."""
+
+    def __init__(self, bootstrap: str, topic: str, client_id: str) -> None:
+        self._bootstrap, self._topic, self._client_id = bootstrap, topic, client_id
+        self._producer: AIOKafkaProducer | None = None
+
+    async def send(self, value: bytes, reason: str, source_topic: str, partition: int, offset: int) -> None:
+        if self._producer is None:
+            producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all",
+                                        enable_idempotence=True, client_id=self._client_id)
+            await producer.start()
+            self._producer = producer
+        await self._producer.send_and_wait(self._topic, value=value, headers=[
+            ("reason", reason.encode()), ("source-topic", source_topic.encode()),
+            ("source-partition", str(partition).encode()), ("source-offset", str(offset).encode()),
+        ])
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()

@@ -16,12 +16,12 @@ import socket
 import uuid
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from google.protobuf.message import DecodeError
 
 from services.common import db
-from services.common.kafka import EventProducer
+from services.common.kafka import DeadLetters, EventProducer
 from services.common.pb.parley.v1 import events_pb2
 from services.common.runner import run_service
 from services.common.metrics import serve_metrics
@@ -40,7 +40,8 @@ class CrawlWorker:
         self.settings = settings
         self.pool = pool
         self.producer = producer
-        self._dead_letters: AIOKafkaProducer | None = None
+        self._dead_letters = DeadLetters(settings.kafka_bootstrap, settings.topic("deadletter"),
+                                         "parley-crawler-deadletter")
 
     async def handover(self, page: events_pb2.KnowledgePage) -> None:
         """A crawled page to the search service's indexer; returns once Kafka has it (acks=all). A page
@@ -128,20 +129,10 @@ class CrawlWorker:
         return progress
 
     async def dead_letter(self, value: bytes, reason: str, tp: TopicPartition, offset: int) -> None:
-        """The original bytes to the dead-letter topic (a raw producer, started on first use: it is rare)."""
-        if self._dead_letters is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
-                                        enable_idempotence=True, client_id="parley-crawler-deadletter")
-            await producer.start()
-            self._dead_letters = producer
-        await self._dead_letters.send_and_wait(self.settings.topic("deadletter"), value=value, headers=[
-            ("reason", reason.encode()), ("source-topic", tp.topic.encode()),
-            ("source-partition", str(tp.partition).encode()), ("source-offset", str(offset).encode()),
-        ])
+        await self._dead_letters.send(value, reason, tp.topic, tp.partition, offset)
 
     async def close(self) -> None:
-        if self._dead_letters is not None:
-            await self._dead_letters.stop()
+        await self._dead_letters.close()
 
     async def handle(self, value: bytes, tp: TopicPartition, offset: int) -> None:
         request = events_pb2.CrawlRequested()

@@ -21,14 +21,14 @@ import signal
 import time
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from google.protobuf.message import DecodeError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential
 
 from services.common import db
 from services.common.errors import NotFound
-from services.common.kafka import EventProducer, new_event_id, now_timestamp
+from services.common.kafka import DeadLetters, EventProducer, new_event_id, now_timestamp
 from services.common.knowledge_store import NewChunk
 from services.common.metrics import serve_metrics
 from services.common.pb.parley.v1 import events_pb2
@@ -58,7 +58,8 @@ class PageIndexer:
         self.settings = settings
         self.indexing = indexing
         self.producer = producer
-        self._dead_letters: AIOKafkaProducer | None = None
+        self._dead_letters = DeadLetters(settings.kafka_bootstrap, settings.topic("deadletter"),
+                                         "parley-indexer-deadletter")
         self.pages = self.chunks = 0
         self._started = time.monotonic()
 
@@ -129,19 +130,10 @@ class PageIndexer:
                 return await call(*args)
 
     async def dead_letter(self, value: bytes, reason: str, tp: TopicPartition, offset: int) -> None:
-        if self._dead_letters is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
-                                        enable_idempotence=True, client_id="parley-indexer-deadletter")
-            await producer.start()
-            self._dead_letters = producer
-        await self._dead_letters.send_and_wait(self.settings.topic("deadletter"), value=value, headers=[
-            ("reason", reason.encode()), ("source-topic", tp.topic.encode()),
-            ("source-partition", str(tp.partition).encode()), ("source-offset", str(offset).encode()),
-        ])
+        await self._dead_letters.send(value, reason, tp.topic, tp.partition, offset)
 
     async def close(self) -> None:
-        if self._dead_letters is not None:
-            await self._dead_letters.stop()
+        await self._dead_letters.close()
 
 
 async def lag(settings: Settings) -> int:
