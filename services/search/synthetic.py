@@ -74,9 +74,12 @@ ON CONFLICT (product_key_id, kind, document, content_hash) DO NOTHING
 """
 
 
-async def ensure_corpus(pool: asyncpg.Pool, *, keys: int = 100, chunks_per_key: int = 1000) -> int:
+async def ensure_corpus(pool: asyncpg.Pool, *, keys: int = 100, chunks_per_key: int = 1000,
+                        vectors: bool = True) -> int:
     """Creates keys synth-000.. with `chunks_per_key` chunks each unless they exist; returns the total
-    chunk count of the synthetic keys. Idempotent, so a second run (or another test) reuses the data."""
+    chunk count of the synthetic keys. Idempotent, so a second run (or another test) reuses the data.
+    `vectors=False` leaves the embeddings out (filled later by a call with `vectors=True`): writing
+    them is an UPDATE of every row, which rewrites its GIN entries and takes minutes at 100k rows."""
     words = vocabulary()
     async with pool.acquire() as conn:
         await conn.executemany(
@@ -100,7 +103,8 @@ async def ensure_corpus(pool: asyncpg.Pool, *, keys: int = 100, chunks_per_key: 
                     await conn.execute(_INSERT_CHUNKS, key_id(queue.pop()), chunks_per_key, words, MODEL_ID, 1)
 
         await asyncio.gather(*(loader() for _ in range(3)))
-    await ensure_vectors(pool, KEY_PREFIX + "%")
+    if vectors:
+        await ensure_vectors(pool, KEY_PREFIX + "%")
     async with pool.acquire() as conn:
         if missing:
             await conn.execute("ANALYZE knowledge_chunks")

@@ -9,7 +9,7 @@ from services.search import retrieval, synthetic
 
 @pytest.mark.timeout(600)
 async def test_plan_uses_the_gin_indexes_at_scale(pg):
-    total = await synthetic.ensure_corpus(pg, keys=100, chunks_per_key=1000)
+    total = await synthetic.ensure_corpus(pg, keys=100, chunks_per_key=1000, vectors=False)
     assert total >= 100_000
     assert await pg.fetchval(
         "SELECT count(DISTINCT product_key_id) FROM knowledge_chunks WHERE product_key_id LIKE $1", synthetic.KEY_PREFIX + "%"
