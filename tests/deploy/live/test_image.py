@@ -89,7 +89,7 @@ def _probe_of(dep: dict) -> tuple[list[str], str | None, tuple[str, int, str]]:
 # both answer. Issue 11 asks the worker to ride through such outages; strict, so that the fix
 # turns this into a failure to remove the mark.
 NEEDS_DEPENDENCIES = {"stream-worker": "exits while Kafka/PostgreSQL are unreachable at start (issue 11)"}
-DEPLOYMENTS = ("search", "response", "scraper", "scraper-worker", "analytics", "stream-worker")
+DEPLOYMENTS = ("search", "response", "scraper", "scraper-worker", "search-indexer", "analytics", "stream-worker")
 
 
 @pytest.fixture(scope="module")
