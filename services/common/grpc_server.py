@@ -230,7 +230,9 @@ class _Rejected(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.trailers: dict[str, str] = {}
+        # A service starting or draining is worth retrying shortly (on another instance): say when.
+        self.trailers: dict[str, str] = (
+            {RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)} if code == "UNAVAILABLE" else {})
 
 
 async def _connect(spec: ServiceSpec) -> None:

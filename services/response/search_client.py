@@ -6,7 +6,7 @@ import logging
 
 import grpc
 
-from services.common.errors import DeadlineExceeded, ParleyError
+from services.common.errors import RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, DeadlineExceeded, ParleyError
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -37,5 +37,6 @@ class SearchClient:
             trailers = {k: v for k, v in (exc.trailing_metadata() or ()) if isinstance(v, str)}
             if exc.code() in _OPAQUE:  # its details may name internal addresses: logged, not passed on
                 logger.warning("search Plan failed: %s %s", exc.code().name, exc.details())
+                trailers.setdefault(RETRY_AFTER_TRAILER, str(TRANSIENT_RETRY_AFTER_SECONDS))
                 raise DownstreamError("UNAVAILABLE", "the search service is unavailable; retry shortly", trailers) from None
             raise DownstreamError(exc.code().name, exc.details() or exc.code().name, trailers) from None
