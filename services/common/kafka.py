@@ -181,13 +181,18 @@ class DeadLetters:
         self._bootstrap, self._topic, self._client_id = bootstrap, topic, client_id
         self._producer: AIOKafkaProducer | None = None
 
-    async def send(self, value: bytes, reason: str, source_topic: str, partition: int, offset: int) -> None:
+    async def send(self, value: bytes, reason: str, source_topic: str, partition: int, offset: int,
+                   key: bytes | None = None) -> None:
         if self._producer is None:
             producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all",
                                         enable_idempotence=True, client_id=self._client_id)
-            await producer.start()
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()  # no broker yet: the caller retries, with a new producer
+                raise
             self._producer = producer
-        await self._producer.send_and_wait(self._topic, value=value, headers=[
+        await self._producer.send_and_wait(self._topic, key=key, value=value, headers=[
             ("reason", reason.encode()), ("source-topic", source_topic.encode()),
             ("source-partition", str(partition).encode()), ("source-offset", str(offset).encode()),
         ])

@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 
 import faust
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -18,6 +17,8 @@ from services.analytics.stream.consumer import EventConsumer, Route
 from services.analytics.stream.decode import DeadLetter, decode_feedback, decode_turn
 from services.analytics.stream.progress import DEAD_LETTERS, Progress
 from services.analytics.stream.sink import MetricsSink
+from services.analytics.stream.startup import KafkaReachable
+from services.common.kafka import DeadLetters
 from services.common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -80,37 +81,21 @@ class WorkerHttp(Service):
             await self._runner.cleanup()
 
 
-class DeadLetters(Service):
-    """The producer of parley.deadletter.v1: a dead letter counts as handled once the broker has it."""
+class StreamDeadLetters(Service):
+    """parley.deadletter.v1 for the worker: a dead letter counts as handled once the broker has it.
+    The producer starts on first use, so the worker's start does not wait on it."""
 
     def __init__(self, bootstrap: str, topic: str, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._bootstrap = bootstrap
-        self._topic = topic
-        self._producer: AIOKafkaProducer | None = None
-
-    async def on_start(self) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True)
-        await self._producer.start()
+        self._letters = DeadLetters(bootstrap, topic, client_id="parley-worker-deadletters")
 
     async def on_shutdown(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
+        await self._letters.close()
 
     async def send(self, letter: DeadLetter) -> None:
         logger.warning("dead letter from %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason)
-        assert self._producer is not None
-        await self._producer.send_and_wait(
-            self._topic,
-            key=letter.key,
-            value=letter.value or b"",
-            headers=[
-                ("reason", letter.reason.encode()),
-                ("source-topic", letter.topic.encode()),
-                ("source-partition", str(letter.partition).encode()),
-                ("source-offset", str(letter.offset).encode()),
-            ],
-        )
+        await self._letters.send(letter.value or b"", letter.reason, letter.topic, letter.partition, letter.offset,
+                                 key=letter.key)
         DEAD_LETTERS.labels(letter.topic).inc()
 
 
@@ -131,7 +116,7 @@ def create_app(settings: Settings) -> tuple[faust.App, list[Service]]:
     sink = MetricsSink(settings.postgres_dsn, settings.worker_app_id)
     progress = Progress(stall_seconds=settings.worker_stall_seconds)
     http = WorkerHttp(settings.worker_metrics_port, progress)
-    dead_letters = DeadLetters(settings.kafka_bootstrap, settings.topic("deadletter"))
+    dead_letters = StreamDeadLetters(settings.kafka_bootstrap, settings.topic("deadletter"))
     dirty_minutes: set[tuple[str, datetime]] = set()
     minutely_topic = app.topic(settings.topic("metrics_minutely"), value_type=bytes, key_type=bytes,
                                partitions=settings.topic_partitions)
@@ -179,4 +164,6 @@ def create_app(settings: Settings) -> tuple[faust.App, list[Service]]:
                 return
             dirty_minutes.discard((key_id, minute))
 
-    return app, [sink, http]
+    # /healthz first, so it answers while the start waits for a broker; then the wait; then the rest
+    # (the app itself starts after these: faust.Worker starts its services before the app).
+    return app, [http, KafkaReachable(settings.kafka_bootstrap, progress), sink]

@@ -34,6 +34,7 @@ class Progress:
     last_progress: float = field(default_factory=time.monotonic)
     failing_since: float | None = None
     failure: str = ""
+    waiting_for: str = ""  # set while the start waits for a dependency (startup.KafkaReachable)
 
     def advanced(self, topic: str, partition: int, next_offset: int) -> None:
         key = (topic, partition)
@@ -72,6 +73,8 @@ class Progress:
         now = now if now is not None else time.monotonic()
         waiting = sum(self.lag.values())
         idle = now - self.last_progress
+        if self.waiting_for:
+            return True, f"starting: waiting for {self.waiting_for}"
         if self.failing_since is not None:
             failing = now - self.failing_since
             detail = f"writes failing for {failing:.0f}s ({self.failure}); {waiting} message(s) waiting"
