@@ -84,11 +84,6 @@ def _probe_of(dep: dict) -> tuple[list[str], str | None, tuple[str, int, str]]:
     return container["command"], container.get("workingDir"), check
 
 
-# The stream worker exits when Kafka or PostgreSQL cannot be reached at start (Faust's producer and
-# the sink's pool), so without a network it never serves /healthz: a pod would crash-loop until
-# both answer. Issue 11 asks the worker to ride through such outages; strict, so that the fix
-# turns this into a failure to remove the mark.
-NEEDS_DEPENDENCIES = {"stream-worker": "exits while Kafka/PostgreSQL are unreachable at start (issue 11)"}
 DEPLOYMENTS = ("search", "response", "scraper", "scraper-worker", "search-indexer", "analytics", "stream-worker")
 
 
@@ -109,9 +104,7 @@ def containers(built, rendered) -> Iterator[dict[str, tuple]]:
             img.podman("rm", "--force", "--time=2", name, check=False, quiet=True, timeout=60)
 
 
-@pytest.mark.parametrize("deployment", [
-    pytest.param(d, marks=pytest.mark.xfail(strict=True, reason=NEEDS_DEPENDENCIES[d])) if d in NEEDS_DEPENDENCIES
-    else d for d in DEPLOYMENTS])
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
 def test_each_command_answers_its_liveness_probe(containers, deployment):
     assert set(containers) == set(DEPLOYMENTS)
     name, (kind, port, what) = containers[deployment]
