@@ -1,10 +1,11 @@
 """A bounded, durable local outbox: events are written to a SQLite file and delivered to Kafka in
 order in the background, so an answer never waits on the broker and a broker outage loses nothing.
 
-- `publish` appends one row (no network); a delivery task sends the oldest rows with the
-  idempotent producer (`acks=all`) and deletes a row only after the broker acknowledged it and
-  every row before it. A failed round is retried with backoff (tenacity) on a fresh producer;
-  rows acknowledged after a failed one are sent again, and consumers drop the copy by event_id.
+- `publish` appends one row (no network; the rows of concurrent turns go in one transaction); a
+  delivery task sends the oldest rows with the idempotent producer (`acks=all`) and deletes a row
+  only after the broker acknowledged it and every row before it. A failed round is retried with
+  backoff (tenacity) on a fresh producer; rows acknowledged after a failed one are sent again, and
+  consumers drop the copy by event_id.
 - Durability: WAL journal, `synchronous` as configured. NORMAL (the default) keeps every
   appended event across a process crash or restart (the write is in the OS before `publish`
   returns) but may lose the last ones on a power loss or kernel crash; FULL fsyncs every append.
@@ -67,6 +68,8 @@ class Outbox:
         self._db: sqlite3.Connection | None = None
         self._lock_file = None
         self._pending = 0
+        self._queued: list[tuple[str, bytes, bytes, str]] = []  # published, written at the next loop iteration
+        self._written: asyncio.Future | None = None
         self.dropped = 0
         self.last_error = ""
         self._wake = asyncio.Event()
@@ -112,27 +115,45 @@ class Outbox:
     # --- publishing -----------------------------------------------------------------------
 
     async def publish(self, topic: str, key: str, message: Message, *, trace_id: str = "") -> bool:
-        """Append the event. Never raises: False when it was dropped (outbox full or unwritable),
-        which is counted and logged; the caller's answer goes on."""
-        return self.append(topic, key, message, trace_id=trace_id)
-
-    def append(self, topic: str, key: str, message: Message, *, trace_id: str = "") -> bool:
-        if self._pending >= self._max:
+        """Append the event; returns once it is written. The events published while the loop runs
+        one iteration are written together, in one transaction (a commit per turn cost more than the
+        rest of a cached turn's event). Never raises: False when the event was dropped (outbox full
+        or unwritable), which is counted and logged; the caller's answer goes on."""
+        if self._pending + len(self._queued) >= self._max:
             self._drop(topic, f"full ({self._pending} events)")
             return False
         headers = json.dumps([[k, v.decode()] for k, v in event_headers(message, trace_id)])
+        self._queued.append((topic, key.encode(), message.SerializeToString(), headers))
+        written = self._written
+        if written is None:
+            loop = asyncio.get_running_loop()
+            written = self._written = loop.create_future()
+            loop.call_soon(self._write_queued)
+        # Shielded: a caller cancelled meanwhile must not cancel the write the others wait on.
+        return await asyncio.shield(written)
+
+    def _write_queued(self) -> None:
+        rows, self._queued = self._queued, []
+        written, self._written = self._written, None
         try:
             if self._db is None:
                 self.open()
-            self._db.execute("INSERT INTO outbox (topic, key, value, headers) VALUES (?, ?, ?, ?)",
-                             (topic, key.encode(), message.SerializeToString(), headers))
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT INTO outbox (topic, key, value, headers) VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         except (sqlite3.Error, OSError, RuntimeError) as exc:
-            self._drop(topic, f"not writable ({exc!r})")
-            return False
-        self._pending += 1
+            for topic, *_ in rows:
+                self._drop(topic, f"not writable ({exc!r})")
+            written.set_result(False)
+            return
+        self._pending += len(rows)
         OUTBOX_PENDING.labels(self.name).set(self._pending)
         self._wake.set()
-        return True
+        written.set_result(True)
 
     def _drop(self, topic: str, why: str) -> None:
         self.dropped += 1

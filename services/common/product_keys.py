@@ -33,6 +33,7 @@ import asyncpg
 import redis.asyncio as redis
 
 from services.common.errors import ResourceExhausted, Unauthenticated, Unavailable
+from services.common.redis_batch import AutoPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +252,9 @@ class KeyValidator:
         self._local: dict[bytes, tuple[float, KeyRecord | None]] = {}
         self._default = (default_rate, default_burst)
         self._admit = client.register_script(_ADMIT)
+        # Concurrent turns' admissions go to Redis together, in one pipeline (redis_batch.py).
+        self._batch = AutoPipeline(client)
+        self._records: dict[bytes, KeyRecord] = {}  # a cached record's JSON -> the record, decoded once
 
     async def validate(self, secret: str) -> KeyRecord:
         key_hash = require_key(secret)
@@ -269,7 +273,7 @@ class KeyValidator:
         """validate() and take a token of the key's bucket: one Redis round trip for a cached key."""
         key_hash = require_key(secret)
         try:
-            status, *rest = await self._admit(keys=[cache_key(key_hash)], args=[*self._default, BUCKET_PREFIX])
+            status, *rest = await self._batch.evalsha(self._admit, [cache_key(key_hash)], [*self._default, BUCKET_PREFIX])
         except redis.RedisError as exc:
             logger.warning("Redis unavailable (%s); validating in PostgreSQL, limiting per process", exc)
             record = await self._validate_locally(key_hash)
@@ -288,9 +292,17 @@ class KeyValidator:
             if not verdict.allowed:
                 raise limited(record.id, rate, burst, verdict.retry_after_seconds)
             return record
-        record = KeyRecord.from_json(rest[0])
+        record = self._decoded(rest[0])
         if status == 2:
             raise limited(record.id, float(rest[2]), int(float(rest[3])), float(rest[1]))
+        return record
+
+    def _decoded(self, raw: bytes) -> KeyRecord:
+        record = self._records.get(raw)
+        if record is None:
+            if len(self._records) >= 4096:
+                self._records.clear()
+            record = self._records[raw] = KeyRecord.from_json(raw)
         return record
 
     async def _from_postgres(self, key_hash: bytes) -> KeyRecord | None:

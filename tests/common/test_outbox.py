@@ -87,3 +87,31 @@ async def test_two_processes_cannot_share_one_outbox_file(tmp_path: Path):
     with pytest.raises(RuntimeError, match="used by another process"):
         second.open()
     first.close()
+
+
+async def test_concurrent_events_are_written_together_in_order_and_a_cancelled_caller_loses_none(tmp_path: Path):
+    outbox = Outbox(tmp_path / "group.sqlite", EventProducer(UNREACHABLE), name="test-group", max_events=100)
+    outbox.open()
+    statements: list[str] = []
+    outbox._db.set_trace_callback(statements.append)
+    publishes = [asyncio.ensure_future(outbox.publish("t", "k", _turn(n))) for n in range(10)]
+    await asyncio.sleep(0)  # each has queued its row; the write is the loop's next step
+    publishes[3].cancel()  # a turn whose client went away while its event was being written
+    results = await asyncio.gather(*publishes, return_exceptions=True)
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert [r for i, r in enumerate(results) if i != 3] == [True] * 9
+    assert statements.count("COMMIT") == 1  # one transaction for the ten
+    stored = [events_pb2.ChatTurn.FromString(v).event_id
+              for (v,) in outbox._db.execute("SELECT value FROM outbox ORDER BY seq")]
+    assert stored == [f"{RUN_ID}-{n}" for n in range(10)] and outbox.pending == 10
+    assert await outbox.publish("t", "k", _turn(10)) is True
+    assert statements.count("COMMIT") == 2 and outbox.pending == 11
+    outbox.close()
+
+
+async def test_a_full_outbox_counts_the_events_still_being_written(tmp_path: Path):
+    outbox = Outbox(tmp_path / "bound.sqlite", EventProducer(UNREACHABLE), name="test-bound", max_events=4)
+    outbox.open()
+    results = await asyncio.gather(*(outbox.publish("t", "k", _turn(n)) for n in range(6)))
+    assert results == [True] * 4 + [False] * 2 and outbox.pending == 4
+    outbox.close()

@@ -78,6 +78,13 @@ async def test_a_cached_key_is_admitted_in_one_round_trip_and_rotation_refuses_i
             await validator.admit(key.secret)
         assert not calls, "a cached key must not read PostgreSQL"
         assert time.perf_counter() - start < 5
+        # Concurrent admissions share round trips: 32 turns at once go in one or two pipelines.
+        pipelines = []
+        real_pipeline = client.pipeline
+        client.pipeline = lambda *a, **kw: pipelines.append(1) or real_pipeline(*a, **kw)
+        records = await asyncio.gather(*(validator.admit(key.secret) for _ in range(32)))
+        assert {r.id for r in records} == {key.id} and 1 <= len(pipelines) <= 2, len(pipelines)
+        client.pipeline = real_pipeline
         await search.RotateProductKey(search_pb2.RotateProductKeyRequest(id=key.id), metadata=admin, timeout=10)
         with pytest.raises(Unauthenticated):
             await validator.admit(key.secret)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from datetime import datetime, timezone
+from pathlib import Path
 
 import faust
 from aiohttp import web
@@ -106,6 +108,9 @@ def create_app(settings: Settings) -> tuple[faust.App, list[Service]]:
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
+        # Faust keeps a data directory even with in-memory tables: under the temp dir, not the
+        # working directory (a read-only root in a container, the checkout locally).
+        datadir=str(Path(tempfile.gettempdir()) / "parley-faust" / settings.worker_app_id),
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=True,
