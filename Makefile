@@ -50,7 +50,8 @@ run: install
 demo: install
 	@$(PY) -m services.cli run --stop
 
-test: install proto-check kustomize grpc-tools k8s-tools image-tools
+# k8s-tools are built by .ci/test.sh in the background, while the other tests run.
+test: install proto-check kustomize grpc-tools image-tools
 	@bash .ci/test.sh
 
 test-unit: $(VENV)/.installed kustomize grpc-tools

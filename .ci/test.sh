@@ -16,11 +16,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The live Kubernetes stage's tools (a control plane built from the Go module proxy: minutes on a
+# bare machine, seconds once built) are built in the background while the other tests run; that
+# stage runs last and waits for them (tests/deploy/live/conftest.py).
+mkdir -p .local/logs
+export PARLEY_K8S_TOOLS_STATUS=.local/logs/k8s-tools.status
+rm -f "$PARLEY_K8S_TOOLS_STATUS"
+echo "==> k8s-tools: building in the background (log: .local/logs/k8s-tools.log)"
+( set +e; bash deploy/kube/tools/build.sh >.local/logs/k8s-tools.log 2>&1; echo $? >"$PARLEY_K8S_TOOLS_STATUS" ) &
+tools_build=$!
+
 echo "==> local stack"
 $PY -m deploy.local up
 echo "==> tests"
 set +e
 $PY -m pytest -ra --durations=10 "$@"
 rc=$?
+wait "$tools_build" || true  # finished already when the live stage ran
 set -e
 exit $rc

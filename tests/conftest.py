@@ -35,7 +35,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Run last, in this order: the fault suite (it kills and restarts the shared stack's servers, so no
+# other test meets a dependency on its way back), the image test, then the live Kubernetes stage
+# (its tools may still be building in the background when the run starts: .ci/test.sh).
+LAST = ("tests/faults/", "tests/deploy/live/test_image.py", "tests/deploy/live/")
+
+
 def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        return next((i + 1 for i, prefix in enumerate(LAST) if item.nodeid.startswith(prefix)), 0)
+
+    items.sort(key=rank)  # stable: the order within each group is kept
     for item in items:
         if "integration" in item.fixturenames or any(
             f in item.fixturenames for f in ("stack", "services", "pg", "search", "response", "analytics", "key_a")
