@@ -110,7 +110,7 @@ def create_app(settings: Settings) -> tuple[faust.App, list[Service]]:
         store="memory://",
         # Faust keeps a data directory even with in-memory tables: under the temp dir, not the
         # working directory (a read-only root in a container, the checkout locally).
-        datadir=str(Path(tempfile.gettempdir()) / "parley-faust" / settings.worker_app_id),
+        datadir=str(Path(tempfile.gettempdir()) / f"parley-faust-{settings.worker_app_id}"),
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=True,
