@@ -158,7 +158,7 @@ class Settings(BaseSettings):
     # Hybrid ranking and the answer decision (services/search/strategy.py) and the extractive answerer's
     # sentence choice (services/response/llm.py). Chosen on the dev split of the help-site evaluation
     # (bench/eval_tune.py over `make bench ARGS="--only search-eval"`); see README "How the thresholds were chosen".
-    dense_weight: float = 2.0                 # weight of the dense order beside the lexical one in rank fusion
+    lexical_weight: float = 0.1               # lexical relevance added to the dense score in the ranking
     answer_min_dense: float = 0.30            # best passage cosine from which the knowledge answers at all
     passage_min_dense: float = 0.25           # cosine a passage needs to be returned with a KNOWLEDGE answer
     faq_min_dense: float = 0.80               # FAQ entry cosine from which its stored answer is used

@@ -18,7 +18,7 @@ class Thresholds:
     answer_min_dense: float = 0.30    # best passage cosine from which the knowledge answers at all
     passage_min_dense: float = 0.25   # cosine a passage needs to be returned with a KNOWLEDGE answer
     faq_min_dense: float = 0.80       # FAQ entry cosine from which its stored answer is used
-    dense_weight: float = 2.0         # weight of the dense order in the rank fusion
+    lexical_weight: float = 0.1       # weight of the lexical relevance added to the dense score
 
 
 @dataclass(frozen=True)
@@ -59,23 +59,17 @@ def _scores(chunks: list[Chunk]) -> dict[str, float]:
     }
 
 
-RRF_K = 60
+def fuse(chunks: list[Chunk], lexical_weight: float) -> list[Chunk]:
+    """Candidates best first by their dense score plus `lexical_weight` times their lexical relevance
+    (the share of the message's terms they contain), that sum as Chunk.score.
 
-
-def fuse(chunks: list[Chunk], dense_weight: float) -> list[Chunk]:
-    """Weighted reciprocal-rank fusion of the lexical order (full text and FAQ trigram, already fused
-    by the search statement: Chunk.score) and the dense order (Chunk.dense); best first, with the
-    fused score normalised to 0..1 as Chunk.score."""
-    lexical = sorted((c for c in chunks if c.score > 0), key=lambda c: -c.score)
-    dense = sorted((c for c in chunks if c.dense > 0), key=lambda c: -c.dense)
-    fused: dict[str, float] = {c.id: 0.0 for c in chunks}
-    for pos, c in enumerate(lexical, 1):
-        fused[c.id] += 1.0 / (RRF_K + pos)
-    for pos, c in enumerate(dense, 1):
-        fused[c.id] += dense_weight / (RRF_K + pos)
-    best = (1.0 + dense_weight) / (RRF_K + 1)
+    Dense-led: on the dev split of the help-site evaluation, where questions paraphrase the pages, the
+    dense order alone put the right page first for 0.67 of the questions and a rank fusion with the
+    lexical order (RRF, dense weighted 2:1) for 0.54; the lexical relevance as a small bonus (0.1)
+    breaks near-ties between passages that the embedding cannot tell apart."""
+    fused = {c.id: c.dense + lexical_weight * c.relevance for c in chunks}
     ranked = sorted(chunks, key=lambda c: (-fused[c.id], -c.dense))
-    return [dataclasses.replace(c, score=min(1.0, fused[c.id] / best)) for c in ranked]
+    return [dataclasses.replace(c, score=round(fused[c.id], 6)) for c in ranked]
 
 
 def diversify(chunks: list[Chunk], per_page: int = 2) -> list[Chunk]:
@@ -139,7 +133,7 @@ def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: O
         return Decision(found.strategy, [f"the message is small talk ({found.kind}); no retrieval needed"])
     dense = any(c.dense > 0 for c in chunks)
     if dense:
-        chunks = diversify(fuse(chunks, thresholds.dense_weight))
+        chunks = diversify(fuse(chunks, thresholds.lexical_weight))
     scores = _scores(chunks)
     decision = (_dense_decision if dense else _lexical_decision)(chunks, thresholds) if chunks else None
     if decision is not None:

@@ -72,3 +72,15 @@ def test_first_sources_name_different_pages_best_first():
     chunks = [at("1", "/a"), at("2", "/a"), at("3", "/a"), at("4", "/b"), at("5", "/a"), at("6", "/c")]
     assert [c.id for c in diversify(chunks, per_page=1)] == ["1", "4", "6", "2", "3", "5"]
     assert [c.id for c in diversify(chunks)] == ["1", "2", "4", "6", "3", "5"]
+
+
+def test_the_dense_score_leads_and_the_lexical_relevance_breaks_near_ties():
+    from services.search.strategy import fuse
+
+    def c(cid: str, dense: float, relevance: float) -> Chunk:
+        return Chunk(cid, "page", "t", "", "text", f"/{cid}", 0.0, relevance, dense=dense)
+
+    # "b" shares every word of the message but means something else; "a" is about it in other words.
+    ranked = fuse([c("b", 0.40, 1.0), c("a", 0.60, 0.0), c("d", 0.52, 0.2), c("e", 0.50, 0.5)], 0.1)
+    assert [x.id for x in ranked] == ["a", "e", "d", "b"]
+    assert [x.score for x in ranked] == [0.6, 0.55, 0.54, 0.5]

@@ -111,3 +111,31 @@ def units(text: str, heading: str = "") -> list[Unit]:
         else:
             pending = line
     return [Unit(t, i) for i, t in enumerate(found)]
+
+
+# --- what a passage's sentence vectors read (dense retrieval, services/search/vector_index.py) ---------
+
+MAX_SENTENCE_VECTORS = 24          # per passage: a long table or list keeps its first rows' vectors only
+_TITLE_SITE = re.compile(r"\s+[|·]\s+[^|·]{1,60}$")    # "Charging | Acme Help Centre": the site's name
+
+
+def page_title(title: str) -> str:
+    """A page title without the site name that help sites append ("Charging | Acme Help Centre")."""
+    return _TITLE_SITE.sub("", " ".join(title.split())) or title
+
+
+def section_heading(text: str) -> str:
+    """The heading a passage starts with (crawled passages start with their section's heading), or ''."""
+    first = next((" ".join(line.split()) for line in text.split("\n") if line.strip()), "")
+    if not first or "\n" not in text.strip() or _is_prose(first) or _is_row(first) or is_furniture(first):
+        return ""
+    return first
+
+
+def embedding_sentences(title: str, text: str, limit: int = MAX_SENTENCE_VECTORS) -> list[str]:
+    """The passage's quotable units (sentences, table rows), each with where it stands ("Page title >
+    Section heading: sentence"): embedded one by one beside the whole passage, so a question that one
+    sentence answers finds the passage even when the rest of it is about other things."""
+    heading = section_heading(text)
+    where = " > ".join(part for part in (page_title(title), heading) if part)
+    return [f"{where}: {u.text}" if where else u.text for u in units(text, heading)][:limit]
