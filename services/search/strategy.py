@@ -19,6 +19,7 @@ class Thresholds:
     passage_min_dense: float = 0.25   # cosine a passage needs to be returned with a KNOWLEDGE answer
     faq_min_dense: float = 0.80       # FAQ entry cosine from which its stored answer is used
     lexical_weight: float = 0.1       # weight of the lexical relevance added to the dense score
+    answer_min_peak: float = 0.0      # how far the best dense score must stand above the others (peak())
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,19 @@ def _scores(chunks: list[Chunk]) -> dict[str, float]:
         "faq": round(max(c.faq_score for c in chunks), 4),
         "fused": round(chunks[0].score, 4),
         "dense": round(max(c.dense for c in chunks), 4),
+        "peak": round(peak(chunks), 4),
         "faq_dense": round(max((c.dense for c in chunks if c.kind == "faq"), default=0.0), 4),
     }
+
+
+PEAK_OF = 10      # the dense candidates whose mean the best one is compared with
+
+
+def peak(chunks: list[Chunk]) -> float:
+    """How far the best dense score stands above the mean of the PEAK_OF best: a question the knowledge
+    answers tends to have a few passages well above the rest; one it does not answer, many alike."""
+    scores = sorted((c.dense for c in chunks if c.dense > 0), reverse=True)[:PEAK_OF]
+    return scores[0] - sum(scores) / len(scores) if scores else 0.0
 
 
 def fuse(chunks: list[Chunk], lexical_weight: float) -> list[Chunk]:
@@ -90,7 +102,7 @@ def diversify(chunks: list[Chunk], per_page: int = 2) -> list[Chunk]:
 def _dense_decision(chunks: list[Chunk], t: Thresholds) -> Decision | None:
     """FAQ or KNOWLEDGE by the embeddings' cosines, or None (nothing close enough)."""
     top = max(c.dense for c in chunks)
-    if top < t.answer_min_dense:
+    if top < t.answer_min_dense or peak(chunks) < t.answer_min_peak:
         return None
     faq = max((c for c in chunks if c.kind == "faq"), key=lambda c: (c.dense, c.faq_score), default=None)
     if faq is not None and faq.dense >= t.answer_min_dense and (
@@ -142,8 +154,9 @@ def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: O
     if not chunks:
         why = "no passage of this key's knowledge matches the message"
     elif dense:
-        why = (f"no passage is close enough in meaning (best cosine {scores['dense']:.2f}, below "
-               f"{thresholds.answer_min_dense:g})")
+        why = (f"no passage is close enough in meaning (best score {scores['dense']:.2f}, at least "
+               f"{thresholds.answer_min_dense:g} needed; standing {scores['peak']:.3f} above the others, at least "
+               f"{thresholds.answer_min_peak:g} needed)")
     else:
         why = (f"no passage contains {thresholds.knowledge_min_score:.0%} of the message's terms (best "
                f"{scores['relevance']:.2f})")

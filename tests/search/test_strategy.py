@@ -84,3 +84,16 @@ def test_the_dense_score_leads_and_the_lexical_relevance_breaks_near_ties():
     ranked = fuse([c("b", 0.40, 1.0), c("a", 0.60, 0.0), c("d", 0.52, 0.2), c("e", 0.50, 0.5)], 0.1)
     assert [x.id for x in ranked] == ["a", "e", "d", "b"]
     assert [x.score for x in ranked] == [0.6, 0.55, 0.54, 0.5]
+
+
+def test_no_answer_when_no_passage_stands_out_from_the_others():
+    def at(cid: str, dense: float) -> Chunk:
+        return Chunk(cid, "page", "t", "", "text", f"/{cid}", 0.0, 0.0, dense=dense)
+
+    t = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6, answer_min_dense=0.2, answer_min_peak=0.03)
+    flat = [at(str(i), 0.45 - 0.004 * i) for i in range(10)]          # many passages alike: about the product only
+    peaked = [at("0", 0.62), *(at(str(i), 0.45 - 0.004 * i) for i in range(1, 10))]
+    d = decide("does it come in red?", flat, t)
+    assert d.strategy == "NO_ANSWER" and d.scores["peak"] < 0.03 and "standing" in d.reasons[0]
+    d = decide("how heavy is the battery?", peaked, t)
+    assert d.strategy == "KNOWLEDGE" and d.chunks[0].id == "0" and d.scores["peak"] > 0.1
