@@ -29,7 +29,8 @@ from services.response.llm import AnswerRequest, ExtractiveAnswerer, PassageText
 from services.scraper.extract import chunk_page, extract_html
 from services.search import keys as key_store
 from services.search.dense import DenseRetrieval
-from services.search.evaluation import Asked, site_report
+from services.search.evaluation import Asked, Hit, Outcome, evaluate, load_cases, site_report
+from services.search.knowledge import add_document, add_faq
 from services.search.indexing import Indexing
 from services.search.planner import Planner
 
@@ -61,6 +62,36 @@ async def _index(pool: asyncpg.Pool, site: EvalSite) -> tuple[str, str]:
     return key.id, secret
 
 
+async def demo(pool: asyncpg.Pool, planner: Planner) -> None:
+    """The demo set (tests/search/eval_demo.json) over the demo knowledge, through Plan, as the bench does."""
+    from services.launcher import REPO  # noqa: PLC0415
+
+    await pool.execute("DELETE FROM product_keys WHERE id = 'evaldev-demo'")
+    key, secret = await key_store.create_key(pool, name="Eval dev demo", key_id="evaldev-demo")
+    indexing = Indexing(pool)
+    for f in sorted((REPO / "deploy" / "local" / "demo").rglob("*")):
+        if f.suffix == ".json":
+            for entry in json.loads(f.read_text()).get("faq", []):
+                await add_faq(indexing, key.id, entry["question"], entry["answer"])
+        elif f.suffix in (".md", ".txt"):
+            text = f.read_text()
+            title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.strip()), f.stem)
+            await add_document(indexing, key.id, title, text, f"doc:{f.name}")
+    outcomes = []
+    for case in load_cases(REPO / "tests" / "search" / "eval_demo.json"):
+        d = (await planner.plan(secret, case.question, max_passages=3)).decision
+        outcomes.append(Outcome(case, d.strategy, [Hit(c.kind, c.title or c.question, c.content if c.kind != "faq"
+                                                       else f"{c.question}\n{c.content}", c.url) for c in d.chunks]))
+    report = evaluate(outcomes)
+    print(f"demo set: hit@1 {report.hit_at_1:.3f} hit@3 {report.hit_at_3:.3f} MRR {report.mrr:.3f} "
+          f"strategy accuracy {report.strategy_accuracy:.3f}")
+    for miss in report.misses:
+        print("  not in the top 3:", miss)
+    for o in outcomes:
+        if o.strategy != o.case.strategy:
+            print(f"  expected {o.case.strategy}, chose {o.strategy}: {o.case.question!r}")
+
+
 def _answer(answerer: ExtractiveAnswerer, text: str, decision) -> tuple[str, str]:
     strategy = decision.strategy
     passages = [PassageText(c.id, c.kind, c.title or c.question,
@@ -88,6 +119,9 @@ async def run(args: argparse.Namespace) -> dict:
     sites = [s for s in discover() if s.root is not None and (not args.sites or s.name in args.sites.split(","))]
     out: dict = {}
     try:
+        if args.demo:
+            await demo(pool, planner)
+            sites = [s for s in sites if args.sites]
         for site in sites:
             exists = await pool.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1",
                                          f"evaldev-{site.name}")
@@ -126,8 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sites", default="")
     parser.add_argument("--out", type=Path, default=None, help="write every dev question's record here")
     parser.add_argument("--reindex", action="store_true", help="index the sites' pages again")
+    parser.add_argument("--demo", action="store_true", help="the demo set (and the sites only if --sites names them)")
     args = parser.parse_args(argv)
     by_site = asyncio.run(run(args))
+    if not by_site:
+        return
     by_site["total"] = [r for records in list(by_site.values()) for r in records]
     print(f"{'dev split':12}" + "".join(f"{c[:12]:>13}" for c in COLUMNS))
     for name, records in by_site.items():

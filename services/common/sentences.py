@@ -18,6 +18,8 @@ _ENDS_SENTENCE = re.compile(r"[.!?:;]\)?[\"']?$")
 _DIGIT = re.compile(r"\d")
 _WORDS = re.compile(r"[^\W_]+(?:['’.-][^\W_]+)*")
 _BREADCRUMB = re.compile(r"(\s[>›»/|]\s.*){2,}|^\s*(home|help( centre| center)?)\s*[>›»/]", re.I)
+_CRUMB_SEPARATOR = re.compile(r"\s*[>›»/|]\s*")
+MAX_CRUMB_WORDS = 5        # a breadcrumb's parts are page names; a sentence naming a menu path is prose
 _FURNITURE = re.compile(
     r"^\s*(related( articles| topics| pages)?|see also|read (more|next)|more (articles|help)|was this (article|page|answer)"
     r" (helpful|useful)|did this (help|answer)|still need help|need more help|(back|return) to|skip to|on this page|"
@@ -48,7 +50,12 @@ def _words(text: str) -> list[str]:
 
 def is_furniture(line: str) -> bool:
     """Navigation and page furniture: breadcrumbs, "Related articles", feedback prompts, dates."""
-    return bool(_FURNITURE.match(line) or _BREADCRUMB.search(line))
+    if _FURNITURE.match(line):
+        return True
+    if not _BREADCRUMB.search(line) or re.search(r"[.!?][\"')]?$", line):
+        return False
+    # "Home > Help > Billing" is a breadcrumb; "Download it from Settings > Account > Export." is not.
+    return all(len(_words(part)) <= MAX_CRUMB_WORDS for part in _CRUMB_SEPARATOR.split(line))
 
 
 def _is_prose(line: str) -> bool:

@@ -48,7 +48,8 @@ class Planner:
             settings.knowledge_min_score, settings.faq_min_score, answer_min_dense=settings.answer_min_dense,
             passage_min_dense=settings.passage_min_dense, faq_min_dense=settings.faq_min_dense,
             lexical_weight=settings.lexical_weight,
-            answer_min_peak=settings.answer_min_peak)
+            answer_min_support=settings.answer_min_support,
+            known_weight=settings.known_weight)
 
     @property
     def cache(self) -> KeyCache:

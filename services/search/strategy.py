@@ -19,7 +19,8 @@ class Thresholds:
     passage_min_dense: float = 0.25   # cosine a passage needs to be returned with a KNOWLEDGE answer
     faq_min_dense: float = 0.80       # FAQ entry cosine from which its stored answer is used
     lexical_weight: float = 0.1       # weight of the lexical relevance added to the dense score
-    answer_min_peak: float = 0.0      # how far the best dense score must stand above the others (peak())
+    answer_min_support: float = 0.0   # support() from which the knowledge answers
+    known_weight: float = 0.2         # weight of the known share of the message's terms in support()
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ def _scores(chunks: list[Chunk]) -> dict[str, float]:
         "fused": round(chunks[0].score, 4),
         "dense": round(max(c.dense for c in chunks), 4),
         "peak": round(peak(chunks), 4),
+        "known": round(max(c.known for c in chunks), 4),
         "faq_dense": round(max((c.dense for c in chunks if c.kind == "faq"), default=0.0), 4),
     }
 
@@ -69,6 +71,14 @@ def peak(chunks: list[Chunk]) -> float:
     answers tends to have a few passages well above the rest; one it does not answer, many alike."""
     scores = sorted((c.dense for c in chunks if c.dense > 0), reverse=True)[:PEAK_OF]
     return scores[0] - sum(scores) / len(scores) if scores else 0.0
+
+
+def support(chunks: list[Chunk], known_weight: float) -> float:
+    """The evidence that the knowledge answers the message, beyond its best score: how far the best
+    passage stands above the others (peak) plus `known_weight` times the share of the message's terms
+    that the key's knowledge contains at all (a question naming things no page mentions is likely not
+    answered there, however close its topic)."""
+    return peak(chunks) + known_weight * max((c.known for c in chunks), default=0.0)
 
 
 def fuse(chunks: list[Chunk], lexical_weight: float) -> list[Chunk]:
@@ -102,7 +112,7 @@ def diversify(chunks: list[Chunk], per_page: int = 2) -> list[Chunk]:
 def _dense_decision(chunks: list[Chunk], t: Thresholds) -> Decision | None:
     """FAQ or KNOWLEDGE by the embeddings' cosines, or None (nothing close enough)."""
     top = max(c.dense for c in chunks)
-    if top < t.answer_min_dense or peak(chunks) < t.answer_min_peak:
+    if top < t.answer_min_dense or support(chunks, t.known_weight) < t.answer_min_support:
         return None
     faq = max((c for c in chunks if c.kind == "faq"), key=lambda c: (c.dense, c.faq_score), default=None)
     if faq is not None and faq.dense >= t.answer_min_dense and (
@@ -147,6 +157,7 @@ def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: O
     if dense:
         chunks = diversify(fuse(chunks, thresholds.lexical_weight))
     scores = _scores(chunks)
+    scores["support"] = round(support(chunks, thresholds.known_weight), 4) if chunks else 0.0
     decision = (_dense_decision if dense else _lexical_decision)(chunks, thresholds) if chunks else None
     if decision is not None:
         decision.scores = scores
@@ -155,8 +166,9 @@ def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: O
         why = "no passage of this key's knowledge matches the message"
     elif dense:
         why = (f"no passage is close enough in meaning (best score {scores['dense']:.2f}, at least "
-               f"{thresholds.answer_min_dense:g} needed; standing {scores['peak']:.3f} above the others, at least "
-               f"{thresholds.answer_min_peak:g} needed)")
+               f"{thresholds.answer_min_dense:g} needed; support {scores['support']:.3f}, at least "
+               f"{thresholds.answer_min_support:g} needed: standing {scores['peak']:.3f} above the others, "
+               f"{scores['known']:.0%} of the message's terms known)")
     else:
         why = (f"no passage contains {thresholds.knowledge_min_score:.0%} of the message's terms (best "
                f"{scores['relevance']:.2f})")

@@ -26,3 +26,13 @@ def test_menus_and_page_furniture_get_no_vector_and_long_passages_are_capped():
     many = "\n".join(f"Step {i}: turn the dial to position number {i} and wait a moment." for i in range(40))
     assert len(embedding_sentences("Help", many, limit=24)) == 24
     assert section_heading("A single line of prose without any heading above it at all.") == ""
+
+
+def test_a_sentence_that_names_a_menu_path_is_prose_not_a_breadcrumb():
+    from services.common.sentences import is_furniture, units
+
+    assert is_furniture("Home > Help > Billing") and is_furniture("Help Centre / Bikes / Ridge")
+    line = "We never sell your data. You can download all of it at any time from Settings > Account > Export."
+    assert not is_furniture(line) and not is_furniture("Go to Settings > Account > Export to download.")
+    assert [u.text for u in units(line)] == [
+        "We never sell your data.", "You can download all of it at any time from Settings > Account > Export."]
