@@ -90,9 +90,9 @@ def test_a_chunk_one_of_whose_sentences_matches_outranks_a_vaguely_close_passage
     hits = entry.top(query, 2)
     assert [c for c, _ in hits] == ["11", "10"]
     best_sentence = float(sentences[1][1] @ query)
-    assert abs(hits[0][1] - (0.5 * float(far @ query) + 0.5 * best_sentence)) < 1e-5
+    assert abs(hits[0][1] - (0.5 * float(far @ query) + 0.5 * best_sentence)) < 2e-3     # half-precision sentences
     assert abs(hits[1][1] - float(vague @ query)) < 1e-5       # no sentences: the passage cosine alone
-    assert entry.nbytes == 2 * 8 + 2 * 384 * 4 + 2 * 384 * 4 + 3 * 8
+    assert entry.nbytes == 2 * 8 + 2 * 384 * 4 + 2 * 384 * 2 + 3 * 8
 
 
 def test_sentence_vectors_follow_their_chunks_when_a_large_key_is_partitioned():
@@ -103,6 +103,6 @@ def test_sentence_vectors_follow_their_chunks_when_a_large_key_is_partitioned():
     entry = KeyVectors.build(1, np.arange(21_000, dtype=np.int64), matrix, sentences)
     assert entry.centroids is not None
     row = int(np.flatnonzero(entry.ids == 77)[0])
-    np.testing.assert_array_equal(entry.sentences[entry.starts[row]:entry.starts[row + 1]], sentences[77])
+    np.testing.assert_allclose(entry.sentences[entry.starts[row]:entry.starts[row + 1]], sentences[77], atol=1e-3)
     hits = dict(entry.top(matrix[5], 3))
     assert abs(hits["5"] - 1.0) < 1e-5
