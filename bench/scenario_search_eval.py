@@ -156,7 +156,7 @@ async def _demo(settings, secret: str) -> dict:
 
 # EVAL_TUNING=1: every threshold of the decision and of the extractive answer at its most permissive,
 # so that the dev split's scores and passages can be replayed offline with any thresholds (bench/eval_tune.py).
-TUNING_ENV = {"PARLEY_ANSWER_MIN_DENSE": "0", "PARLEY_PASSAGE_MIN_DENSE": "0", "PARLEY_KNOWLEDGE_MIN_SCORE": "0",
+TUNING_ENV = {"PARLEY_ANSWER_MIN_DENSE": "0", "PARLEY_ANSWER_MIN_SUPPORT": "0", "PARLEY_PASSAGE_MIN_DENSE": "0", "PARLEY_KNOWLEDGE_MIN_SCORE": "0",
               "PARLEY_EXTRACTIVE_MIN_SIMILARITY": "-1"}
 
 

@@ -12,16 +12,20 @@ import asyncpg
 
 from services.common.chunking import content_hash
 from services.common.errors import NotFound
+from services.common.sentences import embedding_sentences
+
+VECTOR_BYTES = 384 * 4      # one float32 embedding (services/common/embedding.py DIMENSIONS)
 
 # tsv is computed with the key's own text-search configuration; the title (or FAQ question)
 # weighs more than the body. A chunk is unique within its document (migration 0004): the same
-# paragraph on two pages is stored for each.
+# paragraph on two pages is stored for each. The embeddings of a chunk come as one byte string: the
+# passage's vector, then its sentences' vectors (see `split_vectors`); they are stored apart.
 _INSERT = """
 INSERT INTO knowledge_chunks (product_key_id, kind, document, title, question, content, url, position, content_hash,
-                              tsv, embedding, embedding_model)
+                              tsv, embedding, sentence_embeddings, embedding_model)
 SELECT $1, $2, $3, $4, q, c, $5, pos, h,
        setweight(to_tsvector(k.ts_config, $4 || ' ' || q), 'A') || setweight(to_tsvector(k.ts_config, c), 'B'),
-       e, $11
+       substring(e FROM 1 FOR $12), substring(e FROM $12 + 1), $11
 FROM product_keys k,
      unnest($6::text[], $7::text[], $8::int[], $9::bytea[], $10::bytea[]) AS u(q, c, pos, h, e)
 WHERE k.id = $1
@@ -43,6 +47,15 @@ class NewChunk:
         head = self.question or title
         return f"{head}\n{self.content}" if head else self.content
 
+    def sentence_texts(self, kind: str, title: str) -> list[str]:
+        """What the chunk's sentence vectors read (none for an FAQ entry: its question is the match)."""
+        return [] if kind == "faq" else embedding_sentences(title, self.content)
+
+
+def split_vectors(vectors: bytes) -> tuple[bytes, bytes]:
+    """A chunk's embeddings as the indexing path carries them: (passage vector, its sentence vectors)."""
+    return vectors[:VECTOR_BYTES], vectors[VECTOR_BYTES:]
+
 
 async def bump_version(conn: asyncpg.Connection, key_id: str) -> int:
     version = await conn.fetchval(
@@ -63,19 +76,20 @@ async def insert_chunks(
     rows = await conn.fetch(
         _INSERT, key_id, kind, document, title, url,
         [c.question for c in chunks], [c.content for c in chunks], list(range(len(chunks))),
-        [c.hash(kind) for c in chunks], vectors, model_id,
+        [c.hash(kind) for c in chunks], vectors, model_id, VECTOR_BYTES,
     )
     return [str(r["id"]) for r in rows]
 
 
 async def known_embeddings(conn: asyncpg.Pool | asyncpg.Connection, key_id: str, hashes: Sequence[bytes],
                            model_id: str) -> dict[bytes, bytes]:
-    """Embeddings the key already has for these contents (by the same model): a changed page's
-    unchanged paragraphs, or a paragraph shared with another page, are not embedded again."""
+    """Embeddings the key already has for these contents (by the same model), the passage's vector
+    followed by its sentences' ones: a changed page's unchanged paragraphs, or a paragraph shared with
+    another page, are not embedded again."""
     rows = await conn.fetch(
-        "SELECT DISTINCT ON (content_hash) content_hash, embedding FROM knowledge_chunks"
-        " WHERE product_key_id = $1 AND content_hash = ANY($2::bytea[]) AND embedding_model = $3"
-        " AND embedding IS NOT NULL",
+        "SELECT DISTINCT ON (content_hash) content_hash, embedding || sentence_embeddings AS embedding"
+        " FROM knowledge_chunks WHERE product_key_id = $1 AND content_hash = ANY($2::bytea[])"
+        " AND embedding_model = $3 AND embedding IS NOT NULL AND sentence_embeddings IS NOT NULL",
         key_id, list(hashes), model_id,
     )
     return {bytes(r["content_hash"]): bytes(r["embedding"]) for r in rows}

@@ -23,7 +23,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
     GREETING: (
         r"(hi|hello|hey|heya|hiya|howdy|hallo|hola|bonjour|ciao|salut|yo|sup|greetings|helo|hai|hei|oi)",
         r"good (morning|afternoon|evening|day)", r"(gm|morning|evening|afternoon)",
-        r"what'?s up", r"wh?at'?s ?up", r"wass?up",
+        r"what'?s up", r"wh?at'?s ?up", r"wass?up", r"g'?day",
+        r"(is )?(any ?one|any ?body|some ?one|some ?body) (there|here|home|around|online)",
     ),
     THANKS: (
         r"(thanks|thank you|thank u|thankyou|thanx|thnx|thx|tx|ty|tysm|tyvm|cheers|merci|gracias|danke|ta)",
@@ -31,14 +32,28 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"thanks? (a lot|a bunch|a million|so much|very much|for (the|your) (help|answer|reply|info|information))",
         r"that('?s| is| was) (very |really |super )?(helpful|useful|great|perfect)",
         r"(that|this|it|you) (really )?(helped|helps|worked|works|did it|did the trick|solved it|fixed it)",
+        r"thank (you|u) (very much|so much|kindly|anyway|again)",
+        r"thanks? (heaps|loads|tons|anyway|again|in advance|a ton)",
+        r"(thanks?|thank (you|u))( (so|very) much)? for (the|your|all the|all your) (help|answer|reply|info|information|"
+        r"time|assistance|support|quick reply|response|patience)",
+        r"(much|greatly|very) obliged", r"you (rock|rule)",
+        r"(you'?re|you are|ur|u r) (the best|a star|a lifesaver|a life saver|awesome|amazing|great|brilliant|a legend)",
+        r"(that|this|it) (answers|answered) (my|the) question", r"(you'?re|you are|your) welcome", r"my pleasure",
     ),
     GOODBYE: (
         r"(bye|goodbye|good bye|byebye|bye bye|cya|ciao|later|laters|farewell|adios)",
         r"see (you|ya|u)( later| soon| around)?", r"take care", r"talk (to you )?(later|soon)", r"ttyl",
-        r"have a (nice|good|great|lovely) (day|one|evening|weekend|night)", r"good ?night", r"gn",
+        r"have a (nice|good|great|lovely) (day|one|evening|weekend|night)", r"good ?night", r"gn", r"nite|night",
+        r"catch (you|ya|u) later", r"bye for now", r"all the best", r"take it easy",
+        r"(no,? |nope,? )?(that'?s|that is) (all|it|everything)( for (now|today))?( i (needed|wanted))?",
+        r"nothing else", r"(no|nope),? (thanks|thank you|thank u|that'?s it)",
     ),
     BOT: (
-        r"(are|r) (you|u) (a |an )?(real )?(bot|robot|human|person|ai|machine|chatbot|computer|real person|program)",
+        r"(are|r) (you|u) (a |an )?(real |actual |live )?(bot|robot|human being|human|person|ai assistant|ai|machine|"
+        r"chatbot|computer|real person|program|virtual assistant|assistant|chatgpt|gpt|llm)",
+        r"(you'?re|you are|ur|u r) (a |an )?(bot|robot|ai|machine|chatbot|computer|program)",
+        r"(bot|robot|human|ai|real person)",
+        r"is (there|this) (a |an )?(real |actual |live )?(person|human being|human)( there| here)?",
         r"(is|am) (this|i) (talking|speaking|chatting) (to|with) (a |an )?(real )?(bot|robot|human|person|ai|machine)",
         r"is this (a |an )?(real )?(bot|robot|human|person|ai|chatbot|automated)",
         r"(who|what) (are|r) (you|u)", r"what'?s your name", r"(are|r) (you|u) real",
@@ -46,7 +61,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
     ),
     WELLBEING: (
         r"how (are|r) (you|u)( doing)?( today)?", r"how'?s it going", r"how (is|are) (it|things) going",
-        r"how do you do", r"(are|r) (you|u) (ok|okay|well|good)",
+        r"how do you do", r"(are|r) (you|u) (ok|okay|well|good)", r"how'?s (your|ur) day( going)?",
+        r"how are things( going)?",
     ),
     ACK: (
         r"(ok|okay|k|kk|okie|okey|alright|all right|cool|great|nice|awesome|perfect|super|fine|good|got it|gotcha|"
@@ -57,7 +73,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
 # Words that add nothing when they come with small talk: "hi there", "thanks so much guys", "ok then".
 _FILLER = (r"(there|all|everyone|everybody|team|guys|folks|friend|friends|mate|buddy|dear|again|so|much|very|"
            r"really|then|and|too|you|u|for|the|help|a|lot|bot|support|sir|madam|oh|well|just|again|once|more|"
-           r"one|it|that|indeed|man|pal|bro|people|y'?all|to you|for that)")
+           r"one|it|that|indeed|man|pal|bro|people|y'?all|to you|for that|right|partner|chatbot|assistant|now|"
+           r"anyway|everything|today)")
 # Which kind answers when a message mixes kinds: "hi, are you a bot?" is about the bot.
 _PRIORITY = (BOT, WELLBEING, THANKS, GOODBYE, GREETING, ACK)
 
@@ -128,6 +145,19 @@ def _strip_emoji(message: str) -> str:
     return "".join(" " if _is_emoji_char(ch) else ch for ch in kept)
 
 
+# Kinds after which a capitalised word is the name of whom it is said to ("Hi Anna", "Thanks Trailbot").
+_ADDRESSED = (GREETING, THANKS, GOODBYE)
+
+
+def _names(message: str) -> set[str]:
+    """Normalised words written with a capital inside the message (not its first word; not when
+    everything is in capitals): names a greeting or thanks may be addressed to."""
+    words = message.split()
+    if message.isupper():
+        return set()
+    return {normalise(w) for w in words[1:] if w[:1].isupper()}
+
+
 def classify(message: str, max_chars: int = 120) -> SmallTalk | None:
     """The small talk a message is, or None when it says or asks anything else."""
     if len(message) > max_chars:
@@ -137,20 +167,26 @@ def classify(message: str, max_chars: int = 120) -> SmallTalk | None:
     text = normalise(_strip_emoji(message))
     if not text:
         return None
+    names = _names(message)
     kinds: list[str] = []
     pos = 0
     while pos < len(text):
-        for kind, unit in _UNITS:
-            m = unit.match(text, pos)
-            if m and m.end() > pos:
-                kinds.append(kind)
-                pos = m.end()
-                break
-        else:
-            m = _FILLER_UNIT.match(text, pos)
-            if not m or m.end() == pos:
-                return None
+        # The longest phrase at this point ("thank you very much for your help", not "thank you").
+        found = max(((kind, m.end()) for kind, unit in _UNITS if (m := unit.match(text, pos)) and m.end() > pos),
+                    key=lambda x: x[1], default=None)
+        if found:
+            kinds.append(found[0])
+            pos = found[1]
+            continue
+        m = _FILLER_UNIT.match(text, pos)
+        if m and m.end() > pos:
             pos = m.end()
+            continue
+        word = text[pos:].split(" ", 1)[0]
+        if kinds and kinds[-1] in _ADDRESSED and word in names:   # "Hi Anna", "thanks Trailbot!"
+            pos = min(len(text), pos + len(word) + 1)
+            continue
+        return None
     if not kinds:
         return None
     kind = next(k for k in _PRIORITY if k in kinds)

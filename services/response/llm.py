@@ -17,7 +17,7 @@ import numpy as np
 
 from services.common import smalltalk
 from services.common.embedding import Embedder
-from services.response.sentences import units as sentence_units
+from services.common.sentences import units as sentence_units
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ class ExtractiveAnswerer:
     once; says so when none is close enough.
 
     Only the sentences and table rows of the first `passages` passages are candidates
-    (services/response/sentences.py drops headings, menus, breadcrumbs and link lists); they are
+    (services/common/sentences.py drops headings, menus, breadcrumbs and link lists); they are
     embedded with the question in one batch by the shared embedding model."""
 
     model = "extractive"

@@ -19,6 +19,7 @@ import numpy as np
 
 from services.common.embedding import Embedder
 from services.common.knowledge_store import (
+    VECTOR_BYTES,
     NewChunk,
     bump_version,
     delete_documents,
@@ -30,12 +31,13 @@ logger = logging.getLogger(__name__)
 
 EMBED_BATCH = 16      # texts per model call: activations of 16 passages stay in cache (64 cost ~15% more CPU a chunk)
 _STALE = """
-SELECT id, product_key_id, title, question, content FROM knowledge_chunks
-WHERE embedding_model IS DISTINCT FROM $1 AND id > $2
+SELECT id, product_key_id, kind, title, question, content FROM knowledge_chunks
+WHERE (embedding_model IS DISTINCT FROM $1 OR sentence_embeddings IS NULL) AND id > $2
 ORDER BY id LIMIT $3
 """
 _SET_EMBEDDINGS = """
-UPDATE knowledge_chunks ch SET embedding = u.e, embedding_model = $3
+UPDATE knowledge_chunks ch SET embedding = substring(u.e FROM 1 FOR $4), sentence_embeddings = substring(u.e FROM $4 + 1),
+                               embedding_model = $3
 FROM unnest($1::bigint[], $2::bytea[]) AS u(id, e) WHERE ch.id = u.id
 """
 
@@ -53,6 +55,11 @@ def to_bytes(vectors: np.ndarray) -> list[bytes]:
     return [row.astype("<f4", copy=False).tobytes() for row in vectors]
 
 
+def _chunk_texts(chunk: NewChunk, kind: str, title: str) -> list[str]:
+    """What one chunk's embeddings read: the whole passage first, then each of its sentences."""
+    return [chunk.embedding_text(title), *chunk.sentence_texts(kind, title)]
+
+
 class Indexing:
     def __init__(self, pool: asyncpg.Pool, load_embedder: Callable[[], Embedder] = Embedder.load) -> None:
         self._pool = pool
@@ -65,9 +72,7 @@ class Indexing:
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of texts, in a worker thread (numpy releases the GIL in its matrix products)."""
         embedder = await self.embedder()
-        vectors = await asyncio.to_thread(embedder.embed, list(texts), EMBED_BATCH)
-        self.chunks_embedded += len(texts)
-        return vectors
+        return await asyncio.to_thread(embedder.embed, list(texts), EMBED_BATCH)
 
     async def embeddings(self, key_id: str, kind: str, title: str, chunks: Sequence[NewChunk]
                          ) -> tuple[list[bytes], str]:
@@ -85,14 +90,24 @@ class Indexing:
             wanted = [h for d, hs in zip(documents, hashes) if d.key_id == key_id for h in hs]
             found = await known_embeddings(self._pool, key_id, wanted, embedder.model_id)
             known.update(((key_id, h), e) for h, e in found.items())
-        missing: dict[tuple[str, bytes], str] = {}      # one embedding per (key, content) in the call
+        missing: dict[tuple[str, bytes], list[str]] = {}   # one embedding per (key, content) in the call
         for d, hs in zip(documents, hashes):
             for c, h in zip(d.chunks, hs):
                 if (d.key_id, h) not in known:
-                    missing.setdefault((d.key_id, h), c.embedding_text(d.title))
+                    missing.setdefault((d.key_id, h), _chunk_texts(c, d.kind, d.title))
         if missing:
-            known.update(zip(missing, to_bytes(await self.embed(list(missing.values())))))
+            known.update(zip(missing, await self._embed_chunks(list(missing.values()))))
         return [[known[(d.key_id, h)] for h in hs] for d, hs in zip(documents, hashes)], embedder.model_id
+
+    async def _embed_chunks(self, texts: list[list[str]]) -> list[bytes]:
+        """Each chunk's vectors (passage, then sentences) as one byte string, from one model call."""
+        vectors = await self.embed([t for chunk in texts for t in chunk])
+        self.chunks_embedded += len(texts)
+        out, at = [], 0
+        for chunk in texts:
+            out.append(b"".join(to_bytes(vectors[at:at + len(chunk)])))
+            at += len(chunk)
+        return out
 
     async def write(self, key_id: str, kind: str, document: str, title: str, url: str, chunks: Sequence[NewChunk],
                     replace: set[str] | frozenset[str] = frozenset(), vectors: list[bytes] | None = None
@@ -118,7 +133,7 @@ class Indexing:
 
     async def reembed_stale(self, batch: int = 256) -> dict[str, int]:
         """Embeds every chunk without an embedding of the current model (chunks written before dense
-        retrieval, or by another model), bumping each touched key's version so that the search
+        retrieval, or by another model) or without sentence embeddings (written before those), bumping each touched key's version so that the search
         replicas reload it; returns {key id: version}. Idempotent and resumable."""
         embedder = await self.embedder()
         keys: set[str] = set()
@@ -127,9 +142,10 @@ class Indexing:
             rows = await self._pool.fetch(_STALE, embedder.model_id, last_id, batch)
             if not rows:
                 break
-            texts = [NewChunk(r["content"], r["question"]).embedding_text(r["title"]) for r in rows]
-            vectors = to_bytes(await self.embed(texts))
-            await self._pool.execute(_SET_EMBEDDINGS, [r["id"] for r in rows], vectors, embedder.model_id)
+            texts = [_chunk_texts(NewChunk(r["content"], r["question"]), r["kind"], r["title"]) for r in rows]
+            vectors = await self._embed_chunks(texts)
+            await self._pool.execute(_SET_EMBEDDINGS, [r["id"] for r in rows], vectors, embedder.model_id,
+                                     VECTOR_BYTES)
             keys.update(r["product_key_id"] for r in rows)
             last_id, total = rows[-1]["id"], total + len(rows)
             logger.info("re-embedded %d chunks (%.0f/s)", total, total / max(time.monotonic() - started, 1e-6))

@@ -23,6 +23,8 @@ MAX_QUERY_LEXEMES = 48
 # passage), built from to_tsvector: tsquery operator characters in the message are plain text, never
 # syntax. (websearch_to_tsquery ANDs the terms: as a third arm it moved retrieval hit@1 on the
 # evaluation set from 0.85 to 0.87 for ~25% more time per Plan, so it is not used.)
+# `known`: the message's lexemes that some chunk of the key contains (one index probe each): a question
+# that names things the knowledge never mentions is likely one it does not answer (strategy.py).
 # The trigram arm finds FAQ questions that contain the message's terms (word similarity, so typos and
 # inflections still match); it searches with the terms only, because the trigrams of "how do I ..."
 # are in every FAQ question of every key and their posting lists made the arm the costliest part.
@@ -53,6 +55,13 @@ WITH lx AS MATERIALIZED (
     WHERE ch.product_key_id = $1 AND ch.kind = 'faq' AND q.words <% ch.question
     ORDER BY sim DESC, ch.id
     LIMIT $5
+), kn AS MATERIALIZED (
+    SELECT array(
+        SELECT x FROM unnest(q.lexemes) AS x
+        WHERE EXISTS (SELECT 1 FROM knowledge_chunks ch
+                      WHERE ch.product_key_id = $1 AND ch.tsv @@ quote_literal(x)::tsquery)
+    ) AS known
+    FROM q
 ), fused AS (
     SELECT coalesce(f.id, t.id) AS id, f.rank, t.sim,
            coalesce(1.0 / ($8 + f.pos), 0) + coalesce(1.0 / ($8 + t.pos), 0) AS rrf
@@ -66,9 +75,9 @@ SELECT ch.id, ch.kind, ch.document, ch.title, ch.question, ch.content, ch.url,
        CASE WHEN ch.kind = 'faq' THEN array(
            SELECT l FROM unnest(tsvector_to_array(to_tsvector($2::regconfig, ch.question))) AS l
            WHERE l <> ALL($4::text[])) END AS question_lexemes,
-       q.lexemes
+       q.lexemes, kn.known
 FROM fused JOIN knowledge_chunks ch ON ch.id = fused.id AND ch.product_key_id = $1
-CROSS JOIN q
+CROSS JOIN q CROSS JOIN kn
 ORDER BY fused.rrf DESC, ch.id
 LIMIT $6
 """
@@ -87,6 +96,7 @@ class Chunk:
     faq_score: float = 0.0        # how closely an FAQ question matches the message
     document: str = ""
     dense: float = 0.0            # cosine similarity of the chunk's embedding to the message's (dense.py)
+    known: float = 0.0            # share of the message's terms that the key's knowledge contains at all
 
 
 def clean_message(message: str) -> str:
@@ -113,6 +123,7 @@ async def search(
         lexemes = set(r["lexemes"] or ())
         matched = set(r["matched"] or ())
         relevance = len(matched) / len(lexemes) if lexemes else 0.0
+        known = len(set(r["known"] or ())) / len(lexemes) if lexemes else 0.0
         faq_score = 0.0
         if r["kind"] == "faq":
             # Trigram similarity catches typos and word order; the lexeme overlap (Dice) catches
@@ -122,7 +133,7 @@ async def search(
         chunks.append(Chunk(
             id=str(r["id"]), kind=r["kind"], title=r["title"], question=r["question"], content=r["content"],
             url=r["url"], score=min(1.0, float(r["rrf"]) / best_possible), relevance=relevance,
-            faq_score=faq_score, document=r["document"],
+            faq_score=faq_score, document=r["document"], known=known,
         ))
     return chunks
 

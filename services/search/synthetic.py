@@ -50,15 +50,16 @@ def secret(i: int) -> str:
 
 
 # Every 20th chunk is an FAQ entry (a short question and its answer); the others are document chunks.
+# They have no sentence vectors ('' rather than NULL, which would have the indexer embed them).
 _INSERT_CHUNKS = """
 INSERT INTO knowledge_chunks (product_key_id, kind, document, title, question, content, url, position, content_hash, tsv,
-                              embedding_model)
+                              embedding_model, sentence_embeddings)
 SELECT $1, CASE WHEN g % 20 = 0 THEN 'faq' ELSE 'document' END, 'doc-' || (g / 10),
        CASE WHEN g % 20 = 0 THEN '' ELSE 'Doc ' || (g / 10) END,
        CASE WHEN g % 20 = 0 THEN t.question ELSE '' END, t.content, '', g % 10,
        sha256(convert_to($1 || ':' || g, 'UTF8')),
        setweight(to_tsvector('english', CASE WHEN g % 20 = 0 THEN t.question ELSE 'Doc ' || (g / 10) END), 'A')
-       || setweight(to_tsvector('english', t.content), 'B'), $4
+       || setweight(to_tsvector('english', t.content), 'B'), $4, ''::bytea
 FROM generate_series($5::int, $2) AS g,
 LATERAL (
     SELECT array_to_string(array(
@@ -125,6 +126,9 @@ async def ensure_vectors(pool: asyncpg.Pool, key_pattern: str, batch: int = 1000
     at scale is timed on them, without embedding 100k made-up passages."""
     rng = np.random.default_rng(11)
     filled = 0
+    # A corpus made before sentence vectors existed: none for its chunks either (once).
+    await pool.execute("UPDATE knowledge_chunks SET sentence_embeddings = '' WHERE product_key_id LIKE $1"
+                       " AND sentence_embeddings IS NULL", key_pattern, timeout=600)
     while True:
         ids = [r[0] for r in await pool.fetch(
             "SELECT id FROM knowledge_chunks WHERE product_key_id LIKE $1 AND embedding IS NULL LIMIT $2",

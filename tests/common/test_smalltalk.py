@@ -27,6 +27,16 @@ T = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6)
     ("ok", "ack"), ("Got it.", "ack"), ("awesome", "ack"),
     ("👍", "emoji"), ("🙂🙏", "emoji"), ("❤️", "emoji"), (":)", "emoji"), ("😂😂😂", "emoji"), ("🇫🇷", "emoji"),
     ("👍!", "emoji"), ("<3", "emoji"),
+    ("Thank you very much for your help!", "thanks"), ("Thanks heaps", "thanks"), ("much obliged", "thanks"),
+    ("you're the best", "thanks"), ("thank you kindly", "thanks"), ("ok thank you anyway", "thanks"),
+    ("thanks, that answers my question", "thanks"), ("Thanks Tom!", "thanks"), ("ok thanks bye!", "thanks"),
+    ("is anyone there?", "greeting"), ("hellooo anybody home", "greeting"), ("g'day", "greeting"),
+    ("Hi Trailbot", "greeting"), ("HELLO THERE", "greeting"), ("howdy partner", "greeting"),
+    ("catch you later", "goodbye"), ("bye for now", "goodbye"), ("no that's all", "goodbye"),
+    ("nothing else", "goodbye"), ("take it easy", "goodbye"),
+    ("are you chatgpt?", "bot"), ("are you a real human being?", "bot"), ("bot?", "bot"),
+    ("you are a bot right?", "bot"), ("Are you an AI assistant?", "bot"), ("is there a real person", "bot"),
+    ("how's your day?", "wellbeing"), ("how are things?", "wellbeing"),
 ])
 def test_small_talk_in_any_case_and_punctuation(message, kind):
     found = smalltalk.classify(message)
@@ -38,6 +48,8 @@ def test_small_talk_in_any_case_and_punctuation(message, kind):
     "Hey! What does the Plus plan cost?", "battery weight?", "what is the price", "help", "bye bye subscription, how?",
     "ok so how do I pair it with my phone", "thanks 👍 and is there a Linux app?", "good morning, my invoice is wrong",
     "Can I talk to a human about a refund?", "hi " * 60,
+    "Hi Anna, how do I pay?", "hi Ridge battery?", "Is there a real person I can talk to about my bill?",
+    "thanks, and what about the warranty?", "that's it? the charger only lasts a year?",
 ])
 def test_a_greeting_with_a_question_is_a_question(message):
     assert smalltalk.classify(message) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from services.response.llm import NO_ANSWER_TEXT, AnswerRequest, ExtractiveAnswerer, PassageText
-from services.response.sentences import units
+from services.common.sentences import units
 
 DOC = PassageText("7", "document", "Plans", "The Plus plan costs 49 euros per year. Support is open on weekdays.", 0.8)
 FAQ = PassageText("3", "faq", "How do I reset my password?", "How do I reset my password?\nUse the Forgot password link.", 0.9)

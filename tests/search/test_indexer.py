@@ -80,11 +80,35 @@ async def test_indexed_chunks_carry_their_embedding_and_replays_change_nothing(s
     stored = np.frombuffer(row["embedding"], dtype="<f4")
     assert stored.shape == (DIMENSIONS,)
     np.testing.assert_allclose(stored, embedder.embed([f"Help\n{text}"])[0], atol=1e-5)
+    sentences = await pg.fetchval("SELECT sentence_embeddings FROM knowledge_chunks WHERE id = $1", row["id"])
+    np.testing.assert_allclose(np.frombuffer(sentences, dtype="<f4").reshape(-1, DIMENSIONS),
+                               embedder.embed([f"Help: {text}"]), atol=1e-5)
     version = await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id)
     await hand_over(settings, page(key.id, doc, text))             # a replayed message
     again = await pg.fetch("SELECT id FROM knowledge_chunks WHERE product_key_id = $1", key.id)
     assert len(again) == 1
     assert await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id) > version
+
+
+async def test_chunks_without_sentence_vectors_are_embedded_again(search, admin, pg):
+    from services.search.indexing import Indexing
+
+    key = await make_key(search, admin, "stale-sentences", faq=[("Is it waterproof?", "Yes, to IPX7.")],
+                         docs=[("Care", "Rinse the frame with fresh water. Dry the chain and oil it lightly.")])
+    before = {r["id"]: bytes(r["s"]) for r in await pg.fetch(
+        "SELECT id, sentence_embeddings AS s FROM knowledge_chunks WHERE product_key_id = $1", key.id)}
+    # As written before sentence vectors existed (migration 0011 leaves them NULL).
+    await pg.execute("UPDATE knowledge_chunks SET sentence_embeddings = NULL WHERE product_key_id = $1", key.id)
+    version = await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id)
+    versions = await Indexing(pg).reembed_stale()
+    assert versions[key.id] > version
+    after = {r["id"]: bytes(r["s"]) for r in await pg.fetch(
+        "SELECT id, sentence_embeddings AS s FROM knowledge_chunks WHERE product_key_id = $1", key.id)}
+    assert after.keys() == before.keys()
+    for cid, vectors in after.items():      # the FAQ entry has none; the document's two sentences have one each
+        np.testing.assert_allclose(np.frombuffer(vectors, dtype="<f4"), np.frombuffer(before[cid], dtype="<f4"),
+                                   atol=1e-5)
+    assert sorted(len(v) // (4 * DIMENSIONS) for v in after.values()) == [0, 2]
 
 
 async def test_admin_documents_go_through_the_same_path(search, admin, pg):

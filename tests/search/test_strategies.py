@@ -53,3 +53,14 @@ async def test_greeting_needs_no_retrieval(search, admin):
     secret = await _key(search, admin, "greet")
     reply = await plan(search, secret, "Hello!")
     assert reply.strategy == common_pb2.STRATEGY_GREETING and not reply.passages
+
+
+async def test_plan_reports_the_share_of_the_message_terms_the_knowledge_knows(search, admin):
+    key = await make_key(search, admin, "srch-known", faq=[], docs=[
+        ("Batteries", "The battery pack weighs 3.1 kg and charges fully in four hours."),
+        ("Returns", "Unused items can be returned within 30 days for a full refund.")])
+    known = await plan(search, key.secret, "what does the battery pack weigh")
+    assert known.scores["known"] == 1.0 and known.strategy == common_pb2.STRATEGY_KNOWLEDGE
+    half = await plan(search, key.secret, "does the battery pack sync with zorbulator")
+    assert 0.3 <= half.scores["known"] <= 0.7, dict(half.scores)
+    assert "support" in half.scores

@@ -72,3 +72,31 @@ def test_first_sources_name_different_pages_best_first():
     chunks = [at("1", "/a"), at("2", "/a"), at("3", "/a"), at("4", "/b"), at("5", "/a"), at("6", "/c")]
     assert [c.id for c in diversify(chunks, per_page=1)] == ["1", "4", "6", "2", "3", "5"]
     assert [c.id for c in diversify(chunks)] == ["1", "2", "4", "6", "3", "5"]
+
+
+def test_the_dense_score_leads_and_the_lexical_relevance_breaks_near_ties():
+    from services.search.strategy import fuse
+
+    def c(cid: str, dense: float, relevance: float) -> Chunk:
+        return Chunk(cid, "page", "t", "", "text", f"/{cid}", 0.0, relevance, dense=dense)
+
+    # "b" shares every word of the message but means something else; "a" is about it in other words.
+    ranked = fuse([c("b", 0.40, 1.0), c("a", 0.60, 0.0), c("d", 0.52, 0.2), c("e", 0.50, 0.5)], 0.1)
+    assert [x.id for x in ranked] == ["a", "e", "d", "b"]
+    assert [x.score for x in ranked] == [0.6, 0.55, 0.54, 0.5]
+
+
+def test_no_answer_when_no_passage_stands_out_and_the_message_names_unknown_things():
+    def at(cid: str, dense: float, known: float) -> Chunk:
+        return Chunk(cid, "page", "t", "", "text", f"/{cid}", 0.0, 0.0, dense=dense, known=known)
+
+    t = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6, answer_min_dense=0.2, answer_min_support=0.15)
+    flat = [at(str(i), 0.45 - 0.004 * i, 0.5) for i in range(10)]     # many passages alike, half the words unknown
+    d = decide("does it sync with Stravaz?", flat, t)
+    assert d.strategy == "NO_ANSWER" and d.scores["peak"] < 0.03 and d.scores["support"] < 0.15
+    assert "support" in d.reasons[0] and "50% of the message's terms known" in d.reasons[0]
+    known = [at(str(i), 0.45 - 0.004 * i, 1.0) for i in range(10)]    # alike, but every word is in the knowledge
+    assert decide("how do I sync my rides?", known, t).strategy == "KNOWLEDGE"
+    peaked = [at("0", 0.62, 0.5), *(at(str(i), 0.45 - 0.004 * i, 0.5) for i in range(1, 10))]
+    d = decide("how heavy is the battery pack?", peaked, t)
+    assert d.strategy == "KNOWLEDGE" and d.chunks[0].id == "0" and d.scores["peak"] > 0.1

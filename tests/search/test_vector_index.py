@@ -74,3 +74,35 @@ async def test_questions_differing_in_case_accents_or_spacing_share_a_cached_vec
     # Sharing is safe only because the model sees the same word pieces: the vectors are equal.
     np.testing.assert_allclose(embedder.embed_one("battery weight of the cafe\tscale?"), first, atol=1e-6)
 
+
+
+def test_a_chunk_one_of_whose_sentences_matches_outranks_a_vaguely_close_passage():
+    rng = np.random.default_rng(5)
+    query = unit(rng.standard_normal((1, 384)))[0]
+    noise = unit(rng.standard_normal((4, 384)))
+    # Chunk 0's passage vector is somewhat close as a whole; chunk 1's passage vector is farther, but
+    # one of its sentences says what is asked.
+    vague = unit((query + 1.2 * noise[0])[None])[0]
+    far = unit((query + 2.0 * noise[1])[None])[0]
+    sentences = [np.zeros((0, 384), np.float32), unit(np.stack([noise[2], query + 0.1 * noise[3]]))]
+    entry = KeyVectors.build(1, np.array([10, 11], dtype=np.int64), np.stack([vague, far]), sentences)
+    assert float(vague @ query) > float(far @ query)
+    hits = entry.top(query, 2)
+    assert [c for c, _ in hits] == ["11", "10"]
+    best_sentence = float(sentences[1][1] @ query)
+    assert abs(hits[0][1] - (0.5 * float(far @ query) + 0.5 * best_sentence)) < 2e-3     # half-precision sentences
+    assert abs(hits[1][1] - float(vague @ query)) < 1e-5       # no sentences: the passage cosine alone
+    assert entry.nbytes == 2 * 8 + 2 * 384 * 4 + 2 * 384 * 2 + 3 * 8
+
+
+def test_sentence_vectors_follow_their_chunks_when_a_large_key_is_partitioned():
+    rng = np.random.default_rng(8)
+    matrix = unit(rng.standard_normal((21_000, 384)))
+    sentences = [matrix[i:i + 1] * 0 + matrix[i] for i in range(21_000)]      # each chunk's own vector
+    sentences[77] = unit(rng.standard_normal((1, 384)))
+    entry = KeyVectors.build(1, np.arange(21_000, dtype=np.int64), matrix, sentences)
+    assert entry.centroids is not None
+    row = int(np.flatnonzero(entry.ids == 77)[0])
+    np.testing.assert_allclose(entry.sentences[entry.starts[row]:entry.starts[row + 1]], sentences[77], atol=1e-3)
+    hits = dict(entry.top(matrix[5], 3))
+    assert abs(hits["5"] - 1.0) < 1e-5

@@ -18,6 +18,8 @@ _ENDS_SENTENCE = re.compile(r"[.!?:;]\)?[\"']?$")
 _DIGIT = re.compile(r"\d")
 _WORDS = re.compile(r"[^\W_]+(?:['’.-][^\W_]+)*")
 _BREADCRUMB = re.compile(r"(\s[>›»/|]\s.*){2,}|^\s*(home|help( centre| center)?)\s*[>›»/]", re.I)
+_CRUMB_SEPARATOR = re.compile(r"\s*[>›»/|]\s*")
+MAX_CRUMB_WORDS = 5        # a breadcrumb's parts are page names; a sentence naming a menu path is prose
 _FURNITURE = re.compile(
     r"^\s*(related( articles| topics| pages)?|see also|read (more|next)|more (articles|help)|was this (article|page|answer)"
     r" (helpful|useful)|did this (help|answer)|still need help|need more help|(back|return) to|skip to|on this page|"
@@ -48,7 +50,12 @@ def _words(text: str) -> list[str]:
 
 def is_furniture(line: str) -> bool:
     """Navigation and page furniture: breadcrumbs, "Related articles", feedback prompts, dates."""
-    return bool(_FURNITURE.match(line) or _BREADCRUMB.search(line))
+    if _FURNITURE.match(line):
+        return True
+    if not _BREADCRUMB.search(line) or re.search(r"[.!?][\"')]?$", line):
+        return False
+    # "Home > Help > Billing" is a breadcrumb; "Download it from Settings > Account > Export." is not.
+    return all(len(_words(part)) <= MAX_CRUMB_WORDS for part in _CRUMB_SEPARATOR.split(line))
 
 
 def _is_prose(line: str) -> bool:
@@ -111,3 +118,31 @@ def units(text: str, heading: str = "") -> list[Unit]:
         else:
             pending = line
     return [Unit(t, i) for i, t in enumerate(found)]
+
+
+# --- what a passage's sentence vectors read (dense retrieval, services/search/vector_index.py) ---------
+
+MAX_SENTENCE_VECTORS = 24          # per passage: a long table or list keeps its first rows' vectors only
+_TITLE_SITE = re.compile(r"\s+[|·]\s+[^|·]{1,60}$")    # "Charging | Acme Help Centre": the site's name
+
+
+def page_title(title: str) -> str:
+    """A page title without the site name that help sites append ("Charging | Acme Help Centre")."""
+    return _TITLE_SITE.sub("", " ".join(title.split())) or title
+
+
+def section_heading(text: str) -> str:
+    """The heading a passage starts with (crawled passages start with their section's heading), or ''."""
+    first = next((" ".join(line.split()) for line in text.split("\n") if line.strip()), "")
+    if not first or "\n" not in text.strip() or _is_prose(first) or _is_row(first) or is_furniture(first):
+        return ""
+    return first
+
+
+def embedding_sentences(title: str, text: str, limit: int = MAX_SENTENCE_VECTORS) -> list[str]:
+    """The passage's quotable units (sentences, table rows), each with where it stands ("Page title >
+    Section heading: sentence"): embedded one by one beside the whole passage, so a question that one
+    sentence answers finds the passage even when the rest of it is about other things."""
+    heading = section_heading(text)
+    where = " > ".join(part for part in (page_title(title), heading) if part)
+    return [f"{where}: {u.text}" if where else u.text for u in units(text, heading)][:limit]

@@ -1,0 +1,38 @@
+"""What a passage's sentence vectors read: its quotable units, each with its page title and heading."""
+
+from services.common.sentences import embedding_sentences, page_title, section_heading
+
+
+def test_the_site_name_after_a_bar_is_not_part_of_the_page_title():
+    assert page_title("Charging your battery | Acme Help Centre") == "Charging your battery"
+    assert page_title("Returns · Shop help") == "Returns"
+    assert page_title("Getting started") == "Getting started"
+
+
+def test_each_sentence_and_table_row_reads_with_its_page_title_and_section_heading():
+    text = ("Storage in winter\nKeep the pack indoors between 10 and 20 °C. Charge it to about 60% first.\n"
+            "Shelf life\n2 years")
+    assert section_heading(text) == "Storage in winter"
+    assert embedding_sentences("Battery care | Acme Help", text) == [
+        "Battery care > Storage in winter: Keep the pack indoors between 10 and 20 °C.",
+        "Battery care > Storage in winter: Charge it to about 60% first.",
+        "Battery care > Storage in winter: Shelf life: 2 years",
+    ]
+
+
+def test_menus_and_page_furniture_get_no_vector_and_long_passages_are_capped():
+    text = "Related articles\nCharging\nBattery care\nWas this article helpful? Yes / No"
+    assert embedding_sentences("Help", text) == []
+    many = "\n".join(f"Step {i}: turn the dial to position number {i} and wait a moment." for i in range(40))
+    assert len(embedding_sentences("Help", many, limit=24)) == 24
+    assert section_heading("A single line of prose without any heading above it at all.") == ""
+
+
+def test_a_sentence_that_names_a_menu_path_is_prose_not_a_breadcrumb():
+    from services.common.sentences import is_furniture, units
+
+    assert is_furniture("Home > Help > Billing") and is_furniture("Help Centre / Bikes / Ridge")
+    line = "We never sell your data. You can download all of it at any time from Settings > Account > Export."
+    assert not is_furniture(line) and not is_furniture("Go to Settings > Account > Export to download.")
+    assert [u.text for u in units(line)] == [
+        "We never sell your data.", "You can download all of it at any time from Settings > Account > Export."]
