@@ -22,9 +22,8 @@ from rich.table import Table
 from bench.harness import bench_env, console
 from deploy.local import stack as local_stack
 from bench.load import quantile
-from bench.stream_baseline import WRITE_TURNS as BASELINE_WRITE_TURNS, turn_columns as baseline_columns
 from bench.stream_load import SteadyLoad, produce, serialized, turn
-from services.analytics.stream.sink import MetricsSink, Position
+from bench.stream_sink import VARIANTS, sink_ceiling
 from services.common import db
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
@@ -213,46 +212,11 @@ async def _wait_analytics(settings: Settings, timeout: float = 60) -> None:
                 await asyncio.sleep(0.2)
 
 
-async def _write_all(write, events: list, partition: int) -> None:
-    for i in range(0, len(events), BATCH):
-        await write([(Position("sink", partition, i + j), e) for j, e in enumerate(events[i:i + BATCH])])
-
-
-async def sink_ceiling(settings: Settings, rows: int = 80_000, writers: int = 4) -> dict:
-    """Rows per second of the batch write alone (no Kafka): `writers` concurrent writers (the worker has
-    one per partition, 4 by default) of batches of BATCH over KEYS keys, each key with one writer as
-    Kafka's partitioner would have it; beside the statement it replaced (unnest of 23 arrays,
-    histograms in SQL), run the same way."""
-    keys = [f"sink-{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(KEYS)]
-    group = f"sink-bench-{uuid.uuid4().hex[:6]}"
-    sink = MetricsSink(settings.postgres_dsn, group)
-    await sink.on_start()
-
-    async def baseline(records) -> None:
-        async with sink.pool.acquire() as conn, conn.transaction():
-            await conn.execute(BASELINE_WRITE_TURNS, *baseline_columns([e for _, e in records]))
-
-    result = {}
-    try:
-        for name, write in (("copy_rows_per_s", sink.write_turns), ("baseline_rows_per_s", baseline)):
-            mine = [keys[w::writers] for w in range(writers)]
-            parts = [[turn(mine[w][i % len(mine[w])], i) for i in range(rows // writers)] for w in range(writers)]
-            t0, cpu0, pg0 = time.perf_counter(), time.process_time(), postgres_cpu_seconds()
-            await asyncio.gather(*[_write_all(write, part, w) for w, part in enumerate(parts)])
-            result[name] = rows / (time.perf_counter() - t0)
-            result[name.replace("rows_per_s", "cpu_ms_per_1k")] = (
-                1e6 * (time.process_time() - cpu0) / rows, 1e6 * (postgres_cpu_seconds() - pg0) / rows)
-        await forget(sink.pool, keys, group)
-    finally:
-        await sink.on_shutdown()
-    return result
-
-
 async def run(seconds: float, concurrencies: list[int]) -> dict:
     with environment(bench_env()) as settings:
         await db.migrate(settings.postgres_dsn)
         console.print("the sink alone (no Kafka) ...")
-        sink = await sink_ceiling(settings)
+        sink = await sink_ceiling(settings, postgres_cpu_seconds, forget, keys_n=KEYS, batch=BATCH)
     steps = []
     for label, extra, keys in STEPS:
         console.print(f"producing {EVENTS:,} turns over {keys} key(s); worker: {label} ...")
@@ -260,10 +224,9 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
     final = steps[2]
     fresh = final["freshness"]
     table = Table("measure", "value", title="Stream processor: Kafka -> PostgreSQL (machine shared: noisy)")
-    for label, name in (("COPY + INSERT ... SELECT, metrics summed in Python", "copy"),
-                        ("the statement it replaced", "baseline")):
+    for name, label in VARIANTS.items():
         py, pg = sink[f"{name}_cpu_ms_per_1k"]
-        table.add_row(f"sink alone rows/s: {label}",
+        table.add_row(f"sink alone rows/s ({sink['writers']} writers): {label}",
                       f"{sink[f'{name}_rows_per_s']:,.0f}  (cpu ms / 1k rows: python {py:.0f}, postgres {pg:.0f})")
     for s in steps:
         table.add_row(f"worker events/s: {s['step']} ({s['keys']} keys)",
