@@ -183,18 +183,35 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, keys: lis
         async with channel(settings.analytics_addr) as ch:
             stub = analytics_pb2_grpc.AnalyticsServiceStub(ch)
             await asyncio.sleep(2.0)  # the load is on
+            busy = Busy({"worker": launcher.pid("worker"), "analytics": launcher.pid("analytics"),
+                         "generator": load.process.pid})
             probes = []
             deadline = time.monotonic() + seconds - 4
             while time.monotonic() < deadline:  # one probe every 0.25 s, each followed on its own
                 probes.append(asyncio.ensure_future(probe(stub, len(probes))))
                 await asyncio.sleep(0.25)
+            cores = busy.cores()  # over the probes' sending, while the load is on
             await asyncio.gather(*probes)
         sent_load = await load.wait()
     finally:
         await producer.stop()
     results.sort()
     return {"rate": rate, "sent": sent_load, "p50_s": statistics.median(results), "p99_s": quantile(results, 0.99),
-            "samples": results}
+            "samples": results, "cores": cores}
+
+
+class Busy:
+    """Cores used by some processes (and the local PostgreSQL) from now to `cores()`."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = time.perf_counter(), {name: cpu_seconds(pid) for name, pid in pids.items()}, postgres_cpu_seconds()
+
+    def cores(self) -> dict[str, float]:
+        t0, cpu0, pg0 = self.start
+        elapsed = time.perf_counter() - t0
+        used = {name: (cpu_seconds(pid) - cpu0[name]) / elapsed for name, pid in self.pids.items()}
+        return {**used, "postgres": (postgres_cpu_seconds() - pg0) / elapsed}
 
 
 async def _wait_analytics(settings: Settings, timeout: float = 60) -> None:
@@ -239,6 +256,7 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
     table.add_row("worker / sink ceiling", f"{final['events_per_s'] / sink['copy_rows_per_s']:.2f}")
     table.add_row(f"freshness p50 / p99 s at {fresh['rate']:,.0f} events/s (80 %)",
                   f"{fresh['p50_s']:.3f} / {fresh['p99_s']:.3f}  ({len(fresh['samples'])} probes)")
+    table.add_row("cores busy under that load", ", ".join(f"{k} {v:.2f}" for k, v in fresh["cores"].items()))
     console.print(table)
     return {"scenario": NAME, "events": EVENTS, "batch": BATCH, "sink": sink, "steps": steps,
             "worker_over_raw": final["events_per_s"] / final["raw_consumer_per_s"],

@@ -115,7 +115,6 @@ class Settings(BaseSettings):
     # Stream processor.
     worker_app_id: str = "parley-analytics"
     stream_batch_size: int = 1000
-    stream_batch_within_seconds: float = 0.5
     worker_stall_seconds: float = 60.0           # liveness: messages waiting and no progress this long
     worker_lag_interval_seconds: float = 5.0
     worker_session_timeout_seconds: float = 10.0
