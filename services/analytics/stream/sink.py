@@ -45,6 +45,9 @@ CREATE TEMP TABLE IF NOT EXISTS turn_rows_stage (
 # NOTHING, and only the ids RETURNING names are counted into metrics. ON CONFLICT costs on every
 # row (a look-up of the key before the insert, a speculative-insertion lock, the check again on
 # insert) and RETURNING sends every id back: together about a fifth of PostgreSQL's CPU per turn.
+# In event id order, the primary key's inserts go through its leaves in order: 10 % less CPU per
+# row of the INSERT than in arrival order, the sort (in memory: a batch of 5,000 is about 2 MB)
+# included.
 INSERT_TURNS = f"""
 INSERT INTO conversations (event_id, product_key_id, session_id, request_id, occurred_at, message, answer,
                            strategy, model, cache_status, error_code, total_ms, ttft_ms, search_ms, llm_ms,
@@ -54,6 +57,7 @@ SELECT event_id, product_key_id, session_id, request_id,
        strategy, model, cache_status, error_code, total_ms, ttft_ms, search_ms, llm_ms,
        tokens_in, tokens_out, cost_usd, coalesce(string_to_array(nullif(source_ids, ''), chr({ord(SOURCE_SEPARATOR)})), '{{}}')
 FROM turn_rows_stage
+ORDER BY event_id
 """
 INSERT_UNSTORED_TURNS = INSERT_TURNS + "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 
