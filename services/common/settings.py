@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     extractive_passages: int = 5              # passages whose sentences are embedded for an extractive answer
     #   (5, not 3: the fact asked for sat in the 4th or 5th passage for 12% of the dev questions)
 
+    # Stream processor: its garbage collector (services/analytics/stream/__main__.py).
+    stream_gc_threshold: int = 50_000   # first-generation threshold; 0: Python's own (700), nothing frozen
+
     def topic(self, name: str) -> str:
         """The full topic name for one of `TOPICS`."""
         return TOPICS[name] + self.topic_namespace
