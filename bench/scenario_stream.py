@@ -22,9 +22,8 @@ from rich.table import Table
 from bench.harness import bench_env, console
 from deploy.local import stack as local_stack
 from bench.load import quantile
-from bench.stream_baseline import WRITE_TURNS as BASELINE_WRITE_TURNS, turn_columns as baseline_columns
 from bench.stream_load import SteadyLoad, produce, serialized, turn
-from services.analytics.stream.sink import MetricsSink, Position
+from bench.stream_sink import VARIANTS, sink_ceiling
 from services.common import db
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
@@ -38,12 +37,16 @@ KEYS = 100
 BATCH = 5000
 # One step at a time, each a fresh worker on fresh topics (name, worker settings, keys).
 STEPS = [
-    ("own consumer, asyncio loop, 1 MiB fetches", {"PARLEY_STREAM_UVLOOP": "false",
+    ("own consumer, asyncio loop, 1 MiB fetches", {"PARLEY_STREAM_UVLOOP": "false", "PARLEY_STREAM_GC_THRESHOLD": "0",
                                                    "PARLEY_STREAM_PARTITION_FETCH_BYTES": str(1 << 20)}, KEYS),
-    ("+ uvloop", {"PARLEY_STREAM_UVLOOP": "true", "PARLEY_STREAM_PARTITION_FETCH_BYTES": str(1 << 20)}, KEYS),
-    ("+ 8 MiB fetches: the worker as configured", {}, KEYS),
+    ("+ uvloop", {"PARLEY_STREAM_UVLOOP": "true", "PARLEY_STREAM_GC_THRESHOLD": "0",
+                  "PARLEY_STREAM_PARTITION_FETCH_BYTES": str(1 << 20)}, KEYS),
+    ("+ 8 MiB fetches", {"PARLEY_STREAM_GC_THRESHOLD": "0"}, KEYS),
+    ("+ fewer garbage collections: the worker as configured", {}, KEYS),
     ("as configured, one key (one partition)", {}, 1),
 ]
+# The step measured against the raw consumer, the sink and for freshness.
+CONFIGURED = 3
 
 
 @contextmanager
@@ -161,7 +164,7 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, keys: lis
     rate = 0.8 * max_rate
     load = SteadyLoad(settings.kafka_bootstrap, settings.topic("chat_turns"), keys, rate, seconds)
     await load.start()
-    results: list[float] = []
+    results: dict[int, float] = {}  # probe number -> seconds
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
 
@@ -178,24 +181,42 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, keys: lis
         while (await stub.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id),
                                      metadata=admin, timeout=5)).total.turns != 1:
             await asyncio.sleep(0.1)
-        results.append(time.time() - sent)
+        results[i] = time.time() - sent
 
     try:
         async with channel(settings.analytics_addr) as ch:
             stub = analytics_pb2_grpc.AnalyticsServiceStub(ch)
             await asyncio.sleep(2.0)  # the load is on
+            busy = Busy({"worker": launcher.pid("worker"), "analytics": launcher.pid("analytics"),
+                         "generator": load.process.pid})
             probes = []
             deadline = time.monotonic() + seconds - 4
             while time.monotonic() < deadline:  # one probe every 0.25 s, each followed on its own
                 probes.append(asyncio.ensure_future(probe(stub, len(probes))))
                 await asyncio.sleep(0.25)
+            cores = busy.cores()  # over the probes' sending, while the load is on
             await asyncio.gather(*probes)
         sent_load = await load.wait()
     finally:
         await producer.stop()
-    results.sort()
-    return {"rate": rate, "sent": sent_load, "p50_s": statistics.median(results), "p99_s": quantile(results, 0.99),
-            "samples": results}
+    ordered = sorted(results.values())
+    # samples in the order the probes were sent: a rise along the run is a backlog growing
+    return {"rate": rate, "sent": sent_load, "p50_s": statistics.median(ordered), "p99_s": quantile(ordered, 0.99),
+            "samples": [results[i] for i in sorted(results)], "cores": cores}
+
+
+class Busy:
+    """Cores used by some processes (and the local PostgreSQL) from now to `cores()`."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = time.perf_counter(), {name: cpu_seconds(pid) for name, pid in pids.items()}, postgres_cpu_seconds()
+
+    def cores(self) -> dict[str, float]:
+        t0, cpu0, pg0 = self.start
+        elapsed = time.perf_counter() - t0
+        used = {name: (cpu_seconds(pid) - cpu0[name]) / elapsed for name, pid in self.pids.items()}
+        return {**used, "postgres": (postgres_cpu_seconds() - pg0) / elapsed}
 
 
 async def _wait_analytics(settings: Settings, timeout: float = 60) -> None:
@@ -213,57 +234,21 @@ async def _wait_analytics(settings: Settings, timeout: float = 60) -> None:
                 await asyncio.sleep(0.2)
 
 
-async def _write_all(write, events: list, partition: int) -> None:
-    for i in range(0, len(events), BATCH):
-        await write([(Position("sink", partition, i + j), e) for j, e in enumerate(events[i:i + BATCH])])
-
-
-async def sink_ceiling(settings: Settings, rows: int = 80_000, writers: int = 4) -> dict:
-    """Rows per second of the batch write alone (no Kafka): `writers` concurrent writers (the worker has
-    one per partition, 4 by default) of batches of BATCH over KEYS keys, each key with one writer as
-    Kafka's partitioner would have it; beside the statement it replaced (unnest of 23 arrays,
-    histograms in SQL), run the same way."""
-    keys = [f"sink-{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(KEYS)]
-    group = f"sink-bench-{uuid.uuid4().hex[:6]}"
-    sink = MetricsSink(settings.postgres_dsn, group)
-    await sink.on_start()
-
-    async def baseline(records) -> None:
-        async with sink.pool.acquire() as conn, conn.transaction():
-            await conn.execute(BASELINE_WRITE_TURNS, *baseline_columns([e for _, e in records]))
-
-    result = {}
-    try:
-        for name, write in (("copy_rows_per_s", sink.write_turns), ("baseline_rows_per_s", baseline)):
-            mine = [keys[w::writers] for w in range(writers)]
-            parts = [[turn(mine[w][i % len(mine[w])], i) for i in range(rows // writers)] for w in range(writers)]
-            t0, cpu0, pg0 = time.perf_counter(), time.process_time(), postgres_cpu_seconds()
-            await asyncio.gather(*[_write_all(write, part, w) for w, part in enumerate(parts)])
-            result[name] = rows / (time.perf_counter() - t0)
-            result[name.replace("rows_per_s", "cpu_ms_per_1k")] = (
-                1e6 * (time.process_time() - cpu0) / rows, 1e6 * (postgres_cpu_seconds() - pg0) / rows)
-        await forget(sink.pool, keys, group)
-    finally:
-        await sink.on_shutdown()
-    return result
-
-
 async def run(seconds: float, concurrencies: list[int]) -> dict:
     with environment(bench_env()) as settings:
         await db.migrate(settings.postgres_dsn)
         console.print("the sink alone (no Kafka) ...")
-        sink = await sink_ceiling(settings)
+        sink = await sink_ceiling(settings, postgres_cpu_seconds, forget, keys_n=KEYS, batch=BATCH)
     steps = []
     for label, extra, keys in STEPS:
         console.print(f"producing {EVENTS:,} turns over {keys} key(s); worker: {label} ...")
-        steps.append(await run_step(label, extra, keys, measure_raw=(label == STEPS[2][0])))
-    final = steps[2]
+        steps.append(await run_step(label, extra, keys, measure_raw=(label == STEPS[CONFIGURED][0])))
+    final = steps[CONFIGURED]
     fresh = final["freshness"]
     table = Table("measure", "value", title="Stream processor: Kafka -> PostgreSQL (machine shared: noisy)")
-    for label, name in (("COPY + INSERT ... SELECT, metrics summed in Python", "copy"),
-                        ("the statement it replaced", "baseline")):
+    for name, label in VARIANTS.items():
         py, pg = sink[f"{name}_cpu_ms_per_1k"]
-        table.add_row(f"sink alone rows/s: {label}",
+        table.add_row(f"sink alone rows/s ({sink['writers']} writers): {label}",
                       f"{sink[f'{name}_rows_per_s']:,.0f}  (cpu ms / 1k rows: python {py:.0f}, postgres {pg:.0f})")
     for s in steps:
         table.add_row(f"worker events/s: {s['step']} ({s['keys']} keys)",
@@ -274,9 +259,16 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
     table.add_row("raw aiokafka consumer msgs/s", f"{final['raw_consumer_per_s']:,.0f}")
     table.add_row("worker / raw consumer", f"{final['events_per_s'] / final['raw_consumer_per_s']:.3f}")
     table.add_row("worker / sink ceiling", f"{final['events_per_s'] / sink['copy_rows_per_s']:.2f}")
+    # The two rates come from different minutes of a shared machine; their CPU per event does not move
+    # as much with the load beside them.
+    sink_cpu = sum(sink["copy_cpu_ms_per_1k"])
+    table.add_row("worker / sink ceiling on two idle cores (from cpu per event: sink / worker)",
+                  f"{sink_cpu / (final['cpu_ms_per_1k'] + final['pg_cpu_ms_per_1k']):.2f}")
     table.add_row(f"freshness p50 / p99 s at {fresh['rate']:,.0f} events/s (80 %)",
                   f"{fresh['p50_s']:.3f} / {fresh['p99_s']:.3f}  ({len(fresh['samples'])} probes)")
+    table.add_row("cores busy under that load", ", ".join(f"{k} {v:.2f}" for k, v in fresh["cores"].items()))
     console.print(table)
     return {"scenario": NAME, "events": EVENTS, "batch": BATCH, "sink": sink, "steps": steps,
             "worker_over_raw": final["events_per_s"] / final["raw_consumer_per_s"],
-            "worker_over_sink": final["events_per_s"] / sink["copy_rows_per_s"]}
+            "worker_over_sink": final["events_per_s"] / sink["copy_rows_per_s"],
+            "worker_over_sink_by_cpu": sum(sink["copy_cpu_ms_per_1k"]) / (final["cpu_ms_per_1k"] + final["pg_cpu_ms_per_1k"])}

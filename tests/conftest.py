@@ -60,7 +60,6 @@ def test_env() -> dict[str, str]:
         "PARLEY_TOPIC_NAMESPACE": f".test-{RUN_ID}",
         "PARLEY_WORKER_APP_ID": f"parley-test-{RUN_ID}",
         "PARLEY_ADMIN_TOKEN": f"admin-{RUN_ID}",
-        "PARLEY_STREAM_BATCH_WITHIN_SECONDS": "0.2",
         "PARLEY_LOG_LEVEL": "INFO",
         # The crawler tests fetch a sample site served on 127.0.0.1, which is refused unless allow-listed.
         "PARLEY_SCRAPER_ALLOW_NETWORKS": "127.0.0.1/32",

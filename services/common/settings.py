@@ -115,7 +115,6 @@ class Settings(BaseSettings):
     # Stream processor.
     worker_app_id: str = "parley-analytics"
     stream_batch_size: int = 1000
-    stream_batch_within_seconds: float = 0.5
     worker_stall_seconds: float = 60.0           # liveness: messages waiting and no progress this long
     worker_lag_interval_seconds: float = 5.0
     worker_session_timeout_seconds: float = 10.0
@@ -174,6 +173,9 @@ class Settings(BaseSettings):
     # that the key's knowledge contains. Chosen with answer_min_dense and extractive_min_similarity.
     answer_min_support: float = 0.15
     known_weight: float = 0.2     # the middle of the dev plateau (0.15-0.3 caught as many unanswerable questions)
+
+    # Stream processor: its garbage collector (services/analytics/stream/__main__.py).
+    stream_gc_threshold: int = 50_000   # first-generation threshold; 0: Python's own (700), nothing frozen
 
     def topic(self, name: str) -> str:
         """The full topic name for one of `TOPICS`."""

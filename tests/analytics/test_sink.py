@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import asyncpg
 
 from services.analytics import histogram, queries
-from services.analytics.stream import rows
+from services.analytics.stream import progress, rows
 from services.analytics.stream.apply import BatchApplier, Record, is_transient
 from services.analytics.stream.decode import DeadLetter
 from services.analytics.stream.sink import MetricsSink, Position
@@ -53,6 +53,26 @@ async def test_replaying_a_batch_counts_nothing_twice(pg, settings, sink_pool):
     assert sum(row["total_hist"]) == 4
     assert await pg.fetchval("SELECT count(*) FROM conversations WHERE product_key_id = $1", key_id) == 4
     assert await sink.stored_offsets() == {("t", 0): 4, ("t", 1): 4}
+
+
+async def test_a_batch_is_written_again_only_when_it_holds_an_event_stored_before(pg, settings, sink_pool):
+    key_id = f"again-{uuid.uuid4().hex[:8]}"
+    stored, new = [make_turn(key_id, 5.0) for _ in range(3)], [make_turn(key_id, 50.0) for _ in range(2)]
+    sink = await _sink(sink_pool, settings)
+    before = progress.BATCHES_WRITTEN_AGAIN._value.get()
+    await sink.write_turns([(Position("a", 0, i), t) for i, t in enumerate(stored)])
+    assert progress.BATCHES_WRITTEN_AGAIN._value.get() == before  # all new: one plain INSERT
+    # Two stored events redelivered at new offsets among two new ones: the plain INSERT fails on the
+    # primary key, and the batch is written again with only the new events counted.
+    mixed = [stored[0], new[0], stored[2], new[1]]
+    applied = await sink.write_turns([(Position("a", 1, i), t) for i, t in enumerate(mixed)])
+    assert progress.BATCHES_WRITTEN_AGAIN._value.get() == before + 1
+    assert applied.applied == 4
+    row = await pg.fetchrow("SELECT turns, total_hist FROM metrics_minute WHERE product_key_id = $1", key_id)
+    assert row["turns"] == 5
+    assert row["total_hist"][histogram.bucket_of(5.0)] == 3 and row["total_hist"][histogram.bucket_of(50.0)] == 2
+    assert await pg.fetchval("SELECT count(*) FROM conversations WHERE product_key_id = $1", key_id) == 5
+    assert await sink.stored_offsets() == {("a", 0): 3, ("a", 1): 4}
 
 
 async def test_percentiles_agree_with_exact_within_one_bucket(pg, settings, sink_pool):

@@ -12,7 +12,7 @@ Doc = dict[str, Any]
 # The stream worker's measured rate (`make bench ARGS="--only stream"`, events/s of one replica)
 # and the freshness goal: one replica may hold RATE x GOAL events of lag before KEDA adds another.
 # deploy/k8s/base/stream-worker/scaledobject.yaml spells out the same arithmetic.
-STREAM_WORKER_EVENTS_PER_S = 4200
+STREAM_WORKER_EVENTS_PER_S = 40_000
 FRESHNESS_GOAL_S = 2
 # Component module -> the Kafka consumer group whose lag measures its backlog, from its settings.
 # The stream worker consumes turns and feedback with its own aiokafka consumer in the group

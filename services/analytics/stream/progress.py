@@ -17,6 +17,10 @@ EVENTS_SKIPPED = Counter(
 )
 DEAD_LETTERS = Counter("parley_worker_dead_letters_total", "Messages sent to the dead-letter topic.", ["topic"])
 BATCH_SECONDS = Gauge("parley_worker_last_batch_seconds", "Time to write the last batch.", ["topic"])
+BATCHES_WRITTEN_AGAIN = Counter(
+    "parley_worker_batches_written_again_total",
+    "Batches of turns written a second time, skipping events stored before (redelivered at new offsets).",
+)
 WRITE_FAILURES = Counter(
     "parley_worker_write_failures_total", "Failed attempts to write a batch (each one is retried)."
 )

@@ -11,15 +11,18 @@ from typing import NamedTuple
 import asyncpg
 from mode import Service
 
+from services.analytics.stream.progress import BATCHES_WRITTEN_AGAIN
 from services.analytics.stream.rows import (
     SOURCE_SEPARATOR,
     STAGE_COLUMNS,
+    MinuteTotals,
+    RawGroup,
     feedback_columns,
     metrics_columns,
     minute_of,
-    minute_totals,
+    stored_groups,
     storable,
-    turn_record,
+    turn_rows,
     unique,
 )
 from services.common.pb.parley.v1 import events_pb2
@@ -27,9 +30,8 @@ from services.common.pb.parley.v1 import events_pb2
 logger = logging.getLogger(__name__)
 
 # Turns are COPYed into a per-connection staging table (no indexes, no WAL; created once when the
-# pool opens the connection, emptied by every commit), then moved into
-# conversations by one INSERT ... SELECT: COPY is the fastest way in, and ON CONFLICT keeps a
-# redelivered event (same event_id) out. Only the ids RETURNING names are counted into metrics.
+# pool opens the connection, emptied by every commit), then moved into conversations by one
+# INSERT ... SELECT: COPY is the fastest way in.
 STAGE_TURNS = """
 CREATE TEMP TABLE IF NOT EXISTS turn_rows_stage (
     event_id text, product_key_id text, session_id text, request_id text, occurred_us bigint, message text,
@@ -37,7 +39,16 @@ CREATE TEMP TABLE IF NOT EXISTS turn_rows_stage (
     search_ms float8, llm_ms float8, tokens_in int, tokens_out int, cost_usd float8, source_ids text
 ) ON COMMIT DELETE ROWS
 """
-MOVE_TURNS = f"""
+# A batch is first moved as if none of its events were stored before, which is nearly always so: a
+# plain INSERT, whose primary key refuses an event id stored before (UniqueViolation, the
+# transaction rolls back). Only then is the batch written again with ON CONFLICT (event_id) DO
+# NOTHING, and only the ids RETURNING names are counted into metrics. ON CONFLICT costs on every
+# row (a look-up of the key before the insert, a speculative-insertion lock, the check again on
+# insert) and RETURNING sends every id back: together about a fifth of PostgreSQL's CPU per turn.
+# In event id order, the primary key's inserts go through its leaves in order: 10 % less CPU per
+# row of the INSERT than in arrival order, the sort (in memory: a batch of 5,000 is about 2 MB)
+# included.
+INSERT_TURNS = f"""
 INSERT INTO conversations (event_id, product_key_id, session_id, request_id, occurred_at, message, answer,
                            strategy, model, cache_status, error_code, total_ms, ttft_ms, search_ms, llm_ms,
                            tokens_in, tokens_out, cost_usd, source_ids)
@@ -46,10 +57,11 @@ SELECT event_id, product_key_id, session_id, request_id,
        strategy, model, cache_status, error_code, total_ms, ttft_ms, search_ms, llm_ms,
        tokens_in, tokens_out, cost_usd, coalesce(string_to_array(nullif(source_ids, ''), chr({ord(SOURCE_SEPARATOR)})), '{{}}')
 FROM turn_rows_stage
-ON CONFLICT (event_id) DO NOTHING RETURNING event_id
+ORDER BY event_id
 """
+INSERT_UNSTORED_TURNS = INSERT_TURNS + "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 
-# One row per (key, minute, strategy, model), summed in Python (rows.minute_totals).
+# One row per (key, minute, strategy, model), summed in Python (rows.turn_rows).
 UPSERT_METRICS = """
 INSERT INTO metrics_minute AS m (product_key_id, minute, strategy, model, turns, cache_hits, errors, no_answers,
                                  tokens_in, tokens_out, total_hist, ttft_hist, search_hist, llm_hist)
@@ -149,21 +161,43 @@ def next_offsets(positions: Sequence[Position]) -> tuple[list[str], list[int], l
 
 
 async def insert_turns(conn: asyncpg.Connection, turns: Sequence[events_pb2.ChatTurn]) -> set:
-    """Inside the caller's transaction: the turns not stored yet go into conversations and are
-    counted into metrics_minute; returns the (key, minute)s they changed."""
+    """Inside the caller's transaction: the turns go into conversations and are counted into
+    metrics_minute; returns the (key, minute)s they changed. Raises UniqueViolationError (and the
+    transaction is lost) if one of them was stored before: then `insert_turns_skipping_stored` is the way."""
     turns = unique(turns)
     if not turns:
         return set()
-    await conn.copy_records_to_table("turn_rows_stage", records=map(turn_record, turns), columns=STAGE_COLUMNS)
-    inserted = await conn.fetch(MOVE_TURNS)
-    if len(inserted) != len(turns):  # some were stored before (redelivered at new offsets)
+    raw = await _stage(conn, turns)
+    await conn.execute(INSERT_TURNS)
+    return await _count(conn, raw)
+
+
+async def insert_turns_skipping_stored(conn: asyncpg.Connection, turns: Sequence[events_pb2.ChatTurn]) -> set:
+    """As insert_turns, but the turns stored before (redelivered at new offsets) are skipped, and
+    not counted."""
+    turns = unique(turns)
+    if not turns:
+        return set()
+    raw = await _stage(conn, turns)
+    inserted = await conn.fetch(INSERT_UNSTORED_TURNS)
+    if len(inserted) != len(turns):  # some were stored before
         first_of = {}
         for t in turns:
             first_of.setdefault(storable(t.event_id), t)
-        turns = [first_of[r[0]] for r in inserted]
-    if not turns:
+        raw = turn_rows(first_of[r[0]] for r in inserted)[1]
+    return await _count(conn, raw)
+
+
+async def _stage(conn: asyncpg.Connection, turns: list[events_pb2.ChatTurn]) -> dict[RawGroup, MinuteTotals]:
+    records, raw = turn_rows(turns)
+    await conn.copy_records_to_table("turn_rows_stage", records=records, columns=STAGE_COLUMNS)
+    return raw
+
+
+async def _count(conn: asyncpg.Connection, raw: dict[RawGroup, MinuteTotals]) -> set:
+    if not raw:
         return set()
-    groups = minute_totals(turns)
+    groups = stored_groups(raw)
     await conn.execute(UPSERT_METRICS, *metrics_columns(groups))
     return {(key_id, minute) for key_id, minute, _, _ in groups}
 
@@ -215,7 +249,13 @@ class MetricsSink(Service):
         return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
     async def write_turns(self, records: Sequence[tuple[Position, events_pb2.ChatTurn | None]]) -> Applied:
-        return await self._write(records, insert_turns)
+        try:
+            return await self._write(records, insert_turns)
+        except asyncpg.UniqueViolationError:
+            # An event of the batch was stored before, at another offset (a producer's retry):
+            # the transaction rolled back; the batch again, skipping what is stored.
+            BATCHES_WRITTEN_AGAIN.inc()
+            return await self._write(records, insert_turns_skipping_stored)
 
     async def write_feedback(self, records: Sequence[tuple[Position, events_pb2.Feedback | None]]) -> Applied:
         return await self._write(records, insert_feedback)

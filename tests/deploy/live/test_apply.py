@@ -58,7 +58,7 @@ def test_policies_and_custom_resources_are_stored(applied, overlay):
     if overlay == "prod":  # the KEDA variant: ScaledObjects for both consumers
         assert {d["metadata"]["name"] for d in done.of_kind("ScaledObject")} == {"stream-worker", "scraper-worker"}
         so = kube.get("scaledobjects.keda.sh", "stream-worker", "-n", done.namespace)
-        assert so["spec"]["triggers"][0]["metadata"]["lagThreshold"] == "8400"
+        assert so["spec"]["triggers"][0]["metadata"]["lagThreshold"] == "80000"
 
 
 def _deployment(docs):
