@@ -35,10 +35,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# Run last, in this order: the fault suite (it kills and restarts the shared stack's servers, so no
-# other test meets a dependency on its way back), the image test, then the live Kubernetes stage
-# (its tools may still be building in the background when the run starts: .ci/test.sh).
-LAST = ("tests/faults/", "tests/deploy/live/test_image.py", "tests/deploy/live/")
+# Run last, in this order: the image test and the live Kubernetes stage (its tools may still be
+# building in the background when the run starts: .ci/test.sh), then the fault suite (it kills and
+# restarts the shared stack's servers, so no other test meets a dependency on its way back).
+LAST = ("tests/deploy/live/test_image.py", "tests/deploy/live/", "tests/faults/")
 
 
 def pytest_collection_modifyitems(items):
