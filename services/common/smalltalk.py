@@ -57,6 +57,7 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"(is|am) (this|i) (talking|speaking|chatting) (to|with) (a |an )?(real )?(bot|robot|human|person|ai|machine)",
         r"is this (a |an )?(real )?(bot|robot|human|person|ai|chatbot|automated)",
         r"(who|what) (are|r) (you|u)", r"what'?s your name", r"(are|r) (you|u) real",
+        r"(who|what) (am i|are we) (talking|speaking|chatting) (to|with)",
         r"or (a |an )?(real )?(bot|robot|human|person|ai|machine)",
     ),
     WELLBEING: (

@@ -23,6 +23,7 @@ T = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6)
     ("Byeee", "goodbye"), ("ok bye", "goodbye"), ("take care", "goodbye"),
     ("are you a bot?", "bot"), ("Are u a real person?", "bot"), ("am I talking to a human", "bot"),
     ("Is this a bot or a human?", "bot"), ("who are you", "bot"), ("hi, are you a robot?", "bot"),
+    ("Who am I chatting with?", "bot"),
     ("how are you?", "wellbeing"), ("hi! how are you doing today?", "wellbeing"),
     ("ok", "ack"), ("Got it.", "ack"), ("awesome", "ack"),
     ("👍", "emoji"), ("🙂🙏", "emoji"), ("❤️", "emoji"), (":)", "emoji"), ("😂😂😂", "emoji"), ("🇫🇷", "emoji"),
