@@ -19,6 +19,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from google.protobuf.message import DecodeError
+from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt,
+                      wait_exponential)
 
 from services.common import db
 from services.common.kafka import DeadLetters, EventProducer
@@ -218,16 +220,17 @@ class _Assignments(ConsumerRebalanceListener):
 
 
 async def _retry(start, attempts: int = 60):
-    delay = 0.2
-    for attempt in range(attempts):
-        try:
+    """Starts a dependency that may not be up yet: exponential backoff from 0.2 s to 5 s, `attempts` tries."""
+    async for attempt in AsyncRetrying(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.2, max=5.0),
+                                       retry=retry_if_exception_type(Exception), reraise=True,
+                                       before_sleep=_log_not_ready):
+        with attempt:
             return await start()
-        except Exception as exc:  # noqa: BLE001 - a dependency that is not up yet
-            if attempt == attempts - 1:
-                raise
-            logger.warning("crawl worker: dependency not ready (%s); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+
+def _log_not_ready(state: RetryCallState) -> None:
+    logger.warning("crawl worker: dependency not ready (%s); retrying in %.1fs",
+                   state.outcome.exception(), state.next_action.sleep if state.next_action else 0.0)
 
 
 if __name__ == "__main__":
