@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import os
+import random
+import time
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
@@ -22,14 +24,23 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = b"1"
 
 
+# Event ids are random version-4 UUIDs drawn from a generator seeded from os.urandom (reseeded in a
+# forked child): unique like uuid4's, without its system call per id (a sixth of the CPU of building
+# a chat turn's event in a profile of the cached chat path).
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (4 << 76) | (0x8000 << 48)
+
+
 def new_event_id() -> str:
-    return uuid.uuid4().hex
+    return f"{(_ids.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET:032x}"
 
 
 def now_timestamp() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
+    """Now, as a protobuf Timestamp (without Timestamp.GetCurrentTime's datetime round trip)."""
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return Timestamp(seconds=seconds, nanos=nanos)
 
 
 def event_headers(message: Message, trace_id: str = "") -> list[tuple[str, bytes]]:
@@ -37,7 +48,7 @@ def event_headers(message: Message, trace_id: str = "") -> list[tuple[str, bytes
     return [
         ("event-type", message.DESCRIPTOR.full_name.encode()),
         ("schema-version", SCHEMA_VERSION),
-        ("trace-id", (trace_id or uuid.uuid4().hex).encode()),
+        ("trace-id", (trace_id or new_event_id()).encode()),
     ]
 
 

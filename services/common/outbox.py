@@ -24,12 +24,13 @@ import json
 import logging
 import sqlite3
 import time
+from collections import Counter
 from pathlib import Path
 
 from google.protobuf.message import Message
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from services.common.kafka import EventProducer, event_headers
+from services.common.kafka import EventProducer, event_headers, new_event_id
 from services.common.metrics import OUTBOX_DELIVERED, OUTBOX_DROPPED, OUTBOX_PENDING
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,21 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 
 DELIVERY_LINGER_SECONDS = 0.02  # added to an event's way to Kafka; the stream worker batches far longer
+
+
+_HEADERS_BEFORE_TRACE: dict[str, str] = {}
+
+
+def headers_json(message: Message, trace_id: str) -> str:
+    """`event_headers` as stored in a row: a JSON list of [name, value] pairs. The pairs before the
+    trace id are the same for every event of a type, so their JSON is made once per type."""
+    name = message.DESCRIPTOR.full_name
+    before = _HEADERS_BEFORE_TRACE.get(name)
+    if before is None:
+        pairs = [[k, v.decode()] for k, v in event_headers(message, "-")]
+        assert pairs[-1][0] == "trace-id", "the trace id is the last header"
+        before = _HEADERS_BEFORE_TRACE[name] = json.dumps(pairs[:-1])[:-1]
+    return f'{before}, ["trace-id", {json.dumps(trace_id or new_event_id())}]]'
 
 
 class OutboxFull(Exception):
@@ -125,8 +141,7 @@ class Outbox:
         if self._pending + len(self._queued) >= self._max:
             self._drop(topic, f"full ({self._pending} events)")
             return False
-        headers = json.dumps([[k, v.decode()] for k, v in event_headers(message, trace_id)])
-        self._queued.append((topic, key.encode(), message.SerializeToString(), headers))
+        self._queued.append((topic, key.encode(), message.SerializeToString(), headers_json(message, trace_id)))
         written = self._written
         if written is None:
             loop = asyncio.get_running_loop()
@@ -244,7 +259,7 @@ class Outbox:
             self._db.execute("DELETE FROM outbox WHERE seq <= ?", (rows[acked - 1][0],))
             self._pending = max(0, self._pending - acked)
             OUTBOX_PENDING.labels(self.name).set(self._pending)
-            for _, topic, *_rest in rows[:acked]:
-                OUTBOX_DELIVERED.labels(self.name, topic).inc()
+            for topic, n in Counter(row[1] for row in rows[:acked]).items():
+                OUTBOX_DELIVERED.labels(self.name, topic).inc(n)
         if acked < len(rows):
             raise _RoundFailed(f"broker refused an event: {results[acked]!r}")

@@ -152,7 +152,7 @@ class ChatEngine:
     ) -> AsyncIterator[str | Restart | response_pb2.ChatResponse]:
         """Yields answer pieces as they are produced (RESTART when a fallback starts over), then
         the complete ChatResponse. Every turn whose key is known emits a ChatTurn, also failures."""
-        state = TurnState(_storable_request(request), uuid.uuid4().hex, time.perf_counter())
+        state = TurnState(_storable_request(request), new_event_id(), time.perf_counter())
         try:
             async for item in self._turn(state, timeout):
                 yield item

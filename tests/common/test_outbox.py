@@ -115,3 +115,29 @@ async def test_a_full_outbox_counts_the_events_still_being_written(tmp_path: Pat
     results = await asyncio.gather(*(outbox.publish("t", "k", _turn(n)) for n in range(6)))
     assert results == [True] * 4 + [False] * 2 and outbox.pending == 4
     outbox.close()
+
+
+async def test_delivered_events_carry_the_event_headers(stack, tmp_path: Path):
+    topic = f"parley.test.outbox.{RUN_ID}.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
+    outbox = Outbox(tmp_path / "headers.sqlite", EventProducer(stack.kafka_bootstrap), name="test-headers")
+    outbox.start()
+    await outbox.publish(topic, "t-outbox", _turn(1), trace_id='trace "1"\\é')
+    await outbox.publish(topic, "t-outbox", _turn(2))
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, group_id=None,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    records = []
+    try:
+        end = asyncio.get_running_loop().time() + 30
+        while len(records) < 2 and asyncio.get_running_loop().time() < end:
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                records += messages
+    finally:
+        await consumer.stop()
+        await outbox.stop()
+    assert [dict(r.headers) for r in records][0] == {
+        "event-type": b"parley.v1.ChatTurn", "schema-version": b"1", "trace-id": 'trace "1"\\é'.encode()}
+    second = dict(records[1].headers)
+    assert second["event-type"] == b"parley.v1.ChatTurn" and len(second["trace-id"]) == 32  # a fresh id
+    assert [r.key for r in records] == [b"t-outbox", b"t-outbox"]
