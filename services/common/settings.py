@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     answer_min_dense: float = 0.24            # best passage score from which the knowledge answers at all
     passage_min_dense: float = 0.24           # score a passage needs to be returned with a KNOWLEDGE answer
     faq_min_dense: float = 0.80               # FAQ entry cosine from which its stored answer is used
+    faq_min_margin: float = 0.10              # ... or by which it stands above every passage that is no FAQ entry
+    #   (the demo set, tests/search/eval_demo.json: questions written for an FAQ entry had it first by
+    #   0.05-0.55 above the best page passage, questions about the pages had an FAQ entry first once, by 0.02)
     extractive_min_similarity: float = 0.26   # sentence cosine from which the extractive answer quotes it
     #   (0.24, 0.26 and answer_min_support 0.15: bench/eval_tune.py on the dev split of bench/eval_dev.py run
     #   with permissive thresholds, after the sentence vectors; the most unanswerable questions caught

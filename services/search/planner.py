@@ -47,6 +47,7 @@ class Planner:
         self.thresholds = Thresholds(
             settings.knowledge_min_score, settings.faq_min_score, answer_min_dense=settings.answer_min_dense,
             passage_min_dense=settings.passage_min_dense, faq_min_dense=settings.faq_min_dense,
+            faq_min_margin=settings.faq_min_margin,
             lexical_weight=settings.lexical_weight,
             answer_min_support=settings.answer_min_support,
             known_weight=settings.known_weight)

@@ -18,6 +18,7 @@ class Thresholds:
     answer_min_dense: float = 0.30    # best passage cosine from which the knowledge answers at all
     passage_min_dense: float = 0.25   # cosine a passage needs to be returned with a KNOWLEDGE answer
     faq_min_dense: float = 0.80       # FAQ entry cosine from which its stored answer is used
+    faq_min_margin: float = 1.0       # ... or by which it stands above the best passage that is no FAQ entry
     lexical_weight: float = 0.1       # weight of the lexical relevance added to the dense score
     answer_min_support: float = 0.0   # support() from which the knowledge answers
     known_weight: float = 0.2         # weight of the known share of the message's terms in support()
@@ -115,12 +116,17 @@ def _dense_decision(chunks: list[Chunk], t: Thresholds) -> Decision | None:
     if top < t.answer_min_dense or support(chunks, t.known_weight) < t.answer_min_support:
         return None
     faq = max((c for c in chunks if c.kind == "faq"), key=lambda c: (c.dense, c.faq_score), default=None)
+    # An FAQ entry answers with its stored answer when it is close in meaning, or close in words and
+    # about as close in meaning as the best passage, or the best match by a clear margin over every
+    # passage that is not an FAQ entry.
+    pages = max((c.dense for c in chunks if c.kind != "faq"), default=0.0)
     if faq is not None and faq.dense >= t.answer_min_dense and (
-            faq.dense >= t.faq_min_dense or (faq.faq_score >= t.faq_min_score and faq.dense >= top - 0.05)):
+            faq.dense >= t.faq_min_dense or (faq.faq_score >= t.faq_min_score and faq.dense >= top - 0.05)
+            or faq.dense >= pages + t.faq_min_margin):
         rest = [c for c in chunks if c.id != faq.id and c.dense >= t.passage_min_dense]
         return Decision(
             "FAQ", [f"FAQ question {faq.question!r} matches the message (cosine {faq.dense:.2f}, "
-                    f"lexical {faq.faq_score:.2f}); its stored answer is used"],
+                    f"lexical {faq.faq_score:.2f}, best other passage {pages:.2f}); its stored answer is used"],
             [faq, *rest], faq.dense, faq_answer=faq.content)
     relevant = [c for c in chunks if c.dense >= t.passage_min_dense]
     return Decision(

@@ -100,3 +100,17 @@ def test_no_answer_when_no_passage_stands_out_and_the_message_names_unknown_thin
     peaked = [at("0", 0.62, 0.5), *(at(str(i), 0.45 - 0.004 * i, 0.5) for i in range(1, 10))]
     d = decide("how heavy is the battery pack?", peaked, t)
     assert d.strategy == "KNOWLEDGE" and d.chunks[0].id == "0" and d.scores["peak"] > 0.1
+
+
+def test_an_faq_entry_that_stands_out_above_every_page_answers_with_its_stored_answer():
+    def at(cid: str, kind: str, dense: float, faq: float = 0.0) -> Chunk:
+        return Chunk(cid, kind, "t", "Which payment methods do you accept?" if kind == "faq" else "", "text",
+                     f"/{cid}", 0.0, 0.0, faq, dense=dense)
+
+    t = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6, answer_min_dense=0.24, faq_min_margin=0.1)
+    # "Can I pay with PayPal?": few words in common with the FAQ question, far closer to it than to any page.
+    d = decide("Can I pay with PayPal?", [at("f", "faq", 0.47, faq=0.08), at("p", "page", 0.23)], t)
+    assert d.strategy == "FAQ" and d.chunks[0].id == "f" and "best other passage 0.23" in d.reasons[0]
+    # A page about as close as the FAQ entry: the pages answer.
+    d = decide("Which plan has the most storage?", [at("f", "faq", 0.57, faq=0.2), at("p", "page", 0.55)], t)
+    assert d.strategy == "KNOWLEDGE"
