@@ -23,6 +23,7 @@ from deploy.local.config import (
 )
 from deploy.local.processes import run
 
+
 @dataclass(frozen=True)
 class _Requirement:
     what: str

@@ -14,6 +14,7 @@ from deploy.local.config import HERE, HOST, KAFKA_JVM_OPTS, LocalStackError, Sta
 from deploy.local.install import find_java
 from deploy.local.processes import port_open, run, spawn
 
+
 def _kafka_props_path(cfg: StackConfig) -> Path:
     return cfg.kafka_dir / "server.properties"
 

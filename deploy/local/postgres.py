@@ -39,6 +39,7 @@ from deploy.local.processes import (
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class PgLayout:
     """Where the cluster lives and which OS user runs it."""

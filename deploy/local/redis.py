@@ -9,6 +9,7 @@ from rich.console import Console
 from deploy.local.config import HOST, LocalStackError, StackConfig
 from deploy.local.processes import port_open, spawn
 
+
 def start_redis(cfg: StackConfig, console: Console) -> int:
     if port_open(cfg.redis_port):
         raise LocalStackError(

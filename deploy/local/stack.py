@@ -73,6 +73,7 @@ __all__ = [
     "up",
 ]
 
+
 def managed_pid(cfg: StackConfig, name: str) -> int | None:
     """Pid of the live process ``up`` started for ``name``; drops stale pid files."""
     pid_path = cfg.pid_file(name)
