@@ -27,6 +27,8 @@ import asyncpg
 
 from bench.harness import QUESTIONS, bench_env, console, free_port
 from deploy.local import stack
+from deploy.local.config import progress_console
+from deploy.local.postgres import pg_layout, stop_postgres
 from services.cli import DEMO_DIR, add_knowledge_path
 from services.common import db
 from services.common.grpc_server import channel
@@ -115,7 +117,7 @@ async def _wait_serving(addr: str, timeout: float) -> None:
 
 def _kill_component(name: str) -> None:
     cfg = stack.StackConfig.from_env()
-    pid = stack._managed_pid(cfg, name)
+    pid = stack.managed_pid(cfg, name)
     if pid is None:
         raise RuntimeError(f"{name} of this checkout's stack is not running")
     os.kill(pid, signal.SIGKILL)
@@ -123,7 +125,7 @@ def _kill_component(name: str) -> None:
 
 def _restart_postgres() -> None:
     cfg = stack.StackConfig.from_env()
-    stack._stop_postgres(cfg, stack._pg_layout(cfg), stack._console(False))
+    stop_postgres(cfg, pg_layout(cfg), progress_console(False))
     stack.up(progress=False, timeout=UP_TIMEOUT)
 
 

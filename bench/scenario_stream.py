@@ -21,6 +21,7 @@ from rich.table import Table
 
 from bench.harness import bench_env, console
 from deploy.local import stack as local_stack
+from deploy.local.postgres import pg_layout, pg_postmaster_pid
 from bench.load import quantile
 from bench.stream_load import SteadyLoad, produce, serialized, turn
 from bench.stream_sink import VARIANTS, sink_ceiling
@@ -72,7 +73,7 @@ def postgres_cpu_seconds() -> float:
     """CPU of the local stack's PostgreSQL: the postmaster and its live children (the worker's
     connections stay open while it is measured). 0 when PostgreSQL is not the local stack's."""
     cfg = local_stack.StackConfig.from_env()
-    postmaster = local_stack._pg_postmaster_pid(local_stack._pg_layout(cfg))
+    postmaster = pg_postmaster_pid(pg_layout(cfg))
     if postmaster is None:
         return 0.0
     total = 0.0

@@ -12,6 +12,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from deploy.local import stack as local_stack
+from deploy.local.config import progress_console
+from deploy.local.postgres import pg_layout, stop_postgres
 from tests.analytics.test_stream import _is, count_turns, now_turn, producer, wait_for
 
 
@@ -65,7 +67,7 @@ async def test_a_turn_postgres_refuses_is_dead_lettered_and_the_others_are_store
 
 def _restart_postgres(down_seconds: float) -> None:
     cfg = local_stack.StackConfig.from_env()
-    local_stack._stop_postgres(cfg, local_stack._pg_layout(cfg), local_stack._console(False))
+    stop_postgres(cfg, pg_layout(cfg), progress_console(False))
     time.sleep(down_seconds)
     local_stack.up(progress=False)
 
