@@ -28,6 +28,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
     ),
     THANKS: (
         r"(thanks|thank you|thank u|thankyou|thanx|thnx|thx|tx|ty|tysm|tyvm|cheers|merci|gracias|danke|ta)",
+        r"(thnaks|thnks|tahnks|thaks|thanls|thankz|thanq|tnx|tq|thank yuo|thank yu|thnak you|thnk you|thnku)",
+        r"(thx|thnx|thanx|ty) (a lot|a bunch|a million|so much|very much|again)",
         r"(many|big|huge) thanks", r"(much|greatly|really) appreciated", r"(i )?(really )?appreciate (it|that|this|your help)",
         r"thanks? (a lot|a bunch|a million|so much|very much|for (the|your) (help|answer|reply|info|information))",
         r"that('?s| is| was) (very |really |super )?(helpful|useful|great|perfect)",
@@ -42,7 +44,9 @@ _PHRASES: dict[str, tuple[str, ...]] = {
     ),
     GOODBYE: (
         r"(bye|goodbye|good bye|byebye|bye bye|cya|ciao|later|laters|farewell|adios)",
-        r"see (you|ya|u)( later| soon| around)?", r"take care", r"talk (to you )?(later|soon)", r"ttyl",
+        r"see (you|ya|u)( later| soon| around| tomorrow| next time| next week)?", r"take care",
+        r"(talk|speak) (to you )?(later|soon|tomorrow)", r"ttyl",
+        r"(i )?(gotta|got to|have to|need to|must|'?ve got to|ve got to) go( now)?", r"(gtg|g2g)", r"i'?m off( now)?",
         r"have a (nice|good|great|lovely) (day|one|evening|weekend|night)", r"good ?night", r"gn", r"nite|night",
         r"catch (you|ya|u) later", r"bye for now", r"all the best", r"take it easy",
         r"(no,? |nope,? )?(that'?s|that is) (all|it|everything)( for (now|today))?( i (needed|wanted))?",
@@ -58,6 +62,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"is this (a |an )?(real )?(bot|robot|human|person|ai|chatbot|automated)",
         r"(who|what) (are|r) (you|u)", r"what'?s your name", r"(are|r) (you|u) real",
         r"(who|what) (am i|are we) (talking|speaking|chatting) (to|with)",
+        r"what (can|do) (you|u) (do|know|answer)", r"how (can|do|could) (you|u) help( me| us)?",
+        r"(can|could) (you|u) help( me| us)?", r"help( me| us)?( please| pls| plz)?", r"i need (some )?help",
         r"or (a |an )?(real )?(bot|robot|human|person|ai|machine)",
     ),
     WELLBEING: (
@@ -69,6 +75,9 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"(ok|okay|k|kk|okie|okey|alright|all right|cool|great|nice|awesome|perfect|super|fine|good|got it|gotcha|"
         r"understood|sounds good|i see|noted|excellent|wonderful|amazing|brilliant|lovely|sure|yes|yep|yeah|no|nope|"
         r"lol|haha|hahaha|hehe|wow|oh|ah|hmm|np|no problem|no worries|all good|will do|done)",
+        # Phrases of several words apart: in one alternation the first word alone ("no") would match first.
+        r"(no problem|no prob|no worries|all good|will do|got it|sounds good|all right|never ?mind|nvm|my bad|"
+        r"sorry|oops|whoops)",
     ),
 }
 # Words that add nothing when they come with small talk: "hi there", "thanks so much guys", "ok then".

@@ -24,6 +24,10 @@ T = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6)
     ("are you a bot?", "bot"), ("Are u a real person?", "bot"), ("am I talking to a human", "bot"),
     ("Is this a bot or a human?", "bot"), ("who are you", "bot"), ("hi, are you a robot?", "bot"),
     ("Who am I chatting with?", "bot"),
+    # A bare request for help is answered with what the assistant does ("What would you like to know?").
+    ("help", "bot"), ("can you help me?", "bot"), ("what can you do?", "bot"),
+    ("thnaks!", "thanks"), ("thx a bunch", "thanks"), ("see you tomorrow", "goodbye"), ("gotta go", "goodbye"),
+    ("no worries", "ack"), ("oops, never mind", "ack"),
     ("how are you?", "wellbeing"), ("hi! how are you doing today?", "wellbeing"),
     ("ok", "ack"), ("Got it.", "ack"), ("awesome", "ack"),
     ("👍", "emoji"), ("🙂🙏", "emoji"), ("❤️", "emoji"), (":)", "emoji"), ("😂😂😂", "emoji"), ("🇫🇷", "emoji"),
@@ -46,7 +50,7 @@ def test_small_talk_in_any_case_and_punctuation(message, kind):
 
 @pytest.mark.parametrize("message", [
     "hi, how do I reset my password?", "thanks, but how do I cancel?", "hello can you help me with my order",
-    "Hey! What does the Plus plan cost?", "battery weight?", "what is the price", "help", "bye bye subscription, how?",
+    "Hey! What does the Plus plan cost?", "battery weight?", "what is the price", "help with my order", "bye bye subscription, how?",
     "ok so how do I pair it with my phone", "thanks 👍 and is there a Linux app?", "good morning, my invoice is wrong",
     "Can I talk to a human about a refund?", "hi " * 60,
     "Hi Anna, how do I pay?", "hi Ridge battery?", "Is there a real person I can talk to about my bill?",
