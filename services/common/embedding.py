@@ -11,6 +11,10 @@ the pooling are plain numpy. The same encoder in plain ONNX operators (`_encoder
 the reference the fused one is checked against. Queries run on a single-threaded session, batches
 (ingest) on one with PARLEY_EMBEDDING_THREADS threads.
 
+PARLEY_EMBEDDING_PRECISION=int8 runs the encoder with int8 matrix products (`_quantized`): about half
+the CPU per text, but vectors that moved enough to cost quality on the evaluation's dev split, so
+fp32 is the default (README, "Speed of dense retrieval").
+
 The shipped tokenizer.json truncates and pads every text to 128 tokens; the model was trained on
 256-token inputs and padding to a fixed length only costs time, so both are overridden here
 (truncate at 256, pad to the longest text of a batch).
@@ -295,7 +299,7 @@ def _quantized(graph: bytes) -> bytes:
     symmetric int8 with one scale per output column, activations uint8 with a scale computed per
     call; the attention's QKV product included). Per column, not per tensor: one scale per matrix
     moved the vectors several times as far (cosine to fp32 ~0.96 against ~0.993). Deterministic: the
-    same weights give the same graph. About half a second at load."""
+    same weights give the same graph. One to three seconds at load here."""
     import logging
     import tempfile
 
