@@ -13,7 +13,8 @@ the reference the fused one is checked against. Queries run on a single-threaded
 
 PARLEY_EMBEDDING_PRECISION=int8 runs the encoder with int8 matrix products (`_quantized`): about half
 the CPU per text, but vectors that moved enough to cost quality on the evaluation's dev split, so
-fp32 is the default (README, "Speed of dense retrieval").
+fp32 is the default (README, "Speed of dense retrieval"). PARLEY_EMBEDDING_QUERY_PRECISION=int8 does
+so for query vectors alone, which are never stored.
 
 The shipped tokenizer.json truncates and pads every text to 128 tokens; the model was trained on
 256-token inputs and padding to a fixed length only costs time, so both are overridden here
@@ -39,6 +40,9 @@ WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9
 # ~0.993), so each precision is a model of its own: its id says which, and a change re-embeds.
 PRECISIONS = ("fp32", "int8")
 PRECISION = os.environ.get("PARLEY_EMBEDDING_PRECISION", "fp32")
+# The precision of query vectors alone (Plan's message; never stored, so stored vectors keep their
+# model): int8 halves a query's CPU and moves its vector about half as far as int8 on both sides does.
+QUERY_PRECISION = os.environ.get("PARLEY_EMBEDDING_QUERY_PRECISION", "fp32")
 
 
 def model_id(precision: str = PRECISION, weights_sha256: str = WEIGHTS_SHA256) -> str:
@@ -209,12 +213,13 @@ class Embedder:
     _instance: Embedder | None = None
     _lock = threading.Lock()
 
-    def __init__(self, directory: Path, precision: str = PRECISION) -> None:
+    def __init__(self, directory: Path, precision: str = PRECISION, query_precision: str = QUERY_PRECISION) -> None:
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
-        if precision not in PRECISIONS:
-            raise ValueError(f"PARLEY_EMBEDDING_PRECISION must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        for name, value in (("PARLEY_EMBEDDING_PRECISION", precision), ("PARLEY_EMBEDDING_QUERY_PRECISION", query_precision)):
+            if value not in PRECISIONS:
+                raise ValueError(f"{name} must be one of {', '.join(PRECISIONS)}, not {value!r}")
         weights_path = directory / "model.safetensors"
         self.weights_sha256 = _sha256(weights_path)
         self.precision = precision
@@ -228,11 +233,14 @@ class Embedder:
         self._token_type = w["embeddings.token_type_embeddings.weight"][0]
         self._ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
         self._graph: bytes | None = _fused_graph(w, int(config["num_hidden_layers"]), self._heads, self._eps)
-        if precision == "int8":
-            self._graph = _quantized(self._graph)
+        query_graph = self._graph
+        if precision == "int8" or query_precision == "int8":
+            query_graph = _quantized(self._graph)
+            if precision == "int8":
+                self._graph = query_graph
         self._sessions: dict[int, object] = {}      # by intra-op threads: queries and batches apart
         self._sessions_lock = threading.Lock()
-        self._query_session = self.session(QUERY_THREADS)
+        self._query_session = _session(query_graph, QUERY_THREADS)
         tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         tokenizer.enable_truncation(max_length=MAX_TOKENS)
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # no length: pad to the longest

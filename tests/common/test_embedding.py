@@ -107,3 +107,17 @@ def test_int8_is_a_model_of_its_own_close_to_fp32(embedder):
     np.testing.assert_allclose(got[:3] @ got[:3].T, expected, atol=0.02)
     with pytest.raises(ValueError, match="PARLEY_EMBEDDING_PRECISION"):
         Embedder(model_dir(), "int4")
+
+
+def test_int8_queries_leave_the_stored_vectors_alone():
+    # PARLEY_EMBEDDING_QUERY_PRECISION=int8: only Plan's query vector (never stored) is int8.
+    fp32 = Embedder(model_dir(), "fp32")
+    mixed = Embedder(model_dir(), "fp32", "int8")
+    assert mixed.model_id == fp32.model_id
+    texts = ["The battery pack weighs 1.2 kg.", "Returns are accepted within 30 days."]
+    np.testing.assert_allclose(mixed.embed(texts), fp32.embed(texts), atol=2e-5)
+    query = "how heavy is the battery?"
+    assert float(mixed.embed_one(query) @ fp32.embed_one(query)) > 0.97
+    assert not np.allclose(mixed.embed_one(query), fp32.embed_one(query), atol=1e-4)
+    with pytest.raises(ValueError, match="PARLEY_EMBEDDING_QUERY_PRECISION"):
+        Embedder(model_dir(), "fp32", "fp16")
