@@ -1,12 +1,16 @@
 """Before/after of the dense retrieval speed work, side by side in one run (same moment, same background
-load): the encoder as first shipped (plain ONNX operators, one two-thread session for queries and
-batches, one model call per page) against the current one (fused BERT operators, a one-thread query
-session, pages batched into one model call). Each figure is given as wall clock and as CPU time of this
-process: on a busy machine the wall clock mostly measures waiting for a core."""
+load), call by call alternating. Before is the code as it was before this work: the full-text arm ranks
+every chunk that matches the message, and the dense-only candidates' rows are read with a statement
+whose generic plan reads the key's whole GIN entry. After is the current code (fp32 encoder, the
+bounded full-text arm, rows by primary key). A third column runs the current code with the int8
+encoder (PARLEY_EMBEDDING_PRECISION=int8, not the default: see README). Each figure is given as wall
+clock and as CPU time of this process: on a busy machine the wall clock mostly measures waiting for a
+core."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import time
@@ -14,43 +18,91 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
-import numpy as np
 from rich.table import Table
 
 from bench.harness import console
 from bench.load import quantile
-from services.common.embedding import INTRA_OP_THREADS, Embedder, _encoder_graph, _session, model_dir
+from services.common.embedding import INTRA_OP_THREADS, MODEL_ID, Embedder, model_dir
 from services.common.knowledge_store import NewChunk
-from services.search import keys
+from services.search import dense, keys, retrieval, synthetic
 
-LEGACY_THREADS = 2
+VARIANTS = ("before", "after", "int8")
+
+LEGACY_SEARCH_QUERY = """
+WITH lx AS MATERIALIZED (
+    SELECT array(
+        SELECT c FROM (
+            SELECT DISTINCT replace(replace(l, '\\', ''), '''', '') AS c
+            FROM unnest(tsvector_to_array(to_tsvector($2::regconfig, $3))) AS l
+        ) AS s
+        WHERE c <> '' AND c <> ALL($4::text[])
+        ORDER BY length(c) DESC, c
+        LIMIT $7
+    ) AS lexemes
+), q AS (
+    SELECT lexemes, array_to_string(lexemes, ' ') AS words,
+           nullif(array_to_string(array(SELECT quote_literal(x) FROM unnest(lexemes) AS x), ' | '), '')::tsquery AS query
+    FROM lx
+), fts AS (
+    SELECT ch.id, ts_rank_cd(ch.tsv, q.query, 32) AS rank
+    FROM knowledge_chunks ch, q
+    WHERE ch.product_key_id = $1 AND q.query IS NOT NULL AND ch.tsv @@ q.query
+    ORDER BY rank DESC, ch.id
+    LIMIT $5
+), trg AS (
+    SELECT ch.id, word_similarity(q.words, ch.question) AS sim
+    FROM knowledge_chunks ch, q
+    WHERE ch.product_key_id = $1 AND ch.kind = 'faq' AND q.words <% ch.question
+    ORDER BY sim DESC, ch.id
+    LIMIT $5
+), kn AS MATERIALIZED (
+    SELECT array(
+        SELECT x FROM unnest(q.lexemes) AS x
+        WHERE EXISTS (SELECT 1 FROM knowledge_chunks ch
+                      WHERE ch.product_key_id = $1 AND ch.tsv @@ quote_literal(x)::tsquery)
+    ) AS known
+    FROM q
+), fused AS (
+    SELECT coalesce(f.id, t.id) AS id, f.rank, t.sim,
+           coalesce(1.0 / ($8 + f.pos), 0) + coalesce(1.0 / ($8 + t.pos), 0) AS rrf
+    FROM (SELECT id, rank, row_number() OVER (ORDER BY rank DESC, id) AS pos FROM fts) AS f
+    FULL JOIN (SELECT id, sim, row_number() OVER (ORDER BY sim DESC, id) AS pos FROM trg) AS t ON t.id = f.id
+)
+SELECT ch.id, ch.kind, ch.document, ch.title, ch.question, ch.content, ch.url,
+       coalesce(fused.rank, 0) AS rank,
+       CASE WHEN ch.kind = 'faq' THEN similarity(ch.question, $3) ELSE 0 END AS sim, fused.rrf,
+       array(SELECT x FROM unnest(q.lexemes) AS x WHERE ch.tsv @@ quote_literal(x)::tsquery) AS matched,
+       CASE WHEN ch.kind = 'faq' THEN array(
+           SELECT l FROM unnest(tsvector_to_array(to_tsvector($2::regconfig, ch.question))) AS l
+           WHERE l <> ALL($4::text[])) END AS question_lexemes,
+       q.lexemes, kn.known
+FROM fused JOIN knowledge_chunks ch ON ch.id = fused.id AND ch.product_key_id = $1
+CROSS JOIN q CROSS JOIN kn
+ORDER BY fused.rrf DESC, ch.id
+LIMIT $6
+"""
+
+LEGACY_CHUNKS = """
+SELECT id, kind, document, title, question, content, url FROM knowledge_chunks
+WHERE product_key_id = $1 AND id = ANY($2::bigint[])
+"""
 
 
-class LegacyEmbedder(Embedder):
-    """The encoder as first shipped: the plain-operator graph, one two-thread session for everything."""
+class LegacyStatements:
+    """A pool that runs the statements of before this work in place of the current ones."""
 
-    def __init__(self) -> None:
-        import json
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
 
-        from safetensors.numpy import load_file
+    async def fetch(self, query: str, *args, **kwargs):
+        if query == retrieval.SEARCH_QUERY:
+            query, args = LEGACY_SEARCH_QUERY, args[:8]          # no bound on the full-text matches
+        elif query == dense._CHUNKS:
+            query = LEGACY_CHUNKS
+        return await self._pool.fetch(query, *args, **kwargs)
 
-        super().__init__(model_dir())
-        config = json.loads((model_dir() / "config.json").read_text())
-        graph = _encoder_graph(load_file(str(model_dir() / "model.safetensors")), int(config["num_hidden_layers"]),
-                               self._heads, self._eps)
-        self._plain = _session(graph, LEGACY_THREADS)
-
-    def embed_one(self, text: str) -> np.ndarray:
-        return self._embed_batch([text], self._plain)[0]
-
-    def _encode(self, ids: np.ndarray, mask: np.ndarray, session) -> np.ndarray:
-        length = ids.shape[1]
-        from services.common.embedding import _layer_norm
-
-        x = self._word[ids] + self._position[:length] + self._token_type
-        hidden = _layer_norm(x, *self._ln, self._eps).astype(np.float32)
-        bias = ((1.0 - mask.astype(np.float32)) * np.float32(-1e9))[:, None, None, :].astype(np.float32)
-        return self._plain.run(None, {"hidden": hidden, "mask": bias})[0]
+    def __getattr__(self, name: str):
+        return getattr(self._pool, name)
 
 
 def _timed(samples: dict[str, list[tuple[float, float]]], name: str):
@@ -71,81 +123,77 @@ def summary(samples: list[tuple[float, float]]) -> dict:
             "cpu_p50_ms": statistics.median(cpu), "cpu_p99_ms": quantile(cpu, 0.99)}
 
 
-def embeddings(old: Embedder, new: Embedder, questions: list[str], passages: list[str], rounds: int = 3) -> dict:
-    """Query embedding (distinct questions, interleaved old/new) and a 64-passage batch, alternately."""
+def embeddings(encoders: dict[str, Embedder], questions: list[str], passages: list[str], rounds: int = 3) -> dict:
+    """Query embedding (distinct questions, the encoders alternating) and a 64-passage batch, alternately."""
     samples: dict[str, list[tuple[float, float]]] = {}
     for q in questions[:5]:
-        old.embed_one(q), new.embed_one(q)
+        for e in encoders.values():
+            e.embed_one(q)
     for q in questions[5:]:
-        for name, e in (("old", old), ("new", new)):
+        for name, e in encoders.items():
             with _timed(samples, f"query_{name}"):
                 e.embed_one(q)
     for _ in range(rounds):
-        for name, e in (("old", old), ("new", new)):
+        for name, e in encoders.items():
             with _timed(samples, f"batch_{name}"):
                 e.embed(passages, 64)
-    out = {k: summary(v) for k, v in samples.items()}
-    for name in ("old", "new"):
-        b = out[f"batch_{name}"]
-        b["chunks_per_second"] = len(passages) / (b["wall_p50_ms"] / 1000)
-        b["chunks_per_cpu_second"] = len(passages) / (b["cpu_p50_ms"] / 1000)
-    return out
+    return {k: summary(v) for k, v in samples.items()}
 
 
-async def ingest(pool: asyncpg.Pool, old: Embedder, new: Embedder, pages: list[tuple[str, list[str]]],
+async def ingest(pool: asyncpg.Pool, encoders: dict[str, Embedder], pages: list[tuple[str, list[str]]],
                  batch_chunks: int) -> dict:
-    """The same pages written through the indexing path into two fresh keys: one model call per page
-    with the old encoder, against pages batched up to `batch_chunks` chunks with the new one (each page
-    still in its own transaction)."""
+    """The same pages written through the indexing path, each encoder into a fresh key of its own, batched
+    as the indexer batches them (up to `batch_chunks` chunks a model call, each page in its own
+    transaction); the encoders alternate batch by batch."""
     from services.search.indexing import Document, Indexing
 
-    out = {}
-    for name, embedder in (("old", old), ("new", new)):
+    groups: list[list[tuple[str, list[str]]]] = [[]]
+    for page in pages:
+        if sum(len(p[1]) for p in groups[-1]) + len(page[1]) > batch_chunks:
+            groups.append([])
+        groups[-1].append(page)
+    runs = {}
+    for name, embedder in encoders.items():
         key, _ = await keys.create_key(pool, name=f"Bench ingest {name}", key_id=f"bench-cmp-{uuid.uuid4().hex[:8]}")
-        indexing = Indexing(pool, load_embedder=lambda e=embedder: e)
-        t0, c0 = time.perf_counter(), time.process_time()
-        groups: list[list[tuple[str, list[str]]]] = [[]]
-        for page in pages:
-            if name == "old" or sum(len(p[1]) for p in groups[-1]) + len(page[1]) > batch_chunks:
-                groups.append([])
-            groups[-1].append(page)
-        for group in filter(None, groups):
-            docs = [Document(key.id, "page", title, [NewChunk(c) for c in chunks]) for title, chunks in group]
+        runs[name] = (key.id, Indexing(pool, load_embedder=lambda e=embedder: e), [0.0, 0.0])
+    for group in filter(None, groups):
+        for name, (key_id, indexing, spent) in runs.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            docs = [Document(key_id, "page", title, [NewChunk(c) for c in chunks]) for title, chunks in group]
             vectors, _ = await indexing.embeddings_of(docs)
             for (title, _chunks), doc, v in zip(group, docs, vectors):
-                await indexing.write(key.id, "page", title, title, title, doc.chunks, replace={title}, vectors=v)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        chunks = sum(len(p[1]) for p in pages)
+                await indexing.write(key_id, "page", title, title, title, doc.chunks, replace={title}, vectors=v)
+            spent[0] += time.perf_counter() - t0
+            spent[1] += time.process_time() - c0
+    # Dropped afterwards: chunks of a model other than the default (int8) would be re-embedded by the
+    # indexer at its next start, in the middle of the next run's ingest measurement.
+    await pool.execute("DELETE FROM product_keys WHERE id = ANY($1::text[])", [r[0] for r in runs.values()])
+    out = {}
+    chunks = sum(len(p[1]) for p in pages)
+    for name, (_key, _indexing, (wall, cpu)) in runs.items():
         out[name] = {"chunks": chunks, "seconds": wall, "cpu_seconds": cpu, "chunks_per_second": chunks / wall,
                      "chunks_per_cpu_second": chunks / cpu}
         console.print(f"    ingest {name}: {chunks} chunks, {chunks / wall:.1f}/s wall, {chunks / cpu:.1f} per CPU s")
     return out
 
 
-def _gathered_top(entry, query: np.ndarray, k: int) -> np.ndarray:
-    """The partitioned search as first shipped: the probed lists gathered into a copy, then scored."""
-    from services.search.vector_index import PROBE
-
-    nearest = np.argsort(-(entry.centroids @ query))[:PROBE]
-    rows = np.concatenate([np.arange(entry.bounds[c], entry.bounds[c + 1]) for c in nearest])
-    scores = entry.matrix[rows] @ query
-    picked = np.argpartition(-scores, k - 1)[:k]
-    return rows[picked[np.argsort(-scores[picked])]]
-
-
-def vector_search(entry, queries: np.ndarray) -> dict:
-    """Top-20 over the 50k-chunk key: gathered copy with numpy's default BLAS threads (before) against
-    slices scored in place with BLAS on one thread (after), alternating."""
-    from threadpoolctl import threadpool_limits
-
-    samples: dict[str, list[tuple[float, float]]] = {}
-    for q in queries:
-        with _timed(samples, "search_old"):
-            _gathered_top(entry, q, 20)
-        with threadpool_limits(limits=1, user_api="blas"):
-            with _timed(samples, "search_new"):
-                entry.top(q, 20)
-    return {k: summary(v) for k, v in samples.items()}
+async def statements(pool: asyncpg.Pool, questions: list[str], settings, count: int = 100) -> dict:
+    """The search statement inside PostgreSQL (EXPLAIN ANALYZE execution time), before and after
+    alternating, on the 100-key set and on the 50k-chunk key."""
+    samples: dict[str, list[float]] = {}
+    args = (list(retrieval.FILLER_LEXEMES), settings.search_candidates, 2 * settings.max_passages,
+            retrieval.MAX_QUERY_LEXEMES, retrieval.RRF_K)
+    for i, q in enumerate(questions[:count]):
+        for where, key in (("keys", synthetic.key_id(i % 100)), ("big", synthetic.KEY_PREFIX + "big")):
+            for name, sql, extra in (("before", LEGACY_SEARCH_QUERY, ()), ("after", retrieval.SEARCH_QUERY,
+                                                                             (retrieval.LEXICAL_POOL,))):
+                rows = await pool.fetch("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, key, "english", q, *args, *extra)
+                samples.setdefault(f"{where}_{name}", []).append(json.loads(rows[0][0])[0]["Execution Time"])
+    out = {}
+    for k, v in samples.items():
+        v.sort()
+        out[k] = {"n": len(v), "p50_ms": statistics.median(v), "p99_ms": quantile(v, 0.99)}
+    return out
 
 
 async def plans(calls: dict[str, Callable[[int], Awaitable]], count: int) -> dict:
@@ -161,26 +209,28 @@ async def plans(calls: dict[str, Callable[[int], Awaitable]], count: int) -> dic
     return {k: summary(v) for k, v in samples.items()}
 
 
+def _cells(d: dict, keys=("wall_p50_ms", "wall_p99_ms", "cpu_p50_ms"), fmt="{:.1f}") -> list[str]:
+    return [fmt.format(d[k]) for k in keys]
+
+
 def table(result: dict) -> Table:
-    t = Table("measure", "before wall p50", "p99", "CPU p50", "after wall p50", "p99", "CPU p50",
+    t = Table("measure", *(f"{v} {c}" for v in VARIANTS for c in ("wall p50", "p99", "CPU p50")),
               title=f"dense retrieval before/after, side by side (ms; load average {os.getloadavg()[0]:.1f} "
-                    f"on {os.cpu_count()} CPUs; after: query threads 1, batch threads {INTRA_OP_THREADS})")
+                    f"on {os.cpu_count()} CPUs; query threads 1, batch threads {INTRA_OP_THREADS})")
     e = result["embedding"]
     for label, key in (("query embedding", "query"), ("64 passages, one batch", "batch")):
-        o, n = e[f"{key}_old"], e[f"{key}_new"]
-        t.add_row(label, *(f"{o[k]:.1f}" for k in ("wall_p50_ms", "wall_p99_ms", "cpu_p50_ms")),
-                  *(f"{n[k]:.1f}" for k in ("wall_p50_ms", "wall_p99_ms", "cpu_p50_ms")))
+        t.add_row(label, *_cells(e[f"{key}_before"]), *_cells(e[f"{key}_before"]), *_cells(e[f"{key}_int8"]))
     for label, key in (("Plan, 100-key set", "plan"), ("Plan, 50k-chunk key", "plan_big")):
-        o, n = result["plans"][f"{key}_old"], result["plans"][f"{key}_new"]
-        t.add_row(label, *(f"{o[k]:.1f}" for k in ("wall_p50_ms", "wall_p99_ms", "cpu_p50_ms")),
-                  *(f"{n[k]:.1f}" for k in ("wall_p50_ms", "wall_p99_ms", "cpu_p50_ms")))
-    o, n = result["vector_search"]["search_old"], result["vector_search"]["search_new"]
-    t.add_row("top-20 over the 50k-chunk key", *(f"{o[k]:.2f}" for k in ("wall_p50_ms", "wall_p99_ms", "cpu_p50_ms")),
-              *(f"{n[k]:.2f}" for k in ("wall_p50_ms", "wall_p99_ms", "cpu_p50_ms")))
-    o, n = result["ingest"]["old"], result["ingest"]["new"]
-    t.add_row("ingest chunks/s (wall; per CPU s)", f"{o['chunks_per_second']:.1f}", "",
-              f"{o['chunks_per_cpu_second']:.1f}", f"{n['chunks_per_second']:.1f}", "",
-              f"{n['chunks_per_cpu_second']:.1f}")
+        t.add_row(label, *(c for v in VARIANTS for c in _cells(result["plans"][f"{key}_{v}"])))
+    s = result["statements"]
+    for label, key in (("statement in PostgreSQL, 100-key set", "keys"), ("statement in PostgreSQL, 50k key", "big")):
+        t.add_row(label, *_cells(s[f"{key}_before"], ("p50_ms", "p99_ms")), "", *_cells(s[f"{key}_after"], ("p50_ms", "p99_ms")),
+                  "", "", "", "")
+    i = result["ingest"]
+    t.add_row("ingest chunks/s (wall; per CPU s)", f"{i['fp32']['chunks_per_second']:.1f}", "",
+              f"{i['fp32']['chunks_per_cpu_second']:.1f}", f"{i['fp32']['chunks_per_second']:.1f}", "",
+              f"{i['fp32']['chunks_per_cpu_second']:.1f}", f"{i['int8']['chunks_per_second']:.1f}", "",
+              f"{i['int8']['chunks_per_cpu_second']:.1f}")
     return t
 
 
@@ -188,21 +238,23 @@ async def run_all(pool, settings, client, questions: list[str], pages, plan_call
     from services.search.dense import DenseRetrieval
     from services.search.indexer import BATCH_CHUNKS
     from services.search.planner import Planner
-    from services.search import synthetic
-
-    console.print("  before/after, side by side: loading both encoders ...")
-    new = await asyncio.to_thread(Embedder.load)
-    old = await asyncio.to_thread(LegacyEmbedder)
-    passages = [c for _, chunks in pages for c in chunks][:64]
-    result = {"embedding": await asyncio.to_thread(embeddings, old, new, questions[:205], passages)}
-    result["ingest"] = await ingest(pool, old, new, pages, BATCH_CHUNKS)
     from services.search.vector_index import VectorIndex
 
-    entry = await VectorIndex(pool, new.model_id, 1 << 30).vectors(synthetic.KEY_PREFIX + "big")
-    result["vector_search"] = await asyncio.to_thread(
-        vector_search, entry, np.stack([new.embed_one(q) for q in questions[:200]]))
-    planners = {name: Planner(settings, pool, client, dense=DenseRetrieval(pool, e, 1 << 30))
-                for name, e in (("old", old), ("new", new))}
+    console.print("  before/after, side by side: loading the fp32 and int8 encoders ...")
+    fp32 = await asyncio.to_thread(Embedder, model_dir(), "fp32")
+    int8 = await asyncio.to_thread(Embedder, model_dir(), "int8")
+    passages = [c for _, chunks in pages for c in chunks][:64]
+    result = {"embedding": await asyncio.to_thread(embeddings, {"before": fp32, "int8": int8}, questions[:205], passages)}
+    result["ingest"] = await ingest(pool, {"fp32": fp32, "int8": int8}, pages, BATCH_CHUNKS)
+    console.print("  the search statement inside PostgreSQL, before/after alternating ...")
+    result["statements"] = await statements(pool, questions[205:], settings)
+    planners = {}
+    for name, embedder, statements_pool in (("before", fp32, LegacyStatements(pool)), ("after", fp32, pool),
+                                            ("int8", int8, pool)):
+        retrieval_ = DenseRetrieval(statements_pool, embedder, 1 << 30)
+        # the synthetic keys' random vectors are stored under the default model's id, whatever the encoder
+        retrieval_.index = VectorIndex(statements_pool, MODEL_ID, 1 << 30)
+        planners[name] = Planner(settings, statements_pool, client, dense=retrieval_)
     calls = {}
     for name, planner in planners.items():
         # distinct messages per variant: the query-embedding cache never answers
@@ -210,10 +262,10 @@ async def run_all(pool, settings, client, questions: list[str], pages, plan_call
                                                                 f"{questions[(2 * i) % len(questions)]} {n}"))(planner, name)
         calls[f"plan_big_{name}"] = (lambda p, n: lambda i: p.plan(synthetic.big_secret(),
                                                                     f"{questions[(2 * i + 1) % len(questions)]} {n}"))(planner, name)
-    for i in range(100):        # load every key's vectors in both planners
-        for name in ("old", "new"):
+    for i in range(100):        # load every key's vectors in every planner
+        for name in VARIANTS:
             await planners[name].plan(synthetic.secret(i), "warm up " + questions[i])
-    console.print(f"  Plan in this process, concurrency 1, {plan_calls} calls each, before/after alternating ...")
+    console.print(f"  Plan in this process, concurrency 1, {plan_calls} calls each, variants alternating ...")
     result["plans"] = await plans(calls, plan_calls)
     result["load_average"] = os.getloadavg()[0]
     console.print(table(result))

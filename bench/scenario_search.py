@@ -78,7 +78,7 @@ async def statement_profile(pool, questions: list[str], settings) -> dict:
         rows = await pool.fetch(
             "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + retrieval.SEARCH_QUERY, synthetic.key_id(i % KEYS), "english",
             q, list(retrieval.FILLER_LEXEMES), settings.search_candidates, 2 * settings.max_passages,
-            retrieval.MAX_QUERY_LEXEMES, retrieval.RRF_K,
+            retrieval.MAX_QUERY_LEXEMES, retrieval.RRF_K, retrieval.LEXICAL_POOL,
         )
         plan = json.loads(rows[0][0])[0]
         times.append(plan["Execution Time"])

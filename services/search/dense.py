@@ -17,9 +17,13 @@ from services.common.embedding import Embedder
 from services.search.retrieval import Chunk
 from services.search.vector_index import QueryEmbeddings, VectorIndex
 
+# By primary key, one probe per id, then the key checked on the row. (`id = ANY($2) AND product_key_id
+# = $1` let PostgreSQL's generic plan, the one a prepared statement settles on, AND the primary key
+# with the key's whole entry in the full-text GIN index: 50k entries read, ~8 ms, on a 50k-chunk key.)
 _CHUNKS = """
-SELECT id, kind, document, title, question, content, url FROM knowledge_chunks
-WHERE product_key_id = $1 AND id = ANY($2::bigint[])
+SELECT ch.id, ch.kind, ch.document, ch.title, ch.question, ch.content, ch.url
+FROM unnest($2::bigint[]) AS u(id) JOIN knowledge_chunks ch ON ch.id = u.id
+WHERE ch.product_key_id = $1
 """
 
 
