@@ -18,7 +18,7 @@ from bench.load import quantile
 from services.common.embedding import Embedder
 from services.common.kafka import EventProducer
 from services.common.pb.parley.v1 import events_pb2
-from services.common.settings import Settings
+from services.settings import Settings
 from services.search import keys, synthetic
 from services.search.vector_index import VectorIndex
 

@@ -33,7 +33,7 @@ from services.cli import DEMO_DIR, add_knowledge_path
 from services.common import db
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import response_pb2, response_pb2_grpc, search_pb2, search_pb2_grpc
-from services.common.settings import Settings
+from services.settings import Settings
 from services.common.topics import create_all_topics
 from services.launcher import REPO, Launcher
 

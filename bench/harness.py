@@ -17,7 +17,7 @@ from rich.console import Console
 from services.cli import DEMO_DIR, add_knowledge_path, create_key
 from services.common import db
 from services.common.pb.parley.v1 import search_pb2
-from services.common.settings import Settings
+from services.settings import Settings
 from services.common.topics import create_all_topics
 from services.launcher import Launcher
 

@@ -28,7 +28,7 @@ from bench.stream_sink import VARIANTS, sink_ceiling
 from services.common import db
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
-from services.common.settings import Settings
+from services.settings import Settings
 from services.common.topics import create_all_topics
 from services.launcher import Launcher
 

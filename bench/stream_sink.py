@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from bench.stream_baseline import WRITE_TURNS as BASELINE_WRITE_TURNS, turn_columns as baseline_columns
 from bench.stream_load import turn
 from services.analytics.stream.sink import MetricsSink, Position, insert_turns_skipping_stored
-from services.common.settings import Settings
+from services.settings import Settings
 
 Write = Callable[[list], Awaitable[object]]
 

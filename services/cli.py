@@ -31,7 +31,7 @@ from services.common.pb.parley.v1 import (
     search_pb2,
     search_pb2_grpc,
 )
-from services.common.settings import TOPICS, Settings, get_settings
+from services.settings import TOPICS, Settings, get_settings
 from services.common.topics import create_all_topics
 from services.launcher import COMPONENTS, REPO, Launcher
 
@@ -515,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    settings = get_settings()
+    settings = get_settings(Settings)
     configure_logging("WARNING", json=False)
     try:
         args.fn(args, settings)

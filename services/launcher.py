@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.settings import Settings
+from services.settings import Settings
 
 COMPONENTS: dict[str, list[str]] = {
     "search": ["-m", "services.search"],

@@ -21,7 +21,7 @@ from services.common.pb.parley.v1 import (
     search_pb2,
     search_pb2_grpc,
 )
-from services.common.settings import Settings
+from services.settings import Settings
 from services.common.topics import create_all_topics
 from services.launcher import Launcher
 

@@ -9,10 +9,10 @@ from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
 from services.common.product_keys import KeyValidator
 from services.common.redis_client import create_redis
 from services.common.runner import run_service
-from services.common.settings import Settings
+from services.analytics.settings import AnalyticsSettings
 
 
-async def main(settings: Settings) -> None:
+async def main(settings: AnalyticsSettings) -> None:
     deps = AnalyticsDeps()
     # Product keys: the shared Redis key cache (a soft dependency: PostgreSQL answers without it).
     redis = create_redis(settings.redis_url)
@@ -54,4 +54,4 @@ async def main(settings: Settings) -> None:
 
 
 if __name__ == "__main__":
-    run_service("analytics", main)
+    run_service("analytics", main, AnalyticsSettings)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from services.common.kafka import ensure_topics
-from services.common.settings import TOPICS, Settings
+from services.common.settings import TOPICS, CommonSettings
 
 
-def all_topics(settings: Settings) -> list[str]:
+def all_topics(settings: CommonSettings) -> list[str]:
     return [settings.topic(name) for name in TOPICS]
 
 
-async def create_all_topics(settings: Settings) -> None:
+async def create_all_topics(settings: CommonSettings) -> None:
     await ensure_topics(settings.kafka_bootstrap, all_topics(settings), settings.topic_partitions, settings.topic_replication)

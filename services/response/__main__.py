@@ -12,7 +12,7 @@ from services.common.outbox import Outbox
 from services.common.pb.parley.v1 import response_pb2, response_pb2_grpc, scraper_pb2_grpc, search_pb2_grpc
 from services.common.redis_client import create_redis
 from services.common.runner import run_service
-from services.common.settings import Settings
+from services.response.settings import ResponseSettings
 from services.response.admission import Admission
 from services.response.answer import build_engine, build_store
 from services.response.search_client import SearchClient
@@ -22,7 +22,7 @@ from services.response.web import WebPages
 logger = logging.getLogger(__name__)
 
 
-async def main(settings: Settings) -> None:
+async def main(settings: ResponseSettings) -> None:
     producer = EventProducer(settings.kafka_bootstrap, client_id="parley-response")
     # Answers never wait on Kafka: events go to a local outbox, delivered in the background.
     outbox = Outbox(Path(settings.outbox_dir) / f"response-{port_of(settings.response_addr)}.sqlite", producer,
@@ -103,4 +103,4 @@ async def main(settings: Settings) -> None:
 
 
 if __name__ == "__main__":
-    run_service("response", main)
+    run_service("response", main, ResponseSettings)

@@ -15,11 +15,11 @@ import asyncpg
 import redis.asyncio as redis
 
 from services.common.product_keys import KeyRecord, KeyValidator
-from services.common.settings import Settings
+from services.response.settings import ResponseSettings
 
 
 class Admission:
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    def __init__(self, settings: ResponseSettings, client: redis.Redis) -> None:
         self._dsn = settings.postgres_dsn
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()

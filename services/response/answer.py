@@ -14,7 +14,7 @@ from services.common.errors import InvalidArgument, NotFound, ParleyError, Unaut
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.outbox import Outbox
 from services.common.pb.parley.v1 import common_pb2, events_pb2, response_pb2, search_pb2
-from services.common.settings import Settings
+from services.response.settings import ResponseSettings
 from services.common.text import storable
 from services.response import routing
 from services.response.admission import Admission
@@ -108,7 +108,7 @@ class ChatEngine:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: ResponseSettings,
         search: SearchClient,
         store: ResponseStore,
         producer: EventProducer | Outbox,
@@ -429,7 +429,7 @@ def feedback_event_id(request_id: str, rating: int, comment: str) -> str:
     return uuid.uuid5(_FEEDBACK_NAMESPACE, f"{request_id}\x1f{rating}\x1f{comment}").hex
 
 
-def build_engine(settings: Settings, search: SearchClient, store: ResponseStore, producer: EventProducer | Outbox,
+def build_engine(settings: ResponseSettings, search: SearchClient, store: ResponseStore, producer: EventProducer | Outbox,
                  web: WebPages | None = None) -> ChatEngine:
     """The engine as the settings describe it: Groq when GROQ_API_KEY is set, else extractive only."""
     extractive = ExtractiveAnswerer(settings.extractive_max_sentences, min_similarity=settings.extractive_min_similarity,
@@ -451,7 +451,7 @@ def build_engine(settings: Settings, search: SearchClient, store: ResponseStore,
     return ChatEngine(settings, search, store, producer, extractive, llm, web)
 
 
-def build_store(settings: Settings, client) -> ResponseStore:
+def build_store(settings: ResponseSettings, client) -> ResponseStore:
     return ResponseStore(
         client, answer_ttl=settings.answer_cache_ttl_seconds, pointer_ttl=settings.answer_cache_pointer_ttl_seconds,
         session_turns=settings.session_history_turns, session_ttl=settings.session_ttl_seconds,

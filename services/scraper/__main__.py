@@ -10,13 +10,13 @@ from services.common.kafka import EventProducer
 from services.common.pb.parley.v1 import scraper_pb2, scraper_pb2_grpc
 from services.common.redis_client import create_redis
 from services.common.runner import run_service
-from services.common.settings import Settings
+from services.scraper.settings import ScraperSettings
 from services.scraper.fetching import new_fetcher
 from services.common.product_keys import KeyValidator
 from services.scraper.server import ScraperDeps, ScraperServicer
 
 
-async def main(settings: Settings) -> None:
+async def main(settings: ScraperSettings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     deps = ScraperDeps(
         producer=EventProducer(settings.kafka_bootstrap, client_id="parley-scraper"),
@@ -64,4 +64,4 @@ async def main(settings: Settings) -> None:
 
 
 if __name__ == "__main__":
-    run_service("scraper", main)
+    run_service("scraper", main, ScraperSettings)

@@ -14,7 +14,7 @@ import redis.asyncio as redis
 from services.common.errors import PermissionDenied, Unauthenticated, Unavailable
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import events_pb2, scraper_pb2, scraper_pb2_grpc
-from services.common.settings import Settings
+from services.scraper.settings import ScraperSettings
 from services.common.timestamps import to_timestamp
 from services.scraper import jobs
 from services.scraper.fetching import Fetcher, check_host
@@ -46,7 +46,7 @@ def status_message(job: jobs.JobStatus) -> scraper_pb2.CrawlStatus:
 
 
 class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
-    def __init__(self, settings: Settings, deps: ScraperDeps) -> None:
+    def __init__(self, settings: ScraperSettings, deps: ScraperDeps) -> None:
         self._settings = settings
         self._deps = deps
 

@@ -27,7 +27,7 @@ from services.common.kafka import DeadLetters, EventProducer
 from services.common.pb.parley.v1 import events_pb2
 from services.common.runner import run_service
 from services.common.metrics import serve_metrics
-from services.common.settings import Settings
+from services.scraper.settings import ScraperSettings
 from services.scraper import jobs
 from services.scraper.crawler import Crawler, CrawlSpec, PageStore, Progress
 from services.scraper.fetching import new_fetcher
@@ -37,7 +37,7 @@ MAX_PAGE_MESSAGE_BYTES = 900_000   # under Kafka's default message size limit (1
 
 
 class CrawlWorker:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, producer: EventProducer) -> None:
+    def __init__(self, settings: ScraperSettings, pool: asyncpg.Pool, producer: EventProducer) -> None:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"   # holder of job leases
         self.settings = settings
         self.pool = pool
@@ -149,7 +149,7 @@ class CrawlWorker:
         await self.run_job(request)
 
 
-async def main(settings: Settings) -> None:
+async def main(settings: ScraperSettings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     serve_metrics(settings.crawler_metrics_port)
     pool = await _retry(lambda: db.create_pool(settings.postgres_dsn, max_size=settings.scraper_max_jobs * 4))
@@ -234,4 +234,4 @@ def _log_not_ready(state: RetryCallState) -> None:
 
 
 if __name__ == "__main__":
-    run_service("crawler", main)
+    run_service("crawler", main, ScraperSettings)

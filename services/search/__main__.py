@@ -12,7 +12,7 @@ from services.common.kafka import EventProducer
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
 from services.common.redis_client import create_redis
 from services.common.runner import run_service
-from services.common.settings import Settings
+from services.search.settings import SearchSettings
 from services.common.knowledge_events import KnowledgeFollower
 from services.search.dense import DenseRetrieval
 from services.search.indexing import Indexing
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 SCRAPER_CHECK_SECONDS = 5.0
 
 
-async def main(settings: Settings) -> None:
+async def main(settings: SearchSettings) -> None:
     deps = SearchDeps(producer=EventProducer(settings.kafka_bootstrap, client_id="parley-search"))
     servicer = SearchServicer(settings, deps)
     follower: KnowledgeFollower | None = None
@@ -119,4 +119,4 @@ async def main(settings: Settings) -> None:
 
 
 if __name__ == "__main__":
-    run_service("search", main)
+    run_service("search", main, SearchSettings)

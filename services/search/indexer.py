@@ -33,7 +33,7 @@ from services.common.knowledge_store import NewChunk
 from services.common.metrics import serve_metrics
 from services.common.pb.parley.v1 import events_pb2
 from services.common.runner import run_service
-from services.common.settings import Settings
+from services.search.settings import SearchSettings
 from services.search.indexing import Document, Indexing
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _chunks(page: events_pb2.KnowledgePage) -> list[NewChunk]:
 
 
 class PageIndexer:
-    def __init__(self, settings: Settings, indexing: Indexing, producer: EventProducer) -> None:
+    def __init__(self, settings: SearchSettings, indexing: Indexing, producer: EventProducer) -> None:
         self.settings = settings
         self.indexing = indexing
         self.producer = producer
@@ -136,7 +136,7 @@ class PageIndexer:
         await self._dead_letters.close()
 
 
-async def lag(settings: Settings) -> int:
+async def lag(settings: SearchSettings) -> int:
     """Pages handed over and not yet indexed (committed offsets of the indexer's group vs. the ends)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                                 group_id=settings.indexer_group + settings.topic_namespace)
@@ -160,7 +160,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return consumer.partitions_for_topic(topic) or set()
 
 
-async def _reembed(indexing: Indexing, producer: EventProducer, settings: Settings) -> None:
+async def _reembed(indexing: Indexing, producer: EventProducer, settings: SearchSettings) -> None:
     try:
         versions = await indexing.reembed_stale()
     except Exception:  # noqa: BLE001 - retried at the next start; search still has the lexical arm
@@ -172,7 +172,7 @@ async def _reembed(indexing: Indexing, producer: EventProducer, settings: Settin
         await producer.publish(settings.topic("knowledge_updated"), key_id, event)
 
 
-async def main(settings: Settings) -> None:
+async def main(settings: SearchSettings) -> None:
     serve_metrics(settings.indexer_metrics_port)    # also what the Kubernetes probes ask
     pool = await _retry(lambda: db.create_pool(settings.postgres_dsn, max_size=4))
     producer = EventProducer(settings.kafka_bootstrap, client_id="parley-indexer")
@@ -263,4 +263,4 @@ async def _retry(start, attempts: int = 60):
 
 
 if __name__ == "__main__":
-    run_service("indexer", main)
+    run_service("indexer", main, SearchSettings)

@@ -10,7 +10,7 @@ import redis.asyncio as redis
 
 from services.common.errors import InvalidArgument
 from services.common.product_keys import KeyCache, KeyRecord, KeyValidator
-from services.common.settings import Settings
+from services.search.settings import SearchSettings
 from services.search import retrieval
 from services.search.dense import DenseRetrieval
 from services.search.strategy import Decision, Options, Thresholds, decide, is_chitchat
@@ -33,7 +33,7 @@ def validate_message(message: str, max_chars: int) -> str:
 
 
 class Planner:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, client: redis.Redis,
+    def __init__(self, settings: SearchSettings, pool: asyncpg.Pool, client: redis.Redis,
                  web_available=lambda: False, dense: DenseRetrieval | None = None) -> None:
         self._settings = settings
         self.dense = dense          # dense candidates beside the lexical ones (None: lexical only)

@@ -12,7 +12,7 @@ import redis.asyncio as redis
 from services.common.errors import Unavailable
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
-from services.common.settings import Settings
+from services.search.settings import SearchSettings
 from services.common.timestamps import to_timestamp
 from services.search import keys, knowledge
 from services.search.indexing import Indexing
@@ -58,7 +58,7 @@ class SearchDeps:
 
 
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):
-    def __init__(self, settings: Settings, deps: SearchDeps) -> None:
+    def __init__(self, settings: SearchSettings, deps: SearchDeps) -> None:
         self._settings = settings
         self._deps = deps
 

@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from services.analytics.stream.sink import create_pool
-from services.common.settings import Settings
+from services.settings import Settings
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager, contextmanager
 import httpx
 import pytest
 
-from services.common.settings import Settings
+from services.settings import Settings
 from services.common.topics import create_all_topics
 from tests.analytics.test_stream import count_turns, now_turn, producer, wait_for
 from tests.conftest import _free_port

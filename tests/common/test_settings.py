@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.common import settings as settings_mod
+from services import settings as settings_mod
 
 
 def test_topic_namespace_is_appended(monkeypatch):

@@ -18,7 +18,7 @@ from unittest import mock
 from pydantic import ValidationError
 
 from services.common.grpc_server import port_of
-from services.common.settings import TOPICS, Settings
+from services.settings import TOPICS, Settings
 from tests.deploy.policy_keda import scaled_object_violations
 from tests.deploy.policy_network import network_violations
 
@@ -163,12 +163,12 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
     known = env_names()
     for key in config:
         if key not in known:
-            out(f"ConfigMap {SETTINGS_CONFIGMAP}: {key} is no setting of services.common.settings.Settings")
+            out(f"ConfigMap {SETTINGS_CONFIGMAP}: {key} is no setting of services.settings.Settings")
         if key in SECRET_SETTINGS:
             out(f"ConfigMap {SETTINGS_CONFIGMAP}: {key} is a secret; it belongs in the Secret {SECRET_NAME}")
     for key in secret_keys:
         if key not in known:
-            out(f"Secret {SECRET_NAME}: {key} is no setting of services.common.settings.Settings")
+            out(f"Secret {SECRET_NAME}: {key} is no setting of services.settings.Settings")
     provided = set(config) | set(secret_keys)
     for key in required_in_cluster():
         if key not in provided:

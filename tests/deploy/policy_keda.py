@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.common.settings import Settings
+from services.settings import Settings
 
 Doc = dict[str, Any]
 

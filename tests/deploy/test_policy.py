@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from services.common.grpc_server import port_of
-from services.common.settings import Settings
+from services.settings import Settings
 from tests.deploy.manifests import K8S_DIR, OVERLAYS, kustomize_build
 from tests.deploy.policy import COMPONENTS, SECRET_SETTINGS, hpa_bounds, required_in_cluster, violations
 from tests.deploy.policy_network import callers_in_code

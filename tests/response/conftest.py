@@ -20,7 +20,7 @@ from services.common.grpc_server import ServerInterceptor, channel
 from services.common.kafka import EventProducer
 from services.common.pb.parley.v1 import events_pb2, response_pb2_grpc, search_pb2, search_pb2_grpc
 from services.common.redis_client import create_redis
-from services.common.settings import Settings
+from services.settings import Settings
 from services.response.admission import Admission
 from services.response.answer import ChatEngine, build_engine, build_store
 from services.response.search_client import SearchClient

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from services.common.pb.parley.v1 import events_pb2, scraper_pb2, search_pb2
-from services.common.settings import Settings
+from services.settings import Settings
 from services.search import indexer
 from tests.conftest import rpc_error
 

@@ -9,7 +9,7 @@ import faust
 
 from services.analytics.stream.app import create_app
 from services.common.logs import configure_logging
-from services.common.settings import get_settings
+from services.analytics.settings import get_settings
 
 
 def tune_garbage_collector(first_threshold: int) -> None:

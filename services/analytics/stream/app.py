@@ -21,7 +21,7 @@ from services.analytics.stream.progress import DEAD_LETTERS, Progress
 from services.analytics.stream.sink import MetricsSink
 from services.analytics.stream.startup import KafkaReachable
 from services.common.kafka import DeadLetters
-from services.common.settings import Settings
+from services.analytics.settings import AnalyticsSettings
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class StreamDeadLetters(Service):
         DEAD_LETTERS.labels(letter.topic).inc()
 
 
-def create_app(settings: Settings) -> tuple[faust.App, list[Service]]:
+def create_app(settings: AnalyticsSettings) -> tuple[faust.App, list[Service]]:
     app = faust.App(
         settings.worker_app_id,
         broker=faust_broker(settings.kafka_bootstrap),

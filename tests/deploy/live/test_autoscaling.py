@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from deploy.kube import cluster
-from services.common.settings import Settings
+from services.settings import Settings
 from tests.deploy.live import kube
 from tests.deploy.policy import COMPONENTS
 

@@ -1,0 +1,32 @@
+"""Settings of the analytics service and its stream worker (over the shared `CommonSettings`)."""
+
+from __future__ import annotations
+
+from services.common.settings import CommonSettings
+from services.common.settings import get_settings as _get_settings
+
+
+class AnalyticsSettings(CommonSettings):
+    """The stream worker's consumer, batches, liveness and garbage collector."""
+
+    # Stream processor.
+    worker_app_id: str = "parley-analytics"
+    stream_batch_size: int = 1000
+    worker_stall_seconds: float = 60.0           # liveness: messages waiting and no progress this long
+    worker_lag_interval_seconds: float = 5.0
+    worker_session_timeout_seconds: float = 10.0
+    minutely_publish_interval_seconds: float = 5.0
+
+    # Stream processor: its own consumer of the hot topics, retries, event loop.
+    stream_fetch_max_bytes: int = 64 * 1024 * 1024        # one fetch across partitions
+    stream_partition_fetch_bytes: int = 8 * 1024 * 1024    # per partition and fetch
+    stream_retry_max_seconds: float = 5.0                  # longest wait between two tries of a batch
+    stream_uvloop: bool = True                             # uvloop as the worker's event loop
+
+    # Stream processor: its garbage collector (services/analytics/stream/__main__.py).
+    stream_gc_threshold: int = 50_000   # first-generation threshold; 0: Python's own (700), nothing frozen
+
+
+def get_settings() -> AnalyticsSettings:
+    """The analytics settings of this process, read once (the stream worker starts without `run_service`)."""
+    return _get_settings(AnalyticsSettings)

@@ -1,0 +1,25 @@
+"""Settings of the scraper service and its crawl worker (over the shared `CommonSettings`)."""
+
+from __future__ import annotations
+
+from services.common.settings import CommonSettings
+
+
+class ScraperSettings(CommonSettings):
+    """Politeness, limits and leases of crawling and Fetch."""
+
+    # Web scraping (crawler and Fetch).
+    scraper_user_agent: str = "ParleyBot/0.1 (+https://github.com/parley/parley; crawler of customer-support knowledge)"
+    scraper_allow_networks: str = ""        # comma-separated CIDRs let through the private-address refusal
+    scraper_host_concurrency: int = 2       # requests in flight per host
+    scraper_host_delay_seconds: float = 0.25  # between request starts per host (robots Crawl-delay wins if longer)
+    scraper_job_concurrency: int = 8        # pages in flight per crawl job
+    scraper_max_jobs: int = 4               # crawl jobs in flight per worker process
+    scraper_max_redirects: int = 5
+    scraper_max_page_bytes: int = 2_000_000
+    scraper_timeout_seconds: float = 10.0
+    scraper_fetch_cache_seconds: int = 600  # TTL of Fetch results in Redis
+    scraper_group_id: str = "parley-crawler"
+
+    # Crawl job leases (one worker per job, also across a rebalance).
+    scraper_job_lease_seconds: float = 15.0   # renewed every third of it; a dead worker's job waits this long
