@@ -96,8 +96,10 @@ def turn_rows(turns: Iterable[events_pb2.ChatTurn], rows: list[tuple] | None = N
     for t in turns:
         ts = t.occurred_at
         seconds = ts.seconds
+        # source_ids[:] is a list made at once; iterating the repeated field itself goes element by element
+        # through protobuf (0.58 µs against 0.22 µs per turn with two ids).
         text = (t.event_id, t.product_key_id, t.session_id, t.request_id, t.message, t.answer, t.model, t.error_code,
-                SOURCE_SEPARATOR.join(t.source_ids))
+                SOURCE_SEPARATOR.join(t.source_ids[:]))
         joined = "".join(text)  # one check of all its text at once
         if "\x00" in joined or not (joined.isascii() or _UNSTORABLE.search(joined) is None):
             text = tuple(map(storable, text))
