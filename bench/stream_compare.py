@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import statistics
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from bench.__main__ import RESULTS
 from bench.harness import bench_env, console
 from bench.scenario_stream import BATCH, EVENTS, KEYS, environment, forget, freshness_under_load, worker_rate
 from bench.stream_load import produce, serialized
@@ -135,7 +137,11 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="git revision whose worker is compared")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    asyncio.run(compare(args.base, args.rounds))
+    result = asyncio.run(compare(args.base, args.rounds))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"stream-compare-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    console.print(f"results written to {path.relative_to(REPO)}")
 
 
 if __name__ == "__main__":
