@@ -211,6 +211,16 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, worker_pi
         await lags.stop()
         await producer.stop()
     ordered = sorted(s for s, _ in results.values())
+    # samples in the order the probes were sent: a rise along the run is a backlog growing
+    return {"rate": rate, "sent": sent_load, "p50_s": statistics.median(ordered), "p99_s": quantile(ordered, 0.99),
+            "samples": [results[i][0] for i in sorted(results)], "cores": cores,
+            "partitions": _per_partition(partitions, key_share, results, lags),
+            "lag_series": {p: lags.series[p] for p in partitions}}
+
+
+def _per_partition(partitions: list[int], key_share: Counter, results: dict[int, tuple[float, int]],
+                   lags: PartitionLag) -> dict[int, dict]:
+    """Each partition's keys, its probes' p50 / p99 and its largest and last sampled lag."""
     per_partition = {}
     for p in partitions:
         mine = sorted(s for s, part in results.values() if part == p)
@@ -219,10 +229,7 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, worker_pi
                             "p50_s": statistics.median(mine) if mine else None,
                             "p99_s": quantile(mine, 0.99) if mine else None,
                             "max_lag": max(series, default=0), "last_lag": series[-1] if series else 0}
-    # samples in the order the probes were sent: a rise along the run is a backlog growing
-    return {"rate": rate, "sent": sent_load, "p50_s": statistics.median(ordered), "p99_s": quantile(ordered, 0.99),
-            "samples": [results[i][0] for i in sorted(results)], "cores": cores, "partitions": per_partition,
-            "lag_series": {p: lags.series[p] for p in partitions}}
+    return per_partition
 
 
 class PartitionLag:
