@@ -3,7 +3,7 @@ minutes, same background load), alternating on fresh topics each time: the rate 
 100 keys with the CPU of the worker and of PostgreSQL per 1k, then freshness (occurred_at to visible
 in GetMetrics) under the same steady load for both, 80 % of the working tree's median rate.
 
-    python -m bench.stream_compare --base <revision> [--rounds 2]
+    python -m bench.stream_compare --base <revision> [--rounds 2] [--keys 100] [--rate-only]
 
 The revision's tree is exported with `git archive` and its worker started from there; everything else
 (the analytics service, the load, the probes) is the working tree's."""
@@ -67,12 +67,12 @@ def worker(tree: Path, env: dict[str, str], log: Path) -> Iterator[int]:
             proc.wait()
 
 
-async def step(name: str, tree: Path, rate: float | None) -> dict:
+async def step(name: str, tree: Path, rate: float | None, keys_n: int) -> dict:
     """With `rate` None: the worker's rate through a backlog of EVENTS; else freshness under `rate`."""
     env = {**os.environ, **bench_env(), "PARLEY_STREAM_BATCH_SIZE": str(BATCH)}
     with environment(env) as settings:
         await create_all_topics(settings)
-        keys = [f"k{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(KEYS)]
+        keys = [f"k{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(keys_n)]
         pool = await db.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
         run_dir = Path(tempfile.mkdtemp(prefix="parley-bench-compare-"))
         launcher = Launcher(run_dir, env=env)
@@ -95,7 +95,7 @@ async def step(name: str, tree: Path, rate: float | None) -> dict:
     return result
 
 
-async def compare(base: str, rounds: int) -> dict:
+async def compare(base: str, rounds: int, keys_n: int, freshness: bool) -> dict:
     with environment(bench_env()) as settings:
         await db.migrate(settings.postgres_dsn)
     trees = {f"base {base}": export(base), "working tree": REPO}
@@ -105,39 +105,49 @@ async def compare(base: str, rounds: int) -> dict:
     for r, pair in enumerate(order):
         for name in pair:
             console.print(f"round {r + 1}, rate: {name} ...")
-            rates[name].append(await step(name, trees[name], None))
+            rates[name].append(await step(name, trees[name], None, keys_n))
     load = 0.8 * statistics.median(x["events_per_s"] for x in rates["working tree"])
     fresh: dict[str, list[dict]] = {n: [] for n in names}
-    for r, pair in enumerate(order):
+    for r, pair in enumerate(order if freshness else []):
         for name in pair:
             console.print(f"round {r + 1}, freshness at {load:,.0f} events/s: {name} ...")
-            fresh[name].append(await step(name, trees[name], load))
+            fresh[name].append(await step(name, trees[name], load, keys_n))
     table = Table("measure (median of rounds)", *names, title=f"Stream worker, {base} vs working tree, one run")
-
-    def med(rows: list[dict], key: str) -> float:
-        return statistics.median(x[key] for x in rows)
-
-    table.add_row("events/s (100 keys)", *(f"{med(rates[n], 'events_per_s'):,.0f}" for n in names))
+    med = _median
+    table.add_row(f"events/s ({keys_n} keys)", *(f"{med(rates[n], 'events_per_s'):,.0f}" for n in names))
+    table.add_row("events/s per round", *(", ".join(f"{x['events_per_s']:,.0f}" for x in rates[n]) for n in names))
     table.add_row("cpu ms / 1k events: worker + postgres",
                   *(f"{med(rates[n], 'cpu_ms_per_1k'):.1f} + {med(rates[n], 'pg_cpu_ms_per_1k'):.1f}" for n in names))
+    if freshness:
+        _freshness_rows(table, names, fresh, load)
+    console.print(table)
+    return {"base": base, "keys": keys_n, "rates": rates, "freshness": fresh, "load": load, "at": time.time()}
+
+
+def _median(rows: list[dict], key: str) -> float:
+    return statistics.median(x[key] for x in rows)
+
+
+def _freshness_rows(table: Table, names: list[str], fresh: dict[str, list[dict]], load: float) -> None:
+    med = _median
     table.add_row(f"freshness p50 / p99 s at {load:,.0f} events/s",
                   *(f"{med(fresh[n], 'p50_s'):.2f} / {med(fresh[n], 'p99_s'):.2f}" for n in names))
     table.add_row("freshness p99 s per round", *(", ".join(f"{x['p99_s']:.2f}" for x in fresh[n]) for n in names))
-    table.add_row("busiest partition's keys (of 100) per round",
+    table.add_row("busiest partition's share of the keys per round",
                   *(", ".join(str(max(p["keys"] for p in x["partitions"].values())) for x in fresh[n]) for n in names))
     table.add_row("cores under the load: worker, postgres",
                   *(f"{med([x['cores'] for x in fresh[n]], 'worker'):.2f}, "
                     f"{med([x['cores'] for x in fresh[n]], 'postgres'):.2f}" for n in names))
-    console.print(table)
-    return {"base": base, "rates": rates, "freshness": fresh, "load": load, "at": time.time()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench.stream_compare", description=__doc__)
     parser.add_argument("--base", required=True, help="git revision whose worker is compared")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--keys", type=int, default=KEYS, help="product keys the turns are spread over")
+    parser.add_argument("--rate-only", action="store_true", help="no freshness measure")
     args = parser.parse_args()
-    result = asyncio.run(compare(args.base, args.rounds))
+    result = asyncio.run(compare(args.base, args.rounds, args.keys, not args.rate_only))
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"stream-compare-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))
