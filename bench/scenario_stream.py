@@ -198,7 +198,7 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, worker_pi
             stub = analytics_pb2_grpc.AnalyticsServiceStub(ch)
             await asyncio.sleep(2.0)  # the load is on
             busy = Busy({"worker": worker_pid, "analytics": launcher.pid("analytics"),
-                         "generator": load.process.pid})
+                         "generator": load.process.pid, **kafka_broker()})
             probes = []
             deadline = time.monotonic() + seconds - 4
             while time.monotonic() < deadline:  # one probe every 0.25 s, each followed on its own
@@ -270,6 +270,18 @@ class PartitionLag:
 
 def _s(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.2f}"
+
+
+def kafka_broker() -> dict[str, int]:
+    """The local stack's Kafka broker, which takes the load's writes on the same cores ({} when the
+    broker is not the local stack's)."""
+    pid_file = local_stack.StackConfig.from_env().pid_file("kafka")
+    try:
+        pid = int(pid_file.read_text().strip())
+        cpu_seconds(pid)
+    except (OSError, ValueError):
+        return {}
+    return {"kafka": pid}
 
 
 class Busy:
