@@ -6,17 +6,20 @@ to visible in GetMetrics under a steady load at 80 % of the worker's rate, from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from rich.table import Table
 
 from bench.harness import bench_env, console
@@ -111,9 +114,8 @@ async def stored(pool: asyncpg.Pool, group: str) -> int:
                                    "WHERE consumer_group = $1", group))
 
 
-async def worker_rate(launcher: Launcher, pool: asyncpg.Pool, group: str, n: int) -> dict:
+async def worker_rate(pid: int, pool: asyncpg.Pool, group: str, n: int) -> dict:
     """Events per second from the worker's first stored batch to the last event, and its CPU per 1k."""
-    pid = launcher.pid("worker")
     while (first_done := await stored(pool, group)) == 0:
         await asyncio.sleep(0.02)
     first, cpu0, pg0 = time.perf_counter(), cpu_seconds(pid), postgres_cpu_seconds()
@@ -137,10 +139,11 @@ async def run_step(label: str, extra: dict[str, str], keys: int, measure_raw: bo
         launcher = Launcher(Path(tempfile.mkdtemp(prefix="parley-bench-stream-")), env=env)
         try:
             launcher.start(["worker"])
-            result = await worker_rate(launcher, pool, settings.worker_app_id, EVENTS)
+            result = await worker_rate(launcher.pid("worker"), pool, settings.worker_app_id, EVENTS)
             counted = await pool.fetchval("SELECT sum(turns) FROM metrics_minute WHERE product_key_id = ANY($1)", names)
             if measure_raw:
-                result["freshness"] = await freshness_under_load(settings, launcher, names, result["events_per_s"])
+                result["freshness"] = await freshness_under_load(settings, launcher, launcher.pid("worker"), pool,
+                                                                 names, 0.8 * result["events_per_s"])
         finally:
             launcher.stop()
             await forget(pool, names, settings.worker_app_id)
@@ -156,18 +159,25 @@ async def forget(pool: asyncpg.Pool, keys: list[str], group: str) -> None:
     await pool.execute("DELETE FROM stream_offsets WHERE consumer_group = $1", group)
 
 
-async def freshness_under_load(settings: Settings, launcher: Launcher, keys: list[str], max_rate: float,
-                               seconds: float = 20.0) -> dict:
-    """Seconds from a probe turn's occurred_at to its being counted by GetMetrics, while a separate
-    process sends turns at 80 % of the worker's measured rate over the same keys."""
+async def freshness_under_load(settings: Settings, launcher: Launcher, worker_pid: int, pool: asyncpg.Pool,
+                               keys: list[str], rate: float, seconds: float = 20.0) -> dict:
+    """Seconds from a probe turn's occurred_at to its being counted by GetMetrics (the analytics
+    service started by `launcher`), while a separate process sends `rate` turns/s (80 % of the
+    worker's measured rate) over the same keys; with each
+    partition's share of the keys, its probes and its lag (Kafka's end offset - the stored offset)
+    sampled along the run, so a partition whose writer falls behind shows as such."""
     launcher.start(["analytics"])
     await _wait_analytics(settings)
-    rate = 0.8 * max_rate
-    load = SteadyLoad(settings.kafka_bootstrap, settings.topic("chat_turns"), keys, rate, seconds)
+    topic = settings.topic("chat_turns")
+    load = SteadyLoad(settings.kafka_bootstrap, topic, keys, rate, seconds)
     await load.start()
-    results: dict[int, float] = {}  # probe number -> seconds
+    results: dict[int, tuple[float, int]] = {}  # probe number -> (seconds, partition)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
+    partitions = sorted(await producer.partitions_for(topic))
+    key_share = Counter(DefaultPartitioner()(k.encode(), partitions, partitions) for k in keys)
+    lags = PartitionLag(settings, pool, topic, partitions)
+    await lags.start()
 
     admin = (("x-parley-admin-token", settings.admin_token),)
 
@@ -176,20 +186,20 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, keys: lis
         t = turn(key_id, i)
         sent = time.time()
         t.occurred_at.FromNanoseconds(int(sent * 1e9))
-        await producer.send(settings.topic("chat_turns"), t.SerializeToString(), key=keys[i % len(keys)].encode())
+        delivered = await producer.send(topic, t.SerializeToString(), key=keys[i % len(keys)].encode())
         # Every 0.1 s (not 0.05): about ten probes are out at once, and their polls share the two
         # cores with the worker, PostgreSQL and the load they measure.
         while (await stub.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id),
                                      metadata=admin, timeout=5)).total.turns != 1:
             await asyncio.sleep(0.1)
-        results[i] = time.time() - sent
+        results[i] = (time.time() - sent, (await delivered).partition)
 
     try:
         async with channel(settings.analytics_addr) as ch:
             stub = analytics_pb2_grpc.AnalyticsServiceStub(ch)
             await asyncio.sleep(2.0)  # the load is on
-            busy = Busy({"worker": launcher.pid("worker"), "analytics": launcher.pid("analytics"),
-                         "generator": load.process.pid})
+            busy = Busy({"worker": worker_pid, "analytics": launcher.pid("analytics"),
+                         "generator": load.process.pid, **kafka_broker()})
             probes = []
             deadline = time.monotonic() + seconds - 4
             while time.monotonic() < deadline:  # one probe every 0.25 s, each followed on its own
@@ -199,11 +209,80 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, keys: lis
             await asyncio.gather(*probes)
         sent_load = await load.wait()
     finally:
+        await lags.stop()
         await producer.stop()
-    ordered = sorted(results.values())
+    ordered = sorted(s for s, _ in results.values())
     # samples in the order the probes were sent: a rise along the run is a backlog growing
     return {"rate": rate, "sent": sent_load, "p50_s": statistics.median(ordered), "p99_s": quantile(ordered, 0.99),
-            "samples": [results[i] for i in sorted(results)], "cores": cores}
+            "samples": [results[i][0] for i in sorted(results)], "cores": cores,
+            "partitions": _per_partition(partitions, key_share, results, lags),
+            "lag_series": {p: lags.series[p] for p in partitions}}
+
+
+def _per_partition(partitions: list[int], key_share: Counter, results: dict[int, tuple[float, int]],
+                   lags: PartitionLag) -> dict[int, dict]:
+    """Each partition's keys, its probes' p50 / p99 and its largest and last sampled lag."""
+    per_partition = {}
+    for p in partitions:
+        mine = sorted(s for s, part in results.values() if part == p)
+        series = [lag for _, lag in lags.series[p]]
+        per_partition[p] = {"keys": key_share.get(p, 0), "probes": len(mine),
+                            "p50_s": statistics.median(mine) if mine else None,
+                            "p99_s": quantile(mine, 0.99) if mine else None,
+                            "max_lag": max(series, default=0), "last_lag": series[-1] if series else 0}
+    return per_partition
+
+
+class PartitionLag:
+    """Samples each partition's lag (Kafka's end offset - the offset stored with the data) every
+    `every` seconds, as (seconds since start, lag)."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, topic: str, partitions: list[int],
+                 every: float = 0.5) -> None:
+        self.group, self.topic, self.every, self.pool = settings.worker_app_id, topic, every, pool
+        self.tps = [TopicPartition(topic, p) for p in partitions]
+        self.series: dict[int, list[tuple[float, int]]] = {p: [] for p in partitions}
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+        self._task: asyncio.Future | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.ensure_future(self._sample())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    async def _sample(self) -> None:
+        started = time.monotonic()
+        while True:
+            ends = await self._consumer.end_offsets(self.tps)
+            rows = await self.pool.fetch("SELECT partition, next_offset FROM stream_offsets "
+                                         "WHERE consumer_group = $1 AND topic = $2", self.group, self.topic)
+            stored = {r["partition"]: r["next_offset"] for r in rows}
+            at = time.monotonic() - started
+            for tp, end in ends.items():
+                self.series[tp.partition].append((round(at, 2), end - stored.get(tp.partition, 0)))
+            await asyncio.sleep(self.every)
+
+
+def _s(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.2f}"
+
+
+def kafka_broker() -> dict[str, int]:
+    """The local stack's Kafka broker, which takes the load's writes on the same cores ({} when the
+    broker is not the local stack's)."""
+    pid_file = local_stack.StackConfig.from_env().pid_file("kafka")
+    try:
+        pid = int(pid_file.read_text().strip())
+        cpu_seconds(pid)
+    except (OSError, ValueError):
+        return {}
+    return {"kafka": pid}
 
 
 class Busy:
@@ -268,6 +347,10 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
     table.add_row(f"freshness p50 / p99 s at {fresh['rate']:,.0f} events/s (80 %)",
                   f"{fresh['p50_s']:.3f} / {fresh['p99_s']:.3f}  ({len(fresh['samples'])} probes)")
     table.add_row("cores busy under that load", ", ".join(f"{k} {v:.2f}" for k, v in fresh["cores"].items()))
+    for p, part in fresh["partitions"].items():
+        table.add_row(f"  partition {p}: {part['keys']} keys, {part['probes']} probes",
+                      f"p50 / p99 {_s(part['p50_s'])} / {_s(part['p99_s'])} s; lag max {part['max_lag']:,}, "
+                      f"at the end {part['last_lag']:,}")
     console.print(table)
     return {"scenario": NAME, "events": EVENTS, "batch": BATCH, "sink": sink, "steps": steps,
             "worker_over_raw": final["events_per_s"] / final["raw_consumer_per_s"],

@@ -1,5 +1,7 @@
 """The stream bench's sink ceiling: the batch write alone (no Kafka), its variants side by side in one
-run, with the CPU of the writer and of PostgreSQL per 1k rows."""
+run, with the CPU of the writer and of PostgreSQL per 1k rows. Each writer writes as the worker's
+partition writers do: the next batch's rows are built (in slices, letting the loop run between them)
+while the current batch is in PostgreSQL, and the bench process collects garbage as the worker does."""
 
 from __future__ import annotations
 
@@ -11,40 +13,67 @@ from collections.abc import Awaitable, Callable
 
 from bench.stream_baseline import WRITE_TURNS as BASELINE_WRITE_TURNS, turn_columns as baseline_columns
 from bench.stream_load import turn
+from services.analytics.stream.consumer import DECODE_SLICE
+from services.analytics.stream.rows import TurnBatch
 from services.analytics.stream.sink import MetricsSink, Position, insert_turns_skipping_stored
 from services.settings import Settings
 
-Write = Callable[[list], Awaitable[object]]
+# (records, their rows built beforehand) -> applied
+Write = Callable[[list, TurnBatch | None], Awaitable[object]]
 
 # name in the results -> what the bench table calls it
 VARIANTS = {
-    "copy": "COPY + plain INSERT ... SELECT (ON CONFLICT only after a duplicate), metrics in the same pass",
-    "skipping": "COPY + INSERT ... SELECT ON CONFLICT DO NOTHING RETURNING on every batch (the write before)",
+    "copy": "COPY + plain INSERT ... SELECT, rows built while the batch before is written (the worker's write)",
+    "inline": "COPY + plain INSERT ... SELECT, rows built inside the write (the write before)",
+    "skipping": "COPY + INSERT ... SELECT ON CONFLICT DO NOTHING RETURNING on every batch, rows inside the write",
     "baseline": "one statement over 23 unnested arrays, histograms in SQL (the write before COPY)",
 }
 
 
-async def _write_all(write: Write, events: list, partition: int, first: int, batch: int) -> None:
+async def _rows(events: list) -> TurnBatch:
+    """The batch's rows, built as a partition writer builds them while a write is in flight."""
+    batch = TurnBatch()
+    for i in range(0, len(events), DECODE_SLICE):
+        batch.add(events[i:i + DECODE_SLICE])
+        await asyncio.sleep(0)
+    return batch
+
+
+async def _write_all(write: Write, events: list, partition: int, first: int, batch: int, ahead: bool) -> None:
+    """Batch after batch; with `ahead`, each batch's rows built while the one before is written."""
+    ready = await _rows(events[:batch]) if ahead else None
     for i in range(0, len(events), batch):
-        await write([(Position("sink", partition, first + i + j), e) for j, e in enumerate(events[i:i + batch])])
+        records = [(Position("sink", partition, first + i + j), e) for j, e in enumerate(events[i:i + batch])]
+        writing = asyncio.ensure_future(write(records, ready))
+        try:
+            if ahead and i + batch < len(events):
+                ready = await _rows(events[i + batch:i + 2 * batch])
+            await writing
+        finally:
+            writing.cancel()
 
 
 async def _measure(write: Write, keys: list[str], rows: int, writers: int, batch: int, first: int,
-                   postgres_cpu: Callable[[], float]) -> tuple[float, float, float]:
+                   postgres_cpu: Callable[[], float], gc_threshold: int, ahead: bool) -> tuple[float, float, float]:
     """(seconds, python cpu s, postgres cpu s) of `writers` concurrent writers of `rows` turns, at
     offsets from `first` on (above those written before, which the sink would skip)."""
     mine = [keys[w::writers] for w in range(writers)]
     parts = [[turn(mine[w][i % len(mine[w])], first + i) for i in range(rows // writers)] for w in range(writers)]
     # The bench's own inputs (every turn of the run, built beforehand) are moved out of the garbage
     # collector's generations: the worker never holds more than a few batches, and collecting
-    # through all of them cost the writer about 3 ms of CPU per 1k rows here.
+    # through all of them cost the writer about 3 ms of CPU per 1k rows here. The worker's
+    # first-generation threshold applies meanwhile.
     gc.collect()
     gc.freeze()
+    thresholds = gc.get_threshold()
+    if gc_threshold > 0:
+        gc.set_threshold(gc_threshold, 20, 100)
     try:
         t0, cpu0, pg0 = time.perf_counter(), time.process_time(), postgres_cpu()
-        await asyncio.gather(*[_write_all(write, part, w, first, batch) for w, part in enumerate(parts)])
+        await asyncio.gather(*[_write_all(write, part, w, first, batch, ahead) for w, part in enumerate(parts)])
         return time.perf_counter() - t0, time.process_time() - cpu0, postgres_cpu() - pg0
     finally:
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
 
 
@@ -52,30 +81,34 @@ async def sink_ceiling(settings: Settings, postgres_cpu: Callable[[], float], fo
                        rows: int = 120_000, writers: int = 4, rounds: int = 3) -> dict:
     """Rows per second of the batch write alone: `writers` concurrent writers (the worker has one per
     partition, 4 by default) of batches of `batch` over `keys_n` keys, each key with one writer as
-    Kafka's partitioner would have it. The sink's write and the one before it alternate in `rounds`
-    rounds (so that the load of the machine and the table's growth fall on both alike); the statement
-    before COPY runs once, as a reference."""
+    Kafka's partitioner would have it. The sink's write and the ones before it alternate in `rounds`
+    rounds, in turn first (so that the load of the machine and the table's growth fall on all alike);
+    the statement before COPY runs once, as a reference."""
     keys = [f"sink-{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(keys_n)]
     group = f"sink-bench-{uuid.uuid4().hex[:6]}"
     sink = MetricsSink(settings.postgres_dsn, group)
     await sink.on_start()
 
-    async def skipping(records) -> None:
+    async def inline(records, _ready) -> None:
+        await sink.write_turns(records)
+
+    async def skipping(records, _ready) -> None:
         await sink._write(records, insert_turns_skipping_stored)
 
-    async def baseline(records) -> None:
+    async def baseline(records, _ready) -> None:
         async with sink.pool.acquire() as conn, conn.transaction():
             await conn.execute(BASELINE_WRITE_TURNS, *baseline_columns([e for _, e in records]))
 
-    writes = {"copy": sink.write_turns, "skipping": skipping, "baseline": baseline}
-    plan = [name for r in range(rounds) for name in (("copy", "skipping") if r % 2 else ("skipping", "copy"))]
+    writes = {"copy": sink.write_turns, "inline": inline, "skipping": skipping, "baseline": baseline}
+    order = ["copy", "inline", "skipping"]
+    plan = [name for r in range(rounds) for name in order[r % 3:] + order[:r % 3]]
     plan.append("baseline")
     totals = {name: [0, 0.0, 0.0, 0.0] for name in writes}
     try:
         for n, name in enumerate(plan):
             part_rows = rows // rounds if name != "baseline" else rows // rounds // 2
             seconds, py, pg = await _measure(writes[name], keys, part_rows, writers, batch, n * rows,
-                                             postgres_cpu)
+                                             postgres_cpu, settings.stream_gc_threshold, ahead=name == "copy")
             for i, v in enumerate((part_rows, seconds, py, pg)):
                 totals[name][i] += v
         await forget(sink.pool, keys, group)

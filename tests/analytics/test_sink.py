@@ -75,6 +75,35 @@ async def test_a_batch_is_written_again_only_when_it_holds_an_event_stored_befor
     assert await sink.stored_offsets() == {("a", 0): 3, ("a", 1): 4}
 
 
+async def test_rows_built_before_the_write_count_each_turn_once_and_never_a_replayed_one(pg, settings, sink_pool):
+    """A partition writer builds a batch's rows while the batch before is written (rows.TurnBatch): a
+    turn repeated inside the batch counts once, and rows built from events partly below the stored
+    offsets (a redelivery) are not used: only the events above them count."""
+    key_id = f"ahead-{uuid.uuid4().hex[:8]}"
+    turns = [make_turn(key_id, ms) for ms in (3.0, 7.5, 12.0, 250.0, 40.0, 41.0)]
+    sink = await _sink(sink_pool, settings)
+
+    def built(events) -> rows.TurnBatch:
+        batch = rows.TurnBatch()
+        batch.add(events[:3])
+        batch.add(events[3:])
+        return batch
+
+    with_repeat = turns[:4] + turns[1:2]  # a producer's retry inside the batch
+    written_again = progress.BATCHES_WRITTEN_AGAIN._value.get()
+    first = await sink.write_turns([(Position("r", 0, i), t) for i, t in enumerate(with_repeat)], built(with_repeat))
+    # Redelivered from offset 0 with two more: the rows built for all six would count four again.
+    more = turns[:4] + turns[4:]
+    again = await sink.write_turns([(Position("r", 0, i + 1), t) for i, t in enumerate(more)], built(more))
+    assert (first.applied, again.applied, again.skipped) == (5, 2, 4)
+    assert progress.BATCHES_WRITTEN_AGAIN._value.get() == written_again  # the repeat was not sent twice
+    row = await pg.fetchrow("SELECT turns, tokens_in, total_hist FROM metrics_minute WHERE product_key_id = $1", key_id)
+    assert (row["turns"], row["tokens_in"], sum(row["total_hist"])) == (6, 60, 6)
+    assert row["total_hist"][histogram.bucket_of(250.0)] == 1
+    assert await pg.fetchval("SELECT count(*) FROM conversations WHERE product_key_id = $1", key_id) == 6
+    assert await sink.stored_offsets() == {("r", 0): 7}
+
+
 async def test_percentiles_agree_with_exact_within_one_bucket(pg, settings, sink_pool):
     key_id = f"pct-{uuid.uuid4().hex[:8]}"
     values = [0.5 + (i * 7.3) % 400 for i in range(500)]

@@ -18,6 +18,7 @@ from services.analytics.stream.apply import BatchApplier
 from services.analytics.stream.consumer import EventConsumer, Route
 from services.analytics.stream.decode import DeadLetter, decode_feedback, decode_turn
 from services.analytics.stream.progress import DEAD_LETTERS, Progress
+from services.analytics.stream.rows import TurnBatch
 from services.analytics.stream.sink import MetricsSink
 from services.analytics.stream.startup import KafkaReachable
 from services.common.kafka import DeadLetters
@@ -136,7 +137,7 @@ def create_app(settings: AnalyticsSettings) -> tuple[faust.App, list[Service]]:
         bootstrap=settings.kafka_bootstrap,
         group_id=f"{settings.worker_app_id}-events",
         routes={
-            settings.topic("chat_turns"): Route(decode_turn, applier(sink.write_turns)),
+            settings.topic("chat_turns"): Route(decode_turn, applier(sink.write_turns), TurnBatch),
             settings.topic("feedback"): Route(decode_feedback, applier(sink.write_feedback)),
         },
         progress=progress,

@@ -46,7 +46,8 @@ class Record:
     event: Any
 
 
-Write = Callable[[Sequence[tuple[Position, Any]]], Awaitable[Applied]]
+# (records as (position, event) pairs, their rows built beforehand or None) -> what was applied
+Write = Callable[[Sequence[tuple[Position, Any]], Any], Awaitable[Applied]]
 SendDeadLetter = Callable[[DeadLetter], Awaitable[None]]
 
 
@@ -87,14 +88,15 @@ class BatchApplier:
         self._on_recovery()
         return result
 
-    async def apply(self, records: Sequence[Record]) -> Applied:
+    async def apply(self, records: Sequence[Record], prepared: Any = None) -> Applied:
         """Everything in `records` is stored or dead-lettered when this returns; never raises
-        except on cancellation."""
+        except on cancellation. `prepared`: what the route built from the records' events before
+        the write (Route.prepare); a part of a split batch is written without it."""
         if not records:
             return Applied()
         pairs = [(r.position, r.event) for r in records]
         try:
-            return await self.retrying(lambda: self._write(pairs))
+            return await self.retrying(lambda: self._write(pairs, prepared))
         except Exception as exc:  # noqa: BLE001 - not transient: something in the batch is poison
             if len(records) == 1:
                 return await self._dead_letter(records[0], describe(exc))
@@ -109,4 +111,4 @@ class BatchApplier:
         letter = DeadLetter(pos.topic, pos.partition, pos.offset, record.key, record.value, reason)
         await self.retrying(lambda: self._send_dead_letter(letter))
         # Only now may the offset move past it: the dead letter is on the broker.
-        return await self.retrying(lambda: self._write([(pos, None)]))
+        return await self.retrying(lambda: self._write([(pos, None)], None))

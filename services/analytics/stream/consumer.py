@@ -1,5 +1,6 @@
 """The hot topics consumed by a Faust-managed service with its own aiokafka consumer: one ordered
-writer per partition, positioned at the offsets stored in PostgreSQL, fetching ahead while it writes.
+writer per partition, positioned at the offsets stored in PostgreSQL, fetching ahead and building its
+next batch while it writes.
 
 Faust's per-event stream path (a lock, several tasks and an ack per message) kept the worker at
 about 4k events/s; here a fetched chunk goes to its partition's writer as it is, and the writer
@@ -14,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
@@ -33,10 +35,23 @@ DECODE_SLICE = 250
 
 @dataclass(frozen=True)
 class Route:
-    """How one topic's records become events and who writes them."""
+    """How one topic's records become events, what is built from a batch's events before its write
+    (`prepare`: a factory of an object with `add(events)`, or None) and who writes them."""
 
     decode: Callable
     applier: BatchApplier
+    prepare: Callable[[], Any] | None = None
+
+
+class Assembly:
+    """The next batch of a partition: its records, decoded, and what the route builds from their
+    events, as they arrive."""
+
+    __slots__ = ("records", "prepared")
+
+    def __init__(self, route: Route) -> None:
+        self.records: list[Record] = []
+        self.prepared = route.prepare() if route.prepare is not None else None
 
 
 class PartitionWriter:
@@ -58,14 +73,6 @@ class PartitionWriter:
         if not self.paused and self.queued >= self.owner.max_queued:
             self.owner.consumer.pause(self.tp)
             self.paused = True
-
-    def _take(self) -> list[ConsumerRecord]:
-        batch: list[ConsumerRecord] = []
-        while self.pending and len(batch) < self.owner.batch_size:
-            batch.extend(self.pending.popleft())
-        self.queued -= len(batch)
-        self._resume_if_room()
-        return batch
 
     def _resume_if_room(self) -> None:
         if self.paused and self.queued < self.owner.max_queued:
@@ -102,30 +109,59 @@ class PartitionWriter:
                 await asyncio.sleep(1.0)
 
     async def _write_forever(self) -> None:
-        """Writes batch after batch; what has arrived when a write starts is decoded while it is
-        written (the write waits on PostgreSQL most of the time), so with one partition the
-        decoding of the next batch is not added to each batch's time."""
-        owner, decode = self.owner, self.route.decode
-        ready: list[Record] | None = None
+        """Writes batch after batch. While a batch is in PostgreSQL (where a write spends most of its
+        time), what arrives is decoded and its rows built into the next batch as it comes, so a
+        write starts with everything that had arrived when the one before ended, ready: an event
+        waits for at most the write in flight, not also for one more, and a partition's decoding and
+        row building are not added to its writes' time."""
+        owner, apply = self.owner, self.route.applier.apply
+        batch = Assembly(self.route)
         while True:
-            if ready is None:
+            while not batch.records:
                 if not self.pending:
                     self._wakeup.clear()
                     await self._wakeup.wait()
-                ready = await owner.decode(self._take(), decode)
-            records, ready = ready, None
+                await self._assemble(batch, in_flight=False)
+            if self.pending:  # arrived as the write before ended
+                await self._assemble(batch, in_flight=False)
+            records = batch.records
             started = time.perf_counter()
-            writing = asyncio.ensure_future(self.route.applier.apply(records))
+            writing = asyncio.ensure_future(apply(records, batch.prepared))
+            writing.add_done_callback(self._wake)
+            batch = Assembly(self.route)
             try:
-                if self.pending:
-                    ready = await owner.decode(self._take(), decode, pause_every=DECODE_SLICE)
-                applied = await writing
+                while not writing.done():
+                    if self.pending and len(batch.records) < owner.batch_size:
+                        await self._assemble(batch, in_flight=True)
+                        continue
+                    self._wakeup.clear()  # set again by an offer or by the write's end
+                    await self._wakeup.wait()
+                applied = writing.result()
             except BaseException:
                 # The write's transaction rolls back or has committed; either way _run goes back to
                 # the stored offset, and events below it are dropped inside the next transaction.
                 writing.cancel()
                 raise
             owner.applied(self.tp, records, applied, time.perf_counter() - started)
+
+    def _wake(self, _future: asyncio.Future) -> None:
+        self._wakeup.set()
+
+    async def _assemble(self, batch: Assembly, *, in_flight: bool) -> None:
+        """Decodes what has arrived into `batch`, up to a batch's size (a fetched chunk is not split);
+        with a write in flight, lets the loop run every DECODE_SLICE records."""
+        owner, decode, prepared = self.owner, self.route.decode, batch.prepared
+        while self.pending and len(batch.records) < owner.batch_size:
+            msgs = self.pending.popleft()
+            self.queued -= len(msgs)
+            self._resume_if_room()
+            for i in range(0, len(msgs), DECODE_SLICE):
+                records = await owner.decode(msgs[i:i + DECODE_SLICE], decode)
+                if prepared is not None:
+                    prepared.add([r.event for r in records if r.event is not None])
+                batch.records.extend(records)
+                if in_flight:
+                    await asyncio.sleep(0)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -221,12 +257,10 @@ class EventConsumer(Service):
         stored = await applier.retrying(self._stored_offsets)
         return stored.get((tp.topic, tp.partition))
 
-    async def decode(self, msgs: list[ConsumerRecord], decode: Callable, pause_every: int = 0) -> list[Record]:
-        """The records' events; with `pause_every`, lets the loop run that often (a write in flight)."""
+    async def decode(self, msgs: list[ConsumerRecord], decode: Callable) -> list[Record]:
+        """The records' events; a value that does not decode is dead-lettered (its record has no event)."""
         records = []
-        for i, m in enumerate(msgs):
-            if pause_every and i % pause_every == pause_every - 1:
-                await asyncio.sleep(0)
+        for m in msgs:
             pos = Position(m.topic, m.partition, m.offset)
             try:
                 event = decode(m.value)

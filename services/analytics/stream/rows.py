@@ -81,21 +81,25 @@ class MinuteTotals:
 RawGroup = tuple[str, int, int, str]
 
 
-def turn_rows(turns: Iterable[events_pb2.ChatTurn]) -> tuple[list[tuple], dict[RawGroup, MinuteTotals]]:
+def turn_rows(turns: Iterable[events_pb2.ChatTurn], rows: list[tuple] | None = None,
+              groups: dict[RawGroup, MinuteTotals] | None = None) -> tuple[list[tuple], dict[RawGroup, MinuteTotals]]:
     """The staging rows (STAGE_COLUMNS order) of `turns` and their metrics per raw group, in one pass:
     each field of an event is read once for both (this loop runs for every event; reading protobuf
     fields, the text check and the bucket searches are most of the sink's Python time, and a
-    second pass over the events for the metrics cost about a third more)."""
-    rows: list[tuple] = []
+    second pass over the events for the metrics cost about a third more). Given `rows` and
+    `groups`, adds to them."""
+    rows = [] if rows is None else rows
     append = rows.append
-    groups: dict[RawGroup, MinuteTotals] = {}
+    groups = {} if groups is None else groups
     strategies, caches, hit, no_answer = _STRATEGY, _CACHE, _HIT, common_pb2.STRATEGY_NO_ANSWER
     bounds, low = BOUNDS, MIN_MS
     for t in turns:
         ts = t.occurred_at
         seconds = ts.seconds
+        # source_ids[:] is a list made at once; iterating the repeated field itself goes element by element
+        # through protobuf (0.58 µs against 0.22 µs per turn with two ids).
         text = (t.event_id, t.product_key_id, t.session_id, t.request_id, t.message, t.answer, t.model, t.error_code,
-                SOURCE_SEPARATOR.join(t.source_ids))
+                SOURCE_SEPARATOR.join(t.source_ids[:]))
         joined = "".join(text)  # one check of all its text at once
         if "\x00" in joined or not (joined.isascii() or _UNSTORABLE.search(joined) is None):
             text = tuple(map(storable, text))
@@ -126,13 +130,41 @@ def turn_rows(turns: Iterable[events_pb2.ChatTurn]) -> tuple[list[tuple], dict[R
     return rows, groups
 
 
+class TurnBatch:
+    """The rows and metrics of a batch of turns, built slice by slice as the turns are decoded, while
+    the partition's batch before is in PostgreSQL; a turn repeated inside the batch (a producer's
+    retry) is counted once. `events` counts every turn added, repeats included: the batch's rows
+    stand for exactly those turns."""
+
+    __slots__ = ("events", "rows", "groups", "_seen")
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.rows: list[tuple] = []
+        self.groups: dict[RawGroup, MinuteTotals] = {}
+        self._seen: set[str] = set()
+
+    def add(self, turns: Sequence[events_pb2.ChatTurn]) -> None:
+        self.events += len(turns)
+        seen, new = self._seen, []
+        for t in turns:
+            event_id = t.event_id
+            if event_id not in seen:
+                seen.add(event_id)
+                new.append(t)
+        turn_rows(new, self.rows, self.groups)
+
+
 def stored_groups(raw: dict[RawGroup, MinuteTotals]) -> dict[tuple[str, datetime, str, str], MinuteTotals]:
     """The groups keyed as metrics_minute is: (key, minute, strategy name, model or "unknown")."""
     groups: dict[tuple[str, datetime, str, str], MinuteTotals] = {}
     for (key_id, minute, strategy, model), totals in raw.items():
         key = (key_id, _EPOCH + timedelta(seconds=minute), _STRATEGY.get(strategy, "UNSPECIFIED"), model or "unknown")
-        if key in groups:  # two raw values stored alike
-            groups[key].merge(totals)
+        if key in groups:  # two raw values stored alike: summed into a new total, `raw` stays as it was
+            merged = MinuteTotals()
+            merged.merge(groups[key])
+            merged.merge(totals)
+            groups[key] = merged
         else:
             groups[key] = totals
     return groups

@@ -17,6 +17,7 @@ from services.analytics.stream.rows import (
     STAGE_COLUMNS,
     MinuteTotals,
     RawGroup,
+    TurnBatch,
     feedback_columns,
     metrics_columns,
     minute_of,
@@ -164,12 +165,18 @@ async def insert_turns(conn: asyncpg.Connection, turns: Sequence[events_pb2.Chat
     """Inside the caller's transaction: the turns go into conversations and are counted into
     metrics_minute; returns the (key, minute)s they changed. Raises UniqueViolationError (and the
     transaction is lost) if one of them was stored before: then `insert_turns_skipping_stored` is the way."""
-    turns = unique(turns)
-    if not turns:
+    batch = TurnBatch()
+    batch.add(turns)
+    return await insert_batch(conn, batch)
+
+
+async def insert_batch(conn: asyncpg.Connection, batch: TurnBatch) -> set:
+    """As insert_turns, the rows built beforehand (TurnBatch)."""
+    if not batch.rows:
         return set()
-    raw = await _stage(conn, turns)
+    await conn.copy_records_to_table("turn_rows_stage", records=batch.rows, columns=STAGE_COLUMNS)
     await conn.execute(INSERT_TURNS)
-    return await _count(conn, raw)
+    return await _count(conn, batch.groups)
 
 
 async def insert_turns_skipping_stored(conn: asyncpg.Connection, turns: Sequence[events_pb2.ChatTurn]) -> set:
@@ -248,19 +255,23 @@ class MetricsSink(Service):
         rows = await self.pool.fetch(STORED_OFFSETS, self._group)
         return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
-    async def write_turns(self, records: Sequence[tuple[Position, events_pb2.ChatTurn | None]]) -> Applied:
+    async def write_turns(self, records: Sequence[tuple[Position, events_pb2.ChatTurn | None]],
+                          prepared: TurnBatch | None = None) -> Applied:
+        """`prepared`: the rows of the records' turns, built before the write (used when none of
+        them is dropped by the stored offsets, i.e. nearly always)."""
         try:
-            return await self._write(records, insert_turns)
+            return await self._write(records, insert_turns, prepared)
         except asyncpg.UniqueViolationError:
             # An event of the batch was stored before, at another offset (a producer's retry):
             # the transaction rolled back; the batch again, skipping what is stored.
             BATCHES_WRITTEN_AGAIN.inc()
             return await self._write(records, insert_turns_skipping_stored)
 
-    async def write_feedback(self, records: Sequence[tuple[Position, events_pb2.Feedback | None]]) -> Applied:
+    async def write_feedback(self, records: Sequence[tuple[Position, events_pb2.Feedback | None]],
+                             prepared: None = None) -> Applied:
         return await self._write(records, insert_feedback)
 
-    async def _write(self, records, insert) -> Applied:
+    async def _write(self, records, insert, prepared: TurnBatch | None = None) -> Applied:
         """One transaction: drop what the stored offsets say was applied, write the rest, advance the
         offsets. Records with no event (dead letters) only advance offsets."""
         assert self.pool is not None
@@ -275,7 +286,12 @@ class MetricsSink(Service):
                 event for pos, event in records
                 if event is not None and pos.offset >= stored.get((pos.topic, pos.partition), 0)
             ]
-            minutes = await insert(conn, fresh) if fresh else set()
+            if not fresh:
+                minutes = set()
+            elif prepared is not None and prepared.events == len(fresh):  # the batch's turns, all of them
+                minutes = await insert_batch(conn, prepared)
+            else:
+                minutes = await insert(conn, fresh)
             if positions:
                 await conn.execute(SAVE_OFFSETS, self._group, topics, parts, offsets)
         return Applied(len(fresh), len(records) - len(fresh), minutes)

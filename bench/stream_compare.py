@@ -1,0 +1,158 @@
+"""The stream worker of a git revision against the working tree's, side by side in one run (same
+minutes, same background load), alternating on fresh topics each time: the rate over 150k turns from
+100 keys with the CPU of the worker and of PostgreSQL per 1k, then freshness (occurred_at to visible
+in GetMetrics) under the same steady load for both, 80 % of the working tree's median rate.
+
+    python -m bench.stream_compare --base <revision> [--rounds 2] [--keys 100] [--rate-only]
+
+The revision's tree is exported with `git archive` and its worker started from there; everything else
+(the analytics service, the load, the probes) is the working tree's."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.table import Table
+
+from bench.__main__ import RESULTS
+from bench.harness import bench_env, console
+from bench.scenario_stream import BATCH, EVENTS, KEYS, environment, forget, freshness_under_load, worker_rate
+from bench.stream_load import produce, serialized
+from services.common import db
+from services.common.topics import create_all_topics
+from services.launcher import REPO, Launcher
+
+
+def export(revision: str) -> Path:
+    """The revision's files in a temporary directory."""
+    target = Path(tempfile.mkdtemp(prefix="parley-stream-base-"))
+    archive = subprocess.run(["git", "archive", revision], cwd=REPO, check=True, capture_output=True).stdout
+    with tempfile.TemporaryFile() as fh:
+        fh.write(archive)
+        fh.seek(0)
+        with tarfile.open(fileobj=fh) as tar:
+            tar.extractall(target, filter="data")
+    return target
+
+
+@contextmanager
+def worker(tree: Path, env: dict[str, str], log: Path) -> Iterator[int]:
+    """The worker of `tree` as a process of its own; its pid."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "services.analytics.stream"], cwd=tree, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        yield proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def step(name: str, tree: Path, rate: float | None, keys_n: int) -> dict:
+    """With `rate` None: the worker's rate through a backlog of EVENTS; else freshness under `rate`."""
+    env = {**os.environ, **bench_env(), "PARLEY_STREAM_BATCH_SIZE": str(BATCH)}
+    with environment(env) as settings:
+        await create_all_topics(settings)
+        keys = [f"k{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(keys_n)]
+        pool = await db.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
+        run_dir = Path(tempfile.mkdtemp(prefix="parley-bench-compare-"))
+        launcher = Launcher(run_dir, env=env)
+        try:
+            if rate is None:
+                await produce(settings.kafka_bootstrap, settings.topic("chat_turns"), serialized(keys, EVENTS))
+            with worker(tree, env, run_dir / "worker.log") as pid:
+                if rate is None:
+                    result = await worker_rate(pid, pool, settings.worker_app_id, EVENTS)
+                else:
+                    result = await freshness_under_load(settings, launcher, pid, pool, keys, rate)
+        finally:
+            launcher.stop()
+            await forget(pool, keys, settings.worker_app_id)
+            await pool.close()
+    if rate is None:
+        console.print(f"  {name}: {result['events_per_s']:,.0f} events/s")
+    else:
+        console.print(f"  {name}: freshness p50 / p99 {result['p50_s']:.2f} / {result['p99_s']:.2f} s")
+    return result
+
+
+async def compare(base: str, rounds: int, keys_n: int, freshness: bool) -> dict:
+    with environment(bench_env()) as settings:
+        await db.migrate(settings.postgres_dsn)
+    trees = {f"base {base}": export(base), "working tree": REPO}
+    names = list(trees)
+    order = [names[::1 if r % 2 == 0 else -1] for r in range(rounds)]
+    rates: dict[str, list[dict]] = {n: [] for n in names}
+    for r, pair in enumerate(order):
+        for name in pair:
+            console.print(f"round {r + 1}, rate: {name} ...")
+            rates[name].append(await step(name, trees[name], None, keys_n))
+    load = 0.8 * statistics.median(x["events_per_s"] for x in rates["working tree"])
+    fresh: dict[str, list[dict]] = {n: [] for n in names}
+    for r, pair in enumerate(order if freshness else []):
+        for name in pair:
+            console.print(f"round {r + 1}, freshness at {load:,.0f} events/s: {name} ...")
+            fresh[name].append(await step(name, trees[name], load, keys_n))
+    table = Table("measure (median of rounds)", *names, title=f"Stream worker, {base} vs working tree, one run")
+    med = _median
+    table.add_row(f"events/s ({keys_n} keys)", *(f"{med(rates[n], 'events_per_s'):,.0f}" for n in names))
+    table.add_row("events/s per round", *(", ".join(f"{x['events_per_s']:,.0f}" for x in rates[n]) for n in names))
+    table.add_row("cpu ms / 1k events: worker + postgres",
+                  *(f"{med(rates[n], 'cpu_ms_per_1k'):.1f} + {med(rates[n], 'pg_cpu_ms_per_1k'):.1f}" for n in names))
+    if freshness:
+        _freshness_rows(table, names, fresh, load)
+    console.print(table)
+    return {"base": base, "keys": keys_n, "rates": rates, "freshness": fresh, "load": load, "at": time.time()}
+
+
+def _median(rows: list[dict], key: str) -> float:
+    return statistics.median(x[key] for x in rows)
+
+
+def _freshness_rows(table: Table, names: list[str], fresh: dict[str, list[dict]], load: float) -> None:
+    med = _median
+    table.add_row(f"freshness p50 / p99 s at {load:,.0f} events/s",
+                  *(f"{med(fresh[n], 'p50_s'):.2f} / {med(fresh[n], 'p99_s'):.2f}" for n in names))
+    table.add_row("freshness p99 s per round", *(", ".join(f"{x['p99_s']:.2f}" for x in fresh[n]) for n in names))
+    table.add_row("busiest partition's share of the keys per round",
+                  *(", ".join(str(max(p["keys"] for p in x["partitions"].values())) for x in fresh[n]) for n in names))
+    table.add_row("cores under the load: worker, postgres",
+                  *(f"{med([x['cores'] for x in fresh[n]], 'worker'):.2f}, "
+                    f"{med([x['cores'] for x in fresh[n]], 'postgres'):.2f}" for n in names))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench.stream_compare", description=__doc__)
+    parser.add_argument("--base", required=True, help="git revision whose worker is compared")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--keys", type=int, default=KEYS, help="product keys the turns are spread over")
+    parser.add_argument("--rate-only", action="store_true", help="no freshness measure")
+    args = parser.parse_args()
+    result = asyncio.run(compare(args.base, args.rounds, args.keys, not args.rate_only))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"stream-compare-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    console.print(f"results written to {path.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
