@@ -9,15 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
 import os
 import pkgutil
 import time
 
-from bench.harness import console
+from bench.harness import console, save_results
 from services.launcher import REPO
 
-RESULTS = REPO / "bench" / "results"
 
 
 def scenarios() -> dict:
@@ -46,10 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     for i, name in enumerate(chosen, 1):
         console.rule(f"[{i}/{len(chosen)}] scenario {name}")
         report["scenarios"].append(asyncio.run(available[name].run(args.seconds, concurrencies)))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2))
-    console.print(f"results written to {path.relative_to(REPO)}")
+    save_results(report, "bench")
 
 
 if __name__ == "__main__":

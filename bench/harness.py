@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,9 +21,19 @@ from services.common import db
 from services.common.pb.parley.v1 import search_pb2
 from services.settings import Settings
 from services.common.topics import create_all_topics
-from services.launcher import Launcher
+from services.launcher import REPO, Launcher
 
 console = Console(width=140)
+RESULTS = REPO / "bench" / "results"
+
+
+def save_results(report: dict, prefix: str) -> Path:
+    """Writes a run's results to bench/results/<prefix>-<time>.json (gitignored) and says where."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(report, indent=2))
+    console.print(f"results written to {path.relative_to(REPO)}")
+    return path
 QUESTIONS = [
     "How much does the Plus plan cost per year?",
     "How do I reset my password?",

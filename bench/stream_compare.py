@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import statistics
@@ -28,8 +27,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from bench.__main__ import RESULTS
-from bench.harness import bench_env, console
+from bench.harness import bench_env, console, save_results
 from bench.scenario_stream import BATCH, EVENTS, KEYS, environment, forget, freshness_under_load, worker_rate
 from bench.stream_load import produce, serialized
 from services.common import db
@@ -148,10 +146,7 @@ def main() -> None:
     parser.add_argument("--rate-only", action="store_true", help="no freshness measure")
     args = parser.parse_args()
     result = asyncio.run(compare(args.base, args.rounds, args.keys, not args.rate_only))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"stream-compare-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    console.print(f"results written to {path.relative_to(REPO)}")
+    save_results(result, "stream-compare")
 
 
 if __name__ == "__main__":

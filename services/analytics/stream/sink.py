@@ -24,7 +24,6 @@ from services.analytics.stream.rows import (
     stored_groups,
     storable,
     turn_rows,
-    unique,
 )
 from services.common.pb.parley.v1 import events_pb2
 
@@ -174,7 +173,7 @@ async def insert_batch(conn: asyncpg.Connection, batch: TurnBatch) -> set:
     """As insert_turns, the rows built beforehand (TurnBatch)."""
     if not batch.rows:
         return set()
-    await conn.copy_records_to_table("turn_rows_stage", records=batch.rows, columns=STAGE_COLUMNS)
+    await _stage(conn, batch)
     await conn.execute(INSERT_TURNS)
     return await _count(conn, batch.groups)
 
@@ -182,12 +181,14 @@ async def insert_batch(conn: asyncpg.Connection, batch: TurnBatch) -> set:
 async def insert_turns_skipping_stored(conn: asyncpg.Connection, turns: Sequence[events_pb2.ChatTurn]) -> set:
     """As insert_turns, but the turns stored before (redelivered at new offsets) are skipped, and
     not counted."""
-    turns = unique(turns)
-    if not turns:
+    batch = TurnBatch()
+    batch.add(turns)
+    if not batch.rows:
         return set()
-    raw = await _stage(conn, turns)
+    await _stage(conn, batch)
     inserted = await conn.fetch(INSERT_UNSTORED_TURNS)
-    if len(inserted) != len(turns):  # some were stored before
+    raw = batch.groups
+    if len(inserted) != len(batch.rows):  # some were stored before
         first_of = {}
         for t in turns:
             first_of.setdefault(storable(t.event_id), t)
@@ -195,10 +196,8 @@ async def insert_turns_skipping_stored(conn: asyncpg.Connection, turns: Sequence
     return await _count(conn, raw)
 
 
-async def _stage(conn: asyncpg.Connection, turns: list[events_pb2.ChatTurn]) -> dict[RawGroup, MinuteTotals]:
-    records, raw = turn_rows(turns)
-    await conn.copy_records_to_table("turn_rows_stage", records=records, columns=STAGE_COLUMNS)
-    return raw
+async def _stage(conn: asyncpg.Connection, batch: TurnBatch) -> None:
+    await conn.copy_records_to_table("turn_rows_stage", records=batch.rows, columns=STAGE_COLUMNS)
 
 
 async def _count(conn: asyncpg.Connection, raw: dict[RawGroup, MinuteTotals]) -> set:
