@@ -1,11 +1,12 @@
 """Before/after of the dense retrieval speed work, side by side in one run (same moment, same background
 load), call by call alternating. Before is the code as it was before this work: the full-text arm ranks
-every chunk that matches the message, and the dense-only candidates' rows are read with a statement
-whose generic plan reads the key's whole GIN entry. After is the current code (fp32 encoder, the
-bounded full-text arm, rows by primary key). A third column runs the current code with the int8
-encoder (PARLEY_EMBEDDING_PRECISION=int8, not the default: see README). Each figure is given as wall
-clock and as CPU time of this process: on a busy machine the wall clock mostly measures waiting for a
-core."""
+every chunk that matches the message, the dense-only candidates' rows are read with a statement
+whose generic plan reads the key's whole GIN entry, and batches of texts are grouped by characters and
+each split across the session's threads (`LegacyEmbedder`). After is the current code (fp32 encoder,
+batches grouped by word pieces and run side by side, the bounded full-text arm, rows by primary key).
+A third column runs the current code with the int8 encoder (PARLEY_EMBEDDING_PRECISION=int8, not the
+default: see README). Each figure is given as wall clock and as CPU time of this process: on a busy
+machine the wall clock mostly measures waiting for a core."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from rich.table import Table
 
 from bench.harness import console
 from bench.load import quantile
-from services.common.embedding import INTRA_OP_THREADS, MODEL_ID, Embedder, model_dir
+import numpy as np
+
+from services.common.embedding import DIMENSIONS, INTRA_OP_THREADS, MODEL_ID, Embedder, model_dir
 from services.common.knowledge_store import NewChunk
 from services.search import dense, keys, retrieval, synthetic
 
@@ -88,6 +91,55 @@ WHERE product_key_id = $1 AND id = ANY($2::bigint[])
 """
 
 
+class LegacyEmbedder(Embedder):
+    """The fp32 encoder's batch path as it was before this work: texts sorted by characters, tokenised
+    per batch (padded to the batch's longest), each batch on one session of INTRA_OP_THREADS threads."""
+
+    def embed(self, texts, batch_size: int = 16) -> np.ndarray:
+        out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), batch_size):
+            picked = order[start:start + batch_size]
+            encodings = self._tokenizer.encode_batch([texts[i] for i in picked])
+            out[picked] = self._embed_pieces([e.ids[:sum(e.attention_mask)] for e in encodings],
+                                             self.session(INTRA_OP_THREADS))
+        return out
+
+
+def help_site_pages(limit: int) -> list[tuple[str, list[str]]]:
+    """The first pages of the evaluation's help sites as the crawler chunks them (passages and
+    sentences of real lengths, unlike the benchmark's uniform ones), up to `limit` chunks."""
+    import re
+
+    from bench.eval_sites import discover
+    from services.scraper.extract import chunk_page, extract_html
+
+    sites = [s for s in discover() if s.root is not None]
+    files = [[s.root / u for u in re.findall(r"<loc>\s*https?://SITE/([^<\s]*)\s*</loc>",
+                                             (s.root / "sitemap.xml").read_text())] for s in sites]
+    pages, total = [], 0
+    for group in zip(*files):           # the sites in turn
+        for file in group:
+            if not file.is_file():
+                continue
+            page = extract_html(file.read_text(), f"http://site.test/{file.name}")
+            chunks = [c for c in dict.fromkeys(chunk_page(page)) if c.strip()]
+            if page.noindex or not chunks or page.title in {t for t, _ in pages}:
+                continue        # the title names the document in `ingest`
+            pages.append((page.title, chunks))
+            total += len(chunks)
+            if total >= limit:
+                return pages
+    return pages
+
+
+def same_vectors(before: Embedder, after: Embedder, texts: list[str]) -> dict:
+    """The batch path's vectors before and after on the same texts: they must not move."""
+    a, b = before.embed(texts), after.embed(texts)
+    cosine = (a * b).sum(axis=1)
+    return {"texts": len(texts), "min_cosine": float(cosine.min()), "max_abs_diff": float(np.abs(a - b).max())}
+
+
 class LegacyStatements:
     """A pool that runs the statements of before this work in place of the current ones."""
 
@@ -124,19 +176,22 @@ def summary(samples: list[tuple[float, float]]) -> dict:
 
 
 def embeddings(encoders: dict[str, Embedder], questions: list[str], passages: list[str], rounds: int = 3) -> dict:
-    """Query embedding (distinct questions, the encoders alternating) and a 64-passage batch, alternately."""
+    """Query embedding (distinct questions, the encoders alternating) and a call of 64 texts (batches of
+    16), alternately."""
     samples: dict[str, list[tuple[float, float]]] = {}
     for q in questions[:5]:
         for e in encoders.values():
             e.embed_one(q)
     for q in questions[5:]:
         for name, e in encoders.items():
+            if name == "after":      # the query path is the same before and after
+                continue
             with _timed(samples, f"query_{name}"):
                 e.embed_one(q)
     for _ in range(rounds):
         for name, e in encoders.items():
             with _timed(samples, f"batch_{name}"):
-                e.embed(passages, 64)
+                e.embed(passages, 16)
     return {k: summary(v) for k, v in samples.items()}
 
 
@@ -218,19 +273,19 @@ def table(result: dict) -> Table:
               title=f"dense retrieval before/after, side by side (ms; load average {os.getloadavg()[0]:.1f} "
                     f"on {os.cpu_count()} CPUs; query threads 1, batch threads {INTRA_OP_THREADS})")
     e = result["embedding"]
-    for label, key in (("query embedding", "query"), ("64 passages, one batch", "batch")):
-        t.add_row(label, *_cells(e[f"{key}_before"]), *_cells(e[f"{key}_before"]), *_cells(e[f"{key}_int8"]))
+    t.add_row("query embedding", *_cells(e["query_before"]), *_cells(e["query_before"]), *_cells(e["query_int8"]))
+    t.add_row("64 passages, batches of 16", *(c for v in VARIANTS for c in _cells(e[f"batch_{v}"])))
     for label, key in (("Plan, 100-key set", "plan"), ("Plan, 50k-chunk key", "plan_big")):
         t.add_row(label, *(c for v in VARIANTS for c in _cells(result["plans"][f"{key}_{v}"])))
     s = result["statements"]
     for label, key in (("statement in PostgreSQL, 100-key set", "keys"), ("statement in PostgreSQL, 50k key", "big")):
         t.add_row(label, *_cells(s[f"{key}_before"], ("p50_ms", "p99_ms")), "", *_cells(s[f"{key}_after"], ("p50_ms", "p99_ms")),
                   "", "", "", "")
-    i = result["ingest"]
-    t.add_row("ingest chunks/s (wall; per CPU s)", f"{i['fp32']['chunks_per_second']:.1f}", "",
-              f"{i['fp32']['chunks_per_cpu_second']:.1f}", f"{i['fp32']['chunks_per_second']:.1f}", "",
-              f"{i['fp32']['chunks_per_cpu_second']:.1f}", f"{i['int8']['chunks_per_second']:.1f}", "",
-              f"{i['int8']['chunks_per_cpu_second']:.1f}")
+    for label, key in (("ingest chunks/s, benchmark pages (wall; per CPU s)", "ingest"),
+                       ("ingest chunks/s, help-site pages (wall; per CPU s)", "ingest_sites")):
+        i = result[key]
+        t.add_row(label, *(c for v in VARIANTS for c in (f"{i[v]['chunks_per_second']:.1f}", "",
+                                                         f"{i[v]['chunks_per_cpu_second']:.1f}")))
     return t
 
 
@@ -240,12 +295,21 @@ async def run_all(pool, settings, client, questions: list[str], pages, plan_call
     from services.search.planner import Planner
     from services.search.vector_index import VectorIndex
 
-    console.print("  before/after, side by side: loading the fp32 and int8 encoders ...")
+    console.print("  before/after, side by side: loading the fp32 (before and after) and int8 encoders ...")
+    legacy = await asyncio.to_thread(LegacyEmbedder, model_dir(), "fp32")
     fp32 = await asyncio.to_thread(Embedder, model_dir(), "fp32")
     int8 = await asyncio.to_thread(Embedder, model_dir(), "int8")
+    encoders = {"before": legacy, "after": fp32, "int8": int8}
     passages = [c for _, chunks in pages for c in chunks][:64]
-    result = {"embedding": await asyncio.to_thread(embeddings, {"before": fp32, "int8": int8}, questions[:205], passages)}
-    result["ingest"] = await ingest(pool, {"fp32": fp32, "int8": int8}, pages, BATCH_CHUNKS)
+    sites = help_site_pages(len([c for _, chunks in pages for c in chunks]))
+    site_texts = [t for title, chunks in sites for c in chunks
+                  for t in (NewChunk(c).embedding_text(title), *NewChunk(c).sentence_texts("page", title))]
+    result = {"embedding": await asyncio.to_thread(embeddings, encoders, questions[:205], passages)}
+    result["same_vectors"] = await asyncio.to_thread(same_vectors, legacy, fp32, site_texts)
+    console.print("    before/after vectors of {texts} help-site passages and sentences: min cosine {min_cosine:.7f}, "
+                  "max abs difference {max_abs_diff:.2g}".format(**result["same_vectors"]))
+    result["ingest"] = await ingest(pool, encoders, pages, BATCH_CHUNKS)
+    result["ingest_sites"] = await ingest(pool, encoders, sites, BATCH_CHUNKS)
     console.print("  the search statement inside PostgreSQL, before/after alternating ...")
     result["statements"] = await statements(pool, questions[205:], settings)
     planners = {}
