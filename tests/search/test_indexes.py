@@ -53,3 +53,24 @@ async def test_a_message_matching_more_chunks_than_the_pool_ranks_only_the_pool(
     found = await retrieval.search(pg, key.id, "english", "blue widget handle", limit=20, pool=5)
     assert len(found) == 5
     assert len(await retrieval.search(pg, key.id, "english", "blue widget handle", limit=20)) == 12
+
+
+@pytest.mark.timeout(600)
+async def test_known_lexemes_do_not_depend_on_the_pool(pg):
+    # A lexeme seen in a pooled match counts as known without an index probe; the others are probed.
+    # With a pool of one chunk almost every lexeme is probed, with an unbounded one almost none: the
+    # share of known terms must be the same.
+    import random
+
+    await synthetic.ensure_corpus(pg, keys=100, chunks_per_key=1000, vectors=False)
+    words = synthetic.vocabulary()
+    rng = random.Random(12)
+    shares = set()
+    for i in range(30):
+        question = synthetic.sample_question(rng, words) + (" qzxvortle" if i % 3 == 0 else "")
+        key = synthetic.key_id(i % 100)
+        one = {c.known for c in await retrieval.search(pg, key, "english", question, limit=10, pool=1)}
+        every = {c.known for c in await retrieval.search(pg, key, "english", question, limit=10, pool=10**9)}
+        assert one == every and len(every) == 1, question
+        shares |= every
+    assert min(shares) < 1.0 and max(shares) > 0.0, shares
