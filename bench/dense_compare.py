@@ -1,12 +1,11 @@
 """Before/after of the dense retrieval speed work, side by side in one run (same moment, same background
-load), call by call alternating. Before is the code as it was before this work: the full-text arm ranks
-every chunk that matches the message, the dense-only candidates' rows are read with a statement
-whose generic plan reads the key's whole GIN entry, and batches of texts are grouped by characters and
-each split across the session's threads (`LegacyEmbedder`). After is the current code (fp32 encoder,
-batches grouped by word pieces and run side by side, the bounded full-text arm, rows by primary key).
-A third column runs the current code with the int8 encoder (PARLEY_EMBEDDING_PRECISION=int8, not the
-default: see README). Each figure is given as wall clock and as CPU time of this process: on a busy
-machine the wall clock mostly measures waiting for a core."""
+load), call by call alternating. Before is the code as it was before this work: batches of texts
+grouped by characters and each split across the session's threads (`LegacyEmbedder`), every lexeme of
+the message probed in the key's full-text index for `known` (`PROBED_SEARCH_QUERY`), and the query
+embedded only once the key is validated. After is the current code (fp32 encoder). A third column runs
+the current code with the int8 encoder (PARLEY_EMBEDDING_PRECISION=int8, not the default: see README).
+Each figure is given as wall clock and as CPU time of this process: on a busy machine the wall clock
+mostly measures waiting for a core."""
 
 from __future__ import annotations
 
@@ -27,75 +26,15 @@ import numpy as np
 
 from services.common.embedding import DIMENSIONS, INTRA_OP_THREADS, MODEL_ID, Embedder, model_dir
 from services.common.knowledge_store import NewChunk
-from services.search import dense, keys, retrieval, synthetic
+from services.search import keys, retrieval, synthetic
 
 VARIANTS = ("before", "after", "int8")
-
-LEGACY_SEARCH_QUERY = """
-WITH lx AS MATERIALIZED (
-    SELECT array(
-        SELECT c FROM (
-            SELECT DISTINCT replace(replace(l, '\\', ''), '''', '') AS c
-            FROM unnest(tsvector_to_array(to_tsvector($2::regconfig, $3))) AS l
-        ) AS s
-        WHERE c <> '' AND c <> ALL($4::text[])
-        ORDER BY length(c) DESC, c
-        LIMIT $7
-    ) AS lexemes
-), q AS (
-    SELECT lexemes, array_to_string(lexemes, ' ') AS words,
-           nullif(array_to_string(array(SELECT quote_literal(x) FROM unnest(lexemes) AS x), ' | '), '')::tsquery AS query
-    FROM lx
-), fts AS (
-    SELECT ch.id, ts_rank_cd(ch.tsv, q.query, 32) AS rank
-    FROM knowledge_chunks ch, q
-    WHERE ch.product_key_id = $1 AND q.query IS NOT NULL AND ch.tsv @@ q.query
-    ORDER BY rank DESC, ch.id
-    LIMIT $5
-), trg AS (
-    SELECT ch.id, word_similarity(q.words, ch.question) AS sim
-    FROM knowledge_chunks ch, q
-    WHERE ch.product_key_id = $1 AND ch.kind = 'faq' AND q.words <% ch.question
-    ORDER BY sim DESC, ch.id
-    LIMIT $5
-), kn AS MATERIALIZED (
-    SELECT array(
-        SELECT x FROM unnest(q.lexemes) AS x
-        WHERE EXISTS (SELECT 1 FROM knowledge_chunks ch
-                      WHERE ch.product_key_id = $1 AND ch.tsv @@ quote_literal(x)::tsquery)
-    ) AS known
-    FROM q
-), fused AS (
-    SELECT coalesce(f.id, t.id) AS id, f.rank, t.sim,
-           coalesce(1.0 / ($8 + f.pos), 0) + coalesce(1.0 / ($8 + t.pos), 0) AS rrf
-    FROM (SELECT id, rank, row_number() OVER (ORDER BY rank DESC, id) AS pos FROM fts) AS f
-    FULL JOIN (SELECT id, sim, row_number() OVER (ORDER BY sim DESC, id) AS pos FROM trg) AS t ON t.id = f.id
-)
-SELECT ch.id, ch.kind, ch.document, ch.title, ch.question, ch.content, ch.url,
-       coalesce(fused.rank, 0) AS rank,
-       CASE WHEN ch.kind = 'faq' THEN similarity(ch.question, $3) ELSE 0 END AS sim, fused.rrf,
-       array(SELECT x FROM unnest(q.lexemes) AS x WHERE ch.tsv @@ quote_literal(x)::tsquery) AS matched,
-       CASE WHEN ch.kind = 'faq' THEN array(
-           SELECT l FROM unnest(tsvector_to_array(to_tsvector($2::regconfig, ch.question))) AS l
-           WHERE l <> ALL($4::text[])) END AS question_lexemes,
-       q.lexemes, kn.known
-FROM fused JOIN knowledge_chunks ch ON ch.id = fused.id AND ch.product_key_id = $1
-CROSS JOIN q CROSS JOIN kn
-ORDER BY fused.rrf DESC, ch.id
-LIMIT $6
-"""
 
 # The statement before the known lexemes were first looked up in the full-text pool: every lexeme probed
 # in the key's GIN entry.
 PROBED_SEARCH_QUERY = retrieval.SEARCH_QUERY.replace(
     "WHERE EXISTS (SELECT 1 FROM pool WHERE pool.tsv @@ quote_literal(x)::tsquery)\n           OR EXISTS", "WHERE EXISTS")
 assert PROBED_SEARCH_QUERY != retrieval.SEARCH_QUERY
-
-LEGACY_CHUNKS = """
-SELECT id, kind, document, title, question, content, url FROM knowledge_chunks
-WHERE product_key_id = $1 AND id = ANY($2::bigint[])
-"""
-
 
 class LegacyEmbedder(Embedder):
     """The fp32 encoder's batch path as it was before this work: texts sorted by characters, tokenised
@@ -147,16 +86,14 @@ def same_vectors(before: Embedder, after: Embedder, texts: list[str]) -> dict:
 
 
 class LegacyStatements:
-    """A pool that runs the statements of before this work in place of the current ones."""
+    """A pool that runs the search statement of before this work in place of the current one."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
     async def fetch(self, query: str, *args, **kwargs):
         if query == retrieval.SEARCH_QUERY:
-            query, args = LEGACY_SEARCH_QUERY, args[:8]          # no bound on the full-text matches
-        elif query == dense._CHUNKS:
-            query = LEGACY_CHUNKS
+            query = PROBED_SEARCH_QUERY
         return await self._pool.fetch(query, *args, **kwargs)
 
     def __getattr__(self, name: str):
@@ -239,17 +176,16 @@ async def ingest(pool: asyncpg.Pool, encoders: dict[str, Embedder], pages: list[
 
 
 async def statements(pool: asyncpg.Pool, questions: list[str], settings, count: int = 100) -> dict:
-    """The search statement inside PostgreSQL (EXPLAIN ANALYZE execution time), before, after and after
-    without the known lexemes' pool lookup alternating, on the 100-key set and on the 50k-chunk key."""
+    """The search statement inside PostgreSQL (EXPLAIN ANALYZE execution time), before and after
+    alternating, on the 100-key set and on the 50k-chunk key."""
     samples: dict[str, list[float]] = {}
     args = (list(retrieval.FILLER_LEXEMES), settings.search_candidates, 2 * settings.max_passages,
             retrieval.MAX_QUERY_LEXEMES, retrieval.RRF_K)
     for i, q in enumerate(questions[:count]):
         for where, key in (("keys", synthetic.key_id(i % 100)), ("big", synthetic.KEY_PREFIX + "big")):
-            for name, sql, extra in (("before", LEGACY_SEARCH_QUERY, ()),
-                                     ("probed", PROBED_SEARCH_QUERY, (retrieval.LEXICAL_POOL,)),
-                                     ("after", retrieval.SEARCH_QUERY, (retrieval.LEXICAL_POOL,))):
-                rows = await pool.fetch("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, key, "english", q, *args, *extra)
+            for name, sql in (("before", PROBED_SEARCH_QUERY), ("after", retrieval.SEARCH_QUERY)):
+                rows = await pool.fetch("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, key, "english", q, *args,
+                                        retrieval.LEXICAL_POOL)
                 samples.setdefault(f"{where}_{name}", []).append(json.loads(rows[0][0])[0]["Execution Time"])
     out = {}
     for k, v in samples.items():
@@ -288,8 +224,6 @@ def table(result: dict) -> Table:
     for label, key in (("statement in PostgreSQL, 100-key set", "keys"), ("statement in PostgreSQL, 50k key", "big")):
         t.add_row(label, *_cells(s[f"{key}_before"], ("p50_ms", "p99_ms")), "", *_cells(s[f"{key}_after"], ("p50_ms", "p99_ms")),
                   "", "", "", "")
-        t.add_row(" ... every lexeme probed (before the pool lookup)", "", "", "",
-                  *_cells(s[f"{key}_probed"], ("p50_ms", "p99_ms")), "", "", "", "")
     for label, key in (("ingest chunks/s, benchmark pages (wall; per CPU s)", "ingest"),
                        ("ingest chunks/s, help-site pages (wall; per CPU s)", "ingest_sites")):
         i = result[key]
@@ -327,7 +261,7 @@ async def run_all(pool, settings, client, questions: list[str], pages, plan_call
         retrieval_ = DenseRetrieval(statements_pool, embedder, 1 << 30)
         # the synthetic keys' random vectors are stored under the default model's id, whatever the encoder
         retrieval_.index = VectorIndex(statements_pool, MODEL_ID, 1 << 30)
-        planners[name] = Planner(settings, statements_pool, client, dense=retrieval_)
+        planners[name] = Planner(settings, statements_pool, client, dense=retrieval_, embed_early=name != "before")
     calls = {}
     for name, planner in planners.items():
         # distinct messages per variant: the query-embedding cache never answers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import asyncpg
@@ -16,6 +17,12 @@ from services.search.dense import DenseRetrieval
 from services.search.strategy import Decision, Options, Thresholds, decide, is_chitchat
 
 logger = logging.getLogger(__name__)
+
+# A message's query embedding (~6 ms of CPU, most of a Plan) starts before its key is validated when
+# that key was valid within this many seconds, so that the key lookup's round trip to Redis (p99 of
+# several ms on a busy machine) overlaps it. Only then: a key never seen valid buys no embedding.
+EARLY_EMBEDDING_SECONDS = 60.0
+_RECENT_KEYS = 10_000
 
 @dataclass
 class Plan:
@@ -34,8 +41,10 @@ def validate_message(message: str, max_chars: int) -> str:
 
 class Planner:
     def __init__(self, settings: SearchSettings, pool: asyncpg.Pool, client: redis.Redis,
-                 web_available=lambda: False, dense: DenseRetrieval | None = None) -> None:
+                 web_available=lambda: False, dense: DenseRetrieval | None = None, embed_early: bool = True) -> None:
         self._settings = settings
+        self.embed_early = embed_early
+        self._valid: dict[str, float] = {}     # secret -> when it was last found valid (monotonic)
         self.dense = dense          # dense candidates beside the lexical ones (None: lexical only)
         self._pool = pool
         self.keys = KeyValidator(
@@ -62,11 +71,20 @@ class Planner:
         return await self.keys.validate(secret)
 
     async def plan(self, secret: str, message: str, max_passages: int = 0) -> Plan:
-        key = await self.key(secret)
+        stripped = message.strip() if len(message) <= self._settings.max_message_chars else ""
+        talk = is_chitchat(stripped) if stripped else None
+        if stripped and not talk:
+            self._embed_early(secret, stripped)
+        try:
+            key = await self.key(secret)
+        except Exception:
+            self._valid.pop(secret, None)
+            raise
+        self._remember(secret)
         text = validate_message(message, self._settings.max_message_chars)
         limit = max_passages if 0 < max_passages <= 50 else self._settings.max_passages
         chunks: list[retrieval.Chunk] = []
-        if not is_chitchat(text):
+        if not talk:
             # More than asked for: the decision drops passages below the relevance threshold first.
             lexical = retrieval.search(
                 self._pool, key.id, key.ts_config, text, limit=max(2 * limit, 10),
@@ -83,3 +101,14 @@ class Planner:
             decision.scores["dense"] = round(max(c.dense for c in chunks), 4)   # best cosine among candidates
         decision.chunks = decision.chunks[:limit]
         return Plan(key, decision)
+
+    def _embed_early(self, secret: str, text: str) -> None:
+        seen = self._valid.get(secret)
+        if self.dense is not None and self.embed_early and seen is not None \
+                and time.monotonic() - seen <= EARLY_EMBEDDING_SECONDS:
+            self.dense.queries.start(text)
+
+    def _remember(self, secret: str) -> None:
+        if len(self._valid) >= _RECENT_KEYS and secret not in self._valid:
+            self._valid.clear()         # a flood of keys: forget rather than grow
+        self._valid[secret] = time.monotonic()

@@ -219,16 +219,25 @@ class VectorIndex:
 
 
 class QueryEmbeddings:
-    """Query vectors by message (LRU): a repeated question is not embedded again. `key` maps a message
-    to its cache key (by default the text itself; the embedder's normalised text, so that questions
-    differing only in case, accents or spacing share an entry)."""
+    """Query vectors by message (LRU): a repeated question is not embedded again, and one being embedded
+    is awaited rather than embedded a second time (Plan may start a message's embedding before its key
+    is validated, and then ask for it). `key` maps a message to its cache key (by default the text
+    itself; the embedder's normalised text, so that questions differing only in case, accents or
+    spacing share an entry)."""
 
     def __init__(self, embed, max_entries: int = 10_000, key=None) -> None:
         self._embed = embed          # sync str -> np.ndarray, run in a worker thread
         self._key = key or (lambda text: text)
         self._max = max_entries
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._pending: dict[str, asyncio.Future] = {}
         self.hits = self.misses = 0
+
+    def start(self, text: str) -> None:
+        """Starts embedding a message, unless its vector is cached or under way, without waiting."""
+        key = self._key(text)
+        if key not in self._cache and key not in self._pending:
+            self._begin(key, text)
 
     async def vector(self, text: str) -> np.ndarray:
         key = self._key(text)
@@ -237,9 +246,19 @@ class QueryEmbeddings:
             self._cache.move_to_end(key)
             self.hits += 1
             return cached
+        pending = self._pending.get(key) or self._begin(key, text)
+        return await asyncio.shield(pending)
+
+    def _begin(self, key: str, text: str) -> asyncio.Future:
         self.misses += 1
-        vector = await asyncio.to_thread(self._embed, text)
-        self._cache[key] = vector
+        pending = self._pending[key] = asyncio.ensure_future(asyncio.to_thread(self._embed, text))
+        pending.add_done_callback(lambda done: self._store(key, done))
+        return pending
+
+    def _store(self, key: str, done: asyncio.Future) -> None:
+        self._pending.pop(key, None)
+        if done.cancelled() or done.exception() is not None:
+            return
+        self._cache[key] = done.result()
         if len(self._cache) > self._max:
             self._cache.popitem(last=False)
-        return vector

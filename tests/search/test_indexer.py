@@ -284,3 +284,32 @@ async def test_no_page_is_lost_when_the_indexer_is_killed(services, search, admi
     stored = await chunks_by_document(pg, key.id)
     assert sorted(stored) == sorted(p.document for p in pages)
     assert all(len(chunks) == 2 for chunks in stored.values())      # replayed pages are not doubled
+
+
+async def test_a_recently_valid_key_has_its_message_embedded_once_while_it_is_validated(search, admin, pg,
+                                                                                         redis_client, settings):
+    # Plan starts the query embedding before validating a key that was valid moments ago; the
+    # retrieval then awaits that embedding instead of starting another. A key never seen valid buys none.
+    from services.common.errors import Unauthenticated
+    from services.search.planner import Planner
+
+    key = await make_key(search, admin, "early-embedding", faq=[],
+                         docs=[("Specifications", "The X200 battery pack weighs 1.2 kilograms.")])
+    dense = DenseRetrieval(pg, Embedder.load(), 64 << 20, candidates=5)
+    planner = Planner(settings, pg, redis_client, dense=dense)
+    with pytest.raises(Unauthenticated):
+        await planner.plan("pk_never-valid-" + "x" * 24, "how heavy is the battery?")
+    assert dense.queries.misses == 0
+    first = await planner.plan(key.secret, "how heavy is the battery?")
+    assert dense.queries.misses == 1
+    slow = planner.keys.validate
+
+    async def slow_validation(secret):
+        assert dense.queries._pending, "the embedding did not start before the key was validated"
+        await asyncio.sleep(0.3)
+        return await slow(secret)
+
+    planner.keys.validate = slow_validation
+    second = await planner.plan(key.secret, "what does the X200 battery weigh?")
+    assert dense.queries.misses == 2        # one embedding per message: the early one was awaited
+    assert first.decision.scores["dense"] > 0.4 and second.decision.scores["dense"] > 0.4     # the passage was found
