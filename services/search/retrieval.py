@@ -36,8 +36,8 @@ LEXICAL_POOL = 500
 # knowledge never mentions is likely one it does not answer (strategy.py). A lexeme found in a chunk of
 # the full-text pool (already read) is known without an index probe; only the others are probed. (The
 # probe reads the lexeme's whole posting list in the key's GIN entry, ~2 ms a common lexeme on a
-# 50k-chunk key: the statement's median went from 22.6 to 14.4 ms there, 5.4 to 1.8 ms on the 1000-chunk
-# keys, with the same rows for 300 benchmark questions; bench/dense_compare.py.)
+# 50k-chunk key: the statement's median went from 12.4 to 8.1 ms there, 5.0 to 2.0 ms on the 1000-chunk
+# keys, side by side in bench/dense_compare.py, with the same rows: tests/search/test_indexes.py.)
 # The trigram arm finds FAQ questions that contain the message's terms (word similarity, so typos and
 # inflections still match); it searches with the terms only, because the trigrams of "how do I ..."
 # are in every FAQ question of every key and their posting lists made the arm the costliest part.
