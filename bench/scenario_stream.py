@@ -169,12 +169,16 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, worker_pi
     launcher.start(["analytics"])
     await _wait_analytics(settings)
     topic = settings.topic("chat_turns")
-    load = SteadyLoad(settings.kafka_bootstrap, topic, keys, rate, seconds)
-    await load.start()
     results: dict[int, tuple[float, int]] = {}  # probe number -> (seconds, partition)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     partitions = sorted(await producer.partitions_for(topic))
+    # A worker started for this measure may not have joined its group yet (its start alone takes
+    # several seconds on a loaded machine): the load would then begin with a backlog of those
+    # seconds, measured as if the worker had fallen behind.
+    warm_up = await consuming(producer, pool, settings.worker_app_id, topic, partitions)
+    load = SteadyLoad(settings.kafka_bootstrap, topic, keys, rate, seconds)
+    await load.start()
     key_share = Counter(DefaultPartitioner()(k.encode(), partitions, partitions) for k in keys)
     lags = PartitionLag(settings, pool, topic, partitions)
     await lags.start()
@@ -214,9 +218,27 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, worker_pi
     ordered = sorted(s for s, _ in results.values())
     # samples in the order the probes were sent: a rise along the run is a backlog growing
     return {"rate": rate, "sent": sent_load, "p50_s": statistics.median(ordered), "p99_s": quantile(ordered, 0.99),
-            "samples": [results[i][0] for i in sorted(results)], "cores": cores,
+            "samples": [results[i][0] for i in sorted(results)], "cores": cores, "warm_up_s": warm_up,
+            **lags.trend(2.0, seconds - 2.0),
             "partitions": _per_partition(partitions, key_share, results, lags),
             "lag_series": {p: lags.series[p] for p in partitions}}
+
+
+async def consuming(producer: AIOKafkaProducer, pool: asyncpg.Pool, group: str, topic: str,
+                    partitions: list[int], timeout: float = 120.0) -> float:
+    """Seconds until the worker has stored a turn sent to each partition: it is in its group and
+    writing every partition."""
+    started = time.monotonic()
+    for p in partitions:
+        await producer.send_and_wait(topic, turn(f"warm-{uuid.uuid4().hex[:8]}", p).SerializeToString(), partition=p)
+    while True:
+        done = await pool.fetchval("SELECT count(*) FROM stream_offsets WHERE consumer_group = $1 AND topic = $2 "
+                                   "AND next_offset > 0", group, topic)
+        if done >= len(partitions):
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"the worker stored nothing on {len(partitions) - done} partition(s) in {timeout:.0f} s")
+        await asyncio.sleep(0.1)
 
 
 def _per_partition(partitions: list[int], key_share: Counter, results: dict[int, tuple[float, int]],
@@ -242,6 +264,7 @@ class PartitionLag:
         self.group, self.topic, self.every, self.pool = settings.worker_app_id, topic, every, pool
         self.tps = [TopicPartition(topic, p) for p in partitions]
         self.series: dict[int, list[tuple[float, int]]] = {p: [] for p in partitions}
+        self.stored: list[tuple[float, int]] = []  # (seconds since start, sum of the stored offsets)
         self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
         self._task: asyncio.Future | None = None
 
@@ -266,7 +289,20 @@ class PartitionLag:
             at = time.monotonic() - started
             for tp, end in ends.items():
                 self.series[tp.partition].append((round(at, 2), end - stored.get(tp.partition, 0)))
+            self.stored.append((at, sum(stored.values())))
             await asyncio.sleep(self.every)
+
+    def trend(self, start: float, end: float) -> dict[str, float]:
+        """From `start` to `end` seconds into the load: events stored per second, and how fast the
+        total lag grew (> 0: the load is above what the worker sustains beside it; a burst's backlog
+        shrinks afterwards, one from too high a rate does not)."""
+        inside = [i for i, (at, _) in enumerate(self.stored) if start <= at <= end]
+        if len(inside) < 2:
+            return {"stored_per_s": 0.0, "lag_growth_per_s": 0.0}
+        i, j = inside[0], inside[-1]
+        span = self.stored[j][0] - self.stored[i][0]
+        lag = [sum(s[k][1] for s in self.series.values()) for k in (i, j)]
+        return {"stored_per_s": (self.stored[j][1] - self.stored[i][1]) / span, "lag_growth_per_s": (lag[1] - lag[0]) / span}
 
 
 def _s(seconds: float | None) -> str:
@@ -347,6 +383,8 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
     table.add_row(f"freshness p50 / p99 s at {fresh['rate']:,.0f} events/s (80 %)",
                   f"{fresh['p50_s']:.3f} / {fresh['p99_s']:.3f}  ({len(fresh['samples'])} probes)")
     table.add_row("cores busy under that load", ", ".join(f"{k} {v:.2f}" for k, v in fresh["cores"].items()))
+    table.add_row("under that load: events stored / s, total lag growth / s",
+                  f"{fresh['stored_per_s']:,.0f}, {fresh['lag_growth_per_s']:+,.0f}")
     for p, part in fresh["partitions"].items():
         table.add_row(f"  partition {p}: {part['keys']} keys, {part['probes']} probes",
                       f"p50 / p99 {_s(part['p50_s'])} / {_s(part['p99_s'])} s; lag max {part['max_lag']:,}, "
