@@ -1,7 +1,8 @@
 """Scenario "stream": the worker's sustained rate from Kafka into PostgreSQL, events from 100 keys over
 all partitions and from one key, against a raw aiokafka consumer (Kafka's ceiling) and against the
 sink alone (PostgreSQL's ceiling); one step of the worker's path at a time; freshness from occurred_at
-to visible in GetMetrics under a steady load at 80 % of the worker's rate, from a separate process."""
+to visible in GetMetrics under a steady load at 80 % of the worker's rate, from a separate process, and
+at 80 % of the rate the worker sustains beside such a load."""
 
 from __future__ import annotations
 
@@ -142,14 +143,28 @@ async def run_step(label: str, extra: dict[str, str], keys: int, measure_raw: bo
             result = await worker_rate(launcher.pid("worker"), pool, settings.worker_app_id, EVENTS)
             counted = await pool.fetchval("SELECT sum(turns) FROM metrics_minute WHERE product_key_id = ANY($1)", names)
             if measure_raw:
-                result["freshness"] = await freshness_under_load(settings, launcher, launcher.pid("worker"), pool,
-                                                                 names, 0.8 * result["events_per_s"])
+                result.update(await freshness_measures(settings, launcher, pool, names, result["events_per_s"]))
         finally:
             launcher.stop()
             await forget(pool, names, settings.worker_app_id)
             await pool.close()
     console.print(f"  {label}: {result['events_per_s']:,.0f} events/s, counted {int(counted or 0)}")
     return {"step": label, "keys": keys, "counted": int(counted or 0), "raw_consumer_per_s": raw, **result}
+
+
+async def freshness_measures(settings: Settings, launcher: Launcher, pool: asyncpg.Pool, keys: list[str],
+                             drained: float) -> dict:
+    """Freshness at 80 % of the rate the worker drained a backlog at; the rate it sustains beside a
+    steady load (the load, a separate process, at that whole rate: what the worker stores per second
+    while its backlog grows); freshness at 80 % of that. The drained rate is that of the worker and
+    PostgreSQL alone on the machine; beside a steady load the generator, the Kafka broker taking its
+    writes and the probes' GetMetrics share the two cores with them."""
+    pid = launcher.pid("worker")
+    fresh = await freshness_under_load(settings, launcher, pid, pool, keys, 0.8 * drained)
+    beside = await freshness_under_load(settings, launcher, pid, pool, keys, drained)
+    sustained = beside["stored_per_s"]
+    return {"freshness": fresh, "beside_load": beside, "sustained_per_s": sustained,
+            "freshness_sustained": await freshness_under_load(settings, launcher, pid, pool, keys, 0.8 * sustained)}
 
 
 async def forget(pool: asyncpg.Pool, keys: list[str], group: str) -> None:
@@ -212,6 +227,7 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, worker_pi
             cores = busy.cores()  # over the probes' sending, while the load is on
             await asyncio.gather(*probes)
         sent_load = await load.wait()
+        drained_after = await lags.drained()  # the next measure starts without this one's backlog
     finally:
         await lags.stop()
         await producer.stop()
@@ -219,6 +235,7 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, worker_pi
     # samples in the order the probes were sent: a rise along the run is a backlog growing
     return {"rate": rate, "sent": sent_load, "p50_s": statistics.median(ordered), "p99_s": quantile(ordered, 0.99),
             "samples": [results[i][0] for i in sorted(results)], "cores": cores, "warm_up_s": warm_up,
+            "drained_after_s": drained_after,
             **lags.trend(2.0, seconds - 2.0),
             "partitions": _per_partition(partitions, key_share, results, lags),
             "lag_series": {p: lags.series[p] for p in partitions}}
@@ -291,6 +308,15 @@ class PartitionLag:
                 self.series[tp.partition].append((round(at, 2), end - stored.get(tp.partition, 0)))
             self.stored.append((at, sum(stored.values())))
             await asyncio.sleep(self.every)
+
+    async def drained(self, timeout: float = 120.0) -> float:
+        """Seconds from now until every partition's lag is 0."""
+        started = time.monotonic()
+        while any(not series or series[-1][1] > 0 for series in self.series.values()):
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"the worker's backlog was not drained in {timeout:.0f} s")
+            await asyncio.sleep(self.every)
+        return time.monotonic() - started
 
     def trend(self, start: float, end: float) -> dict[str, float]:
         """From `start` to `end` seconds into the load: events stored per second, and how fast the
@@ -385,6 +411,13 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
     table.add_row("cores busy under that load", ", ".join(f"{k} {v:.2f}" for k, v in fresh["cores"].items()))
     table.add_row("under that load: events stored / s, total lag growth / s",
                   f"{fresh['stored_per_s']:,.0f}, {fresh['lag_growth_per_s']:+,.0f}")
+    beside, again = final["beside_load"], final["freshness_sustained"]
+    table.add_row(f"worker events/s beside a steady load of {beside['rate']:,.0f}/s (the rate above, sustained?)",
+                  f"{final['sustained_per_s']:,.0f}  (lag growth {beside['lag_growth_per_s']:+,.0f}/s; cores "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in beside["cores"].items()) + ")")
+    table.add_row(f"freshness p50 / p99 s at {again['rate']:,.0f} events/s (80 % of the rate beside a load)",
+                  f"{again['p50_s']:.3f} / {again['p99_s']:.3f}  (stored {again['stored_per_s']:,.0f}/s, "
+                  f"lag growth {again['lag_growth_per_s']:+,.0f}/s)")
     for p, part in fresh["partitions"].items():
         table.add_row(f"  partition {p}: {part['keys']} keys, {part['probes']} probes",
                       f"p50 / p99 {_s(part['p50_s'])} / {_s(part['p99_s'])} s; lag max {part['max_lag']:,}, "
