@@ -313,7 +313,7 @@ class PartitionLag:
             self.stored.append((at, sum(stored.values())))
             await asyncio.sleep(self.every)
 
-    async def drained(self, timeout: float = 120.0) -> float:
+    async def drained(self, timeout: float = 300.0) -> float:
         """Seconds from now until every partition's lag is 0."""
         started = time.monotonic()
         while any(not series or series[-1][1] > 0 for series in self.series.values()):
