@@ -37,7 +37,7 @@ DECODE_SLICE = 250
 # 5,000 at once held the loop for 4 ms or more).
 FETCH_SLICE = 1000
 # How far a behind writer's batches may grow, in batch sizes. Batches of 20,000 turns cost the sink
-# (its Python and PostgreSQL) about 10 % less CPU per row than 5,000 and a third less than 1,000:
+# (its Python and PostgreSQL) 5-9 % less CPU per row than 5,000 and a third less than 1,000:
 # a transaction, its round trips and its metrics upsert (one row per key, minute, strategy and
 # model) are paid per batch. Small batches keep an event's wait short while the writer keeps up.
 LAGGING_BATCHES = 4
