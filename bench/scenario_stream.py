@@ -1,7 +1,8 @@
 """Scenario "stream": the worker's sustained rate from Kafka into PostgreSQL, events from 100 keys over
 all partitions and from one key, against a raw aiokafka consumer (Kafka's ceiling) and against the
 sink alone (PostgreSQL's ceiling); one step of the worker's path at a time; freshness from occurred_at
-to visible in GetMetrics under a steady load at 80 % of the worker's rate, from a separate process."""
+to visible in GetMetrics under a steady load at 80 % of the worker's rate, from a separate process, and
+at 80 % of the rate the worker sustains beside such a load."""
 
 from __future__ import annotations
 
@@ -142,14 +143,30 @@ async def run_step(label: str, extra: dict[str, str], keys: int, measure_raw: bo
             result = await worker_rate(launcher.pid("worker"), pool, settings.worker_app_id, EVENTS)
             counted = await pool.fetchval("SELECT sum(turns) FROM metrics_minute WHERE product_key_id = ANY($1)", names)
             if measure_raw:
-                result["freshness"] = await freshness_under_load(settings, launcher, launcher.pid("worker"), pool,
-                                                                 names, 0.8 * result["events_per_s"])
+                result.update(await freshness_measures(settings, launcher, pool, names, result["events_per_s"]))
         finally:
             launcher.stop()
             await forget(pool, names, settings.worker_app_id)
             await pool.close()
     console.print(f"  {label}: {result['events_per_s']:,.0f} events/s, counted {int(counted or 0)}")
     return {"step": label, "keys": keys, "counted": int(counted or 0), "raw_consumer_per_s": raw, **result}
+
+
+async def freshness_measures(settings: Settings, launcher: Launcher, pool: asyncpg.Pool, keys: list[str],
+                             drained: float) -> dict:
+    """Freshness at 80 % of the rate the worker drained a backlog at; the rate it sustains beside a
+    steady load (the load, a separate process, at that whole rate: what the worker stores per second
+    while its backlog grows); freshness at 80 % of that. The drained rate is that of the worker and
+    PostgreSQL alone on the machine; beside a steady load the generator, the Kafka broker taking its
+    writes and the probes' GetMetrics share the two cores with them."""
+    pid = launcher.pid("worker")
+    fresh = await freshness_under_load(settings, launcher, pid, pool, keys, 0.8 * drained)
+    # Without probes: each probe polls GetMetrics until it sees its turn, so the further behind the
+    # worker, the more polls (in one run, the analytics service took 0.19 cores, as much as the worker).
+    beside = await freshness_under_load(settings, launcher, pid, pool, keys, drained, probing=False)
+    sustained = beside["stored_per_s"]
+    return {"freshness": fresh, "beside_load": beside, "sustained_per_s": sustained,
+            "freshness_sustained": await freshness_under_load(settings, launcher, pid, pool, keys, 0.8 * sustained)}
 
 
 async def forget(pool: asyncpg.Pool, keys: list[str], group: str) -> None:
@@ -160,7 +177,7 @@ async def forget(pool: asyncpg.Pool, keys: list[str], group: str) -> None:
 
 
 async def freshness_under_load(settings: Settings, launcher: Launcher, worker_pid: int, pool: asyncpg.Pool,
-                               keys: list[str], rate: float, seconds: float = 20.0) -> dict:
+                               keys: list[str], rate: float, seconds: float = 20.0, probing: bool = True) -> dict:
     """Seconds from a probe turn's occurred_at to its being counted by GetMetrics (the analytics
     service started by `launcher`), while a separate process sends `rate` turns/s (80 % of the
     worker's measured rate) over the same keys; with each
@@ -169,12 +186,16 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, worker_pi
     launcher.start(["analytics"])
     await _wait_analytics(settings)
     topic = settings.topic("chat_turns")
-    load = SteadyLoad(settings.kafka_bootstrap, topic, keys, rate, seconds)
-    await load.start()
     results: dict[int, tuple[float, int]] = {}  # probe number -> (seconds, partition)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     partitions = sorted(await producer.partitions_for(topic))
+    # A worker started for this measure may not have joined its group yet (its start alone takes
+    # several seconds on a loaded machine): the load would then begin with a backlog of those
+    # seconds, measured as if the worker had fallen behind.
+    warm_up = await consuming(producer, pool, settings.worker_app_id, topic, partitions)
+    load = SteadyLoad(settings.kafka_bootstrap, topic, keys, rate, seconds)
+    await load.start()
     key_share = Counter(DefaultPartitioner()(k.encode(), partitions, partitions) for k in keys)
     lags = PartitionLag(settings, pool, topic, partitions)
     await lags.start()
@@ -202,21 +223,43 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, worker_pi
                          "generator": load.process.pid, **kafka_broker()})
             probes = []
             deadline = time.monotonic() + seconds - 4
-            while time.monotonic() < deadline:  # one probe every 0.25 s, each followed on its own
+            while probing and time.monotonic() < deadline:  # one probe every 0.25 s, each followed on its own
                 probes.append(asyncio.ensure_future(probe(stub, len(probes))))
                 await asyncio.sleep(0.25)
+            if not probing:
+                await asyncio.sleep(deadline - time.monotonic())
             cores = busy.cores()  # over the probes' sending, while the load is on
             await asyncio.gather(*probes)
         sent_load = await load.wait()
+        drained_after = await lags.drained()  # the next measure starts without this one's backlog
     finally:
         await lags.stop()
         await producer.stop()
-    ordered = sorted(s for s, _ in results.values())
+    ordered = sorted(s for s, _ in results.values()) or [float("nan")]
     # samples in the order the probes were sent: a rise along the run is a backlog growing
     return {"rate": rate, "sent": sent_load, "p50_s": statistics.median(ordered), "p99_s": quantile(ordered, 0.99),
-            "samples": [results[i][0] for i in sorted(results)], "cores": cores,
+            "samples": [results[i][0] for i in sorted(results)], "cores": cores, "warm_up_s": warm_up,
+            "drained_after_s": drained_after,
+            **lags.trend(2.0, seconds - 2.0),
             "partitions": _per_partition(partitions, key_share, results, lags),
             "lag_series": {p: lags.series[p] for p in partitions}}
+
+
+async def consuming(producer: AIOKafkaProducer, pool: asyncpg.Pool, group: str, topic: str,
+                    partitions: list[int], timeout: float = 120.0) -> float:
+    """Seconds until the worker has stored a turn sent to each partition: it is in its group and
+    writing every partition."""
+    started = time.monotonic()
+    for p in partitions:
+        await producer.send_and_wait(topic, turn(f"warm-{uuid.uuid4().hex[:8]}", p).SerializeToString(), partition=p)
+    while True:
+        done = await pool.fetchval("SELECT count(*) FROM stream_offsets WHERE consumer_group = $1 AND topic = $2 "
+                                   "AND next_offset > 0", group, topic)
+        if done >= len(partitions):
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"the worker stored nothing on {len(partitions) - done} partition(s) in {timeout:.0f} s")
+        await asyncio.sleep(0.1)
 
 
 def _per_partition(partitions: list[int], key_share: Counter, results: dict[int, tuple[float, int]],
@@ -242,6 +285,7 @@ class PartitionLag:
         self.group, self.topic, self.every, self.pool = settings.worker_app_id, topic, every, pool
         self.tps = [TopicPartition(topic, p) for p in partitions]
         self.series: dict[int, list[tuple[float, int]]] = {p: [] for p in partitions}
+        self.stored: list[tuple[float, int]] = []  # (seconds since start, sum of the stored offsets)
         self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
         self._task: asyncio.Future | None = None
 
@@ -266,7 +310,29 @@ class PartitionLag:
             at = time.monotonic() - started
             for tp, end in ends.items():
                 self.series[tp.partition].append((round(at, 2), end - stored.get(tp.partition, 0)))
+            self.stored.append((at, sum(stored.values())))
             await asyncio.sleep(self.every)
+
+    async def drained(self, timeout: float = 300.0) -> float:
+        """Seconds from now until every partition's lag is 0."""
+        started = time.monotonic()
+        while any(not series or series[-1][1] > 0 for series in self.series.values()):
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"the worker's backlog was not drained in {timeout:.0f} s")
+            await asyncio.sleep(self.every)
+        return time.monotonic() - started
+
+    def trend(self, start: float, end: float) -> dict[str, float]:
+        """From `start` to `end` seconds into the load: events stored per second, and how fast the
+        total lag grew (> 0: the load is above what the worker sustains beside it; a burst's backlog
+        shrinks afterwards, one from too high a rate does not)."""
+        inside = [i for i, (at, _) in enumerate(self.stored) if start <= at <= end]
+        if len(inside) < 2:
+            return {"stored_per_s": 0.0, "lag_growth_per_s": 0.0}
+        i, j = inside[0], inside[-1]
+        span = self.stored[j][0] - self.stored[i][0]
+        lag = [sum(s[k][1] for s in self.series.values()) for k in (i, j)]
+        return {"stored_per_s": (self.stored[j][1] - self.stored[i][1]) / span, "lag_growth_per_s": (lag[1] - lag[0]) / span}
 
 
 def _s(seconds: float | None) -> str:
@@ -347,6 +413,15 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
     table.add_row(f"freshness p50 / p99 s at {fresh['rate']:,.0f} events/s (80 %)",
                   f"{fresh['p50_s']:.3f} / {fresh['p99_s']:.3f}  ({len(fresh['samples'])} probes)")
     table.add_row("cores busy under that load", ", ".join(f"{k} {v:.2f}" for k, v in fresh["cores"].items()))
+    table.add_row("under that load: events stored / s, total lag growth / s",
+                  f"{fresh['stored_per_s']:,.0f}, {fresh['lag_growth_per_s']:+,.0f}")
+    beside, again = final["beside_load"], final["freshness_sustained"]
+    table.add_row(f"worker events/s beside a steady load of {beside['rate']:,.0f}/s (the drained rate; no probes)",
+                  f"{final['sustained_per_s']:,.0f}  (lag growth {beside['lag_growth_per_s']:+,.0f}/s; cores "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in beside["cores"].items()) + ")")
+    table.add_row(f"freshness p50 / p99 s at {again['rate']:,.0f} events/s (80 % of the rate beside a load)",
+                  f"{again['p50_s']:.3f} / {again['p99_s']:.3f}  (stored {again['stored_per_s']:,.0f}/s, "
+                  f"lag growth {again['lag_growth_per_s']:+,.0f}/s)")
     for p, part in fresh["partitions"].items():
         table.add_row(f"  partition {p}: {part['keys']} keys, {part['probes']} probes",
                       f"p50 / p99 {_s(part['p50_s'])} / {_s(part['p99_s'])} s; lag max {part['max_lag']:,}, "

@@ -89,7 +89,8 @@ async def step(name: str, tree: Path, rate: float | None, keys_n: int) -> dict:
     if rate is None:
         console.print(f"  {name}: {result['events_per_s']:,.0f} events/s")
     else:
-        console.print(f"  {name}: freshness p50 / p99 {result['p50_s']:.2f} / {result['p99_s']:.2f} s")
+        console.print(f"  {name}: freshness p50 / p99 {result['p50_s']:.2f} / {result['p99_s']:.2f} s; stored "
+                      f"{result['stored_per_s']:,.0f} events/s, lag growth {result['lag_growth_per_s']:+,.0f}/s")
     return result
 
 
@@ -133,6 +134,8 @@ def _freshness_rows(table: Table, names: list[str], fresh: dict[str, list[dict]]
     table.add_row("freshness p99 s per round", *(", ".join(f"{x['p99_s']:.2f}" for x in fresh[n]) for n in names))
     table.add_row("busiest partition's share of the keys per round",
                   *(", ".join(str(max(p["keys"] for p in x["partitions"].values())) for x in fresh[n]) for n in names))
+    table.add_row("events stored / s under the load, total lag growth / s",
+                  *(f"{med(fresh[n], 'stored_per_s'):,.0f}, {med(fresh[n], 'lag_growth_per_s'):+,.0f}" for n in names))
     table.add_row("cores under the load: worker, postgres",
                   *(f"{med([x['cores'] for x in fresh[n]], 'worker'):.2f}, "
                     f"{med([x['cores'] for x in fresh[n]], 'postgres'):.2f}" for n in names))

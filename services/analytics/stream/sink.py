@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -197,7 +198,22 @@ async def insert_turns_skipping_stored(conn: asyncpg.Connection, turns: Sequence
 
 
 async def _stage(conn: asyncpg.Connection, batch: TurnBatch) -> None:
-    await conn.copy_records_to_table("turn_rows_stage", records=batch.rows, columns=STAGE_COLUMNS)
+    await conn.copy_records_to_table("turn_rows_stage", records=_slices(batch.rows), columns=STAGE_COLUMNS)
+
+
+# Rows asyncpg encodes for COPY between two turns of the event loop. Given a list, it encodes all of
+# them at once (12 % of the worker's CPU in a profile under load, about 1.5 µs per row: a batch of
+# 5,000 held the loop for 7 ms or more while the other partitions' writers waited to send their next
+# statement); given an async iterator, it encodes each row as it comes.
+COPY_SLICE = 500
+
+
+async def _slices(rows: list[tuple]):
+    for i in range(0, len(rows), COPY_SLICE):
+        if i:
+            await asyncio.sleep(0)
+        for row in rows[i:i + COPY_SLICE]:
+            yield row
 
 
 async def _count(conn: asyncpg.Connection, raw: dict[RawGroup, MinuteTotals]) -> set:
