@@ -2,7 +2,8 @@
 order in the background, so an answer never waits on the broker and a broker outage loses nothing.
 
 - `publish` appends one row (no network; the rows of concurrent turns go in one transaction); a
-  delivery task sends the oldest rows with the idempotent producer (`acks=all`) and deletes a row
+  delivery task sends the oldest rows with the idempotent producer (`acks=all`), as one record batch
+  per partition (`EventProducer.send_rows`), and deletes a row
   only after the broker acknowledged it and every row before it. A failed round is retried with
   backoff (tenacity) on a fresh producer; rows acknowledged after a failed one are sent again, and
   consumers drop the copy by event_id.
@@ -245,11 +246,8 @@ class Outbox:
 
     async def _round(self, rows: list[tuple]) -> None:
         await self._producer.start()
-        futures = []
-        for _, topic, key, value, headers in rows:
-            futures.append(await self._producer.send(
-                topic, value, key, [(k, v.encode()) for k, v in json.loads(headers)]))
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        results = await self._producer.send_rows([(topic, key, value, [(k, v.encode()) for k, v in json.loads(headers)])
+                                                  for _, topic, key, value, headers in rows])
         acked = 0
         for result in results:  # only the prefix acknowledged in full leaves the outbox: order is kept
             if isinstance(result, BaseException):
