@@ -36,9 +36,13 @@ from services.common.metrics import OUTBOX_DELIVERED, OUTBOX_DROPPED, OUTBOX_PEN
 
 logger = logging.getLogger(__name__)
 
+# seq is the rowid: a new row gets the largest seq + 1, so rows keep their order and a seq is
+# never reused while a row before it is still there (AUTOINCREMENT's never-reused ids cost a
+# second page write per commit: 24 -> 20 µs of CPU per event at one event per commit). Files made
+# with AUTOINCREMENT keep it.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
-    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq     INTEGER PRIMARY KEY,
     topic   TEXT NOT NULL,
     key     BLOB NOT NULL,
     value   BLOB NOT NULL,
@@ -95,6 +99,7 @@ class Outbox:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._last_drop_log = 0.0
+        self._pending_gauge = OUTBOX_PENDING.labels(name)
 
     # --- storage --------------------------------------------------------------------------
 
@@ -111,12 +116,15 @@ class Outbox:
             raise RuntimeError(f"outbox {self.path} is used by another process; give each replica its own "
                                "directory (PARLEY_OUTBOX_DIR)") from None
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # The file is this process's alone (the flock above): SQLite's own locks are taken once and
+        # kept instead of several fcntl calls per transaction (20 -> 15 µs of CPU per event).
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if self._synchronous == 'FULL' else 'NORMAL'}")
         db.execute(_SCHEMA)
         self._db = db
         self._pending = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
-        OUTBOX_PENDING.labels(self.name).set(self._pending)
+        self._pending_gauge.set(self._pending)
         if self._pending:
             logger.info("outbox %s holds %d undelivered event(s) from before the restart", self.path, self._pending)
 
@@ -170,7 +178,7 @@ class Outbox:
             written.set_result(False)
             return
         self._pending += len(rows)
-        OUTBOX_PENDING.labels(self.name).set(self._pending)
+        self._pending_gauge.set(self._pending)
         self._wake.set()
         written.set_result(True)
 
@@ -256,7 +264,7 @@ class Outbox:
         if acked:
             self._db.execute("DELETE FROM outbox WHERE seq <= ?", (rows[acked - 1][0],))
             self._pending = max(0, self._pending - acked)
-            OUTBOX_PENDING.labels(self.name).set(self._pending)
+            self._pending_gauge.set(self._pending)
             for topic, n in Counter(row[1] for row in rows[:acked]).items():
                 OUTBOX_DELIVERED.labels(self.name, topic).inc(n)
         if acked < len(rows):

@@ -92,7 +92,7 @@ class AutoPipeline:
             # replaced before the batch is sent, instead of failing it.
             if connection.is_connected:
                 try:
-                    stale = await connection.can_read_destructive()
+                    stale = await connection.can_read()
                 except (RedisConnectionError, RedisTimeoutError, OSError):
                     stale = True
                 if stale:
