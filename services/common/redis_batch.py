@@ -16,6 +16,7 @@ pool and given back each time, cost more CPU than the cached chat turn's other R
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as redis
@@ -31,16 +32,22 @@ MAX_BATCH = 512  # commands per pipeline: a burst does not become one huge reque
 class AutoPipeline:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future]] = []
+        # A command's arguments, or a function that makes them when the batch is sent.
+        self._queue: list[tuple[tuple[Any, ...] | Callable[[], tuple[Any, ...]], asyncio.Future]] = []
         self._sender: asyncio.Task | None = None
         self._connection: Connection | None = None
         self._callbacks = client.response_callbacks
 
     def execute(self, *args: Any) -> asyncio.Future:
         """Queue one command (as for `execute_command`); the future holds its reply or its error."""
+        return self.execute_later(args)
+
+    def execute_later(self, command: tuple[Any, ...] | Callable[[], tuple[Any, ...]]) -> asyncio.Future:
+        """Queue a command, or a function called for its arguments only when the batch is sent (so
+        that what joins it until then, e.g. more turns of one key, goes in the same command)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.append((args, future))
+        self._queue.append((command, future))
         if self._sender is None:
             self._sender = loop.create_task(self._send_all())
         return future
@@ -61,12 +68,12 @@ class AutoPipeline:
         finally:
             self._sender = None
 
-    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future]]) -> None:
+    async def _send(self, batch: list[tuple[Any, asyncio.Future]]) -> None:
+        commands = [command() if callable(command) else command for command, _ in batch]
         try:
             if self._connection is None:
                 self._connection = await self._client.connection_pool.get_connection()
             connection = self._connection
-            commands = [args for args, _ in batch]
             replies = await connection.retry.call_with_retry(
                 lambda: self._exchange(connection, commands), lambda _error: connection.disconnect())
         except BaseException as exc:  # noqa: BLE001 - every waiting caller gets the error
