@@ -51,7 +51,10 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
-DELIVERY_LINGER_SECONDS = 0.02  # added to an event's way to Kafka; the stream worker batches far longer
+# Added to an event's way to Kafka (the stream worker batches far longer): the appends of this long
+# join one round, one record batch per partition. 20 -> 50 ms cut the broker's CPU per chat turn by
+# a third and the response process's by ~10 % (cached Chat under ghz, concurrency 16, one run).
+DELIVERY_LINGER_SECONDS = 0.05
 
 
 _HEADERS_BEFORE_TRACE: dict[str, str] = {}
