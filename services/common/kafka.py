@@ -86,6 +86,7 @@ class EventProducer:
         self._started = False
         self._pending: set[asyncio.Future] = set()
         self.background_retry_seconds = 60.0
+        self._acknowledged_at = float("-inf")  # monotonic time of the last batch the broker acknowledged
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -208,6 +209,8 @@ class EventProducer:
             if futures[index] is None:
                 futures[index] = await self._send_batch(builders[tp], tp)
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        failed = any(isinstance(outcome, BaseException) for outcome in outcomes)
+        self._acknowledged_at = float("-inf") if failed else time.monotonic()
         return [outcomes[i] if isinstance(outcomes[i], BaseException) else None for i in batch_of]
 
     async def _send_batch(self, builder, tp: tuple[str, int]) -> asyncio.Future:
@@ -218,14 +221,20 @@ class EventProducer:
         """Drop the current producer (e.g. after the broker went away) for a fresh one on the next start."""
         old, self._producer = self._producer, self._new_producer()
         was_started, self._started = self._started, False
+        self._acknowledged_at = float("-inf")
         if was_started:
             try:
                 await asyncio.wait_for(old.stop(), timeout=timeout)
             except Exception as exc:  # noqa: BLE001 - the old producer is abandoned either way
                 logger.info("stopping the previous Kafka producer: %r", exc)
 
-    async def ping(self) -> None:
-        """Readiness probe: the cluster's metadata answers."""
+    async def ping(self, fresh_seconds: float = 5.0) -> None:
+        """Readiness probe: the cluster's metadata answers, unless the broker acknowledged the last
+        batch less than `fresh_seconds` ago (a failed round or a reset asks the broker again). Under
+        load the outbox's rounds prove it every 50 ms; reading every topic's metadata every 5 s was a
+        tenth of the delivery's CPU in a profile of cached chats, on a broker holding 221 topics."""
+        if time.monotonic() - self._acknowledged_at < fresh_seconds:
+            return
         await self._producer.client.fetch_all_metadata()
 
 

@@ -180,3 +180,24 @@ async def test_batched_delivery_puts_each_key_where_a_single_send_would_in_order
         await outbox.stop()
     assert where[batched] == where[single] and len(set(where[batched].values())) > 1
     assert all(ns == sorted(ns) and len(ns) == 6 for ns in order.values()), order
+
+
+async def test_the_kafka_probe_trusts_a_fresh_acknowledgement_and_asks_again_after_a_reset(stack):
+    topic = f"parley.test.outbox.{RUN_ID}.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
+    producer = EventProducer(stack.kafka_bootstrap)
+    await producer.start()
+    asked = []
+    try:
+        assert await producer.send_rows([(topic, b"k", b"v", [])]) == [None]
+        fetch = producer._producer.client.fetch_all_metadata
+        producer._producer.client.fetch_all_metadata = lambda: asked.append(1) or fetch()
+        await producer.ping()
+        assert asked == []               # the broker acknowledged a batch a moment ago
+        await producer.ping(fresh_seconds=0)
+        assert asked == [1]
+        await producer.reset()
+        with pytest.raises(Exception):   # a fresh producer not started yet: the broker is asked, and fails
+            await producer.ping()
+    finally:
+        await producer.stop()
