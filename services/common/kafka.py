@@ -8,7 +8,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -86,6 +86,7 @@ class EventProducer:
         self._started = False
         self._pending: set[asyncio.Future] = set()
         self.background_retry_seconds = 60.0
+        self._acknowledged_at = float("-inf")  # monotonic time of the last batch the broker acknowledged
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -169,18 +170,71 @@ class EventProducer:
         """Buffer one serialised event; the future resolves when the broker acknowledged it."""
         return await self._producer.send(topic, value=value, key=key, headers=headers)
 
+    async def send_rows(self, rows: Sequence[tuple[str, bytes, bytes, list[tuple[str, bytes]]]]
+                        ) -> list[object]:
+        """Send serialised events (topic, key, value, headers), in order, as one record batch per
+        partition (several when one fills up) instead of one `send` each: under load the per-event
+        send was about half of the Python work of delivering a chat turn's event. Each event goes to the
+        partition `send` would pick for its key. Returns, per event, None once the broker
+        acknowledged its batch or the exception that failed it."""
+        producer = self._producer
+        builders: dict[tuple[str, int], object] = {}
+        futures: list[asyncio.Future] = []
+        batch_of: list[int] = []   # per row: index of the future of its batch
+        open_batch: dict[tuple[str, int], int] = {}
+        partitions: dict[str, tuple[list[int], list[int]]] = {}
+        tps: dict[tuple[str, bytes], tuple[str, int]] = {}  # a round holds few keys: hash each once
+        for topic, key, value, headers in rows:
+            tp = tps.get((topic, key))
+            if tp is None:
+                known = partitions.get(topic)
+                if known is None:
+                    await producer.partitions_for(topic)   # waits for the topic's metadata, like send
+                    metadata = producer.client.cluster
+                    known = partitions[topic] = (list(metadata.partitions_for_topic(topic)),
+                                                 list(metadata.available_partitions_for_topic(topic)))
+                # The producer's own partitioner, with the lists `send` gives it: same key, same partition.
+                tp = tps[(topic, key)] = (topic, producer._partitioner(key, known[0], known[1]))
+            builder = builders.get(tp)
+            if builder is None or builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                if builder is not None:   # full: send it, go on in a new one
+                    futures[open_batch[tp]] = await self._send_batch(builder, tp)
+                builder = builders[tp] = producer.create_batch()
+                if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                    raise ValueError(f"an event of {len(value)} bytes does not fit in a record batch")
+                open_batch[tp] = len(futures)
+                futures.append(None)  # type: ignore[arg-type]
+            batch_of.append(open_batch[tp])
+        for tp, index in open_batch.items():
+            if futures[index] is None:
+                futures[index] = await self._send_batch(builders[tp], tp)
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        failed = any(isinstance(outcome, BaseException) for outcome in outcomes)
+        self._acknowledged_at = float("-inf") if failed else time.monotonic()
+        return [outcomes[i] if isinstance(outcomes[i], BaseException) else None for i in batch_of]
+
+    async def _send_batch(self, builder, tp: tuple[str, int]) -> asyncio.Future:
+        builder.close()
+        return await self._producer.send_batch(builder, tp[0], partition=tp[1])
+
     async def reset(self, timeout: float = 5.0) -> None:
         """Drop the current producer (e.g. after the broker went away) for a fresh one on the next start."""
         old, self._producer = self._producer, self._new_producer()
         was_started, self._started = self._started, False
+        self._acknowledged_at = float("-inf")
         if was_started:
             try:
                 await asyncio.wait_for(old.stop(), timeout=timeout)
             except Exception as exc:  # noqa: BLE001 - the old producer is abandoned either way
                 logger.info("stopping the previous Kafka producer: %r", exc)
 
-    async def ping(self) -> None:
-        """Readiness probe: the cluster's metadata answers."""
+    async def ping(self, fresh_seconds: float = 5.0) -> None:
+        """Readiness probe: the cluster's metadata answers, unless the broker acknowledged the last
+        batch less than `fresh_seconds` ago (a failed round or a reset asks the broker again). Under
+        load the outbox's rounds prove it every 50 ms; reading every topic's metadata every 5 s was a
+        tenth of the delivery's CPU in a profile of cached chats, on a broker holding 221 topics."""
+        if time.monotonic() - self._acknowledged_at < fresh_seconds:
+            return
         await self._producer.client.fetch_all_metadata()
 
 

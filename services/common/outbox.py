@@ -2,7 +2,8 @@
 order in the background, so an answer never waits on the broker and a broker outage loses nothing.
 
 - `publish` appends one row (no network; the rows of concurrent turns go in one transaction); a
-  delivery task sends the oldest rows with the idempotent producer (`acks=all`) and deletes a row
+  delivery task sends the oldest rows with the idempotent producer (`acks=all`), as one record batch
+  per partition (`EventProducer.send_rows`), and deletes a row
   only after the broker acknowledged it and every row before it. A failed round is retried with
   backoff (tenacity) on a fresh producer; rows acknowledged after a failed one are sent again, and
   consumers drop the copy by event_id.
@@ -35,9 +36,13 @@ from services.common.metrics import OUTBOX_DELIVERED, OUTBOX_DROPPED, OUTBOX_PEN
 
 logger = logging.getLogger(__name__)
 
+# seq is the rowid: a new row gets the largest seq + 1, so rows keep their order and a seq is
+# never reused while a row before it is still there (AUTOINCREMENT's never-reused ids cost a
+# second page write per commit: 24 -> 20 µs of CPU per event at one event per commit). Files made
+# with AUTOINCREMENT keep it.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
-    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq     INTEGER PRIMARY KEY,
     topic   TEXT NOT NULL,
     key     BLOB NOT NULL,
     value   BLOB NOT NULL,
@@ -46,7 +51,10 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
-DELIVERY_LINGER_SECONDS = 0.02  # added to an event's way to Kafka; the stream worker batches far longer
+# Added to an event's way to Kafka (the stream worker batches far longer): the appends of this long
+# join one round, one record batch per partition. 20 -> 50 ms cut the broker's CPU per chat turn by
+# a third and the response process's by ~10 % (cached Chat under ghz, concurrency 16, one run).
+DELIVERY_LINGER_SECONDS = 0.05
 
 
 _HEADERS_BEFORE_TRACE: dict[str, str] = {}
@@ -94,6 +102,7 @@ class Outbox:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._last_drop_log = 0.0
+        self._pending_gauge = OUTBOX_PENDING.labels(name)
 
     # --- storage --------------------------------------------------------------------------
 
@@ -110,12 +119,15 @@ class Outbox:
             raise RuntimeError(f"outbox {self.path} is used by another process; give each replica its own "
                                "directory (PARLEY_OUTBOX_DIR)") from None
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # The file is this process's alone (the flock above): SQLite's own locks are taken once and
+        # kept instead of several fcntl calls per transaction (20 -> 15 µs of CPU per event).
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if self._synchronous == 'FULL' else 'NORMAL'}")
         db.execute(_SCHEMA)
         self._db = db
         self._pending = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
-        OUTBOX_PENDING.labels(self.name).set(self._pending)
+        self._pending_gauge.set(self._pending)
         if self._pending:
             logger.info("outbox %s holds %d undelivered event(s) from before the restart", self.path, self._pending)
 
@@ -169,7 +181,7 @@ class Outbox:
             written.set_result(False)
             return
         self._pending += len(rows)
-        OUTBOX_PENDING.labels(self.name).set(self._pending)
+        self._pending_gauge.set(self._pending)
         self._wake.set()
         written.set_result(True)
 
@@ -245,11 +257,8 @@ class Outbox:
 
     async def _round(self, rows: list[tuple]) -> None:
         await self._producer.start()
-        futures = []
-        for _, topic, key, value, headers in rows:
-            futures.append(await self._producer.send(
-                topic, value, key, [(k, v.encode()) for k, v in json.loads(headers)]))
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        results = await self._producer.send_rows([(topic, key, value, [(k, v.encode()) for k, v in json.loads(headers)])
+                                                  for _, topic, key, value, headers in rows])
         acked = 0
         for result in results:  # only the prefix acknowledged in full leaves the outbox: order is kept
             if isinstance(result, BaseException):
@@ -258,7 +267,7 @@ class Outbox:
         if acked:
             self._db.execute("DELETE FROM outbox WHERE seq <= ?", (rows[acked - 1][0],))
             self._pending = max(0, self._pending - acked)
-            OUTBOX_PENDING.labels(self.name).set(self._pending)
+            self._pending_gauge.set(self._pending)
             for topic, n in Counter(row[1] for row in rows[:acked]).items():
                 OUTBOX_DELIVERED.labels(self.name, topic).inc(n)
         if acked < len(rows):

@@ -21,6 +21,7 @@ bucket per process, so each replica admits at most the key's limit on its own.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 import asyncpg
 import redis.asyncio as redis
+from redis.exceptions import NoScriptError
 
 from services.common.errors import ResourceExhausted, Unauthenticated, Unavailable
 from services.common.redis_batch import AutoPipeline
@@ -130,7 +132,9 @@ async def validate_key(pool: asyncpg.Pool, key_hash: bytes) -> KeyRecord | None:
     )
 
 
-# The token bucket of KEYS[1] (or of BUCKET_PREFIX .. key id); rate and burst in `rate`, `burst`.
+# The token bucket of KEYS[1] (or of BUCKET_PREFIX .. key id); rate and burst in `rate`, `burst`;
+# `want` tokens asked for at once (turns admitted together), of which `granted` are taken, in order:
+# as `want` calls one after the other at the same instant would. `wait`: when the next token is due.
 # Time comes from the Redis server, so replicas with skewed clocks share one bucket correctly.
 _BUCKET = """
 local now_parts = redis.call('TIME')
@@ -143,12 +147,10 @@ if tokens == nil or ts == nil then
   ts = now
 end
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
+local granted = math.max(0, math.min(want, math.floor(tokens)))
+tokens = tokens - granted
 local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-else
+if granted < want then
   wait = (1 - tokens) / rate
 end
 redis.call('HSET', bucket, 'tokens', tostring(tokens), 'ts', tostring(now))
@@ -156,11 +158,11 @@ redis.call('PEXPIRE', bucket, math.ceil(burst / rate * 1000) + 1000)
 """
 
 # ARGV: refill rate (tokens/s), burst (bucket size).
-_TAKE = "local bucket = KEYS[1]\nlocal rate = tonumber(ARGV[1])\nlocal burst = tonumber(ARGV[2])\n" + _BUCKET + \
-    "return {allowed, tostring(wait)}\n"
+_TAKE = "local bucket = KEYS[1]\nlocal rate = tonumber(ARGV[1])\nlocal burst = tonumber(ARGV[2])\nlocal want = 1\n" + \
+    _BUCKET + "return {granted, tostring(wait)}\n"
 
-# KEYS[1]: the key cache entry; ARGV: default rate, default burst, bucket prefix.
-# Returns {0} (not cached), {-1} (tombstone), or {1 allowed | 2 limited, record, wait, rate, burst}.
+# KEYS[1]: the key cache entry; ARGV: default rate, default burst, bucket prefix, tokens wanted.
+# Returns {0} (not cached), {-1} (tombstone), or {1, record, wait, rate, burst, tokens granted}.
 _ADMIT = """
 local rec = redis.call('GET', KEYS[1])
 if not rec then return {0} end
@@ -175,10 +177,20 @@ local burst = tonumber(s['rate_limit_burst']) or 0
 if burst < 1 then burst = tonumber(ARGV[2]) end
 burst = math.max(1, burst)
 local bucket = ARGV[3] .. doc['id']
+local want = tonumber(ARGV[4])
 """ + _BUCKET + """
-if allowed == 1 then return {1, rec, '0', tostring(rate), tostring(burst)} end
-return {2, rec, tostring(wait), tostring(rate), tostring(burst)}
+return {1, rec, tostring(wait), tostring(rate), tostring(burst), granted}
 """
+
+
+class _Admissions:
+    """The turns of one secret that wait for the same pipeline: admitted by one script call."""
+
+    __slots__ = ("wanted", "reply")
+
+    def __init__(self) -> None:
+        self.wanted = 0
+        self.reply: asyncio.Future | None = None
 
 
 @dataclass(frozen=True)
@@ -252,8 +264,11 @@ class KeyValidator:
         self._local: dict[bytes, tuple[float, KeyRecord | None]] = {}
         self._default = (default_rate, default_burst)
         self._admit = client.register_script(_ADMIT)
-        # Concurrent turns' admissions go to Redis together, in one pipeline (redis_batch.py).
+        # Concurrent turns' admissions go to Redis together, in one pipeline (redis_batch.py), and
+        # those of one secret in one script call that takes as many tokens.
+        self._client = client
         self._batch = AutoPipeline(client)
+        self._joining: dict[bytes, _Admissions] = {}
         self._records: dict[bytes, KeyRecord] = {}  # a cached record's JSON -> the record, decoded once
 
     async def validate(self, secret: str) -> KeyRecord:
@@ -270,10 +285,18 @@ class KeyValidator:
         return await self._validate_and_cache(key_hash)
 
     async def admit(self, secret: str) -> KeyRecord:
-        """validate() and take a token of the key's bucket: one Redis round trip for a cached key."""
+        """validate() and take a token of the key's bucket: one Redis round trip for a cached key,
+        shared by the turns of the same secret that wait for the same pipeline."""
         key_hash = require_key(secret)
+        group = self._joining.get(key_hash)
+        if group is None:
+            group = self._joining[key_hash] = _Admissions()
+            group.reply = asyncio.ensure_future(self._admit_together(key_hash, group))
+        group.wanted += 1
+        rank = group.wanted  # turns are granted tokens in the order they asked
         try:
-            status, *rest = await self._batch.evalsha(self._admit, [cache_key(key_hash)], [*self._default, BUCKET_PREFIX])
+            # Shielded: a turn cancelled meanwhile must not cancel the admission of the others.
+            status, *rest = await asyncio.shield(group.reply)
         except redis.RedisError as exc:
             logger.warning("Redis unavailable (%s); validating in PostgreSQL, limiting per process", exc)
             record = await self._validate_locally(key_hash)
@@ -293,9 +316,27 @@ class KeyValidator:
                 raise limited(record.id, rate, burst, verdict.retry_after_seconds)
             return record
         record = self._decoded(rest[0])
-        if status == 2:
+        if rank > int(rest[4]):
             raise limited(record.id, float(rest[2]), int(float(rest[3])), float(rest[1]))
         return record
+
+    async def _admit_together(self, key_hash: bytes, group: _Admissions) -> list:
+        """The admission script for every turn of the group, with as many tokens as turns joined
+        until the pipeline was sent."""
+        def command() -> tuple:
+            if self._joining.get(key_hash) is group:
+                del self._joining[key_hash]  # sent: later turns start a group of their own
+            return ("EVALSHA", self._admit.sha, 1, cache_key(key_hash), *self._default, BUCKET_PREFIX, group.wanted)
+
+        try:
+            try:
+                return await self._batch.execute_later(command)
+            except NoScriptError:
+                await self._client.script_load(self._admit.script)  # Redis restarted or flushed its scripts
+                return await self._batch.execute(*command())
+        finally:
+            if self._joining.get(key_hash) is group:
+                del self._joining[key_hash]
 
     def _decoded(self, raw: bytes) -> KeyRecord:
         record = self._records.get(raw)

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
 
 from services.common.kafka import EventProducer, ensure_topics
@@ -141,3 +141,63 @@ async def test_delivered_events_carry_the_event_headers(stack, tmp_path: Path):
     second = dict(records[1].headers)
     assert second["event-type"] == b"parley.v1.ChatTurn" and len(second["trace-id"]) == 32  # a fresh id
     assert [r.key for r in records] == [b"t-outbox", b"t-outbox"]
+
+
+async def test_batched_delivery_puts_each_key_where_a_single_send_would_in_order(stack, tmp_path: Path):
+    batched, single = (f"parley.test.outbox.{RUN_ID}.{uuid.uuid4().hex[:6]}" for _ in range(2))
+    await ensure_topics(stack.kafka_bootstrap, [batched, single], partitions=3)
+    keys = [f"t-key-{i}" for i in range(7)]
+    outbox = Outbox(tmp_path / "partitions.sqlite", EventProducer(stack.kafka_bootstrap), name="test-partitions")
+    outbox.start()
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        for n in range(42):
+            assert await outbox.publish(batched, keys[n % 7], _turn(n))
+            await producer.send_and_wait(single, _turn(n).SerializeToString(), key=keys[n % 7].encode())
+        where: dict[str, dict[str, int]] = {}
+        order: dict[str, list[int]] = {}
+        for topic in (batched, single):
+            consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, group_id=None,
+                                        auto_offset_reset="earliest")
+            await consumer.start()
+            seen = 0
+            try:
+                end = asyncio.get_running_loop().time() + 30
+                while seen < 42 and asyncio.get_running_loop().time() < end:
+                    for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
+                        for m in messages:
+                            seen += 1
+                            where.setdefault(topic, {})[m.key.decode()] = tp.partition
+                            if topic == batched:
+                                order.setdefault(m.key.decode(), []).append(int(events_pb2.ChatTurn.FromString(
+                                    m.value).request_id[1:]))
+            finally:
+                await consumer.stop()
+            assert seen == 42, topic
+    finally:
+        await producer.stop()
+        await outbox.stop()
+    assert where[batched] == where[single] and len(set(where[batched].values())) > 1
+    assert all(ns == sorted(ns) and len(ns) == 6 for ns in order.values()), order
+
+
+async def test_the_kafka_probe_trusts_a_fresh_acknowledgement_and_asks_again_after_a_reset(stack):
+    topic = f"parley.test.outbox.{RUN_ID}.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
+    producer = EventProducer(stack.kafka_bootstrap)
+    await producer.start()
+    asked = []
+    try:
+        assert await producer.send_rows([(topic, b"k", b"v", [])]) == [None]
+        fetch = producer._producer.client.fetch_all_metadata
+        producer._producer.client.fetch_all_metadata = lambda: asked.append(1) or fetch()
+        await producer.ping()
+        assert asked == []               # the broker acknowledged a batch a moment ago
+        await producer.ping(fresh_seconds=0)
+        assert asked == [1]
+        await producer.reset()
+        with pytest.raises(Exception):   # a fresh producer not started yet: the broker is asked, and fails
+            await producer.ping()
+    finally:
+        await producer.stop()

@@ -44,6 +44,41 @@ async def test_concurrent_takes_never_exceed_the_bucket(stack):
     assert all(v.retry_after_seconds > 0 for v in verdicts if not v.allowed)
 
 
+def _count_commands(validator: KeyValidator) -> list[tuple]:
+    """The commands the validator's pipeline sends from now on."""
+    sent: list[tuple] = []
+    exchange = validator._batch._exchange
+
+    async def counting(connection, commands):
+        sent.extend(commands)
+        return await exchange(connection, commands)
+
+    validator._batch._exchange = counting
+    return sent
+
+
+async def test_concurrent_admissions_of_one_key_take_the_tokens_in_one_call_and_never_overdraw(search, admin, pg, stack):
+    key = await _key(search, admin, "together", rate=0.01, burst=5)
+    other = await _key(search, admin, "together2", rate=0.01, burst=2)
+    client = create_redis(stack.redis_url)
+    validator = KeyValidator(client, lambda: pg, ttl_seconds=30, local_seconds=3, default_rate=20, default_burst=40)
+    try:
+        await validator.admit(key.secret)   # cached in Redis now (one token of 5 taken)
+        await validator.admit(other.secret)  # one of 2
+        commands = _count_commands(validator)
+        outcomes = await asyncio.gather(*(validator.admit(s) for s in [key.secret] * 20 + [other.secret] * 5),
+                                        return_exceptions=True)
+    finally:
+        await client.aclose()
+    ours, theirs = outcomes[:20], outcomes[20:]
+    # In the order asked: the first 4 turns get the 4 tokens left, the others are limited with a retry-after.
+    assert [getattr(o, "id", None) for o in ours[:4]] == [key.id] * 4
+    assert all(isinstance(o, ResourceExhausted) and int(o.trailers["retry-after-ms"]) > 0 for o in ours[4:])
+    assert [getattr(o, "id", None) for o in theirs[:1]] == [other.id]
+    assert all(isinstance(o, ResourceExhausted) for o in theirs[1:])
+    assert sorted(c[-1] for c in commands) == [5, 20], commands  # one script call per key, as many tokens as turns
+
+
 async def test_without_redis_keys_are_checked_in_postgres_and_limited_per_process(search, admin, pg):
     key = await _key(search, admin, "noredis", rate=0.5, burst=3)
     dead = create_redis(_dead_redis_url())
@@ -78,13 +113,12 @@ async def test_a_cached_key_is_admitted_in_one_round_trip_and_rotation_refuses_i
             await validator.admit(key.secret)
         assert not calls, "a cached key must not read PostgreSQL"
         assert time.perf_counter() - start < 5
-        # Concurrent admissions share round trips: 32 turns at once go in one or two pipelines.
-        pipelines = []
-        real_pipeline = client.pipeline
-        client.pipeline = lambda *a, **kw: pipelines.append(1) or real_pipeline(*a, **kw)
+        # Concurrent admissions of one secret share a round trip and a script call: 32 turns at once
+        # take 32 tokens in one or two commands.
+        commands = _count_commands(validator)
         records = await asyncio.gather(*(validator.admit(key.secret) for _ in range(32)))
-        assert {r.id for r in records} == {key.id} and 1 <= len(pipelines) <= 2, len(pipelines)
-        client.pipeline = real_pipeline
+        assert {r.id for r in records} == {key.id} and 1 <= len(commands) <= 2, commands
+        assert sum(c[-1] for c in commands) == 32
         await search.RotateProductKey(search_pb2.RotateProductKeyRequest(id=key.id), metadata=admin, timeout=10)
         with pytest.raises(Unauthenticated):
             await validator.admit(key.secret)

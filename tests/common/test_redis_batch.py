@@ -17,14 +17,14 @@ async def test_concurrent_commands_share_pipelines_and_get_their_own_replies(sta
     client = create_redis(stack.redis_url)
     batch = AutoPipeline(client)
     pipelines = 0
-    make_pipeline = client.pipeline
+    exchange = batch._exchange
 
-    def counting(*args, **kwargs):
+    async def counting(connection, commands):
         nonlocal pipelines
         pipelines += 1
-        return make_pipeline(*args, **kwargs)
+        return await exchange(connection, commands)
 
-    client.pipeline = counting
+    batch._exchange = counting
     prefix = f"test:autopipe:{uuid.uuid4().hex[:8]}"
     await client.set(f"{prefix}:text", "not a number")
     try:
@@ -34,7 +34,6 @@ async def test_concurrent_commands_share_pipelines_and_get_their_own_replies(sta
             await batch.execute("INCR", f"{prefix}:text")  # an error reaches only its caller
         assert await batch.execute("GET", f"{prefix}:n0") == str(sum(range(0, 100, 5))).encode()
     finally:
-        client.pipeline = make_pipeline
         await client.delete(*(f"{prefix}:n{i}" for i in range(5)), f"{prefix}:text")
         await client.aclose()
     # Each caller's INCRBY reply is its key's running total at that point, in the order sent.
@@ -54,4 +53,20 @@ async def test_a_script_redis_forgot_is_loaded_again(stack):
         assert first[:2] == [b"k", b"a"]
         assert await batch.evalsha(script, ["k2"], ["b"]) == [b"k2", b"b", first[2]]
     finally:
+        await client.aclose()
+
+
+async def test_a_connection_redis_closed_is_replaced(stack):
+    client = create_redis(stack.redis_url)
+    batch = AutoPipeline(client)
+    prefix = f"test:autopipe:{uuid.uuid4().hex[:8]}"
+    try:
+        own = await batch.execute("CLIENT", "ID")
+        assert await client.execute_command("CLIENT", "KILL", "ID", own) == 1
+        # The killed connection is found broken on the next write and replaced (the client's retry).
+        assert await batch.execute("SET", f"{prefix}:k", "v") is True
+        assert await batch.execute("CLIENT", "ID") != own
+        assert await batch.execute("GET", f"{prefix}:k") == b"v"
+    finally:
+        await client.delete(f"{prefix}:k")
         await client.aclose()
