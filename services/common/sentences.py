@@ -86,7 +86,14 @@ def _is_row(line: str) -> bool:
     return bool(_DIGIT.search(value)) or "," in value or len(_words(value)) >= 3
 
 
+_DEFINITION = re.compile(r"^[^—–:]{1,40}\s[—–]\s\S")   # "Weekly — every Monday.": a list's term and its meaning
+
+
 def _sentences(line: str) -> list[str]:
+    """A line's sentences; shorter ones are fragments, except a whole line that names a term and what it
+    means ("Weekly — every Monday."), which reads like a table row."""
+    if len(_words(line)) < MIN_SENTENCE_WORDS and _DEFINITION.match(line) and _SENTENCE_END.search(line) is None:
+        return [line.strip()]
     return [s.strip() for s in _SENTENCE_END.split(line) if len(_words(s)) >= MIN_SENTENCE_WORDS]
 
 
@@ -99,24 +106,42 @@ def units(text: str, heading: str = "") -> list[Unit]:
         lines = lines[1:]
     found: list[str] = []
     pending = ""              # a fragment waiting for its value
+    pending_item = False      # ... that follows an item of a list written without full stops
+    section = ""              # the last heading seen
+    item = False              # the line before was such an item
     in_links = False          # after "Related articles" and the like: its entries are links, not content
+
+    def flush(next_is_item: bool) -> None:
+        # A short item with a figure between items of a list ("Bluetooth 5.0" under "Requirements") is
+        # content: quoted with its heading. A heading (followed by sentences) is never quoted.
+        nonlocal section
+        if pending and pending_item and next_is_item and section and _DIGIT.search(pending):
+            found.append(f"{section.rstrip(':')}: {pending}")
+        elif pending:
+            section = pending
+
     for line in lines:
         if is_furniture(line):
-            pending, in_links = "", bool(_LINK_LIST_HEAD.match(line))
+            pending, in_links, item = "", bool(_LINK_LIST_HEAD.match(line)), False
             continue
         if _is_row(line) and not in_links:
-            pending = ""
+            flush(True)
+            pending, item = "", False
             found.append(line)
         elif _is_prose(line):
+            item = not _ENDS_SENTENCE.search(line)
+            flush(item)
             pending, in_links = "", False
             found.extend(_sentences(line))
         elif in_links:
             continue
         elif pending and _pairs(pending, line):
             found.append(f"{pending.rstrip(':')}: {line}")
-            pending = ""
+            pending, item = "", False
         else:
-            pending = line
+            flush(False)
+            pending, pending_item, item = line, item, False
+    flush(True)
     return [Unit(t, i) for i, t in enumerate(found)]
 
 

@@ -36,3 +36,27 @@ def test_a_sentence_that_names_a_menu_path_is_prose_not_a_breadcrumb():
     assert not is_furniture(line) and not is_furniture("Go to Settings > Account > Export to download.")
     assert [u.text for u in units(line)] == [
         "We never sell your data.", "You can download all of it at any time from Settings > Account > Export."]
+
+
+def test_a_short_list_entry_that_names_a_term_and_its_meaning_is_quoted():
+    from services.common.sentences import units
+
+    text = ("Payout schedule\nChoose how often you're paid in Settings → Payments:\n"
+            "Daily — every business day, for all funds that have become available.\nWeekly — every Monday.\n"
+            "Step 2.\nYes.")
+    found = [u.text for u in units(text)]
+    assert "Weekly — every Monday." in found
+    assert "Step 2." not in found and "Yes." not in found     # still fragments: no term and meaning
+
+
+def test_a_short_item_with_a_figure_in_a_list_without_full_stops_is_quoted_with_its_heading():
+    from services.common.sentences import units
+
+    text = ("Requirements\nA smartphone that has received a security update in the last 12 months\n"
+            "Bluetooth 5.0\nApp version 5.2 or later for firmware 4.x bikes\n"
+            "Firmware 4\nThe bike's firmware is updated over the air. It takes about ten minutes.")
+    found = [u.text for u in units(text)]
+    assert "Requirements: Bluetooth 5.0" in found
+    # a heading after a sentence is still a heading, never quoted, even with a figure in it
+    assert not any("Firmware 4" in t and ":" in t for t in found)
+    assert "The bike's firmware is updated over the air." in found
