@@ -1,8 +1,9 @@
-"""Small talk in the words people use: greetings, thanks, goodbyes, "are you a bot", emoji-only messages.
+"""Small talk in the words people use: greetings, thanks, goodbyes, "are you a bot", praise, complaints, emoji.
 
 A message is small talk when every word of it belongs to a small-talk phrase or to a filler word
 ("there", "so much", "team"), after normalising case, punctuation, accents and stretched letters
-("Heyyy!!", "THANKS", "thaaanks"). A single word outside them ("hi, how do I reset my password?")
+("Heyyy!!", "THANKS", "thaaanks"), in English and the commonest forms of Spanish, French, German, Italian
+and Portuguese ("merci beaucoup", "danke schön"). A single word outside them ("hi, how do I reset my password?")
 makes it a question. Emoji and emoticons alone ("👍", ":)") are small talk too. The search service
 decides with it (no retrieval for small talk) and the response service picks its reply with it.
 """
@@ -13,8 +14,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-GREETING, THANKS, GOODBYE, BOT, WELLBEING, ACK, EMOJI = (
-    "greeting", "thanks", "goodbye", "bot", "wellbeing", "ack", "emoji")
+GREETING, THANKS, GOODBYE, BOT, WELLBEING, ACK, EMOJI, PRAISE, COMPLAINT = (
+    "greeting", "thanks", "goodbye", "bot", "wellbeing", "ack", "emoji", "praise", "complaint")
 
 # Phrases as regular expressions over the normalised text (lower case, one space between words,
 # stretched letters collapsed to one: "hello" is matched as "helo", so write phrases collapsed too;
@@ -25,19 +26,24 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"good (morning|afternoon|evening|day)", r"(gm|morning|evening|afternoon)",
         r"what'?s up", r"wh?at'?s ?up", r"wass?up", r"g'?day",
         r"(is )?(any ?one|any ?body|some ?one|some ?body) (there|here|home|around|online)",
+        r"(buenos dias|buenas tardes|buenas noches|buenas|bonsoir|coucou|guten (morgen|tag|abend)|moin|servus|"
+        r"buongiorno|buonasera|ola|bom dia|boa tarde|boa noite)",
     ),
     THANKS: (
         r"(thanks|thank you|thank u|thankyou|thanx|thnx|thx|tx|ty|tysm|tyvm|cheers|merci|gracias|danke|ta)",
         r"(thnaks|thnks|tahnks|thaks|thanls|thankz|thanq|tnx|tq|thank yuo|thank yu|thnak you|thnk you|thnku)",
         r"(thx|thnx|thanx|ty) (a lot|a bunch|a million|so much|very much|again)",
-        r"(many|big|huge) thanks", r"(much|greatly|really) appreciated", r"(i )?(really )?appreciate (it|that|this|your help)",
+        r"(many|big|huge) thanks",
+        r"(merci( beaucoup| bien| mille fois)?|mille merci|(muchas )?gracias|(vielen )?dank( dir| ihnen)?|danke( schon| sehr)?|"
+        r"grazie( mille)?|(muito )?obrigad[oa])", r"(much|greatly|really) appreciated", r"(i )?(really )?appreciate (it|that|this|your help)",
         r"thanks? (a lot|a bunch|a million|so much|very much|for (the|your) (help|answer|reply|info|information))",
         r"that('?s| is| was) (very |really |super )?(helpful|useful|great|perfect)",
         r"(that|this|it|you) (really )?(helped|helps|worked|works|did it|did the trick|solved it|fixed it)",
         r"thank (you|u) (very much|so much|kindly|anyway|again)",
         r"thanks? (heaps|loads|tons|anyway|again|in advance|a ton)",
-        r"(thanks?|thank (you|u))( (so|very) much)? for (the|your|all the|all your) (help|answer|reply|info|information|"
-        r"time|assistance|support|quick reply|response|patience)",
+        r"((many |big |huge )?thanks?|thank (you|u)|thx|thnx|thnks|ty)( (so|very) much)? for (the|your|ur|all the|all your|"
+        r"all of your|this|that)( (quick|fast|prompt|great|kind|detailed|clear|speedy))? (help|answer|answers|reply|info|"
+        r"information|time|assistance|support|response|patience|explanation)",
         r"(much|greatly|very) obliged", r"you (rock|rule)",
         r"(you'?re|you are|ur|u r) (the best|a star|a lifesaver|a life saver|awesome|amazing|great|brilliant|a legend)",
         r"(that|this|it) (answers|answered) (my|the) question", r"(you'?re|you are|your) welcome", r"my pleasure",
@@ -51,6 +57,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"catch (you|ya|u) later", r"bye for now", r"all the best", r"take it easy",
         r"(no,? |nope,? )?(that'?s|that is) (all|it|everything)( for (now|today))?( i (needed|wanted))?",
         r"nothing else", r"(no|nope),? (thanks|thank you|thank u|that'?s it)",
+        r"(au revoir|a bientot|salut|adios|hasta (luego|pronto|manana)|chao|tschus|tschau|auf wiedersehen|bis (bald|dann|spater)|"
+        r"arrivederci|a presto|tchau|ate (logo|mais))",
     ),
     BOT: (
         r"(are|r) (you|u) (a |an )?(real |actual |live )?(bot|robot|human being|human|person|ai assistant|ai|machine|"
@@ -65,11 +73,20 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"what (can|do) (you|u) (do|know|answer)", r"how (can|do|could) (you|u) help( me| us)?",
         r"(can|could) (you|u) help( me| us)?", r"help( me| us)?( please| pls| plz)?", r"i need (some )?help",
         r"or (a |an )?(real )?(bot|robot|human|person|ai|machine)",
+        r"(who|what) (is|are|r) (this|you|u)( exactly| actually| then)?",
+        r"(eres|es|sos) (un |una )?(bot|robot|humano|persona|maquina)", r"(es tu|t'?es|tu es|etes vous) (un )?(bot|robot|humain)",
+        r"bist du (ein )?(bot|roboter|mensch)", r"sei (un )?(bot|robot|umano)", r"(voce )?e (um )?(bot|robo|humano)",
+        r"(i )?(have|got) (a|one|some|a few|a couple of|few|two|2) (quick )?(question|questions|queries|query)",
+        r"(can|could|may) i ask( you)?( (a|one|some) (quick )?(question|thing))?( something)?",
+        r"(can|could) (you|u) (help|assist)( me| us)?( with something| out)?",
+        r"i need (some |a little |your )?(help|assistance|support)", r"(what|how) (can|could) (you|u) help( me| us)? with",
+        r"(ayuda|aide|hilfe|aiuto|ajuda)( (por favor|s'?il vous plait|bitte|per favore))?",
     ),
     WELLBEING: (
         r"how (are|r) (you|u)( doing)?( today)?", r"how'?s it going", r"how (is|are) (it|things) going",
         r"how do you do", r"(are|r) (you|u) (ok|okay|well|good)", r"how'?s (your|ur) day( going)?",
-        r"how are things( going)?",
+        r"how are things( going)?", r"how (you|u|ya) (doing|doin|going)", r"how (r|are) (ya|you|u) (doing|doin)",
+        r"(ca va|comment ca va|como (estas|esta|vai)|que tal|wie geht'?s( (es|dir|ihnen))?|come (stai|va))",
     ),
     ACK: (
         r"(ok|okay|k|kk|okie|okey|alright|all right|cool|great|nice|awesome|perfect|super|fine|good|got it|gotcha|"
@@ -78,15 +95,33 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         # Phrases of several words apart: in one alternation the first word alone ("no") would match first.
         r"(no problem|no prob|no worries|all good|will do|got it|sounds good|all right|never ?mind|nvm|my bad|"
         r"sorry|oops|whoops)",
+        r"(that |it )?makes sense", r"(i'?ll|i will|let me|i'?m going to|gonna|i can) (try|check|test|do) (that|it|this)( out)?",
+        r"(i )?(figured|sorted|worked) it out", r"(i )?(found|got) it( now)?", r"wrong (window|chat|tab|person|conversation)",
+        r"(d'?accord|vale|bueno|va bien|alles klar|genau|ok ok|va bene|certo|beleza|claro|entendido|compris)",
+    ),
+    PRAISE: (
+        r"(great|good|nice|awesome|excellent|amazing|fantastic|brilliant) (job|work|answer|one|stuff|bot)", r"well done",
+        r"(you'?re|you are|ur|u r|that was|that'?s|that is|this is|so)( so| really| pretty| very| super)? "
+        r"(smart|clever|helpful|fast|quick|useful|impressive|good|great|awesome|amazing|the best)",
+        r"(just|exactly|precisely) what i (needed|wanted|was looking for)", r"i love (it|this|you)", r"love (it|this)",
+    ),
+    COMPLAINT: (
+        r"(you'?re|you are|ur|u r|this bot is|this is|that'?s|that is|that was|it'?s|this)( so| really| pretty| very| totally|"
+        r" completely| absolutely| just)? (useless|dumb|stupid|bad|terrible|awful|horrible|rubbish|garbage|trash|annoying|"
+        r"frustrating|pointless|unhelpful|not helpful|no help|a joke|a waste of time|ridiculous|hopeless)",
+        r"(not|wasn'?t|isn'?t|was not|is not) (very |really |that |so )?(helpful|useful)( at all)?",
+        r"(worst|terrible|awful|horrible|useless|bad) (support|service|bot|chatbot|help|experience|assistant)( ever)?",
+        r"(ugh|smh|argh|meh|ffs|wtf|omg|seriously)", r"(you|this|it|that) (sucks?|stinks?)",
+        r"(that|this) (didn'?t|did not|doesn'?t|does not) help( at all)?", r"(useless|pointless|hopeless)",
     ),
 }
 # Words that add nothing when they come with small talk: "hi there", "thanks so much guys", "ok then".
 _FILLER = (r"(there|all|everyone|everybody|team|guys|folks|friend|friends|mate|buddy|dear|again|so|much|very|"
            r"really|then|and|too|you|u|for|the|help|a|lot|bot|support|sir|madam|oh|well|just|again|once|more|"
            r"one|it|that|indeed|man|pal|bro|people|y'?all|to you|for that|right|partner|chatbot|assistant|now|"
-           r"anyway|everything|today)")
+           r"anyway|everything|today|exactly|actually|zusammen|a todos|tout le monde|a tutti|pls|plz|please|though|lol)")
 # Which kind answers when a message mixes kinds: "hi, are you a bot?" is about the bot.
-_PRIORITY = (BOT, WELLBEING, THANKS, GOODBYE, GREETING, ACK)
+_PRIORITY = (BOT, WELLBEING, COMPLAINT, THANKS, PRAISE, GOODBYE, GREETING, ACK)
 
 _EMOTICON = re.compile(r"^(?:[:;=8xX][-'^o]?[)(\]\[dDpP/\\|*3oO0]+|<3+|\^_*\^|[oO]_[oO]|\\o/|[)(]+)$")
 _WORD_CHARS = re.compile(r"[^\w\s']+")
@@ -109,7 +144,7 @@ _FILLER_UNIT = _unit("", _FILLER)
 
 @dataclass(frozen=True)
 class SmallTalk:
-    kind: str                     # greeting | thanks | goodbye | bot | wellbeing | ack | emoji
+    kind: str                     # greeting | thanks | goodbye | bot | wellbeing | ack | praise | complaint | emoji
     kinds: tuple[str, ...]        # every kind the message contains, in the order said
 
     @property
@@ -156,7 +191,7 @@ def _strip_emoji(message: str) -> str:
 
 
 # Kinds after which a capitalised word is the name of whom it is said to ("Hi Anna", "Thanks Trailbot").
-_ADDRESSED = (GREETING, THANKS, GOODBYE)
+_ADDRESSED = (GREETING, THANKS, GOODBYE, PRAISE)
 
 
 def _names(message: str) -> set[str]:

@@ -255,11 +255,14 @@ _SMALLTALK_REPLIES = {
     smalltalk.WELLBEING: "I'm doing well, thanks for asking! What can I help you with about {name}?",
     smalltalk.ACK: "Great! Is there anything else I can help you with?",
     smalltalk.EMOJI: "\U0001F642 Is there anything I can help you with about {name}?",
+    smalltalk.PRAISE: "Thank you, glad it helped! Is there anything else I can help you with?",
+    smalltalk.COMPLAINT: ("I'm sorry this hasn't helped yet. Tell me in a few words what you're trying to do with {name}, "
+                          "and I'll look again."),
 }
 
 
 def smalltalk_reply(message: str, key_name: str) -> str:
-    """The reply to a greeting, thanks, goodbye, "are you a bot" or emoji, by what the message is."""
+    """The reply to a greeting, thanks, goodbye, "are you a bot", praise, a complaint or emoji, by what the message is."""
     found = smalltalk.classify(message)
     reply = _SMALLTALK_REPLIES[found.kind if found else smalltalk.GREETING]
     return reply.format(name=key_name or "us")

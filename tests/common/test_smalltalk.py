@@ -77,3 +77,26 @@ def test_the_reply_fits_the_small_talk(message, words):
     strategy = smalltalk.classify(message).strategy
     answer = ExtractiveAnswerer().answer(AnswerRequest(message, "Acme", "", strategy, []))
     assert words in answer.text and not answer.cited
+
+
+def test_the_dev_set_of_chat_messages_written_apart():
+    """bench/eval/smalltalk/dev.json (written apart from the recogniser; its misses shaped the phrases):
+    every small-talk message recognised, no real question taken for small talk. The held-out set is
+    reported by `make bench ARGS="--only smalltalk-eval"`."""
+    import json
+    from pathlib import Path
+
+    data = json.loads((Path(__file__).parents[2] / "bench/eval/smalltalk/dev.json").read_text())
+    missed = [s["message"] for s in data["smalltalk"] if smalltalk.classify(s["message"]) is None]
+    taken = [q["message"] for q in data["questions"] if smalltalk.classify(q["message"]) is not None]
+    assert (missed, taken) == ([], [])
+
+
+@pytest.mark.parametrize("message, kind", [
+    ("great job!", "praise"), ("you're useless", "complaint"), ("not helpful at all", "complaint"),
+    ("merci beaucoup", "thanks"), ("danke schön", "thanks"), ("tschüss", "goodbye"), ("ça va?", "wellbeing"),
+    ("I have a question", "bot"), ("makes sense", "ack"),
+])
+def test_praise_complaints_and_other_languages(message, kind):
+    found = smalltalk.classify(message)
+    assert found is not None and found.kind == kind
