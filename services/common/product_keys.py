@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 
 import asyncpg
 import redis.asyncio as redis
-from redis.exceptions import NoScriptError
 
 from services.common.errors import ResourceExhausted, Unauthenticated, Unavailable
 from services.common.redis_batch import AutoPipeline
@@ -266,7 +265,6 @@ class KeyValidator:
         self._admit = client.register_script(_ADMIT)
         # Concurrent turns' admissions go to Redis together, in one pipeline (redis_batch.py), and
         # those of one secret in one script call that takes as many tokens.
-        self._client = client
         self._batch = AutoPipeline(client)
         self._joining: dict[bytes, _Admissions] = {}
         self._records: dict[bytes, KeyRecord] = {}  # a cached record's JSON -> the record, decoded once
@@ -323,17 +321,13 @@ class KeyValidator:
     async def _admit_together(self, key_hash: bytes, group: _Admissions) -> list:
         """The admission script for every turn of the group, with as many tokens as turns joined
         until the pipeline was sent."""
-        def command() -> tuple:
+        def args() -> list:
             if self._joining.get(key_hash) is group:
                 del self._joining[key_hash]  # sent: later turns start a group of their own
-            return ("EVALSHA", self._admit.sha, 1, cache_key(key_hash), *self._default, BUCKET_PREFIX, group.wanted)
+            return [*self._default, BUCKET_PREFIX, group.wanted]
 
         try:
-            try:
-                return await self._batch.execute_later(command)
-            except NoScriptError:
-                await self._client.script_load(self._admit.script)  # Redis restarted or flushed its scripts
-                return await self._batch.execute(*command())
+            return await self._batch.evalsha(self._admit, [cache_key(key_hash)], args)
         finally:
             if self._joining.get(key_hash) is group:
                 del self._joining[key_hash]

@@ -52,13 +52,17 @@ class AutoPipeline:
             self._sender = loop.create_task(self._send_all())
         return future
 
-    async def evalsha(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        """Run a registered script, loading it once if Redis does not know it (a restart, a flush)."""
+    async def evalsha(self, script: AsyncScript, keys: list[str], args: list[Any] | Callable[[], list[Any]]) -> Any:
+        """Run a registered script, loading it once if Redis does not know it (a restart, a flush).
+        `args` may be a function called for the arguments only when the batch is sent (execute_later)."""
+        def command() -> tuple[Any, ...]:
+            return ("EVALSHA", script.sha, len(keys), *keys, *(args() if callable(args) else args))
+
         try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self.execute_later(command)
         except NoScriptError:
             await self._client.script_load(script.script)
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self.execute_later(command)
 
     async def _send_all(self) -> None:
         try:

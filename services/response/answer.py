@@ -167,12 +167,9 @@ class ChatEngine:
         state = TurnState(_storable_request(request), new_event_id(), time.perf_counter())
         try:
             begun = await self._begin(state)
-            if begun.cached is not None:
-                response = await self._hit(state, begun.key_hash, begun.cached, HIT)
-                yield response.answer
-                yield response
-                return
-            async for item in self._answer(state, begun, timeout):
+            items = (self._from_cache(state, begun.key_hash, begun.cached, HIT) if begun.cached is not None
+                     else self._answer(state, begun, timeout))
+            async for item in items:
                 yield item
         except BaseException as exc:
             self._failed(state, exc)

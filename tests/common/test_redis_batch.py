@@ -52,6 +52,8 @@ async def test_a_script_redis_forgot_is_loaded_again(stack):
         first = await batch.evalsha(script, ["k"], ["a"])  # never loaded: NOSCRIPT, load, run
         assert first[:2] == [b"k", b"a"]
         assert await batch.evalsha(script, ["k2"], ["b"]) == [b"k2", b"b", first[2]]
+        await client.script_flush()   # forgotten again, its arguments made only when the batch is sent
+        assert await batch.evalsha(script, ["k3"], lambda: ["c"]) == [b"k3", b"c", first[2]]
     finally:
         await client.aclose()
 
