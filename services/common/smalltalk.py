@@ -26,6 +26,7 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"good (morning|afternoon|evening|day)", r"(gm|morning|evening|afternoon)",
         r"what'?s up", r"wh?at'?s ?up", r"wass?up", r"g'?day",
         r"(is )?(any ?one|any ?body|some ?one|some ?body) (there|here|home|around|online)",
+        r"(any ?one|any ?body)( (there|here|home|around|online|awake))?",
         r"(buenos dias|buenas tardes|buenas noches|buenas|bonsoir|coucou|guten (morgen|tag|abend)|moin|servus|"
         r"buongiorno|buonasera|ola|bom dia|boa tarde|boa noite)",
     ),
@@ -57,6 +58,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"catch (you|ya|u) later", r"bye for now", r"all the best", r"take it easy",
         r"(no,? |nope,? )?(that'?s|that is) (all|it|everything)( for (now|today))?( i (needed|wanted))?",
         r"nothing else", r"(no|nope),? (thanks|thank you|thank u|that'?s it)",
+        r"(i'?m|im|i am|we'?re|we are) (done|finished|all set|good|sorted)( here| now| for now| for today)?",
+        r"(forget|never ?mind) (it|about it)", r"don'?t worry( about it)?",
         r"(au revoir|a bientot|salut|adios|hasta (luego|pronto|manana)|chao|tschus|tschau|auf wiedersehen|bis (bald|dann|spater)|"
         r"arrivederci|a presto|tchau|ate (logo|mais))",
     ),
@@ -79,6 +82,10 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"(i )?(have|got) (a|one|some|a few|a couple of|few|two|2) (quick )?(question|questions|queries|query)",
         r"(can|could|may) i ask( you)?( (a|one|some) (quick )?(question|thing))?( something)?",
         r"(can|could) (you|u) (help|assist)( me| us)?( with something| out)?",
+        r"(can|could|will|would) (you|u|some ?one|some ?body|any ?one|any ?body) (please )?(help|assist)( me| us)?( out)?",
+        r"(a |one |just a |just one )?(quick|small|short|simple|little) (question|q|query)",
+        r"(necesito|necesitamos) ayuda", r"j'?ai besoin d'?aide", r"ich brauche hilfe", r"preciso de ajuda",
+        r"ho bisogno di aiuto",
         r"i need (some |a little |your )?(help|assistance|support)", r"(what|how) (can|could) (you|u) help( me| us)? with",
         r"(ayuda|aide|hilfe|aiuto|ajuda)( (por favor|s'?il vous plait|bitte|per favore))?",
     ),
@@ -87,6 +94,10 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"how do you do", r"(are|r) (you|u) (ok|okay|well|good)", r"how'?s (your|ur) day( going)?",
         r"how are things( going)?", r"how (you|u|ya) (doing|doin|going)", r"how (r|are) (ya|you|u) (doing|doin)",
         r"(ca va|comment ca va|como (estas|esta|vai)|que tal|wie geht'?s( (es|dir|ihnen))?|come (stai|va))",
+        r"(tudo bem|tudo bom|todo bien|come va|wie gehts)", r"(wyd|wbu|hbu|what are (you|u) (doing|up to))",
+        r"(are |r )?(you|u) (doing )?(ok|okay|alright|all right|well|good)",
+        r"how'?s (your|ur) (day|morning|evening|week|weekend)( going| been)?",
+        r"how (was|has been|is) (your|ur) (day|morning|evening|week|weekend)( going| been)?",
     ),
     ACK: (
         r"(ok|okay|k|kk|okie|okey|alright|all right|cool|great|nice|awesome|perfect|super|fine|good|got it|gotcha|"
@@ -98,12 +109,21 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"(that |it )?makes sense", r"(i'?ll|i will|let me|i'?m going to|gonna|i can) (try|check|test|do) (that|it|this)( out)?",
         r"(i )?(figured|sorted|worked) it out", r"(i )?(found|got) it( now)?", r"wrong (window|chat|tab|person|conversation)",
         r"(d'?accord|vale|bueno|va bien|alles klar|genau|ok ok|va bene|certo|beleza|claro|entendido|compris)",
+        r"(okie dokie|okey dokey|ok dokey|righto|roger( that)?|copy that|sure thing|fair enough|you bet|of course|"
+        r"absolutely|for sure|cool beans|no biggie)",
+        r"((hold|hang) on|wait|one|just a|give me a|gimme a)( a| one)? (sec|second|moment|minute|min|mo)", r"(brb|be right back)",
+        r"(test|testing)( testing)?( 1 2 3| 123)?",
     ),
     PRAISE: (
         r"(great|good|nice|awesome|excellent|amazing|fantastic|brilliant) (job|work|answer|one|stuff|bot)", r"well done",
         r"(you'?re|you are|ur|u r|that was|that'?s|that is|this is|so)( so| really| pretty| very| super)? "
         r"(smart|clever|helpful|fast|quick|useful|impressive|good|great|awesome|amazing|the best)",
         r"(just|exactly|precisely) what i (needed|wanted|was looking for)", r"i love (it|this|you)", r"love (it|this)",
+        r"(great|good|excellent|amazing|awesome|fast|quick|brilliant|fantastic|super) (service|support|help|response|reply)",
+        r"(best|greatest) (customer )?(service|support|bot|chatbot|assistant|app|help)( ever)?",
+        r"(i )?love (this app|the app|this bot|you guys|u guys|it|this|you)", r"(you|u) guys (rock|rule)",
+        r"(echt|sehr|wirklich) hilfreich", r"(muy|super) util", r"(tres|vraiment|super) utile", r"(molto|davvero) utile",
+        r"(muito|super) util",
     ),
     COMPLAINT: (
         r"(you'?re|you are|ur|u r|this bot is|this is|that'?s|that is|that was|it'?s|this)( so| really| pretty| very| totally|"
@@ -113,13 +133,17 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"(worst|terrible|awful|horrible|useless|bad) (support|service|bot|chatbot|help|experience|assistant)( ever)?",
         r"(ugh|smh|argh|meh|ffs|wtf|omg|seriously)", r"(you|this|it|that) (sucks?|stinks?)",
         r"(that|this) (didn'?t|did not|doesn'?t|does not) help( at all)?", r"(useless|pointless|hopeless)",
+        r"(you'?re|you are|ur|u r|you|u|this is|it'?s|this|it) (not|n'?t) (helping|helpful|working)( (at all|me))?",
+        r"(servizio|servicio|service|servico|dienst|support) (pessimo|terrible|horrible|horrible|nul|malo|schlecht|miserable)",
+        r"(muy |tres )?(mal|mauvais) (servicio|service)",
     ),
 }
 # Words that add nothing when they come with small talk: "hi there", "thanks so much guys", "ok then".
 _FILLER = (r"(there|all|everyone|everybody|team|guys|folks|friend|friends|mate|buddy|dear|again|so|much|very|"
            r"really|then|and|too|you|u|for|the|help|a|lot|bot|support|sir|madam|oh|well|just|again|once|more|"
            r"one|it|that|indeed|man|pal|bro|people|y'?all|to you|for that|right|partner|chatbot|assistant|now|"
-           r"anyway|everything|today|exactly|actually|zusammen|a todos|tout le monde|a tutti|pls|plz|please|though|lol)")
+           r"anyway|everything|today|exactly|actually|zusammen|a todos|tout le monde|a tutti|pls|plz|please|though|lol|tbh|"
+           r"honestly|ngl|here|svp|stp|bitte|por favor|per favore|por favor)")
 # Which kind answers when a message mixes kinds: "hi, are you a bot?" is about the bot.
 _PRIORITY = (BOT, WELLBEING, COMPLAINT, THANKS, PRAISE, GOODBYE, GREETING, ACK)
 
@@ -190,6 +214,9 @@ def _strip_emoji(message: str) -> str:
     return "".join(" " if _is_emoji_char(ch) else ch for ch in kept)
 
 
+# After a greeting, who is greeting: one word that ends the message ("hi im maria").
+_INTRODUCTION = re.compile(r"(?:my name is|my name'?s|i'?m|im|i am|this is|it'?s) [a-z]+$")
+
 # Kinds after which a capitalised word is the name of whom it is said to ("Hi Anna", "Thanks Trailbot").
 _ADDRESSED = (GREETING, THANKS, GOODBYE, PRAISE)
 
@@ -227,6 +254,8 @@ def classify(message: str, max_chars: int = 120) -> SmallTalk | None:
         if m and m.end() > pos:
             pos = m.end()
             continue
+        if kinds and kinds[-1] == GREETING and _INTRODUCTION.match(text, pos):   # "hi, I'm Maria"
+            break
         word = text[pos:].split(" ", 1)[0]
         if kinds and kinds[-1] in _ADDRESSED and word in names:   # "Hi Anna", "thanks Trailbot!"
             pos = min(len(text), pos + len(word) + 1)
