@@ -4,6 +4,10 @@ minutes, same background load), alternating on fresh topics each time: the rate 
 in GetMetrics) under the same steady load for both, 80 % of the working tree's median rate.
 
     python -m bench.stream_compare --base <revision> [--rounds 2] [--keys 100] [--rate-only]
+    python -m bench.stream_compare --base <revision> --load 1500     # freshness and CPU at a fixed rate
+
+With `--load` the rate is not measured: both workers get that steady load (a chat service's pace,
+say), and the table adds the CPU per event of the worker, PostgreSQL and the broker under it.
 
 The revision's tree is exported with `git archive` and its worker started from there; everything else
 (the analytics service, the load, the probes) is the working tree's."""
@@ -94,18 +98,18 @@ async def step(name: str, tree: Path, rate: float | None, keys_n: int) -> dict:
     return result
 
 
-async def compare(base: str, rounds: int, keys_n: int, freshness: bool) -> dict:
+async def compare(base: str, rounds: int, keys_n: int, freshness: bool, fixed_load: float | None = None) -> dict:
     with environment(bench_env()) as settings:
         await db.migrate(settings.postgres_dsn)
     trees = {f"base {base}": export(base), "working tree": REPO}
     names = list(trees)
     order = [names[::1 if r % 2 == 0 else -1] for r in range(rounds)]
     rates: dict[str, list[dict]] = {n: [] for n in names}
-    for r, pair in enumerate(order):
+    for r, pair in enumerate(order if fixed_load is None else []):
         for name in pair:
             console.print(f"round {r + 1}, rate: {name} ...")
             rates[name].append(await step(name, trees[name], None, keys_n))
-    load = 0.8 * statistics.median(x["events_per_s"] for x in rates["working tree"])
+    load = fixed_load or 0.8 * statistics.median(x["events_per_s"] for x in rates["working tree"])
     fresh: dict[str, list[dict]] = {n: [] for n in names}
     for r, pair in enumerate(order if freshness else []):
         for name in pair:
@@ -113,12 +117,17 @@ async def compare(base: str, rounds: int, keys_n: int, freshness: bool) -> dict:
             fresh[name].append(await step(name, trees[name], load, keys_n))
     table = Table("measure (median of rounds)", *names, title=f"Stream worker, {base} vs working tree, one run")
     med = _median
-    table.add_row(f"events/s ({keys_n} keys)", *(f"{med(rates[n], 'events_per_s'):,.0f}" for n in names))
-    table.add_row("events/s per round", *(", ".join(f"{x['events_per_s']:,.0f}" for x in rates[n]) for n in names))
-    table.add_row("cpu ms / 1k events: worker + postgres",
-                  *(f"{med(rates[n], 'cpu_ms_per_1k'):.1f} + {med(rates[n], 'pg_cpu_ms_per_1k'):.1f}" for n in names))
+    if fixed_load is None:
+        table.add_row(f"events/s ({keys_n} keys)", *(f"{med(rates[n], 'events_per_s'):,.0f}" for n in names))
+        table.add_row("events/s per round", *(", ".join(f"{x['events_per_s']:,.0f}" for x in rates[n]) for n in names))
+        table.add_row("cpu ms / 1k events: worker + postgres",
+                      *(f"{med(rates[n], 'cpu_ms_per_1k'):.1f} + {med(rates[n], 'pg_cpu_ms_per_1k'):.1f}" for n in names))
     if freshness:
         _freshness_rows(table, names, fresh, load)
+    if fixed_load is not None:
+        for part in ("worker", "postgres", "kafka"):
+            table.add_row(f"CPU µs per event under the load: {part}",
+                          *(f"{med([x['cores'] for x in fresh[n]], part) / load * 1e6:.0f}" for n in names))
     console.print(table)
     return {"base": base, "keys": keys_n, "rates": rates, "freshness": fresh, "load": load, "at": time.time()}
 
@@ -147,8 +156,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--keys", type=int, default=KEYS, help="product keys the turns are spread over")
     parser.add_argument("--rate-only", action="store_true", help="no freshness measure")
+    parser.add_argument("--load", type=float, default=None, help="events/s of a fixed load (no rate measure)")
     args = parser.parse_args()
-    result = asyncio.run(compare(args.base, args.rounds, args.keys, not args.rate_only))
+    result = asyncio.run(compare(args.base, args.rounds, args.keys, not args.rate_only or args.load is not None,
+                                 args.load))
     save_results(result, "stream-compare")
 
 

@@ -67,3 +67,61 @@ async def test_a_writer_that_crashes_mid_batch_resumes_from_the_stored_offsets(s
 
 async def _is(awaitable, expected):
     return (await awaitable) == expected
+
+
+async def test_under_light_load_a_writer_gathers_and_kafka_gets_the_latest_offsets(stack, settings, pg, sink_pool):
+    """Turns arriving one by one are written in batches at most every MIN_WRITE_INTERVAL, not one
+    write each; the offsets committed to Kafka (for lag monitoring) catch up with the stored ones."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from services.analytics.stream.consumer import COMMIT_INTERVAL, MIN_WRITE_INTERVAL
+
+    key_id = f"light-{uuid.uuid4().hex[:8]}"
+    topic = f"{settings.topic('chat_turns')}.light-{uuid.uuid4().hex[:6]}"
+    await ensure_topics(settings.kafka_bootstrap, [topic], 1)
+    group = f"consumer-test-{uuid.uuid4().hex[:6]}"
+    sink = MetricsSink(settings.postgres_dsn, group)
+    sink.pool = sink_pool
+    writes = []
+
+    async def write(records, prepared=None):
+        writes.append(len(records))
+        return await sink.write_turns(records, prepared)
+
+    async def no_dead_letters(letter: DeadLetter) -> None:
+        raise AssertionError(f"unexpected dead letter {letter}")
+
+    consumer = EventConsumer(
+        bootstrap=settings.kafka_bootstrap, group_id=group,
+        routes={topic: Route(decode_turn, BatchApplier(write, no_dead_letters))},
+        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets, send_dead_letter=no_dead_letters,
+        on_minutes=lambda _minutes: None, batch_size=500, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
+        session_timeout_seconds=10,
+    )
+    await consumer.start()
+    p = await producer(settings)
+    try:
+        await p.send_and_wait(topic, now_turn(key_id, 1.0).SerializeToString(), key=key_id.encode())
+        assert await wait_for(lambda: _is(count_turns(pg, key_id), (1, 1)), timeout=60)
+        writes.clear()
+        started = asyncio.get_running_loop().time()
+        for i in range(60):     # one turn every 25 ms for 1.5 s, each sent on its own
+            await p.send_and_wait(topic, now_turn(key_id, 2.0 + i).SerializeToString(), key=key_id.encode())
+            await asyncio.sleep(0.025)
+        assert await wait_for(lambda: _is(count_turns(pg, key_id), (61, 61)), timeout=60)
+        elapsed = asyncio.get_running_loop().time() - started
+        assert sum(writes) == 60
+        assert len(writes) <= elapsed / MIN_WRITE_INTERVAL + 2, writes
+        reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False)
+        await reader.start()
+        try:
+            tp = TopicPartition(topic, 0)
+
+            async def committed_is_stored():
+                return await reader.committed(tp) == 61
+            assert await wait_for(committed_is_stored, timeout=COMMIT_INTERVAL + 10)
+        finally:
+            await reader.stop()
+    finally:
+        await p.stop()
+        await consumer.stop()

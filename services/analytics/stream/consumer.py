@@ -41,6 +41,14 @@ FETCH_SLICE = 1000
 # a transaction, its round trips and its metrics upsert (one row per key, minute, strategy and
 # model) are paid per batch. Small batches keep an event's wait short while the writer keeps up.
 LAGGING_BATCHES = 4
+# Under light load a writer starts a write at most this often: what arrives meanwhile joins the batch.
+# A transaction, its round trips and its metrics upsert are paid per batch, and at a chat service's
+# pace (a few hundred turns a second per partition) a writer that wrote whatever had arrived wrote
+# batches of a few turns. A full batch is written at once, so under load nothing waits for this.
+MIN_WRITE_INTERVAL = 0.2
+# Offsets committed to Kafka (for lag monitoring and autoscaling only: PostgreSQL holds the ones that
+# count) at most this often, all partitions in one request, the latest always committed in the end.
+COMMIT_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,7 @@ class PartitionWriter:
         owner, apply = self.owner, self.route.applier.apply
         batch = Assembly(self.route)
         limit = owner.batch_size
+        last_write = -MIN_WRITE_INTERVAL
         while True:
             while not batch.records:
                 if not self.pending:
@@ -135,12 +144,14 @@ class PartitionWriter:
                 await self._assemble(batch, limit)
             if self.pending:  # arrived as the write before ended
                 await self._assemble(batch, limit)
+            await self._gather(batch, limit, last_write + MIN_WRITE_INTERVAL)
             # A full batch with more waiting: the writer is behind, and the next batch may be larger
             # (up to LAGGING_BATCHES batch sizes); once a batch is not full, back to the batch size.
             behind = len(batch.records) >= limit and self.pending
             limit = min(2 * limit, LAGGING_BATCHES * owner.batch_size) if behind else owner.batch_size
             records = batch.records
             started = time.perf_counter()
+            last_write = time.monotonic()
             writing = asyncio.ensure_future(apply(records, batch.prepared))
             writing.add_done_callback(self._wake)
             batch = Assembly(self.route)
@@ -161,6 +172,16 @@ class PartitionWriter:
 
     def _wake(self, _future: asyncio.Future) -> None:
         self._wakeup.set()
+
+    async def _gather(self, batch: Assembly, limit: int, until: float) -> None:
+        """Adds what arrives to a batch that is not full until the monotonic time `until`."""
+        while len(batch.records) < limit and (left := until - time.monotonic()) > 0:
+            if self.pending:
+                await self._assemble(batch, limit)
+                continue
+            self._wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), left)
 
     async def _assemble(self, batch: Assembly, limit: int) -> None:
         """Decodes what has arrived into `batch`, up to `limit` records (a fetched chunk is not split),
@@ -208,6 +229,9 @@ class EventConsumer(Service):
         self._on_minutes = on_minutes
         self.writers: dict[TopicPartition, PartitionWriter] = {}
         self._fetching: asyncio.Future | None = None
+        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._committing: asyncio.Future | None = None
+        self._last_commit = 0.0
         self._config = dict(
             bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_bytes=fetch_max_bytes,
@@ -227,6 +251,8 @@ class EventConsumer(Service):
         if self._fetching is not None:
             self._fetching.cancel()
         await self.stop_writers(list(self.writers))
+        if self._committing is not None:
+            self._committing.cancel()
         if self.consumer is not None:
             await self.consumer.stop()
 
@@ -265,6 +291,13 @@ class EventConsumer(Service):
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # The partitions' latest applied offsets, while this consumer still owns them.
+        offsets = {w.tp: self._uncommitted.pop(w.tp) for w in writers if w.tp in self._uncommitted}
+        if offsets and self.consumer is not None:
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:  # noqa: BLE001 - best effort, as every commit to Kafka here
+                logger.debug("committing offsets to Kafka failed: %s", exc)
 
     async def stored_offset(self, tp: TopicPartition) -> int | None:
         """The stored next offset of `tp`, waiting out PostgreSQL being away."""
@@ -295,17 +328,25 @@ class EventConsumer(Service):
             return
         next_offset = records[-1].position.offset + 1
         self.progress.advanced(tp.topic, tp.partition, next_offset)
-        # Best effort and not awaited: PostgreSQL holds the offsets that count.
-        future = asyncio.ensure_future(self.consumer.commit({tp: OffsetAndMetadata(next_offset, "")}))
-        future.add_done_callback(_log_commit_failure)
+        self._uncommitted[tp] = OffsetAndMetadata(next_offset, "")
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.ensure_future(self._commit_soon())
+
+    async def _commit_soon(self) -> None:
+        """Commits the latest applied offsets to Kafka COMMIT_INTERVAL after the last commit. Best
+        effort: PostgreSQL holds the offsets that count."""
+        await asyncio.sleep(max(0.0, self._last_commit + COMMIT_INTERVAL - time.monotonic()))
+        offsets, self._uncommitted = self._uncommitted, {}
+        self._last_commit = time.monotonic()
+        offsets = {tp: o for tp, o in offsets.items() if tp in self.writers}   # not a revoked partition's
+        if offsets:
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:  # noqa: BLE001 - a rebalance or the broker away: the next commit catches up
+                logger.debug("committing offsets to Kafka failed: %s", exc)
 
     async def observe_lag(self) -> None:
         for tp in list(self.writers):
             with contextlib.suppress(Exception):  # a rebalance in progress: next tick tries again
                 self.progress.observe_lag(tp.topic, tp.partition, self.consumer.highwater(tp),
                                           await self.consumer.position(tp))
-
-
-def _log_commit_failure(future: asyncio.Future) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        logger.debug("committing the offset to Kafka failed: %s", future.exception())
