@@ -71,7 +71,8 @@ async def _is(awaitable, expected):
 
 async def test_under_light_load_a_writer_gathers_and_kafka_gets_the_latest_offsets(stack, settings, pg, sink_pool):
     """Turns arriving one by one are written in batches at most every MIN_WRITE_INTERVAL, not one
-    write each; the offsets committed to Kafka (for lag monitoring) catch up with the stored ones."""
+    write each; the offsets committed to Kafka (for lag monitoring) catch up with the stored ones;
+    stopping ends the writers at once."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from services.analytics.stream.consumer import COMMIT_INTERVAL, MIN_WRITE_INTERVAL
@@ -124,4 +125,7 @@ async def test_under_light_load_a_writer_gathers_and_kafka_gets_the_latest_offse
             await reader.stop()
     finally:
         await p.stop()
+        writers = [w.task for w in consumer.writers.values()]
         await consumer.stop()
+    # A writer with nothing in flight ends when stopped (not cancelled after the grace period).
+    assert writers and all(t.done() and not t.cancelled() for t in writers)

@@ -87,8 +87,17 @@ class PartitionWriter:
         self.pending: deque[list[ConsumerRecord]] = deque()
         self.queued = 0
         self.paused = True
+        self.stopping = False
         self._wakeup = asyncio.Event()
         self.task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> None:
+        """The writer ends after the write in flight (if any); what it had gathered is dropped (the
+        next owner reads it again from the stored offsets)."""
+        self.stopping = True
+        self.pending.clear()
+        self.queued = 0
+        self._wakeup.set()
 
     def offer(self, msgs: list[ConsumerRecord]) -> None:
         self.pending.append(msgs)
@@ -121,13 +130,15 @@ class PartitionWriter:
         self._resume_if_room()
 
     async def _run(self) -> None:
-        """Never returns: a failure other than cancellation goes back to the stored offset and
-        starts again, so nothing after an unwritten event is ever stored or acknowledged."""
-        while True:
+        """Returns only once stopped: a failure other than cancellation goes back to the stored offset
+        and starts again, so nothing after an unwritten event is ever stored or acknowledged."""
+        while not self.stopping:
             try:
                 await self._position()
                 await self._write_forever()
             except Exception as exc:  # noqa: BLE001 - keep the partition going; the reason is in the log
+                if self.stopping:
+                    return
                 logger.exception("writer of %s failed; resuming from the stored offset", self.tp)
                 self.owner.progress.failing(f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(1.0)
@@ -144,6 +155,8 @@ class PartitionWriter:
         last_write = -MIN_WRITE_INTERVAL
         while True:
             while not batch.records:
+                if self.stopping:
+                    return
                 if not self.pending:
                     self._wakeup.clear()
                     await self._wakeup.wait()
@@ -151,6 +164,8 @@ class PartitionWriter:
             if self.pending:  # arrived as the write before ended
                 await self._assemble(batch, limit)
             await self._gather(batch, limit, last_write + MIN_WRITE_INTERVAL)
+            if self.stopping:
+                return
             # A full batch with more waiting: the writer is behind, and the next batch may be larger
             # (up to LAGGING_BATCHES batch sizes); once a batch is not full, back to the batch size.
             behind = len(batch.records) >= limit and self.pending
@@ -175,13 +190,15 @@ class PartitionWriter:
                 writing.cancel()
                 raise
             owner.applied(self.tp, records, applied, time.perf_counter() - started)
+            if self.stopping:
+                return
 
     def _wake(self, _future: asyncio.Future) -> None:
         self._wakeup.set()
 
     async def _gather(self, batch: Assembly, limit: int, until: float) -> None:
         """Adds what arrives to a batch that is not full until the monotonic time `until`."""
-        while len(batch.records) < limit and (left := until - time.monotonic()) > 0:
+        while not self.stopping and len(batch.records) < limit and (left := until - time.monotonic()) > 0:
             if self.pending:
                 await self._assemble(batch, limit)
                 continue
@@ -290,7 +307,7 @@ class EventConsumer(Service):
         if not writers:
             return
         for w in writers:
-            w.pending.clear()
+            w.stop()
         done, pending = await asyncio.wait([w.task for w in writers], timeout=grace)
         for task in pending:
             task.cancel()
