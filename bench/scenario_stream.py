@@ -396,6 +396,9 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
         py, pg = sink[f"{name}_cpu_ms_per_1k"]
         table.add_row(f"sink alone rows/s ({sink['writers']} writers): {label}",
                       f"{sink[f'{name}_rows_per_s']:,.0f}  (cpu ms / 1k rows: python {py:.0f}, postgres {pg:.0f})")
+    table.add_row("  the worker's write counting its first batches' rows, built before the first write",
+                  f"{sink['copy_with_start_rows_per_s']:,.0f}  ({sink['copy_start_s']:.2f} s before the first writes, "
+                  "in all; the worker pays it once)")
     for s in steps:
         table.add_row(f"worker events/s: {s['step']} ({s['keys']} keys)",
                       f"{s['events_per_s']:,.0f}  (cpu ms / 1k events: worker {s['cpu_ms_per_1k']:.0f}, "

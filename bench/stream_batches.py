@@ -32,7 +32,7 @@ async def run(sizes: list[int], rounds: int) -> dict[int, list[tuple[float, floa
             for r in range(rounds):
                 for n, size in enumerate(sizes if r % 2 == 0 else sizes[::-1]):
                     first = (r * len(sizes) + n) * ROWS  # above the offsets written before
-                    seconds, py, pg = await _measure(sink.write_turns, keys, ROWS, WRITERS, size, first,
+                    seconds, py, pg, _ = await _measure(sink.write_turns, keys, ROWS, WRITERS, size, first,
                                                      postgres_cpu_seconds, settings.stream_gc_threshold, ahead=True)
                     results[size].append((ROWS / seconds, 1e6 * py / ROWS, 1e6 * pg / ROWS))
                     console.print(f"  batch {size:,}: {ROWS / seconds:,.0f} rows/s, cpu ms / 1k rows "

@@ -4,13 +4,17 @@ minutes, same background load), alternating on fresh topics each time: the rate 
 in GetMetrics) under the same steady load for both, 80 % of the working tree's median rate.
 
     python -m bench.stream_compare --base <revision> [--rounds 2] [--keys 100] [--rate-only]
+    python -m bench.stream_compare --variant lag4:PARLEY_STREAM_LAGGING_BATCHES=4 \
+                                   --variant lag1:PARLEY_STREAM_LAGGING_BATCHES=1
     python -m bench.stream_compare --base <revision> --load 1500     # freshness and CPU at a fixed rate
 
-With `--load` the rate is not measured: both workers get that steady load (a chat service's pace,
-say), and the table adds the CPU per event of the worker, PostgreSQL and the broker under it.
+With `--load` the rate is not measured: each worker gets that steady load (a chat service's pace, say),
+and the table adds the CPU per event of the worker, PostgreSQL and the broker under it.
 
 The revision's tree is exported with `git archive` and its worker started from there; everything else
-(the analytics service, the load, the probes) is the working tree's."""
+(the analytics service, the load, the probes) is the working tree's. A `--variant` is the working
+tree's worker with some settings of its own (a parameter sweep, alternated the same way); the load
+of the freshness measure is 80 % of the median rate of the working tree, or of the first variant."""
 
 from __future__ import annotations
 
@@ -69,8 +73,9 @@ def worker(tree: Path, env: dict[str, str], log: Path) -> Iterator[int]:
             proc.wait()
 
 
-async def step(name: str, tree: Path, rate: float | None, keys_n: int) -> dict:
-    """With `rate` None: the worker's rate through a backlog of EVENTS; else freshness under `rate`."""
+async def step(name: str, tree: Path, rate: float | None, keys_n: int, extra: dict[str, str]) -> dict:
+    """With `rate` None: the worker's rate through a backlog of EVENTS; else freshness under `rate`.
+    `extra`: settings of the worker alone."""
     env = {**os.environ, **bench_env(), "PARLEY_STREAM_BATCH_SIZE": str(BATCH)}
     with environment(env) as settings:
         await create_all_topics(settings)
@@ -81,7 +86,7 @@ async def step(name: str, tree: Path, rate: float | None, keys_n: int) -> dict:
         try:
             if rate is None:
                 await produce(settings.kafka_bootstrap, settings.topic("chat_turns"), serialized(keys, EVENTS))
-            with worker(tree, env, run_dir / "worker.log") as pid:
+            with worker(tree, {**env, **extra}, run_dir / "worker.log") as pid:
                 if rate is None:
                     result = await worker_rate(pid, pool, settings.worker_app_id, EVENTS)
                 else:
@@ -98,38 +103,52 @@ async def step(name: str, tree: Path, rate: float | None, keys_n: int) -> dict:
     return result
 
 
-async def compare(base: str, rounds: int, keys_n: int, freshness: bool, fixed_load: float | None = None) -> dict:
+async def compare(base: str | None, variants: list[str], rounds: int, keys_n: int, freshness: bool,
+                  load: float | None = None) -> dict:
     with environment(bench_env()) as settings:
         await db.migrate(settings.postgres_dsn)
-    trees = {f"base {base}": export(base), "working tree": REPO}
+    trees: dict[str, tuple[Path, dict[str, str]]] = {}
+    if base:
+        trees[f"base {base}"] = (export(base), {})
+    for v in variants:
+        label, _, settings_text = v.partition(":")
+        trees[label] = (REPO, dict(kv.split("=", 1) for kv in settings_text.split(",") if kv))
+    if not variants:
+        trees["working tree"] = (REPO, {})
     names = list(trees)
-    order = [names[::1 if r % 2 == 0 else -1] for r in range(rounds)]
+    reference = "working tree" if "working tree" in trees else names[-len(variants)] if variants else names[-1]
+    order = [names[r % len(names):] + names[:r % len(names)] if r % 2 == 0 else names[::-1] for r in range(rounds)]
     rates: dict[str, list[dict]] = {n: [] for n in names}
-    for r, pair in enumerate(order if fixed_load is None else []):
+    for r, pair in enumerate(order if load is None else []):
         for name in pair:
             console.print(f"round {r + 1}, rate: {name} ...")
-            rates[name].append(await step(name, trees[name], None, keys_n))
-    load = fixed_load or 0.8 * statistics.median(x["events_per_s"] for x in rates["working tree"])
+            rates[name].append(await step(name, *trees[name][:1], None, keys_n, trees[name][1]))
+    if load is None:
+        load = 0.8 * statistics.median(x["events_per_s"] for x in rates[reference])
     fresh: dict[str, list[dict]] = {n: [] for n in names}
     for r, pair in enumerate(order if freshness else []):
         for name in pair:
             console.print(f"round {r + 1}, freshness at {load:,.0f} events/s: {name} ...")
-            fresh[name].append(await step(name, trees[name], load, keys_n))
-    table = Table("measure (median of rounds)", *names, title=f"Stream worker, {base} vs working tree, one run")
-    med = _median
-    if fixed_load is None:
-        table.add_row(f"events/s ({keys_n} keys)", *(f"{med(rates[n], 'events_per_s'):,.0f}" for n in names))
-        table.add_row("events/s per round", *(", ".join(f"{x['events_per_s']:,.0f}" for x in rates[n]) for n in names))
-        table.add_row("cpu ms / 1k events: worker + postgres",
-                      *(f"{med(rates[n], 'cpu_ms_per_1k'):.1f} + {med(rates[n], 'pg_cpu_ms_per_1k'):.1f}" for n in names))
+            fresh[name].append(await step(name, *trees[name][:1], load, keys_n, trees[name][1]))
+    table = Table("measure (median of rounds)", *names, title=f"Stream worker, {' vs '.join(names)}, one run")
+    if any(rates.values()):
+        _rate_rows(table, names, rates, keys_n)
     if freshness:
         _freshness_rows(table, names, fresh, load)
-    if fixed_load is not None:
         for part in ("worker", "postgres", "kafka"):
             table.add_row(f"CPU µs per event under the load: {part}",
-                          *(f"{med([x['cores'] for x in fresh[n]], part) / load * 1e6:.0f}" for n in names))
+                          *(f"{_median([x['cores'] for x in fresh[n]], part) / load * 1e6:.0f}" for n in names))
     console.print(table)
-    return {"base": base, "keys": keys_n, "rates": rates, "freshness": fresh, "load": load, "at": time.time()}
+    return {"base": base, "variants": {n: t[1] for n, t in trees.items()}, "keys": keys_n, "rates": rates,
+            "freshness": fresh, "load": load, "at": time.time()}
+
+
+def _rate_rows(table: Table, names: list[str], rates: dict[str, list[dict]], keys_n: int) -> None:
+    med = _median
+    table.add_row(f"events/s ({keys_n} keys)", *(f"{med(rates[n], 'events_per_s'):,.0f}" for n in names))
+    table.add_row("events/s per round", *(", ".join(f"{x['events_per_s']:,.0f}" for x in rates[n]) for n in names))
+    table.add_row("cpu ms / 1k events: worker + postgres",
+                  *(f"{med(rates[n], 'cpu_ms_per_1k'):.1f} + {med(rates[n], 'pg_cpu_ms_per_1k'):.1f}" for n in names))
 
 
 def _median(rows: list[dict], key: str) -> float:
@@ -152,14 +171,17 @@ def _freshness_rows(table: Table, names: list[str], fresh: dict[str, list[dict]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench.stream_compare", description=__doc__)
-    parser.add_argument("--base", required=True, help="git revision whose worker is compared")
+    parser.add_argument("--base", help="git revision whose worker is compared")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="LABEL:KEY=VALUE[,KEY=VALUE]: the working tree's worker with these settings")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--keys", type=int, default=KEYS, help="product keys the turns are spread over")
     parser.add_argument("--rate-only", action="store_true", help="no freshness measure")
-    parser.add_argument("--load", type=float, default=None, help="events/s of a fixed load (no rate measure)")
+    parser.add_argument("--load", type=float, help="freshness only, at this many events/s")
     args = parser.parse_args()
-    result = asyncio.run(compare(args.base, args.rounds, args.keys, not args.rate_only or args.load is not None,
-                                 args.load))
+    if not args.base and len(args.variant) < 2:
+        parser.error("give --base, or two variants or more")
+    result = asyncio.run(compare(args.base, args.variant, args.rounds, args.keys, not args.rate_only, args.load))
     save_results(result, "stream-compare")
 
 

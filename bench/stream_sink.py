@@ -1,7 +1,10 @@
 """The stream bench's sink ceiling: the batch write alone (no Kafka), its variants side by side in one
 run, with the CPU of the writer and of PostgreSQL per 1k rows. Each writer writes as the worker's
 partition writers do: the next batch's rows are built (in slices, letting the loop run between them)
-while the current batch is in PostgreSQL, and the bench process collects garbage as the worker does."""
+while the current batch is in PostgreSQL, and the bench process collects garbage as the worker does.
+The measure starts once every writer has its first batch's rows (see _Start).
+
+    python -m bench.stream_sink [--rounds 3] [--batch 5000] [--keys 100]"""
 
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ Write = Callable[[list, TurnBatch | None], Awaitable[object]]
 
 # name in the results -> what the bench table calls it
 VARIANTS = {
-    "copy": "COPY + plain INSERT ... SELECT, rows built while the batch before is written (the worker's write)",
+    "copy": "COPY + plain INSERT ... SELECT, rows built while the batch before is written (the worker's write, "
+            "steady state)",
     "inline": "COPY + plain INSERT ... SELECT, rows built inside the write (the write before)",
     "skipping": "COPY + INSERT ... SELECT ON CONFLICT DO NOTHING RETURNING on every batch, rows inside the write",
     "baseline": "one statement over 23 unnested arrays, histograms in SQL (the write before COPY)",
@@ -39,24 +43,51 @@ async def _rows(events: list) -> TurnBatch:
     return batch
 
 
-async def _write_all(write: Write, events: list, partition: int, first: int, batch: int, ahead: bool) -> None:
-    """Batch after batch; with `ahead`, each batch's rows built while the one before is written."""
+class _Start:
+    """The measure's start: when every writer is ready to write its first batch (with `ahead`, once
+    the first batch's rows are built). The worker builds a batch's rows while the batch before is
+    written; its very first batch, built with no write to overlap, is a start-up cost paid once,
+    which a measure of two batches per writer would count as half of its row building."""
+
+    def __init__(self, writers: int, postgres_cpu: Callable[[], float]) -> None:
+        self.waiting, self.postgres_cpu = writers, postgres_cpu
+        self.go = asyncio.Event()
+        self.created = time.perf_counter()
+        self.at = (0.0, 0.0, 0.0)
+
+    async def ready(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.at = time.perf_counter(), time.process_time(), self.postgres_cpu()
+            self.go.set()
+        await self.go.wait()
+
+
+async def _write_all(write: Write, events: list, partition: int, first: int, batch: int, ahead: bool,
+                     start: _Start) -> None:
+    """Batch after batch; with `ahead`, each batch's rows built while the one before is written, and
+    while the last one is written the rows of one more batch (discarded): so each write overlaps one
+    batch's row building, as in the worker's steady state, and the measure counts as many builds as
+    writes."""
     ready = await _rows(events[:batch]) if ahead else None
+    await start.ready()
     for i in range(0, len(events), batch):
         records = [(Position("sink", partition, first + i + j), e) for j, e in enumerate(events[i:i + batch])]
         writing = asyncio.ensure_future(write(records, ready))
         try:
-            if ahead and i + batch < len(events):
-                ready = await _rows(events[i + batch:i + 2 * batch])
+            if ahead:
+                ready = await _rows(events[i + batch:i + 2 * batch] or events[i:i + batch])
             await writing
         finally:
             writing.cancel()
 
 
 async def _measure(write: Write, keys: list[str], rows: int, writers: int, batch: int, first: int,
-                   postgres_cpu: Callable[[], float], gc_threshold: int, ahead: bool) -> tuple[float, float, float]:
+                   postgres_cpu: Callable[[], float], gc_threshold: int,
+                   ahead: bool) -> tuple[float, float, float, float]:
     """(seconds, python cpu s, postgres cpu s) of `writers` concurrent writers of `rows` turns, at
-    offsets from `first` on (above those written before, which the sink would skip)."""
+    offsets from `first` on (above those written before, which the sink would skip), from the moment
+    every writer is ready to write (_Start); and the seconds until that moment."""
     mine = [keys[w::writers] for w in range(writers)]
     parts = [[turn(mine[w][i % len(mine[w])], first + i) for i in range(rows // writers)] for w in range(writers)]
     # The bench's own inputs (every turn of the run, built beforehand) are moved out of the garbage
@@ -69,9 +100,10 @@ async def _measure(write: Write, keys: list[str], rows: int, writers: int, batch
     if gc_threshold > 0:
         gc.set_threshold(gc_threshold, 20, 100)
     try:
-        t0, cpu0, pg0 = time.perf_counter(), time.process_time(), postgres_cpu()
-        await asyncio.gather(*[_write_all(write, part, w, first, batch, ahead) for w, part in enumerate(parts)])
-        return time.perf_counter() - t0, time.process_time() - cpu0, postgres_cpu() - pg0
+        start = _Start(writers, postgres_cpu)
+        await asyncio.gather(*[_write_all(write, part, w, first, batch, ahead, start) for w, part in enumerate(parts)])
+        t0, cpu0, pg0 = start.at
+        return time.perf_counter() - t0, time.process_time() - cpu0, postgres_cpu() - pg0, t0 - start.created
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
@@ -103,19 +135,56 @@ async def sink_ceiling(settings: Settings, postgres_cpu: Callable[[], float], fo
     order = ["copy", "inline", "skipping"]
     plan = [name for r in range(rounds) for name in order[r % 3:] + order[:r % 3]]
     plan.append("baseline")
-    totals = {name: [0, 0.0, 0.0, 0.0] for name in writes}
+    totals = {name: [0, 0.0, 0.0, 0.0, 0.0] for name in writes}
     try:
         for n, name in enumerate(plan):
             part_rows = rows // rounds if name != "baseline" else rows // rounds // 2
-            seconds, py, pg = await _measure(writes[name], keys, part_rows, writers, batch, n * rows,
-                                             postgres_cpu, settings.stream_gc_threshold, ahead=name == "copy")
-            for i, v in enumerate((part_rows, seconds, py, pg)):
+            measured = await _measure(writes[name], keys, part_rows, writers, batch, n * rows,
+                                      postgres_cpu, settings.stream_gc_threshold, ahead=name == "copy")
+            for i, v in enumerate((part_rows, *measured)):
                 totals[name][i] += v
         await forget(sink.pool, keys, group)
     finally:
         await sink.on_shutdown()
     result: dict = {"writers": writers, "batch": batch}
-    for name, (n, seconds, py, pg) in totals.items():
+    for name, (n, seconds, py, pg, before) in totals.items():
         result[f"{name}_rows_per_s"] = n / seconds
         result[f"{name}_cpu_ms_per_1k"] = (1e6 * py / n, 1e6 * pg / n)
+        # What the measure leaves out, with "copy": the first batches' rows, built before the first
+        # write, once per measure (a few batches per writer) where the worker builds them once.
+        result[f"{name}_start_s"] = before
+        result[f"{name}_with_start_rows_per_s"] = n / (seconds + before)
     return result
+
+
+def main() -> None:
+    """`python -m bench.stream_sink [--rounds 3] [--batch 5000]`: the sink's variants alone, alternated."""
+    import argparse  # noqa: PLC0415 - only for the command line
+
+    from bench.harness import bench_env, console  # noqa: PLC0415
+    from bench.scenario_stream import environment, forget, postgres_cpu_seconds  # noqa: PLC0415 - imports this module
+    from services.common import db  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="bench.stream_sink", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--keys", type=int, default=100)
+    args = parser.parse_args()
+
+    async def run() -> dict:
+        with environment(bench_env()) as settings:
+            await db.migrate(settings.postgres_dsn)
+            return await sink_ceiling(settings, postgres_cpu_seconds, forget, keys_n=args.keys, batch=args.batch,
+                                      rounds=args.rounds, rows=40_000 * args.rounds)
+
+    result = asyncio.run(run())
+    for name, label in VARIANTS.items():
+        py, pg = result[f"{name}_cpu_ms_per_1k"]
+        console.print(f"{name:9} {result[f'{name}_rows_per_s']:>9,.0f} rows/s  cpu ms / 1k rows python {py:.1f}, "
+                      f"postgres {pg:.1f}  ({label})")
+    console.print(f"copy, counting the first batches' rows built before the first write: "
+                  f"{result['copy_with_start_rows_per_s']:,.0f} rows/s ({result['copy_start_s']:.2f} s in all)")
+
+
+if __name__ == "__main__":
+    main()

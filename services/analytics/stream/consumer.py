@@ -36,7 +36,8 @@ DECODE_SLICE = 250
 # them out (6 % of the worker's CPU in a profile under load, about 0.8 µs per record: a batch's
 # 5,000 at once held the loop for 4 ms or more).
 FETCH_SLICE = 1000
-# How far a behind writer's batches may grow, in batch sizes. Batches of 20,000 turns cost the sink
+# How far a behind writer's batches may grow, in batch sizes (the default of the setting
+# stream_lagging_batches). Batches of 20,000 turns cost the sink
 # (its Python and PostgreSQL) 5-9 % less CPU per row than 5,000 and a third less than 1,000:
 # a transaction, its round trips and its metrics upsert (one row per key, minute, strategy and
 # model) are paid per batch. Small batches keep an event's wait short while the writer keeps up.
@@ -167,9 +168,9 @@ class PartitionWriter:
             if self.stopping:
                 return
             # A full batch with more waiting: the writer is behind, and the next batch may be larger
-            # (up to LAGGING_BATCHES batch sizes); once a batch is not full, back to the batch size.
+            # (up to `lagging_batches` batch sizes); once a batch is not full, back to the batch size.
             behind = len(batch.records) >= limit and self.pending
-            limit = min(2 * limit, LAGGING_BATCHES * owner.batch_size) if behind else owner.batch_size
+            limit = min(2 * limit, owner.lagging_batches * owner.batch_size) if behind else owner.batch_size
             records = batch.records
             started = time.perf_counter()
             last_write = time.monotonic()
@@ -241,11 +242,12 @@ class EventConsumer(Service):
     def __init__(self, *, bootstrap: str, group_id: str, routes: dict[str, Route], progress: Progress,
                  stored_offsets: Callable, send_dead_letter: Callable, on_minutes: Callable,
                  batch_size: int, fetch_max_bytes: int, partition_fetch_bytes: int,
-                 session_timeout_seconds: float, **kwargs) -> None:
+                 session_timeout_seconds: float, lagging_batches: int = LAGGING_BATCHES, **kwargs) -> None:
         super().__init__(**kwargs)
         self.routes = routes
         self.progress = progress
         self.batch_size = batch_size
+        self.lagging_batches = max(1, lagging_batches)
         self.max_queued = batch_size * 2
         self._stored_offsets = stored_offsets
         self._send_dead_letter = send_dead_letter
