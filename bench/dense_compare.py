@@ -261,7 +261,7 @@ async def run_all(pool, settings, client, questions: list[str], pages, plan_call
         retrieval_ = DenseRetrieval(statements_pool, embedder, 1 << 30)
         # the synthetic keys' random vectors are stored under the default model's id, whatever the encoder
         retrieval_.index = VectorIndex(statements_pool, MODEL_ID, 1 << 30)
-        planners[name] = Planner(settings, statements_pool, client, dense=retrieval_, embed_early=name != "before")
+        planners[name] = Planner(settings, statements_pool, client, dense=retrieval_, early=name != "before")
     calls = {}
     for name, planner in planners.items():
         # distinct messages per variant: the query-embedding cache never answers
