@@ -1,8 +1,8 @@
 """Before/after of the dense retrieval speed work, side by side in one run (same moment, same background
 load), call by call alternating. Before is the code as it was before this work: batches of texts
 grouped by characters and each split across the session's threads (`LegacyEmbedder`), every lexeme of
-the message probed in the key's full-text index for `known` (`PROBED_SEARCH_QUERY`), and the query
-embedded only once the key is validated. After is the current code (fp32 encoder). A third column runs
+the message probed in the key's full-text index for `known` (`PROBED_SEARCH_QUERY`), and the retrieval
+(query embedding and statement) started only once the key is validated. After is the current code (fp32 encoder). A third column runs
 the current code with the int8 encoder (PARLEY_EMBEDDING_PRECISION=int8, not the default: see README).
 Each figure is given as wall clock and as CPU time of this process: on a busy machine the wall clock
 mostly measures waiting for a core."""
