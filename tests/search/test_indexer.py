@@ -373,6 +373,13 @@ async def test_an_early_retrieval_for_a_revoked_key_is_dropped(search, admin, pg
         return early
 
     planner._retrieve_early = recorded
+    retrieve = planner._retrieve
+
+    async def slow_retrieve(*args):
+        await asyncio.sleep(10)             # still under way when the key is refused
+        return await retrieve(*args)
+
+    planner._retrieve = slow_retrieve
     await search.RevokeProductKey(search_pb2.RevokeProductKeyRequest(id=key.id), metadata=admin, timeout=10)
     with pytest.raises(Unauthenticated):
         await planner.plan(key.secret, "how long do I have to return it?")
