@@ -1,8 +1,8 @@
 """Before/after of the dense retrieval speed work, side by side in one run (same moment, same background
 load), call by call alternating. Before is the code as it was before this work: batches of texts
 grouped by characters and each split across the session's threads (`LegacyEmbedder`), every lexeme of
-the message probed in the key's full-text index for `known` (`PROBED_SEARCH_QUERY`), and the query
-embedded only once the key is validated. After is the current code (fp32 encoder). A third column runs
+the message probed in the key's full-text index for `known` (`PROBED_SEARCH_QUERY`), and the retrieval
+(query embedding and statement) started only once the key is validated. After is the current code (fp32 encoder). A third column runs
 the current code with the int8 encoder (PARLEY_EMBEDDING_PRECISION=int8, not the default: see README).
 Each figure is given as wall clock and as CPU time of this process: on a busy machine the wall clock
 mostly measures waiting for a core."""
@@ -261,7 +261,7 @@ async def run_all(pool, settings, client, questions: list[str], pages, plan_call
         retrieval_ = DenseRetrieval(statements_pool, embedder, 1 << 30)
         # the synthetic keys' random vectors are stored under the default model's id, whatever the encoder
         retrieval_.index = VectorIndex(statements_pool, MODEL_ID, 1 << 30)
-        planners[name] = Planner(settings, statements_pool, client, dense=retrieval_, embed_early=name != "before")
+        planners[name] = Planner(settings, statements_pool, client, dense=retrieval_, early=name != "before")
     calls = {}
     for name, planner in planners.items():
         # distinct messages per variant: the query-embedding cache never answers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 
 from services.common import db
@@ -80,6 +81,12 @@ async def main(settings: SearchSettings) -> None:
             follower = candidate
         if watcher is None:
             watcher = asyncio.get_running_loop().create_task(watch_scraper())
+        # What is alive now (modules, the model, the tokenizer, the gRPC server) lives as long as the
+        # process: frozen, it is out of the cyclic collector's sight, so that a full collection in the
+        # middle of a Plan walks only what calls allocated since: ~250 objects after 1000 Plans, 0.1 ms,
+        # instead of 27-37 ms over the ~65k objects of a started process (measured in process here).
+        gc.collect()
+        gc.freeze()
 
     async def on_stop() -> None:
         if watcher is not None:

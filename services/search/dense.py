@@ -8,7 +8,6 @@ How the scores are weighed is the strategy's business, not this module's."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Awaitable
 
 import asyncpg
@@ -80,7 +79,7 @@ class DenseRetrieval:
     @staticmethod
     def _merged(chunks: list[Chunk], hits: list[tuple[str, float]], rows: dict[str, asyncpg.Record]) -> list[Chunk]:
         dense = dict(hits)
-        merged = [dataclasses.replace(c, dense=dense.get(c.id, 0.0)) for c in chunks]
+        merged = [c.with_scores(dense=dense.get(c.id, 0.0)) for c in chunks]
         have = {c.id for c in chunks}
         for cid, score in hits:
             r = rows.get(cid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -18,10 +19,13 @@ from services.search.strategy import Decision, Options, Thresholds, decide, is_c
 
 logger = logging.getLogger(__name__)
 
-# A message's query embedding (~6 ms of CPU, most of a Plan) starts before its key is validated when
-# that key was valid within this many seconds, so that the key lookup's round trip to Redis (p99 of
-# several ms on a busy machine) overlaps it. Only then: a key never seen valid buys no embedding.
-EARLY_EMBEDDING_SECONDS = 60.0
+# A message's retrieval (the query embedding, ~6 ms of CPU and most of a Plan, and the full-text
+# statement, the longest part on a large key) starts before its key is validated when that secret was
+# valid within this many seconds, with the key record it had then, so that the key lookup's round trip
+# to Redis (p99 of several ms on a busy machine) overlaps it. The result is used only if the secret is
+# still valid for the same key, search configuration and knowledge version; otherwise it is dropped and
+# the retrieval runs again with the record just validated. A key never seen valid buys no work.
+EARLY_RETRIEVAL_SECONDS = 60.0
 _RECENT_KEYS = 10_000
 
 @dataclass
@@ -41,10 +45,11 @@ def validate_message(message: str, max_chars: int) -> str:
 
 class Planner:
     def __init__(self, settings: SearchSettings, pool: asyncpg.Pool, client: redis.Redis,
-                 web_available=lambda: False, dense: DenseRetrieval | None = None, embed_early: bool = True) -> None:
+                 web_available=lambda: False, dense: DenseRetrieval | None = None, early: bool = True) -> None:
         self._settings = settings
-        self.embed_early = embed_early
-        self._valid: dict[str, float] = {}     # secret -> when it was last found valid (monotonic)
+        self.early = early
+        # secret -> (when it was last found valid (monotonic), the key record then)
+        self._valid: dict[str, tuple[float, KeyRecord]] = {}
         self.dense = dense          # dense candidates beside the lexical ones (None: lexical only)
         self._pool = pool
         self.keys = KeyValidator(
@@ -73,27 +78,25 @@ class Planner:
     async def plan(self, secret: str, message: str, max_passages: int = 0) -> Plan:
         stripped = message.strip() if len(message) <= self._settings.max_message_chars else ""
         talk = is_chitchat(stripped) if stripped else None
-        if stripped and not talk:
-            self._embed_early(secret, stripped)
+        limit = max_passages if 0 < max_passages <= 50 else self._settings.max_passages
+        early = self._retrieve_early(secret, stripped, limit) if stripped and not talk else None
         try:
             key = await self.key(secret)
-        except Exception:
+        except BaseException:
             self._valid.pop(secret, None)
+            if early is not None:
+                early[1].cancel()
             raise
-        self._remember(secret)
+        self._remember(secret, key)
         text = validate_message(message, self._settings.max_message_chars)
-        limit = max_passages if 0 < max_passages <= 50 else self._settings.max_passages
         chunks: list[retrieval.Chunk] = []
         if not talk:
-            # More than asked for: the decision drops passages below the relevance threshold first.
-            lexical = retrieval.search(
-                self._pool, key.id, key.ts_config, text, limit=max(2 * limit, 10),
-                candidates=self._settings.search_candidates,
-            )
-            if self.dense is not None:
-                chunks = await self.dense.with_lexical(key.id, key.knowledge_version, text, lexical)
+            if early is not None and _same_knowledge(early[0], key):
+                chunks = await early[1]
             else:
-                chunks = await lexical
+                if early is not None:
+                    early[1].cancel()
+                chunks = await self._retrieve(key, text, limit)
         options = Options(website=key.website, web_available=bool(key.website) and self._web_available(),
                           allow_direct=bool(key.settings.get("allow_direct")))
         decision = decide(text, chunks, self.thresholds, options)
@@ -102,13 +105,39 @@ class Planner:
         decision.chunks = decision.chunks[:limit]
         return Plan(key, decision)
 
-    def _embed_early(self, secret: str, text: str) -> None:
-        seen = self._valid.get(secret)
-        if self.dense is not None and self.embed_early and seen is not None \
-                and time.monotonic() - seen <= EARLY_EMBEDDING_SECONDS:
-            self.dense.queries.start(text)
+    async def _retrieve(self, key: KeyRecord, text: str, limit: int) -> list[retrieval.Chunk]:
+        # More than asked for: the decision drops passages below the relevance threshold first.
+        lexical = retrieval.search(
+            self._pool, key.id, key.ts_config, text, limit=max(2 * limit, 10),
+            candidates=self._settings.search_candidates,
+        )
+        if self.dense is None:
+            return await lexical
+        return await self.dense.with_lexical(key.id, key.knowledge_version, text, lexical)
 
-    def _remember(self, secret: str) -> None:
+    def _retrieve_early(self, secret: str, text: str, limit: int) -> tuple[KeyRecord, asyncio.Task] | None:
+        """The retrieval for the record the secret had when last found valid, started now, or None."""
+        seen = self._valid.get(secret)
+        if not self.early or seen is None or time.monotonic() - seen[0] > EARLY_RETRIEVAL_SECONDS:
+            return None
+        if self.dense is not None:
+            self.dense.queries.start(text)      # in its worker thread at once, before the task first runs
+        task = asyncio.ensure_future(self._retrieve(seen[1], text, limit))
+        task.add_done_callback(_consume)
+        return seen[1], task
+
+    def _remember(self, secret: str, key: KeyRecord) -> None:
         if len(self._valid) >= _RECENT_KEYS and secret not in self._valid:
             self._valid.clear()         # a flood of keys: forget rather than grow
-        self._valid[secret] = time.monotonic()
+        self._valid[secret] = (time.monotonic(), key)
+
+
+def _same_knowledge(guess: KeyRecord, key: KeyRecord) -> bool:
+    """Whether a retrieval made for `guess` is the one `key` would make."""
+    return (guess.id, guess.ts_config, guess.knowledge_version) == (key.id, key.ts_config, key.knowledge_version)
+
+
+def _consume(task: asyncio.Task) -> None:
+    """An early retrieval that was dropped may have failed: its error is not the caller's."""
+    if not task.cancelled():
+        task.exception()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from services.common import smalltalk
@@ -92,7 +91,7 @@ def fuse(chunks: list[Chunk], lexical_weight: float) -> list[Chunk]:
     breaks near-ties between passages that the embedding cannot tell apart."""
     fused = {c.id: c.dense + lexical_weight * c.relevance for c in chunks}
     ranked = sorted(chunks, key=lambda c: (-fused[c.id], -c.dense))
-    return [dataclasses.replace(c, score=round(fused[c.id], 6)) for c in ranked]
+    return [c.with_scores(score=round(fused[c.id], 6)) for c in ranked]
 
 
 def diversify(chunks: list[Chunk], per_page: int = 2) -> list[Chunk]:

@@ -227,7 +227,8 @@ class QueryEmbeddings:
 
     def __init__(self, embed, max_entries: int = 10_000, key=None) -> None:
         self._embed = embed          # sync str -> np.ndarray, run in a worker thread
-        self._key = key or (lambda text: text)
+        self._key_of = key or (lambda text: text)
+        self._last: tuple[str, str] = ("", "")     # (text, key): Plan asks start() then vector()
         self._max = max_entries
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._pending: dict[str, asyncio.Future] = {}
@@ -248,6 +249,11 @@ class QueryEmbeddings:
             return cached
         pending = self._pending.get(key) or self._begin(key, text)
         return await asyncio.shield(pending)
+
+    def _key(self, text: str) -> str:
+        if self._last[0] != text:
+            self._last = (text, self._key_of(text))
+        return self._last[1]
 
     def _begin(self, key: str, text: str) -> asyncio.Future:
         self.misses += 1

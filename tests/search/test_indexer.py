@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from services.common.embedding import DIMENSIONS, Embedder
 from services.common.kafka import EventProducer
 from services.common.knowledge_events import KnowledgeFollower
-from services.common.pb.parley.v1 import events_pb2
+from services.common.pb.parley.v1 import events_pb2, search_pb2
 from services.search import indexer
 from services.search.dense import DenseRetrieval
 from services.search.retrieval import Chunk
@@ -286,30 +286,106 @@ async def test_no_page_is_lost_when_the_indexer_is_killed(services, search, admi
     assert all(len(chunks) == 2 for chunks in stored.values())      # replayed pages are not doubled
 
 
-async def test_a_recently_valid_key_has_its_message_embedded_once_while_it_is_validated(search, admin, pg,
-                                                                                         redis_client, settings):
-    # Plan starts the query embedding before validating a key that was valid moments ago; the
-    # retrieval then awaits that embedding instead of starting another. A key never seen valid buys none.
+async def test_a_recently_valid_key_has_its_retrieval_started_while_it_is_validated(search, admin, pg,
+                                                                                    redis_client, settings,
+                                                                                    monkeypatch):
+    # Plan starts the retrieval (query embedding and full-text statement) before validating a key that
+    # was valid moments ago, and then uses it instead of starting another. A key never seen valid buys none.
     from services.common.errors import Unauthenticated
+    from services.search import retrieval
     from services.search.planner import Planner
 
-    key = await make_key(search, admin, "early-embedding", faq=[],
+    statements = []
+    search_statement = retrieval.search
+
+    async def counted_search(*args, **kwargs):
+        statements.append(args[1])
+        return await search_statement(*args, **kwargs)
+
+    monkeypatch.setattr(retrieval, "search", counted_search)
+    key = await make_key(search, admin, "early-retrieval", faq=[],
                          docs=[("Specifications", "The X200 battery pack weighs 1.2 kilograms.")])
     dense = DenseRetrieval(pg, Embedder.load(), 64 << 20, candidates=5)
     planner = Planner(settings, pg, redis_client, dense=dense)
     with pytest.raises(Unauthenticated):
         await planner.plan("pk_never-valid-" + "x" * 24, "how heavy is the battery?")
-    assert dense.queries.misses == 0
+    assert dense.queries.misses == 0 and statements == []
     first = await planner.plan(key.secret, "how heavy is the battery?")
-    assert dense.queries.misses == 1
+    assert dense.queries.misses == 1 and statements == [key.id]
     slow = planner.keys.validate
 
     async def slow_validation(secret):
         assert dense.queries._pending, "the embedding did not start before the key was validated"
         await asyncio.sleep(0.3)
+        assert len(statements) == 2, "the full-text statement did not start before the key was validated"
         return await slow(secret)
 
     planner.keys.validate = slow_validation
     second = await planner.plan(key.secret, "what does the X200 battery weigh?")
     assert dense.queries.misses == 2        # one embedding per message: the early one was awaited
+    assert statements == [key.id] * 2       # and one statement: the early one was used
     assert first.decision.scores["dense"] > 0.4 and second.decision.scores["dense"] > 0.4     # the passage was found
+
+
+async def test_an_early_retrieval_of_older_knowledge_is_not_used(search, admin, pg, redis_client, settings):
+    # The key record remembered from the last Plan names the knowledge version the early retrieval reads
+    # the key's vectors at; once the knowledge changed, Plan retrieves again at the new version.
+    from services.search.planner import Planner
+
+    key = await make_key(search, admin, "early-retrieval-version", faq=[],
+                         docs=[("Returns", "Unused items can be sent back within thirty days.")])
+    dense = DenseRetrieval(pg, Embedder.load(), 64 << 20, candidates=5)
+    planner = Planner(settings, pg, redis_client, dense=dense)
+    first = await planner.plan(key.secret, "can I return it?")
+    versions = []
+    retrieve = planner._retrieve
+
+    async def recorded(record, text, limit):
+        versions.append(record.knowledge_version)
+        return await retrieve(record, text, limit)
+
+    planner._retrieve = recorded
+    await search.AddDocument(search_pb2.AddDocumentRequest(
+        product_key_id=key.id, title="Charger", text="The X200 charger outputs 65 watts over USB-C."),
+        metadata=admin, timeout=10)
+    second = await planner.plan(key.secret, "how much power does the adapter deliver?")
+    changed = second.key.knowledge_version
+    assert changed > first.key.knowledge_version
+    assert versions == [first.key.knowledge_version, changed]      # the early one, then the one used
+    assert dense.index.loaded(key.id).version == changed
+
+
+async def test_an_early_retrieval_for_a_revoked_key_is_dropped(search, admin, pg, redis_client, settings):
+    from services.common.errors import Unauthenticated
+    from services.search.planner import Planner
+
+    key = await make_key(search, admin, "early-retrieval-revoked", faq=[],
+                         docs=[("Returns", "Unused items can be sent back within thirty days.")])
+    planner = Planner(settings, pg, redis_client, dense=DenseRetrieval(pg, Embedder.load(), 64 << 20, candidates=5))
+    await planner.plan(key.secret, "can I return it?")
+    tasks = []
+    retrieve_early = planner._retrieve_early
+
+    def recorded(*args):
+        early = retrieve_early(*args)
+        if early is not None:
+            tasks.append(early[1])
+        return early
+
+    planner._retrieve_early = recorded
+    retrieve = planner._retrieve
+
+    async def slow_retrieve(*args):
+        await asyncio.sleep(10)             # still under way when the key is refused
+        return await retrieve(*args)
+
+    planner._retrieve = slow_retrieve
+    await search.RevokeProductKey(search_pb2.RevokeProductKeyRequest(id=key.id), metadata=admin, timeout=10)
+    with pytest.raises(Unauthenticated):
+        await planner.plan(key.secret, "how long do I have to return it?")
+    (task,) = tasks
+    await asyncio.wait([task], timeout=5)
+    assert task.cancelled()
+    with pytest.raises(Unauthenticated):                            # no longer remembered as valid
+        await planner.plan(key.secret, "how long do I have to return it?")
+    assert len(tasks) == 1
