@@ -32,7 +32,8 @@ SITES = ("ledgerloop", "trailhead")      # the sites with dev questions
 VARIANTS = ("encoded", "mean", "pieces", "mean_title", "pieces_title", "sqrt_pieces")
 # The other way round: the passage encoded once, as today, and each sentence's vector pooled from the
 # passage's token vectors over the sentence's span ("late chunking"): the passage vector is unchanged.
-CONTEXTUAL = ("ctx", "ctx_head")
+CONTEXTUAL = ("ctx", "ctx_head", "ctx_minus_0.25", "ctx_minus_0.5", "ctx_plus_head_0.3", "ctx_plus_head_0.6",
+              "ctx_short_apart_12", "ctx_short_apart_16")
 
 
 def _pattern(text: str) -> re.Pattern:
@@ -81,8 +82,16 @@ def contextual(embedder: Embedder, r: asyncpg.Record) -> tuple[np.ndarray, dict[
                 out[v].append(None)
             continue
         at = found[0][0]
-        out["ctx"].append(_unit(hidden[picked].mean(axis=0)))
+        ctx = _unit(hidden[picked].mean(axis=0))
+        out["ctx"].append(ctx)
         out["ctx_head"].append(_unit(hidden[picked | head].mean(axis=0)))
+        for share in (0.25, 0.5):     # less of what every sentence of the passage shares
+            out[f"ctx_minus_{share}"].append(_unit(ctx - share * _unit(hidden.mean(axis=0))))
+        for most in (12, 16):         # a short sentence (at most this many word pieces) encoded apart
+            out[f"ctx_short_apart_{most}"].append(ctx if picked.sum() > most else "apart")
+        where = _unit(hidden[head & ~special].mean(axis=0))     # the title and heading lines' pieces
+        for share in (0.3, 0.6):      # some of where the sentence stands, as the prefix gave it
+            out[f"ctx_plus_head_{share}"].append(_unit(ctx + share * where))
     return _unit(hidden.mean(axis=0)), out
 
 
@@ -104,10 +113,39 @@ def derive(variant: str, sentences: np.ndarray, pieces: list[int], title: np.nda
     return _unit(total)
 
 
-async def rows(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+async def rows(pool: asyncpg.Pool, demo: bool = False) -> list[asyncpg.Record]:
     return await pool.fetch(
         "SELECT id, kind, title, question, content, embedding, sentence_embeddings FROM knowledge_chunks"
-        " WHERE product_key_id = ANY($1::text[]) ORDER BY id", [f"evaldev-{s}" for s in SITES])
+        " WHERE product_key_id = ANY($1::text[]) ORDER BY id", ["evaldev-demo"] if demo else [f"evaldev-{s}" for s in SITES])
+
+
+async def demo_ranks(pool: asyncpg.Pool) -> dict:
+    """The demo set over the demo key that `bench.eval_dev --demo` wrote (not written again here)."""
+    import redis.asyncio as redis
+
+    from services.launcher import REPO
+    from services.search import keys as key_store
+    from services.search.dense import DenseRetrieval
+    from services.search.evaluation import Hit, Outcome, evaluate, load_cases
+    from services.search.planner import Planner
+
+    settings = Settings()
+    secret = "pk_evaldev-demo-vectors"
+    await pool.execute("UPDATE product_keys SET key_hash = $1 WHERE id = 'evaldev-demo'", key_store.hash_secret(secret))
+    client = redis.from_url(settings.redis_url)
+    try:
+        dense = await DenseRetrieval.load(pool, settings.vector_index_max_bytes, settings.dense_candidates)
+        planner = Planner(settings, pool, client, dense=dense)
+        outcomes = []
+        for case in load_cases(REPO / "tests" / "search" / "eval_demo.json"):
+            d = (await planner.plan(secret, case.question, max_passages=3)).decision
+            outcomes.append(Outcome(case, d.strategy, [Hit(c.kind, c.title or c.question, c.content if c.kind != "faq"
+                                                           else f"{c.question}\n{c.content}", c.url) for c in d.chunks]))
+    finally:
+        await client.aclose()
+    report = evaluate(outcomes)
+    return {"hit_at_1": report.hit_at_1, "hit_at_3": report.hit_at_3, "mrr": report.mrr,
+            "strategy_accuracy": report.strategy_accuracy}
 
 
 def prepare(embedder: Embedder, chunks: list[asyncpg.Record]) -> tuple[list[dict], dict]:
@@ -137,15 +175,21 @@ def prepare(embedder: Embedder, chunks: list[asyncpg.Record]) -> tuple[list[dict
 
 
 async def apply_sentences(pool: asyncpg.Pool, embedder: Embedder, chunks: list[asyncpg.Record],
-                          variant: str) -> dict:
+                          variant: str, keys: list[str] = [f"evaldev-{s}" for s in SITES]) -> dict:
     """Every chunk's sentence vectors replaced by the variant's contextual ones (a unit not found in
     the passage, or truncated away, keeps its own encoding)."""
-    ids, vectors, cosines, missing, passage_moved = [], [], [], 0, []
+    ids, vectors, cosines, missing, passage_moved, pieces_apart = [], [], [], 0, [], []
     for r in chunks:
         stored = np.frombuffer(bytes(r["sentence_embeddings"] or b""), dtype="<f4").reshape(-1, DIMENSIONS)
         if not len(stored):
             continue
         passage, by_variant = contextual(embedder, r)
+        texts = NewChunk(r["content"], r["question"]).sentence_texts(r["kind"], r["title"])
+        apart = [i for i, v in enumerate(by_variant[variant]) if isinstance(v, str)]
+        if apart:
+            for i, v in zip(apart, embedder.embed([texts[i] for i in apart])):
+                by_variant[variant][i] = v
+            pieces_apart.append(sum(len(e.ids) for e in embedder._pieces.encode_batch([texts[i] for i in apart])))
         passage_moved.append(float(passage @ np.frombuffer(bytes(r["embedding"]), dtype="<f4")))
         rows = []
         for own, ctx in zip(stored, by_variant[variant]):
@@ -160,8 +204,8 @@ async def apply_sentences(pool: asyncpg.Pool, embedder: Embedder, chunks: list[a
     await pool.execute("UPDATE knowledge_chunks ch SET sentence_embeddings = u.e"
                        " FROM unnest($1::bigint[], $2::bytea[]) AS u(id, e) WHERE ch.id = u.id", ids, vectors)
     await pool.execute("UPDATE product_keys SET knowledge_version = knowledge_version + 1 WHERE id = ANY($1::text[])",
-                       [f"evaldev-{s}" for s in SITES])
-    return {"units_not_found": missing, "cosine_to_own_median": float(np.median(cosines)),
+                       keys)
+    return {"units_not_found": missing, "pieces_apart": sum(pieces_apart), "cosine_to_own_median": float(np.median(cosines)),
             "passage_recomputed_min_cosine": float(min(passage_moved))}
 
 
@@ -206,6 +250,7 @@ async def main(argv: list[str] | None = None) -> None:
     embedder = Embedder.load()
     results: dict = {}
     chunks = await rows(pool)
+    demo_chunks = await rows(pool, demo=True)
     prepared, cost = prepare(embedder, chunks)
     try:
         results["word_pieces"] = cost
@@ -217,6 +262,10 @@ async def main(argv: list[str] | None = None) -> None:
                 done = subprocess.run([sys.executable, "-m", "bench.eval_dev", "--sites", ",".join(SITES)],
                                       capture_output=True, text=True, check=True)
                 results[variant] = {"dev": dev_table(done.stdout), **moved}
+                if demo_chunks:
+                    await apply_sentences(pool, embedder, demo_chunks, variant, ["evaldev-demo"])
+                    results[variant]["demo"] = await demo_ranks(pool)
+                    await restore_sentences(pool, demo_chunks)
                 print(variant, json.dumps(results[variant]), flush=True)
                 await restore_sentences(pool, chunks)
                 continue
