@@ -1,13 +1,17 @@
-"""Ways to derive a passage's vector from its sentence vectors, compared on the dev split of the help-site
-evaluation (and the word pieces each way costs to encode).
+"""Cheaper ways to get a chunk's vectors than encoding its passage and then each of its sentences apart,
+compared on the dev split of the help-site evaluation and on the demo set.
 
-    .venv/bin/python -m bench.passage_vectors [--variants encoded,mean,...] [--out results.json]
+    .venv/bin/python -m bench.passage_vectors [--variants encoded,mean,ctx,...] [--out results.json]
 
-Needs the keys that `python -m bench.eval_dev` indexed (run it once first, with the encoded passage
-vectors). For each variant, every chunk of the dev sites' keys gets the passage vector that variant
-gives (its sentence vectors are the stored ones, untouched), then `bench.eval_dev` runs in a fresh
-process (a fresh vector index) and its dev table is collected. The keys are left with the encoded
-vectors ("encoded") at the end. Test-split questions are never asked.
+Needs the keys that `python -m bench.eval_dev --demo --sites ledgerloop,trailhead` wrote. Two families:
+- the passage vector derived from the stored sentence vectors (VARIANTS: their mean, weighted by word
+  pieces or not, with the title's vector or not), the sentence vectors untouched;
+- the sentence vectors pooled from the passage's own encoding over each sentence's word pieces
+  (CONTEXTUAL), the passage vector untouched; with a share of the passage's or the title's vector, or
+  short sentences still encoded apart.
+For each variant the keys' vectors are replaced, `bench.eval_dev` runs in a fresh process (a fresh vector
+index) and its dev table is collected (and the demo set's hit@1/hit@3 for the contextual family); the
+stored vectors are put back at the end. Test-split questions are never asked.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ weights (no torch, no exported model file), written with onnxruntime's fused BER
 (attention, skip + layer norm, bias + exact GELU), and run by onnxruntime; the embedding lookup and
 the pooling are plain numpy. The same encoder in plain ONNX operators (`_encoder_graph`) is kept as
 the reference the fused one is checked against. Queries run on a single-threaded session; a call's
-batches (ingest) run PARLEY_EMBEDDING_THREADS at a time, each on one thread.
+batches (ingest) run PARLEY_EMBEDDING_THREADS at a time, each on one thread. `embed_spans` also pools,
+from the same run, the output vectors of chosen character ranges of each text: ingest encodes a
+passage once and takes its sentences' vectors from that run (services/search/indexing.py).
 
 PARLEY_EMBEDDING_PRECISION=int8 runs the encoder with int8 matrix products (`_quantized`): about half
 the CPU per text, but vectors that moved enough to cost quality on the evaluation's dev split, so
