@@ -2,7 +2,10 @@
 load), call by call alternating. Before is the code as it was before this work: batches of texts
 grouped by characters and each split across the session's threads (`LegacyEmbedder`), every lexeme of
 the message probed in the key's full-text index for `known` (`PROBED_SEARCH_QUERY`), and the retrieval
-(query embedding and statement) started only once the key is validated. After is the current code (fp32 encoder). A third column runs
+(query embedding and statement) started only once the key is validated; for ingest, before is the
+indexing path that encodes each sentence of a chunk apart from its passage (`SeparateSentences`, the
+default) and after the sentence vectors read in the passage (PARLEY_EMBEDDING_SENTENCES=in-passage).
+After is otherwise the current code (fp32 encoder). A third column runs
 the current code with the int8 encoder (PARLEY_EMBEDDING_PRECISION=int8, not the default: see README).
 Each figure is given as wall clock and as CPU time of this process: on a busy machine the wall clock
 mostly measures waiting for a core."""
@@ -138,12 +141,46 @@ def embeddings(encoders: dict[str, Embedder], questions: list[str], passages: li
     return {k: summary(v) for k, v in samples.items()}
 
 
-async def ingest(pool: asyncpg.Pool, encoders: dict[str, Embedder], pages: list[tuple[str, list[str]]],
-                 batch_chunks: int) -> dict:
-    """The same pages written through the indexing path, each encoder into a fresh key of its own, batched
+class SeparateSentences:
+    """The indexing path before sentence vectors were pooled from their passage's encoding: a chunk's
+    passage and each of its sentences (with the page title and heading) encoded apart, in one call."""
+
+    @staticmethod
+    def indexing(pool: asyncpg.Pool, embedder: Embedder):
+        from services.search.indexing import Indexing, to_bytes
+
+        class _Indexing(Indexing):
+            async def _embed_chunks(self, texts):
+                flat = [[t.passage, *t.sentences] for t in texts]
+                vectors = await self.embed([x for chunk in flat for x in chunk])
+                self.chunks_embedded += len(texts)
+                out, at = [], 0
+                for chunk in flat:
+                    out.append(b"".join(to_bytes(vectors[at:at + len(chunk)])))
+                    at += len(chunk)
+                return out
+
+        return _Indexing(pool, load_embedder=lambda: embedder)
+
+
+def word_pieces(embedder: Embedder, pages: list[tuple[str, list[str]]]) -> dict:
+    """Word pieces encoded per chunk: the passage and its sentences apart (before), the passage once and
+    only the sentences it could not give (after)."""
+    from services.search.indexing import ChunkText
+
+    texts = [ChunkText.of(NewChunk(c), "page", title) for title, chunks in pages for c in chunks]
+    count = lambda xs: sum(len(e.ids) for e in embedder._pieces.encode_batch(xs)) if xs else 0  # noqa: E731
+    passages = count([t.passage for t in texts])
+    sentences = count([s for t in texts for s in t.sentences])
+    apart = count([s for t in texts for s, r in zip(t.sentences, t.spans) if r is None])
+    return {"chunks": len(texts), "before": (passages + sentences) / len(texts), "after": (passages + apart) / len(texts)}
+
+
+async def ingest(pool: asyncpg.Pool, indexings: dict, pages: list[tuple[str, list[str]]], batch_chunks: int) -> dict:
+    """The same pages written through the indexing path, each variant into a fresh key of its own, batched
     as the indexer batches them (up to `batch_chunks` chunks a model call, each page in its own
-    transaction); the encoders alternate batch by batch."""
-    from services.search.indexing import Document, Indexing
+    transaction); the variants alternate batch by batch."""
+    from services.search.indexing import Document
 
     groups: list[list[tuple[str, list[str]]]] = [[]]
     for page in pages:
@@ -151,9 +188,9 @@ async def ingest(pool: asyncpg.Pool, encoders: dict[str, Embedder], pages: list[
             groups.append([])
         groups[-1].append(page)
     runs = {}
-    for name, embedder in encoders.items():
+    for name, indexing in indexings.items():
         key, _ = await keys.create_key(pool, name=f"Bench ingest {name}", key_id=f"bench-cmp-{uuid.uuid4().hex[:8]}")
-        runs[name] = (key.id, Indexing(pool, load_embedder=lambda e=embedder: e), [0.0, 0.0])
+        runs[name] = (key.id, indexing, [0.0, 0.0])
     for group in filter(None, groups):
         for name, (key_id, indexing, spent) in runs.items():
             t0, c0 = time.perf_counter(), time.process_time()
@@ -224,8 +261,9 @@ def table(result: dict) -> Table:
     for label, key in (("statement in PostgreSQL, 100-key set", "keys"), ("statement in PostgreSQL, 50k key", "big")):
         t.add_row(label, *_cells(s[f"{key}_before"], ("p50_ms", "p99_ms")), "", *_cells(s[f"{key}_after"], ("p50_ms", "p99_ms")),
                   "", "", "", "")
-    for label, key in (("ingest chunks/s, benchmark pages (wall; per CPU s)", "ingest"),
-                       ("ingest chunks/s, help-site pages (wall; per CPU s)", "ingest_sites")):
+    for label, key in (("ingest chunks/s, benchmark pages (wall; per CPU s; before: sentences encoded apart)", "ingest"),
+                       ("ingest chunks/s, help-site pages (wall; per CPU s; before: sentences encoded apart)",
+                        "ingest_sites")):
         i = result[key]
         t.add_row(label, *(c for v in VARIANTS for c in (f"{i[v]['chunks_per_second']:.1f}", "",
                                                          f"{i[v]['chunks_per_cpu_second']:.1f}")))
@@ -251,8 +289,18 @@ async def run_all(pool, settings, client, questions: list[str], pages, plan_call
     result["same_vectors"] = await asyncio.to_thread(same_vectors, legacy, fp32, site_texts)
     console.print("    before/after vectors of {texts} help-site passages and sentences: min cosine {min_cosine:.7f}, "
                   "max abs difference {max_abs_diff:.2g}".format(**result["same_vectors"]))
-    result["ingest"] = await ingest(pool, encoders, pages, BATCH_CHUNKS)
-    result["ingest_sites"] = await ingest(pool, encoders, sites, BATCH_CHUNKS)
+    # Ingest: before is the indexing path with each sentence encoded apart (fp32); after pools the
+    # sentence vectors from the passage's encoding; int8 is after with the int8 encoder.
+    from services.search.indexing import Indexing
+
+    indexings = {"before": SeparateSentences.indexing(pool, fp32), "after": Indexing(pool, load_embedder=lambda: fp32),
+                 "int8": Indexing(pool, load_embedder=lambda: int8)}
+    result["word_pieces"] = {"pages": word_pieces(fp32, pages), "sites": word_pieces(fp32, sites)}
+    console.print("    word pieces encoded per chunk, before → after: benchmark pages {:.0f} → {:.0f}, help-site pages "
+                  "{:.0f} → {:.0f}".format(*(result["word_pieces"][k][v] for k in ("pages", "sites")
+                                             for v in ("before", "after"))))
+    result["ingest"] = await ingest(pool, indexings, pages, BATCH_CHUNKS)
+    result["ingest_sites"] = await ingest(pool, indexings, sites, BATCH_CHUNKS)
     console.print("  the search statement inside PostgreSQL, before/after alternating ...")
     result["statements"] = await statements(pool, questions[205:], settings)
     planners = {}

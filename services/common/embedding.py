@@ -9,7 +9,9 @@ weights (no torch, no exported model file), written with onnxruntime's fused BER
 (attention, skip + layer norm, bias + exact GELU), and run by onnxruntime; the embedding lookup and
 the pooling are plain numpy. The same encoder in plain ONNX operators (`_encoder_graph`) is kept as
 the reference the fused one is checked against. Queries run on a single-threaded session; a call's
-batches (ingest) run PARLEY_EMBEDDING_THREADS at a time, each on one thread.
+batches (ingest) run PARLEY_EMBEDDING_THREADS at a time, each on one thread. `embed_spans` also pools,
+from the same run, the output vectors of chosen character ranges of each text: ingest encodes a
+passage once and takes its sentences' vectors from that run (services/search/indexing.py).
 
 PARLEY_EMBEDDING_PRECISION=int8 runs the encoder with int8 matrix products (`_quantized`): about half
 the CPU per text, but vectors that moved enough to cost quality on the evaluation's dev split, so
@@ -45,9 +47,17 @@ PRECISION = os.environ.get("PARLEY_EMBEDDING_PRECISION", "fp32")
 QUERY_PRECISION = os.environ.get("PARLEY_EMBEDDING_QUERY_PRECISION", "fp32")
 
 
+# How a passage's sentence vectors are made: pooled over each sentence's tokens in the passage's own
+# encoding (`Embedder.embed_spans`), not encoded one by one with the page title and heading as before.
+# Stored sentence vectors of the other way differ, so the way is part of the model id (a change re-embeds).
+SENTENCE_VECTORS = "sentence-spans"
+
+
 def model_id(precision: str = PRECISION, weights_sha256: str = WEIGHTS_SHA256) -> str:
-    """The id stored beside every vector: the model, its weights and the precision it ran at."""
-    return f"{MODEL_NAME}@{weights_sha256[:12]}" + ("" if precision == "fp32" else f"+{precision}")
+    """The id stored beside every vector: the model, its weights, the precision it ran at and how the
+    sentence vectors were pooled."""
+    return (f"{MODEL_NAME}@{weights_sha256[:12]}" + ("" if precision == "fp32" else f"+{precision}")
+            + f"/{SENTENCE_VECTORS}")
 
 
 MODEL_ID = model_id()   # what Embedder.model_id is for the pinned weights at the configured precision
@@ -285,6 +295,34 @@ class Embedder:
             out[picked] = vectors
         return out
 
+    def embed_spans(self, texts: Sequence[str], spans: Sequence[Sequence[Sequence[tuple[int, int]]]],
+                    batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Each text's vector (as `embed` gives it) and, from the same run of the encoder, one vector
+        per group of character ranges of the text: the mean of the output vectors of the word pieces
+        inside the group's ranges, normalised. A group whose ranges hold no word piece (past the
+        truncation) gets a row of NaN. `spans[i]` are text i's groups; batched as `embed` does."""
+        out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+        groups = [np.full((len(g), DIMENSIONS), np.nan, dtype=np.float32) for g in spans]
+        if not texts:
+            return out, groups
+        encodings = self._pieces.encode_batch(list(texts))
+        pieces = [e.ids for e in encodings]
+        pooling = [_pooling(e.offsets, e.special_tokens_mask, g) for e, g in zip(encodings, spans)]
+        order = sorted(range(len(texts)), key=lambda i: len(pieces[i]))
+        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        session = self.session(1)
+
+        def run(picked: list[int]) -> list[np.ndarray]:
+            return self._pool_pieces([pieces[i] for i in picked], [pooling[i] for i in picked], session)
+
+        done = map(run, batches) if len(batches) == 1 or INTRA_OP_THREADS <= 1 else self._batch_pool().map(run, batches)
+        for picked, pooled in zip(batches, done):
+            for i, vectors in zip(picked, pooled):
+                out[i] = vectors[0]
+                found = ~np.isnan(vectors[1:, 0])
+                groups[i][found] = vectors[1:][found]
+        return out, groups
+
     def embed_one(self, text: str) -> np.ndarray:
         """One query's vector, on the single-threaded query session."""
         return self._embed_pieces([self._pieces.encode(text).ids], self._query_session)[0]
@@ -329,11 +367,53 @@ class Embedder:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
+    def _pool_pieces(self, pieces: list[list[int]], pooling: list[np.ndarray], session) -> list[np.ndarray]:
+        """Per text, its pooling weights (rows over its word pieces) applied to its encoder outputs,
+        each row normalised; a row of zero weights gives NaN."""
+        length = max(len(p) for p in pieces)
+        ids = np.zeros((len(pieces), length), dtype=np.int64)
+        mask = np.zeros((len(pieces), length), dtype=np.int32)
+        for row, p in enumerate(pieces):
+            ids[row, :len(p)] = p
+            mask[row, :len(p)] = 1
+        hidden = self._encode(ids, mask, session)
+        out = []
+        for row, weights in enumerate(pooling):
+            counts = weights.sum(axis=1, keepdims=True)
+            pooled = (weights @ hidden[row, :weights.shape[1]]) / np.maximum(counts, 1e-9)
+            norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+            vectors = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+            vectors[counts[:, 0] == 0] = np.nan
+            out.append(vectors)
+        return out
+
     def _encode(self, ids: np.ndarray, mask: np.ndarray, session) -> np.ndarray:
         length = ids.shape[1]
         x = self._word[ids] + self._position[:length] + self._token_type
         hidden = _layer_norm(x, *self._ln, self._eps).astype(np.float32)
         return session.run(None, {"hidden": hidden, "mask": mask})[0]
+
+
+def _pooling(offsets: list[tuple[int, int]], special: list[int], groups: Sequence[Sequence[tuple[int, int]]]
+             ) -> np.ndarray:
+    """Pooling weights over a text's word pieces: row 0 every piece (the text's own vector, as the
+    model's mean pooling), then one row per group: the pieces (not [CLS]/[SEP]) that lie inside one of
+    the group's character ranges; none for a group that runs past the truncation (a sentence cut
+    short would be pooled from its first words only)."""
+    starts = np.fromiter((a for a, _ in offsets), dtype=np.int64, count=len(offsets))
+    ends = np.fromiter((b for _, b in offsets), dtype=np.int64, count=len(offsets))
+    ordinary = ~np.asarray(special, dtype=bool)
+    read_to = int(ends[ordinary].max()) if ordinary.any() else 0
+    weights = np.zeros((1 + len(groups), len(offsets)), dtype=np.float32)
+    weights[0] = 1.0
+    for row, ranges in enumerate(groups, 1):
+        if any(b > read_to for _, b in ranges):
+            continue
+        inside = np.zeros(len(offsets), dtype=bool)
+        for a, b in ranges:
+            inside |= (starts >= a) & (ends <= b)
+        weights[row] = inside & ordinary
+    return weights
 
 
 def _quantized(graph: bytes) -> bytes:

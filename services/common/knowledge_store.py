@@ -12,7 +12,7 @@ import asyncpg
 
 from services.common.chunking import content_hash
 from services.common.errors import NotFound
-from services.common.sentences import embedding_sentences
+from services.common.sentences import embedding_sentences, sentence_spans
 
 VECTOR_BYTES = 384 * 4      # one float32 embedding (services/common/embedding.py DIMENSIONS)
 
@@ -50,6 +50,10 @@ class NewChunk:
     def sentence_texts(self, kind: str, title: str) -> list[str]:
         """What the chunk's sentence vectors read (none for an FAQ entry: its question is the match)."""
         return [] if kind == "faq" else embedding_sentences(title, self.content)
+
+    def sentence_spans(self, kind: str, title: str) -> list[list[tuple[int, int]] | None]:
+        """Where those sentences stand in `embedding_text(title)` (character ranges; None: not found)."""
+        return [] if kind == "faq" else sentence_spans(self.embedding_text(title), self.content)
 
 
 def split_vectors(vectors: bytes) -> tuple[bytes, bytes]:

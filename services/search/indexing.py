@@ -55,9 +55,18 @@ def to_bytes(vectors: np.ndarray) -> list[bytes]:
     return [row.astype("<f4", copy=False).tobytes() for row in vectors]
 
 
-def _chunk_texts(chunk: NewChunk, kind: str, title: str) -> list[str]:
-    """What one chunk's embeddings read: the whole passage first, then each of its sentences."""
-    return [chunk.embedding_text(title), *chunk.sentence_texts(kind, title)]
+@dataclass(frozen=True)
+class ChunkText:
+    """What one chunk's embeddings read: the passage, encoded once; its sentences' places in it (their
+    vectors are pooled from the passage's encoding); and the sentences as they read on their own
+    (encoded apart only where a sentence is not found in the passage or lies past its truncation)."""
+    passage: str
+    spans: list[list[tuple[int, int]] | None]
+    sentences: list[str]
+
+    @classmethod
+    def of(cls, chunk: NewChunk, kind: str, title: str) -> ChunkText:
+        return cls(chunk.embedding_text(title), chunk.sentence_spans(kind, title), chunk.sentence_texts(kind, title))
 
 
 class Indexing:
@@ -90,24 +99,29 @@ class Indexing:
             wanted = [h for d, hs in zip(documents, hashes) if d.key_id == key_id for h in hs]
             found = await known_embeddings(self._pool, key_id, wanted, embedder.model_id)
             known.update(((key_id, h), e) for h, e in found.items())
-        missing: dict[tuple[str, bytes], list[str]] = {}   # one embedding per (key, content) in the call
+        missing: dict[tuple[str, bytes], ChunkText] = {}   # one embedding per (key, content) in the call
         for d, hs in zip(documents, hashes):
             for c, h in zip(d.chunks, hs):
                 if (d.key_id, h) not in known:
-                    missing.setdefault((d.key_id, h), _chunk_texts(c, d.kind, d.title))
+                    missing.setdefault((d.key_id, h), ChunkText.of(c, d.kind, d.title))
         if missing:
             known.update(zip(missing, await self._embed_chunks(list(missing.values()))))
         return [[known[(d.key_id, h)] for h in hs] for d, hs in zip(documents, hashes)], embedder.model_id
 
-    async def _embed_chunks(self, texts: list[list[str]]) -> list[bytes]:
-        """Each chunk's vectors (passage, then sentences) as one byte string, from one model call."""
-        vectors = await self.embed([t for chunk in texts for t in chunk])
+    async def _embed_chunks(self, texts: list[ChunkText]) -> list[bytes]:
+        """Each chunk's vectors (passage, then sentences) as one byte string: one encoder run per
+        passage, its sentence vectors pooled from it; the few sentences not found there encoded apart."""
+        embedder = await self.embedder()
+        passages, sentences = await asyncio.to_thread(
+            embedder.embed_spans, [t.passage for t in texts], [[r or [] for r in t.spans] for t in texts], EMBED_BATCH)
+        alone = [(i, j) for i, t in enumerate(texts) for j, r in enumerate(t.spans)
+                 if not r or np.isnan(sentences[i][j, 0])]
+        if alone:
+            vectors = await self.embed([texts[i].sentences[j] for i, j in alone])
+            for (i, j), v in zip(alone, vectors):
+                sentences[i][j] = v
         self.chunks_embedded += len(texts)
-        out, at = [], 0
-        for chunk in texts:
-            out.append(b"".join(to_bytes(vectors[at:at + len(chunk)])))
-            at += len(chunk)
-        return out
+        return [b"".join(to_bytes(np.vstack([p[None], s]))) for p, s in zip(passages, sentences)]
 
     async def write(self, key_id: str, kind: str, document: str, title: str, url: str, chunks: Sequence[NewChunk],
                     replace: set[str] | frozenset[str] = frozenset(), vectors: list[bytes] | None = None
@@ -142,7 +156,7 @@ class Indexing:
             rows = await self._pool.fetch(_STALE, embedder.model_id, last_id, batch)
             if not rows:
                 break
-            texts = [_chunk_texts(NewChunk(r["content"], r["question"]), r["kind"], r["title"]) for r in rows]
+            texts = [ChunkText.of(NewChunk(r["content"], r["question"]), r["kind"], r["title"]) for r in rows]
             vectors = await self._embed_chunks(texts)
             await self._pool.execute(_SET_EMBEDDINGS, [r["id"] for r in rows], vectors, embedder.model_id,
                                      VECTOR_BYTES)

@@ -129,6 +129,11 @@ async def ensure_vectors(pool: asyncpg.Pool, key_pattern: str, batch: int = 1000
     # A corpus made before sentence vectors existed: none for its chunks either (once).
     await pool.execute("UPDATE knowledge_chunks SET sentence_embeddings = '' WHERE product_key_id LIKE $1"
                        " AND sentence_embeddings IS NULL", key_pattern, timeout=600)
+    # Random vectors stand for any model's: a corpus made under another model id (before the way sentence
+    # vectors are made changed, say) is relabelled, not left for the indexer to embed 150k made-up passages.
+    await pool.execute("UPDATE knowledge_chunks SET embedding_model = $2 WHERE product_key_id LIKE $1"
+                       " AND embedding IS NOT NULL AND embedding_model IS DISTINCT FROM $2", key_pattern, MODEL_ID,
+                       timeout=600)
     while True:
         ids = [r[0] for r in await pool.fetch(
             "SELECT id FROM knowledge_chunks WHERE product_key_id LIKE $1 AND embedding IS NULL LIMIT $2",

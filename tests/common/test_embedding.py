@@ -16,7 +16,7 @@ def embedder() -> Embedder:
 def test_the_shipped_weights_are_the_pinned_ones(embedder):
     assert _sha256(model_dir() / "model.safetensors") == WEIGHTS_SHA256
     assert embedder.weights_sha256 == WEIGHTS_SHA256
-    assert embedder.model_id == "sentence-transformers/all-MiniLM-L6-v2@" + WEIGHTS_SHA256[:12]
+    assert embedder.model_id == "sentence-transformers/all-MiniLM-L6-v2@" + WEIGHTS_SHA256[:12] + "/sentence-spans"
 
 
 def test_similarities_match_the_published_example(embedder):
@@ -54,6 +54,35 @@ def test_the_tokenizer_truncates_at_256_and_pads_to_the_longest(embedder):
     base = "The device has a screen. " * 20
     a, b = embedder.embed([base + "It is waterproof.", base + "It ships to France."])
     assert float(a @ b) < 0.9999
+
+
+def test_spans_are_pooled_from_the_texts_own_encoding(embedder):
+    passage = ("Battery\nThe battery pack weighs 1.2 kg. Returns are accepted within 30 days of delivery. "
+               + "Filler words about nothing in particular. " * 40)
+    weighs = (passage.index("The battery"), passage.index(" Returns"))
+    returns = (passage.index("Returns"), passage.index(" Filler"))
+    late = (len(passage) - 40, len(passage))          # past the 256th word piece: truncated away
+    cut = embedder._pieces.encode(passage).offsets[-2][1]       # where the last word piece read ends
+    straddling = (cut - 20, cut + 20)                 # cut short by the truncation: not pooled either
+    texts = [passage, "short text", "two words"]
+    vectors, groups = embedder.embed_spans(texts, [[[weighs], [returns], [late], [weighs, returns], [straddling]], [], [[(0, 5)]]])
+    # the texts' own vectors are embed()'s, whatever else is pooled from the same run
+    np.testing.assert_allclose(vectors, embedder.embed(texts), atol=2e-5)
+    assert [g.shape for g in groups] == [(5, DIMENSIONS), (0, DIMENSIONS), (1, DIMENSIONS)]
+    assert np.isnan(groups[0][[2, 4]]).all() and not np.isnan(groups[0][[0, 1, 3]]).any()
+    # a group is the normalised mean of its word pieces' output vectors (not [CLS]/[SEP])
+    encoding = embedder._pieces.encode(passage)
+    ids = np.array([encoding.ids])
+    hidden = embedder._encode(ids, np.ones_like(ids, dtype=np.int32), embedder.session(1))[0]
+    inside = [i for i, (a, b) in enumerate(encoding.offsets)
+              if not encoding.special_tokens_mask[i] and weighs[0] <= a and b <= weighs[1]]
+    expected = hidden[inside].mean(axis=0)
+    np.testing.assert_allclose(groups[0][0], expected / np.linalg.norm(expected), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(groups[0][[0, 1, 3]], axis=1), 1.0, atol=1e-5)
+    # and it still reads as its sentence: the weight question finds the weight sentence
+    query = embedder.embed_one("how heavy is the battery?")
+    assert float(groups[0][0] @ query) > float(groups[0][1] @ query) + 0.2
+    assert embedder.embed_spans([], [])[0].shape == (0, DIMENSIONS)
 
 
 def test_load_is_cached(embedder):
@@ -96,7 +125,7 @@ def test_int8_is_a_model_of_its_own_close_to_fp32(embedder):
     from services.common.embedding import PRECISION
 
     int8 = Embedder(model_dir(), "int8")
-    assert int8.model_id == "sentence-transformers/all-MiniLM-L6-v2@" + WEIGHTS_SHA256[:12] + "+int8"
+    assert int8.model_id == "sentence-transformers/all-MiniLM-L6-v2@" + WEIGHTS_SHA256[:12] + "+int8/sentence-spans"
     assert int8.model_id != Embedder(model_dir(), "fp32").model_id
     assert embedder.precision == PRECISION
     texts = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium.",

@@ -1,6 +1,6 @@
 """What a passage's sentence vectors read: its quotable units, each with its page title and heading."""
 
-from services.common.sentences import embedding_sentences, page_title, section_heading
+from services.common.sentences import embedding_sentences, page_title, section_heading, sentence_spans
 
 
 def test_the_site_name_after_a_bar_is_not_part_of_the_page_title():
@@ -60,3 +60,28 @@ def test_a_short_item_with_a_figure_in_a_list_without_full_stops_is_quoted_with_
     # a heading after a sentence is still a heading, never quoted, even with a figure in it
     assert not any("Firmware 4" in t and ":" in t for t in found)
     assert "The bike's firmware is updated over the air." in found
+
+
+def test_each_sentence_is_found_where_it_stands_in_the_encoded_passage():
+    text = ("Storage in winter\nKeep the pack  indoors between 10 and 20 °C. Charge it to about 60% first.\n"
+            "Shelf life\n2 years\nKeep the pack indoors between 10 and 20 °C.")
+    passage = f"Battery care\n{text}"
+    spans = sentence_spans(passage, text)
+    assert len(spans) == len(embedding_sentences("Battery care", text)) == 4
+    read = [[" ".join(passage[a:b].split()) for a, b in ranges] for ranges in spans]
+    # a sentence of a line; a table row joined from two lines ("Shelf life" / "2 years") in two ranges
+    assert read == [["Keep the pack indoors between 10 and 20 °C."], ["Charge it to about 60% first."],
+                    ["Shelf life", "2 years"], ["Keep the pack indoors between 10 and 20 °C."]]
+    assert spans[3][0][0] > spans[0][0][0]      # a repeated sentence: its own place, not the first one's
+    assert all(a > len("Battery care") for ranges in spans for a, _ in ranges)   # never in the title line
+
+
+def test_a_list_item_quoted_with_its_heading_is_found_in_two_places():
+    text = "Requirements\nBluetooth 5.0\niOS 15 or later\nAndroid 10 or later"
+    passage = f"Help\n{text}"
+    units = embedding_sentences("Help", text)
+    spans = sentence_spans(passage, text)
+    assert len(spans) == len(units) and spans
+    for unit, ranges in zip(units, spans):
+        assert ranges is not None
+        assert unit.endswith(": ".join(" ".join(passage[a:b].split()) for a, b in ranges))
