@@ -3,7 +3,7 @@ load), call by call alternating. Before is the code as it was before this work: 
 grouped by characters and each split across the session's threads (`LegacyEmbedder`), every lexeme of
 the message probed in the key's full-text index for `known` (`PROBED_SEARCH_QUERY`), and the retrieval
 (query embedding and statement) started only once the key is validated; for ingest, before is the
-indexing path that encodes each sentence of a chunk apart from its passage (`SeparateSentences`, the
+indexing path that encodes each sentence of a chunk apart from its passage (the
 default) and after the sentence vectors read in the passage (PARLEY_EMBEDDING_SENTENCES=in-passage).
 After is otherwise the current code (fp32 encoder). A third column runs
 the current code with the int8 encoder (PARLEY_EMBEDDING_PRECISION=int8, not the default: see README).
@@ -13,6 +13,7 @@ mostly measures waiting for a core."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import statistics
@@ -27,7 +28,7 @@ from bench.harness import console
 from bench.load import quantile
 import numpy as np
 
-from services.common.embedding import DIMENSIONS, INTRA_OP_THREADS, MODEL_ID, Embedder, model_dir
+from services.common.embedding import DIMENSIONS, INTRA_OP_THREADS, MODEL_ID, Embedder, model_dir, model_id
 from services.common.knowledge_store import NewChunk
 from services.search import keys, retrieval, synthetic
 
@@ -141,28 +142,6 @@ def embeddings(encoders: dict[str, Embedder], questions: list[str], passages: li
     return {k: summary(v) for k, v in samples.items()}
 
 
-class SeparateSentences:
-    """The indexing path before sentence vectors were pooled from their passage's encoding: a chunk's
-    passage and each of its sentences (with the page title and heading) encoded apart, in one call."""
-
-    @staticmethod
-    def indexing(pool: asyncpg.Pool, embedder: Embedder):
-        from services.search.indexing import Indexing, to_bytes
-
-        class _Indexing(Indexing):
-            async def _embed_chunks(self, texts):
-                flat = [[t.passage, *t.sentences] for t in texts]
-                vectors = await self.embed([x for chunk in flat for x in chunk])
-                self.chunks_embedded += len(texts)
-                out, at = [], 0
-                for chunk in flat:
-                    out.append(b"".join(to_bytes(vectors[at:at + len(chunk)])))
-                    at += len(chunk)
-                return out
-
-        return _Indexing(pool, load_embedder=lambda: embedder)
-
-
 def word_pieces(embedder: Embedder, pages: list[tuple[str, list[str]]]) -> dict:
     """Word pieces encoded per chunk: the passage and its sentences apart (before), the passage once and
     only the sentences it could not give (after)."""
@@ -261,8 +240,8 @@ def table(result: dict) -> Table:
     for label, key in (("statement in PostgreSQL, 100-key set", "keys"), ("statement in PostgreSQL, 50k key", "big")):
         t.add_row(label, *_cells(s[f"{key}_before"], ("p50_ms", "p99_ms")), "", *_cells(s[f"{key}_after"], ("p50_ms", "p99_ms")),
                   "", "", "", "")
-    for label, key in (("ingest chunks/s, benchmark pages (wall; per CPU s; before: sentences encoded apart)", "ingest"),
-                       ("ingest chunks/s, help-site pages (wall; per CPU s; before: sentences encoded apart)",
+    for label, key in (("ingest chunks/s, benchmark pages (wall; per CPU s; before: sentences encoded apart, the default; after: read in the passage, an option)", "ingest"),
+                       ("ingest chunks/s, help-site pages (wall; per CPU s; before: sentences encoded apart, the default; after: read in the passage, an option)",
                         "ingest_sites")):
         i = result[key]
         t.add_row(label, *(c for v in VARIANTS for c in (f"{i[v]['chunks_per_second']:.1f}", "",
@@ -289,11 +268,14 @@ async def run_all(pool, settings, client, questions: list[str], pages, plan_call
     result["same_vectors"] = await asyncio.to_thread(same_vectors, legacy, fp32, site_texts)
     console.print("    before/after vectors of {texts} help-site passages and sentences: min cosine {min_cosine:.7f}, "
                   "max abs difference {max_abs_diff:.2g}".format(**result["same_vectors"]))
-    # Ingest: before is the indexing path with each sentence encoded apart (fp32); after pools the
-    # sentence vectors from the passage's encoding; int8 is after with the int8 encoder.
+    # Ingest: before is the indexing path with each sentence encoded apart (fp32, the default); after
+    # pools the sentence vectors from the passage's encoding (PARLEY_EMBEDDING_SENTENCES=in-passage);
+    # int8 is the default path with the int8 encoder.
     from services.search.indexing import Indexing
 
-    indexings = {"before": SeparateSentences.indexing(pool, fp32), "after": Indexing(pool, load_embedder=lambda: fp32),
+    in_passage = copy.copy(fp32)     # the same sessions, sentence vectors read in their passage
+    in_passage.sentences, in_passage.model_id = "in-passage", model_id(fp32.precision, fp32.weights_sha256, "in-passage")
+    indexings = {"before": Indexing(pool, load_embedder=lambda: fp32), "after": Indexing(pool, load_embedder=lambda: in_passage),
                  "int8": Indexing(pool, load_embedder=lambda: int8)}
     result["word_pieces"] = {"pages": word_pieces(fp32, pages), "sites": word_pieces(fp32, sites)}
     console.print("    word pieces encoded per chunk, before → after: benchmark pages {:.0f} → {:.0f}, help-site pages "

@@ -47,17 +47,22 @@ PRECISION = os.environ.get("PARLEY_EMBEDDING_PRECISION", "fp32")
 QUERY_PRECISION = os.environ.get("PARLEY_EMBEDDING_QUERY_PRECISION", "fp32")
 
 
-# How a passage's sentence vectors are made: pooled over each sentence's tokens in the passage's own
-# encoding (`Embedder.embed_spans`), not encoded one by one with the page title and heading as before.
-# Stored sentence vectors of the other way differ, so the way is part of the model id (a change re-embeds).
-SENTENCE_VECTORS = "sentence-spans"
+# How a passage's sentence vectors are made (PARLEY_EMBEDDING_SENTENCES). "apart", the default: each
+# sentence encoded on its own, prefixed with where it stands ("Page title > Heading: sentence").
+# "in-passage": pooled over each sentence's word pieces in the passage's own encoding
+# (`Embedder.embed_spans`): a chunk costs about 43 % of the word pieces, so ingest runs about twice
+# as fast, but on the help-site test split and the demo set it ranked a little worse (README, "Ingest:
+# each chunk encoded once"). Stored sentence vectors of the two ways differ, so "in-passage" is part
+# of the model id (a change re-embeds).
+SENTENCE_MODES = ("apart", "in-passage")
+SENTENCE_VECTORS = os.environ.get("PARLEY_EMBEDDING_SENTENCES", "apart")
 
 
-def model_id(precision: str = PRECISION, weights_sha256: str = WEIGHTS_SHA256) -> str:
+def model_id(precision: str = PRECISION, weights_sha256: str = WEIGHTS_SHA256, sentences: str = SENTENCE_VECTORS) -> str:
     """The id stored beside every vector: the model, its weights, the precision it ran at and how the
-    sentence vectors were pooled."""
+    sentence vectors were made."""
     return (f"{MODEL_NAME}@{weights_sha256[:12]}" + ("" if precision == "fp32" else f"+{precision}")
-            + f"/{SENTENCE_VECTORS}")
+            + ("" if sentences == "apart" else "/sentence-spans"))
 
 
 MODEL_ID = model_id()   # what Embedder.model_id is for the pinned weights at the configured precision
@@ -224,17 +229,21 @@ class Embedder:
     _instance: Embedder | None = None
     _lock = threading.Lock()
 
-    def __init__(self, directory: Path, precision: str = PRECISION, query_precision: str = QUERY_PRECISION) -> None:
+    def __init__(self, directory: Path, precision: str = PRECISION, query_precision: str = QUERY_PRECISION,
+                 sentences: str = SENTENCE_VECTORS) -> None:
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
         for name, value in (("PARLEY_EMBEDDING_PRECISION", precision), ("PARLEY_EMBEDDING_QUERY_PRECISION", query_precision)):
             if value not in PRECISIONS:
                 raise ValueError(f"{name} must be one of {', '.join(PRECISIONS)}, not {value!r}")
+        if sentences not in SENTENCE_MODES:
+            raise ValueError(f"PARLEY_EMBEDDING_SENTENCES must be one of {', '.join(SENTENCE_MODES)}, not {sentences!r}")
         weights_path = directory / "model.safetensors"
         self.weights_sha256 = _sha256(weights_path)
         self.precision = precision
-        self.model_id = model_id(precision, self.weights_sha256)
+        self.sentences = sentences
+        self.model_id = model_id(precision, self.weights_sha256, sentences)
         config = json.loads((directory / "config.json").read_text())
         self._heads = int(config["num_attention_heads"])
         self._eps = float(config["layer_norm_eps"])

@@ -57,9 +57,10 @@ def to_bytes(vectors: np.ndarray) -> list[bytes]:
 
 @dataclass(frozen=True)
 class ChunkText:
-    """What one chunk's embeddings read: the passage, encoded once; its sentences' places in it (their
-    vectors are pooled from the passage's encoding); and the sentences as they read on their own
-    (encoded apart only where a sentence is not found in the passage or lies past its truncation)."""
+    """What one chunk's embeddings read: the passage; its sentences as they read on their own (encoded
+    apart by default); and their places in the passage (with the embedder's sentences "in-passage",
+    their vectors are pooled from the passage's encoding, and only a sentence not found in the passage
+    or past its truncation is encoded apart)."""
     passage: str
     spans: list[list[tuple[int, int]] | None]
     sentences: list[str]
@@ -109,9 +110,19 @@ class Indexing:
         return [[known[(d.key_id, h)] for h in hs] for d, hs in zip(documents, hashes)], embedder.model_id
 
     async def _embed_chunks(self, texts: list[ChunkText]) -> list[bytes]:
-        """Each chunk's vectors (passage, then sentences) as one byte string: one encoder run per
-        passage, its sentence vectors pooled from it; the few sentences not found there encoded apart."""
+        """Each chunk's vectors (passage, then sentences) as one byte string. By default the passage and
+        each sentence are encoded apart, all in one model call; with the embedder's sentences
+        "in-passage", one encoder run per passage, its sentence vectors pooled from it, and the few
+        sentences not found there encoded apart."""
         embedder = await self.embedder()
+        if embedder.sentences == "apart":
+            vectors = await self.embed([x for t in texts for x in (t.passage, *t.sentences)])
+            self.chunks_embedded += len(texts)
+            out, at = [], 0
+            for t in texts:
+                out.append(b"".join(to_bytes(vectors[at:at + 1 + len(t.sentences)])))
+                at += 1 + len(t.sentences)
+            return out
         passages, sentences = await asyncio.to_thread(
             embedder.embed_spans, [t.passage for t in texts], [[r or [] for r in t.spans] for t in texts], EMBED_BATCH)
         alone = [(i, j) for i, t in enumerate(texts) for j, r in enumerate(t.spans)

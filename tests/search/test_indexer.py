@@ -81,9 +81,9 @@ async def test_indexed_chunks_carry_their_embedding_and_replays_change_nothing(s
     assert stored.shape == (DIMENSIONS,)
     np.testing.assert_allclose(stored, embedder.embed([f"Help\n{text}"])[0], atol=1e-5)
     sentences = await pg.fetchval("SELECT sentence_embeddings FROM knowledge_chunks WHERE id = $1", row["id"])
-    # the sentence's vector is pooled from the passage's own encoding, over the sentence's word pieces
-    _, (pooled,) = embedder.embed_spans([f"Help\n{text}"], [[[(len("Help\n"), len(f"Help\n{text}"))]]])
-    np.testing.assert_allclose(np.frombuffer(sentences, dtype="<f4").reshape(-1, DIMENSIONS), pooled, atol=1e-5)
+    # the sentence encoded on its own, prefixed with where it stands (PARLEY_EMBEDDING_SENTENCES=apart)
+    np.testing.assert_allclose(np.frombuffer(sentences, dtype="<f4").reshape(-1, DIMENSIONS),
+                               embedder.embed([f"Help: {text}"]), atol=1e-5)
     version = await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id)
     await hand_over(settings, page(key.id, doc, text))             # a replayed message
     again = await pg.fetch("SELECT id FROM knowledge_chunks WHERE product_key_id = $1", key.id)

@@ -1,5 +1,6 @@
-"""What the indexing path stores as a chunk's vectors: its passage encoded once, its sentences pooled from
-that encoding, and a sentence past the passage's truncation encoded on its own (no stack needed)."""
+"""What the indexing path stores as a chunk's vectors: by default its passage and each sentence encoded apart;
+with PARLEY_EMBEDDING_SENTENCES=in-passage its passage encoded once, its sentences pooled from that
+encoding, and a sentence past the passage's truncation encoded on its own (no stack needed)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,20 @@ from services.common.knowledge_store import NewChunk, split_vectors
 from services.search.indexing import ChunkText, Indexing
 
 
-async def test_a_chunk_is_encoded_once_and_its_sentences_pooled_from_it():
+async def test_by_default_a_chunk_and_its_sentences_are_encoded_apart():
+    embedder = Embedder.load()
+    assert embedder.sentences == "apart"
+    texts = [ChunkText.of(NewChunk("Charging\nPlug the charger into the port under the seat. A full charge takes four hours."),
+                          "page", "Help")]
+    stored = await Indexing(pool=None, load_embedder=lambda: embedder)._embed_chunks(texts)
+    passage, sentences = split_vectors(stored[0])
+    np.testing.assert_allclose(np.frombuffer(passage, dtype="<f4"), embedder.embed([texts[0].passage])[0], atol=2e-5)
+    np.testing.assert_allclose(np.frombuffer(sentences, dtype="<f4").reshape(-1, DIMENSIONS),
+                               embedder.embed(texts[0].sentences), atol=2e-5)
+    assert len(texts[0].sentences) == 2
+
+
+async def test_in_passage_a_chunk_is_encoded_once_and_its_sentences_pooled_from_it():
     embedder = Embedder.load()
     long_tail = " ".join(f"Filler sentence number {i} says nothing at all about the bike, its battery or its charger." for i in range(40))
     chunks = [NewChunk("Charging\nPlug the charger into the port under the seat. A full charge takes four hours."),
@@ -26,6 +40,7 @@ async def test_a_chunk_is_encoded_once_and_its_sentences_pooled_from_it():
 
     counting = Counting.__new__(Counting)
     counting.__dict__.update(embedder.__dict__)
+    counting.sentences = "in-passage"
     stored = await Indexing(pool=None, load_embedder=lambda: counting)._embed_chunks(texts)
     vectors = [np.frombuffer(p + s, dtype="<f4").reshape(-1, DIMENSIONS) for p, s in map(split_vectors, stored)]
     assert [len(v) - 1 for v in vectors] == [2, 24, 0]      # sentences per chunk (the FAQ entry has none)
