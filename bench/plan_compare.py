@@ -24,7 +24,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from bench.harness import bench_env, cpu_seconds, free_port, save_results
 from bench.load import quantile
+from bench.stream_compare import export
 from services.common import db
 from services.common.grpc_server import channel, check_serving
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
@@ -51,19 +51,6 @@ class Variant:
     process: subprocess.Popen | None = None
     latencies: dict[str, list[float]] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
-
-
-def export(ref: str, into: Path) -> Path:
-    """The tree of a git ref as files (no checkout: the working tree is not touched)."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", ref], check=True,
-                             capture_output=True).stdout
-    into.mkdir(parents=True)
-    with tempfile.TemporaryFile() as f:
-        f.write(archive)
-        f.seek(0)
-        with tarfile.open(fileobj=f) as tar:
-            tar.extractall(into, filter="data")
-    return into
 
 
 def start(variant: Variant, base_env: dict[str, str], log_dir: Path) -> None:
@@ -172,7 +159,8 @@ async def run(args: argparse.Namespace) -> dict:
     finally:
         await pool.close()
     work = Path(tempfile.mkdtemp(prefix="parley-plan-compare-"))
-    variants = [Variant("before", export(args.before, work / "before")), Variant("after", REPO),
+    before = export(args.before)
+    variants = [Variant("before", before), Variant("after", REPO),
                 *(parse_variant(v) for v in args.variant)]
     base_env = {**bench_env(), "PARLEY_LOG_LEVEL": "WARNING"}
     try:
@@ -194,6 +182,7 @@ async def run(args: argparse.Namespace) -> dict:
                 except subprocess.TimeoutExpired:
                     v.process.kill()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(before, ignore_errors=True)
     result["before"] = args.before
     return result
 

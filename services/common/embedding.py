@@ -363,12 +363,7 @@ class Embedder:
 
     def _embed_pieces(self, pieces: list[list[int]], session) -> np.ndarray:
         """Vectors of tokenised texts: padded to the longest (pad id 0, masked), encoded, mean-pooled."""
-        length = max(len(p) for p in pieces)
-        ids = np.zeros((len(pieces), length), dtype=np.int64)
-        mask = np.zeros((len(pieces), length), dtype=np.int32)
-        for row, p in enumerate(pieces):
-            ids[row, :len(p)] = p
-            mask[row, :len(p)] = 1
+        ids, mask = _padded(pieces)
         hidden = self._encode(ids, mask, session)
         weights = mask.astype(np.float32)
         summed = np.einsum("bt,btd->bd", weights, hidden)
@@ -379,13 +374,7 @@ class Embedder:
     def _pool_pieces(self, pieces: list[list[int]], pooling: list[np.ndarray], session) -> list[np.ndarray]:
         """Per text, its pooling weights (rows over its word pieces) applied to its encoder outputs,
         each row normalised; a row of zero weights gives NaN."""
-        length = max(len(p) for p in pieces)
-        ids = np.zeros((len(pieces), length), dtype=np.int64)
-        mask = np.zeros((len(pieces), length), dtype=np.int32)
-        for row, p in enumerate(pieces):
-            ids[row, :len(p)] = p
-            mask[row, :len(p)] = 1
-        hidden = self._encode(ids, mask, session)
+        hidden = self._encode(*_padded(pieces), session)
         out = []
         for row, weights in enumerate(pooling):
             counts = weights.sum(axis=1, keepdims=True)
@@ -423,6 +412,17 @@ def _pooling(offsets: list[tuple[int, int]], special: list[int], groups: Sequenc
             inside |= (starts >= a) & (ends <= b)
         weights[row] = inside & ordinary
     return weights
+
+
+def _padded(pieces: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids padded to the longest (pad id 0) and their attention mask."""
+    length = max(len(p) for p in pieces)
+    ids = np.zeros((len(pieces), length), dtype=np.int64)
+    mask = np.zeros((len(pieces), length), dtype=np.int32)
+    for row, p in enumerate(pieces):
+        ids[row, :len(p)] = p
+        mask[row, :len(p)] = 1
+    return ids, mask
 
 
 def _quantized(graph: bytes) -> bytes:
