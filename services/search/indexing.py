@@ -9,6 +9,7 @@ idempotent: replaying it gives the same chunks."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -62,12 +63,19 @@ class ChunkText:
     their vectors are pooled from the passage's encoding, and only a sentence not found in the passage
     or past its truncation is encoded apart)."""
     passage: str
-    spans: list[list[tuple[int, int]] | None]
     sentences: list[str]
+    chunk: NewChunk
+    kind: str
+    title: str
 
     @classmethod
     def of(cls, chunk: NewChunk, kind: str, title: str) -> ChunkText:
-        return cls(chunk.embedding_text(title), chunk.sentence_spans(kind, title), chunk.sentence_texts(kind, title))
+        return cls(chunk.embedding_text(title), chunk.sentence_texts(kind, title), chunk, kind, title)
+
+    @functools.cached_property
+    def spans(self) -> list[list[tuple[int, int]] | None]:
+        """Found only when asked for: the default path never reads them."""
+        return self.chunk.sentence_spans(self.kind, self.title)
 
 
 class Indexing:
