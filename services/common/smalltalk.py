@@ -135,7 +135,7 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"(ugh|smh|argh|meh|ffs|wtf|omg|seriously)", r"(you|this|it|that) (sucks?|stinks?)",
         r"(that|this) (didn'?t|did not|doesn'?t|does not) help( at all)?", r"(useless|pointless|hopeless)",
         r"(you'?re|you are|ur|u r|you|u|this is|it'?s|this|it) (not|n'?t) (helping|helpful|working)( (at all|me))?",
-        r"(servizio|servicio|service|servico|dienst|support) (pessimo|terrible|horrible|horrible|nul|malo|schlecht|miserable)",
+        r"(servizio|servicio|service|servico|dienst|support) (pessimo|terrible|horrible|nul|malo|schlecht|miserable)",
         r"(muy |tres )?(mal|mauvais) (servicio|service)",
     ),
 }
@@ -144,7 +144,7 @@ _FILLER = (r"(there|all|everyone|everybody|team|guys|folks|friend|friends|mate|b
            r"really|then|and|too|you|u|for|the|help|a|lot|bot|support|sir|madam|oh|well|just|again|once|more|"
            r"one|it|that|indeed|man|pal|bro|people|y'?all|to you|for that|right|partner|chatbot|assistant|now|"
            r"anyway|everything|today|exactly|actually|zusammen|a todos|tout le monde|a tutti|pls|plz|please|though|lol|tbh|"
-           r"honestly|ngl|here|svp|stp|bitte|por favor|per favore|por favor)")
+           r"honestly|ngl|here|svp|stp|bitte|por favor|per favore)")
 # Which kind answers when a message mixes kinds: "hi, are you a bot?" is about the bot.
 _PRIORITY = (BOT, WELLBEING, COMPLAINT, THANKS, PRAISE, GOODBYE, GREETING, ACK)
 
