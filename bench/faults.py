@@ -28,7 +28,7 @@ import asyncpg
 from bench.harness import QUESTIONS, bench_env, console, free_port
 from deploy.local import stack
 from deploy.local.config import progress_console
-from deploy.local.postgres import pg_layout, stop_postgres
+from deploy.local.postgres import kill_postgres, pg_layout, stop_postgres
 from services.cli import DEMO_DIR, add_knowledge_path
 from services.common import db
 from services.common.grpc_server import channel
@@ -47,7 +47,8 @@ class Fault:
 MIN_WINDOW = 5.0
 UP_TIMEOUT = 300.0  # a broker restarting on a loaded machine took up to 61 s; give it room
 
-FULL = [Fault("redis", 15), Fault("kafka", 60), Fault("postgres"), Fault("worker"), Fault("response")]
+FULL = [Fault("redis", 15), Fault("kafka", 60), Fault("postgres"), Fault("postgres-killed", 5), Fault("worker"),
+        Fault("response")]
 
 
 @dataclass
@@ -147,6 +148,11 @@ async def inject(fault: Fault, dep: Deployment) -> None:
         await asyncio.to_thread(stack.up, False, UP_TIMEOUT)
     elif fault.name == "postgres":
         await asyncio.to_thread(_restart_postgres)
+    elif fault.name == "postgres-killed":      # every PostgreSQL process SIGKILLed: nothing flushed
+        if kill_postgres(pg_layout(stack.StackConfig.from_env())) is None:
+            raise RuntimeError("postgres of this checkout's stack is not running")
+        await asyncio.sleep(fault.outage_seconds)
+        await asyncio.to_thread(stack.up, False, UP_TIMEOUT)
     elif fault.name == "worker":
         dep.main.kill("worker")
         await asyncio.sleep(fault.outage_seconds)

@@ -9,11 +9,12 @@ import time
 import uuid
 
 import httpx
+import pytest
 from aiokafka import AIOKafkaConsumer
 
 from deploy.local import stack as local_stack
 from deploy.local.config import progress_console
-from deploy.local.postgres import pg_layout, stop_postgres
+from deploy.local.postgres import kill_postgres, pg_layout, stop_postgres
 from tests.analytics.test_stream import _is, count_turns, now_turn, producer, wait_for
 
 
@@ -65,15 +66,22 @@ async def test_a_turn_postgres_refuses_is_dead_lettered_and_the_others_are_store
     assert await wait_for(lambda: _is(count_turns(pg, key_id), (49, 49))), await count_turns(pg, key_id)
 
 
-def _restart_postgres(down_seconds: float) -> None:
+def _restart_postgres(how: str, down_seconds: float) -> None:
+    """Stopped in order ("fast" shutdown), or every PostgreSQL process SIGKILLed (nothing flushed,
+    no shutdown checkpoint); started again after `down_seconds`."""
     cfg = local_stack.StackConfig.from_env()
-    stop_postgres(cfg, pg_layout(cfg), progress_console(False))
+    if how == "killed":
+        assert kill_postgres(pg_layout(cfg)) is not None, "PostgreSQL of this stack is not running"
+    else:
+        stop_postgres(cfg, pg_layout(cfg), progress_console(False))
     time.sleep(down_seconds)
     local_stack.up(progress=False)
 
 
-async def test_postgres_restarted_mid_stream_loses_and_doubles_nothing(services, settings, pg, test_env):
-    key_id = f"pgrestart-{uuid.uuid4().hex[:8]}"
+@pytest.mark.timeout(300)  # a shortfall shows as the counts below, not as a timeout
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+async def test_postgres_restarted_mid_stream_loses_and_doubles_nothing(services, settings, pg, test_env, how):
+    key_id = f"pg{how}-{uuid.uuid4().hex[:8]}"
     n = 1500
     worker_pid = services.pid("worker")
     health_url = f"http://127.0.0.1:{test_env['PARLEY_WORKER_METRICS_PORT']}/healthz"
@@ -91,7 +99,7 @@ async def test_postgres_restarted_mid_stream_loses_and_doubles_nothing(services,
     sending = asyncio.ensure_future(steady())
     try:
         assert await wait_for(lambda: _above(count_turns(pg, key_id), 100), timeout=60, interval=0.05)
-        restart = asyncio.ensure_future(asyncio.to_thread(_restart_postgres, 6.0))
+        restart = asyncio.ensure_future(asyncio.to_thread(_restart_postgres, how, 6.0))
         await asyncio.sleep(2.0)
         async with httpx.AsyncClient() as client:
             health = (await client.get(health_url, timeout=5)).json()
