@@ -2,8 +2,8 @@
 
 A message is small talk when every word of it belongs to a small-talk phrase or to a filler word
 ("there", "so much", "team"), after normalising case, punctuation, accents and stretched letters
-("Heyyy!!", "THANKS", "thaaanks"), in English and the commonest forms of Spanish, French, German, Italian
-and Portuguese ("merci beaucoup", "danke schön"). A single word outside them ("hi, how do I reset my password?")
+("Heyyy!!", "THANKS", "thaaanks"), in English and the commonest forms of Spanish, French, German, Italian,
+Portuguese and Dutch ("merci beaucoup", "danke schön", "dank je wel"). A single word outside them ("hi, how do I reset my password?")
 makes it a question. Emoji and emoticons alone ("👍", ":)") are small talk too. The search service
 decides with it (no retrieval for small talk) and the response service picks its reply with it.
 """
@@ -30,6 +30,10 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"(any ?one|any ?body)( (there|here|home|around|online|awake))?",
         r"(buenos dias|buenas tardes|buenas noches|buenas|bonsoir|coucou|guten (morgen|tag|abend)|moin|servus|"
         r"buongiorno|buonasera|ola|bom dia|boa tarde|boa noite)",
+        r"(hoi|goedemorgen|goedemiddag|goedenavond|goeiedag|dag allemaal)",
+        r"(i )?hope (you'?re|you are|ur|u r|you( are|'?re)? all|all is|everything is|your day is|you'?re having|you are having)"
+        r"( (having|doing|going))?( a)? (well|good|great|ok|okay|fine|nice|lovely|wonderful)( (day|one|morning|afternoon|"
+        r"evening|week|weekend))?( so far)?",
     ),
     THANKS: (
         r"(thanks|thank you|thank u|thankyou|thanx|thnx|thx|tx|ty|tysm|tyvm|cheers|merci|gracias|danke|ta)",
@@ -41,11 +45,15 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"thanks? (a lot|a bunch|a million|so much|very much|for (the|your) (help|answer|reply|info|information))",
         r"that('?s| is| was) (very |really |super )?(helpful|useful|great|perfect)",
         r"(that|this|it|you) (really )?(helped|helps|worked|works|did it|did the trick|solved it|fixed it)",
+        r"(that|this|it|you) (totally |really |finally )?(sorted|fixed|solved|answered) (it|that|this|my problem|the problem|"
+        r"my issue|the issue)( out)?",
+        r"(dank (je|u)( wel)?|dankjewel|dankuwel|bedankt|heel erg bedankt)", r"danke( dir| ihnen| vielmals| schon| sehr)",
+        r"obrigad(a|o|ao|inho|inha)",
         r"thank (you|u) (very much|so much|kindly|anyway|again)",
         r"thanks? (heaps|loads|tons|anyway|again|in advance|a ton)",
         r"((many |big |huge )?thanks?|thank (you|u)|thx|thnx|thnks|ty)( (so|very) much)? for (the|your|ur|all the|all your|"
         r"all of your|this|that)( (quick|fast|prompt|great|kind|detailed|clear|speedy))? (help|answer|answers|reply|info|"
-        r"information|time|assistance|support|response|patience|explanation)",
+        r"information|time|assistance|support|response|patience|explanation)( with (me|this|that|it))?",
         r"(much|greatly|very) obliged", r"you (rock|rule)",
         r"(you'?re|you are|ur|u r) (the best|a star|a lifesaver|a life saver|awesome|amazing|great|brilliant|a legend)",
         r"(that|this|it) (answers|answered) (my|the) question", r"(you'?re|you are|your) welcome", r"my pleasure",
@@ -59,6 +67,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"catch (you|ya|u) later", r"bye for now", r"all the best", r"take it easy",
         r"(no,? |nope,? )?(that'?s|that is) (all|it|everything)( for (now|today))?( i (needed|wanted))?",
         r"nothing else", r"(no|nope),? (thanks|thank you|thank u|that'?s it)",
+        r"(i'?ll|i will|let'?s|we can|i'?m going to|gonna) (leave|stop|end) (it|this|things) (there|here|at that)( for now| for today)?",
+        r"(tot ziens|doei|tot (straks|later|morgen)|fijne dag( nog)?)",
         r"(i'?m|im|i am|we'?re|we are) (done|finished|all set|good|sorted)( here| now| for now| for today)?",
         r"(forget|never ?mind) (it|about it)", r"don'?t worry( about it)?",
         r"(au revoir|a bientot|salut|adios|hasta (luego|pronto|manana)|chao|tschus|tschau|auf wiedersehen|bis (bald|dann|spater)|"
@@ -69,14 +79,23 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"chatbot|computer|real person|program|virtual assistant|assistant|chatgpt|gpt|llm)",
         r"(you'?re|you are|ur|u r) (a |an )?(bot|robot|ai|machine|chatbot|computer|program)",
         r"(bot|robot|human|ai|real person)",
-        r"is (there|this) (a |an )?(real |actual |live )?(person|human being|human)( there| here)?",
+        r"is (there|this) (a |an )?(real |actual |live )?(person|human being|human)( there| here| on the other (end|side)|"
+        r" behind (this|the screen|it))?",
+        r"(are|r) (you|u) (even |actually |really |a )?real",
+        r"is this (an )?(automated|automatic|a bot|a robot|ai)( (chat|reply|replies|response|responses|message|"
+        r"messages))?( or (a )?(live|real|human)( chat| person| agent| human)?)?",
+        r"(is|are) (this|these|the (reply|replies|answer|answers)) (automated|automatic)( (chat|reply|replies|response|"
+        r"responses|message|messages))?( or (a )?(live|real|human)( chat| person| agent| human)?)?",
+        r"(c'?est|es tu|t'?es|tu es|etes vous|vous etes) (un |une )?(bot|robot|humain|ia|vraie personne|personne reelle)"
+        r"( ou (un |une )?(bot|robot|humain|ia|vraie personne|personne|personne reelle))?",
+        r"(ben (je|jij)|bent u) (een )?(bot|robot|mens|echt persoon)",
         r"(is|am) (this|i) (talking|speaking|chatting) (to|with) (a |an )?(real )?(bot|robot|human|person|ai|machine)",
         r"is this (a |an )?(real )?(bot|robot|human|person|ai|chatbot|automated)",
         r"(who|what) (are|r) (you|u)", r"what'?s your name", r"(are|r) (you|u) real",
         r"(who|what) (am i|are we) (talking|speaking|chatting) (to|with)",
         r"what (can|do) (you|u) (do|know|answer)", r"how (can|do|could) (you|u) help( me| us)?",
         r"(can|could) (you|u) help( me| us)?", r"help( me| us)?( please| pls| plz)?", r"i need (some )?help",
-        r"or (a |an )?(real )?(bot|robot|human|person|ai|machine)",
+        r"or (a |an )?(real |live |actual )?(bot|robot|human|person|ai|machine|agent|live chat|chat|automated)",
         r"(who|what) (is|are|r) (this|you|u)( exactly| actually| then)?",
         r"(eres|es|sos) (un |una )?(bot|robot|humano|persona|maquina)", r"(es tu|t'?es|tu es|etes vous) (un )?(bot|robot|humain)",
         r"bist du (ein )?(bot|roboter|mensch)", r"sei (un )?(bot|robot|umano)", r"(voce )?e (um )?(bot|robo|humano)",
@@ -87,13 +106,18 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"(a |one |just a |just one )?(quick|small|short|simple|little) (question|q|query)",
         r"(necesito|necesitamos) ayuda", r"j'?ai besoin d'?aide", r"ich brauche hilfe", r"preciso de ajuda",
         r"ho bisogno di aiuto",
-        r"i need (some |a little |your )?(help|assistance|support)", r"(what|how) (can|could) (you|u) help( me| us)? with",
+        r"(i )?need (some |a little |your |a bit of )?(help|assistance|support)", r"(what|how) (can|could) (you|u) help( me| us)? with",
+        r"(i was|i'?m|im|i am|was) (just )?wondering if (you|u|some ?one|any ?one) (could|can|would|might) (help|assist)( me| us)?"
+        r"( with (something|sth|a thing|a question|smth))?( out)?",
+        r"(is )?(any ?one|any ?body|some ?one|some ?body) (able|available|free|around|here) to (help|assist|talk)( me| us)?( out)?",
+        r"(ik heb (een vraag|een paar vragen|hulp nodig|een probleem)|(kun|kan) (je|jij|u) (me )?helpen|hulp)",
         r"(ayuda|aide|hilfe|aiuto|ajuda)( (por favor|s'?il vous plait|bitte|per favore))?",
     ),
     WELLBEING: (
         r"how (are|r) (you|u)( doing)?( today)?", r"how'?s it going", r"how (is|are) (it|things) going",
         r"how do you do", r"(are|r) (you|u) (ok|okay|well|good)", r"how'?s (your|ur) day( going)?",
-        r"how are things( going)?", r"how (you|u|ya) (doing|doin|going)", r"how (r|are) (ya|you|u) (doing|doin)",
+        r"how (are|r|is) (things|it|everything|life|the day)( going)?( on (your|ur) (end|side)| with (you|u))?",
+        r"(hoe gaat het( met (je|jou|u))?|alles goed)", r"how (you|u|ya) (doing|doin|going)", r"how (r|are) (ya|you|u) (doing|doin)",
         r"(ca va|comment ca va|como (estas|esta|vai)|que tal|wie geht'?s( (es|dir|ihnen))?|come (stai|va))",
         r"(tudo bem|tudo bom|todo bien|come va|wie gehts)", r"(wyd|wbu|hbu|what are (you|u) (doing|up to))",
         r"(are |r )?(you|u) (doing )?(ok|okay|alright|all right|well|good)",
@@ -114,24 +138,39 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"absolutely|for sure|cool beans|no biggie)",
         r"((hold|hang) on|wait|one|just a|give me a|gimme a)( a| one)? (sec|second|moment|minute|min|mo)", r"(brb|be right back)",
         r"(test|testing)( testing)?( 1 2 3| 123)?",
+        r"(wait|hold on|hang on|one sec|one moment|un (momento|attimo|moment|instant|segundo|secondo)|einen moment|"
+        r"moment( bitte)?|momentje|even wachten)",
+        r"(i'?m |im |i am )?(just )?(browsing|looking around|having a look( around)?|checking (this|it|things) out|curious)",
+        r"(i )?(sent|hit enter|pressed enter|sent (that|it|this)|pressed send)( too (early|soon|fast)| by (mistake|accident))",
+        r"(oke|prima|helder|duidelijk|klopt|top|goed zo|is goed|komt goed)",
     ),
     PRAISE: (
         r"(great|good|nice|awesome|excellent|amazing|fantastic|brilliant) (job|work|answer|one|stuff|bot)", r"well done",
-        r"(you'?re|you are|ur|u r|that was|that'?s|that is|this is|so)( so| really| pretty| very| super)? "
+        r"(you'?re|you are|ur|u r|that was|that'?s|that is|this is|so|(you|u) guys (are|r)|you all are|y'?all are|"
+        r"(this|the) (bot|chat|app|service|assistant|chatbot) (is|was))( so| really| pretty| very| super| actually| truly| incredibly|"
+        r" extremely| quite)*? "
         r"(smart|clever|helpful|fast|quick|useful|impressive|good|great|awesome|amazing|the best)",
         r"(just|exactly|precisely) what i (needed|wanted|was looking for)", r"i love (it|this|you)", r"love (it|this)",
         r"(great|good|excellent|amazing|awesome|fast|quick|brilliant|fantastic|super) (service|support|help|response|reply)",
-        r"(best|greatest) (customer )?(service|support|bot|chatbot|assistant|app|help)( ever)?",
+        r"(best|greatest) (customer )?(service|support|bot|chatbot|assistant|app|help)( experience)?( ever| (i'?ve|i have) "
+        r"(ever )?(had|seen|used))?",
+        r"(service |support |dienst )?(au top|top|genial|parfait|excelente|excellent|ottimo|otimo|perfecto|perfetto|perfeito|"
+        r"geweldig|super hulp)",
         r"(i )?love (this app|the app|this bot|you guys|u guys|it|this|you)", r"(you|u) guys (rock|rule)",
         r"(echt|sehr|wirklich) hilfreich", r"(muy|super) util", r"(tres|vraiment|super) utile", r"(molto|davvero) utile",
         r"(muito|super) util",
     ),
     COMPLAINT: (
-        r"(you'?re|you are|ur|u r|this bot is|this is|that'?s|that is|that was|it'?s|this)( so| really| pretty| very| totally|"
-        r" completely| absolutely| just)? (useless|dumb|stupid|bad|terrible|awful|horrible|rubbish|garbage|trash|annoying|"
-        r"frustrating|pointless|unhelpful|not helpful|no help|a joke|a waste of time|ridiculous|hopeless)",
+        r"(you'?re|you are|ur|u r|this|this is|that'?s|that is|that was|it'?s|(this|the) (bot|chat|assistant|chatbot) (is|was)|"
+        r"(you|u) guys (are|r))( so| really| pretty| very| totally| completely| absolutely| just)*? "
+        r"(useless|dumb|stupid|bad|terrible|awful|horrible|rubbish|garbage|trash|annoying|frustrating|pointless|unhelpful|"
+        r"not helpful|no help|a joke|a waste of time|ridiculous|hopeless|slow|confusing|broken|a mess|a nightmare)",
+        r"(you'?re|you are|ur|u r|this is|that'?s|it'?s|you|u) (not|n'?t) (very |really |that |so |too )?(helpful|useful|smart|"
+        r"clever|good|bright)( at all)?",
+        r"(this is |we'?re |i'?m |it'?s |you'?re )?going (round |around )?in circles",
+        r"(so |really |very |super )?(frustrating|annoying|confusing)",
         r"(not|wasn'?t|isn'?t|was not|is not) (very |really |that |so )?(helpful|useful)( at all)?",
-        r"(worst|terrible|awful|horrible|useless|bad) (support|service|bot|chatbot|help|experience|assistant)( ever)?",
+        r"(worst|terrible|awful|horrible|useless|bad) (customer )?(support|service|bot|chatbot|help|experience|assistant)( ever)?",
         r"(ugh|smh|argh|meh|ffs|wtf|omg|seriously)", r"(you|this|it|that) (sucks?|stinks?)",
         r"(that|this) (didn'?t|did not|doesn'?t|does not) help( at all)?", r"(useless|pointless|hopeless)",
         r"(you'?re|you are|ur|u r|you|u|this is|it'?s|this|it) (not|n'?t) (helping|helpful|working)( (at all|me))?",
@@ -144,7 +183,7 @@ _FILLER = (r"(there|all|everyone|everybody|team|guys|folks|friend|friends|mate|b
            r"really|then|and|too|you|u|for|the|help|a|lot|bot|support|sir|madam|oh|well|just|again|once|more|"
            r"one|it|that|indeed|man|pal|bro|people|y'?all|to you|for that|right|partner|chatbot|assistant|now|"
            r"anyway|everything|today|exactly|actually|zusammen|a todos|tout le monde|a tutti|pls|plz|please|though|lol|tbh|"
-           r"honestly|ngl|here|svp|stp|bitte|por favor|per favore)")
+           r"honestly|ngl|here|svp|stp|bitte|por favor|per favore|huh|eh|even|wel|alsjeblieft|aub)")
 # Which kind answers when a message mixes kinds: "hi, are you a bot?" is about the bot.
 _PRIORITY = (BOT, WELLBEING, COMPLAINT, THANKS, PRAISE, GOODBYE, GREETING, ACK)
 

@@ -79,18 +79,22 @@ def test_the_reply_fits_the_small_talk(message, words):
     assert words in answer.text and not answer.cited
 
 
-@pytest.mark.parametrize("name", ["dev", "dev2"])
+# Left alone: keyboard mashing and one-off stories have no phrase that would not also catch questions.
+KNOWN_MISSES = {"dev3": ["asdfgh", "my cat just walked on the keyboard sorry"]}
+
+
+@pytest.mark.parametrize("name", ["dev", "dev2", "dev3"])
 def test_the_dev_sets_of_chat_messages_written_apart(name):
-    """bench/eval/smalltalk/{dev,dev2}.json (written apart from the recogniser; their misses shaped the
-    phrases): every small-talk message recognised, no real question taken for small talk. The held-out
-    set is reported by `make bench ARGS="--only smalltalk-eval"`."""
+    """bench/eval/smalltalk/{dev,dev2,dev3}.json (written apart from the recogniser; their misses shaped
+    the phrases): every small-talk message recognised but the known misses, no real question taken for
+    small talk. The held-out set is reported by `make bench ARGS="--only smalltalk-eval"`."""
     import json
     from pathlib import Path
 
     data = json.loads((Path(__file__).parents[2] / f"bench/eval/smalltalk/{name}.json").read_text())
     missed = [s["message"] for s in data["smalltalk"] if smalltalk.classify(s["message"]) is None]
     taken = [q["message"] for q in data["questions"] if smalltalk.classify(q["message"]) is not None]
-    assert (missed, taken) == ([], [])
+    assert (missed, taken) == (KNOWN_MISSES.get(name, []), [])
 
 
 @pytest.mark.parametrize("message, kind", [
@@ -118,3 +122,32 @@ def test_the_new_phrases_leave_questions_alone(message):
 def test_praise_complaints_and_other_languages(message, kind):
     found = smalltalk.classify(message)
     assert found is not None and found.kind == kind
+
+
+@pytest.mark.parametrize("message, kind", [
+    ("Hi, hope you're having a great week", "greeting"), ("thanks for your patience with me", "thanks"),
+    ("that sorted it, ta", "thanks"), ("I'll leave it there, bye", "goodbye"),
+    ("is there an actual person on the other end?", "bot"), ("are u even real lol", "bot"),
+    ("is this automated or a live chat", "bot"), ("how are things on your end", "wellbeing"),
+    ("hang on", "ack"), ("just browsing", "ack"), ("oops sent that too early", "ack"),
+    ("you guys are awesome", "praise"), ("honestly the best support i've ever had", "praise"),
+    ("this bot is so slow", "complaint"), ("ur not very smart huh", "complaint"), ("worst customer service ever", "complaint"),
+    ("need some assistance please", "bot"), ("I was wondering if you could help me with something", "bot"),
+    ("anyone able to help me out??", "bot"),
+    ("hoi", "greeting"), ("dank je wel", "thanks"), ("tot ziens!", "goodbye"), ("ik heb een vraag", "bot"),
+    ("obrigadão", "thanks"), ("danke dir", "thanks"), ("c'est un robot ou une vraie personne ?", "bot"),
+    ("un attimo...", "ack"), ("service au top 👌", "praise"),
+])
+def test_the_third_rounds_phrases(message, kind):
+    found = smalltalk.classify(message)
+    assert found is not None and found.kind == kind
+
+
+@pytest.mark.parametrize("message", [
+    "hope you can help me reset my password", "is this automated or do I renew it myself?", "is it automated",
+    "are backups automated?", "the app is broken", "the app is so slow when it syncs", "wait, how do I pair it",
+    "just browsing the pricing page, is there a student discount?", "ik heb een vraag over mijn factuur",
+    "anyone able to help me with my refund?", "thanks for your patience, where is my order?",
+])
+def test_the_third_rounds_phrases_leave_questions_alone(message):
+    assert smalltalk.classify(message) is None
