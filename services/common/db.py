@@ -15,7 +15,8 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _MIGRATION_LOCK = 7_215_310_001
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, reset_session: bool = True) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20,
+                      reset_session: bool = True) -> asyncpg.Pool:
     """`reset_session=False`: a connection is not reset on release. asyncpg's reset is a statement
     (advisory locks, cursors, LISTEN and settings undone) that `Pool.fetch` waits for before it returns,
     a second round trip for every statement; a pool whose users set none of that can skip it (an open

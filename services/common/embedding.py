@@ -262,12 +262,13 @@ class Embedder:
             query_graph = _quantized(self._graph)
             if precision == "int8":
                 self._graph = query_graph
-        self._sessions: dict[int, object] = {}      # by intra-op threads: queries and batches apart
+        self._sessions: dict[int, object] = {}      # the batches', by intra-op threads
         self._sessions_lock = threading.Lock()
         self._query_session = _session(query_graph, 1)
         if query_graph is self._graph:
             self._sessions[1] = self._query_session     # the batches' session too: one copy of the weights
-        self._lone_query_session = _session(query_graph, QUERY_THREADS) if QUERY_THREADS > 1 else None
+        self._lone_query_session = (_session(query_graph, QUERY_THREADS) if QUERY_THREADS > 1
+                                    else self._query_session)
         self._queries = 0                   # query embeddings running
         self._queries_lock = threading.Lock()
         tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
@@ -349,7 +350,7 @@ class Embedder:
             self._queries += 1
             alone = self._queries == 1
         try:
-            session = self._lone_query_session if alone and self._lone_query_session is not None else self._query_session
+            session = self._lone_query_session if alone else self._query_session
             return self._embed_pieces(pieces, session)[0]
         finally:
             with self._queries_lock:

@@ -173,3 +173,15 @@ def test_a_query_vector_is_the_same_on_one_thread_or_two(embedder):
         one, two = (embedder._embed_pieces(pieces, sessions[t]) for t in (1, 2))
         assert np.array_equal(one, two), text
         assert np.array_equal(embedder.embed_one(text), one[0]), text     # alone: on the two-thread session
+
+
+def test_queries_embedded_at_once_get_the_vectors_of_one_at_a_time(embedder):
+    # Concurrent queries run on one thread each, a query alone on two: the vectors do not depend on which.
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"how do I reset the password of account number {i}?" for i in range(24)]
+    alone = [embedder.embed_one(t) for t in texts]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(embedder.embed_one, texts))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+    assert embedder._queries == 0
