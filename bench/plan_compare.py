@@ -5,13 +5,15 @@
 Needs the local stack (`python -m deploy.local up`). Starts one search process per variant on its own
 port: "before" runs the code of the git ref (exported with `git archive` into a temporary directory),
 "after" the working tree, and each `--variant` the working tree with extra environment (e.g.
-`--variant idle2:PARLEY_EMBEDDING_IDLE_QUERY_THREADS=2`). This process is the load: at concurrency 1 it
+`--variant q1:PARLEY_EMBEDDING_QUERY_THREADS=1`). This process is the load: at concurrency 1 it
 calls the services in turn, call by call, so that every variant sees the same moments of a shared,
 noisy machine. Every call has a message of its own (the query-embedding cache never answers), over the
 search scenario's synthetic corpus (100 keys of 1000 chunks, and the 50k-chunk key), created once.
 
 Reported per variant: latency p50/p90/p99, and the search process's CPU time per Plan (from /proc: all
-its threads, the onnxruntime ones included), with the machine's idle share during the run.
+its threads, the onnxruntime ones included), with the machine's idle share during the run; then how
+many of 100 replies to the same messages are identical to the "before" service's (strategy, reasons,
+passages and their scores).
 """
 
 from __future__ import annotations
@@ -118,10 +120,12 @@ async def measure(variants: list[Variant], seconds: float, questions: list[str])
             idle[kind] = (idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1])
             for v in variants:
                 v.cpu[kind] = 1000 * (cpu_seconds(v.process.pid) - before[v.name]) / len(v.latencies[kind])
+        same = await same_replies(variants, stubs, questions, salt)
     finally:
         for ch in channels:
             await ch.close()
-    out: dict = {"seconds": seconds, "machine_idle": idle, "load_average": os.getloadavg()[0], "variants": {}}
+    out: dict = {"seconds": seconds, "machine_idle": idle, "load_average": os.getloadavg()[0], "variants": {},
+                 "same_replies": same}
     for v in variants:
         out["variants"][v.name] = {}
         for kind, ms in v.latencies.items():
@@ -130,6 +134,19 @@ async def measure(variants: list[Variant], seconds: float, questions: list[str])
                 "calls": len(ms), "p50_ms": statistics.median(ms), "p90_ms": quantile(ms, 0.9),
                 "p99_ms": quantile(ms, 0.99), "max_ms": ms[-1], "cpu_ms_per_plan": v.cpu[kind]}
     return out
+
+
+async def same_replies(variants: list[Variant], stubs: dict, questions: list[str], salt: str, calls: int = 100) -> dict:
+    """The same messages (new to every variant's query cache) to every variant: how many replies are
+    identical to the first variant's (strategy, reasons, passages with their scores, score table)."""
+    same = dict.fromkeys((v.name for v in variants[1:]), 0)
+    for i in range(calls):
+        key = synthetic.secret(i % KEYS) if i % 4 else synthetic.big_secret()
+        request = search_pb2.PlanRequest(product_key=key, message=f"{questions[-1 - i]} same{salt}")
+        replies = [await stubs[v.name].Plan(request, timeout=10) for v in variants]
+        for v, reply in zip(variants[1:], replies[1:]):
+            same[v.name] += reply == replies[0]
+    return {"calls": calls, "identical_to_" + variants[0].name: same}
 
 
 def report(result: dict) -> None:
@@ -142,6 +159,11 @@ def report(result: dict) -> None:
             r = by_kind[kind]
             print(f"  {name:12} {r['calls']:6} {r['p50_ms']:7.2f} {r['p90_ms']:7.2f} {r['p99_ms']:7.2f} "
                   f"{r['max_ms']:7.1f} {r['cpu_ms_per_plan']:9.2f}")
+    same = result["same_replies"]
+    for baseline, counts in same.items():
+        if baseline.startswith("identical_to_"):
+            print(f"Replies identical to {baseline.removeprefix('identical_to_')}'s, {same['calls']} messages "
+                  "(a quarter to the 50k-chunk key): " + ", ".join(f"{n} {c}" for n, c in counts.items()))
 
 
 def parse_variant(text: str) -> Variant:

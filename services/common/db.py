@@ -15,8 +15,18 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _MIGRATION_LOCK = 7_215_310_001
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20,
+                      reset_session: bool = True) -> asyncpg.Pool:
+    """`reset_session=False`: a connection is not reset on release. asyncpg's reset is a statement
+    (advisory locks, cursors, LISTEN and settings undone) that `Pool.fetch` waits for before it returns,
+    a second round trip for every statement; a pool whose users set none of that can skip it (an open
+    transaction is still rolled back)."""
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30,
+                                     reset=None if reset_session else _keep_session)
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    return None
 
 
 def migrations() -> list[tuple[int, str, str]]:

@@ -8,10 +8,11 @@ similarity. The encoder's six layers are built here as an ONNX graph straight fr
 weights (no torch, no exported model file), written with onnxruntime's fused BERT operators
 (attention, skip + layer norm, bias + exact GELU), and run by onnxruntime; the embedding lookup and
 the pooling are plain numpy. The same encoder in plain ONNX operators (`_encoder_graph`) is kept as
-the reference the fused one is checked against. Queries run on a single-threaded session; a call's
-batches (ingest) run PARLEY_EMBEDDING_THREADS at a time, each on one thread. `embed_spans` also pools,
-from the same run, the output vectors of chosen character ranges of each text: ingest encodes a
-passage once and takes its sentences' vectors from that run (services/search/indexing.py).
+the reference the fused one is checked against. A query runs on two threads when it is the only one
+being embedded, on one otherwise; a call's batches (ingest) run PARLEY_EMBEDDING_THREADS at a time,
+each on one thread. `embed_spans` also pools, from the same run, the output vectors of chosen
+character ranges of each text: ingest encodes a passage once and takes its sentences' vectors from
+that run (services/search/indexing.py).
 
 PARLEY_EMBEDDING_PRECISION=int8 runs the encoder with int8 matrix products (`_quantized`): about half
 the CPU per text, but vectors that moved enough to cost quality on the evaluation's dev split, so
@@ -72,9 +73,12 @@ BATCH_SIZE = 16
 # Threads of one batch embedding call (ingest), each running whole batches on its own: the search and
 # indexer processes share a small machine.
 INTRA_OP_THREADS = int(os.environ.get("PARLEY_EMBEDDING_THREADS", "2"))
-# Threads of one query embedding: a dozen tokens gain nothing from a second thread, and on a busy
-# machine waiting for it to be scheduled costs more than the work it takes over.
-QUERY_THREADS = int(os.environ.get("PARLEY_EMBEDDING_QUERY_THREADS", "1"))
+# Threads of a query embedding when no other query is being embedded (the others run on one thread
+# each, so that concurrent queries do not oversubscribe the cores). Plan at concurrency 1 leaves part
+# of a second core idle while the encoder runs: two threads (which sleep rather than spin between
+# operators) cut Plan's median by 2-5 ms for ~1 ms more CPU; the vector is bit for bit the same
+# (README "Plan at concurrency 1"). 1: every query on one thread (and one session fewer, ~45 MB).
+QUERY_THREADS = int(os.environ.get("PARLEY_EMBEDDING_QUERY_THREADS", "2"))
 
 
 def model_dir() -> Path:
@@ -258,9 +262,15 @@ class Embedder:
             query_graph = _quantized(self._graph)
             if precision == "int8":
                 self._graph = query_graph
-        self._sessions: dict[int, object] = {}      # by intra-op threads: queries and batches apart
+        self._sessions: dict[int, object] = {}      # the batches', by intra-op threads
         self._sessions_lock = threading.Lock()
-        self._query_session = _session(query_graph, QUERY_THREADS)
+        self._query_session = _session(query_graph, 1)
+        if query_graph is self._graph:
+            self._sessions[1] = self._query_session     # the batches' session too: one copy of the weights
+        self._lone_query_session = (_session(query_graph, QUERY_THREADS) if QUERY_THREADS > 1
+                                    else self._query_session)
+        self._queries = 0                   # query embeddings running
+        self._queries_lock = threading.Lock()
         tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         tokenizer.enable_truncation(max_length=MAX_TOKENS)
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # no length: pad to the longest
@@ -333,8 +343,18 @@ class Embedder:
         return out, groups
 
     def embed_one(self, text: str) -> np.ndarray:
-        """One query's vector, on the single-threaded query session."""
-        return self._embed_pieces([self._pieces.encode(text).ids], self._query_session)[0]
+        """One query's vector: on QUERY_THREADS threads when no other query is being embedded, else on
+        one (the same vector either way)."""
+        pieces = [self._pieces.encode(text).ids]
+        with self._queries_lock:
+            self._queries += 1
+            alone = self._queries == 1
+        try:
+            session = self._lone_query_session if alone else self._query_session
+            return self._embed_pieces(pieces, session)[0]
+        finally:
+            with self._queries_lock:
+                self._queries -= 1
 
     def query_key(self, text: str) -> str:
         """A cache key for a query's vector: the text as the tokenizer normalises it (lower case, accents

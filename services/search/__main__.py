@@ -49,7 +49,10 @@ async def main(settings: SearchSettings) -> None:
     async def on_start() -> None:
         nonlocal follower, watcher
         if deps.pool is None:
-            deps.pool = await db.create_pool(settings.postgres_dsn)
+            # Its statements set no session state (no SET, LISTEN, advisory lock or cursor; transactions
+            # are managed): not reset on release, so each of Plan's two statements costs one round trip,
+            # not two (README "Plan at concurrency 1").
+            deps.pool = await db.create_pool(settings.postgres_dsn, reset_session=False)
         if deps.redis is None:
             deps.redis = create_redis(settings.redis_url)
         await deps.redis.ping()

@@ -257,7 +257,9 @@ class QueryEmbeddings:
 
     def _begin(self, key: str, text: str) -> asyncio.Future:
         self.misses += 1
-        pending = self._pending[key] = asyncio.ensure_future(asyncio.to_thread(self._embed, text))
+        # Handed to the worker thread now (not by a task on the loop's next turn), so it runs while
+        # the caller goes on to send its statements.
+        pending = self._pending[key] = asyncio.get_running_loop().run_in_executor(None, self._embed, text)
         pending.add_done_callback(lambda done: self._store(key, done))
         return pending
 

@@ -154,3 +154,34 @@ def test_int8_queries_leave_the_stored_vectors_alone():
     assert not np.allclose(mixed.embed_one(query), fp32.embed_one(query), atol=1e-4)
     with pytest.raises(ValueError, match="PARLEY_EMBEDDING_QUERY_PRECISION"):
         Embedder(model_dir(), "fp32", "fp16")
+
+
+def test_a_query_vector_is_the_same_on_one_thread_or_two(embedder):
+    # PARLEY_EMBEDDING_QUERY_THREADS (two threads for a query embedded alone) only changes how fast it
+    # is: onnxruntime splits each operator's output between the threads, and every output element is
+    # computed as on one thread.
+    from services.common.embedding import _session
+
+    sessions = {threads: _session(embedder._graph, threads) for threads in (1, 2)}
+    words = ("battery shipping refund warranty kilograms charger adapter invoice subscription password "
+             "account Canada café résumé delivery").split()
+    rng = np.random.default_rng(5)
+    texts = ["how heavy is the battery?", "Do you ship to Canada?", "x " * 400,
+             *(" ".join(rng.choice(words, n)) + "?" for n in (1, 3, 7, 12, 20, 33, 60, 120, 250))]
+    for text in texts:
+        pieces = [embedder._pieces.encode(text).ids]
+        one, two = (embedder._embed_pieces(pieces, sessions[t]) for t in (1, 2))
+        assert np.array_equal(one, two), text
+        assert np.array_equal(embedder.embed_one(text), one[0]), text     # alone: on the two-thread session
+
+
+def test_queries_embedded_at_once_get_the_vectors_of_one_at_a_time(embedder):
+    # Concurrent queries run on one thread each, a query alone on two: the vectors do not depend on which.
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"how do I reset the password of account number {i}?" for i in range(24)]
+    alone = [embedder.embed_one(t) for t in texts]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(embedder.embed_one, texts))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+    assert embedder._queries == 0
