@@ -15,7 +15,8 @@ questions carry no passages). Here each dev question about the product (answerab
 replayed with every triple (answer_min_dense, answer_min_support, extractive_min_similarity) of a grid:
 NO_ANSWER when the best passage score is below the first, or its support (strategy.support(): how far
 it stands above the mean of the 10 best, plus 0.2 times the share of the message's terms the knowledge
-contains) below the second, or when no sentence of the passages reaches the third;
+contains, plus PARLEY_COVERED_WEIGHT times the covered share of the passages read, as the run recorded
+it) below the second, or when no sentence of the passages reaches the third;
 otherwise the extractive answer. The pair chosen keeps the answerable questions answered NO_ANSWER
 at or below the goal (--max-lost, 0.05) and, within that, maximises the NO_ANSWER recall of the
 unanswerable ones, then the share of answers that contain the expected fact, then prefers the lower

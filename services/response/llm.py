@@ -18,16 +18,9 @@ import numpy as np
 from services.common import smalltalk
 from services.common.embedding import Embedder
 from services.common.sentences import units as sentence_units
+from services.common.terms import content_terms as terms
 
 logger = logging.getLogger(__name__)
-
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_STOP = frozenset(
-    """a an and are as at be but by can could do does did for from had has have how i if in into is it its
-    me my of on or our please should so than that the their them then there these they this to was we were
-    what when where which who why will with would you your yours about any tell know want need""".split()
-)
-
 
 @dataclass(frozen=True)
 class PassageText:
@@ -232,19 +225,6 @@ class GroqClient:
         finally:
             await manager.__aexit__(None, None, None)
         yield usage
-
-
-def _stem(word: str) -> str:
-    """A light suffix stripper: enough for "bake", "baked" and "baking" to meet."""
-    for suffix in ("ing", "edly", "ed", "ies", "es", "s", "ly"):
-        if len(word) > len(suffix) + 2 and word.endswith(suffix):
-            word = word[: -len(suffix)]
-            break
-    return word[:-1] if len(word) > 3 and word.endswith("e") else word
-
-
-def terms(text: str) -> set[str]:
-    return {_stem(w) for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOP and len(w) > 1}
 
 
 _SMALLTALK_REPLIES = {

@@ -61,6 +61,7 @@ class ResponseSettings(CommonSettings):
     extractive_min_similarity: float = 0.26   # sentence cosine from which the extractive answer quotes it
     #   (0.24, 0.26 and answer_min_support 0.15: bench/eval_tune.py on the dev split of bench/eval_dev.py run
     #   with permissive thresholds, after the sentence vectors; the most unanswerable questions caught
-    #   with answerable→NO_ANSWER at or below 0.05, the widest margins of the same outcome)
+    #   with answerable→NO_ANSWER at or below 0.05, the widest margins of the same outcome; answer_min_support is
+    #   0.21 since the passages' covered share joined the support, the other two kept)
     extractive_passages: int = 5              # passages whose sentences are embedded for an extractive answer
     #   (5, not 3: the fact asked for sat in the 4th or 5th passage for 12% of the dev questions)

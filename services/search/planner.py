@@ -64,7 +64,7 @@ class Planner:
             faq_min_margin=settings.faq_min_margin,
             lexical_weight=settings.lexical_weight,
             answer_min_support=settings.answer_min_support,
-            known_weight=settings.known_weight)
+            known_weight=settings.known_weight, covered_weight=settings.covered_weight)
 
     @property
     def cache(self) -> KeyCache:

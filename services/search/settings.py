@@ -34,5 +34,6 @@ class SearchSettings(CommonSettings):
     # NO_ANSWER by the support of the answer (services/search/strategy.py support()): how far the best
     # passage stands above the 10 best (peak) plus known_weight times the share of the message's terms
     # that the key's knowledge contains. Chosen with answer_min_dense and extractive_min_similarity.
-    answer_min_support: float = 0.15
+    answer_min_support: float = 0.21
     known_weight: float = 0.2     # the middle of the dev plateau (0.15-0.3 caught as many unanswerable questions)
+    covered_weight: float = 0.5   # weight of strategy.covered() (the question's rare terms in the passages read) in support

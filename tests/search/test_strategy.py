@@ -114,3 +114,49 @@ def test_an_faq_entry_that_stands_out_above_every_page_answers_with_its_stored_a
     # A page about as close as the FAQ entry: the pages answer.
     d = decide("Which plan has the most storage?", [at("f", "faq", 0.57, faq=0.2), at("p", "page", 0.55)], t)
     assert d.strategy == "KNOWLEDGE"
+
+
+def _page(cid: str, text: str, dense: float = 0.45, title: str = "Integrations") -> Chunk:
+    return Chunk(cid, "page", title, "", text, f"/{cid}", 0.0, 0.0, dense=dense, known=0.3)
+
+
+INTEGRATIONS = [
+    _page("1", "Connect your account to Slack in a few clicks. Slack messages show every new invoice."),
+    _page("2", "Connect your account to Xero from the settings. Your invoices are copied to Xero every night."),
+    _page("3", "Connect your bank from the settings page. Bank transactions are imported four times a day."),
+]
+
+
+def test_covered_weighs_a_term_by_its_rarity_in_the_passages_read():
+    from services.search.strategy import covered
+
+    # Every term of the question is in the passages: all of its weight is held.
+    assert covered("does it connect to Xero?", INTEGRATIONS) == 1.0
+    # "Zapier" is in none of their sentences, so it weighs the most, and a question naming it keeps
+    # less than half of its weight; of two held terms the rarer one ("Xero", in two sentences) keeps
+    # more than the common one ("connect", in three). By count of terms all three would be 0.5.
+    with_common = covered("does it connect to Zapier?", INTEGRATIONS)
+    with_rare = covered("is Xero on Zapier?", INTEGRATIONS)
+    assert with_common < with_rare < 0.5
+    # Only the first `passages` passages count.
+    assert covered("are bank transactions imported?", INTEGRATIONS, passages=2) < 0.5
+    assert covered("are bank transactions imported?", INTEGRATIONS) == 1.0
+    # A heading's terms are held too; a question in the text is no quotable sentence and holds nothing.
+    assert covered("which integrations?", INTEGRATIONS[:1]) == 1.0
+    assert covered("can it post to Teams?", [_page("4", "Can it post to Teams? Not yet, only Slack.")]) == 0.0
+    assert covered("the", INTEGRATIONS) == 0.0
+
+
+def test_no_answer_when_the_passages_read_never_name_the_question_s_rare_term():
+    # The same passages, alike in cosine: the one naming a thing they never mention is NO_ANSWER.
+    t = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6, answer_min_dense=0.2, answer_min_support=0.21,
+                   covered_weight=0.5)
+    # Ten passages alike (no peak); 30% of the message's terms known to the key.
+    passages = [*INTEGRATIONS, *(_page(str(i), "Invoices are sent by email.", 0.45 - 0.002 * i) for i in range(4, 11))]
+    d = decide("does it connect to Zapier?", passages, t)
+    assert d.strategy == "NO_ANSWER" and d.scores["covered"] < 0.3 and "in the passages read" in d.reasons[0]
+    d = decide("does it connect to Xero?", passages, t)
+    assert d.strategy == "KNOWLEDGE" and d.scores["covered"] == 1.0
+    # With the weight at 0 the passages read do not count, and both are answered.
+    plain = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6, answer_min_dense=0.2, answer_min_support=0.05)
+    assert decide("does it connect to Zapier?", passages, plain).strategy == "KNOWLEDGE"
