@@ -48,7 +48,7 @@ MIN_WINDOW = 5.0
 UP_TIMEOUT = 300.0  # a broker restarting on a loaded machine took up to 61 s; give it room
 
 FULL = [Fault("redis", 15), Fault("kafka", 60), Fault("postgres"), Fault("postgres-killed", 5), Fault("worker"),
-        Fault("response")]
+        Fault("response"), Fault("response-killed")]
 
 
 @dataclass
@@ -157,8 +157,11 @@ async def inject(fault: Fault, dep: Deployment) -> None:
         dep.main.kill("worker")
         await asyncio.sleep(fault.outage_seconds)
         dep.main.start(["worker"])
-    elif fault.name == "response":
-        await asyncio.to_thread(_sigterm_response, dep)
+    elif fault.name in ("response", "response-killed"):
+        if fault.name == "response":
+            await asyncio.to_thread(_sigterm_response, dep)
+        else:                                   # no drain: what it acknowledged waits in its outbox file
+            await asyncio.to_thread(dep.main.kill, "response")
         dep.main.start(["response"])
         await _wait_serving(dep.settings.response_addr, 120)
     else:

@@ -201,3 +201,59 @@ async def test_the_kafka_probe_trusts_a_fresh_acknowledgement_and_asks_again_aft
             await producer.ping()
     finally:
         await producer.stop()
+
+
+# A process that publishes events with no broker to send them to, says how many `publish` calls
+# returned True, and is then SIGKILLed: no stop, no drain, no close of the SQLite file.
+_PUBLISHER = """
+import asyncio, sys
+from pathlib import Path
+from services.common.kafka import EventProducer
+from services.common.outbox import Outbox
+from services.common.pb.parley.v1 import events_pb2
+
+async def main():
+    outbox = Outbox(Path(sys.argv[1]), EventProducer(sys.argv[2]), name="test-killed", round_timeout_seconds=2)
+    outbox.start()
+    n = 0
+    while True:
+        # Five at once, as concurrent turns publish: their rows go in one transaction.
+        turns = [events_pb2.ChatTurn(event_id=f"killed-{n + i}", product_key_id="t-outbox") for i in range(5)]
+        assert all(await asyncio.gather(*[outbox.publish("t", "t-outbox", t) for t in turns]))
+        n += len(turns)
+        print(n, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_every_published_event_survives_a_sigkill_of_the_process(tmp_path: Path):
+    """`publish` returns once the event is in the file: a replica SIGKILLed right after answering
+    (an out-of-memory kill, no drain) still has every event it acknowledged when it starts again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "response-1.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", _PUBLISHER, str(path), UNREACHABLE], stdout=subprocess.PIPE,
+                            cwd=Path(__file__).parents[2], text=True)
+    acknowledged = 0
+    try:
+        for line in proc.stdout:
+            acknowledged = int(line)
+            if acknowledged >= 300:
+                break
+        os.kill(proc.pid, signal.SIGKILL)
+        for line in proc.stdout:     # what it printed before the signal landed
+            acknowledged = int(line)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert acknowledged >= 300, "the publisher did not start"
+    reopened = Outbox(path, EventProducer(UNREACHABLE), name="test-reopened")
+    reopened.open()
+    try:
+        assert reopened.pending >= acknowledged
+    finally:
+        reopened.close()
