@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
 import asyncpg
@@ -15,13 +16,13 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _MIGRATION_LOCK = 7_215_310_001
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20,
-                      reset_session: bool = True) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, reset_session: bool = True,
+                      init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None) -> asyncpg.Pool:
     """`reset_session=False`: a connection is not reset on release. asyncpg's reset is a statement
     (advisory locks, cursors, LISTEN and settings undone) that `Pool.fetch` waits for before it returns,
     a second round trip for every statement; a pool whose users set none of that can skip it (an open
-    transaction is still rolled back)."""
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30,
+    transaction is still rolled back). `init` runs on each new connection."""
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30, init=init,
                                      reset=None if reset_session else _keep_session)
 
 

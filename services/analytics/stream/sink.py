@@ -26,6 +26,7 @@ from services.analytics.stream.rows import (
     storable,
     turn_rows,
 )
+from services.common import db
 from services.common.pb.parley.v1 import events_pb2
 
 logger = logging.getLogger(__name__)
@@ -235,16 +236,11 @@ async def create_pool(dsn: str, max_size: int = 6) -> asyncpg.Pool:
     """The sink's pool: each connection gets the staging table when it opens, and is not reset on
     release (these connections set no session state, so the reset would be a round trip per batch
     for nothing; an open transaction is still rolled back by asyncpg)."""
-    return await asyncpg.create_pool(dsn, min_size=0, max_size=max_size, command_timeout=30,
-                                     init=_create_stage, reset=_keep_session)
+    return await db.create_pool(dsn, min_size=0, max_size=max_size, init=_create_stage, reset_session=False)
 
 
 async def _create_stage(conn: asyncpg.Connection) -> None:
     await conn.execute(STAGE_TURNS)
-
-
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    return None
 
 
 class MetricsSink(Service):
