@@ -24,17 +24,26 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = b"1"
 
 
-# Event ids are random version-4 UUIDs drawn from a generator seeded from os.urandom (reseeded in a
-# forked child): unique like uuid4's, without its system call per id (a sixth of the CPU of building
-# a chat turn's event in a profile of the cached chat path).
+# Event ids are version-7 UUIDs (RFC 9562): the first 48 bits are the Unix time in milliseconds, the
+# other 74 random, drawn from a generator seeded from os.urandom (reseeded in a forked child): unique
+# like uuid4's, without its system call per id (a sixth of the CPU of building a chat turn's event in
+# a profile of the cached chat path). Time first matters to the stream worker: conversations' primary
+# key is the event id, and ids that grow with time are inserted at the right edge of that btree (a
+# few hot pages, PostgreSQL's rightmost-leaf fast path, full pages on split) instead of at a random
+# leaf of a tree larger than the buffers. Measured side by side (`bench.stream_sink`'s write, 120k
+# rows per round, three alternated rounds each): PostgreSQL's CPU per 1k rows 29-34 ms with random
+# ids, 20-22 ms with these; the sink's rate 38-42k against 49-59k rows/s.
 _ids = random.Random()
 os.register_at_fork(after_in_child=_ids.seed)
-_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_SET = (4 << 76) | (0x8000 << 48)
+_VERSION_7 = (7 << 76) | (0b10 << 62)
+_RAND_B = (1 << 62) - 1
 
 
 def new_event_id() -> str:
-    return f"{(_ids.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET:032x}"
+    """A version-7 UUID as 32 hex digits: ids made later sort after ids made earlier (to the
+    millisecond, and across processes as far as their clocks agree)."""
+    rand = _ids.getrandbits(74)
+    return f"{(time.time_ns() // 1_000_000) << 80 | _VERSION_7 | (rand >> 62) << 64 | rand & _RAND_B:032x}"
 
 
 def now_timestamp() -> Timestamp:
