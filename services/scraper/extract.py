@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from selectolax.lexbor import LexborHTMLParser
@@ -10,11 +11,38 @@ from services.common.chunking import chunk_text, content_hash
 from services.scraper.fetching import normalize_url
 
 # Elements that are never content.
-_DROP = "script, style, noscript, template, svg, iframe, form, button, nav, header, footer, aside, " \
-        "[role=navigation], [role=banner], [role=contentinfo], [aria-hidden=true], .cookie-banner, .sidebar"
-_MAIN = ("main", "article", "[role=main]", "#content", ".content")
-_BLOCKS = {"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "dt", "dd", "td", "th", "figcaption"}
-_HEADINGS = {"h1", "h2", "h3", "h4"}
+_DROP = "script, style, noscript, template, svg, iframe, form, button, nav, header, footer, " \
+        "[role=navigation], [role=banner], [role=contentinfo], [role=dialog], [aria-hidden=true], " \
+        ".cookie-banner, .sidebar"
+# The content container of common help-centre and CMS themes, best first (the page's body otherwise).
+_MAIN = ("main", "article", "[role=main]", "#content", ".content", ".article-body", ".article-content",
+         ".entry-content", ".post-content", ".markdown-body", "#main", ".main-content")
+_BLOCKS = {"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "dt", "dd", "td", "th", "figcaption",
+           "summary"}
+_HEADINGS = {"h1", "h2", "h3", "h4", "summary"}
+# Elements that hold blocks; text written straight into one (a theme's <div class="note">Tip: ...</div>,
+# an accordion's answer) is a paragraph of its own.
+_CONTAINERS = {"div", "section", "article", "main", "aside", "details", "figure", "center", "body"}
+_STRUCTURE = _BLOCKS | _CONTAINERS | {"table", "ul", "ol", "dl", "tr", "hr"}
+# Page furniture by its class or id, as themes name it (the idea of Mozilla Readability's "unlikely
+# candidates"): cookie and consent banners, sidebars, breadcrumbs, feedback widgets, share bars,
+# related-article lists, pagination.
+_FURNITURE_NAME = re.compile(
+    r"(?:^|[-_ ])(?:cookie|consent|gdpr|sidebar|side-?nav|breadcrumb|feedback|helpful|newsletter|subscribe|"
+    r"related|see-also|recommended|pagination|skip-link|toolbar|topbar|navbar|masthead|site-header|"
+    r"site-footer|social|disqus|advert|sponsor|table-of-contents|"
+    r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?)(?:$|[-_ ]))",
+    re.IGNORECASE)
+# What holds the page's content is never furniture, whatever its class ("layout has-sidebar").
+_HOLDS_CONTENT = "main, article, [role=main], h1, .article-body"
+# The elements a theme's furniture is made of (a heading's id is an anchor of its topic: never furniture).
+_FURNITURE_TAGS = ", ".join(f"{tag}[class], {tag}[id]" for tag in ("div", "section", "aside", "ul", "ol", "p", "span"))
+# An aside that is a callout of the text (a tip, a warning) is content; other asides are sidebars.
+_CALLOUT_NAME = re.compile(r"note|tip|warning|caution|callout|alert|info|important|notice|hint", re.IGNORECASE)
+# A class that makes a short block a heading: <div class="section-title">Fees</div>.
+_HEADING_NAME = re.compile(r"(^|[-_ ])(title|heading|subheading|subtitle|question)($|[-_ ])", re.IGNORECASE)
+_INLINE_EMPHASIS = {"strong", "b"}
+MAX_HEADING_CHARS = 80
 
 
 @dataclass
@@ -83,6 +111,7 @@ def extract_html(html: str, url: str) -> Page:
                 page.links.append(target)
     for junk in body.css(_DROP):
         junk.decompose()
+    _drop_furniture(body)
     for br in body.css("br"):
         br.replace_with(" ")
     root = next((n for sel in _MAIN if (n := body.css_first(sel)) is not None), body)
@@ -97,15 +126,6 @@ def _cell_text(node) -> str:
     return " ".join(node.text(separator=" ").split())
 
 
-def _in_row(node, root) -> bool:
-    parent = node.parent
-    while parent is not None and parent is not root and parent.tag != "body":
-        if parent.tag == "tr":
-            return True
-        parent = parent.parent
-    return False
-
-
 def _row_text(cells: list[str], header: list[str] | None) -> str:
     """A table row as one line that reads on its own: "Weight: 34.5 kg", or with the column headings of a
     table of several columns, "Weight — Trailhead Ridge: 34.5 kg; Trailhead Haul: 47.2 kg"."""
@@ -117,39 +137,110 @@ def _row_text(cells: list[str], header: list[str] | None) -> str:
     return "; ".join(c for c in cells if c)
 
 
-def _sections(root) -> list[Section]:
-    sections = [Section("")]
-    header: list[str] | None = None      # the column headings of the table being read
-    for node in root.traverse():
-        if node.tag == "table":
-            header = None
-        if node.tag == "tr":
-            cells = node.css("th, td")
+def _names(node) -> str:
+    attrs = node.attributes
+    return f"{attrs.get('class') or ''} {attrs.get('id') or ''}"
+
+
+def _drop_furniture(body) -> None:
+    """Removes the theme's furniture, recognised by its class or id (_FURNITURE_NAME) unless it holds
+    the content, and asides that are no callout of the text."""
+    for node in list(body.css(_FURNITURE_TAGS)):
+        # A section's id is often an anchor of its topic (<section id="pagination"> of an API guide).
+        names = (node.attributes.get("class") or "") if node.tag == "section" else _names(node)
+        if _FURNITURE_NAME.search(names) and node.css_first(_HOLDS_CONTENT) is None:
+            node.decompose()
+    for node in list(body.css("aside")):
+        if not _CALLOUT_NAME.search(f"{_names(node)} {node.attributes.get('role') or ''}"):
+            node.decompose()
+
+
+def _is_heading(node, text: str) -> bool:
+    """A heading element, or a short block a theme styles as one: a paragraph that is all bold
+    (<p><strong>Fees</strong></p>) or an element whose class says title or heading."""
+    if node.tag in _HEADINGS:
+        return True
+    if len(text) > MAX_HEADING_CHARS or text.endswith((".", ":", ";", ",")):
+        return False
+    if _HEADING_NAME.search(node.attributes.get("class") or ""):
+        return True
+    if node.tag == "p":
+        children = [c for c in node.iter(include_text=True) if c.tag != "-text" or (c.text(deep=False) or "").strip()]
+        return len(children) == 1 and children[0].tag in _INLINE_EMPHASIS
+    return False
+
+
+def _definitions(dl) -> list[str]:
+    """A definition list as lines that read on their own: "Water tank: 1.8 litres"."""
+    lines, term = [], ""
+    for child in dl.iter():
+        text = " ".join(child.text(separator=" ").split())
+        if child.tag == "dt":
+            term = text
+        elif child.tag == "dd" and text:
+            lines.append(f"{term.rstrip(':')}: {text}" if term else text)
+        elif child.tag == "div":          # <dl><div><dt>..</dt><dd>..</dd></div></dl> is allowed too
+            lines.extend(_definitions(child))
+    return lines
+
+
+class _Reader:
+    """The sections of a page's content, read in document order."""
+
+    def __init__(self) -> None:
+        self.sections = [Section("")]
+
+    def add(self, node, text: str, alone: bool) -> None:
+        """A block's text; `alone`: the node holds nothing else (so it may be a heading)."""
+        text = " ".join(text.split())
+        if not text:
+            return
+        if alone and _is_heading(node, text):
+            self.sections.append(Section(text))
+        else:
+            self.sections[-1].paragraphs.append(text)
+
+    def table(self, table) -> None:
+        header: list[str] | None = None      # the column headings
+        for row in table.css("tr"):
+            cells = row.css("th, td")
             texts = [_cell_text(c) for c in cells]
             if len(cells) > 1 and all(c.tag == "th" for c in cells):
                 header = texts
             elif any(texts):
-                sections[-1].paragraphs.append(_row_text(texts, header))
-            continue
-        if node.tag not in _BLOCKS or _in_row(node, root):
-            continue
-        # Only innermost blocks, so a <li><p>..</p></li> is read once.
-        if any(child.tag in _BLOCKS for child in list(node.traverse())[1:]):
-            continue
-        text = " ".join(node.text(separator="").split())
-        if not text:
-            continue
-        if node.tag in _HEADINGS:
-            sections.append(Section(text))
-        else:
-            sections[-1].paragraphs.append(text)
-    found = [s for s in sections if s.paragraphs or s.heading]
-    if not any(s.paragraphs for s in found):
-        # No block structure (text straight in divs): fall back to the visible text.
-        text = root.text(separator="\n", strip=True)
-        paragraphs = [" ".join(line.split()) for line in text.split("\n") if line.strip()]
-        return [Section("", paragraphs)] if paragraphs else []
-    return found
+                self.sections[-1].paragraphs.append(_row_text(texts, header))
+
+    def read(self, node) -> None:
+        """A block or container: its own text between its children (text written straight into a
+        theme's <div class="note"> or an accordion's answer is a paragraph too), its children in order."""
+        children = list(node.iter(include_text=True))
+        if not any(c.tag in _STRUCTURE for c in children):
+            self.add(node, node.text(separator=""), True)
+            return
+        run: list[str] = []
+        for child in children:
+            tag = child.tag
+            if tag == "-text":
+                run.append(child.text(deep=False) or "")
+            elif tag not in _STRUCTURE:
+                if tag not in ("-comment", "img", "input", "select", "textarea"):
+                    run.append(child.text(separator=""))
+            else:
+                self.add(node, "".join(run), False)
+                run = []
+                if tag == "table":
+                    self.table(child)
+                elif tag == "dl":
+                    self.sections[-1].paragraphs.extend(_definitions(child))
+                elif tag != "hr":
+                    self.read(child)
+        self.add(node, "".join(run), False)
+
+
+def _sections(root) -> list[Section]:
+    reader = _Reader()
+    reader.read(root)
+    return [s for s in reader.sections if s.paragraphs or s.heading]
 
 
 def extract_text(text: str, url: str) -> Page:

@@ -96,3 +96,45 @@ def test_a_section_is_packed_to_the_target_not_cut_after_every_few_rows():
                         "http://x.example/")
     chunks = chunk_page(page)
     assert len(chunks) == 1 and chunks[0].startswith("Specs\nRow 0: 0 kg\nRow 1: 1 kg")
+
+
+THEMED = """<html><head><title>Descaling | Brewer Help</title></head><body>
+<div class="cookie-consent">We use cookies to improve your visit. <a href="/privacy">Accept</a></div>
+<div class="layout has-sidebar">
+<div class="sidebar-articles"><h4>Articles in this section</h4><ul><li><a href="/a">Cleaning</a></li></ul></div>
+<div class="article-body">
+<h1>Descaling your machine</h1>
+<p><strong>How often to descale</strong></p>
+<p>Descale every 3 months or after 80 litres.</p>
+<div class="section-title">What you need</div>
+<div class="note">Tip: use <b>two</b> tablets per cycle.</div>
+<aside class="warning">Never use vinegar: it damages the pump seals.</aside>
+<aside class="promo-box">Buy tablets in our shop</aside>
+<details><summary>How long does descaling take?</summary><div>About 25 minutes in total.</div></details>
+<dl><dt>Water tank</dt><dd>1.8 litres</dd><dt>Drip tray</dt><dd>0.4 litres</dd></dl>
+<h2 id="pagination">Pagination</h2><p>Lists come in pages of 25.</p>
+</div></div>
+<div class="article-feedback">Was this article helpful? <a href="#">Yes</a> <a href="#">No</a></div>
+<ul class="related-articles"><li><a href="/b">Cleaning the steam wand</a></li></ul>
+</body></html>"""
+
+
+def test_theme_markup_keeps_its_text_and_drops_its_furniture():
+    """Text written straight into a theme's divs (notes, accordion answers), callout asides, definition
+    lists and headings styled as bold paragraphs or titled divs are content; cookie banners, sidebars,
+    feedback widgets and related-article lists (named by their class) are not."""
+    page = extract_html(THEMED, "https://brewer.example/help/descaling")
+    by_heading = {s.heading: s.paragraphs for s in page.sections}
+    assert by_heading["How often to descale"] == ["Descale every 3 months or after 80 litres."]
+    assert by_heading["What you need"] == ["Tip: use two tablets per cycle.", "Never use vinegar: it damages the pump seals."]
+    assert by_heading["How long does descaling take?"] == ["About 25 minutes in total.", "Water tank: 1.8 litres",
+                                                            "Drip tray: 0.4 litres"]
+    assert by_heading["Pagination"] == ["Lists come in pages of 25."]     # an anchor id is no furniture
+    for junk in ("cookies", "Articles in this section", "Cleaning", "helpful", "Buy tablets"):
+        assert junk not in page.text
+
+
+def test_text_without_blocks_is_read():
+    page = extract_html("<html><body><div>Opening hours<br>Mon to Fri 9:00 to 17:00</div>"
+                        "<span>Closed on bank holidays.</span></body></html>", "https://x.example/")
+    assert page.text == "Opening hours Mon to Fri 9:00 to 17:00\n\nClosed on bank holidays."
