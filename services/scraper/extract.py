@@ -42,6 +42,15 @@ _CALLOUT_NAME = re.compile(r"note|tip|warning|caution|callout|alert|info|importa
 # A class that makes a short block a heading: <div class="section-title">Fees</div>.
 _HEADING_NAME = re.compile(r"(^|[-_ ])(title|heading|subheading|subtitle|question)($|[-_ ])", re.IGNORECASE)
 _INLINE_EMPHASIS = {"strong", "b"}
+# <br> inside a block: "Opening hours:<br>Mon-Fri 9-18<br>Sat 10-14" reads "Opening hours: Mon-Fri 9-18,
+# Sat 10-14" (a list's lines, not one run-on sentence). Elsewhere (table cells, terms) it is a space.
+_LINE_BREAK = "\u2028"
+_LINES = re.compile(r"(\S?)\s*\u2028[\s\u2028]*")
+
+
+def _line_join(match: re.Match) -> str:
+    before = match.group(1)
+    return f"{before} " if not before or before in ":;,.!?-–—" else f"{before}, "
 MAX_HEADING_CHARS = 80
 
 
@@ -113,7 +122,7 @@ def extract_html(html: str, url: str) -> Page:
         junk.decompose()
     _drop_furniture(body)
     for br in body.css("br"):
-        br.replace_with(" ")
+        br.replace_with(_LINE_BREAK)
     root = next((n for sel in _MAIN if (n := body.css_first(sel)) is not None), body)
     page.sections = _sections(root)
     if not page.title:
@@ -192,7 +201,7 @@ class _Reader:
 
     def add(self, node, text: str, alone: bool) -> None:
         """A block's text; `alone`: the node holds nothing else (so it may be a heading)."""
-        text = " ".join(text.split())
+        text = " ".join(_LINES.sub(_line_join, text.strip().strip(_LINE_BREAK)).split())
         if not text:
             return
         if alone and _is_heading(node, text):

@@ -137,4 +137,4 @@ def test_theme_markup_keeps_its_text_and_drops_its_furniture():
 def test_text_without_blocks_is_read():
     page = extract_html("<html><body><div>Opening hours<br>Mon to Fri 9:00 to 17:00</div>"
                         "<span>Closed on bank holidays.</span></body></html>", "https://x.example/")
-    assert page.text == "Opening hours Mon to Fri 9:00 to 17:00\n\nClosed on bank holidays."
+    assert page.text == "Opening hours, Mon to Fri 9:00 to 17:00\n\nClosed on bank holidays."
