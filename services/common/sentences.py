@@ -24,7 +24,7 @@ _FURNITURE = re.compile(
     r"^\s*(related( articles| topics| pages)?|see also|read (more|next)|more (articles|help)|was this (article|page|answer)"
     r" (helpful|useful)|did this (help|answer)|still need help|need more help|(back|return) to|skip to|on this page|"
     r"in this (article|section)|table of contents|share (this|on)|print( this)?|last (updated|reviewed|modified)|"
-    r"updated on|published|previous( article)?|next( article)?|yes\s*/?\s*no|thanks for your feedback|cookie|"
+    r"updated on|published|posted (in|on|by)|written by|previous( article)?|next( article)?|yes\s*/?\s*no|thanks for your feedback|cookie|"
     r"copyright|©|all rights reserved|tags?:|categories:|you are here)\b",
     re.I,
 )
@@ -56,6 +56,16 @@ def is_furniture(line: str) -> bool:
         return False
     # "Home > Help > Billing" is a breadcrumb; "Download it from Settings > Account > Export." is not.
     return all(len(_words(part)) <= MAX_CRUMB_WORDS for part in _CRUMB_SEPARATOR.split(line))
+
+
+MAX_HEADING_WORDS = 14     # a passage's first line up to this long, not ending like a sentence, is its heading
+
+
+def _is_heading_line(line: str) -> bool:
+    """A passage's first line that reads as its section heading ("Shot runs too slow or drips (over 40
+    seconds)"): not a sentence, a table row or furniture, and short."""
+    return (len(_words(line)) <= MAX_HEADING_WORDS and not _ENDS_SENTENCE.search(line) and not _is_row(line)
+            and not is_furniture(line))
 
 
 def _is_prose(line: str) -> bool:
@@ -104,10 +114,13 @@ def units(text: str, heading: str = "") -> list[Unit]:
     lines = [line for line in lines if line]
     if lines and heading and lines[0].lower() == " ".join(heading.split()).lower():
         lines = lines[1:]
+    section = ""              # the last heading seen
+    if len(lines) > 1 and _is_heading_line(lines[0]) and not _pairs(lines[0], lines[1]):
+        section = lines[0]    # the section heading a crawled passage starts with, however long
+        lines = lines[1:]
     found: list[str] = []
     pending = ""              # a fragment waiting for its value
     pending_item = False      # ... that follows an item of a list written without full stops
-    section = ""              # the last heading seen
     item = False              # the line before was such an item
     in_links = False          # after "Related articles" and the like: its entries are links, not content
 

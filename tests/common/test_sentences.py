@@ -85,3 +85,12 @@ def test_a_list_item_quoted_with_its_heading_is_found_in_two_places():
     for unit, ranges in zip(units, spans):
         assert ranges is not None
         assert unit.endswith(": ".join(" ".join(passage[a:b].split()) for a, b in ranges))
+
+
+def test_a_passage_s_first_line_is_its_heading_however_long_and_a_label_still_pairs():
+    from services.common.sentences import units
+
+    text = ("Shot runs too slow or drips (over 40 seconds)\nGrind coarser by one step at a time.\n"
+            "Posted in Troubleshooting — last modified 14 October 2026")
+    assert [u.text for u in units(text)] == ["Grind coarser by one step at a time."]
+    assert [u.text for u in units("Weight\n34.5 kg")] == ["Weight: 34.5 kg"]
