@@ -107,6 +107,23 @@ def _sentences(line: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(line) if len(_words(s)) >= MIN_SENTENCE_WORDS]
 
 
+MAX_LABEL_WORDS = 5        # "Undertow – dark roast: A blend ... Recommended: 90 °C.": a term and its definition
+_NOT_LABELS = {"note", "tip", "tips", "warning", "important", "caution", "example", "hint", "info", "update"}
+
+
+def _labelled(line: str, sentences: list[str]) -> list[str]:
+    """The sentences of a line that defines a term ("Undertow – dark roast: A blend of .... Recommended:
+    90 °C."), each after the first with the term, which it is about: "Undertow – dark roast: Recommended:
+    90 °C." A callout's label ("Note:") is no term."""
+    match = _ROW.match(line)
+    if len(sentences) < 2 or not match:
+        return sentences
+    label = match.group(1).strip()
+    if len(_words(label)) > MAX_LABEL_WORDS or label.lower() in _NOT_LABELS or not sentences[0].startswith(label):
+        return sentences
+    return [sentences[0]] + [f"{label}: {s}" for s in sentences[1:]]
+
+
 def units(text: str, heading: str = "") -> list[Unit]:
     """The quotable units of a passage's text, in reading order. `heading`: a first line equal to it
     (the passage's title or FAQ question) is not quoted."""
@@ -145,7 +162,7 @@ def units(text: str, heading: str = "") -> list[Unit]:
             item = not _ENDS_SENTENCE.search(line)
             flush(item)
             pending, in_links = "", False
-            found.extend(_sentences(line))
+            found.extend(_labelled(line, _sentences(line)))
         elif in_links:
             continue
         elif pending and _pairs(pending, line):
