@@ -99,10 +99,10 @@ def test_a_passage_s_first_line_is_its_heading_however_long_and_a_label_still_pa
 def test_each_sentence_of_a_defined_term_keeps_the_term():
     from services.common.sentences import units
 
-    text = ("Undertow – dark roast: A blend of Brazil and Sumatra. Cuts through milk. Recommended: 90 °C, grind 7.\n"
+    text = ("Undertow – dark roast: A blend of Brazil and Sumatra. Cuts through milk beautifully. Recommended: 90 °C, grind 7.\n"
             "Note: Keep the bag sealed. Store it away from light always.")
     found = [u.text for u in units(text)]
     assert found[:3] == ["Undertow – dark roast: A blend of Brazil and Sumatra.",
-                         "Undertow – dark roast: Cuts through milk.",
+                         "Undertow – dark roast: Cuts through milk beautifully.",
                          "Undertow – dark roast: Recommended: 90 °C, grind 7."]
     assert not any(t.startswith("Note: Store") for t in found)     # a callout's label is no term
