@@ -17,6 +17,7 @@ _DROP = "script, style, noscript, template, svg, iframe, form, button, nav, head
 # The content container of common help-centre and CMS themes, best first (the page's body otherwise).
 _MAIN = ("main", "article", "[role=main]", "#content", ".content", ".article-body", ".article-content",
          ".entry-content", ".post-content", ".markdown-body", "#main", ".main-content")
+MAIN_SHARE = 0.7     # of several candidates for the content container, one holding this share of their text is it
 _BLOCKS = {"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "dt", "dd", "td", "th", "figcaption",
            "summary"}
 _HEADINGS = {"h1", "h2", "h3", "h4", "summary"}
@@ -123,7 +124,7 @@ def extract_html(html: str, url: str) -> Page:
     _drop_furniture(body)
     for br in body.css("br"):
         br.replace_with(_LINE_BREAK)
-    root = next((n for sel in _MAIN if (n := body.css_first(sel)) is not None), body)
+    root = _content_root(body)
     page.sections = _sections(root)
     if not page.title:
         h1 = root.css_first("h1")
@@ -144,6 +145,31 @@ def _row_text(cells: list[str], header: list[str] | None) -> str:
     if len(cells) == 2 and cells[0] and cells[1]:
         return f"{cells[0].rstrip(':')}: {cells[1]}"
     return "; ".join(c for c in cells if c)
+
+
+def _content_root(body):
+    """The page's content container: the first of _MAIN's selectors that names one element, or of
+    several one that holds most of their text; else the body. A listing page's <article> cards, or
+    several <div class="content"> boxes, are not the page's content one by one."""
+    for selector in _MAIN:
+        found = body.css(selector)
+        ids = {n.mem_id for n in found}
+        nodes = [n for n in found if not any(p.mem_id in ids for p in _ancestors(n, body))]   # outermost only
+        if len(nodes) == 1:
+            return nodes[0]
+        if nodes:
+            sizes = [len(n.text(separator=" ")) for n in nodes]
+            if max(sizes) >= MAIN_SHARE * sum(sizes):
+                return nodes[sizes.index(max(sizes))]
+    return body
+
+
+def _ancestors(node, body) -> list:
+    found, parent = [], node.parent
+    while parent is not None and parent is not body:
+        found.append(parent)
+        parent = parent.parent
+    return found
 
 
 def _names(node) -> str:

@@ -138,3 +138,14 @@ def test_text_without_blocks_is_read():
     page = extract_html("<html><body><div>Opening hours<br>Mon to Fri 9:00 to 17:00</div>"
                         "<span>Closed on bank holidays.</span></body></html>", "https://x.example/")
     assert page.text == "Opening hours, Mon to Fri 9:00 to 17:00\n\nClosed on bank holidays."
+
+
+def test_a_listing_of_article_cards_is_read_whole():
+    cards = "".join(f"<article><h2>Guide {i}</h2><p>Guide {i} explains step {i} of the setup.</p></article>"
+                    for i in range(3))
+    page = extract_html(f"<html><body><h1>All guides</h1>{cards}</body></html>", "https://x.example/")
+    assert all(f"Guide {i} explains step {i} of the setup." in page.text for i in range(3))
+    one = extract_html("<html><body><div class='content'>Menu</div><div class='content'><p>"
+                       + "The whole article text is here, long enough to be the content. " * 5
+                       + "</p></div></body></html>", "https://x.example/")
+    assert "Menu" not in one.text and "The whole article text" in one.text
