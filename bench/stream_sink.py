@@ -28,6 +28,8 @@ Write = Callable[[list, TurnBatch | None], Awaitable[object]]
 VARIANTS = {
     "copy": "COPY + plain INSERT ... SELECT, rows built while the batch before is written (the worker's write, "
             "steady state)",
+    "random_ids": "the worker's write, turns with random (version-4) event ids instead of time-ordered (version-7) "
+                  "ones (the ids before)",
     "inline": "COPY + plain INSERT ... SELECT, rows built inside the write (the write before)",
     "skipping": "COPY + INSERT ... SELECT ON CONFLICT DO NOTHING RETURNING on every batch, rows inside the write",
     "baseline": "one statement over 23 unnested arrays, histograms in SQL (the write before COPY)",
@@ -84,12 +86,17 @@ async def _write_all(write: Write, events: list, partition: int, first: int, bat
 
 async def _measure(write: Write, keys: list[str], rows: int, writers: int, batch: int, first: int,
                    postgres_cpu: Callable[[], float], gc_threshold: int,
-                   ahead: bool) -> tuple[float, float, float, float]:
+                   ahead: bool, random_ids: bool = False) -> tuple[float, float, float, float]:
     """(seconds, python cpu s, postgres cpu s) of `writers` concurrent writers of `rows` turns, at
     offsets from `first` on (above those written before, which the sink would skip), from the moment
-    every writer is ready to write (_Start); and the seconds until that moment."""
+    every writer is ready to write (_Start); and the seconds until that moment. `random_ids`: the
+    turns' event ids are random version-4 UUIDs."""
     mine = [keys[w::writers] for w in range(writers)]
     parts = [[turn(mine[w][i % len(mine[w])], first + i) for i in range(rows // writers)] for w in range(writers)]
+    if random_ids:
+        for part in parts:
+            for t in part:
+                t.event_id = uuid.uuid4().hex
     # The bench's own inputs (every turn of the run, built beforehand) are moved out of the garbage
     # collector's generations: the worker never holds more than a few batches, and collecting
     # through all of them cost the writer about 3 ms of CPU per 1k rows here. The worker's
@@ -113,8 +120,8 @@ async def sink_ceiling(settings: Settings, postgres_cpu: Callable[[], float], fo
                        rows: int = 120_000, writers: int = 4, rounds: int = 3) -> dict:
     """Rows per second of the batch write alone: `writers` concurrent writers (the worker has one per
     partition, 4 by default) of batches of `batch` over `keys_n` keys, each key with one writer as
-    Kafka's partitioner would have it. The sink's write and the ones before it alternate in `rounds`
-    rounds, in turn first (so that the load of the machine and the table's growth fall on all alike);
+    Kafka's partitioner would have it. The sink's write, the same write of turns with random event ids,
+    and the writes before it alternate in `rounds` rounds, in turn first (so that the load of the machine and the table's growth fall on all alike);
     the statement before COPY runs once, as a reference."""
     keys = [f"sink-{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(keys_n)]
     group = f"sink-bench-{uuid.uuid4().hex[:6]}"
@@ -131,16 +138,18 @@ async def sink_ceiling(settings: Settings, postgres_cpu: Callable[[], float], fo
         async with sink.pool.acquire() as conn, conn.transaction():
             await conn.execute(BASELINE_WRITE_TURNS, *baseline_columns([e for _, e in records]))
 
-    writes = {"copy": sink.write_turns, "inline": inline, "skipping": skipping, "baseline": baseline}
-    order = ["copy", "inline", "skipping"]
-    plan = [name for r in range(rounds) for name in order[r % 3:] + order[:r % 3]]
+    writes = {"copy": sink.write_turns, "random_ids": sink.write_turns, "inline": inline, "skipping": skipping,
+              "baseline": baseline}
+    order = ["copy", "random_ids", "inline", "skipping"]
+    plan = [name for r in range(rounds) for name in order[r % len(order):] + order[:r % len(order)]]
     plan.append("baseline")
     totals = {name: [0, 0.0, 0.0, 0.0, 0.0] for name in writes}
     try:
         for n, name in enumerate(plan):
             part_rows = rows // rounds if name != "baseline" else rows // rounds // 2
             measured = await _measure(writes[name], keys, part_rows, writers, batch, n * rows,
-                                      postgres_cpu, settings.stream_gc_threshold, ahead=name == "copy")
+                                      postgres_cpu, settings.stream_gc_threshold, ahead=name in ("copy", "random_ids"),
+                                      random_ids=name == "random_ids")
             for i, v in enumerate((part_rows, *measured)):
                 totals[name][i] += v
         await forget(sink.pool, keys, group)
