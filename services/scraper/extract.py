@@ -43,6 +43,7 @@ _CALLOUT_NAME = re.compile(r"note|tip|warning|caution|callout|alert|info|importa
 # A class that makes a short block a heading: <div class="section-title">Fees</div>.
 _HEADING_NAME = re.compile(r"(^|[-_ ])(title|heading|subheading|subtitle|question)($|[-_ ])", re.IGNORECASE)
 _INLINE_EMPHASIS = {"strong", "b"}
+MAX_HEADING_CHARS = 80
 # <br> inside a block: "Opening hours:<br>Mon-Fri 9-18<br>Sat 10-14" reads "Opening hours: Mon-Fri 9-18,
 # Sat 10-14" (a list's lines, not one run-on sentence). Elsewhere (table cells, terms) it is a space.
 _LINE_BREAK = "\u2028"
@@ -52,7 +53,6 @@ _LINES = re.compile(r"(\S?)\s*\u2028[\s\u2028]*")
 def _line_join(match: re.Match) -> str:
     before = match.group(1)
     return f"{before} " if not before or before in ":;,.!?-–—" else f"{before}, "
-MAX_HEADING_CHARS = 80
 
 
 @dataclass
@@ -206,17 +206,26 @@ def _is_heading(node, text: str) -> bool:
 
 
 def _definitions(dl) -> list[str]:
-    """A definition list as lines that read on their own: "Water tank: 1.8 litres"."""
+    """A definition list as lines that read on their own: "Water tank: 1.8 litres" (its terms and
+    definitions in document order, also where <div>s group them)."""
     lines, term = [], ""
-    for child in dl.iter():
+    for child in dl.css("dt, dd"):
         text = " ".join(child.text(separator=" ").split())
         if child.tag == "dt":
             term = text
-        elif child.tag == "dd" and text:
+        elif text:
             lines.append(f"{term.rstrip(':')}: {text}" if term else text)
-        elif child.tag == "div":          # <dl><div><dt>..</dt><dd>..</dd></div></dl> is allowed too
-            lines.extend(_definitions(child))
     return lines
+
+
+@dataclass
+class _Open:
+    """A container being read: its children, the next one's index, the text run since its last block."""
+
+    node: object
+    children: list
+    next: int = 0
+    run: list[str] = field(default_factory=list)
 
 
 class _Reader:
@@ -245,31 +254,43 @@ class _Reader:
             elif any(texts):
                 self.sections[-1].paragraphs.append(_row_text(texts, header))
 
-    def read(self, node) -> None:
+    def read(self, root) -> None:
         """A block or container: its own text between its children (text written straight into a
-        theme's <div class="note"> or an accordion's answer is a paragraph too), its children in order."""
-        children = list(node.iter(include_text=True))
-        if not any(c.tag in _STRUCTURE for c in children):
-            self.add(node, node.text(separator=""), True)
-            return
-        run: list[str] = []
-        for child in children:
+        theme's <div class="note"> or an accordion's answer is a paragraph too), its children in order.
+        With a stack of the containers open, not recursion: a page may nest thousands of elements."""
+        opened: list[_Open] = []
+        self._enter(root, opened)
+        while opened:
+            top = opened[-1]
+            if top.next == len(top.children):
+                self.add(top.node, "".join(top.run), False)
+                opened.pop()
+                continue
+            child = top.children[top.next]
+            top.next += 1
             tag = child.tag
             if tag == "-text":
-                run.append(child.text(deep=False) or "")
+                top.run.append(child.text(deep=False) or "")
             elif tag not in _STRUCTURE:
                 if tag not in ("-comment", "img", "input", "select", "textarea"):
-                    run.append(child.text(separator=""))
+                    top.run.append(child.text(separator=""))
             else:
-                self.add(node, "".join(run), False)
-                run = []
+                self.add(top.node, "".join(top.run), False)
+                top.run.clear()
                 if tag == "table":
                     self.table(child)
                 elif tag == "dl":
                     self.sections[-1].paragraphs.extend(_definitions(child))
                 elif tag != "hr":
-                    self.read(child)
-        self.add(node, "".join(run), False)
+                    self._enter(child, opened)
+
+    def _enter(self, node, opened: list[_Open]) -> None:
+        """A block without blocks inside is read at once (and may be a heading); else it is opened."""
+        children = list(node.iter(include_text=True))
+        if any(c.tag in _STRUCTURE for c in children):
+            opened.append(_Open(node, children))
+        else:
+            self.add(node, node.text(separator=""), True)
 
 
 def _sections(root) -> list[Section]:

@@ -149,3 +149,8 @@ def test_a_listing_of_article_cards_is_read_whole():
                        + "The whole article text is here, long enough to be the content. " * 5
                        + "</p></div></body></html>", "https://x.example/")
     assert "Menu" not in one.text and "The whole article text" in one.text
+
+
+def test_thousands_of_nested_elements_are_read():
+    deep = "<div>" * 5000 + "<p>Deep text is still content.</p>" + "</div>" * 5000
+    assert extract_html(f"<html><body>{deep}</body></html>", "https://x.example/").text == "Deep text is still content."
