@@ -17,7 +17,8 @@ NO_ANSWER when the best passage score is below the first, or its support (strate
 it stands above the mean of the 10 best, plus 0.2 times the share of the message's terms the knowledge
 contains, plus PARLEY_COVERED_WEIGHT times the covered share of the passages read, as the run recorded
 it) below the second, or when no sentence of the passages reaches the third;
-otherwise the extractive answer. The pair chosen keeps the answerable questions answered NO_ANSWER
+otherwise the extractive answer (a question Plan answered NO_ANSWER even at the permissive settings, the
+thing it asks for being named nowhere in the knowledge, strategy.unnamed(), stays NO_ANSWER). The pair chosen keeps the answerable questions answered NO_ANSWER
 at or below the goal (--max-lost, 0.05) and, within that, maximises the NO_ANSWER recall of the
 unanswerable ones, then the share of answers that contain the expected fact, then prefers the lower
 answer_min_support and the higher answer_min_dense and extractive_min_similarity (the same dev outcome
@@ -46,6 +47,8 @@ class Replay:
     peak: float               # its support (strategy.support())
     best_sentence: float      # the extractive answerer's best sentence cosine (-1: no candidate)
     has_fact: bool            # the permissive answer contains an expected fact
+    refused: bool = False     # NO_ANSWER whatever the thresholds (strategy.unnamed(): the thing asked
+                              # for is named nowhere in the knowledge), as the permissive run decided
 
 
 class _Measuring(ExtractiveAnswerer):
@@ -64,7 +67,8 @@ def replay(record: dict) -> Replay:
     answer = answerer.answer(AnswerRequest(record["text"], "", "", "KNOWLEDGE", passages))
     return Replay(record["kind"], float(record["scores"].get("dense", 0.0)), float(record["scores"].get("support", 0.0)),
                   answerer.best,
-                  fact_found(tuple(record["facts"]), answer.text))
+                  fact_found(tuple(record["facts"]), answer.text),
+                  record.get("plan_strategy") == "NO_ANSWER")
 
 
 def outcome(items: list[Replay], min_dense: float, min_sentence: float, min_peak: float = 0.0
@@ -74,7 +78,7 @@ def outcome(items: list[Replay], min_dense: float, min_sentence: float, min_peak
     unanswerable = [r for r in items if r.kind == "unanswerable"]
 
     def answered(r: Replay) -> bool:
-        return r.dense >= min_dense and r.peak >= min_peak and r.best_sentence >= min_sentence
+        return not r.refused and r.dense >= min_dense and r.peak >= min_peak and r.best_sentence >= min_sentence
 
     right = sum(answered(r) for r in answerable) + sum(not answered(r) for r in unanswerable)
     facts = sum(answered(r) and r.has_fact for r in answerable)

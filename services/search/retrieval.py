@@ -115,6 +115,7 @@ class Chunk:
     document: str = ""
     dense: float = 0.0            # cosine similarity of the chunk's embedding to the message's (dense.py)
     known: float = 0.0            # share of the message's terms that the key's knowledge contains at all
+    unknown: tuple[str, ...] = () # the message's lexemes that no chunk of the key contains (strategy.unnamed)
 
     def with_scores(self, **changes: float) -> Chunk:
         """A copy with some scores changed: dataclasses.replace's result at a sixth of its cost (it
@@ -155,7 +156,8 @@ async def search(
         lexemes = set(r["lexemes"] or ())
         matched = set(r["matched"] or ())
         relevance = len(matched) / len(lexemes) if lexemes else 0.0
-        known = len(set(r["known"] or ())) / len(lexemes) if lexemes else 0.0
+        found = set(r["known"] or ())
+        known = len(found) / len(lexemes) if lexemes else 0.0
         faq_score = 0.0
         if r["kind"] == "faq":
             # Trigram similarity catches typos and word order; the lexeme overlap (Dice) catches
@@ -165,7 +167,7 @@ async def search(
         chunks.append(Chunk(
             id=str(r["id"]), kind=r["kind"], title=r["title"], question=r["question"], content=r["content"],
             url=r["url"], score=min(1.0, float(r["rrf"]) / best_possible), relevance=relevance,
-            faq_score=faq_score, document=r["document"], known=known,
+            faq_score=faq_score, document=r["document"], known=known, unknown=tuple(sorted(lexemes - found)),
         ))
     return chunks
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass, field
 
 from services.common import smalltalk
@@ -113,6 +114,50 @@ def covered(message: str, chunks: list[Chunk], passages: int = COVERED_PASSAGES)
     return sum(w for t, w in weight.items() if t in held) / total if total > 0 else 0.0
 
 
+# "Do you have / offer / sell X", "Does it support X", "Is there an X": a question whether the product
+# or the company has a thing. When the knowledge never names that thing, it does not answer the question,
+# however close the nearest passage's topic ("Do you have a referral programme?" beside the pricing page):
+# a help site documents what exists. X is the up to three words after the verb, up to a function word.
+_ASKS_FOR = re.compile(
+    r"\b(?:(?:do|d'?)\s*(?:you|u|ya|they)|does\s+(?:the\s+|your\s+)?[\w'-]+|can\s+(?:you|it))\s+"
+    r"(?:have|offer|sell|support|do|make|accept|ship|provide)\s+(?:an?\s+|any\s+|some\s+)?(?P<x>[^?.!,;:]+)"
+    r"|\b(?:is|are)\s+there\s+(?:an?\s+|any\s+|some\s+)?(?P<y>[^?.!,;:]+)",
+    re.IGNORECASE)
+_THING_WORD = re.compile(r"[^\W_][\w'-]*")
+_PHRASE_END = frozenset(
+    "a an the my your our their it its this that these those them for in on at to of with and or so if i me "
+    "we you he she they when where while which who as by from than then there here about after before like "
+    "can could will would should do does is are was be".split())
+_QUESTION = re.compile(r"[^?.!]*\?")
+
+
+def _unknown_word(word: str, unknown: frozenset[str]) -> bool:
+    """Whether a word's lexeme is among `unknown` (PostgreSQL's English stems are the word's start, but
+    for a final y stemmed to i: "company" -> "compani")."""
+    w = word.lower().strip("'-")
+    return any(w.startswith(lx) or (lx.endswith("i") and w.startswith(lx[:-1] + "y")) for lx in unknown if len(lx) > 2)
+
+
+def unnamed(message: str, unknown: tuple[str, ...] | frozenset[str]) -> list[str]:
+    """The words of the thing a message asks whether the product has ("Do you offer a Black Friday
+    discount?" -> ["Black", "Friday"]) that the key's knowledge never contains (`unknown`: the message's
+    lexemes no chunk holds), or []. Only for a message that asks one question: in "Is there a student
+    discount? And how long is the trial?" the second question may well be answered."""
+    if not unknown or len(_QUESTION.findall(message)) > 1:
+        return []
+    unknown = frozenset(unknown)
+    for m in _ASKS_FOR.finditer(message):
+        words = []
+        for w in _THING_WORD.findall(m.group("x") or m.group("y") or ""):
+            if w.lower() in _PHRASE_END or len(words) == 3:
+                break
+            words.append(w)
+        missing = [w for w in words if _unknown_word(w, unknown)]
+        if missing:
+            return missing
+    return []
+
+
 def support(chunks: list[Chunk], known_weight: float, covered_share: float = 0.0, covered_weight: float = 0.0
             ) -> float:
     """The evidence that the knowledge answers the message, beyond its best score: how far the best
@@ -209,7 +254,8 @@ def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: O
     support_score = support(chunks, thresholds.known_weight, share, thresholds.covered_weight) if chunks else 0.0
     scores["support"] = round(support_score, 4)
     scores["covered"] = round(share, 4)
-    if not chunks:
+    missing = unnamed(message, next((c.unknown for c in chunks if c.unknown), ()))
+    if not chunks or missing:
         decision = None
     elif dense:
         decision = _dense_decision(chunks, thresholds, support_score)
@@ -220,6 +266,9 @@ def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: O
         return decision
     if not chunks:
         why = "no passage of this key's knowledge matches the message"
+    elif missing:
+        why = (f"the message asks whether there is {' '.join(missing)!r}, which no passage of this key's "
+               f"knowledge mentions")
     elif dense:
         why = (f"no passage is close enough in meaning (best score {scores['dense']:.2f}, at least "
                f"{thresholds.answer_min_dense:g} needed; support {scores['support']:.3f}, at least "

@@ -64,3 +64,19 @@ async def test_plan_reports_the_share_of_the_message_terms_the_knowledge_knows(s
     half = await plan(search, key.secret, "does the battery pack sync with zorbulator")
     assert 0.3 <= half.scores["known"] <= 0.7, dict(half.scores)
     assert "support" in half.scores
+
+
+async def test_asking_whether_there_is_a_thing_the_knowledge_never_names_is_no_answer(search, admin):
+    key = await make_key(search, admin, "srch-unnamed", faq=[], docs=[
+        ("Plans and pricing", "The Studio plan costs 24 euros a month. Paying yearly saves 20 percent, and "
+                              "students get a 50 percent discount with a valid student card."),
+        ("Returns", "Unused items can be returned within 30 days for a full refund.")])
+    # The pricing page is the nearest passage either way; only one of the two discounts is on it.
+    named = await plan(search, key.secret, "Do you offer a student discount?")
+    assert named.strategy == common_pb2.STRATEGY_KNOWLEDGE, list(named.reasons)
+    unnamed = await plan(search, key.secret, "Do you offer a Black Friday discount?")
+    assert unnamed.strategy == common_pb2.STRATEGY_NO_ANSWER and not unnamed.passages
+    assert any("'Black Friday'" in r and "no passage" in r for r in unnamed.reasons), list(unnamed.reasons)
+    # Asked as a second question beside one the knowledge answers, the message is still answered.
+    both = await plan(search, key.secret, "Is there a Black Friday deal? And how much does the Studio plan cost?")
+    assert both.strategy == common_pb2.STRATEGY_KNOWLEDGE, list(both.reasons)

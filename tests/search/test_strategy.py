@@ -160,3 +160,32 @@ def test_no_answer_when_the_passages_read_never_name_the_question_s_rare_term():
     # With the weight at 0 the passages read do not count, and both are answered.
     plain = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6, answer_min_dense=0.2, answer_min_support=0.05)
     assert decide("does it connect to Zapier?", passages, plain).strategy == "KNOWLEDGE"
+
+
+@pytest.mark.parametrize(("message", "unknown", "missing"), [
+    ("Do you offer a Black Friday discount?", ("black", "friday"), ["Black", "Friday"]),
+    ("do u have a referral programme? my mate wants one", ("referr", "programm", "mate"), ["referral", "programme"]),
+    ("Does the Ridge have a suspension fork?", ("suspens",), ["suspension"]),
+    ("Is there an affiliate scheme for bloggers", ("affili", "blogger"), ["affiliate"]),
+    ("Does LedgerLoop do inventory?", ("inventori",), ["inventory"]),           # final y stemmed to i
+    ("Do you offer a discount?", ("black",), []),                               # the thing is known
+    ("How do I get a discount on Black Friday?", ("black", "friday"), []),     # not asked whether there is one
+    ("Is there a student discount? How long is the trial?", ("student",), []),  # one of two questions
+    ("Do you sell gift cards?", (), []),
+])
+def test_unnamed_names_the_unknown_words_of_the_thing_asked_for(message, unknown, missing):
+    from services.search.strategy import unnamed
+
+    assert unnamed(message, unknown) == missing
+
+
+def test_a_question_whether_there_is_an_unnamed_thing_is_no_answer_however_close_the_passages():
+    t = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6, answer_min_dense=0.2)
+    close = [Chunk(str(i), "page", "Pricing", "", "Discounts for students.", f"/{i}", 0.0, 0.6, dense=0.7 - 0.1 * i,
+                   known=0.5, unknown=("black", "friday")) for i in range(3)]
+    d = decide("Do you offer a Black Friday discount?", close, t)
+    assert d.strategy == "NO_ANSWER" and not d.chunks and "'Black Friday'" in d.reasons[0]
+    known = [Chunk("0", "page", "Pricing", "", "Discounts for students.", "/0", 0.0, 0.6, dense=0.7, known=1.0)]
+    assert decide("Do you offer a student discount?", known, t).strategy == "KNOWLEDGE"
+    # The website or a direct answer still follow when the key has them.
+    assert decide("Do you offer a Black Friday discount?", close, t, Options(allow_direct=True)).strategy == "DIRECT"
