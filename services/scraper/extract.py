@@ -43,6 +43,21 @@ _CALLOUT_NAME = re.compile(r"note|tip|warning|caution|callout|alert|info|importa
 # A class that makes a short block a heading: <div class="section-title">Fees</div>.
 _HEADING_NAME = re.compile(r"(^|[-_ ])(title|heading|subheading|subtitle|question)($|[-_ ])", re.IGNORECASE)
 _INLINE_EMPHASIS = {"strong", "b"}
+# A documentation generator's callout (MkDocs' admonition, Docusaurus' theme-admonition, Bootstrap's
+# alert) and its title element. A title that only says what kind of callout it is ("Warning", "tip") is
+# dropped; another ("Rotate the password") heads the callout's text, and the text after the callout
+# returns to the section it is in.
+_CALLOUT_BOX = re.compile(r"admonition|callout|alert", re.IGNORECASE)
+_CALLOUT_TITLE = re.compile(r"title|heading", re.IGNORECASE)
+_CALLOUT_KINDS = frozenset(
+    "note tip tips info information warning caution danger important hint success example abstract summary "
+    "quote question attention notice remember error bug failure check todo".split())
+# A heading's own permalink ("¶", "#", a zero-width space): not part of the heading's text.
+_PERMALINK = "a.headerlink, a.hash-link, a.anchor-link, a.anchorjs-link, a.heading-anchor"
+_PERMALINK_TEXT = re.compile(r"[\s¶#§\u200b\u200c\u200d\ufeff🔗]*")
+# Attributes the extractor marks elements with before reading them (never in a page's own markup).
+_SCOPE_TAB = "data-parley-tab"
+_SCOPE_TITLE = "data-parley-title"
 MAX_HEADING_CHARS = 80
 # <br> inside a block: "Opening hours:<br>Mon-Fri 9-18<br>Sat 10-14" reads "Opening hours: Mon-Fri 9-18,
 # Sat 10-14" (a list's lines, not one run-on sentence). Elsewhere (table cells, terms) it is a space.
@@ -119,6 +134,7 @@ def extract_html(html: str, url: str) -> Page:
             if target and target not in seen:
                 seen.add(target)
                 page.links.append(target)
+    _mark_scopes(body)          # before _DROP: a tab list may be a <nav> or hold <button>s
     for junk in body.css(_DROP):
         junk.decompose()
     _drop_furniture(body)
@@ -132,19 +148,95 @@ def extract_html(html: str, url: str) -> Page:
     return page
 
 
+def _mark_scopes(body) -> None:
+    """Marks what a documentation generator shows apart from the flow of its section, so that the reader
+    heads it apart: each panel of content tabs by its tab's label (ARIA tabs as Docusaurus and Bootstrap
+    write them, MkDocs' tabbed sets), callouts by their own title. Tab lists and callout titles that only
+    name the kind of callout are removed; so are headings' permalinks."""
+    for link in body.css(_PERMALINK):
+        link.decompose()
+    for link in body.css("h1 a[href^='#'], h2 a[href^='#'], h3 a[href^='#'], h4 a[href^='#'], "
+                            "h5 a[href^='#'], h6 a[href^='#']"):
+        if _PERMALINK_TEXT.fullmatch(link.text()):
+            link.decompose()
+    for tablist in body.css("[role=tablist]"):
+        labels = [" ".join(t.text(separator=" ").split()) for t in tablist.css("[role=tab]")]
+        holder = tablist.parent
+        while holder is not None and holder.css_first("[role=tabpanel]") is None and holder.tag != "body":
+            holder = holder.parent
+        panels = holder.css("[role=tabpanel]") if holder is not None else []
+        if labels and len(labels) == len(panels):
+            for label, panel in zip(labels, panels):
+                panel.attrs[_SCOPE_TAB] = label
+            tablist.decompose()
+    for tabs in body.css(".tabbed-set"):
+        labels = [" ".join(t.text(separator=" ").split()) for t in tabs.css(".tabbed-labels label")]
+        content = tabs.css_first(".tabbed-content")
+        blocks = [c for c in content.iter() if c.tag != "-text"] if content is not None else []
+        if labels and len(labels) == len(blocks):
+            for label, block in zip(labels, blocks):
+                block.attrs[_SCOPE_TAB] = label
+            for node in tabs.css(".tabbed-labels"):
+                node.decompose()
+    for box in body.css("div[class], aside[class], section[class]"):
+        if not _CALLOUT_BOX.search(box.attributes.get("class") or ""):
+            continue
+        title = next((c for c in box.iter() if c.tag != "-text"), None)
+        if title is None or not _CALLOUT_TITLE.search(title.attributes.get("class") or ""):
+            continue
+        text = " ".join(title.text(separator=" ").split())
+        if text and text.lower().rstrip(":") not in _CALLOUT_KINDS and len(text) <= MAX_HEADING_CHARS:
+            box.attrs[_SCOPE_TITLE] = text
+        title.decompose()
+
+
+def _grid(table) -> list[list]:
+    """A table's rows as lists of cells, a cell that spans rows or columns standing in each place it
+    covers (so a column's cells line up with its heading)."""
+    rows, below = [], {}      # below: column -> [rows still to cover, cell] of a rowspan
+    for tr in table.css("tr"):
+        row: list = []
+
+        def fill() -> None:
+            while len(row) in below:
+                left = below[len(row)]
+                row.append(left[1])
+                left[0] -= 1
+                if left[0] == 0:
+                    del below[len(row) - 1]
+
+        for cell in (c for c in tr.iter() if c.tag in ("th", "td")):
+            fill()
+            span, down = _span(cell, "colspan"), _span(cell, "rowspan")
+            for _ in range(span):
+                if down > 1:
+                    below[len(row)] = [down - 1, cell]
+                row.append(cell)
+        fill()
+        rows.append(row)
+    return rows
+
+
+def _span(cell, name: str) -> int:
+    value = (cell.attributes.get(name) or "1").strip()
+    return min(int(value), 100) if value.isdigit() and int(value) > 0 else 1
+
+
 def _cell_text(node) -> str:
     return " ".join(node.text(separator=" ").split())
 
 
-def _row_text(cells: list[str], header: list[str] | None) -> str:
+def _row_text(label: str, values: list[tuple[list[str], str]]) -> str:
     """A table row as one line that reads on its own: "Weight: 34.5 kg", or with the column headings of a
-    table of several columns, "Weight — Trailhead Ridge: 34.5 kg; Trailhead Haul: 47.2 kg"."""
-    if header and len(header) == len(cells) and len(cells) > 2:
-        values = "; ".join(f"{h}: {v}" if h else v for h, v in zip(header[1:], cells[1:]) if v)
-        return f"{cells[0]} — {values}" if cells[0] else values
-    if len(cells) == 2 and cells[0] and cells[1]:
-        return f"{cells[0].rstrip(':')}: {cells[1]}"
-    return "; ".join(c for c in cells if c)
+    table of several columns, "Weight — Trailhead Ridge: 34.5 kg; Trailhead Haul: 47.2 kg" (a value that
+    spans columns once, after all their headings: "Lite, Duo: 30-day free trial")."""
+    shown = [(names, v) for names, v in values if v]
+    if len(values) > 1 and any(names for names, _ in shown):
+        text = "; ".join(f"{', '.join(names)}: {v}" if names else v for names, v in shown)
+        return f"{label} — {text}" if label else text
+    if len(values) == 1 and label and shown:
+        return f"{label.rstrip(':')}: {shown[0][1]}"
+    return "; ".join([label, *(v for _, v in shown)] if label else [v for _, v in shown])
 
 
 def _content_root(body):
@@ -226,6 +318,7 @@ class _Open:
     children: list
     next: int = 0
     run: list[str] = field(default_factory=list)
+    resume: str | None = None     # the heading whose section goes on after this scope (a tab, a callout)
 
 
 class _Reader:
@@ -233,6 +326,7 @@ class _Reader:
 
     def __init__(self) -> None:
         self.sections = [Section("")]
+        self.resumed: set[int] = set()    # ids of the sections that go on after a scope (dropped if empty)
 
     def add(self, node, text: str, alone: bool) -> None:
         """A block's text; `alone`: the node holds nothing else (so it may be a heading)."""
@@ -245,14 +339,40 @@ class _Reader:
             self.sections[-1].paragraphs.append(text)
 
     def table(self, table) -> None:
+        """Each row as a line that reads on its own (_row_text): its label (the cells up to its row
+        heading, or its first cell) and each value with its column's heading; the rows of the table's
+        head (or rows of headings only) give the column headings, several such rows joined per column."""
         header: list[str] | None = None      # the column headings
-        for row in table.css("tr"):
-            cells = row.css("th, td")
-            texts = [_cell_text(c) for c in cells]
-            if len(cells) > 1 and all(c.tag == "th" for c in cells):
-                header = texts
-            elif any(texts):
-                self.sections[-1].paragraphs.append(_row_text(texts, header))
+        heading_rows: list[list] = []
+        texts = {}
+        for row in _grid(table):
+            for cell in row:
+                if cell.mem_id not in texts:
+                    texts[cell.mem_id] = _cell_text(cell)
+            if len(set(c.mem_id for c in row)) > 1 and all(c.tag == "th" for c in row) or (
+                    row and row[0].parent is not None and row[0].parent.parent is not None
+                    and row[0].parent.parent.tag == "thead"):
+                heading_rows.append(row)
+                header = [" ".join(dict.fromkeys(texts[r[i].mem_id] for r in heading_rows if i < len(r)
+                                                 and texts[r[i].mem_id])) for i in range(max(map(len, heading_rows)))]
+                continue
+            heading_rows = []
+            if not any(texts[c.mem_id] for c in row):
+                continue
+            label_end = next((i for i, c in enumerate(row) if c.tag == "th"), 0) if any(
+                c.tag == "td" for c in row) else 0
+            label = " – ".join(dict.fromkeys(texts[c.mem_id] for c in row[:label_end + 1] if texts[c.mem_id]))
+            values: list[tuple[list[str], str]] = []      # (column headings, value), a spanning cell once
+            last = None
+            for i in range(label_end + 1, len(row)):
+                name = header[i] if header and i < len(header) else ""
+                if row[i].mem_id == last:
+                    if name:
+                        values[-1][0].append(name)
+                    continue
+                last = row[i].mem_id
+                values.append(([name] if name else [], texts[row[i].mem_id]))
+            self.sections[-1].paragraphs.append(_row_text(label, values))
 
     def read(self, root) -> None:
         """A block or container: its own text between its children (text written straight into a
@@ -265,6 +385,8 @@ class _Reader:
             if top.next == len(top.children):
                 self.add(top.node, "".join(top.run), False)
                 opened.pop()
+                if top.resume is not None:
+                    self._scope(top.resume, top.resume)
                 continue
             child = top.children[top.next]
             top.next += 1
@@ -285,18 +407,39 @@ class _Reader:
                     self._enter(child, opened)
 
     def _enter(self, node, opened: list[_Open]) -> None:
-        """A block without blocks inside is read at once (and may be a heading); else it is opened."""
+        """A block without blocks inside is read at once (and may be a heading); else it is opened. A
+        tab's panel or a titled callout is a section of its own ("Turn on guest Wi-Fi (Android)"), after
+        which the section it is in goes on."""
+        resume = None
+        attrs = node.attributes
+        if _SCOPE_TAB in attrs or _SCOPE_TITLE in attrs:
+            resume = self.sections[-1].heading
+            tab = attrs.get(_SCOPE_TAB)
+            heading = (f"{resume} ({tab})" if resume else tab) if tab is not None else attrs.get(_SCOPE_TITLE)
+            self._scope(heading or "", resume)
         children = list(node.iter(include_text=True))
         if any(c.tag in _STRUCTURE for c in children):
-            opened.append(_Open(node, children))
-        else:
-            self.add(node, node.text(separator=""), True)
+            opened.append(_Open(node, children, resume=resume))
+            return
+        self.add(node, node.text(separator=""), resume is None)
+        if resume is not None:
+            self._scope(resume, resume)
+
+    def _scope(self, heading: str, resume: str) -> None:
+        """A section for a scope or for the text after it; the section it replaces is dropped if it is
+        still empty and only the one the scope went on from (between two tabs: nothing to keep)."""
+        last = self.sections[-1]
+        if not last.paragraphs and last.heading == resume and len(self.sections) > 1:
+            self.sections.pop()
+        self.sections.append(Section(heading))
+        if heading == resume:
+            self.resumed.add(id(self.sections[-1]))
 
 
 def _sections(root) -> list[Section]:
     reader = _Reader()
     reader.read(root)
-    return [s for s in reader.sections if s.paragraphs or s.heading]
+    return [s for s in reader.sections if s.paragraphs or (s.heading and id(s) not in reader.resumed)]
 
 
 def extract_text(text: str, url: str) -> Page:

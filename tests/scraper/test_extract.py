@@ -154,3 +154,47 @@ def test_a_listing_of_article_cards_is_read_whole():
 def test_thousands_of_nested_elements_are_read():
     deep = "<div>" * 5000 + "<p>Deep text is still content.</p>" + "</div>" * 5000
     assert extract_html(f"<html><body>{deep}</body></html>", "https://x.example/").text == "Deep text is still content."
+
+
+def _sections(html: str) -> list[tuple[str, list[str]]]:
+    return [(s.heading, s.paragraphs) for s in extract_html(html, "https://help.example/x").sections]
+
+
+def test_content_tabs_are_sections_headed_by_their_label_and_the_section_goes_on_after_them():
+    aria = """<main><h2>Update now<a class="hash-link" href="#update">\u200b</a></h2><p>Pick your device.</p>
+    <div class="tabs-container"><ul role="tablist"><li role="tab">iOS</li><li role="tab">Android</li></ul>
+    <div><div role="tabpanel"><p>Tap Check now.</p></div><div role="tabpanel" hidden>Tap Install now.</div></div></div>
+    <p>Nodes restart for 8 minutes.</p><h2>Channels</h2><p>Stable is the default.</p></main>"""
+    assert _sections(aria) == [
+        ("Update now", ["Pick your device."]), ("Update now (iOS)", ["Tap Check now."]),
+        ("Update now (Android)", ["Tap Install now."]), ("Update now", ["Nodes restart for 8 minutes."]),
+        ("Channels", ["Stable is the default."])]
+    mkdocs = """<article class="md-content__inner"><h2>Guest Wi-Fi<a class="headerlink" href="#g">¶</a></h2>
+    <div class="tabbed-set"><input type="radio" id="t1" checked><input type="radio" id="t2">
+    <div class="tabbed-labels"><label for="t1">iOS</label><label for="t2">Web dashboard</label></div>
+    <div class="tabbed-content"><div class="tabbed-block"><ol><li>Tap Done.</li></ol></div>
+    <div class="tabbed-block"><p>Click Save.</p></div></div></div></article>"""
+    assert _sections(mkdocs) == [("Guest Wi-Fi (iOS)", ["Tap Done."]), ("Guest Wi-Fi (Web dashboard)", ["Click Save."])]
+
+
+def test_a_callout_s_own_title_heads_its_text_and_a_title_naming_its_kind_is_dropped():
+    html = """<main><h2>Limits</h2><p>Up to 50 guests.</p>
+    <div class="admonition tip"><p class="admonition-title">Rotate the password</p><p>Turn on Rotate.</p></div>
+    <div class="theme-admonition alert"><div class="admonitionHeading_x"><svg></svg>warning</div>
+    <div class="admonitionContent_y"><p>Not in bridge mode.</p></div></div><p>Guests get IPv6.</p></main>"""
+    assert _sections(html) == [("Limits", ["Up to 50 guests."]), ("Rotate the password", ["Turn on Rotate."]),
+                               ("Limits", ["Not in bridge mode.", "Guests get IPv6."])]
+
+
+def test_cells_spanning_rows_and_columns_stand_in_each_place_they_cover():
+    html = """<main><table><thead><tr><th>Group</th><th>Feature</th><th>Lite</th><th>Duo</th><th>Max</th></tr></thead>
+    <tbody><tr><td rowspan="2">Physical</td><th scope="row">Weight</th><td>240 g</td><td>465 g</td><td>1.09 kg</td></tr>
+    <tr><th scope="row">Warranty</th><td colspan="2">2 years</td><td>3 years</td></tr>
+    <tr><th scope="row">Nodes</th><td colspan="3">Up to 8</td></tr></tbody></table>
+    <table><thead><tr><th rowspan="2">Feature</th><th colspan="2">One</th></tr><tr><th>Value</th><th>Notes</th></tr></thead>
+    <tr><td>Price</td><td>€649</td><td>Chalk or Slate</td></tr></table></main>"""
+    assert _sections(html)[0][1] == [
+        "Physical – Weight — Lite: 240 g; Duo: 465 g; Max: 1.09 kg",
+        "Physical – Warranty — Lite, Duo: 2 years; Max: 3 years",
+        "Nodes: Up to 8",                           # the group spans two rows only
+        "Price — One Value: €649; One Notes: Chalk or Slate"]
