@@ -114,14 +114,19 @@ def covered(message: str, chunks: list[Chunk], passages: int = COVERED_PASSAGES)
     return sum(w for t, w in weight.items() if t in held) / total if total > 0 else 0.0
 
 
-# "Do you have / offer / sell X", "Does it support X", "Is there an X": a question whether the product
-# or the company has a thing. When the knowledge never names that thing, it does not answer the question,
+# "Do you have / offer / sell X", "Does it support X", "Is there an X", "Does it work with X": a question
+# whether the product or the company has a thing. When the knowledge never names that thing, it does not answer the question,
 # however close the nearest passage's topic ("Do you have a referral programme?" beside the pricing page):
 # a help site documents what exists. X is the up to three words after the verb, up to a function word.
 _ASKS_FOR = re.compile(
     r"\b(?:(?:do|d'?)\s*(?:you|u|ya|they)|does\s+(?:the\s+|your\s+)?[\w'-]+|can\s+(?:you|it))\s+"
     r"(?:have|offer|sell|support|do|make|accept|ship|provide)\s+(?:an?\s+|any\s+|some\s+)?(?P<x>[^?.!,;:]+)"
-    r"|\b(?:is|are)\s+there\s+(?:an?\s+|any\s+|some\s+)?(?P<y>[^?.!,;:]+)",
+    r"|\b(?:is|are)\s+there\s+(?:an?\s+|any\s+|some\s+)?(?P<y>[^?.!,;:]+)"
+    # "Does it work with X", "Will the app sync with X", "Is it compatible with X"
+    r"|\b(?:(?:do|does|will|would|can|could)\s+(?:it|you|they|the\s+[\w'-]+|[\w'-]+)\s+"
+    r"|(?:is|are)\s+(?:it|this|that|they|these|the\s+[\w'-]+|your\s+[\w'-]+|[\w'-]+)\s+)"
+    r"(?:(?:work|integrate|sync|connect|pair|talk)\s+(?:\w+\s+)?with|compatible\s+with)\s+"
+    r"(?:an?\s+|the\s+|my\s+|our\s+)?(?P<z>[^?.!,;:]+)",
     re.IGNORECASE)
 _THING_WORD = re.compile(r"[^\W_][\w'-]*")
 _PHRASE_END = frozenset(
@@ -148,7 +153,7 @@ def unnamed(message: str, unknown: tuple[str, ...] | frozenset[str]) -> list[str
     unknown = frozenset(unknown)
     for m in _ASKS_FOR.finditer(message):
         words = []
-        for w in _THING_WORD.findall(m.group("x") or m.group("y") or ""):
+        for w in _THING_WORD.findall(m.group("x") or m.group("y") or m.group("z") or ""):
             if w.lower() in _PHRASE_END or len(words) == 3:
                 break
             words.append(w)

@@ -172,6 +172,9 @@ def test_no_answer_when_the_passages_read_never_name_the_question_s_rare_term():
     ("How do I get a discount on Black Friday?", ("black", "friday"), []),     # not asked whether there is one
     ("Is there a student discount? How long is the trial?", ("student",), []),  # one of two questions
     ("Do you sell gift cards?", (), []),
+    ("does it work with alexa or google home?", ("alexa",), ["alexa"]),
+    ("Is the app compatible with Garmin watches", ("garmin",), ["Garmin"]),
+    ("Does it work with my phone?", ("black",), []),
 ])
 def test_unnamed_names_the_unknown_words_of_the_thing_asked_for(message, unknown, missing):
     from services.search.strategy import unnamed
