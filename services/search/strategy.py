@@ -152,15 +152,37 @@ def unnamed(message: str, unknown: tuple[str, ...] | frozenset[str]) -> list[str
         return []
     unknown = frozenset(unknown)
     for m in _ASKS_FOR.finditer(message):
-        words = []
-        for w in _THING_WORD.findall(m.group("x") or m.group("y") or m.group("z") or ""):
-            if w.lower() in _PHRASE_END or len(words) == 3:
-                break
-            words.append(w)
-        missing = [w for w in words if _unknown_word(w, unknown)]
+        missing = [w for w in _thing(m.group("x") or m.group("y") or m.group("z") or "") if _unknown_word(w, unknown)]
         if missing:
             return missing
     return []
+
+
+# A thing that is a kind of offer or feature is named by what follows it: "an app for Apple Watch",
+# "a discount for students", "an integration with Xero".
+_KIND_OF_THING = frozenset(
+    "app apps application version versions plan plans discount discounts deal deals offer offers option options "
+    "integration integrations plugin plugins extension extensions support mode program programme scheme "
+    "service services skill".split())
+_OF_WHAT = frozenset("for with on".split())
+_ARTICLES = frozenset("a an the my your our their".split())
+
+
+def _thing(text: str) -> list[str]:
+    """The words naming the thing asked for: up to three, up to a function word; after a kind of thing
+    ("app", "discount") followed by for / with / on, up to three more naming which."""
+    words, found = [], _THING_WORD.findall(text)
+    i = 0
+    while i < len(found) and len(words) < 3:
+        w = found[i].lower()
+        if w in _OF_WHAT and words and words[-1].lower() in _KIND_OF_THING:
+            rest = [x for x in found[i + 1:i + 5] if x.lower() not in _ARTICLES]
+            return words + _thing(" ".join(rest))
+        if w in _PHRASE_END:
+            break
+        words.append(found[i])
+        i += 1
+    return words
 
 
 def support(chunks: list[Chunk], known_weight: float, covered_share: float = 0.0, covered_weight: float = 0.0
