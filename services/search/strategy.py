@@ -152,7 +152,7 @@ def unnamed(message: str, unknown: tuple[str, ...] | frozenset[str]) -> list[str
         return []
     unknown = frozenset(unknown)
     for m in _ASKS_FOR.finditer(message):
-        missing = [w for w in _thing(m.group("x") or m.group("y") or m.group("z") or "") if _unknown_word(w, unknown)]
+        missing = [w for w in _which(m.group("x") or m.group("y") or m.group("z") or "") if _unknown_word(w, unknown)]
         if missing:
             return missing
     return []
@@ -168,21 +168,29 @@ _OF_WHAT = frozenset("for with on".split())
 _ARTICLES = frozenset("a an the my your our their".split())
 
 
-def _thing(text: str) -> list[str]:
-    """The words naming the thing asked for: up to three, up to a function word; after a kind of thing
-    ("app", "discount") followed by for / with / on, up to three more naming which."""
-    words, found = [], _THING_WORD.findall(text)
-    i = 0
-    while i < len(found) and len(words) < 3:
-        w = found[i].lower()
-        if w in _OF_WHAT and words and words[-1].lower() in _KIND_OF_THING:
-            rest = [x for x in found[i + 1:i + 5] if x.lower() not in _ARTICLES]
-            return words + _thing(" ".join(rest))
-        if w in _PHRASE_END:
+def _phrase(words: list[str]) -> list[str]:
+    """Up to three words, up to a function word."""
+    phrase = []
+    for word in words:
+        if word.lower() in _PHRASE_END or len(phrase) == 3:
             break
-        words.append(found[i])
-        i += 1
-    return words
+        phrase.append(word)
+    return phrase
+
+
+def _which(text: str) -> list[str]:
+    """The words that say which thing is asked for, of the up to three words naming it (up to a function
+    word): after a kind of thing ("app", "discount") and for / with / on, the words naming which ("an app
+    for [Apple Watch]"); else the words before the last, the thing's kind ("[Black Friday] discount"; a
+    knowledge that never says "discount" may well say "50 percent off for students"), or the one word."""
+    found = _THING_WORD.findall(text)
+    words = _phrase(found)
+    after = len(words)
+    if words and words[-1].lower() in _KIND_OF_THING and after < len(found) and found[after].lower() in _OF_WHAT:
+        which = _phrase([x for x in found[after + 1:] if x.lower() not in _ARTICLES])
+        if which:
+            return which
+    return words[:-1] if len(words) > 1 else words
 
 
 def support(chunks: list[Chunk], known_weight: float, covered_share: float = 0.0, covered_weight: float = 0.0

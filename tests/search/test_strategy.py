@@ -164,9 +164,9 @@ def test_no_answer_when_the_passages_read_never_name_the_question_s_rare_term():
 
 @pytest.mark.parametrize(("message", "unknown", "missing"), [
     ("Do you offer a Black Friday discount?", ("black", "friday"), ["Black", "Friday"]),
-    ("do u have a referral programme? my mate wants one", ("referr", "programm", "mate"), ["referral", "programme"]),
+    ("do u have a referral programme? my mate wants one", ("referr", "programm", "mate"), ["referral"]),
     ("Does the Ridge have a suspension fork?", ("suspens",), ["suspension"]),
-    ("Is there an affiliate scheme for bloggers", ("affili", "blogger"), ["affiliate", "bloggers"]),
+    ("Is there an affiliate scheme for bloggers", ("affili", "blogger"), ["bloggers"]),
     ("Does LedgerLoop do inventory?", ("inventori",), ["inventory"]),           # final y stemmed to i
     ("Do you offer a discount?", ("black",), []),                               # the thing is known
     ("How do I get a discount on Black Friday?", ("black", "friday"), []),     # not asked whether there is one
@@ -178,6 +178,8 @@ def test_no_answer_when_the_passages_read_never_name_the_question_s_rare_term():
     ("Is there a LedgerLoop app for the Apple Watch?", ("watch",), ["Watch"]),   # an app: for what
     ("Do you have a discount for students?", ("student",), ["students"]),
     ("Is there a weight limit for the rider?", ("rider",), []),                  # a limit is no kind of offer
+    ("Is there a student discount?", ("discount",), []),          # the kind unknown ("50 percent off"), not which
+    ("Do you accept American Express cards?", ("card",), []),
 ])
 def test_unnamed_names_the_unknown_words_of_the_thing_asked_for(message, unknown, missing):
     from services.search.strategy import unnamed
