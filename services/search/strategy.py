@@ -115,9 +115,9 @@ def covered(message: str, chunks: list[Chunk], passages: int = COVERED_PASSAGES)
 
 
 # "Do you have / offer / sell X", "Does it support X", "Is there an X", "Does it work with X": a question
-# whether the product or the company has a thing. When the knowledge never names that thing, it does not answer the question,
-# however close the nearest passage's topic ("Do you have a referral programme?" beside the pricing page):
-# a help site documents what exists. X is the up to three words after the verb, up to a function word.
+# whether the product or the company has a thing. When the knowledge never names that thing, it does not
+# answer the question, however close the nearest passage's topic ("Do you have a referral programme?"
+# beside the pricing page): a help site documents what exists. X: the words after the verb (_which()).
 _ASKS_FOR = re.compile(
     r"\b(?:(?:do|d'?)\s*(?:you|u|ya|they)|does\s+(?:the\s+|your\s+)?[\w'-]+|can\s+(?:you|it))\s+"
     r"(?:have|offer|sell|support|do|make|accept|ship|provide)\s+(?:an?\s+|any\s+|some\s+)?(?P<x>[^?.!,;:]+)"
@@ -133,7 +133,7 @@ _PHRASE_END = frozenset(
     "a an the my your our their it its this that these those them for in on at to of with and or so if i me "
     "we you he she they when where while which who as by from than then there here about after before like "
     "can could will would should do does is are was be".split())
-_QUESTION = re.compile(r"[^?.!]*\?")
+_QUESTION = re.compile(r"\?+")        # a question's end ("why??" is one): linear in the message
 
 
 def _unknown_word(word: str, unknown: frozenset[str]) -> bool:
