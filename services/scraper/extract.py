@@ -169,15 +169,16 @@ def _mark_scopes(body) -> None:
             for label, panel in zip(labels, panels):
                 panel.attrs[_SCOPE_TAB] = label
             tablist.decompose()
-    for tabs in body.css(".tabbed-set"):
-        labels = [" ".join(t.text(separator=" ").split()) for t in tabs.css(".tabbed-labels label")]
-        content = tabs.css_first(".tabbed-content")
-        blocks = [c for c in content.iter() if c.tag != "-text"] if content is not None else []
-        if labels and len(labels) == len(blocks):
-            for label, block in zip(labels, blocks):
-                block.attrs[_SCOPE_TAB] = label
-            for node in tabs.css(".tabbed-labels"):
-                node.decompose()
+    for set_selector, label_selector, panel_selector in _TAB_SETS:
+        for tabs in body.css(set_selector):
+            labels = tabs.css(label_selector)
+            panels = [p for p in tabs.css(panel_selector) if _nearest(p, set_selector) == tabs.mem_id]
+            labels = [t for t in labels if _nearest(t, set_selector) == tabs.mem_id]
+            if labels and len(labels) == len(panels):
+                for label, panel in zip(labels, panels):
+                    panel.attrs[_SCOPE_TAB] = " ".join(label.text(separator=" ").split())
+                for label in labels:
+                    label.decompose()
     for box in body.css("div[class], aside[class], section[class]"):
         if not _CALLOUT_BOX.search(box.attributes.get("class") or ""):
             continue
@@ -188,6 +189,23 @@ def _mark_scopes(body) -> None:
         if text and text.lower().rstrip(":") not in _CALLOUT_KINDS and len(text) <= MAX_HEADING_CHARS:
             box.attrs[_SCOPE_TITLE] = text
         title.decompose()
+
+
+# Content tabs written without ARIA roles, as (the set, a tab's label, a tab's panel): MkDocs Material's
+# tabbed sets and sphinx-design's tab sets (radio inputs, then labels and panels).
+_TAB_SETS = ((".tabbed-set", ".tabbed-labels > label", ".tabbed-content > .tabbed-block"),
+             (".sd-tab-set", "label.sd-tab-label", ".sd-tab-content"))
+
+
+def _nearest(node, selector: str):
+    """The mem_id of the nearest ancestor matching `selector` (one of _TAB_SETS' set selectors), or None."""
+    name = selector.lstrip(".")
+    parent = node.parent
+    while parent is not None:
+        if name in (parent.attributes.get("class") or "").split():
+            return parent.mem_id
+        parent = parent.parent
+    return None
 
 
 def _grid(table) -> list[list]:

@@ -198,3 +198,15 @@ def test_cells_spanning_rows_and_columns_stand_in_each_place_they_cover():
         "Physical – Warranty — Lite, Duo: 2 years; Max: 3 years",
         "Nodes: Up to 8",                           # the group spans two rows only
         "Price — One Value: €649; One Notes: Chalk or Slate"]
+
+
+def test_sphinx_design_tab_sets_and_nested_tab_sets_keep_their_own_labels():
+    html = """<div role="main"><h2>Install</h2><div class="sd-tab-set docutils">
+    <input checked id="a" type="radio"><label class="sd-tab-label" for="a">pip</label>
+    <div class="sd-tab-content docutils"><p>Run pip install.</p>
+      <div class="tabbed-set"><input id="c" type="radio"><div class="tabbed-labels"><label for="c">Linux</label></div>
+      <div class="tabbed-content"><div class="tabbed-block"><p>Use python3.</p></div></div></div></div>
+    <input id="b" type="radio"><label class="sd-tab-label" for="b">conda</label>
+    <div class="sd-tab-content docutils"><p>Run conda install.</p></div></div></div>"""
+    assert _sections(html) == [("Install (pip)", ["Run pip install."]), ("Install (pip) (Linux)", ["Use python3."]),
+                               ("Install (conda)", ["Run conda install."])]
