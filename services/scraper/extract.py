@@ -9,6 +9,8 @@ from selectolax.lexbor import LexborHTMLParser
 
 from services.common.chunking import chunk_text, content_hash
 from services.scraper.fetching import normalize_url
+from services.scraper.scopes import SCOPE_TAB, SCOPE_TITLE, mark_scopes
+from services.scraper.tables import table_lines
 
 # Elements that are never content.
 _DROP = "script, style, noscript, template, svg, iframe, form, button, nav, header, footer, " \
@@ -43,21 +45,6 @@ _CALLOUT_NAME = re.compile(r"note|tip|warning|caution|callout|alert|info|importa
 # A class that makes a short block a heading: <div class="section-title">Fees</div>.
 _HEADING_NAME = re.compile(r"(^|[-_ ])(title|heading|subheading|subtitle|question)($|[-_ ])", re.IGNORECASE)
 _INLINE_EMPHASIS = {"strong", "b"}
-# A documentation generator's callout (MkDocs' admonition, Docusaurus' theme-admonition, Bootstrap's
-# alert) and its title element. A title that only says what kind of callout it is ("Warning", "tip") is
-# dropped; another ("Rotate the password") heads the callout's text, and the text after the callout
-# returns to the section it is in.
-_CALLOUT_BOX = re.compile(r"admonition|callout|alert", re.IGNORECASE)
-_CALLOUT_TITLE = re.compile(r"title|heading", re.IGNORECASE)
-_CALLOUT_KINDS = frozenset(
-    "note tip tips info information warning caution danger important hint success example abstract summary "
-    "quote question attention notice remember error bug failure check todo".split())
-# A heading's own permalink ("¶", "#", a zero-width space): not part of the heading's text.
-_PERMALINK = "a.headerlink, a.hash-link, a.anchor-link, a.anchorjs-link, a.heading-anchor"
-_PERMALINK_TEXT = re.compile(r"[\s¶#§\u200b\u200c\u200d\ufeff🔗]*")
-# Attributes the extractor marks elements with before reading them (never in a page's own markup).
-_SCOPE_TAB = "data-parley-tab"
-_SCOPE_TITLE = "data-parley-title"
 MAX_HEADING_CHARS = 80
 # <br> inside a block: "Opening hours:<br>Mon-Fri 9-18<br>Sat 10-14" reads "Opening hours: Mon-Fri 9-18,
 # Sat 10-14" (a list's lines, not one run-on sentence). Elsewhere (table cells, terms) it is a space.
@@ -134,7 +121,7 @@ def extract_html(html: str, url: str) -> Page:
             if target and target not in seen:
                 seen.add(target)
                 page.links.append(target)
-    _mark_scopes(body)          # before _DROP: a tab list may be a <nav> or hold <button>s
+    mark_scopes(body, MAX_HEADING_CHARS)   # before _DROP: a tab list may be a <nav> or hold <button>s
     for junk in body.css(_DROP):
         junk.decompose()
     _drop_furniture(body)
@@ -146,115 +133,6 @@ def extract_html(html: str, url: str) -> Page:
         h1 = root.css_first("h1")
         page.title = h1.text(separator=" ", strip=True) if h1 else ""
     return page
-
-
-def _mark_scopes(body) -> None:
-    """Marks what a documentation generator shows apart from the flow of its section, so that the reader
-    heads it apart: each panel of content tabs by its tab's label (ARIA tabs as Docusaurus and Bootstrap
-    write them, MkDocs' tabbed sets), callouts by their own title. Tab lists and callout titles that only
-    name the kind of callout are removed; so are headings' permalinks."""
-    for link in body.css(_PERMALINK):
-        link.decompose()
-    for link in body.css("h1 a[href^='#'], h2 a[href^='#'], h3 a[href^='#'], h4 a[href^='#'], "
-                            "h5 a[href^='#'], h6 a[href^='#']"):
-        if _PERMALINK_TEXT.fullmatch(link.text()):
-            link.decompose()
-    for tablist in body.css("[role=tablist]"):
-        labels = [" ".join(t.text(separator=" ").split()) for t in tablist.css("[role=tab]")]
-        holder = tablist.parent
-        while holder is not None and holder.css_first("[role=tabpanel]") is None and holder.tag != "body":
-            holder = holder.parent
-        panels = holder.css("[role=tabpanel]") if holder is not None else []
-        if labels and len(labels) == len(panels):
-            for label, panel in zip(labels, panels):
-                panel.attrs[_SCOPE_TAB] = label
-            tablist.decompose()
-    for set_selector, label_selector, panel_selector in _TAB_SETS:
-        for tabs in body.css(set_selector):
-            labels = tabs.css(label_selector)
-            panels = [p for p in tabs.css(panel_selector) if _nearest(p, set_selector) == tabs.mem_id]
-            labels = [t for t in labels if _nearest(t, set_selector) == tabs.mem_id]
-            if labels and len(labels) == len(panels):
-                for label, panel in zip(labels, panels):
-                    panel.attrs[_SCOPE_TAB] = " ".join(label.text(separator=" ").split())
-                for label in labels:
-                    label.decompose()
-    for box in body.css("div[class], aside[class], section[class]"):
-        if not _CALLOUT_BOX.search(box.attributes.get("class") or ""):
-            continue
-        title = next((c for c in box.iter() if c.tag != "-text"), None)
-        if title is None or not _CALLOUT_TITLE.search(title.attributes.get("class") or ""):
-            continue
-        text = " ".join(title.text(separator=" ").split())
-        if text and text.lower().rstrip(":") not in _CALLOUT_KINDS and len(text) <= MAX_HEADING_CHARS:
-            box.attrs[_SCOPE_TITLE] = text
-        title.decompose()
-
-
-# Content tabs written without ARIA roles, as (the set, a tab's label, a tab's panel): MkDocs Material's
-# tabbed sets and sphinx-design's tab sets (radio inputs, then labels and panels).
-_TAB_SETS = ((".tabbed-set", ".tabbed-labels > label", ".tabbed-content > .tabbed-block"),
-             (".sd-tab-set", "label.sd-tab-label", ".sd-tab-content"))
-
-
-def _nearest(node, selector: str):
-    """The mem_id of the nearest ancestor matching `selector` (one of _TAB_SETS' set selectors), or None."""
-    name = selector.lstrip(".")
-    parent = node.parent
-    while parent is not None:
-        if name in (parent.attributes.get("class") or "").split():
-            return parent.mem_id
-        parent = parent.parent
-    return None
-
-
-def _grid(table) -> list[list]:
-    """A table's rows as lists of cells, a cell that spans rows or columns standing in each place it
-    covers (so a column's cells line up with its heading)."""
-    rows, below = [], {}      # below: column -> [rows still to cover, cell] of a rowspan
-    for tr in table.css("tr"):
-        row: list = []
-
-        def fill() -> None:
-            while len(row) in below:
-                left = below[len(row)]
-                row.append(left[1])
-                left[0] -= 1
-                if left[0] == 0:
-                    del below[len(row) - 1]
-
-        for cell in (c for c in tr.iter() if c.tag in ("th", "td")):
-            fill()
-            span, down = _span(cell, "colspan"), _span(cell, "rowspan")
-            for _ in range(span):
-                if down > 1:
-                    below[len(row)] = [down - 1, cell]
-                row.append(cell)
-        fill()
-        rows.append(row)
-    return rows
-
-
-def _span(cell, name: str) -> int:
-    value = (cell.attributes.get(name) or "1").strip()
-    return min(int(value), 100) if value.isdigit() and int(value) > 0 else 1
-
-
-def _cell_text(node) -> str:
-    return " ".join(node.text(separator=" ").split())
-
-
-def _row_text(label: str, values: list[tuple[list[str], str]]) -> str:
-    """A table row as one line that reads on its own: "Weight: 34.5 kg", or with the column headings of a
-    table of several columns, "Weight — Trailhead Ridge: 34.5 kg; Trailhead Haul: 47.2 kg" (a value that
-    spans columns once, after all their headings: "Lite, Duo: 30-day free trial")."""
-    shown = [(names, v) for names, v in values if v]
-    if len(values) > 1 and any(names for names, _ in shown):
-        text = "; ".join(f"{', '.join(names)}: {v}" if names else v for names, v in shown)
-        return f"{label} — {text}" if label else text
-    if len(values) == 1 and label and shown:
-        return f"{label.rstrip(':')}: {shown[0][1]}"
-    return "; ".join([label, *(v for _, v in shown)] if label else [v for _, v in shown])
 
 
 def _content_root(body):
@@ -356,42 +234,6 @@ class _Reader:
         else:
             self.sections[-1].paragraphs.append(text)
 
-    def table(self, table) -> None:
-        """Each row as a line that reads on its own (_row_text): its label (the cells up to its row
-        heading, or its first cell) and each value with its column's heading; the rows of the table's
-        head (or rows of headings only) give the column headings, several such rows joined per column."""
-        header: list[str] | None = None      # the column headings
-        heading_rows: list[list] = []
-        texts = {}
-        for row in _grid(table):
-            for cell in row:
-                if cell.mem_id not in texts:
-                    texts[cell.mem_id] = _cell_text(cell)
-            if len(set(c.mem_id for c in row)) > 1 and all(c.tag == "th" for c in row) or (
-                    row and row[0].parent is not None and row[0].parent.parent is not None
-                    and row[0].parent.parent.tag == "thead"):
-                heading_rows.append(row)
-                header = [" ".join(dict.fromkeys(texts[r[i].mem_id] for r in heading_rows if i < len(r)
-                                                 and texts[r[i].mem_id])) for i in range(max(map(len, heading_rows)))]
-                continue
-            heading_rows = []
-            if not any(texts[c.mem_id] for c in row):
-                continue
-            label_end = next((i for i, c in enumerate(row) if c.tag == "th"), 0) if any(
-                c.tag == "td" for c in row) else 0
-            label = " – ".join(dict.fromkeys(texts[c.mem_id] for c in row[:label_end + 1] if texts[c.mem_id]))
-            values: list[tuple[list[str], str]] = []      # (column headings, value), a spanning cell once
-            last = None
-            for i in range(label_end + 1, len(row)):
-                name = header[i] if header and i < len(header) else ""
-                if row[i].mem_id == last:
-                    if name:
-                        values[-1][0].append(name)
-                    continue
-                last = row[i].mem_id
-                values.append(([name] if name else [], texts[row[i].mem_id]))
-            self.sections[-1].paragraphs.append(_row_text(label, values))
-
     def read(self, root) -> None:
         """A block or container: its own text between its children (text written straight into a
         theme's <div class="note"> or an accordion's answer is a paragraph too), its children in order.
@@ -418,7 +260,7 @@ class _Reader:
                 self.add(top.node, "".join(top.run), False)
                 top.run.clear()
                 if tag == "table":
-                    self.table(child)
+                    self.sections[-1].paragraphs.extend(table_lines(child))
                 elif tag == "dl":
                     self.sections[-1].paragraphs.extend(_definitions(child))
                 elif tag != "hr":
@@ -430,10 +272,10 @@ class _Reader:
         which the section it is in goes on."""
         resume = None
         attrs = node.attributes
-        if _SCOPE_TAB in attrs or _SCOPE_TITLE in attrs:
+        if SCOPE_TAB in attrs or SCOPE_TITLE in attrs:
             resume = self.sections[-1].heading
-            tab = attrs.get(_SCOPE_TAB)
-            heading = (f"{resume} ({tab})" if resume else tab) if tab is not None else attrs.get(_SCOPE_TITLE)
+            tab = attrs.get(SCOPE_TAB)
+            heading = (f"{resume} ({tab})" if resume else tab) if tab is not None else attrs.get(SCOPE_TITLE)
             self._scope(heading or "", resume)
         children = list(node.iter(include_text=True))
         if any(c.tag in _STRUCTURE for c in children):

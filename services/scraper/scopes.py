@@ -1,0 +1,85 @@
+"""What documentation generators show apart from the flow of a section: content tabs, titled callouts.
+
+The extractor marks them before reading a page (`mark_scopes`), and its reader heads each apart: a tab's
+panel by its label ("Update now (Android)"), a callout by its own title; the section goes on after them.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A documentation generator's callout (MkDocs' admonition, Docusaurus' theme-admonition, Bootstrap's
+# alert) and its title element. A title that only says what kind of callout it is ("Warning", "tip") is
+# dropped; another ("Rotate the password") heads the callout's text, and the text after the callout
+# returns to the section it is in.
+_CALLOUT_BOX = re.compile(r"admonition|callout|alert", re.IGNORECASE)
+_CALLOUT_TITLE = re.compile(r"title|heading", re.IGNORECASE)
+_CALLOUT_KINDS = frozenset(
+    "note tip tips info information warning caution danger important hint success example abstract summary "
+    "quote question attention notice remember error bug failure check todo".split())
+# A heading's own permalink ("¶", "#", a zero-width space): not part of the heading's text.
+_PERMALINK = "a.headerlink, a.hash-link, a.anchor-link, a.anchorjs-link, a.heading-anchor"
+_PERMALINK_TEXT = re.compile(r"[\s¶#§\u200b\u200c\u200d\ufeff🔗]*")
+# Attributes the extractor marks elements with before reading them (never in a page's own markup).
+SCOPE_TAB = "data-parley-tab"
+SCOPE_TITLE = "data-parley-title"
+
+
+def mark_scopes(body, max_title_chars: int) -> None:
+    """Marks what a documentation generator shows apart from the flow of its section, so that the reader
+    heads it apart: each panel of content tabs by its tab's label (ARIA tabs as Docusaurus and Bootstrap
+    write them, MkDocs' and sphinx-design's tab sets), callouts by their own title. Tab lists and callout titles that only
+    name the kind of callout are removed; so are headings' permalinks."""
+    for link in body.css(_PERMALINK):
+        link.decompose()
+    for link in body.css("h1 a[href^='#'], h2 a[href^='#'], h3 a[href^='#'], h4 a[href^='#'], "
+                         "h5 a[href^='#'], h6 a[href^='#']"):
+        if _PERMALINK_TEXT.fullmatch(link.text()):
+            link.decompose()
+    for tablist in body.css("[role=tablist]"):
+        labels = [" ".join(t.text(separator=" ").split()) for t in tablist.css("[role=tab]")]
+        holder = tablist.parent
+        while holder is not None and holder.css_first("[role=tabpanel]") is None and holder.tag != "body":
+            holder = holder.parent
+        panels = holder.css("[role=tabpanel]") if holder is not None else []
+        if labels and len(labels) == len(panels):
+            for label, panel in zip(labels, panels):
+                panel.attrs[SCOPE_TAB] = label
+            tablist.decompose()
+    for set_selector, label_selector, panel_selector in _TAB_SETS:
+        for tabs in body.css(set_selector):
+            labels = tabs.css(label_selector)
+            panels = [p for p in tabs.css(panel_selector) if _nearest(p, set_selector) == tabs.mem_id]
+            labels = [t for t in labels if _nearest(t, set_selector) == tabs.mem_id]
+            if labels and len(labels) == len(panels):
+                for label, panel in zip(labels, panels):
+                    panel.attrs[SCOPE_TAB] = " ".join(label.text(separator=" ").split())
+                for label in labels:
+                    label.decompose()
+    for box in body.css("div[class], aside[class], section[class]"):
+        if not _CALLOUT_BOX.search(box.attributes.get("class") or ""):
+            continue
+        title = next((c for c in box.iter() if c.tag != "-text"), None)
+        if title is None or not _CALLOUT_TITLE.search(title.attributes.get("class") or ""):
+            continue
+        text = " ".join(title.text(separator=" ").split())
+        if text and text.lower().rstrip(":") not in _CALLOUT_KINDS and len(text) <= max_title_chars:
+            box.attrs[SCOPE_TITLE] = text
+        title.decompose()
+
+
+# Content tabs written without ARIA roles, as (the set, a tab's label, a tab's panel): MkDocs Material's
+# tabbed sets and sphinx-design's tab sets (radio inputs, then labels and panels).
+_TAB_SETS = ((".tabbed-set", ".tabbed-labels > label", ".tabbed-content > .tabbed-block"),
+             (".sd-tab-set", "label.sd-tab-label", ".sd-tab-content"))
+
+
+def _nearest(node, selector: str):
+    """The mem_id of the nearest ancestor matching `selector` (one of _TAB_SETS' set selectors), or None."""
+    name = selector.lstrip(".")
+    parent = node.parent
+    while parent is not None:
+        if name in (parent.attributes.get("class") or "").split():
+            return parent.mem_id
+        parent = parent.parent
+    return None

@@ -1,0 +1,91 @@
+"""Tables as lines that read on their own: each row with its label and each value with its column's heading."""
+
+from __future__ import annotations
+
+
+def table_lines(table) -> list[str]:
+    """Each row as a line that reads on its own (_row_text): its label (the cells up to its row
+    heading, or its first cell) and each value with its column's heading; the rows of the table's
+    head (or rows of headings only) give the column headings, several such rows joined per column."""
+    lines: list[str] = []
+    header: list[str] | None = None      # the column headings
+    heading_rows: list[list] = []
+    texts = {}
+    for row in _grid(table):
+        for cell in row:
+            if cell.mem_id not in texts:
+                texts[cell.mem_id] = cell_text(cell)
+        if len(set(c.mem_id for c in row)) > 1 and all(c.tag == "th" for c in row) or (
+                row and row[0].parent is not None and row[0].parent.parent is not None
+                and row[0].parent.parent.tag == "thead"):
+            heading_rows.append(row)
+            header = [" ".join(dict.fromkeys(texts[r[i].mem_id] for r in heading_rows if i < len(r)
+                                             and texts[r[i].mem_id])) for i in range(max(map(len, heading_rows)))]
+            continue
+        heading_rows = []
+        if not any(texts[c.mem_id] for c in row):
+            continue
+        label_end = next((i for i, c in enumerate(row) if c.tag == "th"), 0) if any(
+            c.tag == "td" for c in row) else 0
+        label = " – ".join(dict.fromkeys(texts[c.mem_id] for c in row[:label_end + 1] if texts[c.mem_id]))
+        values: list[tuple[list[str], str]] = []      # (column headings, value), a spanning cell once
+        last = None
+        for i in range(label_end + 1, len(row)):
+            name = header[i] if header and i < len(header) else ""
+            if row[i].mem_id == last:
+                if name:
+                    values[-1][0].append(name)
+                continue
+            last = row[i].mem_id
+            values.append(([name] if name else [], texts[row[i].mem_id]))
+        lines.append(_row_text(label, values))
+    return lines
+
+
+def _grid(table) -> list[list]:
+    """A table's rows as lists of cells, a cell that spans rows or columns standing in each place it
+    covers (so a column's cells line up with its heading)."""
+    rows, below = [], {}      # below: column -> [rows still to cover, cell] of a rowspan
+    for tr in table.css("tr"):
+        row: list = []
+
+        def fill() -> None:
+            while len(row) in below:
+                left = below[len(row)]
+                row.append(left[1])
+                left[0] -= 1
+                if left[0] == 0:
+                    del below[len(row) - 1]
+
+        for cell in (c for c in tr.iter() if c.tag in ("th", "td")):
+            fill()
+            span, down = _span(cell, "colspan"), _span(cell, "rowspan")
+            for _ in range(span):
+                if down > 1:
+                    below[len(row)] = [down - 1, cell]
+                row.append(cell)
+        fill()
+        rows.append(row)
+    return rows
+
+
+def _span(cell, name: str) -> int:
+    value = (cell.attributes.get(name) or "1").strip()
+    return min(int(value), 100) if value.isdigit() and int(value) > 0 else 1
+
+
+def cell_text(node) -> str:
+    return " ".join(node.text(separator=" ").split())
+
+
+def _row_text(label: str, values: list[tuple[list[str], str]]) -> str:
+    """A table row as one line that reads on its own: "Weight: 34.5 kg", or with the column headings of a
+    table of several columns, "Weight — Trailhead Ridge: 34.5 kg; Trailhead Haul: 47.2 kg" (a value that
+    spans columns once, after all their headings: "Lite, Duo: 30-day free trial")."""
+    shown = [(names, v) for names, v in values if v]
+    if len(values) > 1 and any(names for names, _ in shown):
+        text = "; ".join(f"{', '.join(names)}: {v}" if names else v for names, v in shown)
+        return f"{label} — {text}" if label else text
+    if len(values) == 1 and label and shown:
+        return f"{label.rstrip(':')}: {shown[0][1]}"
+    return "; ".join([label, *(v for _, v in shown)] if label else [v for _, v in shown])
