@@ -32,6 +32,10 @@ async def test_demo_evaluation_meets_the_goals(search, admin, settings):
             assert reply.faq_answer and reply.passages[0].kind == "faq"
         assert reply.reasons and set(reply.scores) >= ({"relevance", "faq", "fused"} if case.sources else set())
     report = evaluate(outcomes)
-    assert report.hit_at_3 >= 0.9, report.misses
+    # The demo set answers every question today (hit@3 1.000, strategy accuracy 0.984): it guards the
+    # decision against regressions, so one miss at most (a NO_ANSWER rule that refused three demo
+    # questions, hit@3 0.944 and accuracy 0.938, got through the goals of 0.9 alone).
+    assert report.hit_at_3 >= 0.98, report.misses
+    assert report.strategy_accuracy >= 0.95, report.confusion
     assert report.faq_precision >= 0.9, report.confusion
     assert report.confusion["NO_ANSWER"] == {"NO_ANSWER": report.confusion["NO_ANSWER"].get("NO_ANSWER", -1)}
