@@ -11,13 +11,12 @@ def table_lines(table) -> list[str]:
     header: list[str] | None = None      # the column headings
     heading_rows: list[list] = []
     texts = {}
-    for row in _grid(table):
+    for tr, row in _grid(table):
         for cell in row:
             if cell.mem_id not in texts:
                 texts[cell.mem_id] = cell_text(cell)
-        if len(set(c.mem_id for c in row)) > 1 and all(c.tag == "th" for c in row) or (
-                row and row[0].parent is not None and row[0].parent.parent is not None
-                and row[0].parent.parent.tag == "thead"):
+        in_head = tr.parent is not None and tr.parent.tag == "thead"
+        if in_head or (len({c.mem_id for c in row}) > 1 and all(c.tag == "th" for c in row)):
             heading_rows.append(row)
             header = [" ".join(dict.fromkeys(texts[r[i].mem_id] for r in heading_rows if i < len(r)
                                              and texts[r[i].mem_id])) for i in range(max(map(len, heading_rows)))]
@@ -42,31 +41,32 @@ def table_lines(table) -> list[str]:
     return lines
 
 
-def _grid(table) -> list[list]:
-    """A table's rows as lists of cells, a cell that spans rows or columns standing in each place it
-    covers (so a column's cells line up with its heading)."""
+def _grid(table) -> list[tuple[object, list]]:
+    """A table's rows, each (its <tr>, its cells), a cell that spans rows or columns standing in each
+    place it covers (so a column's cells line up with its heading)."""
     rows, below = [], {}      # below: column -> [rows still to cover, cell] of a rowspan
     for tr in table.css("tr"):
         row: list = []
-
-        def fill() -> None:
-            while len(row) in below:
-                left = below[len(row)]
-                row.append(left[1])
-                left[0] -= 1
-                if left[0] == 0:
-                    del below[len(row) - 1]
-
         for cell in (c for c in tr.iter() if c.tag in ("th", "td")):
-            fill()
+            _fill(row, below)
             span, down = _span(cell, "colspan"), _span(cell, "rowspan")
             for _ in range(span):
                 if down > 1:
                     below[len(row)] = [down - 1, cell]
                 row.append(cell)
-        fill()
-        rows.append(row)
+        _fill(row, below)
+        rows.append((tr, row))
     return rows
+
+
+def _fill(row: list, below: dict) -> None:
+    """The cells of rows above that span down into the row's next places."""
+    while len(row) in below:
+        left = below[len(row)]
+        row.append(left[1])
+        left[0] -= 1
+        if left[0] == 0:
+            del below[len(row) - 1]
 
 
 def _span(cell, name: str) -> int:

@@ -151,13 +151,15 @@ async def search(
         candidates, limit, MAX_QUERY_LEXEMES, RRF_K, pool,
     )
     best_possible = 2.0 / (RRF_K + 1)
+    # The message's lexemes and those the key knows are the same on every row (one per statement).
+    lexemes = set(rows[0]["lexemes"] or ()) if rows else set()
+    found = set(rows[0]["known"] or ()) if rows else set()
+    known = len(found) / len(lexemes) if lexemes else 0.0
+    unknown = tuple(sorted(lexemes - found))
     chunks = []
     for r in rows:
-        lexemes = set(r["lexemes"] or ())
         matched = set(r["matched"] or ())
         relevance = len(matched) / len(lexemes) if lexemes else 0.0
-        found = set(r["known"] or ())
-        known = len(found) / len(lexemes) if lexemes else 0.0
         faq_score = 0.0
         if r["kind"] == "faq":
             # Trigram similarity catches typos and word order; the lexeme overlap (Dice) catches
@@ -167,7 +169,7 @@ async def search(
         chunks.append(Chunk(
             id=str(r["id"]), kind=r["kind"], title=r["title"], question=r["question"], content=r["content"],
             url=r["url"], score=min(1.0, float(r["rrf"]) / best_possible), relevance=relevance,
-            faq_score=faq_score, document=r["document"], known=known, unknown=tuple(sorted(lexemes - found)),
+            faq_score=faq_score, document=r["document"], known=known, unknown=unknown,
         ))
     return chunks
 
