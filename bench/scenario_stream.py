@@ -74,8 +74,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 def postgres_cpu_seconds() -> float:
-    """CPU of the local stack's PostgreSQL: the postmaster and its live children (the worker's
-    connections stay open while it is measured). 0 when PostgreSQL is not the local stack's."""
+    """CPU of the local stack's PostgreSQL: the postmaster, its live children, and the children that
+    have exited (the postmaster's reaped children's time: a connection closed or an autovacuum worker
+    done between two samples would otherwise take its CPU out of the sum). 0 when PostgreSQL is not
+    the local stack's."""
     cfg = local_stack.StackConfig.from_env()
     postmaster = pg_postmaster_pid(pg_layout(cfg))
     if postmaster is None:
@@ -84,7 +86,9 @@ def postgres_cpu_seconds() -> float:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == postmaster or int(stat.parent.name) == postmaster:
+            if int(stat.parent.name) == postmaster:
+                total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+            elif int(fields[1]) == postmaster:
                 total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except (OSError, ValueError, IndexError):
             continue  # a process that just exited

@@ -129,3 +129,54 @@ async def test_under_light_load_a_writer_gathers_and_kafka_gets_the_latest_offse
         await consumer.stop()
     # A writer with nothing in flight ends when stopped (not cancelled after the grace period).
     assert writers and all(t.done() and not t.cancelled() for t in writers)
+
+
+async def test_a_backlog_is_fetched_once_however_little_room_the_writer_has(stack, settings, pg, sink_pool,
+                                                                             monkeypatch):
+    """A writer with room for few records (batch size 50: 100 waiting at most) takes a backlog of 3,000
+    turns that one fetch response holds: the rest of the response waits in the fetcher until the
+    writer has room, and is not dropped and fetched again (as pausing the partition did: aiokafka drops
+    a paused partition's fetched records). Every turn is stored once."""
+    from aiokafka.consumer import fetcher
+
+    key_id = f"backlog-{uuid.uuid4().hex[:8]}"
+    topic = f"{settings.topic('chat_turns')}.backlog-{uuid.uuid4().hex[:6]}"
+    await ensure_topics(settings.kafka_bootstrap, [topic], 1)
+    p = await producer(settings)
+    try:
+        for i in range(3000):
+            await p.send(topic, now_turn(key_id, 1.0 + i * 0.001).SerializeToString(), key=key_id.encode())
+        await p.flush()
+    finally:
+        await p.stop()
+
+    responses = []      # the fetch responses that brought records of the topic
+    made = fetcher.PartitionRecords.__init__
+
+    def counting(self, tp, *args, **kwargs):
+        if tp.topic == topic:
+            responses.append(tp)
+        made(self, tp, *args, **kwargs)
+    monkeypatch.setattr(fetcher.PartitionRecords, "__init__", counting)
+
+    async def no_dead_letters(letter: DeadLetter) -> None:
+        raise AssertionError(f"unexpected dead letter {letter}")
+
+    group = f"consumer-test-{uuid.uuid4().hex[:6]}"
+    sink = MetricsSink(settings.postgres_dsn, group)
+    sink.pool = sink_pool
+    consumer = EventConsumer(
+        bootstrap=settings.kafka_bootstrap, group_id=group,
+        routes={topic: Route(decode_turn, BatchApplier(sink.write_turns, no_dead_letters))},
+        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets, send_dead_letter=no_dead_letters,
+        on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=16 << 20, partition_fetch_bytes=8 << 20,
+        session_timeout_seconds=10,
+    )
+    await consumer.start()
+    try:
+        assert await wait_for(lambda: _is(count_turns(pg, key_id), (3000, 3000)), timeout=90), \
+            await count_turns(pg, key_id)
+    finally:
+        await consumer.stop()
+    # One response holds the backlog (about 0.5 MB); pausing fetched it again after every ~100 turns.
+    assert 1 <= len(responses) <= 3, len(responses)
