@@ -1,12 +1,17 @@
-"""What documentation generators show apart from the flow of a section: content tabs, titled callouts.
+"""What documentation generators show apart from the flow of a section: content tabs, titled callouts,
+accordions.
 
 The extractor marks them before reading a page (`mark_scopes`), and its reader heads each apart: a tab's
-panel by its label ("Update now (Android)"), a callout by its own title; the section goes on after them.
+panel by its label ("Update now (Android)"), a callout by its own title, an accordion's panel by its
+button's label (an FAQ's question); the section goes on after tabs and callouts.
 """
 
 from __future__ import annotations
 
+import html
 import re
+
+from selectolax.lexbor import LexborHTMLParser
 
 # A documentation generator's callout (MkDocs' admonition, Docusaurus' theme-admonition, Bootstrap's
 # alert) and its title element. A title that only says what kind of callout it is ("Warning", "tip") is
@@ -20,6 +25,13 @@ _CALLOUT_KINDS = frozenset(
 # A heading's own permalink ("¶", "#", a zero-width space): not part of the heading's text.
 _PERMALINK = "a.headerlink, a.hash-link, a.anchor-link, a.anchorjs-link, a.heading-anchor"
 _PERMALINK_TEXT = re.compile(r"[\s¶#§\u200b\u200c\u200d\ufeff🔗]*")
+# A button that shows and hides the text after it (Bootstrap's accordion, the WAI-ARIA disclosure
+# pattern): its label, often an FAQ's question, heads that text. Other buttons are controls, and the
+# extractor drops them.
+_DISCLOSURE = ("button[aria-expanded], button[aria-controls], button[data-bs-toggle=collapse], "
+               "button[data-toggle=collapse]")
+_HEADING_TAGS = frozenset("h1 h2 h3 h4 h5 h6".split())
+_SPACE_BEFORE_MARK = re.compile(r"\s+(?=[?!.,:;])")
 # Attributes the extractor marks elements with before reading them (never in a page's own markup).
 SCOPE_TAB = "data-parley-tab"
 SCOPE_TITLE = "data-parley-title"
@@ -29,7 +41,8 @@ def mark_scopes(body, max_title_chars: int) -> None:
     """Marks what a documentation generator shows apart from the flow of its section, so that the reader
     heads it apart: each panel of content tabs by its tab's label (ARIA tabs as Docusaurus and Bootstrap
     write them, MkDocs' and sphinx-design's tab sets), callouts by their own title. Tab lists and callout titles that only
-    name the kind of callout are removed; so are headings' permalinks."""
+    name the kind of callout are removed; so are headings' permalinks. An accordion's button becomes
+    the heading of its panel (a <summary>, or its heading's text when it is inside one)."""
     for link in body.css(_PERMALINK):
         link.decompose()
     for link in body.css("h1 a[href^='#'], h2 a[href^='#'], h3 a[href^='#'], h4 a[href^='#'], "
@@ -66,6 +79,14 @@ def mark_scopes(body, max_title_chars: int) -> None:
         if text and text.lower().rstrip(":") not in _CALLOUT_KINDS and len(text) <= max_title_chars:
             box.attrs[SCOPE_TITLE] = text
         title.decompose()
+    for button in body.css(_DISCLOSURE):
+        label = _SPACE_BEFORE_MARK.sub("", " ".join(button.text(separator=" ").split()))
+        if button.attributes.get("role") == "tab" or not label or len(label) > max_title_chars:
+            continue
+        if button.parent is not None and button.parent.tag in _HEADING_TAGS:
+            button.unwrap()
+        else:
+            button.replace_with(LexborHTMLParser(f"<summary>{html.escape(label)}</summary>").css_first("summary"))
 
 
 # Content tabs written without ARIA roles, as (the set, a tab's label, a tab's panel): MkDocs Material's

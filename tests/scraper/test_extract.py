@@ -210,3 +210,16 @@ def test_sphinx_design_tab_sets_and_nested_tab_sets_keep_their_own_labels():
     <div class="sd-tab-content docutils"><p>Run conda install.</p></div></div></div>"""
     assert _sections(html) == [("Install (pip)", ["Run pip install."]), ("Install (pip) (Linux)", ["Use python3."]),
                                ("Install (conda)", ["Run conda install."])]
+
+
+def test_an_accordion_s_button_heads_its_panel_and_other_buttons_are_dropped():
+    html = """<main><h1>Troubleshooting</h1>
+    <div class="accordion"><h2 class="accordion-header"><button class="accordion-button" data-bs-toggle="collapse"
+      data-bs-target="#c1" aria-expanded="false" aria-controls="c1">How do I reset the device?</button></h2>
+      <div id="c1" class="accordion-collapse collapse"><div class="accordion-body">Hold the power button for 10
+      seconds.</div></div></div>
+    <div class="faq-item"><button aria-expanded="false" aria-controls="f2">Why is the <em>light</em> red?</button>
+      <div id="f2" hidden>The battery is below 10 percent.</div></div>
+    <p>Still stuck? <button type="button">Chat with us</button></p></main>"""
+    assert _sections(html) == [("Troubleshooting", []), ("How do I reset the device?", ["Hold the power button for 10 seconds."]),
+                               ("Why is the light red?", ["The battery is below 10 percent.", "Still stuck?"])]
