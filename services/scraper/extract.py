@@ -180,12 +180,13 @@ def _drop_furniture(body) -> None:
 
 def _is_heading(node, text: str) -> bool:
     """A heading element, or a short block a theme styles as one: a paragraph that is all bold
-    (<p><strong>Fees</strong></p>) or an element whose class says title or heading."""
+    (<p><strong>Fees</strong></p>), an element whose class says title or heading, or one whose ARIA role
+    says heading (<div role="heading" aria-level="2">)."""
     if node.tag in _HEADINGS:
         return True
     if len(text) > MAX_HEADING_CHARS or text.endswith((".", ":", ";", ",")):
         return False
-    if _HEADING_NAME.search(node.attributes.get("class") or ""):
+    if _HEADING_NAME.search(node.attributes.get("class") or "") or node.attributes.get("role") == "heading":
         return True
     if node.tag == "p":
         children = [c for c in node.iter(include_text=True) if c.tag != "-text" or (c.text(deep=False) or "").strip()]

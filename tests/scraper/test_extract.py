@@ -223,3 +223,11 @@ def test_an_accordion_s_button_heads_its_panel_and_other_buttons_are_dropped():
     <p>Still stuck? <button type="button">Chat with us</button></p></main>"""
     assert _sections(html) == [("Troubleshooting", []), ("How do I reset the device?", ["Hold the power button for 10 seconds."]),
                                ("Why is the light red?", ["The battery is below 10 percent.", "Still stuck?"])]
+
+
+def test_an_element_whose_aria_role_is_heading_is_a_heading():
+    html = """<div class="article"><div role="heading" aria-level="1">Shipping</div>
+    <div role="heading" aria-level="2">Delivery times</div><div>Orders ship within 2 business days.</div>
+    <div role="heading" aria-level="2">Costs</div><div>Shipping is free over EUR 50.</div></div>"""
+    assert _sections(html) == [("Shipping", []), ("Delivery times", ["Orders ship within 2 business days."]),
+                               ("Costs", ["Shipping is free over EUR 50."])]
