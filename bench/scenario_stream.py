@@ -133,11 +133,16 @@ async def worker_rate(pid: int, pool: asyncpg.Pool, group: str, n: int) -> dict:
             "two_core_capacity": 2 * events / (cpu + pg)}
 
 
-async def run_step(label: str, extra: dict[str, str], keys: int, measure_raw: bool) -> dict:
+def key_names(n: int) -> list[str]:
+    return [f"k{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(n)]
+
+
+async def run_step(label: str, extra: dict[str, str], keys: int, measure_raw: bool,
+                   names: list[str] | None = None) -> dict:
     env = {**bench_env(), "PARLEY_STREAM_BATCH_SIZE": str(BATCH), **extra}
     with environment(env) as settings:
         await create_all_topics(settings)
-        names = [f"k{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(keys)]
+        names = names or key_names(keys)
         await produce(settings.kafka_bootstrap, settings.topic("chat_turns"), serialized(names, EVENTS))
         raw = await raw_consume_rate(settings, EVENTS) if measure_raw else None
         pool = await db.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
@@ -388,11 +393,15 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
     with environment(bench_env()) as settings:
         await db.migrate(settings.postgres_dsn)
         console.print("the sink alone (no Kafka) ...")
-        sink = await sink_ceiling(settings, postgres_cpu_seconds, forget, keys_n=KEYS, batch=BATCH)
+        # The worker as configured and the sink alone get the same keys: the same share of the load
+        # on each partition (an uneven one: the slowest partition sets both rates).
+        names = key_names(KEYS)
+        sink = await sink_ceiling(settings, postgres_cpu_seconds, forget, keys_n=KEYS, batch=BATCH, keys=names)
     steps = []
-    for label, extra, keys in STEPS:
+    for n, (label, extra, keys) in enumerate(STEPS):
         console.print(f"producing {EVENTS:,} turns over {keys} key(s); worker: {label} ...")
-        steps.append(await run_step(label, extra, keys, measure_raw=(label == STEPS[CONFIGURED][0])))
+        steps.append(await run_step(label, extra, keys, measure_raw=n == CONFIGURED,
+                                    names=names if n == CONFIGURED else None))
     final = steps[CONFIGURED]
     fresh = final["freshness"]
     table = Table("measure", "value", title="Stream processor: Kafka -> PostgreSQL (machine shared: noisy)")

@@ -14,6 +14,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from aiokafka.partitioner import DefaultPartitioner
+
 from bench.stream_baseline import WRITE_TURNS as BASELINE_WRITE_TURNS, turn_columns as baseline_columns
 from bench.stream_load import turn
 from services.analytics.stream.consumer import DECODE_SLICE
@@ -27,6 +29,8 @@ from services.settings import Settings
 # steady state's: alternated on a quiet machine (two runs of each), the worker's write gave 50,510
 # and 48,642 rows/s with 40,000 rows per round against 61,472 and 55,404 with 100,000.
 ROWS_PER_ROUND = 100_000
+
+_PARTITIONER = DefaultPartitioner()
 
 # (records, their rows built beforehand) -> applied
 Write = Callable[[list, TurnBatch | None], Awaitable[object]]
@@ -91,15 +95,29 @@ async def _write_all(write: Write, events: list, partition: int, first: int, bat
             writing.cancel()
 
 
+def by_partition(keys: list[str], partitions: int) -> list[list[str]]:
+    """The keys of each partition as the producer's partitioner (murmur2 of the key) puts them: each
+    writer of the sink bench writes its keys' turns, as many per key as every other writer, so its
+    share of the rows is its partition's share of the keys, as in the worker's bench (100 keys over 4
+    partitions fall 18-28 to a partition; an even split measured the sink on a load it never gets)."""
+    mine: list[list[str]] = [[] for _ in range(partitions)]
+    for key in keys:
+        mine[_PARTITIONER(key.encode(), list(range(partitions)), list(range(partitions)))].append(key)
+    return mine
+
+
 async def _measure(write: Write, keys: list[str], rows: int, writers: int, batch: int, first: int,
                    postgres_cpu: Callable[[], float], gc_threshold: int,
                    ahead: bool, random_ids: bool = False) -> tuple[float, float, float, float]:
-    """(seconds, python cpu s, postgres cpu s) of `writers` concurrent writers of `rows` turns, at
+    """(seconds, python cpu s, postgres cpu s) of `writers` concurrent writers (one per partition that
+    has keys, see by_partition) of `rows` turns in all, at
     offsets from `first` on (above those written before, which the sink would skip), from the moment
     every writer is ready to write (_Start); and the seconds until that moment. `random_ids`: the
     turns' event ids are random version-4 UUIDs."""
-    mine = [keys[w::writers] for w in range(writers)]
-    parts = [[turn(mine[w][i % len(mine[w])], first + i) for i in range(rows // writers)] for w in range(writers)]
+    mine = [m for m in by_partition(keys, writers) if m]
+    counts = [rows * len(m) // len(keys) for m in mine]
+    counts[counts.index(max(counts))] += rows - sum(counts)     # the rows all written, whatever the rounding
+    parts = [[turn(m[i % len(m)], first + i) for i in range(n)] for m, n in zip(mine, counts)]
     if random_ids:
         for part in parts:
             for t in part:
@@ -114,7 +132,7 @@ async def _measure(write: Write, keys: list[str], rows: int, writers: int, batch
     if gc_threshold > 0:
         gc.set_threshold(gc_threshold, 20, 100)
     try:
-        start = _Start(writers, postgres_cpu)
+        start = _Start(len(parts), postgres_cpu)
         await asyncio.gather(*[_write_all(write, part, w, first, batch, ahead, start) for w, part in enumerate(parts)])
         t0, cpu0, pg0 = start.at
         return time.perf_counter() - t0, time.process_time() - cpu0, postgres_cpu() - pg0, t0 - start.created
@@ -124,13 +142,15 @@ async def _measure(write: Write, keys: list[str], rows: int, writers: int, batch
 
 
 async def sink_ceiling(settings: Settings, postgres_cpu: Callable[[], float], forget, *, keys_n: int, batch: int,
-                       rows: int = ROWS_PER_ROUND, writers: int = 4, rounds: int = 3) -> dict:
+                       rows: int = ROWS_PER_ROUND, writers: int = 4, rounds: int = 3,
+                       keys: list[str] | None = None) -> dict:
     """Rows per second of the batch write alone: `writers` concurrent writers (the worker has one per
     partition, 4 by default) of batches of `batch` over `keys_n` keys, each key with one writer as
-    Kafka's partitioner would have it. The sink's write, the same write of turns with random event ids,
+    Kafka's partitioner would have it (`keys`: the ones the worker's bench will send, so that both
+    split the load over the partitions alike; else `keys_n` new ones). The sink's write, the same write of turns with random event ids,
     and the writes before it alternate in `rounds` rounds, in turn first (so that the load of the machine and the table's growth fall on all alike);
     the statement before COPY runs once, as a reference."""
-    keys = [f"sink-{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(keys_n)]
+    keys = keys or [f"sink-{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(keys_n)]
     group = f"sink-bench-{uuid.uuid4().hex[:6]}"
     sink = MetricsSink(settings.postgres_dsn, group)
     await sink.on_start()
