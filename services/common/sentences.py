@@ -178,11 +178,17 @@ def units(text: str, heading: str = "") -> list[Unit]:
 # --- what a passage's sentence vectors read (dense retrieval, services/search/vector_index.py) ---------
 
 MAX_SENTENCE_VECTORS = 24          # per passage: a long table or list keeps its first rows' vectors only
-_TITLE_SITE = re.compile(r"\s+[|·]\s+[^|·]{1,60}$")    # "Charging | Acme Help Centre": the site's name
+# The site's name after the page's ("Charging | Acme Help Centre"); after a dash only when it names a
+# help site ("Charging – Acme Help Center", as Zendesk themes write it), since a dash also joins a
+# title's own parts ("Wi-Fi 6 – what it means").
+_TITLE_SITE = re.compile(
+    r"\s+(?:[|·]\s+[^|·]{1,60}|[-–—]\s+[^|·–—]{0,40}\b(?:help|support|docs|documentation|knowledge\s*base|faq|"
+    r"community|guides?|centre|center)\b[^|·–—]{0,20})$", re.IGNORECASE)
 
 
 def page_title(title: str) -> str:
-    """A page title without the site name that help sites append ("Charging | Acme Help Centre")."""
+    """A page title without the site name that help sites append ("Charging | Acme Help Centre",
+    "Charging – Acme Support")."""
     return _TITLE_SITE.sub("", " ".join(title.split())) or title
 
 

@@ -9,6 +9,14 @@ def test_the_site_name_after_a_bar_is_not_part_of_the_page_title():
     assert page_title("Getting started") == "Getting started"
 
 
+def test_the_site_name_after_a_dash_goes_only_when_it_names_a_help_site():
+    assert page_title("Charging your battery – Acme Help Center") == "Charging your battery"
+    assert page_title("Setup - Acme Support") == "Setup"
+    assert page_title("Install — Acme Docs") == "Install"
+    assert page_title("Wi-Fi 6 – what it means") == "Wi-Fi 6 – what it means"
+    assert page_title("E-bike range - how far can I go?") == "E-bike range - how far can I go?"
+
+
 def test_each_sentence_and_table_row_reads_with_its_page_title_and_section_heading():
     text = ("Storage in winter\nKeep the pack indoors between 10 and 20 °C. Charge it to about 60% first.\n"
             "Shelf life\n2 years")
