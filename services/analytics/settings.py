@@ -13,6 +13,7 @@ class AnalyticsSettings(CommonSettings):
     worker_app_id: str = "parley-analytics"
     stream_batch_size: int = 1000
     stream_lagging_batches: int = 4              # a writer behind writes batches of up to this many batch sizes
+    stream_buffer_events: int = 240_000          # events held at most over all partitions (bounds the memory)
     worker_stall_seconds: float = 60.0           # liveness: messages waiting and no progress this long
     worker_lag_interval_seconds: float = 5.0
     worker_session_timeout_seconds: float = 10.0

@@ -180,3 +180,15 @@ async def test_a_backlog_is_fetched_once_however_little_room_the_writer_has(stac
         await consumer.stop()
     # One response holds the backlog (about 0.5 MB); pausing fetched it again after every ~100 turns.
     assert 1 <= len(responses) <= 3, len(responses)
+
+
+async def test_the_buffer_is_shared_by_the_partitions_writers():
+    """The events a worker holds are bounded whatever the partitions it is given: each writer's batches
+    and waiting records shrink to its share of the buffer, never below a batch (or a fetched slice)."""
+    consumer = EventConsumer(
+        bootstrap="127.0.0.1:9", group_id="share", routes={}, progress=Progress(stall_seconds=60),
+        stored_offsets=None, send_dead_letter=None, on_minutes=None, batch_size=5000, fetch_max_bytes=1 << 20,
+        partition_fetch_bytes=1 << 20, session_timeout_seconds=10, lagging_batches=4, buffer_events=240_000)
+    for partitions, expected in ((4, (20_000, 10_000)), (12, (6_666, 6_666)), (100, (5_000, 1_000))):
+        consumer.writers = dict.fromkeys(range(partitions))
+        assert (consumer.max_batch(), consumer.max_queued()) == expected, partitions

@@ -146,6 +146,7 @@ def create_app(settings: AnalyticsSettings) -> tuple[faust.App, list[Service]]:
         on_minutes=dirty_minutes.update,
         batch_size=settings.stream_batch_size,
         lagging_batches=settings.stream_lagging_batches,
+        buffer_events=settings.stream_buffer_events,
         fetch_max_bytes=settings.stream_fetch_max_bytes,
         partition_fetch_bytes=settings.stream_partition_fetch_bytes,
         session_timeout_seconds=settings.worker_session_timeout_seconds,

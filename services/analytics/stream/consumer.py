@@ -42,6 +42,12 @@ FETCH_SLICE = 1000
 # a transaction, its round trips and its metrics upsert (one row per key, minute, strategy and
 # model) are paid per batch. Small batches keep an event's wait short while the writer keeps up.
 LAGGING_BATCHES = 4
+# Events the worker holds at most, over all its partitions (decoded or waiting to be: a write in
+# flight, the next batch, the records handed to a writer): each partition's writer gets an equal share,
+# which bounds its batches and what it takes from the fetch. The share of 4 partitions (60,000) is what
+# each held before there was a budget (batches up to 20,000 and 10,000 waiting, at the default batch
+# size); 12 partitions on one worker held 0.9 GB on a 600k backlog without it. About 1.5 KB an event.
+BUFFER_EVENTS = 240_000
 # Under light load a writer starts a write at most this often: what arrives meanwhile joins the batch.
 # A transaction, its round trips and its metrics upsert are paid per batch, and at a chat service's
 # pace (a few hundred turns a second per partition) a writer that wrote whatever had arrived wrote
@@ -108,7 +114,7 @@ class PartitionWriter:
     @property
     def has_room(self) -> bool:
         """Whether the fetch may hand this writer more records (see EventConsumer._fetch)."""
-        return not self.paused and self.queued < self.owner.max_queued
+        return not self.paused and self.queued < self.owner.max_queued()
 
     def _took(self, n: int) -> None:
         self.queued -= n
@@ -175,7 +181,7 @@ class PartitionWriter:
             # A full batch with more waiting: the writer is behind, and the next batch may be larger
             # (up to `lagging_batches` batch sizes); once a batch is not full, back to the batch size.
             behind = len(batch.records) >= limit and self.pending
-            limit = min(2 * limit, owner.lagging_batches * owner.batch_size) if behind else owner.batch_size
+            limit = min(2 * limit, owner.max_batch()) if behind else owner.batch_size
             records = batch.records
             started = time.perf_counter()
             last_write = time.monotonic()
@@ -246,13 +252,14 @@ class EventConsumer(Service):
     def __init__(self, *, bootstrap: str, group_id: str, routes: dict[str, Route], progress: Progress,
                  stored_offsets: Callable, send_dead_letter: Callable, on_minutes: Callable,
                  batch_size: int, fetch_max_bytes: int, partition_fetch_bytes: int,
-                 session_timeout_seconds: float, lagging_batches: int = LAGGING_BATCHES, **kwargs) -> None:
+                 session_timeout_seconds: float, lagging_batches: int = LAGGING_BATCHES,
+                 buffer_events: int = BUFFER_EVENTS, **kwargs) -> None:
         super().__init__(**kwargs)
         self.routes = routes
         self.progress = progress
         self.batch_size = batch_size
         self.lagging_batches = max(1, lagging_batches)
-        self.max_queued = batch_size * 2
+        self.buffer_events = buffer_events
         self.room = asyncio.Event()     # set when a writer may take more records
         self._stored_offsets = stored_offsets
         self._send_dead_letter = send_dead_letter
@@ -315,6 +322,21 @@ class EventConsumer(Service):
                 writer = self.writers.get(tp)
                 if writer is not None and msgs:
                     writer.offer(msgs)
+
+    def _share(self) -> int:
+        """Each writer's third of its share of the buffer: its batch in flight, its next batch and
+        what waits for it may each hold about this much."""
+        return self.buffer_events // max(1, len(self.writers)) // 3
+
+    def max_batch(self) -> int:
+        """The largest batch a writer that is behind may write: `lagging_batches` batch sizes, less
+        when many partitions share the buffer (never less than one batch size)."""
+        return max(self.batch_size, min(self.lagging_batches * self.batch_size, self._share()))
+
+    def max_queued(self) -> int:
+        """Records a writer may have waiting before the fetch stops taking its partition's: two batch
+        sizes, less when many partitions share the buffer (never less than one fetched slice)."""
+        return max(FETCH_SLICE, min(2 * self.batch_size, self._share()))
 
     def start_writers(self, assigned) -> None:
         for tp in assigned:
