@@ -192,3 +192,68 @@ async def test_the_buffer_is_shared_by_the_partitions_writers():
     for partitions, expected in ((4, (20_000, 10_000)), (12, (6_666, 6_666)), (100, (5_000, 1_000))):
         consumer.writers = dict.fromkeys(range(partitions))
         assert (consumer.max_batch(), consumer.max_queued()) == expected, partitions
+
+
+async def test_two_workers_taking_over_each_other_s_partitions_count_every_turn_once(stack, settings, pg, sink_pool):
+    """Turns sent steadily to 4 partitions while a second consumer joins the group (the partitions are
+    shared) and the first then leaves (the second takes them all): every turn is stored and counted
+    once, with writers whose share of a small buffer (600 events) keeps them taking a few records at a time."""
+    from services.analytics.stream.rows import TurnBatch
+
+    key_id = f"rebalance-{uuid.uuid4().hex[:8]}"
+    topic = f"{settings.topic('chat_turns')}.rebalance-{uuid.uuid4().hex[:6]}"
+    await ensure_topics(settings.kafka_bootstrap, [topic], 4)
+    group = f"consumer-test-{uuid.uuid4().hex[:6]}"
+
+    async def no_dead_letters(letter: DeadLetter) -> None:
+        raise AssertionError(f"unexpected dead letter {letter}")
+
+    def worker() -> EventConsumer:
+        sink = MetricsSink(settings.postgres_dsn, group)
+        sink.pool = sink_pool
+        return EventConsumer(
+            bootstrap=settings.kafka_bootstrap, group_id=group,
+            routes={topic: Route(decode_turn, BatchApplier(sink.write_turns, no_dead_letters), TurnBatch)},
+            progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets, send_dead_letter=no_dead_letters,
+            on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
+            session_timeout_seconds=6, buffer_events=600,
+        )
+
+    p = await producer(settings)
+
+    async def send_all() -> None:
+        for i in range(4000):     # about 1,000 a second, over 20 Kafka keys (all 4 partitions)
+            await p.send(topic, now_turn(key_id, 1.0 + i * 0.001).SerializeToString(), key=f"k{i % 20}".encode())
+            if i % 100 == 99:
+                await asyncio.sleep(0.1)
+        await p.flush()
+
+    async def stored_at_least(n: int) -> bool:
+        return (await count_turns(pg, key_id))[0] >= n
+
+    async def shared() -> bool:
+        return bool(first.writers) and bool(second.writers) and len(first.writers) + len(second.writers) == 4
+
+    sending = asyncio.ensure_future(send_all())
+    first, second = worker(), worker()
+    await first.start()
+    try:
+        assert await wait_for(lambda: stored_at_least(300), timeout=60)
+        await second.start()
+        assert await wait_for(shared, timeout=60), (list(first.writers), list(second.writers))
+        assert await wait_for(lambda: stored_at_least(2500), timeout=60)
+        await first.stop()
+
+        async def second_has_all() -> bool:
+            return len(second.writers) == 4
+        assert await wait_for(second_has_all, timeout=60), list(second.writers)
+        await sending
+        assert await wait_for(lambda: _is(count_turns(pg, key_id), (4000, 4000)), timeout=90), \
+            await count_turns(pg, key_id)
+        await asyncio.sleep(1.0)
+        assert await count_turns(pg, key_id) == (4000, 4000)
+    finally:
+        sending.cancel()
+        await p.stop()
+        await second.stop()
+        await first.stop()

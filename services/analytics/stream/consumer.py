@@ -336,7 +336,7 @@ class EventConsumer(Service):
     def max_queued(self) -> int:
         """Records a writer may have waiting before the fetch stops taking its partition's: two batch
         sizes, less when many partitions share the buffer (never less than one fetched slice)."""
-        return max(FETCH_SLICE, min(2 * self.batch_size, self._share()))
+        return max(min(self.batch_size, FETCH_SLICE), min(2 * self.batch_size, self._share()))
 
     def start_writers(self, assigned) -> None:
         for tp in assigned:
