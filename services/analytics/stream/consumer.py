@@ -300,8 +300,9 @@ class EventConsumer(Service):
         waiting); another partition's fetched records stay in aiokafka's fetcher, which fetches a
         partition again only once they are taken: at most one fetch response per partition is held,
         whatever the backlog. (Pausing a partition instead made aiokafka drop the rest of its fetched
-        response, up to 8 MiB, and fetch and unpack it again on resume: on a backlog of 600k events,
-        the worker's CPU per event doubled, and it held up to 0.5 GB.)"""
+        response, up to 8 MiB, and fetch and unpack it again on resume: a 3,000-turn backlog took 31
+        fetches instead of one; on a 600k-event backlog, alternated with this, 11-13 % more of the
+        worker's CPU per event and 9-12 % more memory at its peak.)"""
         while not self.should_stop:
             ready = [tp for tp, w in self.writers.items() if w.has_room]
             if not ready:
