@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import functools
 import ipaddress
 import zlib
 import logging
+import re
 import socket
 import ssl
 import time
@@ -213,15 +215,54 @@ class Response:
 
     @property
     def text(self) -> str:
-        charset = "utf-8"
-        for part in self.headers.get("content-type", "").split(";")[1:]:
-            name, _, value = part.strip().partition("=")
-            if name.lower() == "charset" and value:
-                charset = value.strip("\"'")
-        try:
-            return self.body.decode(charset, errors="replace")
-        except LookupError:
-            return self.body.decode("utf-8", errors="replace")
+        return decode_document(self.body, self.headers.get("content-type", ""))
+
+
+# The encoding of a document as a browser finds it (WHATWG Encoding, "decode"; HTML, "determining the
+# character encoding"), short of its full label table: a byte order mark, then the Content-Type's
+# charset, then (HTML) a <meta> charset in the first 1024 bytes, then UTF-8 if the bytes are valid
+# UTF-8, else windows-1252. Labels browsers read as windows-1252 (latin1, ascii) are read so too: an
+# "ISO-8859-1" page's curly quotes and dashes (bytes 0x80-0x9F) are windows-1252's.
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+_AS_WINDOWS_1252 = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "us-ascii", "ascii", "ansi_x3.4-1968",
+                    "cp819", "ibm819", "iso-ir-100", "iso_8859-1", "x-cp1252", "cp1252"}
+_META_CHARSET = re.compile(rb"""<meta\b[^>]*?\bcharset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
+
+
+def _encoding(label: str) -> str | None:
+    """The Python codec of a charset label, None when unknown."""
+    label = label.strip().strip("\"'").strip().lower()
+    if not label:
+        return None
+    if label in _AS_WINDOWS_1252:
+        return "cp1252"
+    if label in ("utf-16", "utf-16le", "utf-16be", "utf-32"):
+        return None  # in a <meta>, a UTF-16 label means UTF-8 (the bytes could not have been read otherwise)
+    try:
+        return codecs.lookup(label).name
+    except LookupError:
+        return None
+
+
+def decode_document(body: bytes, content_type: str) -> str:
+    """`body` as text, in the encoding a browser would use (see above); undecodable bytes become U+FFFD."""
+    for bom, encoding in _BOMS:
+        if body.startswith(bom):
+            return body[len(bom):].decode(encoding, errors="replace")
+    for part in content_type.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "charset" and (encoding := _encoding(value)):
+            return body.decode(encoding, errors="replace")
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if mime in ("", "text/html", "application/xhtml+xml"):
+        for match in _META_CHARSET.finditer(body[:1024]):
+            encoding = _encoding(match.group(1).decode("ascii"))
+            if encoding:
+                return body.decode(encoding, errors="replace")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("cp1252", errors="replace")
 
 
 class HostGate:

@@ -15,6 +15,7 @@ from services.scraper.fetching import (
     Fetcher,
     FetchFailed,
     HostGate,
+    decode_document,
     denied_reason,
     normalize_url,
     parse_networks,
@@ -124,6 +125,32 @@ async def test_binary_is_not_read(sample_site):
     async with fetcher() as f:
         r = await f.get(sample_site.base_url + "/files/brochure.pdf")
     assert r.status == 200 and r.content_type == "application/pdf" and r.body == b""
+
+
+@pytest.mark.parametrize(("body", "content_type", "text"), [
+    ("<p>caf\u00e9 \u2014 ok</p>".encode(), "text/html", "<p>caf\u00e9 \u2014 ok</p>"),  # UTF-8, said nowhere
+    ("<p>caf\u00e9 \u201cx\u201d</p>".encode("cp1252"), "text/html", "<p>caf\u00e9 \u201cx\u201d</p>"),  # not UTF-8
+    (b"<meta charset='windows-1252'><p>\x93a\x94</p>", "text/html", "<meta charset='windows-1252'><p>\u201ca\u201d</p>"),
+    (b"<meta charset=utf-8><p>\xe9</p>", "text/html; charset=ISO-8859-1", "<meta charset=utf-8><p>\u00e9</p>"),  # header first
+    (b"\xef\xbb\xbf<p>\xc3\xa9</p>", "text/html; charset=latin1", "<p>\u00e9</p>"),  # a byte order mark first of all
+    ("<p>\u00e9</p>".encode("utf-16"), "text/html", "<p>\u00e9</p>"),
+    ("<meta charset=shift_jis><p>\u65e5\u672c</p>".encode("shift_jis"), "", "<meta charset=shift_jis><p>\u65e5\u672c</p>"),
+    (b"<meta charset=no-such-thing><p>\xe9</p>", "text/html", "<meta charset=no-such-thing><p>\u00e9</p>"),
+    (b"<meta charset=utf-8>caf\xe9", "text/plain", "<meta charset=utf-8>caf\u00e9"),  # no <meta> in plain text
+])
+def test_a_document_is_decoded_as_a_browser_would(body, content_type, text):
+    assert decode_document(body, content_type) == text
+
+
+async def test_a_legacy_encoded_page_is_extracted_without_replacement_characters(sample_site):
+    from services.scraper.extract import extract_html
+
+    async with fetcher() as f:
+        r = await f.get(sample_site.base_url + "/legacy/warranty.html")
+    page = extract_html(r.text, r.url)
+    assert "\ufffd" not in page.text + page.title
+    assert "The \u201cCaf\u00e9 Pro\u201d grinder is covered for 24 months \u2013 parts and labour." in page.text
+    assert page.title == "Warranty \u2013 Caf\u00e9 Help"
 
 
 async def test_slow_page_times_out(sample_site):

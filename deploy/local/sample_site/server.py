@@ -76,6 +76,7 @@ class SampleSite:
         app.router.add_get("/to-metadata", self._redirect("http://169.254.169.254/latest/meta-data/"))
         app.router.add_get("/big.html", self._big)
         app.router.add_get("/files/brochure.pdf", self._binary)
+        app.router.add_get("/legacy/warranty.html", self._legacy)
         app.router.add_get("/{path:.*}", self._static)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -182,6 +183,15 @@ class SampleSite:
             return web.Response(status=304, headers={"ETag": '"brochure-1"'})
         body = b"%PDF-1.4\n" + bytes(range(256)) * 64
         return web.Response(body=body, content_type="application/pdf", headers={"ETag": '"brochure-1"'})
+
+    async def _legacy(self, request: web.Request) -> web.Response:
+        """A page of an older help site: windows-1252 bytes, said only by its <meta> (no charset in
+        Content-Type), with curly quotes and a dash in 0x80-0x9F. Linked from nowhere."""
+        body = ("<html><head><meta http-equiv=\"Content-Type\" content=\"text/html; charset=iso-8859-1\">"
+                "<title>Warranty \u2013 Caf\u00e9 Help</title></head><body><main><h1>Warranty</h1>"
+                "<p>The \u201cCaf\u00e9 Pro\u201d grinder is covered for 24 months \u2013 parts and labour.</p>"
+                "</main></body></html>").encode("cp1252")
+        return web.Response(body=body, headers={"Content-Type": "text/html"})
 
     async def _static(self, request: web.Request) -> web.Response:
         path = "/" + request.match_info["path"]
