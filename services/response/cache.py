@@ -333,7 +333,9 @@ class ResponseStore:
             else:
                 args.append(1)
             args += [json.dumps(record.__dict__), json.dumps([record.message, answer])]
-        await self.redis.evalsha(self._record_sha, len(keys), *keys, *args)
+        # Through the lookups' pipeline connection: a pooled connection per write (taken, handed back)
+        # cost as much CPU as building the script's arguments.
+        await self.batch.execute("EVALSHA", self._record_sha, len(keys), *keys, *args)
 
     async def flush(self) -> None:
         """Until every recorded turn is in Redis."""

@@ -17,23 +17,43 @@ async def test_a_batch_of_turns_is_one_command_and_every_turn_is_stored(stack):
     turns = [(uuid.uuid4().hex, RequestRecord(key_hash, "key-a", session if i != 1 else "", f"question {i}"), f"answer {i}")
              for i in range(4)]
     sent: list[tuple] = []
-    execute = client.execute_command
+    execute, pipelined = client.execute_command, store.batch.execute
 
     async def counting(*args, **options):
         sent.append(args)
         return await execute(*args, **options)
 
-    client.execute_command = counting
+    def counting_pipelined(*args):
+        sent.append(args)
+        return pipelined(*args)
+
+    client.execute_command, store.batch.execute = counting, counting_pipelined
     try:
         for request_id, record, answer in turns:
             store.record_turn(request_id, record, answer)
         await store.flush()
     finally:
-        client.execute_command = execute
+        client.execute_command, store.batch.execute = execute, pipelined
     assert [args[0] for args in sent if args[0] != "SCRIPT LOAD"] == ["EVALSHA"]
     for request_id, record, _ in turns:
         assert await store.request(request_id) == record
     # Three turns had the session, two are kept: the last two, in order.
     history = await store.history(key_hash, session)
     assert [(t.question, t.answer) for t in history] == [("question 2", "answer 2"), ("question 3", "answer 3")]
+    await client.aclose()
+
+
+async def test_turns_are_stored_after_redis_forgot_the_record_script(stack):
+    """A Redis restart or SCRIPT FLUSH forgets the script the records are written with: it is loaded again."""
+    client = create_redis(stack.redis_url)
+    store = ResponseStore(client, answer_ttl=60, pointer_ttl=30, session_turns=2, session_ttl=60, request_ttl=60)
+    first = (uuid.uuid4().hex, RequestRecord(uuid.uuid4().hex * 2, "key-a", "", "question 1"), "answer 1")
+    second = (uuid.uuid4().hex, RequestRecord(uuid.uuid4().hex * 2, "key-a", "", "question 2"), "answer 2")
+    store.record_turn(*first)
+    await store.flush()
+    await client.script_flush()
+    store.record_turn(*second)
+    await store.flush()
+    assert await store.request(first[0]) == first[1]
+    assert await store.request(second[0]) == second[1]
     await client.aclose()
