@@ -72,6 +72,12 @@ def headers_json(message: Message, trace_id: str) -> str:
     return f'{before}, ["trace-id", {json.dumps(trace_id or new_event_id())}]]'
 
 
+def _settle(waiters: list[asyncio.Future], written: bool) -> None:
+    for waiter in waiters:
+        if not waiter.done():  # its caller was cancelled
+            waiter.set_result(written)
+
+
 class OutboxFull(Exception):
     """An event refused because the outbox holds `max_events` already."""
 
@@ -96,7 +102,7 @@ class Outbox:
         self._lock_file = None
         self._pending = 0
         self._queued: list[tuple[str, bytes, bytes, str]] = []  # published, written at the next loop iteration
-        self._written: asyncio.Future | None = None
+        self._waiters: list[asyncio.Future] = []  # the publishers of the queued rows
         self.dropped = 0
         self.last_error = ""
         self._wake = asyncio.Event()
@@ -154,17 +160,18 @@ class Outbox:
             self._drop(topic, f"full ({self._pending} events)")
             return False
         self._queued.append((topic, key.encode(), message.SerializeToString(), headers_json(message, trace_id)))
-        written = self._written
-        if written is None:
-            loop = asyncio.get_running_loop()
-            written = self._written = loop.create_future()
+        loop = asyncio.get_running_loop()
+        if not self._waiters:
             loop.call_soon(self._write_queued)
-        # Shielded: a caller cancelled meanwhile must not cancel the write the others wait on.
-        return await asyncio.shield(written)
+        # A future per caller: one cancelled meanwhile does not cancel the write the others wait on
+        # (cheaper than an `asyncio.shield` of one shared future per caller).
+        written = loop.create_future()
+        self._waiters.append(written)
+        return await written
 
     def _write_queued(self) -> None:
         rows, self._queued = self._queued, []
-        written, self._written = self._written, None
+        waiters, self._waiters = self._waiters, []
         try:
             if self._db is None:
                 self.open()
@@ -178,12 +185,12 @@ class Outbox:
         except (sqlite3.Error, OSError, RuntimeError) as exc:
             for topic, *_ in rows:
                 self._drop(topic, f"not writable ({exc!r})")
-            written.set_result(False)
+            _settle(waiters, False)
             return
         self._pending += len(rows)
         self._pending_gauge.set(self._pending)
         self._wake.set()
-        written.set_result(True)
+        _settle(waiters, True)
 
     def _drop(self, topic: str, why: str) -> None:
         self.dropped += 1

@@ -22,6 +22,7 @@ bucket per process, so each replica admits at most the key's limit on its own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -67,6 +68,8 @@ class KeyRecord:
         return cls(**json.loads(raw))
 
 
+# Memoised: every turn hashes its secret, and a process sees few secrets.
+@functools.lru_cache(maxsize=4096)
 def hash_secret(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
@@ -183,13 +186,24 @@ return {1, rec, tostring(wait), tostring(rate), tostring(burst), granted}
 
 
 class _Admissions:
-    """The turns of one secret that wait for the same pipeline: admitted by one script call."""
+    """The turns of one secret that wait for the same pipeline: admitted by one script call. Each
+    turn waits on a future of its own, so that one cancelled does not cancel the others' admission
+    (cheaper than an `asyncio.shield` per turn)."""
 
-    __slots__ = ("wanted", "reply")
+    __slots__ = ("waiters", "task")
 
     def __init__(self) -> None:
-        self.wanted = 0
-        self.reply: asyncio.Future | None = None
+        self.waiters: list[asyncio.Future] = []
+        self.task: asyncio.Task | None = None
+
+    def settle(self, reply: list | None, error: BaseException | None) -> None:
+        for waiter in self.waiters:
+            if waiter.done():
+                continue  # its turn was cancelled
+            if error is not None:
+                waiter.set_exception(error if isinstance(error, Exception) else asyncio.CancelledError())
+            else:
+                waiter.set_result(reply)
 
 
 @dataclass(frozen=True)
@@ -286,15 +300,16 @@ class KeyValidator:
         """validate() and take a token of the key's bucket: one Redis round trip for a cached key,
         shared by the turns of the same secret that wait for the same pipeline."""
         key_hash = require_key(secret)
+        loop = asyncio.get_running_loop()
         group = self._joining.get(key_hash)
         if group is None:
             group = self._joining[key_hash] = _Admissions()
-            group.reply = asyncio.ensure_future(self._admit_together(key_hash, group))
-        group.wanted += 1
-        rank = group.wanted  # turns are granted tokens in the order they asked
+            group.task = loop.create_task(self._admit_together(key_hash, group))
+        waiter = loop.create_future()
+        group.waiters.append(waiter)
+        rank = len(group.waiters)  # turns are granted tokens in the order they asked
         try:
-            # Shielded: a turn cancelled meanwhile must not cancel the admission of the others.
-            status, *rest = await asyncio.shield(group.reply)
+            status, *rest = await waiter
         except redis.RedisError as exc:
             logger.warning("Redis unavailable (%s); validating in PostgreSQL, limiting per process", exc)
             record = await self._validate_locally(key_hash)
@@ -318,19 +333,25 @@ class KeyValidator:
             raise limited(record.id, float(rest[2]), int(float(rest[3])), float(rest[1]))
         return record
 
-    async def _admit_together(self, key_hash: bytes, group: _Admissions) -> list:
+    async def _admit_together(self, key_hash: bytes, group: _Admissions) -> None:
         """The admission script for every turn of the group, with as many tokens as turns joined
         until the pipeline was sent."""
         def args() -> list:
             if self._joining.get(key_hash) is group:
                 del self._joining[key_hash]  # sent: later turns start a group of their own
-            return [*self._default, BUCKET_PREFIX, group.wanted]
+            return [*self._default, BUCKET_PREFIX, len(group.waiters)]
 
         try:
-            return await self._batch.evalsha(self._admit, [cache_key(key_hash)], args)
+            reply = await self._batch.evalsha(self._admit, [cache_key(key_hash)], args)
+        except BaseException as exc:  # noqa: BLE001 - every waiting turn gets the error
+            group.settle(None, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
         finally:
             if self._joining.get(key_hash) is group:
                 del self._joining[key_hash]
+        group.settle(reply, None)
 
     def _decoded(self, raw: bytes) -> KeyRecord:
         record = self._records.get(raw)

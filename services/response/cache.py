@@ -21,6 +21,7 @@ history and single-flight is in-process only; after a failure Redis is left alon
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -90,6 +91,8 @@ def question_hash(question: str) -> str:
     return hashlib.sha256(normalise(question).encode()).hexdigest()[:32]
 
 
+# Memoised: every turn hashes its secret, and a process sees few secrets.
+@functools.lru_cache(maxsize=4096)
 def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.strip().encode()).hexdigest()
 

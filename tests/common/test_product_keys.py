@@ -119,6 +119,13 @@ async def test_a_cached_key_is_admitted_in_one_round_trip_and_rotation_refuses_i
         records = await asyncio.gather(*(validator.admit(key.secret) for _ in range(32)))
         assert {r.id for r in records} == {key.id} and 1 <= len(commands) <= 2, commands
         assert sum(c[-1] for c in commands) == 32
+        # A turn cancelled while its group waits for Redis (its client went away) leaves the others admitted.
+        turns = [asyncio.ensure_future(validator.admit(key.secret)) for _ in range(6)]
+        await asyncio.sleep(0)
+        turns[2].cancel()
+        outcomes = await asyncio.gather(*turns, return_exceptions=True)
+        assert isinstance(outcomes[2], asyncio.CancelledError)
+        assert [o.id for i, o in enumerate(outcomes) if i != 2] == [key.id] * 5
         await search.RotateProductKey(search_pb2.RotateProductKeyRequest(id=key.id), metadata=admin, timeout=10)
         with pytest.raises(Unauthenticated):
             await validator.admit(key.secret)
