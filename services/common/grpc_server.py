@@ -117,6 +117,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             handler = await continuation(handler_call_details)
             if handler is None:
                 return None  # unknown methods are not kept: a client could send any name
+            wrapped = self.wrapped(method, handler)
+        return wrapped
+
+    def wrapped(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """`handler` of `method` with the metrics, the error mapping and the gate, built once."""
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
             wrapped = self._handlers[method] = self._wrap(method, handler)
         return wrapped
 
@@ -205,6 +212,41 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return "INTERNAL"  # not reached: abort raises
 
 
+class _WrappedGeneric(grpc.GenericRpcHandler):
+    """A servicer's generic handler whose method handlers come out wrapped (once per method)."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, interceptor: ServerInterceptor) -> None:
+        self._inner = inner
+        self._interceptor = interceptor
+
+    def service(self, handler_call_details):
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None  # not this handler's method (or unknown): not kept, a client could send any name
+        return self._interceptor.wrapped(handler_call_details.method, handler)
+
+
+class WrappingServer:
+    """The server as the servicers' `add_*_to_server` see it: every method handler they register is
+    wrapped by the interceptor's code at registration, so no interceptor runs per call. grpc.aio
+    runs a server's interceptors as a coroutine per call (with the call's details and a
+    continuation): on the echo, the bootstrap cost ~10 % more CPU per call than a bare server."""
+
+    def __init__(self, server: grpc.aio.Server, interceptor: ServerInterceptor) -> None:
+        self._server = server
+        self._interceptor = interceptor
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_WrappedGeneric(h, self._interceptor) for h in handlers))
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self._server.add_registered_method_handlers(
+            service, {name: self._interceptor.wrapped(f"/{service}/{name}", h) for name, h in handlers.items()})
+
+    def __getattr__(self, name: str):
+        return getattr(self._server, name)
+
+
 class _MethodMetrics:
     """One method's latency histogram and status counters, resolved once instead of per call."""
 
@@ -277,17 +319,17 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
     """Start the server, wait for dependencies, serve until SIGTERM/SIGINT (or `stop`), then drain."""
     gate = _Gate()
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(spec.name, gate)],
         options=[
             ("grpc.max_receive_message_length", spec.max_message_bytes),
             ("grpc.max_send_message_length", spec.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
-    spec.register(server)
+    wrapping = WrappingServer(server, ServerInterceptor(spec.name, gate))
+    spec.register(wrapping)
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    enable_reflection(server, [*spec.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    health_pb2_grpc.add_HealthServicer_to_server(health, wrapping)
+    enable_reflection(wrapping, [*spec.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     for name in ("", *spec.service_names):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     # Liveness ("is the process able to answer at all") is separate from readiness (the service and

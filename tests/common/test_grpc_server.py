@@ -73,6 +73,9 @@ async def test_gate_errors_and_drain():
             await call(b"boom", timeout=5)
         assert info.value.code() == grpc.StatusCode.INTERNAL and "incident" in info.value.details()
         assert "a bug" not in info.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await ch.unary_unary("/parley.test.Slow/NoSuchMethod")(b"0", timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
         # SIGTERM's equivalent while a call is in flight: the call completes.
         in_flight = asyncio.ensure_future(call(b"0.5", timeout=10))
