@@ -13,9 +13,14 @@ from services.scraper.scopes import SCOPE_TAB, SCOPE_TITLE, mark_scopes
 from services.scraper.tables import table_lines
 
 # Elements that are never content.
-_DROP = "script, style, noscript, template, svg, iframe, form, button, nav, header, footer, " \
+_DROP = "script, style, noscript, template, svg, iframe, button, nav, footer, " \
         "[role=navigation], [role=banner], [role=contentinfo], [role=dialog], [aria-hidden=true], " \
         ".cookie-banner, .sidebar"
+# Never content either, unless they hold the page's content: a <header> inside the article (its h1
+# and summary, as Zendesk, Docusaurus and GitBook themes write it) is the article's; a <form> around
+# the whole page (ASP.NET WebForms, SharePoint, DNN) holds it all. A site's header or a search form
+# holds neither.
+_DROP_UNLESS_CONTENT = "header, form"
 # The content container of common help-centre and CMS themes, best first (the page's body otherwise).
 _MAIN = ("main", "article", "[role=main]", "#content", ".content", ".article-body", ".article-content",
          ".entry-content", ".post-content", ".markdown-body", "#main", ".main-content")
@@ -36,8 +41,9 @@ _FURNITURE_NAME = re.compile(
     r"site-footer|social|disqus|advert|sponsor|table-of-contents|"
     r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?)(?:$|[-_ ]))",
     re.IGNORECASE)
-# What holds the page's content is never furniture, whatever its class ("layout has-sidebar").
-_HOLDS_CONTENT = "main, article, [role=main], h1, .article-body"
+# What holds the page's content is never furniture, whatever its class ("layout has-sidebar"; Prism's
+# <div class="code-toolbar"> around a code block).
+_HOLDS_CONTENT = "main, article, [role=main], h1, .article-body, pre"
 # The elements a theme's furniture is made of (a heading's id is an anchor of its topic: never furniture).
 _FURNITURE_TAGS = ", ".join(f"{tag}[class], {tag}[id]" for tag in ("div", "section", "aside", "ul", "ol", "p", "span"))
 # An aside that is a callout of the text (a tip, a warning) is content; other asides are sidebars.
@@ -45,6 +51,22 @@ _CALLOUT_NAME = re.compile(r"note|tip|warning|caution|callout|alert|info|importa
 # A class that makes a short block a heading: <div class="section-title">Fees</div>.
 _HEADING_NAME = re.compile(r"(^|[-_ ])(title|heading|subheading|subtitle|question)($|[-_ ])", re.IGNORECASE)
 _INLINE_EMPHASIS = {"strong", "b"}
+# An element of another name than a block or container (a <span>, a custom element such as
+# <lightning-formatted-rich-text>, a <form> around the page) is text that runs on in its block, unless
+# it holds blocks: then it is read as a container. These never hold any.
+_LEAVES = {"-text", "-comment", "img", "input", "select", "textarea", "br", "wbr", "source", "canvas", "video",
+           "audio", "picture", "embed", "math"}
+_BLOCK_SELECTOR = ", ".join(sorted(_BLOCKS | _CONTAINERS - {"body"} | {"table", "ul", "ol", "dl"}))
+# A theme's widgets that say things about the page, not about the product: votes on it, its author and
+# date. Short blocks only.
+_PAGE_META = re.compile(
+    r"(?:was this (?:article|page|answer|information|content|section)? ?(?:helpful|useful)"
+    r"|did this (?:article )?(?:answer|solve) your (?:question|problem)"
+    r"|\d+ (?:out )?of \d+ (?:people |users )?found this (?:article )?helpful"
+    r"|(?:last )?(?:updated|modified|edited) (?:over |about |almost |less than )?(?:an?|\d+) (?:minute|hour|day|week|month|year)s? ago"
+    r"|written by \S.{0,60}?(?:updated|$)"
+    r")", re.IGNORECASE)
+MAX_PAGE_META_CHARS = 120
 MAX_HEADING_CHARS = 80
 # <br> inside a block: "Opening hours:<br>Mon-Fri 9-18<br>Sat 10-14" reads "Opening hours: Mon-Fri 9-18,
 # Sat 10-14" (a list's lines, not one run-on sentence). Elsewhere (table cells, terms) it is a space.
@@ -124,6 +146,10 @@ def extract_html(html: str, url: str) -> Page:
     mark_scopes(body, MAX_HEADING_CHARS)   # before _DROP: a tab list may be a <nav> or hold <button>s
     for junk in body.css(_DROP):
         junk.decompose()
+    for node in list(body.css(_DROP_UNLESS_CONTENT)):
+        if node.css_first(_HOLDS_CONTENT) is None and not any(
+                p.tag in ("main", "article") or p.attributes.get("role") == "main" for p in _ancestors(node, body)):
+            node.decompose()
     _drop_furniture(body)
     for br in body.css("br"):
         br.replace_with(_LINE_BREAK)
@@ -160,9 +186,13 @@ def _ancestors(node, body) -> list:
     return found
 
 
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+
+
 def _names(node) -> str:
+    """Its class and id, camelCase words apart ("menuPane": "menu-Pane", as DNN and Salesforce name them)."""
     attrs = node.attributes
-    return f"{attrs.get('class') or ''} {attrs.get('id') or ''}"
+    return _CAMEL.sub("-", f"{attrs.get('class') or ''} {attrs.get('id') or ''}")
 
 
 def _drop_furniture(body) -> None:
@@ -170,7 +200,7 @@ def _drop_furniture(body) -> None:
     the content, and asides that are no callout of the text."""
     for node in list(body.css(_FURNITURE_TAGS)):
         # A section's id is often an anchor of its topic (<section id="pagination"> of an API guide).
-        names = (node.attributes.get("class") or "") if node.tag == "section" else _names(node)
+        names = _CAMEL.sub("-", node.attributes.get("class") or "") if node.tag == "section" else _names(node)
         if _FURNITURE_NAME.search(names) and node.css_first(_HOLDS_CONTENT) is None:
             node.decompose()
     for node in list(body.css("aside")):
@@ -188,7 +218,7 @@ def _is_heading(node, text: str) -> bool:
         return False
     if _HEADING_NAME.search(node.attributes.get("class") or "") or node.attributes.get("role") == "heading":
         return True
-    if node.tag == "p":
+    if node.tag in ("p", "div"):
         children = [c for c in node.iter(include_text=True) if c.tag != "-text" or (c.text(deep=False) or "").strip()]
         return len(children) == 1 and children[0].tag in _INLINE_EMPHASIS
     return False
@@ -205,6 +235,13 @@ def _definitions(dl) -> list[str]:
         elif text:
             lines.append(f"{term.rstrip(':')}: {text}" if term else text)
     return lines
+
+
+def _is_structure(node) -> bool:
+    """A block or container, or an element of another name that holds blocks (a <form> around the
+    page, a custom element): not text that runs on in the block it is in."""
+    tag = node.tag
+    return tag in _STRUCTURE or (tag not in _LEAVES and node.css_first(_BLOCK_SELECTOR) is not None)
 
 
 @dataclass
@@ -228,7 +265,7 @@ class _Reader:
     def add(self, node, text: str, alone: bool) -> None:
         """A block's text; `alone`: the node holds nothing else (so it may be a heading)."""
         text = " ".join(_LINES.sub(_line_join, text.strip().strip(_LINE_BREAK)).split())
-        if not text:
+        if not text or (len(text) <= MAX_PAGE_META_CHARS and _PAGE_META.match(text)):
             return
         if alone and _is_heading(node, text):
             self.sections.append(Section(text))
@@ -254,7 +291,7 @@ class _Reader:
             tag = child.tag
             if tag == "-text":
                 top.run.append(child.text(deep=False) or "")
-            elif tag not in _STRUCTURE:
+            elif not _is_structure(child):
                 if tag not in ("-comment", "img", "input", "select", "textarea"):
                     top.run.append(child.text(separator=""))
             else:
@@ -278,8 +315,12 @@ class _Reader:
             tab = attrs.get(SCOPE_TAB)
             heading = (f"{resume} ({tab})" if resume else tab) if tab is not None else attrs.get(SCOPE_TITLE)
             self._scope(heading or "", resume)
+        elif node.tag == "details":
+            resume = self.sections[-1].heading   # after the answer, the text goes on under the heading before
         children = list(node.iter(include_text=True))
-        if any(c.tag in _STRUCTURE for c in children):
+        if node.tag in _HEADINGS - {"summary"}:
+            children = []   # a heading is read whole, even with its text in <div>s (GitBook)
+        if any(_is_structure(c) for c in children) or (node.tag == "details" and children):
             opened.append(_Open(node, children, resume=resume))
             return
         self.add(node, node.text(separator=""), resume is None)

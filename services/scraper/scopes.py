@@ -29,7 +29,10 @@ _PERMALINK_TEXT = re.compile(r"[\s¶#§\u200b\u200c\u200d\ufeff🔗]*")
 # pattern): its label, often an FAQ's question, heads that text. Other buttons are controls, and the
 # extractor drops them.
 _DISCLOSURE = ("button[aria-expanded], button[aria-controls], button[data-bs-toggle=collapse], "
-               "button[data-toggle=collapse]")
+               "button[data-toggle=collapse], button[class*=accordion], button[class*=collaps], "
+               "button[class*=faq]")   # the last three: accordions scripted by class (w3schools' pattern)
+# An FAQ's question may be longer than a heading usually is.
+MAX_QUESTION_CHARS = 200
 _HEADING_TAGS = frozenset("h1 h2 h3 h4 h5 h6".split())
 _SPACE_BEFORE_MARK = re.compile(r"\s+(?=[?!.,:;])")
 # Attributes the extractor marks elements with before reading them (never in a page's own markup).
@@ -50,14 +53,21 @@ def mark_scopes(body, max_title_chars: int) -> None:
         if _PERMALINK_TEXT.fullmatch(link.text()):
             link.decompose()
     for tablist in body.css("[role=tablist]"):
-        labels = [" ".join(t.text(separator=" ").split()) for t in tablist.css("[role=tab]")]
-        holder = tablist.parent
-        while holder is not None and holder.css_first("[role=tabpanel]") is None and holder.tag != "body":
-            holder = holder.parent
-        panels = holder.css("[role=tabpanel]") if holder is not None else []
+        tabs = tablist.css("[role=tab]")
+        labels = [" ".join(t.text(separator=" ").split()) for t in tabs]
+        # Each tab's own panel, by the id it names (aria-controls, or a Bootstrap tab's href="#id"):
+        # two tab sets side by side in one container are told apart. Else the panels near the list.
+        panels = [_controlled(body, t) for t in tabs]
+        if not all(panels) or len({p.mem_id for p in panels}) != len(panels):
+            holder = tablist.parent
+            while holder is not None and holder.css_first("[role=tabpanel]") is None and holder.tag != "body":
+                holder = holder.parent
+            panels = holder.css("[role=tabpanel]") if holder is not None else []
         if labels and len(labels) == len(panels):
             for label, panel in zip(labels, panels):
                 panel.attrs[SCOPE_TAB] = label
+                if "aria-hidden" in panel.attrs:
+                    del panel.attrs["aria-hidden"]   # an inactive tab's panel is content all the same
             tablist.decompose()
     for set_selector, label_selector, panel_selector in _TAB_SETS:
         for tabs in body.css(set_selector):
@@ -81,7 +91,8 @@ def mark_scopes(body, max_title_chars: int) -> None:
         title.decompose()
     for button in body.css(_DISCLOSURE):
         label = _SPACE_BEFORE_MARK.sub("", " ".join(button.text(separator=" ").split()))
-        if button.attributes.get("role") == "tab" or not label or len(label) > max_title_chars:
+        if button.attributes.get("role") == "tab" or not label or len(label) > (
+                MAX_QUESTION_CHARS if label.endswith("?") else max_title_chars):
             continue
         if button.parent is not None and button.parent.tag in _HEADING_TAGS:
             button.unwrap()
@@ -104,3 +115,12 @@ def _nearest(node, selector: str):
             return parent.mem_id
         parent = parent.parent
     return None
+
+
+def _controlled(body, tab):
+    """The element a tab names as its panel (aria-controls, or href="#id"), if there is one."""
+    attrs = tab.attributes
+    target = (attrs.get("aria-controls") or "").split(" ")[0] or (attrs.get("href") or "").removeprefix("#")
+    if not target or target == attrs.get("href") or '"' in target or "\\" in target:
+        return None
+    return body.css_first(f'[id="{target}"]')

@@ -126,9 +126,11 @@ def test_theme_markup_keeps_its_text_and_drops_its_furniture():
     page = extract_html(THEMED, "https://brewer.example/help/descaling")
     by_heading = {s.heading: s.paragraphs for s in page.sections}
     assert by_heading["How often to descale"] == ["Descale every 3 months or after 80 litres."]
-    assert by_heading["What you need"] == ["Tip: use two tablets per cycle.", "Never use vinegar: it damages the pump seals."]
-    assert by_heading["How long does descaling take?"] == ["About 25 minutes in total.", "Water tank: 1.8 litres",
-                                                            "Drip tray: 0.4 litres"]
+    # The <details> answers its question; after it, the text goes on under the heading before it.
+    assert [(s.heading, s.paragraphs) for s in page.sections[2:5]] == [
+        ("What you need", ["Tip: use two tablets per cycle.", "Never use vinegar: it damages the pump seals."]),
+        ("How long does descaling take?", ["About 25 minutes in total."]),
+        ("What you need", ["Water tank: 1.8 litres", "Drip tray: 0.4 litres"])]
     assert by_heading["Pagination"] == ["Lists come in pages of 25."]     # an anchor id is no furniture
     for junk in ("cookies", "Articles in this section", "Cleaning", "helpful", "Buy tablets"):
         assert junk not in page.text
@@ -231,3 +233,73 @@ def test_an_element_whose_aria_role_is_heading_is_a_heading():
     <div role="heading" aria-level="2">Costs</div><div>Shipping is free over EUR 50.</div></div>"""
     assert _sections(html) == [("Shipping", []), ("Delivery times", ["Orders ship within 2 business days."]),
                                ("Costs", ["Shipping is free over EUR 50."])]
+
+
+def test_markup_of_help_centre_platforms_keeps_its_content():
+    """Markup real help-centre exports use: a <form> around the whole page (ASP.NET, DNN), an article's
+    own <header> with its h1 and summary, a heading whose text is in a <div> (GitBook), blocks inside a
+    custom element or a <span> (Salesforce), a code block in Prism's "code-toolbar" wrapper; a search form, the site's header, a camelCase-named menu and the page's votes, author and
+    date are not content."""
+    html = """<html><head><title>Meters</title></head><body><form id="Form" method="post">
+    <header class="site"><a href="/">Severn</a> <form role="search"><input name="q"><span>Search help</span></form></header>
+    <div id="dnn_MenuPane" class="menuPane"><div><a href="/bills">Bills and payments</a></div></div>
+    <div class="contentPane"><article>
+      <header><h1>Reading your meter</h1><p class="lead">Most meters are under the pavement outside.</p></header>
+      <p>Written by Marta Kowalski · Updated over 2 months ago</p>
+      <h2><div>How to read it</div></h2><p>Read the black numbers only.</p>
+      <lightning-formatted-rich-text><span part="rich-text">
+        <div class="slds-text-heading_medium">Average usage</div><div>A home of 4 people uses 165 cubic metres a year.</div>
+      </span></lightning-formatted-rich-text>
+      <div class="code-toolbar"><pre><code>meter read --id 42
+meter send</code></pre></div>
+      <div>Was this article helpful?</div><p>12 of 15 people found this helpful</p>
+    </article></div></form></body></html>"""
+    page = extract_html(html, "https://water.example/meters")
+    assert [(s.heading, s.paragraphs) for s in page.sections] == [
+        ("Reading your meter", ["Most meters are under the pavement outside."]),
+        ("How to read it", ["Read the black numbers only."]),
+        ("Average usage", ["A home of 4 people uses 165 cubic metres a year.", "meter read --id 42 meter send"]),
+    ]
+    for junk in ("Severn", "Search help", "Bills", "Marta", "helpful"):
+        assert junk not in page.text
+
+
+def test_two_tab_sets_in_one_container_find_their_panels_by_id():
+    """Bootstrap writes a tab list and its panels as siblings: two tab sets in one container are told
+    apart by the ids the tabs name; an inactive panel hidden with aria-hidden is content all the same."""
+    html = """<html><body><main><h2>Choose a method</h2>
+    <ul class="nav nav-tabs" role="tablist"><li><a role="tab" href="#app" aria-controls="app">Authenticator app</a></li>
+      <li><a role="tab" href="#sms">Text message</a></li></ul>
+    <div class="tab-content"><div class="tab-pane active" id="app" role="tabpanel"><p>Codes change every 30 seconds.</p></div>
+      <div class="tab-pane" id="sms" role="tabpanel" aria-hidden="true"><p>Texted codes expire after 5 minutes.</p></div></div>
+    <h2>Turning it off</h2>
+    <ul class="nav nav-tabs" role="tablist"><li><a role="tab" href="#mobile">Mobile app</a></li>
+      <li><a role="tab" href="#web">Online banking</a></li></ul>
+    <div class="tab-content"><div id="mobile" role="tabpanel"><p>You cannot turn it off in the app.</p></div>
+      <div id="web" role="tabpanel"><p>Call us to turn it off.</p></div></div>
+    </main></body></html>"""
+    page = extract_html(html, "https://bank.example/2fa")
+    assert [(s.heading, s.paragraphs) for s in page.sections] == [
+        ("Choose a method (Authenticator app)", ["Codes change every 30 seconds."]),
+        ("Choose a method (Text message)", ["Texted codes expire after 5 minutes."]),
+        ("Turning it off (Mobile app)", ["You cannot turn it off in the app."]),
+        ("Turning it off (Online banking)", ["Call us to turn it off."]),
+    ]
+
+
+def test_an_accordion_scripted_by_class_heads_its_panel_and_a_long_question_stays_whole():
+    long_question = ("If I sign up for an annual membership and move away from the area, "
+                     "can I get a refund for the remaining months?")
+    html = f"""<html><body><main><h2>Kit</h2>
+    <button class="accordion">Do you rent climbing shoes?</button>
+    <div class="panel"><p>Yes, shoe hire is 4 pounds.</p></div>
+    <button type="button" aria-expanded="false" aria-controls="p1"><span>{long_question}</span></button>
+    <div id="p1"><p>Yes, minus a 25 pound admin fee.</p></div>
+    <button class="btn btn-primary">Book a session</button>
+    </main></body></html>"""
+    page = extract_html(html, "https://climb.example/faq")
+    assert [(s.heading, s.paragraphs) for s in page.sections] == [
+        ("Kit", []),
+        ("Do you rent climbing shoes?", ["Yes, shoe hire is 4 pounds."]),
+        (long_question, ["Yes, minus a 25 pound admin fee."]),
+    ]
