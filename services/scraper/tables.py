@@ -11,12 +11,16 @@ def table_lines(table) -> list[str]:
     header: list[str] | None = None      # the column headings
     heading_rows: list[list] = []
     texts = {}
-    for tr, row in _grid(table):
+    grid = _grid(table)
+    for number, (tr, row) in enumerate(grid):
         for cell in row:
             if cell.mem_id not in texts:
                 texts[cell.mem_id] = cell_text(cell)
         in_head = tr.parent is not None and tr.parent.tag == "thead"
-        if in_head or (len({c.mem_id for c in row}) > 1 and all(c.tag == "th" for c in row)):
+        # A table written in a help centre's editor has no <th>: its first row in bold is its head.
+        bold_head = number == 0 and len(grid) > 1 and header is None and all(
+            _all_bold(c, texts[c.mem_id]) for c in row)
+        if in_head or bold_head or (len({c.mem_id for c in row}) > 1 and all(c.tag == "th" for c in row)):
             heading_rows.append(row)
             header = [" ".join(dict.fromkeys(texts[r[i].mem_id] for r in heading_rows if i < len(r)
                                              and texts[r[i].mem_id])) for i in range(max(map(len, heading_rows)))]
@@ -72,6 +76,14 @@ def _fill(row: list, below: dict) -> None:
 def _span(cell, name: str) -> int:
     value = (cell.attributes.get(name) or "1").strip()
     return min(int(value), 100) if value.isdigit() and int(value) > 0 else 1
+
+
+def _all_bold(cell, text: str) -> bool:
+    """A cell whose text is all in <strong> or <b> (an empty one too, as a head's corner cell is)."""
+    if not text:
+        return True
+    bold = " ".join(" ".join(b.text(separator=" ").split()) for b in cell.css("strong, b"))
+    return bold.replace(" ", "") == text.replace(" ", "")
 
 
 def cell_text(node) -> str:

@@ -303,3 +303,19 @@ def test_an_accordion_scripted_by_class_heads_its_panel_and_a_long_question_stay
         ("Do you rent climbing shoes?", ["Yes, shoe hire is 4 pounds."]),
         (long_question, ["Yes, minus a 25 pound admin fee."]),
     ]
+
+
+def test_a_table_whose_first_row_is_bold_has_that_row_as_its_head():
+    """Help-centre editors (Zendesk, Intercom, Freshdesk) write a table's head as a bold first row of <td>s."""
+    html = """<html><body><main><h2>Payouts</h2><table><tbody>
+    <tr><td><strong>Plan</strong></td><td><strong>Payout schedule</strong></td><td><b>Instant payouts</b></td></tr>
+    <tr><td>Starter</td><td>Weekly</td><td>No</td></tr><tr><td>Scale</td><td>Daily</td><td>Yes</td></tr></tbody></table>
+    <table><tr><td><strong>Note:</strong> fees apply</td><td>to all plans</td></tr><tr><td>Refunds</td><td>none</td></tr></table>
+    </main></body></html>"""
+    page = extract_html(html, "https://pay.example/payouts")
+    assert page.sections[0].paragraphs == [
+        "Starter — Payout schedule: Weekly; Instant payouts: No",
+        "Scale — Payout schedule: Daily; Instant payouts: Yes",
+        "Note: fees apply: to all plans",    # bold only in part: a row like the others
+        "Refunds: none",
+    ]
