@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -65,6 +66,8 @@ _PAGE_META = re.compile(
     r"|\d+ (?:out )?of \d+ (?:people |users )?found this (?:article )?helpful"
     r"|(?:last )?(?:updated|modified|edited) (?:over |about |almost |less than )?(?:an?|\d+) (?:minute|hour|day|week|month|year)s? ago"
     r"|written by \S.{0,60}?(?:updated|$)"
+    r"|(?:last )?(?:updated|modified|published)(?: on)?:? (?:\d{1,2} [a-z]+ \d{4}|[a-z]+ \d{1,2},? \d{4}"
+    r"|\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4})$"
     r")", re.IGNORECASE)
 MAX_PAGE_META_CHARS = 120
 MAX_HEADING_CHARS = 80
@@ -143,6 +146,7 @@ def extract_html(html: str, url: str) -> Page:
             if target and target not in seen:
                 seen.add(target)
                 page.links.append(target)
+    faq = _structured_faq(tree)           # before _DROP, which removes the <script>s
     mark_scopes(body, MAX_HEADING_CHARS)   # before _DROP: a tab list may be a <nav> or hold <button>s
     for junk in body.css(_DROP):
         junk.decompose()
@@ -155,10 +159,48 @@ def extract_html(html: str, url: str) -> Page:
         br.replace_with(_LINE_BREAK)
     root = _content_root(body)
     page.sections = _sections(root)
+    if faq:
+        # An FAQ the page states as structured data (schema.org FAQPage, for search engines) whose
+        # questions its HTML does not show (rendered by a script): each question a section.
+        shown = " ".join(page.text.split()).casefold()
+        page.sections += [Section(q, [a]) for q, a in faq if " ".join(q.split()).casefold() not in shown]
     if not page.title:
         h1 = root.css_first("h1")
         page.title = h1.text(separator=" ", strip=True) if h1 else ""
     return page
+
+
+_SPACE_BEFORE_MARK = re.compile(r"\s+(?=[.,;:!?])")
+
+
+def _structured_faq(tree) -> list[tuple[str, str]]:
+    """(question, answer) of the page's schema.org FAQPage in JSON-LD, answers' markup removed."""
+    found: list[tuple[str, str]] = []
+    for script in tree.css('script[type="application/ld+json"]'):
+        try:
+            data = json.loads(script.text(deep=True) or "null")
+        except ValueError:
+            continue
+        stack = [data]
+        while stack and len(found) < 200:
+            item = stack.pop()
+            if isinstance(item, list):
+                stack.extend(reversed(item))
+            elif isinstance(item, dict):
+                kind = item.get("@type")
+                if kind == "Question" or (isinstance(kind, list) and "Question" in kind):
+                    answer = item.get("acceptedAnswer")
+                    answer = answer[0] if isinstance(answer, list) and answer else answer
+                    text = answer.get("text") if isinstance(answer, dict) else None
+                    if isinstance(item.get("name"), str) and isinstance(text, str):
+                        question = " ".join(item["name"].split())
+                        text = _SPACE_BEFORE_MARK.sub("", " ".join(
+                            LexborHTMLParser(f"<p>{text}</p>").body.text(separator=" ").split()))
+                        if question and text:
+                            found.append((question, text))
+                else:
+                    stack.extend(v for k, v in item.items() if k in ("@graph", "mainEntity", "hasPart"))
+    return found
 
 
 def _content_root(body):
@@ -175,6 +217,10 @@ def _content_root(body):
             sizes = [len(n.text(separator=" ")) for n in nodes]
             if max(sizes) >= MAIN_SHARE * sum(sizes):
                 return nodes[sizes.index(max(sizes))]
+            # The page's article among "More in this category" cards: the one that holds its h1.
+            titled = [n for n in nodes if n.css_first("h1") is not None]
+            if len(titled) == 1 and len(body.css("h1")) == 1:
+                return titled[0]
     return body
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from datetime import datetime, timezone
 
 from services.scraper.crawler import parse_sitemap
@@ -319,3 +321,35 @@ def test_a_table_whose_first_row_is_bold_has_that_row_as_its_head():
         "Note: fees apply: to all plans",    # bold only in part: a row like the others
         "Refunds: none",
     ]
+
+
+def test_the_article_holding_the_h1_is_the_content_among_other_articles_cards():
+    """A knowledge-base theme without <main>: the page's <article> beside "More in this category" cards
+    that outweigh it; the article with the page's h1 is the content. A date line is the page's, not the text's."""
+    cards = "".join(f"<article><h3>Card {i}</h3><p>{'Another article about paper and prints. ' * 6}</p></article>"
+                    for i in range(4))
+    html = f"""<html><body><div id="content"><article><h1>Custom sizes</h1><p>Updated on 2 April 2024</p>
+    <p>Prints come in any size from 9x13 cm to 60x90 cm.</p></article>
+    <section><h2>More in Printing</h2>{cards}</section></div></body></html>"""
+    page = extract_html(html, "https://prints.example/kb/custom-sizes")
+    assert [(s.heading, s.paragraphs) for s in page.sections] == [
+        ("Custom sizes", ["Prints come in any size from 9x13 cm to 60x90 cm."])]
+
+
+def test_an_faq_stated_only_as_structured_data_is_read():
+    """A page whose FAQ is rendered by a script shows none of it in its HTML; its schema.org FAQPage
+    (JSON-LD, for search engines) has every question and answer. Questions the HTML shows are not repeated."""
+    ld = {"@context": "https://schema.org", "@graph": [{"@type": "WebPage", "name": "FAQ"}, {
+        "@type": "FAQPage", "mainEntity": [
+            {"@type": "Question", "name": "Can I bring a guest?",
+             "acceptedAnswer": {"@type": "Answer", "text": "<p>Yes, one guest per visit for <b>12 pounds</b>.</p>"}},
+            {"@type": "Question", "name": "Do you rent shoes?",
+             "acceptedAnswer": {"@type": "Answer", "text": "Shoe hire is 4 pounds."}}]}]}
+    html = f"""<html><head><script type="application/ld+json">{json.dumps(ld)}</script>
+    <script type="application/ld+json">{{not json</script></head>
+    <body><main><h1>Membership FAQ</h1><h2>Do you rent shoes?</h2><p>Shoe hire is 4 pounds.</p>
+    <div id="faq-app"></div></main></body></html>"""
+    page = extract_html(html, "https://climb.example/faq")
+    assert [(s.heading, s.paragraphs) for s in page.sections] == [
+        ("Membership FAQ", []), ("Do you rent shoes?", ["Shoe hire is 4 pounds."]),
+        ("Can I bring a guest?", ["Yes, one guest per visit for 12 pounds."])]
