@@ -283,11 +283,16 @@ def _definitions(dl) -> list[str]:
     return lines
 
 
-def _is_structure(node) -> bool:
-    """A block or container, or an element of another name that holds blocks (a <form> around the
-    page, a custom element): not text that runs on in the block it is in."""
-    tag = node.tag
-    return tag in _STRUCTURE or (tag not in _LEAVES and node.css_first(_BLOCK_SELECTOR) is not None)
+def _holding_blocks(root) -> set[int]:
+    """The mem_ids of the elements under `root` that hold a block: each block's ancestors, each marked
+    once (linear in the page, however deep an element nests)."""
+    held: set[int] = set()
+    for block in root.css(_BLOCK_SELECTOR):
+        parent = block.parent
+        while parent is not None and parent.mem_id not in held:
+            held.add(parent.mem_id)
+            parent = parent.parent
+    return held
 
 
 @dataclass
@@ -304,8 +309,9 @@ class _Open:
 class _Reader:
     """The sections of a page's content, read in document order."""
 
-    def __init__(self) -> None:
+    def __init__(self, root) -> None:
         self.sections = [Section("")]
+        self._holding = _holding_blocks(root)
         self.resumed: set[int] = set()    # ids of the sections that go on after a scope (dropped if empty)
 
     def add(self, node, text: str, alone: bool) -> None:
@@ -337,7 +343,7 @@ class _Reader:
             tag = child.tag
             if tag == "-text":
                 top.run.append(child.text(deep=False) or "")
-            elif not _is_structure(child):
+            elif not self._is_structure(child):
                 if tag not in ("-comment", "img", "input", "select", "textarea"):
                     top.run.append(child.text(separator=""))
             else:
@@ -366,12 +372,18 @@ class _Reader:
         children = list(node.iter(include_text=True))
         if node.tag in _HEADINGS - {"summary"}:
             children = []   # a heading is read whole, even with its text in <div>s (GitBook)
-        if any(_is_structure(c) for c in children) or (node.tag == "details" and children):
+        if any(self._is_structure(c) for c in children) or (node.tag == "details" and children):
             opened.append(_Open(node, children, resume=resume))
             return
         self.add(node, node.text(separator=""), resume is None)
         if resume is not None:
             self._scope(resume, resume)
+
+    def _is_structure(self, node) -> bool:
+        """A block or container, or an element of another name that holds blocks (a <form> around the
+        page, a custom element): not text that runs on in the block it is in."""
+        tag = node.tag
+        return tag in _STRUCTURE or (tag not in _LEAVES and node.mem_id in self._holding)
 
     def _scope(self, heading: str, resume: str) -> None:
         """A section for a scope or for the text after it; the section it replaces is dropped if it is
@@ -385,7 +397,7 @@ class _Reader:
 
 
 def _sections(root) -> list[Section]:
-    reader = _Reader()
+    reader = _Reader(root)
     reader.read(root)
     return [s for s in reader.sections if s.paragraphs or (s.heading and id(s) not in reader.resumed)]
 

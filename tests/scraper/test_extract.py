@@ -353,3 +353,13 @@ def test_an_faq_stated_only_as_structured_data_is_read():
     assert [(s.heading, s.paragraphs) for s in page.sections] == [
         ("Membership FAQ", []), ("Do you rent shoes?", ["Shoe hire is 4 pounds."]),
         ("Can I bring a guest?", ["Yes, one guest per visit for 12 pounds."])]
+
+
+def test_elements_nested_thousands_deep_are_read():
+    """Custom elements nested 20,000 deep around one block: each level is a container, its text a
+    paragraph, the block at the bottom read too (whether an element holds blocks is found once per
+    page: a query of each element's subtree was quadratic in such a page)."""
+    depth = 20_000
+    html = "<html><body><main><div>" + "<x-a>y " * depth + "<p>z</p>" + "</x-a>" * depth + "</div></main></body></html>"
+    page = extract_html(html, "https://x.example/")
+    assert page.sections[0].paragraphs[-1] == "z" and page.text.count("y") == depth
