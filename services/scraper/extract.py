@@ -10,7 +10,7 @@ from selectolax.lexbor import LexborHTMLParser
 
 from services.common.chunking import chunk_text, content_hash
 from services.scraper.fetching import normalize_url
-from services.scraper.scopes import SCOPE_TAB, SCOPE_TITLE, mark_scopes
+from services.scraper.scopes import SCOPE_TAB, SCOPE_TITLE, SPACE_BEFORE_MARK, mark_scopes
 from services.scraper.tables import table_lines
 
 # Elements that are never content.
@@ -170,9 +170,6 @@ def extract_html(html: str, url: str) -> Page:
     return page
 
 
-_SPACE_BEFORE_MARK = re.compile(r"\s+(?=[.,;:!?])")
-
-
 def _structured_faq(tree) -> list[tuple[str, str]]:
     """(question, answer) of the page's schema.org FAQPage in JSON-LD, answers' markup removed."""
     found: list[tuple[str, str]] = []
@@ -194,7 +191,7 @@ def _structured_faq(tree) -> list[tuple[str, str]]:
                     text = answer.get("text") if isinstance(answer, dict) else None
                     if isinstance(item.get("name"), str) and isinstance(text, str):
                         question = " ".join(item["name"].split())
-                        text = _SPACE_BEFORE_MARK.sub("", " ".join(
+                        text = SPACE_BEFORE_MARK.sub("", " ".join(
                             LexborHTMLParser(f"<p>{text}</p>").body.text(separator=" ").split()))
                         if question and text:
                             found.append((question, text))

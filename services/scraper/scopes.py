@@ -34,7 +34,7 @@ _DISCLOSURE = ("button[aria-expanded], button[aria-controls], button[data-bs-tog
 # An FAQ's question may be longer than a heading usually is.
 MAX_QUESTION_CHARS = 200
 _HEADING_TAGS = frozenset("h1 h2 h3 h4 h5 h6".split())
-_SPACE_BEFORE_MARK = re.compile(r"\s+(?=[?!.,:;])")
+SPACE_BEFORE_MARK = re.compile(r"\s+(?=[?!.,:;])")   # "for 12 pounds ." read from inline markup
 # Attributes the extractor marks elements with before reading them (never in a page's own markup).
 SCOPE_TAB = "data-parley-tab"
 SCOPE_TITLE = "data-parley-title"
@@ -90,7 +90,7 @@ def mark_scopes(body, max_title_chars: int) -> None:
             box.attrs[SCOPE_TITLE] = text
         title.decompose()
     for button in body.css(_DISCLOSURE):
-        label = _SPACE_BEFORE_MARK.sub("", " ".join(button.text(separator=" ").split()))
+        label = SPACE_BEFORE_MARK.sub("", " ".join(button.text(separator=" ").split()))
         if button.attributes.get("role") == "tab" or not label or len(label) > (
                 MAX_QUESTION_CHARS if label.endswith("?") else max_title_chars):
             continue
