@@ -70,6 +70,16 @@ _PAGE_META = re.compile(
     r"|\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4})$"
     r")", re.IGNORECASE)
 MAX_PAGE_META_CHARS = 120
+# Declarative shadow DOM: a custom element's content, rendered by the browser without a script.
+_SHADOW_ROOT = "template[shadowrootmode], template[shadowroot]"
+_TEMPLATE_START = re.compile(r'\A<template(?:[^">]|"[^"]*")*>')
+MAX_SHADOW_DEPTH = 8
+# A page that shows less text than this without a script is read with its <noscript> content too,
+# when that adds at least NOSCRIPT_MIN_CHARS (an article, not "Please turn on scripts to vote").
+NOSCRIPT_FALLBACK_CHARS = 200
+NOSCRIPT_MIN_CHARS = 100
+_NOSCRIPT = re.compile(r"<noscript", re.IGNORECASE)
+_SCRIPT_NOTICE = re.compile(r"\bjavascript\b", re.IGNORECASE)
 MAX_HEADING_CHARS = 80
 # <br> inside a block: "Opening hours:<br>Mon-Fri 9-18<br>Sat 10-14" reads "Opening hours: Mon-Fri 9-18,
 # Sat 10-14" (a list's lines, not one run-on sentence). Elsewhere (table cells, terms) it is a space.
@@ -118,6 +128,18 @@ def robots_directives(value: str) -> tuple[bool, bool]:
 
 
 def extract_html(html: str, url: str) -> Page:
+    """The page as a reader sees it. One whose content a script renders, given only in <noscript> for
+    readers without JavaScript (an app shell with a pre-rendered article), is read with that content;
+    otherwise <noscript> is a page's furniture ("Enable JavaScript", a tracking pixel) and dropped."""
+    page = _extract(html, url, noscript=False)
+    if len(page.text) < NOSCRIPT_FALLBACK_CHARS and _NOSCRIPT.search(html):
+        scriptless = _extract(html, url, noscript=True)
+        if len(scriptless.text) >= len(page.text) + NOSCRIPT_MIN_CHARS:
+            return scriptless
+    return page
+
+
+def _extract(html: str, url: str, *, noscript: bool) -> Page:
     tree = LexborHTMLParser(html)
     page = Page()
     node = tree.css_first("title")
@@ -147,6 +169,14 @@ def extract_html(html: str, url: str) -> Page:
                 seen.add(target)
                 page.links.append(target)
     faq = _structured_faq(tree)           # before _DROP, which removes the <script>s
+    _attach_shadow_roots(body)
+    if noscript:
+        for node in body.css("noscript"):
+            text = node.text()
+            if len(text) < NOSCRIPT_FALLBACK_CHARS and _SCRIPT_NOTICE.search(text):
+                node.decompose()      # "Live chat needs JavaScript": about the page, not the product
+            else:
+                node.unwrap()
     mark_scopes(body, MAX_HEADING_CHARS)   # before _DROP: a tab list may be a <nav> or hold <button>s
     for junk in body.css(_DROP):
         junk.decompose()
@@ -168,6 +198,22 @@ def extract_html(html: str, url: str) -> Page:
         h1 = root.css_first("h1")
         page.title = h1.text(separator=" ", strip=True) if h1 else ""
     return page
+
+
+def _attach_shadow_roots(body) -> None:
+    """Declarative shadow DOM (<template shadowrootmode="open">) is rendered where it stands: its
+    content takes the template's place. Other templates are inert markup for scripts (dropped)."""
+    for _ in range(MAX_SHADOW_DEPTH):        # a shadow root's content may hold shadow roots of its own
+        templates = body.css(_SHADOW_ROOT)
+        if not templates:
+            return
+        for template in templates:
+            start = _TEMPLATE_START.match(template.html or "")
+            inner = (template.html or "")[start.end():].removesuffix("</template>") if start else ""
+            fragment = LexborHTMLParser(f"<body>{inner}</body>").body
+            for child in list(fragment.iter(include_text=True)) if fragment is not None else []:
+                template.insert_before(child)
+            template.decompose()
 
 
 def _structured_faq(tree) -> list[tuple[str, str]]:

@@ -363,3 +363,36 @@ def test_elements_nested_thousands_deep_are_read():
     html = "<html><body><main><div>" + "<x-a>y " * depth + "<p>z</p>" + "</x-a>" * depth + "</div></main></body></html>"
     page = extract_html(html, "https://x.example/")
     assert page.sections[0].paragraphs[-1] == "z" and page.text.count("y") == depth
+
+
+def test_a_declarative_shadow_root_is_read_where_it_stands_and_an_inert_template_is_not():
+    """<template shadowrootmode> is rendered by the browser in place (a web component's table); a
+    plain <template> is markup a script may clone, never shown as it is."""
+    html = """<html><body><main><h1>Tariffs</h1><p>Off-peak charging follows your tariff.</p>
+    <tariff-table><template shadowrootmode="open"><style>table{}</style><h2>Supported tariffs</h2>
+    <table><tr><th>Supplier</th><th>Window</th></tr><tr><td>EDF</td><td>00:00 to 05:00</td></tr></table>
+    </template></tariff-table>
+    <template id="row"><p>Placeholder row</p></template></main></body></html>"""
+    page = extract_html(html, "https://volt.example/tariffs")
+    assert [(s.heading, s.paragraphs) for s in page.sections] == [
+        ("Tariffs", ["Off-peak charging follows your tariff."]),
+        ("Supported tariffs", ["EDF: 00:00 to 05:00"])]
+
+
+def test_an_article_given_only_in_noscript_is_read_and_a_javascript_notice_is_not():
+    """An app shell whose article a script renders, pre-rendered inside <noscript>: the page shows
+    nothing else, so the <noscript> content is the page; its "needs JavaScript" notice is not."""
+    shell = """<html><head><title>Schedules - Volt Help</title></head><body>
+    <noscript><iframe src="https://tags.example/ns.html"></iframe></noscript>
+    <div id="app"><div class="topbar"><a href="/">Volt Help</a></div></div>
+    <noscript><div><h1>Scheduling</h1><p>Schedules are stored on the charger, so they keep working when
+    the Wi-Fi drops.</p><h2>Boost</h2><p>Boost mode charges at full power (7.4 kW) for 60 minutes.</p></div></noscript>
+    <noscript><div>Live chat needs JavaScript. Email help@volt.example instead.</div></noscript></body></html>"""
+    page = extract_html(shell, "https://volt.example/schedules")
+    assert [s.heading for s in page.sections] == ["Scheduling", "Boost"]
+    assert "7.4 kW" in page.text and "JavaScript" not in page.text
+
+    # A page with content of its own: its <noscript> is only a notice, whatever it says.
+    page = extract_html(PAGE.replace("</main>", "<noscript><p>Please turn on scripts to vote.</p></noscript></main>"),
+                        "https://shop.example/x")
+    assert "Annual plans are refunded within 14 days." in page.text and "vote" not in page.text
