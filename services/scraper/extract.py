@@ -359,7 +359,10 @@ class _Reader:
 
     def add(self, node, text: str, alone: bool) -> None:
         """A block's text; `alone`: the node holds nothing else (so it may be a heading)."""
-        text = " ".join(_LINES.sub(_line_join, text.strip().strip(_LINE_BREAK)).split())
+        if node.tag == "pre":
+            text = " ".join(text.replace(_LINE_BREAK, " ").split())   # code: no comma between its lines
+        else:
+            text = " ".join(_LINES.sub(_line_join, text.strip().strip(_LINE_BREAK)).split())
         if not text or (len(text) <= MAX_PAGE_META_CHARS and _PAGE_META.match(text)):
             return
         if alone and _is_heading(node, text):

@@ -396,3 +396,13 @@ def test_an_article_given_only_in_noscript_is_read_and_a_javascript_notice_is_no
     page = extract_html(PAGE.replace("</main>", "<noscript><p>Please turn on scripts to vote.</p></noscript></main>"),
                         "https://shop.example/x")
     assert "Annual plans are refunded within 14 days." in page.text and "vote" not in page.text
+
+
+def test_lines_of_code_broken_by_br_get_no_comma_between_them():
+    """A list's lines broken by <br> read "Mon-Fri 9-18, Sat 10-14"; a code block's (Prism, Docusaurus)
+    must not: a comma after "--status" would change the command."""
+    html = """<main><h1>Sync</h1><p>Opening hours:<br>Mon-Fri 9-18<br>Sat 10-14</p>
+    <pre><code><span>tally sync --status</span><br><span>tally sync --force</span><br></code></pre></main>"""
+    page = extract_html(html, "https://tally.example/sync")
+    assert page.sections[0].paragraphs == ["Opening hours: Mon-Fri 9-18, Sat 10-14",
+                                           "tally sync --status tally sync --force"]
