@@ -67,7 +67,10 @@ _PAGE_META = re.compile(
     r"|(?:last )?(?:updated|modified|edited) (?:over |about |almost |less than )?(?:an?|\d+) (?:minute|hour|day|week|month|year)s? ago"
     r"|written by \S.{0,60}?(?:updated|$)"
     r"|(?:last )?(?:updated|modified|published)(?: on)?:? (?:\d{1,2} [a-z]+ \d{4}|[a-z]+ \d{1,2},? \d{4}"
-    r"|\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4})$"
+    r"|\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4})(?: by (?-i:[A-Z][\w'.-]*(?: [A-Z][\w'.-]*){0,3}))?$"
+    # the site's copyright line ("Copyright © 2024 ..."); a pager's "Previous <page> Next <page>"
+    r"|(?:copyright|\u00a9|\(c\))\s*(?:\u00a9\s*)?(?:19|20)\d\d\b"
+    r"|(?-i:Previous|PREVIOUS|\u2190)[^.!?;:,]{0,80}(?-i:Next|NEXT|\u2192)[^.!?;:,]{0,80}$"
     r")", re.IGNORECASE)
 MAX_PAGE_META_CHARS = 120
 # Declarative shadow DOM: a custom element's content, rendered by the browser without a script.

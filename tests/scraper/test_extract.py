@@ -406,3 +406,14 @@ def test_lines_of_code_broken_by_br_get_no_comma_between_them():
     page = extract_html(html, "https://tally.example/sync")
     assert page.sections[0].paragraphs == ["Opening hours: Mon-Fri 9-18, Sat 10-14",
                                            "tally sync --status tally sync --force"]
+
+
+def test_a_pages_copyright_pager_and_update_byline_are_dropped_and_sentences_like_them_are_not():
+    html = """<main><h1>Refunds</h1><p>Updated on 2 April 2024 by Lena Vogt</p>
+    <p>Refunds take 5 days.</p><p>Copyright of your photos stays with you.</p>
+    <p>Previous versions are kept until the next update</p>
+    <div><a href="/a"><span>Previous</span><span>Plans</span></a><a href="/b"><span>Next</span><span>Invoices</span></a></div>
+    <p>Copyright © 2024 Shop Ltd | Terms of use</p><p>© 2023 Shop Ltd · Impressum</p></main>"""
+    page = extract_html(html, "https://shop.example/refunds")
+    assert page.sections[0].paragraphs == ["Refunds take 5 days.", "Copyright of your photos stays with you.",
+                                           "Previous versions are kept until the next update"]
