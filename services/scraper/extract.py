@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 
@@ -10,22 +9,12 @@ from selectolax.lexbor import LexborHTMLParser
 
 from services.common.chunking import chunk_text, content_hash
 from services.scraper.fetching import normalize_url
-from services.scraper.scopes import SCOPE_TAB, SCOPE_TITLE, SPACE_BEFORE_MARK, mark_scopes
+from services.scraper.furniture import content_root, is_page_meta, remove_furniture
+from services.scraper.rendered import (NOSCRIPT_FALLBACK_CHARS, NOSCRIPT_MIN_CHARS, attach_shadow_roots, has_noscript,
+                                       read_noscript, structured_faq)
+from services.scraper.scopes import SCOPE_TAB, SCOPE_TITLE, mark_scopes
 from services.scraper.tables import table_lines
 
-# Elements that are never content.
-_DROP = "script, style, noscript, template, svg, iframe, button, nav, footer, " \
-        "[role=navigation], [role=banner], [role=contentinfo], [role=dialog], [aria-hidden=true], " \
-        ".cookie-banner, .sidebar"
-# Never content either, unless they hold the page's content: a <header> inside the article (its h1
-# and summary, as Zendesk, Docusaurus and GitBook themes write it) is the article's; a <form> around
-# the whole page (ASP.NET WebForms, SharePoint, DNN) holds it all. A site's header or a search form
-# holds neither.
-_DROP_UNLESS_CONTENT = "header, form"
-# The content container of common help-centre and CMS themes, best first (the page's body otherwise).
-_MAIN = ("main", "article", "[role=main]", "#content", ".content", ".article-body", ".article-content",
-         ".entry-content", ".post-content", ".markdown-body", "#main", ".main-content")
-MAIN_SHARE = 0.7     # of several candidates for the content container, one holding this share of their text is it
 _BLOCKS = {"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "dt", "dd", "td", "th", "figcaption",
            "summary"}
 _HEADINGS = {"h1", "h2", "h3", "h4", "summary"}
@@ -33,22 +22,6 @@ _HEADINGS = {"h1", "h2", "h3", "h4", "summary"}
 # an accordion's answer) is a paragraph of its own.
 _CONTAINERS = {"div", "section", "article", "main", "aside", "details", "figure", "center", "body"}
 _STRUCTURE = _BLOCKS | _CONTAINERS | {"table", "ul", "ol", "dl", "tr", "hr"}
-# Page furniture by its class or id, as themes name it (the idea of Mozilla Readability's "unlikely
-# candidates"): cookie and consent banners, sidebars, breadcrumbs, feedback widgets, share bars,
-# related-article lists, pagination.
-_FURNITURE_NAME = re.compile(
-    r"(?:^|[-_ ])(?:cookie|consent|gdpr|sidebar|side-?nav|breadcrumb|feedback|helpful|newsletter|subscribe|"
-    r"related|see-also|recommended|pagination|skip-link|toolbar|topbar|navbar|masthead|site-header|"
-    r"site-footer|social|disqus|advert|sponsor|table-of-contents|"
-    r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?)(?:$|[-_ ]))",
-    re.IGNORECASE)
-# What holds the page's content is never furniture, whatever its class ("layout has-sidebar"; Prism's
-# <div class="code-toolbar"> around a code block).
-_HOLDS_CONTENT = "main, article, [role=main], h1, .article-body, pre"
-# The elements a theme's furniture is made of (a heading's id is an anchor of its topic: never furniture).
-_FURNITURE_TAGS = ", ".join(f"{tag}[class], {tag}[id]" for tag in ("div", "section", "aside", "ul", "ol", "p", "span"))
-# An aside that is a callout of the text (a tip, a warning) is content; other asides are sidebars.
-_CALLOUT_NAME = re.compile(r"note|tip|warning|caution|callout|alert|info|important|notice|hint", re.IGNORECASE)
 # A class that makes a short block a heading: <div class="section-title">Fees</div>.
 _HEADING_NAME = re.compile(r"(^|[-_ ])(title|heading|subheading|subtitle|question)($|[-_ ])", re.IGNORECASE)
 _INLINE_EMPHASIS = {"strong", "b"}
@@ -58,31 +31,6 @@ _INLINE_EMPHASIS = {"strong", "b"}
 _LEAVES = {"-text", "-comment", "img", "input", "select", "textarea", "br", "wbr", "source", "canvas", "video",
            "audio", "picture", "embed", "math"}
 _BLOCK_SELECTOR = ", ".join(sorted(_BLOCKS | _CONTAINERS - {"body"} | {"table", "ul", "ol", "dl"}))
-# A theme's widgets that say things about the page, not about the product: votes on it, its author and
-# date. Short blocks only.
-_PAGE_META = re.compile(
-    r"(?:was this (?:article|page|answer|information|content|section)? ?(?:helpful|useful)"
-    r"|did this (?:article )?(?:answer|solve) your (?:question|problem)"
-    r"|\d+ (?:out )?of \d+ (?:people |users )?found this (?:article )?helpful"
-    r"|(?:last )?(?:updated|modified|edited) (?:over |about |almost |less than )?(?:an?|\d+) (?:minute|hour|day|week|month|year)s? ago"
-    r"|written by \S.{0,60}?(?:updated|$)"
-    r"|(?:last )?(?:updated|modified|published)(?: on)?:? (?:\d{1,2} [a-z]+ \d{4}|[a-z]+ \d{1,2},? \d{4}"
-    r"|\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4})(?: by (?-i:[A-Z][\w'.-]*(?: [A-Z][\w'.-]*){0,3}))?$"
-    # the site's copyright line ("Copyright © 2024 ..."); a pager's "Previous <page> Next <page>"
-    r"|(?:copyright|\u00a9|\(c\))\s*(?:\u00a9\s*)?(?:19|20)\d\d\b"
-    r"|(?-i:Previous|PREVIOUS|\u2190)[^.!?;:,]{0,80}(?-i:Next|NEXT|\u2192)[^.!?;:,]{0,80}$"
-    r")", re.IGNORECASE)
-MAX_PAGE_META_CHARS = 120
-# Declarative shadow DOM: a custom element's content, rendered by the browser without a script.
-_SHADOW_ROOT = "template[shadowrootmode], template[shadowroot]"
-_TEMPLATE_START = re.compile(r'\A<template(?:[^">]|"[^"]*")*>')
-MAX_SHADOW_DEPTH = 8
-# A page that shows less text than this without a script is read with its <noscript> content too,
-# when that adds at least NOSCRIPT_MIN_CHARS (an article, not "Please turn on scripts to vote").
-NOSCRIPT_FALLBACK_CHARS = 200
-NOSCRIPT_MIN_CHARS = 100
-_NOSCRIPT = re.compile(r"<noscript", re.IGNORECASE)
-_SCRIPT_NOTICE = re.compile(r"\bjavascript\b", re.IGNORECASE)
 MAX_HEADING_CHARS = 80
 # <br> inside a block: "Opening hours:<br>Mon-Fri 9-18<br>Sat 10-14" reads "Opening hours: Mon-Fri 9-18,
 # Sat 10-14" (a list's lines, not one run-on sentence). Elsewhere (table cells, terms) it is a space.
@@ -135,15 +83,15 @@ def extract_html(html: str, url: str) -> Page:
     readers without JavaScript (an app shell with a pre-rendered article), is read with that content;
     otherwise <noscript> is a page's furniture ("Enable JavaScript", a tracking pixel) and dropped."""
     page = _extract(html, url, noscript=False)
-    if len(page.text) < NOSCRIPT_FALLBACK_CHARS and _NOSCRIPT.search(html):
+    if len(page.text) < NOSCRIPT_FALLBACK_CHARS and has_noscript(html):
         scriptless = _extract(html, url, noscript=True)
         if len(scriptless.text) >= len(page.text) + NOSCRIPT_MIN_CHARS:
             return scriptless
     return page
 
 
-def _extract(html: str, url: str, *, noscript: bool) -> Page:
-    tree = LexborHTMLParser(html)
+def _head(tree, url: str) -> Page:
+    """The page's title, robots directives and canonical URL."""
     page = Page()
     node = tree.css_first("title")
     page.title = " ".join(node.text().split()) if node else ""
@@ -156,41 +104,39 @@ def _extract(html: str, url: str, *, noscript: bool) -> Page:
     link = tree.css_first("link[rel=canonical]")
     if link is not None and link.attributes.get("href"):
         page.canonical = normalize_url(link.attributes["href"] or "", url)
+    return page
+
+
+def _links(tree, body, url: str) -> list[str]:
+    """The page's links to follow (absolute, each once, none marked nofollow)."""
     base = tree.css_first("base[href]")
     base_url = normalize_url(base.attributes.get("href") or "", url) if base is not None else url
+    links: dict[str, None] = {}
+    for a in body.css("a[href]"):
+        if "nofollow" not in (a.attributes.get("rel") or "").lower():
+            target = normalize_url(a.attributes.get("href") or "", base_url or url)
+            if target:
+                links[target] = None
+    return list(links)
+
+
+def _extract(html: str, url: str, *, noscript: bool) -> Page:
+    tree = LexborHTMLParser(html)
+    page = _head(tree, url)
     body = tree.body
     if body is None:
         return page
     if not page.nofollow:
-        seen = set()
-        for a in body.css("a[href]"):
-            rel = (a.attributes.get("rel") or "").lower()
-            if "nofollow" in rel:
-                continue
-            target = normalize_url(a.attributes.get("href") or "", base_url or url)
-            if target and target not in seen:
-                seen.add(target)
-                page.links.append(target)
-    faq = _structured_faq(tree)           # before _DROP, which removes the <script>s
-    _attach_shadow_roots(body)
+        page.links = _links(tree, body, url)
+    faq = structured_faq(tree)           # before the furniture goes, with the <script>s
+    attach_shadow_roots(body)
     if noscript:
-        for node in body.css("noscript"):
-            text = node.text()
-            if len(text) < NOSCRIPT_FALLBACK_CHARS and _SCRIPT_NOTICE.search(text):
-                node.decompose()      # "Live chat needs JavaScript": about the page, not the product
-            else:
-                node.unwrap()
-    mark_scopes(body, MAX_HEADING_CHARS)   # before _DROP: a tab list may be a <nav> or hold <button>s
-    for junk in body.css(_DROP):
-        junk.decompose()
-    for node in list(body.css(_DROP_UNLESS_CONTENT)):
-        if node.css_first(_HOLDS_CONTENT) is None and not any(
-                p.tag in ("main", "article") or p.attributes.get("role") == "main" for p in _ancestors(node, body)):
-            node.decompose()
-    _drop_furniture(body)
+        read_noscript(body)
+    mark_scopes(body, MAX_HEADING_CHARS)   # before the furniture goes: a tab list may be a <nav> or hold <button>s
+    remove_furniture(body)
     for br in body.css("br"):
         br.replace_with(_LINE_BREAK)
-    root = _content_root(body)
+    root = content_root(body)
     page.sections = _sections(root)
     if faq:
         # An FAQ the page states as structured data (schema.org FAQPage, for search engines) whose
@@ -201,103 +147,6 @@ def _extract(html: str, url: str, *, noscript: bool) -> Page:
         h1 = root.css_first("h1")
         page.title = h1.text(separator=" ", strip=True) if h1 else ""
     return page
-
-
-def _attach_shadow_roots(body) -> None:
-    """Declarative shadow DOM (<template shadowrootmode="open">) is rendered where it stands: its
-    content takes the template's place. Other templates are inert markup for scripts (dropped)."""
-    for _ in range(MAX_SHADOW_DEPTH):        # a shadow root's content may hold shadow roots of its own
-        templates = body.css(_SHADOW_ROOT)
-        if not templates:
-            return
-        for template in templates:
-            start = _TEMPLATE_START.match(template.html or "")
-            inner = (template.html or "")[start.end():].removesuffix("</template>") if start else ""
-            fragment = LexborHTMLParser(f"<body>{inner}</body>").body
-            for child in list(fragment.iter(include_text=True)) if fragment is not None else []:
-                template.insert_before(child)
-            template.decompose()
-
-
-def _structured_faq(tree) -> list[tuple[str, str]]:
-    """(question, answer) of the page's schema.org FAQPage in JSON-LD, answers' markup removed."""
-    found: list[tuple[str, str]] = []
-    for script in tree.css('script[type="application/ld+json"]'):
-        try:
-            data = json.loads(script.text(deep=True) or "null")
-        except ValueError:
-            continue
-        stack = [data]
-        while stack and len(found) < 200:
-            item = stack.pop()
-            if isinstance(item, list):
-                stack.extend(reversed(item))
-            elif isinstance(item, dict):
-                kind = item.get("@type")
-                if kind == "Question" or (isinstance(kind, list) and "Question" in kind):
-                    answer = item.get("acceptedAnswer")
-                    answer = answer[0] if isinstance(answer, list) and answer else answer
-                    text = answer.get("text") if isinstance(answer, dict) else None
-                    if isinstance(item.get("name"), str) and isinstance(text, str):
-                        question = " ".join(item["name"].split())
-                        text = SPACE_BEFORE_MARK.sub("", " ".join(
-                            LexborHTMLParser(f"<p>{text}</p>").body.text(separator=" ").split()))
-                        if question and text:
-                            found.append((question, text))
-                else:
-                    stack.extend(v for k, v in item.items() if k in ("@graph", "mainEntity", "hasPart"))
-    return found
-
-
-def _content_root(body):
-    """The page's content container: the first of _MAIN's selectors that names one element, or of
-    several one that holds most of their text; else the body. A listing page's <article> cards, or
-    several <div class="content"> boxes, are not the page's content one by one."""
-    for selector in _MAIN:
-        found = body.css(selector)
-        ids = {n.mem_id for n in found}
-        nodes = [n for n in found if not any(p.mem_id in ids for p in _ancestors(n, body))]   # outermost only
-        if len(nodes) == 1:
-            return nodes[0]
-        if nodes:
-            sizes = [len(n.text(separator=" ")) for n in nodes]
-            if max(sizes) >= MAIN_SHARE * sum(sizes):
-                return nodes[sizes.index(max(sizes))]
-            # The page's article among "More in this category" cards: the one that holds its h1.
-            titled = [n for n in nodes if n.css_first("h1") is not None]
-            if len(titled) == 1 and len(body.css("h1")) == 1:
-                return titled[0]
-    return body
-
-
-def _ancestors(node, body) -> list:
-    found, parent = [], node.parent
-    while parent is not None and parent is not body:
-        found.append(parent)
-        parent = parent.parent
-    return found
-
-
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
-
-
-def _names(node) -> str:
-    """Its class and id, camelCase words apart ("menuPane": "menu-Pane", as DNN and Salesforce name them)."""
-    attrs = node.attributes
-    return _CAMEL.sub("-", f"{attrs.get('class') or ''} {attrs.get('id') or ''}")
-
-
-def _drop_furniture(body) -> None:
-    """Removes the theme's furniture, recognised by its class or id (_FURNITURE_NAME) unless it holds
-    the content, and asides that are no callout of the text."""
-    for node in list(body.css(_FURNITURE_TAGS)):
-        # A section's id is often an anchor of its topic (<section id="pagination"> of an API guide).
-        names = _CAMEL.sub("-", node.attributes.get("class") or "") if node.tag == "section" else _names(node)
-        if _FURNITURE_NAME.search(names) and node.css_first(_HOLDS_CONTENT) is None:
-            node.decompose()
-    for node in list(body.css("aside")):
-        if not _CALLOUT_NAME.search(f"{_names(node)} {node.attributes.get('role') or ''}"):
-            node.decompose()
 
 
 def _is_heading(node, text: str) -> bool:
@@ -366,7 +215,7 @@ class _Reader:
             text = " ".join(text.replace(_LINE_BREAK, " ").split())   # code: no comma between its lines
         else:
             text = " ".join(_LINES.sub(_line_join, text.strip().strip(_LINE_BREAK)).split())
-        if not text or (len(text) <= MAX_PAGE_META_CHARS and _PAGE_META.match(text)):
+        if not text or is_page_meta(text):
             return
         if alone and _is_heading(node, text):
             self.sections.append(Section(text))

@@ -1,0 +1,119 @@
+"""What of a page is not its content: elements that never are, a theme's furniture recognised by its
+class or id, the lines a theme writes about the page (votes, author, dates, copyright, a pager), and
+the element that holds the content."""
+
+from __future__ import annotations
+
+import re
+
+# Elements that are never content.
+_DROP = "script, style, noscript, template, svg, iframe, button, nav, footer, " \
+        "[role=navigation], [role=banner], [role=contentinfo], [role=dialog], [aria-hidden=true], " \
+        ".cookie-banner, .sidebar"
+# Never content either, unless they hold the page's content: a <header> inside the article (its h1
+# and summary, as Zendesk, Docusaurus and GitBook themes write it) is the article's; a <form> around
+# the whole page (ASP.NET WebForms, SharePoint, DNN) holds it all. A site's header or a search form
+# holds neither.
+_DROP_UNLESS_CONTENT = "header, form"
+# The content container of common help-centre and CMS themes, best first (the page's body otherwise).
+_MAIN = ("main", "article", "[role=main]", "#content", ".content", ".article-body", ".article-content",
+         ".entry-content", ".post-content", ".markdown-body", "#main", ".main-content")
+MAIN_SHARE = 0.7     # of several candidates for the content container, one holding this share of their text is it
+# Page furniture by its class or id, as themes name it (the idea of Mozilla Readability's "unlikely
+# candidates"): cookie and consent banners, sidebars, breadcrumbs, feedback widgets, share bars,
+# related-article lists, pagination.
+_FURNITURE_NAME = re.compile(
+    r"(?:^|[-_ ])(?:cookie|consent|gdpr|sidebar|side-?nav|breadcrumb|feedback|helpful|newsletter|subscribe|"
+    r"related|see-also|recommended|pagination|skip-link|toolbar|topbar|navbar|masthead|site-header|"
+    r"site-footer|social|disqus|advert|sponsor|table-of-contents|"
+    r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?)(?:$|[-_ ]))",
+    re.IGNORECASE)
+# What holds the page's content is never furniture, whatever its class ("layout has-sidebar"; Prism's
+# <div class="code-toolbar"> around a code block).
+_HOLDS_CONTENT = "main, article, [role=main], h1, .article-body, pre"
+# The elements a theme's furniture is made of (a heading's id is an anchor of its topic: never furniture).
+_FURNITURE_TAGS = ", ".join(f"{tag}[class], {tag}[id]" for tag in ("div", "section", "aside", "ul", "ol", "p", "span"))
+# An aside that is a callout of the text (a tip, a warning) is content; other asides are sidebars.
+_CALLOUT_NAME = re.compile(r"note|tip|warning|caution|callout|alert|info|important|notice|hint", re.IGNORECASE)
+# A theme's widgets that say things about the page, not about the product: votes on it, its author and
+# date. Short blocks only.
+_PAGE_META = re.compile(
+    r"(?:was this (?:article|page|answer|information|content|section)? ?(?:helpful|useful)"
+    r"|did this (?:article )?(?:answer|solve) your (?:question|problem)"
+    r"|\d+ (?:out )?of \d+ (?:people |users )?found this (?:article )?helpful"
+    r"|(?:last )?(?:updated|modified|edited) (?:over |about |almost |less than )?(?:an?|\d+) (?:minute|hour|day|week|month|year)s? ago"
+    r"|written by \S.{0,60}?(?:updated|$)"
+    r"|(?:last )?(?:updated|modified|published)(?: on)?:? (?:\d{1,2} [a-z]+ \d{4}|[a-z]+ \d{1,2},? \d{4}"
+    r"|\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4})(?: by (?-i:[A-Z][\w'.-]*(?: [A-Z][\w'.-]*){0,3}))?$"
+    # the site's copyright line ("Copyright © 2024 ..."); a pager's "Previous <page> Next <page>"
+    r"|(?:copyright|\u00a9|\(c\))\s*(?:\u00a9\s*)?(?:19|20)\d\d\b"
+    r"|(?-i:Previous|PREVIOUS|\u2190)[^.!?;:,]{0,80}(?-i:Next|NEXT|\u2192)[^.!?;:,]{0,80}$"
+    r")", re.IGNORECASE)
+MAX_PAGE_META_CHARS = 120
+
+
+def remove_furniture(body) -> None:
+    """Removes what is never content, and what is not unless it holds the content."""
+    for junk in body.css(_DROP):
+        junk.decompose()
+    for node in list(body.css(_DROP_UNLESS_CONTENT)):
+        if node.css_first(_HOLDS_CONTENT) is None and not any(
+                p.tag in ("main", "article") or p.attributes.get("role") == "main" for p in _ancestors(node, body)):
+            node.decompose()
+    _drop_furniture(body)
+
+
+def is_page_meta(text: str) -> bool:
+    """A short block that speaks of the page (its votes, author, date, copyright, pager), not the product."""
+    return len(text) <= MAX_PAGE_META_CHARS and _PAGE_META.match(text) is not None
+
+
+def content_root(body):
+    """The page's content container: the first of _MAIN's selectors that names one element, or of
+    several one that holds most of their text; else the body. A listing page's <article> cards, or
+    several <div class="content"> boxes, are not the page's content one by one."""
+    for selector in _MAIN:
+        found = body.css(selector)
+        ids = {n.mem_id for n in found}
+        nodes = [n for n in found if not any(p.mem_id in ids for p in _ancestors(n, body))]   # outermost only
+        if len(nodes) == 1:
+            return nodes[0]
+        if nodes:
+            sizes = [len(n.text(separator=" ")) for n in nodes]
+            if max(sizes) >= MAIN_SHARE * sum(sizes):
+                return nodes[sizes.index(max(sizes))]
+            # The page's article among "More in this category" cards: the one that holds its h1.
+            titled = [n for n in nodes if n.css_first("h1") is not None]
+            if len(titled) == 1 and len(body.css("h1")) == 1:
+                return titled[0]
+    return body
+
+
+def _ancestors(node, body) -> list:
+    found, parent = [], node.parent
+    while parent is not None and parent is not body:
+        found.append(parent)
+        parent = parent.parent
+    return found
+
+
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+
+
+def _names(node) -> str:
+    """Its class and id, camelCase words apart ("menuPane": "menu-Pane", as DNN and Salesforce name them)."""
+    attrs = node.attributes
+    return _CAMEL.sub("-", f"{attrs.get('class') or ''} {attrs.get('id') or ''}")
+
+
+def _drop_furniture(body) -> None:
+    """Removes the theme's furniture, recognised by its class or id (_FURNITURE_NAME) unless it holds
+    the content, and asides that are no callout of the text."""
+    for node in list(body.css(_FURNITURE_TAGS)):
+        # A section's id is often an anchor of its topic (<section id="pagination"> of an API guide).
+        names = _CAMEL.sub("-", node.attributes.get("class") or "") if node.tag == "section" else _names(node)
+        if _FURNITURE_NAME.search(names) and node.css_first(_HOLDS_CONTENT) is None:
+            node.decompose()
+    for node in list(body.css("aside")):
+        if not _CALLOUT_NAME.search(f"{_names(node)} {node.attributes.get('role') or ''}"):
+            node.decompose()
