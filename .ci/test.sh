@@ -25,6 +25,13 @@ rm -f "$PARLEY_K8S_TOOLS_STATUS"
 echo "==> k8s-tools: building in the background (log: .local/logs/k8s-tools.log)"
 ( set +e; bash deploy/kube/tools/build.sh >.local/logs/k8s-tools.log 2>&1; echo $? >"$PARLEY_K8S_TOOLS_STATUS" ) &
 tools_build=$!
+# So is the container image (a debootstrap base once, then `buildah bud`: minutes), which the image
+# test waits for (tests/deploy/live/test_image.py) instead of building it when its turn comes.
+export PARLEY_IMAGE_BUILD_STATUS=.local/logs/image.status
+rm -f "$PARLEY_IMAGE_BUILD_STATUS"
+echo "==> image: building in the background (log: .local/logs/image.log)"
+( set +e; $PY -m deploy.kube.image build >.local/logs/image.log 2>&1; echo $? >"$PARLEY_IMAGE_BUILD_STATUS" ) &
+image_build=$!
 
 echo "==> local stack"
 $PY -m deploy.local up
@@ -32,6 +39,6 @@ echo "==> tests"
 set +e
 $PY -m pytest -ra --durations=10 "$@"
 rc=$?
-wait "$tools_build" || true  # finished already when the live stage ran
+wait "$tools_build" "$image_build" || true  # finished already when the live stage ran
 set -e
 exit $rc

@@ -5,42 +5,18 @@ this stage waits for that build); a missing tool fails the tests that need it, w
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from deploy.kube import cluster
 from tests.deploy.live import kube
-
-
-def _wait_for_tools_build(timeout: float = 3600.0) -> None:
-    """`make test` builds the tools in the background (.ci/test.sh) and says where the build's exit
-    status will be written: wait for it, showing progress, and fail with the log if it failed."""
-    status = os.environ.get("PARLEY_K8S_TOOLS_STATUS")
-    if not status:
-        return
-    path = Path(status)
-    log = path.with_name("k8s-tools.log")
-    started = time.monotonic()
-    while not path.exists():
-        waited = time.monotonic() - started
-        if waited > timeout:
-            pytest.fail(f"the k8s tools build did not finish in {timeout:.0f}s; see {log}", pytrace=False)
-        if int(waited) % 30 == 0:
-            last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
-            print(f"\nwaiting for the k8s tools build ({waited:.0f}s): {last[0] if last else 'starting'}", flush=True)
-        time.sleep(1)
-    if path.read_text().strip() != "0":
-        tail = "\n".join(log.read_text().splitlines()[-30:]) if log.exists() else ""
-        pytest.fail(f"the k8s tools build failed (exit {path.read_text().strip()}):\n{tail}", pytrace=False)
+from tests.deploy.live.background import wait_for_build
 
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[None]:
-    _wait_for_tools_build()
+    wait_for_build("PARLEY_K8S_TOOLS_STATUS", "k8s tools")
     started_here = not cluster.running()
     try:
         cluster.up(progress=True)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from deploy.kube import image as img
+from tests.deploy.live.background import wait_for_build
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 # A liveness probe as the kubelet would run it, from inside the container (python of the image).
@@ -35,8 +36,10 @@ else:
 def built() -> str:
     if missing := img.missing_tools():
         pytest.fail(f"missing {' '.join(missing)}: run `make image-test` (it installs them with apt)", pytrace=False)
-    img.ensure_base()
-    img.build()
+    # `make test` builds the image in the background from its start (.ci/test.sh); alone, here.
+    if not wait_for_build("PARLEY_IMAGE_BUILD_STATUS", "image"):
+        img.ensure_base()
+        img.build()
     return img.IMAGE
 
 
