@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import re
 
-# Elements that are never content.
-_DROP = "script, style, noscript, template, svg, iframe, button, nav, footer, " \
-        "[role=navigation], [role=banner], [role=contentinfo], [role=dialog], [aria-hidden=true], " \
-        ".cookie-banner, .sidebar"
+# Elements that are never content (text for screen readers only: "Skip to content", a search box's label).
+_DROP = "script, style, noscript, template, svg, iframe, button, footer, " \
+        "[role=banner], [role=contentinfo], [role=dialog], [aria-hidden=true], " \
+        ".cookie-banner, .sidebar, .sr-only, .visually-hidden, .visuallyhidden, .screen-reader-text, " \
+        ".show-for-sr, [data-elementor-type=header], [data-elementor-type=footer]"
+# Navigation is links. A <nav> of text (Webflow's dropdown writes an FAQ's answer in one) is content.
+_NAVIGATION = "nav, [role=navigation]"
+MAX_NAV_LINK_SHARE = 0.25    # of a <nav>'s text in links, at most, for a <nav> with a paragraph to be content
 # Never content either, unless they hold the page's content: a <header> inside the article (its h1
 # and summary, as Zendesk, Docusaurus and GitBook themes write it) is the article's; a <form> around
 # the whole page (ASP.NET WebForms, SharePoint, DNN) holds it all. A site's header or a search form
@@ -26,7 +30,8 @@ _FURNITURE_NAME = re.compile(
     r"(?:^|[-_ ])(?:cookie|consent|gdpr|sidebar|side-?nav|breadcrumb|feedback|helpful|newsletter|subscribe|"
     r"related|see-also|recommended|pagination|skip-link|toolbar|topbar|navbar|masthead|site-header|"
     r"site-footer|social|disqus|advert|sponsor|table-of-contents|"
-    r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?)(?:$|[-_ ]))",
+    r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?|footer|navigation|"
+    r"search|byline|reactions?|credits?)(?:$|[-_ ]))",
     re.IGNORECASE)
 # What holds the page's content is never furniture, whatever its class ("layout has-sidebar"; Prism's
 # <div class="code-toolbar"> around a code block).
@@ -41,8 +46,11 @@ _PAGE_META = re.compile(
     r"(?:was this (?:article|page|answer|information|content|section)? ?(?:helpful|useful)"
     r"|did this (?:article )?(?:answer|solve) your (?:question|problem)"
     r"|\d+ (?:out )?of \d+ (?:people |users )?found this (?:article )?helpful"
-    r"|(?:last )?(?:updated|modified|edited) (?:over |about |almost |less than )?(?:an?|\d+) (?:minute|hour|day|week|month|year)s? ago"
-    r"|written by \S.{0,60}?(?:updated|$)"
+    r"|(?:(?-i:[A-Z][\w'.-]*(?: [A-Z][\w'.-]*){0,3}) )?(?:last )?(?:updated|modified|edited) "
+    r"(?:over |about |almost |less than )?(?:an?|\d+) (?:minute|hour|day|week|month|year)s? ago"
+    r"|(?:written|owned|posted) by \S.{0,60}?(?:updated|$)"
+    # counts of the page's readers: "3 min read", "1,284 views", "9 likes"
+    r"|\d+ min(?:ute)?s? read$|[\d,.]+k? (?:views?|likes?)$"
     r"|(?:last )?(?:updated|modified|published)(?: on)?:? (?:\d{1,2} [a-z]+ \d{4}|[a-z]+ \d{1,2},? \d{4}"
     r"|\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4})(?: by (?-i:[A-Z][\w'.-]*(?: [A-Z][\w'.-]*){0,3}))?$"
     # the site's copyright line ("Copyright © 2024 ..."); a pager's "Previous <page> Next <page>"
@@ -56,11 +64,23 @@ def remove_furniture(body) -> None:
     """Removes what is never content, and what is not unless it holds the content."""
     for junk in body.css(_DROP):
         junk.decompose()
+    for nav in body.css(_NAVIGATION):
+        if not _reads_as_text(nav):
+            nav.decompose()
     for node in list(body.css(_DROP_UNLESS_CONTENT)):
         if node.css_first(_HOLDS_CONTENT) is None and not any(
                 p.tag in ("main", "article") or p.attributes.get("role") == "main" for p in _ancestors(node, body)):
             node.decompose()
     _drop_furniture(body)
+
+
+def _reads_as_text(nav) -> bool:
+    """A <nav> holding a paragraph whose text is mostly not links."""
+    if nav.css_first("p") is None:
+        return False
+    text = len(" ".join(nav.text(separator=" ").split()))
+    links = sum(len(" ".join(a.text(separator=" ").split())) for a in nav.css("a"))
+    return text > 0 and links <= MAX_NAV_LINK_SHARE * text
 
 
 def is_page_meta(text: str) -> bool:

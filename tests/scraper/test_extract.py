@@ -417,3 +417,39 @@ def test_a_pages_copyright_pager_and_update_byline_are_dropped_and_sentences_lik
     page = extract_html(html, "https://shop.example/refunds")
     assert page.sections[0].paragraphs == ["Refunds take 5 days.", "Copyright of your photos stays with you.",
                                            "Previous versions are kept until the next update"]
+
+
+def test_a_nav_of_text_is_content_and_a_nav_of_links_is_not():
+    """Webflow's dropdown writes an FAQ's answer in a <nav>: text, not links, so it is read; a menu,
+    a table of contents, a pager are links, and dropped."""
+    html = """<body><nav class="navbar"><a href="/">Home</a> <a href="/faq">FAQ</a><p><a href="/book">Book now</a></p></nav>
+    <main><h1>Rider FAQ</h1>
+    <div class="faq-item w-dropdown"><div class="faq-question w-dropdown-toggle" role="button">
+    <div class="faq-question-text">Is there a deposit?</div></div>
+    <nav class="faq-answer w-dropdown-list"><div class="w-richtext"><p>We place a <strong>€150 hold</strong> on your
+    card, released within 7 days (<a href="/terms">terms</a>).</p></div></nav></div>
+    <nav aria-label="On this page"><ul><li><a href="#a">Deposit</a></li><li><a href="#b">Prices</a></li></ul></nav>
+    </main></body>"""
+    page = extract_html(html, "https://bikes.example/faq")
+    assert [(s.heading, s.paragraphs) for s in page.sections] == [
+        ("Rider FAQ", []),
+        ("Is there a deposit?", ["We place a €150 hold on your card, released within 7 days (terms)."])]
+
+
+def test_a_callouts_label_alone_screen_reader_text_reader_counts_and_footers_are_not_content():
+    """VitePress' "TIP" over its callout's text heads nothing (the text stays in its section); text for
+    screen readers only, "3 min read", "1,284 Views", a byline with "Updated 11 days ago", a <div> footer
+    of the article (BetterDocs, Elementor) are the page's, not the product's."""
+    html = """<body><a class="skip-link screen-reader-text" href="#c">Skip to content</a>
+    <main><h1>Ignore rules</h1><p>Owned by Priya Natarajan Last updated: Mar 12, 2024</p><p>3 min read</p>
+    <div class="author-info">Anjali Menon Updated 11 days ago 1,284 Views</div>
+    <p>Rules are read from the top.</p>
+    <div class="tip custom-block"><p class="custom-block-title">TIP</p><p>Files over 5 GB need --multipart.</p></div>
+    <h2>Important</h2><p>Patterns are case-sensitive.</p>
+    <label class="sr-only" for="q">Search the knowledge base</label>
+    <div class="betterdocs-entry-footer"><h5>What are your Feelings</h5><p>Powered by BetterDocs</p></div></main>
+    <div data-elementor-type="footer"><p>Solwick Energy Ltd, Leeds</p></div></body>"""
+    page = extract_html(html, "https://docs.example/ignore")
+    assert [(s.heading, s.paragraphs) for s in page.sections] == [
+        ("Ignore rules", ["Rules are read from the top.", "Files over 5 GB need --multipart."]),
+        ("Important", ["Patterns are case-sensitive."])]
