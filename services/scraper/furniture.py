@@ -31,22 +31,23 @@ _FURNITURE_NAME = re.compile(
     r"related|see-also|recommended|pagination|skip-link|toolbar|topbar|navbar|masthead|site-header|"
     r"site-footer|social|disqus|advert|sponsor|table-of-contents|"
     r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?|footer|navigation|"
-    r"search|byline|reactions?|credits?)(?:$|[-_ ]))",
+    r"search|byline|author|reactions?|credits?)(?:$|[-_ ]))",
     re.IGNORECASE)
 # What holds the page's content is never furniture, whatever its class ("layout has-sidebar"; Prism's
 # <div class="code-toolbar"> around a code block).
 _HOLDS_CONTENT = "main, article, [role=main], h1, .article-body, pre"
 # The elements a theme's furniture is made of (a heading's id is an anchor of its topic: never furniture).
-_FURNITURE_TAGS = ", ".join(f"{tag}[class], {tag}[id]" for tag in ("div", "section", "aside", "ul", "ol", "p", "span"))
+_FURNITURE_TAGS = ", ".join(f"{tag}[class], {tag}[id], {tag}[data-testid]"
+                           for tag in ("div", "section", "aside", "ul", "ol", "p", "span"))
 # An aside that is a callout of the text (a tip, a warning) is content; other asides are sidebars.
 _CALLOUT_NAME = re.compile(r"note|tip|warning|caution|callout|alert|info|important|notice|hint", re.IGNORECASE)
 # A theme's widgets that say things about the page, not about the product: votes on it, its author and
 # date. Short blocks only.
 _PAGE_META = re.compile(
     r"(?:was this (?:article|page|answer|information|content|section)? ?(?:helpful|useful)"
-    r"|did this (?:article )?(?:answer|solve) your (?:question|problem)"
+    r"|did this (?:article )?(?:answer|solve) your (?:question|problem)|did this (?:page|article) help(?: you)?\b"
     r"|\d+ (?:out )?of \d+ (?:people |users )?found this (?:article )?helpful"
-    r"|(?:(?-i:[A-Z][\w'.-]*(?: [A-Z][\w'.-]*){0,3}) )?(?:last )?(?:updated|modified|edited) "
+    r"|(?:(?-i:[A-Z][\w'.-]*(?: [A-Z][\w'.-]*){0,3})\s*[\u2022\u00b7|\u2013-]?\s*)?(?:last )?(?:updated|modified|edited) "
     r"(?:over |about |almost |less than )?(?:an?|\d+) (?:minute|hour|day|week|month|year)s? ago"
     r"|(?:written|owned|posted) by \S.{0,60}?(?:updated|$)"
     # counts of the page's readers: "3 min read", "1,284 views", "9 likes"
@@ -121,9 +122,10 @@ _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 
 
 def _names(node) -> str:
-    """Its class and id, camelCase words apart ("menuPane": "menu-Pane", as DNN and Salesforce name them)."""
+    """Its class, id and test id (React apps name their parts in data-testid), camelCase words apart
+    ("menuPane": "menu-Pane", as DNN and Salesforce name them)."""
     attrs = node.attributes
-    return _CAMEL.sub("-", f"{attrs.get('class') or ''} {attrs.get('id') or ''}")
+    return _CAMEL.sub("-", f"{attrs.get('class') or ''} {attrs.get('id') or ''} {attrs.get('data-testid') or ''}")
 
 
 def _drop_furniture(body) -> None:

@@ -442,7 +442,8 @@ def test_a_callouts_label_alone_screen_reader_text_reader_counts_and_footers_are
     of the article (BetterDocs, Elementor) are the page's, not the product's."""
     html = """<body><a class="skip-link screen-reader-text" href="#c">Skip to content</a>
     <main><h1>Ignore rules</h1><p>Owned by Priya Natarajan Last updated: Mar 12, 2024</p><p>3 min read</p>
-    <div class="author-info">Anjali Menon Updated 11 days ago 1,284 Views</div>
+    <div class="article-info">Anjali Menon • Updated 11 days ago 1,284 Views</div>
+    <div data-testid="reactions-container"><span>Be the first to like this</span></div><p>Did this page help you?</p>
     <p>Rules are read from the top.</p>
     <div class="tip custom-block"><p class="custom-block-title">TIP</p><p>Files over 5 GB need --multipart.</p></div>
     <h2>Important</h2><p>Patterns are case-sensitive.</p>
