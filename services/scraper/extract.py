@@ -142,6 +142,7 @@ def _extract(html: str, url: str, *, noscript: bool) -> Page:
         br.replace_with(_LINE_BREAK)
     root = content_root(body)
     page.sections = _sections(root)
+    _head_with_title(page, root, body)
     if faq:
         # An FAQ the page states as structured data (schema.org FAQPage, for search engines) whose
         # questions its HTML does not show (rendered by a script): each question a section.
@@ -151,6 +152,21 @@ def _extract(html: str, url: str, *, noscript: bool) -> Page:
         h1 = root.css_first("h1")
         page.title = h1.text(separator=" ", strip=True) if h1 else ""
     return page
+
+
+def _head_with_title(page: Page, root, body) -> None:
+    """The page's only h1, when the theme writes it above the content container (Drupal's page-title
+    block, a docs theme's page header), heads the text before the content's first heading."""
+    if root is body or root.css_first("h1") is not None:
+        return
+    h1s = body.css("h1")
+    title = " ".join(h1s[0].text(separator=" ").split()) if len(h1s) == 1 else ""
+    if not title or len(title) > MAX_HEADING_CHARS:
+        return
+    if page.sections and not page.sections[0].heading:
+        page.sections[0].heading = title
+    else:
+        page.sections.insert(0, Section(title))
 
 
 def _is_heading(node, text: str) -> bool:

@@ -10,7 +10,8 @@ import re
 _DROP = "script, style, noscript, template, svg, iframe, button, footer, " \
         "[role=banner], [role=contentinfo], [role=dialog], [aria-hidden=true], " \
         ".cookie-banner, .sidebar, .sr-only, .visually-hidden, .visuallyhidden, .screen-reader-text, " \
-        ".show-for-sr, [data-elementor-type=header], [data-elementor-type=footer]"
+        ".show-for-sr, [data-elementor-type=header], [data-elementor-type=footer], " \
+        ".mw-editsection, .mw-jump-link, #siteSub, #siteNotice, #catlinks, .printfooter"   # MediaWiki's
 # Navigation is links. A <nav> of text (Webflow's dropdown writes an FAQ's answer in one) is content.
 _NAVIGATION = "nav, [role=navigation]"
 MAX_NAV_LINK_SHARE = 0.25    # of a <nav>'s text in links, at most, for a <nav> with a paragraph to be content
@@ -28,6 +29,7 @@ MAIN_SHARE = 0.7     # of several candidates for the content container, one hold
 # related-article lists, pagination.
 _FURNITURE_NAME = re.compile(
     r"(?:^|[-_ ])(?:cookie|consent|gdpr|sidebar|side-?nav|breadcrumb|feedback|helpful|newsletter|subscribe|"
+    r"no-?print|print-none|hidden-print|"   # what a page leaves out of its printout is no part of its text
     r"related|see-also|recommended|pagination|skip-link|toolbar|topbar|navbar|masthead|site-header|"
     r"site-footer|social|disqus|advert|sponsor|table-of-contents|"
     r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?|footer|navigation|"
@@ -49,7 +51,7 @@ _PAGE_META = re.compile(
     r"|\d+ (?:out )?of \d+ (?:people |users )?found this (?:article )?helpful"
     r"|(?:(?-i:[A-Z][\w'.-]*(?: [A-Z][\w'.-]*){0,3})\s*[\u2022\u00b7|\u2013-]?\s*)?(?:last )?(?:updated|modified|edited) "
     r"(?:over |about |almost |less than )?(?:an?|\d+) (?:minute|hour|day|week|month|year)s? ago"
-    r"|(?:written|owned|posted) by \S.{0,60}?(?:updated|$)"
+    r"|(?:written|owned|posted|authored) by \S.{0,60}?(?:updated|published|$)"
     # counts of the page's readers: "3 min read", "1,284 views", "9 likes"
     r"|\d+ min(?:ute)?s? read$|[\d,.]+k? (?:views?|likes?)$"
     r"|(?:last )?(?:updated|modified|published)(?: on)?:? (?:\d{1,2} [a-z]+ \d{4}|[a-z]+ \d{1,2},? \d{4}"

@@ -92,12 +92,15 @@ def cell_text(node) -> str:
 
 def _row_text(label: str, values: list[tuple[list[str], str]]) -> str:
     """A table row as one line that reads on its own: "Weight: 34.5 kg", or with the column headings of a
-    table of several columns, "Weight — Trailhead Ridge: 34.5 kg; Trailhead Haul: 47.2 kg" (a value that
-    spans columns once, after all their headings: "Lite, Duo: 30-day free trial")."""
+    table with a head, "Weight — Trailhead Ridge: 34.5 kg; Trailhead Haul: 47.2 kg", "Germany — Minimum
+    reserve: 5%" (a value that spans columns once, after all their headings: "Lite, Duo: 30-day free trial")."""
     shown = [(names, v) for names, v in values if v]
     if len(values) > 1 and any(names for names, _ in shown):
         text = "; ".join(f"{', '.join(names)}: {v}" if names else v for names, v in shown)
         return f"{label} — {text}" if label else text
     if len(values) == 1 and label and shown:
-        return f"{label.rstrip(':')}: {shown[0][1]}"
+        names, value = shown[0]
+        # A two-column table with a head keeps the value's heading: "Days 8-14 — Maximum per hour: 600".
+        # (A value spanning several columns reads without them: the row may lack a column before it.)
+        return f"{label.rstrip(':')} — {names[0]}: {value}" if len(names) == 1 else f"{label.rstrip(':')}: {value}"
     return "; ".join([label, *(v for _, v in shown)] if label else [v for _, v in shown])

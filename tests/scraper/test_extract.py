@@ -376,7 +376,7 @@ def test_a_declarative_shadow_root_is_read_where_it_stands_and_an_inert_template
     page = extract_html(html, "https://volt.example/tariffs")
     assert [(s.heading, s.paragraphs) for s in page.sections] == [
         ("Tariffs", ["Off-peak charging follows your tariff."]),
-        ("Supported tariffs", ["EDF: 00:00 to 05:00"])]
+        ("Supported tariffs", ["EDF — Window: 00:00 to 05:00"])]
 
 
 def test_an_article_given_only_in_noscript_is_read_and_a_javascript_notice_is_not():
@@ -454,3 +454,17 @@ def test_a_callouts_label_alone_screen_reader_text_reader_counts_and_footers_are
     assert [(s.heading, s.paragraphs) for s in page.sections] == [
         ("Ignore rules", ["Rules are read from the top.", "Files over 5 GB need --multipart."]),
         ("Important", ["Patterns are case-sensitive."])]
+
+
+def test_a_two_column_table_with_a_head_keeps_the_values_heading_and_an_h1_above_the_content_heads_it():
+    """"Days 8-14: 600" would lose what 600 counts; a key-value table without a head reads "Weight: 2 kg".
+    Drupal's page-title block writes the page's h1 above the content region: it heads the intro."""
+    html = """<body><div class="region--content-above"><h1 class="page-title">Warm-up schedule</h1></div>
+    <div id="content"><p>New senders warm up over three weeks.</p>
+    <table><thead><tr><th>Days since first send</th><th>Maximum per hour</th></tr></thead>
+    <tbody><tr><td>Days 8–14</td><td>600</td></tr></tbody></table>
+    <table><tr><td>Weight</td><td>2 kg</td></tr></table></div></body>"""
+    page = extract_html(html, "https://mail.example/warm-up")
+    assert [(s.heading, s.paragraphs) for s in page.sections] == [
+        ("Warm-up schedule", ["New senders warm up over three weeks.", "Days 8–14 — Maximum per hour: 600",
+                              "Weight: 2 kg"])]
