@@ -13,7 +13,7 @@ from services.scraper.furniture import content_root, is_page_meta, remove_furnit
 from services.scraper.rendered import (NOSCRIPT_FALLBACK_CHARS, NOSCRIPT_MIN_CHARS, attach_shadow_roots, has_noscript,
                                        read_noscript, structured_faq)
 from services.scraper.scopes import SCOPE_TAB, SCOPE_TITLE, mark_scopes
-from services.scraper.tables import table_lines
+from services.scraper.tables import is_table, table_lines
 
 _BLOCKS = {"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "dt", "dd", "td", "th", "figcaption",
            "summary"}
@@ -156,12 +156,14 @@ def _extract(html: str, url: str, *, noscript: bool) -> Page:
 
 def _head_with_title(page: Page, root, body) -> None:
     """The page's only h1, when the theme writes it above the content container (Drupal's page-title
-    block, a docs theme's page header), heads the text before the content's first heading."""
+    block, a docs theme's page header), heads the text before the content's first heading; if the
+    page's <title> starts with it (a help centre's name in a banner's h1 is no article's title)."""
     if root is body or root.css_first("h1") is not None:
         return
     h1s = body.css("h1")
     title = " ".join(h1s[0].text(separator=" ").split()) if len(h1s) == 1 else ""
-    if not title or len(title) > MAX_HEADING_CHARS:
+    if not title or len(title) > MAX_HEADING_CHARS or (
+            page.title and not page.title.casefold().startswith(title.casefold())):
         return
     if page.sections and not page.sections[0].heading:
         page.sections[0].heading = title
@@ -267,7 +269,7 @@ class _Reader:
             else:
                 self.add(top.node, "".join(top.run), False)
                 top.run.clear()
-                if tag == "table":
+                if is_table(child):
                     self.sections[-1].paragraphs.extend(table_lines(child))
                 elif tag == "dl":
                     self.sections[-1].paragraphs.extend(_definitions(child))

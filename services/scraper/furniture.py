@@ -88,7 +88,8 @@ def _reads_as_text(nav) -> bool:
 
 def is_page_meta(text: str) -> bool:
     """A short block that speaks of the page (its votes, author, date, copyright, pager), not the product."""
-    return len(text) <= MAX_PAGE_META_CHARS and _PAGE_META.match(text) is not None
+    # after a separator whose author went with the theme's author block: "· Updated 14 October 2026"
+    return len(text) <= MAX_PAGE_META_CHARS and _PAGE_META.match(text.lstrip(" \u2022\u00b7|\u2013-")) is not None
 
 
 def content_root(body):

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+# ARIA's table roles: tables built of <div>s (Wix, React design systems) read as <table>s do.
+_CELL_ROLES = {"cell": "td", "gridcell": "td", "columnheader": "th", "rowheader": "th"}
+_ARIA_CELLS = ", ".join(f"[role={role}]" for role in _CELL_ROLES)
+
+
+def is_table(node) -> bool:
+    return node.tag == "table" or node.attributes.get("role") == "table"
+
+
+def _kind(cell) -> str:
+    """"th" or "td", by its tag or its ARIA role."""
+    return cell.tag if cell.tag in ("th", "td") else _CELL_ROLES.get(cell.attributes.get("role") or "", "")
+
 
 def table_lines(table) -> list[str]:
     """Each row as a line that reads on its own (_row_text): its label (the cells up to its row
@@ -20,7 +33,7 @@ def table_lines(table) -> list[str]:
         # A table written in a help centre's editor has no <th>: its first row in bold is its head.
         bold_head = number == 0 and len(grid) > 1 and header is None and all(
             _all_bold(c, texts[c.mem_id]) for c in row)
-        if in_head or bold_head or (len({c.mem_id for c in row}) > 1 and all(c.tag == "th" for c in row)):
+        if in_head or bold_head or (len({c.mem_id for c in row}) > 1 and all(_kind(c) == "th" for c in row)):
             heading_rows.append(row)
             header = [" ".join(dict.fromkeys(texts[r[i].mem_id] for r in heading_rows if i < len(r)
                                              and texts[r[i].mem_id])) for i in range(max(map(len, heading_rows)))]
@@ -28,8 +41,8 @@ def table_lines(table) -> list[str]:
         heading_rows = []
         if not any(texts[c.mem_id] for c in row):
             continue
-        label_end = next((i for i, c in enumerate(row) if c.tag == "th"), 0) if any(
-            c.tag == "td" for c in row) else 0
+        label_end = next((i for i, c in enumerate(row) if _kind(c) == "th"), 0) if any(
+            _kind(c) == "td" for c in row) else 0
         label = " – ".join(dict.fromkeys(texts[c.mem_id] for c in row[:label_end + 1] if texts[c.mem_id]))
         values: list[tuple[list[str], str]] = []      # (column headings, value), a spanning cell once
         last = None
@@ -49,9 +62,10 @@ def _grid(table) -> list[tuple[object, list]]:
     """A table's rows, each (its <tr>, its cells), a cell that spans rows or columns standing in each
     place it covers (so a column's cells line up with its heading)."""
     rows, below = [], {}      # below: column -> [rows still to cover, cell] of a rowspan
-    for tr in table.css("tr"):
+    aria = table.tag != "table"
+    for tr in table.css("[role=row]" if aria else "tr"):
         row: list = []
-        for cell in (c for c in tr.iter() if c.tag in ("th", "td")):
+        for cell in tr.css(_ARIA_CELLS) if aria else (c for c in tr.iter() if c.tag in ("th", "td")):
             _fill(row, below)
             span, down = _span(cell, "colspan"), _span(cell, "rowspan")
             for _ in range(span):

@@ -444,6 +444,7 @@ def test_a_callouts_label_alone_screen_reader_text_reader_counts_and_footers_are
     <main><h1>Ignore rules</h1><p>Owned by Priya Natarajan Last updated: Mar 12, 2024</p><p>3 min read</p>
     <div class="article-info">Anjali Menon • Updated 11 days ago 1,284 Views</div>
     <div data-testid="reactions-container"><span>Be the first to like this</span></div><p>Did this page help you?</p>
+    <p><span class="author">Support team</span> · Updated 14 October 2026</p>
     <p>Rules are read from the top.</p>
     <div class="tip custom-block"><p class="custom-block-title">TIP</p><p>Files over 5 GB need --multipart.</p></div>
     <h2>Important</h2><p>Patterns are case-sensitive.</p>
@@ -468,3 +469,8 @@ def test_a_two_column_table_with_a_head_keeps_the_values_heading_and_an_h1_above
     assert [(s.heading, s.paragraphs) for s in page.sections] == [
         ("Warm-up schedule", ["New senders warm up over three weeks.", "Days 8–14 — Maximum per hour: 600",
                               "Weight: 2 kg"])]
+
+    # A help centre's name in its banner's h1 is no article's title (the <title> does not start with it).
+    banner = html.replace("<body>", "<head><title>Sending limits : Mailfox Support</title></head><body>").replace(
+        "Warm-up schedule", "Mailfox Support")
+    assert extract_html(banner, "https://mail.example/warm-up").sections[0].heading == ""
