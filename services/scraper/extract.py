@@ -13,7 +13,7 @@ from services.scraper.furniture import content_root, is_page_meta, remove_furnit
 from services.scraper.rendered import (NOSCRIPT_FALLBACK_CHARS, NOSCRIPT_MIN_CHARS, attach_shadow_roots, has_noscript,
                                        read_noscript, structured_faq)
 from services.scraper.scopes import SCOPE_TAB, SCOPE_TITLE, mark_scopes
-from services.scraper.tables import is_table, table_lines
+from services.scraper.tables import is_table, label_icon_cells, table_lines
 
 _BLOCKS = {"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "dt", "dd", "td", "th", "figcaption",
            "summary"}
@@ -137,6 +137,7 @@ def _extract(html: str, url: str, *, noscript: bool) -> Page:
     if noscript:
         read_noscript(body)
     mark_scopes(body, MAX_HEADING_CHARS)   # before the furniture goes: a tab list may be a <nav> or hold <button>s
+    label_icon_cells(body)                 # before the icons and screen-reader text go with the furniture
     remove_furniture(body)
     for br in body.css("br"):
         br.replace_with(_LINE_BREAK)

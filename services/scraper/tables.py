@@ -7,6 +7,33 @@ _CELL_ROLES = {"cell": "td", "gridcell": "td", "columnheader": "th", "rowheader"
 _ARIA_CELLS = ", ".join(f"[role={role}]" for role in _CELL_ROLES)
 
 
+# A cell that shows only an icon (a tick, a cross) says what it means to those who cannot see it: in an
+# image's alt text, an SVG's aria-label or <title>, or text for screen readers only ("Included").
+_CELLS = "td, th, [role=cell], [role=gridcell]"
+_ICONS = "img[alt], svg, [role=img][aria-label]"
+_SCREEN_READER_ONLY = ".sr-only, .visually-hidden, .visuallyhidden, .screen-reader-text, .show-for-sr"
+
+
+def label_icon_cells(body) -> None:
+    """Puts into each table cell the words its icons stand for, where the cell has no words of its own
+    (before the page's icons and screen-reader text are dropped as furniture)."""
+    for cell in body.css(_CELLS):
+        for words in cell.css(_SCREEN_READER_ONLY):
+            words.unwrap()
+        icons = cell.css(_ICONS)
+        if not icons:
+            continue
+        drawn = sum(len("".join(svg.text().split())) for svg in cell.css("svg"))   # an SVG's <title>
+        if len("".join(cell.text().split())) > drawn:
+            continue     # the cell says it in words too
+        for icon in icons:
+            title = icon.css_first("title") if icon.tag == "svg" else None
+            label = (icon.attributes.get("alt") or icon.attributes.get("aria-label")
+                     or (title.text() if title is not None else "") or "").strip()
+            if label:
+                icon.replace_with(f" {label} ")
+
+
 def is_table(node) -> bool:
     return node.tag == "table" or node.attributes.get("role") == "table"
 
@@ -48,6 +75,8 @@ def table_lines(table) -> list[str]:
         last = None
         for i in range(label_end + 1, len(row)):
             name = header[i] if header and i < len(header) else ""
+            if row[i].mem_id == row[label_end].mem_id:
+                continue     # a cell spanning the row is its label alone ("Rides over 3 hours cost €25.")
             if row[i].mem_id == last:
                 if name:
                     values[-1][0].append(name)

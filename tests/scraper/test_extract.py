@@ -474,3 +474,18 @@ def test_a_two_column_table_with_a_head_keeps_the_values_heading_and_an_h1_above
     banner = html.replace("<body>", "<head><title>Sending limits : Mailfox Support</title></head><body>").replace(
         "Warm-up schedule", "Mailfox Support")
     assert extract_html(banner, "https://mail.example/warm-up").sections[0].heading == ""
+
+
+def test_an_icon_only_cell_reads_as_what_its_icon_means_and_a_row_spanning_cell_once():
+    """Ticks and crosses in a plan comparison say "Included" in an alt text, an SVG's label or title, or
+    text for screen readers only; a cell with words keeps its words; a note across the row reads once."""
+    html = """<main><h2>Cover at a glance</h2><table><thead><tr><th>Cover</th><th>Essential</th><th>Complete</th></tr></thead>
+    <tbody><tr><td>Dental illness</td><td><img src="tick.png" alt="Included"></td>
+    <td><svg role="img" aria-label="Included"><use href="#tick"/></svg></td></tr>
+    <tr><td>Behaviour</td><td><span class="icon-cross" aria-hidden="true"></span><span class="sr-only">Not included</span></td>
+    <td><svg role="img"><title>Up to</title></svg> £500</td></tr>
+    <tr><td colspan="3">Claims over £1,000 need a vet's report.</td></tr></tbody></table></main>"""
+    assert _sections(html)[0][1] == [
+        "Dental illness — Essential: Included; Complete: Included",
+        "Behaviour — Essential: Not included; Complete: £500",
+        "Claims over £1,000 need a vet's report."]
