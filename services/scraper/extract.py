@@ -29,6 +29,8 @@ _INLINE_EMPHASIS = {"strong", "b"}
 # heads nothing and says nothing. An <h2>Important</h2> is a heading all the same.
 _LABELS = frozenset("note tip tips info warning caution danger important hint attention notice".split())
 _HEADING_TAGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+_LEVEL = {f"h{n}": n for n in range(1, 7)}
+MINOR_HEADING = 7        # the rank of a heading by style (a bold paragraph, a title class, a <summary>)
 # An element of another name than a block or container (a <span>, a custom element such as
 # <lightning-formatted-rich-text>, a <form> around the page) is text that runs on in its block, unless
 # it holds blocks: then it is read as a container. These never hold any.
@@ -201,16 +203,21 @@ def _definitions(dl) -> list[str]:
     return lines
 
 
-def _holding_blocks(root) -> set[int]:
-    """The mem_ids of the elements under `root` that hold a block: each block's ancestors, each marked
-    once (linear in the page, however deep an element nests)."""
+def _block_index(root) -> tuple[set[int], dict[int, object]]:
+    """The mem_ids of the elements under `root` that hold a block or container, and for those that hold a
+    block, the first one in document order: the elements in order, each marking the ancestors no
+    earlier one marked (linear in the page, however deep an element nests)."""
     held: set[int] = set()
-    for block in root.css(_BLOCK_SELECTOR):
-        parent = block.parent
-        while parent is not None and parent.mem_id not in held:
+    first: dict[int, object] = {}
+    for element in root.css(_BLOCK_SELECTOR):
+        is_block = element.tag in _BLOCKS
+        parent = element.parent
+        while parent is not None and (parent.mem_id not in held or (is_block and parent.mem_id not in first)):
             held.add(parent.mem_id)
+            if is_block:
+                first.setdefault(parent.mem_id, element)
             parent = parent.parent
-    return held
+    return held, first
 
 
 @dataclass
@@ -229,8 +236,10 @@ class _Reader:
 
     def __init__(self, root) -> None:
         self.sections = [Section("")]
-        self._holding = _holding_blocks(root)
+        self._holding, self._first = _block_index(root)
         self.resumed: set[int] = set()    # ids of the sections that go on after a scope (dropped if empty)
+        self._levels: dict[int, int] = {}  # id of a section -> its heading's rank (h2: 2)
+        self._level_of: dict[str, int] = {}  # a heading's text -> its rank where it last stood
 
     def add(self, node, text: str, alone: bool) -> None:
         """A block's text; `alone`: the node holds nothing else (so it may be a heading)."""
@@ -242,6 +251,7 @@ class _Reader:
             return
         if alone and _is_heading(node, text):
             self.sections.append(Section(text))
+            self._levels[id(self.sections[-1])] = self._level_of[text] = _LEVEL.get(node.tag, MINOR_HEADING)
         else:
             self.sections[-1].paragraphs.append(text)
 
@@ -290,6 +300,10 @@ class _Reader:
             self._scope(heading or "", resume)
         elif node.tag == "details":
             resume = self.sections[-1].heading   # after the answer, the text goes on under the heading before
+        elif node.tag in _CONTAINERS and self._opens_subsection(node):
+            # A card or a step written as a box with its own heading (<div class="card"><h3>Solo</h3>…):
+            # the text after the box goes on under the heading it is in, not the last box's.
+            resume = self.sections[-1].heading
         children = list(node.iter(include_text=True))
         if node.tag in _HEADINGS - {"summary"}:
             children = []   # a heading is read whole, even with its text in <div>s (GitBook)
@@ -299,6 +313,26 @@ class _Reader:
         self.add(node, node.text(separator=""), resume is None)
         if resume is not None:
             self._scope(resume, resume)
+
+    def _opens_subsection(self, node) -> bool:
+        """Whether the container's first block is a heading of a lower rank than the section it is in,
+        followed by more in the container (a heading wrapped alone in a <div>, as Intercom writes every
+        heading, is no box of its own)."""
+        level = self._levels.get(id(self.sections[-1]), 0)
+        if not level:
+            return False
+        first = self._first.get(node.mem_id)
+        if first is None or first.tag not in _LEVEL or _LEVEL[first.tag] <= level:
+            return False
+        while first is not None and first.mem_id != node.mem_id:
+            sibling = first.next
+            while sibling is not None and (sibling.tag == "-comment" or (
+                    sibling.tag == "-text" and not (sibling.text(deep=False) or "").strip())):
+                sibling = sibling.next
+            if sibling is not None:
+                return True
+            first = first.parent
+        return False
 
     def _is_structure(self, node) -> bool:
         """A block or container, or an element of another name that holds blocks (a <form> around the
@@ -313,6 +347,8 @@ class _Reader:
         if not last.paragraphs and last.heading == resume and len(self.sections) > 1:
             self.sections.pop()
         self.sections.append(Section(heading))
+        if heading in self._level_of:
+            self._levels[id(self.sections[-1])] = self._level_of[heading]
         if heading == resume:
             self.resumed.add(id(self.sections[-1]))
 

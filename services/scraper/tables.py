@@ -9,29 +9,41 @@ _ARIA_CELLS = ", ".join(f"[role={role}]" for role in _CELL_ROLES)
 
 # A cell that shows only an icon (a tick, a cross) says what it means to those who cannot see it: in an
 # image's alt text, an SVG's aria-label or <title>, or text for screen readers only ("Included").
-_CELLS = "td, th, [role=cell], [role=gridcell]"
 _ICONS = "img[alt], svg, [role=img][aria-label]"
 _SCREEN_READER_ONLY = ".sr-only, .visually-hidden, .visuallyhidden, .screen-reader-text, .show-for-sr"
 
 
 def label_icon_cells(body) -> None:
     """Puts into each table cell the words its icons stand for, where the cell has no words of its own
-    (before the page's icons and screen-reader text are dropped as furniture)."""
-    for cell in body.css(_CELLS):
-        for words in cell.css(_SCREEN_READER_ONLY):
+    (before the page's icons and screen-reader text are dropped as furniture). Found from the icons and
+    screen-reader texts, which are few, not from every cell of a page's tables."""
+    for words in body.css(_SCREEN_READER_ONLY):
+        if _cell_of(words) is not None:
             words.unwrap()
-        icons = cell.css(_ICONS)
-        if not icons:
-            continue
+    for icon in body.css(_ICONS):
+        cell = _cell_of(icon)
+        if cell is None or icon.parent is None:
+            continue     # no cell's, or replaced already with the cell's other icons
         drawn = sum(len("".join(svg.text().split())) for svg in cell.css("svg"))   # an SVG's <title>
         if len("".join(cell.text().split())) > drawn:
             continue     # the cell says it in words too
-        for icon in icons:
-            title = icon.css_first("title") if icon.tag == "svg" else None
-            label = (icon.attributes.get("alt") or icon.attributes.get("aria-label")
-                     or (title.text() if title is not None else "") or "").strip()
-            if label:
-                icon.replace_with(f" {label} ")
+        title = icon.css_first("title") if icon.tag == "svg" else None
+        label = (icon.attributes.get("alt") or icon.attributes.get("aria-label")
+                 or (title.text() if title is not None else "") or "").strip()
+        if label:
+            icon.replace_with(f" {label} ")
+
+
+def _cell_of(node, depth: int = 6):
+    """The table cell a node is in, a few levels up at most, or None."""
+    parent = node.parent
+    for _ in range(depth):
+        if parent is None:
+            return None
+        if parent.tag in ("td", "th") or parent.attributes.get("role") in ("cell", "gridcell"):
+            return parent
+        parent = parent.parent
+    return None
 
 
 def is_table(node) -> bool:

@@ -489,3 +489,16 @@ def test_an_icon_only_cell_reads_as_what_its_icon_means_and_a_row_spanning_cell_
         "Dental illness — Essential: Included; Complete: Included",
         "Behaviour — Essential: Not included; Complete: £500",
         "Claims over £1,000 need a vet's report."]
+
+
+def test_the_text_after_a_grid_of_cards_goes_on_under_the_heading_the_grid_is_in():
+    """Cards (or steps) written as boxes with their own headings: the text after the grid is the section's,
+    not the last card's. A heading wrapped alone in a <div> (Intercom writes each so) still heads what follows."""
+    html = """<main><h1>Plans</h1><h2>Prices</h2><div class="cards">
+    <div class="card"><h3>Solo</h3><p>£8 a month.</p></div><div class="card"><h3>Family</h3><p>£14 a month.</p></div></div>
+    <p>Students get 40% off Solo.</p>
+    <div class="subheading"><h2>Billing</h2></div><p>You are billed monthly.</p>
+    <div class="subheading"><h3>Refunds</h3></div><p>Within 14 days.</p></main>"""
+    assert _sections(html) == [("Plans", []), ("Prices", []), ("Solo", ["£8 a month."]), ("Family", ["£14 a month."]),
+                               ("Prices", ["Students get 40% off Solo."]), ("Billing", ["You are billed monthly."]),
+                               ("Refunds", ["Within 14 days."])]
