@@ -158,20 +158,47 @@ def _extract(html: str, url: str, *, noscript: bool) -> Page:
 
 
 def _head_with_title(page: Page, root, body) -> None:
-    """The page's only h1, when the theme writes it above the content container (Drupal's page-title
-    block, a docs theme's page header), heads the text before the content's first heading; if the
-    page's <title> starts with it (a help centre's name in a banner's h1 is no article's title)."""
+    """The article's title, when the theme writes it above the content container (Drupal's page-title
+    block, a docs theme's page header, Freshdesk's h2 beside the help centre's name in an h1), heads the
+    text before the content's first heading: the page's only h1, or else an h2 outside the container,
+    that the page's <title> starts with (a help centre's name in a banner's h1 is no article's title)."""
     if root is body or root.css_first("h1") is not None:
         return
     h1s = body.css("h1")
-    title = " ".join(h1s[0].text(separator=" ").split()) if len(h1s) == 1 else ""
-    if not title or len(title) > MAX_HEADING_CHARS or (
-            page.title and not page.title.casefold().startswith(title.casefold())):
+    candidates = h1s if len(h1s) == 1 else []
+    if page.title:
+        candidates = [*candidates, *(h2 for h2 in body.css("h2") if not _within(h2, root))]
+    # The <title>'s first part, before the site's name ("Why was I charged twice? : Brightwave Support"):
+    # a heading that starts with it and goes on with a control's label ("… Print") is that title.
+    first = _TITLE_PARTS.split(page.title, maxsplit=1)[0].strip() if page.title else ""
+    for node in candidates:
+        text = " ".join(node.text(separator=" ").split())
+        if text and len(text) <= MAX_HEADING_CHARS and (
+                not page.title or page.title.casefold().startswith(text.casefold())):
+            title = text
+            break
+        if len(first) >= MIN_TITLE_CHARS and text.casefold().startswith(first.casefold()):
+            title = first
+            break
+    else:
         return
     if page.sections and not page.sections[0].heading:
         page.sections[0].heading = title
     else:
         page.sections.insert(0, Section(title))
+
+
+_TITLE_PARTS = re.compile(r"\s+[|:\u2013\u2014\u00b7-]\s+")
+MIN_TITLE_CHARS = 8
+
+
+def _within(node, container) -> bool:
+    parent = node.parent
+    while parent is not None:
+        if parent.mem_id == container.mem_id:
+            return True
+        parent = parent.parent
+    return False
 
 
 def _is_heading(node, text: str) -> bool:

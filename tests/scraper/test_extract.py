@@ -502,3 +502,17 @@ def test_the_text_after_a_grid_of_cards_goes_on_under_the_heading_the_grid_is_in
     assert _sections(html) == [("Plans", []), ("Prices", []), ("Solo", ["£8 a month."]), ("Family", ["£14 a month."]),
                                ("Prices", ["Students get 40% off Solo."]), ("Billing", ["You are billed monthly."]),
                                ("Refunds", ["Within 14 days."])]
+
+
+def test_an_article_title_in_an_h2_above_the_content_heads_it_beside_a_banners_h1():
+    """Freshdesk: the help centre's name in the banner's h1, the article's title in an h2 with a Print
+    link, above the article body: the <title>'s first part is the heading, the banner's name is not."""
+    html = """<html><head><title>Why was I charged twice? : Brightwave Support</title></head><body>
+    <header class="banner"><h1 class="heading">Brightwave Support</h1></header>
+    <section class="main"><h2 class="heading">Why was I charged twice? <a href="javascript:print();">Print</a></h2>
+    <article class="article-body"><p>Most double charges are a pending authorisation.</p>
+    <h3>Refunds</h3><p>Within 5 working days.</p></article></section></body></html>"""
+    page = extract_html(html, "https://help.example/charged-twice")
+    assert [(s.heading, s.paragraphs) for s in page.sections] == [
+        ("Why was I charged twice?", ["Most double charges are a pending authorisation."]),
+        ("Refunds", ["Within 5 working days."])]
