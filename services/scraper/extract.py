@@ -28,8 +28,7 @@ _INLINE_EMPHASIS = {"strong", "b"}
 # A callout's label alone ("TIP", "Note:", VitePress' custom-block title, Microsoft Learn's alerts): it
 # heads nothing and says nothing. An <h2>Important</h2> is a heading all the same.
 _LABELS = frozenset("note tip tips info warning caution danger important hint attention notice".split())
-_HEADING_TAGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
-_LEVEL = {f"h{n}": n for n in range(1, 7)}
+_LEVEL = {f"h{n}": n for n in range(1, 7)}     # a heading element's rank
 MINOR_HEADING = 7        # the rank of a heading by style (a bold paragraph, a title class, a <summary>)
 # An element of another name than a block or container (a <span>, a custom element such as
 # <lightning-formatted-rich-text>, a <form> around the page) is text that runs on in its block, unless
@@ -274,7 +273,7 @@ class _Reader:
             text = " ".join(text.replace(_LINE_BREAK, " ").split())   # code: no comma between its lines
         else:
             text = " ".join(_LINES.sub(_line_join, text.strip().strip(_LINE_BREAK)).split())
-        if not text or is_page_meta(text) or (node.tag not in _HEADING_TAGS and text.lower().strip(" :!") in _LABELS):
+        if not text or is_page_meta(text) or (node.tag not in _LEVEL and text.lower().strip(" :!") in _LABELS):
             return
         if alone and _is_heading(node, text):
             self.sections.append(Section(text))

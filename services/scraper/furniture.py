@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import re
 
-# Elements that are never content (text for screen readers only: "Skip to content", a search box's label).
+# Text for screen readers only: "Skip to content", a search box's label (in a table cell, what its icon
+# means: services/scraper/tables.py reads it there first).
+SCREEN_READER_ONLY = ".sr-only, .visually-hidden, .visuallyhidden, .screen-reader-text, .show-for-sr"
+# Elements that are never content.
 _DROP = "script, style, noscript, template, svg, iframe, button, footer, " \
         "[role=banner], [role=contentinfo], [role=dialog], [aria-hidden=true], " \
-        ".cookie-banner, .sidebar, .sr-only, .visually-hidden, .visuallyhidden, .screen-reader-text, " \
-        ".show-for-sr, [data-elementor-type=header], [data-elementor-type=footer], " \
+        f".cookie-banner, .sidebar, {SCREEN_READER_ONLY}, [data-elementor-type=header], [data-elementor-type=footer], " \
         ".mw-editsection, .mw-jump-link, #siteSub, #siteNotice, #catlinks, .printfooter"   # MediaWiki's
 # Navigation is links. A <nav> of text (Webflow's dropdown writes an FAQ's answer in one) is content.
 _NAVIGATION = "nav, [role=navigation]"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from services.scraper.furniture import SCREEN_READER_ONLY
+
 # ARIA's table roles: tables built of <div>s (Wix, React design systems) read as <table>s do.
 _CELL_ROLES = {"cell": "td", "gridcell": "td", "columnheader": "th", "rowheader": "th"}
 _ARIA_CELLS = ", ".join(f"[role={role}]" for role in _CELL_ROLES)
@@ -10,14 +12,13 @@ _ARIA_CELLS = ", ".join(f"[role={role}]" for role in _CELL_ROLES)
 # A cell that shows only an icon (a tick, a cross) says what it means to those who cannot see it: in an
 # image's alt text, an SVG's aria-label or <title>, or text for screen readers only ("Included").
 _ICONS = "img[alt], svg, [role=img][aria-label]"
-_SCREEN_READER_ONLY = ".sr-only, .visually-hidden, .visuallyhidden, .screen-reader-text, .show-for-sr"
 
 
 def label_icon_cells(body) -> None:
     """Puts into each table cell the words its icons stand for, where the cell has no words of its own
     (before the page's icons and screen-reader text are dropped as furniture). Found from the icons and
     screen-reader texts, which are few, not from every cell of a page's tables."""
-    for words in body.css(_SCREEN_READER_ONLY):
+    for words in body.css(SCREEN_READER_ONLY):
         if _cell_of(words) is not None:
             words.unwrap()
     for icon in body.css(_ICONS):
