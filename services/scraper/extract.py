@@ -21,6 +21,10 @@ _HEADINGS = {"h1", "h2", "h3", "h4", "summary"}
 # Elements that hold blocks; text written straight into one (a theme's <div class="note">Tip: ...</div>,
 # an accordion's answer) is a paragraph of its own.
 _CONTAINERS = {"div", "section", "article", "main", "aside", "details", "figure", "center", "body"}
+# Characters that show nothing (zero-width spaces and joiners, word joiner, byte-order mark, soft
+# hyphen): a theme's "&#8203;" placeholder is no heading, and a word broken by one reads whole.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+_SHOWS_ALONE = {"img", "picture", "video", "iframe", "object", "embed", "canvas"}   # content without text
 _STRUCTURE = _BLOCKS | _CONTAINERS | {"table", "ul", "ol", "dl", "tr", "hr"}
 # A class that makes a short block a heading: <div class="section-title">Fees</div>.
 _HEADING_NAME = re.compile(r"(^|[-_ ])(title|heading|subheading|subtitle|question)($|[-_ ])", re.IGNORECASE)
@@ -191,6 +195,14 @@ _TITLE_PARTS = re.compile(r"\s+[|:\u2013\u2014\u00b7-]\s+")
 MIN_TITLE_CHARS = 8
 
 
+def _shows_nothing(node) -> bool:
+    """Blank text, or an element that shows no words or figures: a heading's permalink beside it
+    ("#", "¶", an icon; Starlight wraps each heading with one in a <div>), an empty <span>."""
+    if node.tag == "-text":
+        return not (node.text(deep=False) or "").strip()
+    return node.tag not in _SHOWS_ALONE and not any(ch.isalnum() for ch in node.text(separator=""))
+
+
 def _within(node, container) -> bool:
     parent = node.parent
     while parent is not None:
@@ -208,12 +220,18 @@ def _is_heading(node, text: str) -> bool:
         return True
     if len(text) > MAX_HEADING_CHARS or text.endswith((".", ":", ";", ",")):
         return False
-    if _HEADING_NAME.search(node.attributes.get("class") or "") or node.attributes.get("role") == "heading":
+    if _styled_heading(node):
         return True
     if node.tag in ("p", "div"):
+        # ... or that holds one thing only, in bold or styled as a heading (SharePoint's collapsible
+        # section title: <span role="heading"> in the <div> that opens it)
         children = [c for c in node.iter(include_text=True) if c.tag != "-text" or (c.text(deep=False) or "").strip()]
-        return len(children) == 1 and children[0].tag in _INLINE_EMPHASIS
+        return len(children) == 1 and (children[0].tag in _INLINE_EMPHASIS or _styled_heading(children[0]))
     return False
+
+
+def _styled_heading(node) -> bool:
+    return bool(_HEADING_NAME.search(node.attributes.get("class") or "")) or node.attributes.get("role") == "heading"
 
 
 def _definitions(dl) -> list[str]:
@@ -269,6 +287,7 @@ class _Reader:
 
     def add(self, node, text: str, alone: bool) -> None:
         """A block's text; `alone`: the node holds nothing else (so it may be a heading)."""
+        text = text.translate(_INVISIBLE)
         if node.tag == "pre":
             text = " ".join(text.replace(_LINE_BREAK, " ").split())   # code: no comma between its lines
         else:
@@ -352,8 +371,7 @@ class _Reader:
             return False
         while first is not None and first.mem_id != node.mem_id:
             sibling = first.next
-            while sibling is not None and (sibling.tag == "-comment" or (
-                    sibling.tag == "-text" and not (sibling.text(deep=False) or "").strip())):
+            while sibling is not None and (sibling.tag == "-comment" or _shows_nothing(sibling)):
                 sibling = sibling.next
             if sibling is not None:
                 return True

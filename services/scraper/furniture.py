@@ -9,11 +9,16 @@ import re
 # Text for screen readers only: "Skip to content", a search box's label (in a table cell, what its icon
 # means: services/scraper/tables.py reads it there first).
 SCREEN_READER_ONLY = ".sr-only, .visually-hidden, .visuallyhidden, .screen-reader-text, .show-for-sr"
+# Hidden from every reader; but the panel a disclosure toggle opens (`aria-controls` naming its id on an
+# element with `aria-expanded`: SharePoint's collapsible sections, jQuery UI accordions) is content the
+# reader opens, whatever hides it until then.
+_HIDDEN = "[aria-hidden=true]"
 # Elements that are never content.
-_DROP = "script, style, noscript, template, svg, iframe, button, footer, " \
-        "[role=banner], [role=contentinfo], [role=dialog], [aria-hidden=true], " \
-        f".cookie-banner, .sidebar, {SCREEN_READER_ONLY}, [data-elementor-type=header], [data-elementor-type=footer], " \
-        ".mw-editsection, .mw-jump-link, #siteSub, #siteNotice, #catlinks, .printfooter"   # MediaWiki's
+_NEVER = "script, style, noscript, template, svg, iframe, button, footer, " \
+         "[role=banner], [role=contentinfo], [role=dialog], " \
+         f".cookie-banner, .sidebar, {SCREEN_READER_ONLY}, [data-elementor-type=header], [data-elementor-type=footer], " \
+         ".mw-editsection, .mw-jump-link, #siteSub, #siteNotice, #catlinks, .printfooter"   # MediaWiki's
+_DROP = f"{_NEVER}, {_HIDDEN}"
 # Navigation is links. A <nav> of text (Webflow's dropdown writes an FAQ's answer in one) is content.
 _NAVIGATION = "nav, [role=navigation]"
 MAX_NAV_LINK_SHARE = 0.25    # of a <nav>'s text in links, at most, for a <nav> with a paragraph to be content
@@ -31,7 +36,7 @@ MAIN_SHARE = 0.7     # of several candidates for the content container, one hold
 # related-article lists, pagination.
 _FURNITURE_NAME = re.compile(
     r"(?:^|[-_ ])(?:cookie|consent|gdpr|sidebar|side-?nav|breadcrumb|feedback|helpful|newsletter|subscribe|"
-    r"no-?print|print-none|hidden-print|"   # what a page leaves out of its printout is no part of its text
+    r"no-?print|print-none|hidden-print|print:hidden|"   # what a page leaves out of its printout is no part of its text
     r"related|see-also|recommended|pagination|skip-link|toolbar|topbar|navbar|masthead|site-header|"
     r"site-footer|social|disqus|advert|sponsor|table-of-contents|"
     r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?|footer|navigation|"
@@ -67,7 +72,11 @@ MAX_PAGE_META_CHARS = 120
 
 def remove_furniture(body) -> None:
     """Removes what is never content, and what is not unless it holds the content."""
+    disclosed = {i for toggle in body.css("[aria-controls][aria-expanded]")
+                 for i in (toggle.attributes.get("aria-controls") or "").split()}
     for junk in body.css(_DROP):
+        if disclosed and junk.attributes.get("id") in disclosed and not junk.css_matches(_NEVER):
+            continue     # a collapsed panel: hidden only until its toggle opens it
         junk.decompose()
     for nav in body.css(_NAVIGATION):
         if not _reads_as_text(nav):

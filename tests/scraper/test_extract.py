@@ -516,3 +516,35 @@ def test_an_article_title_in_an_h2_above_the_content_heads_it_beside_a_banners_h
     assert [(s.heading, s.paragraphs) for s in page.sections] == [
         ("Why was I charged twice?", ["Most double charges are a pending authorisation."]),
         ("Refunds", ["Within 5 working days."])]
+
+
+def test_a_heading_wrapped_with_its_permalink_heads_what_follows_and_invisible_characters_are_no_text():
+    """Starlight wraps each heading with an icon link to it in a <div>: still a heading of the section, not a
+    box of its own. A theme's zero-width-space placeholder is no heading; a soft hyphen does not split a word."""
+    html = """<main><h1>Bandwidth limits</h1><p>Caps are per device.</p>
+    <div class="sl-heading-wrapper level-h2"><h2 id="global">Set a global limit</h2><a class="sl-anchor-link" href="#global">
+    <span aria-hidden="true"><svg><path d="m1 1"/></svg></span><span class="sr-only">Section titled “Set a global limit”</span></a></div>
+    <p>The lowest accepted value is 64 KB/s.</p>
+    <div class="card"><h3>Schedules</h3><a href="/s">Open schedules</a></div><p>Presets follow the local clock.</p>
+    <div class="tab-nav-title">&#8203;</div><p>Overnight caps are off by de&shy;fault.</p></main>"""
+    assert _sections(html) == [("Bandwidth limits", ["Caps are per device."]),
+                               ("Set a global limit", ["The lowest accepted value is 64 KB/s."]),
+                               ("Schedules", ["Open schedules"]),
+                               ("Set a global limit", ["Presets follow the local clock.",
+                                                       "Overnight caps are off by default."])]
+
+
+def test_a_collapsed_panel_its_toggle_opens_is_content_and_a_print_hidden_pager_is_not():
+    """SharePoint's collapsible section: the panel is display:none and aria-hidden until its header (with
+    aria-controls and aria-expanded) opens it; the title in that header is a <span role="heading">. Hidden
+    parts nothing opens stay out, as does a pager Tailwind hides from print (Nextra)."""
+    html = """<main><h1>Remote access</h1><p>Sessions last 12 hours.</p>
+    <div class="CanvasZone--collapsible"><div role="button" aria-expanded="false" aria-controls="zone-1">
+    <span class="CanvasZone-collapsibleTitle" role="heading" aria-level="2">Troubleshooting</span>
+    <i aria-hidden="true" class="icon"></i></div>
+    <div id="zone-1" style="display: none;" aria-hidden="true"><p>Error 809: UDP ports 500 and 4500 are blocked.</p></div></div>
+    <div aria-hidden="true"><p>Decorative duplicate of the title.</p></div>
+    <div class="mb-8 flex print:hidden"><a title="Cursor pagination" href="/p">Cursor pagination</a>
+    <a title="Webhook signatures" href="/w">Webhook signatures</a></div></main>"""
+    assert _sections(html) == [("Remote access", ["Sessions last 12 hours."]),
+                               ("Troubleshooting", ["Error 809: UDP ports 500 and 4500 are blocked."])]
