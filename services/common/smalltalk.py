@@ -92,6 +92,9 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"(is|am) (this|i) (talking|speaking|chatting) (to|with) (a |an )?(real )?(bot|robot|human|person|ai|machine)",
         r"is this (a |an )?(real )?(bot|robot|human|person|ai|chatbot|automated)",
         r"(who|what) (are|r) (you|u)", r"what'?s your name", r"(are|r) (you|u) real",
+        r"(who|which company|what company) (made|built|created|developed|programmed|trained|designed|wrote|runs) "
+        r"(you|u|this (bot|chatbot|chat|assistant))",
+        r"(what|which) (model|ai|llm|language model) (are|r) (you|u)( running on| built on| based on| using)?",
         r"(who|what) (am i|are we) (talking|speaking|chatting) (to|with)",
         r"what (can|do) (you|u) (do|know|answer)", r"how (can|do|could) (you|u) help( me| us)?",
         r"(can|could) (you|u) help( me| us)?", r"help( me| us)?( please| pls| plz)?", r"i need (some )?help",

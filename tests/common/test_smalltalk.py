@@ -137,6 +137,7 @@ def test_praise_complaints_and_other_languages(message, kind):
     ("hoi", "greeting"), ("dank je wel", "thanks"), ("tot ziens!", "goodbye"), ("ik heb een vraag", "bot"),
     ("obrigadão", "thanks"), ("danke dir", "thanks"), ("c'est un robot ou une vraie personne ?", "bot"),
     ("un attimo...", "ack"), ("service au top 👌", "praise"),
+    ("who made you?", "bot"), ("Who built this bot??", "bot"), ("what model are you running on", "bot"),
 ])
 def test_the_third_rounds_phrases(message, kind):
     found = smalltalk.classify(message)
@@ -148,6 +149,7 @@ def test_the_third_rounds_phrases(message, kind):
     "are backups automated?", "the app is broken", "the app is so slow when it syncs", "wait, how do I pair it",
     "just browsing the pricing page, is there a student discount?", "ik heb een vraag over mijn factuur",
     "anyone able to help me with my refund?", "thanks for your patience, where is my order?",
+    "who made the charger?", "what company made the battery", "which model are you referring to in the manual?",
 ])
 def test_the_third_rounds_phrases_leave_questions_alone(message):
     assert smalltalk.classify(message) is None
