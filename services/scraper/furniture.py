@@ -38,7 +38,7 @@ _FURNITURE_NAME = re.compile(
     r"(?:^|[-_ ])(?:cookie|consent|gdpr|sidebar|side-?nav|breadcrumb|feedback|helpful|newsletter|subscribe|"
     r"no-?print|print-none|hidden-print|print:hidden|"   # what a page leaves out of its printout is no part of its text
     r"related|see-also|recommended|pagination|skip-link|toolbar|topbar|navbar|masthead|site-header|"
-    r"site-footer|social|disqus|advert|sponsor|table-of-contents|"
+    r"site-footer|social|disqus|advert|sponsor|table-of-contents|(?:return|back)-to-top|more-questions|"
     r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?|footer|navigation|"
     r"search|byline|author|reactions?|credits?)(?:$|[-_ ]))",
     re.IGNORECASE)
@@ -62,10 +62,15 @@ _PAGE_META = re.compile(
     # counts of the page's readers: "3 min read", "1,284 views", "9 likes"
     r"|\d+ min(?:ute)?s? read(?:\s*[\u2022\u00b7|]\s*[^.!?]{0,60})?$|[\d,.]+k? (?:views?|likes?)$"
     r"|(?:last )?(?:updated|modified|published|update)(?: on)?:? (?:\d{1,2} [a-z]+ \d{4}|[a-z]+ \d{1,2},? \d{4}"
-    r"|\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4})(?: by (?-i:[A-Z][\w'.-]*(?: [A-Z][\w'.-]*){0,3}))?$"
+    r"|\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4})(?: by (?-i:[A-Z][\w'.-]*(?: [A-Z][\w'.-]*){0,3}))?"
+    r"(?:: [^\n]{1,100} \((?-i:(?=[a-f]*\d)[0-9a-f]{6,40})\))?$"   # Docsy's "Last modified <date>: <commit> (a1b2c3d)"
     # the site's copyright line ("Copyright © 2024 ..."); a pager's "Previous <page> Next <page>"
     r"|(?:copyright|\u00a9|\(c\))\s*(?:\u00a9\s*)?(?:19|20)\d\d\b"
     r"|(?-i:Previous|PREVIOUS|\u2190)[^.!?;:,]{0,80}(?-i:Next|NEXT|\u2192)[^.!?;:,]{0,80}$"
+    # links about the page itself, alone on their line: "Edit this page · Report a problem", "Return to top"
+    r"|(?:(?:edit (?:this (?:page|article)|on github)|report (?:a problem|an issue)(?: with this page)?"
+    r"|improve this (?:page|article)|suggest (?:an )?edits?|view (?:page )?source|(?:back|return) to top"
+    r"|print (?:this )?(?:page|article))[\s\u00b7\u2022|]*)+$"
     r")", re.IGNORECASE)
 MAX_PAGE_META_CHARS = 120
 

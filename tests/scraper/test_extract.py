@@ -548,3 +548,16 @@ def test_a_collapsed_panel_its_toggle_opens_is_content_and_a_print_hidden_pager_
     <a title="Webhook signatures" href="/w">Webhook signatures</a></div></main>"""
     assert _sections(html) == [("Remote access", ["Sessions last 12 hours."]),
                                ("Troubleshooting", ["Error 809: UDP ports 500 and 4500 are blocked."])]
+
+
+def test_links_about_the_page_and_a_last_modified_commit_line_are_dropped_and_sentences_like_them_are_not():
+    """Docsy's "Last modified <date>: <commit message> (hash)", a line of links about the page itself, and
+    Zendesk's "Have more questions? Submit a request" and "Return to top" boxes are no content."""
+    html = """<main><h1>Plans</h1><p>Pro costs $12 a month.</p>
+    <p>Edit this page to change your plan name.</p><p>Updated 2 April 2024: new colours (facade)</p>
+    <div class="td-page-meta__lastmod">Last modified March 4, 2024: <a href="/c/a1b2c3d">Clarify pricing (a1b2c3d)</a></div>
+    <p><a href="/edit">Edit this page</a> &middot; <a href="/issues">Report a problem</a></p>
+    <div class="article-more-questions">Have more questions? <a href="/requests/new">Submit a request</a></div>
+    <div class="article-return-to-top"><a href="#top">Return to top</a></div></main>"""
+    assert _sections(html) == [("Plans", ["Pro costs $12 a month.", "Edit this page to change your plan name.",
+                                          "Updated 2 April 2024: new colours (facade)"])]
