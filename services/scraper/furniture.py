@@ -39,15 +39,19 @@ _FURNITURE_NAME = re.compile(
     r"no-?print|print-none|hidden-print|print:hidden|"   # what a page leaves out of its printout is no part of its text
     r"related|see-also|recommended|pagination|skip-link|toolbar|topbar|navbar|masthead|site-header|"
     r"site-footer|social|disqus|advert|sponsor|table-of-contents|(?:return|back)-to-top|more-questions|"
+    r"article-info|post-date|entry-date|"   # the article's meta (Joomla's article-info, WordPress' post date)
     r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?|footer|navigation|"
-    r"search|byline|author|reactions?|credits?)(?:$|[-_ ]))",
+    r"search|byline|author|reactions?|credits?|tags)(?:$|[-_ ]))"
+    # a part's meta line: entry-meta, post-meta, node__meta (Drupal), td-page-meta (Docsy), CardViewer__meta,
+    # article-meta-row (Salesforce); not a wrapper that only names a field of meta (HubSpot's ..._meta_field)
+    r"|[-_]meta(?:$| |__|-(?:row|info|bar|line|list|wrapper|container)(?:$| ))",
     re.IGNORECASE)
 # What holds the page's content is never furniture, whatever its class ("layout has-sidebar"; Prism's
 # <div class="code-toolbar"> around a code block).
 _HOLDS_CONTENT = "main, article, [role=main], h1, .article-body, pre"
 # The elements a theme's furniture is made of (a heading's id is an anchor of its topic: never furniture).
 _FURNITURE_TAGS = ", ".join(f"{tag}[class], {tag}[id], {tag}[data-testid]"
-                           for tag in ("div", "section", "aside", "ul", "ol", "p", "span"))
+                           for tag in ("div", "section", "aside", "ul", "ol", "p", "span", "dl", "nav"))
 # An aside that is a callout of the text (a tip, a warning) is content; other asides are sidebars.
 _CALLOUT_NAME = re.compile(r"note|tip|warning|caution|callout|alert|info|important|notice|hint", re.IGNORECASE)
 # A theme's widgets that say things about the page, not about the product: votes on it, its author and

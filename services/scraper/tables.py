@@ -48,7 +48,7 @@ def _cell_of(node, depth: int = 6):
 
 
 def is_table(node) -> bool:
-    return node.tag == "table" or node.attributes.get("role") == "table"
+    return node.tag == "table" or node.attributes.get("role") in ("table", "grid", "treegrid")
 
 
 def _kind(cell) -> str:

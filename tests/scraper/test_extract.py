@@ -561,3 +561,20 @@ def test_links_about_the_page_and_a_last_modified_commit_line_are_dropped_and_se
     <div class="article-return-to-top"><a href="#top">Return to top</a></div></main>"""
     assert _sections(html) == [("Plans", ["Pro costs $12 a month.", "Edit this page to change your plan name.",
                                           "Updated 2 April 2024: new colours (facade)"])]
+
+
+def test_a_parts_meta_line_tags_and_a_breadcrumb_nav_are_furniture_and_an_aria_grid_is_a_table():
+    """CMS themes' meta lines (WordPress' entry-meta and post date, Drupal's node__meta, Joomla's
+    article-info list, Salesforce's article-meta-row), a tags field, a breadcrumb written as text in a
+    <nav> (Rank Math) are no content; HubSpot's rich-text wrapper named ..._meta_field holds the article.
+    A table of ARIA grid roles (Coda) reads as a table."""
+    html = """<main><nav class="rank-math-breadcrumb"><p><a href="/">Home</a> &raquo; Help</p></nav>
+    <h1>Deliveries</h1><div class="entry-meta"><time class="wp-block-post-date">March 4, 2024</time></div>
+    <div class="node__meta">By webteam, 12 March, 2024</div>
+    <dl class="article-info"><dt>Details</dt><dd class="createdby">Written by: Sara Holt</dd><dd>Hits: 2714</dd></dl>
+    <span class="hs_cos_wrapper hs_cos_wrapper_meta_field"><p>We deliver on Tuesdays.</p></span>
+    <div class="slds-grid article-meta-row"><span>Article Number</span><span>000012345</span></div>
+    <div role="grid"><div role="row"><span role="columnheader">Box</span><span role="columnheader">Price</span></div>
+    <div role="row"><span role="gridcell">Small</span><span role="gridcell">£20</span></div></div>
+    <div class="field--tags"><div class="field__label">Tags</div><a href="/t/1">Resident services</a></div></main>"""
+    assert _sections(html) == [("Deliveries", ["We deliver on Tuesdays.", "Small — Price: £20"])]
