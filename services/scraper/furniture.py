@@ -14,7 +14,10 @@ SCREEN_READER_ONLY = ".sr-only, .visually-hidden, .visuallyhidden, .screen-reade
 # reader opens, whatever hides it until then.
 _HIDDEN = "[aria-hidden=true]"
 # Elements that are never content.
+# A link that says it is a button (Zendesk's "Follow") is an action, not text; a disclosure toggle
+# (aria-expanded, aria-controls) carries its panel's title and is read.
 _NEVER = "script, style, noscript, template, svg, iframe, button, footer, " \
+         "a[role=button]:not([aria-expanded]):not([aria-controls]), " \
          "[role=banner], [role=contentinfo], [role=dialog], " \
          f".cookie-banner, .sidebar, {SCREEN_READER_ONLY}, [data-elementor-type=header], [data-elementor-type=footer], " \
          ".mw-editsection, .mw-jump-link, #siteSub, #siteNotice, #catlinks, .printfooter"   # MediaWiki's

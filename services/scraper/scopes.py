@@ -30,7 +30,8 @@ _PERMALINK_TEXT = re.compile(r"[\s¶#§\u200b\u200c\u200d\ufeff🔗]*")
 # extractor drops them.
 _DISCLOSURE = ("button[aria-expanded], button[aria-controls], button[data-bs-toggle=collapse], "
                "button[data-toggle=collapse], button[class*=accordion], button[class*=collaps], "
-               "button[class*=faq]")   # the last three: accordions scripted by class (w3schools' pattern)
+               "button[class*=faq], "   # the last three: accordions scripted by class (w3schools' pattern)
+               "a[role=button][aria-expanded], a[role=button][aria-controls]")   # a link in a button's role
 # An FAQ's question may be longer than a heading usually is.
 MAX_QUESTION_CHARS = 200
 _HEADING_TAGS = frozenset("h1 h2 h3 h4 h5 h6".split())

@@ -578,3 +578,14 @@ def test_a_parts_meta_line_tags_and_a_breadcrumb_nav_are_furniture_and_an_aria_g
     <div role="row"><span role="gridcell">Small</span><span role="gridcell">£20</span></div></div>
     <div class="field--tags"><div class="field__label">Tags</div><a href="/t/1">Resident services</a></div></main>"""
     assert _sections(html) == [("Deliveries", ["We deliver on Tuesdays.", "Small — Price: £20"])]
+
+
+def test_a_link_that_is_a_button_is_an_action_and_a_disclosure_link_is_read():
+    """Zendesk's article header: <a role="button">Follow</a> is no text; a link that opens an answer
+    (aria-expanded) heads it."""
+    html = """<main><h1>Claims</h1><a class="article-subscribe" role="button" href="/sub">Follow</a>
+    <p>Claims are paid within 10 days.</p>
+    <a role="button" aria-expanded="false" aria-controls="a1" href="#a1">Can I claim twice?</a>
+    <div id="a1"><p>Yes, once per policy year each.</p></div></main>"""
+    assert _sections(html) == [("Claims", ["Claims are paid within 10 days."]),
+                               ("Can I claim twice?", ["Yes, once per policy year each."])]
