@@ -98,6 +98,30 @@ def remove_furniture(body) -> None:
                 p.tag in ("main", "article") or p.attributes.get("role") == "main" for p in _ancestors(node, body)):
             node.decompose()
     _drop_furniture(body)
+    _drop_calls_to_contact(body)
+
+
+# The box a theme closes an article with, asking the reader to get in touch: "Still need help?",
+# "Need more help?", "Still can't find an answer?", "Have more questions?" (its heading, then a line
+# and a button). The box goes whole, when it is small; the same words in the article's text stay.
+_CALL_TO_CONTACT = re.compile(
+    r"(?:still )?(?:need|have|got) (?:more |any |further |other )?(?:help|questions?|assistance)\??"
+    r"|still (?:can'?t|cannot|didn'?t) find (?:an |the |your |what you(?:'re| are) looking for)?(?:answer)?\??"
+    r"|can'?t find what you(?:'re| are) looking for\??|didn'?t find (?:an |your |the )?answer\??", re.IGNORECASE)
+MAX_CALL_TO_CONTACT_CHARS = 300     # the box's whole text, at most
+_CALL_HEADS = "h2, h3, h4, h5, h6, strong, b, p, div, span"
+
+
+def _drop_calls_to_contact(body) -> None:
+    for head in list(body.css(_CALL_HEADS)):
+        if head.parent is None or not _CALL_TO_CONTACT.fullmatch(" ".join(head.text(separator=" ").split())):
+            continue
+        box = head.parent
+        while box is not None and box.tag not in ("div", "section", "aside") and box is not body:
+            box = box.parent
+        if box is not None and box is not body and box.css_first(_HOLDS_CONTENT) is None and \
+                len(" ".join(box.text(separator=" ").split())) <= MAX_CALL_TO_CONTACT_CHARS:
+            box.decompose()
 
 
 def _reads_as_text(nav) -> bool:

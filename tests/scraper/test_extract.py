@@ -589,3 +589,18 @@ def test_a_link_that_is_a_button_is_an_action_and_a_disclosure_link_is_read():
     <div id="a1"><p>Yes, once per policy year each.</p></div></main>"""
     assert _sections(html) == [("Claims", ["Claims are paid within 10 days."]),
                                ("Can I claim twice?", ["Yes, once per policy year each."])]
+
+
+def test_a_small_box_asking_the_reader_to_get_in_touch_is_dropped_and_the_words_in_the_text_are_not():
+    """Help-centre themes close each article with "Still need help? … Contact us" (Heroic KB, Zoho Desk,
+    Bootstrap cards): the box goes whole; a section of the article under the same words stays."""
+    long_answer = "Call 0800 123 456 on weekdays between 9:00 and 17:00, or write to help@example.com. " * 4
+    html = f"""<main><h1>Returns</h1><p>Returns are free within 30 days. Still need help? Ask in the shop.</p>
+    <section class="hkb-article__contact"><h3>Still need help?</h3><p>Our team replies within one working day.</p>
+    <a href="/contact">Contact us</a></section>
+    <div class="card"><div class="card-body"><h2 class="h5">Can't find what you're looking for?</h2>
+    <a href="/new">Submit a ticket</a></div></div>
+    <div><h2>Need help?</h2><p>{long_answer}</p></div></main>"""
+    sections = _sections(html)
+    assert sections[0] == ("Returns", ["Returns are free within 30 days. Still need help? Ask in the shop."])
+    assert sections[1][0] == "Need help?" and len(sections) == 2
