@@ -73,6 +73,7 @@ _PAGE_META = re.compile(
     r"(?:: [^\n]{1,100} \((?-i:(?=[a-f]*\d)[0-9a-f]{6,40})\))?$"   # Docsy's "Last modified <date>: <commit> (a1b2c3d)"
     # the site's copyright line ("Copyright © 2024 ..."); a pager's "Previous <page> Next <page>"
     r"|(?:copyright|\u00a9|\(c\))\s*(?:\u00a9\s*)?(?:19|20)\d\d\b"
+    r"|powered by \S[^.!?]{0,40}$"     # the platform's credit line ("Powered by Zoho Learn")
     r"|(?-i:Previous|PREVIOUS|\u2190)[^.!?;:,]{0,80}(?-i:Next|NEXT|\u2192)[^.!?;:,]{0,80}$"
     # links about the page itself, alone on their line: "Edit this page · Report a problem", "Return to top"
     r"|(?:(?:edit (?:this (?:page|article)|on github)|report (?:a problem|an issue)(?: with this page)?"
@@ -99,6 +100,7 @@ def remove_furniture(body) -> None:
             node.decompose()
     _drop_furniture(body)
     _drop_calls_to_contact(body)
+    _drop_actions(body)
 
 
 # The box a theme closes an article with, asking the reader to get in touch: "Still need help?",
@@ -122,6 +124,27 @@ def _drop_calls_to_contact(body) -> None:
         if box is not None and box is not body and box.css_first(_HOLDS_CONTENT) is None and \
                 len(" ".join(box.text(separator=" ").split())) <= MAX_CALL_TO_CONTACT_CHARS:
             box.decompose()
+
+
+# Controls written as other elements: what says it is a button (a chat launcher's <div role="button">)
+# unless it opens a panel, and a row of links styled as buttons ("Print", "Subscribe to article",
+# "Download PDF"). A question is never a control (an accordion's head without ARIA).
+_BUTTON_ROLE = "[role=button]:not([aria-expanded]):not([aria-controls])"
+_BUTTON_STYLE = re.compile(r"(?:^|[-_ ])(?:btn|button)(?:$|[-_ ])", re.IGNORECASE)
+MAX_ACTION_CHARS = 40
+
+
+def _drop_actions(body) -> None:
+    for node in list(body.css(_BUTTON_ROLE)):
+        label = " ".join(node.text(separator=" ").split())
+        if len(label) <= MAX_ACTION_CHARS and not label.endswith("?") and node.css_first(_HOLDS_CONTENT) is None:
+            node.decompose()
+    for row in list(body.css("div, p")):
+        links = [c for c in row.iter() if c.tag == "a"]
+        if links and len(links) == len([c for c in row.iter() if c.tag not in ("-text", "-comment")]) and all(
+                _BUTTON_STYLE.search(a.attributes.get("class") or "") for a in links) and not (
+                row.text(deep=False) or "").strip():
+            row.decompose()
 
 
 def _reads_as_text(nav) -> bool:

@@ -604,3 +604,17 @@ def test_a_small_box_asking_the_reader_to_get_in_touch_is_dropped_and_the_words_
     sections = _sections(html)
     assert sections[0] == ("Returns", ["Returns are free within 30 days. Still need help? Ask in the shop."])
     assert sections[1][0] == "Need help?" and len(sections) == 2
+
+
+def test_controls_written_as_other_elements_and_the_platforms_credit_line_are_not_content():
+    """A chat launcher's <div role="button">, a row of links styled as buttons (KnowledgeOwl's Print /
+    Subscribe / Download PDF) and "Powered by …" are no text; a question in a role=button (an accordion
+    head without ARIA state) and a link styled as a button inside a sentence stay."""
+    html = """<main><h1>Invoices</h1><div class="hg-article-buttons"><a class="btn btn-sm" href="#">Print</a>
+    <a class="btn btn-sm" href="/sub">Subscribe to article</a><a class="btn" href="/pdf">Download PDF</a></div>
+    <p>Invoices are sent on the 1st. <a class="btn" href="/pay">Pay now</a> or within 14 days.</p>
+    <div role="button" class="faq-q">Can I change the date?</div><div class="faq-a"><p>Yes, once a year.</p></div>
+    <div class="zl-powered-by">Powered by Zoho Learn</div></main>
+    <div role="button" class="LaChatButton">Chat with us</div>"""
+    assert _sections(html) == [("Invoices", ["Invoices are sent on the 1st. Pay now or within 14 days.",
+                                             "Can I change the date?", "Yes, once a year."])]
