@@ -152,8 +152,8 @@ def _extract(html: str, url: str, *, noscript: bool) -> Page:
     if faq:
         # An FAQ the page states as structured data (schema.org FAQPage, for search engines) whose
         # questions its HTML does not show (rendered by a script): each question a section.
-        shown = " ".join(page.text.split()).casefold()
-        page.sections += [Section(q, [a]) for q, a in faq if " ".join(q.split()).casefold() not in shown]
+        shown = _plain(page.text)
+        page.sections += [Section(q, [a]) for q, a in faq if _plain(q) not in shown]
     if not page.title:
         h1 = root.css_first("h1")
         page.title = h1.text(separator=" ", strip=True) if h1 else ""
@@ -193,6 +193,14 @@ def _head_with_title(page: Page, root, body) -> None:
 
 _TITLE_PARTS = re.compile(r"\s+[|:\u2013\u2014\u00b7-]\s+")
 MIN_TITLE_CHARS = 8
+
+
+# Typographic quotes read as plain ones: the JSON-LD's "I'm" and the page's "I’m" are the same words.
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u201c": '"', "\u201d": '"', "\u201f": '"'})
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.split()).casefold().translate(_QUOTES)
 
 
 def _shows_nothing(node) -> bool:
@@ -292,7 +300,9 @@ class _Reader:
             text = " ".join(text.replace(_LINE_BREAK, " ").split())   # code: no comma between its lines
         else:
             text = " ".join(_LINES.sub(_line_join, text.strip().strip(_LINE_BREAK)).split())
-        if not text or is_page_meta(text) or (node.tag not in _LEVEL and text.lower().strip(" :!") in _LABELS):
+        if not any(ch.isalnum() for ch in text):
+            return     # a callout's icon alone ("💡"), a toggle's arrow ("‣"): no words, no figures
+        if is_page_meta(text) or (node.tag not in _LEVEL and text.lower().strip(" :!") in _LABELS):
             return
         if alone and _is_heading(node, text):
             self.sections.append(Section(text))

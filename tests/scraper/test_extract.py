@@ -618,3 +618,16 @@ def test_controls_written_as_other_elements_and_the_platforms_credit_line_are_no
     <div role="button" class="LaChatButton">Chat with us</div>"""
     assert _sections(html) == [("Invoices", ["Invoices are sent on the 1st. Pay now or within 14 days.",
                                              "Can I change the date?", "Yes, once a year."])]
+
+
+def test_an_faq_in_json_ld_the_page_shows_with_curly_quotes_is_read_once_and_icons_alone_are_no_text():
+    """Rank Math writes the FAQ's JSON-LD with "I'm" and the page with "I’m": the same question, read once.
+    A callout's icon alone ("💡", Ghost) is no paragraph."""
+    ld = json.dumps({"@context": "https://schema.org", "@type": "FAQPage", "mainEntity": [
+        {"@type": "Question", "name": "What happens if I'm not home?",
+         "acceptedAnswer": {"@type": "Answer", "text": "We leave the box with a neighbour."}}]})
+    html = f"""<html><head><script type="application/ld+json">{ld}</script></head><body><main><h1>Delivery</h1>
+    <div class="kg-callout-card"><div class="kg-callout-emoji">💡</div><div class="kg-callout-text">Boxes stay cold for 24 hours.</div></div>
+    <h3>What happens if I’m not home?</h3><p>We leave the box with a neighbour.</p></main></body></html>"""
+    assert _sections(html) == [("Delivery", ["Boxes stay cold for 24 hours."]),
+                               ("What happens if I’m not home?", ["We leave the box with a neighbour."])]
