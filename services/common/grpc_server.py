@@ -65,12 +65,32 @@ def _bad_value(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.DataError)   # SQLSTATE class 22: data exception
 
 
+# gRPC core ends the calls it has received but the server has not taken up yet with CANCELLED when the
+# server stops (grpc/grpc#41785), though no caller cancelled them. So the stop waits, while the drain
+# answers UNAVAILABLE (which clients retry on another instance), for a moment without a new call: at
+# most DRAIN_QUIET_MAX_SECONDS (the Deployments' preStop pause and termination grace cover it).
+DRAIN_QUIET_SECONDS = 0.2
+DRAIN_QUIET_MAX_SECONDS = 2.0
+
+
 class _Gate:
     """Open once the service's dependencies answered; closed again while draining."""
 
     def __init__(self) -> None:
         self.ready = False
         self.draining = False
+        self.last_call = 0.0      # time.monotonic() of the last call taken up
+
+    async def quiet(self, quiet_seconds: float = DRAIN_QUIET_SECONDS,
+                    max_seconds: float = DRAIN_QUIET_MAX_SECONDS) -> float:
+        """Returns once no call came for `quiet_seconds`, or after `max_seconds`: the seconds waited."""
+        start = time.monotonic()
+        while True:
+            now = time.monotonic()
+            idle = now - self.last_call
+            if idle >= quiet_seconds or now - start >= max_seconds:
+                return now - start
+            await asyncio.sleep(min(quiet_seconds - idle, max_seconds - (now - start)))
 
 
 class _Undecodable:
@@ -168,6 +188,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     def _admit(self, always_open: bool) -> None:
+        self._gate.last_call = time.monotonic()
         if always_open:
             return
         if self._gate.draining:
@@ -378,6 +399,8 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
+    waited = await gate.quiet()
+    logger.info("%s stopping (%.2fs spent waiting for a pause in new calls)", spec.name, waited)
     await server.stop(spec.grace_seconds)
     if spec.on_stop:
         await spec.on_stop()

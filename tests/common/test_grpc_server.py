@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import grpc
 import pytest
@@ -128,3 +129,28 @@ async def test_interceptor_wraps_each_method_once_and_counts_every_call():
             pass
     assert handled("OK") - before_ok == 2
     assert handled("INVALID_ARGUMENT") - before_bad == 1
+
+
+async def test_the_stop_waits_for_a_pause_in_new_calls_but_not_for_ever():
+    """gRPC core cancels the calls it received but the server had not taken up when the server stops
+    (grpc/grpc#41785): the drain stops the server after a pause in new calls, or after a bound."""
+    gate = _Gate()
+    assert await gate.quiet(0.2, 2.0) < 0.1          # no call for long: at once
+
+    async def calls(every: float, until: float) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + until
+        while loop.time() < end:
+            gate.last_call = time.monotonic()
+            await asyncio.sleep(every)
+
+    caller = asyncio.create_task(calls(0.02, 0.5))
+    await asyncio.sleep(0.01)
+    waited = await gate.quiet(0.2, 2.0)              # calls for 0.5 s, then a pause of 0.2 s
+    assert 0.5 <= waited < 1.5
+    await caller
+    caller = asyncio.create_task(calls(0.02, 3.0))
+    await asyncio.sleep(0.01)
+    waited = await gate.quiet(0.2, 1.0)              # no pause: the bound
+    assert 1.0 <= waited < 1.5
+    caller.cancel()
