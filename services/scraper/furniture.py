@@ -116,7 +116,9 @@ _CALL_HEADS = "h2, h3, h4, h5, h6, strong, b, p, div, span"
 
 def _drop_calls_to_contact(body) -> None:
     for head in list(body.css(_CALL_HEADS)):
-        if head.parent is None or not _CALL_TO_CONTACT.fullmatch(" ".join(head.text(separator=" ").split())):
+        # Its own text only: the whole text of every <div> would cost a walk of its subtree each,
+        # quadratic in a deeply nested page.
+        if head.parent is None or not _CALL_TO_CONTACT.fullmatch(" ".join((head.text(deep=False) or "").split())):
             continue
         box = head.parent
         while box is not None and box.tag not in ("div", "section", "aside") and box is not body:
@@ -140,10 +142,10 @@ def _drop_actions(body) -> None:
         if len(label) <= MAX_ACTION_CHARS and not label.endswith("?") and node.css_first(_HOLDS_CONTENT) is None:
             node.decompose()
     for row in list(body.css("div, p")):
-        links = [c for c in row.iter() if c.tag == "a"]
-        if links and len(links) == len([c for c in row.iter() if c.tag not in ("-text", "-comment")]) and all(
-                _BUTTON_STYLE.search(a.attributes.get("class") or "") for a in links) and not (
-                row.text(deep=False) or "").strip():
+        children = [c for c in row.iter() if c.tag != "-comment"]
+        if children and not (row.text(deep=False) or "").strip() and all(
+                c.tag == "-text" or (c.tag == "a" and _BUTTON_STYLE.search(c.attributes.get("class") or ""))
+                for c in children) and any(c.tag == "a" for c in children):
             row.decompose()
 
 
