@@ -49,10 +49,12 @@ def mark_scopes(body, max_title_chars: int) -> None:
     the heading of its panel (a <summary>, or its heading's text when it is inside one)."""
     for link in body.css(_PERMALINK):
         link.decompose()
-    for link in body.css("h1 a[href^='#'], h2 a[href^='#'], h3 a[href^='#'], h4 a[href^='#'], "
-                         "h5 a[href^='#'], h6 a[href^='#']"):
-        if _PERMALINK_TEXT.fullmatch(link.text()):
-            link.decompose()
+    # Each heading's own links (a descendant selector "h3 a" climbs every link's ancestors: quadratic
+    # in a deeply nested page).
+    for heading in body.css(", ".join(sorted(_HEADING_TAGS))):
+        for link in heading.css("a[href^='#']"):
+            if _PERMALINK_TEXT.fullmatch(link.text()):
+                link.decompose()
     for tablist in body.css("[role=tablist]"):
         tabs = tablist.css("[role=tab]")
         labels = [" ".join(t.text(separator=" ").split()) for t in tabs]
