@@ -116,6 +116,7 @@ class Chunk:
     dense: float = 0.0            # cosine similarity of the chunk's embedding to the message's (dense.py)
     known: float = 0.0            # share of the message's terms that the key's knowledge contains at all
     unknown: tuple[str, ...] = () # the message's lexemes that no chunk of the key contains (strategy.unnamed)
+    named: tuple[str, ...] = ()   # the message's lexemes that some chunk of the key contains
 
     def with_scores(self, **changes: float) -> Chunk:
         """A copy with some scores changed: dataclasses.replace's result at a sixth of its cost (it
@@ -156,6 +157,7 @@ async def search(
     found = set(rows[0]["known"] or ()) if rows else set()
     known = len(found) / len(lexemes) if lexemes else 0.0
     unknown = tuple(sorted(lexemes - found))
+    named = tuple(sorted(found & lexemes))
     chunks = []
     for r in rows:
         matched = set(r["matched"] or ())
@@ -169,7 +171,7 @@ async def search(
         chunks.append(Chunk(
             id=str(r["id"]), kind=r["kind"], title=r["title"], question=r["question"], content=r["content"],
             url=r["url"], score=min(1.0, float(r["rrf"]) / best_possible), relevance=relevance,
-            faq_score=faq_score, document=r["document"], known=known, unknown=unknown,
+            faq_score=faq_score, document=r["document"], known=known, unknown=unknown, named=named,
         ))
     return chunks
 

@@ -126,7 +126,15 @@ _ASKS_FOR = re.compile(
     r"|\b(?:(?:do|does|will|would|can|could)\s+(?:it|you|they|the\s+[\w'-]+|[\w'-]+)\s+"
     r"|(?:is|are)\s+(?:it|this|that|they|these|the\s+[\w'-]+|your\s+[\w'-]+|[\w'-]+)\s+)"
     r"(?:(?:work|integrate|sync|connect|pair|talk)\s+(?:\w+\s+)?with|compatible\s+with)\s+"
-    r"(?:an?\s+|the\s+|my\s+|our\s+)?(?P<z>[^?.!,;:]+)",
+    r"(?:an?\s+|the\s+|my\s+|our\s+)?(?P<z>[^?.!,;:]+)"
+    # "Can I sync my rides to X", "Can we send invoices via X", "Can I pay with X": a service that data or
+    # money goes through, named after the verb's object (not "how can I ...", which asks the way; not
+    # "send / share ... to / with X", whose X is mostly a person: "share a folder with a colleague")
+    r"|\b(?<!how\s)(?:can|could)\s+(?:my\s+|our\s+|the\s+)?[\w'-]+\s+"
+    r"(?:(?:sync|export|import|connect|link|pay|upload|stream|cast|log\s+in|sign\s+in)\s+"
+    r"(?:[\w'-]+\s+){0,7}(?:via|through|to|into|with|using|from)"
+    r"|(?:send|share|post)\s+(?:[\w'-]+\s+){0,7}(?:via|through|using))"
+    r"\s+(?:an?\s+|the\s+|my\s+|our\s+|your\s+)?(?P<v>[^?.!,;:]+)",
     re.IGNORECASE)
 _THING_WORD = re.compile(r"[^\W_][\w'-]*")
 _PHRASE_END = frozenset(
@@ -136,23 +144,30 @@ _PHRASE_END = frozenset(
 _QUESTION = re.compile(r"\?+")        # a question's end ("why??" is one): linear in the message
 
 
-def _unknown_word(word: str, unknown: frozenset[str]) -> bool:
-    """Whether a word's lexeme is among `unknown` (PostgreSQL's English stems are the word's start, but
-    for a final y stemmed to i: "company" -> "compani")."""
+def _lexeme_of(word: str, lexemes: frozenset[str]) -> str | None:
+    """The lexeme of `lexemes` that a word stems to: PostgreSQL's English stems are the word's start (but
+    for a final y stemmed to i: "company" -> "compani"); of several, the longest ("PayPal" is "paypal",
+    not "pay")."""
     w = word.lower().strip("'-")
-    return any(w.startswith(lx) or (lx.endswith("i") and w.startswith(lx[:-1] + "y")) for lx in unknown if len(lx) > 2)
+    found = [lx for lx in lexemes
+             if len(lx) > 2 and (w.startswith(lx) or (lx.endswith("i") and w.startswith(lx[:-1] + "y")))]
+    return max(found, key=len, default=None)
 
 
-def unnamed(message: str, unknown: tuple[str, ...] | frozenset[str]) -> list[str]:
+def unnamed(message: str, unknown: tuple[str, ...] | frozenset[str], named: tuple[str, ...] | frozenset[str] = ()
+            ) -> list[str]:
     """The words of the thing a message asks whether the product has ("Do you offer a Black Friday
     discount?" -> ["Black", "Friday"]) that the key's knowledge never contains (`unknown`: the message's
-    lexemes no chunk holds), or []. Only for a message that asks one question: in "Is there a student
+    lexemes no chunk holds; `named`: those some chunk holds, so that "PayPal" is read as "paypal", named,
+    not as "pay"), or []. Only for a message that asks one question: in "Is there a student
     discount? And how long is the trial?" the second question may well be answered."""
     if not unknown or len(_QUESTION.findall(message)) > 1:
         return []
     unknown = frozenset(unknown)
+    lexemes = unknown | frozenset(named)
     for m in _ASKS_FOR.finditer(message):
-        missing = [w for w in _which(m.group("x") or m.group("y") or m.group("z") or "") if _unknown_word(w, unknown)]
+        thing = m.group("x") or m.group("y") or m.group("z") or m.group("v") or ""
+        missing = [w for w in _which(thing) if _lexeme_of(w, lexemes) in unknown]
         if missing:
             return missing
     return []
@@ -289,7 +304,8 @@ def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: O
     support_score = support(chunks, thresholds.known_weight, share, thresholds.covered_weight) if chunks else 0.0
     scores["support"] = round(support_score, 4)
     scores["covered"] = round(share, 4)
-    missing = unnamed(message, next((c.unknown for c in chunks if c.unknown), ()))
+    listed = next((c for c in chunks if c.unknown), None)
+    missing = unnamed(message, listed.unknown, listed.named) if listed else []
     if not chunks or missing:
         decision = None
     elif dense:

@@ -187,6 +187,23 @@ def test_unnamed_names_the_unknown_words_of_the_thing_asked_for(message, unknown
     assert unnamed(message, unknown) == missing
 
 
+@pytest.mark.parametrize(("message", "unknown", "named", "missing"), [
+    ("Can I sync my rides from the Trailhead app to Strava?", ("strava",), ("trailhead",), ["Strava"]),
+    ("Can LedgerLoop send invoices via WhatsApp?", ("whatsapp",), ("invoic",), ["WhatsApp"]),
+    ("can I log in with Google", ("googl",), (), ["Google"]),
+    ("Can I pay with Apple Pay?", ("appl",), ("pay",), ["Apple"]),
+    ("How can I share a folder with a colleague?", ("colleagu",), ("folder",), []),   # asks the way
+    ("Can I send the invoice to my accountant?", ("accountant",), ("invoic",), []),   # a person, not a service
+    # "PayPal" is the lexeme "paypal", which the knowledge names, not "pay", which it does not
+    ("Can I pay with PayPal?", ("pay",), ("paypal",), []),
+    ("Do you accept PayPal? I'd rather not pay by card", ("pay",), ("paypal", "card"), []),
+])
+def test_unnamed_reads_a_service_that_data_or_money_goes_through(message, unknown, named, missing):
+    from services.search.strategy import unnamed
+
+    assert unnamed(message, unknown, named) == missing
+
+
 def test_a_question_whether_there_is_an_unnamed_thing_is_no_answer_however_close_the_passages():
     t = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6, answer_min_dense=0.2)
     close = [Chunk(str(i), "page", "Pricing", "", "Discounts for students.", f"/{i}", 0.0, 0.6, dense=0.7 - 0.1 * i,
