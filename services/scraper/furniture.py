@@ -43,8 +43,10 @@ _FURNITURE_NAME = re.compile(
     r"related|see-also|recommended|pagination|skip-link|toolbar|topbar|navbar|masthead|site-header|"
     r"site-footer|social|disqus|advert|sponsor|table-of-contents|(?:return|back)-to-top|more-questions|"
     r"article-info|post-date|entry-date|"   # the article's meta (Joomla's article-info, WordPress' post date)
+    r"version-?(?:badge|picker|select(?:or)?|switcher|dropdown)|"   # which docs version is shown (Docusaurus)
+    r"last-?modifi(?:ed|cation)|"     # XWiki's xdocLastModification
     r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?|footer|navigation|"
-    r"search|byline|author|reactions?|credits?|tags)(?:$|[-_ ]))"
+    r"search|byline|author|reactions?|credits?|tags|doc-?info)(?:$|[-_ ]))"
     # a part's meta line: entry-meta, post-meta, node__meta (Drupal), td-page-meta (Docsy), CardViewer__meta,
     # article-meta-row (Salesforce); not a wrapper that only names a field of meta (HubSpot's ..._meta_field)
     r"|[-_]meta(?:$| |__|-(?:row|info|bar|line|list|wrapper|container)(?:$| ))",
@@ -65,7 +67,7 @@ _PAGE_META = re.compile(
     r"|\d+ (?:out )?of \d+ (?:people |users )?found this (?:article )?helpful"
     r"|(?:(?-i:[A-Z][\w'.-]*(?: [A-Z][\w'.-]*){0,3})\s*[\u2022\u00b7|\u2013-]?\s*)?(?:last )?(?:updated|modified|edited) "
     r"(?:over |about |almost |less than )?(?:an?|\d+) (?:minute|hour|day|week|month|year)s? ago"
-    r"|(?:written|owned|posted|authored) by \S.{0,60}?(?:updated|published|$)"
+    r"|(?:written|owned|posted|authored|verified) by \S.{0,60}?(?:updated|published|$)"
     # counts of the page's readers: "3 min read", "1,284 views", "9 likes"
     r"|\d+ min(?:ute)?s? read(?:\s*[\u2022\u00b7|]\s*[^.!?]{0,60})?$|[\d,.]+k? (?:views?|likes?)$"
     r"|(?:last )?(?:updated|modified|published|update)(?: on)?:? (?:\d{1,2} [a-z]+ \d{4}|[a-z]+ \d{1,2},? \d{4}"
@@ -107,9 +109,11 @@ def remove_furniture(body) -> None:
 # "Need more help?", "Still can't find an answer?", "Have more questions?" (its heading, then a line
 # and a button). The box goes whole, when it is small; the same words in the article's text stay.
 _CALL_TO_CONTACT = re.compile(
-    r"(?:still )?(?:need|have|got) (?:more |any |further |other )?(?:help|questions?|assistance)\??"
+    r"(?:still )?(?:need|have|got) (?:more |any |further |other )?(?:help|questions?|assistance)"
+    r"(?: with this(?: article| page)?)?\??"
     r"|still (?:can'?t|cannot|didn'?t) find (?:an |the |your |what you(?:'re| are) looking for)?(?:answer)?\??"
-    r"|can'?t find what you(?:'re| are) looking for\??|didn'?t find (?:an |your |the )?answer\??", re.IGNORECASE)
+    r"|can'?t find what you(?:'re| are) looking for\??|didn'?t find (?:an |your |the )?answer\??"
+    r"|(?:still stuck\?* ?)?how can we help(?: you)?\?*|still stuck\?*", re.IGNORECASE)
 MAX_CALL_TO_CONTACT_CHARS = 300     # the box's whole text, at most
 _CALL_HEADS = "h2, h3, h4, h5, h6, strong, b, p, div, span"
 
@@ -151,11 +155,20 @@ def _drop_actions(body) -> None:
 
 def _reads_as_text(nav) -> bool:
     """A <nav> holding a paragraph whose text is mostly not links."""
-    if nav.css_first("p") is None:
-        return False
-    text = len(" ".join(nav.text(separator=" ").split()))
-    links = sum(len(" ".join(a.text(separator=" ").split())) for a in nav.css("a"))
+    return nav.css_first("p") is not None and _reads_as_prose(nav)
+
+
+def _reads_as_prose(node) -> bool:
+    """Text mostly not in links."""
+    text = len(" ".join(node.text(separator=" ").split()))
+    links = sum(len(" ".join(a.text(separator=" ").split())) for a in node.css("a"))
     return text > 0 and links <= MAX_NAV_LINK_SHARE * text
+
+
+# A "menu" that is not links is a price list (GoDaddy's <div class="widget widget-menu">), not navigation.
+# With headings of its own and text mostly not in links.
+_MENU = re.compile(r"(?<![a-z0-9])menu(?![a-z0-9])", re.IGNORECASE)
+_HEADED = "h2, h3, h4, h5, h6"
 
 
 def is_page_meta(text: str) -> bool:
@@ -173,6 +186,8 @@ def content_root(body):
         ids = {n.mem_id for n in found}
         nodes = [n for n in found if not any(p.mem_id in ids for p in _ancestors(n, body))]   # outermost only
         if len(nodes) == 1:
+            if _not_the_content(nodes[0], body):
+                continue
             return nodes[0]
         if nodes:
             sizes = [len(n.text(separator=" ")) for n in nodes]
@@ -183,6 +198,18 @@ def content_root(body):
             if len(titled) == 1 and len(body.css("h1")) == 1:
                 return titled[0]
     return body
+
+
+# A container named as the content that holds less than this share of the page's text, and not its one
+# h1, is not its content: GoDaddy's site builder gives its header widget role="main".
+MIN_MAIN_SHARE = 0.2
+
+
+def _not_the_content(node, body) -> bool:
+    headings = body.css("h1")
+    if len(headings) != 1 or node.css_first("h1") is not None:
+        return False
+    return len(node.text(separator=" ").split()) < MIN_MAIN_SHARE * len(body.text(separator=" ").split())
 
 
 def _ancestors(node, body) -> list:
@@ -203,14 +230,22 @@ def _names(node) -> str:
     return _CAMEL.sub("-", f"{attrs.get('class') or ''} {attrs.get('id') or ''} {attrs.get('data-testid') or ''}")
 
 
+# A name that says what a part is not: Weebly's content is <div class="wsite-elements wsite-not-footer">.
+_NEGATED = re.compile(r"(?<![a-z0-9])(?:not|non)[-_][a-z0-9]+", re.IGNORECASE)
+
+
 def _drop_furniture(body) -> None:
     """Removes the theme's furniture, recognised by its class or id (_FURNITURE_NAME) unless it holds
     the content, and asides that are no callout of the text."""
     for node in list(body.css(_FURNITURE_TAGS)):
         # A section's id is often an anchor of its topic (<section id="pagination"> of an API guide).
         names = _CAMEL.sub("-", node.attributes.get("class") or "") if node.tag == "section" else _names(node)
-        if _FURNITURE_NAME.search(names) and node.css_first(_HOLDS_CONTENT) is None:
+        names = _NEGATED.sub(" ", names)
+        if _FURNITURE_NAME.search(names) and node.css_first(_HOLDS_CONTENT) is None and not (
+                not _FURNITURE_NAME.search(_MENU.sub(" ", names)) and node.css_first(_HEADED) is not None
+                and _reads_as_prose(node)):
             node.decompose()
-    for node in list(body.css("aside")):
-        if not _CALLOUT_NAME.search(f"{_names(node)} {node.attributes.get('role') or ''}"):
+    for node in list(body.css("aside, [role=complementary]")):   # XWiki's side panels: a div in that role
+        if not _CALLOUT_NAME.search(f"{_names(node)} {node.attributes.get('role') or ''}") and (
+                node.tag == "aside" or node.css_first("main, article, [role=main]") is None):
             node.decompose()

@@ -71,7 +71,11 @@ def mark_scopes(body, max_title_chars: int) -> None:
                 panel.attrs[SCOPE_TAB] = label
                 if "aria-hidden" in panel.attrs:
                     del panel.attrs["aria-hidden"]   # an inactive tab's panel is content all the same
-            tablist.decompose()
+            if any(_inside(panel, tablist) for panel in panels):
+                for tab in tabs:     # an accordion written as a tab list holds its panels (Odoo's FAQ)
+                    tab.decompose()
+            else:
+                tablist.decompose()
     for set_selector, label_selector, panel_selector in _TAB_SETS:
         for tabs in body.css(set_selector):
             labels = tabs.css(label_selector)
@@ -101,6 +105,12 @@ def mark_scopes(body, max_title_chars: int) -> None:
             button.unwrap()
         else:
             button.replace_with(LexborHTMLParser(f"<summary>{html.escape(label)}</summary>").css_first("summary"))
+    # A button that holds a paragraph is text shown as a control: Redoc writes each response of an API
+    # operation ("409 The shipment has already been fully refunded") as a button that opens its schema.
+    for button in body.css("button"):
+        if button.css_first("p") is not None:
+            text = " ".join(button.text(separator=" ").split())
+            button.replace_with(LexborHTMLParser(f"<p>{html.escape(text)}</p>").css_first("p"))
 
 
 # Content tabs written without ARIA roles, as (the set, a tab's label, a tab's panel): MkDocs Material's
@@ -120,10 +130,22 @@ def _nearest(node, selector: str):
     return None
 
 
+def _inside(node, container) -> bool:
+    parent = node.parent
+    while parent is not None:
+        if parent.mem_id == container.mem_id:
+            return True
+        parent = parent.parent
+    return False
+
+
 def _controlled(body, tab):
-    """The element a tab names as its panel (aria-controls, or href="#id"), if there is one."""
+    """The element a tab names as its panel (aria-controls, Bootstrap's data-bs-target, or href="#id"),
+    if there is one."""
     attrs = tab.attributes
-    target = (attrs.get("aria-controls") or "").split(" ")[0] or (attrs.get("href") or "").removeprefix("#")
+    target = ((attrs.get("aria-controls") or "").split(" ")[0]
+              or (attrs.get("data-bs-target") or attrs.get("data-target") or "").removeprefix("#")
+              or (attrs.get("href") or "").removeprefix("#"))
     if not target or target == attrs.get("href") or '"' in target or "\\" in target:
         return None
     return body.css_first(f'[id="{target}"]')

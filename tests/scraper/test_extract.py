@@ -631,3 +631,54 @@ def test_an_faq_in_json_ld_the_page_shows_with_curly_quotes_is_read_once_and_ico
     <h3>What happens if I’m not home?</h3><p>We leave the box with a neighbour.</p></main></body></html>"""
     assert _sections(html) == [("Delivery", ["Boxes stay cold for 24 hours."]),
                                ("What happens if I’m not home?", ["We leave the box with a neighbour."])]
+
+
+def test_a_wrapper_named_by_what_it_is_not_a_header_in_main_s_role_and_a_price_menu_are_read_as_they_are():
+    """Weebly's content is <div class="wsite-not-footer">; GoDaddy's site builder gives its header widget
+    role="main" (the FAQ is outside it) and names a price list "widget-menu"; a link menu stays out."""
+    weebly = """<body><div id="wsite-content" class="wsite-elements wsite-not-footer"><h2>Classes</h2>
+    <p>A taster evening costs £35 and lasts 2 hours.</p></div><div class="wsite-footer">© Studio</div></body>"""
+    assert _sections(weebly) == [("Classes", ["A taster evening costs £35 and lasts 2 hours."])]
+    godaddy = """<body><div data-ux="Header" role="main"><a href="/">Pawfect Grooming</a>
+    <ul class="nav-menu"><li><a href="/">Home</a></li><li><a href="/faq">FAQ</a></li></ul></div>
+    <div class="widget widget-faq"><h1>Frequently Asked Questions</h1>
+    <h4>How long does a groom take?</h4><p>Most dogs are ready within 3 hours, and we text you when they are.</p></div>
+    <div class="widget widget-menu widget-menu-menu-4"><h2>Grooming Prices</h2>
+    <h4>Full groom, up to 25 lb</h4><p>$65.00</p><p>Bath, breed-style haircut, nails and ears.</p></div></body>"""
+    sections = _sections(godaddy)
+    assert ("How long does a groom take?", ["Most dogs are ready within 3 hours, and we text you when they are."]) in sections
+    assert ("Full groom, up to 25 lb", ["$65.00", "Bath, breed-style haircut, nails and ears."]) in sections
+    assert not any("Home" in line for _, lines in sections for line in lines)
+
+
+def test_an_accordion_written_as_a_tab_list_keeps_its_panels():
+    """Odoo's FAQ snippet: role=tablist around both the questions (role=tab, data-bs-target) and the
+    answers (role=tabpanel); the questions head the answers."""
+    html = """<main><h1>Aquarium care</h1><div id="acc" class="accordion" role="tablist">
+    <div class="card"><a href="#" role="tab" data-bs-toggle="collapse" aria-expanded="false" data-bs-target="#t1">How should I acclimatise new fish?</a>
+    <div class="collapse" role="tabpanel" id="t1"><div class="card-body"><p>Float the sealed bag for 15 minutes.</p></div></div></div>
+    <div class="card"><a href="#" role="tab" data-bs-toggle="collapse" aria-expanded="false" data-bs-target="#t2">Can I collect my order?</a>
+    <div class="collapse" role="tabpanel" id="t2"><div class="card-body"><p>Yes, Thursday to Saturday 10:00–16:00.</p></div></div></div>
+    </div></main>"""
+    text = extract_html(html, "http://x.test/a").text
+    assert "Float the sealed bag for 15 minutes." in text and "Thursday to Saturday 10:00–16:00" in text
+    assert text.index("How should I acclimatise new fish?") < text.index("Float the sealed bag")
+
+
+def test_a_button_holding_a_paragraph_is_text_and_more_page_furniture_of_docs_and_wikis_goes():
+    """Redoc writes an operation's responses as buttons; Docusaurus' version badge, XWiki's last-modified
+    line and side panels (role=complementary), DokuWiki's docInfo, Slab's verification line and
+    contact boxes ("Still stuck? How can we help?", "Still need help with this?") are about the page."""
+    html = """<body><div id="rightPanels" class="panels right" role="complementary"><div class="panel">
+    <h1 class="xwikipaneltitle">Quick Links</h1><ul><li><a href="/a">Safety contacts</a></li></ul></div></div>
+    <main><span class="theme-doc-version-badge badge">Version: 4.0</span><h1>Refunds</h1>
+    <div class="xdocLastModification">Last modified by Mercy Okafor on 2024/02/11</div>
+    <div class="post-verification"><span>Verified by Ines Carvalho · Expires in 3 months</span></div>
+    <h3>Responses</h3><button class="sc-gsDKAQ"><strong>409 </strong><div class="redoc-markdown">
+    <p>The shipment has already been fully refunded</p></div></button><button>Copy</button>
+    <p>Refunds are paid within 5 business days.</p>
+    <div class="csh-contact"><p class="csh-contact-title">Still stuck? How can we help?</p><a class="csh-contact-button" href="/chat">Chat with us</a></div>
+    <div class="cv-kb-article-contact"><p>Still need help with this?</p><a href="/c">Contact us about this article</a></div>
+    <div class="docInfo"><bdi>refunds.txt</bdi> · Last modified: 2024/03/14 10:12 by mkoenig</div></main></body>"""
+    assert _sections(html) == [("Refunds", []), ("Responses", ["409 The shipment has already been fully refunded",
+                                                                   "Refunds are paid within 5 business days."])]
