@@ -12,7 +12,7 @@ from services.scraper.fetching import normalize_url
 from services.scraper.furniture import content_root, is_page_meta, remove_furniture
 from services.scraper.rendered import (NOSCRIPT_FALLBACK_CHARS, NOSCRIPT_MIN_CHARS, attach_shadow_roots, has_noscript,
                                        read_noscript, structured_faq)
-from services.scraper.scopes import SCOPE_TAB, SCOPE_TITLE, mark_scopes
+from services.scraper.scopes import SCOPE_TAB, SCOPE_TITLE, mark_scopes, within
 from services.scraper.tables import is_table, label_icon_cells, table_lines
 
 _BLOCKS = {"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "dt", "dd", "td", "th", "figcaption",
@@ -170,7 +170,7 @@ def _head_with_title(page: Page, root, body) -> None:
     h1s = body.css("h1")
     candidates = h1s if len(h1s) == 1 else []
     if page.title:
-        candidates = [*candidates, *(h2 for h2 in body.css("h2") if not _within(h2, root))]
+        candidates = [*candidates, *(h2 for h2 in body.css("h2") if not within(h2, root))]
     # The <title>'s first part, before the site's name ("Why was I charged twice? : Brightwave Support"):
     # a heading that starts with it and goes on with a control's label ("… Print") is that title.
     first = _TITLE_PARTS.split(page.title, maxsplit=1)[0].strip() if page.title else ""
@@ -209,15 +209,6 @@ def _shows_nothing(node) -> bool:
     if node.tag == "-text":
         return not (node.text(deep=False) or "").strip()
     return node.tag not in _SHOWS_ALONE and not any(ch.isalnum() for ch in node.text(separator=""))
-
-
-def _within(node, container) -> bool:
-    parent = node.parent
-    while parent is not None:
-        if parent.mem_id == container.mem_id:
-            return True
-        parent = parent.parent
-    return False
 
 
 def _is_heading(node, text: str) -> bool:

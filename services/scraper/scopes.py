@@ -71,7 +71,7 @@ def mark_scopes(body, max_title_chars: int) -> None:
                 panel.attrs[SCOPE_TAB] = label
                 if "aria-hidden" in panel.attrs:
                     del panel.attrs["aria-hidden"]   # an inactive tab's panel is content all the same
-            if any(_inside(panel, tablist) for panel in panels):
+            if any(within(panel, tablist) for panel in panels):
                 for tab in tabs:     # an accordion written as a tab list holds its panels (Odoo's FAQ)
                     tab.decompose()
             else:
@@ -130,7 +130,8 @@ def _nearest(node, selector: str):
     return None
 
 
-def _inside(node, container) -> bool:
+def within(node, container) -> bool:
+    """Whether `container` is one of `node`'s ancestors."""
     parent = node.parent
     while parent is not None:
         if parent.mem_id == container.mem_id:
