@@ -31,7 +31,8 @@ _HEADING_NAME = re.compile(r"(^|[-_ ])(title|heading|subheading|subtitle|questio
 _INLINE_EMPHASIS = {"strong", "b"}
 # A callout's label alone ("TIP", "Note:", VitePress' custom-block title, Microsoft Learn's alerts): it
 # heads nothing and says nothing. An <h2>Important</h2> is a heading all the same.
-_LABELS = frozenset("note tip tips info warning caution danger important hint attention notice".split())
+_LABELS = frozenset("note tip tips info warning caution danger important hint attention notice".split()) | {
+    "contents", "table of contents", "on this page", "in this article"}   # a table of contents' label
 _LEVEL = {f"h{n}": n for n in range(1, 7)}     # a heading element's rank
 MINOR_HEADING = 7        # the rank of a heading by style (a bold paragraph, a title class, a <summary>)
 # An element of another name than a block or container (a <span>, a custom element such as

@@ -103,6 +103,7 @@ def remove_furniture(body) -> None:
     _drop_furniture(body)
     _drop_calls_to_contact(body)
     _drop_actions(body)
+    _drop_tables_of_contents(body)
 
 
 # The box a theme closes an article with, asking the reader to get in touch: "Still need help?",
@@ -151,6 +152,27 @@ def _drop_actions(body) -> None:
                 c.tag == "-text" or (c.tag == "a" and _BUTTON_STYLE.search(c.attributes.get("class") or ""))
                 for c in children) and any(c.tag == "a" for c in children):
             row.decompose()
+
+
+def _drop_tables_of_contents(body) -> None:
+    """A list whose every item names a heading of the page is its table of contents, however it is
+    named or written (Wiki.js: <div role="list"> of <div role="listitem"> without links)."""
+    headings = {" ".join(h.text(separator=" ").split()).casefold()
+                for h in body.css("h2, h3, h4, h5, h6, [role=heading]")}
+    if len(headings) < 2:
+        return
+    for listing in list(body.css("ul, ol, [role=list]")):
+        if listing.parent is None:
+            continue     # inside a table of contents already removed
+        items = [c for c in listing.iter() if c.tag == "li" or c.attributes.get("role") == "listitem"]
+        if len(items) >= 2 and all(_label(item) in headings for item in items):
+            listing.decompose()
+
+
+def _label(item) -> str:
+    """A list item's link text (or its text), as a heading's text is compared."""
+    link = item.css_first("a")
+    return " ".join((link if link is not None else item).text(separator=" ").split()).casefold()
 
 
 def _reads_as_text(nav) -> bool:
@@ -237,13 +259,19 @@ _NEGATED = re.compile(r"(?<![a-z0-9])(?:not|non)[-_][a-z0-9]+", re.IGNORECASE)
 def _drop_furniture(body) -> None:
     """Removes the theme's furniture, recognised by its class or id (_FURNITURE_NAME) unless it holds
     the content, and asides that are no callout of the text."""
+    kept: set[int] = set()    # what a price list holds, whatever its name
     for node in list(body.css(_FURNITURE_TAGS)):
+        if node.mem_id in kept:
+            continue
         # A section's id is often an anchor of its topic (<section id="pagination"> of an API guide).
         names = _CAMEL.sub("-", node.attributes.get("class") or "") if node.tag == "section" else _names(node)
         names = _NEGATED.sub(" ", names)
-        if _FURNITURE_NAME.search(names) and node.css_first(_HOLDS_CONTENT) is None and not (
-                not _FURNITURE_NAME.search(_MENU.sub(" ", names)) and node.css_first(_HEADED) is not None
-                and _reads_as_prose(node)):
+        if not _FURNITURE_NAME.search(names):
+            continue
+        if not _FURNITURE_NAME.search(_MENU.sub(" ", names)) and node.css_first(_HEADED) is not None \
+                and _reads_as_prose(node):
+            kept.update(inner.mem_id for inner in node.css(_FURNITURE_TAGS))
+        elif node.css_first(_HOLDS_CONTENT) is None:
             node.decompose()
     for node in list(body.css("aside, [role=complementary]")):   # XWiki's side panels: a div in that role
         if not _CALLOUT_NAME.search(f"{_names(node)} {node.attributes.get('role') or ''}") and (

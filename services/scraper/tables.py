@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from services.scraper.furniture import SCREEN_READER_ONLY
 
 # ARIA's table roles: tables built of <div>s (Wix, React design systems) read as <table>s do.
@@ -134,11 +136,19 @@ def _span(cell, name: str) -> int:
     return min(int(value), 100) if value.isdigit() and int(value) > 0 else 1
 
 
+# Bold by an inline style, as site builders' editors write it (Jimdo: <span style="font-weight: bold;">).
+_BOLD_STYLE = re.compile(r"font-weight\s*:\s*(?:bold(?:er)?|[6-9]00)\b", re.IGNORECASE)
+
+
 def _all_bold(cell, text: str) -> bool:
-    """A cell whose text is all in <strong> or <b> (an empty one too, as a head's corner cell is)."""
+    """A cell whose text is all in <strong> or <b>, or bold by its style (an empty one too, as a head's
+    corner cell is)."""
     if not text:
         return True
-    bold = " ".join(" ".join(b.text(separator=" ").split()) for b in cell.css("strong, b"))
+    if _BOLD_STYLE.search(cell.attributes.get("style") or ""):
+        return True
+    bold = " ".join(" ".join(b.text(separator=" ").split()) for b in cell.css("strong, b, [style*=font-weight]")
+                    if b.tag in ("strong", "b") or _BOLD_STYLE.search(b.attributes.get("style") or ""))
     return bold.replace(" ", "") == text.replace(" ", "")
 
 

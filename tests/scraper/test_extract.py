@@ -682,3 +682,22 @@ def test_a_button_holding_a_paragraph_is_text_and_more_page_furniture_of_docs_an
     <div class="docInfo"><bdi>refunds.txt</bdi> · Last modified: 2024/03/14 10:12 by mkoenig</div></main></body>"""
     assert _sections(html) == [("Refunds", []), ("Responses", ["409 The shipment has already been fully refunded",
                                                                    "Refunds are paid within 5 business days."])]
+
+
+def test_a_list_naming_the_page_s_headings_is_its_table_of_contents_and_a_bold_styled_row_heads_a_table():
+    """Wiki.js writes its table of contents as <div role="list"> items without links (with the label
+    "Table of Contents"); Jimdo's editor bolds a table's head row with an inline style."""
+    html = """<body><div class="toc-card"><div class="overline">Table of Contents</div><div role="list">
+    <div role="listitem"><div class="v-list-item__title">Requirements</div></div>
+    <div role="listitem"><div class="v-list-item__title">Delivery costs</div></div></div></div>
+    <main><h1>Ordering honey</h1><p>We deliver across the country.</p>
+    <h2>Requirements</h2><p>Orders need at least 2 jars.</p>
+    <h2>Delivery costs</h2><table class="j-table"><tr><td><span style="font-weight: bold;">Order</span></td>
+    <td><span style="font-weight: bold;">Cost</span></td></tr><tr><td>2–6 jars</td><td>€4.90</td></tr>
+    <tr><td>7 jars or more</td><td>free</td></tr></table>
+    <ul><li>Jars are packed in paper.</li><li>Requirements differ abroad.</li></ul></main></body>"""
+    sections = _sections(html)
+    assert sections[0] == ("Ordering honey", ["We deliver across the country."])
+    assert sections[1] == ("Requirements", ["Orders need at least 2 jars."])
+    assert sections[2][0] == "Delivery costs" and "7 jars or more — Cost: free" in sections[2][1]
+    assert "Jars are packed in paper." in sections[2][1] and len(sections) == 3
