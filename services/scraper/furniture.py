@@ -46,7 +46,7 @@ _FURNITURE_NAME = re.compile(
     r"version-?(?:badge|picker|select(?:or)?|switcher|dropdown)|"   # which docs version is shown (Docusaurus)
     r"last-?modifi(?:ed|cation)|"     # XWiki's xdocLastModification
     r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?|footer|navigation|"
-    r"search|byline|author|reactions?|credits?|tags|doc-?info)(?:$|[-_ ]))"
+    r"search|byline|author|reactions?|credits?|tags?|doc-?info)(?:$|[-_ ]))"
     # a part's meta line: entry-meta, post-meta, node__meta (Drupal), td-page-meta (Docsy), CardViewer__meta,
     # article-meta-row (Salesforce); not a wrapper that only names a field of meta (HubSpot's ..._meta_field)
     r"|[-_]meta(?:$| |__|-(?:row|info|bar|line|list|wrapper|container)(?:$| ))",
@@ -104,6 +104,7 @@ def remove_furniture(body) -> None:
     _drop_calls_to_contact(body)
     _drop_actions(body)
     _drop_tables_of_contents(body)
+    _drop_more_articles(body)
 
 
 # The box a theme closes an article with, asking the reader to get in touch: "Still need help?",
@@ -113,7 +114,7 @@ _CALL_TO_CONTACT = re.compile(
     r"(?:still )?(?:need|have|got) (?:more |any |further |other )?(?:help|questions?|assistance)"
     r"(?: with this(?: article| page)?)?\??"
     r"|still (?:can'?t|cannot|didn'?t) find (?:an |the |your |what you(?:'re| are) looking for)?(?:answer)?\??"
-    r"|can'?t find what you(?:'re| are) looking for\??|didn'?t find (?:an |your |the )?answer\??"
+    r"|(?:can'?t|didn'?t) find what you(?:'re| are| were) looking for\??|didn'?t find (?:an |your |the )?answer\??"
     r"|(?:still stuck\?* ?)?how can we help(?: you)?\?*|still stuck\?*", re.IGNORECASE)
 MAX_CALL_TO_CONTACT_CHARS = 300     # the box's whole text, at most
 _CALL_HEADS = "h2, h3, h4, h5, h6, strong, b, p, div, span"
@@ -167,6 +168,54 @@ def _drop_tables_of_contents(body) -> None:
         items = [c for c in listing.iter() if c.tag == "li" or c.attributes.get("role") == "listitem"]
         if len(items) >= 2 and all(_label(item) in headings for item in items):
             listing.decompose()
+
+
+# The heading of a list of other articles: "Related articles", "More in Running payroll", "See also".
+_MORE_ARTICLES = re.compile(
+    r"(?:related|similar|popular|recommended|other|more|recent(?:ly viewed)?|top|trending|promoted|latest)"
+    r"(?: help)? (?:articles|questions|topics|guides|posts|docs|links|resources|reading|pages|information|help)"
+    r"(?: in (?:this|the same) (?:section|category|collection))?"
+    r"|articles in this (?:section|category|collection)|more in \S.{0,60}|see also|read next|you (?:may|might) also like",
+    re.IGNORECASE)
+
+
+def _drop_more_articles(body) -> None:
+    """A heading of other articles with only a list of links under it (in its own box, or the list right
+    after it), the list with it."""
+    # Innermost first: a box inside another is gone before the outer one is read (nested boxes: linear).
+    for heading in reversed(body.css("h2, h3, h4, h5, h6")):
+        if heading.parent is None or not _MORE_ARTICLES.fullmatch(" ".join(heading.text(separator=" ").split())):
+            continue
+        box = heading.parent
+        if box.tag in ("div", "section", "aside", "nav"):
+            # Only lists of links beside the heading; the first other child ends the look, and a box of
+            # other boxes is never walked (nested boxes, or many headings in one box: linear).
+            lists = 0
+            for child in box.iter():
+                if child.mem_id == heading.mem_id or child.tag == "-comment" or (
+                        child.tag == "-text" and not (child.text() or "").strip()):
+                    continue
+                if child.tag not in ("ul", "ol") or not _only_links(child):
+                    lists = 0
+                    break
+                lists += 1
+            if lists:
+                box.decompose()
+                continue
+        after = heading.next
+        while after is not None and (after.tag == "-comment" or (after.tag == "-text" and not (after.text() or "").strip())):
+            after = after.next
+        if after is not None and after.tag in ("ul", "ol") and _only_links(after):
+            after.decompose()
+            heading.decompose()
+
+
+def _only_links(node) -> bool:
+    """A list (or a block) whose text is all in links."""
+    if node.tag == "-text":
+        return False
+    text = "".join(node.text(separator=" ").split())
+    return bool(text) and "".join(" ".join(a.text(separator=" ") for a in node.css("a")).split()) == text
 
 
 def _label(item) -> str:
@@ -264,7 +313,8 @@ def _drop_furniture(body) -> None:
         if node.mem_id in kept:
             continue
         # A section's id is often an anchor of its topic (<section id="pagination"> of an API guide).
-        names = _CAMEL.sub("-", node.attributes.get("class") or "") if node.tag == "section" else _names(node)
+        names = _CAMEL.sub("-", f"{node.attributes.get('class') or ''} {node.attributes.get('data-testid') or ''}") \
+            if node.tag == "section" else _names(node)
         names = _NEGATED.sub(" ", names)
         if not _FURNITURE_NAME.search(names):
             continue

@@ -701,3 +701,21 @@ def test_a_list_naming_the_page_s_headings_is_its_table_of_contents_and_a_bold_s
     assert sections[1] == ("Requirements", ["Orders need at least 2 jars."])
     assert sections[2][0] == "Delivery costs" and "7 jars or more — Cost: free" in sections[2][1]
     assert "Jars are packed in paper." in sections[2][1] and len(sections) == 3
+
+
+def test_lists_of_other_articles_under_their_heading_and_a_category_tag_are_not_content():
+    """"More in <collection>" (Front), "Related articles" in a section named only by its data-testid
+    (LiveChat), "Popular articles" right before its list; a contact box asking "Didn't find what you were
+    looking for?" (Re:amaze); a category tag above the title (Webflow). A section whose links are a
+    sentence's stays."""
+    html = """<main><div class="article-category-tag">Installation</div><h1>Paying staff</h1>
+    <p>Payroll runs on the 25th; see <a href="/a">pay dates</a>.</p>
+    <h2>See also</h2><p>Payslips are emailed the same day, as <a href="/b">payslips</a> explains.</p>
+    <section aria-labelledby="more"><h2 id="more">More in Running payroll</h2><ul><li><a href="/c">Changing your pay date</a></li>
+    <li><a href="/d">Paying a leaver</a></li></ul></section>
+    <section data-testid="related-articles"><h2>Related reading</h2><ul><li><a href="/e">Bringing a guest</a></li></ul></section>
+    <h3>Popular articles</h3><ul><li><a href="/f">Plans and pricing</a></li><li><a href="/g">Refunds</a></li></ul>
+    <div class="faq-contact-cta well"><h4>Didn't find what you were looking for?</h4><p>Our crew replies within a few hours.</p>
+    <a class="btn btn-primary" href="/contact">Contact Us</a></div></main>"""
+    assert _sections(html) == [("Paying staff", ["Payroll runs on the 25th; see pay dates."]),
+                               ("See also", ["Payslips are emailed the same day, as payslips explains."])]
