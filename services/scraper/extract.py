@@ -130,6 +130,33 @@ def _links(tree, body, url: str) -> list[str]:
     return list(links)
 
 
+# React's streamed server rendering (Next.js App Router, Suspense): the page arrives with a fallback
+# (a skeleton) after <template id="B:0">, and the content later in <div hidden id="S:0">, which a script
+# $RC("B:0","S:0") puts in the fallback's place. Read as the browser shows it.
+_REACT_REVEAL = re.compile(r"\$RC\(\s*\"(B:[\w:-]+)\"\s*,\s*\"(S:[\w:-]+)\"\s*\)")
+
+
+def reveal_streamed(body) -> None:
+    calls = [m.groups() for script in body.css("script") if "$RC(" in (script.text() or "")
+             for m in _REACT_REVEAL.finditer(script.text() or "")]
+    for boundary, segment in calls[:1000]:
+        template = body.css_first(f'template[id="{boundary}"]')
+        content = body.css_first(f'[id="{segment}"]')
+        if template is None or content is None:
+            continue
+        fallback, node = [], template.next
+        while node is not None and not (node.tag == "-comment" and node.html == "<!--/$-->"):
+            fallback.append(node)
+            node = node.next
+        for part in fallback if node is not None else ():   # up to the boundary's end, if it has one
+            part.decompose()
+        if "hidden" in content.attrs:
+            del content.attrs["hidden"]
+        template.insert_before(content)     # a copy
+        content.decompose()
+        template.decompose()
+
+
 def _extract(html: str, url: str, *, noscript: bool) -> Page:
     tree = LexborHTMLParser(html)
     page = _head(tree, url)
@@ -140,6 +167,7 @@ def _extract(html: str, url: str, *, noscript: bool) -> Page:
         page.links = _links(tree, body, url)
     faq = structured_faq(tree)           # before the furniture goes, with the <script>s
     attach_shadow_roots(body)
+    reveal_streamed(body)                  # before the <script>s go
     if noscript:
         read_noscript(body)
     mark_scopes(body, MAX_HEADING_CHARS)   # before the furniture goes: a tab list may be a <nav> or hold <button>s

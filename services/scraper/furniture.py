@@ -8,7 +8,8 @@ import re
 
 # Text for screen readers only: "Skip to content", a search box's label (in a table cell, what its icon
 # means: services/scraper/tables.py reads it there first).
-SCREEN_READER_ONLY = ".sr-only, .visually-hidden, .visuallyhidden, .screen-reader-text, .show-for-sr"
+SCREEN_READER_ONLY = (".sr-only, .visually-hidden, .visuallyhidden, .screen-reader-text, .show-for-sr, "
+                      "[class*=-visually-hidden], [class*=-sr-only]")   # a design system's own (govuk-, usa-)
 # Hidden from every reader; but the panel a disclosure toggle opens (`aria-controls` naming its id on an
 # element with `aria-expanded`: SharePoint's collapsible sections, jQuery UI accordions) is content the
 # reader opens, whatever hides it until then.

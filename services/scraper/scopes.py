@@ -98,6 +98,13 @@ def mark_scopes(body, max_title_chars: int) -> None:
         title.decompose()
     for button in body.css(_DISCLOSURE):
         label = SPACE_BEFORE_MARK.sub("", " ".join(button.text(separator=" ").split()))
+        if _TOGGLE_ACTION.fullmatch(label):
+            continue     # "Show all sections": a control, dropped with the page's other buttons
+        # The toggle's state word in an element of its own (GOV.UK: "Check you are eligible" + "Show")
+        for part in button.css("span, div, i, em"):
+            if part.parent is not None and _TOGGLE_ACTION.fullmatch(" ".join(part.text(separator=" ").split())):
+                part.decompose()
+        label = SPACE_BEFORE_MARK.sub("", " ".join(button.text(separator=" ").split()))
         if button.attributes.get("role") == "tab" or not label or len(label) > (
                 MAX_QUESTION_CHARS if label.endswith("?") else max_title_chars):
             continue
@@ -128,6 +135,12 @@ def _nearest(node, selector: str):
             return parent.mem_id
         parent = parent.parent
     return None
+
+
+# What a disclosure toggle says it does, beside its title (GOV.UK's accordion: "Check you are eligible"
+# and "Show"), or all it says (a "Show all sections" control).
+_TOGGLE_ACTION = re.compile(r"(?:show|hide|expand|collapse|open|close)(?: all| this)?(?: sections?| answers?)?",
+                            re.IGNORECASE)
 
 
 def within(node, container) -> bool:

@@ -719,3 +719,25 @@ def test_lists_of_other_articles_under_their_heading_and_a_category_tag_are_not_
     <a class="btn btn-primary" href="/contact">Contact Us</a></div></main>"""
     assert _sections(html) == [("Paying staff", ["Payroll runs on the 25th; see pay dates."]),
                                ("See also", ["Payslips are emailed the same day, as payslips explains."])]
+
+
+def test_streamed_react_content_a_gov_uk_accordion_and_its_controls_read_as_shown():
+    """Next.js streams a Suspense boundary's content into <div hidden id="S:0">, which $RC puts in place
+    of the fallback; GOV.UK's accordion buttons carry a visually hidden comma and a "Show" state word,
+    and a "Show all sections" control."""
+    streamed = """<body><main><h1>Disputes</h1><h2>Timeline</h2><!--$?--><template id="B:0"></template>
+    <div class="animate-pulse">Loading…</div><!--/$--><h2>Contact</h2><p>Call us on 0800 000.</p></main>
+    <div hidden id="S:0"><p>A merchant has up to 45 days to respond.</p></div>
+    <script>$RC("B:0","S:0")</script></body>"""
+    assert _sections(streamed) == [("Disputes", []), ("Timeline", ["A merchant has up to 45 days to respond."]),
+                                   ("Contact", ["Call us on 0800 000."])]
+    unclosed = streamed.replace("<!--/$-->", "")     # no end of the boundary: nothing after it goes
+    assert ("Contact", ["Call us on 0800 000."]) in _sections(unclosed)
+    govuk = """<main><h1>Apply</h1><div class="govuk-accordion__controls"><button type="button"
+    class="govuk-accordion__show-all" aria-expanded="false"><span>Show all sections</span></button></div>
+    <h3 class="govuk-accordion__section-heading"><button type="button" aria-controls="c1" aria-expanded="false">
+    <span class="govuk-accordion__section-heading-text">Check you are eligible</span>
+    <span class="govuk-visually-hidden">, </span><span class="govuk-accordion__section-toggle">
+    <span class="govuk-accordion__section-toggle-text">Show</span></span></button></h3>
+    <div id="c1" class="govuk-accordion__section-content"><p>You must be 18 or over.</p></div></main>"""
+    assert _sections(govuk) == [("Apply", []), ("Check you are eligible", ["You must be 18 or over."])]
