@@ -187,15 +187,25 @@ def _drop_more_articles(body) -> None:
     for heading in reversed(body.css("h2, h3, h4, h5, h6")):
         if heading.parent is None or not _MORE_ARTICLES.fullmatch(" ".join(heading.text(separator=" ").split())):
             continue
-        box = heading.parent
-        if box.tag in ("div", "section", "aside", "nav"):
+        # The heading may sit in wrappers of its own (Liferay: <div class="portlet-header"><div><h2>), and
+        # the list in others beside them (<div class="portlet-body"><ul>).
+        branch, box = heading, heading.parent
+        for _ in range(MAX_WRAPPERS):
+            if box is None or box is body or box.tag != "div" or _only_child(box) is None:
+                break
+            branch, box = box, box.parent
+        if box is not None and box is not body and box.tag in ("div", "section", "aside", "nav"):
             # Only lists of links beside the heading; the first other child ends the look, and a box of
             # other boxes is never walked (nested boxes, or many headings in one box: linear).
             lists = 0
             for child in box.iter():
-                if child.mem_id == heading.mem_id or child.tag == "-comment" or (
+                if child.mem_id == branch.mem_id or child.tag == "-comment" or (
                         child.tag == "-text" and not (child.text() or "").strip()):
                     continue
+                for _ in range(MAX_WRAPPERS):
+                    if child.tag != "div" or _only_child(child) is None:
+                        break
+                    child = _only_child(child)
                 if child.tag not in ("ul", "ol") or not _only_links(child):
                     lists = 0
                     break
@@ -209,6 +219,21 @@ def _drop_more_articles(body) -> None:
         if after is not None and after.tag in ("ul", "ol") and _only_links(after):
             after.decompose()
             heading.decompose()
+
+
+MAX_WRAPPERS = 3     # <div>s around a heading or a list, each holding only it
+
+
+def _only_child(node):
+    """The one element in `node`, when it holds nothing else (no text of its own), else None."""
+    found = None
+    for child in node.iter():
+        if child.tag == "-comment" or (child.tag == "-text" and not (child.text() or "").strip()):
+            continue
+        if child.tag == "-text" or found is not None:
+            return None
+        found = child
+    return found
 
 
 def _only_links(node) -> bool:

@@ -154,9 +154,12 @@ def within(node, container) -> bool:
 
 
 def _controlled(body, tab):
-    """The element a tab names as its panel (aria-controls, Bootstrap's data-bs-target, or href="#id"),
-    if there is one."""
+    """The element a tab names as its panel (aria-controls, Bootstrap's data-bs-target, or href="#id", on
+    the tab or on its link: Magento's <li role="tab"><a href="#id">), if there is one."""
     attrs = tab.attributes
+    if not any(attrs.get(name) for name in ("aria-controls", "data-bs-target", "data-target", "href")):
+        link = tab.css_first("a[href^='#']")
+        attrs = link.attributes if link is not None else attrs
     target = ((attrs.get("aria-controls") or "").split(" ")[0]
               or (attrs.get("data-bs-target") or attrs.get("data-target") or "").removeprefix("#")
               or (attrs.get("href") or "").removeprefix("#"))

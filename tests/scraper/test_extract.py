@@ -741,3 +741,21 @@ def test_streamed_react_content_a_gov_uk_accordion_and_its_controls_read_as_show
     <span class="govuk-accordion__section-toggle-text">Show</span></span></button></h3>
     <div id="c1" class="govuk-accordion__section-content"><p>You must be 18 or over.</p></div></main>"""
     assert _sections(govuk) == [("Apply", []), ("Check you are eligible", ["You must be 18 or over."])]
+
+
+def test_a_tab_naming_its_panel_by_its_link_and_a_related_list_in_wrappers_of_its_own():
+    """Magento Page Builder: <li role="tab"><a href="#id"> names a panel that has no tabpanel role;
+    Liferay's Asset Publisher: the "Related help" heading and its list each in wrappers of their own."""
+    html = """<main><h1>Delivery</h1><ul role="tablist" class="tabs-navigation">
+    <li role="tab" class="tab-header"><a href="#T1" class="tab-title"><span>Tools</span></a></li>
+    <li role="tab" class="tab-header"><a href="#T2" class="tab-title"><span>Live plants</span></a></li></ul>
+    <div class="tabs-content"><div data-content-type="tab-item" id="T1"><p>Tools ship within 2 days.</p></div>
+    <div data-content-type="tab-item" id="T2"><p>Plants ship on Mondays only.</p></div></div>
+    <section class="portlet"><div class="portlet-content"><div class="portlet-header"><div><h2 class="portlet-title-text">Related help</h2></div></div>
+    <div class="portlet-content-container"><div class="portlet-body"><ul class="title-list">
+    <li><a href="/a">What to do after a burst pipe</a></li><li><a href="/b">How to make a complaint</a></li></ul></div></div>
+    </div></section></main>"""
+    sections = _sections(html)
+    assert [s for s in sections if s[1]] == [("Delivery (Tools)", ["Tools ship within 2 days."]),
+                                            ("Delivery (Live plants)", ["Plants ship on Mondays only."])]
+    assert not any("Related help" in s[0] for s in sections)
