@@ -13,7 +13,7 @@ from services.scraper.furniture import content_root, is_page_meta, remove_furnit
 from services.scraper.rendered import (NOSCRIPT_FALLBACK_CHARS, NOSCRIPT_MIN_CHARS, attach_shadow_roots, has_noscript,
                                        read_noscript, structured_faq)
 from services.scraper.scopes import SCOPE_TAB, SCOPE_TITLE, mark_scopes, within
-from services.scraper.tables import is_table, label_icon_cells, table_lines
+from services.scraper.tables import BOLD_STYLE, is_table, label_icon_cells, table_lines
 
 _BLOCKS = {"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "dt", "dd", "td", "th", "figcaption",
            "summary"}
@@ -259,7 +259,9 @@ def _is_heading(node, text: str) -> bool:
 
 
 def _styled_heading(node) -> bool:
-    return bool(_HEADING_NAME.search(node.attributes.get("class") or "")) or node.attributes.get("role") == "heading"
+    attrs = node.attributes
+    return bool(_HEADING_NAME.search(attrs.get("class") or "")) or attrs.get("role") == "heading" or bool(
+        BOLD_STYLE.search(attrs.get("style") or ""))   # <div style="font-size:18px;font-weight:700">
 
 
 def _definitions(dl) -> list[str]:

@@ -137,7 +137,7 @@ def _span(cell, name: str) -> int:
 
 
 # Bold by an inline style, as site builders' editors write it (Jimdo: <span style="font-weight: bold;">).
-_BOLD_STYLE = re.compile(r"font-weight\s*:\s*(?:bold(?:er)?|[6-9]00)\b", re.IGNORECASE)
+BOLD_STYLE = re.compile(r"font-weight\s*:\s*(?:bold(?:er)?|[6-9]00)\b", re.IGNORECASE)
 
 
 def _all_bold(cell, text: str) -> bool:
@@ -145,10 +145,10 @@ def _all_bold(cell, text: str) -> bool:
     corner cell is)."""
     if not text:
         return True
-    if _BOLD_STYLE.search(cell.attributes.get("style") or ""):
+    if BOLD_STYLE.search(cell.attributes.get("style") or ""):
         return True
     bold = " ".join(" ".join(b.text(separator=" ").split()) for b in cell.css("strong, b, [style*=font-weight]")
-                    if b.tag in ("strong", "b") or _BOLD_STYLE.search(b.attributes.get("style") or ""))
+                    if b.tag in ("strong", "b") or BOLD_STYLE.search(b.attributes.get("style") or ""))
     return bold.replace(" ", "") == text.replace(" ", "")
 
 

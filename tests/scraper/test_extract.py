@@ -759,3 +759,14 @@ def test_a_tab_naming_its_panel_by_its_link_and_a_related_list_in_wrappers_of_it
     assert [s for s in sections if s[1]] == [("Delivery (Tools)", ["Tools ship within 2 days."]),
                                             ("Delivery (Live plants)", ["Plants ship on Mondays only."])]
     assert not any("Related help" in s[0] for s in sections)
+
+
+def test_a_short_block_bold_by_its_inline_style_is_a_heading():
+    """Salesforce's and page builders' rich text: <div style="font-size:18px;font-weight:700"> heads what
+    follows; a bold sentence (it ends with a full stop) stays a sentence."""
+    html = """<main><h1>Scooter battery</h1><div>A full charge takes 6.5 hours.</div>
+    <div style="font-size:18px;font-weight:700;margin-top:16px">Range in winter</div>
+    <div>Below 5 °C, expect about 30% less range.</div>
+    <div style="font-weight: bold">Never charge below 0 °C.</div></main>"""
+    assert _sections(html) == [("Scooter battery", ["A full charge takes 6.5 hours."]),
+                               ("Range in winter", ["Below 5 °C, expect about 30% less range.", "Never charge below 0 °C."])]
