@@ -90,8 +90,10 @@ def remove_furniture(body) -> None:
     """Removes what is never content, and what is not unless it holds the content."""
     disclosed = {i for toggle in body.css("[aria-controls][aria-expanded]")
                  for i in (toggle.attributes.get("aria-controls") or "").split()}
+    opened = _collapsed_panels(body)
     for junk in body.css(_DROP):
-        if disclosed and junk.attributes.get("id") in disclosed and not junk.css_matches(_NEVER):
+        if ((disclosed and junk.attributes.get("id") in disclosed) or junk.mem_id in opened) \
+                and not junk.css_matches(_NEVER):
             continue     # a collapsed panel: hidden only until its toggle opens it
         junk.decompose()
     for nav in body.css(_NAVIGATION):
@@ -106,6 +108,28 @@ def remove_furniture(body) -> None:
     _drop_actions(body)
     _drop_tables_of_contents(body)
     _drop_more_articles(body)
+
+
+def _collapsed_panels(body) -> set[int]:
+    """Hidden text right after a toggle that names no panel (Coda's collapsed heading: a button with
+    aria-expanded in the heading's box, the aria-hidden content after the box): the mem_ids of such
+    panels. A panel that is mostly links (a menu behind its button) is not one."""
+    opened: set[int] = set()
+    for toggle in body.css("[aria-expanded]:not([aria-controls])"):
+        for holder in (toggle, toggle.parent):
+            panel = _next_element(holder) if holder is not None else None
+            if panel is not None and panel.attributes.get("aria-hidden") == "true":
+                if _reads_as_prose(panel):
+                    opened.add(panel.mem_id)
+                break
+    return opened
+
+
+def _next_element(node):
+    after = node.next
+    while after is not None and after.tag in ("-text", "-comment"):
+        after = after.next
+    return after
 
 
 # The box a theme closes an article with, asking the reader to get in touch: "Still need help?",

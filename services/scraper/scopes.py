@@ -108,10 +108,16 @@ def mark_scopes(body, max_title_chars: int) -> None:
         if button.attributes.get("role") == "tab" or not label or len(label) > (
                 MAX_QUESTION_CHARS if label.endswith("?") else max_title_chars):
             continue
+        # What the toggle opens stays named on what replaces it: the furniture step keeps a hidden panel
+        # a toggle opens (services/scraper/furniture.py).
+        state = {name: button.attributes.get(name) or "" for name in _TOGGLE_STATE if name in button.attributes}
         if button.parent is not None and button.parent.tag in _HEADING_TAGS:
+            for name, value in state.items():
+                button.parent.attrs[name] = value
             button.unwrap()
         else:
-            button.replace_with(LexborHTMLParser(f"<summary>{html.escape(label)}</summary>").css_first("summary"))
+            marks = "".join(f' {name}="{html.escape(value)}"' for name, value in state.items())
+            button.replace_with(LexborHTMLParser(f"<summary{marks}>{html.escape(label)}</summary>").css_first("summary"))
     # A button that holds a paragraph is text shown as a control: Redoc writes each response of an API
     # operation ("409 The shipment has already been fully refunded") as a button that opens its schema.
     for button in body.css("button"):
@@ -141,6 +147,9 @@ def _nearest(node, selector: str):
 # and "Show"), or all it says (a "Show all sections" control).
 _TOGGLE_ACTION = re.compile(r"(?:show|hide|expand|collapse|open|close)(?: all| this)?(?: sections?| answers?)?",
                             re.IGNORECASE)
+
+
+_TOGGLE_STATE = ("aria-controls", "aria-expanded")
 
 
 def within(node, container) -> bool:

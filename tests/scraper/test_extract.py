@@ -770,3 +770,22 @@ def test_a_short_block_bold_by_its_inline_style_is_a_heading():
     <div style="font-weight: bold">Never charge below 0 °C.</div></main>"""
     assert _sections(html) == [("Scooter battery", ["A full charge takes 6.5 hours."]),
                                ("Range in winter", ["Below 5 °C, expect about 30% less range.", "Never charge below 0 °C."])]
+
+
+def test_panels_hidden_until_their_toggle_opens_them_are_read_and_a_hidden_menu_is_not():
+    """The WAI-ARIA accordion: a <button aria-expanded aria-controls> (in a heading or not) and its
+    aria-hidden panel; Coda's collapsed heading: an icon button with aria-expanded and no aria-controls,
+    the hidden content right after the heading's box. A hidden list of links behind a button stays out."""
+    html = """<main><h1>Studio FAQ</h1>
+    <h3><button aria-expanded="false" aria-controls="p1">Can I pause my plan?</button></h3>
+    <div id="p1" aria-hidden="true"><p>Yes, for up to 3 months a year.</p></div>
+    <button aria-expanded="false" aria-controls="p2">Do you invoice monthly?</button>
+    <div id="p2" aria-hidden="true"><p>On the 1st of each month.</p></div>
+    <div class="kr-collapsible"><button type="button" aria-expanded="false" aria-label="Expand section"><span aria-hidden="true"></span></button>
+    <div role="heading" aria-level="3">Source files</div></div>
+    <div class="kr-collapsed-content" aria-hidden="true"><p>Source files are included on the Studio package.</p></div>
+    <div class="more"><button aria-expanded="false"></button><div aria-hidden="true"><ul><li><a href="/a">Home</a></li>
+    <li><a href="/b">Pricing</a></li></ul></div></div></main>"""
+    assert _sections(html) == [("Studio FAQ", []), ("Can I pause my plan?", ["Yes, for up to 3 months a year."]),
+                               ("Do you invoice monthly?", ["On the 1st of each month."]),
+                               ("Source files", ["Source files are included on the Studio package."])]
