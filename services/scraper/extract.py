@@ -246,8 +246,8 @@ def _is_heading(node, text: str) -> bool:
     says heading (<div role="heading" aria-level="2">)."""
     if node.tag in _HEADINGS:
         return True
-    if len(text) > MAX_HEADING_CHARS or text.endswith((".", ":", ";", ",")):
-        return False
+    if len(text) > MAX_HEADING_CHARS or text.endswith((".", ":", ";", ",")) or _FIGURE_FIRST.match(text):
+        return False     # a price or a figure in bold ("£35 per bike") is what its card says, not a title
     if _styled_heading(node):
         return True
     if node.tag in ("p", "div"):
@@ -256,6 +256,9 @@ def _is_heading(node, text: str) -> bool:
         children = [c for c in node.iter(include_text=True) if c.tag != "-text" or (c.text(deep=False) or "").strip()]
         return len(children) == 1 and (children[0].tag in _INLINE_EMPHASIS or _styled_heading(children[0]))
     return False
+
+
+_FIGURE_FIRST = re.compile(r"[\d£$€¥₹+\u2212-]")
 
 
 def _styled_heading(node) -> bool:

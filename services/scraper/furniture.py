@@ -44,7 +44,7 @@ _FURNITURE_NAME = re.compile(
     r"related|see-also|recommended|pagination|skip-link|toolbar|topbar|navbar|masthead|site-header|"
     r"site-footer|social|disqus|advert|sponsor|table-of-contents|(?:return|back)-to-top|more-questions|"
     r"article-info|post-date|entry-date|"   # the article's meta (Joomla's article-info, WordPress' post date)
-    r"version-?(?:badge|picker|select(?:or)?|switcher|dropdown)|"   # which docs version is shown (Docusaurus)
+    r"version-?(?:badge|picker|select(?:or)?|switcher|dropdown)|email-?sign-?up|"   # which docs version is shown (Docusaurus)
     r"last-?modifi(?:ed|cation)|"     # XWiki's xdocLastModification
     r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?|footer|navigation|"
     r"search|byline|author|reactions?|credits?|tags?|doc-?info)(?:$|[-_ ]))"
@@ -77,6 +77,11 @@ _PAGE_META = re.compile(
     # the site's copyright line ("Copyright © 2024 ..."); a pager's "Previous <page> Next <page>"
     r"|(?:copyright|\u00a9|\(c\))\s*(?:\u00a9\s*)?(?:19|20)\d\d\b"
     r"|powered by \S[^.!?]{0,40}$"     # the platform's credit line ("Powered by Zoho Learn")
+    # a site builder's badge: "Made with Strikingly", "Built on Bubble", "Create a website with Zoho Sites"
+    r"|(?:(?:made|built|created|designed|hosted) (?:with|on|in|using|by)|create (?:a|your) (?:free )?(?:website|site) with)"
+    r"\s*(?:strikingly|tilda|softr|bubble|wix|squarespace|webflow|carrd|weebly|jimdo|wordpress(?:\.com)?|zoho sites|"
+    r"godaddy|framer|canva|mobirise|webnode|site123|hostinger|zyro|ionos|yola|linktree|beacons|notion|super|ghost|duda|"
+    r"google sites|blogger|odoo|shopify|ecwid|squarespace)\b[^.!?]{0,20}$"
     r"|(?-i:Previous|PREVIOUS|\u2190)[^.!?;:,]{0,80}(?-i:Next|NEXT|\u2192)[^.!?;:,]{0,80}$"
     # links about the page itself, alone on their line: "Edit this page · Report a problem", "Return to top"
     r"|(?:(?:edit (?:this (?:page|article)|on github)|report (?:a problem|an issue)(?: with this page)?"

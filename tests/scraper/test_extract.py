@@ -789,3 +789,14 @@ def test_panels_hidden_until_their_toggle_opens_them_are_read_and_a_hidden_menu_
     assert _sections(html) == [("Studio FAQ", []), ("Can I pause my plan?", ["Yes, for up to 3 months a year."]),
                                ("Do you invoice monthly?", ["On the 1st of each month."]),
                                ("Source files", ["Source files are included on the Studio package."])]
+
+
+def test_a_bold_price_is_no_title_and_a_site_builder_s_badge_is_no_text():
+    """Hosted builders bold a card's price by inline style ("£35 per bike"): it stays under the card's
+    title. "Made with Strikingly", "Built on Bubble" and an e-mail sign-up box are the builder's."""
+    html = """<main><h1>Bike hire</h1><h3>Half day (4 hours)</h3>
+    <p><span style="font-size:28px;font-weight:700">£35 per bike</span></p><p>Pick up from 9:00 or 13:30.</p>
+    <div data-testid="EmailSignupContainer"><p>Get the timetable by email</p></div>
+    <div class="s-strikingly-badge"><a href="https://strikingly.com">Made with Strikingly</a></div>
+    <a class="bubble-badge" href="https://bubble.io">Built on Bubble</a></main>"""
+    assert _sections(html) == [("Bike hire", []), ("Half day (4 hours)", ["£35 per bike", "Pick up from 9:00 or 13:30."])]
