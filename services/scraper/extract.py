@@ -267,6 +267,16 @@ def _styled_heading(node) -> bool:
         BOLD_STYLE.search(attrs.get("style") or ""))   # <div style="font-size:18px;font-weight:700">
 
 
+_HEADING_SELECTOR = "h1, h2, h3, h4, h5, h6"
+
+
+def _next_element(node):
+    after = node.next
+    while after is not None and after.tag in ("-text", "-comment"):
+        after = after.next
+    return after
+
+
 def _definitions(dl) -> list[str]:
     """A definition list as lines that read on their own: "Water tank: 1.8 litres" (its terms and
     definitions in document order, also where <div>s group them)."""
@@ -409,9 +419,31 @@ class _Reader:
             while sibling is not None and (sibling.tag == "-comment" or _shows_nothing(sibling)):
                 sibling = sibling.next
             if sibling is not None:
-                return True
+                return not self._heading_goes_on(node)
             first = first.parent
         return False
+
+    def _heading_goes_on(self, node) -> bool:
+        """Whether a box that opens with a heading is one module of a page builder's column rather than a
+        card: the next box after it (after its ancestors, when it is their last) holds no heading of its
+        own first (Divi: a text module with "Delivery rates", then the rates table's module), and no box
+        before it opens with a heading (a row of cards)."""
+        if len(node.css(_HEADING_SELECTOR)) > 1:
+            return False     # a box of several headed parts (an accordion, a list of cards)
+        after = node
+        while after is not None and after.tag != "body" and _next_element(after) is None:
+            after = after.parent
+        after = _next_element(after) if after is not None and after.tag != "body" else None
+        if after is None or after.tag not in _CONTAINERS or self._titled(after):
+            return False
+        before = node.prev
+        while before is not None and before.tag in ("-text", "-comment"):
+            before = before.prev
+        return not (before is not None and before.tag in _CONTAINERS and self._titled(before))
+
+    def _titled(self, box) -> bool:
+        first = self._first.get(box.mem_id)
+        return first is not None and first.tag in _LEVEL
 
     def _is_structure(self, node) -> bool:
         """A block or container, or an element of another name that holds blocks (a <form> around the

@@ -800,3 +800,19 @@ def test_a_bold_price_is_no_title_and_a_site_builder_s_badge_is_no_text():
     <div class="s-strikingly-badge"><a href="https://strikingly.com">Made with Strikingly</a></div>
     <a class="bubble-badge" href="https://bubble.io">Built on Bubble</a></main>"""
     assert _sections(html) == [("Bike hire", []), ("Half day (4 hours)", ["£35 per bike", "Pick up from 9:00 or 13:30."])]
+
+
+def test_a_page_builder_s_text_module_heads_the_modules_after_it_and_a_row_of_cards_does_not():
+    """Divi and WPBakery put a heading in a text module and the table it heads in the next module; a row
+    of cards, or a box of several headed answers, ends with the box, and what follows goes on under the
+    heading before."""
+    divi = """<main><h1>Shipping</h1><div class="et_pb_column">
+    <div class="et_pb_text"><div class="et_pb_text_inner"><h2>Delivery rates</h2><p>We ship from Leeds.</p></div></div>
+    <div class="et_pb_code"><table><tr><th>Service</th><th>Price</th></tr><tr><td>Next day</td><td>£8.50</td></tr></table></div>
+    <div class="et_pb_text"><div class="et_pb_text_inner"><p>Orders over £60 ship free.</p></div></div></div></main>"""
+    sections = _sections(divi)
+    assert sections[1][0] == "Delivery rates" and "Orders over £60 ship free." in sections[1][1]
+    assert any("£8.50" in line for line in sections[1][1]) and len(sections) == 2
+    cards = """<main><h1>Plans</h1><h2>Pricing</h2><div class="row"><div class="card"><h3>Solo</h3><p>£10 a month.</p></div>
+    <div class="card"><h3>Team</h3><p>£30 a month.</p></div></div><div class="note"><p>Prices include VAT.</p></div></main>"""
+    assert ("Pricing", ["Prices include VAT."]) in _sections(cards)
