@@ -47,7 +47,7 @@ _FURNITURE_NAME = re.compile(
     r"version-?(?:badge|picker|select(?:or)?|switcher|dropdown)|email-?sign-?up|"   # which docs version is shown (Docusaurus)
     r"last-?modifi(?:ed|cation)|"     # XWiki's xdocLastModification
     r"(?:banner|menu|vote|votes|rating|share|sharing|toc|promo|pager|modal|popup|comments?|footer|navigation|"
-    r"search|byline|author|reactions?|credits?|tags?|doc-?info)(?:$|[-_ ]))"
+    r"search|byline|author|reactions?|credits?|tags?|doc-?info)\d*(?:$|[-_ ]))"   # numbered: Mobirise's footer3
     # a part's meta line: entry-meta, post-meta, node__meta (Drupal), td-page-meta (Docsy), CardViewer__meta,
     # article-meta-row (Salesforce); not a wrapper that only names a field of meta (HubSpot's ..._meta_field)
     r"|[-_]meta(?:$| |__|-(?:row|info|bar|line|list|wrapper|container)(?:$| ))",

@@ -816,3 +816,11 @@ def test_a_page_builder_s_text_module_heads_the_modules_after_it_and_a_row_of_ca
     cards = """<main><h1>Plans</h1><h2>Pricing</h2><div class="row"><div class="card"><h3>Solo</h3><p>£10 a month.</p></div>
     <div class="card"><h3>Team</h3><p>£30 a month.</p></div></div><div class="note"><p>Prices include VAT.</p></div></main>"""
     assert ("Pricing", ["Prices include VAT."]) in _sections(cards)
+
+
+def test_numbered_furniture_names_are_furniture():
+    """Mobirise numbers its blocks (<section class="footer3">), Brizy its popups (brz-popup2)."""
+    html = """<body><section class="features1"><h2>Opening hours</h2><p>Open daily 10:00–22:00.</p></section>
+    <div class="brz-popup2 brz-popup2--fade"><h3>Free sample pack</h3><p>Feel our paper stocks.</p></div>
+    <section class="footer3 cid-abc"><p>© 2024 Climb Co. All Rights Reserved</p></section></body>"""
+    assert _sections(html) == [("Opening hours", ["Open daily 10:00–22:00."])]
