@@ -129,7 +129,11 @@ def mark_scopes(body, max_title_chars: int) -> None:
 # Content tabs written without ARIA roles, as (the set, a tab's label, a tab's panel): MkDocs Material's
 # tabbed sets and sphinx-design's tab sets (radio inputs, then labels and panels).
 _TAB_SETS = ((".tabbed-set", ".tabbed-labels > label", ".tabbed-content > .tabbed-block"),
-             (".sd-tab-set", "label.sd-tab-label", ".sd-tab-content"))
+             (".sd-tab-set", "label.sd-tab-label", ".sd-tab-content"),
+             # page builders' tabs, labels first and panels after: Kadence Blocks, Zoho Sites, Sitecore SXA
+             (".kt-tabs-wrap", ".kt-tabs-title-list > .kt-title-item", ".kt-tabs-content-wrap > .kt-tab-inner-content"),
+             (".zptabs-container", ".zptabs-name-container .zptab", ".zptabs-content-container .zptab-content"),
+             (".tabs", ".tabs-heading > li", ".tabs-container > .tab"))
 
 
 def _nearest(node, selector: str):

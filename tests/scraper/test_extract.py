@@ -824,3 +824,14 @@ def test_numbered_furniture_names_are_furniture():
     <div class="brz-popup2 brz-popup2--fade"><h3>Free sample pack</h3><p>Feel our paper stocks.</p></div>
     <section class="footer3 cid-abc"><p>© 2024 Climb Co. All Rights Reserved</p></section></body>"""
     assert _sections(html) == [("Opening hours", ["Open daily 10:00–22:00."])]
+
+
+def test_page_builders_tabs_written_by_class_labels_first_then_panels():
+    """Kadence Blocks (and Zoho Sites, Sitecore SXA) write every tab's label first, then every panel."""
+    html = """<main><h1>Piano tuning</h1><div class="wp-block-kadence-tabs"><div class="kt-tabs-wrap">
+    <ul class="kt-tabs-title-list"><li class="kt-title-item"><a href="#t1"><span>Home pianos</span></a></li>
+    <li class="kt-title-item"><a href="#t2"><span>Schools</span></a></li></ul>
+    <div class="kt-tabs-content-wrap"><div class="wp-block-kadence-tab kt-tab-inner-content"><p>A tuning takes 90 minutes.</p></div>
+    <div class="wp-block-kadence-tab kt-tab-inner-content"><p>We tune in the holidays.</p></div></div></div></div></main>"""
+    assert _sections(html) == [("Piano tuning (Home pianos)", ["A tuning takes 90 minutes."]),
+                               ("Piano tuning (Schools)", ["We tune in the holidays."])]
