@@ -379,6 +379,13 @@ def _drop_furniture(body) -> None:
         elif node.css_first(_HOLDS_CONTENT) is None:
             node.decompose()
     for node in list(body.css("aside, [role=complementary]")):   # XWiki's side panels: a div in that role
+        if node.parent is None or (node.tag == "aside" and _is_quote(node)):
+            continue     # a quotation in the text (Discourse: <aside class="quote"><blockquote>)
         if not _CALLOUT_NAME.search(f"{_names(node)} {node.attributes.get('role') or ''}") and (
                 node.tag == "aside" or node.css_first("main, article, [role=main]") is None):
             node.decompose()
+
+
+def _is_quote(aside) -> bool:
+    """An aside that holds a blockquote and no list of links or headings of its own."""
+    return aside.css_first("blockquote") is not None and aside.css_first("ul, ol, nav, h1, h2, h3, h4, h5, h6") is None

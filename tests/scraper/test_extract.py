@@ -835,3 +835,11 @@ def test_page_builders_tabs_written_by_class_labels_first_then_panels():
     <div class="wp-block-kadence-tab kt-tab-inner-content"><p>We tune in the holidays.</p></div></div></div></div></main>"""
     assert _sections(html) == [("Piano tuning (Home pianos)", ["A tuning takes 90 minutes."]),
                                ("Piano tuning (Schools)", ["We tune in the holidays."])]
+
+
+def test_an_aside_holding_a_quotation_is_text_and_a_sidebar_aside_is_not():
+    """Discourse writes a quoted warning in a post as <aside class="quote"><blockquote>."""
+    html = """<body><aside class="sidebar-links"><h3>Guides</h3><ul><li><a href="/a">Admin</a></li></ul></aside>
+    <main><h1>Single sign-on</h1><p>SSO is on the Business plan.</p>
+    <aside class="quote no-group"><blockquote><p>Changes can take up to 2 business days.</p></blockquote></aside></main></body>"""
+    assert _sections(html) == [("Single sign-on", ["SSO is on the Business plan.", "Changes can take up to 2 business days."])]
