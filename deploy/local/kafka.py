@@ -33,11 +33,23 @@ def _render_kafka_props(cfg: StackConfig) -> Path:
     return path
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id as Kafka's own Uuid.randomUuid makes them: 16 random bytes in URL-safe base64,
+    never starting with "-", which the storage tool's argument parser would read as an option (one id
+    in 64 did, and the format failed)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _kafka_cluster_id(cfg: StackConfig) -> str:
     path = cfg.kafka_dir / "cluster.id"
     if path.exists():
-        return path.read_text().strip()
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        stored = path.read_text().strip()
+        if stored and not stored.startswith("-"):
+            return stored
+    cluster_id = new_cluster_id()
     path.write_text(cluster_id + "\n")
     return cluster_id
 
