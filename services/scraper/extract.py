@@ -9,7 +9,7 @@ from selectolax.lexbor import LexborHTMLParser
 
 from services.common.chunking import chunk_text, content_hash
 from services.scraper.fetching import normalize_url
-from services.scraper.furniture import content_root, is_page_meta, remove_furniture
+from services.scraper.furniture import content_root, is_page_meta, next_element, remove_furniture
 from services.scraper.rendered import (NOSCRIPT_FALLBACK_CHARS, NOSCRIPT_MIN_CHARS, attach_shadow_roots, has_noscript,
                                        read_noscript, structured_faq)
 from services.scraper.scopes import SCOPE_TAB, SCOPE_TITLE, mark_scopes, within
@@ -270,13 +270,6 @@ def _styled_heading(node) -> bool:
 _HEADING_SELECTOR = "h1, h2, h3, h4, h5, h6"
 
 
-def _next_element(node):
-    after = node.next
-    while after is not None and after.tag in ("-text", "-comment"):
-        after = after.next
-    return after
-
-
 def _definitions(dl) -> list[str]:
     """A definition list as lines that read on their own: "Water tank: 1.8 litres" (its terms and
     definitions in document order, also where <div>s group them)."""
@@ -431,9 +424,9 @@ class _Reader:
         if len(node.css(_HEADING_SELECTOR)) > 1:
             return False     # a box of several headed parts (an accordion, a list of cards)
         after = node
-        while after is not None and after.tag != "body" and _next_element(after) is None:
+        while after is not None and after.tag != "body" and next_element(after) is None:
             after = after.parent
-        after = _next_element(after) if after is not None and after.tag != "body" else None
+        after = next_element(after) if after is not None and after.tag != "body" else None
         if after is None or after.tag not in _CONTAINERS or self._titled(after):
             return False
         before = node.prev

@@ -58,6 +58,7 @@ _HOLDS_CONTENT = "main, article, [role=main], h1, .article-body, pre"
 # The elements a theme's furniture is made of (a heading's id is an anchor of its topic: never furniture).
 _FURNITURE_TAGS = ", ".join(f"{tag}[class], {tag}[id], {tag}[data-testid]"
                            for tag in ("div", "section", "aside", "ul", "ol", "p", "span", "dl", "nav"))
+_HEADED = "h2, h3, h4, h5, h6"     # the headings inside a part of the page
 # An aside that is a callout of the text (a tip, a warning) is content; other asides are sidebars.
 _CALLOUT_NAME = re.compile(r"note|tip|warning|caution|callout|alert|info|important|notice|hint", re.IGNORECASE)
 # A theme's widgets that say things about the page, not about the product: votes on it, its author and
@@ -122,7 +123,7 @@ def _collapsed_panels(body) -> set[int]:
     opened: set[int] = set()
     for toggle in body.css("[aria-expanded]:not([aria-controls])"):
         for holder in (toggle, toggle.parent):
-            panel = _next_element(holder) if holder is not None else None
+            panel = next_element(holder) if holder is not None else None
             if panel is not None and panel.attributes.get("aria-hidden") == "true":
                 if _reads_as_prose(panel):
                     opened.add(panel.mem_id)
@@ -130,7 +131,8 @@ def _collapsed_panels(body) -> set[int]:
     return opened
 
 
-def _next_element(node):
+def next_element(node):
+    """The element after `node` among its siblings (text and comments passed over), or None."""
     after = node.next
     while after is not None and after.tag in ("-text", "-comment"):
         after = after.next
@@ -189,7 +191,7 @@ def _drop_tables_of_contents(body) -> None:
     """A list whose every item names a heading of the page is its table of contents, however it is
     named or written (Wiki.js: <div role="list"> of <div role="listitem"> without links)."""
     headings = {" ".join(h.text(separator=" ").split()).casefold()
-                for h in body.css("h2, h3, h4, h5, h6, [role=heading]")}
+                for h in body.css(f"{_HEADED}, [role=heading]")}
     if len(headings) < 2:
         return
     for listing in list(body.css("ul, ol, [role=list]")):
@@ -209,11 +211,14 @@ _MORE_ARTICLES = re.compile(
     re.IGNORECASE)
 
 
+MAX_WRAPPERS = 3     # <div>s around a heading or a list, each holding only it
+
+
 def _drop_more_articles(body) -> None:
     """A heading of other articles with only a list of links under it (in its own box, or the list right
     after it), the list with it."""
     # Innermost first: a box inside another is gone before the outer one is read (nested boxes: linear).
-    for heading in reversed(body.css("h2, h3, h4, h5, h6")):
+    for heading in reversed(body.css(_HEADED)):
         if heading.parent is None or not _MORE_ARTICLES.fullmatch(" ".join(heading.text(separator=" ").split())):
             continue
         # The heading may sit in wrappers of its own (Liferay: <div class="portlet-header"><div><h2>), and
@@ -248,9 +253,6 @@ def _drop_more_articles(body) -> None:
         if after is not None and after.tag in ("ul", "ol") and _only_links(after):
             after.decompose()
             heading.decompose()
-
-
-MAX_WRAPPERS = 3     # <div>s around a heading or a list, each holding only it
 
 
 def _only_child(node):
@@ -291,10 +293,9 @@ def _reads_as_prose(node) -> bool:
     return text > 0 and links <= MAX_NAV_LINK_SHARE * text
 
 
-# A "menu" that is not links is a price list (GoDaddy's <div class="widget widget-menu">), not navigation.
-# With headings of its own and text mostly not in links.
+# A "menu" with headings of its own and text mostly not in links is a price list (GoDaddy's
+# <div class="widget widget-menu">), not navigation.
 _MENU = re.compile(r"(?<![a-z0-9])menu(?![a-z0-9])", re.IGNORECASE)
-_HEADED = "h2, h3, h4, h5, h6"
 
 
 def is_page_meta(text: str) -> bool:
