@@ -194,6 +194,53 @@ async def test_the_buffer_is_shared_by_the_partitions_writers():
         assert (consumer.max_batch(), consumer.max_queued()) == expected, partitions
 
 
+async def test_offsets_applied_while_a_commit_is_in_flight_or_whose_commit_failed_are_committed(monkeypatch):
+    """The last batch applied while Kafka still answered the previous commit was never committed
+    (no later batch came to commit it) and lag monitoring saw a lag that was not there; a failed
+    commit's offsets were dropped the same way. Both go in the next commit."""
+    from aiokafka import TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    from services.analytics.stream import consumer as consumer_module
+    from services.analytics.stream.apply import Record
+    from services.analytics.stream.sink import Applied, Position
+
+    monkeypatch.setattr(consumer_module, "COMMIT_INTERVAL", 0.01)
+    tp = TopicPartition("turns", 0)
+
+    class Kafka:
+        def __init__(self):
+            self.committed, self.calls, self.release = {}, 0, asyncio.Event()
+
+        async def commit(self, offsets):
+            self.calls += 1
+            if self.calls == 1:
+                await self.release.wait()       # Kafka is slow to answer the first commit
+            if self.calls == 2:
+                raise RuntimeError("the group is rebalancing")
+            self.committed.update(offsets)
+
+    consumer = EventConsumer(
+        bootstrap="127.0.0.1:9", group_id="commits", routes={}, progress=Progress(stall_seconds=60),
+        stored_offsets=None, send_dead_letter=None, on_minutes=lambda _minutes: None, batch_size=10,
+        fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 20, session_timeout_seconds=10)
+    consumer.consumer = kafka = Kafka()
+    consumer.writers = {tp: None}
+
+    def apply(offset):
+        record = Record(Position(tp.topic, tp.partition, offset), None, None, None)
+        consumer.applied(tp, [record], Applied(), 0.0)
+
+    apply(9)
+    await asyncio.sleep(0.05)
+    assert kafka.calls == 1                     # in flight
+    apply(19)                                   # applied meanwhile
+    kafka.release.set()
+    await asyncio.wait_for(consumer._committing, timeout=5)
+    assert kafka.calls == 3                     # the second failed, the third carried its offsets
+    assert kafka.committed == {tp: OffsetAndMetadata(20, "")}
+
+
 async def test_two_workers_taking_over_each_other_s_partitions_count_every_turn_once(stack, settings, pg, sink_pool):
     """Turns sent steadily to 4 partitions while a second consumer joins the group (the partitions are
     shared) and the first then leaves (the second takes them all): every turn is stored and counted

@@ -402,17 +402,23 @@ class EventConsumer(Service):
             self._committing = asyncio.ensure_future(self._commit_soon())
 
     async def _commit_soon(self) -> None:
-        """Commits the latest applied offsets to Kafka COMMIT_INTERVAL after the last commit. Best
-        effort: PostgreSQL holds the offsets that count."""
-        await asyncio.sleep(max(0.0, self._last_commit + COMMIT_INTERVAL - time.monotonic()))
-        offsets, self._uncommitted = self._uncommitted, {}
-        self._last_commit = time.monotonic()
-        offsets = {tp: o for tp, o in offsets.items() if tp in self.writers}   # not a revoked partition's
-        if offsets:
+        """Commits the latest applied offsets to Kafka COMMIT_INTERVAL after the last commit, until
+        none is left: offsets applied while a commit is in flight, or whose commit failed, go in the
+        next one. Best effort: PostgreSQL holds the offsets that count."""
+        while self._uncommitted and self.consumer is not None:
+            await asyncio.sleep(max(0.0, self._last_commit + COMMIT_INTERVAL - time.monotonic()))
+            offsets, self._uncommitted = self._uncommitted, {}
+            self._last_commit = time.monotonic()
+            offsets = {tp: o for tp, o in offsets.items() if tp in self.writers}   # not a revoked partition's
+            if not offsets:
+                continue
             try:
                 await self.consumer.commit(offsets)
-            except Exception as exc:  # noqa: BLE001 - a rebalance or the broker away: the next commit catches up
+            except Exception as exc:  # noqa: BLE001 - a rebalance or the broker away: tried again
                 logger.debug("committing offsets to Kafka failed: %s", exc)
+                for tp, offset in offsets.items():   # unless a newer one came meanwhile
+                    if tp in self.writers:
+                        self._uncommitted.setdefault(tp, offset)
 
     async def observe_lag(self) -> None:
         for tp in list(self.writers):
