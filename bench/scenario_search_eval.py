@@ -176,6 +176,7 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
     result: dict = {"scenario": NAME, "tuning": bool(os.environ.get("EVAL_TUNING")), "demo": demo, "lexical_overlap": overlap, "splits": {}}
     for split in ("dev", "test"):
         rows = {name: [r for r in records if r["split"] == split] for name, records in by_site.items()}
+        rows = {name: records for name, records in rows.items() if records}   # a site with none in this split: no row
         rows["total"] = [r for records in rows.values() for r in records]
         table, reports = _table(f"help sites, {split} split (Chat, extractive answerer)", rows)
         console.print(table)

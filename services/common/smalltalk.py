@@ -47,6 +47,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         r"(that|this|it|you) (really )?(helped|helps|worked|works|did it|did the trick|solved it|fixed it)",
         r"(that|this|it|you) (totally |really |finally )?(sorted|fixed|solved|answered) (it|that|this|my problem|the problem|"
         r"my issue|the issue)( out)?",
+        r"(that|this|it)('?s| is| has| was)( (all|now|been|all been))? (sorted|fixed|solved)( (it|that|this|me))?( out)?( now)?",
+        r"(all )?sorted( out)?( now)?",
         r"(dank (je|u)( wel)?|dankjewel|dankuwel|bedankt|heel erg bedankt)", r"danke( dir| ihnen| vielmals| schon| sehr)",
         r"obrigad(a|o|ao|inho|inha)",
         r"thank (you|u) (very much|so much|kindly|anyway|again)",

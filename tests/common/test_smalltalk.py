@@ -108,7 +108,7 @@ def test_introductions_pauses_and_requests_without_a_subject(message, kind):
 
 @pytest.mark.parametrize("message", [
     "hi im stuck with my order", "quick question about refunds", "wait how do I pay", "test my connection",
-    "forget my password", "you doing ok? my heater is off",
+    "forget my password", "you doing ok? my heater is off", "is my refund sorted?", "sorted the address, what now?",
 ])
 def test_the_new_phrases_leave_questions_alone(message):
     assert smalltalk.classify(message) is None
@@ -127,6 +127,7 @@ def test_praise_complaints_and_other_languages(message, kind):
 @pytest.mark.parametrize("message, kind", [
     ("Hi, hope you're having a great week", "greeting"), ("thanks for your patience with me", "thanks"),
     ("that sorted it, ta", "thanks"), ("I'll leave it there, bye", "goodbye"),
+    ("cheers, that's sorted it", "thanks"), ("all sorted now", "thanks"), ("it's been fixed, ta", "thanks"),
     ("is there an actual person on the other end?", "bot"), ("are u even real lol", "bot"),
     ("is this automated or a live chat", "bot"), ("how are things on your end", "wellbeing"),
     ("hang on", "ack"), ("just browsing", "ack"), ("oops sent that too early", "ack"),
