@@ -63,7 +63,7 @@ class Planner:
             passage_min_dense=settings.passage_min_dense, faq_min_dense=settings.faq_min_dense,
             faq_min_margin=settings.faq_min_margin,
             lexical_weight=settings.lexical_weight,
-            answer_min_support=settings.answer_min_support,
+            answer_min_support=settings.answer_min_support, unknown_min_support=settings.unknown_min_support,
             known_weight=settings.known_weight, covered_weight=settings.covered_weight)
 
     @property

@@ -35,5 +35,9 @@ class SearchSettings(CommonSettings):
     # passage stands above the 10 best (peak) plus known_weight times the share of the message's terms
     # that the key's knowledge contains. Chosen with answer_min_dense and extractive_min_similarity.
     answer_min_support: float = 0.21
+    # ... and when the message is a yes/no question naming a word no chunk holds (strategy.asks_unknown());
+    # chosen with extractive_min_similarity on the dev split of four sites (bench/eval/README.md): the
+    # middle of the plateau 0.26-0.28
+    unknown_min_support: float = 0.27
     known_weight: float = 0.2     # the middle of the dev plateau (0.15-0.3 caught as many unanswerable questions)
     covered_weight: float = 0.5   # weight of strategy.covered() (the question's rare terms in the passages read) in support

@@ -25,6 +25,7 @@ class Thresholds:
     faq_min_margin: float = 1.0       # ... or by which it stands above the best passage that is no FAQ entry
     lexical_weight: float = 0.1       # weight of the lexical relevance added to the dense score
     answer_min_support: float = 0.0   # support() from which the knowledge answers
+    unknown_min_support: float = 0.0  # ... when the message is a yes/no question naming a word the knowledge never holds
     known_weight: float = 0.2         # weight of the known share of the message's terms in support()
     covered_weight: float = 0.0       # weight of covered() in support()
 
@@ -142,6 +143,22 @@ _PHRASE_END = frozenset(
     "we you he she they when where while which who as by from than then there here about after before like "
     "can could will would should do does is are was be".split())
 _QUESTION = re.compile(r"\?+")        # a question's end ("why??" is one): linear in the message
+# A yes/no question: the message opens with its verb ("can i ...", "does it ...", "is there ..."), after at most
+# a greeting or a filler word.
+_YES_NO = re.compile(r"\W*(?:(?:hi|hey|hello|ok|okay|so|and|also|but|quick question)\W+)?"
+                     r"(?:can|could|do|does|is|are|will|would|have|has|did|am)\b", re.IGNORECASE)
+
+
+_ASKS_UNKNOWN = " as a yes/no question naming a word the knowledge never uses"
+
+
+def asks_unknown(message: str, unknown: tuple[str, ...] | frozenset[str]) -> bool:
+    """Whether the message is a yes/no question and names a word that no chunk of the key holds: "can i
+    borrow 3000 from you?", "do you take amex". Such a question asks whether something exists or is
+    allowed; a help site documents what exists, and a word it never uses is weak evidence that it does.
+    Answerable ones do this too (a typo, "is a whole year any cheaper"), so it only asks for more support
+    (Thresholds.unknown_min_support), never refuses by itself."""
+    return bool(unknown) and _YES_NO.match(message) is not None
 
 
 def _lexeme_of(word: str, lexemes: frozenset[str]) -> str | None:
@@ -247,10 +264,11 @@ def diversify(chunks: list[Chunk], per_page: int = 2) -> list[Chunk]:
     return first + rest
 
 
-def _dense_decision(chunks: list[Chunk], t: Thresholds, support_score: float) -> Decision | None:
+def _dense_decision(chunks: list[Chunk], t: Thresholds, support_score: float, min_support: float
+                    ) -> Decision | None:
     """FAQ or KNOWLEDGE by the embeddings' cosines, or None (nothing close enough)."""
     top = max(c.dense for c in chunks)
-    if top < t.answer_min_dense or support_score < t.answer_min_support:
+    if top < t.answer_min_dense or support_score < min_support:
         return None
     faq = max((c for c in chunks if c.kind == "faq"), key=lambda c: (c.dense, c.faq_score), default=None)
     # An FAQ entry answers with its stored answer when it is close in meaning, or close in words and
@@ -306,10 +324,13 @@ def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: O
     scores["covered"] = round(share, 4)
     listed = next((c for c in chunks if c.unknown), None)
     missing = unnamed(message, listed.unknown, listed.named) if listed else []
+    min_support = thresholds.answer_min_support
+    if listed and asks_unknown(message, listed.unknown):
+        min_support = max(min_support, thresholds.unknown_min_support)
     if not chunks or missing:
         decision = None
     elif dense:
-        decision = _dense_decision(chunks, thresholds, support_score)
+        decision = _dense_decision(chunks, thresholds, support_score, min_support)
     else:
         decision = _lexical_decision(chunks, thresholds)
     if decision is not None:
@@ -323,7 +344,8 @@ def decide(message: str, chunks: list[Chunk], thresholds: Thresholds, options: O
     elif dense:
         why = (f"no passage is close enough in meaning (best score {scores['dense']:.2f}, at least "
                f"{thresholds.answer_min_dense:g} needed; support {scores['support']:.3f}, at least "
-               f"{thresholds.answer_min_support:g} needed: standing {scores['peak']:.3f} above the others, "
+               f"{min_support:g} needed{_ASKS_UNKNOWN if min_support > thresholds.answer_min_support else ''}: "
+               f"standing {scores['peak']:.3f} above the others, "
                f"{scores['known']:.0%} of the message's terms known, {share:.0%} of their weight in the "
                f"passages read)")
     else:

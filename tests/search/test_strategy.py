@@ -214,3 +214,32 @@ def test_a_question_whether_there_is_an_unnamed_thing_is_no_answer_however_close
     assert decide("Do you offer a student discount?", known, t).strategy == "KNOWLEDGE"
     # The website or a direct answer still follow when the key has them.
     assert decide("Do you offer a Black Friday discount?", close, t, Options(allow_direct=True)).strategy == "DIRECT"
+
+
+@pytest.mark.parametrize(("message", "unknown", "asks"), [
+    ("can i borrow 3000 from you and pay it back monthly?", ("borrow",), True),
+    ("do you take amex", ("amex",), True),
+    ("Hi, is there a mortgage option?", ("mortgag",), True),
+    ("Is there a weight limit?", (), False),                      # every word known
+    ("how do i pay in a cheque", ("chequ",), False),              # asks the way, not whether
+    ("my gym keeps charging me, can i block it?", ("gym",), False),   # the question does not open the message
+])
+def test_a_yes_no_question_naming_a_word_the_knowledge_never_uses(message, unknown, asks):
+    from services.search.strategy import asks_unknown
+
+    assert asks_unknown(message, unknown) is asks
+
+
+def test_such_a_question_needs_more_support_to_be_answered():
+    t = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6, answer_min_dense=0.2, answer_min_support=0.1,
+                   unknown_min_support=0.3)
+    # Ten passages alike; the support is 0.3 x known (0.8) plus a small peak: between the two thresholds.
+    passages = [_page(str(i), "Top up by bank transfer or card.", 0.45 - 0.002 * i) for i in range(10)]
+    passages = [c.with_scores(known=0.8) for c in passages]
+    asked = [c.__class__(**{**c.__dict__, "unknown": ("amex",)}) for c in passages]
+    d = decide("do you take amex", asked, Thresholds(**{**t.__dict__, "known_weight": 0.2}))
+    assert d.strategy == "NO_ANSWER" and "yes/no question" in d.reasons[0], d.reasons
+    assert 0.1 <= d.scores["support"] < 0.3
+    # The same support without an unknown word, or for a question asking the way: answered.
+    assert decide("do you take cards", passages, Thresholds(**{**t.__dict__, "known_weight": 0.2})).strategy == "KNOWLEDGE"
+    assert decide("how do i top up with amex", asked, Thresholds(**{**t.__dict__, "known_weight": 0.2})).strategy == "KNOWLEDGE"
