@@ -17,9 +17,13 @@ _HIDDEN = "[aria-hidden=true]"
 # Elements that are never content.
 # A link that says it is a button (Zendesk's "Follow") is an action, not text; a disclosure toggle
 # (aria-expanded, aria-controls) carries its panel's title and is read.
-_NEVER = "script, style, noscript, template, svg, iframe, button, footer, " \
+# A link that prints the page (Freshdesk's "Print" in the article's heading) is an action too; a search
+# form (role=search) is never content, wherever it is (a help centre's hero search inside <main>), nor
+# the choices of a drop-down (a "jump to collection" <select> beside it).
+_NEVER = "script, style, noscript, template, svg, iframe, button, footer, select, datalist, " \
          "a[role=button]:not([aria-expanded]):not([aria-controls]), " \
-         "[role=banner], [role=contentinfo], [role=dialog], " \
+         "a[href^='javascript:print'], a[href^='javascript:window.print'], " \
+         "[role=banner], [role=contentinfo], [role=dialog], [role=search], " \
          f".cookie-banner, .sidebar, {SCREEN_READER_ONLY}, [data-elementor-type=header], [data-elementor-type=footer], " \
          ".mw-editsection, .mw-jump-link, #siteSub, #siteNotice, #catlinks, .printfooter"   # MediaWiki's
 _DROP = f"{_NEVER}, {_HIDDEN}"

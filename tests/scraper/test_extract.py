@@ -843,3 +843,14 @@ def test_an_aside_holding_a_quotation_is_text_and_a_sidebar_aside_is_not():
     <main><h1>Single sign-on</h1><p>SSO is on the Business plan.</p>
     <aside class="quote no-group"><blockquote><p>Changes can take up to 2 business days.</p></blockquote></aside></main></body>"""
     assert _sections(html) == [("Single sign-on", ["SSO is on the Business plan.", "Changes can take up to 2 business days."])]
+
+
+def test_a_print_link_a_search_form_and_a_drop_down_inside_the_content_are_no_text():
+    """Freshdesk writes "Print" as a link in the article's heading; an Intercom-style help centre puts its
+    search form and a "jump to collection" drop-down inside <main>."""
+    html = """<body><main><header><div class="container"><form role="search" action="/search">
+    <label for="q">Search the Help Centre</label><input id="q" type="search"></form>
+    <select id="jump"><option>Getting started</option><option selected>Deliveries</option></select></div></header>
+    <h1>Skipping a week <a href="javascript:print();" class="print--icon"><span>Print</span></a></h1>
+    <p>Skip any week until 23:59, five days before it.</p></main></body>"""
+    assert _sections(html) == [("Skipping a week", ["Skip any week until 23:59, five days before it."])]
