@@ -120,7 +120,10 @@ def covered(message: str, chunks: list[Chunk], passages: int = COVERED_PASSAGES)
 # answer the question, however close the nearest passage's topic ("Do you have a referral programme?"
 # beside the pricing page): a help site documents what exists. X: the words after the verb (_which()).
 _ASKS_FOR = re.compile(
-    r"\b(?:(?:do|d'?)\s*(?:you|u|ya|they)|does\s+(?:the\s+|your\s+)?[\w'-]+|can\s+(?:you|it))\s+"
+    # "Is it possible to get X", "Is there a way to add X" (before "is there X", which would read "a way")
+    r"\b(?:is\s+it\s+possible|is\s+there\s+(?:a|any)\s+way|any\s+way)\s+(?:for\s+(?:me|us)\s+)?to\s+[\w'-]+\s+"
+    r"(?:an?\s+|the\s+|my\s+|our\s+|some\s+)?(?P<w>[^?.!,;:]+)"
+    r"|\b(?:(?:do|d'?)\s*(?:you|u|ya|they)|does\s+(?:the\s+|your\s+)?[\w'-]+|can\s+(?:you|it))\s+"
     r"(?:have|offer|sell|support|do|make|accept|ship|provide)\s+(?:an?\s+|any\s+|some\s+)?(?P<x>[^?.!,;:]+)"
     r"|\b(?:is|are)\s+there\s+(?:an?\s+|any\s+|some\s+)?(?P<y>[^?.!,;:]+)"
     # "Does it work with X", "Will the app sync with X", "Is it compatible with X"
@@ -183,7 +186,7 @@ def unnamed(message: str, unknown: tuple[str, ...] | frozenset[str], named: tupl
     unknown = frozenset(unknown)
     lexemes = unknown | frozenset(named)
     for m in _ASKS_FOR.finditer(message):
-        thing = m.group("x") or m.group("y") or m.group("z") or m.group("v") or ""
+        thing = m.group("w") or m.group("x") or m.group("y") or m.group("z") or m.group("v") or ""
         missing = [w for w in _which(thing) if _lexeme_of(w, lexemes) in unknown]
         if missing:
             return missing

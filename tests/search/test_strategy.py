@@ -180,6 +180,9 @@ def test_no_answer_when_the_passages_read_never_name_the_question_s_rare_term():
     ("Is there a weight limit for the rider?", ("rider",), []),                  # a limit is no kind of offer
     ("Is there a student discount?", ("discount",), []),          # the kind unknown ("50 percent off"), not which
     ("Do you accept American Express cards?", ("card",), []),
+    ("Is it possible to get a mortgage through you?", ("mortgag",), ["mortgage"]),
+    ("is there a way to add a bottle of wine to my box", ("bottl", "wine"), ["bottle"]),
+    ("Is there a way to pause my plan?", ("black",), []),                         # the thing is known
 ])
 def test_unnamed_names_the_unknown_words_of_the_thing_asked_for(message, unknown, missing):
     from services.search.strategy import unnamed
