@@ -59,7 +59,7 @@ class ResponseSettings(CommonSettings):
     # (bench/eval_tune.py over `make bench ARGS="--only search-eval"`); see README "How the thresholds were chosen".
     # (The ranking and answer-decision thresholds are in services/search/settings.py.)
     extractive_min_similarity: float = 0.28   # sentence cosine from which the extractive answer quotes it
-    #   (0.28 since the dev split has four sites, with unknown_min_support; before:)
+    #   (0.28 chosen with unknown_min_support once the dev split had four sites; the history before that:)
     #   (0.24, 0.26 and answer_min_support 0.15: bench/eval_tune.py on the dev split of bench/eval_dev.py run
     #   with permissive thresholds, after the sentence vectors; the most unanswerable questions caught
     #   with answerable→NO_ANSWER at or below 0.05, the widest margins of the same outcome; answer_min_support is

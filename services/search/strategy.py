@@ -150,9 +150,7 @@ _QUESTION = re.compile(r"\?+")        # a question's end ("why??" is one): linea
 # a greeting or a filler word.
 _YES_NO = re.compile(r"\W*(?:(?:hi|hey|hello|ok|okay|so|and|also|but|quick question)\W+)?"
                      r"(?:can|could|do|does|is|are|will|would|have|has|did|am)\b", re.IGNORECASE)
-
-
-_ASKS_UNKNOWN = " as a yes/no question naming a word the knowledge never uses"
+_ASKS_UNKNOWN = " as a yes/no question naming a word the knowledge never uses"   # in the NO_ANSWER reason
 
 
 def asks_unknown(message: str, unknown: tuple[str, ...] | frozenset[str]) -> bool:
