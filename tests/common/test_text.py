@@ -1,6 +1,6 @@
 """Text made storable at the edge."""
 
-from services.common.text import storable
+from services.common.text import is_blank, storable
 
 
 def test_nul_and_lone_surrogates_are_dropped_and_clean_text_is_untouched():
@@ -9,3 +9,17 @@ def test_nul_and_lone_surrogates_are_dropped_and_clean_text_is_untouched():
     assert storable(clean) is clean
     assert storable("\x00") == ""
     assert storable("x\x00y").encode("utf-8") == b"xy"
+
+
+def test_controls_escapes_and_bidi_overrides_are_dropped_but_line_breaks_and_tabs_kept():
+    assert storable("a\x1b[31mred\x1b[0m b") == "ared b"
+    assert storable("x\x1b]0;title\x07y") == "xy"
+    assert storable("bell\x07 del\x7f c1\x85 end") == "bell del c1 end"
+    assert storable("one\ttwo\nthree\r\n") == "one\ttwo\nthree\r\n"
+    assert storable("abc\u202edcba\u202c") == "abcdcba"
+    assert storable("isolate\u2066x\u2069") == "isolatex"
+
+
+def test_blank_is_what_a_reader_cannot_tell_from_empty():
+    assert is_blank("") and is_blank("   \n\t") and is_blank("\u200b\u200d\ufeff") and is_blank("\u00a0\u2028")
+    assert not is_blank(" a ") and not is_blank("🙂") and not is_blank("\u200b?")
