@@ -343,7 +343,16 @@ class ChatEngine:
         if qhash:
             name = ResponseStore.answer_key(plan.product_key_id, plan.knowledge_version, qhash)
             loop = asyncio.get_running_loop()
-            lock = await self._store.try_lock(name, max(1.0, deadline - loop.time()))
+            while lock is None and loop.time() < deadline:
+                lock = await self._store.try_lock(name, max(1.0, deadline - loop.time()))
+                if lock is None:
+                    # Another process is answering the same question: wait for its answer. If its
+                    # lock goes without one (it failed, or its answer was not cacheable), try for the
+                    # lock again, so that of the waiters one answers and the others keep waiting.
+                    cached = await self._wait_for_answer(plan, qhash, name, deadline)
+                    if cached is not None:
+                        yield _Cached(cached)
+                        return
             if lock is not None:
                 # Double-check: an identical flight may have ended between our lookup and the lock.
                 cached = await self._store.get_answer(plan.product_key_id, plan.knowledge_version, qhash)
@@ -351,16 +360,6 @@ class ChatEngine:
                     await self._store.unlock(lock)
                     yield _Cached(cached)
                     return
-            else:
-                # Another process is answering the same question: wait for its answer.
-                while loop.time() < deadline:
-                    await asyncio.sleep(0.02)
-                    cached = await self._store.get_answer(plan.product_key_id, plan.knowledge_version, qhash)
-                    if cached is not None:
-                        yield _Cached(cached)
-                        return
-                    if not await self._store.locked(name):
-                        break
         try:
             if route.backend == "faq":
                 source = _faq_answer(plan.faq_answer, passages)
@@ -376,6 +375,20 @@ class ChatEngine:
         finally:
             if lock is not None:
                 await self._store.unlock(lock)
+
+    async def _wait_for_answer(self, plan: search_pb2.PlanResponse, qhash: str, name: str,
+                               deadline: float) -> bytes | None:
+        """The answer another process caches under its lock `name`; None once the lock is gone
+        without one, or at the deadline."""
+        loop = asyncio.get_running_loop()
+        while loop.time() < deadline:
+            await asyncio.sleep(0.02)
+            cached = await self._store.get_answer(plan.product_key_id, plan.knowledge_version, qhash)
+            if cached is not None:
+                return cached
+            if not await self._store.locked(name):
+                return None
+        return None
 
     async def _from_cache(
         self, state: TurnState, key_hash: str, cached: bytes, status: int

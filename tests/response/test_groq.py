@@ -11,6 +11,7 @@ import pytest
 
 from bench.fake_llm import Behaviour
 from services.common.pb.parley.v1 import common_pb2, response_pb2
+from services.response.cache import PREFIX, ResponseStore, question_hash
 from tests.conftest import rpc_error
 from tests.response.conftest import LARGE, SMALL
 
@@ -214,8 +215,23 @@ async def test_replicas_share_one_llm_call_through_the_redis_lock(served, llm, s
     async with served() as one, served() as two:
         replies = await asyncio.gather(*(
             (one if i % 2 else two).stub.Chat(ask(shop, question, session_id=f"r{i}"), timeout=20) for i in range(20)))
-    assert llm.count() == 1
+    assert llm.count() == 1, [(r.outcome, r.model, r.finished) for r in llm.requests]
     statuses = [r.cache_status for r in replies]
     assert statuses.count(common_pb2.CACHE_STATUS_MISS) == 1
     assert statuses.count(common_pb2.CACHE_STATUS_SHARED) + statuses.count(common_pb2.CACHE_STATUS_HIT) == 19
     assert len({r.answer for r in replies}) == 1
+
+
+async def test_when_a_lock_goes_without_an_answer_one_waiting_replica_answers(served, llm, shop, redis_client):
+    """Another process held the question's lock and went away without caching an answer: of the
+    replicas waiting on it, one takes the lock and answers, the other waits for that answer."""
+    question = "How much does the Plus plan cost?"
+    llm.first_token_delay = 0.3
+    async with served() as one, served() as two:
+        plan = await one.engine._search.plan(shop.secret, question, "", 5)
+        held = f"{PREFIX}sf:{ResponseStore.answer_key(plan.product_key_id, plan.knowledge_version, question_hash(question))}"
+        await redis_client.set(held, b"a process that will fail", px=1500)
+        replies = await asyncio.gather(*(
+            (one if i % 2 else two).stub.Chat(ask(shop, question, session_id=f"w{i}"), timeout=20) for i in range(6)))
+    assert llm.count() == 1, [(r.outcome, r.model, r.finished) for r in llm.requests]
+    assert len({r.answer for r in replies}) == 1 and replies[0].model == SMALL
