@@ -198,6 +198,13 @@ _KIND_OF_THING = frozenset(
     "integration integrations plugin plugins extension extensions support mode program programme scheme "
     "service services skill".split())
 _OF_WHAT = frozenset("for with on".split())
+# An amount asked for ("Is there a cap on deposits?", "any fee for cancelling?", "a minimum order?")
+# is stated on a page in figures, mostly without the word ("at most €5,000", "costs €2"): the thing
+# asked about is what follows the word, and alone ("Is there a fee?") it names nothing to look for.
+_AMOUNT = frozenset(
+    "cap caps limit limits max maximum maximums min minimum minimums fee fees charge charges surcharge cost "
+    "costs price prices rate rates amount amounts allowance threshold deadline".split())
+_OF_AMOUNT = _OF_WHAT | frozenset("per to of".split())
 _ARTICLES = frozenset("a an the my your our their".split())
 
 
@@ -219,6 +226,11 @@ def _which(text: str) -> list[str]:
     found = _THING_WORD.findall(text)
     words = _phrase(found)
     after = len(words)
+    if len(words) == 1 and words[0].lower() in _AMOUNT:  # "a cap on [deposits]", "a fee"
+        rest = found[after + 1:] if after < len(found) and found[after].lower() in _OF_AMOUNT else []
+        return _phrase([x for x in rest if x.lower() not in _ARTICLES])
+    while len(words) > 1 and words[0].lower() in _AMOUNT:  # "a minimum [order]"
+        words = words[1:]
     if words and words[-1].lower() in _KIND_OF_THING and after < len(found) and found[after].lower() in _OF_WHAT:
         which = _phrase([x for x in found[after + 1:] if x.lower() not in _ARTICLES])
         if which:

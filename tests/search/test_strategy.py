@@ -207,6 +207,23 @@ def test_unnamed_reads_a_service_that_data_or_money_goes_through(message, unknow
     assert unnamed(message, unknown, named) == missing
 
 
+@pytest.mark.parametrize(("message", "unknown", "named", "missing"), [
+    # an amount is stated in figures, mostly without the word: "cap", "fee", "minimum" alone name nothing
+    ("Is there a cap on deposits?", ("cap",), ("deposit",), []),
+    ("is there a fee?", ("fee",), (), []),
+    ("Is there a minimum order?", ("minimum",), ("order",), []),
+    # what the amount is of still counts: a fee for a thing no page names
+    ("Is there a fee for crypto deposits?", ("fee", "crypto"), ("deposit",), ["crypto"]),
+    ("Is there a weight limit for the rider?", ("limit", "rider"), ("weight",), []),
+    ("Is there a maximum number of lockers?", ("maximum", "locker"), (), []),   # "number" is named below
+    ("Is there a minimum Bitcoin deposit?", ("minimum", "bitcoin"), ("deposit",), ["Bitcoin"]),
+])
+def test_unnamed_reads_an_amount_as_the_thing_it_is_of(message, unknown, named, missing):
+    from services.search.strategy import unnamed
+
+    assert unnamed(message, unknown, named + ("number",)) == missing
+
+
 def test_a_question_whether_there_is_an_unnamed_thing_is_no_answer_however_close_the_passages():
     t = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6, answer_min_dense=0.2)
     close = [Chunk(str(i), "page", "Pricing", "", "Discounts for students.", f"/{i}", 0.0, 0.6, dense=0.7 - 0.1 * i,
