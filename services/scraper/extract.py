@@ -13,7 +13,8 @@ from services.scraper.furniture import content_root, is_page_meta, next_element,
 from services.scraper.rendered import (NOSCRIPT_FALLBACK_CHARS, NOSCRIPT_MIN_CHARS, attach_shadow_roots, has_noscript,
                                        read_noscript, structured_faq)
 from services.scraper.scopes import SCOPE_TAB, SCOPE_TITLE, mark_scopes, within
-from services.scraper.tables import BOLD_STYLE, is_table, label_icon_cells, table_lines
+from services.scraper.tables import (BOLD_LINE, BOLD_STYLE, PARAGRAPH_BREAK, UNMARKED, drop_menu_cells,
+                                     is_layout_table, is_table, label_icon_cells, table_lines)
 
 _BLOCKS = {"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "dt", "dd", "td", "th", "figcaption",
            "summary"}
@@ -23,7 +24,7 @@ _HEADINGS = {"h1", "h2", "h3", "h4", "summary"}
 _CONTAINERS = {"div", "section", "article", "main", "aside", "details", "figure", "center", "body"}
 # Characters that show nothing (zero-width spaces and joiners, word joiner, byte-order mark, soft
 # hyphen): a theme's "&#8203;" placeholder is no heading, and a word broken by one reads whole.
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad" + "".join(BOLD_LINE)))
 _SHOWS_ALONE = {"img", "picture", "video", "iframe", "object", "embed", "canvas"}   # content without text
 _STRUCTURE = _BLOCKS | _CONTAINERS | {"table", "ul", "ol", "dl", "tr", "hr"}
 # A class that makes a short block a heading: <div class="section-title">Fees</div>.
@@ -173,6 +174,8 @@ def _extract(html: str, url: str, *, noscript: bool) -> Page:
     mark_scopes(body, MAX_HEADING_CHARS)   # before the furniture goes: a tab list may be a <nav> or hold <button>s
     label_icon_cells(body)                 # before the icons and screen-reader text go with the furniture
     remove_furniture(body)
+    drop_menu_cells(body)
+    mark_lines_of_emphasis(body)           # before the <br>s become line breaks
     for br in body.css("br"):
         br.replace_with(_LINE_BREAK)
     root = content_root(body)
@@ -240,15 +243,15 @@ def _shows_nothing(node) -> bool:
     return node.tag not in _SHOWS_ALONE and not any(ch.isalnum() for ch in node.text(separator=""))
 
 
-def _is_heading(node, text: str) -> bool:
+def _is_heading(node, text: str, bold_line: bool = False) -> bool:
     """A heading element, or a short block a theme styles as one: a paragraph that is all bold
     (<p><strong>Fees</strong></p>), an element whose class says title or heading, or one whose ARIA role
-    says heading (<div role="heading" aria-level="2">)."""
+    says heading (<div role="heading" aria-level="2">); or a `bold_line` of a block paragraphed with <br>s."""
     if node.tag in _HEADINGS:
         return True
     if len(text) > MAX_HEADING_CHARS or text.endswith((".", ":", ";", ",")) or _FIGURE_FIRST.match(text):
         return False     # a price or a figure in bold ("£35 per bike") is what its card says, not a title
-    if _styled_heading(node):
+    if bold_line or _styled_heading(node):
         return True
     if node.tag in ("p", "div"):
         # ... or that holds one thing only, in bold or styled as a heading (SharePoint's collapsible
@@ -275,7 +278,7 @@ def _definitions(dl) -> list[str]:
     definitions in document order, also where <div>s group them)."""
     lines, term = [], ""
     for child in dl.css("dt, dd"):
-        text = " ".join(child.text(separator=" ").split())
+        text = " ".join(child.text(separator=" ").translate(UNMARKED).split())
         if child.tag == "dt":
             term = text
         elif text:
@@ -300,6 +303,61 @@ def _block_index(root) -> tuple[set[int], dict[int, object]]:
     return held, first
 
 
+_PARAGRAPH_GAP = re.compile("\u2028\\s*\u2028[\\s\u2028]*")
+_INLINE_AROUND = {"font", "span", "u", "i", "em", "a", "big", "small", "b", "strong"}
+
+
+def mark_lines_of_emphasis(body) -> None:
+    """Marks (BOLD_LINE) each line in bold of a block paragraphed with <br><br>, as older sites write
+    an article ("<b>Refund times</b><br>Refunds reach your card…"): the bold text alone between two
+    line breaks (or the block's edges), in <font>s or <span>s of its own or not."""
+    for bold in body.css("b, strong"):
+        if bold.parent is not None and bold.parent.tag in ("b", "strong"):
+            continue   # the bold around it is marked
+        unit = bold
+        while unit.parent is not None and unit.parent.tag in _INLINE_AROUND and _only_content(unit.parent, unit):
+            unit = unit.parent
+        block = unit.parent
+        if block is None or block.tag in _LEVEL or not (_at_break(unit, "prev") and _at_break(unit, "next")):
+            continue
+        if not any(ch.isalnum() for ch in bold.text()) or not PARAGRAPH_BREAK.search(block.html or ""):
+            continue
+        bold.insert_before(BOLD_LINE[0])
+        bold.insert_after(BOLD_LINE[1])
+
+
+def _only_content(parent, child) -> bool:
+    return all(c.mem_id == child.mem_id or (c.tag == "-text" and not (c.text(deep=False) or "").strip())
+               for c in parent.iter(include_text=True))
+
+
+def _at_break(node, side: str) -> bool:
+    """Whether a line break (or the edge of the element it is in) is next to `node` on `side`."""
+    sibling = getattr(node, side)
+    while sibling is not None and (sibling.tag == "-comment" or (
+            sibling.tag == "-text" and not (sibling.text(deep=False) or "").strip())):
+        sibling = getattr(sibling, side)
+    return sibling is None or sibling.tag == "br"
+
+
+def _br_paragraphs(text: str) -> list[tuple[str, bool]]:
+    """A <br>-paragraphed block's text as (paragraph, is a bold line): its paragraphs, each bold line
+    of its own ("Refund times") apart from the lines after it."""
+    pieces: list[tuple[str, bool]] = []
+    for paragraph in _PARAGRAPH_GAP.split(text):
+        rest = paragraph.strip().strip(_LINE_BREAK).strip()
+        while rest.startswith(BOLD_LINE[0]):
+            end = rest.find(BOLD_LINE[1])
+            after = rest[end + 1:].lstrip(" \t\n\r") if end > 0 else ""
+            if end < 0 or (after and not after.startswith(_LINE_BREAK)):
+                break     # bold at the start of a line that goes on ("<b>Note</b> that…")
+            pieces.append((rest[1:end], True))
+            rest = after.strip().strip(_LINE_BREAK).strip()
+        if rest:
+            pieces.append((rest.translate(UNMARKED), False))
+    return pieces
+
+
 @dataclass
 class _Open:
     """A container being read: its children, the next one's index, the text run since its last block."""
@@ -322,7 +380,15 @@ class _Reader:
         self._level_of: dict[str, int] = {}  # a heading's text -> its rank where it last stood
 
     def add(self, node, text: str, alone: bool) -> None:
-        """A block's text; `alone`: the node holds nothing else (so it may be a heading)."""
+        """A block's text; `alone`: the node holds nothing else (so it may be a heading). A block
+        paragraphed with <br><br> is read as its paragraphs, a line of its own in bold heading those after it."""
+        if node.tag != "pre" and (BOLD_LINE[0] in text or _PARAGRAPH_GAP.search(text)):
+            for piece, bold_line in _br_paragraphs(text):
+                self._add(node, piece, alone and not bold_line, bold_line)
+            return
+        self._add(node, text, alone)
+
+    def _add(self, node, text: str, alone: bool, bold_line: bool = False) -> None:
         text = text.translate(_INVISIBLE)
         if node.tag == "pre":
             text = " ".join(text.replace(_LINE_BREAK, " ").split())   # code: no comma between its lines
@@ -332,7 +398,7 @@ class _Reader:
             return     # a callout's icon alone ("💡"), a toggle's arrow ("‣"): no words, no figures
         if is_page_meta(text) or (node.tag not in _LEVEL and text.lower().strip(" :!") in _LABELS):
             return
-        if alone and _is_heading(node, text):
+        if (alone or bold_line) and _is_heading(node, text, bold_line):
             self.sections.append(Section(text))
             self._levels[id(self.sections[-1])] = self._level_of[text] = _LEVEL.get(node.tag, MINOR_HEADING)
         else:
@@ -363,7 +429,7 @@ class _Reader:
             else:
                 self.add(top.node, "".join(top.run), False)
                 top.run.clear()
-                if is_table(child):
+                if is_table(child) and not is_layout_table(child):
                     self.sections[-1].paragraphs.extend(table_lines(child))
                 elif tag == "dl":
                     self.sections[-1].paragraphs.extend(_definitions(child))

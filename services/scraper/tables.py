@@ -152,8 +152,15 @@ def _all_bold(cell, text: str) -> bool:
     return bold.replace(" ", "") == text.replace(" ", "")
 
 
+# A line in bold of a block paragraphed with <br><br> is marked by the extractor (its first and last
+# characters, from Unicode's private use area): it may head the lines after it. Text read other than as
+# such a block's lines is read without the marks.
+BOLD_LINE = ("\ue000", "\ue001")
+UNMARKED = str.maketrans("", "", "".join(BOLD_LINE))
+
+
 def cell_text(node) -> str:
-    return " ".join(node.text(separator=" ").split())
+    return " ".join(node.text(separator=" ").translate(UNMARKED).split())
 
 
 def _row_text(label: str, values: list[tuple[list[str], str]]) -> str:
@@ -170,3 +177,45 @@ def _row_text(label: str, values: list[tuple[list[str], str]]) -> str:
         # (A value spanning several columns reads without them: the row may lack a column before it.)
         return f"{label.rstrip(':')} — {names[0]}: {value}" if len(names) == 1 else f"{label.rstrip(':')}: {value}"
     return "; ".join([label, *(v for _, v in shown)] if label else [v for _, v in shown])
+
+
+# --- tables that lay out a page --------------------------------------------------------------------
+
+PARAGRAPH_BREAK = re.compile(r"<br\s*/?>\s*(?:&nbsp;\s*)?<br\s*/?>", re.IGNORECASE)
+_HEADINGS_INSIDE = "h1, h2, h3, h4, h5, h6"
+MIN_MENU_LINKS = 4            # links in a layout cell, at least, for it to be a menu
+MENU_LINK_SHARE = 0.6         # of a layout cell's text in links, at least, for it to be a menu
+
+
+def is_layout_table(table) -> bool:
+    """A <table> that lays out a page (an older site's header row, menu column, article cell and footer)
+    rather than holding data: one that holds another table or a heading, or one of a single cell, or
+    one whose cells are paragraphed with <br><br>; never one with <th> cells of its own. Such a table's
+    cells are read as the blocks they hold, not as rows of values. (role=presentation says nothing
+    here: themes put it on data tables too.)"""
+    if table.tag != "table":
+        return False      # ARIA tables are built for data
+    if any(t.mem_id != table.mem_id for t in table.css("table")) or table.css_first(_HEADINGS_INSIDE) is not None:
+        return True
+    if table.css_first("th") is not None:
+        return False
+    cells = table.css("td")
+    return len(cells) == 1 or any(PARAGRAPH_BREAK.search(cell.html or "") for cell in cells)
+
+
+def drop_menu_cells(body) -> None:
+    """Drops the cells of layout tables that are a menu: at least MIN_MENU_LINKS links making up at
+    least MENU_LINK_SHARE of the cell's text (an older site's navigation column)."""
+    for table in body.css("table"):
+        if table.parent is None or not is_layout_table(table):
+            continue
+        for cell in table.css("td"):
+            if cell.parent is None or cell.css_first("table") is not None:
+                continue   # gone with a cell around it, or a cell laying out more of the page
+            links = cell.css("a[href]")
+            if len(links) < MIN_MENU_LINKS:
+                continue
+            text = len("".join(cell.text(separator=" ").split()))
+            linked = sum(len("".join(a.text(separator=" ").split())) for a in links)
+            if text and linked >= MENU_LINK_SHARE * text:
+                cell.decompose()

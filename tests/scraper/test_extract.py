@@ -854,3 +854,38 @@ def test_a_print_link_a_search_form_and_a_drop_down_inside_the_content_are_no_te
     <h1>Skipping a week <a href="javascript:print();" class="print--icon"><span>Print</span></a></h1>
     <p>Skip any week until 23:59, five days before it.</p></main></body>"""
     assert _sections(html) == [("Skipping a week", ["Skip any week until 23:59, five days before it."])]
+
+
+_LAYOUT_PAGE = """<html><head><title>Returns - Acme Kettles</title></head><body>
+<table width="100%" border="0"><tr><td colspan="2"><font size="5"><b>Acme Kettles Support</b></font></td></tr>
+<tr><td width="180" valign="top"><font size="2"><a href="/">Home</a><br><a href="/returns">Returns</a><br>
+<a href="/shipping">Shipping</a><br><a href="/warranty">Warranty</a><br><a href="/contact">Contact us</a></font></td>
+<td valign="top"><font face="Arial" size="4"><b>Returns policy</b></font><br><br>
+You can return any kettle within <b>30 days</b> of delivery.<br><br>
+<b>How to start a return</b><br>Open the order and press "Return item".<br>We email you a prepaid label.<br><br>
+<strong>Refund times</strong><br>Refunds reach your card 5 to 7 working days after the parcel arrives.<br><br>
+<table border="1"><tr><th>Country</th><th>Return shipping</th></tr><tr><td>Ireland</td><td>£4.95</td></tr></table>
+<br><b>Note</b> that opened kettles can be returned only if faulty.</td></tr>
+<tr><td colspan="2"><font size="1">© 2009 Acme Kettles Ltd</font></td></tr></table></body></html>"""
+
+
+def test_a_page_laid_out_in_a_table_reads_as_its_article():
+    """An older site: the page is a table (header row, menu column, article cell, footer), the article
+    paragraphed with <br><br>, its headings bold lines; a data table inside stays a table."""
+    page = extract_html(_LAYOUT_PAGE, "http://x.test/returns")
+    sections = {s.heading: s.paragraphs for s in page.sections}
+    assert sections["Returns policy"] == ["You can return any kettle within 30 days of delivery."]
+    assert sections["How to start a return"] == ['Open the order and press "Return item". We email you a prepaid label.']
+    assert sections["Refund times"] == [
+        "Refunds reach your card 5 to 7 working days after the parcel arrives.",
+        "Ireland — Return shipping: £4.95",
+        "Note that opened kettles can be returned only if faulty."]   # bold that a line goes on from heads nothing
+    assert "Warranty" not in page.text and "Contact us" not in page.text      # the menu column
+    assert "\ue000" not in page.text and "\ue001" not in page.text
+
+
+def test_a_data_table_with_paragraphs_in_a_cell_is_still_read_as_rows():
+    html = ("<main><table><tr><th>Plan</th><th>Price</th></tr><tr><td>Solo</td><td>€5<br><br>billed yearly</td></tr>"
+            "<tr><td>Duo</td><td>€8</td></tr></table></main>")
+    assert extract_html(html, "http://x.test/").sections[0].paragraphs == [
+        "Solo — Price: €5 billed yearly", "Duo — Price: €8"]
