@@ -378,6 +378,7 @@ class _Reader:
         self.resumed: set[int] = set()    # ids of the sections that go on after a scope (dropped if empty)
         self._levels: dict[int, int] = {}  # id of a section -> its heading's rank (h2: 2)
         self._level_of: dict[str, int] = {}  # a heading's text -> its rank where it last stood
+        self._dropped: list[Section] = []
 
     def add(self, node, text: str, alone: bool) -> None:
         """A block's text; `alone`: the node holds nothing else (so it may be a heading). A block
@@ -515,7 +516,9 @@ class _Reader:
         still empty and only the one the scope went on from (between two tabs: nothing to keep)."""
         last = self.sections[-1]
         if not last.paragraphs and last.heading == resume and len(self.sections) > 1:
-            self.sections.pop()
+            # Kept alive: the sections are known by id() in `resumed` and `_levels`, and a new section
+            # must not take the id of a dropped one.
+            self._dropped.append(self.sections.pop())
         self.sections.append(Section(heading))
         if heading in self._level_of:
             self._levels[id(self.sections[-1])] = self._level_of[heading]
