@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -46,7 +47,26 @@ QUESTIONS = [
 ]
 
 
+# Ports for servers a test or bench starts are taken below Linux's ephemeral range (32768-60999), from
+# which the kernel picks the local ports of outgoing connections: a port it handed out free could be
+# taken by a client's connection before the server that is to listen on it binds it.
+_PORTS = range(30000, 32700)
+_given: set[int] = set()
+
+
 def free_port() -> int:
+    """A port free on 127.0.0.1 now, not given before by this process."""
+    for _ in range(500):
+        port = random.choice(_PORTS)
+        if port in _given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,15 +23,10 @@ from services.common.pb.parley.v1 import (
 from services.settings import Settings
 from services.common.topics import create_all_topics
 from services.launcher import Launcher
+from bench.harness import free_port
 
 RUN_ID = uuid.uuid4().hex[:8]
 HOW_TO_START = "start the local stack with `make up` (or run the tests with `make test`)"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Run last, in this order: the image test and the live Kubernetes stage (its tools may still be
@@ -67,9 +61,9 @@ def test_env() -> dict[str, str]:
         "PARLEY_SCRAPER_TIMEOUT_SECONDS": "3",
     }
     for name in ("search", "response", "scraper", "analytics"):
-        env[f"PARLEY_{name.upper()}_ADDR"] = f"127.0.0.1:{_free_port()}"
+        env[f"PARLEY_{name.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
     for name in ("search", "response", "scraper", "analytics", "worker", "crawler", "indexer"):
-        env[f"PARLEY_{name.upper()}_METRICS_PORT"] = str(_free_port())
+        env[f"PARLEY_{name.upper()}_METRICS_PORT"] = str(free_port())
     return env
 
 

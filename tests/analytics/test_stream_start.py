@@ -20,7 +20,7 @@ import pytest
 from services.settings import Settings
 from services.common.topics import create_all_topics
 from tests.analytics.test_stream import count_turns, now_turn, producer, wait_for
-from tests.conftest import _free_port
+from bench.harness import free_port
 
 
 @contextmanager
@@ -76,7 +76,7 @@ def own_worker(stack: Settings, test_env) -> dict[str, str]:
     port where nothing listens yet."""
     run = uuid.uuid4().hex[:6]
     return {**test_env, "PARLEY_TOPIC_NAMESPACE": f".start-{run}", "PARLEY_WORKER_APP_ID": f"parley-start-{run}",
-            "PARLEY_WORKER_METRICS_PORT": str(_free_port()), "PARLEY_KAFKA_BOOTSTRAP": f"127.0.0.1:{_free_port()}",
+            "PARLEY_WORKER_METRICS_PORT": str(free_port()), "PARLEY_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
             "PARLEY_LOG_JSON": "false"}
 
 

@@ -9,10 +9,11 @@ import uuid
 import grpc
 import pytest
 
+from bench.harness import free_port
 from services.common.grpc_server import channel, check_serving
 from services.common.pb.parley.v1 import common_pb2, response_pb2, response_pb2_grpc, search_pb2
 from services.launcher import Launcher
-from tests.conftest import RUN_ID, TestKey, _free_port, rpc_error
+from tests.conftest import RUN_ID, TestKey, rpc_error
 
 
 def ask(secret: str, message: str) -> response_pb2.ChatRequest:
@@ -80,9 +81,9 @@ async def test_a_rotated_secret_is_refused_at_once_on_every_replica_even_on_a_ca
 async def test_two_response_processes_refuse_a_rotated_secret_at_once(response, search, admin, test_env, tmp_path):
     """A second response process beside the session's: both answered from their caches before the
     rotation, neither answers the old secret after it."""
-    addr = f"127.0.0.1:{_free_port()}"
+    addr = f"127.0.0.1:{free_port()}"
     second = Launcher(tmp_path, env={**test_env, "PARLEY_RESPONSE_ADDR": addr,
-                                     "PARLEY_RESPONSE_METRICS_PORT": str(_free_port())})
+                                     "PARLEY_RESPONSE_METRICS_PORT": str(free_port())})
     second.start(["response"])
     try:
         async with channel(addr) as ch:

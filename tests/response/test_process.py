@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -12,18 +11,13 @@ from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import common_pb2, response_pb2, response_pb2_grpc
 from services.launcher import Launcher
 from tests.response.conftest import SMALL
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench.harness import free_port
 
 
 async def test_response_process_answers_with_groq_when_the_key_is_set(services, test_env, llm, shop, tmp_path: Path):
-    addr = f"127.0.0.1:{_free_port()}"
+    addr = f"127.0.0.1:{free_port()}"
     env = {**test_env, "GROQ_API_KEY": "gsk_test", "PARLEY_GROQ_BASE_URL": llm.base_url,
-           "PARLEY_RESPONSE_ADDR": addr, "PARLEY_RESPONSE_METRICS_PORT": str(_free_port())}
+           "PARLEY_RESPONSE_ADDR": addr, "PARLEY_RESPONSE_METRICS_PORT": str(free_port())}
     launcher = Launcher(tmp_path, env=env)
     launcher.start(["response"])
     try:

@@ -339,9 +339,9 @@ async def test_more_workers_crawl_more_partitions_in_parallel(services, scraper,
     from services.launcher import Launcher
     from tests.conftest import RUN_ID, make_key
 
-    from tests.conftest import _free_port
+    from bench.harness import free_port
 
-    second = Launcher(tmp_path, env={**test_env, "PARLEY_CRAWLER_METRICS_PORT": str(_free_port())})
+    second = Launcher(tmp_path, env={**test_env, "PARLEY_CRAWLER_METRICS_PORT": str(free_port())})
     second.start(["crawler"])
     try:
         partitions = settings.topic_partitions

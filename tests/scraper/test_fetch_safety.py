@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 from collections import Counter
 
 import pytest
 from aiohttp import web
 
 from services.scraper.fetching import AddressPolicy, BlockedAddress, Fetcher, FetchFailed, denied_reason, parse_networks
+from bench.harness import free_port
 
 LOCAL = AddressPolicy(parse_networks("127.0.0.1/32"))
 
@@ -39,19 +39,13 @@ def test_a_6to4_address_of_a_public_ipv4_passes():
     assert AddressPolicy().check("h", "2002:0808:0808::1")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Site:
     """A small origin on 127.0.0.1 whose routes a test sets."""
 
     def __init__(self, routes: dict[str, web.StreamResponse | type]) -> None:
         self.hits: Counter[str] = Counter()
         self._routes = routes
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self._runner: web.AppRunner | None = None
 
@@ -81,7 +75,7 @@ def _fetcher() -> Fetcher:
 async def test_an_unreachable_robots_txt_disallows():
     """RFC 9309 2.3.1.4: a robots.txt that cannot be reached means complete disallow."""
     async with _fetcher() as f:
-        assert not await f.allowed(f"http://127.0.0.1:{_free_port()}/page.html")   # connection refused
+        assert not await f.allowed(f"http://127.0.0.1:{free_port()}/page.html")   # connection refused
 
 
 @pytest.mark.parametrize("status, allowed", [(500, False), (503, False), (404, True), (403, True)])

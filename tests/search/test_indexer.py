@@ -235,11 +235,11 @@ async def test_a_second_search_process_answers_from_the_changed_knowledge(servic
     from services.common.grpc_server import channel, check_serving
     from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
     from services.launcher import Launcher
-    from tests.conftest import _free_port
+    from bench.harness import free_port
 
-    addr = f"127.0.0.1:{_free_port()}"
+    addr = f"127.0.0.1:{free_port()}"
     second = Launcher(tmp_path, env={**test_env, "PARLEY_SEARCH_ADDR": addr,
-                                     "PARLEY_SEARCH_METRICS_PORT": str(_free_port())})
+                                     "PARLEY_SEARCH_METRICS_PORT": str(free_port())})
     second.start(["search"])
     key = await make_key(search, admin, "two-processes", faq=[],
                          docs=[("Returns", "Unused items can be sent back within thirty days.")])
