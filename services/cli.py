@@ -21,6 +21,8 @@ from deploy.local import stack
 from services.common import db
 from services.common.logs import configure_logging
 from services.common.grpc_server import channel
+from services.common.errors import InvalidArgument
+from services.common.text import is_blank, storable
 from services.common.pb.parley.v1 import (
     analytics_pb2,
     analytics_pb2_grpc,
@@ -34,6 +36,7 @@ from services.common.pb.parley.v1 import (
 from services.settings import TOPICS, Settings, get_settings
 from services.common.topics import create_all_topics
 from services.launcher import COMPONENTS, REPO, Launcher
+from services.search import knowledge
 
 console = Console(stderr=True)
 out = Console()
@@ -48,6 +51,11 @@ DEMO_QUESTIONS = [
     "Which Linux distributions does the desktop app run on?",   # answered from the crawled sample site
 ]
 DEMO_SITE_PORT = 18088
+
+
+class InputError(Exception):
+    """Input the command cannot use (a missing or malformed file, an unknown topic): `main` prints it
+    as one line on stderr and exits with status 2."""
 
 
 def state_dir() -> Path:
@@ -145,27 +153,87 @@ def cmd_keys(args, settings: Settings) -> None:
     asyncio.run(run())
 
 
+KNOWLEDGE_SUFFIXES = (".json", ".md", ".txt")
+
+
+def _read_text(f: Path) -> str:
+    try:
+        return f.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{f}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{f}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise InputError(f"{f}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _faq_entries(f: Path) -> list[search_pb2.AddFaqRequest]:
+    """The FAQ entries of a .json file: {"faq": [{"question": "...", "answer": "..."}, ...]}."""
+    try:
+        data = json.loads(_read_text(f))
+    except ValueError as exc:
+        raise InputError(f"{f}: not valid JSON ({exc})") from None
+    shape = 'an object {"faq": [{"question": "...", "answer": "..."}, ...]}'
+    if not isinstance(data, dict) or not isinstance(data.get("faq"), list):
+        raise InputError(f"{f}: expected {shape}")
+    entries = []
+    for i, entry in enumerate(data["faq"]):
+        if not (isinstance(entry, dict) and isinstance(entry.get("question"), str)
+                and isinstance(entry.get("answer"), str)):
+            raise InputError(f"{f}: faq entry {i} is not an object with a string question and answer; expected {shape}")
+        try:   # what the search service would refuse, refused before any entry is sent
+            knowledge.clean_text("the question", entry["question"], knowledge.MAX_QUESTION_CHARS)
+            knowledge.clean_text("the answer", entry["answer"], knowledge.MAX_ANSWER_CHARS)
+        except InvalidArgument as exc:
+            raise InputError(f"{f}: faq entry {i}: {exc.message}") from None
+        entries.append(search_pb2.AddFaqRequest(question=entry["question"], answer=entry["answer"]))
+    return entries
+
+
+def _document(f: Path) -> search_pb2.AddDocumentRequest:
+    """A .md/.txt file as a document, titled by its first line that shows something."""
+    text = _read_text(f)
+    try:
+        knowledge.clean_text("the document", text, knowledge.MAX_DOCUMENT_CHARS)
+    except InvalidArgument as exc:
+        raise InputError(f"{f}: {exc.message}") from None
+    lines = (line.lstrip("# ").strip() for line in storable(text).splitlines())
+    title = next((line for line in lines if not is_blank(line)), f.stem)
+    if len(title) > knowledge.MAX_TITLE_CHARS:     # a plain text file's first paragraph
+        title = title[:knowledge.MAX_TITLE_CHARS - 1].rstrip() + "…"
+    return search_pb2.AddDocumentRequest(title=title, text=text, url=f"doc:{f.name}")
+
+
+def read_knowledge(path: Path) -> list[tuple[Path, list[search_pb2.AddFaqRequest] | search_pb2.AddDocumentRequest]]:
+    """Every knowledge file under `path`, read and checked before anything is sent (InputError)."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in KNOWLEDGE_SUFFIXES)
+        if not files:
+            raise InputError(f"{path}: no {', '.join(KNOWLEDGE_SUFFIXES)} files in this directory")
+    elif not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    elif path.suffix not in KNOWLEDGE_SUFFIXES:
+        raise InputError(f"{path}: not a knowledge file (expected {', '.join(KNOWLEDGE_SUFFIXES)})")
+    else:
+        files = [path]
+    return [(f, _faq_entries(f) if f.suffix == ".json" else _document(f)) for f in files]
+
+
 async def add_knowledge_path(settings: Settings, key_id: str, path: Path) -> int:
     """Adds a .md/.txt file (a document) or a .json file ({"faq": [{question, answer}]}), or a directory of them."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = read_knowledge(path)
     added = 0
     async with channel(settings.search_addr) as ch:
         stub = search_pb2_grpc.SearchServiceStub(ch)
-        for f in files:
-            if f.suffix == ".json":
-                for entry in json.loads(f.read_text()).get("faq", []):
-                    reply = await stub.AddFaq(
-                        search_pb2.AddFaqRequest(product_key_id=key_id, question=entry["question"], answer=entry["answer"]),
-                        metadata=_admin_md(settings), timeout=10,
-                    )
+        for f, content in files:
+            if isinstance(content, list):
+                for entry in content:
+                    entry.product_key_id = key_id
+                    reply = await stub.AddFaq(entry, metadata=_admin_md(settings), timeout=10)
                     added += len(reply.chunk_ids)
-            elif f.suffix in (".md", ".txt"):
-                text = f.read_text()
-                title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.strip()), f.stem)
-                reply = await stub.AddDocument(
-                    search_pb2.AddDocumentRequest(product_key_id=key_id, title=title, text=text, url=f"doc:{f.name}"),
-                    metadata=_admin_md(settings), timeout=30,
-                )
+            else:
+                content.product_key_id = key_id
+                reply = await stub.AddDocument(content, metadata=_admin_md(settings), timeout=30)
                 added += len(reply.chunk_ids)
             console.print(f"  added {f.name}")
     return added
@@ -332,12 +400,18 @@ def cmd_events(args, settings: Settings) -> None:
 
     async def run():
         consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+            bootstrap_servers=settings.kafka_bootstrap, group_id=None,
             auto_offset_reset="earliest" if args.from_beginning else "latest", enable_auto_commit=False,
         )
         await consumer.start()
         seen = 0
         try:
+            # Asked before subscribing: a subscription to a missing topic waits for it forever (or,
+            # where the brokers create topics on demand, creates it).
+            if topic not in await consumer.topics():
+                raise InputError(f"no topic {topic!r} in the cluster at {settings.kafka_bootstrap} "
+                                 f"(parley's topics: {', '.join(TOPICS)})")
+            consumer.subscribe([topic])
             async for msg in consumer:
                 try:
                     value = decode_event(topic, settings, msg.value)
@@ -519,6 +593,9 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging("WARNING", json=False)
     try:
         args.fn(args, settings)
+    except InputError as exc:
+        sys.stderr.write(f"parley {args.command}: {' '.join(str(exc).splitlines())}\n")
+        raise SystemExit(2) from None
     except grpc.aio.AioRpcError as exc:
         console.print(f"[red]{exc.code().name}[/]: {exc.details()}")
         raise SystemExit(1) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class ParleyError(Exception):
     """An error with a gRPC status name and a message meant for the caller."""
@@ -34,6 +36,12 @@ class AlreadyExists(ParleyError):
     code = "ALREADY_EXISTS"
 
 
+class FailedPrecondition(ParleyError):
+    """The request is valid but the state of what it names refuses it (e.g. a revoked key)."""
+
+    code = "FAILED_PRECONDITION"
+
+
 class ResourceExhausted(ParleyError):
     code = "RESOURCE_EXHAUSTED"
 
@@ -49,6 +57,25 @@ class DeadlineExceeded(ParleyError):
 # A dependency that is restarting or unreachable (PostgreSQL, Redis, a socket): worth a retry.
 RETRY_AFTER_TRAILER = "retry-after"
 TRANSIENT_RETRY_AFTER_SECONDS = 1
+# The same hint in milliseconds: an error sent with either hint is sent with both (with_retry_hints).
+RETRY_AFTER_MS_TRAILER = "retry-after-ms"
+
+
+def with_retry_hints(trailers: dict[str, str]) -> dict[str, str]:
+    """`trailers` with both retry hints when they hold one: `retry-after` in whole seconds (rounded
+    up, as HTTP's) and `retry-after-ms`; a hint set already is kept, one that is not a number is
+    left alone. Clients of either convention see when to retry."""
+    seconds, ms = trailers.get(RETRY_AFTER_TRAILER), trailers.get(RETRY_AFTER_MS_TRAILER)
+    if (seconds is None) == (ms is None):
+        return trailers
+    try:
+        if ms is None:
+            ms = str(max(0, math.ceil(float(seconds) * 1000)))
+        else:
+            seconds = str(max(0, math.ceil(float(ms) / 1000)))
+    except (ValueError, OverflowError):
+        return trailers
+    return {**trailers, RETRY_AFTER_TRAILER: seconds, RETRY_AFTER_MS_TRAILER: ms}
 
 
 def _transient_types() -> tuple[type[BaseException], ...]:

@@ -4,7 +4,8 @@ Admin RPCs (and so `parley knowledge add`) and the indexer worker that takes the
 write through `Indexing`: chunks are embedded in batches off the event loop (a paragraph the key
 already has an embedding for is not embedded again), then written with their embeddings, the
 replaced chunks deleted and the knowledge version bumped in one transaction. Writing a document is
-idempotent: replaying it gives the same chunks."""
+idempotent: replaying it gives the same chunks. What is stored (and embedded) goes through
+`services.common.text.storable` here, whichever path it came by; a chunk blank after that is dropped."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -27,6 +28,7 @@ from services.common.knowledge_store import (
     insert_chunks,
     known_embeddings,
 )
+from services.common.text import is_blank, storable
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,21 @@ class Document:
     kind: str
     title: str
     chunks: Sequence[NewChunk]
+
+
+def storable_chunks(chunks: Sequence[NewChunk]) -> list[NewChunk]:
+    """The chunks as they are stored: their text through `storable`, and none that is blank after it."""
+    cleaned = []
+    for c in chunks:
+        content, question = storable(c.content), storable(c.question)
+        if not is_blank(content):
+            cleaned.append(c if content is c.content and question is c.question else NewChunk(content, question))
+    return cleaned
+
+
+def _stored_names(documents: set[str] | frozenset[str]) -> set[str]:
+    """Documents to delete by name, as they were stored (through `storable`), without the empty name."""
+    return {storable(d) for d in documents} - {""}
 
 
 def to_bytes(vectors: np.ndarray) -> list[bytes]:
@@ -84,6 +101,10 @@ class Indexing:
         self._load = load_embedder
         self.chunks_embedded = 0
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
     async def embedder(self) -> Embedder:
         return await asyncio.to_thread(self._load)
 
@@ -102,6 +123,7 @@ class Indexing:
         embedded yet (the indexer batches pages this way: a model call on a few chunks wastes most of
         its time on overhead and padding)."""
         embedder = await self.embedder()
+        documents = [Document(d.key_id, d.kind, storable(d.title), storable_chunks(d.chunks)) for d in documents]
         known: dict[tuple[str, bytes], bytes] = {}
         hashes = [[c.hash(d.kind) for c in d.chunks] for d in documents]
         for key_id in dict.fromkeys(d.key_id for d in documents):
@@ -143,24 +165,30 @@ class Indexing:
         return [b"".join(to_bytes(np.vstack([p[None], s]))) for p, s in zip(passages, sentences)]
 
     async def write(self, key_id: str, kind: str, document: str, title: str, url: str, chunks: Sequence[NewChunk],
-                    replace: set[str] | frozenset[str] = frozenset(), vectors: list[bytes] | None = None
+                    replace: set[str] | frozenset[str] = frozenset(), vectors: list[bytes] | None = None,
+                    require: Callable[[asyncpg.Connection, str], Awaitable[None]] | None = None,
                     ) -> tuple[list[str], int, int]:
         """Writes a document's chunks (first deleting the chunks of the `replace` documents of the same
         kind): (new chunk ids, chunks deleted, knowledge version). `vectors`: the chunks' embeddings if
-        the caller has them already (from `embeddings_of`)."""
-        if vectors is None:
+        the caller has them already (from `embeddings_of`, which stores what this stores, in order).
+        `require`: a check of the key run first in the write's transaction (it may raise)."""
+        document, title, url = storable(document), storable(title), storable(url)
+        chunks = storable_chunks(chunks)
+        if vectors is None or len(vectors) != len(chunks):
             vectors, model_id = await self.embeddings(key_id, kind, title, chunks)
         else:
             model_id = (await self.embedder()).model_id
         async with self._pool.acquire() as conn, conn.transaction():
-            deleted = await delete_documents(conn, key_id, kind, set(replace) - {""})
+            if require is not None:
+                await require(conn, key_id)
+            deleted = await delete_documents(conn, key_id, kind, _stored_names(replace))
             ids = await insert_chunks(conn, key_id, kind, document, title, url, chunks, vectors, model_id)
             version = await bump_version(conn, key_id)
         return ids, deleted, version
 
     async def remove(self, key_id: str, kind: str, documents: set[str]) -> tuple[int, int]:
         async with self._pool.acquire() as conn, conn.transaction():
-            deleted = await delete_documents(conn, key_id, kind, documents - {""})
+            deleted = await delete_documents(conn, key_id, kind, _stored_names(documents))
             version = await bump_version(conn, key_id)
         return deleted, version
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -13,8 +14,16 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from services.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from services.common.product_keys import KeyRecord, hash_secret, require_key, validate_key
+from services.common.text import is_blank, storable
 
 __all__ = ["KeyRecord", "hash_secret", "require_key", "validate_key"]  # shared with the other services
 
@@ -25,6 +34,10 @@ BeforeChange = Callable[[bytes], Awaitable[None]]
 _KEY_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{1,62}$")
 # Settings a key may override (product_keys.settings jsonb); anything else is rejected.
 SETTING_TYPES = {"rate_limit_per_second": float, "rate_limit_burst": int, "allow_direct": bool}
+# A key's name is shown in lists and answers' metadata; its instructions go into every prompt of the key.
+MAX_NAME_CHARS = 200
+MAX_INSTRUCTIONS_CHARS = 10_000
+MAX_WEBSITE_CHARS = 2_000
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,8 @@ def clean_settings(settings: dict) -> dict:
         kind = SETTING_TYPES.get(name)
         if kind is None:
             raise InvalidArgument(f"unknown key setting {name!r}; known: {', '.join(SETTING_TYPES)}")
-        if kind is not bool and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+        if kind is not bool and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                 or not math.isfinite(value) or value < 0):
             raise InvalidArgument(f"key setting {name} must be a non-negative number")
         if value:
             cleaned[name] = kind(value)
@@ -96,9 +110,15 @@ async def create_key(
     settings: dict | None = None, ts_config: str = "",
 ) -> tuple[ProductKey, str]:
     """Create a key; returns it with its secret, which is not stored and cannot be shown again."""
-    name = name.strip()
-    if not name:
+    name = storable(name).strip()
+    if is_blank(name):
         raise InvalidArgument("name is required")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidArgument(f"name has {len(name)} characters; the limit is {MAX_NAME_CHARS}")
+    instructions = storable(instructions).strip()
+    if len(instructions) > MAX_INSTRUCTIONS_CHARS:
+        raise InvalidArgument(
+            f"instructions have {len(instructions)} characters; the limit is {MAX_INSTRUCTIONS_CHARS}")
     key_id = key_id.strip() or "key_" + secrets.token_hex(6)
     if not _KEY_ID.match(key_id):
         raise InvalidArgument("id must be 2-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit")
@@ -106,7 +126,9 @@ async def create_key(
     if len(ts_config) > 63 or not ts_config.isprintable():
         raise InvalidArgument("text_search_config must be the name of a text search configuration (e.g. english)")
     website = website.strip()
-    if website and not _is_site(website):
+    if len(website) > MAX_WEBSITE_CHARS:
+        raise InvalidArgument(f"website has {len(website)} characters; the limit is {MAX_WEBSITE_CHARS}")
+    if website and (not website.isprintable() or not _is_site(website)):
         raise InvalidArgument("website must be an absolute http(s) URL, e.g. https://help.example.com/")
     if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = $1)", ts_config):
         raise InvalidArgument(f"unknown text search configuration {ts_config!r} (e.g. english, simple, german)")
@@ -123,6 +145,22 @@ async def create_key(
     return _row_to_key(row), secret
 
 
+def _no_key(key_id: str) -> NotFound:
+    shown = key_id if len(key_id) <= 100 else key_id[:100] + "…"
+    return NotFound(f"no product key with id {shown!r}")
+
+
+async def require_live(conn: asyncpg.Pool | asyncpg.Connection, key_id: str) -> None:
+    """The key exists and is not revoked, or NOT_FOUND / FAILED_PRECONDITION. In a transaction, the
+    row stays share-locked until it ends, so a revocation cannot slip in before its writes commit."""
+    revoked = await conn.fetchrow("SELECT revoked_at IS NOT NULL AS revoked FROM product_keys WHERE id = $1 FOR SHARE",
+                                  key_id) if _KEY_ID.fullmatch(key_id) else None
+    if revoked is None:
+        raise _no_key(key_id)
+    if revoked["revoked"]:
+        raise FailedPrecondition(f"the key is revoked ({key_id!r}); its knowledge can no longer change")
+
+
 async def list_keys(pool: asyncpg.Pool) -> list[ProductKey]:
     rows = await pool.fetch(f"SELECT {_COLUMNS} FROM product_keys ORDER BY created_at, id")
     return [_row_to_key(r) for r in rows]
@@ -131,9 +169,10 @@ async def list_keys(pool: asyncpg.Pool) -> list[ProductKey]:
 async def revoke_key(pool: asyncpg.Pool, key_id: str, before_change: BeforeChange) -> tuple[ProductKey, bytes]:
     """Revokes the key; returns it with the hash of the secret that stopped working."""
     async with pool.acquire() as conn, conn.transaction():
-        old = await conn.fetchval("SELECT key_hash FROM product_keys WHERE id = $1 FOR UPDATE", key_id)
+        old = await conn.fetchval("SELECT key_hash FROM product_keys WHERE id = $1 FOR UPDATE",
+                                  key_id) if _KEY_ID.fullmatch(key_id) else None
         if old is None:
-            raise NotFound(f"no product key with id {key_id!r}")
+            raise _no_key(key_id)
         await before_change(bytes(old))
         row = await conn.fetchrow(
             "UPDATE product_keys SET revoked_at = coalesce(revoked_at, now()),"
@@ -147,11 +186,12 @@ async def rotate_key(pool: asyncpg.Pool, key_id: str, before_change: BeforeChang
     """A new secret for the key (its knowledge stays); returns the key, the new secret and the old hash."""
     secret = new_secret()
     async with pool.acquire() as conn, conn.transaction():
-        old = await conn.fetchrow("SELECT key_hash, revoked_at FROM product_keys WHERE id = $1 FOR UPDATE", key_id)
+        old = await conn.fetchrow("SELECT key_hash, revoked_at FROM product_keys WHERE id = $1 FOR UPDATE",
+                                  key_id) if _KEY_ID.fullmatch(key_id) else None
         if old is None:
-            raise NotFound(f"no product key with id {key_id!r}")
+            raise _no_key(key_id)
         if old["revoked_at"] is not None:
-            raise InvalidArgument(f"product key {key_id!r} is revoked; create a new key instead")
+            raise FailedPrecondition(f"the key is revoked ({key_id!r}); create a new key instead")
         await before_change(bytes(old["key_hash"]))
         row = await conn.fetchrow(
             f"UPDATE product_keys SET key_hash = $2, rotated_at = now() WHERE id = $1 RETURNING {_COLUMNS}",

@@ -7,27 +7,61 @@ import asyncpg
 from services.common.chunking import chunk_text
 from services.common.errors import InvalidArgument, NotFound
 from services.common.knowledge_store import NewChunk, bump_version
+from services.common.text import is_blank, storable
+from services.search import keys
 from services.search.indexing import Indexing
 
+MAX_QUESTION_CHARS = 1_000
+MAX_ANSWER_CHARS = 10_000
 MAX_DOCUMENT_CHARS = 2_000_000
+# A document's title (or URL) names it: it is stored with every chunk and indexed, as an FAQ question is.
+MAX_TITLE_CHARS = 1_000
+MAX_URL_CHARS = 2_000
+MAX_CHUNK_ID = 2**63 - 1        # knowledge_chunks.id is a bigint
+# What names a document (an FAQ question; a document's URL, else its title) is a btree index key, which
+# PostgreSQL limits to 2704 bytes with the key id and content hash: 1,000 characters outside ASCII can pass that.
+MAX_DOCUMENT_NAME_BYTES = 2_000
+
+
+def clean_text(what: str, text: str, limit: int, *, required: bool = True) -> str:
+    """`text` as it is stored (through `storable`, stripped); INVALID_ARGUMENT when blank (if required)
+    or longer than `limit` characters."""
+    text = storable(text).strip()
+    if is_blank(text):
+        if required:
+            raise InvalidArgument(f"{what} is empty")
+        text = ""
+    if len(text) > limit:
+        raise InvalidArgument(f"{what} has {len(text)} characters; the limit is {limit}")
+    return text
+
+
+def check_document_name(what: str, name: str) -> None:
+    size = len(name.encode())
+    if size > MAX_DOCUMENT_NAME_BYTES:
+        raise InvalidArgument(f"{what} takes {size} bytes in UTF-8; the limit is {MAX_DOCUMENT_NAME_BYTES} bytes")
+
 
 async def add_faq(indexing: Indexing, key_id: str, question: str, answer: str) -> tuple[list[str], int]:
-    question, answer = question.strip(), answer.strip()
-    if not question or not answer:
-        raise InvalidArgument("an FAQ entry needs both a question and an answer")
-    ids, _, version = await indexing.write(key_id, "faq", question, "", "", [NewChunk(answer, question)])
+    question = clean_text("the FAQ question", question, MAX_QUESTION_CHARS)
+    answer = clean_text("the FAQ answer", answer, MAX_ANSWER_CHARS)
+    check_document_name("the FAQ question", question)
+    await keys.require_live(indexing.pool, key_id)
+    ids, _, version = await indexing.write(key_id, "faq", question, "", "", [NewChunk(answer, question)],
+                                           require=keys.require_live)
     return ids, version
 
 
 async def add_document(indexing: Indexing, key_id: str, title: str, text: str, url: str = "") -> tuple[list[str], int]:
-    title = title.strip()
-    if not text.strip():
-        raise InvalidArgument("the document is empty")
-    if len(text) > MAX_DOCUMENT_CHARS:
-        raise InvalidArgument(f"the document has {len(text)} characters; the limit is {MAX_DOCUMENT_CHARS}")
-    chunks = chunk_text(text)
+    title = clean_text("the document title", title, MAX_TITLE_CHARS, required=False)
+    text = clean_text("the document", text, MAX_DOCUMENT_CHARS)
+    url = clean_text("the document url", url, MAX_URL_CHARS, required=False)
     document = url or title
-    ids, _, version = await indexing.write(key_id, "document", document, title, url, [NewChunk(c) for c in chunks])
+    check_document_name("the document url" if url else "the document title", document)
+    await keys.require_live(indexing.pool, key_id)
+    chunks = chunk_text(text)
+    ids, _, version = await indexing.write(key_id, "document", document, title, url, [NewChunk(c) for c in chunks],
+                                           require=keys.require_live)
     return ids, version
 
 
@@ -36,14 +70,14 @@ async def delete_knowledge(pool: asyncpg.Pool, key_id: str, chunk_id: str = "", 
         raise InvalidArgument("give exactly one of chunk_id or document")
     async with pool.acquire() as conn, conn.transaction():
         if chunk_id:
-            if not chunk_id.isdigit():
+            if not (chunk_id.isascii() and chunk_id.isdigit()) or int(chunk_id) > MAX_CHUNK_ID:
                 raise InvalidArgument("chunk_id must be a number")
             result = await conn.execute(
                 "DELETE FROM knowledge_chunks WHERE product_key_id = $1 AND id = $2", key_id, int(chunk_id)
             )
         else:
             result = await conn.execute(
-                "DELETE FROM knowledge_chunks WHERE product_key_id = $1 AND document = $2", key_id, document
+                "DELETE FROM knowledge_chunks WHERE product_key_id = $1 AND document = $2", key_id, storable(document)
             )
         deleted = int(result.split()[-1])
         if deleted == 0:

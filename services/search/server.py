@@ -12,6 +12,7 @@ import redis.asyncio as redis
 from services.common.errors import Unavailable
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
+from services.common.text import storable
 from services.search.settings import SearchSettings
 from services.common.timestamps import to_timestamp
 from services.search import keys, knowledge
@@ -165,7 +166,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         ids, version = await knowledge.add_document(
             self._deps.indexing, request.product_key_id, request.title, request.text, request.url
         )
-        await self._knowledge_changed(request.product_key_id, version, "document_added", request.url)
+        url = storable(request.url).strip()
+        await self._knowledge_changed(request.product_key_id, version, "document_added", url)
         return search_pb2.AddKnowledgeResponse(chunk_ids=ids, knowledge_version=version)
 
     async def DeleteKnowledge(self, request, context):
