@@ -13,6 +13,8 @@ from services.common.errors import InvalidArgument
 GRANULARITIES = {"minute", "hour", "day", ""}
 GROUPS = {"strategy", "model", ""}
 MAX_RANGE = timedelta(days=400)
+MAX_MINUTE_RANGE = timedelta(days=7)   # per minute: 10,080 points at most (a reply stays well under 4 MiB)
+DEFAULT_QUESTIONS, MAX_QUESTIONS = 20, 1000
 
 COUNTERS = ("turns", "cache_hits", "errors", "no_answers", "feedback_up", "feedback_down", "tokens_in", "tokens_out")
 HISTS = ("total_hist", "ttft_hist", "search_hist", "llm_hist")
@@ -31,20 +33,26 @@ class MetricsRow:
 
 
 def _query(granularity: str, group_by: str) -> str:
-    bucket = f"date_trunc('{granularity}', minute)" if granularity else "$2::timestamptz"
+    # Buckets are cut in UTC whatever the server's or the session's TimeZone: without the zone argument
+    # date_trunc cuts hours and days in the session's zone (an hour would start at :30 in Asia/Kolkata).
+    bucket = f"date_trunc('{granularity}', minute, 'UTC')" if granularity else "$2::timestamptz"
     group = group_by if group_by else "''"
     sums = ", ".join(f"sum({c})::bigint AS {c}" for c in COUNTERS)
     hists = ", ".join(f"parley_hist_sum({h}) AS {h}" for h in HISTS)
     return (
         f"SELECT {bucket} AS bucket_start, {group} AS grp, {sums}, {hists} "
-        "FROM metrics_minute WHERE product_key_id = $1 AND minute >= date_trunc('minute', $2::timestamptz) "
+        "FROM metrics_minute WHERE product_key_id = $1 AND minute >= date_trunc('minute', $2::timestamptz, 'UTC') "
         "AND minute < $3 GROUP BY 1, 2 ORDER BY 1, 2"
     )
 
 
 def resolve_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     end = end or datetime.now(timezone.utc)
-    start = start or end - timedelta(hours=1)
+    if start is None:
+        try:
+            start = end - timedelta(hours=1)
+        except OverflowError:
+            raise InvalidArgument("end is too early for the default start (an hour before it); give start") from None
     if start >= end:
         raise InvalidArgument("start must be before end")
     if end - start > MAX_RANGE:
@@ -59,6 +67,8 @@ async def get_metrics(
         raise InvalidArgument("product_key_id is required")
     if granularity not in GRANULARITIES or group_by not in GROUPS:
         raise InvalidArgument("unknown granularity or group_by")
+    if granularity == "minute" and end - start > MAX_MINUTE_RANGE:
+        raise InvalidArgument(f"a range per minute is at most {MAX_MINUTE_RANGE.days} days; ask per hour or per day")
     rows = await pool.fetch(_query(granularity, group_by), key_id, start, end)
     return [
         MetricsRow(
@@ -112,7 +122,9 @@ async def top_questions(
     """The most frequent questions; with gaps_only, those answered NO_ANSWER or rated down, worst first."""
     if not key_id:
         raise InvalidArgument("product_key_id is required")
-    limit = limit if 0 < limit <= 1000 else 20
+    if not 0 <= limit <= MAX_QUESTIONS:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_QUESTIONS} (0: {DEFAULT_QUESTIONS}), not {limit}")
+    limit = limit or DEFAULT_QUESTIONS
     if gaps_only:
         sql = _QUESTIONS.format(
             having="HAVING count(*) FILTER (WHERE no_answer OR down) > 0",

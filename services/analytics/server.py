@@ -97,6 +97,17 @@ _GRANULARITY = {
 _GROUP = {analytics_pb2.GROUP_BY_NONE: "", analytics_pb2.GROUP_BY_STRATEGY: "strategy", analytics_pb2.GROUP_BY_MODEL: "model"}
 
 
+def _choice(request, name: str, choices: dict[int, str]) -> str:
+    """An enum field as a query argument. Protobuf keeps a number its enum does not define (a newer or
+    broken client): that is INVALID_ARGUMENT naming the field, not a silent default."""
+    value = getattr(request, name)
+    if value not in choices:
+        enum = request.DESCRIPTOR.fields_by_name[name].enum_type
+        known = ", ".join(f"{v.name} ({v.number})" for v in enum.values)
+        raise InvalidArgument(f"{name} {value} is not a {enum.full_name}; one of {known}")
+    return choices[value]
+
+
 class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     def __init__(self, deps: AnalyticsDeps, admin_token: str) -> None:
         self._deps = deps
@@ -115,11 +126,9 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         return await self._metrics(request, await self._key_id(request, context))
 
     async def _metrics(self, request: analytics_pb2.GetMetricsRequest, key_id: str) -> analytics_pb2.GetMetricsResponse:
+        granularity, group_by = _choice(request, "granularity", _GRANULARITY), _choice(request, "group_by", _GROUP)
         start, end = _range(request)
-        rows = await queries.get_metrics(
-            self._deps.pool, key_id, start, end,
-            _GRANULARITY.get(request.granularity, ""), _GROUP.get(request.group_by, ""),
-        )
+        rows = await queries.get_metrics(self._deps.pool, key_id, start, end, granularity, group_by)
         return analytics_pb2.GetMetricsResponse(
             points=[_point(r) for r in rows], total=_point(queries.merge_rows(rows, start))
         )

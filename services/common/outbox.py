@@ -14,6 +14,9 @@ order in the background, so an answer never waits on the broker and a broker out
   counted in `parley_outbox_dropped_total`, logged at error, and the `outbox` health detail turns
   NOT_SERVING. Refusing beats blocking: answers keep flowing, and what is lost is counted.
 - One process per file (an exclusive lock): two replicas must not deliver the same rows.
+- Bounded in size: an event over `MAX_EVENT_BYTES` is refused at `publish` (EventTooLarge), and a
+  stored one (written before the limit) is dropped at open, logged at error: Kafka would refuse it
+  for ever, and the rows behind it would never be delivered.
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ CREATE TABLE IF NOT EXISTS outbox (
 # a third and the response process's by ~10 % (cached Chat under ghz, concurrency 16, one run).
 DELIVERY_LINGER_SECONDS = 0.05
 
+# Key, value and headers of one event at most. Kafka refuses a record over its message limit (1 MiB by
+# default: the broker's message.max.bytes, the producer's max_request_size) on every try, and the
+# outbox delivers in order: one such row would hold back every event behind it.
+MAX_EVENT_BYTES = 900_000
+_ROW_BYTES = "length(key) + length(value) + length(headers)"   # headers are JSON with ASCII escapes
+
 
 _HEADERS_BEFORE_TRACE: dict[str, str] = {}
 
@@ -80,6 +89,10 @@ def _settle(waiters: list[asyncio.Future], written: bool) -> None:
 
 class OutboxFull(Exception):
     """An event refused because the outbox holds `max_events` already."""
+
+
+class EventTooLarge(ValueError):
+    """An event refused at publish: over MAX_EVENT_BYTES, Kafka would never accept it."""
 
 
 class _RoundFailed(Exception):
@@ -131,11 +144,25 @@ class Outbox:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if self._synchronous == 'FULL' else 'NORMAL'}")
         db.execute(_SCHEMA)
+        self._drop_oversized(db)
         self._db = db
         self._pending = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
         self._pending_gauge.set(self._pending)
         if self._pending:
             logger.info("outbox %s holds %d undelivered event(s) from before the restart", self.path, self._pending)
+
+    def _drop_oversized(self, db: sqlite3.Connection) -> None:
+        """Stored rows over MAX_EVENT_BYTES (written before the limit) would block delivery for ever:
+        deleted, each logged at error and counted as dropped."""
+        dropped = db.execute(f"DELETE FROM outbox WHERE {_ROW_BYTES} > ? RETURNING seq, topic, headers, {_ROW_BYTES}",
+                             (MAX_EVENT_BYTES,)).fetchall()
+        for seq, topic, headers, size in dropped:
+            named = dict(json.loads(headers))
+            self.dropped += 1
+            OUTBOX_DROPPED.labels(self.name, topic).inc()
+            logger.error("outbox %s: stored event %d to %s (%s, trace id %s) dropped: %d bytes, over the limit of "
+                         "%d that Kafka accepts", self.path, seq, topic, named.get("event-type", "?"),
+                         named.get("trace-id", "?"), size, MAX_EVENT_BYTES)
 
     def close(self) -> None:
         if self._db is not None:
@@ -154,12 +181,18 @@ class Outbox:
     async def publish(self, topic: str, key: str, message: Message, *, trace_id: str = "") -> bool:
         """Append the event; returns once it is written. The events published while the loop runs
         one iteration are written together, in one transaction (a commit per turn cost more than the
-        rest of a cached turn's event). Never raises: False when the event was dropped (outbox full
-        or unwritable), which is counted and logged; the caller's answer goes on."""
+        rest of a cached turn's event). False when the event was dropped (outbox full or unwritable),
+        which is counted and logged; the caller's answer goes on. Raises EventTooLarge for an event
+        over MAX_EVENT_BYTES (Kafka would never accept it), before anything is written."""
+        row = (topic, key.encode(), message.SerializeToString(), headers_json(message, trace_id))
+        size = len(row[1]) + len(row[2]) + len(row[3])
+        if size > MAX_EVENT_BYTES:
+            raise EventTooLarge(f"{message.DESCRIPTOR.full_name} event to {topic} has {size} bytes; the outbox "
+                                f"takes at most {MAX_EVENT_BYTES} (Kafka's message limit)")
         if self._pending + len(self._queued) >= self._max:
             self._drop(topic, f"full ({self._pending} events)")
             return False
-        self._queued.append((topic, key.encode(), message.SerializeToString(), headers_json(message, trace_id)))
+        self._queued.append(row)
         loop = asyncio.get_running_loop()
         if not self._waiters:
             loop.call_soon(self._write_queued)

@@ -257,3 +257,62 @@ async def test_every_published_event_survives_a_sigkill_of_the_process(tmp_path:
         assert reopened.pending >= acknowledged
     finally:
         reopened.close()
+
+
+async def test_an_event_over_the_size_limit_is_refused_at_publish_and_nothing_is_written(tmp_path: Path):
+    from services.common.outbox import MAX_EVENT_BYTES, EventTooLarge
+
+    outbox = Outbox(tmp_path / "large.sqlite", EventProducer(UNREACHABLE), name="test-large")
+    outbox.open()
+    try:
+        big = _turn(1)
+        big.answer = "x" * MAX_EVENT_BYTES
+        with pytest.raises(EventTooLarge, match=r"parley.v1.ChatTurn event to t has \d+ bytes; .* at most 900000"):
+            await outbox.publish("t", "k", big)
+        assert outbox.pending == 0 and outbox._db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+        fits = _turn(2)
+        fits.answer = "x" * (MAX_EVENT_BYTES - 1000)   # just under the limit, with the key and headers
+        assert await outbox.publish("t", "k", fits) is True and outbox.pending == 1
+    finally:
+        outbox.close()
+
+
+async def test_a_stored_event_over_the_size_limit_is_dropped_at_start_and_the_rest_delivered(stack, tmp_path: Path,
+                                                                                           caplog):
+    import logging
+
+    from services.common.outbox import MAX_EVENT_BYTES, headers_json
+
+    topic = f"parley.test.outbox.{RUN_ID}.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
+    path = tmp_path / "oversized.sqlite"
+    old = Outbox(path, EventProducer(UNREACHABLE), name="test-oversized-old")
+    old.open()
+    assert await old.publish(topic, "t-outbox", _turn(0))
+    big = _turn(1)
+    big.answer = "x" * (MAX_EVENT_BYTES + 10)   # stored by a version without the limit
+    old._db.execute("INSERT INTO outbox (topic, key, value, headers) VALUES (?, ?, ?, ?)",
+                    (topic, b"t-outbox", big.SerializeToString(), headers_json(big, "trace-of-the-big-one")))
+    assert await old.publish(topic, "t-outbox", _turn(2))
+    old.close()
+
+    caplog.set_level(logging.ERROR, logger="services.common.outbox")
+    labels = {"outbox": "test-oversized", "topic": topic}
+    before = REGISTRY.get_sample_value("parley_outbox_dropped_total", labels) or 0.0
+    outbox = Outbox(path, EventProducer(stack.kafka_bootstrap), name="test-oversized")
+    outbox.start()
+    try:
+        assert outbox.pending == 2 and outbox.dropped == 1
+        for _ in range(300):
+            if outbox.pending == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert outbox.pending == 0 and not outbox.last_error
+    finally:
+        await outbox.stop()
+    seen = await _read(stack.kafka_bootstrap, topic, 2)
+    assert [e.event_id for e in seen] == [f"{RUN_ID}-0", f"{RUN_ID}-2"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("trace-of-the-big-one" in m and "parley.v1.ChatTurn" in m and "over the limit of 900000" in m
+               for m in errors), errors
+    assert REGISTRY.get_sample_value("parley_outbox_dropped_total", labels) == before + 1

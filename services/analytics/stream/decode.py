@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
 from services.common.pb.parley.v1 import events_pb2
+
+
+# The range of a google.protobuf.Timestamp (0001-01-01 to 9999-12-31 UTC): beyond it no datetime holds
+# the time, and the event could be neither stored nor counted in a minute.
+MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799
+MAX_NANOS = 999_999_999
+MAX_FLOAT = 1.7976931348623157e308  # the largest finite double: `0.0 <= x <= MAX_FLOAT` is False for inf and NaN
 
 
 class InvalidEvent(ValueError):
@@ -40,6 +48,33 @@ def decode_turn(value: bytes | None) -> events_pb2.ChatTurn:
     return turn
 
 
+def _bad_time(ts) -> str:
+    """What is wrong with a Timestamp, or "" when it is valid."""
+    if not MIN_SECONDS <= ts.seconds <= MAX_SECONDS:
+        return f"occurred_at.seconds {ts.seconds} outside years 1 to 9999"
+    if not 0 <= ts.nanos <= MAX_NANOS:
+        return f"occurred_at.nanos {ts.nanos} outside [0, {MAX_NANOS}]"
+    return ""
+
+
+def invalid_numbers(turn: events_pb2.ChatTurn) -> str:
+    """The fields of a turn that no metric may hold, named with their values: a time no Timestamp holds,
+    a negative or non-finite timing or cost, negative tokens. The check itself is made where the rows
+    are built (rows.turn_rows), which reads these fields anyway; this only says why."""
+    bad = [_bad_time(turn.occurred_at)] if _bad_time(turn.occurred_at) else []
+    tm, usage = turn.timings, turn.usage
+    for name, value in (("timings.total_ms", tm.total_ms), ("timings.ttft_ms", tm.ttft_ms),
+                        ("timings.search_ms", tm.search_ms), ("timings.llm_ms", tm.llm_ms),
+                        ("cost_usd", turn.cost_usd)):
+        if not (value >= 0.0 and math.isfinite(value)):
+            bad.append(f"{name} {value!r} (not a finite number >= 0)")
+    for name, value in (("usage.prompt_tokens", usage.prompt_tokens),
+                        ("usage.completion_tokens", usage.completion_tokens)):
+        if value < 0:
+            bad.append(f"{name} {value} (negative)")
+    return ", ".join(bad)
+
+
 def decode_feedback(value: bytes | None) -> events_pb2.Feedback:
     if not value:
         raise InvalidEvent("empty value")
@@ -50,6 +85,8 @@ def decode_feedback(value: bytes | None) -> events_pb2.Feedback:
         raise InvalidEvent(f"not a parley.v1.Feedback: {exc}") from None
     if not feedback.event_id or not feedback.product_key_id or not feedback.HasField("occurred_at"):
         raise InvalidEvent("Feedback without event_id, product_key_id or occurred_at")
+    if _bad_time(feedback.occurred_at):
+        raise InvalidEvent(f"Feedback with {_bad_time(feedback.occurred_at)}")
     if feedback.rating not in (-1, 1):
         raise InvalidEvent(f"Feedback rating must be +1 or -1, not {feedback.rating}")
     return feedback

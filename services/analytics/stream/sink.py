@@ -173,6 +173,8 @@ async def insert_turns(conn: asyncpg.Connection, turns: Sequence[events_pb2.Chat
 
 async def insert_batch(conn: asyncpg.Connection, batch: TurnBatch) -> set:
     """As insert_turns, the rows built beforehand (TurnBatch)."""
+    if batch.invalid is not None:
+        raise batch.invalid
     if not batch.rows:
         return set()
     await _stage(conn, batch)
@@ -185,6 +187,8 @@ async def insert_turns_skipping_stored(conn: asyncpg.Connection, turns: Sequence
     not counted."""
     batch = TurnBatch()
     batch.add(turns)
+    if batch.invalid is not None:
+        raise batch.invalid
     if not batch.rows:
         return set()
     await _stage(conn, batch)
