@@ -16,7 +16,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from services.common.errors import RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, ParleyError, as_unavailable
+from services.common.errors import (RETRY_AFTER_MS_TRAILER, RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS,
+                                    ParleyError, as_unavailable, with_retry_hints)
 from services.common.metrics import DEPENDENCY_UP, RPC_HANDLED, RPC_LATENCY, serve_metrics
 from services.common.reflection import enable_reflection
 
@@ -209,16 +210,21 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 exc = mapped
         if isinstance(exc, (ParleyError, _Rejected)):
             if exc.trailers:
-                context.set_trailing_metadata(tuple(exc.trailers.items()))
+                context.set_trailing_metadata(tuple(with_retry_hints(exc.trailers).items()))
             await context.abort(status_code(exc.code), exc.message)
         if isinstance(exc, grpc.aio.AioRpcError):
             # A downstream service's answer: pass on its status and message, unless it is opaque.
             logger.warning("downstream call failed in %s: %s %s", method, exc.code().name, exc.details())
+            theirs = dict(exc.trailing_metadata() or ())
+            hints = {name: theirs[name] for name in (RETRY_AFTER_TRAILER, RETRY_AFTER_MS_TRAILER)
+                     if isinstance(theirs.get(name), str)}
             if exc.code() in _OPAQUE_DOWNSTREAM:
-                hint = dict(exc.trailing_metadata() or ()).get(RETRY_AFTER_TRAILER, str(TRANSIENT_RETRY_AFTER_SECONDS))
-                context.set_trailing_metadata(((RETRY_AFTER_TRAILER, hint),))
+                hints = with_retry_hints(hints or {RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)})
+                context.set_trailing_metadata(tuple(hints.items()))
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"a service {self._service} needs is unavailable; "
                                                                  "retry shortly")
+            if hints:  # e.g. its rate limit: when to retry is passed on with the status
+                context.set_trailing_metadata(tuple(with_retry_hints(hints).items()))
             await context.abort(exc.code(), exc.details() or exc.code().name)
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} timed out")

@@ -30,13 +30,22 @@ class Admission:
         )
 
     async def admit(self, secret: str) -> KeyRecord:
+        await self._open()
+        return await self.keys.admit(secret)
+
+    async def validate(self, secret: str) -> KeyRecord:
+        """The key of `secret` without taking a token (feedback): also as the first call of the
+        process, for a key Redis does not hold."""
+        await self._open()
+        return await self.keys.validate(secret)
+
+    async def _open(self) -> None:
         if self._pool is None:
             async with self._opening:
                 if self._pool is None:
                     # No connection is made until a key is not found in Redis: a PostgreSQL outage
                     # does not stop cached keys (and cached answers).
                     self._pool = await asyncpg.create_pool(self._dsn, min_size=0, max_size=4, command_timeout=5)
-        return await self.keys.admit(secret)
 
     async def close(self) -> None:
         if self._pool is not None:

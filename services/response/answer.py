@@ -15,7 +15,7 @@ from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.outbox import Outbox
 from services.common.pb.parley.v1 import common_pb2, events_pb2, response_pb2, search_pb2
 from services.response.settings import ResponseSettings
-from services.common.text import storable
+from services.common.text import is_blank, storable
 from services.response import routing
 from services.response.admission import Admission
 from services.response.cache import Pointer, RequestRecord, ResponseStore, question_hash, secret_hash
@@ -28,6 +28,9 @@ from services.response.web import WebPages
 logger = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE_SECONDS = 60.0
+# The caller's deadline is measured when the call is taken up, a moment after its clock started:
+# a cancellation this close to it is the deadline's.
+DEADLINE_SLACK_SECONDS = 0.01
 REQUEST_ID_TRAILER = "x-parley-request-id"   # on errors: the id of the failed turn (its ChatTurn event)
 HIT, MISS, BYPASS, SHARED = (common_pb2.CACHE_STATUS_HIT, common_pb2.CACHE_STATUS_MISS,
                              common_pb2.CACHE_STATUS_BYPASS, common_pb2.CACHE_STATUS_SHARED)
@@ -60,13 +63,23 @@ def _storable_request(request: response_pb2.ChatRequest) -> response_pb2.ChatReq
     return clean
 
 
+# A session id names a Redis list and goes into every ChatTurn: a client's id, not a payload.
+MAX_SESSION_ID_CHARS = 256
+# Request ids are 32 hex digits (new_event_id); a longer one names no turn, and echoed in the error's
+# message it would pass gRPC's metadata limit (the caller got RESOURCE_EXHAUSTED, not an answer).
+MAX_REQUEST_ID_CHARS = 64
+
+
 def validate_chat(request: response_pb2.ChatRequest, max_chars: int) -> None:
     if not request.product_key.strip():
         raise Unauthenticated("product key missing")
-    if not request.message.strip():
+    if is_blank(request.message):  # zero-width spaces, a BOM or joiners alone show nothing either
         raise InvalidArgument("message is empty")
     if len(request.message) > max_chars:
         raise InvalidArgument(f"message has {len(request.message)} characters; the limit is {max_chars}")
+    if len(request.session_id) > MAX_SESSION_ID_CHARS:
+        raise InvalidArgument(f"session id has {len(request.session_id)} characters; "
+                              f"the limit is {MAX_SESSION_ID_CHARS}")
 
 
 @dataclass
@@ -103,9 +116,22 @@ class TurnState:
     ttft_ms: float = 0.0
     llm_ms: float = 0.0
     reported: bool = False        # its ChatTurn is out: closing the stream afterwards is no failure
+    deadline: float | None = None  # perf_counter() time of the caller's deadline, if it set one
 
     def ms(self) -> float:
         return (time.perf_counter() - self.start) * 1000.0
+
+    def cancelled_code(self) -> str:
+        """Why a cancelled turn ended: the caller's deadline passed, or the caller went away."""
+        if self.deadline is not None and time.perf_counter() >= self.deadline - DEADLINE_SLACK_SECONDS:
+            return "DEADLINE_EXCEEDED"
+        return "CANCELLED"
+
+
+def _new_state(request: response_pb2.ChatRequest, timeout: float | None) -> TurnState:
+    start = time.perf_counter()
+    return TurnState(_storable_request(request), new_event_id(), start,
+                     deadline=start + timeout if timeout is not None else None)
 
 
 def estimate_cost(prices: dict[str, tuple[float, float]], model: str, prompt: int, completion: int) -> float:
@@ -164,7 +190,7 @@ class ChatEngine:
     ) -> AsyncIterator[str | Restart | response_pb2.ChatResponse]:
         """Yields answer pieces as they are produced (RESTART when a fallback starts over), then
         the complete ChatResponse. Every turn whose key is known emits a ChatTurn, also failures."""
-        state = TurnState(_storable_request(request), new_event_id(), time.perf_counter())
+        state = _new_state(request, timeout)
         try:
             begun = await self._begin(state)
             items = (self._from_cache(state, begun.key_hash, begun.cached, HIT) if begun.cached is not None
@@ -178,7 +204,7 @@ class ChatEngine:
     async def chat(self, request: response_pb2.ChatRequest, *, timeout: float | None = None) -> response_pb2.ChatResponse:
         """The turn's ChatResponse. A cache hit is answered without the async generators of `turn`
         (they cost a tenth of a cached Chat's CPU in the service)."""
-        state = TurnState(_storable_request(request), new_event_id(), time.perf_counter())
+        state = _new_state(request, timeout)
         try:
             begun = await self._begin(state)
             if begun.cached is not None:
@@ -198,7 +224,7 @@ class ChatEngine:
             exc.trailers.setdefault(REQUEST_ID_TRAILER, state.request_id)
             self._fail(state, exc.code)
         elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
-            self._fail(state, "CANCELLED")
+            self._fail(state, state.cancelled_code())
         elif isinstance(exc, Exception):
             # The interceptor maps a dependency's connection error to UNAVAILABLE: the event says the same.
             self._fail(state, "UNAVAILABLE" if as_unavailable(exc) is not None else "INTERNAL")
@@ -455,17 +481,23 @@ class ChatEngine:
     async def feedback(self, product_key: str, request_id: str, rating: int, comment: str) -> str:
         if not product_key.strip():
             raise Unauthenticated("product key missing")
+        key_id = ""
         if self.admission is not None:
-            await self.admission.keys.validate(product_key)  # a revoked or rotated-away secret
+            key_id = (await self.admission.validate(product_key)).id  # a revoked or rotated-away secret
         if rating not in (1, -1):
             raise InvalidArgument(f"rating must be +1 or -1, not {rating}")
         if len(comment) > self._settings.max_message_chars:
             raise InvalidArgument(f"comment has {len(comment)} characters; the limit is {self._settings.max_message_chars}")
-        record = await self._store.request(request_id.strip()) if request_id.strip() else None
-        if record is None or record.key_hash != secret_hash(product_key):
+        request_id = request_id.strip()
+        if len(request_id) > MAX_REQUEST_ID_CHARS:
+            raise InvalidArgument(f"request id has {len(request_id)} characters; the limit is {MAX_REQUEST_ID_CHARS}")
+        record = await self._store.request(request_id) if request_id else None
+        # The turn belongs to the key, not to one of its secrets: feedback sent with the secret a
+        # rotation gave is the same key's (the key's id, known from its validation, is compared).
+        if record is None or (record.key_id != key_id if key_id else record.key_hash != secret_hash(product_key)):
             raise NotFound(f"no chat turn with request id {request_id!r} for this product key")
         event = events_pb2.Feedback(
-            event_id=feedback_event_id(request_id, rating, comment), occurred_at=now_timestamp(),
+            event_id=feedback_event_id(request_id, rating), occurred_at=now_timestamp(),
             product_key_id=record.key_id, request_id=storable(request_id), rating=rating, comment=storable(comment),
             message=storable(record.message),
         )
@@ -473,10 +505,11 @@ class ChatEngine:
         return event.event_id
 
 
-def feedback_event_id(request_id: str, rating: int, comment: str) -> str:
-    """The same feedback submitted again (a client retry) has the same event id, so the stream
-    worker stores and counts it once (its insert skips a known event_id)."""
-    return uuid.uuid5(_FEEDBACK_NAMESPACE, f"{request_id}\x1f{rating}\x1f{comment}").hex
+def feedback_event_id(request_id: str, rating: int) -> str:
+    """One event id per turn and rating: feedback submitted again (a client retry, a second vote,
+    a changed comment) has the same id, so the stream worker stores and counts at most one
+    up-vote and one down-vote per turn (its insert skips a known event_id)."""
+    return uuid.uuid5(_FEEDBACK_NAMESPACE, f"{request_id.strip()}\x1f{rating}").hex
 
 
 def build_engine(settings: ResponseSettings, search: SearchClient, store: ResponseStore, producer: EventProducer | Outbox,

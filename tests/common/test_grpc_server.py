@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, ResourceExhausted, with_retry_hints
 from services.common.grpc_server import ServerInterceptor, ServiceSpec, _Gate, serve
 from services.common.metrics import RPC_HANDLED
 
@@ -154,3 +154,52 @@ async def test_the_stop_waits_for_a_pause_in_new_calls_but_not_for_ever():
     waited = await gate.quiet(0.2, 1.0)              # no pause: the bound
     assert 1.0 <= waited < 1.5
     caller.cancel()
+
+
+async def test_every_retry_hint_is_sent_in_seconds_and_in_milliseconds():
+    """An error with a retry hint in one convention (retry-after in seconds, retry-after-ms) is sent
+    with both, whatever raised it; a service still starting says when to retry in both too."""
+    gate = _Gate()
+    raised = {
+        b"seconds": ResourceExhausted("limited", trailers={"retry-after": "7"}),
+        b"ms": ResourceExhausted("limited", trailers={"retry-after-ms": "1500"}),
+        b"none": InvalidArgument("no hint"),
+    }
+
+    async def hinted(request: bytes, context) -> bytes:
+        raise raised[request]
+
+    server = grpc.aio.server(interceptors=[ServerInterceptor("hints", gate)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "parley.test.Hints", {"Call": grpc.unary_unary_rpc_method_handler(hinted)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            call = ch.unary_unary("/parley.test.Hints/Call")
+
+            async def trailers(request: bytes) -> tuple[grpc.StatusCode, dict]:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await call(request, timeout=5)
+                hints = {k: v for k, v in info.value.trailing_metadata() if k.startswith("retry-after")}
+                return info.value.code(), hints
+
+            assert await trailers(b"seconds") == (
+                grpc.StatusCode.UNAVAILABLE, {"retry-after": "1", "retry-after-ms": "1000"})  # starting
+            gate.ready = True
+            assert await trailers(b"seconds") == (
+                grpc.StatusCode.RESOURCE_EXHAUSTED, {"retry-after": "7", "retry-after-ms": "7000"})
+            assert await trailers(b"ms") == (
+                grpc.StatusCode.RESOURCE_EXHAUSTED, {"retry-after": "2", "retry-after-ms": "1500"})
+            assert await trailers(b"none") == (grpc.StatusCode.INVALID_ARGUMENT, {})
+    finally:
+        await server.stop(None)
+
+
+def test_retry_hints_are_completed_and_odd_ones_left_alone():
+    assert with_retry_hints({"retry-after": "0.2"}) == {"retry-after": "0.2", "retry-after-ms": "200"}
+    assert with_retry_hints({"retry-after-ms": "1", "x": "y"}) == {"retry-after-ms": "1", "retry-after": "1", "x": "y"}
+    assert with_retry_hints({"retry-after": "3", "retry-after-ms": "2500"}) == {"retry-after": "3",
+                                                                               "retry-after-ms": "2500"}
+    for odd in ({"retry-after": "soon"}, {"retry-after-ms": "nan"}, {"retry-after": "inf"}, {}):
+        assert with_retry_hints(odd) == odd
