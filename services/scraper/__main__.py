@@ -13,13 +13,13 @@ from services.common.runner import run_service
 from services.scraper.settings import ScraperSettings
 from services.scraper.fetching import new_fetcher
 from services.common.product_keys import KeyValidator
-from services.scraper.server import ScraperDeps, ScraperServicer
+from services.scraper.server import LazyProducer, ScraperDeps, ScraperServicer
 
 
 async def main(settings: ScraperSettings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     deps = ScraperDeps(
-        producer=EventProducer(settings.kafka_bootstrap, client_id="parley-scraper"),
+        producer=LazyProducer(EventProducer(settings.kafka_bootstrap, client_id="parley-scraper")),
         redis=create_redis(settings.redis_url),
         fetcher=new_fetcher(settings),
     )
@@ -34,8 +34,6 @@ async def main(settings: ScraperSettings) -> None:
                 local_seconds=settings.key_local_cache_seconds, default_rate=settings.rate_limit_per_second,
                 default_burst=settings.rate_limit_burst,
             )
-        await deps.producer.start()
-        await deps.redis.ping()
 
     async def on_stop() -> None:
         await deps.producer.stop()
@@ -56,7 +54,11 @@ async def main(settings: ScraperSettings) -> None:
             metrics_port=settings.scraper_metrics_port,
             on_start=on_start,
             on_stop=on_stop,
-            checks={"postgres": check_postgres, "kafka": deps.producer.ping, "redis": deps.redis.ping},
+            # Jobs live in PostgreSQL: the one hard dependency. Without Kafka only StartCrawl is refused
+            # (UNAVAILABLE; the producer starts on the next publish or probe), without Redis Fetch is not
+            # cached and keys are checked in PostgreSQL.
+            checks={"postgres": check_postgres},
+            soft_checks={"kafka": deps.producer.ping, "redis": deps.redis.ping},
             grace_seconds=settings.shutdown_grace_seconds,
             max_message_bytes=settings.grpc_max_message_bytes,
         )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -16,13 +16,17 @@ import asyncpg
 from services.common.kafka import new_event_id, now_timestamp
 from services.common.pb.parley.v1 import events_pb2
 from services.scraper.extract import Page, chunk_page, extract_html, extract_text, robots_directives
-from services.scraper.fetching import BlockedAddress, Fetcher, FetchFailed, Response, gunzip_bounded, normalize_url
+from services.scraper.fetching import (BlockedAddress, Fetcher, FetchFailed, Response, gunzip_bounded, normalize_url,
+                                      site_of)
+from services.scraper.patterns import UrlPatterns
 
 logger = logging.getLogger(__name__)
 
 SITEMAP_ACCEPT = ("application/xml", "text/xml", "application/gzip", "application/x-gzip",
                   "application/octet-stream", "text/plain")
 MAX_SITEMAPS = 50
+# The sitemap protocol's limit of one sitemap, uncompressed (50,000 URLs): a page's size limit would cut it.
+SITEMAP_MAX_BYTES = 50 * 1024 * 1024
 MAX_CRAWL_DELAY = 10.0
 # A page the sitemap says has not changed since we fetched it is not requested at all, unless our
 # copy is older than this (a stale lastmod must not hide changes for ever). The slack absorbs clock
@@ -143,10 +147,6 @@ class PageStore:
                 await self._upsert(conn, url, "", resp, None, "", 0, links or [], True)
 
 
-def _compile(patterns: list[str]) -> list[re.Pattern]:
-    return [re.compile(p) for p in patterns]
-
-
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
@@ -161,15 +161,29 @@ def parse_lastmod(value: str) -> datetime | None:
 
 
 def parse_sitemap(data: bytes) -> tuple[list[tuple[str, datetime | None]], list[str]]:
-    """([(page URL, lastmod)], nested sitemap URLs) of a sitemap or sitemap index."""
+    """([(page URL, lastmod)], nested sitemap URLs) of a sitemap or sitemap index; nothing when it is
+    not XML."""
     try:
-        root = ET.fromstring(data)
+        return read_sitemap(data)
     except ET.ParseError:
         return [], []
+
+
+def read_sitemap(data: bytes) -> tuple[list[tuple[str, datetime | None]], list[str]]:
+    """parse_sitemap, or ET.ParseError. Read entry by entry, each dropped once read: a sitemap of
+    SITEMAP_MAX_BYTES is never held as a whole tree."""
     pages: list[tuple[str, datetime | None]] = []
     nested: list[str] = []
-    for entry in root:
-        fields = {_local(child.tag): (child.text or "").strip() for child in entry}
+    root = None
+    for event, elem in ET.iterparse(io.BytesIO(data), events=("start", "end")):
+        if event == "start":
+            if root is None:
+                root = elem
+            continue
+        if root is None or elem not in root:
+            continue    # a field of an entry: read with its entry
+        fields = {_local(child.tag): (child.text or "").strip() for child in elem}
+        root.remove(elem)
         loc = fields.get("loc", "")
         if not loc:
             continue
@@ -200,8 +214,8 @@ class Crawler:
         self.on_progress = on_progress
         self.progress_interval = progress_interval
         self.progress = Progress()
-        self._include = _compile(spec.include)
-        self._exclude = _compile(spec.exclude)
+        self.problems: list[str] = []   # what kept the crawl from pages (an unreadable robots.txt), for its status
+        self._patterns: UrlPatterns | None = None
         self._seen: set[str] = set()
         self._documents: set[str] = set()
         self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
@@ -212,11 +226,12 @@ class Crawler:
     # --- scope ---------------------------------------------------------------------------
 
     def in_scope(self, url: str) -> bool:
-        if urlsplit(url).netloc not in self._hosts:
+        """On one of the crawl's sites (host and port) and admitted by its patterns."""
+        if site_of(url) not in self._hosts:
             return False
-        if self._include and not any(p.search(url) for p in self._include):
-            return False
-        return not any(p.search(url) for p in self._exclude)
+        if self._patterns is None:
+            self._patterns = UrlPatterns(self.spec.include, self.spec.exclude, self.spec.job_id)
+        return self._patterns.admits(url)
 
     def _admit(self, url: str, depth: int) -> None:
         if not url or url in self._seen or not self.in_scope(url):
@@ -230,9 +245,13 @@ class Crawler:
     # --- the job -------------------------------------------------------------------------
 
     async def run(self) -> Progress:
+        # Patterns first: a request whose patterns are refused fails before anything is fetched.
+        self._patterns = UrlPatterns(self.spec.include, self.spec.exclude, self.spec.job_id)
         seeds = [u for u in (normalize_url(s) for s in self.spec.seed_urls) if u]
         sitemap = normalize_url(self.spec.sitemap_url) if self.spec.sitemap_url else ""
-        self._hosts = {urlsplit(u).netloc for u in [*seeds, *([sitemap] if sitemap else [])]}
+        # The crawl's sites: those of its seeds and of the sitemap the tenant named, each a host and a
+        # port (a sitemap named in robots.txt or in a sitemap index does not widen them).
+        self._hosts = {site_of(u) for u in [*seeds, *([sitemap] if sitemap else [])]}
         self._known = await self.store.load()
         ticker = asyncio.create_task(self._tick()) if self.on_progress else None
         try:
@@ -244,10 +263,17 @@ class Crawler:
                     rules = await self._robots(origin + "/")
                     sitemaps.extend(normalize_url(s) for s in (rules.sitemaps if rules else []))
             # Sitemaps first: their lastmod spares the requests for pages that have not changed.
-            await self._read_sitemaps([s for s in sitemaps if s])
+            await self._read_sitemaps([s for s in sitemaps if s and site_of(s) in self._hosts])
             workers = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
             try:
                 await self._queue.join()
+                # Pages an earlier crawl found that no link or sitemap leads to any more are asked
+                # again, so that one removed since (404/410, noindex) leaves the knowledge. Not when the
+                # crawl stopped at max_pages: the pages it did not reach are not known to be unlinked.
+                if self.progress.pages_seen < self.spec.max_pages:
+                    for url in self._known:
+                        self._admit(url, self.spec.max_depth)
+                    await self._queue.join()
             finally:
                 for w in workers:
                     w.cancel()
@@ -260,9 +286,19 @@ class Crawler:
 
     async def _robots(self, url: str):
         try:
-            return await self.fetcher.robots(url)
+            rules = await self.fetcher.robots(url)
         except BlockedAddress:
             return None
+        await self._note_robots_problem(url)
+        return rules
+
+    async def _note_robots_problem(self, url: str) -> None:
+        """An unreadable robots.txt keeps the crawl from its site (RFC 9309): said in the job's status."""
+        problem = await self.fetcher.robots_problem(url)
+        if problem and problem not in self.problems:
+            self.problems.append(problem)
+            logger.warning("job %s: %s; its pages are not fetched (counted as disallowed by robots.txt)",
+                           self.spec.job_id, problem)
 
     async def _tick(self) -> None:
         last: dict | None = None
@@ -286,33 +322,30 @@ class Crawler:
             level = [n for found in nested for n in found]
 
     async def _read_sitemap(self, url: str) -> list[str]:
-        """Admits the pages of one sitemap (noting their lastmod); returns the nested sitemaps it names."""
-        if urlsplit(url).netloc not in self._hosts:
-            self._hosts.add(urlsplit(url).netloc)   # a sitemap named by the tenant defines its site
+        """Admits the pages of one sitemap (noting their lastmod); returns the nested sitemaps it names
+        on the crawl's sites. A sitemap that cannot be read counts as a failed page."""
         try:
             if not await self.fetcher.allowed(url):
+                self.progress.pages_robots_skipped += 1
+                await self._note_robots_problem(url)
                 return []
-            resp = await self.fetcher.get(url, accept=SITEMAP_ACCEPT)
-        except (FetchFailed, BlockedAddress) as exc:
-            logger.warning("sitemap %s not read: %s", url, exc)
+            resp = await self.fetcher.get(url, accept=SITEMAP_ACCEPT, hosts=self._hosts, max_bytes=SITEMAP_MAX_BYTES)
+            if resp.status != 200:
+                raise FetchFailed(f"it answered HTTP {resp.status}")
+            data = resp.body
+            if data[:2] == b"\x1f\x8b":
+                data = gunzip_bounded(data, SITEMAP_MAX_BYTES)
+            pages, nested = read_sitemap(data)
+        except (FetchFailed, BlockedAddress, OSError, EOFError, ET.ParseError) as exc:
+            self.progress.pages_failed += 1
+            logger.warning("job %s: sitemap %s not read: %s", self.spec.job_id, url, exc)
             return []
-        if resp.status != 200:
-            logger.warning("sitemap %s answered %s", url, resp.status)
-            return []
-        data = resp.body
-        if data[:2] == b"\x1f\x8b":
-            try:
-                data = gunzip_bounded(data, self.fetcher.max_bytes * 5)
-            except (FetchFailed, OSError, EOFError) as exc:
-                logger.warning("sitemap %s not read: %s", url, exc)
-                return []
-        pages, nested = parse_sitemap(data)
         for loc, lastmod in pages:
             page = normalize_url(loc)
             if page and lastmod:
                 self._lastmod[page] = lastmod
             self._admit(page, 0)
-        return [n for n in (normalize_url(x) for x in nested) if n]
+        return [n for n in (normalize_url(x) for x in nested) if n and site_of(n) in self._hosts]
 
     async def _work(self) -> None:
         while True:
@@ -341,6 +374,7 @@ class Crawler:
         p = self.progress
         if not await self.fetcher.allowed(url):
             p.pages_robots_skipped += 1
+            await self._note_robots_problem(url)
             return
         delay = min(await self.fetcher.crawl_delay(url), MAX_CRAWL_DELAY)
         gate = self.fetcher.gate(url)
@@ -357,10 +391,12 @@ class Crawler:
         if known and known.last_modified:
             headers["If-Modified-Since"] = known.last_modified
         try:
-            resp = await self.fetcher.get(url, headers=headers, obey_robots=True)
+            resp = await self.fetcher.get(url, headers=headers, obey_robots=True, hosts=self._hosts)
         except (FetchFailed, BlockedAddress) as exc:
             if isinstance(exc, FetchFailed) and exc.kind == "robots":
                 p.pages_robots_skipped += 1     # a redirect to a page robots.txt disallows: not requested
+            elif isinstance(exc, FetchFailed) and exc.kind == "off_site":
+                p.pages_skipped += 1            # a redirect off the crawl's sites: not followed
             elif isinstance(exc, FetchFailed) and exc.kind == "too_large":
                 p.pages_skipped += 1
                 # Its validators let the next crawl skip it with a 304 instead of reading it again.
@@ -389,7 +425,7 @@ class Crawler:
         if resp.status != 200:
             p.pages_failed += 1     # a transient error keeps what the page had
             return
-        if urlsplit(final).netloc not in self._hosts or (final != url and not await self.fetcher.allowed(final)):
+        if site_of(final) not in self._hosts or (final != url and not await self.fetcher.allowed(final)):
             p.pages_skipped += 1
             return
         if resp.content_type in ("text/html", "application/xhtml+xml"):
@@ -415,7 +451,7 @@ class Crawler:
             elif not known:
                 await self.store.remember(url, resp, page.links)
             return
-        document = page.canonical if page.canonical and urlsplit(page.canonical).netloc in self._hosts else final
+        document = page.canonical if page.canonical and site_of(page.canonical) in self._hosts else final
         if document in self._documents:
             p.pages_unchanged += 1      # another URL of the same page (redirect, canonical) was indexed
             validators = (resp.headers.get("etag", ""), resp.headers.get("last-modified", ""))

@@ -12,7 +12,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -126,7 +126,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         try:
             addresses = [host.strip("[]")] if _is_ip(host) else await self._resolve(host, port)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:   # UnicodeError: not a valid host name (a label over 63 bytes)
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
         if not addresses:
             raise httpcore.ConnectError(f"{host} has no address")
@@ -197,6 +197,14 @@ def normalize_url(url: str, base: str = "") -> str:
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
 
 
+def site_of(url: str) -> str:
+    """The site of a URL, what a crawl's scope and Fetch's website are made of: its host and port, the
+    scheme's default port left out (http 80, https 443), so http://x/ and https://x/ are one site and
+    http://x:8000/ another; '' when it is no http(s) URL."""
+    normal = normalize_url(url)
+    return urlsplit(normal).netloc if normal else ""
+
+
 def require_url(url: str) -> str:
     normal = normalize_url(url)
     if not normal:
@@ -226,6 +234,7 @@ class Response:
 _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 _AS_WINDOWS_1252 = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "us-ascii", "ascii", "ansi_x3.4-1968",
                     "cp819", "ibm819", "iso-ir-100", "iso_8859-1", "x-cp1252", "cp1252"}
+_NOT_DOCUMENT_ENCODINGS = {"undefined", "idna", "punycode"}
 _META_CHARSET = re.compile(rb"""<meta\b[^>]*?\bcharset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
 
 
@@ -239,9 +248,14 @@ def _encoding(label: str) -> str | None:
     if label in ("utf-16", "utf-16le", "utf-16be", "utf-32"):
         return None  # in a <meta>, a UTF-16 label means UTF-8 (the bytes could not have been read otherwise)
     try:
-        return codecs.lookup(label).name
-    except LookupError:
+        info = codecs.lookup(label)
+    except (LookupError, ValueError):
         return None
+    # Not a text encoding a page can be in (base64, rot13, zlib: bytes-to-bytes or str-to-str codecs;
+    # "undefined"; idna and punycode, which are for host names).
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_DOCUMENT_ENCODINGS:
+        return None
+    return info.name
 
 
 def decode_document(body: bytes, content_type: str) -> str:
@@ -252,16 +266,23 @@ def decode_document(body: bytes, content_type: str) -> str:
     for part in content_type.split(";")[1:]:
         name, _, value = part.strip().partition("=")
         if name.strip().lower() == "charset" and (encoding := _encoding(value)):
-            return body.decode(encoding, errors="replace")
+            return _decode(body, encoding)
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime in ("", "text/html", "application/xhtml+xml"):
         for match in _META_CHARSET.finditer(body[:1024]):
             encoding = _encoding(match.group(1).decode("ascii"))
             if encoding:
-                return body.decode(encoding, errors="replace")
+                return _decode(body, encoding)
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
+        return body.decode("cp1252", errors="replace")
+
+
+def _decode(body: bytes, encoding: str) -> str:
+    try:
+        return body.decode(encoding, errors="replace")
+    except (UnicodeError, LookupError):   # a codec that fails whatever the error handler says
         return body.decode("cp1252", errors="replace")
 
 
@@ -315,7 +336,7 @@ class Fetcher:
             trust_env=False,
         )
         self._gates: dict[str, HostGate] = {}
-        self._robots: dict[str, tuple[float, Protego | None]] = {}
+        self._robots: dict[str, tuple[float, Protego | None, str]] = {}   # origin -> (expiry, rules, problem)
         self._robots_lock: dict[str, asyncio.Lock] = {}
 
     async def aclose(self) -> None:
@@ -335,19 +356,21 @@ class Fetcher:
 
     async def get(
         self, url: str, *, headers: dict[str, str] | None = None, accept: tuple[str, ...] = INDEXABLE_TYPES,
-        obey_robots: bool = False, hosts: frozenset[str] | None = None,
+        obey_robots: bool = False, hosts: Collection[str] | None = None, max_bytes: int | None = None,
     ) -> Response:
         """GET with redirects followed by hand (each hop connects through the address check), a redirect
         limit and loop detection, and the body read only up to max_bytes and only for accepted types.
         A response of another type comes back with an empty body. With obey_robots, every redirect
         target is checked against its own site's robots.txt (the caller checked the first URL); with
-        hosts, a redirect off those hosts is not followed."""
+        hosts (sites, as `site_of` names them: host and port), a redirect off them is not followed.
+        max_bytes replaces the fetcher's page size limit for this request (sitemaps are larger)."""
+        limit = self.max_bytes if max_bytes is None else max_bytes
         seen: list[str] = []
         current = require_url(url)
         while True:
             if current in seen:
                 raise FetchFailed(f"redirect loop at {current}")
-            if seen and hosts is not None and (urlsplit(current).hostname or "") not in hosts:
+            if seen and hosts is not None and site_of(current) not in hosts:
                 raise FetchFailed(f"{seen[-1]} redirects off the site, to {current}", "off_site")
             if seen and obey_robots and not await self.allowed(current):
                 raise FetchFailed(f"robots.txt disallows {current} (a redirect from {seen[-1]})", "robots")
@@ -372,50 +395,60 @@ class Fetcher:
                             await _drain_small(r)
                             return resp
                         declared = r.headers.get("content-length", "")
-                        if declared.isdigit() and int(declared) > self.max_bytes:
-                            raise FetchFailed(f"{current} is {declared} bytes; the limit is {self.max_bytes}", "too_large",
-                                          resp)
+                        if declared.isdigit() and int(declared) > limit:
+                            raise FetchFailed(f"{current} is {declared} bytes; the limit is {limit}", "too_large", resp)
                         body = bytearray()
                         async for part in r.aiter_raw():
                             body += part
-                            if len(body) > self.max_bytes:
-                                raise FetchFailed(f"{current} is larger than {self.max_bytes} bytes", "too_large", resp)
-                        resp.body = _decode_body(bytes(body), r.headers.get("content-encoding", ""), self.max_bytes)
+                            if len(body) > limit:
+                                raise FetchFailed(f"{current} is larger than {limit} bytes", "too_large", resp)
+                        resp.body = _decode_body(bytes(body), r.headers.get("content-encoding", ""), limit)
                         return resp
             except httpx.TimeoutException as exc:
                 raise FetchFailed(f"timed out fetching {current}") from exc
+            except httpx.InvalidURL as exc:   # a host name httpx cannot send (spaces, control characters)
+                raise FetchFailed(f"cannot fetch {current}: {exc}") from exc
             except httpx.HTTPError as exc:
                 raise FetchFailed(f"cannot fetch {current}: {exc.__class__.__name__} {exc}") from exc
 
     async def robots(self, url: str) -> Protego | None:
         """The parsed robots.txt of the URL's origin (None: no rules), kept for ROBOTS_TTL_SECONDS."""
         origin = _origin(url)
+        return (await self._robots_entry(url))[1]
+
+    async def robots_problem(self, url: str) -> str:
+        """Why the robots.txt of the URL's origin could not be read ('' when it was, or is absent):
+        while it cannot, nothing there is fetched."""
+        return (await self._robots_entry(url))[2]
+
+    async def _robots_entry(self, url: str) -> tuple[float, Protego | None, str]:
+        origin = _origin(url)
         cached = self._robots.get(origin)
         if cached and cached[0] > time.monotonic():
-            return cached[1]
+            return cached
         lock = self._robots_lock.setdefault(origin, asyncio.Lock())
         async with lock:
             cached = self._robots.get(origin)
             if not cached or cached[0] <= time.monotonic():
-                rules, ttl = await self._load_robots(origin)
-                cached = (time.monotonic() + ttl, rules)
+                rules, ttl, problem = await self._load_robots(origin)
+                cached = (time.monotonic() + ttl, rules, problem)
                 self._robots[origin] = cached
-        return cached[1]
+        return cached
 
-    async def _load_robots(self, origin: str) -> tuple[Protego | None, float]:
+    async def _load_robots(self, origin: str) -> tuple[Protego | None, float, str]:
         """RFC 9309 2.3.1: a robots.txt that is unreachable (network error, timeout) or answers a
         server error means "complete disallow" — asked again after ROBOTS_UNREACHABLE_TTL_SECONDS;
-        4xx means "no rules"."""
+        4xx means "no rules". (rules, seconds to keep them, why it could not be read or '')."""
         try:
             r = await self.get(origin + "/robots.txt", accept=("text/plain",))
         except FetchFailed as exc:
-            logger.info("robots.txt of %s unreachable (%s); fetching nothing there for now", origin, exc.reason)
-            return DISALLOW_ALL, ROBOTS_UNREACHABLE_TTL_SECONDS
-        if r.status >= 500:
-            return DISALLOW_ALL, ROBOTS_UNREACHABLE_TTL_SECONDS
-        if r.status != 200:
-            return None, ROBOTS_TTL_SECONDS
-        return Protego.parse(r.text), ROBOTS_TTL_SECONDS
+            problem = f"robots.txt of {origin} could not be read ({exc.reason})"
+        else:
+            if r.status < 500:
+                return (Protego.parse(r.text) if r.status == 200 else None), ROBOTS_TTL_SECONDS, ""
+            problem = f"robots.txt of {origin} could not be read (HTTP {r.status})"
+        logger.warning("%s; as RFC 9309 asks, nothing there is fetched until it can be", problem)
+        return DISALLOW_ALL, ROBOTS_UNREACHABLE_TTL_SECONDS, problem
 
     async def allowed(self, url: str) -> bool:
         rules = await self.robots(url)
@@ -464,7 +497,10 @@ def _decode_body(body: bytes, encoding: str, limit: int) -> bytes:
 
 def gunzip_bounded(data: bytes, limit: int) -> bytes:
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    out = d.decompress(data, limit + 1)
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise FetchFailed(f"the gzip data is corrupt ({exc})") from None
     if len(out) > limit:
         raise FetchFailed(f"decompressed body is larger than {limit} bytes", "too_large")
     return out
@@ -490,7 +526,7 @@ async def check_host(policy: AddressPolicy, url: str, resolve: Resolver = system
     host = urlsplit(url).hostname or ""
     try:
         addresses = [host] if _is_ip(host) else await resolve(host, 0)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:   # UnicodeError: not a valid host name (a label over 63 bytes)
         raise InvalidArgument(f"cannot resolve {host}: {exc}") from None
     for address in addresses:
         policy.check(host, address)

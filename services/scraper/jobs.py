@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +12,7 @@ import asyncpg
 from services.common.errors import InvalidArgument, NotFound
 from services.scraper.crawler import CrawlSpec, Progress
 from services.scraper.fetching import normalize_url
+from services.scraper.patterns import compile_patterns
 
 DEFAULT_MAX_PAGES = 100
 LIMIT_MAX_PAGES = 10_000
@@ -20,6 +20,7 @@ DEFAULT_MAX_DEPTH = 3
 LIMIT_MAX_DEPTH = 20
 MAX_SEEDS = 100
 MAX_PATTERNS = 50
+MAX_URL_CHARS = 2048
 TERMINAL = ("done", "failed")
 
 
@@ -38,6 +39,9 @@ def validate(
         raise InvalidArgument("give seed_urls, a sitemap_url, or both")
     if len(seed_urls) > MAX_SEEDS:
         raise InvalidArgument(f"at most {MAX_SEEDS} seed URLs")
+    for url in [*seed_urls, sitemap_url]:
+        if len(url) > MAX_URL_CHARS:
+            raise InvalidArgument(f"URL {url[:80]!r}… has {len(url)} characters; the limit is {MAX_URL_CHARS}")
     seeds = []
     for url in seed_urls:
         normal = normalize_url(url)
@@ -56,11 +60,7 @@ def validate(
     for name, patterns in (("include", include), ("exclude", exclude)):
         if len(patterns) > MAX_PATTERNS:
             raise InvalidArgument(f"at most {MAX_PATTERNS} {name} patterns")
-        for p in patterns:
-            try:
-                re.compile(p)
-            except re.error as exc:
-                raise InvalidArgument(f"{name} pattern {p!r} is not a regular expression: {exc}") from None
+        compile_patterns(name, patterns)
     return CrawlSpec(
         job_id=job_id or new_job_id(), product_key_id=key_id.strip(), seed_urls=seeds, sitemap_url=sitemap,
         max_pages=max_pages or DEFAULT_MAX_PAGES, max_depth=max_depth or DEFAULT_MAX_DEPTH,

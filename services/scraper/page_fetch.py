@@ -6,13 +6,12 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
-from urllib.parse import urlsplit
 
 import redis.asyncio as redis
 
 from services.common.errors import InvalidArgument, PermissionDenied, Unavailable
 from services.scraper.extract import extract_html, extract_text, robots_directives
-from services.scraper.fetching import Fetcher, FetchFailed, require_url
+from services.scraper.fetching import Fetcher, FetchFailed, require_url, site_of
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +33,9 @@ def cache_key(url: str) -> str:
 
 
 def site_hosts(website: str) -> frozenset[str]:
-    """The hosts of a key's website: its host, with and without a leading `www.`."""
-    host = (urlsplit(require_url(website)).hostname or "").lower()
-    bare = host.removeprefix("www.")
+    """The sites of a key's website (`site_of`: host and port): its own, with and without a leading `www.`."""
+    site = site_of(require_url(website))
+    bare = site.removeprefix("www.")
     return frozenset({bare, "www." + bare})
 
 
@@ -44,10 +43,10 @@ async def fetch_page(fetcher: Fetcher, cache: redis.Redis, url: str, ttl_seconds
                      hosts: frozenset[str] | None = None) -> FetchedPage:
     """The cached page when there is one; otherwise fetch (robots.txt and the address policy apply),
     extract the main content and cache it for ttl_seconds (origin errors for a tenth of that).
-    With hosts, only a URL on those hosts is fetched, and a redirect off them is not followed.
+    With hosts (sites: host and port), only a URL on them is fetched, and a redirect off them is not followed.
     Failures say what the caller can act on; the origin's or the network's details are logged only."""
     url = require_url(url)
-    if hosts is not None and (urlsplit(url).hostname or "") not in hosts:
+    if hosts is not None and site_of(url) not in hosts:
         raise PermissionDenied("Fetch reads pages of the product key's website only")
     key = cache_key(url)
     try:

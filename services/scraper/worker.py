@@ -126,7 +126,8 @@ class CrawlWorker:
             finally:
                 keeper.cancel()
                 crawl.cancel()
-        await jobs.save_progress(self.pool, spec.job_id, progress, "done", owner=me)
+        # Done, with what kept it from pages when something did (a robots.txt that could not be read).
+        await jobs.save_progress(self.pool, spec.job_id, progress, "done", "; ".join(crawler.problems)[:500], owner=me)
         logger.info("crawl job %s done: %s", spec.job_id, progress.as_dict())
         return progress
 
