@@ -247,6 +247,41 @@ class EventProducer:
         await self._producer.client.fetch_all_metadata()
 
 
+class LazyProducer:
+    """A Kafka producer started on first use (a publish or a readiness probe) rather than at a
+    service's start, for services to which Kafka is a soft dependency (the scraper API, whose jobs live
+    in PostgreSQL; the search service, which answers Plan from PostgreSQL). A start that failed
+    is tried again by the next use. Starts are serialised by a lock, and each runs shielded, so that
+    a caller that gives up (a deadline, the probe's timeout) never leaves a producer half started."""
+
+    def __init__(self, producer: EventProducer) -> None:
+        self.producer = producer
+        self._lock = asyncio.Lock()
+        self._starting: asyncio.Future | None = None
+
+    async def start(self) -> None:
+        async with self._lock:
+            starting = self._starting
+            if starting is None or (starting.done() and (starting.cancelled() or starting.exception() is not None)):
+                starting = self._starting = asyncio.ensure_future(self.producer.start())
+                starting.add_done_callback(lambda f: f.cancelled() or f.exception())   # seen, if nobody waits
+            await asyncio.shield(starting)
+
+    async def publish(self, topic: str, key: str, message, *, wait: bool = False) -> None:
+        await self.start()
+        await self.producer.publish(topic, key, message, wait=wait)
+
+    async def ping(self) -> None:
+        await self.start()
+        await self.producer.ping()
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if self._starting is not None and not self._starting.done():
+                await asyncio.gather(self._starting, return_exceptions=True)
+            await self.producer.stop()
+
+
 class DeadLetters:
     """Sends a consumed message that cannot be handled, as its original bytes, to the dead-letter topic
     with where it came from and why (headers). The producer starts on first use: it is rare."""

@@ -6,14 +6,14 @@ import logging
 
 from services.common import db
 from services.common.grpc_server import ServiceSpec, bind_address, serve
-from services.common.kafka import EventProducer
+from services.common.kafka import EventProducer, LazyProducer
 from services.common.pb.parley.v1 import scraper_pb2, scraper_pb2_grpc
 from services.common.redis_client import create_redis
 from services.common.runner import run_service
 from services.scraper.settings import ScraperSettings
 from services.scraper.fetching import new_fetcher
 from services.common.product_keys import KeyValidator
-from services.scraper.server import LazyProducer, ScraperDeps, ScraperServicer
+from services.scraper.server import ScraperDeps, ScraperServicer
 
 
 async def main(settings: ScraperSettings) -> None:

@@ -12,7 +12,7 @@ import grpc
 import redis.asyncio as redis
 
 from services.common.errors import PermissionDenied, Unauthenticated, Unavailable
-from services.common.kafka import EventProducer, new_event_id, now_timestamp
+from services.common.kafka import LazyProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import events_pb2, scraper_pb2, scraper_pb2_grpc
 from services.scraper.settings import ScraperSettings
 from services.common.timestamps import to_timestamp
@@ -25,40 +25,6 @@ logger = logging.getLogger(__name__)
 
 ADMIN_HEADER = "x-parley-admin-token"
 WATCH_POLL_SECONDS = 0.25
-
-
-class LazyProducer:
-    """The API's Kafka producer, started on first use (a publish or a readiness probe) rather than at
-    start: Kafka is no hard dependency of the API, whose jobs live in PostgreSQL. A start that failed
-    is tried again by the next use. Starts are serialised by a lock, and each runs shielded, so that
-    a caller that gives up (a deadline, the probe's timeout) never leaves a producer half started."""
-
-    def __init__(self, producer: EventProducer) -> None:
-        self.producer = producer
-        self._lock = asyncio.Lock()
-        self._starting: asyncio.Future | None = None
-
-    async def start(self) -> None:
-        async with self._lock:
-            starting = self._starting
-            if starting is None or (starting.done() and (starting.cancelled() or starting.exception() is not None)):
-                starting = self._starting = asyncio.ensure_future(self.producer.start())
-                starting.add_done_callback(lambda f: f.cancelled() or f.exception())   # seen, if nobody waits
-            await asyncio.shield(starting)
-
-    async def publish(self, topic: str, key: str, message, *, wait: bool = False) -> None:
-        await self.start()
-        await self.producer.publish(topic, key, message, wait=wait)
-
-    async def ping(self) -> None:
-        await self.start()
-        await self.producer.ping()
-
-    async def stop(self) -> None:
-        async with self._lock:
-            if self._starting is not None and not self._starting.done():
-                await asyncio.gather(self._starting, return_exceptions=True)
-            await self.producer.stop()
 
 
 @dataclass

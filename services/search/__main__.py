@@ -9,7 +9,7 @@ import logging
 
 from services.common import db
 from services.common.grpc_server import ServiceSpec, bind_address, channel, check_serving, serve
-from services.common.kafka import EventProducer
+from services.common.kafka import EventProducer, LazyProducer
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
 from services.common.redis_client import create_redis
 from services.common.runner import run_service
@@ -26,7 +26,9 @@ SCRAPER_CHECK_SECONDS = 5.0
 
 
 async def main(settings: SearchSettings) -> None:
-    deps = SearchDeps(producer=EventProducer(settings.kafka_bootstrap, client_id="parley-search"))
+    # Kafka and Redis are soft: Plan is answered from PostgreSQL (keys and rate limits fall back
+    # without Redis); the producer of knowledge events starts on its first use.
+    deps = SearchDeps(producer=LazyProducer(EventProducer(settings.kafka_bootstrap, client_id="parley-search")))
     servicer = SearchServicer(settings, deps)
     follower: KnowledgeFollower | None = None
     watcher: asyncio.Task | None = None
@@ -55,8 +57,6 @@ async def main(settings: SearchSettings) -> None:
             deps.pool = await db.create_pool(settings.postgres_dsn, reset_session=False)
         if deps.redis is None:
             deps.redis = create_redis(settings.redis_url)
-        await deps.redis.ping()
-        await deps.producer.start()
         if deps.indexing is None:
             deps.indexing = Indexing(deps.pool)
         if deps.planner is None:

@@ -10,7 +10,7 @@ import grpc
 import redis.asyncio as redis
 
 from services.common.errors import Unavailable
-from services.common.kafka import EventProducer, new_event_id, now_timestamp
+from services.common.kafka import LazyProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
 from services.common.text import storable
 from services.search.settings import SearchSettings
@@ -50,7 +50,7 @@ def _settings_of(message: search_pb2.KeySettings) -> dict:
 class SearchDeps:
     """Connections of the search service; pool, redis and planner are attached once they answer."""
 
-    producer: EventProducer
+    producer: LazyProducer
     pool: asyncpg.Pool | None = None
     redis: redis.Redis | None = None
     planner: Planner | None = None

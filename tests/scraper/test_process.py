@@ -15,11 +15,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.harness import free_port
 from services.common.grpc_server import channel
-from services.common.kafka import EventProducer
+from services.common.kafka import EventProducer, LazyProducer
 from services.common.pb.parley.v1 import scraper_pb2, scraper_pb2_grpc
 from services.launcher import Launcher
 from services.scraper import jobs
-from services.scraper.server import LazyProducer
 from services.search.keys import create_key
 from tests.conftest import RUN_ID, rpc_error
 
