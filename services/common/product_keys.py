@@ -46,6 +46,8 @@ RETRY_AFTER_TRAILER = "retry-after-ms"
 # Kept in Redis for tombstones at least this long, whatever the record TTL (a tombstone that
 # expired would only send the next check to PostgreSQL, which refuses the old secret too).
 MIN_TOMBSTONE_SECONDS = 60.0
+# Secrets are "pk_" and 43 URL-safe characters (search's new_secret); nothing longer is one.
+MAX_SECRET_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -75,13 +77,25 @@ def hash_secret(secret: str) -> bytes:
 
 
 def require_key(secret: str) -> bytes:
+    """The hash of the secret exactly as sent: one padded with white space or cut short is another
+    string, so an unknown secret. A string longer than any secret is refused before it is hashed: the
+    memo above would otherwise keep up to 4,096 of them, each as long as a gRPC message may be."""
     if not secret.strip():
         raise Unauthenticated("product key missing")
-    return hash_secret(secret.strip())
+    if len(secret) > MAX_SECRET_CHARS:
+        raise Unauthenticated("unknown or revoked product key")
+    return hash_secret(secret)
 
 
 def cache_key(key_hash: bytes) -> str:
     return KEY_PREFIX + key_hash.hex()
+
+
+# KEYS[1]: a key cache entry, deleted unless it is the tombstone ARGV[1].
+_DROP_RECORD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
 
 
 class KeyCache:
@@ -91,6 +105,7 @@ class KeyCache:
         self._redis = client
         self._ttl_ms = max(1, int(ttl_seconds * 1000))
         self._tombstone_ms = max(self._ttl_ms, int(MIN_TOMBSTONE_SECONDS * 1000))
+        self._drop = client.register_script(_DROP_RECORD)
 
     async def get(self, key_hash: bytes) -> KeyRecord | bytes | None:
         """The cached record, TOMBSTONE for a secret that was revoked or rotated away, or None."""
@@ -112,7 +127,10 @@ class KeyCache:
         await self._redis.set(cache_key(key_hash), TOMBSTONE, px=self._tombstone_ms)
 
     async def invalidate(self, key_hash: bytes) -> None:
-        await self._redis.delete(cache_key(key_hash))
+        """Drop a cached record (its knowledge changed), never a tombstone: a revocation is followed by
+        a knowledge event for the same secret, and without its tombstone a validator that read the key
+        just before the revocation could cache it again (SET NX) for the record TTL."""
+        await self._drop(keys=[cache_key(key_hash)], args=[TOMBSTONE])
 
 
 _VALIDATE = """

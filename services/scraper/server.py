@@ -59,7 +59,8 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
 
     def _admin(self, context: grpc.aio.ServicerContext) -> None:
         token = dict(context.invocation_metadata() or ()).get(ADMIN_HEADER) or ""
-        if not hmac.compare_digest(token.encode(), self._settings.admin_token.encode()):
+        # An empty token is never the admin's, also when the configured one is empty (unset in a deployment).
+        if not token or not hmac.compare_digest(token.encode(), self._settings.admin_token.encode()):
             raise Unauthenticated(f"this call needs the admin token in the {ADMIN_HEADER} header")
 
     async def StartCrawl(self, request: scraper_pb2.StartCrawlRequest, context) -> scraper_pb2.StartCrawlResponse:
