@@ -46,6 +46,12 @@ RETRY_AFTER_TRAILER = "retry-after-ms"
 # Kept in Redis for tombstones at least this long, whatever the record TTL (a tombstone that
 # expired would only send the next check to PostgreSQL, which refuses the old secret too).
 MIN_TOMBSTONE_SECONDS = 60.0
+# A key's last record read from PostgreSQL is kept this long beside the cached one (LAST_PREFIX), for
+# PostgreSQL outages: a key whose cached record expired meanwhile is then still admitted (its cached
+# answers go on) with that record. A revocation deletes it together with writing the tombstone, and a
+# record is never kept where a tombstone stands, so a revoked secret never comes back through it.
+LAST_PREFIX = "parley:keylast:"
+LAST_KNOWN_SECONDS = 3600.0
 # Secrets are "pk_" and 43 URL-safe characters (search's new_secret); nothing longer is one.
 MAX_SECRET_CHARS = 256
 
@@ -97,6 +103,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 """
 
+# KEYS: the cache entry, the last-known entry; ARGV: the record, its TTL (ms), the last-known TTL (ms),
+# the tombstone. Where a tombstone stands nothing is written (a read that raced the revocation).
+_PUT_RECORD = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[4] then return 0 end
+if not current then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
+
 
 class KeyCache:
     """Key records in Redis by the hash of their secret; tombstones for secrets that stopped working."""
@@ -106,6 +122,7 @@ class KeyCache:
         self._ttl_ms = max(1, int(ttl_seconds * 1000))
         self._tombstone_ms = max(self._ttl_ms, int(MIN_TOMBSTONE_SECONDS * 1000))
         self._drop = client.register_script(_DROP_RECORD)
+        self._put = client.register_script(_PUT_RECORD)
 
     async def get(self, key_hash: bytes) -> KeyRecord | bytes | None:
         """The cached record, TOMBSTONE for a secret that was revoked or rotated away, or None."""
@@ -119,12 +136,29 @@ class KeyCache:
             return None
 
     async def put(self, key_hash: bytes, record: KeyRecord) -> None:
-        # NX: a tombstone (or a fresher entry) written meanwhile wins over this possibly stale read.
-        await self._redis.set(cache_key(key_hash), record.to_json(), px=self._ttl_ms, nx=True)
+        """Caches a record read from PostgreSQL, and keeps it as the key's last known one. Only where
+        nothing is cached (as SET NX): a tombstone (or a fresher entry) written meanwhile wins over
+        this possibly stale read, and a tombstone also keeps the last-known record from being written."""
+        await self._put(keys=[cache_key(key_hash), LAST_PREFIX + key_hash.hex()],
+                        args=[record.to_json(), self._ttl_ms, int(LAST_KNOWN_SECONDS * 1000), TOMBSTONE])
+
+    async def last_known(self, key_hash: bytes) -> KeyRecord | None:
+        """The key's last record read from PostgreSQL (up to LAST_KNOWN_SECONDS old), unless the
+        secret was revoked or rotated away since; for when PostgreSQL cannot be asked."""
+        current, last = await self._redis.mget(cache_key(key_hash), LAST_PREFIX + key_hash.hex())
+        if current == TOMBSTONE or last is None:
+            return None
+        try:
+            return KeyRecord.from_json(last)
+        except (ValueError, TypeError):
+            return None
 
     async def forbid(self, key_hash: bytes) -> None:
-        """The secret no longer works (revoked or rotated away)."""
-        await self._redis.set(cache_key(key_hash), TOMBSTONE, px=self._tombstone_ms)
+        """The secret no longer works (revoked or rotated away): its tombstone, and no last-known record."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(cache_key(key_hash), TOMBSTONE, px=self._tombstone_ms)
+            pipe.delete(LAST_PREFIX + key_hash.hex())
+            await pipe.execute()
 
     async def invalidate(self, key_hash: bytes) -> None:
         """Drop a cached record (its knowledge changed), never a tombstone: a revocation is followed by
@@ -392,7 +426,18 @@ class KeyValidator:
                               trailers={RETRY_AFTER_TRAILER: "1000"}) from None
 
     async def _validate_and_cache(self, key_hash: bytes) -> KeyRecord:
-        record = await self._from_postgres(key_hash)
+        try:
+            record = await self._from_postgres(key_hash)
+        except Unavailable:
+            # PostgreSQL is away: a key it knew (and did not revoke) goes on with its last record, so
+            # that its cached answers are still given; a secret never seen stays UNAVAILABLE.
+            try:
+                last = await self.cache.last_known(key_hash)
+            except redis.RedisError:
+                last = None
+            if last is None:
+                raise
+            return last
         if record is None:
             raise Unauthenticated("unknown or revoked product key")
         try:

@@ -11,7 +11,8 @@ import asyncpg
 import grpc
 import redis.asyncio as redis
 
-from services.common.errors import PermissionDenied, Unauthenticated, Unavailable
+from services.common.errors import (RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, PermissionDenied,
+                                    Unauthenticated, Unavailable)
 from services.common.kafka import LazyProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import events_pb2, scraper_pb2, scraper_pb2_grpc
 from services.scraper.settings import ScraperSettings
@@ -25,6 +26,12 @@ logger = logging.getLogger(__name__)
 
 ADMIN_HEADER = "x-parley-admin-token"
 WATCH_POLL_SECONDS = 0.25
+# How long StartCrawl waits for the broker to acknowledge the crawl request, and how much of the
+# caller's deadline it leaves for the answer: a producer whose broker is gone keeps the event for
+# its request timeout (15 s), longer than a caller waits, and a call cut by its deadline would
+# leave the job queued with nobody told.
+QUEUE_TIMEOUT_SECONDS = 5.0
+QUEUE_DEADLINE_MARGIN_SECONDS = 0.5
 
 
 @dataclass
@@ -77,14 +84,22 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
             product_key_id=spec.product_key_id, seed_urls=spec.seed_urls, sitemap_url=spec.sitemap_url,
             max_pages=spec.max_pages, max_depth=spec.max_depth, include=spec.include, exclude=spec.exclude,
         )
+        remaining = context.time_remaining()
+        timeout = QUEUE_TIMEOUT_SECONDS if remaining is None else min(
+            QUEUE_TIMEOUT_SECONDS, max(0.1, remaining - QUEUE_DEADLINE_MARGIN_SECONDS))
         try:
-            await self._deps.producer.publish(
+            await asyncio.wait_for(self._deps.producer.publish(
                 self._settings.topic("crawl_requests"), spec.product_key_id, event, wait=True
-            )
-        except Exception as exc:  # noqa: BLE001 - the job must not stay queued forever
-            logger.warning("crawl %s not queued: %s", spec.job_id, exc)
-            await jobs.save_progress(self._pool, spec.job_id, jobs.Progress(), "failed", "not queued: Kafka unavailable")
-            raise Unavailable("the crawl could not be queued on Kafka; try again") from exc
+            ), timeout)
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - the job must not stay queued forever
+            logger.warning("crawl %s not queued: %r", spec.job_id, exc)
+            # Failed, it is never claimed, should the event still reach the broker later (jobs.claim).
+            await asyncio.shield(jobs.save_progress(self._pool, spec.job_id, jobs.Progress(), "failed",
+                                                    "not queued: Kafka unavailable"))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise Unavailable("the crawl could not be queued on Kafka; try again",
+                              trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}) from exc
         logger.info("crawl %s queued for %s", spec.job_id, spec.product_key_id)
         return scraper_pb2.StartCrawlResponse(job_id=spec.job_id)
 

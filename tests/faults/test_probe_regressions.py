@@ -1,0 +1,70 @@
+"""Faults found by probing the services while a dependency was killed: each test kills the stack's
+server it is about (the fault suite runs last, see tests/faults/conftest.py) and starts it again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+
+import grpc
+import pytest
+
+from deploy.local import stack
+from services.common.grpc_server import channel
+from services.common.pb.parley.v1 import scraper_pb2, scraper_pb2_grpc
+from tests.conftest import rpc_error
+
+pytestmark = pytest.mark.integration
+
+UP_TIMEOUT = 300.0
+
+
+def _kill(name: str) -> None:
+    pid = stack.managed_pid(stack.StackConfig.from_env(), name)
+    if pid is None:
+        raise RuntimeError(f"{name} of this checkout's stack is not running")
+    os.kill(pid, signal.SIGKILL)
+
+
+def _crawl(key_id: str, marker: str) -> scraper_pb2.StartCrawlRequest:
+    # Nothing listens on port 9: should the crawl run, it fails at once.
+    return scraper_pb2.StartCrawlRequest(product_key_id=key_id, seed_urls=[f"http://127.0.0.1:9/{marker}"], max_pages=1)
+
+
+@pytest.mark.timeout(420)
+async def test_start_crawl_without_kafka_is_unavailable_before_the_deadline(services, settings, admin, pg, key_a):
+    """The broker killed: StartCrawl answered UNAVAILABLE with a retry hint before the caller's
+    deadline (it waited on the producer's 15 s request timeout and ended DEADLINE_EXCEEDED, its job
+    left queued), the job failed; once the broker is back, crawls are queued again."""
+    async with channel(settings.scraper_addr) as ch:
+        scraper = scraper_pb2_grpc.ScraperServiceStub(ch)
+        await scraper.StartCrawl(_crawl(key_a.id, "before"), metadata=admin, timeout=10)  # the producer is started
+        marker = f"probe-{uuid.uuid4().hex[:8]}"
+        _kill("kafka")
+        try:
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as exc_info:
+                await scraper.StartCrawl(_crawl(key_a.id, marker), metadata=admin, timeout=4)
+            took = time.monotonic() - started
+            err = rpc_error(exc_info)
+            assert err.code() == grpc.StatusCode.UNAVAILABLE, (err.code(), err.details(), took)
+            assert dict(err.trailing_metadata() or ()).get("retry-after") == "1", err.trailing_metadata()
+            assert took < 4.0
+            rows = await pg.fetch("SELECT state, error FROM crawl_jobs WHERE product_key_id = $1 AND request::text LIKE $2",
+                                  key_a.id, f"%{marker}%")
+            assert [(r["state"], r["error"]) for r in rows] == [("failed", "not queued: Kafka unavailable")]
+        finally:
+            await asyncio.to_thread(stack.up, False, UP_TIMEOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                reply = await scraper.StartCrawl(_crawl(key_a.id, "after"), metadata=admin, timeout=10)
+                break
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, (exc.code(), exc.details())
+                assert time.monotonic() < deadline, "StartCrawl still refused 60 s after the broker came back"
+                await asyncio.sleep(1.0)
+        assert reply.job_id
