@@ -413,7 +413,6 @@ class Fetcher:
 
     async def robots(self, url: str) -> Protego | None:
         """The parsed robots.txt of the URL's origin (None: no rules), kept for ROBOTS_TTL_SECONDS."""
-        origin = _origin(url)
         return (await self._robots_entry(url))[1]
 
     async def robots_problem(self, url: str) -> str:

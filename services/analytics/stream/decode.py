@@ -61,7 +61,7 @@ def invalid_numbers(turn: events_pb2.ChatTurn) -> str:
     """The fields of a turn that no metric may hold, named with their values: a time no Timestamp holds,
     a negative or non-finite timing or cost, negative tokens. The check itself is made where the rows
     are built (rows.turn_rows), which reads these fields anyway; this only says why."""
-    bad = [_bad_time(turn.occurred_at)] if _bad_time(turn.occurred_at) else []
+    bad = [problem] if (problem := _bad_time(turn.occurred_at)) else []
     tm, usage = turn.timings, turn.usage
     for name, value in (("timings.total_ms", tm.total_ms), ("timings.ttft_ms", tm.ttft_ms),
                         ("timings.search_ms", tm.search_ms), ("timings.llm_ms", tm.llm_ms),
@@ -85,8 +85,8 @@ def decode_feedback(value: bytes | None) -> events_pb2.Feedback:
         raise InvalidEvent(f"not a parley.v1.Feedback: {exc}") from None
     if not feedback.event_id or not feedback.product_key_id or not feedback.HasField("occurred_at"):
         raise InvalidEvent("Feedback without event_id, product_key_id or occurred_at")
-    if _bad_time(feedback.occurred_at):
-        raise InvalidEvent(f"Feedback with {_bad_time(feedback.occurred_at)}")
+    if problem := _bad_time(feedback.occurred_at):
+        raise InvalidEvent(f"Feedback with {problem}")
     if feedback.rating not in (-1, 1):
         raise InvalidEvent(f"Feedback rating must be +1 or -1, not {feedback.rating}")
     return feedback
