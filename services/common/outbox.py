@@ -277,6 +277,10 @@ class Outbox:
             await asyncio.sleep(DELIVERY_LINGER_SECONDS)
 
     async def _deliver_available(self) -> None:
+        """Rounds back to back while a backlog fills them (a broker back, a restart); a round that was
+        not full took everything there was, and the next waits for the linger. Going on at once
+        would send, under steady load, the one or two events written during the last round's round
+        trip: a round per event, ~95 µs of CPU each instead of ~9 µs in full rounds."""
         while True:
             rows = self._db.execute("SELECT seq, topic, key, value, headers FROM outbox ORDER BY seq LIMIT ?",
                                     (self._batch,)).fetchall()
@@ -294,6 +298,8 @@ class Outbox:
             if self.last_error:
                 logger.info("outbox %s: broker acknowledging again; %d event(s) left", self.path, self._pending)
                 self.last_error = ""
+            if len(rows) < self._batch:
+                return
 
     async def _round(self, rows: list[tuple]) -> None:
         await self._producer.start()

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
 
 from services.common.kafka import EventProducer, ensure_topics
-from services.common.outbox import Outbox
+from services.common.outbox import DELIVERY_LINGER_SECONDS, Outbox
 from services.common.pb.parley.v1 import events_pb2
 from tests.conftest import RUN_ID
 
@@ -182,6 +182,52 @@ async def test_batched_delivery_puts_each_key_where_a_single_send_would_in_order
     assert all(ns == sorted(ns) and len(ns) == 6 for ns in order.values()), order
 
 
+class _CountingProducer(EventProducer):
+    """The real producer, counting its delivery rounds and the events in each."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(bootstrap)
+        self.rounds: list[int] = []
+
+    async def send_rows(self, rows):
+        self.rounds.append(len(rows))
+        return await super().send_rows(rows)
+
+
+async def test_a_steady_trickle_of_events_is_delivered_in_lingering_rounds_and_a_backlog_at_once(stack, tmp_path):
+    """Under steady load each round's round trip lets one or two events in: a round that took all
+    there was waits for the linger, so rounds stay few and full (a round per event cost ~10x the CPU).
+    A backlog of full rounds goes back to back."""
+    topic = f"parley.test.outbox.{RUN_ID}.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
+    producer = _CountingProducer(stack.kafka_bootstrap)
+    outbox = Outbox(tmp_path / "trickle.sqlite", producer, name="test-trickle", batch=50)
+    outbox.start()
+    try:
+        await outbox.publish(topic, "t-outbox", _turn(0))
+        for _ in range(100):                       # the producer is up, the first round is done
+            if not outbox.pending:
+                break
+            await asyncio.sleep(0.05)
+        producer.rounds.clear()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for n in range(1, 301):                   # one event every ~2 ms
+            await outbox.publish(topic, "t-outbox", _turn(n))
+            await asyncio.sleep(0.002)
+        elapsed = loop.time() - start
+        for _ in range(200):
+            if not outbox.pending:
+                break
+            await asyncio.sleep(0.05)
+        assert outbox.pending == 0 and sum(producer.rounds) == 300
+        # One round per linger at most (and the one a backlog may add): the old loop made ~150 here.
+        assert len(producer.rounds) <= elapsed / DELIVERY_LINGER_SECONDS + 5, producer.rounds
+    finally:
+        await outbox.stop()
+    assert [t.request_id for t in await _read(stack.kafka_bootstrap, topic, 301)] == [f"r{n}" for n in range(301)]
+
+
 async def test_the_kafka_probe_trusts_a_fresh_acknowledgement_and_asks_again_after_a_reset(stack):
     topic = f"parley.test.outbox.{RUN_ID}.{uuid.uuid4().hex[:6]}"
     await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
@@ -209,7 +255,7 @@ _PUBLISHER = """
 import asyncio, sys
 from pathlib import Path
 from services.common.kafka import EventProducer
-from services.common.outbox import Outbox
+from services.common.outbox import DELIVERY_LINGER_SECONDS, Outbox
 from services.common.pb.parley.v1 import events_pb2
 
 async def main():
