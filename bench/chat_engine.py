@@ -53,7 +53,7 @@ async def run(concurrency: int, rounds: int, seconds: float) -> dict[str, float]
         client = create_redis(settings.redis_url)
         engine = build_engine(settings, SearchClient(search_pb2_grpc.SearchServiceStub(search)),
                               build_store(settings, client), outbox)
-        admission = Admission(settings, client)
+        admission = Admission(settings, client, lambda: engine.in_flight)
         requests = [response_pb2.ChatRequest(product_key=secret, message=q, session_id=f"bench-{i % concurrency}")
                     for i, q in enumerate(QUESTIONS * 4)]
         try:

@@ -321,7 +321,8 @@ class KeyValidator:
     """The valid key of a secret: Redis, else PostgreSQL (kept a few seconds in process without Redis)."""
 
     def __init__(self, client: redis.Redis, pool: Callable[[], asyncpg.Pool | None], *, ttl_seconds: float,
-                 local_seconds: float, default_rate: float, default_burst: int) -> None:
+                 local_seconds: float, default_rate: float, default_burst: int,
+                 linger: Callable[[], float] | None = None) -> None:
         self.cache = KeyCache(client, ttl_seconds)
         self.limiter = RateLimiter(client)
         self._pool = pool
@@ -330,8 +331,9 @@ class KeyValidator:
         self._default = (default_rate, default_burst)
         self._admit = client.register_script(_ADMIT)
         # Concurrent turns' admissions go to Redis together, in one pipeline (redis_batch.py), and
-        # those of one secret in one script call that takes as many tokens.
-        self._batch = AutoPipeline(client)
+        # those of one secret in one script call that takes as many tokens; `linger` (AutoPipeline)
+        # lets a busy process wait for more turns before the batch goes.
+        self._batch = AutoPipeline(client, linger)
         self._joining: dict[bytes, _Admissions] = {}
         self._records: dict[bytes, KeyRecord] = {}  # a cached record's JSON -> the record, decoded once
 

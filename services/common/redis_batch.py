@@ -7,6 +7,13 @@ commands of every caller waiting at the same moment in one pipeline: at most one
 flight per AutoPipeline; commands issued meanwhile wait for it and go together in the next one.
 A lone caller pays no delay (its command is sent at the next loop iteration).
 
+Under steady load that is not enough: a closed-loop client sends its next request when its answer
+comes, so turns arrive one at a time, each after the last one's round trip is done, and every batch
+holds one command. An owner that knows its process is busy passes `linger`, called once per batch:
+the seconds to wait first, so that the turns of the next moment join (the response service waits
+2 ms while other turns are in flight: fewer round trips, and the turns that waited together also
+write their events and records together).
+
 The batch goes over a connection of the AutoPipeline's own, taken from the client's pool once
 and kept, as one write and its replies read back, retried like a redis-py pipeline (the client's
 `Retry`, on a fresh connection): a redis-py `Pipeline` per batch, with a connection taken from the
@@ -30,8 +37,10 @@ MAX_BATCH = 512  # commands per pipeline: a burst does not become one huge reque
 
 
 class AutoPipeline:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, linger: Callable[[], float] | None = None) -> None:
+        """`linger`: seconds to wait before a batch is sent (0 or None: at the next loop iteration)."""
         self._client = client
+        self._linger = linger
         # A command's arguments, or a function that makes them when the batch is sent.
         self._queue: list[tuple[tuple[Any, ...] | Callable[[], tuple[Any, ...]], asyncio.Future]] = []
         self._sender: asyncio.Task | None = None
@@ -66,6 +75,10 @@ class AutoPipeline:
 
     async def _send_all(self) -> None:
         try:
+            if self._linger is not None:
+                wait = self._linger()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 await self._send(batch)

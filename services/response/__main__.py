@@ -36,7 +36,7 @@ async def main(settings: ResponseSettings) -> None:
     web = WebPages(scraper_pb2_grpc.ScraperServiceStub(scraper_channel), settings.max_passages)
     engine = build_engine(settings, SearchClient(search_pb2_grpc.SearchServiceStub(search_channel)), store, outbox,
                           web)
-    engine.admission = Admission(settings, redis)
+    engine.admission = Admission(settings, redis, lambda: engine.in_flight)
 
     async def forget_key(event) -> None:
         dropped = await store.forget_key(event.product_key_id)

@@ -163,6 +163,7 @@ class ChatEngine:
         self.web = web
         self.flights = SingleFlight()
         self._background: set[asyncio.Task] = set()
+        self.in_flight = 0   # turns under way (Chat and ChatStream): admission's sign of load
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -191,6 +192,7 @@ class ChatEngine:
         """Yields answer pieces as they are produced (RESTART when a fallback starts over), then
         the complete ChatResponse. Every turn whose key is known emits a ChatTurn, also failures."""
         state = _new_state(request, timeout)
+        self.in_flight += 1
         try:
             begun = await self._begin(state)
             items = (self._from_cache(state, begun.key_hash, begun.cached, HIT) if begun.cached is not None
@@ -200,11 +202,14 @@ class ChatEngine:
         except BaseException as exc:
             self._failed(state, exc)
             raise
+        finally:
+            self.in_flight -= 1
 
     async def chat(self, request: response_pb2.ChatRequest, *, timeout: float | None = None) -> response_pb2.ChatResponse:
         """The turn's ChatResponse. A cache hit is answered without the async generators of `turn`
         (they cost a tenth of a cached Chat's CPU in the service)."""
         state = _new_state(request, timeout)
+        self.in_flight += 1
         try:
             begun = await self._begin(state)
             if begun.cached is not None:
@@ -216,6 +221,8 @@ class ChatEngine:
         except BaseException as exc:
             self._failed(state, exc)
             raise
+        finally:
+            self.in_flight -= 1
         raise AssertionError("a turn always ends with a ChatResponse")
 
     def _failed(self, state: TurnState, exc: BaseException) -> None:

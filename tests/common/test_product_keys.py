@@ -132,3 +132,33 @@ async def test_a_cached_key_is_admitted_in_one_round_trip_and_rotation_refuses_i
     finally:
         await client.aclose()
 
+
+
+async def test_a_lingering_pipeline_gathers_turns_that_arrive_apart(search, admin, pg, stack):
+    """Turns a few milliseconds apart (a busy process under a closed-loop client) share one script call
+    when the pipeline lingers; without a linger each goes alone. Every turn is still admitted once."""
+    key = await _key(search, admin, "linger", rate=1000, burst=1000)
+    client = create_redis(stack.redis_url)
+    busy = True
+    lingering = KeyValidator(client, lambda: pg, ttl_seconds=30, local_seconds=3, default_rate=20, default_burst=40,
+                             linger=lambda: 0.05 if busy else 0.0)
+    prompt = KeyValidator(client, lambda: pg, ttl_seconds=30, local_seconds=3, default_rate=20, default_burst=40)
+
+    async def arriving_apart(validator: KeyValidator) -> list:
+        async def one(n: int):
+            await asyncio.sleep(0.004 * n)
+            return await validator.admit(key.secret)
+        return await asyncio.gather(*(one(n) for n in range(5)))
+
+    try:
+        await lingering.admit(key.secret)
+        await prompt.admit(key.secret)
+        together, alone = _count_commands(lingering), _count_commands(prompt)
+        assert [r.id for r in await arriving_apart(lingering)] == [key.id] * 5
+        assert [r.id for r in await arriving_apart(prompt)] == [key.id] * 5
+        busy = False  # a lone turn
+        assert (await lingering.admit(key.secret)).id == key.id
+    finally:
+        await client.aclose()
+    assert [c[-1] for c in together] == [5, 1], together   # five turns' tokens in one call, then the lone one
+    assert [c[-1] for c in alone] == [1] * 5, alone

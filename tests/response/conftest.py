@@ -184,7 +184,7 @@ async def served(stack, test_env, search_client, redis_client, producer, llm) ->
                 else:
                     os.environ[k] = v
         engine = build_engine(settings, search_client, build_store(settings, redis_client), producer, web)
-        engine.admission = Admission(settings, redis_client)  # as services/response/__main__.py does
+        engine.admission = Admission(settings, redis_client, lambda: engine.in_flight)  # as services/response/__main__.py does
         server = grpc.aio.server(interceptors=[ServerInterceptor("response-test", _OpenGate())])
         response_pb2_grpc.add_ResponseServiceServicer_to_server(ResponseServicer(engine), server)
         port = server.add_insecure_port("127.0.0.1:0")

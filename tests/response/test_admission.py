@@ -78,6 +78,43 @@ async def test_a_rotated_secret_is_refused_at_once_on_every_replica_even_on_a_ca
             assert rpc_error(info).code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+async def test_the_turns_in_flight_are_counted_and_every_way_a_turn_ends_uncounts_it(served, search, admin):
+    """Admission lingers only while other turns are under way: the count goes up with concurrent
+    Chat and ChatStream turns and back to 0 after answers, refusals and cancelled calls."""
+    key = await _key(search, admin, "inflight", rate=1000, burst=1000)
+    async with served() as replica:
+        engine = replica.engine
+        seen: list[int] = []
+        admit = engine.admission.admit
+
+        async def watching(secret):
+            seen.append(engine.in_flight)
+            return await admit(secret)
+
+        engine.admission.admit = watching
+        await replica.stub.Chat(ask(key.secret, "Do you ship abroad?"), timeout=10)
+        assert seen == [1] and engine.in_flight == 0
+        seen.clear()
+
+        async def streamed():
+            return [chunk async for chunk in replica.stub.ChatStream(ask(key.secret, "Do you ship abroad?"),
+                                                                     timeout=10)]
+
+        await asyncio.gather(*(replica.stub.Chat(ask(key.secret, "Do you ship abroad?"), timeout=10)
+                               for _ in range(6)), streamed(), streamed())
+        assert max(seen) > 1 and engine.in_flight == 0
+        with pytest.raises(grpc.aio.AioRpcError):
+            await replica.stub.Chat(ask("pk_unknown_secret", "Do you ship abroad?"), timeout=10)
+        call = replica.stub.Chat(ask(key.secret, "Something nobody asked before, answered slowly?"), timeout=10)
+        await asyncio.sleep(0.01)
+        call.cancel()
+        for _ in range(100):
+            if engine.in_flight == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert engine.in_flight == 0
+
+
 async def test_two_response_processes_refuse_a_rotated_secret_at_once(response, search, admin, test_env, tmp_path):
     """A second response process beside the session's: both answered from their caches before the
     rotation, neither answers the old secret after it."""
