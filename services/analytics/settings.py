@@ -18,6 +18,7 @@ class AnalyticsSettings(CommonSettings):
     worker_lag_interval_seconds: float = 5.0
     worker_session_timeout_seconds: float = 10.0
     minutely_publish_interval_seconds: float = 5.0
+    feedback_attribution_interval_seconds: float = 2.0  # feedback applied before its turn: moved this often
 
     # Stream processor: its own consumer of the hot topics, retries, event loop.
     stream_fetch_max_bytes: int = 64 * 1024 * 1024        # one fetch across partitions

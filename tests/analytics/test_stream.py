@@ -12,7 +12,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.common.kafka import new_event_id
-from services.common.pb.parley.v1 import analytics_pb2, events_pb2
+from services.common.pb.parley.v1 import analytics_pb2, common_pb2, events_pb2
 from tests.analytics.test_sink import make_turn
 
 
@@ -154,6 +154,39 @@ async def test_feedback_counts_and_knowledge_gaps(services, settings, pg, analyt
     }
     metrics = await analytics.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id), metadata=admin, timeout=10)
     assert (metrics.total.turns, metrics.total.no_answers, metrics.total.feedback_down) == (3, 1, 1)
+
+
+async def test_feedback_applied_before_its_turn_moves_to_the_turns_strategy_once_the_turn_is_stored(
+    services, settings, pg
+):
+    """Feedback and turns are different topics: feedback the worker applies first is counted under
+    UNKNOWN, then moved to the turn's strategy and model once the turn is stored, exactly once."""
+    key_id = f"fbfirst-{uuid.uuid4().hex[:8]}"
+    turn = now_turn(key_id, message="Where is my parcel?")
+    turn.strategy, turn.model = common_pb2.STRATEGY_KNOWLEDGE, "llama-3.1-8b-instant"
+    up = events_pb2.Feedback(event_id=new_event_id(), product_key_id=key_id, request_id=turn.request_id, rating=1)
+    up.occurred_at.GetCurrentTime()
+
+    async def counts() -> dict[tuple[str, str], tuple[int, int]]:
+        rows = await pg.fetch("SELECT strategy, model, sum(feedback_up) AS up, sum(feedback_down) AS down "
+                              "FROM metrics_minute WHERE product_key_id = $1 GROUP BY 1, 2", key_id)
+        return {(r["strategy"], r["model"]): (r["up"], r["down"]) for r in rows}
+
+    p = await producer(settings)
+    try:
+        for _ in range(2):  # a replayed feedback counts once
+            await p.send_and_wait(settings.topic("feedback"), up.SerializeToString(), key=key_id.encode())
+        assert await wait_for(lambda: _is(counts(), {("UNKNOWN", "unknown"): (1, 0)}))
+        await p.send_and_wait(settings.topic("chat_turns"), turn.SerializeToString(), key=key_id.encode())
+        assert await wait_for(lambda: _is(count_turns(pg, key_id), (1, 1)))
+    finally:
+        await p.stop()
+    stored = await pg.fetchrow("SELECT strategy, model FROM conversations WHERE request_id = $1", turn.request_id)
+    moved = {("UNKNOWN", "unknown"): (0, 0), (stored["strategy"], stored["model"]): (1, 0)}
+    assert await wait_for(lambda: _is(counts(), moved)), await counts()
+    await asyncio.sleep(2 * settings.feedback_attribution_interval_seconds)  # more rounds move nothing again
+    assert await counts() == moved
+    assert await pg.fetchval("SELECT pending FROM feedback_events WHERE event_id = $1", up.event_id) is False
 
 
 async def test_minutely_summary_is_published_for_a_closed_minute(services, settings):

@@ -158,6 +158,15 @@ def create_app(settings: AnalyticsSettings) -> tuple[faust.App, list[Service]]:
     async def observe_lag() -> None:
         await events.observe_lag()
 
+    @app.timer(interval=settings.feedback_attribution_interval_seconds)
+    async def attribute_pending_feedback() -> None:
+        """Feedback applied before the turn it rates (another topic, another writer) was counted
+        under UNKNOWN: once the turn is stored, its counts move to the turn's strategy and model."""
+        try:
+            dirty_minutes.update(await sink.attribute_pending_feedback())
+        except Exception as exc:  # noqa: BLE001 - PostgreSQL away: the feedback stays pending, tried again
+            logger.warning("pending feedback not attributed yet: %s", exc)
+
     @app.timer(interval=settings.minutely_publish_interval_seconds)
     async def publish_minutely() -> None:
         """A JSON summary per key and minute once the minute has closed; again if late events change it."""

@@ -85,29 +85,62 @@ ON CONFLICT (product_key_id, minute, strategy, model) DO UPDATE SET
     updated_at = now()
 """
 
+# Feedback is counted under the strategy and model of the turn it rates; one whose turn is not
+# stored yet is counted under UNKNOWN and marked pending (ATTRIBUTE_PENDING_FEEDBACK moves it later).
 WRITE_FEEDBACK = """
 WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::text[])
+    SELECT b.*, c.strategy, c.model
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::text[])
         AS b(event_id, product_key_id, request_id, occurred_at, rating, comment)
+    LEFT JOIN conversations c ON c.request_id = b.request_id AND c.product_key_id = b.product_key_id
 ), inserted AS (
-    INSERT INTO feedback_events (event_id, product_key_id, request_id, occurred_at, rating, comment)
-    SELECT event_id, product_key_id, request_id, occurred_at, rating, comment FROM batch
+    INSERT INTO feedback_events (event_id, product_key_id, request_id, occurred_at, rating, comment, pending)
+    SELECT event_id, product_key_id, request_id, occurred_at, rating, comment, strategy IS NULL FROM batch
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
 )
 INSERT INTO metrics_minute AS m (product_key_id, minute, strategy, model, feedback_up, feedback_down)
 SELECT b.product_key_id, date_trunc('minute', b.occurred_at),
-       coalesce(c.strategy, 'UNKNOWN'), coalesce(c.model, 'unknown'),
+       coalesce(b.strategy, 'UNKNOWN'), coalesce(b.model, 'unknown'),
        count(*) FILTER (WHERE b.rating > 0), count(*) FILTER (WHERE b.rating < 0)
 FROM batch b
 JOIN inserted USING (event_id)
-LEFT JOIN conversations c ON c.request_id = b.request_id AND c.product_key_id = b.product_key_id
 GROUP BY 1, 2, 3, 4
 ORDER BY 1, 2, 3, 4
 ON CONFLICT (product_key_id, minute, strategy, model) DO UPDATE SET
     feedback_up = m.feedback_up + excluded.feedback_up,
     feedback_down = m.feedback_down + excluded.feedback_down,
     updated_at = now()
+"""
+
+# Pending feedback whose turn is stored now: its counts leave UNKNOWN for the turn's strategy and
+# model, in the statement that clears the mark (a second worker running it waits on the row locks,
+# then finds the rows no longer pending). Returns the (key, minute) rows it changed.
+ATTRIBUTE_PENDING_FEEDBACK = """
+WITH moved AS (
+    UPDATE feedback_events f SET pending = false
+    FROM conversations c
+    WHERE f.pending AND c.request_id = f.request_id AND c.product_key_id = f.product_key_id
+    RETURNING f.product_key_id, date_trunc('minute', f.occurred_at) AS minute, c.strategy, c.model, f.rating
+), delta AS (
+    SELECT product_key_id, minute, strategy, model,
+           count(*) FILTER (WHERE rating > 0) AS up, count(*) FILTER (WHERE rating < 0) AS down
+    FROM moved GROUP BY 1, 2, 3, 4
+    UNION ALL
+    SELECT product_key_id, minute, 'UNKNOWN', 'unknown',
+           -count(*) FILTER (WHERE rating > 0), -count(*) FILTER (WHERE rating < 0)
+    FROM moved GROUP BY 1, 2
+)
+INSERT INTO metrics_minute AS m (product_key_id, minute, strategy, model, feedback_up, feedback_down)
+SELECT product_key_id, minute, strategy, model, sum(up), sum(down)
+FROM delta
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4
+ON CONFLICT (product_key_id, minute, strategy, model) DO UPDATE SET
+    feedback_up = m.feedback_up + excluded.feedback_up,
+    feedback_down = m.feedback_down + excluded.feedback_down,
+    updated_at = now()
+RETURNING product_key_id, minute
 """
 
 # The stored offsets are locked for the transaction: events below them were applied already
@@ -285,6 +318,13 @@ class MetricsSink(Service):
     async def write_feedback(self, records: Sequence[tuple[Position, events_pb2.Feedback | None]],
                              prepared: None = None) -> Applied:
         return await self._write(records, insert_feedback)
+
+    async def attribute_pending_feedback(self) -> set[tuple[str, datetime]]:
+        """Moves the counts of feedback that came before its turn to the turn's strategy and model,
+        once the turn is stored; the (key, minute) rows changed."""
+        assert self.pool is not None
+        rows = await self.pool.fetch(ATTRIBUTE_PENDING_FEEDBACK)
+        return {(r["product_key_id"], r["minute"]) for r in rows}
 
     async def _write(self, records, insert, prepared: TurnBatch | None = None) -> Applied:
         """One transaction: drop what the stored offsets say was applied, write the rest, advance the
