@@ -10,9 +10,10 @@ import random
 import time
 from collections.abc import Iterable, Sequence
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import RecordMetadata, TopicPartition
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
@@ -133,24 +134,27 @@ class EventProducer:
             await self._producer.stop()
             self._started = False
 
-    async def publish(self, topic: str, key: str, message: Message, *, trace_id: str = "", wait: bool = False) -> None:
-        """Hand one event to Kafka. With wait=False the call returns once the event is buffered; an
+    async def publish(self, topic: str, key: str, message: Message, *, trace_id: str = "", wait: bool = False
+                      ) -> RecordMetadata | None:
+        """Hand one event to Kafka. With wait=True, returns the record's partition and offset once the
+        broker acknowledged it. With wait=False the call returns once the event is buffered; an
         event the broker does not acknowledge is sent again in the background (with backoff, for up
         to `background_retry_seconds`) before it is given up, counted and logged at error. The chat
         path does not use this: its events go through the durable outbox (services/common/outbox.py)."""
         value, key_bytes, headers = message.SerializeToString(), key.encode(), event_headers(message, trace_id)
         fut = await self._producer.send(topic, value=value, key=key_bytes, headers=headers)
         if wait:
-            await self._settle(topic, fut)
-            return
+            return await self._settle(topic, fut)
         task = asyncio.ensure_future(self._settle_in_background(topic, fut, value, key_bytes, headers))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        return None
 
-    async def _settle(self, topic: str, fut: asyncio.Future) -> None:
+    async def _settle(self, topic: str, fut: asyncio.Future) -> RecordMetadata:
         try:
-            await fut
+            metadata = await fut
             EVENTS_PUBLISHED.labels(topic, "ok").inc()
+            return metadata
         except Exception:
             EVENTS_PUBLISHED.labels(topic, "failed").inc()
             logger.exception("event to %s was not acknowledged by Kafka", topic)
@@ -247,6 +251,50 @@ class EventProducer:
         await self._producer.client.fetch_all_metadata()
 
 
+async def committed_past(bootstrap: str, group: str, offsets: dict[TopicPartition, int], *, timeout: float,
+                         interval: float = 0.5) -> bool:
+    """True once consumer group `group` has committed past each offset of `offsets` (the records there
+    and before them are processed: the group commits after its work), False at the timeout. Kafka
+    away meanwhile is retried until the timeout. Reads the group's commits; does not join it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    consumer: AIOKafkaConsumer | None = None
+
+    async def past() -> bool:
+        nonlocal consumer
+        if consumer is None:
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+            await consumer.start()
+        for tp, offset in offsets.items():
+            if (await consumer.committed(tp) or 0) <= offset:
+                return False
+        return True
+
+    try:
+        while True:
+            try:
+                if await asyncio.wait_for(past(), max(0.1, deadline - loop.time())):
+                    return True
+            except Exception as exc:  # noqa: BLE001 - Kafka away or the group moving: asked again
+                logger.debug("committed offsets of %s not read: %r", group, exc)
+                if consumer is not None:
+                    await _stop_quietly(consumer)
+                    consumer = None
+            if loop.time() + interval > deadline:
+                return False
+            await asyncio.sleep(interval)
+    finally:
+        if consumer is not None:
+            await _stop_quietly(consumer)
+
+
+async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
+    try:
+        await consumer.stop()
+    except Exception:  # noqa: BLE001 - a consumer that could not start has nothing to stop
+        pass
+
+
 class LazyProducer:
     """A Kafka producer started on first use (a publish or a readiness probe) rather than at a
     service's start, for services to which Kafka is a soft dependency (the scraper API, whose jobs live
@@ -267,9 +315,9 @@ class LazyProducer:
                 starting.add_done_callback(lambda f: f.cancelled() or f.exception())   # seen, if nobody waits
             await asyncio.shield(starting)
 
-    async def publish(self, topic: str, key: str, message, *, wait: bool = False) -> None:
+    async def publish(self, topic: str, key: str, message, *, wait: bool = False) -> RecordMetadata | None:
         await self.start()
-        await self.producer.publish(topic, key, message, wait=wait)
+        return await self.producer.publish(topic, key, message, wait=wait)
 
     async def ping(self) -> None:
         await self.start()

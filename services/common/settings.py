@@ -53,6 +53,9 @@ class CommonSettings(BaseSettings):
 
     # Kafka topics.
     topic_namespace: str = ""
+    # Consumer group of the search service's indexer of the knowledge pages topic: the scraper reads its
+    # committed offsets to report a crawl done only once its pages are indexed.
+    indexer_group: str = "parley-search-indexer"
     topic_partitions: int = 4
     topic_replication: int = 1
 

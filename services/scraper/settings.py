@@ -22,4 +22,7 @@ class ScraperSettings(CommonSettings):
     scraper_group_id: str = "parley-crawler"
 
     # Crawl job leases (one worker per job, also across a rebalance).
+    # A job is done once the search service has indexed what it handed over (its pages answer at once);
+    # the indexer not through after this long: done anyway, saying so in the job's error.
+    scraper_index_wait_seconds: float = 300.0
     scraper_job_lease_seconds: float = 15.0   # renewed every third of it; a dead worker's job waits this long

@@ -17,13 +17,14 @@ import uuid
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import RecordMetadata
 from aiokafka.errors import CommitFailedError, KafkaError
 from google.protobuf.message import DecodeError
 from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt,
                       wait_exponential)
 
 from services.common import db
-from services.common.kafka import DeadLetters, EventProducer
+from services.common.kafka import DeadLetters, EventProducer, committed_past
 from services.common.pb.parley.v1 import events_pb2
 from services.common.runner import run_service
 from services.common.metrics import serve_metrics
@@ -45,9 +46,10 @@ class CrawlWorker:
         self._dead_letters = DeadLetters(settings.kafka_bootstrap, settings.topic("deadletter"),
                                          "parley-crawler-deadletter")
 
-    async def handover(self, page: events_pb2.KnowledgePage) -> None:
-        """A crawled page to the search service's indexer; returns once Kafka has it (acks=all). A page
-        over the size of one Kafka message keeps its first chunks (a rare, very long page)."""
+    async def handover(self, page: events_pb2.KnowledgePage) -> RecordMetadata | None:
+        """A crawled page to the search service's indexer; returns once Kafka has it (acks=all), with its
+        partition and offset. A page over the size of one Kafka message keeps its first chunks (a rare,
+        very long page)."""
         if page.ByteSize() > MAX_PAGE_MESSAGE_BYTES:
             kept, size = [], 0
             for chunk in page.chunks:
@@ -59,7 +61,20 @@ class CrawlWorker:
                            len(page.chunks))
             del page.chunks[:]
             page.chunks.extend(kept)
-        await self.producer.publish(self.settings.topic("knowledge_pages"), page.product_key_id, page, wait=True)
+        return await self.producer.publish(self.settings.topic("knowledge_pages"), page.product_key_id, page, wait=True)
+
+    async def _indexed(self, job_id: str, handed: dict[TopicPartition, int]) -> str:
+        """Waits until the search service's indexer has committed past every page the job handed over,
+        so that a job reported done answers questions at once: "" then, else what to report."""
+        if not handed:
+            return ""
+        wait = self.settings.scraper_index_wait_seconds
+        if await committed_past(self.settings.kafka_bootstrap, self.settings.indexer_group + self.settings.topic_namespace,
+                                handed, timeout=wait):
+            return ""
+        logger.warning("crawl job %s: its pages were not indexed within %.0f s", job_id, wait)
+        return (f"the search service had not indexed the pages handed over within {wait:g} s "
+                f"(is it running?); they are indexed when it catches up")
 
     async def _claim(self, job_id: str) -> bool:
         """Waits while another worker holds the job (after a rebalance the previous owner of the
@@ -103,15 +118,27 @@ class CrawlWorker:
         async def report(progress: Progress) -> None:
             await jobs.save_progress(self.pool, spec.job_id, progress, owner=me)
 
+        handed: dict[TopicPartition, int] = {}   # the last offset handed over per partition
+
+        async def handover(page: events_pb2.KnowledgePage) -> None:
+            record = await self.handover(page)
+            if record is not None:
+                tp = TopicPartition(record.topic, record.partition)
+                handed[tp] = max(handed.get(tp, -1), record.offset)
+
         async with new_fetcher(self.settings) as fetcher:
             crawler = Crawler(
-                spec, fetcher, PageStore(self.pool, spec.product_key_id, self.handover, spec.job_id),
+                spec, fetcher, PageStore(self.pool, spec.product_key_id, handover, spec.job_id),
                 concurrency=self.settings.scraper_job_concurrency, on_progress=report,
             )
-            crawl = asyncio.ensure_future(crawler.run())
+            async def crawled_and_indexed() -> tuple[Progress, str]:
+                progress = await crawler.run()
+                return progress, await self._indexed(spec.job_id, handed)   # the lease is kept meanwhile
+
+            crawl = asyncio.ensure_future(crawled_and_indexed())
             keeper = asyncio.ensure_future(self._keep_lease(spec.job_id, crawl))
             try:
-                progress = await crawl
+                progress, not_indexed = await crawl
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     await jobs.save_progress(self.pool, spec.job_id, crawler.progress, "queued",
@@ -126,8 +153,11 @@ class CrawlWorker:
             finally:
                 keeper.cancel()
                 crawl.cancel()
-        # Done, with what kept it from pages when something did (a robots.txt that could not be read).
-        await jobs.save_progress(self.pool, spec.job_id, progress, "done", "; ".join(crawler.problems)[:500], owner=me)
+        # Done once its pages are searchable, with what kept it from pages when something did (a
+        # robots.txt that could not be read).
+        problems = [*crawler.problems, not_indexed]
+        await jobs.save_progress(self.pool, spec.job_id, progress, "done", "; ".join(p for p in problems if p)[:500],
+                                 owner=me)
         logger.info("crawl job %s done: %s", spec.job_id, progress.as_dict())
         return progress
 

@@ -17,7 +17,6 @@ class SearchSettings(CommonSettings):
     dense_retrieval: bool = True                  # dense candidates in Plan (the model loads at start)
     dense_candidates: int = 20                    # nearest chunks per message
     vector_index_max_bytes: int = 256 * 1024 * 1024   # loaded keys' vectors per search process (LRU)
-    indexer_group: str = "parley-search-indexer"  # consumer group of the knowledge pages topic
 
     # Hybrid ranking and the answer decision (services/search/strategy.py) and the extractive answerer's
     # sentence choice (services/response/llm.py). Chosen on the dev split of the help-site evaluation

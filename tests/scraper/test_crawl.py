@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import uuid
 
 import grpc
 import pytest
@@ -120,6 +121,23 @@ async def test_crawl_indexes_the_site_politely(first_crawl, pg, site_key, sample
     plan = await search.Plan(search_pb2.PlanRequest(product_key=site_key.secret,
                                                     message="How long is the password reset link valid?"), timeout=10)
     assert any(p.url.endswith("/help/reset-password.html") for p in plan.passages)
+
+
+async def test_a_crawl_is_reported_done_once_its_pages_are_indexed(scraper, admin, search, pg, sample_site):
+    """A client that polls until `done` can ask about the site at once: every chunk the job handed
+    over is in the key's knowledge when WatchCrawl ends, without waiting for the indexer's lag."""
+    key = await search.CreateProductKey(search_pb2.CreateProductKeyRequest(
+        name="Test indexed", id=f"t-indexed-{uuid.uuid4().hex[:6]}"), metadata=admin, timeout=10)
+    reply = await scraper.StartCrawl(scraper_pb2.StartCrawlRequest(
+        product_key_id=key.key.id, seed_urls=[sample_site.base_url + "/"], max_pages=8, max_depth=1),
+        metadata=admin, timeout=10)
+    updates = [s async for s in scraper.WatchCrawl(scraper_pb2.GetCrawlRequest(job_id=reply.job_id),
+                                                   metadata=admin, timeout=90)]
+    final = updates[-1]
+    stored = await pg.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1 AND kind = 'page'",
+                               key.key.id)
+    assert final.state == "done" and not final.error, final
+    assert final.chunks_written > 0 and stored == final.chunks_written
 
 
 async def test_recrawl_of_an_unchanged_site_writes_nothing(first_crawl, scraper, admin, pg, site_key, sample_site,
