@@ -85,6 +85,15 @@ ON CONFLICT (product_key_id, minute, strategy, model) DO UPDATE SET
     updated_at = now()
 """
 
+# The end of both feedback statements: their grouped counts added to the (key, minute, strategy, model) rows.
+_ADD_FEEDBACK_COUNTS = """GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4
+ON CONFLICT (product_key_id, minute, strategy, model) DO UPDATE SET
+    feedback_up = m.feedback_up + excluded.feedback_up,
+    feedback_down = m.feedback_down + excluded.feedback_down,
+    updated_at = now()
+"""
+
 # Feedback is counted under the strategy and model of the turn it rates; one whose turn is not
 # stored yet is counted under UNKNOWN and marked pending (ATTRIBUTE_PENDING_FEEDBACK moves it later).
 WRITE_FEEDBACK = """
@@ -105,13 +114,7 @@ SELECT b.product_key_id, date_trunc('minute', b.occurred_at),
        count(*) FILTER (WHERE b.rating > 0), count(*) FILTER (WHERE b.rating < 0)
 FROM batch b
 JOIN inserted USING (event_id)
-GROUP BY 1, 2, 3, 4
-ORDER BY 1, 2, 3, 4
-ON CONFLICT (product_key_id, minute, strategy, model) DO UPDATE SET
-    feedback_up = m.feedback_up + excluded.feedback_up,
-    feedback_down = m.feedback_down + excluded.feedback_down,
-    updated_at = now()
-"""
+""" + _ADD_FEEDBACK_COUNTS
 
 # Pending feedback whose turn is stored now: its counts leave UNKNOWN for the turn's strategy and
 # model, in the statement that clears the mark (a second worker running it waits on the row locks,
@@ -134,14 +137,7 @@ WITH moved AS (
 INSERT INTO metrics_minute AS m (product_key_id, minute, strategy, model, feedback_up, feedback_down)
 SELECT product_key_id, minute, strategy, model, sum(up), sum(down)
 FROM delta
-GROUP BY 1, 2, 3, 4
-ORDER BY 1, 2, 3, 4
-ON CONFLICT (product_key_id, minute, strategy, model) DO UPDATE SET
-    feedback_up = m.feedback_up + excluded.feedback_up,
-    feedback_down = m.feedback_down + excluded.feedback_down,
-    updated_at = now()
-RETURNING product_key_id, minute
-"""
+""" + _ADD_FEEDBACK_COUNTS + "RETURNING product_key_id, minute\n"
 
 # The stored offsets are locked for the transaction: events below them were applied already
 # (a redelivery after a crash between the PostgreSQL commit and the Kafka commit) and are dropped.
