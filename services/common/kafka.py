@@ -4,6 +4,7 @@ dead-letter sender of the consumers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -289,10 +290,8 @@ async def committed_past(bootstrap: str, group: str, offsets: dict[TopicPartitio
 
 
 async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
-    try:
+    with contextlib.suppress(Exception):   # a consumer that could not start has nothing to stop
         await consumer.stop()
-    except Exception:  # noqa: BLE001 - a consumer that could not start has nothing to stop
-        pass
 
 
 class LazyProducer:
