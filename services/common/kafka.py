@@ -253,23 +253,26 @@ class EventProducer:
 
 
 async def committed_past(bootstrap: str, group: str, offsets: dict[TopicPartition, int], *, timeout: float,
-                         interval: float = 0.5) -> bool:
+                         stall: float | None = None, interval: float = 0.5) -> bool:
     """True once consumer group `group` has committed past each offset of `offsets` (the records there
-    and before them are processed: the group commits after its work), False at the timeout. Kafka
-    away meanwhile is retried until the timeout. Reads the group's commits; does not join it."""
+    and before them are processed: the group commits after its work); False at the timeout, or once
+    the group's commits on those partitions have not moved for `stall` seconds (nobody consuming).
+    Kafka away meanwhile is retried. Reads the group's commits; does not join it."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     consumer: AIOKafkaConsumer | None = None
+    seen: tuple | None = None
+    moved_at = loop.time()
 
     async def past() -> bool:
-        nonlocal consumer
+        nonlocal consumer, seen, moved_at
         if consumer is None:
             consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
             await consumer.start()
-        for tp, offset in offsets.items():
-            if (await consumer.committed(tp) or 0) <= offset:
-                return False
-        return True
+        committed = tuple([await consumer.committed(tp) or 0 for tp in offsets])
+        if committed != seen:
+            seen, moved_at = committed, loop.time()
+        return all(at > offset for at, offset in zip(committed, offsets.values()))
 
     try:
         while True:
@@ -281,7 +284,8 @@ async def committed_past(bootstrap: str, group: str, offsets: dict[TopicPartitio
                 if consumer is not None:
                     await _stop_quietly(consumer)
                     consumer = None
-            if loop.time() + interval > deadline:
+            now = loop.time()
+            if now + interval > deadline or (stall is not None and now - moved_at > stall):
                 return False
             await asyncio.sleep(interval)
     finally:

@@ -23,6 +23,8 @@ class ScraperSettings(CommonSettings):
 
     # Crawl job leases (one worker per job, also across a rebalance).
     # A job is done once the search service has indexed what it handed over (its pages answer at once);
-    # the indexer not through after this long: done anyway, saying so in the job's error.
+    # the indexer not through after this long, or not committing anything for the stall: done anyway,
+    # saying so in the job's error (e.g. the search service is down: the crawl is not held up for it).
     scraper_index_wait_seconds: float = 300.0
+    scraper_index_stall_seconds: float = 30.0
     scraper_job_lease_seconds: float = 15.0   # renewed every third of it; a dead worker's job waits this long

@@ -68,13 +68,14 @@ class CrawlWorker:
         so that a job reported done answers questions at once: "" then, else what to report."""
         if not handed:
             return ""
-        wait = self.settings.scraper_index_wait_seconds
-        if await committed_past(self.settings.kafka_bootstrap, self.settings.indexer_group + self.settings.topic_namespace,
-                                handed, timeout=wait):
+        settings = self.settings
+        if await committed_past(settings.kafka_bootstrap, settings.indexer_group + settings.topic_namespace, handed,
+                                timeout=settings.scraper_index_wait_seconds, stall=settings.scraper_index_stall_seconds):
             return ""
-        logger.warning("crawl job %s: its pages were not indexed within %.0f s", job_id, wait)
-        return (f"the search service had not indexed the pages handed over within {wait:g} s "
-                f"(is it running?); they are indexed when it catches up")
+        logger.warning("crawl job %s: its pages were not indexed (the search indexer stalled or is behind)", job_id)
+        return ("the search service has not indexed the pages handed over yet (its indexer made no progress for "
+                f"{settings.scraper_index_stall_seconds:g} s, or took over {settings.scraper_index_wait_seconds:g} s; "
+                "is it running?); they are indexed when it catches up")
 
     async def _claim(self, job_id: str) -> bool:
         """Waits while another worker holds the job (after a rebalance the previous owner of the
