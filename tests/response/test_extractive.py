@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from services.response import llm
 from services.response.llm import NO_ANSWER_TEXT, AnswerRequest, ExtractiveAnswerer, PassageText
 from services.common.sentences import units
 
@@ -119,3 +120,35 @@ def test_a_label_value_row_is_quotable_and_a_heading_with_a_colon_is_not():
     found = [u.text for u in units("Trailhead Ridge: specifications\nWeight — Ridge: 34.5 kg; Haul: 47.2 kg\n"
                                    "Colours: Moss Green, Slate Grey")]
     assert found == ["Weight — Ridge: 34.5 kg; Haul: 47.2 kg", "Colours: Moss Green, Slate Grey"]
+
+
+EXPORT = PassageText("21", "page", "Export your data", "\n".join([
+    "Your data belongs to you", "You can download everything you have stored with us at any time, in one file.",
+    "The export holds your invoices, clients and payments as CSV files.",
+    "Only the account owner can run an export.", "Exports of more than 1 GB are split into several files.",
+    "Go to Settings → Account → Export data and click Start export."]), 0.8)
+RIDE = PassageText("22", "page", "Riding without the battery", "\n".join([
+    "Riding with a flat battery", "The motor stops helping once the battery is empty.",
+    "Yes, you can keep pedalling with an empty battery, but without assistance the bike feels heavy.",
+    "Charge the battery fully before a long ride.", "Pedal smoothly and keep the cadence high on climbs."]), 0.8)
+
+
+def first_sentence(message: str, passage: PassageText) -> str:
+    return ExtractiveAnswerer(max_sentences=1).answer(AnswerRequest(message, "Acme", "", "KNOWLEDGE", [passage])).text
+
+
+def test_a_question_asking_how_prefers_the_step_that_does_it(monkeypatch):
+    # By cosine alone the answer is "You can download everything ...", which does not say how.
+    assert first_sentence("how do I get a backup of my data", EXPORT).startswith("Go to Settings → Account → Export data")
+    monkeypatch.setattr(llm, "STEP_BONUS", 0.0)
+    assert first_sentence("how do I get a backup of my data", EXPORT).startswith("You can download everything")
+    # A question that does not ask how gets no step for its answer.
+    monkeypatch.setattr(llm, "STEP_BONUS", 1.0)
+    assert not first_sentence("what is in the data backup?", EXPORT).startswith("Go to")
+
+
+def test_a_yes_no_question_prefers_the_sentence_that_says_yes_or_no(monkeypatch):
+    answer = first_sentence("Can I still ride it when the battery is dead?", RIDE)
+    assert answer.startswith("Yes, you can keep pedalling"), answer
+    monkeypatch.setattr(llm, "VERDICT_BONUS", 0.0)
+    assert first_sentence("Can I still ride it when the battery is dead?", RIDE).startswith("Charge the battery")
