@@ -1,9 +1,10 @@
 """Crawl worker: `python -m services.scraper.worker`, a Kafka consumer group over parley.crawl.requests.v1.
 
 Partitions are crawled in parallel (one job at a time per partition, so the jobs of one key never
-overlap); an offset is committed only once its job's final progress is in PostgreSQL, so a worker
-that dies mid-job leaves the request to be crawled again by whichever worker gets the partition
-(cheap: the re-crawl is incremental)."""
+overlap, and at most `PARLEY_SCRAPER_MAX_JOBS` at once); a long crawl holds up only the requests behind
+it on its own partition, never another partition's. An offset is committed only once its job's final
+progress is in PostgreSQL, so a worker that dies mid-job leaves the request to be crawled again by
+whichever worker gets the partition (cheap: the re-crawl is incremental)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import os
 import signal
 import socket
 import uuid
+from collections import deque
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import RecordMetadata
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from google.protobuf.message import DecodeError
 from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt,
                       wait_exponential)
@@ -35,6 +37,7 @@ from services.scraper.fetching import new_fetcher
 
 logger = logging.getLogger(__name__)
 MAX_PAGE_MESSAGE_BYTES = 900_000   # under Kafka's default message size limit (1 MB)
+RETRY_SECONDS = 2.0                # a request that failed (not its crawl: e.g. PostgreSQL gone) is taken again after
 
 
 class CrawlWorker:
@@ -196,7 +199,8 @@ async def main(settings: ScraperSettings) -> None:
         max_poll_interval_ms=60 * 60 * 1000,   # a crawl may take long; the heartbeat keeps the member alive
         client_id="parley-crawler",
     )
-    consumer.subscribe([settings.topic("crawl_requests")], listener=_Assignments())
+    work = _PartitionWork(consumer, worker, settings.scraper_max_jobs)
+    consumer.subscribe([settings.topic("crawl_requests")], listener=_Assignments(work))
     await _retry(consumer.start)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -204,35 +208,16 @@ async def main(settings: ScraperSettings) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     logger.info("crawl worker consuming %s", settings.topic("crawl_requests"))
-
-    async def partition(tp: TopicPartition, records) -> None:
-        for record in records:
-            await worker.handle(record.value, tp, record.offset)
-            try:
-                await consumer.commit({tp: record.offset + 1})
-            except (CommitFailedError, KafkaError) as exc:
-                # The partition moved to another worker meanwhile; it will see the request again.
-                logger.warning("commit of %s@%s failed: %s", tp, record.offset, exc)
-                return
-
     try:
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=500, max_records=settings.scraper_max_jobs)
-            if not batch:
+            if work.full:
+                await work.wait_for_room(stop)
                 continue
-            work = asyncio.gather(*(partition(tp, records) for tp, records in batch.items()))
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if stop.is_set() and not work.done():
-                # Give the jobs the grace period, then leave them uncommitted for the next owner.
-                try:
-                    await asyncio.wait_for(asyncio.shield(work), settings.shutdown_grace_seconds)
-                except asyncio.TimeoutError:
-                    work.cancel()
-                    await asyncio.gather(work, return_exceptions=True)
-            else:
-                await work
+            batch = await consumer.getmany(timeout_ms=500, max_records=settings.scraper_max_jobs)
+            for tp, records in batch.items():
+                work.add(tp, records)
+        # Give the jobs the grace period, then leave them uncommitted for the next owner.
+        await work.close(settings.shutdown_grace_seconds)
     finally:
         await consumer.stop()
         await worker.close()
@@ -241,14 +226,102 @@ async def main(settings: ScraperSettings) -> None:
         logger.info("crawl worker stopped")
 
 
+class _PartitionWork:
+    """The crawl requests in hand, one task per partition: each partition's requests in order, one at a
+    time, the partitions in parallel, at most `max_jobs` jobs running at once. A partition with requests
+    in hand is paused (nothing more is fetched from it) until they are done, so the poll loop goes on
+    taking other partitions' requests while a long crawl runs."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, worker: CrawlWorker, max_jobs: int) -> None:
+        self._consumer = consumer
+        self._worker = worker
+        self._max_jobs = max_jobs
+        self._slots = asyncio.Semaphore(max_jobs)
+        self._queues: dict[TopicPartition, deque] = {}
+        self._tasks: dict[TopicPartition, asyncio.Task] = {}
+        self._room = asyncio.Event()
+
+    @property
+    def full(self) -> bool:
+        return len(self._tasks) >= self._max_jobs
+
+    def add(self, tp: TopicPartition, records) -> None:
+        self._queues.setdefault(tp, deque()).extend(records)
+        self._pause([tp])
+        if tp not in self._tasks:
+            self._tasks[tp] = asyncio.create_task(self._drain(tp))
+
+    def _pause(self, partitions) -> None:
+        for tp in partitions:
+            with contextlib.suppress(IllegalStateError):      # revoked meanwhile
+                self._consumer.pause(tp)
+
+    def assigned(self, assigned) -> None:
+        """After a rebalance: a partition given back to this worker while its requests are in hand
+        stays paused (a new assignment is not), so its request in progress is not fetched again."""
+        self._pause([tp for tp in assigned if tp in self._tasks])
+
+    async def _drain(self, tp: TopicPartition) -> None:
+        queue = self._queues[tp]
+        try:
+            while queue:
+                record = queue.popleft()
+                try:
+                    async with self._slots:
+                        await self._worker.handle(record.value, tp, record.offset)
+                except Exception:  # noqa: BLE001 - e.g. PostgreSQL gone: this request again, later
+                    logger.exception("crawl request %s@%s could not be handled; retried in %g s", tp, record.offset,
+                                     RETRY_SECONDS)
+                    await asyncio.sleep(RETRY_SECONDS)
+                    with contextlib.suppress(IllegalStateError):      # unless revoked meanwhile
+                        self._consumer.seek(tp, record.offset)
+                    return
+                try:
+                    await self._consumer.commit({tp: record.offset + 1})
+                except (CommitFailedError, KafkaError) as exc:
+                    # The partition moved to another worker meanwhile; it will see the requests again.
+                    logger.warning("commit of %s@%s failed: %s", tp, record.offset, exc)
+                    return
+        finally:
+            del self._tasks[tp], self._queues[tp]
+            if tp in self._consumer.assignment():
+                self._consumer.resume(tp)
+            self._room.set()
+
+    async def wait_for_room(self, stop: asyncio.Event) -> None:
+        """Until a partition's requests are done, or stop."""
+        self._room.clear()
+        room, stopping = asyncio.ensure_future(self._room.wait()), asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({room, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            room.cancel()
+            stopping.cancel()
+
+    async def close(self, grace: float) -> None:
+        """Waits up to `grace` seconds for the jobs in progress, then cancels them (each saves its progress
+        and is left uncommitted, so the partition's next owner resumes it)."""
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class _Assignments(ConsumerRebalanceListener):
     """Logs which partitions this worker crawls (scale-out is visible in the logs)."""
+
+    def __init__(self, work: _PartitionWork) -> None:
+        self._work = work
 
     async def on_partitions_revoked(self, revoked) -> None:
         logger.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned) -> None:
         logger.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+        self._work.assigned(assigned)
 
 
 async def _retry(start, attempts: int = 60):

@@ -5,6 +5,7 @@ re-crawls; Fetch with its cache."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import uuid
@@ -391,3 +392,56 @@ async def test_more_workers_crawl_more_partitions_in_parallel(services, scraper,
         assert ran[0] and ran[1] and ran[0] | ran[1] == set(jobs) and not ran[0] & ran[1], ran
     finally:
         second.stop()
+
+
+async def test_a_long_crawl_does_not_hold_up_a_crawl_on_another_partition(services, scraper, admin, search, settings):
+    """One worker, two keys whose requests land on different partitions: the first key's crawl follows a
+    chain of pages the test holds back (each up to 2.5 s, under the crawler's fetch timeout in tests);
+    the second key's crawl, requested after it, is done while the first still runs."""
+    from aiokafka.partitioner import murmur2
+
+    from tests.conftest import RUN_ID, make_key
+    from tests.scraper.test_crawl_inputs import ROBOTS, page
+    from tests.scraper.test_fetch_safety import Site
+
+    release = asyncio.Event()
+    chain = 6
+
+    def held(n: int):
+        async def respond():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(release.wait(), 2.5)
+            return page(f"Held {n}", *([f"/held/{n + 1}.html"] if n < chain else []))
+        return respond
+
+    names: dict[int, str] = {}
+    for i in range(200):
+        names.setdefault((murmur2(f"t-{RUN_ID}-hold{i}".encode()) & 0x7FFFFFFF) % settings.topic_partitions,
+                         f"hold{i}")
+    long_name, short_name = list(names.values())[:2]
+    long_key = await make_key(search, admin, long_name, faq=[], docs=[])
+    short_key = await make_key(search, admin, short_name, faq=[], docs=[])
+
+    async def start(key, url: str) -> scraper_pb2.GetCrawlRequest:
+        reply = await scraper.StartCrawl(scraper_pb2.StartCrawlRequest(product_key_id=key.id, seed_urls=[url],
+                                                                       max_depth=chain), metadata=admin, timeout=10)
+        return scraper_pb2.GetCrawlRequest(job_id=reply.job_id)
+
+    routes = {"/robots.txt": ROBOTS, "/quick.html": lambda: page("Quick"),
+              **{f"/held/{n}.html": held(n) for n in range(1, chain + 1)}}
+    async with Site(routes) as site:
+        try:
+            long_job = await start(long_key, site.base + "/held/1.html")
+            for _ in range(500):
+                if site.hits["/held/1.html"]:
+                    break
+                await asyncio.sleep(0.02)
+            assert site.hits["/held/1.html"] == 1, "the long crawl never fetched its first page"
+            short_job = await start(short_key, site.base + "/quick.html")
+            final = [s async for s in scraper.WatchCrawl(short_job, metadata=admin, timeout=12)][-1]
+            assert final.state == "done" and final.pages_fetched == 1, final
+            assert (await scraper.GetCrawl(long_job, metadata=admin, timeout=10)).state == "running"
+        finally:
+            release.set()
+        final = [s async for s in scraper.WatchCrawl(long_job, metadata=admin, timeout=60)][-1]
+        assert final.state == "done" and final.pages_fetched == chain, final

@@ -3,6 +3,7 @@ robots.txt, robots.txt after a redirect, and what a refusal tells the caller."""
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import logging
 from collections import Counter
@@ -40,7 +41,7 @@ def test_a_6to4_address_of_a_public_ipv4_passes():
 
 
 class Site:
-    """A small origin on 127.0.0.1 whose routes a test sets."""
+    """A small origin on 127.0.0.1 whose routes a test sets (a route's function may be a coroutine)."""
 
     def __init__(self, routes: dict[str, web.StreamResponse | type]) -> None:
         self.hits: Counter[str] = Counter()
@@ -54,7 +55,8 @@ class Site:
         make = self._routes.get(request.path)
         if make is None:
             return web.Response(status=404, text="no")
-        return make()
+        made = make()
+        return await made if inspect.isawaitable(made) else made
 
     async def __aenter__(self) -> Site:
         app = web.Application()
