@@ -105,10 +105,15 @@ def _transient_types() -> tuple[type[BaseException], ...]:
 _TRANSIENT = _transient_types()
 
 
+def is_transient(exc: BaseException) -> bool:
+    """An error of an unreachable or restarting dependency (PostgreSQL, Redis, a socket): worth a retry."""
+    return isinstance(exc, _TRANSIENT)
+
+
 def as_unavailable(exc: BaseException) -> Unavailable | None:
     """UNAVAILABLE with a retry hint for an error of an unreachable or restarting dependency;
     None for anything else (a bug stays INTERNAL)."""
-    if not isinstance(exc, _TRANSIENT):
+    if not is_transient(exc):
         return None
     return Unavailable(
         "a dependency is unavailable (restarting or unreachable); retry shortly",

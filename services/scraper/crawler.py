@@ -12,7 +12,9 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 import asyncpg
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from services.common.errors import is_transient
 from services.common.kafka import new_event_id, now_timestamp
 from services.common.pb.parley.v1 import events_pb2
 from services.scraper.extract import Page, chunk_page, extract_html, extract_text, robots_directives
@@ -78,17 +80,32 @@ class KnownPage:
     chunk_count: int = 0
 
 
+STORE_RETRY_SECONDS = 30.0   # how long a page's record is retried while PostgreSQL is unreachable
+
+
 class PageStore:
     """crawled_pages (the crawl's own state) and the hand-over of changed pages to the indexer.
 
     A page is handed over (and acknowledged by Kafka) before crawled_pages records its new content
     hash: if the hand-over fails, the next crawl sees the page as changed and hands it over again."""
 
-    def __init__(self, pool: asyncpg.Pool, key_id: str, handover: Handover, job_id: str = "") -> None:
+    def __init__(self, pool: asyncpg.Pool, key_id: str, handover: Handover, job_id: str = "",
+                 retry_seconds: float = STORE_RETRY_SECONDS) -> None:
         self.pool = pool
         self.key_id = key_id
         self.handover = handover
         self.job_id = job_id
+        self.retry_seconds = retry_seconds
+
+    async def _written(self, write: Callable[[asyncpg.Connection], Awaitable[object]]) -> None:
+        """`write` on a connection of the pool, again while PostgreSQL is unreachable or restarting (up to
+        retry_seconds): a restart of a few seconds does not fail the pages crawled meanwhile."""
+        async for attempt in AsyncRetrying(retry=retry_if_exception(is_transient), reraise=True,
+                                           stop=stop_after_delay(self.retry_seconds),
+                                           wait=wait_exponential(0.2, max=2.0)):
+            with attempt:
+                async with self.pool.acquire() as conn:
+                    await write(conn)
 
     async def load(self) -> dict[str, KnownPage]:
         rows = await self.pool.fetch(
@@ -119,8 +136,7 @@ class PageStore:
     async def remember(self, url: str, resp: Response, links: list[str], content_hash: bytes | None = None,
                        document: str = "", title: str = "") -> None:
         """Validators (and links) of a page whose chunks do not change."""
-        async with self.pool.acquire() as conn:
-            await self._upsert(conn, url, document, resp, content_hash, title, 0, links, False)
+        await self._written(lambda conn: self._upsert(conn, url, document, resp, content_hash, title, 0, links, False))
 
     def _page_event(self, url: str, document: str, **fields) -> events_pb2.KnowledgePage:
         return events_pb2.KnowledgePage(event_id=new_event_id(), occurred_at=now_timestamp(), product_key_id=self.key_id,
@@ -132,19 +148,19 @@ class PageStore:
         chunks = list(dict.fromkeys(c for c in chunks if c.strip()))
         await self.handover(self._page_event(url, document, old_document=old_document, title=page.title,
                                              chunks=chunks))
-        async with self.pool.acquire() as conn:
-            await self._upsert(conn, url, document, resp, page.content_hash(), page.title, len(chunks), page.links, True)
+        await self._written(lambda conn: self._upsert(conn, url, document, resp, page.content_hash(), page.title,
+                                                      len(chunks), page.links, True))
         return len(chunks)
 
     async def remove(self, url: str, document: str, resp: Response | None = None, links: list[str] | None = None
                      ) -> None:
         """The page is gone (or now noindex): its chunks go."""
         await self.handover(self._page_event(url, document or url, removed=True))
-        async with self.pool.acquire() as conn:
-            if resp is None:
-                await conn.execute("DELETE FROM crawled_pages WHERE product_key_id = $1 AND url = $2", self.key_id, url)
-            else:
-                await self._upsert(conn, url, "", resp, None, "", 0, links or [], True)
+        if resp is None:
+            await self._written(lambda conn: conn.execute(
+                "DELETE FROM crawled_pages WHERE product_key_id = $1 AND url = $2", self.key_id, url))
+        else:
+            await self._written(lambda conn: self._upsert(conn, url, "", resp, None, "", 0, links or [], True))
 
 
 def _local(tag: str) -> str:

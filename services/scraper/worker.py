@@ -26,6 +26,7 @@ from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type, st
                       wait_exponential)
 
 from services.common import db
+from services.common.errors import is_transient
 from services.common.kafka import DeadLetters, EventProducer, committed_past
 from services.common.pb.parley.v1 import events_pb2
 from services.common.runner import run_service
@@ -102,7 +103,14 @@ class CrawlWorker:
         lease = self.settings.scraper_job_lease_seconds
         while not crawl.done():
             await asyncio.sleep(lease / 3)
-            if not await jobs.renew(self.pool, job_id, self.worker_id, lease):
+            try:
+                renewed = await jobs.renew(self.pool, job_id, self.worker_id, lease)
+            except Exception as exc:  # noqa: BLE001 - e.g. PostgreSQL restarting: try again at the next beat
+                if not is_transient(exc):
+                    raise
+                logger.warning("crawl job %s: lease not renewed (%s); trying again", job_id, exc)
+                continue
+            if not renewed:
                 logger.warning("crawl job %s: lease lost to another worker; stopping", job_id)
                 crawl.cancel()
                 return

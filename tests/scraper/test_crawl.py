@@ -394,25 +394,52 @@ async def test_more_workers_crawl_more_partitions_in_parallel(services, scraper,
         second.stop()
 
 
+class HeldChain:
+    """Routes of a chain of pages /held/1.html -> ... -> /held/N.html, each answered once the test
+    releases them or after `hold` seconds (under the crawler's fetch timeout in tests, 3 s)."""
+
+    def __init__(self, length: int, hold: float = 2.5) -> None:
+        self.length, self.hold = length, hold
+        self.release = asyncio.Event()
+
+    def _page(self, n: int):
+        from tests.scraper.test_crawl_inputs import page
+
+        async def respond():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.release.wait(), self.hold)
+            return page(f"Held {n}", *([f"/held/{n + 1}.html"] if n < self.length else []))
+        return respond
+
+    def routes(self) -> dict:
+        from tests.scraper.test_crawl_inputs import ROBOTS, page
+
+        return {"/robots.txt": ROBOTS, "/quick.html": lambda: page("Quick"),
+                **{f"/held/{n}.html": self._page(n) for n in range(1, self.length + 1)}}
+
+
+async def _start(scraper, admin, key, url: str, max_depth: int = 0) -> scraper_pb2.GetCrawlRequest:
+    reply = await scraper.StartCrawl(scraper_pb2.StartCrawlRequest(product_key_id=key.id, seed_urls=[url],
+                                                                   max_depth=max_depth), metadata=admin, timeout=10)
+    return scraper_pb2.GetCrawlRequest(job_id=reply.job_id)
+
+
+async def _fetched(site, path: str) -> None:
+    for _ in range(500):
+        if site.hits[path]:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the crawl never fetched {path}")
+
+
 async def test_a_long_crawl_does_not_hold_up_a_crawl_on_another_partition(services, scraper, admin, search, settings):
     """One worker, two keys whose requests land on different partitions: the first key's crawl follows a
-    chain of pages the test holds back (each up to 2.5 s, under the crawler's fetch timeout in tests);
-    the second key's crawl, requested after it, is done while the first still runs."""
+    chain of pages the test holds back; the second key's crawl, requested after it, is done while the
+    first still runs."""
     from aiokafka.partitioner import murmur2
 
     from tests.conftest import RUN_ID, make_key
-    from tests.scraper.test_crawl_inputs import ROBOTS, page
     from tests.scraper.test_fetch_safety import Site
-
-    release = asyncio.Event()
-    chain = 6
-
-    def held(n: int):
-        async def respond():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(release.wait(), 2.5)
-            return page(f"Held {n}", *([f"/held/{n + 1}.html"] if n < chain else []))
-        return respond
 
     names: dict[int, str] = {}
     for i in range(200):
@@ -421,27 +448,47 @@ async def test_a_long_crawl_does_not_hold_up_a_crawl_on_another_partition(servic
     long_name, short_name = list(names.values())[:2]
     long_key = await make_key(search, admin, long_name, faq=[], docs=[])
     short_key = await make_key(search, admin, short_name, faq=[], docs=[])
-
-    async def start(key, url: str) -> scraper_pb2.GetCrawlRequest:
-        reply = await scraper.StartCrawl(scraper_pb2.StartCrawlRequest(product_key_id=key.id, seed_urls=[url],
-                                                                       max_depth=chain), metadata=admin, timeout=10)
-        return scraper_pb2.GetCrawlRequest(job_id=reply.job_id)
-
-    routes = {"/robots.txt": ROBOTS, "/quick.html": lambda: page("Quick"),
-              **{f"/held/{n}.html": held(n) for n in range(1, chain + 1)}}
-    async with Site(routes) as site:
+    chain = HeldChain(6)
+    async with Site(chain.routes()) as site:
         try:
-            long_job = await start(long_key, site.base + "/held/1.html")
-            for _ in range(500):
-                if site.hits["/held/1.html"]:
-                    break
-                await asyncio.sleep(0.02)
-            assert site.hits["/held/1.html"] == 1, "the long crawl never fetched its first page"
-            short_job = await start(short_key, site.base + "/quick.html")
+            long_job = await _start(scraper, admin, long_key, site.base + "/held/1.html", max_depth=chain.length)
+            await _fetched(site, "/held/1.html")
+            short_job = await _start(scraper, admin, short_key, site.base + "/quick.html")
             final = [s async for s in scraper.WatchCrawl(short_job, metadata=admin, timeout=12)][-1]
             assert final.state == "done" and final.pages_fetched == 1, final
             assert (await scraper.GetCrawl(long_job, metadata=admin, timeout=10)).state == "running"
         finally:
-            release.set()
+            chain.release.set()
         final = [s async for s in scraper.WatchCrawl(long_job, metadata=admin, timeout=60)][-1]
-        assert final.state == "done" and final.pages_fetched == chain, final
+        assert final.state == "done" and final.pages_fetched == chain.length, final
+
+
+@pytest.mark.timeout(180)
+async def test_a_crawl_under_way_when_postgres_restarts_loses_no_page(services, scraper, admin, search):
+    """PostgreSQL stopped for 5 s mid-crawl: the pages crawled meanwhile are recorded once it is back
+    (their writes retried, not counted as failed pages), the lease is renewed again, the worker does not
+    exit, and the job ends done with every page."""
+    from tests.analytics.test_stream_faults import _restart_postgres
+    from tests.conftest import make_key
+    from tests.scraper.test_fetch_safety import Site
+
+    key = await make_key(search, admin, "pgcrawl", faq=[], docs=[])
+    crawler_pid = services.pid("crawler")
+    chain = HeldChain(3, hold=1.5)
+    async with Site(chain.routes()) as site:
+        job = await _start(scraper, admin, key, site.base + "/held/1.html", max_depth=chain.length)
+        await _fetched(site, "/held/1.html")
+        await asyncio.to_thread(_restart_postgres, "stopped", 5.0)
+        chain.release.set()
+        status = None
+        for _ in range(600):
+            try:
+                status = await scraper.GetCrawl(job, metadata=admin, timeout=10)
+            except grpc.aio.AioRpcError as exc:    # the API waits for PostgreSQL too: a client retries
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+            else:
+                if status.state in ("done", "failed"):
+                    break
+            await asyncio.sleep(0.1)
+    assert status is not None and status.state == "done" and status.pages_fetched == chain.length, status
+    assert services.pid("crawler") == crawler_pid, "the crawl worker exited"
