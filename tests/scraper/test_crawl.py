@@ -492,3 +492,29 @@ async def test_a_crawl_under_way_when_postgres_restarts_loses_no_page(services, 
             await asyncio.sleep(0.1)
     assert status is not None and status.state == "done" and status.pages_fetched == chain.length, status
     assert services.pid("crawler") == crawler_pid, "the crawl worker exited"
+
+
+@pytest.mark.timeout(180)
+async def test_a_crawl_while_the_indexer_is_down_is_done_with_a_note_and_indexed_once_it_is_back(
+        services, scraper, admin, search, pg, sample_site, settings):
+    """The search service's indexer killed: the crawl hands its pages over and is reported done once the
+    indexer has made no progress for PARLEY_SCRAPER_INDEX_STALL_SECONDS, with an error that says so;
+    nothing is lost: the indexer, started again, indexes the pages."""
+    from tests.conftest import make_key
+
+    key = await make_key(search, admin, "noindexer", faq=[], docs=[])
+    services.kill("indexer")
+    try:
+        reply = await scraper.StartCrawl(scraper_pb2.StartCrawlRequest(
+            product_key_id=key.id, seed_urls=[sample_site.base_url + "/about.html"], include=[r"/about\.html$"]),
+            metadata=admin, timeout=10)
+        final = [s async for s in scraper.WatchCrawl(scraper_pb2.GetCrawlRequest(job_id=reply.job_id),
+                                                     metadata=admin, timeout=120)][-1]
+        assert final.state == "done" and final.pages_fetched == 1 and final.chunks_written >= 1, final
+        assert "not indexed" in final.error, final.error
+        assert await pg.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", key.id) == 0
+    finally:
+        services.start(["indexer"])
+    await indexed(settings)
+    stored = await pg.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", key.id)
+    assert stored == final.chunks_written
