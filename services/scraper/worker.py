@@ -224,9 +224,9 @@ async def main(settings: ScraperSettings) -> None:
             batch = await consumer.getmany(timeout_ms=500, max_records=settings.scraper_max_jobs)
             for tp, records in batch.items():
                 work.add(tp, records)
+    finally:
         # Give the jobs the grace period, then leave them uncommitted for the next owner.
         await work.close(settings.shutdown_grace_seconds)
-    finally:
         await consumer.stop()
         await worker.close()
         await producer.stop()
@@ -277,24 +277,43 @@ class _PartitionWork:
                 try:
                     async with self._slots:
                         await self._worker.handle(record.value, tp, record.offset)
-                except Exception:  # noqa: BLE001 - e.g. PostgreSQL gone: this request again, later
-                    logger.exception("crawl request %s@%s could not be handled; retried in %g s", tp, record.offset,
-                                     RETRY_SECONDS)
-                    await asyncio.sleep(RETRY_SECONDS)
-                    with contextlib.suppress(IllegalStateError):      # unless revoked meanwhile
-                        self._consumer.seek(tp, record.offset)
-                    return
+                except Exception as exc:  # noqa: BLE001 - the request, not the worker, fails
+                    # One that would fail every time (a request this worker cannot read, a bug) is set
+                    # aside on the dead-letter topic; one whose dependency is gone (PostgreSQL restarting)
+                    # is taken again later, from its offset, as is any while the dead-letter topic fails.
+                    if is_transient(exc) or not await self._set_aside(record, tp, exc):
+                        logger.warning("crawl request %s@%s could not be handled (%s); retried in %g s", tp,
+                                       record.offset, exc, RETRY_SECONDS)
+                        await asyncio.sleep(RETRY_SECONDS)
+                        self._seek(tp, record.offset)
+                        return
                 try:
                     await self._consumer.commit({tp: record.offset + 1})
                 except (CommitFailedError, KafkaError) as exc:
-                    # The partition moved to another worker meanwhile; it will see the requests again.
+                    # Mostly: the partition moved to another worker meanwhile, which sees the requests
+                    # again. Otherwise the requests not yet handled are fetched again from the next offset.
                     logger.warning("commit of %s@%s failed: %s", tp, record.offset, exc)
+                    self._seek(tp, record.offset + 1)
                     return
         finally:
             del self._tasks[tp], self._queues[tp]
             if tp in self._consumer.assignment():
                 self._consumer.resume(tp)
             self._room.set()
+
+    async def _set_aside(self, record, tp: TopicPartition, exc: Exception) -> bool:
+        logger.error("crawl request %s@%s could not be handled; dead-lettered", tp, record.offset, exc_info=exc)
+        try:
+            await self._worker.dead_letter(record.value or b"", f"{type(exc).__name__}: {exc}"[:500], tp,
+                                           record.offset)
+        except Exception:  # noqa: BLE001 - Kafka unreachable: the request is retried instead
+            logger.exception("crawl request %s@%s not dead-lettered", tp, record.offset)
+            return False
+        return True
+
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
+        with contextlib.suppress(IllegalStateError):      # unless revoked meanwhile
+            self._consumer.seek(tp, offset)
 
     async def wait_for_room(self, stop: asyncio.Event) -> None:
         """Until a partition's requests are done, or stop."""
@@ -309,6 +328,8 @@ class _PartitionWork:
     async def close(self, grace: float) -> None:
         """Waits up to `grace` seconds for the jobs in progress, then cancels them (each saves its progress
         and is left uncommitted, so the partition's next owner resumes it)."""
+        for queue in self._queues.values():
+            queue.clear()          # no request starts during the grace period; each is fetched again
         tasks = list(self._tasks.values())
         if not tasks:
             return

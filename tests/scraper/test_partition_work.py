@@ -1,6 +1,7 @@
 """The crawl worker's poll loop bookkeeping (services/scraper/worker.py `_PartitionWork`): partitions in
 parallel and each in order, at most max_jobs jobs at once, a partition paused while its requests are in
-hand, and a request that could not be handled taken again from its offset. The consumer here only
+hand, a request that could not be handled taken again from its offset (or dead-lettered when it fails
+for a reason other than a dependency gone), and no request started once closing. The consumer here only
 records what the loop asks of it; the loop against a real Kafka is tests/scraper/test_crawl.py."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
 
 from services.scraper import worker as crawl_worker
 from services.scraper.worker import _PartitionWork
@@ -53,10 +55,14 @@ class Worker:
         self.handled: list[tuple[TopicPartition, int]] = []
         self.running = 0
         self.most_running = 0
-        self.fail: set[bytes] = set()
+        self.fail: dict[bytes, Exception] = {}
+        self.dead: list[tuple[bytes, str, int]] = []
 
     def gate(self, value: bytes) -> asyncio.Event:
         return self.gates.setdefault(value, asyncio.Event())
+
+    async def dead_letter(self, value: bytes, reason: str, tp: TopicPartition, offset: int) -> None:
+        self.dead.append((value, reason, offset))
 
     async def handle(self, value: bytes, tp: TopicPartition, offset: int) -> None:
         self.running += 1
@@ -64,8 +70,7 @@ class Worker:
         try:
             await self.gate(value).wait()
             if value in self.fail:
-                self.fail.discard(value)
-                raise ConnectionError("PostgreSQL went away")
+                raise self.fail.pop(value)
             self.handled.append((tp, offset))
         finally:
             self.running -= 1
@@ -118,19 +123,56 @@ async def test_a_request_that_could_not_be_handled_is_taken_again_from_its_offse
     monkeypatch.setattr(crawl_worker, "RETRY_SECONDS", 0)
     consumer, worker = Consumer([T0]), Worker()
     work = _PartitionWork(consumer, worker, max_jobs=4)
-    worker.fail.add(b"a")
+    worker.fail[b"a"] = ConnectionError("PostgreSQL went away")
     worker.gate(b"a").set()
     work.add(T0, [Record(b"a", 7), Record(b"b", 8)])
     await settle()
     assert consumer.commits == [] and consumer.seeks == [(T0, 7)], "not committed past, fetched again from 7"
-    assert consumer.paused == set() and not work.full
+    assert consumer.paused == set() and not work.full and worker.dead == []
     await work.close(1)
 
 
-async def test_closing_waits_for_the_grace_then_cancels_and_commits_nothing_more():
+async def test_a_request_that_fails_every_time_is_dead_lettered_and_the_partition_goes_on():
     consumer, worker = Consumer([T0]), Worker()
     work = _PartitionWork(consumer, worker, max_jobs=4)
-    work.add(T0, [Record(b"never", 3)])
+    worker.fail[b"bad"] = TypeError("a bytes-like object is required, not 'NoneType'")
+    for value in (b"bad", b"good"):
+        worker.gate(value).set()
+    work.add(T0, [Record(b"bad", 3), Record(b"good", 4)])
+    await settle()
+    assert [(v, o) for v, _, o in worker.dead] == [(b"bad", 3)] and "TypeError" in worker.dead[0][1]
+    assert worker.handled == [(T0, 4)] and consumer.commits == [(T0, 4), (T0, 5)] and consumer.seeks == []
+    await work.close(1)
+
+
+async def test_a_failed_commit_leaves_the_requests_not_yet_handled_to_be_fetched_again():
+    class Refusing(Consumer):
+        async def commit(self, offsets) -> None:
+            raise CommitFailedError("the group rebalanced")
+
+    consumer, worker = Refusing([T0]), Worker()
+    work = _PartitionWork(consumer, worker, max_jobs=4)
+    for value in (b"one", b"two"):
+        worker.gate(value).set()
+    work.add(T0, [Record(b"one", 5), Record(b"two", 6)])
+    await settle()
+    assert worker.handled == [(T0, 5)] and consumer.seeks == [(T0, 6)]
+    await work.close(1)
+
+
+async def test_closing_waits_for_the_grace_then_cancels_and_starts_no_other_request():
+    consumer, worker = Consumer([T0]), Worker()
+    work = _PartitionWork(consumer, worker, max_jobs=4)
+    work.add(T0, [Record(b"slow", 3), Record(b"next", 4)])
+    worker.gate(b"next").set()
+    await settle()
+    closing = asyncio.create_task(work.close(0.5))
+    await settle()
+    worker.gate(b"slow").set()          # done within the grace period
+    await asyncio.wait_for(closing, 2)
+    assert worker.handled == [(T0, 3)] and consumer.commits == [(T0, 4)], "the queued request was not started"
+    work = _PartitionWork(consumer, worker, max_jobs=4)
+    work.add(T0, [Record(b"never", 9)])
     await settle()
     await asyncio.wait_for(work.close(0.05), 2)
-    assert consumer.commits == [] and worker.running == 0
+    assert consumer.commits == [(T0, 4)] and worker.running == 0
