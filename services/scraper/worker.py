@@ -218,9 +218,8 @@ async def main(settings: ScraperSettings) -> None:
     logger.info("crawl worker consuming %s", settings.topic("crawl_requests"))
     try:
         while not stop.is_set():
-            if work.full:
-                await work.wait_for_room(stop)
-                continue
+            # Polled even while every job slot is taken: the partitions in hand are paused, and a
+            # consumer that does not poll for max_poll_interval_ms leaves the group.
             batch = await consumer.getmany(timeout_ms=500, max_records=settings.scraper_max_jobs)
             for tp, records in batch.items():
                 work.add(tp, records)
@@ -236,22 +235,17 @@ async def main(settings: ScraperSettings) -> None:
 
 class _PartitionWork:
     """The crawl requests in hand, one task per partition: each partition's requests in order, one at a
-    time, the partitions in parallel, at most `max_jobs` jobs running at once. A partition with requests
-    in hand is paused (nothing more is fetched from it) until they are done, so the poll loop goes on
-    taking other partitions' requests while a long crawl runs."""
+    time, the partitions in parallel, at most `max_jobs` jobs running at once (the others' tasks wait for
+    a slot). A partition with requests in hand is paused (nothing more is fetched from it) until they
+    are done, so the poll loop goes on taking other partitions' requests while a long crawl runs, and
+    what is in hand is at most one poll's worth per partition."""
 
     def __init__(self, consumer: AIOKafkaConsumer, worker: CrawlWorker, max_jobs: int) -> None:
         self._consumer = consumer
         self._worker = worker
-        self._max_jobs = max_jobs
         self._slots = asyncio.Semaphore(max_jobs)
         self._queues: dict[TopicPartition, deque] = {}
         self._tasks: dict[TopicPartition, asyncio.Task] = {}
-        self._room = asyncio.Event()
-
-    @property
-    def full(self) -> bool:
-        return len(self._tasks) >= self._max_jobs
 
     def add(self, tp: TopicPartition, records) -> None:
         self._queues.setdefault(tp, deque()).extend(records)
@@ -299,7 +293,6 @@ class _PartitionWork:
             del self._tasks[tp], self._queues[tp]
             if tp in self._consumer.assignment():
                 self._consumer.resume(tp)
-            self._room.set()
 
     async def _set_aside(self, record, tp: TopicPartition, exc: Exception) -> bool:
         logger.error("crawl request %s@%s could not be handled; dead-lettered", tp, record.offset, exc_info=exc)
@@ -314,16 +307,6 @@ class _PartitionWork:
     def _seek(self, tp: TopicPartition, offset: int) -> None:
         with contextlib.suppress(IllegalStateError):      # unless revoked meanwhile
             self._consumer.seek(tp, offset)
-
-    async def wait_for_room(self, stop: asyncio.Event) -> None:
-        """Until a partition's requests are done, or stop."""
-        self._room.clear()
-        room, stopping = asyncio.ensure_future(self._room.wait()), asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({room, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            room.cancel()
-            stopping.cancel()
 
     async def close(self, grace: float) -> None:
         """Waits up to `grace` seconds for the jobs in progress, then cancels them (each saves its progress

@@ -98,24 +98,20 @@ async def test_a_long_job_holds_up_only_its_own_partition():
     await work.close(1)
 
 
-async def test_at_most_max_jobs_run_at_once_and_the_loop_waits_for_room():
+async def test_at_most_max_jobs_run_at_once_and_the_others_wait_for_a_slot():
     consumer, worker = Consumer([T0, T1, T2]), Worker()
     work = _PartitionWork(consumer, worker, max_jobs=2)
-    for tp in (T0, T1):
+    for tp in (T0, T1, T2):
         work.add(tp, [Record(f"job-{tp.partition}".encode(), 0)])
-    assert work.full
-    stop = asyncio.Event()
-    waiting = asyncio.create_task(work.wait_for_room(stop))
     await settle()
-    assert not waiting.done()
+    assert worker.running == 2 and consumer.paused == {T0, T1, T2}, "the waiting partition is paused too"
     worker.gate(b"job-0").set()
-    await asyncio.wait_for(waiting, 1)
-    assert not work.full
-    work.add(T2, [Record(b"job-2", 0)])
+    await settle()
+    assert worker.running == 2 and worker.handled == [(T0, 0)]
     worker.gate(b"job-1").set()
     worker.gate(b"job-2").set()
     await settle()
-    assert worker.most_running == 2 and len(worker.handled) == 3
+    assert worker.most_running == 2 and len(worker.handled) == 3 and consumer.paused == set()
     await work.close(1)
 
 
@@ -128,7 +124,7 @@ async def test_a_request_that_could_not_be_handled_is_taken_again_from_its_offse
     work.add(T0, [Record(b"a", 7), Record(b"b", 8)])
     await settle()
     assert consumer.commits == [] and consumer.seeks == [(T0, 7)], "not committed past, fetched again from 7"
-    assert consumer.paused == set() and not work.full and worker.dead == []
+    assert consumer.paused == set() and worker.dead == []
     await work.close(1)
 
 
