@@ -89,19 +89,17 @@ class PageStore:
     A page is handed over (and acknowledged by Kafka) before crawled_pages records its new content
     hash: if the hand-over fails, the next crawl sees the page as changed and hands it over again."""
 
-    def __init__(self, pool: asyncpg.Pool, key_id: str, handover: Handover, job_id: str = "",
-                 retry_seconds: float = STORE_RETRY_SECONDS) -> None:
+    def __init__(self, pool: asyncpg.Pool, key_id: str, handover: Handover, job_id: str = "") -> None:
         self.pool = pool
         self.key_id = key_id
         self.handover = handover
         self.job_id = job_id
-        self.retry_seconds = retry_seconds
 
     async def _written(self, write: Callable[[asyncpg.Connection], Awaitable[object]]) -> None:
         """`write` on a connection of the pool, again while PostgreSQL is unreachable or restarting (up to
-        retry_seconds): a restart of a few seconds does not fail the pages crawled meanwhile."""
+        STORE_RETRY_SECONDS): a restart of a few seconds does not fail the pages crawled meanwhile."""
         async for attempt in AsyncRetrying(retry=retry_if_exception(is_transient), reraise=True,
-                                           stop=stop_after_delay(self.retry_seconds),
+                                           stop=stop_after_delay(STORE_RETRY_SECONDS),
                                            wait=wait_exponential(0.2, max=2.0)):
             with attempt:
                 async with self.pool.acquire() as conn:

@@ -204,7 +204,7 @@ async def main(settings: ScraperSettings) -> None:
         group_id=settings.scraper_group_id + settings.topic_namespace,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        max_poll_interval_ms=60 * 60 * 1000,   # a crawl may take long; the heartbeat keeps the member alive
+        max_poll_interval_ms=60 * 60 * 1000,   # the loop polls every 0.5 s, jobs in flight or not; a wide bound
         client_id="parley-crawler",
     )
     work = _PartitionWork(consumer, worker, settings.scraper_max_jobs)
