@@ -195,7 +195,6 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, worker_pi
     launcher.start(["analytics"])
     await _wait_analytics(settings)
     topic = settings.topic("chat_turns")
-    results: dict[int, tuple[float, int]] = {}  # probe number -> (seconds, partition)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     partitions = sorted(await producer.partitions_for(topic))
@@ -210,40 +209,28 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, worker_pi
     await lags.start()
 
     admin = (("x-parley-admin-token", settings.admin_token),)
-
-    async def probe(stub, i: int) -> None:
-        key_id = f"fresh-{uuid.uuid4().hex[:8]}"
-        t = turn(key_id, i)
-        sent = time.time()
-        t.occurred_at.FromNanoseconds(int(sent * 1e9))
-        delivered = await producer.send(topic, t.SerializeToString(), key=keys[i % len(keys)].encode())
-        # Every 0.1 s (not 0.05): about ten probes are out at once, and their polls share the two
-        # cores with the worker, PostgreSQL and the load they measure.
-        while (await stub.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id),
-                                     metadata=admin, timeout=5)).total.turns != 1:
-            await asyncio.sleep(0.1)
-        results[i] = (time.time() - sent, (await delivered).partition)
-
+    probes = Probes(producer, topic, partitions, keys, admin)
     try:
         async with channel(settings.analytics_addr) as ch:
             stub = analytics_pb2_grpc.AnalyticsServiceStub(ch)
             await asyncio.sleep(2.0)  # the load is on
             busy = Busy({"worker": worker_pid, "analytics": launcher.pid("analytics"),
                          "generator": load.process.pid, **kafka_broker()})
-            probes = []
+            watching = asyncio.ensure_future(probes.watch(stub))
             deadline = time.monotonic() + seconds - 4
-            while probing and time.monotonic() < deadline:  # one probe every 0.25 s, each followed on its own
-                probes.append(asyncio.ensure_future(probe(stub, len(probes))))
+            while probing and time.monotonic() < deadline:  # one probe every 0.25 s, the partitions in turn
+                await probes.send()
                 await asyncio.sleep(0.25)
             if not probing:
                 await asyncio.sleep(deadline - time.monotonic())
             cores = busy.cores()  # over the probes' sending, while the load is on
-            await asyncio.gather(*probes)
+            await probes.seen_all(watching)
         sent_load = await load.wait()
         drained_after = await lags.drained()  # the next measure starts without this one's backlog
     finally:
         await lags.stop()
         await producer.stop()
+    results = probes.results
     ordered = sorted(s for s, _ in results.values()) or [float("nan")]
     # samples in the order the probes were sent: a rise along the run is a backlog growing
     return {"rate": rate, "sent": sent_load, "p50_s": statistics.median(ordered), "p99_s": quantile(ordered, 0.99),
@@ -252,6 +239,67 @@ async def freshness_under_load(settings: Settings, launcher: Launcher, worker_pi
             **lags.trend(2.0, seconds - 2.0),
             "partitions": _per_partition(partitions, key_share, results, lags),
             "lag_series": {p: lags.series[p] for p in partitions}}
+
+
+class Probes:
+    """Probe turns, one every call of `send`, each partition in turn, and the seconds from a probe's
+    occurred_at to its being counted by GetMetrics. Each partition's probes share a product key of
+    their own, so the turns GetMetrics counts for it say how many of that partition's probes are
+    visible (a partition is written in offset order, so they are its first ones): one GetMetrics per
+    partition every 0.1 s, whatever the number of probes in flight. (A poll per probe made the probes'
+    own cost grow with the worker's lag: 10-20 probes in flight once it was a few seconds behind,
+    100-200 GetMetrics a second, and the analytics service, PostgreSQL and this process took that
+    CPU from the worker they measured.)"""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, partitions: list[int], keys: list[str],
+                 metadata) -> None:
+        self.producer, self.topic, self.metadata = producer, topic, metadata
+        by_partition: dict[int, str] = {}
+        for k in keys:  # a key of the load for each partition it reaches: the probes go where the load goes
+            by_partition.setdefault(DefaultPartitioner()(k.encode(), partitions, partitions), k)
+        self.route = sorted(by_partition.items())
+        self.probe_key = {p: f"fresh-{p}-{uuid.uuid4().hex[:8]}" for p, _ in self.route}
+        self.sent: dict[int, list[tuple[int, float]]] = {p: [] for p, _ in self.route}  # (probe number, time)
+        self.seen = {p: 0 for p, _ in self.route}
+        self.results: dict[int, tuple[float, int]] = {}  # probe number -> (seconds, partition)
+        self.count = 0
+
+    async def send(self) -> None:
+        p, kafka_key = self.route[self.count % len(self.route)]
+        t = turn(self.probe_key[p], self.count)
+        sent = time.time()
+        t.occurred_at.FromNanoseconds(int(sent * 1e9))
+        self.sent[p].append((self.count, sent))
+        self.count += 1
+        # Delivered before the next is sent, so each partition's probes are stored in the order sent.
+        await (await self.producer.send(self.topic, t.SerializeToString(), key=kafka_key.encode(), partition=p))
+
+    async def watch(self, stub) -> None:
+        while True:
+            for p, probe_key in self.probe_key.items():
+                if self.seen[p] == len(self.sent[p]):
+                    continue
+                reply = await stub.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=probe_key),
+                                              metadata=self.metadata, timeout=5)
+                now = time.time()
+                for number, sent in self.sent[p][self.seen[p]:reply.total.turns]:
+                    self.results[number] = (now - sent, p)
+                self.seen[p] = max(self.seen[p], min(reply.total.turns, len(self.sent[p])))
+            await asyncio.sleep(0.1)
+
+    async def seen_all(self, watching: asyncio.Future, timeout: float = 300.0) -> None:
+        started = time.monotonic()
+        try:
+            while len(self.results) < self.count:
+                if watching.done():
+                    watching.result()  # its error
+                if time.monotonic() - started > timeout:
+                    raise TimeoutError(f"{self.count - len(self.results)} probe(s) not counted in {timeout:.0f} s")
+                await asyncio.sleep(0.1)
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
 
 
 async def consuming(producer: AIOKafkaProducer, pool: asyncpg.Pool, group: str, topic: str,
