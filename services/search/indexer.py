@@ -24,10 +24,10 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from google.protobuf.message import DecodeError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential
 
 from services.common import db
-from services.common.errors import NotFound
+from services.common.errors import NotFound, is_transient
 from services.common.kafka import DeadLetters, EventProducer, new_event_id, now_timestamp
 from services.common.knowledge_store import NewChunk
 from services.common.metrics import serve_metrics
@@ -38,9 +38,13 @@ from services.search.indexing import Document, Indexing
 
 logger = logging.getLogger(__name__)
 
-_TRANSIENT = (asyncpg.PostgresConnectionError, asyncpg.exceptions.SerializationError,
-              asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.CannotConnectNowError,
-              ConnectionError, OSError)
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """A dependency gone or restarting (errors.is_transient: refused connections, dropped ones, an
+    administrator's shutdown under a query), or a page's transaction that lost a conflict with another
+    writer of the same key: the page is written again."""
+    return is_transient(exc) or isinstance(exc, (asyncpg.exceptions.SerializationError,
+                                                 asyncpg.exceptions.DeadlockDetectedError))
 
 
 # Pages are collected for one model call until they hold BATCH_CHUNKS chunks or BATCH_WAIT_MS have
@@ -124,7 +128,7 @@ class PageIndexer:
 
     @staticmethod
     async def _retry(call, *args):
-        async for attempt in AsyncRetrying(retry=retry_if_exception_type(_TRANSIENT), stop=stop_never,
+        async for attempt in AsyncRetrying(retry=retry_if_exception(_worth_retrying), stop=stop_never,
                                            wait=wait_exponential(0.2, max=5), reraise=True):
             with attempt:
                 return await call(*args)

@@ -287,6 +287,40 @@ async def test_no_page_is_lost_when_the_indexer_is_killed(services, search, admi
     assert all(len(chunks) == 2 for chunks in stored.values())      # replayed pages are not doubled
 
 
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+async def test_no_page_is_lost_when_postgres_restarts_under_the_indexer(services, search, admin, pg, settings, how):
+    """PostgreSQL stopped in order (its backends end their queries with 57P01) or SIGKILLed (the
+    connections drop) while pages keep coming: the indexer waits for it, does not exit, and every
+    page is indexed once, with its chunks not doubled."""
+    from tests.analytics.test_stream_faults import _restart_postgres
+
+    key = await make_key(search, admin, f"indexer-pg-{how}", faq=[], docs=[])
+    indexer_pid = services.pid("indexer")
+    pages = [page(key.id, f"https://shop.example/{how}/p{i}.html", f"Page {i} explains topic number {i}.",
+                  f"A second paragraph of page {i}.") for i in range(120)]
+    producer = EventProducer(settings.kafka_bootstrap, client_id="test-pages")
+    await producer.start()
+
+    async def trickle() -> None:   # pages arriving before, during and after the restart
+        for p in pages:
+            await producer.publish(settings.topic("knowledge_pages"), key.id, p, wait=True)
+            await asyncio.sleep(0.05)
+
+    try:
+        sending = asyncio.ensure_future(trickle())
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(_restart_postgres, how, 3.0)
+        await sending
+    finally:
+        await producer.stop()
+    await hand_over(settings)
+    stored = await chunks_by_document(pg, key.id)
+    assert sorted(stored) == sorted(p.document for p in pages)
+    assert all(len(chunks) == 2 for chunks in stored.values())
+    assert services.pid("indexer") == indexer_pid, "the indexer exited"
+
+
 async def test_a_recently_valid_key_has_its_retrieval_started_while_it_is_validated(search, admin, pg,
                                                                                     redis_client, settings,
                                                                                     monkeypatch):
