@@ -68,3 +68,44 @@ async def test_start_crawl_without_kafka_is_unavailable_before_the_deadline(serv
                 assert time.monotonic() < deadline, "StartCrawl still refused 60 s after the broker came back"
                 await asyncio.sleep(1.0)
         assert reply.job_id
+
+
+@pytest.mark.timeout(420)
+async def test_the_indexer_waits_out_the_broker_and_loses_no_page(services, search, admin, pg, settings):
+    """The broker killed while the indexer works through pages: it cannot announce the pages it
+    writes (parley.knowledge.updated.v1) for as long as the broker is away, longer than the producer's
+    15 s request timeout; it waits instead of exiting, and once the broker is back every page is
+    indexed once and announced."""
+    from services.common.kafka import EventProducer
+    from tests.conftest import make_key
+    from tests.search.test_indexer import chunks_by_document, hand_over, page
+
+    key = await make_key(search, admin, "indexer-broker", faq=[], docs=[])
+    indexer_pid = services.pid("indexer")
+    pages = [page(key.id, f"https://shop.example/broker/p{i}.html", f"Page {i} explains topic number {i}.",
+                  f"A second paragraph of page {i}.") for i in range(200)]
+    producer = EventProducer(settings.kafka_bootstrap, client_id="test-pages")
+    await producer.start()
+    try:
+        await asyncio.gather(*[producer.publish(settings.topic("knowledge_pages"), key.id, p, wait=True)
+                               for p in pages])
+    finally:
+        await producer.stop()
+    deadline = time.monotonic() + 30
+    while not await pg.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", key.id):
+        assert time.monotonic() < deadline, "the indexer took no page in 30 s"
+        await asyncio.sleep(0.05)
+    _kill("kafka")                                             # pages in hand, more waiting on the topic
+    written = await pg.fetchval("SELECT count(DISTINCT document) FROM knowledge_chunks WHERE product_key_id = $1",
+                                key.id)
+    assert written < len(pages), "every page was indexed before the broker was killed: nothing was tested"
+    try:
+        await asyncio.sleep(20.0)
+        assert services.pid("indexer") == indexer_pid, "the indexer exited while the broker was away"
+    finally:
+        await asyncio.to_thread(stack.up, False, UP_TIMEOUT)
+    await hand_over(settings)
+    stored = await chunks_by_document(pg, key.id)
+    assert sorted(stored) == sorted(p.document for p in pages)
+    assert all(len(chunks) == 2 for chunks in stored.values())
+    assert services.pid("indexer") == indexer_pid, "the indexer exited"
