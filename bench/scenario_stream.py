@@ -281,10 +281,10 @@ class Probes:
                     continue
                 reply = await stub.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=probe_key),
                                               metadata=self.metadata, timeout=5)
-                now = time.time()
-                for number, sent in self.sent[p][self.seen[p]:reply.total.turns]:
+                now, counted = time.time(), min(reply.total.turns, len(self.sent[p]))
+                for number, sent in self.sent[p][self.seen[p]:counted]:
                     self.results[number] = (now - sent, p)
-                self.seen[p] = max(self.seen[p], min(reply.total.turns, len(self.sent[p])))
+                self.seen[p] = counted
             await asyncio.sleep(0.1)
 
     async def seen_all(self, watching: asyncio.Future, timeout: float = 300.0) -> None:

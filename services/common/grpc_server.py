@@ -15,12 +15,12 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from services.common.errors import (RETRY_AFTER_MS_TRAILER, RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS,
                                     ParleyError, as_unavailable, with_retry_hints)
 from services.common.metrics import DEPENDENCY_UP, RPC_HANDLED, RPC_LATENCY, serve_metrics
 from services.common.reflection import enable_reflection
+from services.common.runner import when_ready
 
 logger = logging.getLogger(__name__)
 
@@ -306,19 +306,9 @@ class _Rejected(Exception):
 
 
 async def _connect(spec: ServiceSpec) -> None:
-    """Run on_start until it succeeds, backing off from 0.2 s to 5 s; the server keeps answering health
-    meanwhile."""
-    if not spec.on_start:
-        return
-
-    def not_ready(state: RetryCallState) -> None:
-        logger.warning("%s: dependencies not ready (%s); retrying in %.1fs", spec.name, state.outcome.exception(),
-                       state.next_action.sleep if state.next_action else 0.0)
-
-    async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.2, max=5.0),
-                                       retry=retry_if_exception_type(Exception), before_sleep=not_ready):
-        with attempt:
-            await spec.on_start()
+    """Run on_start until it succeeds, backing off; the server keeps answering health meanwhile."""
+    if spec.on_start:
+        await when_ready(spec.on_start, spec.name)
 
 
 async def _probe(checks: dict[str, Check]) -> list[str]:

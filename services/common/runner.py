@@ -1,14 +1,22 @@
-"""Process entry point shared by the services: settings, logging, the event loop."""
+"""Process entry point shared by the services: settings, logging, the event loop, and starting what
+depends on a server that may not be up yet."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import uvloop
+from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, stop_never,
+                      wait_exponential)
 
 from services.common.logs import configure_logging
 from services.common.settings import SettingsT, get_settings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def run_service(name: str, main: Callable[[SettingsT], Awaitable[None]],
@@ -20,3 +28,20 @@ def run_service(name: str, main: Callable[[SettingsT], Awaitable[None]],
     factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(main(settings))
+
+
+async def when_ready(start: Callable[[], Awaitable[T]], what: str, attempts: int | None = None) -> T:
+    """`start()`'s result once it succeeds: a pool, a producer or a consumer whose server may not be up
+    yet. Backs off from 0.2 s to 5 s, logging each failure; after `attempts` tries (None: never) the
+    last error is raised."""
+
+    def not_ready(state: RetryCallState) -> None:
+        logger.warning("%s: dependencies not ready (%s); retrying in %.1fs", what, state.outcome.exception(),
+                       state.next_action.sleep if state.next_action else 0.0)
+
+    async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.2, max=5.0), reraise=True,
+                                       stop=stop_never if attempts is None else stop_after_attempt(attempts),
+                                       retry=retry_if_exception_type(Exception), before_sleep=not_ready):
+        with attempt:
+            return await start()
+    raise AssertionError("unreachable: tenacity returns or raises")

@@ -22,14 +22,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import RecordMetadata
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from google.protobuf.message import DecodeError
-from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt,
-                      wait_exponential)
 
 from services.common import db
 from services.common.errors import is_transient
 from services.common.kafka import DeadLetters, EventProducer, committed_past
 from services.common.pb.parley.v1 import events_pb2
-from services.common.runner import run_service
+from services.common.runner import run_service, when_ready
 from services.common.metrics import serve_metrics
 from services.scraper.settings import ScraperSettings
 from services.scraper import jobs
@@ -195,9 +193,10 @@ class CrawlWorker:
 async def main(settings: ScraperSettings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     serve_metrics(settings.crawler_metrics_port)
-    pool = await _retry(lambda: db.create_pool(settings.postgres_dsn, max_size=settings.scraper_max_jobs * 4))
+    pool = await when_ready(lambda: db.create_pool(settings.postgres_dsn, max_size=settings.scraper_max_jobs * 4),
+                            "crawl worker", attempts=60)
     producer = EventProducer(settings.kafka_bootstrap, client_id="parley-crawler")
-    await _retry(producer.start)
+    await when_ready(producer.start, "crawl worker", attempts=60)
     worker = CrawlWorker(settings, pool, producer)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -209,7 +208,7 @@ async def main(settings: ScraperSettings) -> None:
     )
     work = _PartitionWork(consumer, worker, settings.scraper_max_jobs)
     consumer.subscribe([settings.topic("crawl_requests")], listener=_Assignments(work))
-    await _retry(consumer.start)
+    await when_ready(consumer.start, "crawl worker", attempts=60)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -334,20 +333,6 @@ class _Assignments(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned) -> None:
         logger.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
         self._work.assigned(assigned)
-
-
-async def _retry(start, attempts: int = 60):
-    """Starts a dependency that may not be up yet: exponential backoff from 0.2 s to 5 s, `attempts` tries."""
-    async for attempt in AsyncRetrying(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.2, max=5.0),
-                                       retry=retry_if_exception_type(Exception), reraise=True,
-                                       before_sleep=_log_not_ready):
-        with attempt:
-            return await start()
-
-
-def _log_not_ready(state: RetryCallState) -> None:
-    logger.warning("crawl worker: dependency not ready (%s); retrying in %.1fs",
-                   state.outcome.exception(), state.next_action.sleep if state.next_action else 0.0)
 
 
 if __name__ == "__main__":

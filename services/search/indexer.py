@@ -32,7 +32,7 @@ from services.common.kafka import DeadLetters, EventProducer, new_event_id, now_
 from services.common.knowledge_store import NewChunk
 from services.common.metrics import serve_metrics
 from services.common.pb.parley.v1 import events_pb2
-from services.common.runner import run_service
+from services.common.runner import run_service, when_ready
 from services.search.settings import SearchSettings
 from services.search.indexing import Document, Indexing
 
@@ -178,9 +178,9 @@ async def _reembed(indexing: Indexing, producer: EventProducer, settings: Search
 
 async def main(settings: SearchSettings) -> None:
     serve_metrics(settings.indexer_metrics_port)    # also what the Kubernetes probes ask
-    pool = await _retry(lambda: db.create_pool(settings.postgres_dsn, max_size=4))
+    pool = await when_ready(lambda: db.create_pool(settings.postgres_dsn, max_size=4), "indexer", attempts=60)
     producer = EventProducer(settings.kafka_bootstrap, client_id="parley-indexer")
-    await _retry(producer.start)
+    await when_ready(producer.start, "indexer", attempts=60)
     indexing = Indexing(pool)
     await indexing.embedder()           # the model loads before the first page is taken
     indexer = PageIndexer(settings, indexing, producer)
@@ -189,7 +189,7 @@ async def main(settings: SearchSettings) -> None:
         group_id=settings.indexer_group + settings.topic_namespace, enable_auto_commit=False,
         auto_offset_reset="earliest", max_poll_interval_ms=10 * 60 * 1000, client_id="parley-indexer",
     )
-    await _retry(consumer.start)
+    await when_ready(consumer.start, "indexer", attempts=60)
     reembed = asyncio.get_running_loop().create_task(_reembed(indexing, producer, settings))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -257,13 +257,6 @@ def _chunk_count(value: bytes) -> int:
         return max(len(events_pb2.KnowledgePage.FromString(value).chunks), 1)
     except DecodeError:
         return 1
-
-
-async def _retry(start, attempts: int = 60):
-    async for attempt in AsyncRetrying(stop=lambda s: s.attempt_number >= attempts, reraise=True,
-                                       wait=wait_exponential(0.2, max=5)):
-        with attempt:
-            return await start()
 
 
 if __name__ == "__main__":
