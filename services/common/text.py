@@ -29,6 +29,35 @@ def storable(text: str) -> str:
     return _UNSTORABLE.sub("", text)
 
 
+# An escape sequence that has not ended yet: ESC alone, a CSI without its final byte, an OSC without
+# its terminator (or with half of ST, its ESC).
+_UNFINISHED_ESCAPE = re.compile("\x1b(?:\\[[0-?]*[ -/]*|\\][^\x07\x1b]*\x1b?)?")
+
+
+class StorableStream:
+    """`storable` over text that arrives in pieces (an LLM's stream): what is fed comes out clean, and
+    an escape sequence cut between two pieces is held back until it ends, so no part of it (`[31m`)
+    gets through. `flush` at the end gives what is held, cleaned."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        text = self._held + piece
+        self._held = ""
+        esc = text.find("\x1b")
+        while esc != -1:
+            if _UNFINISHED_ESCAPE.fullmatch(text, esc):
+                self._held, text = text[esc:], text[:esc]
+                break
+            esc = text.find("\x1b", esc + 1)
+        return storable(text)
+
+    def flush(self) -> str:
+        text, self._held = self._held, ""
+        return storable(text)
+
+
 def is_blank(text: str) -> bool:
     """Whether `text` shows nothing: only white space, controls and format characters (zero-width
     spaces and joiners, the byte-order mark, bidi marks), which a reader cannot tell from empty."""

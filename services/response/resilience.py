@@ -12,6 +12,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.stop import stop_base
 
 from services.common.errors import DeadlineExceeded, ParleyError, ResourceExhausted, Unavailable
+from services.common.text import StorableStream
 from services.response.llm import (
     RESTART,
     Answer,
@@ -72,6 +73,19 @@ class CircuitBreaker:
         self._trial = False
         if self._opened_at is not None or self._failures >= self._threshold:
             self._opened_at = self._clock()
+
+
+async def _storable(stream: AsyncIterator[str | Usage]) -> AsyncIterator[str | Usage]:
+    """A model's pieces cleaned as the message was (NUL, controls, escape sequences, bidi overrides),
+    before they are streamed, cached, kept in the session or put in an event; none empty."""
+    clean = StorableStream()
+    async for piece in stream:
+        if isinstance(piece, Usage):
+            yield piece
+        elif piece := clean.feed(piece):
+            yield piece
+    if tail := clean.flush():
+        yield tail
 
 
 class _PastDeadline(stop_base):
@@ -183,7 +197,7 @@ class ResilientLLM:
             usage = Usage()
             ttft = 0.0
             try:
-                async for piece in self._model_stream(model, messages, deadline):
+                async for piece in _storable(self._model_stream(model, messages, deadline)):
                     if isinstance(piece, Usage):
                         usage = piece
                         continue
@@ -195,7 +209,11 @@ class ResilientLLM:
                     pieces.append(piece)
                     yield piece
             except LLMError as exc:
-                if exc.kind != "rejected":
+                if exc.kind == "rejected":
+                    # The model answered, refusing this request (a 4xx other than 429): it is up. A
+                    # half-open breaker's trial that ends so must free the slot, or no call passes again.
+                    breaker.success()
+                else:
                     breaker.failure()
                 logger.warning("LLM %s failed (%s): %s", model, exc.kind, exc.message)
                 errors.append(exc)

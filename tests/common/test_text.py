@@ -1,6 +1,6 @@
 """Text made storable at the edge."""
 
-from services.common.text import is_blank, storable
+from services.common.text import StorableStream, is_blank, storable
 
 
 def test_nul_and_lone_surrogates_are_dropped_and_clean_text_is_untouched():
@@ -23,3 +23,19 @@ def test_controls_escapes_and_bidi_overrides_are_dropped_but_line_breaks_and_tab
 def test_blank_is_what_a_reader_cannot_tell_from_empty():
     assert is_blank("") and is_blank("   \n\t") and is_blank("\u200b\u200d\ufeff") and is_blank("\u00a0\u2028")
     assert not is_blank(" a ") and not is_blank("🙂") and not is_blank("\u200b?")
+
+
+def test_a_stream_cut_anywhere_comes_out_as_the_whole_text_made_storable():
+    """An LLM's pieces may cut an escape sequence in two: no part of one gets through, whatever the cuts."""
+    texts = ["ok \x1b[31mred\x1b[0m done", "a\x00b\u202ec", "x\x1b]0;title\x07y",
+             "link \x1b]8;;http://e.example\x1b\\here\x1b]8;;\x1b\\ end", "z\x1b", "plain text"]
+    for text in texts:
+        want = storable(text)
+        for i in range(len(text) + 1):
+            for j in range(i, len(text) + 1):
+                stream = StorableStream()
+                got = stream.feed(text[:i]) + stream.feed(text[i:j]) + stream.feed(text[j:]) + stream.flush()
+                assert got == want, (text, i, j)
+    stream = StorableStream()
+    assert stream.feed("colour \x1b[3") == "colour "   # held back until the sequence ends
+    assert stream.feed("1mred") == "red"

@@ -9,7 +9,7 @@ import uuid
 from services.common.pb.parley.v1 import common_pb2, response_pb2
 from services.common.redis_client import create_redis
 from services.response.answer import build_engine, build_store
-from services.response.llm import AnswerRequest, ExtractiveAnswerer
+from services.response.llm import Answer, AnswerRequest, ExtractiveAnswerer, LLMError
 from services.response.resilience import ResilientLLM
 
 
@@ -43,6 +43,56 @@ async def test_a_cancelled_trial_call_does_not_keep_the_breaker_open_for_good():
     task.cancel()  # the caller went away during the trial
     await asyncio.gather(task, return_exceptions=True)
     assert llm.breaker("m").allow(), "the trial slot stayed taken: the breaker refuses every call for good"
+
+
+class _RejectingClient:
+    """An LLM that answers every request with an HTTP 400 (e.g. "context too long")."""
+
+    calls = 0
+
+    async def stream(self, model, messages, *, max_tokens, deadline):
+        self.calls += 1
+        raise LLMError("rejected", "the LLM rejected the request (HTTP 400): context too long")
+        yield ""
+
+
+async def test_a_trial_call_the_model_rejects_closes_the_breaker():
+    """Groq is back and refuses the one half-open trial (a 4xx other than 429): it answered, so later
+    calls must reach it again (they fall back to extractive meanwhile, each one)."""
+    client = _RejectingClient()
+    llm = ResilientLLM(client, ExtractiveAnswerer(), timeout_seconds=60, max_attempts=1, max_retry_wait_seconds=1,
+                       breaker_failures=1, breaker_reset_seconds=0.0, fallback_extractive=True,
+                       prompt_token_budget=2000, max_completion_tokens=100)
+    llm.breaker("m").failure()  # open; with a reset of 0 s the next call is the half-open trial
+    request = AnswerRequest(message="How much is it?", key_name="Shop", instructions="", strategy="KNOWLEDGE",
+                            passages=[])
+    for _ in range(3):
+        answers = [p async for p in llm.stream(request, ("m",), asyncio.get_running_loop().time() + 60)
+                   if isinstance(p, Answer)]
+        assert answers and answers[-1].model == "extractive"
+    assert client.calls == 3, "after the rejected trial the breaker refused every call to the model"
+    assert llm.breaker("m").state == "closed"
+
+
+class _ScribblingClient:
+    """An LLM whose answer carries NUL, terminal escapes (one cut between two pieces) and a bidi override."""
+
+    async def stream(self, model, messages, *, max_tokens, deadline):
+        for piece in ["It costs \x00", "\x1b[3", "1m12 EUR\x1b[0m", " a month\u202e.", "\x1b"]:
+            yield piece
+
+
+async def test_what_the_model_writes_is_made_storable_before_it_is_streamed():
+    llm = ResilientLLM(_ScribblingClient(), ExtractiveAnswerer(), timeout_seconds=60, max_attempts=1,
+                       max_retry_wait_seconds=1, breaker_failures=1, breaker_reset_seconds=1,
+                       fallback_extractive=False, prompt_token_budget=2000, max_completion_tokens=100)
+    request = AnswerRequest(message="How much is it?", key_name="Shop", instructions="", strategy="KNOWLEDGE",
+                            passages=[])
+    out = [p async for p in llm.stream(request, ("m",), asyncio.get_running_loop().time() + 60)]
+    pieces, answer = [p for p in out if isinstance(p, str)], out[-1]
+    assert isinstance(answer, Answer)
+    assert "".join(pieces) == answer.text == "It costs 12 EUR a month."
+    assert all(pieces), "no empty piece is streamed"
 
 
 async def test_the_single_flight_lock_is_never_released_from_under_another_owner(stack, redis_client, settings):
