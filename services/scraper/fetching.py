@@ -318,6 +318,7 @@ class Fetcher:
         max_bytes: int = 2_000_000,
         max_redirects: int = 5,
         timeout: float = 10.0,
+        request_seconds: float = 30.0,
         host_concurrency: int = 2,
         host_delay: float = 0.25,
         resolve: Resolver = system_resolve,
@@ -326,6 +327,7 @@ class Fetcher:
         self.policy = policy
         self.max_bytes = max_bytes
         self.max_redirects = max_redirects
+        self.request_seconds = request_seconds
         self.host_concurrency = host_concurrency
         self.host_delay = host_delay
         self._client = httpx.AsyncClient(
@@ -379,33 +381,38 @@ class Fetcher:
                 self.policy.check(urlsplit(current).hostname or "", urlsplit(current).hostname or "")
             try:
                 async with self.gate(current):
-                    async with self._client.stream("GET", current, headers=_hop_headers(headers, len(seen))) as r:
-                        if r.is_redirect and "location" in r.headers:
-                            await _drain_small(r)
-                            nxt = normalize_url(r.headers["location"], current)
-                            if not nxt:
-                                raise FetchFailed(f"redirect to an unsupported URL from {current}")
-                            if len(seen) > self.max_redirects:
-                                raise FetchFailed(f"more than {self.max_redirects} redirects from {url}")
-                            current = nxt
-                            continue
-                        ctype = r.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-                        resp = Response(current, r.status_code, r.headers, content_type=ctype, redirects=seen[:-1])
-                        if r.status_code != 200 or not any(ctype == t for t in accept):
-                            await _drain_small(r)
+                    # httpx times each read; this, the whole request (a page sent a byte every few
+                    # seconds would otherwise hold its crawl job for good).
+                    async with asyncio.timeout(self.request_seconds):
+                        async with self._client.stream("GET", current, headers=_hop_headers(headers, len(seen))) as r:
+                            if r.is_redirect and "location" in r.headers:
+                                await _drain_small(r)
+                                nxt = normalize_url(r.headers["location"], current)
+                                if not nxt:
+                                    raise FetchFailed(f"redirect to an unsupported URL from {current}")
+                                if len(seen) > self.max_redirects:
+                                    raise FetchFailed(f"more than {self.max_redirects} redirects from {url}")
+                                current = nxt
+                                continue
+                            ctype = r.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+                            resp = Response(current, r.status_code, r.headers, content_type=ctype, redirects=seen[:-1])
+                            if r.status_code != 200 or not any(ctype == t for t in accept):
+                                await _drain_small(r)
+                                return resp
+                            declared = r.headers.get("content-length", "")
+                            if declared.isdigit() and int(declared) > limit:
+                                raise FetchFailed(f"{current} is {declared} bytes; the limit is {limit}", "too_large", resp)
+                            body = bytearray()
+                            async for part in r.aiter_raw():
+                                body += part
+                                if len(body) > limit:
+                                    raise FetchFailed(f"{current} is larger than {limit} bytes", "too_large", resp)
+                            resp.body = _decode_body(bytes(body), r.headers.get("content-encoding", ""), limit)
                             return resp
-                        declared = r.headers.get("content-length", "")
-                        if declared.isdigit() and int(declared) > limit:
-                            raise FetchFailed(f"{current} is {declared} bytes; the limit is {limit}", "too_large", resp)
-                        body = bytearray()
-                        async for part in r.aiter_raw():
-                            body += part
-                            if len(body) > limit:
-                                raise FetchFailed(f"{current} is larger than {limit} bytes", "too_large", resp)
-                        resp.body = _decode_body(bytes(body), r.headers.get("content-encoding", ""), limit)
-                        return resp
             except httpx.TimeoutException as exc:
                 raise FetchFailed(f"timed out fetching {current}") from exc
+            except TimeoutError as exc:
+                raise FetchFailed(f"{current} took longer than {self.request_seconds:g} s") from exc
             except httpx.InvalidURL as exc:   # a host name httpx cannot send (spaces, control characters)
                 raise FetchFailed(f"cannot fetch {current}: {exc}") from exc
             except httpx.HTTPError as exc:
@@ -513,6 +520,7 @@ def new_fetcher(settings, *, resolve: Resolver = system_resolve) -> Fetcher:
         max_bytes=settings.scraper_max_page_bytes,
         max_redirects=settings.scraper_max_redirects,
         timeout=settings.scraper_timeout_seconds,
+        request_seconds=settings.scraper_request_seconds,
         host_concurrency=settings.scraper_host_concurrency,
         host_delay=settings.scraper_host_delay_seconds,
         resolve=resolve,

@@ -17,7 +17,8 @@ class ScraperSettings(CommonSettings):
     scraper_max_jobs: int = 4               # crawl jobs in flight per worker process
     scraper_max_redirects: int = 5
     scraper_max_page_bytes: int = 2_000_000
-    scraper_timeout_seconds: float = 10.0
+    scraper_timeout_seconds: float = 10.0     # to connect, and between two reads of a response
+    scraper_request_seconds: float = 30.0     # the whole of one request: a body trickled in is cut off
     scraper_fetch_cache_seconds: int = 600  # TTL of Fetch results in Redis
     scraper_group_id: str = "parley-crawler"
 

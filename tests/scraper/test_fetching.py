@@ -159,6 +159,35 @@ async def test_slow_page_times_out(sample_site):
             await f.get(sample_site.base_url + "/slow.html")
 
 
+async def test_a_page_trickled_a_byte_at_a_time_fails_at_the_request_deadline():
+    """Each read comes well within the read timeout, so only a deadline on the whole request ends it."""
+    from aiohttp import web
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/html"})
+        await response.prepare(request)
+        for _ in range(100):               # 10 s at most, then the server stops by itself
+            await response.write(b"<p>")
+            await asyncio.sleep(0.1)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/trickle.html", trickle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        async with fetcher(timeout=1.0, request_seconds=0.8) as f:
+            started = time.monotonic()
+            with pytest.raises(FetchFailed, match="took longer than 0.8 s"):
+                await f.get(f"http://127.0.0.1:{port}/trickle.html")
+            assert time.monotonic() - started < 3
+    finally:
+        await runner.cleanup()
+
+
 async def test_robots_txt_and_user_agent(sample_site):
     async with fetcher() as f:
         assert await f.allowed(sample_site.base_url + "/help/plans.html")
