@@ -14,7 +14,9 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import asyncpg
 from rich.console import Console
 
 from services.cli import DEMO_DIR, add_knowledge_path, create_key
@@ -103,6 +105,37 @@ def bench_env() -> dict[str, str]:
     for name in ("search", "response", "scraper", "analytics", "worker", "crawler", "indexer"):
         env[f"PARLEY_{name.upper()}_METRICS_PORT"] = str(free_port())
     return env
+
+
+@asynccontextmanager
+async def own_database() -> AsyncIterator[str]:
+    """A database of the run's own on the configured PostgreSQL server, migrated, and the run's
+    PARLEY_POSTGRES_DSN while it lasts (processes started meanwhile inherit it); dropped afterwards.
+    A bench that writes rows and deletes them again then measures tables of the same (fresh) state in
+    every run, not the dead rows and grown indexes that the development database gathers."""
+    configured = Settings().postgres_dsn
+    name = f"parley_bench_{uuid.uuid4().hex[:8]}"
+    dsn = urlsplit(configured)._replace(path=f"/{name}").geturl()
+    admin = await asyncpg.connect(configured)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    saved = os.environ.get("PARLEY_POSTGRES_DSN")
+    os.environ["PARLEY_POSTGRES_DSN"] = dsn
+    try:
+        await db.migrate(dsn)
+        yield dsn
+    finally:
+        if saved is None:
+            os.environ.pop("PARLEY_POSTGRES_DSN", None)
+        else:
+            os.environ["PARLEY_POSTGRES_DSN"] = saved
+        admin = await asyncpg.connect(configured)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
 
 @asynccontextmanager

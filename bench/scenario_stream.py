@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from rich.table import Table
 
-from bench.harness import bench_env, console
+from bench.harness import bench_env, console, cpu_seconds, own_database
 from deploy.local import stack as local_stack
 from deploy.local.postgres import pg_layout, pg_postmaster_pid
 from bench.load import quantile
@@ -66,11 +66,6 @@ def environment(env: dict[str, str]) -> Iterator[Settings]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def postgres_cpu_seconds() -> float:
@@ -438,8 +433,12 @@ async def _wait_analytics(settings: Settings, timeout: float = 60) -> None:
 
 
 async def run(seconds: float, concurrencies: list[int]) -> dict:
+    async with own_database():
+        return await _run()
+
+
+async def _run() -> dict:
     with environment(bench_env()) as settings:
-        await db.migrate(settings.postgres_dsn)
         console.print("the sink alone (no Kafka) ...")
         # The worker as configured and the sink alone get the same keys: the same share of the load
         # on each partition (an uneven one: the slowest partition sets both rates).

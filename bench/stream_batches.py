@@ -10,19 +10,22 @@ import asyncio
 import statistics
 import uuid
 
-from bench.harness import bench_env, console
+from bench.harness import bench_env, console, own_database
 from bench.scenario_stream import environment, forget, postgres_cpu_seconds
 from bench.stream_sink import _measure
 from services.analytics.stream.sink import MetricsSink
-from services.common import db
 
 ROWS = 40_000
 WRITERS = 4
 
 
 async def run(sizes: list[int], rounds: int) -> dict[int, list[tuple[float, float, float]]]:
+    async with own_database():
+        return await _run(sizes, rounds)
+
+
+async def _run(sizes: list[int], rounds: int) -> dict[int, list[tuple[float, float, float]]]:
     with environment(bench_env()) as settings:
-        await db.migrate(settings.postgres_dsn)
         keys = [f"batches-{j:03d}-{uuid.uuid4().hex[:6]}" for j in range(100)]
         group = f"batches-{uuid.uuid4().hex[:6]}"
         sink = MetricsSink(settings.postgres_dsn, group)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from bench.harness import bench_env, console, save_results
+from bench.harness import bench_env, console, own_database, save_results
 from bench.scenario_stream import BATCH, EVENTS, KEYS, environment, forget, freshness_under_load, worker_rate
 from bench.stream_load import produce, serialized
 from services.common import db
@@ -105,8 +105,6 @@ async def step(name: str, tree: Path, rate: float | None, keys_n: int, extra: di
 
 async def compare(base: str | None, variants: list[str], rounds: int, keys_n: int, freshness: bool,
                   load: float | None = None) -> dict:
-    with environment(bench_env()) as settings:
-        await db.migrate(settings.postgres_dsn)
     trees: dict[str, tuple[Path, dict[str, str]]] = {}
     if base:
         trees[f"base {base}"] = (export(base), {})
@@ -181,7 +179,12 @@ def main() -> None:
     args = parser.parse_args()
     if not args.base and len(args.variant) < 2:
         parser.error("give --base, or two variants or more")
-    result = asyncio.run(compare(args.base, args.variant, args.rounds, args.keys, not args.rate_only, args.load))
+
+    async def run() -> dict:
+        async with own_database():
+            return await compare(args.base, args.variant, args.rounds, args.keys, not args.rate_only, args.load)
+
+    result = asyncio.run(run())
     save_results(result, "stream-compare")
 
 

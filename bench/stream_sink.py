@@ -197,9 +197,8 @@ def main() -> None:
     """`python -m bench.stream_sink [--rounds 3] [--batch 5000]`: the sink's variants alone, alternated."""
     import argparse  # noqa: PLC0415 - only for the command line
 
-    from bench.harness import bench_env, console  # noqa: PLC0415
+    from bench.harness import bench_env, console, own_database  # noqa: PLC0415
     from bench.scenario_stream import environment, forget, postgres_cpu_seconds  # noqa: PLC0415 - imports this module
-    from services.common import db  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="bench.stream_sink", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
@@ -209,9 +208,9 @@ def main() -> None:
     args = parser.parse_args()
 
     async def run() -> dict:
-        with environment(bench_env()) as settings:
-            await db.migrate(settings.postgres_dsn)
-            return await sink_ceiling(settings, postgres_cpu_seconds, forget, keys_n=args.keys, batch=args.batch,
+        async with own_database():
+            with environment(bench_env()) as settings:
+                return await sink_ceiling(settings, postgres_cpu_seconds, forget, keys_n=args.keys, batch=args.batch,
                                       rounds=args.rounds, rows=args.rows)
 
     result = asyncio.run(run())
