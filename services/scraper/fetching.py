@@ -177,8 +177,14 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
+# Longer links, redirect targets and sitemap entries are not followed: a URL names a page in btree
+# indexes (crawl pages, knowledge documents), whose rows hold at most about 2.7 kB.
+MAX_URL_CHARS = 2048
+
+
 def normalize_url(url: str, base: str = "") -> str:
-    """Absolute http(s) URL without fragment, lower-case scheme and host, no default port; '' otherwise."""
+    """Absolute http(s) URL without fragment, lower-case scheme and host, no default port, at most
+    MAX_URL_CHARS long; '' otherwise."""
     try:
         parts = urlsplit(urljoin(base, url.strip()) if base else url.strip())
     except ValueError:
@@ -194,7 +200,8 @@ def normalize_url(url: str, base: str = "") -> str:
     except ValueError:
         return ""
     netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    normal = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    return normal if len(normal) <= MAX_URL_CHARS else ""
 
 
 def site_of(url: str) -> str:

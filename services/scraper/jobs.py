@@ -11,7 +11,7 @@ import asyncpg
 
 from services.common.errors import InvalidArgument, NotFound
 from services.scraper.crawler import CrawlSpec, Progress
-from services.scraper.fetching import normalize_url
+from services.scraper.fetching import MAX_URL_CHARS, normalize_url
 from services.scraper.patterns import compile_patterns
 
 DEFAULT_MAX_PAGES = 100
@@ -20,7 +20,6 @@ DEFAULT_MAX_DEPTH = 3
 LIMIT_MAX_DEPTH = 20
 MAX_SEEDS = 100
 MAX_PATTERNS = 50
-MAX_URL_CHARS = 2048
 TERMINAL = ("done", "failed")
 
 

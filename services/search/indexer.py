@@ -34,6 +34,7 @@ from services.common.metrics import serve_metrics
 from services.common.pb.parley.v1 import events_pb2
 from services.common.runner import run_service, when_ready
 from services.search.settings import SearchSettings
+from services.search import keys
 from services.search.indexing import Document, Indexing
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,12 @@ def _worth_retrying(exc: BaseException) -> bool:
     writer of the same key: the page is written again."""
     return is_transient(exc) or isinstance(exc, (asyncpg.exceptions.SerializationError,
                                                  asyncpg.exceptions.DeadlockDetectedError))
+
+
+# A page PostgreSQL refuses for what it holds, not for its state: a value it cannot store (class 22,
+# e.g. a character outside UTF-8) or one over a limit (class 54, e.g. a document name too long for
+# its index). Written again it fails again: it is dead-lettered, so the pages after it are indexed.
+_REFUSED = (asyncpg.exceptions.DataError, asyncpg.exceptions.ProgramLimitExceededError)
 
 
 # Pages are collected for one model call until they hold BATCH_CHUNKS chunks or BATCH_WAIT_MS have
@@ -105,15 +112,24 @@ class PageIndexer:
                 page.ParseFromString(value)
                 if not page.product_key_id or not (page.document or page.url):
                     raise DecodeError("no product key or document")
+                if not keys.is_key_id(page.product_key_id):
+                    raise DecodeError(f"product key id {page.product_key_id[:80]!r} is none a key can have")
             except DecodeError as exc:
                 logger.warning("undecodable knowledge page at %s:%s (%s); dead-lettered", tp.topic, offset, exc)
                 await self.dead_letter(value, str(exc), tp, offset)
                 continue
-            pages.append(page)
-        written = [p for p in pages if not p.removed]
+            pages.append((page, value, tp, offset))
+        written = [p for p, *_ in pages if not p.removed]
         vectors = dict(zip(map(id, written), await self._retry(self._embeddings, written)))
-        for page in pages:
-            await self._retry(self.index, page, vectors.get(id(page)))
+        for page, value, tp, offset in pages:
+            try:
+                await self._retry(self.index, page, vectors.get(id(page)))
+            except _REFUSED as exc:
+                reason = f"PostgreSQL refused the page: {exc.__class__.__name__}: {exc}"
+                logger.error("knowledge page %s at %s:%s: %s; dead-lettered", page.document[:200], tp.topic,
+                             offset, reason)
+                await self.dead_letter(value, reason, tp, offset)
+                continue
             if self.pages % 20 == 0:
                 elapsed = max(time.monotonic() - self._started, 1e-6)
                 logger.info("indexed %d pages, %d chunks (%.0f chunks/s)", self.pages, self.chunks,

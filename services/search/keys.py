@@ -150,6 +150,11 @@ def _no_key(key_id: str) -> NotFound:
     return NotFound(f"no product key with id {shown!r}")
 
 
+def is_key_id(key_id: str) -> bool:
+    """Whether a product key can have this id (the form CreateProductKey allows)."""
+    return bool(_KEY_ID.fullmatch(key_id))
+
+
 async def require_live(conn: asyncpg.Pool | asyncpg.Connection, key_id: str) -> None:
     """The key exists and is not revoked, or NOT_FOUND / FAILED_PRECONDITION. In a transaction, the
     row stays share-locked until it ends, so a revocation cannot slip in before its writes commit."""

@@ -4,6 +4,7 @@ embeddings; dense search over the stored vectors, kept current on two replicas; 
 from __future__ import annotations
 
 import asyncio
+import random
 
 import numpy as np
 import pytest
@@ -217,6 +218,7 @@ async def test_an_undecodable_page_is_dead_lettered(services, settings):
                 for r in records:
                     headers = dict(r.headers)
                     if (headers.get("source-topic") == settings.topic("knowledge_pages").encode()
+                            and headers.get("source-partition") == str(meta.partition).encode()
                             and headers.get("source-offset") == str(meta.offset).encode()):
                         found = r
     finally:
@@ -227,6 +229,50 @@ async def test_an_undecodable_page_is_dead_lettered(services, settings):
     while (left := await indexer.lag(settings)) and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.2)
     assert left == 0
+
+
+async def test_pages_postgresql_refuses_are_dead_lettered_and_the_pages_after_them_indexed(
+        services, search, admin, pg, settings):
+    """A page for a key id no key can have (a NUL in it), and one whose document name is too long for
+    its index (random text PostgreSQL cannot compress under a btree row's 2.7 kB): each would fail
+    again on every replay, so each goes to the dead-letter topic with the reason, and the indexer goes
+    on with the next page instead of exiting."""
+    rng = random.Random(7)
+    key = await make_key(search, admin, "refused-pages", faq=[], docs=[])
+    indexer_pid = services.pid("indexer")
+    long_name = "https://shop.example/" + "".join(chr(rng.randint(0x4E00, 0x9FFF)) for _ in range(1500))
+    refused = [page("bad\x00key", "https://shop.example/nul.html", "A page of no key."),
+               page(key.id, long_name, "A page whose name is too long to index.")]
+    good = page(key.id, "https://shop.example/after.html", "The page after the refused ones is indexed.")
+    producer = EventProducer(settings.kafka_bootstrap, client_id="test-pages")
+    await producer.start()
+    try:
+        sent = [await producer.publish(settings.topic("knowledge_pages"), p.product_key_id, p, wait=True)
+                for p in refused]
+        offsets = {(m.partition, m.offset) for m in sent}
+    finally:
+        await producer.stop()
+    await hand_over(settings, good)
+    assert await chunks_by_document(pg, key.id) == {good.document: list(good.chunks)}
+    assert services.pid("indexer") == indexer_pid, "the indexer exited"
+    consumer = AIOKafkaConsumer(settings.topic("deadletter"), bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    reasons: dict[tuple[int, int], str] = {}
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(reasons) < 2 and asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    headers = dict(r.headers)
+                    offset = (int(headers.get("source-partition", b"-1")), int(headers.get("source-offset", b"-1")))
+                    if headers.get("source-topic") == settings.topic("knowledge_pages").encode() and offset in offsets:
+                        reasons[offset] = headers.get("reason", b"").decode()
+    finally:
+        await consumer.stop()
+    assert sorted(reasons) == sorted(offsets), reasons
+    assert any("product key id" in r for r in reasons.values()), reasons
+    assert any("ProgramLimitExceeded" in r for r in reasons.values()), reasons
 
 
 async def test_a_second_search_process_answers_from_the_changed_knowledge(services, search, admin, test_env,
