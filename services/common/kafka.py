@@ -4,6 +4,7 @@ dead-letter sender of the consumers."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -20,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from services.common.metrics import EVENTS_PUBLISHED
+from services.common.runner import when_ready
 
 logger = logging.getLogger(__name__)
 
@@ -305,10 +307,15 @@ class LazyProducer:
     is tried again by the next use. Starts are serialised by a lock, and each runs shielded, so that
     a caller that gives up (a deadline, the probe's timeout) never leaves a producer half started."""
 
+    deferred_limit = 10_000          # events waiting for Kafka in `defer`; beyond, the oldest is dropped
+    deferred_drain_seconds = 10.0    # what `stop` gives the deferred events still waiting
+
     def __init__(self, producer: EventProducer) -> None:
         self.producer = producer
         self._lock = asyncio.Lock()
         self._starting: asyncio.Future | None = None
+        self._deferred: collections.deque[tuple[str, str, Message]] = collections.deque()
+        self._drainer: asyncio.Task | None = None
 
     async def start(self) -> None:
         async with self._lock:
@@ -322,11 +329,44 @@ class LazyProducer:
         await self.start()
         return await self.producer.publish(topic, key, message, wait=wait)
 
+    def defer(self, topic: str, key: str, message: Message) -> None:
+        """Publish `message` once Kafka takes it, in the order deferred, without waiting for it here: for
+        an event announcing a change that is committed already, which must not fail because Kafka is
+        away (or the producer could not start yet). One task publishes them, retrying the first with
+        backoff (0.2 s doubling to 5 s) until it is handed over; at most `deferred_limit` wait (the
+        oldest is dropped beyond, counted lost and logged), and `stop` gives those still waiting
+        `deferred_drain_seconds`."""
+        if len(self._deferred) >= self.deferred_limit:
+            dropped, _, _ = self._deferred.popleft()
+            EVENTS_PUBLISHED.labels(dropped, "lost").inc()
+            logger.error("more than %d events waiting for Kafka: the oldest, to %s, is dropped",
+                         self.deferred_limit, dropped)
+        self._deferred.append((topic, key, message))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._deferred:
+            topic, key, message = self._deferred[0]
+            await when_ready(lambda: self.publish(topic, key, message), f"event to {topic}")
+            self._deferred.popleft()
+
     async def ping(self) -> None:
         await self.start()
         await self.producer.ping()
 
     async def stop(self) -> None:
+        if self._drainer is not None and not self._drainer.done():
+            done, _ = await asyncio.wait({self._drainer}, timeout=self.deferred_drain_seconds)
+            if not done:
+                self._drainer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._drainer
+        if self._deferred:
+            for topic, _, _ in self._deferred:
+                EVENTS_PUBLISHED.labels(topic, "lost").inc()
+            logger.error("stopping with %d deferred event(s) Kafka never took; given up", len(self._deferred))
+            self._deferred.clear()
         async with self._lock:
             if self._starting is not None and not self._starting.done():
                 await asyncio.gather(self._starting, return_exceptions=True)

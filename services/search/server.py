@@ -127,7 +127,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             event_id=new_event_id(), occurred_at=now_timestamp(), product_key_id=key_id,
             knowledge_version=version, reason=reason, url=url,
         )
-        await self._deps.producer.publish(self._settings.topic("knowledge_updated"), key_id, event)
+        # The change is committed: while Kafka is away its announcement waits, the call does not fail.
+        self._deps.producer.defer(self._settings.topic("knowledge_updated"), key_id, event)
 
     async def CreateProductKey(self, request, context):
         self._admin(context)
