@@ -47,7 +47,7 @@ class Fault:
 MIN_WINDOW = 5.0
 UP_TIMEOUT = 300.0  # a broker restarting on a loaded machine took up to 61 s; give it room
 
-FULL = [Fault("redis", 15), Fault("kafka", 60), Fault("postgres"), Fault("postgres-killed", 5), Fault("worker"),
+FULL = [Fault("redis", 15), Fault("redis-frozen", 15), Fault("kafka", 60), Fault("postgres"), Fault("postgres-killed", 5), Fault("worker"),
         Fault("response"), Fault("response-killed")]
 
 
@@ -117,11 +117,15 @@ async def _wait_serving(addr: str, timeout: float) -> None:
 # --- the faults -------------------------------------------------------------------------------
 
 def _kill_component(name: str) -> None:
+    _signal_component(name, signal.SIGKILL)
+
+
+def _signal_component(name: str, sig: signal.Signals) -> None:
     cfg = stack.StackConfig.from_env()
     pid = stack.managed_pid(cfg, name)
     if pid is None:
         raise RuntimeError(f"{name} of this checkout's stack is not running")
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pid, sig)
 
 
 def _restart_postgres() -> None:
@@ -146,6 +150,12 @@ async def inject(fault: Fault, dep: Deployment) -> None:
         _kill_component(fault.name)
         await asyncio.sleep(fault.outage_seconds)
         await asyncio.to_thread(stack.up, False, UP_TIMEOUT)
+    elif fault.name == "redis-frozen":         # SIGSTOP: connections stay open, nothing is answered
+        _signal_component("redis", signal.SIGSTOP)
+        try:
+            await asyncio.sleep(fault.outage_seconds)
+        finally:
+            _signal_component("redis", signal.SIGCONT)
     elif fault.name == "postgres":
         await asyncio.to_thread(_restart_postgres)
     elif fault.name == "postgres-killed":      # every PostgreSQL process SIGKILLed: nothing flushed

@@ -36,6 +36,7 @@ import redis.asyncio as redis
 
 from services.common.errors import ResourceExhausted, Unauthenticated, Unavailable
 from services.common.redis_batch import AutoPipeline
+from services.common.redis_client import RedisHealth
 
 logger = logging.getLogger(__name__)
 
@@ -336,14 +337,20 @@ class KeyValidator:
         self._batch = AutoPipeline(client, linger)
         self._joining: dict[bytes, _Admissions] = {}
         self._records: dict[bytes, KeyRecord] = {}  # a cached record's JSON -> the record, decoded once
+        # While Redis fails, one call a second tries it; the others validate in PostgreSQL at once
+        # instead of each waiting for a Redis that may not answer (stopped, frozen).
+        self.health = RedisHealth(1.0, "validating keys in PostgreSQL, rate limits per process")
 
     async def validate(self, secret: str) -> KeyRecord:
         key_hash = require_key(secret)
+        if not self.health.available():
+            return await self._validate_locally(key_hash)
         try:
             cached = await self.cache.get(key_hash)
         except redis.RedisError as exc:
-            logger.warning("key cache unavailable (%s); validating in PostgreSQL", exc)
+            self.health.failed("key cache", exc)
             return await self._validate_locally(key_hash)
+        self.health.ok()
         if cached == TOMBSTONE:
             raise Unauthenticated("unknown or revoked product key")
         if isinstance(cached, KeyRecord):
@@ -354,6 +361,8 @@ class KeyValidator:
         """validate() and take a token of the key's bucket: one Redis round trip for a cached key,
         shared by the turns of the same secret that wait for the same pipeline."""
         key_hash = require_key(secret)
+        if not self.health.available():
+            return await self._admit_locally(key_hash)
         loop = asyncio.get_running_loop()
         group = self._joining.get(key_hash)
         if group is None:
@@ -365,13 +374,9 @@ class KeyValidator:
         try:
             status, *rest = await waiter
         except redis.RedisError as exc:
-            logger.warning("Redis unavailable (%s); validating in PostgreSQL, limiting per process", exc)
-            record = await self._validate_locally(key_hash)
-            rate, burst = limits_of(record, *self._default)
-            verdict = self.limiter.local.take(record.id, rate, burst)
-            if not verdict.allowed:
-                raise limited(record.id, rate, burst, verdict.retry_after_seconds) from None
-            return record
+            self.health.failed("admission", exc)
+            return await self._admit_locally(key_hash)
+        self.health.ok()
         status = int(status)
         if status == -1:
             raise Unauthenticated("unknown or revoked product key")
@@ -385,6 +390,16 @@ class KeyValidator:
         record = self._decoded(rest[0])
         if rank > int(rest[4]):
             raise limited(record.id, float(rest[2]), int(float(rest[3])), float(rest[1]))
+        return record
+
+    async def _admit_locally(self, key_hash: bytes) -> KeyRecord:
+        """Redis is away: the key from PostgreSQL (see _validate_locally), its tokens from this
+        process's own bucket."""
+        record = await self._validate_locally(key_hash)
+        rate, burst = limits_of(record, *self._default)
+        verdict = self.limiter.local.take(record.id, rate, burst)
+        if not verdict.allowed:
+            raise limited(record.id, rate, burst, verdict.retry_after_seconds)
         return record
 
     async def _admit_together(self, key_hash: bytes, group: _Admissions) -> None:
@@ -445,7 +460,7 @@ class KeyValidator:
         try:
             await self.cache.put(key_hash, record)
         except redis.RedisError as exc:
-            logger.warning("key cache unavailable (%s)", exc)
+            self.health.failed("key cache", exc)
         return record
 
     async def _validate_locally(self, key_hash: bytes) -> KeyRecord:

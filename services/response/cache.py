@@ -36,6 +36,7 @@ from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, NoScriptError, RedisError
 
 from services.common.redis_batch import AutoPipeline
+from services.common.redis_client import RedisHealth
 from services.response.llm import Turn
 
 logger = logging.getLogger(__name__)
@@ -156,34 +157,11 @@ class _Local:
 LOCAL_ONLY = _Local()
 
 
-class RedisHealth:
-    """Whether to try Redis now: after a failure, not for `retry_seconds` (one warning per outage)."""
-
-    def __init__(self, retry_seconds: float) -> None:
-        self._retry = retry_seconds
-        self._down_until = 0.0
-        self.down = False
-
-    def available(self) -> bool:
-        return time.monotonic() >= self._down_until
-
-    def failed(self, what: str, exc: BaseException) -> None:
-        if not self.down:
-            logger.warning("Redis failed (%s: %r); answering without the cache until it is back", what, exc)
-        self.down = True
-        self._down_until = time.monotonic() + self._retry
-
-    def ok(self) -> None:
-        if self.down:
-            logger.info("Redis is back; answer cache, sessions and single-flight locks in use again")
-        self.down = False
-
-
 class ResponseStore:
     def __init__(self, client: redis.Redis, *, answer_ttl: int, pointer_ttl: int, session_turns: int,
                  session_ttl: int, request_ttl: int, local_seconds: float = 0.0, retry_seconds: float = 1.0) -> None:
         self.redis = client
-        self.health = RedisHealth(retry_seconds)
+        self.health = RedisHealth(retry_seconds, "answering without the cache, sessions and cross-process locks")
         self.hot = HotAnswers(local_seconds)
         self._pending: list[tuple[str, RequestRecord, str]] = []
         self._flushing: asyncio.Task | None = None

@@ -56,3 +56,41 @@ async def test_a_known_key_is_admitted_with_its_last_record_while_postgres_is_aw
     finally:
         await dead.close()
         await client.aclose()
+
+
+async def test_a_frozen_redis_costs_the_first_calls_its_timeout_and_the_others_nothing(stack, pg):
+    """A Redis that accepts connections and never answers (stopped with SIGSTOP, a lost network path):
+    the calls that meet it first wait out the socket timeout, then one call a second tries it while
+    the others validate in PostgreSQL at once; a refused secret is still refused."""
+    from services.common.redis_client import SOCKET_TIMEOUT_SECONDS
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)                 # read nothing, answer nothing, keep the connection open
+
+    frozen = await asyncio.start_server(silent, "127.0.0.1", 0)
+    client = create_redis(f"redis://127.0.0.1:{frozen.sockets[0].getsockname()[1]}/0")
+    try:
+        key, secret = await create_key(pg, name="frozen", key_id=f"t-{RUN_ID}-frz-{uuid.uuid4().hex[:4]}")
+        validator = KeyValidator(client, lambda: pg, ttl_seconds=60, local_seconds=0, default_rate=1000,
+                                 default_burst=1000)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        calls = 0
+        while loop.time() - started < 3.0:
+            call = validator.admit(secret) if calls % 2 else validator.validate(secret)
+            assert (await call).id == key.id
+            calls += 1
+        elapsed = loop.time() - started
+        # Every call waiting for Redis would make one call per SOCKET_TIMEOUT_SECONDS at most; with one
+        # probe a second, about four probes wait in 3 s and every other call goes straight on.
+        assert calls > 4 * elapsed / SOCKET_TIMEOUT_SECONDS, (calls, elapsed)
+        assert validator.health.down
+        with pytest.raises(Unauthenticated):
+            await validator.admit("pk_" + uuid.uuid4().hex)
+    finally:
+        await client.aclose()
+        for writer in held:
+            writer.close()
+        frozen.close()

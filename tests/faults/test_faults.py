@@ -10,7 +10,7 @@ from bench.harness import console
 from bench.scenario_faults import table
 from tests.conftest import RUN_ID
 
-SHORT = [Fault("redis", 3), Fault("kafka", 8), Fault("postgres"), Fault("worker"), Fault("response")]
+SHORT = [Fault("redis", 3), Fault("redis-frozen", 6), Fault("kafka", 8), Fault("postgres"), Fault("worker"), Fault("response")]
 
 
 @pytest.mark.timeout(1200)
