@@ -10,7 +10,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -90,6 +90,31 @@ async def ensure_topics(
         await admin.close()
 
 
+# How long a stop gives a Kafka client's last commit or flush. With no broker, aiokafka's commit waits
+# for a group coordinator and an idempotent producer's stop for its buffer to be acknowledged, both for
+# good: a process told to stop would hang until the broker is back.
+STOP_SECONDS = 5.0
+
+
+async def within(seconds: float, what: str, call: Awaitable) -> None:
+    """Awaits a Kafka client's commit or stop on the way out for at most `seconds`; past that, or if it
+    fails, logs it and goes on. Nothing depends on it: offsets are stored with the data or replayed,
+    and unacknowledged events were counted and logged by whoever sent them."""
+    try:
+        await asyncio.wait_for(call, timeout=seconds)
+    except TimeoutError:
+        logger.warning("%s: Kafka did not answer within %.0f s; given up", what, seconds)
+    except asyncio.CancelledError:
+        # aiokafka's stop awaits the fetch tasks it cancelled, and a fetch waiting out a broker that
+        # is gone can let that cancellation out; unless this task is the one being cancelled, go on.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        logger.warning("%s: cancelled inside the Kafka client; given up", what)
+    except Exception as exc:  # noqa: BLE001 - on the way out: logged, never raised
+        logger.warning("%s failed: %s", what, exc)
+
+
 class EventProducer:
     """An idempotent producer (`acks=all`) that writes protobuf events keyed by product key id."""
 
@@ -134,7 +159,7 @@ class EventProducer:
                 if left:
                     EVENTS_PUBLISHED.labels("", "lost").inc(len(left))
                     logger.error("stopping with %d event(s) not acknowledged by Kafka; given up", len(left))
-            await self._producer.stop()
+            await within(STOP_SECONDS, "stopping the producer", self._producer.stop())
             self._started = False
 
     async def publish(self, topic: str, key: str, message: Message, *, trace_id: str = "", wait: bool = False
@@ -399,4 +424,4 @@ class DeadLetters:
 
     async def close(self) -> None:
         if self._producer is not None:
-            await self._producer.stop()
+            await within(STOP_SECONDS, "stopping the dead-letter producer", self._producer.stop())

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from services.common.kafka import STOP_SECONDS, within
 from services.common.metrics import KNOWLEDGE_FOLLOWER_RESTARTS, KNOWLEDGE_FOLLOWER_UP
 from services.common.pb.parley.v1 import events_pb2
 
@@ -82,8 +83,7 @@ class KnowledgeFollower:
         finally:
             self._set_healthy(False)
             self._consumer = None
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+            await within(STOP_SECONDS, "stopping the knowledge follower's consumer", consumer.stop())
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
         async for message in consumer:

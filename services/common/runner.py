@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -17,6 +20,25 @@ from services.common.settings import SettingsT, get_settings
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def exit_after(seconds: float, what: str) -> threading.Timer:
+    """Arms a deadline for a process told to stop: if it has not exited `seconds` later (a library
+    waiting on the way out for a server that is gone), it is ended there, as a supervisor would end
+    it. For processes whose work is replayed or stored with its progress, so ending them loses nothing."""
+    def end() -> None:
+        logger.error("%s still stopping %.0f s after the signal; exiting now", what, seconds)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001, S110 - exiting anyway
+                pass
+        os._exit(0)
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def run_service(name: str, main: Callable[[SettingsT], Awaitable[None]],

@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 
 from services.common import db
 from services.common.errors import is_transient
-from services.common.kafka import DeadLetters, EventProducer, committed_past
+from services.common.kafka import STOP_SECONDS, DeadLetters, EventProducer, committed_past, within
 from services.common.pb.parley.v1 import events_pb2
 from services.common.runner import run_service, when_ready
 from services.common.metrics import serve_metrics
@@ -225,7 +225,7 @@ async def main(settings: ScraperSettings) -> None:
     finally:
         # Give the jobs the grace period, then leave them uncommitted for the next owner.
         await work.close(settings.shutdown_grace_seconds)
-        await consumer.stop()
+        await within(STOP_SECONDS, "stopping the consumer", consumer.stop())
         await worker.close()
         await producer.stop()
         await pool.close()

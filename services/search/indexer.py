@@ -28,7 +28,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponen
 
 from services.common import db
 from services.common.errors import NotFound, is_transient
-from services.common.kafka import DeadLetters, EventProducer, new_event_id, now_timestamp
+from services.common.kafka import STOP_SECONDS, DeadLetters, EventProducer, new_event_id, now_timestamp, within
 from services.common.knowledge_store import NewChunk
 from services.common.metrics import serve_metrics
 from services.common.pb.parley.v1 import events_pb2
@@ -212,25 +212,43 @@ async def main(settings: SearchSettings) -> None:
         with contextlib.suppress(NotImplementedError):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     logger.info("indexer consuming %s", settings.topic("knowledge_pages"))
+    work = asyncio.get_running_loop().create_task(_consume(consumer, indexer, stop))
+    stopping = asyncio.get_running_loop().create_task(stop.wait())
     try:
-        while not stop.is_set():
-            for records in batches(await collect(consumer, stop)):
-                await indexer.handle_many([(r.value, TopicPartition(r.topic, r.partition), r.offset)
-                                           for r in records])
-                last = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}   # in offset order
-                try:
-                    await consumer.commit(last)
-                except (CommitFailedError, KafkaError) as exc:
-                    logger.warning("commit of %s failed (%s); the next owner replays it", last, exc)
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            # The pages in hand get the grace period; a batch waiting for a dependency that is away
+            # (PostgreSQL, the broker) is left uncommitted and indexed again at the next start.
+            await asyncio.wait({work}, timeout=settings.shutdown_grace_seconds)
+            if not work.done():
+                logger.warning("stopping with pages in hand not indexed in %.0f s; they are indexed again at "
+                               "the next start", settings.shutdown_grace_seconds)
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work                  # raises what ended the work, if it was not the stop
     finally:
+        stopping.cancel()
+        work.cancel()
         reembed.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reembed
-        await consumer.stop()
+        await within(STOP_SECONDS, "stopping the consumer", consumer.stop())
         await indexer.close()
         await producer.stop()
         await pool.close()
         logger.info("indexer stopped")
+
+
+async def _consume(consumer: AIOKafkaConsumer, indexer: PageIndexer, stop: asyncio.Event) -> None:
+    """Indexes batches of pages and commits past each, until `stop` is set between two batches."""
+    while not stop.is_set():
+        for records in batches(await collect(consumer, stop)):
+            await indexer.handle_many([(r.value, TopicPartition(r.topic, r.partition), r.offset) for r in records])
+            last = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}   # in offset order
+            try:
+                await consumer.commit(last)
+            except (CommitFailedError, KafkaError) as exc:
+                logger.warning("commit of %s failed (%s); the next owner replays it", last, exc)
 
 
 async def collect(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> list:

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from deploy.local import stack
-from services.common.grpc_server import channel
+from services.common.grpc_server import channel, check_serving
 from services.common.pb.parley.v1 import scraper_pb2, scraper_pb2_grpc
 from tests.conftest import rpc_error
 
@@ -109,3 +109,89 @@ async def test_the_indexer_waits_out_the_broker_and_loses_no_page(services, sear
     assert sorted(stored) == sorted(p.document for p in pages)
     assert all(len(chunks) == 2 for chunks in stored.values())
     assert services.pid("indexer") == indexer_pid, "the indexer exited"
+
+
+@pytest.mark.timeout(420)
+async def test_every_process_stops_within_its_grace_while_the_broker_is_down(services, search, admin, pg, test_env,
+                                                                              tmp_path):
+    """SIGTERM with the broker gone and work in hand: the search service with a knowledge change whose
+    event waits for Kafka, the indexer with pages in hand (its announcements wait for the broker), the
+    stream worker with offsets applied and not committed to Kafka yet. Their last commits and flushes
+    wait for a broker that is not there: each process still exits, within its grace period and the
+    bounded stops; what it did not finish is replayed at its next start."""
+    from bench.harness import free_port
+    from bench.stream_load import produce, serialized
+    from services.common.kafka import EventProducer
+    from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
+    from services.common.topics import create_all_topics
+    from services.launcher import Launcher
+    from bench.scenario_stream import environment
+    from tests.conftest import RUN_ID, make_key
+    from tests.search.test_indexer import page
+
+    grace = 5
+    env = {**test_env, "PARLEY_TOPIC_NAMESPACE": f".stop-{RUN_ID}", "PARLEY_WORKER_APP_ID": f"parley-stop-{RUN_ID}",
+           "PARLEY_SHUTDOWN_GRACE_SECONDS": str(grace), "PARLEY_SEARCH_ADDR": f"127.0.0.1:{free_port()}",
+           **{f"PARLEY_{n}_METRICS_PORT": str(free_port()) for n in ("SEARCH", "INDEXER", "WORKER")}}
+    with environment(env) as own:       # these processes' settings: own topics, group and ports
+        pass
+    await create_all_topics(own)
+    key = await make_key(search, admin, "stop-broker-down", faq=[], docs=[])
+    turns_key = f"stop-{uuid.uuid4().hex[:8]}"
+    launcher = Launcher(tmp_path, env=env)
+    launcher.start(["search", "indexer", "worker"])
+    killed = False
+    try:
+        deadline = time.monotonic() + 120
+        async with channel(own.search_addr) as ch:
+            while True:
+                assert launcher.pid("search"), f"search exited; see {launcher.log_file('search')}"
+                try:
+                    await check_serving(ch, "search")
+                    break
+                except Exception:  # noqa: BLE001 - starting
+                    assert time.monotonic() < deadline, f"search never served; see {launcher.log_file('search')}"
+                    await asyncio.sleep(0.3)
+        producer = EventProducer(own.kafka_bootstrap, client_id="test-stop")
+        await producer.start()
+        try:
+            pages = [page(key.id, f"https://shop.example/stop/p{i}.html", f"Page {i} about topic {i}.",
+                          f"More on topic {i}.") for i in range(150)]
+            await asyncio.gather(*[producer.publish(own.topic("knowledge_pages"), key.id, p, wait=True)
+                                   for p in pages])
+        finally:
+            await producer.stop()
+        deadline = time.monotonic() + 120
+        while not await pg.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", key.id):
+            assert time.monotonic() < deadline, f"the indexer took no page; see {launcher.log_file('indexer')}"
+            await asyncio.sleep(0.1)
+        # Turns up to the kill, so that the worker has offsets applied and not yet committed to Kafka.
+        for i in range(20):
+            await produce(own.kafka_bootstrap, own.topic("chat_turns"), serialized([turns_key], 200))
+            if i == 0:
+                while not await pg.fetchval("SELECT count(*) FROM conversations WHERE product_key_id = $1", turns_key):
+                    assert time.monotonic() < deadline, f"the worker stored nothing; see {launcher.log_file('worker')}"
+                    await asyncio.sleep(0.1)
+        _kill("kafka")
+        killed = True
+        async with channel(own.search_addr) as ch:
+            await search_pb2_grpc.SearchServiceStub(ch).AddFaq(
+                search_pb2.AddFaqRequest(product_key_id=key.id, question="Do you ship abroad?", answer="Yes."),
+                metadata=admin, timeout=10)
+        pids = {name: launcher.pid(name) for name in ("search", "indexer", "worker")}
+        assert all(pids.values()), pids
+        for pid in pids.values():
+            os.kill(pid, signal.SIGTERM)
+        started = time.monotonic()
+        # The grace, the deferred events' 10 s, the bounded stops (5 s each), and room for a busy machine.
+        bound = grace + 10 + 3 * 5 + 20
+        left = set(pids)
+        while left and time.monotonic() - started < bound:
+            left = {n for n in left if launcher.pid(n)}
+            await asyncio.sleep(0.2)
+        assert not left, f"still running {bound} s after SIGTERM with the broker down: {sorted(left)}"
+    finally:
+        launcher.stop(["search", "indexer", "worker"], timeout=5)
+        if killed:
+            await asyncio.to_thread(stack.up, False, UP_TIMEOUT)
+

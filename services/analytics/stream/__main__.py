@@ -8,7 +8,9 @@ import gc
 import faust
 
 from services.analytics.stream.app import create_app
+from services.common.kafka import STOP_SECONDS
 from services.common.logs import configure_logging
+from services.common.runner import exit_after
 from services.analytics.settings import get_settings
 
 
@@ -25,6 +27,22 @@ def tune_garbage_collector(first_threshold: int) -> None:
         gc.set_threshold(first_threshold, 20, 100)
 
 
+class StreamWorker(faust.Worker):
+    """faust.Worker whose stop is bounded: with the broker gone, Faust's own consumer can fail in its
+    thread on the way out (aiokafka's stop lets a cancelled fetch out) and the worker then waits for
+    that thread for good. Offsets are stored with the data in PostgreSQL, so ending the process after
+    the grace period loses nothing; what it did not store is read again at the next start."""
+
+    def __init__(self, *args, stop_deadline: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._stop_deadline = stop_deadline
+
+    def _schedule_shutdown(self, signal) -> None:   # mode's hook for SIGTERM and SIGINT
+        if not self._signal_stop_time:
+            exit_after(self._stop_deadline, "the stream worker")
+        super()._schedule_shutdown(signal)
+
+
 def main() -> None:
     settings = get_settings()
     if settings.stream_uvloop:
@@ -32,7 +50,9 @@ def main() -> None:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     app, services = create_app(settings)
-    worker = faust.Worker(app, *services, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    # The writers' grace, then the bounded commits and stops of the Kafka clients.
+    worker = StreamWorker(app, *services, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
+                          stop_deadline=settings.shutdown_grace_seconds + 2 * STOP_SECONDS)
     configure_logging(settings.log_level, settings.log_json, service="worker")
     tune_garbage_collector(settings.stream_gc_threshold)
     worker.execute_from_commandline()

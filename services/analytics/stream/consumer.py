@@ -25,6 +25,7 @@ from services.analytics.stream.apply import BatchApplier, Record
 from services.analytics.stream.decode import DeadLetter, InvalidEvent
 from services.analytics.stream.progress import BATCH_SECONDS, EVENTS_APPLIED, EVENTS_SKIPPED, Progress
 from services.analytics.stream.sink import Applied, Position
+from services.common.kafka import STOP_SECONDS, within
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ class EventConsumer(Service):
         if self._committing is not None:
             self._committing.cancel()
         if self.consumer is not None:
-            await self.consumer.stop()
+            await within(STOP_SECONDS, "stopping the consumer", self.consumer.stop())
 
     async def _fetch(self) -> None:
         """Hands each fetched chunk to its partition's writer and fetches the next meanwhile.
@@ -363,10 +364,8 @@ class EventConsumer(Service):
         # The partitions' latest applied offsets, while this consumer still owns them.
         offsets = {w.tp: self._uncommitted.pop(w.tp) for w in writers if w.tp in self._uncommitted}
         if offsets and self.consumer is not None:
-            try:
-                await self.consumer.commit(offsets)
-            except Exception as exc:  # noqa: BLE001 - best effort, as every commit to Kafka here
-                logger.debug("committing offsets to Kafka failed: %s", exc)
+            # Best effort, as every commit to Kafka here (the offsets are stored with the data).
+            await within(STOP_SECONDS, "committing the revoked partitions' offsets", self.consumer.commit(offsets))
 
     async def stored_offset(self, tp: TopicPartition) -> int | None:
         """The stored next offset of `tp`, waiting out PostgreSQL being away."""
