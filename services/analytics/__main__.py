@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from services.analytics.server import AnalyticsDeps, AnalyticsServicer
 from services.common import db
 from services.common.grpc_server import ServiceSpec, bind_address, serve
@@ -35,12 +37,13 @@ async def main(settings: AnalyticsSettings) -> None:
     async def check_postgres() -> None:
         await deps.pool.fetchval("SELECT 1")
 
+    draining = asyncio.Event()
     await serve(
         ServiceSpec(
             name="analytics",
             service_names=[analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name],
             register=lambda server: analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
-                AnalyticsServicer(deps, settings.admin_token), server
+                AnalyticsServicer(deps, settings.admin_token, draining), server
             ),
             bind=bind_address(settings.grpc_bind_host, settings.analytics_addr),
             metrics_port=settings.analytics_metrics_port,
@@ -49,6 +52,7 @@ async def main(settings: AnalyticsSettings) -> None:
             checks={"postgres": check_postgres},
             grace_seconds=settings.shutdown_grace_seconds,
             max_message_bytes=settings.grpc_max_message_bytes,
+            draining=draining,
         )
     )
 

@@ -13,7 +13,10 @@ from services.common.errors import InvalidArgument
 GRANULARITIES = {"minute", "hour", "day", ""}
 GROUPS = {"strategy", "model", ""}
 MAX_RANGE = timedelta(days=400)
-MAX_MINUTE_RANGE = timedelta(days=7)   # per minute: 10,080 points at most (a reply stays well under 4 MiB)
+MAX_MINUTE_RANGE = timedelta(days=7)   # per minute: 10,080 points at most without group_by
+# Points (buckets x groups) in one reply: a point is about 180 bytes, so a reply stays near 2 MiB,
+# under gRPC's 4 MiB; a group_by over a long range could hold several times the buckets.
+MAX_POINTS = 12_000
 DEFAULT_QUESTIONS, MAX_QUESTIONS = 20, 1000
 
 COUNTERS = ("turns", "cache_hits", "errors", "no_answers", "feedback_up", "feedback_down", "tokens_in", "tokens_out")
@@ -70,6 +73,9 @@ async def get_metrics(
     if granularity == "minute" and end - start > MAX_MINUTE_RANGE:
         raise InvalidArgument(f"a range per minute is at most {MAX_MINUTE_RANGE.days} days; ask per hour or per day")
     rows = await pool.fetch(_query(granularity, group_by), key_id, start, end)
+    if len(rows) > MAX_POINTS:
+        raise InvalidArgument(f"the reply would hold {len(rows):,} points (buckets x groups); the limit is "
+                              f"{MAX_POINTS:,}: ask for a shorter range, a coarser granularity or no group_by")
     return [
         MetricsRow(
             bucket_start=r["bucket_start"],

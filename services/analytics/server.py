@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from dataclasses import dataclass
 from datetime import timezone
@@ -11,7 +12,8 @@ import asyncpg
 import grpc
 
 from services.analytics import queries
-from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from services.common.errors import (RETRY_AFTER_TRAILER, InvalidArgument, PermissionDenied, Unauthenticated,
+                                    Unavailable)
 from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
 from services.common.product_keys import KeyValidator
 from services.common.timestamps import to_timestamp
@@ -110,9 +112,10 @@ def _choice(request, name: str, choices: dict[int, str]) -> str:
 
 
 class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
-    def __init__(self, deps: AnalyticsDeps, admin_token: str) -> None:
+    def __init__(self, deps: AnalyticsDeps, admin_token: str, draining: asyncio.Event | None = None) -> None:
         self._deps = deps
         self._admin_token = admin_token
+        self._draining = draining or asyncio.Event()
 
     async def _key_id(self, request, context: grpc.aio.ServicerContext) -> str:
         """The key whose data this call may read (see authorize)."""
@@ -136,7 +139,8 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
 
     async def StreamMetrics(self, request: analytics_pb2.StreamMetricsRequest, context: grpc.aio.ServicerContext):
         """The last hour per minute, including the current minute, every interval until the client leaves
-        (or its key is revoked or rotated: the credentials are checked again before every update)."""
+        (or its key is revoked or rotated: the credentials are checked again before every update), or
+        the service drains: then UNAVAILABLE with a retry-after, to reconnect to another instance."""
         interval = min(max(request.interval_seconds or 2, 1), 60)
         while True:
             key_id = await self._key_id(request, context)
@@ -144,7 +148,11 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
                 analytics_pb2.GetMetricsRequest(product_key_id=key_id, granularity=analytics_pb2.GRANULARITY_MINUTE),
                 key_id,
             )
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._draining.wait(), interval)
+            if self._draining.is_set():
+                raise Unavailable("analytics is shutting down; reconnect to another instance",
+                                  trailers={RETRY_AFTER_TRAILER: "1"})
 
     async def _questions(self, request: analytics_pb2.TopQuestionsRequest, context, gaps_only: bool):
         key_id = await self._key_id(request, context)

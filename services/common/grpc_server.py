@@ -49,6 +49,8 @@ class ServiceSpec:
     check_interval_seconds: float = 5.0
     grace_seconds: float = 20.0
     max_message_bytes: int = 4 * 1024 * 1024
+    # Set when the drain begins: a stream that never ends by itself (StreamMetrics) ends on it.
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def status_code(name: str) -> grpc.StatusCode:
@@ -199,7 +201,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             raise _Rejected("UNAVAILABLE", f"{self._service} is starting; its dependencies are not ready yet")
 
     async def _fail(self, exc: BaseException, context, method: str) -> str:
-        if isinstance(exc, asyncio.CancelledError):
+        # Cancelled, or (GeneratorExit) a stream closed because its client went away mid-write: no
+        # status to send, nothing failed.
+        if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
             raise exc
         if isinstance(exc, grpc.aio.AbortError):
             raise exc
@@ -394,6 +398,7 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
     await stop.wait()
     logger.info("%s draining in-flight RPCs (up to %.0fs)", spec.name, spec.grace_seconds)
     gate.draining = True
+    spec.draining.set()
     await health.enter_graceful_shutdown()
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):

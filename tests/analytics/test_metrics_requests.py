@@ -76,6 +76,32 @@ async def test_ranges_and_limits_out_of_bounds_are_invalid_argument(analytics, a
                                        granularity=analytics_pb2.GRANULARITY_MINUTE), metadata=admin, timeout=10)
 
 
+async def test_a_reply_with_more_points_than_grpc_sends_is_invalid_argument_not_resource_exhausted(
+        analytics, admin, key_a, pg):
+    """Seven days per minute grouped by strategy, two strategies every minute: 20,160 points, about
+    3.5 MiB with their histograms; refused by name before the reply hits gRPC's 4 MiB limit
+    (which would fail the call RESOURCE_EXHAUSTED, read by clients as a rate limit). Ungrouped, the
+    same range is served."""
+    start = _utc(2001, 3, 1)
+    await pg.execute(
+        "INSERT INTO metrics_minute (product_key_id, minute, strategy, model, turns) "
+        "SELECT $1, m, s, 'extractive', 1 "
+        "FROM generate_series($2::timestamptz, $2::timestamptz + interval '7 days' - interval '1 minute', "
+        "interval '1 minute') AS m, unnest(ARRAY['KNOWLEDGE', 'FAQ']) AS s", key_a.id, start)
+    try:
+        request = analytics_pb2.GetMetricsRequest(
+            product_key_id=key_a.id, start=_ts(int(start.timestamp())), end=_ts(int(start.timestamp()) + 7 * 86400),
+            granularity=analytics_pb2.GRANULARITY_MINUTE, group_by=analytics_pb2.GROUP_BY_STRATEGY)
+        details = await _refused(analytics.GetMetrics, request, admin)
+        assert "20,160 points" in details and "12,000" in details, details
+        request.group_by = analytics_pb2.GROUP_BY_NONE
+        reply = await analytics.GetMetrics(request, metadata=admin, timeout=30)
+        assert len(reply.points) == 7 * 1440 and reply.total.turns == 2 * 7 * 1440
+    finally:
+        await pg.execute("DELETE FROM metrics_minute WHERE product_key_id = $1 AND minute >= $2 AND minute < $3",
+                         key_a.id, start, start + timedelta(days=7))
+
+
 async def test_hour_and_day_buckets_are_utc_whatever_the_session_time_zone(stack, pg):
     key_id = f"tz-{uuid.uuid4().hex[:8]}"
     minutes = [_utc(2026, 1, 1, 18, 20), _utc(2026, 1, 1, 18, 45), _utc(2026, 1, 1, 23, 50), _utc(2026, 1, 2, 0, 10)]
