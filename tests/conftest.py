@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from services.common import db
-from services.common.grpc_server import channel
+from services.common.grpc_server import channel, check_serving
 from services.common.pb.parley.v1 import (
     analytics_pb2_grpc,
     response_pb2_grpc,
@@ -187,3 +187,20 @@ async def key_b(search, admin) -> TestKey:
 def rpc_error(exc_info) -> grpc.aio.AioRpcError:
     assert isinstance(exc_info.value, grpc.aio.AioRpcError)
     return exc_info.value
+
+
+async def until_serving(launcher: Launcher, name: str, ch: grpc.aio.Channel, timeout: float = 120.0) -> None:
+    """Until the launched service `name` (on channel `ch`) says SERVING; fails naming its log if it
+    exits or does not within `timeout`."""
+    import asyncio  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert launcher.pid(name), f"{name} exited; see {launcher.log_file(name)}"
+        try:
+            await check_serving(ch, name)
+            return
+        except Exception:  # noqa: BLE001 - starting
+            assert time.monotonic() < deadline, f"{name} never said SERVING; see {launcher.log_file(name)}"
+            await asyncio.sleep(0.3)

@@ -252,9 +252,10 @@ async def test_stream_metrics_ends_unavailable_with_a_retry_hint_when_the_servic
     UNAVAILABLE and a retry-after (reconnect to another instance) at once, instead of holding the
     shutdown for the whole grace period and having gRPC cancel the stream."""
     from bench.harness import free_port
-    from services.common.grpc_server import channel, check_serving
+    from services.common.grpc_server import channel
     from services.common.pb.parley.v1 import analytics_pb2_grpc
     from services.launcher import Launcher
+    from tests.conftest import until_serving
 
     addr = f"127.0.0.1:{free_port()}"
     launcher = Launcher(tmp_path, env={**test_env, "PARLEY_ANALYTICS_ADDR": addr,
@@ -263,15 +264,7 @@ async def test_stream_metrics_ends_unavailable_with_a_retry_hint_when_the_servic
     launcher.start(["analytics"])
     try:
         async with channel(addr) as ch:
-            deadline = time.monotonic() + 90
-            while True:
-                assert launcher.pid("analytics"), f"analytics exited; see {launcher.log_file('analytics')}"
-                try:
-                    await check_serving(ch, "analytics")
-                    break
-                except Exception:  # noqa: BLE001 - starting
-                    assert time.monotonic() < deadline, "analytics never served"
-                    await asyncio.sleep(0.3)
+            await until_serving(launcher, "analytics", ch)
             stream = analytics_pb2_grpc.AnalyticsServiceStub(ch).StreamMetrics(
                 analytics_pb2.StreamMetricsRequest(product_key_id=key_a.id, interval_seconds=60), metadata=admin)
             await stream.read()

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from deploy.local import stack
-from services.common.grpc_server import channel, check_serving
+from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import scraper_pb2, scraper_pb2_grpc
 from tests.conftest import rpc_error
 
@@ -126,7 +126,7 @@ async def test_every_process_stops_within_its_grace_while_the_broker_is_down(ser
     from services.common.topics import create_all_topics
     from services.launcher import Launcher
     from bench.scenario_stream import environment
-    from tests.conftest import RUN_ID, make_key
+    from tests.conftest import RUN_ID, make_key, until_serving
     from tests.search.test_indexer import page
 
     grace = 5
@@ -142,16 +142,8 @@ async def test_every_process_stops_within_its_grace_while_the_broker_is_down(ser
     launcher.start(["search", "indexer", "worker"])
     killed = False
     try:
-        deadline = time.monotonic() + 120
         async with channel(own.search_addr) as ch:
-            while True:
-                assert launcher.pid("search"), f"search exited; see {launcher.log_file('search')}"
-                try:
-                    await check_serving(ch, "search")
-                    break
-                except Exception:  # noqa: BLE001 - starting
-                    assert time.monotonic() < deadline, f"search never served; see {launcher.log_file('search')}"
-                    await asyncio.sleep(0.3)
+            await until_serving(launcher, "search", ch)
         producer = EventProducer(own.kafka_bootstrap, client_id="test-stop")
         await producer.start()
         try:

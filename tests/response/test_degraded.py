@@ -25,14 +25,20 @@ class _HangingClient:
         yield ""
 
 
-async def test_a_cancelled_trial_call_does_not_keep_the_breaker_open_for_good():
-    client = _HangingClient()
+def _half_open(client) -> tuple[ResilientLLM, AnswerRequest]:
+    """An LLM whose breaker for model "m" is open with a reset of 0 s (the next call is the half-open
+    trial), falling back to extractive answers; and a question for it."""
     llm = ResilientLLM(client, ExtractiveAnswerer(), timeout_seconds=60, max_attempts=1, max_retry_wait_seconds=1,
                        breaker_failures=1, breaker_reset_seconds=0.0, fallback_extractive=True,
                        prompt_token_budget=2000, max_completion_tokens=100)
-    llm.breaker("m").failure()  # open; with a reset of 0 s the next call is the half-open trial
-    request = AnswerRequest(message="How much is it?", key_name="Shop", instructions="", strategy="KNOWLEDGE",
-                            passages=[])
+    llm.breaker("m").failure()
+    return llm, AnswerRequest(message="How much is it?", key_name="Shop", instructions="", strategy="KNOWLEDGE",
+                              passages=[])
+
+
+async def test_a_cancelled_trial_call_does_not_keep_the_breaker_open_for_good():
+    client = _HangingClient()
+    llm, request = _half_open(client)
 
     async def consume() -> None:
         async for _ in llm.stream(request, ("m",), asyncio.get_running_loop().time() + 60):
@@ -60,12 +66,7 @@ async def test_a_trial_call_the_model_rejects_closes_the_breaker():
     """Groq is back and refuses the one half-open trial (a 4xx other than 429): it answered, so later
     calls must reach it again (they fall back to extractive meanwhile, each one)."""
     client = _RejectingClient()
-    llm = ResilientLLM(client, ExtractiveAnswerer(), timeout_seconds=60, max_attempts=1, max_retry_wait_seconds=1,
-                       breaker_failures=1, breaker_reset_seconds=0.0, fallback_extractive=True,
-                       prompt_token_budget=2000, max_completion_tokens=100)
-    llm.breaker("m").failure()  # open; with a reset of 0 s the next call is the half-open trial
-    request = AnswerRequest(message="How much is it?", key_name="Shop", instructions="", strategy="KNOWLEDGE",
-                            passages=[])
+    llm, request = _half_open(client)
     for _ in range(3):
         answers = [p async for p in llm.stream(request, ("m",), asyncio.get_running_loop().time() + 60)
                    if isinstance(p, Answer)]
