@@ -340,6 +340,7 @@ class LazyProducer:
         self._lock = asyncio.Lock()
         self._starting: asyncio.Future | None = None
         self._deferred: collections.deque[tuple[str, str, Message]] = collections.deque()
+        self._sending: tuple[str, str, Message] | None = None    # taken from _deferred, being published
         self._drainer: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -372,9 +373,9 @@ class LazyProducer:
 
     async def _drain(self) -> None:
         while self._deferred:
-            topic, key, message = self._deferred[0]
+            self._sending = topic, key, message = self._deferred.popleft()
             await when_ready(lambda: self.publish(topic, key, message), f"event to {topic}")
-            self._deferred.popleft()
+            self._sending = None
 
     async def ping(self) -> None:
         await self.start()
@@ -387,11 +388,13 @@ class LazyProducer:
                 self._drainer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._drainer
-        if self._deferred:
-            for topic, _, _ in self._deferred:
+        left = [*([self._sending] if self._sending else []), *self._deferred]
+        if left:
+            for topic, _, _ in left:
                 EVENTS_PUBLISHED.labels(topic, "lost").inc()
-            logger.error("stopping with %d deferred event(s) Kafka never took; given up", len(self._deferred))
+            logger.error("stopping with %d deferred event(s) Kafka never took; given up", len(left))
             self._deferred.clear()
+            self._sending = None
         async with self._lock:
             if self._starting is not None and not self._starting.done():
                 await asyncio.gather(self._starting, return_exceptions=True)
