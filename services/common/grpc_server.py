@@ -82,6 +82,7 @@ class _Gate:
 
     def __init__(self) -> None:
         self.ready = False
+        self.served = False       # was ready once: not ready again means a dependency went away
         self.draining = False
         self.last_call = 0.0      # time.monotonic() of the last call taken up
 
@@ -198,6 +199,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if self._gate.draining:
             raise _Rejected("UNAVAILABLE", f"{self._service} is shutting down; retry on another instance")
         if not self._gate.ready:
+            if self._gate.served:
+                raise _Rejected("UNAVAILABLE", f"{self._service} cannot reach a dependency it needs right now; "
+                                               "retry shortly")
             raise _Rejected("UNAVAILABLE", f"{self._service} is starting; its dependencies are not ready yet")
 
     async def _fail(self, exc: BaseException, context, method: str) -> str:
@@ -386,6 +390,7 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
                 for name in ("", *spec.service_names):
                     await health.set(name, status)
                 gate.ready = now_serving
+                gate.served |= now_serving
                 if now_serving:
                     logger.info("%s is SERVING", spec.name)
                 else:

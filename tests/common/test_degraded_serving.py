@@ -84,3 +84,50 @@ async def test_soft_dependencies_do_not_take_readiness_and_database_errors_are_u
     finally:
         stop.set()
         await asyncio.wait_for(server, timeout=10)
+
+
+async def test_a_hard_dependency_lost_after_start_is_not_called_starting():
+    """Readiness lost after the service served (PostgreSQL gone mid-run): calls are UNAVAILABLE with a
+    retry hint, and the message says a dependency is unreachable, not that the service is starting."""
+    port = _port()
+    db_up = False
+
+    async def postgres() -> None:
+        if not db_up:
+            raise ConnectionError("refused")
+
+    stop = asyncio.Event()
+    spec = ServiceSpec(name="db", service_names=["parley.test.Db"], register=_register, bind=f"127.0.0.1:{port}",
+                       checks={"postgres": postgres}, check_interval_seconds=0.05, grace_seconds=1)
+    server = asyncio.create_task(serve(spec, stop))
+
+    async def refused(call) -> grpc.aio.AioRpcError:
+        for _ in range(200):
+            try:
+                await call(b"ok", timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                return exc
+            await asyncio.sleep(0.05)
+        raise AssertionError("the call was never refused")
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            await ch.channel_ready()
+            call = ch.unary_unary("/parley.test.Db/Call")
+            starting = await refused(call)
+            assert starting.code() == grpc.StatusCode.UNAVAILABLE and "is starting" in starting.details()
+            db_up = True
+            for _ in range(200):
+                try:
+                    assert await call(b"ok", timeout=5) == b"done"
+                    break
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.05)
+            db_up = False
+            lost = await refused(call)
+            assert lost.code() == grpc.StatusCode.UNAVAILABLE
+            assert "cannot reach a dependency" in lost.details() and "starting" not in lost.details()
+            assert dict(lost.trailing_metadata())["retry-after"] == "1"
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, timeout=10)
