@@ -22,8 +22,9 @@ def create_redis(url: str) -> redis.Redis:
 
 class RedisHealth:
     """Whether to try Redis now. After a failure, one call in each `retry_seconds` tries it (and
-    waits for it, at most the socket timeout); the others go without it until one succeeds. One
-    warning per outage, naming `without` (what goes on without Redis)."""
+    waits for it, at most the socket timeout); the others go without it until one succeeds. A caller
+    that tried reports the outcome, `ok` or `failed`. One warning per outage, naming `without` (what
+    goes on without Redis)."""
 
     def __init__(self, retry_seconds: float, without: str) -> None:
         self._retry = retry_seconds

@@ -204,10 +204,12 @@ class ResponseStore:
         if not self.health.available():
             return None
         try:
-            return await self.redis.get(self.answer_key(key_id, version, qhash))
+            value = await self.redis.get(self.answer_key(key_id, version, qhash))
         except RedisError as exc:
             self.health.failed("cache read", exc)
             return None
+        self.health.ok()
+        return value
 
     async def put_answer(self, key_id: str, version: int, qhash: str, value: bytes) -> None:
         if not self.health.available():
@@ -216,6 +218,8 @@ class ResponseStore:
             await self.redis.set(self.answer_key(key_id, version, qhash), value, ex=self._answer_ttl)
         except RedisError as exc:
             self.health.failed("cache write", exc)
+        else:
+            self.health.ok()
 
     async def set_pointer(self, key_hash: str, key_id: str, version: int) -> None:
         if not self.health.available():
@@ -228,6 +232,8 @@ class ResponseStore:
                 await pipe.execute()
         except RedisError as exc:
             self.health.failed("key pointer", exc)
+        else:
+            self.health.ok()
 
     async def forget_key(self, key_id: str) -> int:
         """Drop the pointers of a key whose knowledge changed (or that was revoked)."""
@@ -254,6 +260,7 @@ class ResponseStore:
         except RedisError as exc:
             self.health.failed("session history", exc)
             return ()
+        self.health.ok()
         turns = []
         for item in raw:
             try:
@@ -282,6 +289,7 @@ class ResponseStore:
                     continue  # Redis is away: a lost record costs a feedback or a turn of context
                 try:
                     await self._write(batch)
+                    self.health.ok()
                 except RedisError as exc:
                     self.health.failed(f"recording {len(batch)} turn(s)", exc)
                 except Exception:  # noqa: BLE001 - a lost record costs a feedback or a turn of context
@@ -340,10 +348,12 @@ class ResponseStore:
         lock = Lock(self.redis, f"{PREFIX}sf:{name}", timeout=max(0.001, ttl_seconds), blocking=False,
                     thread_local=False)
         try:
-            return lock if await lock.acquire() else None
+            acquired = await lock.acquire()
         except RedisError as exc:
             self.health.failed("single-flight lock", exc)
             return LOCAL_ONLY
+        self.health.ok()
+        return lock if acquired else None
 
     async def unlock(self, lock: Lock | _Local) -> None:
         try:
@@ -357,7 +367,9 @@ class ResponseStore:
         if not self.health.available():
             return False
         try:
-            return bool(await self.redis.exists(f"{PREFIX}sf:{name}"))
+            held = bool(await self.redis.exists(f"{PREFIX}sf:{name}"))
         except RedisError as exc:
             self.health.failed("single-flight wait", exc)
             return False
+        self.health.ok()
+        return held
