@@ -14,6 +14,7 @@ import pytest
 
 from deploy.local import stack
 from services.common.grpc_server import channel
+from services.common.kafka import EventProducer
 from services.common.pb.parley.v1 import scraper_pb2, scraper_pb2_grpc
 from tests.conftest import rpc_error
 
@@ -27,6 +28,21 @@ def _kill(name: str) -> None:
     if pid is None:
         raise RuntimeError(f"{name} of this checkout's stack is not running")
     os.kill(pid, signal.SIGKILL)
+
+
+async def _pages_in_hand(settings, pg, key_id: str, pages: list, timeout: float, failure: str) -> None:
+    """The pages onto the topic the indexer reads, then until it has written the first of them."""
+    producer = EventProducer(settings.kafka_bootstrap, client_id="test-pages")
+    await producer.start()
+    try:
+        await asyncio.gather(*[producer.publish(settings.topic("knowledge_pages"), key_id, p, wait=True)
+                               for p in pages])
+    finally:
+        await producer.stop()
+    deadline = time.monotonic() + timeout
+    while not await pg.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", key_id):
+        assert time.monotonic() < deadline, failure
+        await asyncio.sleep(0.05)
 
 
 def _crawl(key_id: str, marker: str) -> scraper_pb2.StartCrawlRequest:
@@ -76,7 +92,6 @@ async def test_the_indexer_waits_out_the_broker_and_loses_no_page(services, sear
     writes (parley.knowledge.updated.v1) for as long as the broker is away, longer than the producer's
     15 s request timeout; it waits instead of exiting, and once the broker is back every page is
     indexed once and announced."""
-    from services.common.kafka import EventProducer
     from tests.conftest import make_key
     from tests.search.test_indexer import chunks_by_document, hand_over, page
 
@@ -84,17 +99,7 @@ async def test_the_indexer_waits_out_the_broker_and_loses_no_page(services, sear
     indexer_pid = services.pid("indexer")
     pages = [page(key.id, f"https://shop.example/broker/p{i}.html", f"Page {i} explains topic number {i}.",
                   f"A second paragraph of page {i}.") for i in range(200)]
-    producer = EventProducer(settings.kafka_bootstrap, client_id="test-pages")
-    await producer.start()
-    try:
-        await asyncio.gather(*[producer.publish(settings.topic("knowledge_pages"), key.id, p, wait=True)
-                               for p in pages])
-    finally:
-        await producer.stop()
-    deadline = time.monotonic() + 30
-    while not await pg.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", key.id):
-        assert time.monotonic() < deadline, "the indexer took no page in 30 s"
-        await asyncio.sleep(0.05)
+    await _pages_in_hand(settings, pg, key.id, pages, 30, "the indexer took no page in 30 s")
     _kill("kafka")                                             # pages in hand, more waiting on the topic
     written = await pg.fetchval("SELECT count(DISTINCT document) FROM knowledge_chunks WHERE product_key_id = $1",
                                 key.id)
@@ -121,7 +126,6 @@ async def test_every_process_stops_within_its_grace_while_the_broker_is_down(ser
     bounded stops; what it did not finish is replayed at its next start."""
     from bench.harness import free_port
     from bench.stream_load import produce, serialized
-    from services.common.kafka import EventProducer
     from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
     from services.common.topics import create_all_topics
     from services.launcher import Launcher
@@ -144,19 +148,10 @@ async def test_every_process_stops_within_its_grace_while_the_broker_is_down(ser
     try:
         async with channel(own.search_addr) as ch:
             await until_serving(launcher, "search", ch)
-        producer = EventProducer(own.kafka_bootstrap, client_id="test-stop")
-        await producer.start()
-        try:
-            pages = [page(key.id, f"https://shop.example/stop/p{i}.html", f"Page {i} about topic {i}.",
-                          f"More on topic {i}.") for i in range(150)]
-            await asyncio.gather(*[producer.publish(own.topic("knowledge_pages"), key.id, p, wait=True)
-                                   for p in pages])
-        finally:
-            await producer.stop()
+        pages = [page(key.id, f"https://shop.example/stop/p{i}.html", f"Page {i} about topic {i}.",
+                      f"More on topic {i}.") for i in range(150)]
+        await _pages_in_hand(own, pg, key.id, pages, 120, f"the indexer took no page; see {launcher.log_file('indexer')}")
         deadline = time.monotonic() + 120
-        while not await pg.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", key.id):
-            assert time.monotonic() < deadline, f"the indexer took no page; see {launcher.log_file('indexer')}"
-            await asyncio.sleep(0.1)
         # Turns up to the kill, so that the worker has offsets applied and not yet committed to Kafka.
         for i in range(20):
             await produce(own.kafka_bootstrap, own.topic("chat_turns"), serialized([turns_key], 200))

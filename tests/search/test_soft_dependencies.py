@@ -16,7 +16,7 @@ from bench.harness import free_port
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
 from services.launcher import Launcher
-from tests.conftest import make_key
+from tests.conftest import make_key, until_serving
 from tests.scraper.test_process import _health, _soft_down, _until
 
 pytestmark = pytest.mark.integration
@@ -86,9 +86,7 @@ async def test_an_admin_change_made_while_kafka_is_away_succeeds_and_is_announce
     launcher.start(["search"])
     try:
         async with channel(addr) as ch:
-            health = health_pb2_grpc.HealthStub(ch)
-            await _until(lambda: _serving(launcher, health), 90,
-                         f"search never said SERVING; see {launcher.log_file('search')}")
+            await until_serving(launcher, "search", ch)
             stub = search_pb2_grpc.SearchServiceStub(ch)
             added = await stub.AddFaq(search_pb2.AddFaqRequest(product_key_id=key.id, question="Do you ship abroad?",
                                                                answer="Yes, to every country in the EU."),
@@ -112,8 +110,3 @@ async def test_an_admin_change_made_while_kafka_is_away_succeeds_and_is_announce
         await reader.stop()
         if server is not None:
             server.close()
-
-
-async def _serving(launcher: Launcher, health) -> bool:
-    assert launcher.pid("search"), f"search exited; see {launcher.log_file('search')}"
-    return await _health(health) == health_pb2.HealthCheckResponse.SERVING
