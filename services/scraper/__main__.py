@@ -12,6 +12,7 @@ from services.common.redis_client import create_redis
 from services.common.runner import run_service
 from services.scraper.settings import ScraperSettings
 from services.scraper.fetching import new_fetcher
+from services.scraper.isolation import Extractor
 from services.common.product_keys import KeyValidator
 from services.scraper.server import ScraperDeps, ScraperServicer
 
@@ -22,6 +23,7 @@ async def main(settings: ScraperSettings) -> None:
         producer=LazyProducer(EventProducer(settings.kafka_bootstrap, client_id="parley-scraper")),
         redis=create_redis(settings.redis_url),
         fetcher=new_fetcher(settings),
+        extractor=Extractor.from_settings(settings),
     )
     servicer = ScraperServicer(settings, deps)
 
@@ -38,6 +40,7 @@ async def main(settings: ScraperSettings) -> None:
     async def on_stop() -> None:
         await deps.producer.stop()
         await deps.fetcher.aclose()
+        await deps.extractor.close()
         await deps.redis.aclose()
         if deps.pool is not None:
             await deps.pool.close()

@@ -16,10 +16,12 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 
 from services.common.errors import is_transient
 from services.common.kafka import new_event_id, now_timestamp
+from services.common.text import storable
 from services.common.pb.parley.v1 import events_pb2
-from services.scraper.extract import Page, chunk_page, extract_html, extract_text, robots_directives
+from services.scraper.extract import Page, chunk_page, robots_directives
 from services.scraper.fetching import (BlockedAddress, Fetcher, FetchFailed, Response, gunzip_bounded, normalize_url,
                                       site_of)
+from services.scraper.isolation import HTML_TYPES, ExtractionFailed, Extractor, extract
 from services.scraper.patterns import UrlPatterns
 
 logger = logging.getLogger(__name__)
@@ -128,7 +130,7 @@ class PageStore:
                 fetched_at = now(), changed_at = CASE WHEN $11 THEN now() ELSE crawled_pages.changed_at END
             """,
             self.key_id, url, document, resp.status, resp.headers.get("etag", ""),
-            resp.headers.get("last-modified", ""), content_hash, title, chunk_count, links, changed,
+            resp.headers.get("last-modified", ""), content_hash, storable(title), chunk_count, links, changed,
         )
 
     async def remember(self, url: str, resp: Response, links: list[str], content_hash: bytes | None = None,
@@ -143,8 +145,9 @@ class PageStore:
     async def replace(self, url: str, document: str, old_document: str, resp: Response, page: Page,
                       chunks: list[str]) -> int:
         """Hands the page's chunks over (they replace its previous ones), then records it: chunks handed over."""
-        chunks = list(dict.fromkeys(c for c in chunks if c.strip()))
-        await self.handover(self._page_event(url, document, old_document=old_document, title=page.title,
+        # What a page says is the stranger's: NUL (a UTF-16 text read as UTF-8), escapes, bidi overrides go.
+        chunks = list(dict.fromkeys(c for c in map(storable, chunks) if c.strip()))
+        await self.handover(self._page_event(url, document, old_document=old_document, title=storable(page.title),
                                              chunks=chunks))
         await self._written(lambda conn: self._upsert(conn, url, document, resp, page.content_hash(), page.title,
                                                       len(chunks), page.links, True))
@@ -220,8 +223,11 @@ class Crawler:
         concurrency: int = 8,
         on_progress: Callable[[Progress], Awaitable[None]] | None = None,
         progress_interval: float = 0.3,
+        extractor: Extractor | None = None,
     ) -> None:
+        """`extractor`: where pages are extracted (child processes with limits); None: in this process."""
         self.spec = spec
+        self.extractor = extractor
         self.fetcher = fetcher
         self.store = store
         self.concurrency = max(1, concurrency)
@@ -236,6 +242,14 @@ class Crawler:
         self._hosts: set[str] = set()
         self._known: dict[str, KnownPage] = {}
         self._lastmod: dict[str, datetime] = {}
+
+    async def _extract(self, content_type: str, text: str, url: str) -> Page | None:
+        """The page's content; None for a type that is not text."""
+        if content_type not in (*HTML_TYPES, "text/plain"):
+            return None
+        if self.extractor is not None:
+            return await self.extractor.page(content_type, text, url)
+        return extract(content_type, text, url)
 
     # --- scope ---------------------------------------------------------------------------
 
@@ -442,12 +456,13 @@ class Crawler:
         if site_of(final) not in self._hosts or (final != url and not await self.fetcher.allowed(final)):
             p.pages_skipped += 1
             return
-        if resp.content_type in ("text/html", "application/xhtml+xml"):
-            page = extract_html(resp.text, final)
-        elif resp.content_type == "text/plain":
-            page = extract_text(resp.text, final)
-        else:
-            p.pages_skipped += 1    # binary and other types are never indexed
+        try:
+            page = await self._extract(resp.content_type, resp.text, final)
+        except ExtractionFailed as exc:
+            logger.warning("job %s: %s; page skipped", self.spec.job_id, exc)
+            page = None
+        if page is None:
+            p.pages_skipped += 1    # binary and other types are never indexed, nor a page past the limits
             if not known or known.etag != resp.headers.get("etag", ""):
                 await self.store.remember(url, resp, [])
             return
@@ -484,6 +499,11 @@ class Crawler:
         chunks = chunk_page(page)
         if not chunks:
             p.pages_skipped += 1
+            if known and known.content_hash is not None:
+                # Emptied (a script shell, navigation only): what it said before is no longer on the site.
+                await self.store.remove(url, known.document, resp, page.links)
+                p.pages_removed += 1
+                p.chunks_deleted += known.chunk_count
             return
         written = await self.store.replace(url, document, known.document if known else "", resp, page, chunks)
         p.pages_fetched += 1

@@ -311,6 +311,7 @@ def mark_lines_of_emphasis(body) -> None:
     """Marks (BOLD_LINE) each line in bold of a block paragraphed with <br><br>, as older sites write
     an article ("<b>Refund times</b><br>Refunds reach your card…"): the bold text alone between two
     line breaks (or the block's edges), in <font>s or <span>s of its own or not."""
+    paragraphed: dict[int, bool] = {}     # block -> whether it is paragraphed with <br><br>
     for bold in body.css("b, strong"):
         if bold.parent is not None and bold.parent.tag in ("b", "strong"):
             continue   # the bold around it is marked
@@ -320,7 +321,11 @@ def mark_lines_of_emphasis(body) -> None:
         block = unit.parent
         if block is None or block.tag in _LEVEL or not (_at_break(unit, "prev") and _at_break(unit, "next")):
             continue
-        if not any(ch.isalnum() for ch in bold.text()) or not PARAGRAPH_BREAK.search(block.html or ""):
+        if not any(ch.isalnum() for ch in bold.text()):
+            continue
+        if block.mem_id not in paragraphed:     # its HTML once, not once per line in bold
+            paragraphed[block.mem_id] = PARAGRAPH_BREAK.search(block.html or "") is not None
+        if not paragraphed[block.mem_id]:
             continue
         bold.insert_before(BOLD_LINE[0])
         bold.insert_after(BOLD_LINE[1])

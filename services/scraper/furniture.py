@@ -313,9 +313,7 @@ def content_root(body):
     several one that holds most of their text; else the body. A listing page's <article> cards, or
     several <div class="content"> boxes, are not the page's content one by one."""
     for selector in _MAIN:
-        found = body.css(selector)
-        ids = {n.mem_id for n in found}
-        nodes = [n for n in found if not any(p.mem_id in ids for p in _ancestors(n, body))]   # outermost only
+        nodes = _outermost(body.css(selector))
         if len(nodes) == 1:
             if _not_the_content(nodes[0], body):
                 continue
@@ -341,6 +339,32 @@ def _not_the_content(node, body) -> bool:
     if len(headings) != 1 or node.css_first("h1") is not None:
         return False
     return len(node.text(separator=" ").split()) < MIN_MAIN_SHARE * len(body.text(separator=" ").split())
+
+
+def _outermost(found: list) -> list:
+    """The nodes of `found` that are inside none of the others. Each element is walked past once:
+    what is known of an ancestor (whether it or one above it is one of `found`) is kept, so thousands
+    of nested candidates cost their number, not its square."""
+    ids = {n.mem_id for n in found}
+    covered: dict[int, bool] = {}    # element -> it or an element above it is one of `found`
+    outermost = []
+    for node in found:
+        path, parent, inside = [], node.parent, False
+        while parent is not None:
+            known = covered.get(parent.mem_id)
+            if known is not None:
+                inside = known
+                break
+            path.append(parent.mem_id)
+            if parent.mem_id in ids:
+                inside = True
+                break
+            parent = parent.parent
+        for mem_id in path:
+            covered[mem_id] = inside
+        if not inside:
+            outermost.append(node)
+    return outermost
 
 
 def _ancestors(node, body) -> list:

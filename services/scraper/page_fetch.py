@@ -10,13 +10,14 @@ from dataclasses import asdict, dataclass
 import redis.asyncio as redis
 
 from services.common.errors import InvalidArgument, PermissionDenied, Unavailable
-from services.scraper.extract import extract_html, extract_text, robots_directives
+from services.scraper.extract import robots_directives
 from services.scraper.fetching import Fetcher, FetchFailed, require_url, site_of
+from services.scraper.isolation import HTML_TYPES, ExtractionFailed, Extractor, extract
 
 logger = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 20_000
-CACHE_PREFIX = "parley:scraper:page:v1:"
+CACHE_PREFIX = "parley:scraper:page:v2:"
 
 
 @dataclass
@@ -28,8 +29,11 @@ class FetchedPage:
     cached: bool = False
 
 
-def cache_key(url: str) -> str:
-    return CACHE_PREFIX + hashlib.sha256(url.encode()).hexdigest()
+def cache_key(url: str, hosts: frozenset[str] | None = None) -> str:
+    """A page is cached per scope (the sites a caller may read, or any): what a Fetch with the admin
+    token read at a URL, following a redirect off a key's website, is not the key's to be served."""
+    scope = "*" if hosts is None else " ".join(sorted(hosts))
+    return CACHE_PREFIX + hashlib.sha256(f"{scope}\n{url}".encode()).hexdigest()
 
 
 def site_hosts(website: str) -> frozenset[str]:
@@ -40,7 +44,7 @@ def site_hosts(website: str) -> frozenset[str]:
 
 
 async def fetch_page(fetcher: Fetcher, cache: redis.Redis, url: str, ttl_seconds: int,
-                     hosts: frozenset[str] | None = None) -> FetchedPage:
+                     hosts: frozenset[str] | None = None, extractor: Extractor | None = None) -> FetchedPage:
     """The cached page when there is one; otherwise fetch (robots.txt and the address policy apply),
     extract the main content and cache it for ttl_seconds (origin errors for a tenth of that).
     With hosts (sites: host and port), only a URL on them is fetched, and a redirect off them is not followed.
@@ -48,7 +52,7 @@ async def fetch_page(fetcher: Fetcher, cache: redis.Redis, url: str, ttl_seconds
     url = require_url(url)
     if hosts is not None and site_of(url) not in hosts:
         raise PermissionDenied("Fetch reads pages of the product key's website only")
-    key = cache_key(url)
+    key = cache_key(url, hosts)
     try:
         hit = await cache.get(key)
     except redis.RedisError as exc:
@@ -71,12 +75,14 @@ async def fetch_page(fetcher: Fetcher, cache: redis.Redis, url: str, ttl_seconds
         raise Unavailable(f"{url} could not be fetched from its site; try again later") from None
     page = FetchedPage(url=resp.url, title="", text="", status=resp.status)
     if resp.status == 200:
-        if resp.content_type in ("text/html", "application/xhtml+xml"):
-            extracted = extract_html(resp.text, resp.url)
-        elif resp.content_type == "text/plain":
-            extracted = extract_text(resp.text, resp.url)
-        else:
+        if resp.content_type not in (*HTML_TYPES, "text/plain"):
             raise InvalidArgument(f"{resp.url} is {resp.content_type or 'of no declared type'}, not HTML or text")
+        try:
+            extracted = (await extractor.page(resp.content_type, resp.text, resp.url) if extractor is not None
+                         else extract(resp.content_type, resp.text, resp.url))
+        except ExtractionFailed as exc:
+            logger.warning("Fetch %s: %s", url, exc)
+            raise InvalidArgument(f"{resp.url} could not be read within the page limits") from None
         noindex, _ = robots_directives(resp.headers.get("x-robots-tag", ""))
         if extracted.noindex or noindex:
             raise PermissionDenied(f"{resp.url} asks not to be indexed (noindex)")

@@ -19,6 +19,7 @@ from services.scraper.settings import ScraperSettings
 from services.common.timestamps import to_timestamp
 from services.scraper import jobs
 from services.scraper.fetching import Fetcher, check_host
+from services.scraper.isolation import Extractor
 from services.common.product_keys import KeyValidator
 from services.scraper.page_fetch import fetch_page, site_hosts
 
@@ -43,6 +44,7 @@ class ScraperDeps:
     producer: LazyProducer
     redis: redis.Redis
     fetcher: Fetcher
+    extractor: Extractor | None = None    # None: pages extracted in this process
     pool: asyncpg.Pool | None = None
     keys: KeyValidator | None = None
 
@@ -137,6 +139,6 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
     async def Fetch(self, request: scraper_pb2.FetchRequest, context) -> scraper_pb2.FetchResponse:
         hosts = await self._fetch_hosts(request, context)
         page = await fetch_page(self._deps.fetcher, self._deps.redis, request.url,
-                                self._settings.scraper_fetch_cache_seconds, hosts)
+                                self._settings.scraper_fetch_cache_seconds, hosts, self._deps.extractor)
         return scraper_pb2.FetchResponse(url=page.url, title=page.title, text=page.text, cached=page.cached,
                                          status=page.status)

@@ -20,6 +20,10 @@ class ScraperSettings(CommonSettings):
     scraper_timeout_seconds: float = 10.0     # to connect, and between two reads of a response
     scraper_request_seconds: float = 30.0     # the whole of one request: a body trickled in is cut off
     scraper_fetch_cache_seconds: int = 600  # TTL of Fetch results in Redis
+    # Each page's content is extracted in a child process, with a time and a memory limit (isolation.py).
+    scraper_extract_processes: int = 1
+    scraper_extract_seconds: float = 15.0
+    scraper_extract_memory_mb: int = 1024
     scraper_group_id: str = "parley-crawler"
 
     # Crawl job leases (one worker per job, also across a rebalance).

@@ -67,6 +67,10 @@ def table_lines(table) -> list[str]:
     heading_rows: list[list] = []
     texts = {}
     grid = _grid(table)
+    # Each row repeats its columns' headings: a page's few kilobytes of table can ask for gigabytes
+    # (a long heading over many columns, thousands of rows of spanning cells). Past this many
+    # characters, rows read as their values alone.
+    budget, spent = MAX_GROWTH * len(cell_text(table)) + 10_000, 0
     for number, (tr, row) in enumerate(grid):
         for cell in row:
             if cell.mem_id not in texts:
@@ -76,7 +80,7 @@ def table_lines(table) -> list[str]:
         bold_head = number == 0 and len(grid) > 1 and header is None and all(
             _all_bold(c, texts[c.mem_id]) for c in row)
         if in_head or bold_head or (len({c.mem_id for c in row}) > 1 and all(_kind(c) == "th" for c in row)):
-            heading_rows.append(row)
+            heading_rows = [*heading_rows[1 - MAX_HEADING_ROWS:], row]
             header = [" ".join(dict.fromkeys(texts[r[i].mem_id] for r in heading_rows if i < len(r)
                                              and texts[r[i].mem_id])) for i in range(max(map(len, heading_rows)))]
             continue
@@ -93,13 +97,25 @@ def table_lines(table) -> list[str]:
             if row[i].mem_id == row[label_end].mem_id:
                 continue     # a cell spanning the row is its label alone ("Rides over 3 hours cost €25.")
             if row[i].mem_id == last:
-                if name:
+                if name and name not in values[-1][0]:
                     values[-1][0].append(name)
                 continue
             last = row[i].mem_id
             values.append(([name] if name else [], texts[row[i].mem_id]))
-        lines.append(_row_text(label, values))
+        line = _row_text(label, values)
+        if spent + len(line) > budget:
+            line = "; ".join(t for t in dict.fromkeys(texts[c.mem_id] for c in row) if t)
+        spent += len(line)
+        lines.append(line)
     return lines
+
+
+# A table's lines, their columns' headings repeated in every row, are at most this many times its
+# text (and 10,000 characters); a table with 10 columns of 50-character headings over 5-character
+# values reads as about 12 times its text.
+MAX_GROWTH = 20
+# Rows of headings in a row that head the columns together, at most (the last ones count).
+MAX_HEADING_ROWS = 4
 
 
 def _grid(table) -> list[tuple[object, list]]:

@@ -33,6 +33,7 @@ from services.scraper.settings import ScraperSettings
 from services.scraper import jobs
 from services.scraper.crawler import Crawler, CrawlSpec, PageStore, Progress
 from services.scraper.fetching import new_fetcher
+from services.scraper.isolation import Extractor
 
 logger = logging.getLogger(__name__)
 MAX_PAGE_MESSAGE_BYTES = 900_000   # under Kafka's default message size limit (1 MB)
@@ -47,6 +48,7 @@ class CrawlWorker:
         self.producer = producer
         self._dead_letters = DeadLetters(settings.kafka_bootstrap, settings.topic("deadletter"),
                                          "parley-crawler-deadletter")
+        self.extractor = Extractor.from_settings(settings)    # every job's pages
 
     async def handover(self, page: events_pb2.KnowledgePage) -> RecordMetadata | None:
         """A crawled page to the search service's indexer; returns once Kafka has it (acks=all), with its
@@ -139,7 +141,7 @@ class CrawlWorker:
         async with new_fetcher(self.settings) as fetcher:
             crawler = Crawler(
                 spec, fetcher, PageStore(self.pool, spec.product_key_id, handover, spec.job_id),
-                concurrency=self.settings.scraper_job_concurrency, on_progress=report,
+                concurrency=self.settings.scraper_job_concurrency, on_progress=report, extractor=self.extractor,
             )
             async def crawled_and_indexed() -> tuple[Progress, str]:
                 progress = await crawler.run()
@@ -175,6 +177,7 @@ class CrawlWorker:
         await self._dead_letters.send(value, reason, tp.topic, tp.partition, offset)
 
     async def close(self) -> None:
+        await self.extractor.close()
         await self._dead_letters.close()
 
     async def handle(self, value: bytes, tp: TopicPartition, offset: int) -> None:

@@ -236,3 +236,72 @@ async def test_a_host_name_that_cannot_be_resolved_is_an_invalid_argument():
             await check_host(LOCAL, f"http://{host}/")
     with pytest.raises(InvalidArgument):
         jobs.validate("k", ["http://x.example/" + "p" * jobs.MAX_URL_CHARS], "", 0, 0, [], [])
+
+
+async def test_a_page_past_the_extraction_time_limit_is_skipped_and_the_others_indexed(crawl, pg, settings):
+    quick = settings.model_copy(update={"scraper_extract_seconds": 0.5})
+    spanning = "<table>" + "<tr><td colspan=100>x" * 90_000 + "</table>"     # 1.9 MB, seconds of layout
+    async with Site({"/robots.txt": ROBOTS, "/": lambda: page("Home", "/slow.html", "/a.html"),
+                     "/slow.html": lambda: web.Response(content_type="text/html", text=spanning),
+                     "/a.html": lambda: page("Shipping")}) as site:
+        key = await new_key(pg)
+        status = await crawl(key, [site.base + "/"], worker_settings=quick)
+        assert status.state == "done", status.error
+        assert status.progress.pages_fetched == 2 and status.progress.pages_skipped == 1, status
+        assert {site.base + "/a.html", site.base + "/slow.html"} <= await known_urls(pg, key)
+
+
+async def test_a_page_emptied_since_the_last_crawl_takes_its_chunks_with_it(crawl, pg):
+    emptied = []
+
+    def shipping():
+        if emptied:   # now a script's shell: navigation and nothing to read
+            return web.Response(content_type="text/html", text=(
+                '<html><body><nav><a href="/">Home</a></nav><div id="app"></div></body></html>'))
+        return page("Shipping")
+
+    async with Site({"/robots.txt": ROBOTS, "/": lambda: page("Home", "/a.html"), "/a.html": shipping}) as site:
+        key = await new_key(pg)
+        first = await crawl(key, [site.base + "/"])
+        assert first.state == "done" and first.progress.pages_fetched == 2, first
+        emptied.append(True)
+        again = await crawl(key, [site.base + "/"])
+        assert again.state == "done", again.error
+        assert again.progress.pages_removed == 1 and again.progress.chunks_deleted >= 1, again
+        row = await pg.fetchrow("SELECT content_hash, chunk_count FROM crawled_pages WHERE product_key_id = $1"
+                                " AND url = $2", key, site.base + "/a.html")
+        assert row["content_hash"] is None and row["chunk_count"] == 0     # its removal handed to the indexer
+
+
+async def test_control_characters_and_escapes_of_a_page_are_stored_without_them(crawl, pg):
+    title = "Returns \x1b[31mpolicy\x1b[0m\x07\u202e"
+    html = (f"<html><head><title>{title}</title></head><body><main><h1>{title}</h1><p>Returns are free "
+            "within 30 days \x1b]8;;http://evil.example\x07of delivery\x08 for every order.</p></main></body></html>")
+    async with Site({"/robots.txt": ROBOTS,
+                     "/returns.html": lambda: web.Response(content_type="text/html", text=html)}) as site:
+        key = await new_key(pg)
+        status = await crawl(key, [site.base + "/returns.html"])
+        assert status.state == "done" and status.progress.pages_failed == 0, status
+        assert status.progress.pages_fetched == 1, status
+        stored = await pg.fetchval("SELECT title FROM crawled_pages WHERE product_key_id = $1", key)
+        assert stored.split() == ["Returns", "policy"]
+        again = await crawl(key, [site.base + "/returns.html"])
+        assert again.progress.pages_unchanged == 1 and again.progress.pages_failed == 0, again
+
+
+async def test_a_page_fetched_with_the_admin_token_is_not_served_from_the_cache_to_a_key(settings):
+    """The admin's Fetch follows a redirect off a key's website; the key's Fetch of the same URL must
+    not be served what the admin's read there."""
+    async with Site({"/robots.txt": ROBOTS}) as other, Site({"/robots.txt": ROBOTS}) as site:
+        site._routes["/moved.html"] = lambda: web.Response(status=301, headers={"Location": other.base + "/x.html"})
+        other._routes["/x.html"] = lambda: page("Elsewhere")
+        redis = create_redis(settings.redis_url)
+        try:
+            async with new_fetcher(settings) as fetcher:
+                admins = await fetch_page(fetcher, redis, site.base + "/moved.html", 60)
+                assert admins.title == "Elsewhere" and not admins.cached
+                with pytest.raises(PermissionDenied):
+                    await fetch_page(fetcher, redis, site.base + "/moved.html", 60, site_hosts(site.base + "/"))
+                assert (await fetch_page(fetcher, redis, site.base + "/moved.html", 60)).cached
+        finally:
+            await redis.aclose()

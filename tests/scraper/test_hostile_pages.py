@@ -1,0 +1,104 @@
+"""Pages shaped to cost a crawl more than a page: a table whose spans repeat a long heading thousands
+of times, thousands of nested content containers, a page that takes longer than its time limit or
+more than its memory limit to read, and the process reading it killed. Each costs one page at most:
+the extractor's child process (services/scraper/isolation.py) is killed or fails, the page is skipped,
+and the next page is read by a new child."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from services.scraper.extract import extract_html
+from services.scraper.isolation import Extractor, ExtractionFailed
+
+NORMAL = ("<html><head><title>Returns</title></head><body><main><h1>Returns</h1>"
+          "<p>Unworn items can be returned within 30 days for a full refund.</p></main></body></html>")
+# About 2 MB of cells that each span 100 columns: a grid of 24 million places to lay out.
+SPANNING = "<table>" + "<tr><td colspan=100>x" * 120_000 + "</table>"
+
+
+def test_a_table_whose_spans_repeat_a_long_heading_reads_within_a_bound_of_its_size():
+    heading = "Plan " * 4000                          # 20 kB over 100 columns
+    rows = "<tr><td>row<td colspan=50>x<td colspan=50>y" * 100
+    html = f"<table><thead><tr><th colspan=100>{heading}</th></tr></thead>{rows}</table>"
+    page = extract_html(html, "http://site.test/")
+    # Each row reads its values with the heading once at most, and the table as a whole at most 20
+    # times its text: every row's values are still there.
+    assert len(page.text) <= 20 * len(html) + 10_000
+    assert page.text.count("row") == 100
+
+
+def test_a_short_table_still_reads_each_value_with_its_column_heading():
+    html = ("<table><thead><tr><th>Plan</th><th>Price</th><th>Seats</th></tr></thead>"
+            "<tr><td>Lite</td><td>9 €</td><td>1</td></tr><tr><td>Team</td><td>29 €</td><td>10</td></tr></table>")
+    text = extract_html(html, "http://site.test/").text
+    assert "Lite — Price: 9 €; Seats: 1" in text and "Team — Price: 29 €; Seats: 10" in text
+
+
+async def test_thousands_of_nested_content_containers_are_read_within_the_time_limit():
+    extractor = Extractor(seconds=15)
+    try:
+        page = await extractor.page("text/html", "<main>" * 20_000 + "<p>The warranty lasts two years.</p>",
+                                    "http://site.test/")
+        assert "The warranty lasts two years." in page.text
+        page = await extractor.page("text/html", "<div>" + "<br><b>Step</b>" * 50_000 + "</div>", "http://site.test/")
+        assert "Step" in page.text
+    finally:
+        await extractor.close()
+
+
+async def test_a_page_past_the_time_limit_costs_that_page_and_the_next_one_is_read():
+    extractor = Extractor(seconds=0.5)
+    try:
+        await extractor.page("text/html", NORMAL, "http://site.test/warm")
+        first = next(iter(extractor._children)).process
+        with pytest.raises(ExtractionFailed) as info:
+            await extractor.page("text/html", SPANNING, "http://site.test/slow")
+        assert info.value.reason == "time"
+        assert await asyncio.wait_for(first.wait(), 5) == -signal.SIGKILL    # not left computing
+        page = await extractor.page("text/html", NORMAL, "http://site.test/next")
+        assert page.title == "Returns"
+    finally:
+        await extractor.close()
+
+
+async def test_a_page_past_the_memory_limit_costs_that_page_and_the_next_one_is_read():
+    extractor = Extractor(seconds=60, memory_bytes=200 << 20)    # the child alone takes about 60 MB
+    try:
+        with pytest.raises(ExtractionFailed) as info:
+            await extractor.page("text/html", SPANNING, "http://site.test/big")
+        assert info.value.reason == "memory"
+        assert (await extractor.page("text/html", NORMAL, "http://site.test/next")).title == "Returns"
+    finally:
+        await extractor.close()
+
+
+async def test_the_extracting_process_killed_mid_page_costs_that_page_only():
+    extractor = Extractor(seconds=60)
+    try:
+        await extractor.page("text/html", NORMAL, "http://site.test/warm")
+        child = next(iter(extractor._children)).process
+        reading = asyncio.ensure_future(extractor.page("text/html", SPANNING, "http://site.test/slow"))
+        await asyncio.sleep(0.3)
+        os.kill(child.pid, signal.SIGKILL)
+        with pytest.raises(ExtractionFailed) as info:
+            await reading
+        assert info.value.reason == "error"
+        assert (await extractor.page("text/html", NORMAL, "http://site.test/next")).title == "Returns"
+    finally:
+        await extractor.close()
+
+
+async def test_pages_wait_for_a_free_process_and_their_time_limit_starts_when_one_takes_them():
+    extractor = Extractor(processes=1, seconds=3)
+    try:
+        pages = await asyncio.gather(*(extractor.page("text/html", NORMAL.replace("Returns", f"Page {i}"),
+                                                      f"http://site.test/{i}") for i in range(20)))
+        assert [p.title for p in pages] == [f"Page {i}" for i in range(20)]
+        assert len(extractor._children) == 1
+    finally:
+        await extractor.close()
