@@ -14,10 +14,13 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpcore
 import httpx
+import idna
 from protego import Protego
 
 from services.common.errors import InvalidArgument, PermissionDenied
@@ -28,8 +31,15 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 INDEXABLE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
+BINARY_TYPE = "application/octet-stream"
 ROBOTS_TTL_SECONDS = 600.0
 ROBOTS_UNREACHABLE_TTL_SECONDS = 30.0   # an unreachable robots.txt disallows for this long, then is asked again
+ROBOTS_MAX_BYTES = 500 * 1024           # RFC 9309 2.5: parsers must read at least the first 500 KiB
+# A 429 or 503 that says when to come back (Retry-After) is asked again then, this many times at most,
+# waiting this long at most, and always within the request's deadline.
+RETRY_STATUSES = (429, 503)
+MAX_RETRIES = 2
+MAX_RETRY_AFTER_SECONDS = 30.0
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 
@@ -192,7 +202,9 @@ def normalize_url(url: str, base: str = "") -> str:
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
         return ""
-    host = parts.hostname.lower()
+    host = ascii_host(parts.hostname)
+    if not host:
+        return ""
     if ":" in host:
         host = f"[{host}]"
     try:
@@ -202,6 +214,21 @@ def normalize_url(url: str, base: str = "") -> str:
     netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
     normal = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
     return normal if len(normal) <= MAX_URL_CHARS else ""
+
+
+def ascii_host(host: str) -> str:
+    """A host name lower-cased, an internationalized one in its ASCII (punycode) form, as browsers map it
+    (UTS 46, non-transitional), so that both spellings name one site; '' when it cannot be encoded.
+    ASCII names are left as they are: IDNA's rules would refuse names that resolve (an underscore)."""
+    host = host.lower()
+    if host.isascii():
+        return host
+    try:
+        mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
+        return ".".join(label if label.isascii() else idna.alabel(label).decode("ascii")
+                        for label in mapped.split("."))
+    except (idna.IDNAError, UnicodeError):
+        return ""
 
 
 def site_of(url: str) -> str:
@@ -243,26 +270,41 @@ _AS_WINDOWS_1252 = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "us-as
                     "cp819", "ibm819", "iso-ir-100", "iso_8859-1", "x-cp1252", "cp1252"}
 _NOT_DOCUMENT_ENCODINGS = {"undefined", "idna", "punycode"}
 _META_CHARSET = re.compile(rb"""<meta\b[^>]*?\bcharset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
+# WHATWG Encoding's labels of UTF-16 that Python's codecs do not know.
+_UTF16_ALIASES = {"unicode": "utf-16-le", "unicodefeff": "utf-16-le", "ucs-2": "utf-16-le", "csunicode": "utf-16-le",
+                  "iso-10646-ucs-2": "utf-16-le", "unicodefffe": "utf-16-be"}
 
 
-def _encoding(label: str) -> str | None:
+def _encoding(label: str, *, in_meta: bool = False) -> str | None:
     """The Python codec of a charset label, None when unknown."""
     label = label.strip().strip("\"'").strip().lower()
     if not label:
         return None
     if label in _AS_WINDOWS_1252:
         return "cp1252"
-    if label in ("utf-16", "utf-16le", "utf-16be", "utf-32"):
-        return None  # in a <meta>, a UTF-16 label means UTF-8 (the bytes could not have been read otherwise)
     try:
-        info = codecs.lookup(label)
+        info = codecs.lookup(_UTF16_ALIASES.get(label, label))
     except (LookupError, ValueError):
         return None
+    if info.name.startswith("utf-16"):
+        # In a <meta>, a UTF-16 label means UTF-8: bytes in UTF-16 could not have been read to find it.
+        # A bare "utf-16" is little-endian (WHATWG); Python's codec would take the machine's byte order.
+        return "utf-8" if in_meta else ("utf-16-le" if info.name == "utf-16" else info.name)
     # Not a text encoding a page can be in (base64, rot13, zlib: bytes-to-bytes or str-to-str codecs;
-    # "undefined"; idna and punycode, which are for host names).
-    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_DOCUMENT_ENCODINGS:
+    # "undefined"; idna and punycode, which are for host names; UTF-32, which browsers do not read).
+    if (not getattr(info, "_is_text_encoding", True) or info.name in _NOT_DOCUMENT_ENCODINGS
+            or info.name.startswith("utf-32")):
         return None
     return info.name
+
+
+def _header_encoding(content_type: str) -> str | None:
+    """The codec of the Content-Type's charset parameter, None when there is none it names."""
+    for part in content_type.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "charset" and (encoding := _encoding(value)):
+            return encoding
+    return None
 
 
 def decode_document(body: bytes, content_type: str) -> str:
@@ -270,14 +312,12 @@ def decode_document(body: bytes, content_type: str) -> str:
     for bom, encoding in _BOMS:
         if body.startswith(bom):
             return body[len(bom):].decode(encoding, errors="replace")
-    for part in content_type.split(";")[1:]:
-        name, _, value = part.strip().partition("=")
-        if name.strip().lower() == "charset" and (encoding := _encoding(value)):
-            return _decode(body, encoding)
+    if encoding := _header_encoding(content_type):
+        return _decode(body, encoding)
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime in ("", "text/html", "application/xhtml+xml"):
         for match in _META_CHARSET.finditer(body[:1024]):
-            encoding = _encoding(match.group(1).decode("ascii"))
+            encoding = _encoding(match.group(1).decode("ascii"), in_meta=True)
             if encoding:
                 return _decode(body, encoding)
     try:
@@ -293,6 +333,43 @@ def _decode(body: bytes, encoding: str) -> str:
         return body.decode("cp1252", errors="replace")
 
 
+# The first bytes of PDF, PNG, GIF, JPEG, ZIP (and so DOCX, XLSX, EPUB) and gzip files.
+_BINARY_SIGNATURES = (b"%PDF-", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x1f\x8b")
+
+
+def looks_binary(body: bytes, content_type: str) -> bool:
+    """Whether a body labelled as text is a file of another kind (a PDF or an image served as text/html):
+    a known signature, or a NUL byte in its first 1024 bytes, which no text but UTF-16 has (WHATWG MIME
+    Sniffing's binary data bytes, reduced to the one that matters)."""
+    if body.startswith(_BINARY_SIGNATURES):
+        return True
+    if body.startswith((b"\xff\xfe", b"\xfe\xff")) or (_header_encoding(content_type) or "").startswith("utf-16"):
+        return False
+    return b"\x00" in body[:1024]
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    """How long a response's Retry-After asks to wait (RFC 9110 10.2.3: delta-seconds or an HTTP-date,
+    counted from the response's Date when it has one, for the origin's clock may not be ours); None when
+    it has none or one that is negative or unreadable."""
+    value = headers.get("retry-after", "").strip()
+    if value.isascii() and value.isdigit():
+        return float(int(value)) if len(value) <= 9 else 1e9   # far longer than any wait is allowed anyway
+    when = _http_date(value)
+    if when is None:
+        return None
+    seconds = (when - (_http_date(headers.get("date", "")) or datetime.now(timezone.utc))).total_seconds()
+    return seconds if seconds >= 0 else None
+
+
+def _http_date(value: str) -> datetime | None:
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)   # "-0000": GMT all the same
+
+
 class HostGate:
     """Per-host politeness: at most `concurrency` requests in flight and `delay` between their starts."""
 
@@ -305,10 +382,14 @@ class HostGate:
     async def __aenter__(self) -> None:
         await self._sem.acquire()
         async with self._lock:
-            wait = self._next - time.monotonic()
-            if wait > 0:
+            # Again after sleeping: a hold may have come in meanwhile.
+            while (wait := self._next - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
             self._next = time.monotonic() + self.delay
+
+    def hold(self, seconds: float) -> None:
+        """No request starts for `seconds` (the host asked, with Retry-After)."""
+        self._next = max(self._next, time.monotonic() + seconds)
 
     async def __aexit__(self, *exc) -> None:
         self._sem.release()
@@ -364,15 +445,19 @@ class Fetcher:
         return self._gates[origin]
 
     async def get(
-        self, url: str, *, headers: dict[str, str] | None = None, accept: tuple[str, ...] = INDEXABLE_TYPES,
+        self, url: str, *, headers: dict[str, str] | None = None, accept: Collection[str] | None = INDEXABLE_TYPES,
         obey_robots: bool = False, hosts: Collection[str] | None = None, max_bytes: int | None = None,
+        cut: bool = False,
     ) -> Response:
         """GET with redirects followed by hand (each hop connects through the address check), a redirect
-        limit and loop detection, and the body read only up to max_bytes and only for accepted types.
-        A response of another type comes back with an empty body. With obey_robots, every redirect
-        target is checked against its own site's robots.txt (the caller checked the first URL); with
-        hosts (sites, as `site_of` names them: host and port), a redirect off them is not followed.
-        max_bytes replaces the fetcher's page size limit for this request (sitemaps are larger)."""
+        limit and loop detection, and the body read only up to max_bytes and only for accepted types
+        (None: any). A response of another type comes back with an empty body, and so does a binary
+        file labelled as text, as application/octet-stream (unless that is accepted). With obey_robots,
+        every redirect target is checked against its own site's robots.txt (the caller checked the first
+        URL); with hosts (sites, as `site_of` names them: host and port), a redirect off them is not
+        followed. max_bytes replaces the fetcher's page size limit for this request (sitemaps are
+        larger); with cut, a larger body is cut there instead of failing. A 429 or 503 with Retry-After
+        is asked again when it says (see `_request`)."""
         limit = self.max_bytes if max_bytes is None else max_bytes
         seen: list[str] = []
         current = require_url(url)
@@ -387,35 +472,7 @@ class Fetcher:
             if _is_ip(urlsplit(current).hostname or ""):
                 self.policy.check(urlsplit(current).hostname or "", urlsplit(current).hostname or "")
             try:
-                async with self.gate(current):
-                    # httpx times each read; this, the whole request (a page sent a byte every few
-                    # seconds would otherwise hold its crawl job for good).
-                    async with asyncio.timeout(self.request_seconds):
-                        async with self._client.stream("GET", current, headers=_hop_headers(headers, len(seen))) as r:
-                            if r.is_redirect and "location" in r.headers:
-                                await _drain_small(r)
-                                nxt = normalize_url(r.headers["location"], current)
-                                if not nxt:
-                                    raise FetchFailed(f"redirect to an unsupported URL from {current}")
-                                if len(seen) > self.max_redirects:
-                                    raise FetchFailed(f"more than {self.max_redirects} redirects from {url}")
-                                current = nxt
-                                continue
-                            ctype = r.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-                            resp = Response(current, r.status_code, r.headers, content_type=ctype, redirects=seen[:-1])
-                            if r.status_code != 200 or not any(ctype == t for t in accept):
-                                await _drain_small(r)
-                                return resp
-                            declared = r.headers.get("content-length", "")
-                            if declared.isdigit() and int(declared) > limit:
-                                raise FetchFailed(f"{current} is {declared} bytes; the limit is {limit}", "too_large", resp)
-                            body = bytearray()
-                            async for part in r.aiter_raw():
-                                body += part
-                                if len(body) > limit:
-                                    raise FetchFailed(f"{current} is larger than {limit} bytes", "too_large", resp)
-                            resp.body = _decode_body(bytes(body), r.headers.get("content-encoding", ""), limit)
-                            return resp
+                got = await self._request(current, _hop_headers(headers, len(seen)), accept, limit, cut)
             except httpx.TimeoutException as exc:
                 raise FetchFailed(f"timed out fetching {current}") from exc
             except TimeoutError as exc:
@@ -424,6 +481,61 @@ class Fetcher:
                 raise FetchFailed(f"cannot fetch {current}: {exc}") from exc
             except httpx.HTTPError as exc:
                 raise FetchFailed(f"cannot fetch {current}: {exc.__class__.__name__} {exc}") from exc
+            if isinstance(got, Response):
+                got.redirects = seen[:-1]
+                return got
+            if len(seen) > self.max_redirects:
+                raise FetchFailed(f"more than {self.max_redirects} redirects from {url}")
+            current = got
+
+    async def _request(
+        self, url: str, headers: dict[str, str] | None, accept: Collection[str] | None, limit: int, cut: bool,
+    ) -> Response | str:
+        """One hop: its response, or the URL it redirects to. A 429 or 503 whose Retry-After can be read
+        holds the host's gate that long (30 s at most), so none of its requests starts meanwhile, and is
+        asked again then, twice at most, if that is before the deadline; otherwise it is the answer."""
+        gate = self.gate(url)
+        # httpx times each read; this, the whole request, retries included (a page sent a byte every few
+        # seconds would otherwise hold its crawl job for good).
+        async with gate, asyncio.timeout(self.request_seconds) as deadline:
+            retries = 0
+            while True:
+                got = await self._exchange(url, headers, accept, limit, cut)
+                if not isinstance(got, Response) or got.status not in RETRY_STATUSES:
+                    return got
+                wait = retry_after_seconds(got.headers)
+                if wait is None:
+                    return got
+                wait = min(wait, MAX_RETRY_AFTER_SECONDS)
+                gate.hold(wait)
+                if retries == MAX_RETRIES or asyncio.get_running_loop().time() + wait >= deadline.when():
+                    return got
+                retries += 1
+                logger.info("%s answered HTTP %s: asking again in %.3g s", url, got.status, wait)
+                await asyncio.sleep(wait)
+
+    async def _exchange(
+        self, url: str, headers: dict[str, str] | None, accept: Collection[str] | None, limit: int, cut: bool,
+    ) -> Response | str:
+        """One request: the URL it redirects to, or its response with the body of an accepted type."""
+        async with self._client.stream("GET", url, headers=headers) as r:
+            if r.is_redirect and "location" in r.headers:
+                await _drain_small(r)
+                nxt = normalize_url(r.headers["location"], url)
+                if not nxt:
+                    raise FetchFailed(f"redirect to an unsupported URL from {url}")
+                return nxt
+            ctype = r.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            resp = Response(url, r.status_code, r.headers, content_type=ctype)
+            if r.status_code != 200 or (accept is not None and ctype not in accept):
+                await _drain_small(r)
+                return resp
+            resp.body = await _read_body(r, resp, limit, cut)
+            if ctype in INDEXABLE_TYPES and looks_binary(resp.body, r.headers.get("content-type", "")):
+                resp.content_type = BINARY_TYPE
+                if accept is not None and BINARY_TYPE not in accept:
+                    resp.body = b""
+            return resp
 
     async def robots(self, url: str) -> Protego | None:
         """The parsed robots.txt of the URL's origin (None: no rules), kept for ROBOTS_TTL_SECONDS."""
@@ -453,12 +565,13 @@ class Fetcher:
         server error means "complete disallow" — asked again after ROBOTS_UNREACHABLE_TTL_SECONDS;
         4xx means "no rules". (rules, seconds to keep them, why it could not be read or '')."""
         try:
-            r = await self.get(origin + "/robots.txt", accept=("text/plain",))
+            # Whatever its Content-Type says (servers label it text/html, or not at all): it is text.
+            r = await self.get(origin + "/robots.txt", accept=None, max_bytes=ROBOTS_MAX_BYTES, cut=True)
         except FetchFailed as exc:
             problem = f"robots.txt of {origin} could not be read ({exc.reason})"
         else:
             if r.status < 500:
-                return (Protego.parse(r.text) if r.status == 200 else None), ROBOTS_TTL_SECONDS, ""
+                return (_parse_robots(r) if r.status == 200 else None), ROBOTS_TTL_SECONDS, ""
             problem = f"robots.txt of {origin} could not be read (HTTP {r.status})"
         logger.warning("%s; as RFC 9309 asks, nothing there is fetched until it can be", problem)
         return DISALLOW_ALL, ROBOTS_UNREACHABLE_TTL_SECONDS, problem
@@ -474,6 +587,13 @@ class Fetcher:
 
 
 DISALLOW_ALL = Protego.parse("User-agent: *\nDisallow: /\n")
+
+
+def _parse_robots(r: Response) -> Protego:
+    """The rules of a robots.txt; one cut at ROBOTS_MAX_BYTES loses its last line, which the cut may
+    have shortened ("Disallow: /a/b" to "Disallow: /", all)."""
+    body = r.body.rpartition(b"\n")[0] if len(r.body) >= ROBOTS_MAX_BYTES else r.body
+    return Protego.parse(decode_document(body, r.headers.get("content-type", "")))
 
 
 def _hop_headers(headers: dict[str, str] | None, hop: int) -> dict[str, str] | None:
@@ -497,24 +617,45 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _decode_body(body: bytes, encoding: str, limit: int) -> bytes:
+async def _read_body(r: httpx.Response, resp: Response, limit: int, cut: bool) -> bytes:
+    """The body, at most `limit` bytes: larger fails as too_large, or with cut is cut there (the rest
+    is not read)."""
+    declared = r.headers.get("content-length", "")
+    if not cut and declared.isdigit() and int(declared) > limit:
+        raise FetchFailed(f"{resp.url} is {declared} bytes; the limit is {limit}", "too_large", resp)
+    body = bytearray()
+    async for part in r.aiter_raw():
+        body += part
+        if len(body) > limit:
+            if not cut:
+                raise FetchFailed(f"{resp.url} is larger than {limit} bytes", "too_large", resp)
+            del body[limit:]
+            break
+    return _decode_body(bytes(body), r.headers.get("content-encoding", ""), limit, cut)
+
+
+def _decode_body(body: bytes, encoding: str, limit: int, cut: bool = False) -> bytes:
     """Content-Encoding was read raw (so the size limit applies to what crossed the wire); undo gzip here,
     bounded as well so a small gzip bomb cannot expand without limit."""
     encoding = encoding.strip().lower()
     if encoding in ("gzip", "x-gzip"):
-        return gunzip_bounded(body, limit)
+        return gunzip_bounded(body, limit, cut=cut)
     if encoding in ("", "identity"):
         return body
     raise FetchFailed(f"unsupported content encoding {encoding!r}")
 
 
-def gunzip_bounded(data: bytes, limit: int) -> bytes:
+def gunzip_bounded(data: bytes, limit: int, *, cut: bool = False) -> bytes:
+    """gzip data decompressed, at most `limit` bytes: larger fails as too_large, or with cut is cut there
+    (data cut short decompresses as far as it goes)."""
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = d.decompress(data, limit + 1)
     except zlib.error as exc:
         raise FetchFailed(f"the gzip data is corrupt ({exc})") from None
     if len(out) > limit:
+        if cut:
+            return out[:limit]
         raise FetchFailed(f"decompressed body is larger than {limit} bytes", "too_large")
     return out
 

@@ -137,6 +137,8 @@ async def test_binary_is_not_read(sample_site):
     ("<meta charset=shift_jis><p>\u65e5\u672c</p>".encode("shift_jis"), "", "<meta charset=shift_jis><p>\u65e5\u672c</p>"),
     (b"<meta charset=no-such-thing><p>\xe9</p>", "text/html", "<meta charset=no-such-thing><p>\u00e9</p>"),
     (b"<meta charset=utf-8>caf\xe9", "text/plain", "<meta charset=utf-8>caf\u00e9"),  # no <meta> in plain text
+    ("<p>\u00e9</p>".encode("utf-16-le"), "text/html; charset=utf-16", "<p>\u00e9</p>"),  # UTF-16 from the header
+    (b"<meta charset=utf-16le><p>\xc3\xa9</p>", "text/html", "<meta charset=utf-16le><p>\u00e9</p>"),  # but not <meta>
 ])
 def test_a_document_is_decoded_as_a_browser_would(body, content_type, text):
     assert decode_document(body, content_type) == text
