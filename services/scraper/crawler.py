@@ -164,6 +164,13 @@ class PageStore:
             await self._written(lambda conn: self._upsert(conn, url, "", resp, None, "", 0, links or [], True))
 
 
+def _same_page(a: str, b: str) -> bool:
+    """The same host and path (a trailing slash aside): the URLs differ in their query (tracking,
+    session or sort parameters) or scheme only."""
+    x, y = urlsplit(a), urlsplit(b)
+    return x.hostname == y.hostname and x.path.rstrip("/") == y.path.rstrip("/")
+
+
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
@@ -237,11 +244,23 @@ class Crawler:
         self.problems: list[str] = []   # what kept the crawl from pages (an unreadable robots.txt), for its status
         self._patterns: UrlPatterns | None = None
         self._seen: set[str] = set()
-        self._documents: set[str] = set()
+        self._documents: dict[str, bytes | None] = {}   # documents indexed (or kept) by this crawl -> content hash
         self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self._hosts: set[str] = set()
         self._known: dict[str, KnownPage] = {}
         self._lastmod: dict[str, datetime] = {}
+
+    def _document(self, canonical: str, final: str, digest: bytes) -> str:
+        """The document a page is indexed as: its canonical URL when that names the same page (the URL
+        but for its query, or a page of the same content this crawl indexed), else its own URL. A
+        canonical link is a hint: a theme that gives every page the home page's (a common slip) would
+        otherwise index the first page read and hide all the others behind it, a different one each
+        crawl."""
+        if not canonical or canonical == final or site_of(canonical) not in self._hosts:
+            return final
+        if self._documents.get(canonical) == digest or _same_page(canonical, final):
+            return canonical
+        return final
 
     async def _extract(self, content_type: str, text: str, url: str) -> Page | None:
         """The page's content; None for a type that is not text."""
@@ -410,7 +429,7 @@ class Crawler:
         known = self._known.get(url)
         if known and self._unchanged_per_sitemap(url, known):
             p.pages_unchanged += 1
-            self._documents.add(known.document)
+            self._documents[known.document] = known.content_hash
             self._follow(known.links, depth)
             return
         headers = {}
@@ -439,7 +458,7 @@ class Crawler:
             self._seen.add(final)
         if resp.status == 304 and known:
             p.pages_unchanged += 1
-            self._documents.add(known.document)
+            self._documents[known.document] = known.content_hash
             self._follow(known.links, depth)
             return
         if resp.status in (404, 410):
@@ -480,7 +499,8 @@ class Crawler:
             elif not known:
                 await self.store.remember(url, resp, page.links)
             return
-        document = page.canonical if page.canonical and site_of(page.canonical) in self._hosts else final
+        digest = page.content_hash()
+        document = self._document(page.canonical, final, digest)
         if document in self._documents:
             p.pages_unchanged += 1      # another URL of the same page (redirect, canonical) was indexed
             validators = (resp.headers.get("etag", ""), resp.headers.get("last-modified", ""))
@@ -489,8 +509,7 @@ class Crawler:
                 await self.store.remember(url, resp, page.links, known.content_hash if known else None, document,
                                           page.title)
             return
-        self._documents.add(document)
-        digest = page.content_hash()
+        self._documents[document] = digest
         if known and known.content_hash == digest and known.document == document:
             p.pages_unchanged += 1
             if (known.etag, known.last_modified) != (resp.headers.get("etag", ""), resp.headers.get("last-modified", "")):

@@ -305,3 +305,24 @@ async def test_a_page_fetched_with_the_admin_token_is_not_served_from_the_cache_
                 assert (await fetch_page(fetcher, redis, site.base + "/moved.html", 60)).cached
         finally:
             await redis.aclose()
+
+
+async def test_a_canonical_link_every_page_gives_to_the_home_page_hides_no_page(crawl, pg):
+    """A theme that writes the home page's URL as every page's canonical link (a common slip): each
+    page is indexed as itself. A canonical link that names the same page (another query) still merges."""
+    def with_canonical(title: str, href: str):
+        return lambda: web.Response(content_type="text/html", text=page(title).text.replace(
+            "<head>", f'<head><link rel="canonical" href="{href}">'))
+
+    async with Site({"/robots.txt": ROBOTS, "/": lambda: page("Home", "/a.html", "/c.html", "/b.html?ref=nav"),
+                     "/a.html": with_canonical("Shipping", "/"), "/c.html": with_canonical("Warranty", "/"),
+                     "/b.html": with_canonical("Returns", "/b.html")}) as site:
+        key = await new_key(pg)
+        status = await crawl(key, [site.base + "/"])
+        assert status.state == "done", status.error
+        documents = {r["url"]: r["document"] for r in await pg.fetch(
+            "SELECT url, document FROM crawled_pages WHERE product_key_id = $1", key)}
+        assert documents[site.base + "/a.html"] == site.base + "/a.html"
+        assert documents[site.base + "/c.html"] == site.base + "/c.html"
+        assert documents[site.base + "/b.html?ref=nav"] == site.base + "/b.html"
+        assert status.progress.pages_fetched == 4, status
