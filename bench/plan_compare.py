@@ -37,8 +37,10 @@ from bench.stream_compare import export
 from services.common import db
 from services.common.grpc_server import channel, check_serving
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
+from services.common.redis_client import create_redis
 from services.launcher import REPO
 from services.search import synthetic
+from services.search.key_cache import KeyCache
 from services.settings import Settings
 
 KEYS = 100
@@ -175,10 +177,14 @@ def parse_variant(text: str) -> Variant:
 async def run(args: argparse.Namespace) -> dict:
     settings = Settings()
     pool = await db.create_pool(settings.postgres_dsn, min_size=1, max_size=4)
+    client = create_redis(settings.redis_url)
     try:
-        await synthetic.ensure_corpus(pool, keys=KEYS, chunks_per_key=1000)
-        await synthetic.ensure_big_key(pool)
+        # The keys get this process's secrets (the previous ones refused in the key cache too).
+        cache = KeyCache(client, settings.key_cache_ttl_seconds)
+        await synthetic.ensure_corpus(pool, keys=KEYS, chunks_per_key=1000, key_cache=cache)
+        await synthetic.ensure_big_key(pool, key_cache=cache)
     finally:
+        await client.aclose()
         await pool.close()
     work = Path(tempfile.mkdtemp(prefix="parley-plan-compare-"))
     before = export(args.before)

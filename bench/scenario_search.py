@@ -97,15 +97,15 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
         client = create_redis(settings.redis_url)
         try:
             console.print("  synthetic corpus (created once, then reused) ...")
-            total = await synthetic.ensure_corpus(pool, keys=KEYS, chunks_per_key=CHUNKS_PER_KEY)
+            cache = KeyCache(client, settings.key_cache_ttl_seconds)
+            total = await synthetic.ensure_corpus(pool, keys=KEYS, chunks_per_key=CHUNKS_PER_KEY, key_cache=cache)
             console.print(f"  {total} chunks over {KEYS} keys")
-            big = await synthetic.ensure_big_key(pool)
+            big = await synthetic.ensure_big_key(pool, key_cache=cache)
             console.print(f"  plus {big}: 50000 chunks (random unit vectors as embeddings)")
             ingested = await ingest(settings, pool)
             query_side = await query_path(pool, big, questions)
             compared = await dense_compare.run_all(pool, settings, client, questions,
                                                    [(p.title, list(p.chunks)) for p in _pages("compare")[:COMPARE_PAGES]])
-            cache = KeyCache(client, settings.key_cache_ttl_seconds)
 
             async def two_queries_uncached(i: int):
                 n = i % KEYS

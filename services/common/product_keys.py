@@ -7,7 +7,8 @@ at `parley:key:<sha256 hex>`, shared by every replica of every service:
 - Revocation and rotation write a tombstone over the old secret's entry *before* they change
   PostgreSQL, and a validator caches what it read with SET NX, so a read that raced the change
   cannot bring the old record back: the old secret is refused on every replica as soon as the admin
-  RPC returns, whether the record was cached or not.
+  RPC returns, whether the record was cached or not. A change that does not commit lifts its
+  tombstone again (`key_change`), so a failed revocation refuses nothing.
 - Knowledge changes delete the entry; a missed delete is bounded by `PARLEY_KEY_CACHE_TTL_SECONDS`.
 - Redis down: records come from PostgreSQL and are kept in process for
   `PARLEY_KEY_LOCAL_CACHE_SECONDS` (a few seconds). That is the bound on how long a secret rotated
@@ -22,13 +23,16 @@ bucket per process, so each replica admits at most the key's limit on its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import math
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 
 import asyncpg
@@ -53,6 +57,9 @@ MIN_TOMBSTONE_SECONDS = 60.0
 # record is never kept where a tombstone stands, so a revoked secret never comes back through it.
 LAST_PREFIX = "parley:keylast:"
 LAST_KNOWN_SECONDS = 3600.0
+# Beside each tombstone, a random mark of the change that wrote it (as long-lived): a change that did
+# not commit lifts its tombstone only while its own mark stands (see key_change).
+CHANGE_PREFIX = "parley:keychange:"
 # Secrets are "pk_" and 43 URL-safe characters (search's new_secret); nothing longer is one.
 MAX_SECRET_CHARS = 256
 
@@ -115,6 +122,19 @@ return 1
 """
 
 
+# KEYS: the cache entry, the change mark; ARGV: the mark of the change that failed, the tombstone. The
+# tombstone goes only if that change wrote the last one (in one script: no other change's in between).
+_LIFT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+if redis.call('GET', KEYS[1]) == ARGV[2] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# The tombstones written within a key_change so far: (cache, hash of the secret, mark).
+_CHANGE: ContextVar[list[tuple[KeyCache, bytes, str]] | None] = ContextVar("parley_key_change", default=None)
+
+
 class KeyCache:
     """Key records in Redis by the hash of their secret; tombstones for secrets that stopped working."""
 
@@ -124,6 +144,7 @@ class KeyCache:
         self._tombstone_ms = max(self._ttl_ms, int(MIN_TOMBSTONE_SECONDS * 1000))
         self._drop = client.register_script(_DROP_RECORD)
         self._put = client.register_script(_PUT_RECORD)
+        self._lift = client.register_script(_LIFT)
 
     async def get(self, key_hash: bytes) -> KeyRecord | bytes | None:
         """The cached record, TOMBSTONE for a secret that was revoked or rotated away, or None."""
@@ -155,17 +176,65 @@ class KeyCache:
             return None
 
     async def forbid(self, key_hash: bytes) -> None:
-        """The secret no longer works (revoked or rotated away): its tombstone, and no last-known record."""
+        """The secret no longer works (revoked or rotated away): its tombstone, and no last-known record.
+        Within a key_change, the tombstone is lifted again if the change does not commit."""
+        mark = secrets.token_hex(8)
+        written = _CHANGE.get()
+        if written is not None:
+            written.append((self, key_hash, mark))   # before the write: one whose reply is lost is lifted too
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(cache_key(key_hash), TOMBSTONE, px=self._tombstone_ms)
+            pipe.set(CHANGE_PREFIX + key_hash.hex(), mark, px=self._tombstone_ms)
             pipe.delete(LAST_PREFIX + key_hash.hex())
             await pipe.execute()
+
+    async def lift(self, key_hash: bytes, mark: str) -> bool:
+        """Removes the tombstone of the change `mark` if no other change wrote one since."""
+        return bool(await self._lift(keys=[cache_key(key_hash), CHANGE_PREFIX + key_hash.hex()],
+                                     args=[mark, TOMBSTONE]))
 
     async def invalidate(self, key_hash: bytes) -> None:
         """Drop a cached record (its knowledge changed), never a tombstone: a revocation is followed by
         a knowledge event for the same secret, and without its tombstone a validator that read the key
         just before the revocation could cache it again (SET NX) for the record TTL."""
         await self._drop(keys=[cache_key(key_hash)], args=[TOMBSTONE])
+
+
+@contextlib.asynccontextmanager
+async def key_change(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """Around the transaction of a change that stops a secret working (revocation, rotation): the
+    tombstones KeyCache.forbid writes within it are lifted again if it raises, so a change that did
+    not commit leaves the secret working rather than refused for MIN_TOMBSTONE_SECONDS. forbid finds
+    the change in a context variable, so the change needs no handle on the cache: its caller's
+    before_change (the search servicer's wraps forbid) stays a plain callable.
+
+    Why lifting cannot undo a change that did happen:
+    - It runs after the transaction ended, and only if PostgreSQL still takes the secret: a COMMIT that
+      went through with its reply lost (the secret refused there) keeps its tombstone.
+    - A concurrent change of the same key locks its row first too, so it writes its own tombstone only
+      once this transaction has ended; its write replaces the mark, and the lift (compare and delete
+      in one script) then leaves that tombstone, however the two interleave after the check.
+    Lifting that fails (Redis or PostgreSQL away) is logged: the tombstone then expires on its own."""
+    written: list[tuple[KeyCache, bytes, str]] = []
+    token = _CHANGE.set(written)
+    committed = False
+    try:
+        yield
+        committed = True
+    finally:
+        _CHANGE.reset(token)
+        if not committed:
+            await _lift_unless_refused(pool, written)
+
+
+async def _lift_unless_refused(pool: asyncpg.Pool, written: list[tuple[KeyCache, bytes, str]]) -> None:
+    for cache, key_hash, mark in written:
+        try:
+            if await validate_key(pool, key_hash) is not None:
+                await cache.lift(key_hash, mark)
+        except Exception as exc:  # noqa: BLE001 - the change's own error is the one to raise
+            logger.warning("a key change that did not commit could not lift its tombstone (%r); the old "
+                           "secret is refused until it expires", exc)
 
 
 _VALIDATE = """
@@ -191,6 +260,11 @@ async def validate_key(pool: asyncpg.Pool, key_hash: bytes) -> KeyRecord | None:
 # `want` tokens asked for at once (turns admitted together), of which `granted` are taken, in order:
 # as `want` calls one after the other at the same instant would. `wait`: when the next token is due.
 # Time comes from the Redis server, so replicas with skewed clocks share one bucket correctly.
+# An idle bucket expires once it would be full again, but never later than MAX_BUCKET_TTL_MS: a rate
+# stored before key settings were bounded (1e-17/s) would ask PEXPIRE for 1e+23 ms, which Redis refuses
+# as not an integer, failing the script (and so marking Redis down) for every tenant of the replica. The
+# cap (math.min with it first, so a NaN loses) is longer than any bounded setting needs (1e8 s).
+MAX_BUCKET_TTL_MS = 10 ** 12
 _BUCKET = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
@@ -209,7 +283,7 @@ if granted < want then
   wait = (1 - tokens) / rate
 end
 redis.call('HSET', bucket, 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', bucket, math.ceil(burst / rate * 1000) + 1000)
+redis.call('PEXPIRE', bucket, math.min(""" + str(MAX_BUCKET_TTL_MS) + """, math.ceil(burst / rate * 1000)) + 1000)
 """
 
 # ARGV: refill rate (tokens/s), burst (bucket size).

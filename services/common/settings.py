@@ -5,10 +5,11 @@ A service's own settings live with it (`services/<name>/settings.py`, a subclass
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Base topic names; `PARLEY_TOPIC_NAMESPACE` is appended to each (tests use it to stay apart).
@@ -22,6 +23,23 @@ TOPICS = {
     # One owner of knowledge: crawled pages handed to the search service's indexer.
     "knowledge_pages": "parley.knowledge.pages.v1",
 }
+
+
+# Admin tokens anyone can read: the development default and the placeholder of
+# deploy/k8s/secret.example.yaml (applied unchanged, it would be the token of a cluster).
+DEV_ADMIN_TOKEN = "parley-dev-admin-token"
+WELL_KNOWN_ADMIN_TOKENS = frozenset({DEV_ADMIN_TOKEN, "REPLACE-WITH-A-LONG-RANDOM-TOKEN"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind host is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False        # a name, or "": it may resolve to (or mean) any interface
 
 
 class CommonSettings(BaseSettings):
@@ -59,8 +77,9 @@ class CommonSettings(BaseSettings):
     topic_partitions: int = 4
     topic_replication: int = 1
 
-    # Admin RPCs (product keys, knowledge). Production must set its own via a Secret.
-    admin_token: str = "parley-dev-admin-token"
+    # Admin RPCs (product keys, knowledge). Production must set its own via a Secret: a well-known token
+    # stops a service that listens beyond loopback (see _own_admin_token_beyond_loopback).
+    admin_token: str = DEV_ADMIN_TOKEN
 
     # Messages and passages (search and response).
     max_message_chars: int = 4000
@@ -81,6 +100,19 @@ class CommonSettings(BaseSettings):
     # Event loop of the asyncio services: uvloop serves the cached chat path faster (bench "chat");
     # "asyncio" is the standard loop, kept for comparison and for debugging.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+
+    @field_validator("admin_token")
+    @classmethod
+    def _own_admin_token_beyond_loopback(cls, token: str, info: ValidationInfo) -> str:
+        """A service other machines can reach must not take a token anyone can read; on loopback the
+        default keeps `make run` and the tests working with nothing to set. (grpc_bind_host is declared
+        before admin_token, so it is validated and in `info.data` by now.)"""
+        host = info.data.get("grpc_bind_host", "")
+        if token.strip() in WELL_KNOWN_ADMIN_TOKENS and not is_loopback(host):
+            raise ValueError(f"the admin token is the well-known {token.strip()!r} while the services listen on "
+                             f"PARLEY_GRPC_BIND_HOST={host!r}, beyond loopback: set PARLEY_ADMIN_TOKEN to a long "
+                             "random secret of this deployment (e.g. `openssl rand -hex 32`)")
+        return token
 
     def topic(self, name: str) -> str:
         """The full topic name for one of `TOPICS`."""

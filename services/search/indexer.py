@@ -8,9 +8,10 @@ one model call; each page is still written in its own transaction, in offset ord
 
 Nothing is lost on a crash: a batch's offsets are committed only after its pages' transactions; replaying a
 page gives the same chunks (its document is replaced as a whole), so at-least-once is enough.
-Undecodable messages go to the dead-letter topic. At start it also embeds, in the background, the
-chunks that have no embedding of the current model (knowledge written before dense retrieval, or
-a model change)."""
+Undecodable messages go to the dead-letter topic; pages of a key that is unknown or revoked (a crawl
+still under way when its key went) are dropped, logged and counted. At start it also embeds, in the
+background, the chunks that have no embedding of the current model (knowledge written before dense
+retrieval, or a model change)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from google.protobuf.message import DecodeError
+from prometheus_client import Counter
 from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential
 
 from services.common import db
-from services.common.errors import NotFound, is_transient
+from services.common.errors import FailedPrecondition, NotFound, is_transient
 from services.common.kafka import STOP_SECONDS, DeadLetters, EventProducer, new_event_id, now_timestamp, within
 from services.common.knowledge_store import NewChunk
 from services.common.metrics import serve_metrics
@@ -60,6 +62,13 @@ BATCH_CHUNKS = 64
 BATCH_WAIT_MS = 200
 
 
+# Pages that changed nothing because their key is gone: a key id that fits but names no key, or a key
+# revoked while its crawl was under way. Not dead letters: nothing is wrong with the page, and no replay
+# could write it (a key is never revived).
+PAGES_DROPPED = Counter("parley_indexer_pages_dropped_total",
+                        "Knowledge pages dropped because their product key is unknown or revoked.", ["reason"])
+
+
 def _chunks(page: events_pb2.KnowledgePage) -> list[NewChunk]:
     return [NewChunk(c) for c in dict.fromkeys(page.chunks) if c.strip()]
 
@@ -71,26 +80,36 @@ class PageIndexer:
         self.producer = producer
         self._dead_letters = DeadLetters(settings.kafka_bootstrap, settings.topic("deadletter"),
                                          "parley-indexer-deadletter")
-        self.pages = self.chunks = 0
+        self.pages = self.chunks = self.dropped = 0
         self._started = time.monotonic()
 
     async def index(self, page: events_pb2.KnowledgePage, vectors: list[bytes] | None = None) -> int | None:
         """Applies one page (with its chunks' embeddings if already computed); returns the new
-        knowledge version (None: the key no longer exists)."""
+        knowledge version (None: the key does not exist or is revoked, and the page was dropped).
+        The key is checked in the page's transaction, share-locked (keys.require_live, as AddDocument
+        does), so a revocation that commits first is seen and one that comes later waits for it."""
         key_id = page.product_key_id
         try:
             if page.removed:
-                _, version = await self.indexing.remove(key_id, "page", {page.document, page.url})
+                _, version = await self.indexing.remove(key_id, "page", {page.document, page.url},
+                                                        require=keys.require_live)
                 reason = "page_removed"
             else:
                 chunks = _chunks(page)
                 _, _, version = await self.indexing.write(key_id, "page", page.document, page.title, page.document,
                                                           chunks, replace={page.document, page.old_document},
-                                                          vectors=vectors)
+                                                          vectors=vectors, require=keys.require_live)
                 reason = "page_changed"
                 self.chunks += len(chunks)
         except NotFound:
-            logger.info("page %s of a key that no longer exists (%s); dropped", page.document, key_id)
+            logger.info("page %s of a key that does not exist (%s); dropped", page.document[:200], key_id)
+            PAGES_DROPPED.labels("key_unknown").inc()
+            self.dropped += 1
+            return None
+        except FailedPrecondition:
+            logger.info("page %s of a revoked key (%s); dropped", page.document[:200], key_id)
+            PAGES_DROPPED.labels("key_revoked").inc()
+            self.dropped += 1
             return None
         self.pages += 1
         event = events_pb2.KnowledgeUpdated(event_id=new_event_id(), occurred_at=now_timestamp(), product_key_id=key_id,

@@ -186,8 +186,13 @@ class Indexing:
             version = await bump_version(conn, key_id)
         return ids, deleted, version
 
-    async def remove(self, key_id: str, kind: str, documents: set[str]) -> tuple[int, int]:
+    async def remove(self, key_id: str, kind: str, documents: set[str],
+                     require: Callable[[asyncpg.Connection, str], Awaitable[None]] | None = None,
+                     ) -> tuple[int, int]:
+        """Deletes documents' chunks: (chunks deleted, knowledge version); `require` as for write."""
         async with self._pool.acquire() as conn, conn.transaction():
+            if require is not None:
+                await require(conn, key_id)
             deleted = await delete_documents(conn, key_id, kind, _stored_names(documents))
             version = await bump_version(conn, key_id)
         return deleted, version

@@ -22,18 +22,23 @@ from services.common.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from services.common.product_keys import KeyRecord, hash_secret, require_key, validate_key
+from services.common.product_keys import KeyRecord, hash_secret, key_change, require_key, validate_key
 from services.common.text import is_blank, storable
 
 __all__ = ["KeyRecord", "hash_secret", "require_key", "validate_key"]  # shared with the other services
 
 # Called with the hash of a secret that is about to stop working, while its row is locked: the
 # cache tombstone goes in before PostgreSQL changes, so no replica can cache the old record again.
+# The change runs within product_keys.key_change, which lifts the tombstone if it does not commit.
 BeforeChange = Callable[[bytes], Awaitable[None]]
 
 _KEY_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{1,62}$")
 # Settings a key may override (product_keys.settings jsonb); anything else is rejected.
 SETTING_TYPES = {"rate_limit_per_second": float, "rate_limit_burst": int, "allow_direct": bool}
+# Bounds of the numeric ones (0 still means the service default). Below 0.01/s a bucket takes years to
+# refill and its expiry in Redis gets absurd (1e-17/s overflowed it); a million a second and a burst of
+# a million are what the benchmarks set to be never limited, and no tenant needs more.
+SETTING_BOUNDS = {"rate_limit_per_second": (0.01, 1_000_000.0), "rate_limit_burst": (1, 1_000_000)}
 # A key's name is shown in lists and answers' metadata; its instructions go into every prompt of the key.
 MAX_NAME_CHARS = 200
 MAX_INSTRUCTIONS_CHARS = 10_000
@@ -74,7 +79,8 @@ def check_admin(token: str | None, expected: str) -> None:
 
 
 def clean_settings(settings: dict) -> dict:
-    """Only known settings with values of the right type; zero/false values mean the service default."""
+    """Only known settings with values of the right type and within SETTING_BOUNDS; zero/false values
+    mean the service default."""
     cleaned = {}
     for name, value in settings.items():
         kind = SETTING_TYPES.get(name)
@@ -83,6 +89,12 @@ def clean_settings(settings: dict) -> dict:
         if kind is not bool and (isinstance(value, bool) or not isinstance(value, (int, float))
                                  or not math.isfinite(value) or value < 0):
             raise InvalidArgument(f"key setting {name} must be a non-negative number")
+        if value and name in SETTING_BOUNDS:
+            low, high = SETTING_BOUNDS[name]
+            if not low <= value <= high or (kind is int and value != int(value)):
+                whole = " whole" if kind is int else ""
+                raise InvalidArgument(f"key setting {name} must be 0 (the service default) or a{whole} number "
+                                      f"from {low:g} to {high:,.0f}; got {value:g}")
         if value:
             cleaned[name] = kind(value)
     return cleaned
@@ -173,7 +185,8 @@ async def list_keys(pool: asyncpg.Pool) -> list[ProductKey]:
 
 async def revoke_key(pool: asyncpg.Pool, key_id: str, before_change: BeforeChange) -> tuple[ProductKey, bytes]:
     """Revokes the key; returns it with the hash of the secret that stopped working."""
-    async with pool.acquire() as conn, conn.transaction():
+    # key_change outermost: it looks at PostgreSQL once the transaction has ended (see there).
+    async with key_change(pool), pool.acquire() as conn, conn.transaction():
         old = await conn.fetchval("SELECT key_hash FROM product_keys WHERE id = $1 FOR UPDATE",
                                   key_id) if _KEY_ID.fullmatch(key_id) else None
         if old is None:
@@ -190,7 +203,7 @@ async def revoke_key(pool: asyncpg.Pool, key_id: str, before_change: BeforeChang
 async def rotate_key(pool: asyncpg.Pool, key_id: str, before_change: BeforeChange) -> tuple[ProductKey, str, bytes]:
     """A new secret for the key (its knowledge stays); returns the key, the new secret and the old hash."""
     secret = new_secret()
-    async with pool.acquire() as conn, conn.transaction():
+    async with key_change(pool), pool.acquire() as conn, conn.transaction():
         old = await conn.fetchrow("SELECT key_hash, revoked_at FROM product_keys WHERE id = $1 FOR UPDATE",
                                   key_id) if _KEY_ID.fullmatch(key_id) else None
         if old is None:

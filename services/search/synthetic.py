@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import logging
 import random
+import secrets
 
 import asyncpg
 import numpy as np
 
 from services.common.embedding import DIMENSIONS, MODEL_ID
+from services.common.product_keys import KeyCache, key_change
 from services.search.keys import hash_secret
 
 logger = logging.getLogger(__name__)
@@ -44,9 +49,49 @@ def key_id(i: int) -> str:
     return f"{KEY_PREFIX}{i:03d}"
 
 
+# The synthetic keys never limit a load (a million calls a second), in whatever database is configured,
+# so their secrets are this process's own: drawn at random when it starts, and each load sets the keys'
+# hashes to them. A later run (or another process) rotates them again; nobody else can use them.
+_SEED = secrets.token_bytes(32)
+_SETTINGS = '{"rate_limit_per_second": 1000000, "rate_limit_burst": 1000000}'
+
+
+def _secret(name: str) -> str:
+    digest = hmac.new(_SEED, name.encode(), hashlib.sha256).digest()
+    return "pk_" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()   # as keys.new_secret's
+
+
 def secret(i: int) -> str:
-    """Deterministic secrets: synthetic keys are for load only and hold no real knowledge."""
-    return f"pk_synthetic-load-key-{i:03d}"
+    """The secret of synthetic key i in this process (once ensure_corpus has run in it)."""
+    return _secret(key_id(i))
+
+
+def big_secret() -> str:
+    """The secret of the big synthetic key in this process (once ensure_big_key has run in it)."""
+    return _secret(KEY_PREFIX + "big")
+
+
+async def _ensure_keys(pool: asyncpg.Pool, named: list[tuple[str, str]], key_cache: KeyCache | None) -> None:
+    """Creates the keys (id, name) or gives them this process's secrets; the secrets they had stop
+    working. Those go through the key cache, tombstoned as a rotation does (else a replica may still
+    admit one it cached, for up to the key cache TTL)."""
+    ids = [key for key, _ in named]
+    # key_change lifts the tombstones if the transaction fails; FOR UPDATE: as a rotation, so that two
+    # loads at once take turns.
+    async with key_change(pool), pool.acquire() as conn, conn.transaction():
+        current = await conn.fetch("SELECT id, key_hash FROM product_keys WHERE id = ANY($1::text[]) FOR UPDATE",
+                                   ids)
+        if key_cache is not None:
+            for row in current:
+                if bytes(row["key_hash"]) != hash_secret(_secret(row["id"])):
+                    await key_cache.forbid(bytes(row["key_hash"]))
+        await conn.executemany(
+            "INSERT INTO product_keys (id, name, key_hash, settings) VALUES ($1, $2, $3, $4::jsonb)"
+            " ON CONFLICT (id) DO UPDATE SET key_hash = EXCLUDED.key_hash, settings = EXCLUDED.settings"
+            " WHERE (product_keys.key_hash, product_keys.settings)"
+            " IS DISTINCT FROM (EXCLUDED.key_hash, EXCLUDED.settings)",
+            [(key, name, hash_secret(_secret(key)), _SETTINGS) for key, name in named],
+        )
 
 
 # Every 20th chunk is an FAQ entry (a short question and its answer); the others are document chunks.
@@ -76,19 +121,15 @@ ON CONFLICT (product_key_id, kind, document, content_hash) DO NOTHING
 
 
 async def ensure_corpus(pool: asyncpg.Pool, *, keys: int = 100, chunks_per_key: int = 1000,
-                        vectors: bool = True) -> int:
+                        vectors: bool = True, key_cache: KeyCache | None = None) -> int:
     """Creates keys synth-000.. with `chunks_per_key` chunks each unless they exist; returns the total
-    chunk count of the synthetic keys. Idempotent, so a second run (or another test) reuses the data.
-    `vectors=False` leaves the embeddings out (filled later by a call with `vectors=True`): writing
-    them is an UPDATE of every row, which rewrites its GIN entries and takes minutes at 100k rows."""
+    chunk count of the synthetic keys. Idempotent, so a second run (or another test) reuses the data;
+    the keys' secrets are this process's (`secret`). `vectors=False` leaves the embeddings out (filled
+    later by a call with `vectors=True`): writing them is an UPDATE of every row, which rewrites its GIN
+    entries and takes minutes at 100k rows. `key_cache`: see _ensure_keys."""
     words = vocabulary()
+    await _ensure_keys(pool, [(key_id(i), f"Synthetic {i}") for i in range(keys)], key_cache)
     async with pool.acquire() as conn:
-        await conn.executemany(
-            "INSERT INTO product_keys (id, name, key_hash, settings) VALUES ($1, $2, $3, $4::jsonb)"
-            " ON CONFLICT (id) DO NOTHING",
-            [(key_id(i), f"Synthetic {i}", hash_secret(secret(i)),
-              '{"rate_limit_per_second": 1000000, "rate_limit_burst": 1000000}') for i in range(keys)],
-        )
         counts = dict(await conn.fetch(
             "SELECT product_key_id, count(*) FROM knowledge_chunks WHERE product_key_id LIKE $1 GROUP BY 1",
             KEY_PREFIX + "%",
@@ -150,15 +191,13 @@ async def ensure_vectors(pool: asyncpg.Pool, key_pattern: str, batch: int = 1000
         logger.info("synthetic corpus: %d random vectors", filled)
 
 
-async def ensure_big_key(pool: asyncpg.Pool, chunks: int = 50_000) -> str:
-    """One synthetic key with `chunks` chunks (the largest key of the search benchmark)."""
+async def ensure_big_key(pool: asyncpg.Pool, chunks: int = 50_000, key_cache: KeyCache | None = None) -> str:
+    """One synthetic key with `chunks` chunks (the largest key of the search benchmark), its secret
+    this process's (`big_secret`)."""
     words = vocabulary()
     big = KEY_PREFIX + "big"
+    await _ensure_keys(pool, [(big, "Synthetic big")], key_cache)
     async with pool.acquire() as conn:
-        await conn.execute(
-            "INSERT INTO product_keys (id, name, key_hash, settings) VALUES ($1, $2, $3, $4::jsonb)"
-            " ON CONFLICT (id) DO NOTHING", big, "Synthetic big", hash_secret(big_secret()),
-            '{"rate_limit_per_second": 1000000, "rate_limit_burst": 1000000}')
         have = await conn.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", big)
         if have < chunks:
             logger.info("synthetic corpus: loading %d chunks into %s (once)", chunks, big)
@@ -169,7 +208,3 @@ async def ensure_big_key(pool: asyncpg.Pool, chunks: int = 50_000) -> str:
             await conn.execute("ANALYZE knowledge_chunks")
     await ensure_vectors(pool, big)
     return big
-
-
-def big_secret() -> str:
-    return "pk_synthetic-load-key-big"

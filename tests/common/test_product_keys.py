@@ -12,7 +12,13 @@ import pytest
 
 from services.common.errors import ResourceExhausted, Unauthenticated
 from services.common.pb.parley.v1 import search_pb2
-from services.common.product_keys import KeyValidator, RateLimiter
+from services.common.product_keys import (
+    BUCKET_PREFIX,
+    KeyRecord,
+    KeyValidator,
+    RateLimiter,
+    hash_secret,
+)
 from services.common.redis_client import create_redis
 from tests.conftest import RUN_ID, TestKey
 
@@ -162,3 +168,30 @@ async def test_a_lingering_pipeline_gathers_turns_that_arrive_apart(search, admi
         await client.aclose()
     assert [c[-1] for c in together] == [5, 1], together   # five turns' tokens in one call, then the lone one
     assert [c[-1] for c in alone] == [1] * 5, alone
+
+
+async def test_an_absurd_stored_rate_neither_fails_the_bucket_nor_marks_redis_down(stack):
+    """A record cached with a rate from before key settings were bounded (1e-17/s: a bucket that
+    takes 1e17 s to refill) is admitted and limited like any other, in Redis: the bucket's expiry is
+    capped instead of overflowing PEXPIRE, which would fail the script and send the replica's every
+    tenant to the per-process fallback."""
+    client = create_redis(stack.redis_url)
+    secret = f"pk_absurd-{uuid.uuid4().hex}"
+    record = KeyRecord(id=f"test-absurd-{uuid.uuid4().hex[:8]}", name="Absurd", knowledge_version=1,
+                       instructions="", website="", ts_config="english",
+                       settings={"rate_limit_per_second": 1e-17, "rate_limit_burst": 1})
+    # No PostgreSQL: an admission that fell back from Redis would be UNAVAILABLE, not admitted.
+    validator = KeyValidator(client, lambda: None, ttl_seconds=30, local_seconds=0, default_rate=20, default_burst=40)
+    try:
+        await validator.cache.put(hash_secret(secret), record)
+        assert (await validator.admit(secret)).id == record.id
+        with pytest.raises(ResourceExhausted):
+            await validator.admit(secret)
+        assert validator.health.available()
+        assert await client.pttl(BUCKET_PREFIX + record.id) > 0     # idle buckets still expire
+        # The other way in (a record read from PostgreSQL): the same script body, no fallback either.
+        limiter = RateLimiter(client)
+        limiter.local.take = None       # calling it would mean Redis failed
+        assert (await limiter.take(f"test-{uuid.uuid4().hex}", 1e-17, 3)).allowed
+    finally:
+        await client.aclose()

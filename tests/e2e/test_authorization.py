@@ -255,6 +255,31 @@ async def test_a_revoked_or_rotated_away_secret_is_refused_at_once_by_every_serv
         product_key=key.secret, request_id=turn.request_id, rating=-1), timeout=10))
 
 
+async def test_a_revocation_that_fails_refuses_nothing_and_one_that_commits_refuses_at_once(
+        search, response, analytics, admin, pg):
+    """The revocation's UPDATE fails after its tombstone went into the shared key cache (here the
+    key's knowledge version at the bigint limit, so that its increment overflows): the key is not
+    revoked, so no service may refuse it. Once the revocation commits, every service refuses it."""
+    key = await _new_key(search, admin, "failed-revoke")
+    plan = search_pb2.PlanRequest(product_key=key.secret, message="What is the vault code?")
+    chat = response_pb2.ChatRequest(product_key=key.secret, message="What is the vault code?")
+    await search.Plan(plan, timeout=10)
+    await response.Chat(chat, timeout=10)                  # each service holds the key record now
+    await pg.execute("UPDATE product_keys SET knowledge_version = 9223372036854775807 WHERE id = $1", key.id)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await search.RevokeProductKey(search_pb2.RevokeProductKeyRequest(id=key.id), metadata=admin, timeout=10)
+    assert rpc_error(info).code() not in (grpc.StatusCode.OK, *REFUSED)
+    assert await validate_key(pg, hash_secret(key.secret)) is not None
+    await search.Plan(plan, timeout=10)
+    await response.Chat(chat, timeout=10)
+    await analytics.GetMetrics(analytics_pb2.GetMetricsRequest(product_key=key.secret), timeout=10)
+    await pg.execute("UPDATE product_keys SET knowledge_version = 100 WHERE id = $1", key.id)
+    await search.RevokeProductKey(search_pb2.RevokeProductKeyRequest(id=key.id), metadata=admin, timeout=10)
+    await _refused(search.Plan(plan, timeout=10))
+    await _refused(response.Chat(chat, timeout=10))
+    await _refused(analytics.GetMetrics(analytics_pb2.GetMetricsRequest(product_key=key.secret), timeout=10))
+
+
 async def test_feedback_on_another_tenants_turn_is_not_found_and_names_nothing_of_it(search, response, admin):
     a = await _new_key(search, admin, "fb-a")
     b = await _new_key(search, admin, "fb-b")

@@ -470,3 +470,31 @@ async def test_an_early_retrieval_for_a_revoked_key_is_dropped(search, admin, pg
     with pytest.raises(Unauthenticated):                            # no longer remembered as valid
         await planner.plan(key.secret, "how long do I have to return it?")
     assert len(tasks) == 1
+
+
+async def test_pages_of_a_revoked_key_are_dropped_and_the_pages_after_them_indexed(services, search, admin, pg,
+                                                                                  settings):
+    """A crawl still under way when its key is revoked: its pages change nothing (as AddDocument is
+    refused), they are counted and committed past, not retried nor dead-lettered, and the indexer
+    goes on with the next key's pages."""
+    import httpx
+
+    revoked = await make_key(search, admin, "revoked-crawl", faq=[], docs=[])
+    live = await make_key(search, admin, "live-crawl", faq=[], docs=[])
+    await hand_over(settings, page(revoked.id, "https://shop.example/kept.html", "Indexed before the revocation."))
+    await search.RevokeProductKey(search_pb2.RevokeProductKeyRequest(id=revoked.id), metadata=admin, timeout=10)
+    version = await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", revoked.id)
+    indexer_pid = services.pid("indexer")
+    after = page(live.id, "https://shop.example/after.html", "The page after the revoked key's pages.")
+    await hand_over(settings, page(revoked.id, "https://shop.example/late.html", "Written after the revocation."),
+                    page(revoked.id, "https://shop.example/kept.html", removed=True), after)
+    assert await chunks_by_document(pg, revoked.id) == {
+        "https://shop.example/kept.html": ["Indexed before the revocation."]}
+    assert await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", revoked.id) == version
+    assert await chunks_by_document(pg, live.id) == {after.document: list(after.chunks)}
+    assert services.pid("indexer") == indexer_pid, "the indexer exited"
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"http://127.0.0.1:{settings.indexer_metrics_port}/metrics")).text
+    dropped = [line for line in metrics.splitlines()
+               if line.startswith("parley_indexer_pages_dropped_total") and 'reason="key_revoked"' in line]
+    assert dropped and float(dropped[0].split()[-1]) >= 2, dropped
