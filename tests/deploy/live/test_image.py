@@ -98,7 +98,10 @@ def containers(built, rendered) -> Iterator[dict[str, tuple]]:
         for dep in rendered["prod"].of_kind("Deployment"):
             command, workdir, check = _probe_of(dep)
             name = f"parley-{dep['metadata']['name']}-{uuid.uuid4().hex[:6]}"
-            extra = ("--detach", f"--name={name}") + ((f"--workdir={workdir}",) if workdir else ())
+            # The token the Secret gives a pod: a service listening beyond loopback (the image's
+            # 0.0.0.0) refuses to start with the well-known development one.
+            extra = ("--detach", f"--name={name}", f"--env=PARLEY_ADMIN_TOKEN=image-test-{uuid.uuid4().hex}") + (
+                (f"--workdir={workdir}",) if workdir else ())
             img.podman("run", *img.ulimits(), *img.RUN_FLAGS, *extra, built, *command, quiet=True, timeout=120)
             started[dep["metadata"]["name"]] = (name, check)
         yield started
