@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import logging
 import os
 import random
@@ -14,7 +15,17 @@ from collections.abc import Awaitable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    PolicyViolationError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+    UnsupportedForMessageFormatError,
+)
 from aiokafka.structs import RecordMetadata, TopicPartition
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -401,16 +412,46 @@ class LazyProducer:
             await self.producer.stop()
 
 
+# A dead letter's value and key at most. The original came within the broker's message limit (1 MiB by
+# default, as the producer's request limit): with the headers added, one near it would be over, and
+# refused on every try. Cut, it keeps enough to see what it was; its size and sha256 say the rest.
+DEAD_LETTER_MAX_VALUE = 512 * 1024
+DEAD_LETTER_MAX_KEY = 16 * 1024
+
+# Errors the broker (or the producer, before sending) gives a dead letter whatever the number of tries:
+# retrying them would stop the consumer at the record for good.
+FINAL_SEND_ERRORS: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError, InvalidTopicError,
+    CorruptRecordException, InvalidTimestampError, UnsupportedForMessageFormatError, PolicyViolationError,
+)
+
+
 class DeadLetters:
-    """Sends a consumed message that cannot be handled, as its original bytes, to the dead-letter topic
-    with where it came from and why (headers). The producer starts on first use: it is rare."""
+    """Sends a consumed message that cannot be handled, as its original bytes (cut to
+    DEAD_LETTER_MAX_VALUE), to the dead-letter topic with where it came from and why (headers). The
+    producer starts on first use: it is rare."""
 
     def __init__(self, bootstrap: str, topic: str, client_id: str) -> None:
         self._bootstrap, self._topic, self._client_id = bootstrap, topic, client_id
         self._producer: AIOKafkaProducer | None = None
 
     async def send(self, value: bytes, reason: str, source_topic: str, partition: int, offset: int,
-                   key: bytes | None = None) -> None:
+                   key: bytes | None = None) -> bool:
+        """True once the broker has the dead letter. False when Kafka refused it for good
+        (FINAL_SEND_ERRORS): logged at error with the original's size and sha256 and counted in
+        parley_events_published_total{outcome="lost"}; the caller goes past the record. Any other
+        error is raised, for the caller to retry."""
+        headers = [
+            ("reason", reason.encode()), ("source-topic", source_topic.encode()),
+            ("source-partition", str(partition).encode()), ("source-offset", str(offset).encode()),
+            ("original-size", str(len(value)).encode()), ("original-sha256", hashlib.sha256(value).hexdigest().encode()),
+        ]
+        if len(value) > DEAD_LETTER_MAX_VALUE:
+            value = value[:DEAD_LETTER_MAX_VALUE]
+            headers.append(("truncated", b"true"))
+        if key is not None and len(key) > DEAD_LETTER_MAX_KEY:
+            headers.append(("original-key-size", str(len(key)).encode()))
+            key = key[:DEAD_LETTER_MAX_KEY]
         if self._producer is None:
             producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all",
                                         enable_idempotence=True, client_id=self._client_id)
@@ -420,10 +461,20 @@ class DeadLetters:
                 await producer.stop()  # no broker yet: the caller retries, with a new producer
                 raise
             self._producer = producer
-        await self._producer.send_and_wait(self._topic, key=key, value=value, headers=[
-            ("reason", reason.encode()), ("source-topic", source_topic.encode()),
-            ("source-partition", str(partition).encode()), ("source-offset", str(offset).encode()),
-        ])
+        try:
+            await self._producer.send_and_wait(self._topic, key=key, value=value, headers=headers)
+        except FINAL_SEND_ERRORS as exc:
+            named = dict(headers)
+            EVENTS_PUBLISHED.labels(self._topic, "lost").inc()
+            logger.error("dead letter of %s[%d]@%d (%s bytes, sha256 %s; %s) refused by Kafka for good: %s; the "
+                         "record is skipped without one", source_topic, partition, offset,
+                         named["original-size"].decode(), named["original-sha256"].decode(), reason, exc)
+            # The refused batch may leave the idempotent producer's sequence behind: the next letter
+            # gets a fresh producer.
+            producer, self._producer = self._producer, None
+            await within(STOP_SECONDS, "stopping the dead-letter producer", producer.stop())
+            return False
+        return True
 
     async def close(self) -> None:
         if self._producer is not None:

@@ -13,6 +13,19 @@ order in the background, so an answer never waits on the broker and a broker out
 - Bounded by `max_events`: when full, new events are refused (the answer is still given),
   counted in `parley_outbox_dropped_total`, logged at error, and the `outbox` health detail turns
   NOT_SERVING. Refusing beats blocking: answers keep flowing, and what is lost is counted.
+- A file that refuses a write (disk full, I/O error): the events are held in memory, up to
+  `max_memory_events`, and the delivery task hands them to Kafka from there (counted in
+  `parley_outbox_spilled_total`), so while the broker is up nothing acknowledged is lost; they are
+  lost only if the process dies before Kafka has them. Order is kept: while events are held, new ones
+  join them behind, a round sends the file's rows (all older) before them, and the next write that
+  succeeds (tried at most every FILE_RETRY_SECONDS while events are held) writes the held events
+  first. Beyond the bound events are refused as when full (`publish` returns False). The `outbox`
+  health detail is NOT_SERVING from a failed write until a write succeeds. Rows delivered but not
+  deleted (the delete is a write too) are skipped by seq until a delete succeeds.
+- A file SQLite cannot read at open (corrupt, not a database) is moved aside to
+  `<name>.corrupt-<UTC time>` (with its -wal and -shm), logged at error and counted in
+  `parley_outbox_corrupt_files_total`; a fresh file takes its place. Its rows are not salvaged
+  (`sqlite3 <file> .recover` may): a replica that cannot start delivers nothing at all.
 - One process per file (an exclusive lock): two replicas must not deliver the same rows.
 - Bounded in size: an event over `MAX_EVENT_BYTES` is refused at `publish` (EventTooLarge), and a
   stored one (written before the limit) is dropped at open, logged at error: Kafka would refuse it
@@ -22,22 +35,30 @@ order in the background, so an answer never waits on the broker and a broker out
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import sqlite3
 import time
-from collections import Counter
 from pathlib import Path
 
 from google.protobuf.message import Message
+from prometheus_client import Counter
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from services.common.kafka import EventProducer, event_headers, new_event_id
 from services.common.metrics import OUTBOX_DELIVERED, OUTBOX_DROPPED, OUTBOX_PENDING
 
 logger = logging.getLogger(__name__)
+
+OUTBOX_SPILLED = Counter("parley_outbox_spilled_total", "Events held in memory, and handed to Kafka from there, "
+                         "because the outbox file refused a write (disk full, I/O error), by topic.",
+                         ["outbox", "topic"])
+OUTBOX_CORRUPT = Counter("parley_outbox_corrupt_files_total",
+                         "Outbox files SQLite could not read at open, moved aside for a fresh one.", ["outbox"])
 
 # seq is the rowid: a new row gets the largest seq + 1, so rows keep their order and a seq is
 # never reused while a row before it is still there (AUTOINCREMENT's never-reused ids cost a
@@ -66,6 +87,14 @@ MAX_EVENT_BYTES = 900_000
 _ROW_BYTES = "length(key) + length(value) + length(headers)"   # headers are JSON with ASCII escapes
 
 
+# While events are held in memory, the file is tried again at most this often: a failed attempt also
+# carries the held events (up to max_memory_events rows), and with a full disk and Kafka away every
+# turn would pay for that.
+FILE_RETRY_SECONDS = 1.0
+
+# What SQLite says of a file that is not (or no longer) a database it can read.
+_UNREADABLE = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+
 _HEADERS_BEFORE_TRACE: dict[str, str] = {}
 
 
@@ -87,8 +116,16 @@ def _settle(waiters: list[asyncio.Future], written: bool) -> None:
             waiter.set_result(written)
 
 
+def _kafka_headers(stored: str) -> list[tuple[str, bytes]]:
+    return [(k, v.encode()) for k, v in json.loads(stored)]
+
+
 class OutboxFull(Exception):
     """An event refused because the outbox holds `max_events` already."""
+
+
+class OutboxUnwritable(Exception):
+    """The outbox file refused its last write; events are held in memory until one succeeds."""
 
 
 class EventTooLarge(ValueError):
@@ -103,11 +140,13 @@ class Outbox:
     """`publish(topic, key, message, trace_id=...)` like EventProducer, but local and durable."""
 
     def __init__(self, path: Path, producer: EventProducer, *, name: str, max_events: int = 100_000,
-                 batch: int = 500, synchronous: str = "NORMAL", round_timeout_seconds: float = 30.0) -> None:
+                 max_memory_events: int = 10_000, batch: int = 500, synchronous: str = "NORMAL",
+                 round_timeout_seconds: float = 30.0) -> None:
         self.path = Path(path)
         self.name = name
         self._producer = producer
         self._max = max(1, max_events)
+        self._max_memory = max(0, max_memory_events)
         self._batch = max(1, batch)
         self._synchronous = synchronous.upper()
         self._round_timeout = round_timeout_seconds
@@ -116,7 +155,15 @@ class Outbox:
         self._pending = 0
         self._queued: list[tuple[str, bytes, bytes, str]] = []  # published, written at the next loop iteration
         self._waiters: list[asyncio.Future] = []  # the publishers of the queued rows
+        # Rows the file refused, oldest first, all newer than every row in the file; the first
+        # `_memory_in_round` of them are in the delivery round in flight.
+        self._memory: collections.deque[tuple[str, bytes, bytes, str]] = collections.deque()
+        self._memory_in_round = 0
+        self._unwritable = ""         # why the last write failed; "" once one succeeded
+        self._file_retry_at = 0.0
+        self._delivered_through = 0   # rows up to this seq are delivered, their delete failed
         self.dropped = 0
+        self.spilled = 0
         self.last_error = ""
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -129,27 +176,56 @@ class Outbox:
         if self._db is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.path.with_suffix(".lock"), "w")  # noqa: SIM115 - held while open
+        lock_file = open(self.path.with_suffix(".lock"), "w")  # noqa: SIM115 - held while open
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            self._lock_file = None
-            raise RuntimeError(f"outbox {self.path} is used by another process; give each replica its own "
-                               "directory (PARLEY_OUTBOX_DIR)") from None
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        # The file is this process's alone (the flock above): SQLite's own locks are taken once and
-        # kept instead of several fcntl calls per transaction (20 -> 15 µs of CPU per event).
-        db.execute("PRAGMA locking_mode=EXCLUSIVE")
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={'FULL' if self._synchronous == 'FULL' else 'NORMAL'}")
-        db.execute(_SCHEMA)
-        self._drop_oversized(db)
-        self._db = db
-        self._pending = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
-        self._pending_gauge.set(self._pending)
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RuntimeError(f"outbox {self.path} is used by another process; give each replica its own "
+                                   "directory (PARLEY_OUTBOX_DIR)") from None
+            try:
+                db, pending = self._connect()
+            except sqlite3.DatabaseError as exc:
+                if not getattr(exc, "sqlite_errorname", "").startswith(_UNREADABLE):
+                    raise
+                self._move_aside(exc)
+                db, pending = self._connect()
+        except BaseException:
+            # Released, or a retried open in this process would find its own lock taken.
+            lock_file.close()
+            raise
+        self._lock_file, self._db, self._pending, self._delivered_through = lock_file, db, pending, 0
+        self._count_pending()
         if self._pending:
             logger.info("outbox %s holds %d undelivered event(s) from before the restart", self.path, self._pending)
+
+    def _connect(self) -> tuple[sqlite3.Connection, int]:
+        """The file opened, its schema made, oversized rows dropped; and the number of rows it holds
+        (reading the table is where a damaged one shows)."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            # The file is this process's alone (the flock in open): SQLite's own locks are taken once
+            # and kept instead of several fcntl calls per transaction (20 -> 15 µs of CPU per event).
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if self._synchronous == 'FULL' else 'NORMAL'}")
+            db.execute(_SCHEMA)
+            self._drop_oversized(db)
+            return db, db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        except BaseException:
+            db.close()
+            raise
+
+    def _move_aside(self, exc: sqlite3.DatabaseError) -> None:
+        """Renames an unreadable file (and its -wal and -shm: a stale WAL would be replayed into the
+        fresh file) to `<name>.corrupt-<UTC time>`, kept for whoever wants to recover it by hand."""
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                self.path.with_name(self.path.name + suffix).rename(aside.with_name(aside.name + suffix))
+        OUTBOX_CORRUPT.labels(self.name).inc()
+        logger.error("outbox %s cannot be read (%s): moved aside to %s and started afresh; the events it held "
+                     "are not delivered", self.path, exc, aside)
 
     def _drop_oversized(self, db: sqlite3.Connection) -> None:
         """Stored rows over MAX_EVENT_BYTES (written before the limit) would block delivery for ever:
@@ -174,14 +250,19 @@ class Outbox:
 
     @property
     def pending(self) -> int:
-        return self._pending
+        """Events not acknowledged by Kafka yet: in the file or held in memory."""
+        return self._pending + len(self._memory)
+
+    def _count_pending(self) -> None:
+        self._pending_gauge.set(self._pending + len(self._memory))
 
     # --- publishing -----------------------------------------------------------------------
 
     async def publish(self, topic: str, key: str, message: Message, *, trace_id: str = "") -> bool:
         """Append the event; returns once it is written. The events published while the loop runs
         one iteration are written together, in one transaction (a commit per turn cost more than the
-        rest of a cached turn's event). False when the event was dropped (outbox full or unwritable),
+        rest of a cached turn's event). An event the file refuses is held in memory and still True. False
+        when the event was dropped (outbox full, or not writable with `max_memory_events` held already),
         which is counted and logged; the caller's answer goes on. Raises EventTooLarge for an event
         over MAX_EVENT_BYTES (Kafka would never accept it), before anything is written."""
         row = (topic, key.encode(), message.SerializeToString(), headers_json(message, trace_id))
@@ -205,25 +286,66 @@ class Outbox:
     def _write_queued(self) -> None:
         rows, self._queued = self._queued, []
         waiters, self._waiters = self._waiters, []
-        try:
-            if self._db is None:
-                self.open()
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany("INSERT INTO outbox (topic, key, value, headers) VALUES (?, ?, ?, ?)", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        except (sqlite3.Error, OSError, RuntimeError) as exc:
-            for topic, *_ in rows:
-                self._drop(topic, f"not writable ({exc!r})")
-            _settle(waiters, False)
+        if self._memory and (self._memory_in_round or time.monotonic() < self._file_retry_at):
+            self._hold(rows, waiters)  # behind the events held already
             return
-        self._pending += len(rows)
-        self._pending_gauge.set(self._pending)
+        held = list(self._memory)  # older than `rows`: written before them, in the same transaction
+        try:
+            self._insert(held + rows if held else rows)
+        except (sqlite3.Error, OSError, RuntimeError) as exc:
+            self._write_failed(exc)
+            self._hold(rows, waiters)
+            return
+        self._memory.clear()
+        self._written_again(f"{len(held)} event(s) held in memory written to it" if held else "")
+        self._pending += len(held) + len(rows)
+        self._count_pending()
         self._wake.set()
         _settle(waiters, True)
+
+    def _insert(self, rows: list[tuple[str, bytes, bytes, str]]) -> None:
+        if self._db is None:
+            self.open()
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT INTO outbox (topic, key, value, headers) VALUES (?, ?, ?, ?)", rows)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # SQLite rolls back by itself on some errors (an I/O error, a full disk)
+                db.execute("ROLLBACK")
+            raise
+
+    def _hold(self, rows: list[tuple[str, bytes, bytes, str]], waiters: list[asyncio.Future]) -> None:
+        """Rows the file did not take (or is not asked to take yet) wait in memory for the delivery
+        task, as many as `max_memory_events` allows; the others are dropped. Rows and waiters pair up:
+        each publish queues one of each."""
+        taken = rows[:max(0, self._max_memory - len(self._memory))]
+        self._memory.extend(taken)
+        self.spilled += len(taken)
+        for topic, *_ in taken:
+            OUTBOX_SPILLED.labels(self.name, topic).inc()
+        for topic, *_ in rows[len(taken):]:
+            self._drop(topic, f"not writable, with {len(self._memory)} events held in memory already")
+        for i, waiter in enumerate(waiters):
+            if not waiter.done():  # its caller was cancelled
+                waiter.set_result(i < len(taken))
+        if taken:
+            self._count_pending()
+            self._wake.set()
+
+    def _write_failed(self, exc: BaseException) -> None:
+        if not self._unwritable:
+            logger.error("outbox %s is not writable (%r): events are held in memory (at most %d) and handed to "
+                         "Kafka from there until a write succeeds", self.path, exc, self._max_memory)
+        self._unwritable = repr(exc)
+        self._file_retry_at = time.monotonic() + FILE_RETRY_SECONDS
+
+    def _written_again(self, detail: str) -> None:
+        if self._unwritable:
+            logger.info("outbox %s is writable again%s", self.path, f"; {detail}" if detail else "")
+            self._unwritable = ""
+            self._file_retry_at = 0.0
 
     def _drop(self, topic: str, why: str) -> None:
         self.dropped += 1
@@ -235,9 +357,30 @@ class Outbox:
                          self.path, why, self.last_error or "acknowledging", topic, self.dropped)
 
     async def ping(self) -> None:
-        """Health detail: fails while the outbox refuses events."""
+        """Health detail: fails while the outbox refuses events, or since its file refused a write
+        (until a write succeeds)."""
+        if self._unwritable:
+            raise OutboxUnwritable(f"outbox file not writable ({self._unwritable}); {len(self._memory)} event(s) "
+                                   f"held in memory, {self.dropped} dropped")
         if self._pending >= self._max or self._db is None:
             raise OutboxFull(f"outbox full ({self._pending} events, {self.dropped} dropped)")
+
+    def _save_held(self) -> None:
+        if not self._memory:
+            return
+        held = list(self._memory)
+        self._memory.clear()
+        try:
+            self._insert(held)
+        except (sqlite3.Error, OSError, RuntimeError) as exc:
+            for topic, *_ in held:
+                self.dropped += 1
+                OUTBOX_DROPPED.labels(self.name, topic).inc()
+            logger.error("outbox %s: stopping with %d event(s) held in memory that the file refuses (%r); dropped",
+                         self.path, len(held), exc)
+        else:
+            self._pending += len(held)
+        self._count_pending()
 
     # --- delivery -------------------------------------------------------------------------
 
@@ -247,15 +390,17 @@ class Outbox:
             self._task = asyncio.get_running_loop().create_task(self._deliver_forever())
 
     async def stop(self, drain_seconds: float = 5.0) -> None:
-        """Deliver what can be delivered within `drain_seconds`; the rest stays on disk for the next start."""
+        """Deliver what can be delivered within `drain_seconds`; the rest stays on disk for the next start
+        (events held in memory are written to the file if it takes them now, else dropped and counted)."""
         if self._task is not None:
             deadline = time.monotonic() + drain_seconds
-            while self._pending and time.monotonic() < deadline and not self._task.done():
+            while self.pending and time.monotonic() < deadline and not self._task.done():
                 await asyncio.sleep(0.05)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self._save_held()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._producer.stop(), timeout=5.0)
         self.close()
@@ -271,7 +416,7 @@ class Outbox:
             # the appends of the next few milliseconds join the round (one SELECT, one DELETE and
             # fuller produce requests for many turns instead of a round per turn).
             self._wake.clear()
-            if not self._pending:
+            if not self.pending:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
             await asyncio.sleep(DELIVERY_LINGER_SECONDS)
@@ -282,39 +427,65 @@ class Outbox:
         would send, under steady load, the one or two events written during the last round's round
         trip: a round per event, ~95 µs of CPU each instead of ~9 µs in full rounds."""
         while True:
-            rows = self._db.execute("SELECT seq, topic, key, value, headers FROM outbox ORDER BY seq LIMIT ?",
-                                    (self._batch,)).fetchall()
-            if not rows:
+            rows = [] if self._db is None else self._db.execute(
+                "SELECT seq, topic, key, value, headers FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (self._delivered_through, self._batch)).fetchall()
+            # Events held in memory are newer than every row of the file: they fill the round after them.
+            held = list(itertools.islice(self._memory, self._batch - len(rows))) if self._memory else []
+            if not rows and not held:
                 return
+            self._memory_in_round = len(held)  # kept in memory (not moved to the file) until acknowledged
             try:
-                await asyncio.wait_for(self._round(rows), timeout=self._round_timeout)
+                await asyncio.wait_for(self._round(rows, held), timeout=self._round_timeout)
             except Exception as exc:
                 if not self.last_error:
                     logger.warning("outbox %s: broker not acknowledging (%r); %d event(s) kept for later",
-                                   self.path, exc, self._pending)
+                                   self.path, exc, self.pending)
                 self.last_error = repr(exc)
                 await self._producer.reset()
                 raise
+            finally:
+                self._memory_in_round = 0
             if self.last_error:
-                logger.info("outbox %s: broker acknowledging again; %d event(s) left", self.path, self._pending)
+                logger.info("outbox %s: broker acknowledging again; %d event(s) left", self.path, self.pending)
                 self.last_error = ""
-            if len(rows) < self._batch:
+            if len(rows) + len(held) < self._batch:
                 return
 
-    async def _round(self, rows: list[tuple]) -> None:
+    async def _round(self, rows: list[tuple], held: list[tuple[str, bytes, bytes, str]]) -> None:
         await self._producer.start()
-        results = await self._producer.send_rows([(topic, key, value, [(k, v.encode()) for k, v in json.loads(headers)])
-                                                  for _, topic, key, value, headers in rows])
+        events = [(topic, key, value, _kafka_headers(headers)) for _, topic, key, value, headers in rows]
+        if held:
+            events += [(topic, key, value, _kafka_headers(headers)) for topic, key, value, headers in held]
+        results = await self._producer.send_rows(events)
         acked = 0
         for result in results:  # only the prefix acknowledged in full leaves the outbox: order is kept
             if isinstance(result, BaseException):
                 break
             acked += 1
+        from_file = min(acked, len(rows))
+        if from_file:
+            self._pending = max(0, self._pending - from_file)
+            self._delete_through(rows[from_file - 1][0])
+        for _ in range(acked - from_file):
+            self._memory.popleft()   # the round's held events are the first ones: none moved meanwhile
         if acked:
-            self._db.execute("DELETE FROM outbox WHERE seq <= ?", (rows[acked - 1][0],))
-            self._pending = max(0, self._pending - acked)
-            self._pending_gauge.set(self._pending)
-            for topic, n in Counter(row[1] for row in rows[:acked]).items():
+            self._count_pending()
+            for topic, n in collections.Counter(event[0] for event in events[:acked]).items():
                 OUTBOX_DELIVERED.labels(self.name, topic).inc(n)
-        if acked < len(rows):
+        if acked < len(events):
             raise _RoundFailed(f"broker refused an event: {results[acked]!r}")
+
+    def _delete_through(self, seq: int) -> None:
+        """Deletes the delivered rows up to `seq`. A full disk can refuse the delete too (it is a write):
+        the rows are then skipped by seq until a delete succeeds, instead of being sent again every
+        round (a restart before that sends them again; consumers drop the copies by event_id)."""
+        try:
+            self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
+        except sqlite3.Error as exc:
+            self._write_failed(exc)
+            self._delivered_through = seq
+            return
+        # Nothing is left at or below seq: a later row may reuse a low seq once the table is empty.
+        self._delivered_through = 0
+        self._written_again("")

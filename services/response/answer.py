@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from services.common.errors import InvalidArgument, NotFound, ParleyError, Unauthenticated, as_unavailable
+from services.common.errors import (RETRY_AFTER_TRAILER, InvalidArgument, NotFound, ParleyError, Unauthenticated,
+                                    Unavailable, as_unavailable)
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.outbox import Outbox
 from services.common.pb.parley.v1 import common_pb2, events_pb2, response_pb2, search_pb2
@@ -480,6 +481,9 @@ class ChatEngine:
             error_code=error_code,
             trace_id=state.request_id,
         )
+        # False when the outbox refused the event (full, or its file unwritable with its memory bound
+        # reached): counted and logged there. The answer is given all the same: it is worth more
+        # than its record, and answers never wait on the event's way to Kafka.
         await self._producer.publish(self._settings.topic("chat_turns"), state.key_id, event,
                                      trace_id=state.request_id)
 
@@ -508,7 +512,13 @@ class ChatEngine:
             product_key_id=record.key_id, request_id=storable(request_id), rating=rating, comment=storable(comment),
             message=storable(record.message),
         )
-        await self._producer.publish(self._settings.topic("feedback"), record.key_id, event, trace_id=request_id)
+        # Feedback is nothing but its event: one the outbox refused is not acknowledged. A retry has the
+        # same event id, so it is recorded once whichever attempt gets through. The hint is 5 s: an
+        # outbox that refuses is full (Kafka away for long) or cannot write its file.
+        if await self._producer.publish(self._settings.topic("feedback"), record.key_id, event,
+                                        trace_id=request_id) is False:
+            raise Unavailable("feedback not recorded: the event outbox cannot take it now; retry shortly",
+                              trailers={RETRY_AFTER_TRAILER: "5"})
         return event.event_id
 
 

@@ -304,3 +304,64 @@ async def test_two_workers_taking_over_each_other_s_partitions_count_every_turn_
         await p.stop()
         await second.stop()
         await first.stop()
+
+
+async def test_records_retention_deleted_past_the_stored_offset_are_logged_and_counted_lost(stack, settings, caplog):
+    """The stored offset says 2, but the log now starts at 6 (retention, or an operator's delete-records):
+    records 2-5 were never applied. The writer says so (an error naming topic, partition and count, and
+    parley_worker_events_lost_total) and goes on from 6."""
+    import logging
+
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+    from prometheus_client import REGISTRY
+
+    from services.analytics.stream.sink import Applied
+
+    key_id = f"gap-{uuid.uuid4().hex[:8]}"
+    topic = f"{settings.topic('chat_turns')}.gap-{uuid.uuid4().hex[:6]}"
+    await ensure_topics(settings.kafka_bootstrap, [topic], 1)
+    p = await producer(settings)
+    try:
+        for i in range(10):
+            await p.send_and_wait(topic, now_turn(key_id, 1.0 + i).SerializeToString(), key=key_id.encode())
+    finally:
+        await p.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(topic, 0): RecordsToDelete(before_offset=6)})
+    finally:
+        await admin.close()
+
+    written: list[int] = []
+
+    async def write(records, prepared=None) -> Applied:
+        written.extend(position.offset for position, _ in records)
+        return Applied(applied=len(records))
+
+    async def stored_offsets() -> dict[tuple[str, int], int]:
+        return {(topic, 0): 2}
+
+    async def no_dead_letters(letter: DeadLetter) -> None:
+        raise AssertionError(f"unexpected dead letter {letter}")
+
+    caplog.set_level(logging.ERROR, logger="services.analytics.stream.consumer")
+    before = REGISTRY.get_sample_value("parley_worker_events_lost_total", {"topic": topic}) or 0.0
+    consumer = EventConsumer(
+        bootstrap=settings.kafka_bootstrap, group_id=f"consumer-test-{uuid.uuid4().hex[:6]}",
+        routes={topic: Route(decode_turn, BatchApplier(write, no_dead_letters))},
+        progress=Progress(stall_seconds=60), stored_offsets=stored_offsets, send_dead_letter=no_dead_letters,
+        on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
+        session_timeout_seconds=10,
+    )
+    await consumer.start()
+    try:
+        async def all_written() -> bool:
+            return written == [6, 7, 8, 9]
+        assert await wait_for(all_written, timeout=60), written
+    finally:
+        await consumer.stop()
+    assert REGISTRY.get_sample_value("parley_worker_events_lost_total", {"topic": topic}) == before + 4
+    assert any(topic in r.getMessage() and "[0]" in r.getMessage() and " 4 " in r.getMessage()
+               for r in caplog.records if r.levelno == logging.ERROR), [r.getMessage() for r in caplog.records]

@@ -362,3 +362,186 @@ async def test_a_stored_event_over_the_size_limit_is_dropped_at_start_and_the_re
     assert any("trace-of-the-big-one" in m and "parley.v1.ChatTurn" in m and "over the limit of 900000" in m
                for m in errors), errors
     assert REGISTRY.get_sample_value("parley_outbox_dropped_total", labels) == before + 1
+
+
+# A process that publishes events through an outbox whose file cannot grow (RLIMIT_FSIZE at the
+# size its files have: as on a full disk, SQLite's next write fails with an I/O error; Python ignores
+# SIGXFSZ) and prints, as JSON, what `publish` and the health check said in each phase.
+_UNWRITABLE = """
+import asyncio, json, os, resource, sys
+from pathlib import Path
+from services.common.kafka import EventProducer
+from services.common.outbox import Outbox
+from services.common.pb.parley.v1 import events_pb2
+
+path, bootstrap, topic, phases = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+def disk_full():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max(p.stat().st_size for p in path.parent.iterdir()), hard))
+
+def disk_freed():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+async def main():
+    bound = {"max_memory_events": int(os.environ["MEMORY"])} if "MEMORY" in os.environ else {}
+    outbox = Outbox(path, EventProducer(bootstrap), name="test-unwritable", round_timeout_seconds=2, **bound)
+    outbox.start()
+    n, report = 0, {}
+
+    async def publish(count):
+        nonlocal n
+        said = []
+        for _ in range(count):
+            said.append(await outbox.publish(topic, "t-outbox", events_pb2.ChatTurn(
+                event_id=f"unwritable-{n}", product_key_id="t-outbox", answer="a" * 2000)))
+            n += 1
+        return said
+
+    async def health():
+        try:
+            await outbox.ping()
+            return "ok"
+        except Exception as exc:
+            return str(exc)
+
+    async def drained(seconds=30):
+        for _ in range(int(seconds / 0.05)):
+            if outbox.pending == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    for phase in phases.split(","):
+        if phase == "written":        # the file takes them; delivered
+            report[phase] = {"published": await publish(5), "drained": await drained()}
+        elif phase == "undeletable":  # written, then the disk fills before their delivery deletes them
+            said = await publish(5)
+            disk_full()
+            report[phase] = {"published": said, "drained": await drained()}
+        elif phase == "full":         # the file refuses them
+            disk_full()
+            said = await publish(20)
+            report[phase] = {"published": said, "health": await health(), "drained": await drained()}
+        elif phase == "held":         # the file refuses them, Kafka is away: held in memory, up to the bound
+            disk_full()
+            said = await publish(5)
+            report[phase] = {"published": said, "health": await health(), "pending": outbox.pending}
+        elif phase == "freed":        # space again: the next write succeeds
+            disk_freed()
+            await asyncio.sleep(1.1)
+            said = await publish(5)
+            report[phase] = {"published": said, "health": await health(), "drained": await drained(),
+                             "pending": outbox.pending}
+    report["spilled"], report["dropped"] = getattr(outbox, "spilled", None), outbox.dropped
+    await outbox.stop(drain_seconds=1)
+    print(json.dumps(report), flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def _run_unwritable(path: Path, bootstrap: str, topic: str, phases: str, **env) -> dict:
+    import json
+    import os
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _UNWRITABLE, str(path), bootstrap, topic, phases, cwd=Path(__file__).parents[2],
+        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+async def test_events_the_file_refuses_reach_kafka_from_memory_in_order_and_health_says_so(stack, tmp_path: Path):
+    """A full disk under the outbox (its files may not grow) while Kafka is up: every event is still
+    acknowledged and delivered, once and in order, and the `outbox` health detail fails from the first
+    failed write until a write succeeds again. Delivered rows the full disk keeps from being deleted are
+    not sent again."""
+    topic = f"parley.test.outbox.{RUN_ID}.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
+    report = await _run_unwritable(tmp_path / "outbox" / "response-1.sqlite", stack.kafka_bootstrap, topic,
+                                   "written,undeletable,full,freed")
+    assert report["written"] == {"published": [True] * 5, "drained": True}
+    assert report["undeletable"] == {"published": [True] * 5, "drained": True}
+    assert report["full"]["published"] == [True] * 20 and report["full"]["drained"]
+    assert "not writable" in report["full"]["health"]
+    assert report["freed"] == {"published": [True] * 5, "health": "ok", "drained": True, "pending": 0}
+    assert report["spilled"] >= 20 and report["dropped"] == 0
+    seen = await _read(stack.kafka_bootstrap, topic, 35)
+    await asyncio.sleep(1.0)
+    seen += await _read_after(stack.kafka_bootstrap, topic, len(seen))
+    assert [e.event_id for e in seen] == [f"unwritable-{n}" for n in range(35)]
+
+
+async def _read_after(bootstrap: str, topic: str, offset: int) -> list[events_pb2.ChatTurn]:
+    """What the topic holds past `offset` (its one partition): a copy sent again would be there."""
+    from aiokafka import TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        batch = await consumer.getmany(tp, timeout_ms=1000)
+        return [events_pb2.ChatTurn.FromString(m.value) for m in batch.get(tp, [])]
+    finally:
+        await consumer.stop()
+
+
+async def test_with_the_file_refusing_and_kafka_away_memory_holds_events_up_to_its_bound_then_the_file(tmp_path):
+    """Neither the file nor Kafka takes events: memory holds `max_memory_events`, the next are refused
+    (publish False, counted); once the file takes writes again, the held events go into it before the
+    new one, in order."""
+    path = tmp_path / "outbox" / "response-1.sqlite"
+    report = await _run_unwritable(path, UNREACHABLE, "t", "held,freed", MEMORY="3")
+    assert report["held"]["published"] == [True, True, True, False, False]
+    assert "not writable" in report["held"]["health"] and report["held"]["pending"] == 3
+    assert report["freed"]["published"] == [True] * 5 and report["freed"]["health"] == "ok"
+    assert report["freed"]["pending"] == 8 and report["dropped"] == 2
+    reopened = Outbox(path, EventProducer(UNREACHABLE), name="test-reopened")
+    reopened.open()
+    try:
+        stored = [events_pb2.ChatTurn.FromString(v).event_id
+                  for (v,) in reopened._db.execute("SELECT value FROM outbox ORDER BY seq")]
+    finally:
+        reopened.close()
+    assert stored == [f"unwritable-{n}" for n in (0, 1, 2, 5, 6, 7, 8, 9)]
+
+
+async def test_a_corrupt_outbox_file_is_moved_aside_and_a_fresh_one_delivers(stack, tmp_path: Path, caplog):
+    import logging
+
+    topic = f"parley.test.outbox.{RUN_ID}.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
+    path = tmp_path / "response-1.sqlite"
+    old = Outbox(path, EventProducer(UNREACHABLE), name="test-corrupt-old")
+    old.open()
+    assert await old.publish(topic, "t-outbox", _turn(0))
+    old.close()
+    garbage = b"this is not an SQLite file " * 4000
+    path.write_bytes(garbage)
+
+    caplog.set_level(logging.ERROR, logger="services.common.outbox")
+    before = REGISTRY.get_sample_value("parley_outbox_corrupt_files_total", {"outbox": "test-corrupt"}) or 0.0
+    outbox = Outbox(path, EventProducer(stack.kafka_bootstrap), name="test-corrupt")
+    outbox.start()
+    try:
+        assert outbox.pending == 0
+        assert await outbox.publish(topic, "t-outbox", _turn(1))
+        await outbox.ping()
+        for _ in range(300):
+            if outbox.pending == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert outbox.pending == 0
+    finally:
+        await outbox.stop()
+    assert [e.event_id for e in await _read(stack.kafka_bootstrap, topic, 1)] == [f"{RUN_ID}-1"]
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("response-1.sqlite.corrupt-")]
+    assert [p.read_bytes() for p in aside if not p.name.endswith(("-wal", "-shm"))] == [garbage]
+    assert REGISTRY.get_sample_value("parley_outbox_corrupt_files_total", {"outbox": "test-corrupt"}) == before + 1
+    assert any("not a database" in r.getMessage() and "corrupt-" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.ERROR), caplog.records

@@ -23,7 +23,7 @@ from mode import Service
 
 from services.analytics.stream.apply import BatchApplier, Record
 from services.analytics.stream.decode import DeadLetter, InvalidEvent
-from services.analytics.stream.progress import BATCH_SECONDS, EVENTS_APPLIED, EVENTS_SKIPPED, Progress
+from services.analytics.stream.progress import BATCH_SECONDS, EVENTS_APPLIED, EVENTS_LOST, EVENTS_SKIPPED, Progress
 from services.analytics.stream.sink import Applied, Position
 from services.common.kafka import STOP_SECONDS, within
 
@@ -123,8 +123,10 @@ class PartitionWriter:
             self.owner.room.set()
 
     async def _position(self) -> None:
-        """Paused, forget what was fetched, and go to the offset PostgreSQL holds for the partition.
-        (Pausing is only for this: aiokafka drops a paused partition's fetched records.)"""
+        """Paused, forget what was fetched, and go to the offset PostgreSQL holds for the partition, or
+        to the partition's first offset if Kafka deleted the records from there (said and counted:
+        aiokafka would go there by itself, without a trace). (Pausing is only for this: aiokafka drops
+        a paused partition's fetched records.)"""
         owner = self.owner
         owner.consumer.pause(self.tp)
         self.paused = True
@@ -134,6 +136,10 @@ class PartitionWriter:
         if stored is None:
             await owner.consumer.seek_to_beginning(self.tp)
         else:
+            first = await owner.first_offset(self.tp)
+            if stored < first:
+                owner.lost(self.tp, stored, first)
+                stored = first
             owner.consumer.seek(self.tp, stored)
             owner.progress.advanced(self.tp.topic, self.tp.partition, stored)
         self.pending.clear()  # anything fetched while the stored offset was read is before the seek
@@ -372,6 +378,19 @@ class EventConsumer(Service):
         applier = self.routes[tp.topic].applier
         stored = await applier.retrying(self._stored_offsets)
         return stored.get((tp.topic, tp.partition))
+
+    async def first_offset(self, tp: TopicPartition) -> int:
+        """The first offset `tp` still holds (records below it were deleted), waiting out Kafka being away."""
+        applier = self.routes[tp.topic].applier
+        return (await applier.retrying(lambda: self.consumer.beginning_offsets([tp])))[tp]
+
+    def lost(self, tp: TopicPartition, stored: int, first: int) -> None:
+        """Records from the stored offset to `first` were deleted by Kafka before they were applied: their
+        events are missing from the metrics and conversations for good."""
+        EVENTS_LOST.labels(tp.topic).inc(first - stored)
+        logger.error("%s[%d]: %d record(s), offsets %d to %d, were deleted from Kafka (retention or delete-records) "
+                     "before this worker applied them; their events are lost to analytics; going on from offset %d",
+                     tp.topic, tp.partition, first - stored, stored, first - 1, first)
 
     async def decode(self, msgs: list[ConsumerRecord], decode: Callable) -> list[Record]:
         """The records' events; a value that does not decode is dead-lettered (its record has no event)."""

@@ -16,6 +16,11 @@ EVENTS_SKIPPED = Counter(
     "parley_worker_events_skipped_total", "Redelivered events dropped because their offset was applied.", ["topic"]
 )
 DEAD_LETTERS = Counter("parley_worker_dead_letters_total", "Messages sent to the dead-letter topic.", ["topic"])
+EVENTS_LOST = Counter(
+    "parley_worker_events_lost_total",
+    "Records Kafka deleted (retention, delete-records) before the worker applied them: the gap between a "
+    "partition's stored offset and its first offset, found when the partition is assigned.", ["topic"],
+)
 BATCH_SECONDS = Gauge("parley_worker_last_batch_seconds", "Time to write the last batch.", ["topic"])
 BATCHES_WRITTEN_AGAIN = Counter(
     "parley_worker_batches_written_again_total",
