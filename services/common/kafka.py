@@ -444,7 +444,8 @@ class DeadLetters:
         headers = [
             ("reason", reason.encode()), ("source-topic", source_topic.encode()),
             ("source-partition", str(partition).encode()), ("source-offset", str(offset).encode()),
-            ("original-size", str(len(value)).encode()), ("original-sha256", hashlib.sha256(value).hexdigest().encode()),
+            ("original-size", str(len(value)).encode()),
+            ("original-sha256", hashlib.sha256(value).hexdigest().encode()),
         ]
         if len(value) > DEAD_LETTER_MAX_VALUE:
             value = value[:DEAD_LETTER_MAX_VALUE]
