@@ -97,9 +97,9 @@ class StreamDeadLetters(Service):
 
     async def send(self, letter: DeadLetter) -> None:
         logger.warning("dead letter from %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason)
-        await self._letters.send(letter.value or b"", letter.reason, letter.topic, letter.partition, letter.offset,
-                                 key=letter.key)
-        DEAD_LETTERS.labels(letter.topic).inc()
+        if await self._letters.send(letter.value or b"", letter.reason, letter.topic, letter.partition, letter.offset,
+                                    key=letter.key):
+            DEAD_LETTERS.labels(letter.topic).inc()     # else Kafka refused it for good: counted lost there
 
 
 def create_app(settings: AnalyticsSettings) -> tuple[faust.App, list[Service]]:
