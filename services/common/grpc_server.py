@@ -53,6 +53,28 @@ class ServiceSpec:
     draining: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+# A status message travels percent-encoded in the trailers (every byte outside printable ASCII as
+# three characters): one that echoes a caller's 100 kB id passed the client's metadata limit, and the
+# caller got RESOURCE_EXHAUSTED instead of the error. Messages are cut to this many encoded characters.
+MAX_STATUS_MESSAGE_CHARS = 1024
+
+
+def fit_message(message: str, limit: int = MAX_STATUS_MESSAGE_CHARS) -> str:
+    """`message` cut (with "…") so that its percent-encoded form takes at most `limit` characters."""
+    if len(message) * 12 <= limit or sum(map(_encoded_chars, message)) <= limit:
+        return message
+    size = 0
+    for i, ch in enumerate(message):
+        size += _encoded_chars(ch)
+        if size > limit - 9:     # room for the "…": 3 bytes, 9 characters encoded
+            return message[:i] + "…"
+    return message
+
+
+def _encoded_chars(ch: str) -> int:
+    return 1 if " " <= ch <= "~" and ch != "%" else 3 * len(ch.encode("utf-8", "surrogatepass"))
+
+
 def status_code(name: str) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, name, grpc.StatusCode.UNKNOWN)
 
@@ -220,7 +242,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if isinstance(exc, (ParleyError, _Rejected)):
             if exc.trailers:
                 context.set_trailing_metadata(tuple(with_retry_hints(exc.trailers).items()))
-            await context.abort(status_code(exc.code), exc.message)
+            await context.abort(status_code(exc.code), fit_message(exc.message))
         if isinstance(exc, grpc.aio.AioRpcError):
             # A downstream service's answer: pass on its status and message, unless it is opaque.
             logger.warning("downstream call failed in %s: %s %s", method, exc.code().name, exc.details())
@@ -234,7 +256,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                                                                  "retry shortly")
             if hints:  # e.g. its rate limit: when to retry is passed on with the status
                 context.set_trailing_metadata(tuple(with_retry_hints(hints).items()))
-            await context.abort(exc.code(), exc.details() or exc.code().name)
+            await context.abort(exc.code(), fit_message(exc.details() or exc.code().name))
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} timed out")
         incident = uuid.uuid4().hex[:12]

@@ -64,6 +64,21 @@ def storable_chunks(chunks: Sequence[NewChunk]) -> list[NewChunk]:
     return cleaned
 
 
+_VERSION = "SELECT knowledge_version FROM product_keys WHERE id = $1"
+_IDS = """
+SELECT c.id FROM unnest($4::bytea[]) WITH ORDINALITY AS u(h, n)
+JOIN knowledge_chunks c ON c.product_key_id = $1 AND c.kind = $2 AND c.document = $3 AND c.content_hash = u.h
+ORDER BY u.n
+"""
+
+
+async def _ids_of(conn: asyncpg.Connection, key_id: str, kind: str, document: str,
+                  chunks: Sequence[NewChunk]) -> list[str]:
+    """The ids of a document's chunks, in the chunks' order (those written before included)."""
+    hashes = list(dict.fromkeys(c.hash(kind) for c in chunks))
+    return [str(r["id"]) for r in await conn.fetch(_IDS, key_id, kind, document, hashes)]
+
+
 def _stored_names(documents: set[str] | frozenset[str]) -> set[str]:
     """Documents to delete by name, as they were stored (through `storable`), without the empty name."""
     return {storable(d) for d in documents} - {""}
@@ -169,7 +184,9 @@ class Indexing:
                     require: Callable[[asyncpg.Connection, str], Awaitable[None]] | None = None,
                     ) -> tuple[list[str], int, int]:
         """Writes a document's chunks (first deleting the chunks of the `replace` documents of the same
-        kind): (new chunk ids, chunks deleted, knowledge version). `vectors`: the chunks' embeddings if
+        kind): (the chunks' ids, chunks deleted, knowledge version). A chunk the document holds already
+        (an admin's AddFaq sent again after a lost reply) keeps its id, and a write that changes nothing
+        leaves the version as it was (the key's answer caches stay). `vectors`: the chunks' embeddings if
         the caller has them already (from `embeddings_of`, which stores what this stores, in order).
         `require`: a check of the key run first in the write's transaction (it may raise)."""
         document, title, url = storable(document), storable(title), storable(url)
@@ -183,7 +200,12 @@ class Indexing:
                 await require(conn, key_id)
             deleted = await delete_documents(conn, key_id, kind, _stored_names(replace))
             ids = await insert_chunks(conn, key_id, kind, document, title, url, chunks, vectors, model_id)
-            version = await bump_version(conn, key_id)
+            if ids or deleted or not chunks:
+                version = await bump_version(conn, key_id)
+            else:
+                version = await conn.fetchval(_VERSION, key_id)
+            if len(ids) < len(chunks):
+                ids = await _ids_of(conn, key_id, kind, document, chunks)
         return ids, deleted, version
 
     async def remove(self, key_id: str, kind: str, documents: set[str],

@@ -11,6 +11,7 @@ import asyncpg
 import redis.asyncio as redis
 
 from services.common.errors import InvalidArgument
+from services.common.text import is_blank
 from services.common.product_keys import KeyCache, KeyRecord, KeyValidator
 from services.search.settings import SearchSettings
 from services.search import retrieval
@@ -35,12 +36,12 @@ class Plan:
 
 
 def validate_message(message: str, max_chars: int) -> str:
-    text = message.strip()
-    if not text:
-        raise InvalidArgument("message is empty")
+    """As the response service's Chat: a message of only invisible characters is empty too."""
     if len(message) > max_chars:
         raise InvalidArgument(f"message has {len(message)} characters; the limit is {max_chars}")
-    return text
+    if is_blank(message):
+        raise InvalidArgument("message is empty")
+    return message.strip()
 
 
 class Planner:

@@ -102,6 +102,7 @@ async def test_feedback_belongs_to_the_turns_key(served, shop, key_b, events):
             (key_b, reply.request_id, 1, grpc.StatusCode.NOT_FOUND),        # another key's turn
             (shop, "0" * 32, 1, grpc.StatusCode.NOT_FOUND),                 # no such turn
             (shop, reply.request_id, 0, grpc.StatusCode.INVALID_ARGUMENT),  # not +1 / -1
+            (shop, "  ", 1, grpc.StatusCode.INVALID_ARGUMENT),              # no request id at all
         ]:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await s.stub.SubmitFeedback(response_pb2.FeedbackRequest(

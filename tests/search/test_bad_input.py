@@ -43,6 +43,8 @@ async def test_nasty_messages_are_answered_not_internal_errors(search, two_keys,
 @pytest.mark.parametrize("message, code", [
     ("", grpc.StatusCode.INVALID_ARGUMENT),
     (" \n\t ", grpc.StatusCode.INVALID_ARGUMENT),
+    ("\u200b\u2060", grpc.StatusCode.INVALID_ARGUMENT),     # shows nothing: empty, as Chat says
+    ("\x00", grpc.StatusCode.INVALID_ARGUMENT),
     ("x" * 100_000, grpc.StatusCode.INVALID_ARGUMENT),
 ])
 async def test_empty_and_huge_messages_are_invalid_arguments(search, two_keys, message, code):

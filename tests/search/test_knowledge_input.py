@@ -153,3 +153,17 @@ async def test_non_finite_key_settings_are_invalid(search, admin, value):
     error = await _code(search.CreateProductKey, search_pb2.CreateProductKeyRequest(
         name="x", id=f"t-{RUN_ID}-in-{value}", settings=search_pb2.KeySettings(rate_limit_per_second=value)), admin)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "rate_limit_per_second" in error.details()
+
+
+async def test_an_faq_entry_added_again_keeps_its_id_and_the_knowledge_version(search, admin):
+    """An admin's AddFaq sent again (a retry after a lost reply) changes nothing: the same chunk id,
+    and no new knowledge version (which would empty the key's answer caches for nothing)."""
+    key = await make_key(search, admin, "in-faq-again", faq=[], docs=[])
+    request = search_pb2.AddFaqRequest(product_key_id=key.id, question="Do you gift wrap?", answer="Yes, for 3 €.")
+    first = await search.AddFaq(request, metadata=admin, timeout=30)
+    again = await search.AddFaq(request, metadata=admin, timeout=30)
+    assert list(again.chunk_ids) == list(first.chunk_ids) and len(first.chunk_ids) == 1
+    assert again.knowledge_version == first.knowledge_version
+    other = await search.AddFaq(search_pb2.AddFaqRequest(product_key_id=key.id, question="Do you gift wrap?",
+                                                         answer="Yes, for 4 €."), metadata=admin, timeout=30)
+    assert other.knowledge_version == first.knowledge_version + 1 and other.chunk_ids != first.chunk_ids
