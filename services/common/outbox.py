@@ -140,12 +140,18 @@ class Outbox:
     """`publish(topic, key, message, trace_id=...)` like EventProducer, but local and durable."""
 
     def __init__(self, path: Path, producer: EventProducer, *, name: str, max_events: int = 100_000,
-                 max_memory_events: int = 10_000, batch: int = 500, synchronous: str = "NORMAL",
-                 round_timeout_seconds: float = 30.0) -> None:
+                 max_bytes: int = 1 << 30, max_memory_events: int = 10_000, batch: int = 500,
+                 synchronous: str = "NORMAL", round_timeout_seconds: float = 30.0) -> None:
+        """`max_events`, `max_bytes`: what the file holds at most (events, and bytes of their keys,
+        values and headers): keep `max_bytes` below the space its volume has (Kubernetes evicts a pod
+        whose emptyDir passes its sizeLimit, and the undelivered events go with it)."""
         self.path = Path(path)
         self.name = name
         self._producer = producer
         self._max = max(1, max_events)
+        self._max_bytes = max(1, max_bytes)
+        self._pending_bytes = 0       # of the rows in the file
+        self._queued_bytes = 0
         self._max_memory = max(0, max_memory_events)
         self._batch = max(1, batch)
         self._synchronous = synchronous.upper()
@@ -194,14 +200,15 @@ class Outbox:
             # Released, or a retried open in this process would find its own lock taken.
             lock_file.close()
             raise
-        self._lock_file, self._db, self._pending, self._delivered_through = lock_file, db, pending, 0
+        self._lock_file, self._db, self._delivered_through = lock_file, db, 0
+        self._pending, self._pending_bytes = pending
         self._count_pending()
         if self._pending:
             logger.info("outbox %s holds %d undelivered event(s) from before the restart", self.path, self._pending)
 
-    def _connect(self) -> tuple[sqlite3.Connection, int]:
-        """The file opened, its schema made, oversized rows dropped; and the number of rows it holds
-        (reading the table is where a damaged one shows)."""
+    def _connect(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
+        """The file opened, its schema made, oversized rows dropped; and the rows it holds and their
+        bytes (reading the table is where a damaged one shows)."""
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             # The file is this process's alone (the flock in open): SQLite's own locks are taken once
@@ -211,7 +218,8 @@ class Outbox:
             db.execute(f"PRAGMA synchronous={'FULL' if self._synchronous == 'FULL' else 'NORMAL'}")
             db.execute(_SCHEMA)
             self._drop_oversized(db)
-            return db, db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            return db, tuple(db.execute("SELECT count(*), coalesce(sum(length(key) + length(value) + "
+                                        "length(CAST(headers AS BLOB))), 0) FROM outbox").fetchone())
         except BaseException:
             db.close()
             raise
@@ -270,10 +278,11 @@ class Outbox:
         if size > MAX_EVENT_BYTES:
             raise EventTooLarge(f"{message.DESCRIPTOR.full_name} event to {topic} has {size} bytes; the outbox "
                                 f"takes at most {MAX_EVENT_BYTES} (Kafka's message limit)")
-        if self._pending + len(self._queued) >= self._max:
-            self._drop(topic, f"full ({self._pending} events)")
+        if self._pending + len(self._queued) >= self._max or self._pending_bytes + self._queued_bytes >= self._max_bytes:
+            self._drop(topic, f"full ({self._pending} events, {self._pending_bytes} bytes)")
             return False
         self._queued.append(row)
+        self._queued_bytes += size
         loop = asyncio.get_running_loop()
         if not self._waiters:
             loop.call_soon(self._write_queued)
@@ -284,7 +293,7 @@ class Outbox:
         return await written
 
     def _write_queued(self) -> None:
-        rows, self._queued = self._queued, []
+        rows, self._queued, self._queued_bytes = self._queued, [], 0
         waiters, self._waiters = self._waiters, []
         if self._memory and (self._memory_in_round or time.monotonic() < self._file_retry_at):
             self._hold(rows, waiters)  # behind the events held already
@@ -299,6 +308,7 @@ class Outbox:
         self._memory.clear()
         self._written_again(f"{len(held)} event(s) held in memory written to it" if held else "")
         self._pending += len(held) + len(rows)
+        self._pending_bytes += _bytes_of(held) + _bytes_of(rows)
         self._count_pending()
         self._wake.set()
         _settle(waiters, True)
@@ -362,8 +372,9 @@ class Outbox:
         if self._unwritable:
             raise OutboxUnwritable(f"outbox file not writable ({self._unwritable}); {len(self._memory)} event(s) "
                                    f"held in memory, {self.dropped} dropped")
-        if self._pending >= self._max or self._db is None:
-            raise OutboxFull(f"outbox full ({self._pending} events, {self.dropped} dropped)")
+        if self._pending >= self._max or self._pending_bytes >= self._max_bytes or self._db is None:
+            raise OutboxFull(f"outbox full ({self._pending} events, {self._pending_bytes} bytes, "
+                             f"{self.dropped} dropped)")
 
     def _save_held(self) -> None:
         if not self._memory:
@@ -380,6 +391,7 @@ class Outbox:
                          self.path, len(held), exc)
         else:
             self._pending += len(held)
+            self._pending_bytes += _bytes_of(held)
         self._count_pending()
 
     # --- delivery -------------------------------------------------------------------------
@@ -466,6 +478,7 @@ class Outbox:
         from_file = min(acked, len(rows))
         if from_file:
             self._pending = max(0, self._pending - from_file)
+            self._pending_bytes = max(0, self._pending_bytes - _bytes_of(row[1:] for row in rows[:from_file]))
             self._delete_through(rows[from_file - 1][0])
         for _ in range(acked - from_file):
             self._memory.popleft()   # the round's held events are the first ones: none moved meanwhile
@@ -489,3 +502,8 @@ class Outbox:
         # Nothing is left at or below seq: a later row may reuse a low seq once the table is empty.
         self._delivered_through = 0
         self._written_again("")
+
+
+def _bytes_of(rows) -> int:
+    """Bytes of rows (topic, key, value, headers) as the file's bound counts them."""
+    return sum(len(key) + len(value) + len(headers.encode()) for _, key, value, headers in rows)

@@ -26,7 +26,7 @@ async def main(settings: ResponseSettings) -> None:
     producer = EventProducer(settings.kafka_bootstrap, client_id="parley-response")
     # Answers never wait on Kafka: events go to a local outbox, delivered in the background.
     outbox = Outbox(Path(settings.outbox_dir) / f"response-{port_of(settings.response_addr)}.sqlite", producer,
-                    name="response", max_events=settings.outbox_max_events,
+                    name="response", max_events=settings.outbox_max_events, max_bytes=settings.outbox_max_bytes,
                     max_memory_events=settings.outbox_max_memory_events, batch=settings.outbox_batch,
                     synchronous=settings.outbox_synchronous)
     search_channel = channel(settings.search_addr, settings.grpc_max_message_bytes)

@@ -54,6 +54,7 @@ class ResponseSettings(CommonSettings):
     # Event outbox and degraded dependencies (answers never wait on Kafka; Redis is optional).
     outbox_dir: str = ".local/outbox"           # one SQLite file per service and port; keep it on a volume
     outbox_max_events: int = 200_000            # when full, new events are dropped and counted
+    outbox_max_bytes: int = 1 << 30             # full at this many bytes of events too: keep it below the volume's space
     outbox_max_memory_events: int = 10_000      # held in memory (and sent from there) while the file refuses writes
     outbox_batch: int = 500                     # events per delivery round
     outbox_synchronous: str = "NORMAL"          # NORMAL: survives a process crash; FULL: fsync every append

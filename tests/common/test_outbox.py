@@ -80,6 +80,24 @@ async def test_a_full_outbox_refuses_counts_and_reports_new_events(tmp_path: Pat
     outbox.close()
 
 
+async def test_the_outbox_is_full_at_its_bytes_too_and_its_bytes_are_counted_again_after_a_restart(tmp_path: Path):
+    """max_bytes keeps the file within its volume (a Kubernetes emptyDir's sizeLimit: a pod past it
+    is evicted with every undelivered event)."""
+    size = len(_turn(0).SerializeToString())
+    outbox = Outbox(tmp_path / "bytes.sqlite", EventProducer(UNREACHABLE), name="test-bytes", max_bytes=10 * size)
+    outbox.open()
+    results = [await outbox.publish("t", "k", _turn(n)) for n in range(12)]
+    kept = results.count(True)
+    assert 1 <= kept < 10 and results == [True] * kept + [False] * (12 - kept)   # headers and keys count too
+    with pytest.raises(Exception, match="outbox full"):
+        await outbox.ping()
+    outbox.close()
+    again = Outbox(tmp_path / "bytes.sqlite", EventProducer(UNREACHABLE), name="test-bytes", max_bytes=10 * size)
+    again.open()
+    assert again.pending == kept and await again.publish("t", "k", _turn(99)) is False
+    again.close()
+
+
 async def test_two_processes_cannot_share_one_outbox_file(tmp_path: Path):
     first = Outbox(tmp_path / "shared.sqlite", EventProducer(UNREACHABLE), name="test-shared")
     first.open()
