@@ -7,6 +7,7 @@ and the next page is read by a new child."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 
@@ -19,6 +20,15 @@ NORMAL = ("<html><head><title>Returns</title></head><body><main><h1>Returns</h1>
           "<p>Unworn items can be returned within 30 days for a full refund.</p></main></body></html>")
 # About 2 MB of cells that each span 100 columns: a grid of 24 million places to lay out.
 SPANNING = "<table>" + "<tr><td colspan=100>x" * 120_000 + "</table>"
+
+
+@contextlib.asynccontextmanager
+async def extracting(**limits):
+    extractor = Extractor(**limits)
+    try:
+        yield extractor
+    finally:
+        await extractor.close()
 
 
 def test_a_table_whose_spans_repeat_a_long_heading_reads_within_a_bound_of_its_size():
@@ -40,20 +50,16 @@ def test_a_short_table_still_reads_each_value_with_its_column_heading():
 
 
 async def test_thousands_of_nested_content_containers_are_read_within_the_time_limit():
-    extractor = Extractor(seconds=15)
-    try:
+    async with extracting(seconds=15) as extractor:
         page = await extractor.page("text/html", "<main>" * 20_000 + "<p>The warranty lasts two years.</p>",
                                     "http://site.test/")
         assert "The warranty lasts two years." in page.text
         page = await extractor.page("text/html", "<div>" + "<br><b>Step</b>" * 50_000 + "</div>", "http://site.test/")
         assert "Step" in page.text
-    finally:
-        await extractor.close()
 
 
 async def test_a_page_past_the_time_limit_costs_that_page_and_the_next_one_is_read():
-    extractor = Extractor(seconds=0.5)
-    try:
+    async with extracting(seconds=0.5) as extractor:
         await extractor.page("text/html", NORMAL, "http://site.test/warm")
         first = next(iter(extractor._children)).process
         with pytest.raises(ExtractionFailed) as info:
@@ -62,24 +68,18 @@ async def test_a_page_past_the_time_limit_costs_that_page_and_the_next_one_is_re
         assert await asyncio.wait_for(first.wait(), 5) == -signal.SIGKILL    # not left computing
         page = await extractor.page("text/html", NORMAL, "http://site.test/next")
         assert page.title == "Returns"
-    finally:
-        await extractor.close()
 
 
 async def test_a_page_past_the_memory_limit_costs_that_page_and_the_next_one_is_read():
-    extractor = Extractor(seconds=60, memory_bytes=200 << 20)    # the child alone takes about 60 MB
-    try:
+    async with extracting(seconds=60, memory_bytes=200 << 20) as extractor:    # the child alone takes about 60 MB
         with pytest.raises(ExtractionFailed) as info:
             await extractor.page("text/html", SPANNING, "http://site.test/big")
         assert info.value.reason == "memory"
         assert (await extractor.page("text/html", NORMAL, "http://site.test/next")).title == "Returns"
-    finally:
-        await extractor.close()
 
 
 async def test_the_extracting_process_killed_mid_page_costs_that_page_only():
-    extractor = Extractor(seconds=60)
-    try:
+    async with extracting(seconds=60) as extractor:
         await extractor.page("text/html", NORMAL, "http://site.test/warm")
         child = next(iter(extractor._children)).process
         reading = asyncio.ensure_future(extractor.page("text/html", SPANNING, "http://site.test/slow"))
@@ -89,16 +89,11 @@ async def test_the_extracting_process_killed_mid_page_costs_that_page_only():
             await reading
         assert info.value.reason == "error"
         assert (await extractor.page("text/html", NORMAL, "http://site.test/next")).title == "Returns"
-    finally:
-        await extractor.close()
 
 
 async def test_pages_wait_for_a_free_process_and_their_time_limit_starts_when_one_takes_them():
-    extractor = Extractor(processes=1, seconds=3)
-    try:
+    async with extracting(processes=1, seconds=3) as extractor:
         pages = await asyncio.gather(*(extractor.page("text/html", NORMAL.replace("Returns", f"Page {i}"),
                                                       f"http://site.test/{i}") for i in range(20)))
         assert [p.title for p in pages] == [f"Page {i}" for i in range(20)]
         assert len(extractor._children) == 1
-    finally:
-        await extractor.close()
