@@ -65,11 +65,27 @@ def storable_chunks(chunks: Sequence[NewChunk]) -> list[NewChunk]:
 
 
 _VERSION = "SELECT knowledge_version FROM product_keys WHERE id = $1"
+_STORED = """
+SELECT id, content_hash, title, url FROM knowledge_chunks WHERE product_key_id = $1 AND kind = $2 AND document = $3
+ORDER BY position, id
+"""
 _IDS = """
 SELECT c.id FROM unnest($4::bytea[]) WITH ORDINALITY AS u(h, n)
 JOIN knowledge_chunks c ON c.product_key_id = $1 AND c.kind = $2 AND c.document = $3 AND c.content_hash = u.h
 ORDER BY u.n
 """
+
+
+async def _unchanged(conn: asyncpg.Connection, key_id: str, kind: str, document: str, title: str, url: str,
+                     chunks: Sequence[NewChunk]) -> list[str] | None:
+    """The ids of the document's stored chunks when they are these chunks, in this order, under this
+    title and url (the title is embedded with each passage); else None."""
+    rows = await conn.fetch(_STORED, key_id, kind, document)
+    if [r["content_hash"] for r in rows] != list(dict.fromkeys(c.hash(kind) for c in chunks)):
+        return None
+    if any(r["title"] != title or r["url"] != url for r in rows):
+        return None
+    return [str(r["id"]) for r in rows]
 
 
 async def _ids_of(conn: asyncpg.Connection, key_id: str, kind: str, document: str,
@@ -198,6 +214,10 @@ class Indexing:
         async with self._pool.acquire() as conn, conn.transaction():
             if require is not None:
                 await require(conn, key_id)
+            if _stored_names(replace) == {document} and chunks:
+                same = await _unchanged(conn, key_id, kind, document, title, url, chunks)
+                if same is not None:
+                    return same, 0, await conn.fetchval(_VERSION, key_id)
             deleted = await delete_documents(conn, key_id, kind, _stored_names(replace))
             ids = await insert_chunks(conn, key_id, kind, document, title, url, chunks, vectors, model_id)
             if ids or deleted or not chunks:

@@ -47,8 +47,9 @@ async def add_faq(indexing: Indexing, key_id: str, question: str, answer: str) -
     answer = clean_text("the FAQ answer", answer, MAX_ANSWER_CHARS)
     check_document_name("the FAQ question", question)
     await keys.require_live(indexing.pool, key_id)
+    # The question names the entry: added again with another answer, the answer is replaced.
     ids, _, version = await indexing.write(key_id, "faq", question, "", "", [NewChunk(answer, question)],
-                                           require=keys.require_live)
+                                           replace={question}, require=keys.require_live)
     return ids, version
 
 
@@ -60,8 +61,10 @@ async def add_document(indexing: Indexing, key_id: str, title: str, text: str, u
     check_document_name("the document url" if url else "the document title", document)
     await keys.require_live(indexing.pool, key_id)
     chunks = chunk_text(text)
+    # Its url (or title) names the document: added again (a file edited and `parley knowledge add` run
+    # again), its new text replaces the old, which would otherwise stay beside it.
     ids, _, version = await indexing.write(key_id, "document", document, title, url, [NewChunk(c) for c in chunks],
-                                           require=keys.require_live)
+                                           replace={document}, require=keys.require_live)
     return ids, version
 
 

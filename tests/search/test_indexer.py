@@ -88,7 +88,12 @@ async def test_indexed_chunks_carry_their_embedding_and_replays_change_nothing(s
     version = await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id)
     await hand_over(settings, page(key.id, doc, text))             # a replayed message
     again = await pg.fetch("SELECT id FROM knowledge_chunks WHERE product_key_id = $1", key.id)
-    assert len(again) == 1
+    assert [r["id"] for r in again] == [row["id"]]                 # the same chunk, not written again
+    assert await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id) == version
+    retitled = page(key.id, doc, text)
+    retitled.title = "Battery"                                     # embedded with the passage: written again
+    await hand_over(settings, retitled)
+    assert await pg.fetchval("SELECT title FROM knowledge_chunks WHERE product_key_id = $1", key.id) == "Battery"
     assert await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id) > version
 
 

@@ -155,10 +155,18 @@ async def test_non_finite_key_settings_are_invalid(search, admin, value):
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "rate_limit_per_second" in error.details()
 
 
-async def test_an_faq_entry_added_again_keeps_its_id_and_the_knowledge_version(search, admin):
-    """An admin's AddFaq sent again (a retry after a lost reply) changes nothing: the same chunk id,
-    and no new knowledge version (which would empty the key's answer caches for nothing)."""
-    key = await make_key(search, admin, "in-faq-again", faq=[], docs=[])
+async def test_knowledge_added_again_under_its_name_replaces_what_it_said_or_changes_nothing(search, admin, pg):
+    """An FAQ entry is named by its question and a document by its url (or title): added again with
+    the same text (an admin's retry after a lost reply), nothing changes (the same chunk ids, no new
+    knowledge version, which would empty the key's answer caches for nothing); with new text (a file
+    edited and `parley knowledge add` run again), the new text replaces the old."""
+    key = await make_key(search, admin, "in-again", faq=[], docs=[])
+
+    async def stored(document: str) -> list[str]:
+        return [r["content"] for r in await pg.fetch(
+            "SELECT content FROM knowledge_chunks WHERE product_key_id = $1 AND document = $2 ORDER BY position",
+            key.id, document)]
+
     request = search_pb2.AddFaqRequest(product_key_id=key.id, question="Do you gift wrap?", answer="Yes, for 3 €.")
     first = await search.AddFaq(request, metadata=admin, timeout=30)
     again = await search.AddFaq(request, metadata=admin, timeout=30)
@@ -167,3 +175,15 @@ async def test_an_faq_entry_added_again_keeps_its_id_and_the_knowledge_version(s
     other = await search.AddFaq(search_pb2.AddFaqRequest(product_key_id=key.id, question="Do you gift wrap?",
                                                          answer="Yes, for 4 €."), metadata=admin, timeout=30)
     assert other.knowledge_version == first.knowledge_version + 1 and other.chunk_ids != first.chunk_ids
+    assert await stored("Do you gift wrap?") == ["Yes, for 4 €."]
+
+    text = "Returns are free within 30 days.\n\nRefunds reach your card within 5 working days."
+    doc = search_pb2.AddDocumentRequest(product_key_id=key.id, title="Returns", text=text, url="doc:returns.md")
+    first = await search.AddDocument(doc, metadata=admin, timeout=30)
+    again = await search.AddDocument(doc, metadata=admin, timeout=30)
+    assert list(again.chunk_ids) == list(first.chunk_ids) and again.knowledge_version == first.knowledge_version
+    doc.text = text.replace("30 days", "60 days")
+    edited = await search.AddDocument(doc, metadata=admin, timeout=30)
+    assert edited.knowledge_version == first.knowledge_version + 1
+    content = " ".join(await stored("doc:returns.md"))
+    assert "60 days" in content and "30 days" not in content
