@@ -89,12 +89,14 @@ def _request_json(spec: CrawlSpec) -> str:
     })
 
 
+async def require_active_key(conn: asyncpg.Pool | asyncpg.Connection, key_id: str) -> None:
+    if not await conn.fetchval("SELECT 1 FROM product_keys WHERE id = $1 AND revoked_at IS NULL", key_id):
+        raise NotFound(f"no active product key with id {key_id[:100]!r}")
+
+
 async def create_job(pool: asyncpg.Pool, spec: CrawlSpec) -> None:
     async with pool.acquire() as conn:
-        exists = await conn.fetchval("SELECT 1 FROM product_keys WHERE id = $1 AND revoked_at IS NULL",
-                                     spec.product_key_id)
-        if not exists:
-            raise NotFound(f"no active product key with id {spec.product_key_id!r}")
+        await require_active_key(conn, spec.product_key_id)
         await conn.execute("INSERT INTO crawl_jobs (id, product_key_id, request) VALUES ($1, $2, $3::jsonb)",
                            spec.job_id, spec.product_key_id, _request_json(spec))
 

@@ -49,3 +49,13 @@ async def test_a_chat_message_of_megabytes_is_invalid_naming_its_length(response
                                          timeout=30))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "4000000 characters" in error.details()
+
+
+async def test_start_crawl_checks_the_key_before_looking_up_any_host(services, settings, admin):
+    """A crawl for a key that does not exist is NOT_FOUND at once, whatever its seeds name."""
+    async with channel(settings.scraper_addr) as ch:
+        scraper = scraper_pb2_grpc.ScraperServiceStub(ch)
+        error = await _refused(scraper.StartCrawl(scraper_pb2.StartCrawlRequest(
+            product_key_id="no-such-key", seed_urls=["http://host-that-does-not-resolve.invalid/"]),
+            metadata=admin, timeout=10))
+        assert error.code() == grpc.StatusCode.NOT_FOUND, error
