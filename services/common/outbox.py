@@ -293,7 +293,8 @@ class Outbox:
         return await written
 
     def _write_queued(self) -> None:
-        rows, self._queued, self._queued_bytes = self._queued, [], 0
+        rows, self._queued = self._queued, []
+        size, self._queued_bytes = self._queued_bytes, 0     # the rows' bytes, counted as they were published
         waiters, self._waiters = self._waiters, []
         if self._memory and (self._memory_in_round or time.monotonic() < self._file_retry_at):
             self._hold(rows, waiters)  # behind the events held already
@@ -308,7 +309,7 @@ class Outbox:
         self._memory.clear()
         self._written_again(f"{len(held)} event(s) held in memory written to it" if held else "")
         self._pending += len(held) + len(rows)
-        self._pending_bytes += _bytes_of(held) + _bytes_of(rows)
+        self._pending_bytes += (_bytes_of(held) if held else 0) + size
         self._count_pending()
         self._wake.set()
         _settle(waiters, True)
