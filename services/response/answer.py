@@ -252,12 +252,13 @@ class ChatEngine:
         request = state.request
         validate_chat(request, self._settings.max_message_chars, state.sent)
         if self.admission is not None:
-            await self.admission.admit(request.product_key)
+            state.key_id = (await self.admission.admit(request.product_key)).id
         key_hash = secret_hash(request.product_key)
         qhash = question_hash(request.message)
         history = ()
         if request.session_id and routing.is_follow_up(request.message):
-            history = await self._store.history(key_hash, request.session_id)
+            # A session belongs to the key, not to its secret: it goes on after a rotation.
+            history = await self._store.history(state.key_id or key_hash, request.session_id)
         # A follow-up answered with the session's turns depends on the session: never cached.
         cacheable = not request.no_cache and not history
         pointer, cached = None, None

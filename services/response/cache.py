@@ -246,17 +246,19 @@ class ResponseStore:
     # --- sessions and requests ----------------------------------------------------------
 
     @staticmethod
-    def _session_key(key_hash: str, session_id: str) -> str:
-        return f"{PREFIX}sess:{key_hash[:24]}:{session_id}"
+    def _session_key(owner: str, session_id: str) -> str:
+        return f"{PREFIX}sess:{owner[:40]}:{session_id}"
 
-    async def history(self, key_hash: str, session_id: str) -> tuple[Turn, ...]:
+    async def history(self, owner: str, session_id: str) -> tuple[Turn, ...]:
+        """The session's last turns. `owner`: the product key's id (a session outlives a rotation of
+        its secret), or the secret's hash where the id is not known."""
         if not session_id or self._session_turns <= 0:
             return ()
         await self.flush()  # the session's previous turn may still be on its way
         if not self.health.available():
             return ()
         try:
-            raw = await self.redis.lrange(self._session_key(key_hash, session_id), -self._session_turns, -1)
+            raw = await self.redis.lrange(self._session_key(owner, session_id), -self._session_turns, -1)
         except RedisError as exc:
             self.health.failed("session history", exc)
             return ()
@@ -317,7 +319,7 @@ class ResponseStore:
         for request_id, record, answer in batch:
             keys.append(f"{PREFIX}req:{request_id}")
             if record.session_id and self._session_turns > 0:
-                keys.append(self._session_key(record.key_hash, record.session_id))
+                keys.append(self._session_key(record.key_id or record.key_hash, record.session_id))
                 args.append(2)
             else:
                 args.append(1)

@@ -10,9 +10,9 @@ import grpc
 import pytest
 
 from bench.fake_llm import Behaviour
-from services.common.pb.parley.v1 import common_pb2, response_pb2
+from services.common.pb.parley.v1 import common_pb2, response_pb2, search_pb2
 from services.response.cache import PREFIX, ResponseStore, question_hash
-from tests.conftest import rpc_error
+from tests.conftest import RUN_ID, TestKey, rpc_error
 from tests.response.conftest import LARGE, SMALL
 
 
@@ -76,6 +76,27 @@ async def test_follow_up_uses_the_session_and_is_not_cached(served, llm, shop):
     roles = [m["role"] for m in llm.requests[-1].messages]
     assert roles == ["system", "user", "assistant", "user"]
     assert llm.requests[-1].messages[2]["content"].startswith(f"Answer from {SMALL}")
+
+
+async def test_a_session_goes_on_after_its_key_is_rotated(served, llm, search, admin):
+    """A session belongs to the product key, not to its secret: a widget that picks up the rotated
+    secret mid-conversation keeps the conversation."""
+    reply = await search.CreateProductKey(search_pb2.CreateProductKeyRequest(
+        name=f"Test rot-{RUN_ID}", id=f"t-{RUN_ID}-sess-rot-{uuid.uuid4().hex[:4]}"), metadata=admin, timeout=10)
+    key = TestKey(reply.key.id, reply.product_key)
+    await search.AddDocument(search_pb2.AddDocumentRequest(
+        product_key_id=key.id, title="Plans",
+        text="The Plus plan costs 49 euros per year and includes priority support."), metadata=admin, timeout=10)
+    session = f"sess-{uuid.uuid4().hex[:6]}"
+    async with served() as s:
+        await s.stub.Chat(ask(key, "How much does the Plus plan cost?", session_id=session), timeout=10)
+        rotated = await search.RotateProductKey(search_pb2.RotateProductKeyRequest(id=key.id), metadata=admin,
+                                                timeout=10)
+        await s.stub.Chat(ask(TestKey(key.id, rotated.product_key), "And does it include support?",
+                              session_id=session), timeout=10)
+    messages = llm.requests[-1].messages
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[1]["content"].endswith("How much does the Plus plan cost?")
 
 
 async def test_fifty_identical_questions_in_flight_share_one_llm_call(served, llm, shop, events):

@@ -38,7 +38,7 @@ async def test_a_batch_of_turns_is_one_command_and_every_turn_is_stored(stack):
     for request_id, record, _ in turns:
         assert await store.request(request_id) == record
     # Three turns had the session, two are kept: the last two, in order.
-    history = await store.history(key_hash, session)
+    history = await store.history("key-a", session)  # a session belongs to the key id
     assert [(t.question, t.answer) for t in history] == [("question 2", "answer 2"), ("question 3", "answer 3")]
     await client.aclose()
 
