@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 from dataclasses import dataclass
 from datetime import timezone
 
@@ -12,13 +11,13 @@ import asyncpg
 import grpc
 
 from services.analytics import queries
+from services.common.admin import ADMIN_HEADER, admin_token, check_admin
 from services.common.errors import (RETRY_AFTER_TRAILER, InvalidArgument, PermissionDenied, Unauthenticated,
                                     Unavailable)
 from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
 from services.common.product_keys import KeyValidator
 from services.common.timestamps import to_timestamp
 
-ADMIN_HEADER = "x-parley-admin-token"
 
 
 @dataclass
@@ -27,14 +26,12 @@ class AnalyticsDeps:
     keys: KeyValidator | None = None
 
 
-def authorize(token: str | None, admin_token: str, asked_id: str, own_id: str | None) -> str:
+def authorize(token: str | None, expected: str, asked_id: str, own_id: str | None) -> str:
     """The key id a caller may read: the admin token reads any id (which it must name); a product key
     reads its own only. Another key's id is PERMISSION_DENIED without looking it up, so the answer says
     nothing about whether that key exists."""
     if token is not None:
-        # An empty token is never the admin's, also when the configured one is empty (unset in a deployment).
-        if not token or not hmac.compare_digest(token.encode(), admin_token.encode()):
-            raise PermissionDenied("admin token is not valid")
+        check_admin(token, expected)
         if not asked_id:
             raise InvalidArgument("product_key_id is required with the admin token")
         return asked_id
@@ -119,7 +116,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
 
     async def _key_id(self, request, context: grpc.aio.ServicerContext) -> str:
         """The key whose data this call may read (see authorize)."""
-        token = dict(context.invocation_metadata() or ()).get(ADMIN_HEADER)
+        token = admin_token(context)
         own_id = None
         if token is None and request.product_key.strip():
             assert self._deps.keys is not None, "the gate admits calls only once the validator exists"

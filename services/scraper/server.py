@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -12,6 +11,7 @@ import asyncpg
 import grpc
 import redis.asyncio as redis
 
+from services.common.admin import ADMIN_HEADER, admin_token, check_admin
 from services.common.errors import (RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, PermissionDenied,
                                     Unauthenticated, Unavailable)
 from services.common.kafka import LazyProducer, new_event_id, now_timestamp
@@ -26,7 +26,6 @@ from services.scraper.page_fetch import fetch_page, site_hosts
 
 logger = logging.getLogger(__name__)
 
-ADMIN_HEADER = "x-parley-admin-token"
 WATCH_POLL_SECONDS = 0.25
 # How long StartCrawl waits for the broker to acknowledge the crawl request, and how much of the
 # caller's deadline it leaves for the answer: a producer whose broker is gone keeps the event for
@@ -68,10 +67,7 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
         return self._deps.pool
 
     def _admin(self, context: grpc.aio.ServicerContext) -> None:
-        token = dict(context.invocation_metadata() or ()).get(ADMIN_HEADER) or ""
-        # An empty token is never the admin's, also when the configured one is empty (unset in a deployment).
-        if not token or not hmac.compare_digest(token.encode(), self._settings.admin_token.encode()):
-            raise Unauthenticated(f"this call needs the admin token in the {ADMIN_HEADER} header")
+        check_admin(admin_token(context), self._settings.admin_token)
 
     async def StartCrawl(self, request: scraper_pb2.StartCrawlRequest, context) -> scraper_pb2.StartCrawlResponse:
         self._admin(context)
@@ -133,7 +129,7 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
 
     async def _fetch_hosts(self, request: scraper_pb2.FetchRequest, context) -> frozenset[str] | None:
         """The hosts the caller may fetch from: its key's website, or any (None) with the admin token."""
-        if ADMIN_HEADER in dict(context.invocation_metadata() or ()):
+        if admin_token(context) is not None:
             self._admin(context)
             return None
         if not request.product_key.strip():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 import re
@@ -19,8 +18,6 @@ from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
-    Unauthenticated,
 )
 from services.common.product_keys import KeyRecord, hash_secret, key_change, require_key, validate_key
 from services.common.text import is_blank, storable
@@ -70,12 +67,6 @@ def _is_site(url: str) -> bool:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
-
-def check_admin(token: str | None, expected: str) -> None:
-    if not token:
-        raise Unauthenticated("admin token missing: send it in the x-parley-admin-token metadata header")
-    if not hmac.compare_digest(token.encode(), expected.encode()):
-        raise PermissionDenied("admin token is not valid")
 
 
 def clean_settings(settings: dict) -> dict:

@@ -9,6 +9,7 @@ import asyncpg
 import grpc
 import redis.asyncio as redis
 
+from services.common.admin import admin_token, check_admin
 from services.common.errors import Unavailable
 from services.common.kafka import LazyProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
@@ -21,7 +22,6 @@ from services.search.planner import Planner
 
 logger = logging.getLogger(__name__)
 
-ADMIN_HEADER = "x-parley-admin-token"
 
 
 
@@ -101,8 +101,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     # --- admin ---------------------------------------------------------------------------
 
     def _admin(self, context: grpc.aio.ServicerContext) -> None:
-        token = dict(context.invocation_metadata() or ()).get(ADMIN_HEADER)
-        keys.check_admin(token, self._settings.admin_token)
+        check_admin(admin_token(context), self._settings.admin_token)
 
     async def _forbid(self, key_hash: bytes) -> None:
         """Tombstone the secret in the shared key cache before PostgreSQL changes (see product_keys)."""

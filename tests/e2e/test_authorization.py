@@ -135,7 +135,8 @@ async def test_admin_rpcs_take_the_exact_admin_token_only(search, scraper, analy
             try:
                 await call(metadata)
             except grpc.aio.AioRpcError as exc:
-                assert exc.code() in REFUSED, (name, variant, exc.code(), exc.details())
+                # The same answer from every service: a caller without the exact token is no one.
+                assert exc.code() == grpc.StatusCode.UNAUTHENTICATED, (name, variant, exc.code(), exc.details())
                 assert token not in exc.details()
                 continue
             pytest.fail(f"{name} answered OK with the admin token {variant}")
@@ -431,10 +432,8 @@ async def test_an_empty_configured_admin_token_lets_nobody_in(services, victim, 
                 await _refused(scraper.Fetch(scraper_pb2.FetchRequest(url="http://127.0.0.1:9/"), metadata=metadata,
                                              timeout=10))
             await _refused(analytics.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=victim.id),
-                                                metadata=((ADMIN_HEADER, ""),), timeout=10),
-                           grpc.StatusCode.PERMISSION_DENIED)
+                                                metadata=((ADMIN_HEADER, ""),), timeout=10))
             await _refused(analytics.TopQuestions(analytics_pb2.TopQuestionsRequest(product_key_id=victim.id),
-                                                  metadata=((ADMIN_HEADER, ""),), timeout=10),
-                           grpc.StatusCode.PERMISSION_DENIED)
+                                                  metadata=((ADMIN_HEADER, ""),), timeout=10))
     finally:
         launched.stop(["scraper", "analytics"])
