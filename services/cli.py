@@ -307,6 +307,20 @@ def cmd_ingest(args, settings: Settings) -> None:
         raise SystemExit(1)
 
 
+async def cancel_crawl(settings: Settings, job_id: str) -> str:
+    from services.common.pb.parley.v1 import scraper_pb2, scraper_pb2_grpc
+
+    async with channel(settings.scraper_addr) as ch:
+        status = await scraper_pb2_grpc.ScraperServiceStub(ch).CancelCrawl(
+            scraper_pb2.GetCrawlRequest(job_id=job_id), metadata=_admin_md(settings), timeout=10)
+    return status.state
+
+
+def cmd_cancel_crawl(args, settings: Settings) -> None:
+    state = asyncio.run(cancel_crawl(settings, args.job_id))
+    out.print(f"{args.job_id}: {state}")
+
+
 # --- chat, metrics, events -------------------------------------------------------------------
 
 
@@ -563,6 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include", action="append", default=[], help="regular expression URLs must match (repeatable)")
     p.add_argument("--exclude", action="append", default=[], help="regular expression of URLs to leave out (repeatable)")
     p.set_defaults(fn=cmd_ingest)
+    p = sub.add_parser("cancel-crawl", help="stop a crawl job (pages already crawled stay)")
+    p.add_argument("job_id")
+    p.set_defaults(fn=cmd_cancel_crawl)
     p = sub.add_parser("chat", help="ask one question")
     p.add_argument("message")
     p.add_argument("--key", required=True, help="the product key (secret)")

@@ -20,7 +20,7 @@ DEFAULT_MAX_DEPTH = 3
 LIMIT_MAX_DEPTH = 20
 MAX_SEEDS = 100
 MAX_PATTERNS = 50
-TERMINAL = ("done", "failed")
+TERMINAL = ("done", "failed", "cancelled")
 
 
 def new_job_id() -> str:
@@ -117,6 +117,22 @@ async def get_job(pool: asyncpg.Pool, job_id: str) -> JobStatus:
     )
 
 
+_CANCEL = """
+UPDATE crawl_jobs SET state = 'cancelled', error = 'cancelled', finished_at = now(), claimed_by = NULL,
+       lease_until = NULL, updated_at = now()
+WHERE id = $1 AND state NOT IN ('done', 'failed', 'cancelled')
+"""
+
+
+async def cancel(pool: asyncpg.Pool, job_id: str) -> JobStatus:
+    """Ends a job that has not ended: its worker no longer holds it, so the worker's next lease renewal
+    fails and stops the crawl. A job that has ended is left as it is (a retried cancel is harmless)."""
+    if not job_id:
+        raise InvalidArgument("job_id is required")
+    await pool.execute(_CANCEL, job_id)
+    return await get_job(pool, job_id)
+
+
 async def job_state(pool: asyncpg.Pool, job_id: str) -> str | None:
     return await pool.fetchval("SELECT state FROM crawl_jobs WHERE id = $1", job_id)
 
@@ -126,7 +142,7 @@ async def job_state(pool: asyncpg.Pool, job_id: str) -> str | None:
 _CLAIM = """
 UPDATE crawl_jobs SET state = 'running', claimed_by = $2, lease_until = now() + make_interval(secs => $3),
        started_at = coalesce(started_at, now()), error = '', updated_at = now()
-WHERE id = $1 AND state NOT IN ('done', 'failed')
+WHERE id = $1 AND state NOT IN ('done', 'failed', 'cancelled')
   AND (claimed_by IS NULL OR claimed_by = $2 OR lease_until < now())
 RETURNING id
 """
@@ -134,7 +150,7 @@ RETURNING id
 
 async def claim(pool: asyncpg.Pool, job_id: str, worker_id: str, lease_seconds: float) -> str:
     """'claimed' (this worker runs it now), 'busy' (another worker's lease is live), 'finished'
-    (done or failed: nothing to do) or 'unknown'."""
+    (done, failed or cancelled: nothing to do) or 'unknown'."""
     if await pool.fetchval(_CLAIM, job_id, worker_id, float(lease_seconds)) is not None:
         return "claimed"
     state = await job_state(pool, job_id)

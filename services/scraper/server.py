@@ -113,8 +113,15 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
         self._admin(context)
         return status_message(await jobs.get_job(self._pool, request.job_id))
 
+    async def CancelCrawl(self, request: scraper_pb2.GetCrawlRequest, context) -> scraper_pb2.CrawlStatus:
+        self._admin(context)
+        job = await jobs.cancel(self._pool, request.job_id)
+        if job.state == "cancelled":
+            logger.info("crawl job %s cancelled", job.job_id)
+        return status_message(job)
+
     async def WatchCrawl(self, request: scraper_pb2.GetCrawlRequest, context):
-        """Sends the status when it changes, until the job is done or failed."""
+        """Sends the status when it changes, until the job has ended (done, failed or cancelled)."""
         self._admin(context)
         last = None
         while True:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from services.common.settings import CommonSettings
 
 
@@ -33,3 +35,6 @@ class ScraperSettings(CommonSettings):
     scraper_index_wait_seconds: float = 300.0
     scraper_index_stall_seconds: float = 30.0
     scraper_job_lease_seconds: float = 15.0   # renewed every third of it; a dead worker's job waits this long
+    # A job's crawl stops after this long in one worker (its pages so far are indexed, the job is done
+    # and says so in its error): a slow or endless site does not hold a worker's job slot for good.
+    scraper_job_max_seconds: float = Field(default=3600.0, gt=0)

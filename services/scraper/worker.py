@@ -111,7 +111,10 @@ class CrawlWorker:
                 logger.warning("crawl job %s: lease not renewed (%s); trying again", job_id, exc)
                 continue
             if not renewed:
-                logger.warning("crawl job %s: lease lost to another worker; stopping", job_id)
+                if await jobs.job_state(self.pool, job_id) == "cancelled":
+                    logger.info("crawl job %s cancelled; stopping", job_id)
+                else:
+                    logger.warning("crawl job %s: lease lost to another worker; stopping", job_id)
                 crawl.cancel()
                 return
 
@@ -144,7 +147,14 @@ class CrawlWorker:
                 concurrency=self.settings.scraper_job_concurrency, on_progress=report, extractor=self.extractor,
             )
             async def crawled_and_indexed() -> tuple[Progress, str]:
-                progress = await crawler.run()
+                limit = self.settings.scraper_job_max_seconds
+                try:
+                    async with asyncio.timeout(limit):
+                        progress = await crawler.run()
+                except TimeoutError:
+                    progress = crawler.progress
+                    crawler.problems.append(f"stopped at the time limit of {limit:g} s (PARLEY_SCRAPER_JOB_MAX_SECONDS)")
+                    logger.warning("crawl job %s: stopped at the time limit of %g s", spec.job_id, limit)
                 return progress, await self._indexed(spec.job_id, handed)   # the lease is kept meanwhile
 
             crawl = asyncio.ensure_future(crawled_and_indexed())

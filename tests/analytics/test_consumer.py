@@ -49,7 +49,7 @@ async def test_a_writer_that_crashes_mid_batch_resumes_from_the_stored_offsets(s
     consumer = EventConsumer(
         bootstrap=settings.kafka_bootstrap, group_id=group,
         routes={topic: Route(decode_crashing_once, BatchApplier(sink.write_turns, no_dead_letters))},
-        progress=progress, stored_offsets=sink.stored_offsets, send_dead_letter=no_dead_letters,
+        progress=progress, stored_offsets=sink.stored_offsets, lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
         on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
         session_timeout_seconds=10,
     )
@@ -95,7 +95,7 @@ async def test_under_light_load_a_writer_gathers_and_kafka_gets_the_latest_offse
     consumer = EventConsumer(
         bootstrap=settings.kafka_bootstrap, group_id=group,
         routes={topic: Route(decode_turn, BatchApplier(write, no_dead_letters))},
-        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets, send_dead_letter=no_dead_letters,
+        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets, lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
         on_minutes=lambda _minutes: None, batch_size=500, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
         session_timeout_seconds=10,
     )
@@ -168,7 +168,7 @@ async def test_a_backlog_is_fetched_once_however_little_room_the_writer_has(stac
     consumer = EventConsumer(
         bootstrap=settings.kafka_bootstrap, group_id=group,
         routes={topic: Route(decode_turn, BatchApplier(sink.write_turns, no_dead_letters))},
-        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets, send_dead_letter=no_dead_letters,
+        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets, lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
         on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=16 << 20, partition_fetch_bytes=8 << 20,
         session_timeout_seconds=10,
     )
@@ -187,7 +187,7 @@ async def test_the_buffer_is_shared_by_the_partitions_writers():
     and waiting records shrink to its share of the buffer, never below a batch (or a fetched slice)."""
     consumer = EventConsumer(
         bootstrap="127.0.0.1:9", group_id="share", routes={}, progress=Progress(stall_seconds=60),
-        stored_offsets=None, send_dead_letter=None, on_minutes=None, batch_size=5000, fetch_max_bytes=1 << 20,
+        stored_offsets=None, lower_offset=None, send_dead_letter=None, on_minutes=None, batch_size=5000, fetch_max_bytes=1 << 20,
         partition_fetch_bytes=1 << 20, session_timeout_seconds=10, lagging_batches=4, buffer_events=240_000)
     for partitions, expected in ((4, (20_000, 10_000)), (12, (6_666, 6_666)), (100, (5_000, 1_000))):
         consumer.writers = dict.fromkeys(range(partitions))
@@ -222,7 +222,7 @@ async def test_offsets_applied_while_a_commit_is_in_flight_or_whose_commit_faile
 
     consumer = EventConsumer(
         bootstrap="127.0.0.1:9", group_id="commits", routes={}, progress=Progress(stall_seconds=60),
-        stored_offsets=None, send_dead_letter=None, on_minutes=lambda _minutes: None, batch_size=10,
+        stored_offsets=None, lower_offset=None, send_dead_letter=None, on_minutes=lambda _minutes: None, batch_size=10,
         fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 20, session_timeout_seconds=10)
     consumer.consumer = kafka = Kafka()
     consumer.writers = {tp: None}
@@ -261,7 +261,7 @@ async def test_two_workers_taking_over_each_other_s_partitions_count_every_turn_
         return EventConsumer(
             bootstrap=settings.kafka_bootstrap, group_id=group,
             routes={topic: Route(decode_turn, BatchApplier(sink.write_turns, no_dead_letters), TurnBatch)},
-            progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets, send_dead_letter=no_dead_letters,
+            progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets, lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
             on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
             session_timeout_seconds=6, buffer_events=600,
         )

@@ -142,6 +142,7 @@ def create_app(settings: AnalyticsSettings) -> tuple[faust.App, list[Service]]:
         },
         progress=progress,
         stored_offsets=sink.stored_offsets,
+        lower_offset=sink.lower_offset,
         send_dead_letter=dead_letters.send,
         on_minutes=dirty_minutes.update,
         batch_size=settings.stream_batch_size,

@@ -23,7 +23,8 @@ from mode import Service
 
 from services.analytics.stream.apply import BatchApplier, Record
 from services.analytics.stream.decode import DeadLetter, InvalidEvent
-from services.analytics.stream.progress import BATCH_SECONDS, EVENTS_APPLIED, EVENTS_LOST, EVENTS_SKIPPED, Progress
+from services.analytics.stream.progress import (BATCH_SECONDS, EVENTS_APPLIED, EVENTS_LOST, EVENTS_SKIPPED, OFFSETS_RESET,
+                                                Progress)
 from services.analytics.stream.sink import Applied, Position
 from services.common.kafka import STOP_SECONDS, within
 
@@ -124,9 +125,11 @@ class PartitionWriter:
 
     async def _position(self) -> None:
         """Paused, forget what was fetched, and go to the offset PostgreSQL holds for the partition, or
-        to the partition's first offset if Kafka deleted the records from there (said and counted:
-        aiokafka would go there by itself, without a trace). (Pausing is only for this: aiokafka drops
-        a paused partition's fetched records.)"""
+        to the partition's first offset if Kafka deleted the records from there, or if the stored offset
+        is past the partition's end (both said and counted: aiokafka would go to the first offset by
+        itself, without a trace, and past the end every record below the stored offset would be
+        dropped as applied). (Pausing is only for this: aiokafka drops a paused partition's fetched
+        records.)"""
         owner = self.owner
         owner.consumer.pause(self.tp)
         self.paused = True
@@ -136,8 +139,10 @@ class PartitionWriter:
         if stored is None:
             await owner.consumer.seek_to_beginning(self.tp)
         else:
-            first = await owner.first_offset(self.tp)
-            if stored < first:
+            first, end = await owner.bounds(self.tp)
+            if stored > end:
+                stored = await owner.beyond_end(self.tp, stored, first, end)
+            elif stored < first:
                 owner.lost(self.tp, stored, first)
                 stored = first
             owner.consumer.seek(self.tp, stored)
@@ -254,10 +259,11 @@ class _Rebalance(ConsumerRebalanceListener):
 
 class EventConsumer(Service):
     """Consumes `routes`' topics in the Kafka group `group_id`; the offsets that count are the ones
-    the sink stores with the data (Kafka's are committed after them, for lag monitoring only)."""
+    the sink stores with the data (Kafka's are committed after them, for lag monitoring only), read with
+    `stored_offsets()` and lowered, past a partition's end only, with `lower_offset(topic, partition, offset)`."""
 
     def __init__(self, *, bootstrap: str, group_id: str, routes: dict[str, Route], progress: Progress,
-                 stored_offsets: Callable, send_dead_letter: Callable, on_minutes: Callable,
+                 stored_offsets: Callable, lower_offset: Callable, send_dead_letter: Callable, on_minutes: Callable,
                  batch_size: int, fetch_max_bytes: int, partition_fetch_bytes: int,
                  session_timeout_seconds: float, lagging_batches: int = LAGGING_BATCHES,
                  buffer_events: int = BUFFER_EVENTS, **kwargs) -> None:
@@ -269,6 +275,7 @@ class EventConsumer(Service):
         self.buffer_events = buffer_events
         self.room = asyncio.Event()     # set when a writer may take more records
         self._stored_offsets = stored_offsets
+        self._lower_offset = lower_offset
         self._send_dead_letter = send_dead_letter
         self._on_minutes = on_minutes
         self.writers: dict[TopicPartition, PartitionWriter] = {}
@@ -379,10 +386,28 @@ class EventConsumer(Service):
         stored = await applier.retrying(self._stored_offsets)
         return stored.get((tp.topic, tp.partition))
 
-    async def first_offset(self, tp: TopicPartition) -> int:
-        """The first offset `tp` still holds (records below it were deleted), waiting out Kafka being away."""
+    async def bounds(self, tp: TopicPartition) -> tuple[int, int]:
+        """The first offset `tp` still holds (records below it were deleted) and its end (the offset of
+        the next record written), waiting out Kafka being away."""
         applier = self.routes[tp.topic].applier
-        return (await applier.retrying(lambda: self.consumer.beginning_offsets([tp])))[tp]
+        first = (await applier.retrying(lambda: self.consumer.beginning_offsets([tp])))[tp]
+        end = (await applier.retrying(lambda: self.consumer.end_offsets([tp])))[tp]
+        return first, end
+
+    async def beyond_end(self, tp: TopicPartition, stored: int, first: int, end: int) -> int:
+        """The stored offset is past the partition's end: these are not the records it counted (the topic
+        deleted and made again, or Kafka's data lost while PostgreSQL kept its own). The stored offset is
+        lowered to the partition's first offset, which is returned: read from there, an event stored
+        before is known by its event id and not counted again. Left as it was, every record below it
+        would be dropped as applied, for good, with a lag of 0."""
+        OFFSETS_RESET.labels(tp.topic).inc()
+        logger.error("%s[%d]: the stored offset %d is past the partition's end %d (the topic made again, or "
+                     "Kafka's data lost); reading the partition again from offset %d",
+                     tp.topic, tp.partition, stored, end, first)
+        applier = self.routes[tp.topic].applier
+        await applier.retrying(lambda: self._lower_offset(tp.topic, tp.partition, first))
+        self.progress.forget(tp.topic, tp.partition)
+        return first
 
     def lost(self, tp: TopicPartition, stored: int, first: int) -> None:
         """Records from the stored offset to `first` were deleted by Kafka before they were applied: their

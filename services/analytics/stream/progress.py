@@ -21,6 +21,11 @@ EVENTS_LOST = Counter(
     "Records Kafka deleted (retention, delete-records) before the worker applied them: the gap between a "
     "partition's stored offset and its first offset, found when the partition is assigned.", ["topic"],
 )
+OFFSETS_RESET = Counter(
+    "parley_worker_offset_resets_total",
+    "Partitions whose stored offset was past the partition's end (the topic made again, Kafka's data lost), "
+    "found when the partition is assigned: read again from their first offset.", ["topic"],
+)
 BATCH_SECONDS = Gauge("parley_worker_last_batch_seconds", "Time to write the last batch.", ["topic"])
 BATCHES_WRITTEN_AGAIN = Counter(
     "parley_worker_batches_written_again_total",
@@ -75,6 +80,9 @@ class Progress:
         CONSUMER_LAG.labels(topic, str(partition)).set(lag)
 
     def forget(self, topic: str, partition: int) -> None:
+        """The partition is no longer this worker's, or its stored offset was lowered: its lag and
+        position are forgotten (`advanced` only ever moves a position forward)."""
+        self.next_offset.pop((topic, partition), None)
         self.lag.pop((topic, partition), None)
         CONSUMER_LAG.labels(topic, str(partition)).set(0)
 

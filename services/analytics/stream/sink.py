@@ -154,6 +154,13 @@ ON CONFLICT (consumer_group, topic, partition) DO UPDATE
 SET next_offset = greatest(stream_offsets.next_offset, excluded.next_offset), updated_at = now()
 """
 
+# A stored offset past its partition's end (the topic made again, Kafka's data lost while PostgreSQL
+# kept its own) lowered to where the partition now starts: SAVE_OFFSETS never lowers one.
+LOWER_OFFSET = """
+UPDATE stream_offsets SET next_offset = $4, updated_at = now()
+WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND next_offset > $4
+"""
+
 STORED_OFFSETS = "SELECT topic, partition, next_offset FROM stream_offsets WHERE consumer_group = $1"
 
 
@@ -298,6 +305,10 @@ class MetricsSink(Service):
         assert self.pool is not None
         rows = await self.pool.fetch(STORED_OFFSETS, self._group)
         return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+
+    async def lower_offset(self, topic: str, partition: int, next_offset: int) -> None:
+        assert self.pool is not None
+        await self.pool.execute(LOWER_OFFSET, self._group, topic, partition, next_offset)
 
     async def write_turns(self, records: Sequence[tuple[Position, events_pb2.ChatTurn | None]],
                           prepared: TurnBatch | None = None) -> Applied:

@@ -50,6 +50,11 @@ class ScraperServiceStub:
                 request_serializer=parley_dot_v1_dot_scraper__pb2.GetCrawlRequest.SerializeToString,
                 response_deserializer=parley_dot_v1_dot_scraper__pb2.CrawlStatus.FromString,
                 _registered_method=True)
+        self.CancelCrawl = channel.unary_unary(
+                '/parley.v1.ScraperService/CancelCrawl',
+                request_serializer=parley_dot_v1_dot_scraper__pb2.GetCrawlRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_scraper__pb2.CrawlStatus.FromString,
+                _registered_method=True)
         self.Fetch = channel.unary_unary(
                 '/parley.v1.ScraperService/Fetch',
                 request_serializer=parley_dot_v1_dot_scraper__pb2.FetchRequest.SerializeToString,
@@ -79,6 +84,15 @@ class ScraperServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelCrawl(self, request, context):
+        """Stops a queued or running job (admin token): no page is fetched for it after the worker sees the
+        cancel (within a third of the job lease); pages already handed over stay in the knowledge. A job
+        that has already ended is returned as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Fetch(self, request, context):
         """One page on demand, cached; used by the web strategy. Needs the key's secret in `product_key`
         and fetches only from the host of the key's website (or the admin token, any public host).
@@ -102,6 +116,11 @@ def add_ScraperServiceServicer_to_server(servicer, server):
             ),
             'WatchCrawl': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchCrawl,
+                    request_deserializer=parley_dot_v1_dot_scraper__pb2.GetCrawlRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_scraper__pb2.CrawlStatus.SerializeToString,
+            ),
+            'CancelCrawl': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelCrawl,
                     request_deserializer=parley_dot_v1_dot_scraper__pb2.GetCrawlRequest.FromString,
                     response_serializer=parley_dot_v1_dot_scraper__pb2.CrawlStatus.SerializeToString,
             ),
@@ -191,6 +210,33 @@ class ScraperService:
             request,
             target,
             '/parley.v1.ScraperService/WatchCrawl',
+            parley_dot_v1_dot_scraper__pb2.GetCrawlRequest.SerializeToString,
+            parley_dot_v1_dot_scraper__pb2.CrawlStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelCrawl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.ScraperService/CancelCrawl',
             parley_dot_v1_dot_scraper__pb2.GetCrawlRequest.SerializeToString,
             parley_dot_v1_dot_scraper__pb2.CrawlStatus.FromString,
             options,
