@@ -49,7 +49,8 @@ async def test_a_writer_that_crashes_mid_batch_resumes_from_the_stored_offsets(s
     consumer = EventConsumer(
         bootstrap=settings.kafka_bootstrap, group_id=group,
         routes={topic: Route(decode_crashing_once, BatchApplier(sink.write_turns, no_dead_letters))},
-        progress=progress, stored_offsets=sink.stored_offsets, lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
+        progress=progress, stored_offsets=sink.stored_offsets,
+        lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
         on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
         session_timeout_seconds=10,
     )
@@ -95,7 +96,8 @@ async def test_under_light_load_a_writer_gathers_and_kafka_gets_the_latest_offse
     consumer = EventConsumer(
         bootstrap=settings.kafka_bootstrap, group_id=group,
         routes={topic: Route(decode_turn, BatchApplier(write, no_dead_letters))},
-        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets, lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
+        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets,
+        lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
         on_minutes=lambda _minutes: None, batch_size=500, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
         session_timeout_seconds=10,
     )
@@ -168,7 +170,8 @@ async def test_a_backlog_is_fetched_once_however_little_room_the_writer_has(stac
     consumer = EventConsumer(
         bootstrap=settings.kafka_bootstrap, group_id=group,
         routes={topic: Route(decode_turn, BatchApplier(sink.write_turns, no_dead_letters))},
-        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets, lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
+        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets,
+        lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
         on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=16 << 20, partition_fetch_bytes=8 << 20,
         session_timeout_seconds=10,
     )
@@ -261,7 +264,8 @@ async def test_two_workers_taking_over_each_other_s_partitions_count_every_turn_
         return EventConsumer(
             bootstrap=settings.kafka_bootstrap, group_id=group,
             routes={topic: Route(decode_turn, BatchApplier(sink.write_turns, no_dead_letters), TurnBatch)},
-            progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets, lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
+            progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets,
+            lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
             on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
             session_timeout_seconds=6, buffer_events=600,
         )
@@ -351,7 +355,8 @@ async def test_records_retention_deleted_past_the_stored_offset_are_logged_and_c
     consumer = EventConsumer(
         bootstrap=settings.kafka_bootstrap, group_id=f"consumer-test-{uuid.uuid4().hex[:6]}",
         routes={topic: Route(decode_turn, BatchApplier(write, no_dead_letters))},
-        progress=Progress(stall_seconds=60), stored_offsets=stored_offsets, send_dead_letter=no_dead_letters,
+        progress=Progress(stall_seconds=60), stored_offsets=stored_offsets, lower_offset=None,
+        send_dead_letter=no_dead_letters,
         on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
         session_timeout_seconds=10,
     )
@@ -364,4 +369,54 @@ async def test_records_retention_deleted_past_the_stored_offset_are_logged_and_c
         await consumer.stop()
     assert REGISTRY.get_sample_value("parley_worker_events_lost_total", {"topic": topic}) == before + 4
     assert any(topic in r.getMessage() and "[0]" in r.getMessage() and " 4 " in r.getMessage()
+               for r in caplog.records if r.levelno == logging.ERROR), [r.getMessage() for r in caplog.records]
+
+
+async def test_a_stored_offset_past_the_partitions_end_is_lowered_and_the_partition_read_from_its_start(
+        stack, settings, pg, sink_pool, caplog):
+    """PostgreSQL says 1,000 records of the partition were applied, but it holds 3 (the topic deleted and
+    made again, or Kafka's data lost while PostgreSQL kept its own). A seek to 1,000 is out of range,
+    aiokafka went back to the start by itself, and the sink dropped every record below 1,000 as applied,
+    with a lag of 0. Now the writer says so (an error and parley_worker_offset_resets_total), lowers the
+    stored offset and reads the partition from its start: the 3 turns are stored and counted."""
+    import logging
+
+    from prometheus_client import REGISTRY
+
+    key_id = f"recreated-{uuid.uuid4().hex[:8]}"
+    topic = f"{settings.topic('chat_turns')}.recreated-{uuid.uuid4().hex[:6]}"
+    await ensure_topics(settings.kafka_bootstrap, [topic], 1)
+    group = f"consumer-test-{uuid.uuid4().hex[:6]}"
+    await pg.execute("INSERT INTO stream_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, 0, 1000)",
+                     group, topic)
+    p = await producer(settings)
+    try:
+        for i in range(3):
+            await p.send_and_wait(topic, now_turn(key_id, 1.0 + i).SerializeToString(), key=key_id.encode())
+    finally:
+        await p.stop()
+
+    async def no_dead_letters(letter: DeadLetter) -> None:
+        raise AssertionError(f"unexpected dead letter {letter}")
+
+    sink = MetricsSink(settings.postgres_dsn, group)
+    sink.pool = sink_pool
+    caplog.set_level(logging.ERROR, logger="services.analytics.stream.consumer")
+    before = REGISTRY.get_sample_value("parley_worker_offset_resets_total", {"topic": topic}) or 0.0
+    consumer = EventConsumer(
+        bootstrap=settings.kafka_bootstrap, group_id=group,
+        routes={topic: Route(decode_turn, BatchApplier(sink.write_turns, no_dead_letters))},
+        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets,
+        lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
+        on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
+        session_timeout_seconds=10,
+    )
+    await consumer.start()
+    try:
+        assert await wait_for(lambda: _is(count_turns(pg, key_id), (3, 3)), timeout=30), await count_turns(pg, key_id)
+    finally:
+        await consumer.stop()
+    assert await sink.stored_offsets() == {(topic, 0): 3}
+    assert REGISTRY.get_sample_value("parley_worker_offset_resets_total", {"topic": topic}) == before + 1
+    assert any(topic in r.getMessage() and "1000" in r.getMessage() and "past the partition's end" in r.getMessage()
                for r in caplog.records if r.levelno == logging.ERROR), [r.getMessage() for r in caplog.records]

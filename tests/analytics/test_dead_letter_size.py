@@ -117,7 +117,8 @@ async def test_the_worker_dead_letters_an_undecodable_turn_near_one_mib_and_goes
     consumer = EventConsumer(
         bootstrap=settings.kafka_bootstrap, group_id=group,
         routes={topic: Route(decode_turn, BatchApplier(sink.write_turns, letters.send))},
-        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets, lower_offset=sink.lower_offset, send_dead_letter=letters.send,
+        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets,
+        lower_offset=sink.lower_offset, send_dead_letter=letters.send,
         on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=4 << 20, partition_fetch_bytes=2 << 20,
         session_timeout_seconds=10,
     )

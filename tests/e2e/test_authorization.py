@@ -112,6 +112,8 @@ def _admin_calls(search, scraper, analytics, victim: TestKey, site_url: str) -> 
         ("StartCrawl", lambda md: scraper.StartCrawl(scraper_pb2.StartCrawlRequest(
             product_key_id=victim.id, seed_urls=[site_url]), metadata=md, timeout=10)),
         ("GetCrawl", lambda md: scraper.GetCrawl(scraper_pb2.GetCrawlRequest(job_id="any"), metadata=md, timeout=10)),
+        ("CancelCrawl", lambda md: scraper.CancelCrawl(scraper_pb2.GetCrawlRequest(job_id="any"), metadata=md,
+                                                       timeout=10)),
         ("WatchCrawl", lambda md: read_first(scraper.WatchCrawl(scraper_pb2.GetCrawlRequest(job_id="any"),
                                                                 metadata=md, timeout=10))),
         ("Fetch (any host)", lambda md: scraper.Fetch(scraper_pb2.FetchRequest(url=site_url), metadata=md,
