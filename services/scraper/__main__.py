@@ -14,15 +14,18 @@ from services.scraper.settings import ScraperSettings
 from services.scraper.fetching import new_fetcher
 from services.scraper.isolation import Extractor
 from services.common.product_keys import KeyValidator
+from services.scraper.page_fetch import PageCache
 from services.scraper.server import ScraperDeps, ScraperServicer
 
 
 async def main(settings: ScraperSettings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
+    client = create_redis(settings.redis_url)
     deps = ScraperDeps(
         producer=LazyProducer(EventProducer(settings.kafka_bootstrap, client_id="parley-scraper")),
-        redis=create_redis(settings.redis_url),
+        redis=client,
         fetcher=new_fetcher(settings),
+        pages=PageCache(client),
         extractor=Extractor.from_settings(settings),
     )
     servicer = ScraperServicer(settings, deps)

@@ -22,7 +22,7 @@ from services.scraper import jobs
 from services.scraper.fetching import Fetcher, check_host
 from services.scraper.isolation import Extractor
 from services.common.product_keys import KeyValidator
-from services.scraper.page_fetch import fetch_page, site_hosts
+from services.scraper.page_fetch import PageCache, fetch_page, site_hosts
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class ScraperDeps:
     producer: LazyProducer
     redis: redis.Redis
     fetcher: Fetcher
+    pages: PageCache
     extractor: Extractor | None = None    # None: pages extracted in this process
     pool: asyncpg.Pool | None = None
     keys: KeyValidator | None = None
@@ -149,7 +150,7 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
 
     async def Fetch(self, request: scraper_pb2.FetchRequest, context) -> scraper_pb2.FetchResponse:
         hosts = await self._fetch_hosts(request, context)
-        page = await fetch_page(self._deps.fetcher, self._deps.redis, request.url,
+        page = await fetch_page(self._deps.fetcher, self._deps.pages, request.url,
                                 self._settings.scraper_fetch_cache_seconds, hosts, self._deps.extractor)
         return scraper_pb2.FetchResponse(url=page.url, title=page.title, text=page.text, cached=page.cached,
                                          status=page.status)

@@ -19,7 +19,7 @@ from services.common.redis_client import create_redis
 from services.scraper import jobs
 from services.scraper.crawler import SITEMAP_MAX_BYTES
 from services.scraper.fetching import FetchFailed, check_host, decode_document, new_fetcher, site_of
-from services.scraper.page_fetch import fetch_page, site_hosts
+from services.scraper.page_fetch import PageCache, fetch_page, site_hosts
 from services.scraper.patterns import MAX_PATTERN_CHARS, compile_patterns
 from services.scraper.worker import CrawlWorker
 from services.search.keys import create_key
@@ -129,9 +129,9 @@ async def test_the_scope_is_host_and_port(crawl, pg, settings):
         try:
             async with new_fetcher(settings) as fetcher:
                 with pytest.raises(PermissionDenied):
-                    await fetch_page(fetcher, redis, other.base + "/linked.html", 1, site_hosts(site.base + "/"))
+                    await fetch_page(fetcher, PageCache(redis), other.base + "/linked.html", 1, site_hosts(site.base + "/"))
                 with pytest.raises(PermissionDenied):   # nor through a redirect
-                    await fetch_page(fetcher, redis, site.base + "/moved.html", 1, site_hosts(site.base + "/"))
+                    await fetch_page(fetcher, PageCache(redis), site.base + "/moved.html", 1, site_hosts(site.base + "/"))
         finally:
             await redis.aclose()
         assert sum(other.hits.values()) == 0
@@ -298,11 +298,11 @@ async def test_a_page_fetched_with_the_admin_token_is_not_served_from_the_cache_
         redis = create_redis(settings.redis_url)
         try:
             async with new_fetcher(settings) as fetcher:
-                admins = await fetch_page(fetcher, redis, site.base + "/moved.html", 60)
+                admins = await fetch_page(fetcher, PageCache(redis), site.base + "/moved.html", 60)
                 assert admins.title == "Elsewhere" and not admins.cached
                 with pytest.raises(PermissionDenied):
-                    await fetch_page(fetcher, redis, site.base + "/moved.html", 60, site_hosts(site.base + "/"))
-                assert (await fetch_page(fetcher, redis, site.base + "/moved.html", 60)).cached
+                    await fetch_page(fetcher, PageCache(redis), site.base + "/moved.html", 60, site_hosts(site.base + "/"))
+                assert (await fetch_page(fetcher, PageCache(redis), site.base + "/moved.html", 60)).cached
         finally:
             await redis.aclose()
 

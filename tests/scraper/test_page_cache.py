@@ -1,0 +1,58 @@
+"""Fetch's page cache is a soft dependency: a Redis that accepts connections and never answers (a
+frozen server) is asked once, not by every Fetch, and the pages are read from their site meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.common.redis_client import create_redis
+from services.scraper.fetching import new_fetcher
+from services.scraper.page_fetch import PageCache, fetch_page
+from tests.scraper.test_crawl_inputs import ROBOTS, page
+from tests.scraper.test_fetch_safety import Site
+
+
+class FrozenRedis:
+    """A TCP server that takes connections and commands and never replies; it keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self._server: asyncio.Server | None = None
+        self._held: list[asyncio.StreamWriter] = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._held.append(writer)
+        while data := await reader.read(65536):
+            self.received += data
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
+
+    async def __aexit__(self, *exc) -> None:
+        for writer in self._held:
+            writer.close()
+        self._server.close()
+
+    @property
+    def connections(self) -> int:
+        return len(self._held)
+
+
+async def test_a_frozen_redis_is_asked_by_one_fetch_not_by_each(settings):
+    frozen = FrozenRedis()
+    async with Site({"/robots.txt": ROBOTS, "/a.html": lambda: page("Returns")}) as site, frozen as frozen_url:
+        client = create_redis(frozen_url)
+        cache = PageCache(client)
+        try:
+            async with new_fetcher(settings) as fetcher:
+                pages = [await fetch_page(fetcher, cache, site.base + "/a.html", 60) for _ in range(5)]
+        finally:
+            await client.aclose()
+    assert [p.title for p in pages] == ["Returns"] * 5 and not any(p.cached for p in pages)
+    assert site.hits["/a.html"] == 5
+    # The first Fetch waited for Redis (a command that times out closes its connection); the others,
+    # within the second before the next try, neither asked nor wrote what they read. Without the gate:
+    # a connection and a wait for each of five reads and five writes.
+    assert frozen.connections == 1, frozen.received
+    assert cache.health.down
