@@ -175,12 +175,22 @@ class VectorIndex:
         if entry is not None and entry.version >= version:
             self._keys.move_to_end(key_id)
             return entry
+        entry = await asyncio.shield(self._load_under_way(key_id))
+        if entry.version < version:
+            # The load joined took its snapshot before `version` committed (it was under way when the
+            # change came). `version` was read from PostgreSQL before this call, so a load started
+            # after that one ended reads it: without this, the chunks the change added or replaced
+            # would be missing from dense results answered (and cached) under the new version.
+            entry = await asyncio.shield(self._load_under_way(key_id))
+        return entry
+
+    def _load_under_way(self, key_id: str) -> asyncio.Task:
+        """The key's load in flight, or a new one: one load per key at a time, whatever the concurrency."""
         task = self._loading.get(key_id)
-        if task is None:        # one load per key at a time, whatever the concurrency
-            task = asyncio.get_running_loop().create_task(self._load(key_id))
-            self._loading[key_id] = task
-            task.add_done_callback(lambda _: self._loading.pop(key_id, None))
-        return await asyncio.shield(task)
+        if task is None or task.done():
+            task = self._loading[key_id] = asyncio.get_running_loop().create_task(self._load(key_id))
+            task.add_done_callback(lambda done: self._loading.get(key_id) is done and self._loading.pop(key_id))
+        return task
 
     def forget(self, key_id: str, version: int = 0) -> bool:
         """Drops the key's vectors if they are older than `version` (0: always)."""

@@ -106,3 +106,32 @@ def test_sentence_vectors_follow_their_chunks_when_a_large_key_is_partitioned():
     np.testing.assert_allclose(entry.sentences[entry.starts[row]:entry.starts[row + 1]], sentences[77], atol=1e-3)
     hits = dict(entry.top(matrix[5], 3))
     assert abs(hits["5"] - 1.0) < 1e-5
+
+
+async def test_a_search_at_a_newer_version_does_not_settle_for_a_load_that_read_an_older_one():
+    """A load of the key started at version 1 is still running when version 2 commits and a search at
+    version 2 arrives: it must not take that load's vectors, which miss what version 2 added."""
+    import asyncio
+
+    index = VectorIndex(pool=None, model_id="m", max_bytes=1 << 30)
+    db_version, started, release, reads = 1, asyncio.Event(), asyncio.Event(), []
+
+    async def load(key_id: str) -> KeyVectors:
+        read = db_version                  # the snapshot is taken as the load starts
+        reads.append(read)
+        started.set()
+        await release.wait()
+        entry = index._keys[key_id] = KeyVectors(read, np.zeros(0, np.int64), np.zeros((0, 384), np.float32))
+        return entry
+
+    index._load = load
+    first = asyncio.ensure_future(index.vectors("k", 1))
+    await started.wait()
+    db_version = 2
+    second = asyncio.ensure_future(index.vectors("k", 2))
+    await asyncio.sleep(0)              # it finds the load in flight and waits for it
+    assert reads == [1]
+    release.set()
+    assert (await first).version == 1
+    assert (await second).version >= 2
+    assert index.loaded("k").version == 2 and reads == [1, 2]
