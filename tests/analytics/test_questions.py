@@ -1,0 +1,57 @@
+"""TopQuestions and KnowledgeGaps against the real PostgreSQL: what they read of feedback_events."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from services.analytics import queries
+
+INSERT_TURN = """
+INSERT INTO conversations (event_id, product_key_id, session_id, request_id, occurred_at, message, answer, strategy,
+                           model, cache_status, total_ms, ttft_ms, search_ms, llm_ms, tokens_in, tokens_out, cost_usd)
+VALUES ($1, $2, 's', $3, $4, $5, 'a', $6, 'extractive', 'MISS', 1, 1, 1, 1, 1, 1, 0)
+"""
+INSERT_FEEDBACK = """
+INSERT INTO feedback_events (event_id, product_key_id, request_id, occurred_at, rating) VALUES ($1, $2, $3, $4, $5)
+"""
+
+
+async def test_rated_down_turns_are_read_from_the_keys_down_ratings_not_from_every_tenants_feedback(stack, pg):
+    """With other tenants' feedback in the table (30,000 rows, a third of them down-ratings), the plan of
+    both calls reads feedback_events through the index of one key's down-ratings, never by a sequential
+    scan of every tenant's; a request rated down twice counts once, and another key's rating of the same
+    request id not at all. Everything is seeded in a transaction that is rolled back."""
+    key_id = f"down-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(timezone.utc)
+    start, end = now - timedelta(hours=1), now + timedelta(minutes=1)
+    async with pg.acquire() as conn:
+        seeding = conn.transaction()
+        await seeding.start()
+        try:
+            await conn.execute(
+                "INSERT INTO feedback_events (event_id, product_key_id, request_id, occurred_at, rating) "
+                "SELECT $1 || i, $1 || (i % 40), md5(i::text), now(), CASE WHEN i % 3 = 0 THEN -1 ELSE 1 END "
+                "FROM generate_series(1, 30000) AS i", f"other-{key_id}-")
+            turns = [("open-1", "When are you open?", "KNOWLEDGE"), ("open-2", "when are  you OPEN?", "KNOWLEDGE"),
+                     ("mars", "Do you ship to Mars?", "NO_ANSWER")]
+            for request, message, strategy in turns:
+                await conn.execute(INSERT_TURN, f"{key_id}-{request}", key_id, f"{key_id}-{request}", now, message,
+                                   strategy)
+            for event, request, rating, owner in (("d1", "open-1", -1, key_id), ("d2", "open-1", -1, key_id),
+                                                  ("u1", "open-2", 1, key_id), ("x1", "open-2", -1, f"x-{key_id}")):
+                await conn.execute(INSERT_FEEDBACK, f"{key_id}-{event}", owner, f"{key_id}-{request}", now, rating)
+            await conn.execute("ANALYZE feedback_events")
+            for gaps_only in (False, True):
+                plan = "\n".join(r[0] for r in await conn.fetch(
+                    "EXPLAIN " + queries.questions_query(gaps_only), key_id, start, end, 20))
+                assert "Seq Scan on feedback_events" not in plan, plan
+                assert "feedback_events_key_down_idx" in plan, plan
+            top = await queries.top_questions(conn, key_id, start, end, 20)
+            assert [(q.question, q.count, q.no_answers, q.feedback_down) for q in top] == [
+                ("when are you open?", 2, 0, 1), ("do you ship to mars?", 1, 1, 0)]
+            gaps = await queries.top_questions(conn, key_id, start, end, 20, gaps_only=True)
+            assert [(q.question, q.no_answers, q.feedback_down) for q in gaps] == [
+                ("when are you open?", 0, 1), ("do you ship to mars?", 1, 0)]
+        finally:
+            await seeding.rollback()
