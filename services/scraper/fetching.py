@@ -35,6 +35,9 @@ BINARY_TYPE = "application/octet-stream"
 ROBOTS_TTL_SECONDS = 600.0
 ROBOTS_UNREACHABLE_TTL_SECONDS = 30.0   # an unreachable robots.txt disallows for this long, then is asked again
 ROBOTS_MAX_BYTES = 500 * 1024           # RFC 9309 2.5: parsers must read at least the first 500 KiB
+# Origins a Fetcher keeps politeness gates and robots.txt for: the scraper API's lives as long as its
+# process, and a Fetch with the admin token may name any host.
+MAX_ORIGINS = 1_000
 # A 429 or 503 that says when to come back (Retry-After) is asked again then, this many times at most,
 # waiting this long at most, and always within the request's deadline.
 RETRY_STATUSES = (429, 503)
@@ -378,9 +381,19 @@ class HostGate:
         self.delay = delay
         self._next = 0.0
         self._lock = asyncio.Lock()
+        self._users = 0   # requests in flight or waiting
+
+    def idle(self) -> bool:
+        """Nothing in flight or waiting, and no delay or hold pending: forgetting it loses nothing."""
+        return self._users == 0 and self._next <= time.monotonic()
 
     async def __aenter__(self) -> None:
-        await self._sem.acquire()
+        self._users += 1
+        try:
+            await self._sem.acquire()
+        except BaseException:
+            self._users -= 1
+            raise
         async with self._lock:
             # Again after sleeping: a hold may have come in meanwhile.
             while (wait := self._next - time.monotonic()) > 0:
@@ -393,6 +406,7 @@ class HostGate:
 
     async def __aexit__(self, *exc) -> None:
         self._sem.release()
+        self._users -= 1
 
 
 class Fetcher:
@@ -440,9 +454,12 @@ class Fetcher:
 
     def gate(self, url: str) -> HostGate:
         origin = _origin(url)
-        if origin not in self._gates:
-            self._gates[origin] = HostGate(self.host_concurrency, self.host_delay)
-        return self._gates[origin]
+        gate = self._gates.get(origin)
+        if gate is None:
+            if len(self._gates) >= MAX_ORIGINS:
+                self._gates = {o: g for o, g in self._gates.items() if not g.idle()}
+            gate = self._gates[origin] = HostGate(self.host_concurrency, self.host_delay)
+        return gate
 
     async def get(
         self, url: str, *, headers: dict[str, str] | None = None, accept: Collection[str] | None = INDEXABLE_TYPES,
@@ -551,6 +568,8 @@ class Fetcher:
         cached = self._robots.get(origin)
         if cached and cached[0] > time.monotonic():
             return cached
+        if origin not in self._robots_lock and len(self._robots_lock) >= MAX_ORIGINS:
+            self._forget_robots()
         lock = self._robots_lock.setdefault(origin, asyncio.Lock())
         async with lock:
             cached = self._robots.get(origin)
@@ -559,6 +578,16 @@ class Fetcher:
                 cached = (time.monotonic() + ttl, rules, problem)
                 self._robots[origin] = cached
         return cached
+
+    def _forget_robots(self) -> None:
+        """Keeps the robots.txt of at most MAX_ORIGINS origins: the expired go first, then the oldest
+        half (they are read again when asked); a lock is dropped only when no one holds it."""
+        now = time.monotonic()
+        kept = {o: e for o, e in self._robots.items() if e[0] > now}
+        if len(kept) >= MAX_ORIGINS // 2:
+            kept = dict(list(kept.items())[len(kept) - MAX_ORIGINS // 2:])
+        self._robots = kept
+        self._robots_lock = {o: lock for o, lock in self._robots_lock.items() if lock.locked() or o in kept}
 
     async def _load_robots(self, origin: str) -> tuple[Protego | None, float, str]:
         """RFC 9309 2.3.1: a robots.txt that is unreachable (network error, timeout) or answers a

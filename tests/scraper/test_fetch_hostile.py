@@ -281,3 +281,31 @@ def test_retry_after_as_a_date_counts_from_the_responses_date():
     headers = httpx.Headers({"Date": "Wed, 21 Oct 2015 07:28:00 GMT", "Retry-After": "Wed, 21 Oct 2015 07:28:09 GMT"})
     assert retry_after_seconds(headers) == 9
     assert retry_after_seconds(httpx.Headers({"Retry-After": formatdate(time.time() - 60, usegmt=True)})) is None
+
+
+# The state a long-lived fetcher keeps per origin (the scraper API's, which the admin's Fetch can point
+# at any host).
+
+async def test_a_fetcher_keeps_gates_and_robots_of_a_bounded_number_of_origins(monkeypatch):
+    from services.scraper import fetching
+
+    fetcher = _fetcher()
+
+    async def no_rules(origin):
+        return None, fetching.ROBOTS_TTL_SECONDS, ""
+
+    monkeypatch.setattr(fetcher, "_load_robots", no_rules)
+    busy, held = fetcher.gate("http://busy.example/"), fetcher.gate("http://held.example/")
+    held.hold(60)                             # a host that asked for a pause (Retry-After)
+    async with busy:
+        for i in range(3 * fetching.MAX_ORIGINS):
+            assert await fetcher.allowed(f"http://h{i}.example/page")
+            fetcher.gate(f"http://h{i}.example/page")
+        # Those in use or on hold are the same gates still: politeness towards them is kept.
+        assert fetcher.gate("http://busy.example/") is busy and fetcher.gate("http://held.example/") is held
+    assert len(fetcher._gates) <= fetching.MAX_ORIGINS
+    assert len(fetcher._robots) <= fetching.MAX_ORIGINS and len(fetcher._robots_lock) <= fetching.MAX_ORIGINS
+    # The latest origins' rules are still known; a forgotten one is read again when asked.
+    assert f"http://h{3 * fetching.MAX_ORIGINS - 1}.example" in fetcher._robots
+    assert await fetcher.allowed("http://h0.example/page")
+    await fetcher.aclose()
