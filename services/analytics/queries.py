@@ -18,6 +18,9 @@ MAX_MINUTE_RANGE = timedelta(days=7)   # per minute: 10,080 points at most witho
 # under gRPC's 4 MiB; a group_by over a long range could hold several times the buckets.
 MAX_POINTS = 12_000
 DEFAULT_QUESTIONS, MAX_QUESTIONS = 20, 1000
+# Characters of a question in a reply (a message may have 4,000, which a limit of 1,000 questions in
+# 3-byte UTF-8 makes 12 MB, three times gRPC's 4 MiB): 1,000 questions of 500 are 2 MB at most.
+QUESTION_CHARS = 500
 
 COUNTERS = ("turns", "cache_hits", "errors", "no_answers", "feedback_up", "feedback_down", "tokens_in", "tokens_out")
 HISTS = ("total_hist", "ttft_hist", "search_hist", "llm_hist")
@@ -102,13 +105,14 @@ class QuestionStat:
     feedback_down: int
 
 
-# Questions are grouped by their normalised text (case and spacing folded). A turn is rated down when
-# the key's feedback holds a rating < 0 for its request: the key's down-rated request ids are read once
-# from their partial index (migration 0021) and joined, instead of a subquery per turn whose hashed form
-# read every tenant's feedback.
+# Questions are grouped by their normalised text (case and spacing folded) cut to QUESTION_CHARS: two
+# that differ only beyond it are one question. A turn is rated down when the key's feedback holds a
+# rating < 0 for its request: the key's down-rated request ids are read once from their partial index
+# (migration 0021) and joined, instead of a subquery per turn whose hashed form read every tenant's
+# feedback.
 _QUESTIONS = """
 WITH turns AS (
-    SELECT lower(regexp_replace(btrim(c.message), '\\s+', ' ', 'g')) AS question,
+    SELECT left(lower(regexp_replace(btrim(c.message), '\\s+', ' ', 'g')), {chars}) AS question,
            c.strategy = 'NO_ANSWER' AS no_answer,
            d.request_id IS NOT NULL AS down
     FROM conversations c
@@ -143,7 +147,8 @@ def questions_query(gaps_only: bool) -> str:
     """The statement of top_questions (key, start, end, limit)."""
     if gaps_only:
         return _QUESTIONS.format(
+            chars=QUESTION_CHARS,
             having="HAVING count(*) FILTER (WHERE no_answer OR down) > 0",
             order="count(*) FILTER (WHERE no_answer OR down) DESC, count(*) DESC",
         )
-    return _QUESTIONS.format(having="", order="count(*) DESC")
+    return _QUESTIONS.format(chars=QUESTION_CHARS, having="", order="count(*) DESC")

@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from services.analytics import queries
+from services.common.pb.parley.v1 import analytics_pb2
 
 INSERT_TURN = """
 INSERT INTO conversations (event_id, product_key_id, session_id, request_id, occurred_at, message, answer, strategy,
@@ -55,3 +56,24 @@ async def test_rated_down_turns_are_read_from_the_keys_down_ratings_not_from_eve
                 ("when are you open?", 0, 1), ("do you ship to mars?", 1, 0)]
         finally:
             await seeding.rollback()
+
+
+async def test_a_thousand_long_non_ascii_questions_fit_in_one_reply(services, pg, analytics, admin):
+    """1,000 questions of 4,000 characters in 3-byte UTF-8 are 12 MB, three times what gRPC sends
+    (RESOURCE_EXHAUSTED); each question is cut to QUESTION_CHARS characters, and the reply is served."""
+    key_id = f"long-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(timezone.utc)
+    await pg.execute(
+        "INSERT INTO conversations (event_id, product_key_id, session_id, request_id, occurred_at, message, answer,"
+        " strategy, model, cache_status, total_ms, ttft_ms, search_ms, llm_ms, tokens_in, tokens_out, cost_usd) "
+        "SELECT $1 || i, $1, 's', $1 || i, $2, left(i || ' ' || repeat('営業時間はいつですか', 400), 4000), 'a',"
+        " 'NO_ANSWER', 'extractive', 'MISS', 1, 1, 1, 1, 1, 1, 0 FROM generate_series(1, 1000) AS i", key_id, now)
+    try:
+        for rpc in (analytics.TopQuestions, analytics.KnowledgeGaps):
+            reply = await rpc(analytics_pb2.TopQuestionsRequest(product_key_id=key_id, limit=1000), metadata=admin,
+                              timeout=30)
+            assert len(reply.questions) == 1000
+            assert {len(q.question) for q in reply.questions} == {queries.QUESTION_CHARS}
+            assert reply.ByteSize() < 4 * 1024 * 1024 // 2
+    finally:
+        await pg.execute("DELETE FROM conversations WHERE product_key_id = $1", key_id)
