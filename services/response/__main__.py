@@ -40,7 +40,7 @@ async def main(settings: ResponseSettings) -> None:
     engine.admission = Admission(settings, redis, lambda: engine.in_flight)
 
     async def forget_key(event) -> None:
-        dropped = await store.forget_key(event.product_key_id)
+        dropped = await store.forget_key(event.product_key_id, event.knowledge_version)
         logger.info("knowledge of %s is now version %s (%s); dropped %d pointer(s)",
                     event.product_key_id, event.knowledge_version, event.reason, dropped)
 

@@ -13,6 +13,12 @@ event arrives for the key (knowledge changed, key revoked), so a stale pointer l
 until then, and never longer than its TTL. An unknown secret has no pointer and goes to Plan,
 which rejects it.
 
+A pointer never moves to an older version: a Plan that ends after a newer one, or one answered
+from a search replica's key record not yet invalidated, would otherwise point the key back at its
+old answers for the pointer's TTL. The update also leaves the key's version floor
+`parley:kpf:{key id}` (as long-lived as the key's pointer set), below which no pointer is written
+and no hot answer kept.
+
 Redis is a soft dependency: when it fails, lookups miss, writes are skipped, sessions have no
 history and single-flight is in-process only; after a failure Redis is left alone for
 `retry_seconds` so that an outage costs no time per turn.
@@ -79,6 +85,32 @@ end
 return k - 1
 """
 
+# KEYS: the pointer, the key's version floor, the key's pointer set; ARGV: key id, version, secret hash,
+# pointer TTL, set TTL. Returns 1 when written, 0 when the floor or a newer pointer of the key stands.
+_SET_POINTER = """
+local v = tonumber(ARGV[2])
+if v < tonumber(redis.call('GET', KEYS[2]) or '0') then return 0 end
+local ptr = redis.call('GET', KEYS[1])
+if ptr then
+  local sp = string.find(ptr, ' ', 1, true)
+  if sp and string.sub(ptr, 1, sp - 1) == ARGV[1] and tonumber(string.sub(ptr, sp + 1)) > v then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+return 1
+"""
+
+# KEYS: the key's version floor, its pointer set; ARGV: the knowledge version now, the floor's TTL, the
+# pointer prefix. Raises the floor (never lowers it: updates may arrive out of order), drops the pointers.
+_FORGET_KEY = """
+local floor = math.max(tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
+redis.call('SET', KEYS[1], floor, 'EX', ARGV[2])
+local n = 0
+for _, h in ipairs(redis.call('SMEMBERS', KEYS[2])) do n = n + redis.call('DEL', ARGV[3] .. h) end
+return n
+"""
+
 _PUNCT = re.compile(r"[^\w\s]+", re.UNICODE)
 
 
@@ -116,12 +148,15 @@ class RequestRecord:
 
 class HotAnswers:
     """A small in-process copy of recent cache hits, for `local_seconds`: the hottest questions are
-    answered without a Redis round trip. The knowledge follower clears a key's entries at once."""
+    answered without a Redis round trip. The knowledge follower clears a key's entries at once and
+    leaves the key's version floor: a lookup that read the old pointer before it does not put the old
+    answer back."""
 
     def __init__(self, local_seconds: float, max_entries: int = 10_000) -> None:
         self._ttl = local_seconds
         self._max = max_entries
         self._entries: OrderedDict[tuple[str, str], tuple[float, Pointer, bytes]] = OrderedDict()
+        self._floors: dict[str, int] = {}
 
     def get(self, key_hash: str, qhash: str) -> tuple[Pointer, bytes] | None:
         if self._ttl <= 0:
@@ -135,14 +170,15 @@ class HotAnswers:
         return entry[1], entry[2]
 
     def put(self, key_hash: str, qhash: str, pointer: Pointer, value: bytes) -> None:
-        if self._ttl <= 0:
+        if self._ttl <= 0 or pointer.version < self._floors.get(pointer.key_id, 0):
             return
         self._entries[(key_hash, qhash)] = (time.monotonic() + self._ttl, pointer, value)
         self._entries.move_to_end((key_hash, qhash))
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
-    def forget_key(self, key_id: str) -> None:
+    def forget_key(self, key_id: str, version: int) -> None:
+        self._floors[key_id] = max(version, self._floors.get(key_id, 0))
         for name in [k for k, (_, ptr, _) in self._entries.items() if ptr.key_id == key_id]:
             del self._entries[name]
 
@@ -171,6 +207,9 @@ class ResponseStore:
         self._session_ttl = session_ttl
         self._request_ttl = request_ttl
         self._lookup = client.register_script(_LOOKUP)
+        self._set_pointer = client.register_script(_SET_POINTER)
+        self._forget_key = client.register_script(_FORGET_KEY)
+        self._key_ttl = max(pointer_ttl * 4, 3600)  # a key's pointer set and version floor
         # Lookups of concurrent turns share one round trip (and so can the key's admission).
         self.batch = AutoPipeline(client)
         self._record_sha = ""
@@ -222,26 +261,23 @@ class ResponseStore:
             self.health.ok()
 
     async def set_pointer(self, key_hash: str, key_id: str, version: int) -> None:
+        """Point the secret at `version`, unless the key's floor or a newer pointer stands."""
         if not self.health.available():
             return
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(f"{PREFIX}kp:{key_hash}", f"{key_id} {version}", ex=self._pointer_ttl)
-                pipe.sadd(f"{PREFIX}kph:{key_id}", key_hash)
-                pipe.expire(f"{PREFIX}kph:{key_id}", max(self._pointer_ttl * 4, 3600))
-                await pipe.execute()
+            await self._set_pointer(keys=[f"{PREFIX}kp:{key_hash}", f"{PREFIX}kpf:{key_id}", f"{PREFIX}kph:{key_id}"],
+                                    args=[key_id, version, key_hash, self._pointer_ttl, self._key_ttl])
         except RedisError as exc:
             self.health.failed("key pointer", exc)
         else:
             self.health.ok()
 
-    async def forget_key(self, key_id: str) -> int:
-        """Drop the pointers of a key whose knowledge changed (or that was revoked)."""
-        self.hot.forget_key(key_id)
-        hashes = await self.redis.smembers(f"{PREFIX}kph:{key_id}")
-        if not hashes:
-            return 0
-        return await self.redis.delete(*(f"{PREFIX}kp:{h.decode()}" for h in hashes))
+    async def forget_key(self, key_id: str, version: int) -> int:
+        """Drop the pointers of a key whose knowledge is now `version` (changed, or the key revoked),
+        and keep pointers and hot answers of older versions from coming back."""
+        self.hot.forget_key(key_id, version)
+        return await self._forget_key(keys=[f"{PREFIX}kpf:{key_id}", f"{PREFIX}kph:{key_id}"],
+                                      args=[version, self._key_ttl, f"{PREFIX}kp:"])
 
     # --- sessions and requests ----------------------------------------------------------
 
