@@ -279,3 +279,28 @@ async def test_stream_metrics_ends_unavailable_with_a_retry_hint_when_the_servic
     assert "shutting down" in info.value.details()
     assert dict(info.value.trailing_metadata() or ()).get("retry-after"), info.value.trailing_metadata()
     assert ended < 10, f"the stream held the shutdown {ended:.1f} s"
+
+
+async def test_stage_latencies_are_taken_from_the_turns_where_the_stage_ran(services, settings, pg, analytics, admin):
+    """Two cache hits (search, time to first token and LLM never ran: 0) and one miss: the stages'
+    percentiles are the miss's, not the hits' zeros (p50 0.25 ms); the total counts every turn."""
+    key_id = f"stages-{uuid.uuid4().hex[:8]}"
+    miss = now_turn(key_id)
+    miss.cache_status = common_pb2.CACHE_STATUS_MISS
+    miss.timings.CopyFrom(common_pb2.Timings(total_ms=1300.0, search_ms=40.0, ttft_ms=800.0, llm_ms=1200.0))
+    hits = [now_turn(key_id) for _ in range(2)]
+    for hit in hits:
+        hit.cache_status = common_pb2.CACHE_STATUS_HIT
+        hit.timings.CopyFrom(common_pb2.Timings(total_ms=5.0))
+    p = await producer(settings)
+    try:
+        for t in (miss, *hits):
+            await p.send_and_wait(settings.topic("chat_turns"), t.SerializeToString(), key=key_id.encode())
+    finally:
+        await p.stop()
+    assert await wait_for(lambda: _is(count_turns(pg, key_id), (3, 3)))
+    total = (await analytics.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id), metadata=admin,
+                                        timeout=10)).total
+    assert (total.turns, total.cache_hits) == (3, 2)
+    assert 800 <= total.ttft_ms.p50 < 1000 and 1200 <= total.llm_ms.p50 < 1500 and 40 <= total.search_ms.p50 < 50, total
+    assert total.total_ms.p50 < 10 and total.total_ms.p99 >= 1300, total.total_ms

@@ -140,11 +140,16 @@ def turn_rows(turns: Iterable[events_pb2.ChatTurn], rows: list[tuple] | None = N
         g.tokens_in += tokens_in
         g.tokens_out += tokens_out
         h_total, h_ttft, h_search, h_llm = g.hists
-        # histogram.bucket_of inlined: values at or below the first bound (also NaN) go to bucket 0.
+        # histogram.bucket_of inlined: values at or below the first bound go to bucket 0. A stage's
+        # histogram takes a sample only from a turn where the stage ran: a cache hit or a failed turn
+        # has 0 for the stages it never reached, and counted, its zeros made the stage's p50 0.25 ms.
         h_total[bisect_left(bounds, total) if total > low else 0] += 1
-        h_ttft[bisect_left(bounds, ttft) if ttft > low else 0] += 1
-        h_search[bisect_left(bounds, search) if search > low else 0] += 1
-        h_llm[bisect_left(bounds, llm) if llm > low else 0] += 1
+        if ttft > 0.0:
+            h_ttft[bisect_left(bounds, ttft) if ttft > low else 0] += 1
+        if search > 0.0:
+            h_search[bisect_left(bounds, search) if search > low else 0] += 1
+        if llm > 0.0:
+            h_llm[bisect_left(bounds, llm) if llm > low else 0] += 1
     return rows, groups
 
 
