@@ -160,9 +160,14 @@ def is_key_id(key_id: str) -> bool:
 
 async def require_live(conn: asyncpg.Pool | asyncpg.Connection, key_id: str) -> None:
     """The key exists and is not revoked, or NOT_FOUND / FAILED_PRECONDITION. In a transaction, the
-    row stays share-locked until it ends, so a revocation cannot slip in before its writes commit."""
-    revoked = await conn.fetchrow("SELECT revoked_at IS NOT NULL AS revoked FROM product_keys WHERE id = $1 FOR SHARE",
-                                  key_id) if _KEY_ID.fullmatch(key_id) else None
+    row stays locked until it ends, so a revocation (FOR UPDATE) cannot slip in before its writes commit.
+    FOR NO KEY UPDATE, the lock the write's version bump takes anyway: writers of one key queue here.
+    Share-locked, two writers each held the row and waited on the bump for the other's lock to go
+    (a deadlock PostgreSQL broke by failing one). Readers take no lock, and the chunks' foreign-key
+    checks (FOR KEY SHARE) do not conflict with it."""
+    revoked = await conn.fetchrow(
+        "SELECT revoked_at IS NOT NULL AS revoked FROM product_keys WHERE id = $1 FOR NO KEY UPDATE",
+        key_id) if _KEY_ID.fullmatch(key_id) else None
     if revoked is None:
         raise _no_key(key_id)
     if revoked["revoked"]:
