@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import faust
@@ -13,10 +11,10 @@ from aiohttp import web
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.analytics import histogram
 from services.analytics.stream.apply import BatchApplier
 from services.analytics.stream.consumer import EventConsumer, Route
 from services.analytics.stream.decode import DeadLetter, decode_feedback, decode_turn
+from services.analytics.stream.minutely import MinutelySummaries
 from services.analytics.stream.progress import DEAD_LETTERS, Progress
 from services.analytics.stream.rows import TurnBatch
 from services.analytics.stream.sink import MetricsSink
@@ -26,31 +24,8 @@ from services.analytics.settings import AnalyticsSettings
 
 logger = logging.getLogger(__name__)
 
-MINUTE_SUMMARY = """
-SELECT sum(turns)::bigint AS turns, sum(cache_hits)::bigint AS cache_hits, sum(errors)::bigint AS errors,
-       sum(no_answers)::bigint AS no_answers, sum(feedback_up)::bigint AS feedback_up,
-       sum(feedback_down)::bigint AS feedback_down, sum(tokens_in)::bigint AS tokens_in,
-       sum(tokens_out)::bigint AS tokens_out, parley_hist_sum(total_hist) AS total_hist,
-       jsonb_object_agg(strategy || '/' || model, turns) AS by_strategy_model
-FROM metrics_minute WHERE product_key_id = $1 AND minute = $2
-"""
-
-
 def faust_broker(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
-
-
-def minute_summary_json(key_id: str, minute: datetime, row) -> bytes:
-    hist = list(row["total_hist"] or [])
-    return json.dumps({
-        "product_key_id": key_id,
-        "minute": minute.isoformat(),
-        **{k: int(row[k] or 0) for k in ("turns", "cache_hits", "errors", "no_answers", "feedback_up",
-                                          "feedback_down", "tokens_in", "tokens_out")},
-        "total_ms": {f"p{int(q * 100)}": histogram.percentile(hist, q) for q in (0.5, 0.95, 0.99)},
-        "turns_by_strategy_model": json.loads(row["by_strategy_model"] or "{}"),
-        "published_at": datetime.now(timezone.utc).isoformat(),
-    }).encode()
 
 
 class WorkerHttp(Service):
@@ -123,9 +98,10 @@ def create_app(settings: AnalyticsSettings) -> tuple[faust.App, list[Service]]:
     progress = Progress(stall_seconds=settings.worker_stall_seconds)
     http = WorkerHttp(settings.worker_metrics_port, progress)
     dead_letters = StreamDeadLetters(settings.kafka_bootstrap, settings.topic("deadletter"))
-    dirty_minutes: set[tuple[str, datetime]] = set()
     minutely_topic = app.topic(settings.topic("metrics_minutely"), value_type=bytes, key_type=bytes,
                                partitions=settings.topic_partitions)
+    summaries = MinutelySummaries(lambda *args: sink.pool.fetchrow(*args),
+                                  lambda key, value: minutely_topic.send(key=key, value=value))
 
     def applier(write) -> BatchApplier:
         return BatchApplier(write, dead_letters.send, max_wait=settings.stream_retry_max_seconds,
@@ -144,7 +120,7 @@ def create_app(settings: AnalyticsSettings) -> tuple[faust.App, list[Service]]:
         stored_offsets=sink.stored_offsets,
         lower_offset=sink.lower_offset,
         send_dead_letter=dead_letters.send,
-        on_minutes=dirty_minutes.update,
+        on_minutes=summaries.mark,
         batch_size=settings.stream_batch_size,
         lagging_batches=settings.stream_lagging_batches,
         buffer_events=settings.stream_buffer_events,
@@ -164,23 +140,14 @@ def create_app(settings: AnalyticsSettings) -> tuple[faust.App, list[Service]]:
         """Feedback applied before the turn it rates (another topic, another writer) was counted
         under UNKNOWN: once the turn is stored, its counts move to the turn's strategy and model."""
         try:
-            dirty_minutes.update(await sink.attribute_pending_feedback())
+            summaries.mark(await sink.attribute_pending_feedback())
         except Exception as exc:  # noqa: BLE001 - PostgreSQL away: the feedback stays pending, tried again
             logger.warning("pending feedback not attributed yet: %s", exc)
 
     @app.timer(interval=settings.minutely_publish_interval_seconds)
     async def publish_minutely() -> None:
         """A JSON summary per key and minute once the minute has closed; again if late events change it."""
-        closed_before = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-        ready = sorted(m for m in dirty_minutes if m[1] < closed_before)
-        for key_id, minute in ready:
-            try:
-                row = await sink.pool.fetchrow(MINUTE_SUMMARY, key_id, minute)
-                await minutely_topic.send(key=key_id.encode(), value=minute_summary_json(key_id, minute, row))
-            except Exception as exc:  # noqa: BLE001 - PostgreSQL or Kafka away: the minute stays dirty
-                logger.warning("minutely summary of %s %s not published yet: %s", key_id, minute, exc)
-                return
-            dirty_minutes.discard((key_id, minute))
+        await summaries.publish()
 
     # /healthz first, so it answers while the start waits for a broker; then the wait; then the rest
     # (the app itself starts after these: faust.Worker starts its services before the app).
