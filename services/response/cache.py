@@ -200,6 +200,10 @@ class ResponseStore:
         self.health = RedisHealth(retry_seconds, "answering without the cache, sessions and cross-process locks")
         self.hot = HotAnswers(local_seconds)
         self._pending: list[tuple[str, RequestRecord, str]] = []
+        # Done once the pending turns (the batch being written) are written or given up: a flush waits
+        # for the turns recorded before it, not for those that keep coming after it under load.
+        self._pending_done: asyncio.Future | None = None
+        self._writing_done: asyncio.Future | None = None
         self._flushing: asyncio.Task | None = None
         self._answer_ttl = answer_ttl
         self._pointer_ttl = pointer_ttl
@@ -311,9 +315,12 @@ class ResponseStore:
     def record_turn(self, request_id: str, record: RequestRecord, answer: str) -> None:
         """Remember the request (for feedback) and the session's turn. Written in the background:
         the turns of a few milliseconds go to Redis in one pipeline."""
+        loop = asyncio.get_running_loop()
+        if self._pending_done is None:
+            self._pending_done = loop.create_future()
         self._pending.append((request_id, record, answer))
         if self._flushing is None:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush_soon())
+            self._flushing = loop.create_task(self._flush_soon())
 
     async def _flush_soon(self) -> None:
         try:
@@ -323,17 +330,30 @@ class ResponseStore:
             await asyncio.sleep(RECORD_BATCH_SECONDS)
             while self._pending:
                 batch, self._pending = self._pending, []
-                if not self.health.available():
-                    continue  # Redis is away: a lost record costs a feedback or a turn of context
+                self._writing_done, self._pending_done = self._pending_done, None
                 try:
-                    await self._write(batch)
-                    self.health.ok()
-                except RedisError as exc:
-                    self.health.failed(f"recording {len(batch)} turn(s)", exc)
-                except Exception:  # noqa: BLE001 - a lost record costs a feedback or a turn of context
-                    logger.exception("could not record %d turn(s) in Redis", len(batch))
+                    await self._write_batch(batch)
+                finally:
+                    if self._writing_done is not None and not self._writing_done.done():
+                        self._writing_done.set_result(None)
         finally:
             self._flushing = None
+            if self._pending and self._pending_done is not None:
+                # Cancelled with turns left: a flush does not wait for them forever; the next turn
+                # recorded starts another flusher, which writes them too.
+                self._pending_done.set_result(None)
+                self._pending_done = None
+
+    async def _write_batch(self, batch: list[tuple[str, RequestRecord, str]]) -> None:
+        if not self.health.available():
+            return  # Redis is away: a lost record costs a feedback or a turn of context
+        try:
+            await self._write(batch)
+            self.health.ok()
+        except RedisError as exc:
+            self.health.failed(f"recording {len(batch)} turn(s)", exc)
+        except Exception:  # noqa: BLE001 - a lost record costs a feedback or a turn of context
+            logger.exception("could not record %d turn(s) in Redis", len(batch))
 
     async def _write(self, batch: list[tuple[str, RequestRecord, str]]) -> None:
         try:
@@ -365,9 +385,10 @@ class ResponseStore:
         await self.batch.execute("EVALSHA", self._record_sha, len(keys), *keys, *args)
 
     async def flush(self) -> None:
-        """Until every recorded turn is in Redis."""
-        while self._flushing is not None:
-            await asyncio.shield(self._flushing)
+        """Until every turn recorded so far is in Redis (or given up); batches are written in order."""
+        done = self._pending_done or self._writing_done
+        if done is not None:
+            await asyncio.shield(done)
 
     async def request(self, request_id: str) -> RequestRecord | None:
         await self.flush()  # a turn this process just answered may still be on its way

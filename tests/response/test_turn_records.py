@@ -3,6 +3,7 @@ SubmitFeedback and the session history read it."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from services.common.redis_client import create_redis
@@ -57,3 +58,42 @@ async def test_turns_are_stored_after_redis_forgot_the_record_script(stack):
     assert await store.request(first[0]) == first[1]
     assert await store.request(second[0]) == second[1]
     await client.aclose()
+
+
+async def test_flush_returns_while_turns_keep_coming(stack):
+    """Follow-ups and feedback flush first; under sustained load, turns recorded after the flush began
+    must not keep it waiting: it waits for the turns recorded before it. Redis is 2 ms away here (in
+    another zone, or a busy process reads its replies late), so every write finds new turns behind it."""
+    client = create_redis(stack.redis_url)
+    store = ResponseStore(client, answer_ttl=60, pointer_ttl=30, session_turns=2, session_ttl=60, request_ttl=60)
+    execute = store.batch.execute
+
+    async def far(*args):
+        reply = await execute(*args)
+        await asyncio.sleep(0.002)
+        return reply
+
+    store.batch.execute = far
+    key_hash = uuid.uuid4().hex * 2
+    recorded: list[str] = []
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        while not stop.is_set():
+            recorded.append(uuid.uuid4().hex)
+            store.record_turn(recorded[-1], RequestRecord(key_hash, "key-a", "", "question"), "answer")
+            await asyncio.sleep(0.0005)
+
+    task = asyncio.create_task(load())
+    try:
+        await asyncio.sleep(0.2)
+        before = list(recorded)
+        await asyncio.wait_for(store.flush(), timeout=10)
+        written = await client.mget([f"parley:req:{request_id}" for request_id in before])
+        assert all(written), "flush returned before the turns recorded ahead of it were written"
+    finally:
+        stop.set()
+        await task
+        await store.flush()
+        await client.delete(*(f"parley:req:{request_id}" for request_id in recorded))
+        await client.aclose()
