@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.analytics.stream.decode import MAX_AHEAD_SECONDS
 from services.common.settings import CommonSettings
 from services.common.settings import get_settings as _get_settings
 
@@ -24,6 +25,7 @@ class AnalyticsSettings(CommonSettings):
     stream_fetch_max_bytes: int = 64 * 1024 * 1024        # one fetch across partitions
     stream_partition_fetch_bytes: int = 8 * 1024 * 1024    # per partition and fetch
     stream_retry_max_seconds: float = 5.0                  # longest wait between two tries of a batch
+    stream_max_ahead_seconds: float = MAX_AHEAD_SECONDS    # an event stamped further ahead is dead-lettered
     stream_uvloop: bool = True                             # uvloop as the worker's event loop
 
     # Stream processor: its garbage collector (services/analytics/stream/__main__.py).

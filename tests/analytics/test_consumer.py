@@ -23,9 +23,9 @@ async def test_a_writer_that_crashes_mid_batch_resumes_from_the_stored_offsets(s
     crash_on = turns[177].event_id
     calls = {"decoded": 0, "crashed": 0}
 
-    def decode_crashing_once(value: bytes):
+    def decode_crashing_once(value: bytes, latest: float):
         calls["decoded"] += 1
-        turn = decode_turn(value)
+        turn = decode_turn(value, latest)
         if turn.event_id == crash_on and not calls["crashed"]:
             calls["crashed"] += 1
             raise RuntimeError("the writer crashes in the middle of a batch")

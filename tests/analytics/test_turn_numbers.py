@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 
 from aiokafka import AIOKafkaConsumer
 
@@ -13,6 +14,7 @@ from services.analytics.stream.apply import BatchApplier, Record
 from services.analytics.stream.decode import DeadLetter, decode_feedback, decode_turn
 from services.analytics.stream.rows import TurnBatch
 from services.analytics.stream.sink import MetricsSink, Position
+from services.common.kafka import new_event_id
 from services.common.pb.parley.v1 import events_pb2
 from tests.analytics.test_sink import make_turn
 from tests.analytics.test_stream import count_turns, now_turn, producer, wait_for
@@ -130,3 +132,42 @@ async def test_the_worker_dead_letters_a_turn_with_a_nan_timing_and_counts_the_n
 
 async def _counted(pg, key_id: str, expected: tuple[int, int]) -> bool:
     return await count_turns(pg, key_id) == expected
+
+
+async def test_the_worker_dead_letters_turns_and_feedback_stamped_far_ahead_of_its_clock(services, settings, pg):
+    """A turn and a feedback stamped 400 days ahead would be counted in a minute no query reads yet: both
+    are dead-lettered, the reason naming occurred_at; a turn 5 minutes ahead (within the default 10 of
+    PARLEY_STREAM_MAX_AHEAD_SECONDS) is stored and counted, as is the turn after them."""
+    key_id = f"ahead-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(timezone.utc)
+    far = now_turn(key_id, when=now + timedelta(days=400))
+    near = now_turn(key_id, when=now + timedelta(minutes=5))
+    feedback = events_pb2.Feedback(event_id=new_event_id(), product_key_id=key_id, request_id=near.request_id,
+                                   rating=-1)
+    feedback.occurred_at.FromDatetime(now + timedelta(days=400))
+    p = await producer(settings)
+    consumer = AIOKafkaConsumer(settings.topic("deadletter"), bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        await p.send_and_wait(settings.topic("feedback"), feedback.SerializeToString(), key=key_id.encode())
+        for turn in (far, near, now_turn(key_id)):
+            await p.send_and_wait(settings.topic("chat_turns"), turn.SerializeToString(), key=key_id.encode())
+        letters = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(m.key == key_id.encode() for m in letters) < 2:
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                letters.extend(msgs)
+        mine = {m.value: dict(m.headers) for m in letters if m.key == key_id.encode()}
+        assert set(mine) == {far.SerializeToString(), feedback.SerializeToString()}
+        for value, headers in mine.items():
+            reason = headers["reason"].decode()
+            assert "occurred_at" in reason and "ahead of the worker's clock" in reason, reason
+        assert mine[feedback.SerializeToString()]["source-topic"].decode() == settings.topic("feedback")
+        assert await wait_for(lambda: _counted(pg, key_id, (2, 2)))
+    finally:
+        await consumer.stop()
+        await p.stop()
+    assert await pg.fetchval("SELECT count(*) FROM feedback_events WHERE product_key_id = $1", key_id) == 0
+    assert await pg.fetchval("SELECT max(minute) FROM metrics_minute WHERE product_key_id = $1",
+                             key_id) == near.occurred_at.ToDatetime(tzinfo=timezone.utc).replace(second=0, microsecond=0)

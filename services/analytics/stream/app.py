@@ -127,6 +127,7 @@ def create_app(settings: AnalyticsSettings) -> tuple[faust.App, list[Service]]:
         fetch_max_bytes=settings.stream_fetch_max_bytes,
         partition_fetch_bytes=settings.stream_partition_fetch_bytes,
         session_timeout_seconds=settings.worker_session_timeout_seconds,
+        max_ahead_seconds=settings.stream_max_ahead_seconds,
     )
     sink.add_dependency(dead_letters)
     sink.add_dependency(events)  # started after the pool, stopped before it

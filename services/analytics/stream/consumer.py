@@ -22,7 +22,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from mode import Service
 
 from services.analytics.stream.apply import BatchApplier, Record
-from services.analytics.stream.decode import DeadLetter, InvalidEvent
+from services.analytics.stream.decode import MAX_AHEAD_SECONDS, DeadLetter, InvalidEvent
 from services.analytics.stream.progress import (BATCH_SECONDS, EVENTS_APPLIED, EVENTS_LOST, EVENTS_SKIPPED, OFFSETS_RESET,
                                                 Progress)
 from services.analytics.stream.sink import Applied, Position
@@ -68,8 +68,9 @@ COMMIT_INTERVAL = 1.0
 
 @dataclass(frozen=True)
 class Route:
-    """How one topic's records become events, what is built from a batch's events before its write
-    (`prepare`: a factory of an object with `add(events)`, or None) and who writes them."""
+    """How one topic's records become events (`decode(value, latest)`, `latest` the latest occurred_at
+    accepted), what is built from a batch's events before its write (`prepare`: a factory of an object
+    with `add(events)`, or None) and who writes them."""
 
     decode: Callable
     applier: BatchApplier
@@ -266,13 +267,15 @@ class EventConsumer(Service):
                  stored_offsets: Callable, lower_offset: Callable, send_dead_letter: Callable, on_minutes: Callable,
                  batch_size: int, fetch_max_bytes: int, partition_fetch_bytes: int,
                  session_timeout_seconds: float, lagging_batches: int = LAGGING_BATCHES,
-                 buffer_events: int = BUFFER_EVENTS, **kwargs) -> None:
+                 buffer_events: int = BUFFER_EVENTS, max_ahead_seconds: float = MAX_AHEAD_SECONDS,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.routes = routes
         self.progress = progress
         self.batch_size = batch_size
         self.lagging_batches = max(1, lagging_batches)
         self.buffer_events = buffer_events
+        self.max_ahead_seconds = max_ahead_seconds
         self.room = asyncio.Event()     # set when a writer may take more records
         self._stored_offsets = stored_offsets
         self._lower_offset = lower_offset
@@ -418,12 +421,14 @@ class EventConsumer(Service):
                      tp.topic, tp.partition, first - stored, stored, first - 1, first)
 
     async def decode(self, msgs: list[ConsumerRecord], decode: Callable) -> list[Record]:
-        """The records' events; a value that does not decode is dead-lettered (its record has no event)."""
+        """The records' events; a value that does not decode, or whose event is stamped more than
+        `max_ahead_seconds` ahead of this clock, is dead-lettered (its record has no event)."""
         records = []
+        latest = time.time() + self.max_ahead_seconds
         for m in msgs:
             pos = Position(m.topic, m.partition, m.offset)
             try:
-                event = decode(m.value)
+                event = decode(m.value, latest)
             except InvalidEvent as exc:
                 letter = DeadLetter(m.topic, m.partition, m.offset, m.key, m.value, str(exc))
                 await self.routes[m.topic].applier.retrying(lambda letter=letter: self._send_dead_letter(letter))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from google.protobuf.message import DecodeError
 
@@ -15,6 +17,12 @@ from services.common.pb.parley.v1 import events_pb2
 MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799
 MAX_NANOS = 999_999_999
 MAX_FLOAT = 1.7976931348623157e308  # the largest finite double: `0.0 <= x <= MAX_FLOAT` is False for inf and NaN
+# How far ahead of the worker's clock an event's occurred_at may be (the default of the setting
+# stream_max_ahead_seconds): an event stamped later is dead-lettered. Stored, it would be counted in a
+# minute no query reads yet (a stamp a year ahead stays there, unseen) and that minute's summary
+# published before the minute began. Ten minutes are far more than the clocks of hosts kept by NTP
+# differ, and a turn is stamped before it is sent.
+MAX_AHEAD_SECONDS = 600.0
 
 
 class InvalidEvent(ValueError):
@@ -31,7 +39,9 @@ class DeadLetter:
     reason: str
 
 
-def decode_turn(value: bytes | None) -> events_pb2.ChatTurn:
+def decode_turn(value: bytes | None, latest: float = math.inf) -> events_pb2.ChatTurn:
+    """`latest`: the latest occurred_at accepted, in seconds since the epoch (the consumer's clock plus
+    stream_max_ahead_seconds, read once per slice of records)."""
     if not value:
         raise InvalidEvent("empty value")
     turn = events_pb2.ChatTurn()
@@ -45,6 +55,8 @@ def decode_turn(value: bytes | None) -> events_pb2.ChatTurn:
         raise InvalidEvent("ChatTurn without product_key_id")
     if not turn.HasField("occurred_at"):
         raise InvalidEvent("ChatTurn without occurred_at")
+    if turn.occurred_at.seconds > latest:
+        raise InvalidEvent(f"ChatTurn with {_ahead(turn.occurred_at)}")
     return turn
 
 
@@ -55,6 +67,16 @@ def _bad_time(ts) -> str:
     if not 0 <= ts.nanos <= MAX_NANOS:
         return f"occurred_at.nanos {ts.nanos} outside [0, {MAX_NANOS}]"
     return ""
+
+
+def _ahead(ts) -> str:
+    """Why a Timestamp later than the latest accepted is refused. (The other checks of a turn's time are
+    made with its numbers, in rows.turn_rows.)"""
+    if problem := _bad_time(ts):
+        return problem
+    stamp = datetime.fromtimestamp(ts.seconds, timezone.utc).isoformat()
+    return (f"occurred_at {stamp} {ts.seconds - time.time():.0f} s ahead of the worker's clock "
+            f"(more than PARLEY_STREAM_MAX_AHEAD_SECONDS)")
 
 
 def invalid_numbers(turn: events_pb2.ChatTurn) -> str:
@@ -75,7 +97,8 @@ def invalid_numbers(turn: events_pb2.ChatTurn) -> str:
     return ", ".join(bad)
 
 
-def decode_feedback(value: bytes | None) -> events_pb2.Feedback:
+def decode_feedback(value: bytes | None, latest: float = math.inf) -> events_pb2.Feedback:
+    """`latest`: as in decode_turn."""
     if not value:
         raise InvalidEvent("empty value")
     feedback = events_pb2.Feedback()
@@ -87,6 +110,8 @@ def decode_feedback(value: bytes | None) -> events_pb2.Feedback:
         raise InvalidEvent("Feedback without event_id, product_key_id or occurred_at")
     if problem := _bad_time(feedback.occurred_at):
         raise InvalidEvent(f"Feedback with {problem}")
+    if feedback.occurred_at.seconds > latest:
+        raise InvalidEvent(f"Feedback with {_ahead(feedback.occurred_at)}")
     if feedback.rating not in (-1, 1):
         raise InvalidEvent(f"Feedback rating must be +1 or -1, not {feedback.rating}")
     return feedback
