@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -68,6 +69,24 @@ def launcher() -> Launcher:
 
 def _admin_md(settings: Settings) -> tuple[tuple[str, str]]:
     return (("x-parley-admin-token", settings.admin_token),)
+
+
+async def resumed(open_stream: Callable[[], grpc.aio.UnaryStreamCall], tries: int = 5) -> AsyncIterator:
+    """The replies of a server stream, opened again when it ends UNAVAILABLE (its replica drains, or
+    closes a connection past its age) instead of ending the command; `tries` failures in a row end it."""
+    failures = 0
+    while True:
+        try:
+            async for reply in open_stream():
+                failures = 0
+                yield reply
+            return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or failures >= tries:
+                raise
+            failures += 1
+            hint = dict(exc.trailing_metadata() or ()).get("retry-after-ms", "")
+            await asyncio.sleep(min(10.0, int(hint) / 1000 if hint.isdigit() else 1.0))
 
 
 # --- stack and services ----------------------------------------------------------------------
@@ -268,8 +287,8 @@ async def ingest(settings: Settings, key_id: str, url: str, *, sitemap: str = ""
                    TextColumn("{task.fields[detail]}"))
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("queued", total=None, detail="")
-            async for s in stub.WatchCrawl(scraper_pb2.GetCrawlRequest(job_id=reply.job_id),
-                                           metadata=_admin_md(settings), timeout=timeout):
+            watch = scraper_pb2.GetCrawlRequest(job_id=reply.job_id)
+            async for s in resumed(lambda: stub.WatchCrawl(watch, metadata=_admin_md(settings), timeout=timeout)):
                 done = (s.pages_fetched + s.pages_unchanged + s.pages_failed + s.pages_robots_skipped
                         + s.pages_skipped + s.pages_removed)
                 bar.update(task, description=s.state, total=max(s.pages_seen, 1), completed=done,
@@ -373,11 +392,10 @@ def cmd_metrics(args, settings: Settings) -> None:
 
     async def watch():
         async with channel(settings.analytics_addr) as ch:
-            stream = analytics_pb2_grpc.AnalyticsServiceStub(ch).StreamMetrics(
-                analytics_pb2.StreamMetricsRequest(product_key_id=args.key, interval_seconds=2), metadata=_admin_md(settings)
-            )
+            stub = analytics_pb2_grpc.AnalyticsServiceStub(ch)
+            request = analytics_pb2.StreamMetricsRequest(product_key_id=args.key, interval_seconds=2)
             with Live(console=out, auto_refresh=False) as live:
-                async for reply in stream:
+                async for reply in resumed(lambda: stub.StreamMetrics(request, metadata=_admin_md(settings))):
                     table = Table("minute", "turns", "cache hits", "errors", "no answer", "p50 ms", "p95 ms", "p99 ms",
                                   title=f"live metrics for {args.key} (Ctrl-C to stop)")
                     for p in [*reply.points[-15:], reply.total]:

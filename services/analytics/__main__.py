@@ -6,7 +6,7 @@ import asyncio
 
 from services.analytics.server import AnalyticsDeps, AnalyticsServicer
 from services.common import db
-from services.common.grpc_server import ServiceSpec, bind_address, serve
+from services.common.grpc_server import ServiceSpec, Transport, bind_address, serve
 from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
 from services.common.product_keys import KeyValidator
 from services.common.redis_client import create_redis
@@ -52,6 +52,7 @@ async def main(settings: AnalyticsSettings) -> None:
             checks={"postgres": check_postgres},
             grace_seconds=settings.shutdown_grace_seconds,
             max_message_bytes=settings.grpc_max_message_bytes,
+            transport=Transport.from_settings(settings),
             draining=draining,
         )
     )

@@ -20,6 +20,7 @@ from services.common.errors import (RETRY_AFTER_MS_TRAILER, RETRY_AFTER_TRAILER,
                                     ParleyError, as_unavailable, with_retry_hints)
 from services.common.metrics import DEPENDENCY_UP, RPC_HANDLED, RPC_LATENCY, serve_metrics
 from services.common.reflection import enable_reflection
+from services.common.settings import CommonSettings
 from services.common.runner import when_ready
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,37 @@ _ALWAYS_OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 Check = Callable[[], Awaitable[Any]]
 LIVENESS = "liveness"
+
+
+@dataclass
+class Transport:
+    """Bounds of a server's calls and connections (settings `PARLEY_GRPC_*`).
+
+    Without them a client can open calls without end, also calls that never send their request
+    (grpc reads it before any of the service's code runs, so no key check sees them): each holds
+    memory until the pod is killed. A connection's age makes every client reconnect now and then: a
+    client's one connection through a Kubernetes Service sticks to one replica otherwise, and replicas
+    an autoscaler adds get none of its calls. Its grace bounds the calls on a connection past its age."""
+
+    max_concurrent_rpcs: int = 2000
+    max_streams_per_connection: int = 256
+    max_connection_age_seconds: float = 60.0
+    max_connection_age_grace_seconds: float = 600.0
+    keepalive_seconds: float = 120.0   # a ping on an idle connection finds a client that is gone
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings) -> Transport:
+        return cls(settings.grpc_max_concurrent_rpcs, settings.grpc_max_streams_per_connection,
+                   settings.grpc_max_connection_age_seconds, settings.grpc_max_connection_age_grace_seconds)
+
+    def options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.max_concurrent_streams", self.max_streams_per_connection),
+            ("grpc.max_connection_age_ms", int(self.max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(self.max_connection_age_grace_seconds * 1000)),
+            ("grpc.keepalive_time_ms", int(self.keepalive_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", 20_000),
+        ]
 
 
 @dataclass
@@ -49,6 +81,7 @@ class ServiceSpec:
     check_interval_seconds: float = 5.0
     grace_seconds: float = 20.0
     max_message_bytes: int = 4 * 1024 * 1024
+    transport: Transport = field(default_factory=Transport)
     # Set when the drain begins: a stream that never ends by itself (StreamMetrics) ends on it.
     draining: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -189,6 +222,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     self._admit(always_open)
                     _check_decoded(request)
                     return await inner(request, context)
+                except (asyncio.CancelledError, GeneratorExit):
+                    code = _ended_by_caller(context)
+                    raise
                 except BaseException as exc:  # noqa: BLE001 - every outcome is counted
                     code = await self._fail(exc, context, short)
                 finally:
@@ -206,6 +242,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     _check_decoded(request)
                     async for item in inner_stream(request, context):
                         yield item
+                except (asyncio.CancelledError, GeneratorExit):
+                    code = _ended_by_caller(context)
+                    raise
                 except BaseException as exc:  # noqa: BLE001
                     code = await self._fail(exc, context, short)
                 finally:
@@ -305,6 +344,13 @@ class WrappingServer:
         return getattr(self._server, name)
 
 
+def _ended_by_caller(context) -> str:
+    """The status of a call that its caller ended (no status is sent): past its deadline, or cancelled
+    (also a stream whose client went away mid-write). Counted so, not as OK."""
+    remaining = context.time_remaining()
+    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+
+
 class _MethodMetrics:
     """One method's latency histogram and status counters, resolved once instead of per call."""
 
@@ -373,7 +419,9 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
             ("grpc.max_receive_message_length", spec.max_message_bytes),
             ("grpc.max_send_message_length", spec.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            *spec.transport.options(),
         ],
+        maximum_concurrent_rpcs=spec.transport.max_concurrent_rpcs,
     )
     wrapping = WrappingServer(server, ServerInterceptor(spec.name, gate))
     spec.register(wrapping)

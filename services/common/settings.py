@@ -67,6 +67,14 @@ class CommonSettings(BaseSettings):
     crawler_metrics_port: int = 9106
     indexer_metrics_port: int = 9111
     grpc_max_message_bytes: int = 4 * 1024 * 1024
+    # Bounds of a server's calls and connections (grpc_server.Transport): calls in flight per process
+    # (past it RESOURCE_EXHAUSTED, also for calls whose request never comes), streams per connection,
+    # and a connection's age, after which its client reconnects (and so spreads over new replicas
+    # behind a Service), its calls given the grace to end.
+    grpc_max_concurrent_rpcs: int = 2000
+    grpc_max_streams_per_connection: int = 256
+    grpc_max_connection_age_seconds: float = 60.0
+    grpc_max_connection_age_grace_seconds: float = 600.0
     shutdown_grace_seconds: float = 20.0
 
     # Kafka topics.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from services.common import db
-from services.common.grpc_server import ServiceSpec, bind_address, serve
+from services.common.grpc_server import ServiceSpec, Transport, bind_address, serve
 from services.common.kafka import EventProducer, LazyProducer
 from services.common.pb.parley.v1 import scraper_pb2, scraper_pb2_grpc
 from services.common.redis_client import create_redis
@@ -67,6 +67,7 @@ async def main(settings: ScraperSettings) -> None:
             soft_checks={"kafka": deps.producer.ping, "redis": deps.redis.ping},
             grace_seconds=settings.shutdown_grace_seconds,
             max_message_bytes=settings.grpc_max_message_bytes,
+            transport=Transport.from_settings(settings),
         )
     )
 

@@ -8,7 +8,7 @@ import gc
 import logging
 
 from services.common import db
-from services.common.grpc_server import ServiceSpec, bind_address, channel, check_serving, serve
+from services.common.grpc_server import ServiceSpec, Transport, bind_address, channel, check_serving, serve
 from services.common.kafka import EventProducer, LazyProducer
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
 from services.common.redis_client import create_redis
@@ -124,6 +124,7 @@ async def main(settings: SearchSettings) -> None:
             soft_checks={"redis": check_redis, "kafka": deps.producer.ping},
             grace_seconds=settings.shutdown_grace_seconds,
             max_message_bytes=settings.grpc_max_message_bytes,
+            transport=Transport.from_settings(settings),
         )
     )
 

@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.errors import InvalidArgument, ResourceExhausted, with_retry_hints
-from services.common.grpc_server import ServerInterceptor, ServiceSpec, _Gate, serve
+from services.common.grpc_server import ServerInterceptor, ServiceSpec, Transport, _Gate, serve
 from services.common.metrics import RPC_HANDLED
 
 METHOD = "/parley.test.Slow/Call"
@@ -203,3 +203,87 @@ def test_retry_hints_are_completed_and_odd_ones_left_alone():
                                                                                "retry-after-ms": "2500"}
     for odd in ({"retry-after": "soon"}, {"retry-after-ms": "nan"}, {"retry-after": "inf"}, {}):
         assert with_retry_hints(odd) == odd
+
+
+async def _serving(transport: Transport) -> tuple[asyncio.Task, asyncio.Event, int]:
+    port, stop = _port(), asyncio.Event()
+    spec = ServiceSpec(name="bounded", service_names=["parley.test.Slow"], register=_register,
+                       bind=f"127.0.0.1:{port}", check_interval_seconds=0.05, grace_seconds=1, transport=transport)
+    server = asyncio.create_task(serve(spec, stop))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        await ch.channel_ready()
+        for _ in range(100):
+            try:
+                await ch.unary_unary(METHOD)(b"0", timeout=5)
+                break
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.05)
+    return server, stop, port
+
+
+async def test_calls_that_never_send_their_request_are_bounded_in_number_and_in_time():
+    """A client opens calls and never sends their request: grpc waits for it before any of the
+    service's code (and so any key check) runs. Past the process's limit a call is RESOURCE_EXHAUSTED,
+    and a connection's age and grace end the waiting ones."""
+    server, stop, port = await _serving(Transport(max_concurrent_rpcs=3, max_connection_age_seconds=1,
+                                                  max_connection_age_grace_seconds=1))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            silent = [ch.stream_unary(METHOD)() for _ in range(3)]
+            await asyncio.sleep(0.5)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await ch.unary_unary(METHOD)(b"0", timeout=5)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            ended = await asyncio.wait_for(asyncio.gather(*silent, return_exceptions=True), 15)
+            assert all(isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.UNAVAILABLE
+                       for e in ended), ended
+            assert await ch.unary_unary(METHOD)(b"0", timeout=5) == b"done"    # the slots are free again
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 10)
+
+
+async def test_a_client_is_made_to_reconnect_once_its_connection_is_old():
+    """A connection past its age is closed (GOAWAY) once its calls end, so a client behind a Service
+    reconnects, and may reach a replica added since; its calls go on meanwhile."""
+    server, stop, port = await _serving(Transport(max_connection_age_seconds=1, max_connection_age_grace_seconds=5))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            await ch.channel_ready()
+            states = set()
+            for _ in range(100):
+                states.add(ch.get_state())
+                if grpc.ChannelConnectivity.IDLE in states:
+                    break
+                await asyncio.sleep(0.05)
+            assert grpc.ChannelConnectivity.IDLE in states, states
+            assert await ch.unary_unary(METHOD)(b"0", timeout=5) == b"done"
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 10)
+
+
+async def test_a_call_past_its_deadline_or_cancelled_is_counted_so_not_as_ok():
+    server, stop, port = await _serving(Transport())
+
+    def handled(code: str) -> float:
+        return RPC_HANDLED.labels("bounded", "Call", code)._value.get()
+
+    before = {code: handled(code) for code in ("OK", "DEADLINE_EXCEEDED", "CANCELLED")}
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await ch.unary_unary(METHOD)(b"1", timeout=0.2)
+            call = ch.unary_unary(METHOD)(b"1", timeout=5)
+            await asyncio.sleep(0.2)
+            call.cancel()
+            for _ in range(100):
+                if handled("CANCELLED") > before["CANCELLED"] and handled("DEADLINE_EXCEEDED") > before["DEADLINE_EXCEEDED"]:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 10)
+    assert handled("DEADLINE_EXCEEDED") - before["DEADLINE_EXCEEDED"] == 1
+    assert handled("CANCELLED") - before["CANCELLED"] == 1
+    assert handled("OK") - before["OK"] == 0
