@@ -96,7 +96,7 @@ async def main(settings: ResponseSettings) -> None:
             on_stop=on_stop,
             checks={"answering": check_answering},
             soft_checks={"kafka": producer.ping, "outbox": outbox.ping, "knowledge-follower": follower.ping,
-                         "redis": check_redis, "search": check_search},
+                         "redis": check_redis, "redis-writes": store.check_writes, "search": check_search},
             grace_seconds=settings.shutdown_grace_seconds,
             max_message_bytes=settings.grpc_max_message_bytes,
         )

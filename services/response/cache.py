@@ -21,7 +21,9 @@ and no hot answer kept.
 
 Redis is a soft dependency: when it fails, lookups miss, writes are skipped, sessions have no
 history and single-flight is in-process only; after a failure Redis is left alone for
-`retry_seconds` so that an outage costs no time per turn.
+`retry_seconds` so that an outage costs no time per turn. Reads and writes are judged apart: a
+Redis that refuses writes (out of memory under noeviction, a read-only replica) still serves
+cached answers, and the service's health reports `dependency/redis-writes` down meanwhile.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as redis
 from redis.asyncio.lock import Lock
-from redis.exceptions import LockError, NoScriptError, RedisError
+from redis.exceptions import LockError, NoScriptError, RedisError, ResponseError
 
 from services.common.redis_batch import AutoPipeline
 from services.common.redis_client import RedisHealth
@@ -198,6 +200,7 @@ class ResponseStore:
                  session_ttl: int, request_ttl: int, local_seconds: float = 0.0, retry_seconds: float = 1.0) -> None:
         self.redis = client
         self.health = RedisHealth(retry_seconds, "answering without the cache, sessions and cross-process locks")
+        self.write_health = RedisHealth(retry_seconds, "writing no cached answers, pointers, turns or locks")
         self.hot = HotAnswers(local_seconds)
         self._pending: list[tuple[str, RequestRecord, str]] = []
         # Done once the pending turns (the batch being written) are written or given up: a flush waits
@@ -218,6 +221,22 @@ class ResponseStore:
         self.batch = AutoPipeline(client)
         self._record_sha = ""
 
+    def _failed(self, what: str, exc: RedisError, *, write: bool) -> None:
+        """A refused write (an error reply: out of memory, a read-only replica) stops writes only, a
+        failed read reads only; a Redis that cannot be reached (no reply) stops both."""
+        (self.write_health if write else self.health).failed(what, exc)
+        if not isinstance(exc, ResponseError):
+            (self.health if write else self.write_health).failed(what, exc)
+
+    async def check_writes(self) -> None:
+        """Health detail: whether Redis takes writes (it may answer reads and refuse them all)."""
+        try:
+            await self.redis.set(f"{PREFIX}probe:writes", b"1", ex=60)
+        except RedisError as exc:
+            self._failed("write probe", exc, write=True)
+            raise
+        self.write_health.ok()
+
     @staticmethod
     def answer_key(key_id: str, version: int, qhash: str) -> str:
         return f"{PREFIX}ans:{key_id}:{version}:{qhash}"
@@ -232,7 +251,7 @@ class ResponseStore:
         try:
             ptr, answer = await self.batch.evalsha(self._lookup, [f"{PREFIX}kp:{key_hash}"], [f"{PREFIX}ans:", qhash])
         except RedisError as exc:
-            self.health.failed("cache lookup", exc)
+            self._failed("cache lookup", exc, write=False)
             return None, None
         self.health.ok()
         if not ptr:
@@ -249,32 +268,32 @@ class ResponseStore:
         try:
             value = await self.redis.get(self.answer_key(key_id, version, qhash))
         except RedisError as exc:
-            self.health.failed("cache read", exc)
+            self._failed("cache read", exc, write=False)
             return None
         self.health.ok()
         return value
 
     async def put_answer(self, key_id: str, version: int, qhash: str, value: bytes) -> None:
-        if not self.health.available():
+        if not self.write_health.available():
             return
         try:
             await self.redis.set(self.answer_key(key_id, version, qhash), value, ex=self._answer_ttl)
         except RedisError as exc:
-            self.health.failed("cache write", exc)
+            self._failed("cache write", exc, write=True)
         else:
-            self.health.ok()
+            self.write_health.ok()
 
     async def set_pointer(self, key_hash: str, key_id: str, version: int) -> None:
         """Point the secret at `version`, unless the key's floor or a newer pointer stands."""
-        if not self.health.available():
+        if not self.write_health.available():
             return
         try:
             await self._set_pointer(keys=[f"{PREFIX}kp:{key_hash}", f"{PREFIX}kpf:{key_id}", f"{PREFIX}kph:{key_id}"],
                                     args=[key_id, version, key_hash, self._pointer_ttl, self._key_ttl])
         except RedisError as exc:
-            self.health.failed("key pointer", exc)
+            self._failed("key pointer", exc, write=True)
         else:
-            self.health.ok()
+            self.write_health.ok()
 
     async def forget_key(self, key_id: str, version: int) -> int:
         """Drop the pointers of a key whose knowledge is now `version` (changed, or the key revoked),
@@ -300,7 +319,7 @@ class ResponseStore:
         try:
             raw = await self.redis.lrange(self._session_key(owner, session_id), -self._session_turns, -1)
         except RedisError as exc:
-            self.health.failed("session history", exc)
+            self._failed("session history", exc, write=False)
             return ()
         self.health.ok()
         turns = []
@@ -345,13 +364,13 @@ class ResponseStore:
                 self._pending_done = None
 
     async def _write_batch(self, batch: list[tuple[str, RequestRecord, str]]) -> None:
-        if not self.health.available():
+        if not self.write_health.available():
             return  # Redis is away: a lost record costs a feedback or a turn of context
         try:
             await self._write(batch)
-            self.health.ok()
+            self.write_health.ok()
         except RedisError as exc:
-            self.health.failed(f"recording {len(batch)} turn(s)", exc)
+            self._failed(f"recording {len(batch)} turn(s)", exc, write=True)
         except Exception:  # noqa: BLE001 - a lost record costs a feedback or a turn of context
             logger.exception("could not record %d turn(s) in Redis", len(batch))
 
@@ -402,16 +421,16 @@ class ResponseStore:
     async def try_lock(self, name: str, ttl_seconds: float) -> Lock | _Local | None:
         """The cross-process lock of `name` (redis-py's Lock: released atomically, only by its
         owner), None when another process holds it, LOCAL_ONLY when Redis is away."""
-        if not self.health.available():
+        if not self.write_health.available():
             return LOCAL_ONLY
         lock = Lock(self.redis, f"{PREFIX}sf:{name}", timeout=max(0.001, ttl_seconds), blocking=False,
                     thread_local=False)
         try:
             acquired = await lock.acquire()
         except RedisError as exc:
-            self.health.failed("single-flight lock", exc)
+            self._failed("single-flight lock", exc, write=True)
             return LOCAL_ONLY
-        self.health.ok()
+        self.write_health.ok()
         return lock if acquired else None
 
     async def unlock(self, lock: Lock | _Local) -> None:
@@ -420,7 +439,7 @@ class ResponseStore:
         except LockError:
             pass  # it expired (and may be another process's by now): not ours to delete
         except RedisError as exc:
-            self.health.failed("single-flight unlock", exc)
+            self._failed("single-flight unlock", exc, write=True)
 
     async def locked(self, name: str) -> bool:
         if not self.health.available():
@@ -428,7 +447,7 @@ class ResponseStore:
         try:
             held = bool(await self.redis.exists(f"{PREFIX}sf:{name}"))
         except RedisError as exc:
-            self.health.failed("single-flight wait", exc)
+            self._failed("single-flight wait", exc, write=False)
             return False
         self.health.ok()
         return held
