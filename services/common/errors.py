@@ -54,7 +54,7 @@ class DeadlineExceeded(ParleyError):
     code = "DEADLINE_EXCEEDED"
 
 
-# A dependency that is restarting or unreachable (PostgreSQL, Redis, a socket): worth a retry.
+# A dependency that is restarting, unreachable or refusing writes for now (is_transient): worth a retry.
 RETRY_AFTER_TRAILER = "retry-after"
 TRANSIENT_RETRY_AFTER_SECONDS = 1
 # The same hint in milliseconds: an error sent with either hint is sent with both (with_retry_hints).
@@ -86,7 +86,12 @@ def _transient_types() -> tuple[type[BaseException], ...]:
         # 08xxx (connection), 57P01/57P02/57P03 (admin or crash shutdown, cannot connect now),
         # and the client side of a closed connection or pool.
         types += [asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
-                  asyncpg.InterfaceError, asyncpg.exceptions.TooManyConnectionsError,
+                  asyncpg.InterfaceError,
+                  # A server that refuses writes for its own state, not the statement's: read-only
+                  # (25006: default_transaction_read_only, or a standby the DSN reaches after a
+                  # failover) and out of resources (class 53: disk full, out of memory, too many
+                  # connections, a configured limit). It accepts them again once that passes.
+                  asyncpg.exceptions.ReadOnlySQLTransactionError, asyncpg.exceptions.InsufficientResourcesError,
                   # Seen in the fault suite when PostgreSQL shut down under a query in flight:
                   # "cannot switch to state 12; another operation (2) is in progress".
                   asyncpg.exceptions.InternalClientError]
@@ -106,16 +111,17 @@ _TRANSIENT = _transient_types()
 
 
 def is_transient(exc: BaseException) -> bool:
-    """An error of an unreachable or restarting dependency (PostgreSQL, Redis, a socket): worth a retry."""
+    """An error of an unreachable or restarting dependency (PostgreSQL, Redis, a socket), or of one that
+    refuses writes for now (PostgreSQL read-only or out of disk or memory): worth a retry."""
     return isinstance(exc, _TRANSIENT)
 
 
 def as_unavailable(exc: BaseException) -> Unavailable | None:
-    """UNAVAILABLE with a retry hint for an error of an unreachable or restarting dependency;
-    None for anything else (a bug stays INTERNAL)."""
+    """UNAVAILABLE with a retry hint for an error of a dependency that is unreachable, restarting or
+    refusing writes for now (is_transient); None for anything else (a bug stays INTERNAL)."""
     if not is_transient(exc):
         return None
     return Unavailable(
-        "a dependency is unavailable (restarting or unreachable); retry shortly",
+        "a dependency is unavailable (restarting, unreachable or not accepting writes); retry shortly",
         trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)},
     )

@@ -39,6 +39,20 @@ logger = logging.getLogger(__name__)
 MAX_PAGE_MESSAGE_BYTES = 900_000   # under Kafka's default message size limit (1 MB)
 RETRY_SECONDS = 2.0                # a request that failed (not its crawl: e.g. PostgreSQL gone) is taken again after
 
+# What PostgreSQL refuses for a value of the request (class 22, e.g. a job id of the wrong type; 23; 54):
+# refused again every time. Its other refusals are of its own state (read-only or out of disk, a lock or
+# serialization conflict, a schema not migrated yet) and pass.
+_REFUSED_VALUES = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
+
+
+def _of_the_request(exc: BaseException) -> bool:
+    """Whether handling the request failed for the request itself, so would fail every time: a value
+    PostgreSQL refuses, or a bug. Not for a dependency away or refusing writes for now (is_transient),
+    nor PostgreSQL's other refusals: dead-lettered, an accepted crawl would stay queued forever."""
+    if is_transient(exc):
+        return False
+    return not isinstance(exc, asyncpg.PostgresError) or isinstance(exc, _REFUSED_VALUES)
+
 
 class CrawlWorker:
     def __init__(self, settings: ScraperSettings, pool: asyncpg.Pool, producer: EventProducer) -> None:
@@ -284,10 +298,11 @@ class _PartitionWork:
                     async with self._slots:
                         await self._worker.handle(record.value, tp, record.offset)
                 except Exception as exc:  # noqa: BLE001 - the request, not the worker, fails
-                    # One that would fail every time (a request this worker cannot read, a bug) is set
-                    # aside on the dead-letter topic; one whose dependency is gone (PostgreSQL restarting)
-                    # is taken again later, from its offset, as is any while the dead-letter topic fails.
-                    if is_transient(exc) or not await self._set_aside(record, tp, exc):
+                    # One that would fail every time (a value PostgreSQL refuses, a bug) is set aside on
+                    # the dead-letter topic; one whose dependency is gone or refuses writes for now
+                    # (PostgreSQL restarting or read-only) is taken again later, from its offset, as is
+                    # any while the dead-letter topic fails.
+                    if not _of_the_request(exc) or not await self._set_aside(record, tp, exc):
                         logger.warning("crawl request %s@%s could not be handled (%s); retried in %g s", tp,
                                        record.offset, exc, RETRY_SECONDS)
                         await asyncio.sleep(RETRY_SECONDS)

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter
-from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_never, wait_exponential
 
 from services.common import db
 from services.common.errors import FailedPrecondition, NotFound, is_transient
@@ -43,11 +43,25 @@ logger = logging.getLogger(__name__)
 
 
 def _worth_retrying(exc: BaseException) -> bool:
-    """A dependency gone or restarting (errors.is_transient: refused connections, dropped ones, an
-    administrator's shutdown under a query), or a page's transaction that lost a conflict with another
-    writer of the same key: the page is written again."""
+    """A dependency gone, restarting or refusing writes for now (errors.is_transient: refused connections,
+    dropped ones, an administrator's shutdown under a query, PostgreSQL read-only or out of disk), or a
+    page's transaction that lost a conflict with another writer of the same key: the page is written again."""
     return is_transient(exc) or isinstance(exc, (asyncpg.exceptions.SerializationError,
                                                  asyncpg.exceptions.DeadlockDetectedError))
+
+
+async def _retrying(call, *args):
+    """`call(*args)`, again for as long as it fails with an error worth retrying (each failure logged:
+    a dependency that stays away shows in the logs, not only in the lag)."""
+    def waiting(state: RetryCallState) -> None:
+        logger.warning("%s failed (%s); retrying in %.1f s", call.__name__, state.outcome.exception(),
+                       state.next_action.sleep if state.next_action else 0.0)
+
+    async for attempt in AsyncRetrying(retry=retry_if_exception(_worth_retrying), stop=stop_never,
+                                       wait=wait_exponential(0.2, max=5), before_sleep=waiting, reraise=True):
+        with attempt:
+            return await call(*args)
+    raise AssertionError("unreachable: tenacity returns or raises")
 
 
 # A page PostgreSQL refuses for what it holds, not for its state: a value it cannot store (class 22,
@@ -139,10 +153,10 @@ class PageIndexer:
                 continue
             pages.append((page, value, tp, offset))
         written = [p for p, *_ in pages if not p.removed]
-        vectors = dict(zip(map(id, written), await self._retry(self._embeddings, written)))
+        vectors = dict(zip(map(id, written), await _retrying(self._embeddings, written)))
         for page, value, tp, offset in pages:
             try:
-                await self._retry(self.index, page, vectors.get(id(page)))
+                await _retrying(self.index, page, vectors.get(id(page)))
             except _REFUSED as exc:
                 reason = f"PostgreSQL refused the page: {exc.__class__.__name__}: {exc}"
                 logger.error("knowledge page %s at %s:%s: %s; dead-lettered", page.document[:200], tp.topic,
@@ -160,13 +174,6 @@ class PageIndexer:
         documents = [Document(p.product_key_id, "page", p.title, _chunks(p)) for p in pages]
         vectors, _ = await self.indexing.embeddings_of(documents)
         return vectors
-
-    @staticmethod
-    async def _retry(call, *args):
-        async for attempt in AsyncRetrying(retry=retry_if_exception(_worth_retrying), stop=stop_never,
-                                           wait=wait_exponential(0.2, max=5), reraise=True):
-            with attempt:
-                return await call(*args)
 
     async def dead_letter(self, value: bytes, reason: str, tp: TopicPartition, offset: int) -> None:
         await self._dead_letters.send(value, reason, tp.topic, tp.partition, offset)
