@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from services.common import db
@@ -28,7 +29,8 @@ async def main(settings: ScraperSettings) -> None:
         pages=PageCache(client),
         extractor=Extractor.from_settings(settings),
     )
-    servicer = ScraperServicer(settings, deps)
+    draining = asyncio.Event()
+    servicer = ScraperServicer(settings, deps, draining)
 
     async def on_start() -> None:
         if deps.pool is None:
@@ -68,6 +70,7 @@ async def main(settings: ScraperSettings) -> None:
             grace_seconds=settings.shutdown_grace_seconds,
             max_message_bytes=settings.grpc_max_message_bytes,
             transport=Transport.from_settings(settings),
+            draining=draining,
         )
     )
 

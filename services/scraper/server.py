@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -58,9 +59,10 @@ def status_message(job: jobs.JobStatus) -> scraper_pb2.CrawlStatus:
 
 
 class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
-    def __init__(self, settings: ScraperSettings, deps: ScraperDeps) -> None:
+    def __init__(self, settings: ScraperSettings, deps: ScraperDeps, draining: asyncio.Event | None = None) -> None:
         self._settings = settings
         self._deps = deps
+        self._draining = draining or asyncio.Event()
 
     @property
     def _pool(self) -> asyncpg.Pool:
@@ -122,7 +124,9 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
         return status_message(job)
 
     async def WatchCrawl(self, request: scraper_pb2.GetCrawlRequest, context):
-        """Sends the status when it changes, until the job has ended (done, failed or cancelled)."""
+        """Sends the status when it changes, until the job has ended (done, failed or cancelled), or
+        the service drains: then UNAVAILABLE with a retry-after at once, to watch on another instance
+        (the job goes on), instead of holding the shutdown for its whole grace."""
         self._admin(context)
         last = None
         while True:
@@ -133,7 +137,11 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
                 last = message
             if job.finished:
                 return
-            await asyncio.sleep(WATCH_POLL_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._draining.wait(), WATCH_POLL_SECONDS)
+            if self._draining.is_set():
+                raise Unavailable("the scraper is shutting down; watch the job on another instance",
+                                  trailers={RETRY_AFTER_TRAILER: "1"})
 
     async def _fetch_hosts(self, request: scraper_pb2.FetchRequest, context) -> frozenset[str] | None:
         """The hosts the caller may fetch from: its key's website, or any (None) with the admin token."""
