@@ -97,14 +97,17 @@ def cmd_up(_args, settings: Settings) -> None:
     asyncio.run(_migrate(settings))
 
 
-async def _migrate(settings: Settings) -> None:
+async def _migrate(settings: Settings, topics: bool = True) -> None:
     applied = await db.migrate(settings.postgres_dsn)
+    if not topics:
+        console.print(f"[green]schema up to date[/] ({len(applied)} migration(s) applied)")
+        return
     await create_all_topics(settings)
     console.print(f"[green]schema up to date[/] ({len(applied)} migration(s) applied); topics ready")
 
 
-def cmd_migrate(_args, settings: Settings) -> None:
-    asyncio.run(_migrate(settings))
+def cmd_migrate(args, settings: Settings) -> None:
+    asyncio.run(_migrate(settings, topics=not args.schema_only))
 
 
 def cmd_down(_args, _settings: Settings) -> None:
@@ -571,7 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start the local stack (Kafka, PostgreSQL, Redis) and migrate").set_defaults(fn=cmd_up)
     sub.add_parser("down", help="stop the services and the local stack").set_defaults(fn=cmd_down)
-    sub.add_parser("migrate", help="apply schema migrations and create topics").set_defaults(fn=cmd_migrate)
+    p = sub.add_parser("migrate", help="apply schema migrations and create topics")
+    p.add_argument("--schema-only", action="store_true",
+                   help="PostgreSQL only, without Kafka (where the topics are declared apart, as in Kubernetes)")
+    p.set_defaults(fn=cmd_migrate)
     p = sub.add_parser("services", help="start/stop/status of the local service processes")
     p.add_argument("action", choices=["start", "stop", "status"])
     p.set_defaults(fn=cmd_services)

@@ -53,8 +53,9 @@ COMPONENTS: dict[str, Component] = {
     "services.search.indexer": Component(None, "indexer_metrics_port", ("knowledge_pages",)),
     "services.analytics.stream": Component(None, "worker_metrics_port", ("chat_turns", "feedback")),
 }
-# One-shot commands allowed in init containers.
-INIT_COMMANDS = (["python", "-m", "services.cli", "migrate"],)
+# One-shot commands allowed in init containers: the schema only, since a pod must start while Kafka
+# is away (the topics are KafkaTopic resources).
+INIT_COMMANDS = (["python", "-m", "services.cli", "migrate", "--schema-only"],)
 
 
 def env_names() -> dict[str, str]:
