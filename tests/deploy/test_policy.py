@@ -43,6 +43,26 @@ def test_overlays_set_namespace_image_bounds_and_resources(rendered):
     assert all(low >= 2 for name, (low, _) in hpa_bounds(prod).items()), "prod keeps two of everything"
 
 
+def test_no_overlay_lowers_a_memory_limit_below_the_bases(rendered):
+    """The base's memory limits are sized for what the settings let each process hold; an overlay may
+    shrink requests (a small cluster), not the limits."""
+    def memory(docs) -> dict[str, float]:
+        units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+        out = {}
+        for d in docs:
+            if d["kind"] == "Deployment":
+                limit = d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+                out[d["metadata"]["name"]] = float(limit[:-2]) * units[limit[-2:]]
+        return out
+
+    base = memory(yaml.safe_load_all("\n---\n".join(
+        p.read_text() for p in sorted((K8S_DIR / "base").glob("*/deployment.yaml")))))
+    for overlay in ("dev", "prod"):
+        lowered = {name: (limit, base[name]) for name, limit in memory(rendered[overlay].docs).items()
+                   if limit < base[name]}
+        assert not lowered, (overlay, lowered)
+
+
 def test_secret_example_names_every_secret_with_placeholders_only(secret_example):
     values = secret_example["stringData"]
     assert set(values) == set(SECRET_SETTINGS)
