@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from services.analytics.live import StreamSlots
 from services.analytics.server import AnalyticsDeps, AnalyticsServicer
 from services.common import db
 from services.common.grpc_server import ServiceSpec, Transport, bind_address, serve
@@ -43,7 +44,10 @@ async def main(settings: AnalyticsSettings) -> None:
             name="analytics",
             service_names=[analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name],
             register=lambda server: analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
-                AnalyticsServicer(deps, settings.admin_token, draining), server
+                AnalyticsServicer(deps, settings.admin_token, draining,
+                                  streams=StreamSlots(settings.metrics_streams_per_key,
+                                                      settings.metrics_streams_per_process),
+                                  pool_wait_seconds=settings.analytics_pool_acquire_seconds), server
             ),
             bind=bind_address(settings.grpc_bind_host, settings.analytics_addr),
             metrics_port=settings.analytics_metrics_port,

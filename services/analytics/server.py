@@ -11,9 +11,10 @@ import asyncpg
 import grpc
 
 from services.analytics import queries
+from services.analytics.live import StreamSlots
 from services.common.admin import ADMIN_HEADER, admin_token, check_admin
-from services.common.errors import (RETRY_AFTER_TRAILER, InvalidArgument, PermissionDenied, Unauthenticated,
-                                    Unavailable)
+from services.common.errors import (RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, InvalidArgument,
+                                    PermissionDenied, Unauthenticated, Unavailable)
 from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
 from services.common.product_keys import KeyValidator
 from services.common.timestamps import to_timestamp
@@ -109,10 +110,29 @@ def _choice(request, name: str, choices: dict[int, str]) -> str:
 
 
 class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
-    def __init__(self, deps: AnalyticsDeps, admin_token: str, draining: asyncio.Event | None = None) -> None:
+    def __init__(self, deps: AnalyticsDeps, admin_token: str, draining: asyncio.Event | None = None, *,
+                 streams: StreamSlots, pool_wait_seconds: float) -> None:
         self._deps = deps
         self._admin_token = admin_token
         self._draining = draining or asyncio.Event()
+        self._streams = streams
+        self._pool_wait = pool_wait_seconds
+
+    @contextlib.asynccontextmanager
+    async def _connection(self):
+        """A pooled connection, waited for `pool_wait_seconds` at most: with every connection busy a call
+        is UNAVAILABLE with a retry hint (another instance may serve it), not held until its client gives up."""
+        pool = self._deps.pool
+        try:
+            conn = await pool.acquire(timeout=self._pool_wait)
+        except TimeoutError:
+            raise Unavailable(f"no PostgreSQL connection within {self._pool_wait:g} s (the pool's "
+                              f"{pool.get_max_size()} are busy, or PostgreSQL does not answer); retry shortly",
+                              trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}) from None
+        try:
+            yield conn
+        finally:
+            await pool.release(conn)
 
     async def _key_id(self, request, context: grpc.aio.ServicerContext) -> str:
         """The key whose data this call may read (see authorize)."""
@@ -129,7 +149,8 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     async def _metrics(self, request: analytics_pb2.GetMetricsRequest, key_id: str) -> analytics_pb2.GetMetricsResponse:
         granularity, group_by = _choice(request, "granularity", _GRANULARITY), _choice(request, "group_by", _GROUP)
         start, end = _range(request)
-        rows = await queries.get_metrics(self._deps.pool, key_id, start, end, granularity, group_by)
+        async with self._connection() as conn:
+            rows = await queries.get_metrics(conn, key_id, start, end, granularity, group_by)
         return analytics_pb2.GetMetricsResponse(
             points=[_point(r) for r in rows], total=_point(queries.merge_rows(rows, start))
         )
@@ -137,24 +158,27 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     async def StreamMetrics(self, request: analytics_pb2.StreamMetricsRequest, context: grpc.aio.ServicerContext):
         """The last hour per minute, including the current minute, every interval until the client leaves
         (or its key is revoked or rotated: the credentials are checked again before every update), or
-        the service drains: then UNAVAILABLE with a retry-after, to reconnect to another instance."""
+        the service drains: then UNAVAILABLE with a retry-after, to reconnect to another instance.
+        A key holds a few streams at most, and its streams share their updates (live.StreamSlots); the
+        admin token is held to the process's bound only."""
         interval = min(max(request.interval_seconds or 2, 1), 60)
-        while True:
-            key_id = await self._key_id(request, context)
-            yield await self._metrics(
-                analytics_pb2.GetMetricsRequest(product_key_id=key_id, granularity=analytics_pb2.GRANULARITY_MINUTE),
-                key_id,
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._draining.wait(), interval)
-            if self._draining.is_set():
-                raise Unavailable("analytics is shutting down; reconnect to another instance",
-                                  trailers={RETRY_AFTER_TRAILER: "1"})
+        key_id = await self._key_id(request, context)
+        last_hour = analytics_pb2.GetMetricsRequest(product_key_id=key_id, granularity=analytics_pb2.GRANULARITY_MINUTE)
+        with self._streams.held(None if admin_token(context) is not None else key_id):
+            while True:
+                yield await self._streams.update(key_id, lambda: self._metrics(last_hour, key_id))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._draining.wait(), interval)
+                if self._draining.is_set():
+                    raise Unavailable("analytics is shutting down; reconnect to another instance",
+                                      trailers={RETRY_AFTER_TRAILER: "1"})
+                await self._key_id(request, context)
 
     async def _questions(self, request: analytics_pb2.TopQuestionsRequest, context, gaps_only: bool):
         key_id = await self._key_id(request, context)
         start, end = _range(request)
-        stats = await queries.top_questions(self._deps.pool, key_id, start, end, request.limit, gaps_only=gaps_only)
+        async with self._connection() as conn:
+            stats = await queries.top_questions(conn, key_id, start, end, request.limit, gaps_only=gaps_only)
         return analytics_pb2.TopQuestionsResponse(
             questions=[
                 analytics_pb2.QuestionCount(

@@ -8,7 +8,14 @@ from services.common.settings import get_settings as _get_settings
 
 
 class AnalyticsSettings(CommonSettings):
-    """The stream worker's consumer, batches, liveness and garbage collector."""
+    """The analytics API's bounds; the stream worker's consumer, batches, liveness and garbage collector."""
+
+    # Analytics API: live StreamMetrics held at once (past either: RESOURCE_EXHAUSTED with a retry hint;
+    # the admin token is held to the process's bound only), and the wait for a pooled PostgreSQL
+    # connection (past it: UNAVAILABLE with a retry hint).
+    metrics_streams_per_key: int = 10
+    metrics_streams_per_process: int = 200
+    analytics_pool_acquire_seconds: float = 2.0
 
     # Stream processor.
     worker_app_id: str = "parley-analytics"
