@@ -49,6 +49,12 @@ class Admission:
         await self._open()
         return await self.keys.validate(secret)
 
+    async def pool(self) -> asyncpg.Pool:
+        """The service's PostgreSQL pool, also for its other read-only lookups (the turn a feedback rates)."""
+        await self._open()
+        assert self._pool is not None
+        return self._pool
+
     async def _open(self) -> None:
         if self._pool is None:
             async with self._opening:

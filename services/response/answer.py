@@ -24,6 +24,7 @@ from services.response.llm import RESTART, Answer, AnswerRequest, ExtractiveAnsw
 from services.response.resilience import ResilientLLM
 from services.response.search_client import SearchClient
 from services.response.singleflight import SingleFlight
+from services.response.stored_turns import stored_turn
 from services.response.web import WebPages
 
 logger = logging.getLogger(__name__)
@@ -515,7 +516,7 @@ class ChatEngine:
             raise InvalidArgument("request_id is required: the request id of the chat turn rated")
         if len(request_id) > MAX_REQUEST_ID_CHARS:
             raise InvalidArgument(f"request id has {len(request_id)} characters; the limit is {MAX_REQUEST_ID_CHARS}")
-        record = await self._store.request(request_id)
+        record = await self._rated_turn(product_key, key_id, request_id)
         # The turn belongs to the key, not to one of its secrets: feedback sent with the secret a
         # rotation gave is the same key's (the key's id, known from its validation, is compared).
         if record is None or (record.key_id != key_id if key_id else record.key_hash != secret_hash(product_key)):
@@ -533,6 +534,22 @@ class ChatEngine:
             raise Unavailable("feedback not recorded: the event outbox cannot take it now; retry shortly",
                               trailers={RETRY_AFTER_TRAILER: "5"})
         return event.event_id
+
+    async def _rated_turn(self, product_key: str, key_id: str, request_id: str) -> RequestRecord | None:
+        """The turn's record in Redis or, when Redis lost it (restarted empty, flushed, evicted) or
+        cannot be read, as the analytics stream worker stored it. UNAVAILABLE when the one that could
+        not be asked may hold it."""
+        try:
+            record = await self._store.request(request_id)
+        except Unavailable as redis_away:
+            record, unknown = None, redis_away
+        else:
+            unknown = None
+        if record is None and key_id and self.admission is not None:
+            record = await stored_turn(await self.admission.pool(), request_id, key_id, secret_hash(product_key))
+        if record is None and unknown is not None:
+            raise unknown
+        return record
 
 
 def feedback_event_id(request_id: str, rating: int) -> str:

@@ -43,6 +43,7 @@ import redis.asyncio as redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, NoScriptError, RedisError, ResponseError
 
+from services.common.errors import RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, Unavailable
 from services.common.redis_batch import AutoPipeline
 from services.common.redis_client import RedisHealth
 from services.response.llm import Turn
@@ -410,11 +411,18 @@ class ResponseStore:
             await asyncio.shield(done)
 
     async def request(self, request_id: str) -> RequestRecord | None:
+        """The turn's record; None when Redis has none, Unavailable when Redis cannot be asked."""
         await self.flush()  # a turn this process just answered may still be on its way
-        raw = await self.redis.get(f"{PREFIX}req:{request_id}")
-        if not raw:
-            return None
-        return RequestRecord(**json.loads(raw))
+        if self.health.available():
+            try:
+                raw = await self.redis.get(f"{PREFIX}req:{request_id}")
+            except RedisError as exc:
+                self._failed("request record", exc, write=False)
+            else:
+                self.health.ok()
+                return RequestRecord(**json.loads(raw)) if raw else None
+        raise Unavailable("the turn records (Redis) cannot be read right now; retry shortly",
+                          trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)})
 
     # --- cross-process single-flight ----------------------------------------------------
 

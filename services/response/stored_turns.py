@@ -1,0 +1,40 @@
+"""Chat turns as the analytics stream worker stored them (`conversations`, read-only here): where
+SubmitFeedback finds a turn whose Redis record is gone (Redis restarted empty, flushed, evicted)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from services.common.errors import RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, Unavailable, is_transient
+from services.response.cache import RequestRecord
+
+logger = logging.getLogger(__name__)
+
+# Answered turns only, as Redis holds them (a failed turn has no record there either). request_id has
+# a hash index (migration 0010); product_key_id keeps another key's turn out.
+_TURN = """
+SELECT session_id, message FROM conversations
+WHERE request_id = $1 AND product_key_id = $2 AND error_code = ''
+LIMIT 1
+"""
+# An unreachable server may not refuse the connection (a lost network path): the caller hears back.
+LOOKUP_SECONDS = 5.0
+
+
+async def stored_turn(pool: asyncpg.Pool, request_id: str, key_id: str, key_hash: str) -> RequestRecord | None:
+    """The answered turn `request_id` of the key `key_id`; None when it is not stored (or not yet: the
+    worker stores a turn a moment after its event). UNAVAILABLE when PostgreSQL cannot be asked."""
+    try:
+        row = await asyncio.wait_for(pool.fetchrow(_TURN, request_id, key_id), LOOKUP_SECONDS)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        logger.warning("stored chat turn lookup in PostgreSQL failed: %r", exc)
+        raise Unavailable("the chat turn rated cannot be looked up right now; retry shortly",
+                          trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}) from None
+    if row is None:
+        return None
+    return RequestRecord(key_hash, key_id, row["session_id"], row["message"])
