@@ -279,6 +279,7 @@ class EventProducer:
                 await asyncio.wait_for(old.stop(), timeout=timeout)
             except Exception as exc:  # noqa: BLE001 - the old producer is abandoned either way
                 logger.info("stopping the previous Kafka producer: %r", exc)
+                await _abandon(old)
 
     async def ping(self, fresh_seconds: float = 5.0) -> None:
         """Readiness probe: the cluster's metadata answers, unless the broker acknowledged the last
@@ -288,6 +289,16 @@ class EventProducer:
         if time.monotonic() - self._acknowledged_at < fresh_seconds:
             return
         await self._producer.client.fetch_all_metadata()
+
+
+async def _abandon(producer: AIOKafkaProducer) -> None:
+    """Close a producer whose stop did not end: an idempotent producer's batches wait for as long as the
+    broker does not acknowledge them (NotEnoughReplicas), so its sender and connections would live on,
+    one more per reset, each delivering its copy of the batches once the broker takes them."""
+    with contextlib.suppress(Exception):
+        if producer._sender is not None:   # noqa: SLF001 - aiokafka has no public way to give up
+            await asyncio.wait_for(producer._sender.close(), 2.0)   # fails its batches
+        await asyncio.wait_for(producer.client.close(), 2.0)
 
 
 async def committed_past(bootstrap: str, group: str, offsets: dict[TopicPartition, int], *, timeout: float,
