@@ -9,7 +9,10 @@ at `parley:key:<sha256 hex>`, shared by every replica of every service:
   cannot bring the old record back: the old secret is refused on every replica as soon as the admin
   RPC returns, whether the record was cached or not. A change that does not commit lifts its
   tombstone again (`key_change`), so a failed revocation refuses nothing.
-- Knowledge changes delete the entry; a missed delete is bounded by `PARLEY_KEY_CACHE_TTL_SECONDS`.
+- Knowledge changes delete the entry and leave a version floor beside it for the record TTL: a
+  validator that read the key before the change and caches it after the delete cannot bring the old
+  knowledge version back (it is refused as a tombstone refuses a revoked record). A missed delete is
+  bounded by `PARLEY_KEY_CACHE_TTL_SECONDS`.
 - Redis down: records come from PostgreSQL and are kept in process for
   `PARLEY_KEY_LOCAL_CACHE_SECONDS` (a few seconds). That is the bound on how long a secret rotated
   during a Redis outage can still be accepted by a replica that validated it just before. (A rotation
@@ -60,6 +63,9 @@ LAST_KNOWN_SECONDS = 3600.0
 # Beside each tombstone, a random mark of the change that wrote it (as long-lived): a change that did
 # not commit lifts its tombstone only while its own mark stands (see key_change).
 CHANGE_PREFIX = "parley:keychange:"
+# Beside a record dropped because its knowledge changed, the version it changed to (for the record TTL):
+# a record read before the change and cached after the drop is refused (see KeyCache.invalidate).
+FLOOR_PREFIX = "parley:keyfloor:"
 # Secrets are "pk_" and 43 URL-safe characters (search's new_secret); nothing longer is one.
 MAX_SECRET_CHARS = 256
 
@@ -105,17 +111,28 @@ def cache_key(key_hash: bytes) -> str:
     return KEY_PREFIX + key_hash.hex()
 
 
-# KEYS[1]: a key cache entry, deleted unless it is the tombstone ARGV[1].
+# KEYS: a key cache entry, deleted unless it is the tombstone ARGV[1]; its version floor, raised to
+# ARGV[2] (0: none) for ARGV[3] ms (kept if higher, its TTL renewed: the latest drop is what a late
+# write races).
 _DROP_RECORD = """
+if tonumber(ARGV[2]) > 0 then
+  local floor = redis.call('GET', KEYS[2])
+  if not floor or tonumber(floor) < tonumber(ARGV[2]) then floor = ARGV[2] end
+  redis.call('SET', KEYS[2], floor, 'PX', ARGV[3])
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 """
 
-# KEYS: the cache entry, the last-known entry; ARGV: the record, its TTL (ms), the last-known TTL (ms),
-# the tombstone. Where a tombstone stands nothing is written (a read that raced the revocation).
+# KEYS: the cache entry, the last-known entry, the version floor; ARGV: the record, its TTL (ms), the
+# last-known TTL (ms), the tombstone, the record's knowledge version. Where a tombstone stands nothing is
+# written (a read that raced the revocation), nor a record older than the floor (one that raced a
+# knowledge change).
 _PUT_RECORD = """
 local current = redis.call('GET', KEYS[1])
 if current == ARGV[4] then return 0 end
+local floor = tonumber(redis.call('GET', KEYS[3]))
+if floor and tonumber(ARGV[5]) < floor then return 0 end
 if not current then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
 return 1
@@ -136,10 +153,14 @@ _CHANGE: ContextVar[list[tuple[KeyCache, bytes, str]] | None] = ContextVar("parl
 
 
 class KeyCache:
-    """Key records in Redis by the hash of their secret; tombstones for secrets that stopped working."""
+    """Key records in Redis by the hash of their secret; tombstones for secrets that stopped working;
+    version floors for keys whose knowledge changed. `pool`: where invalidate reads the new version when
+    its caller does not say it."""
 
-    def __init__(self, client: redis.Redis, ttl_seconds: float) -> None:
+    def __init__(self, client: redis.Redis, ttl_seconds: float,
+                 pool: Callable[[], asyncpg.Pool | None] = lambda: None) -> None:
         self._redis = client
+        self._pool = pool
         self._ttl_ms = max(1, int(ttl_seconds * 1000))
         self._tombstone_ms = max(self._ttl_ms, int(MIN_TOMBSTONE_SECONDS * 1000))
         self._drop = client.register_script(_DROP_RECORD)
@@ -160,9 +181,11 @@ class KeyCache:
     async def put(self, key_hash: bytes, record: KeyRecord) -> None:
         """Caches a record read from PostgreSQL, and keeps it as the key's last known one. Only where
         nothing is cached (as SET NX): a tombstone (or a fresher entry) written meanwhile wins over
-        this possibly stale read, and a tombstone also keeps the last-known record from being written."""
-        await self._put(keys=[cache_key(key_hash), LAST_PREFIX + key_hash.hex()],
-                        args=[record.to_json(), self._ttl_ms, int(LAST_KNOWN_SECONDS * 1000), TOMBSTONE])
+        this possibly stale read, and a tombstone also keeps the last-known record from being written;
+        so does a version floor above the record's knowledge version."""
+        await self._put(keys=[cache_key(key_hash), LAST_PREFIX + key_hash.hex(), FLOOR_PREFIX + key_hash.hex()],
+                        args=[record.to_json(), self._ttl_ms, int(LAST_KNOWN_SECONDS * 1000), TOMBSTONE,
+                              record.knowledge_version])
 
     async def last_known(self, key_hash: bytes) -> KeyRecord | None:
         """The key's last record read from PostgreSQL (up to LAST_KNOWN_SECONDS old), unless the
@@ -193,11 +216,29 @@ class KeyCache:
         return bool(await self._lift(keys=[cache_key(key_hash), CHANGE_PREFIX + key_hash.hex()],
                                      args=[mark, TOMBSTONE]))
 
-    async def invalidate(self, key_hash: bytes) -> None:
-        """Drop a cached record (its knowledge changed), never a tombstone: a revocation is followed by
-        a knowledge event for the same secret, and without its tombstone a validator that read the key
-        just before the revocation could cache it again (SET NX) for the record TTL."""
-        await self._drop(keys=[cache_key(key_hash)], args=[TOMBSTONE])
+    async def invalidate(self, key_hash: bytes, version: int = 0) -> None:
+        """Drop a cached record (its knowledge changed to `version`), never a tombstone: a revocation is
+        followed by a knowledge event for the same secret, and without its tombstone a validator that
+        read the key just before the revocation could cache it again (SET NX) for the record TTL.
+        For the same race with a knowledge change, the key's version floor is raised to `version` (0:
+        the version PostgreSQL has now, read here), so put refuses a record read before the change."""
+        if not version:
+            version = await self._current_version(key_hash)
+        await self._drop(keys=[cache_key(key_hash), FLOOR_PREFIX + key_hash.hex()],
+                         args=[TOMBSTONE, version, self._ttl_ms])
+
+    async def _current_version(self, key_hash: bytes) -> int:
+        """The key's knowledge version in PostgreSQL; 0 (no floor) if it cannot be read or is revoked
+        (whose tombstone refuses the old record already)."""
+        pool = self._pool()
+        if pool is None:
+            return 0
+        try:
+            record = await validate_key(pool, key_hash)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            logger.warning("no knowledge version for the key cache's floor (%s); dropping the record only", exc)
+            return 0
+        return record.knowledge_version if record is not None else 0
 
 
 @contextlib.asynccontextmanager
@@ -398,7 +439,7 @@ class KeyValidator:
     def __init__(self, client: redis.Redis, pool: Callable[[], asyncpg.Pool | None], *, ttl_seconds: float,
                  local_seconds: float, default_rate: float, default_burst: int,
                  linger: Callable[[], float] | None = None) -> None:
-        self.cache = KeyCache(client, ttl_seconds)
+        self.cache = KeyCache(client, ttl_seconds, pool)
         self.limiter = RateLimiter(client)
         self._pool = pool
         self._local_seconds = local_seconds

@@ -14,10 +14,13 @@ from services.common.errors import ResourceExhausted, Unauthenticated
 from services.common.pb.parley.v1 import search_pb2
 from services.common.product_keys import (
     BUCKET_PREFIX,
+    KeyCache,
     KeyRecord,
     KeyValidator,
     RateLimiter,
+    cache_key,
     hash_secret,
+    validate_key,
 )
 from services.common.redis_client import create_redis
 from tests.conftest import RUN_ID, TestKey
@@ -195,3 +198,32 @@ async def test_an_absurd_stored_rate_neither_fails_the_bucket_nor_marks_redis_do
         assert (await limiter.take(f"test-{uuid.uuid4().hex}", 1e-17, 3)).allowed
     finally:
         await client.aclose()
+
+
+async def test_a_record_read_before_a_knowledge_change_is_not_cached_again_after_it(search, admin, pg, stack):
+    """A validator read the key in PostgreSQL before an AddFaq committed, and caches what it read after
+    the change dropped the cached record (the RPC's own drop, then its knowledge event's): the old
+    knowledge version must not come back for the record TTL, or Plans (and the answers cached under
+    their version) would go on with the knowledge before the change."""
+    key = await _key(search, admin, "floor", rate=1000, burst=1000)
+    key_hash = hash_secret(key.secret)
+    read_before = await validate_key(pg, key_hash)
+    added = await search.AddFaq(search_pb2.AddFaqRequest(product_key_id=key.id, question="Do you ship abroad?",
+                                                         answer="To the EU only."), metadata=admin, timeout=10)
+    assert added.knowledge_version > read_before.knowledge_version
+    client = create_redis(stack.redis_url)
+    try:
+        # The current record, cached until the change's knowledge event has gone round and dropped it
+        # (for 5 s at most, should the event have been quicker than this): no drop is to come after.
+        await KeyCache(client, ttl_seconds=5).put(key_hash, await validate_key(pg, key_hash))
+        async with asyncio.timeout(30):
+            while await client.exists(cache_key(key_hash)):
+                await asyncio.sleep(0.05)
+        await KeyCache(client, ttl_seconds=30).put(key_hash, read_before)     # the read that raced, late
+        validator = KeyValidator(client, lambda: pg, ttl_seconds=30, local_seconds=0, default_rate=20,
+                                 default_burst=40)
+        assert (await validator.validate(key.secret)).knowledge_version == added.knowledge_version
+    finally:
+        await client.aclose()
+    reply = await search.Plan(search_pb2.PlanRequest(product_key=key.secret, message="Do you ship abroad?"), timeout=10)
+    assert reply.knowledge_version == added.knowledge_version
