@@ -17,13 +17,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CorruptRecordException,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
     InvalidTimestampError,
     InvalidTopicError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
     PolicyViolationError,
+    ProducerFenced,
     RecordListTooLargeError,
     RecordTooLargeError,
     TopicAlreadyExistsError,
+    UnknownProducerId,
     UnsupportedForMessageFormatError,
 )
 from aiokafka.structs import RecordMetadata, TopicPartition
@@ -126,6 +131,14 @@ async def within(seconds: float, what: str, call: Awaitable) -> None:
         logger.warning("%s failed: %s", what, exc)
 
 
+# Errors after which an idempotent producer's sequence numbers no longer match the broker's (a batch
+# failed before it reached the broker, e.g. its partition had no leader past the request timeout):
+# every later batch to the partition fails the same way until the producer is replaced.
+BROKEN_PRODUCER_ERRORS: tuple[type[BaseException], ...] = (
+    OutOfOrderSequenceNumber, InvalidProducerEpoch, UnknownProducerId, InvalidProducerIdMapping, ProducerFenced,
+)
+
+
 class EventProducer:
     """An idempotent producer (`acks=all`) that writes protobuf events keyed by product key id."""
 
@@ -181,26 +194,36 @@ class EventProducer:
         to `background_retry_seconds`) before it is given up, counted and logged at error. The chat
         path does not use this: its events go through the durable outbox (services/common/outbox.py)."""
         value, key_bytes, headers = message.SerializeToString(), key.encode(), event_headers(message, trace_id)
-        fut = await self._producer.send(topic, value=value, key=key_bytes, headers=headers)
+        producer = self._producer
+        fut = await producer.send(topic, value=value, key=key_bytes, headers=headers)
         if wait:
-            return await self._settle(topic, fut)
-        task = asyncio.ensure_future(self._settle_in_background(topic, fut, value, key_bytes, headers))
+            return await self._settle(topic, fut, producer)
+        task = asyncio.ensure_future(self._settle_in_background(topic, fut, producer, value, key_bytes, headers))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         return None
 
-    async def _settle(self, topic: str, fut: asyncio.Future) -> RecordMetadata:
+    async def _settle(self, topic: str, fut: asyncio.Future, producer: AIOKafkaProducer) -> RecordMetadata:
         try:
             metadata = await fut
             EVENTS_PUBLISHED.labels(topic, "ok").inc()
             return metadata
-        except Exception:
+        except Exception as exc:
             EVENTS_PUBLISHED.labels(topic, "failed").inc()
             logger.exception("event to %s was not acknowledged by Kafka", topic)
+            await self._replace_if_broken(exc, producer)
             raise
 
-    async def _settle_in_background(self, topic: str, fut: asyncio.Future, value: bytes, key: bytes,
-                                     headers: list[tuple[str, bytes]]) -> None:
+    async def _replace_if_broken(self, exc: BaseException, producer: AIOKafkaProducer) -> None:
+        """The producer that got one of BROKEN_PRODUCER_ERRORS is replaced (started again at once), so
+        the next events do not fail as this one did; once, however many of its events fail so."""
+        if isinstance(exc, BROKEN_PRODUCER_ERRORS) and producer is self._producer and self._started:
+            logger.warning("the Kafka producer is out of step with the broker (%r); replaced", exc)
+            await self.reset()
+            await self.start()
+
+    async def _settle_in_background(self, topic: str, fut: asyncio.Future, producer: AIOKafkaProducer,
+                                     value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> None:
         retrying = AsyncRetrying(stop=stop_after_delay(self.background_retry_seconds),
                                  wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
                                  retry=retry_if_exception_type(Exception), reraise=True)
@@ -209,8 +232,13 @@ class EventProducer:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         EVENTS_PUBLISHED.labels(topic, "retried").inc()
-                        fut = await self._producer.send(topic, value=value, key=key, headers=headers)
-                    await fut
+                        producer = self._producer
+                        fut = await producer.send(topic, value=value, key=key, headers=headers)
+                    try:
+                        await fut
+                    except BROKEN_PRODUCER_ERRORS as exc:
+                        await self._replace_if_broken(exc, producer)
+                        raise
         except Exception:  # noqa: BLE001 - nobody awaits this task: count and log, never raise into the void
             EVENTS_PUBLISHED.labels(topic, "lost").inc()
             logger.exception("event to %s was not acknowledged by Kafka after %.0fs of retries; given up",
@@ -475,6 +503,11 @@ class DeadLetters:
             self._producer = producer
         try:
             await self._producer.send_and_wait(self._topic, key=key, value=value, headers=headers)
+        except BROKEN_PRODUCER_ERRORS:
+            # Out of step with the broker for good: the retry gets a fresh producer.
+            producer, self._producer = self._producer, None
+            await within(STOP_SECONDS, "stopping the dead-letter producer", producer.stop())
+            raise
         except FINAL_SEND_ERRORS as exc:
             named = dict(headers)
             EVENTS_PUBLISHED.labels(self._topic, "lost").inc()
