@@ -414,6 +414,10 @@ class Outbox:
                 await self._task
             self._task = None
         self._save_held()
+        if self.pending:
+            # Delivered by the next process that opens this file: one on a volume that outlives the pod.
+            logger.warning("stopping with %d event(s) not delivered to Kafka, kept in %s for the next start",
+                           self.pending, self.path)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._producer.stop(), timeout=5.0)
         self.close()
