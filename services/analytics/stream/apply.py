@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from services.analytics.stream.decode import DeadLetter
 from services.analytics.stream.sink import Applied, Position
+from services.common import errors
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,14 @@ POISON: tuple[type[BaseException], ...] = (
 
 def is_transient(exc: BaseException) -> bool:
     return not isinstance(exc, POISON)
+
+
+def dependency_failing(exc: BaseException) -> bool:
+    """A failure that is a dependency's, which a restart of the worker cannot cure: PostgreSQL
+    unreachable, restarting or refusing writes for now (errors.is_transient), or a broker unreachable,
+    timing out or electing a leader (a dead letter's send)."""
+    return errors.is_transient(exc) or (isinstance(exc, KafkaError)
+                                        and (exc.retriable or isinstance(exc, KafkaTimeoutError)))
 
 
 @dataclass(slots=True)
@@ -59,10 +69,11 @@ def describe(exc: BaseException) -> str:
 class BatchApplier:
     """Writes batches with `write` (one transaction: events and offsets), retrying transient errors
     for as long as it takes, and isolating poison events by bisection. Reports failures to
-    `on_failure(reason)` and the first success after them to `on_recovery()` (health)."""
+    `on_failure(reason, dependency_failing(error))` and the first success after them to
+    `on_recovery()` (health)."""
 
     def __init__(self, write: Write, send_dead_letter: SendDeadLetter, *, max_wait: float = 5.0,
-                 on_failure: Callable[[str], None] = lambda _r: None,
+                 on_failure: Callable[[str, bool], None] = lambda _r, _t: None,
                  on_recovery: Callable[[], None] = lambda: None) -> None:
         self._write = write
         self._send_dead_letter = send_dead_letter
@@ -74,7 +85,7 @@ class BatchApplier:
         exc = state.outcome.exception() if state.outcome else None
         reason = describe(exc) if exc else "unknown"
         logger.warning("write failed (%s), attempt %d; retrying", reason, state.attempt_number)
-        self._on_failure(reason)
+        self._on_failure(reason, exc is not None and dependency_failing(exc))
 
     async def retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
         async for attempt in AsyncRetrying(

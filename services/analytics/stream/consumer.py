@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from mode import Service
 
-from services.analytics.stream.apply import BatchApplier, Record
+from services.analytics.stream.apply import BatchApplier, Record, dependency_failing
 from services.analytics.stream.decode import MAX_AHEAD_SECONDS, DeadLetter, InvalidEvent
 from services.analytics.stream.progress import (BATCH_SECONDS, EVENTS_APPLIED, EVENTS_LOST, EVENTS_SKIPPED, OFFSETS_RESET,
                                                 Progress)
@@ -165,7 +165,7 @@ class PartitionWriter:
                 if self.stopping:
                     return
                 logger.exception("writer of %s failed; resuming from the stored offset", self.tp)
-                self.owner.progress.failing(f"{type(exc).__name__}: {exc}")
+                self.owner.progress.failing(f"{type(exc).__name__}: {exc}", dependency_failing(exc))
                 await asyncio.sleep(1.0)
 
     async def _write_forever(self) -> None:

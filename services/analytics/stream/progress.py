@@ -39,14 +39,20 @@ WRITE_FAILING = Gauge("parley_worker_write_failing", "1 while the last attempt t
 
 @dataclass
 class Progress:
-    """Healthy unless messages wait while nothing has been applied for `stall_seconds`, or writes
-    have been failing (and retried) for that long."""
+    """Live unless the worker is stuck in a way a restart may cure: messages wait while nothing has been
+    applied for `stall_seconds` and no write fails, or writes have failed for that long for a reason
+    that is not a dependency's. Writes failing because PostgreSQL (or a broker) is unreachable or
+    refuses writes for now (apply.dependency_failing) keep it live, however long: a restart cannot bring
+    PostgreSQL back, a restart storm ends in CrashLoopBackOff that delays the catch-up once it is back,
+    and each restart loses what the worker holds in memory (the minutes its summaries owe). The
+    detail and parley_worker_write_failing say what fails meanwhile."""
 
     stall_seconds: float
     next_offset: dict[tuple[str, int], int] = field(default_factory=dict)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     last_progress: float = field(default_factory=time.monotonic)
     failing_since: float | None = None
+    unexplained_since: float | None = None  # writes failing since then, for no dependency's reason
     failure: str = ""
     waiting_for: str = ""  # set while the start waits for a dependency (startup.KafkaReachable)
 
@@ -56,17 +62,24 @@ class Progress:
             self.next_offset[key] = next_offset
             self.last_progress = time.monotonic()
 
-    def failing(self, reason: str) -> None:
+    def failing(self, reason: str, dependency: bool) -> None:
+        """A write failed; `dependency`: for a dependency unreachable or refusing writes for now."""
         WRITE_FAILURES.inc()
         WRITE_FAILING.set(1)
         self.failure = reason
+        now = time.monotonic()
         if self.failing_since is None:
-            self.failing_since = time.monotonic()
+            self.failing_since = now
+        if dependency:
+            self.unexplained_since = None
+        elif self.unexplained_since is None:
+            self.unexplained_since = now
 
     def recovered(self) -> None:
         if self.failing_since is not None:
             WRITE_FAILING.set(0)
             self.failing_since = None
+            self.unexplained_since = None
             self.failure = ""
 
     def observe_lag(self, topic: str, partition: int, highwater: int | None, position: int | None) -> None:
@@ -95,7 +108,9 @@ class Progress:
         if self.failing_since is not None:
             failing = now - self.failing_since
             detail = f"writes failing for {failing:.0f}s ({self.failure}); {waiting} message(s) waiting"
-            return failing <= self.stall_seconds, detail
+            if self.unexplained_since is None:
+                return True, f"{detail}; a dependency is unreachable or refusing writes, which a restart cannot cure"
+            return now - self.unexplained_since <= self.stall_seconds, detail
         if waiting > 0 and idle > self.stall_seconds:
             return False, f"{waiting} message(s) waiting and no progress for {idle:.0f}s"
         return True, f"lag {waiting}, last progress {idle:.0f}s ago"
