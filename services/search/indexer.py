@@ -11,7 +11,7 @@ page gives the same chunks (its document is replaced as a whole), so at-least-on
 Undecodable messages go to the dead-letter topic; pages of a key that is unknown or revoked (a crawl
 still under way when its key went) are dropped, logged and counted. At start it also embeds, in the
 background, the chunks that have no embedding of the current model (knowledge written before dense
-retrieval, or a model change)."""
+retrieval, or a model change), again after a failure worth retrying until done."""
 
 from __future__ import annotations
 
@@ -207,9 +207,13 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
 
 
 async def _reembed(indexing: Indexing, producer: EventProducer, settings: SearchSettings) -> None:
+    """Embeds the stale chunks, again after a failure worth retrying (PostgreSQL away or refusing writes)
+    until done: each attempt takes up what is still stale. Search has the lexical arm meanwhile. (The
+    versions are bumped at the end of an attempt: the keys of the batches a failed attempt wrote are
+    announced only with a later change of their knowledge.)"""
     try:
-        versions = await indexing.reembed_stale()
-    except Exception:  # noqa: BLE001 - retried at the next start; search still has the lexical arm
+        versions = await _retrying(indexing.reembed_stale)
+    except Exception:  # noqa: BLE001 - one that would fail again (a bug): retried at the next start
         logger.exception("re-embedding stale chunks failed")
         return
     for key_id, version in versions.items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -162,3 +163,40 @@ async def test_writes_refused_are_unavailable_and_waited_out(services, search, a
         await writable.close()
         await producer.stop()
         await site.stop()
+
+
+@pytest.mark.timeout(300)
+async def test_reembedding_waits_until_postgres_takes_writes(search, admin, pg, settings, caplog):
+    """The indexer's re-embedding of stale chunks (at its start) met PostgreSQL refusing writes: it gave up
+    until the next start of the process. It retries until the chunks are embedded, and the key's
+    version moves so that the search replicas load the new vectors."""
+    from services.common import db
+    from services.common.embedding import Embedder
+    from services.search import indexer
+    from services.search.indexing import Indexing
+
+    key = await make_key(search, admin, "reembed-read-only", faq=[("Is it waterproof?", "Yes, to IPX7.")],
+                         docs=[("Care", "Rinse the frame with fresh water. Dry the chain and oil it lightly.")])
+    # As written by another model: stale for the current one.
+    await pg.execute("UPDATE knowledge_chunks SET embedding_model = 'an-older-model' WHERE product_key_id = $1", key.id)
+    version = await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id)
+    pool = await db.create_pool(settings.postgres_dsn, max_size=2)
+    producer = EventProducer(settings.kafka_bootstrap, client_id="test-reembed")
+    await producer.start()
+    caplog.set_level(logging.WARNING, logger=indexer.__name__)
+
+    async def met_the_refusal() -> bool:
+        return reembed.done() or any(REFUSED in r.getMessage() or (r.exc_text or "").find(REFUSED) >= 0
+                                     for r in caplog.records)
+
+    try:
+        async with read_only(settings.postgres_dsn):
+            reembed = asyncio.ensure_future(indexer._reembed(Indexing(pool), producer, settings))
+            await _until(met_the_refusal, "re-embedding never tried to write")
+        await asyncio.wait_for(reembed, 120)
+        rows = await pg.fetch("SELECT embedding_model FROM knowledge_chunks WHERE product_key_id = $1", key.id)
+        assert [r["embedding_model"] for r in rows] == [Embedder.load().model_id] * 2, "still stale"
+        assert await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id) > version
+    finally:
+        await producer.stop()
+        await pool.close()
