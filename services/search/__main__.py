@@ -77,7 +77,7 @@ async def main(settings: SearchSettings) -> None:
                     dense.index.forget(event.product_key_id, event.knowledge_version)
                 key_hash = await key_hash_of(pool, event.product_key_id)
                 if key_hash is not None:
-                    await cache.invalidate(key_hash)
+                    await cache.invalidate(key_hash, event.knowledge_version)
 
             candidate = KnowledgeFollower(settings.kafka_bootstrap, settings.topic("knowledge_updated"), forget_key)
             await candidate.start()

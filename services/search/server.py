@@ -117,7 +117,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         try:
             key_hash = await keys.key_hash_of(self._pool, key_id)
             if key_hash is not None:
-                await self._planner.cache.invalidate(key_hash)
+                await self._planner.cache.invalidate(key_hash, version)
             if self._planner.dense is not None:
                 self._planner.dense.index.forget(key_id, version)
         except Exception:  # noqa: BLE001 - the event below and the TTL still bound the staleness
