@@ -6,6 +6,10 @@ from services.analytics.stream.decode import MAX_AHEAD_SECONDS
 from services.common.settings import CommonSettings
 from services.common.settings import get_settings as _get_settings
 
+# The chat turns topic's retention (deploy/k8s/base/kafka/topics.yaml): a turn is stamped before its
+# feedback, so one not stored when its feedback is older than this is gone from Kafka.
+PENDING_FEEDBACK_HORIZON_SECONDS = 7 * 24 * 3600.0
+
 
 class AnalyticsSettings(CommonSettings):
     """The analytics API's bounds; the stream worker's consumer, batches, liveness and garbage collector."""
@@ -22,11 +26,13 @@ class AnalyticsSettings(CommonSettings):
     stream_batch_size: int = 1000
     stream_lagging_batches: int = 4              # a writer behind writes batches of up to this many batch sizes
     stream_buffer_events: int = 240_000          # events held at most over all partitions (bounds the memory)
-    worker_stall_seconds: float = 60.0           # liveness: messages waiting and no progress this long
+    worker_stall_seconds: float = 60.0           # liveness: stuck this long, no dependency to blame
     worker_lag_interval_seconds: float = 5.0
     worker_session_timeout_seconds: float = 10.0
     minutely_publish_interval_seconds: float = 5.0
     feedback_attribution_interval_seconds: float = 2.0  # feedback applied before its turn: moved this often
+    # Feedback whose turn is not stored this long after it is given up on (left under UNKNOWN).
+    feedback_pending_horizon_seconds: float = PENDING_FEEDBACK_HORIZON_SECONDS
 
     # Stream processor: its own consumer of the hot topics, retries, event loop.
     stream_fetch_max_bytes: int = 64 * 1024 * 1024        # one fetch across partitions

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import asyncpg
 
@@ -182,3 +182,28 @@ def test_which_errors_are_retried_and_which_split_the_batch():
     for exc in (asyncpg.ProgramLimitExceededError(), asyncpg.CharacterNotInRepertoireError(),
                 asyncpg.UniqueViolationError(), OverflowError(), asyncpg.exceptions._base.DataError("encode")):
         assert not is_transient(exc), exc
+
+
+async def test_feedback_whose_turn_never_comes_stops_being_pending_past_the_horizon_and_stays_unknown(
+        pg, settings, sink_pool):
+    """A turn dead-lettered or dropped by a full outbox never arrives: its feedback is looked for no
+    longer than the horizon (the chat turns' retention), so attribution does not rescan it for good."""
+    key_id = f"orphan-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(timezone.utc)
+    old, recent = (events_pb2.Feedback(event_id=new_event_id(), product_key_id=key_id, request_id=uuid.uuid4().hex,
+                                       rating=rating) for rating in (1, -1))
+    old.occurred_at.FromDatetime(now - timedelta(days=8))
+    recent.occurred_at.FromDatetime(now - timedelta(hours=1))
+    sink = await _sink(sink_pool, settings)
+    await sink.write_feedback([(Position("fb", 0, 0), old), (Position("fb", 0, 1), recent)])
+
+    async def pending() -> dict[str, bool]:
+        rows = await pg.fetch("SELECT event_id, pending FROM feedback_events WHERE product_key_id = $1", key_id)
+        return {r["event_id"]: r["pending"] for r in rows}
+
+    assert await pending() == {old.event_id: True, recent.event_id: True}
+    await sink.attribute_pending_feedback()
+    assert await pending() == {old.event_id: False, recent.event_id: True}   # the recent turn may still come
+    counts = await pg.fetch("SELECT strategy, model, feedback_up, feedback_down FROM metrics_minute "
+                            "WHERE product_key_id = $1 ORDER BY minute", key_id)
+    assert [tuple(r) for r in counts] == [("UNKNOWN", "unknown", 1, 0), ("UNKNOWN", "unknown", 0, 1)]

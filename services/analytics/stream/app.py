@@ -94,7 +94,8 @@ def create_app(settings: AnalyticsSettings) -> tuple[faust.App, list[Service]]:
         broker_session_timeout=settings.worker_session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.worker_session_timeout_seconds / 3),
     )
-    sink = MetricsSink(settings.postgres_dsn, settings.worker_app_id)
+    sink = MetricsSink(settings.postgres_dsn, settings.worker_app_id,
+                       pending_horizon_seconds=settings.feedback_pending_horizon_seconds)
     progress = Progress(stall_seconds=settings.worker_stall_seconds)
     http = WorkerHttp(settings.worker_metrics_port, progress)
     dead_letters = StreamDeadLetters(settings.kafka_bootstrap, settings.topic("deadletter"))
@@ -139,7 +140,8 @@ def create_app(settings: AnalyticsSettings) -> tuple[faust.App, list[Service]]:
     @app.timer(interval=settings.feedback_attribution_interval_seconds)
     async def attribute_pending_feedback() -> None:
         """Feedback applied before the turn it rates (another topic, another writer) was counted
-        under UNKNOWN: once the turn is stored, its counts move to the turn's strategy and model."""
+        under UNKNOWN: once the turn is stored, its counts move to the turn's strategy and model (if
+        it is within the horizon: past it, the feedback stays under UNKNOWN and is looked at no more)."""
         try:
             summaries.mark(await sink.attribute_pending_feedback())
         except Exception as exc:  # noqa: BLE001 - PostgreSQL away: the feedback stays pending, tried again

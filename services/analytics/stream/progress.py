@@ -31,6 +31,11 @@ BATCHES_WRITTEN_AGAIN = Counter(
     "parley_worker_batches_written_again_total",
     "Batches of turns written a second time, skipping events stored before (redelivered at new offsets).",
 )
+FEEDBACK_UNATTRIBUTED = Counter(
+    "parley_worker_feedback_unattributed_total",
+    "Feedback whose turn was not stored within PARLEY_FEEDBACK_PENDING_HORIZON_SECONDS of it (dead-lettered, "
+    "or dropped by a full outbox): no longer looked for, counted under UNKNOWN.",
+)
 WRITE_FAILURES = Counter(
     "parley_worker_write_failures_total", "Failed attempts to write a batch (each one is retried)."
 )

@@ -12,7 +12,8 @@ from typing import NamedTuple
 import asyncpg
 from mode import Service
 
-from services.analytics.stream.progress import BATCHES_WRITTEN_AGAIN
+from services.analytics.settings import PENDING_FEEDBACK_HORIZON_SECONDS
+from services.analytics.stream.progress import BATCHES_WRITTEN_AGAIN, FEEDBACK_UNATTRIBUTED
 from services.analytics.stream.rows import (
     SOURCE_SEPARATOR,
     STAGE_COLUMNS,
@@ -138,6 +139,14 @@ INSERT INTO metrics_minute AS m (product_key_id, minute, strategy, model, feedba
 SELECT product_key_id, minute, strategy, model, sum(up), sum(down)
 FROM delta
 """ + _ADD_FEEDBACK_COUNTS + "RETURNING product_key_id, minute\n"
+
+# Pending feedback older than the horizon whose turn never came (dead-lettered, or dropped by a full
+# outbox): no longer looked for, its counts stay under UNKNOWN. Without it every attribution round
+# read such feedback again, for good, and the rounds grew with time.
+EXPIRE_PENDING_FEEDBACK = """
+UPDATE feedback_events SET pending = false
+WHERE pending AND occurred_at < now() - make_interval(secs => $1)
+"""
 
 # The stored offsets are locked for the transaction: events below them were applied already
 # (a redelivery after a crash between the PostgreSQL commit and the Kafka commit) and are dropped.
@@ -286,10 +295,12 @@ async def _create_stage(conn: asyncpg.Connection) -> None:
 class MetricsSink(Service):
     """Owns the PostgreSQL pool of the worker and applies batches transactionally."""
 
-    def __init__(self, dsn: str, consumer_group: str, **kwargs) -> None:
+    def __init__(self, dsn: str, consumer_group: str, *,
+                 pending_horizon_seconds: float = PENDING_FEEDBACK_HORIZON_SECONDS, **kwargs) -> None:
         super().__init__(**kwargs)
         self._dsn = dsn
         self._group = consumer_group
+        self._pending_horizon = pending_horizon_seconds
         self.pool: asyncpg.Pool | None = None
 
     async def on_start(self) -> None:
@@ -328,9 +339,15 @@ class MetricsSink(Service):
 
     async def attribute_pending_feedback(self) -> set[tuple[str, datetime]]:
         """Moves the counts of feedback that came before its turn to the turn's strategy and model,
-        once the turn is stored; the (key, minute) rows changed."""
+        once the turn is stored; the (key, minute) rows changed. Then gives up on the pending feedback
+        older than the horizon (EXPIRE_PENDING_FEEDBACK)."""
         assert self.pool is not None
         rows = await self.pool.fetch(ATTRIBUTE_PENDING_FEEDBACK)
+        expired = int((await self.pool.execute(EXPIRE_PENDING_FEEDBACK, self._pending_horizon)).split()[-1])
+        if expired:
+            FEEDBACK_UNATTRIBUTED.inc(expired)
+            logger.info("%d feedback event(s) older than %.0f s whose turn was never stored: left under UNKNOWN",
+                        expired, self._pending_horizon)
         return {(r["product_key_id"], r["minute"]) for r in rows}
 
     async def _write(self, records, insert, prepared: TurnBatch | None = None) -> Applied:
