@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from services.common.grpc_server import ServiceSpec, bind_address, channel, check_serving, port_of, serve
+from services.common.grpc_server import ServiceSpec, Transport, bind_address, channel, check_serving, port_of, serve
 from services.common.kafka import EventProducer
 from services.common.knowledge_events import KnowledgeFollower
 from services.common.outbox import Outbox
@@ -99,6 +99,7 @@ async def main(settings: ResponseSettings) -> None:
                          "redis": check_redis, "redis-writes": store.check_writes, "search": check_search},
             grace_seconds=settings.shutdown_grace_seconds,
             max_message_bytes=settings.grpc_max_message_bytes,
+            transport=Transport.from_settings(settings),
         )
     )
 

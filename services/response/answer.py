@@ -40,12 +40,6 @@ _GROUNDED = ("KNOWLEDGE", "WEB")
 _FEEDBACK_NAMESPACE = uuid.UUID("6f1d2c1e-4a53-4c1b-9d0e-7c6a1f0b9e21")
 
 
-async def _alone(items: AsyncIterator) -> AsyncIterator[tuple[bool, object]]:
-    async with aclosing(items):
-        async for item in items:
-            yield True, item
-
-
 async def _faq_answer(text: str, passages: list[common_pb2.Passage]) -> AsyncIterator[str | Answer]:
     """The stored FAQ answer, citing the FAQ entry (the first passage of an FAQ plan)."""
     first = passages[0].id if passages else ""
@@ -322,11 +316,14 @@ class ChatEngine:
         answer: Answer | None = None
         status = BYPASS
         state.cache_status = MISS if cacheable else BYPASS
+        # Either way the answer is produced in a task of its own, at its own pace: a ChatStream caller
+        # that stops reading (grants no flow-control window) does not hold the LLM's stream open, and
+        # with it a connection of the LLM client's pool, for as long as its call lasts.
         if cacheable:
             flight_key = ResponseStore.answer_key(plan.product_key_id, version, qhash)
             items = self.flights.run(flight_key, work)
         else:
-            items = _alone(work())
+            items = self.flights.run(f"alone:{state.request_id}", work)
         async with aclosing(items):
             async for leader, item in items:
                 if isinstance(item, str):

@@ -256,3 +256,25 @@ async def test_when_a_lock_goes_without_an_answer_one_waiting_replica_answers(se
             (one if i % 2 else two).stub.Chat(ask(shop, question, session_id=f"w{i}"), timeout=20) for i in range(6)))
     assert llm.count() == 1, [(r.outcome, r.model, r.finished) for r in llm.requests]
     assert len({r.answer for r in replies}) == 1 and replies[0].model == SMALL
+
+
+async def test_an_answer_is_read_from_the_llm_to_its_end_while_its_caller_does_not_read(served, llm, shop):
+    """A ChatStream caller that stops reading (grants no flow-control window) suspends the turn at a
+    piece it sends. The LLM's stream is read to its end meanwhile, in a task of its own, so its
+    connection goes back to the LLM client's pool instead of being held for as long as the call lasts."""
+    llm.token_delay = 0.05
+    async with served() as s:
+        turn = s.engine.turn(ask(shop, "How much does the Plus plan cost?", no_cache=True))
+        try:
+            first = await turn.__anext__()
+            assert isinstance(first, str)
+            pool = s.engine.llm.client._client._client._transport._pool   # the groq client's httpx pool
+            for _ in range(200):                       # no more pieces asked for meanwhile
+                if llm.requests[-1].finished and pool.connections and all(c.is_idle() for c in pool.connections):
+                    break
+                await asyncio.sleep(0.05)
+            assert llm.requests[-1].finished and all(c.is_idle() for c in pool.connections), pool.connections
+            rest = [item async for item in turn]
+        finally:
+            await turn.aclose()
+    assert isinstance(rest[-1], response_pb2.ChatResponse) and rest[-1].answer.startswith(first)
