@@ -284,9 +284,15 @@ FROM product_keys WHERE key_hash = $1 AND revoked_at IS NULL
 """
 
 
+# A key check waits this long for a connection of its pool: one whose connections are all taken (a
+# flood of unknown secrets while Redis is away) answers UNAVAILABLE instead of holding the call.
+KEY_CHECK_ACQUIRE_SECONDS = 2.0
+
+
 async def validate_key(pool: asyncpg.Pool, key_hash: bytes) -> KeyRecord | None:
     """The key with its settings and knowledge version in one query; None when unknown or revoked."""
-    row = await pool.fetchrow(_VALIDATE, key_hash)
+    async with pool.acquire(timeout=KEY_CHECK_ACQUIRE_SECONDS) as conn:
+        row = await conn.fetchrow(_VALIDATE, key_hash)
     if row is None:
         return None
     settings = row["settings"]

@@ -227,3 +227,24 @@ async def test_a_record_read_before_a_knowledge_change_is_not_cached_again_after
         await client.aclose()
     reply = await search.Plan(search_pb2.PlanRequest(product_key=key.secret, message="Do you ship abroad?"), timeout=10)
     assert reply.knowledge_version == added.knowledge_version
+
+
+async def test_a_key_check_whose_pool_is_taken_answers_unavailable_instead_of_waiting(stack, monkeypatch):
+    """Redis away, a flood of secrets to check in PostgreSQL: a check that cannot get a connection of its
+    pool within its bound is UNAVAILABLE (with a retry hint), not held for as long as the flood lasts."""
+    import asyncpg
+
+    from services.common import product_keys
+    from services.common.errors import Unavailable
+
+    monkeypatch.setattr(product_keys, "KEY_CHECK_ACQUIRE_SECONDS", 0.3, raising=False)
+    pool = await asyncpg.create_pool(stack.postgres_dsn, min_size=1, max_size=1)
+    validator = KeyValidator(create_redis("redis://127.0.0.1:1/0"), lambda: pool, ttl_seconds=30, local_seconds=0,
+                             default_rate=10, default_burst=10)
+    try:
+        async with pool.acquire():                     # every connection of the pool taken
+            with pytest.raises(Unavailable) as info:
+                await asyncio.wait_for(validator.validate("pk_" + uuid.uuid4().hex), 10)
+        assert info.value.trailers
+    finally:
+        await pool.close()
