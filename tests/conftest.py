@@ -204,3 +204,31 @@ async def until_serving(launcher: Launcher, name: str, ch: grpc.aio.Channel, tim
         except Exception:  # noqa: BLE001 - starting
             assert time.monotonic() < deadline, f"{name} never said SERVING; see {launcher.log_file(name)}"
             await asyncio.sleep(0.3)
+
+
+async def stream_ended_by_sigterm(test_env: dict[str, str], state: Path, name: str, open_stream
+                                  ) -> tuple[grpc.aio.AioRpcError, float]:
+    """Starts service `name` alone (its own ports, a 20 s grace), opens a stream with
+    `open_stream(channel)`, reads its first reply and SIGTERMs the service: the error the stream then
+    ends with (the test fails if it does not within 15 s) and the seconds it took."""
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    addr = f"127.0.0.1:{free_port()}"
+    launcher = Launcher(state, env={**test_env, f"PARLEY_{name.upper()}_ADDR": addr,
+                                    f"PARLEY_{name.upper()}_METRICS_PORT": str(free_port()),
+                                    "PARLEY_SHUTDOWN_GRACE_SECONDS": "20"})
+    launcher.start([name])
+    try:
+        async with channel(addr) as ch:
+            await until_serving(launcher, name, ch)
+            stream = open_stream(ch)
+            await stream.read()
+            started = time.monotonic()
+            os.kill(launcher.pid(name), signal.SIGTERM)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await asyncio.wait_for(stream.read(), timeout=15)
+            return info.value, time.monotonic() - started
+    finally:
+        launcher.stop([name])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -251,33 +249,15 @@ async def test_stream_metrics_ends_unavailable_with_a_retry_hint_when_the_servic
     """A dashboard's StreamMetrics never ends by itself: on SIGTERM the analytics service ends it with
     UNAVAILABLE and a retry-after (reconnect to another instance) at once, instead of holding the
     shutdown for the whole grace period and having gRPC cancel the stream."""
-    from bench.harness import free_port
-    from services.common.grpc_server import channel
     from services.common.pb.parley.v1 import analytics_pb2_grpc
-    from services.launcher import Launcher
-    from tests.conftest import until_serving
+    from tests.conftest import stream_ended_by_sigterm
 
-    addr = f"127.0.0.1:{free_port()}"
-    launcher = Launcher(tmp_path, env={**test_env, "PARLEY_ANALYTICS_ADDR": addr,
-                                       "PARLEY_ANALYTICS_METRICS_PORT": str(free_port()),
-                                       "PARLEY_SHUTDOWN_GRACE_SECONDS": "20"})
-    launcher.start(["analytics"])
-    try:
-        async with channel(addr) as ch:
-            await until_serving(launcher, "analytics", ch)
-            stream = analytics_pb2_grpc.AnalyticsServiceStub(ch).StreamMetrics(
-                analytics_pb2.StreamMetricsRequest(product_key_id=key_a.id, interval_seconds=60), metadata=admin)
-            await stream.read()
-            started = time.monotonic()
-            os.kill(launcher.pid("analytics"), signal.SIGTERM)
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await asyncio.wait_for(stream.read(), timeout=15)
-            ended = time.monotonic() - started
-    finally:
-        launcher.stop(["analytics"])
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
-    assert "shutting down" in info.value.details()
-    assert dict(info.value.trailing_metadata() or ()).get("retry-after"), info.value.trailing_metadata()
+    error, ended = await stream_ended_by_sigterm(
+        test_env, tmp_path, "analytics", lambda ch: analytics_pb2_grpc.AnalyticsServiceStub(ch).StreamMetrics(
+            analytics_pb2.StreamMetricsRequest(product_key_id=key_a.id, interval_seconds=60), metadata=admin))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+    assert "shutting down" in error.details()
+    assert dict(error.trailing_metadata() or ()).get("retry-after"), error.trailing_metadata()
     assert ended < 10, f"the stream held the shutdown {ended:.1f} s"
 
 

@@ -127,37 +127,15 @@ async def test_a_watch_ends_unavailable_with_a_retry_hint_when_the_scraper_drain
     """WatchCrawl of a job that is still queued never ends by itself: on SIGTERM the scraper ends it
     with UNAVAILABLE and a retry-after (watch on another instance) at once, instead of holding its
     shutdown for the whole grace and having gRPC cancel the stream."""
-    import os
-    import signal
-    import time
-
-    from bench.harness import free_port
-    from services.common.grpc_server import channel
     from services.common.pb.parley.v1 import scraper_pb2_grpc
-    from services.launcher import Launcher
-    from tests.conftest import until_serving
+    from tests.conftest import stream_ended_by_sigterm
 
     key = await make_key(search, admin, "drain-watch", faq=[], docs=[])
     request = await _job(pg, key.id, "http://127.0.0.1:9/", max_depth=0)   # never on Kafka: stays queued
-    addr = f"127.0.0.1:{free_port()}"
-    launcher = Launcher(tmp_path, env={**test_env, "PARLEY_SCRAPER_ADDR": addr,
-                                       "PARLEY_SCRAPER_METRICS_PORT": str(free_port()),
-                                       "PARLEY_SHUTDOWN_GRACE_SECONDS": "20"})
-    launcher.start(["scraper"])
-    try:
-        async with channel(addr) as ch:
-            await until_serving(launcher, "scraper", ch)
-            watch = scraper_pb2_grpc.ScraperServiceStub(ch).WatchCrawl(
-                scraper_pb2.GetCrawlRequest(job_id=request.job_id), metadata=admin, timeout=60)
-            assert (await watch.read()).state == "queued"
-            started = time.monotonic()
-            os.kill(launcher.pid("scraper"), signal.SIGTERM)
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await asyncio.wait_for(watch.read(), timeout=15)
-            ended = time.monotonic() - started
-    finally:
-        launcher.stop(["scraper"])
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
-    assert "shutting down" in info.value.details()
-    assert dict(info.value.trailing_metadata() or ()).get("retry-after"), info.value.trailing_metadata()
+    error, ended = await stream_ended_by_sigterm(
+        test_env, tmp_path, "scraper", lambda ch: scraper_pb2_grpc.ScraperServiceStub(ch).WatchCrawl(
+            scraper_pb2.GetCrawlRequest(job_id=request.job_id), metadata=admin, timeout=60))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+    assert "shutting down" in error.details()
+    assert dict(error.trailing_metadata() or ()).get("retry-after"), error.trailing_metadata()
     assert ended < 10, f"the watch held the shutdown {ended:.1f} s"
