@@ -20,6 +20,8 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
+from datetime import timezone
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -34,6 +36,7 @@ from services.common.kafka import STOP_SECONDS, DeadLetters, EventProducer, new_
 from services.common.knowledge_store import NewChunk
 from services.common.metrics import serve_metrics
 from services.common.pb.parley.v1 import events_pb2
+from services.common.text import storable
 from services.common.runner import run_service, when_ready
 from services.search.settings import SearchSettings
 from services.search import keys
@@ -76,15 +79,46 @@ BATCH_CHUNKS = 64
 BATCH_WAIT_MS = 200
 
 
-# Pages that changed nothing because their key is gone: a key id that fits but names no key, or a key
-# revoked while its crawl was under way. Not dead letters: nothing is wrong with the page, and no replay
-# could write it (a key is never revived).
-PAGES_DROPPED = Counter("parley_indexer_pages_dropped_total",
-                        "Knowledge pages dropped because their product key is unknown or revoked.", ["reason"])
+# Pages that changed nothing because their key is gone (a key id that fits but names no key, or a key
+# revoked while its crawl was under way), or because a newer page of their document is written. Not
+# dead letters: nothing is wrong with the page, and no replay could write it (a key is never revived).
+PAGES_DROPPED = Counter("parley_indexer_pages_dropped_total", "Knowledge pages dropped because their product key "
+                        "is unknown or revoked, or a newer page of their document is written.", ["reason"])
 
 
 def _chunks(page: events_pb2.KnowledgePage) -> list[NewChunk]:
     return [NewChunk(c) for c in dict.fromkeys(page.chunks) if c.strip()]
+
+
+class _Superseded(Exception):
+    """A page crawled before the page last written for its document: written, it would undo that one."""
+
+
+# The documents' crawl times, each moved to the page's unless it holds a later one (migration 0022).
+_NOT_OLDER = """
+INSERT INTO knowledge_page_times AS t (product_key_id, document, occurred_at)
+SELECT $1, unnest($2::text[]), $3
+ON CONFLICT (product_key_id, document) DO UPDATE SET occurred_at = excluded.occurred_at
+WHERE t.occurred_at <= excluded.occurred_at
+RETURNING t.document
+"""
+
+
+def _in_order(page: events_pb2.KnowledgePage) -> Callable[[asyncpg.Connection, str], Awaitable[None]]:
+    """The check a page's transaction runs first: its key is live (keys.require_live), and the page is
+    not older than what is written for the documents it replaces. Offsets order the pages of a key only
+    within one owner of its partition: after a rebalance the former owner may still be writing a page
+    the new owner has written since, with newer content after it. The key's row lock (require_live)
+    serialises the writers of a key, so the later writer sees the earlier one's time. A page without a
+    crawl time (occurred_at unset) is written unordered, as before."""
+    names = sorted({storable(n) for n in (page.document, page.url if page.removed else page.old_document)} - {""})
+    crawled = page.occurred_at.ToDatetime(tzinfo=timezone.utc) if page.HasField("occurred_at") else None
+
+    async def check(conn: asyncpg.Connection, key_id: str) -> None:
+        await keys.require_live(conn, key_id)
+        if crawled is not None and len(await conn.fetch(_NOT_OLDER, key_id, names, crawled)) < len(names):
+            raise _Superseded
+    return check
 
 
 class PageIndexer:
@@ -99,20 +133,21 @@ class PageIndexer:
 
     async def index(self, page: events_pb2.KnowledgePage, vectors: list[bytes] | None = None) -> int | None:
         """Applies one page (with its chunks' embeddings if already computed); returns the new
-        knowledge version (None: the key does not exist or is revoked, and the page was dropped).
-        The key is checked in the page's transaction, share-locked (keys.require_live, as AddDocument
-        does), so a revocation that commits first is seen and one that comes later waits for it."""
+        knowledge version (None: the key does not exist or is revoked, or a newer page of the document
+        is written, and the page was dropped). The key is checked in the page's transaction, locked
+        (keys.require_live, as AddDocument does), so a revocation that commits first is seen and one
+        that comes later waits for it."""
         key_id = page.product_key_id
         try:
             if page.removed:
                 _, version = await self.indexing.remove(key_id, "page", {page.document, page.url},
-                                                        require=keys.require_live)
+                                                        require=_in_order(page))
                 reason = "page_removed"
             else:
                 chunks = _chunks(page)
                 _, _, version = await self.indexing.write(key_id, "page", page.document, page.title, page.document,
                                                           chunks, replace={page.document, page.old_document},
-                                                          vectors=vectors, require=keys.require_live)
+                                                          vectors=vectors, require=_in_order(page))
                 reason = "page_changed"
                 self.chunks += len(chunks)
         except NotFound:
@@ -123,6 +158,12 @@ class PageIndexer:
         except FailedPrecondition:
             logger.info("page %s of a revoked key (%s); dropped", page.document[:200], key_id)
             PAGES_DROPPED.labels("key_revoked").inc()
+            self.dropped += 1
+            return None
+        except _Superseded:
+            logger.info("page %s of %s crawled before the page written for it; dropped", page.document[:200],
+                        key_id)
+            PAGES_DROPPED.labels("superseded").inc()
             self.dropped += 1
             return None
         self.pages += 1
