@@ -249,9 +249,9 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
 
 async def _reembed(indexing: Indexing, producer: EventProducer, settings: SearchSettings) -> None:
     """Embeds the stale chunks, again after a failure worth retrying (PostgreSQL away or refusing writes)
-    until done: each attempt takes up what is still stale. Search has the lexical arm meanwhile. (The
-    versions are bumped at the end of an attempt: the keys of the batches a failed attempt wrote are
-    announced only with a later change of their knowledge.)"""
+    until done: each attempt takes up what is still stale. Search has the lexical arm meanwhile. Each
+    batch bumps its keys' versions as it stores their vectors; the announcements go once all is done
+    (until then a replica sees a new version when its cached key record expires)."""
     try:
         versions = await _retrying(indexing.reembed_stale)
     except Exception:  # noqa: BLE001 - one that would fail again (a bug): retried at the next start

@@ -241,10 +241,12 @@ class Indexing:
 
     async def reembed_stale(self, batch: int = 256) -> dict[str, int]:
         """Embeds every chunk without an embedding of the current model (chunks written before dense
-        retrieval, or by another model) or without sentence embeddings (written before those), bumping each touched key's version so that the search
-        replicas reload it; returns {key id: version}. Idempotent and resumable."""
+        retrieval, or by another model) or without sentence embeddings (written before those); each batch
+        bumps the versions of its keys in the transaction that stores its vectors, so that the search
+        replicas reload them also when a later batch fails. Returns {key id: last version}. Idempotent
+        and resumable."""
         embedder = await self.embedder()
-        keys: set[str] = set()
+        versions: dict[str, int] = {}
         last_id, total, started = 0, 0, time.monotonic()
         while True:
             rows = await self._pool.fetch(_STALE, embedder.model_id, last_id, batch)
@@ -252,13 +254,12 @@ class Indexing:
                 break
             texts = [ChunkText.of(NewChunk(r["content"], r["question"]), r["kind"], r["title"]) for r in rows]
             vectors = await self._embed_chunks(texts)
-            await self._pool.execute(_SET_EMBEDDINGS, [r["id"] for r in rows], vectors, embedder.model_id,
-                                     VECTOR_BYTES)
-            keys.update(r["product_key_id"] for r in rows)
+            async with self._pool.acquire() as conn, conn.transaction():
+                # The keys' rows first, in order, as every writer of a key's knowledge takes them.
+                for key_id in sorted({r["product_key_id"] for r in rows}):
+                    versions[key_id] = await bump_version(conn, key_id)
+                await conn.execute(_SET_EMBEDDINGS, [r["id"] for r in rows], vectors, embedder.model_id,
+                                   VECTOR_BYTES)
             last_id, total = rows[-1]["id"], total + len(rows)
             logger.info("re-embedded %d chunks (%.0f/s)", total, total / max(time.monotonic() - started, 1e-6))
-        versions = {}
-        for key_id in sorted(keys):
-            async with self._pool.acquire() as conn:
-                versions[key_id] = await bump_version(conn, key_id)
         return versions

@@ -503,3 +503,28 @@ async def test_pages_of_a_revoked_key_are_dropped_and_the_pages_after_them_index
     dropped = [line for line in metrics.splitlines()
                if line.startswith("parley_indexer_pages_dropped_total") and 'reason="key_revoked"' in line]
     assert dropped and float(dropped[0].split()[-1]) >= 2, dropped
+
+
+async def test_reembedding_that_fails_midway_has_bumped_the_keys_of_the_batches_it_stored(search, admin, pg):
+    """Re-embedding stopped by an error after a batch (PostgreSQL gone, a bug): the keys whose vectors that
+    batch stored have a new version already, so the search replicas reload their vectors."""
+    from services.search.indexing import Indexing
+
+    key = await make_key(search, admin, "stale-midway", faq=[("Is it waterproof?", "Yes, to IPX7.")],
+                         docs=[("Care", "Rinse the frame with fresh water. Dry the chain and oil it lightly.")])
+    await pg.execute("UPDATE knowledge_chunks SET sentence_embeddings = NULL WHERE product_key_id = $1", key.id)
+    version = await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id)
+    indexing = Indexing(pg)
+    embed, calls = indexing._embed_chunks, []
+
+    async def failing_after_one(texts):
+        calls.append(len(texts))
+        if len(calls) > 1:
+            raise ConnectionError("gone mid-way")
+        return await embed(texts)
+
+    indexing._embed_chunks = failing_after_one
+    with pytest.raises(ConnectionError):
+        await indexing.reembed_stale(batch=1)
+    assert await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id) > version
+    assert (await Indexing(pg).reembed_stale())[key.id] > version     # the rest, on the next attempt
