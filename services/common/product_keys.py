@@ -271,7 +271,7 @@ async def key_change(pool: asyncpg.Pool) -> AsyncIterator[None]:
 async def _lift_unless_refused(pool: asyncpg.Pool, written: list[tuple[KeyCache, bytes, str]]) -> None:
     for cache, key_hash, mark in written:
         try:
-            if await validate_key(pool, key_hash) is not None:
+            if await validate_key(pool, key_hash, bounded=False) is not None:
                 await cache.lift(key_hash, mark)
         except Exception as exc:  # noqa: BLE001 - the change's own error is the one to raise
             logger.warning("a key change that did not commit could not lift its tombstone (%r); the old "
@@ -289,10 +289,14 @@ FROM product_keys WHERE key_hash = $1 AND revoked_at IS NULL
 KEY_CHECK_ACQUIRE_SECONDS = 2.0
 
 
-async def validate_key(pool: asyncpg.Pool, key_hash: bytes) -> KeyRecord | None:
-    """The key with its settings and knowledge version in one query; None when unknown or revoked."""
-    async with pool.acquire(timeout=KEY_CHECK_ACQUIRE_SECONDS) as conn:
-        row = await conn.fetchrow(_VALIDATE, key_hash)
+async def validate_key(pool: asyncpg.Pool, key_hash: bytes, *, bounded: bool = True) -> KeyRecord | None:
+    """The key with its settings and knowledge version in one query; None when unknown or revoked.
+    `bounded`: the wait for a connection is KEY_CHECK_ACQUIRE_SECONDS at most (a caller's key check)."""
+    if bounded:
+        async with pool.acquire(timeout=KEY_CHECK_ACQUIRE_SECONDS) as conn:
+            row = await conn.fetchrow(_VALIDATE, key_hash)
+    else:
+        row = await pool.fetchrow(_VALIDATE, key_hash)
     if row is None:
         return None
     settings = row["settings"]
