@@ -420,3 +420,52 @@ async def test_a_stored_offset_past_the_partitions_end_is_lowered_and_the_partit
     assert REGISTRY.get_sample_value("parley_worker_offset_resets_total", {"topic": topic}) == before + 1
     assert any(topic in r.getMessage() and "1000" in r.getMessage() and "past the partition's end" in r.getMessage()
                for r in caplog.records if r.levelno == logging.ERROR), [r.getMessage() for r in caplog.records]
+
+
+async def test_a_worker_whose_writes_are_held_past_the_poll_interval_stays_in_its_group(
+        stack, settings, pg, sink_pool, monkeypatch):
+    """Every writer full while PostgreSQL is away, for longer than max_poll_interval: aiokafka leaves the
+    group when nothing polls, and joins again only on a poll, which a fetch without room never made (the
+    partitions' writers were dropped with the assignment, so nothing ever polled again). The fetch keeps
+    polling for a record now and then: once writes go through again, every turn is stored."""
+    from services.analytics.stream import consumer as consumer_module
+
+    monkeypatch.setattr(consumer_module, "KEEP_POLLING_SECONDS", 0.5, raising=False)
+    key_id = f"held-{uuid.uuid4().hex[:8]}"
+    topic = f"{settings.topic('chat_turns')}.held-{uuid.uuid4().hex[:6]}"
+    await ensure_topics(settings.kafka_bootstrap, [topic], 1)
+    group = f"consumer-test-{uuid.uuid4().hex[:6]}"
+    sink = MetricsSink(settings.postgres_dsn, group)
+    sink.pool = sink_pool
+    writable = asyncio.Event()
+
+    async def write(records, prepared=None):
+        await writable.wait()                    # as while PostgreSQL is away
+        return await sink.write_turns(records, prepared)
+
+    async def no_dead_letters(letter: DeadLetter) -> None:
+        raise AssertionError(f"unexpected dead letter {letter}")
+
+    consumer = EventConsumer(
+        bootstrap=settings.kafka_bootstrap, group_id=group,
+        routes={topic: Route(decode_turn, BatchApplier(write, no_dead_letters))},
+        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets,
+        lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
+        on_minutes=lambda _minutes: None, batch_size=10, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
+        session_timeout_seconds=6,
+    )
+    consumer._config["max_poll_interval_ms"] = 3000
+    p = await producer(settings)
+    try:
+        for i in range(200):
+            await p.send(topic, now_turn(key_id, 1.0 + i).SerializeToString(), key=key_id.encode())
+        await p.flush()
+        await consumer.start()
+        await asyncio.sleep(8)                   # past the poll interval, every writer full
+        writable.set()
+        assert await wait_for(lambda: _is(count_turns(pg, key_id), (200, 200)), timeout=60), \
+            await count_turns(pg, key_id)
+    finally:
+        writable.set()
+        await p.stop()
+        await consumer.stop()

@@ -61,6 +61,9 @@ MIN_WRITE_INTERVAL = 0.5
 # Under light load the broker holds a fetch until this much has arrived (or 100 ms have passed):
 # one fetch a tenth of a second instead of one per batch a producer sends.
 FETCH_MIN_BYTES = 64 * 1024
+# A fetch whose writers have had no room for this long (PostgreSQL away, their batches failing) polls
+# anyway, for one record: aiokafka leaves the group after max_poll_interval (300 s) without a poll.
+KEEP_POLLING_SECONDS = 30.0
 # Offsets committed to Kafka (for lag monitoring and autoscaling only: PostgreSQL holds the ones that
 # count) at most this often, all partitions in one request, the latest always committed in the end.
 COMMIT_INTERVAL = 1.0
@@ -320,18 +323,28 @@ class EventConsumer(Service):
         response, up to 8 MiB, and fetch and unpack it again on resume: a 3,000-turn backlog took 31
         fetches instead of one; on a 600k-event backlog, alternated with this, 11-13 % more of the
         worker's CPU per event and 9-12 % more memory at its peak.)"""
+        polled = time.monotonic()
         while not self.should_stop:
             ready = [tp for tp, w in self.writers.items() if w.has_room]
-            if not ready:
+            if not ready and time.monotonic() - polled < KEEP_POLLING_SECONDS:
                 self.room.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.room.wait(), 0.5)
                 continue
             try:
-                # While a writer has no room, the wait for the others' records is short: it gets
-                # room back as soon as its writer takes a chunk, and must not wait behind them.
-                chunks = await self.consumer.getmany(*ready, timeout_ms=500 if len(ready) == len(self.writers) else 50,
-                                                     max_records=min(self.batch_size, FETCH_SLICE))
+                if ready:
+                    # While a writer has no room, the wait for the others' records is short: it gets
+                    # room back as soon as its writer takes a chunk, and must not wait behind them.
+                    chunks = await self.consumer.getmany(
+                        *ready, timeout_ms=500 if len(ready) == len(self.writers) else 50,
+                        max_records=min(self.batch_size, FETCH_SLICE))
+                else:
+                    # No writer has had room for long (PostgreSQL away), or none is assigned: aiokafka
+                    # leaves the group after max_poll_interval without a poll and does not join it
+                    # again until it polls. A poll of at most one record keeps it a member (and, with
+                    # no partition left, lets it join again): the record joins its writer's queue.
+                    chunks = await self.consumer.getmany(timeout_ms=100, max_records=1)
+                polled = time.monotonic()
             except Exception as exc:  # noqa: BLE001 - the broker away or a rebalance: fetch again
                 logger.warning("fetching failed (%s); fetching again", exc)
                 await asyncio.sleep(1.0)
