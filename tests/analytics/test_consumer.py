@@ -15,6 +15,26 @@ from services.common.kafka import ensure_topics
 from tests.analytics.test_stream import count_turns, now_turn, producer, wait_for
 
 
+async def no_dead_letters(letter: DeadLetter) -> None:
+    raise AssertionError(f"unexpected dead letter {letter}")
+
+
+def turns_consumer(settings, group: str, topic: str, sink: MetricsSink | None = None, *, write=None,
+                   decode=decode_turn, batch=None, stored_offsets=None, progress: Progress | None = None,
+                   **options) -> EventConsumer:
+    """A stream worker's consumer of `topic`'s turns, written with `write` (else the sink's), with no
+    dead letter expected and small fetches and batches unless `options` say otherwise."""
+    route = Route(decode, BatchApplier(write or sink.write_turns, no_dead_letters), *([batch] if batch else []))
+    return EventConsumer(
+        bootstrap=settings.kafka_bootstrap, group_id=group, routes={topic: route},
+        progress=progress or Progress(stall_seconds=60), stored_offsets=stored_offsets or sink.stored_offsets,
+        lower_offset=sink.lower_offset if sink is not None else None, send_dead_letter=no_dead_letters,
+        on_minutes=lambda _minutes: None,
+        **{"batch_size": 50, "fetch_max_bytes": 1 << 20, "partition_fetch_bytes": 1 << 16,
+           "session_timeout_seconds": 10, **options},
+    )
+
+
 async def test_a_writer_that_crashes_mid_batch_resumes_from_the_stored_offsets(stack, settings, pg, sink_pool):
     key_id = f"crash-{uuid.uuid4().hex[:8]}"
     topic = f"{settings.topic('chat_turns')}.crash-{uuid.uuid4().hex[:6]}"
@@ -31,9 +51,6 @@ async def test_a_writer_that_crashes_mid_batch_resumes_from_the_stored_offsets(s
             raise RuntimeError("the writer crashes in the middle of a batch")
         return turn
 
-    async def no_dead_letters(letter: DeadLetter) -> None:
-        raise AssertionError(f"unexpected dead letter {letter}")
-
     p = await producer(settings)
     try:
         for t in turns:
@@ -46,14 +63,7 @@ async def test_a_writer_that_crashes_mid_batch_resumes_from_the_stored_offsets(s
     sink = MetricsSink(settings.postgres_dsn, group)
     sink.pool = sink_pool
     progress = Progress(stall_seconds=60)
-    consumer = EventConsumer(
-        bootstrap=settings.kafka_bootstrap, group_id=group,
-        routes={topic: Route(decode_crashing_once, BatchApplier(sink.write_turns, no_dead_letters))},
-        progress=progress, stored_offsets=sink.stored_offsets,
-        lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
-        on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
-        session_timeout_seconds=10,
-    )
+    consumer = turns_consumer(settings, group, topic, sink, decode=decode_crashing_once, progress=progress)
     await consumer.start()
     try:
         assert await wait_for(lambda: _is(count_turns(pg, key_id), (300, 300)), timeout=60), await count_turns(pg, key_id)
@@ -90,17 +100,7 @@ async def test_under_light_load_a_writer_gathers_and_kafka_gets_the_latest_offse
         writes.append(len(records))
         return await sink.write_turns(records, prepared)
 
-    async def no_dead_letters(letter: DeadLetter) -> None:
-        raise AssertionError(f"unexpected dead letter {letter}")
-
-    consumer = EventConsumer(
-        bootstrap=settings.kafka_bootstrap, group_id=group,
-        routes={topic: Route(decode_turn, BatchApplier(write, no_dead_letters))},
-        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets,
-        lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
-        on_minutes=lambda _minutes: None, batch_size=500, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
-        session_timeout_seconds=10,
-    )
+    consumer = turns_consumer(settings, group, topic, sink, write=write, batch_size=500)
     await consumer.start()
     p = await producer(settings)
     try:
@@ -161,20 +161,10 @@ async def test_a_backlog_is_fetched_once_however_little_room_the_writer_has(stac
         made(self, tp, *args, **kwargs)
     monkeypatch.setattr(fetcher.PartitionRecords, "__init__", counting)
 
-    async def no_dead_letters(letter: DeadLetter) -> None:
-        raise AssertionError(f"unexpected dead letter {letter}")
-
     group = f"consumer-test-{uuid.uuid4().hex[:6]}"
     sink = MetricsSink(settings.postgres_dsn, group)
     sink.pool = sink_pool
-    consumer = EventConsumer(
-        bootstrap=settings.kafka_bootstrap, group_id=group,
-        routes={topic: Route(decode_turn, BatchApplier(sink.write_turns, no_dead_letters))},
-        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets,
-        lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
-        on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=16 << 20, partition_fetch_bytes=8 << 20,
-        session_timeout_seconds=10,
-    )
+    consumer = turns_consumer(settings, group, topic, sink, fetch_max_bytes=16 << 20, partition_fetch_bytes=8 << 20)
     await consumer.start()
     try:
         assert await wait_for(lambda: _is(count_turns(pg, key_id), (3000, 3000)), timeout=90), \
@@ -255,20 +245,11 @@ async def test_two_workers_taking_over_each_other_s_partitions_count_every_turn_
     await ensure_topics(settings.kafka_bootstrap, [topic], 4)
     group = f"consumer-test-{uuid.uuid4().hex[:6]}"
 
-    async def no_dead_letters(letter: DeadLetter) -> None:
-        raise AssertionError(f"unexpected dead letter {letter}")
-
     def worker() -> EventConsumer:
         sink = MetricsSink(settings.postgres_dsn, group)
         sink.pool = sink_pool
-        return EventConsumer(
-            bootstrap=settings.kafka_bootstrap, group_id=group,
-            routes={topic: Route(decode_turn, BatchApplier(sink.write_turns, no_dead_letters), TurnBatch)},
-            progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets,
-            lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
-            on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
-            session_timeout_seconds=6, buffer_events=600,
-        )
+        return turns_consumer(settings, group, topic, sink, batch=TurnBatch, session_timeout_seconds=6,
+                              buffer_events=600)
 
     p = await producer(settings)
 
@@ -347,19 +328,10 @@ async def test_records_retention_deleted_past_the_stored_offset_are_logged_and_c
     async def stored_offsets() -> dict[tuple[str, int], int]:
         return {(topic, 0): 2}
 
-    async def no_dead_letters(letter: DeadLetter) -> None:
-        raise AssertionError(f"unexpected dead letter {letter}")
-
     caplog.set_level(logging.ERROR, logger="services.analytics.stream.consumer")
     before = REGISTRY.get_sample_value("parley_worker_events_lost_total", {"topic": topic}) or 0.0
-    consumer = EventConsumer(
-        bootstrap=settings.kafka_bootstrap, group_id=f"consumer-test-{uuid.uuid4().hex[:6]}",
-        routes={topic: Route(decode_turn, BatchApplier(write, no_dead_letters))},
-        progress=Progress(stall_seconds=60), stored_offsets=stored_offsets, lower_offset=None,
-        send_dead_letter=no_dead_letters,
-        on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
-        session_timeout_seconds=10,
-    )
+    consumer = turns_consumer(settings, f"consumer-test-{uuid.uuid4().hex[:6]}", topic, write=write,
+                              stored_offsets=stored_offsets)
     await consumer.start()
     try:
         async def all_written() -> bool:
@@ -396,21 +368,11 @@ async def test_a_stored_offset_past_the_partitions_end_is_lowered_and_the_partit
     finally:
         await p.stop()
 
-    async def no_dead_letters(letter: DeadLetter) -> None:
-        raise AssertionError(f"unexpected dead letter {letter}")
-
     sink = MetricsSink(settings.postgres_dsn, group)
     sink.pool = sink_pool
     caplog.set_level(logging.ERROR, logger="services.analytics.stream.consumer")
     before = REGISTRY.get_sample_value("parley_worker_offset_resets_total", {"topic": topic}) or 0.0
-    consumer = EventConsumer(
-        bootstrap=settings.kafka_bootstrap, group_id=group,
-        routes={topic: Route(decode_turn, BatchApplier(sink.write_turns, no_dead_letters))},
-        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets,
-        lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
-        on_minutes=lambda _minutes: None, batch_size=50, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
-        session_timeout_seconds=10,
-    )
+    consumer = turns_consumer(settings, group, topic, sink)
     await consumer.start()
     try:
         assert await wait_for(lambda: _is(count_turns(pg, key_id), (3, 3)), timeout=30), await count_turns(pg, key_id)
@@ -443,17 +405,7 @@ async def test_a_worker_whose_writes_are_held_past_the_poll_interval_stays_in_it
         await writable.wait()                    # as while PostgreSQL is away
         return await sink.write_turns(records, prepared)
 
-    async def no_dead_letters(letter: DeadLetter) -> None:
-        raise AssertionError(f"unexpected dead letter {letter}")
-
-    consumer = EventConsumer(
-        bootstrap=settings.kafka_bootstrap, group_id=group,
-        routes={topic: Route(decode_turn, BatchApplier(write, no_dead_letters))},
-        progress=Progress(stall_seconds=60), stored_offsets=sink.stored_offsets,
-        lower_offset=sink.lower_offset, send_dead_letter=no_dead_letters,
-        on_minutes=lambda _minutes: None, batch_size=10, fetch_max_bytes=1 << 20, partition_fetch_bytes=1 << 16,
-        session_timeout_seconds=6,
-    )
+    consumer = turns_consumer(settings, group, topic, sink, write=write, batch_size=10, session_timeout_seconds=6)
     consumer._config["max_poll_interval_ms"] = 3000
     p = await producer(settings)
     try:
