@@ -53,6 +53,17 @@ SPOILED = {
 }
 
 
+
+async def _dead_letters(consumer, key_id: str, want: int, timeout: float = 30.0) -> list:
+    """The dead letters of `key_id` the consumer reads, once there are `want` (or at the timeout)."""
+    letters = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(letters) < want:
+        for msgs in (await consumer.getmany(timeout_ms=500)).values():
+            letters.extend(m for m in msgs if m.key == key_id.encode())
+    return letters
+
+
 async def test_a_batch_with_spoiled_turns_stores_the_others_and_dead_letters_each_spoiled_one(pg, settings, sink_pool):
     key_id = f"numbers-{uuid.uuid4().hex[:8]}"
     turns = [make_turn(key_id, 1.0 + i) for i in range(60)]
@@ -115,12 +126,7 @@ async def test_the_worker_dead_letters_a_turn_with_a_nan_timing_and_counts_the_n
     try:
         for turn in (bad, negative, now_turn(key_id), now_turn(key_id)):
             await p.send_and_wait(settings.topic("chat_turns"), turn.SerializeToString(), key=key_id.encode())
-        letters = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and sum(m.key == key_id.encode() for m in letters) < 2:
-            for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                letters.extend(msgs)
-        mine = [m for m in letters if m.key == key_id.encode()]
+        mine = await _dead_letters(consumer, key_id, 2)
         assert sorted(m.value for m in mine) == sorted([bad.SerializeToString(), negative.SerializeToString()])
         reasons = " ".join(dict(m.headers)["reason"].decode() for m in mine)
         assert "timings.total_ms nan" in reasons and "usage.completion_tokens -5" in reasons
@@ -153,12 +159,7 @@ async def test_the_worker_dead_letters_turns_and_feedback_stamped_far_ahead_of_i
         await p.send_and_wait(settings.topic("feedback"), feedback.SerializeToString(), key=key_id.encode())
         for turn in (far, near, now_turn(key_id)):
             await p.send_and_wait(settings.topic("chat_turns"), turn.SerializeToString(), key=key_id.encode())
-        letters = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and sum(m.key == key_id.encode() for m in letters) < 2:
-            for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                letters.extend(msgs)
-        mine = {m.value: dict(m.headers) for m in letters if m.key == key_id.encode()}
+        mine = {m.value: dict(m.headers) for m in await _dead_letters(consumer, key_id, 2)}
         assert set(mine) == {far.SerializeToString(), feedback.SerializeToString()}
         for value, headers in mine.items():
             reason = headers["reason"].decode()
