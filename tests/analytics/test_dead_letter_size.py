@@ -8,7 +8,6 @@ import hashlib
 import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import REGISTRY
 
 from services.analytics.stream.app import StreamDeadLetters
@@ -18,7 +17,7 @@ from services.analytics.stream.decode import decode_turn
 from services.analytics.stream.progress import Progress
 from services.analytics.stream.sink import MetricsSink
 from services.common.kafka import DeadLetters, ensure_topics
-from tests.analytics.test_stream import count_turns, now_turn, wait_for
+from tests.analytics.test_stream import count_turns, now_turn, small_topic, wait_for
 
 CUT = 512 * 1024
 NEAR_ONE_MIB = 1_048_300
@@ -72,13 +71,7 @@ async def test_a_dead_letter_over_the_bound_is_cut_and_says_the_original_size_an
 async def test_a_dead_letter_kafka_refuses_for_good_is_given_up_and_counted_not_retried(stack, settings):
     """The dead-letter topic takes at most 16 KiB a message: even cut, the letter is refused
     (MessageSizeTooLargeError) on every try. It is given up (logged, counted lost) and the next goes."""
-    dead = f"{settings.topic('deadletter')}.small-{uuid.uuid4().hex[:6]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(dead, 1, 1, topic_configs={"max.message.bytes": "16384"})])
-    finally:
-        await admin.close()
+    dead = await small_topic(settings, f"{settings.topic('deadletter')}.small-{uuid.uuid4().hex[:6]}", 16384)
     labels = {"topic": dead, "outcome": "lost"}
     before = REGISTRY.get_sample_value("parley_events_published_total", labels) or 0.0
     letters = DeadLetters(settings.kafka_bootstrap, dead, client_id="test-dead-letters")

@@ -8,12 +8,11 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.analytics.stream.minutely import MinutelySummaries
 from services.analytics.stream.sink import MetricsSink, Position
 from services.common.kafka import ensure_topics
-from tests.analytics.test_stream import now_turn, producer
+from tests.analytics.test_stream import now_turn, producer, small_topic
 
 
 async def _summaries(settings, topic: str, key: bytes) -> list[dict]:
@@ -76,13 +75,7 @@ async def test_a_summary_the_broker_refuses_stays_to_be_published(stack, setting
     """The topic takes messages of 100 bytes at most: the broker refuses the summary after the producer
     took it. The minute is marked again, not dropped as published."""
     key_id = f"refused-{uuid.uuid4().hex[:8]}"
-    topic = f"{settings.topic('metrics_minutely')}.small-{uuid.uuid4().hex[:6]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "100"})])
-    finally:
-        await admin.close()
+    topic = await small_topic(settings, f"{settings.topic('metrics_minutely')}.small-{uuid.uuid4().hex[:6]}", 100)
     minute = (datetime.now(timezone.utc) - timedelta(minutes=5)).replace(second=0, microsecond=0)
     sink = MetricsSink(settings.postgres_dsn, f"minutely-test-{uuid.uuid4().hex[:6]}")
     sink.pool = sink_pool

@@ -18,6 +18,19 @@ from services.common.pb.parley.v1 import analytics_pb2, common_pb2, events_pb2
 from tests.analytics.test_sink import make_turn
 
 
+async def small_topic(settings, name: str, max_message_bytes: int) -> str:
+    """A one-partition topic whose broker refuses a message over `max_message_bytes`."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 1, 1, topic_configs={"max.message.bytes": str(max_message_bytes)})])
+    finally:
+        await admin.close()
+    return name
+
+
 async def producer(settings) -> AIOKafkaProducer:
     p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
                          linger_ms=5)
