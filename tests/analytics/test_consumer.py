@@ -19,6 +19,17 @@ async def no_dead_letters(letter: DeadLetter) -> None:
     raise AssertionError(f"unexpected dead letter {letter}")
 
 
+async def send_turns(settings, topic: str, turns) -> None:
+    """The turns on `topic`, each keyed by its product key, acknowledged by the broker."""
+    p = await producer(settings)
+    try:
+        for turn in turns:
+            await p.send(topic, turn.SerializeToString(), key=turn.product_key_id.encode())
+        await p.flush()
+    finally:
+        await p.stop()
+
+
 def turns_consumer(settings, group: str, topic: str, sink: MetricsSink | None = None, *, write=None,
                    decode=decode_turn, batch=None, stored_offsets=None, progress: Progress | None = None,
                    **options) -> EventConsumer:
@@ -51,13 +62,7 @@ async def test_a_writer_that_crashes_mid_batch_resumes_from_the_stored_offsets(s
             raise RuntimeError("the writer crashes in the middle of a batch")
         return turn
 
-    p = await producer(settings)
-    try:
-        for t in turns:
-            await p.send(topic, t.SerializeToString(), key=key_id.encode())
-        await p.flush()
-    finally:
-        await p.stop()
+    await send_turns(settings, topic, turns)
 
     group = f"consumer-test-{uuid.uuid4().hex[:6]}"
     sink = MetricsSink(settings.postgres_dsn, group)
@@ -144,13 +149,7 @@ async def test_a_backlog_is_fetched_once_however_little_room_the_writer_has(stac
     key_id = f"backlog-{uuid.uuid4().hex[:8]}"
     topic = f"{settings.topic('chat_turns')}.backlog-{uuid.uuid4().hex[:6]}"
     await ensure_topics(settings.kafka_bootstrap, [topic], 1)
-    p = await producer(settings)
-    try:
-        for i in range(3000):
-            await p.send(topic, now_turn(key_id, 1.0 + i * 0.001).SerializeToString(), key=key_id.encode())
-        await p.flush()
-    finally:
-        await p.stop()
+    await send_turns(settings, topic, (now_turn(key_id, 1.0 + i * 0.001) for i in range(3000)))
 
     responses = []      # the fetch responses that brought records of the topic
     made = fetcher.PartitionRecords.__init__
@@ -306,12 +305,7 @@ async def test_records_retention_deleted_past_the_stored_offset_are_logged_and_c
     key_id = f"gap-{uuid.uuid4().hex[:8]}"
     topic = f"{settings.topic('chat_turns')}.gap-{uuid.uuid4().hex[:6]}"
     await ensure_topics(settings.kafka_bootstrap, [topic], 1)
-    p = await producer(settings)
-    try:
-        for i in range(10):
-            await p.send_and_wait(topic, now_turn(key_id, 1.0 + i).SerializeToString(), key=key_id.encode())
-    finally:
-        await p.stop()
+    await send_turns(settings, topic, (now_turn(key_id, 1.0 + i) for i in range(10)))
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
@@ -361,12 +355,7 @@ async def test_a_stored_offset_past_the_partitions_end_is_lowered_and_the_partit
     group = f"consumer-test-{uuid.uuid4().hex[:6]}"
     await pg.execute("INSERT INTO stream_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, 0, 1000)",
                      group, topic)
-    p = await producer(settings)
-    try:
-        for i in range(3):
-            await p.send_and_wait(topic, now_turn(key_id, 1.0 + i).SerializeToString(), key=key_id.encode())
-    finally:
-        await p.stop()
+    await send_turns(settings, topic, (now_turn(key_id, 1.0 + i) for i in range(3)))
 
     sink = MetricsSink(settings.postgres_dsn, group)
     sink.pool = sink_pool
