@@ -13,7 +13,8 @@ import grpc
 from services.analytics import queries
 from services.analytics.live import StreamSlots
 from services.common.admin import ADMIN_HEADER, admin_token, check_admin
-from services.common.errors import (RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, InvalidArgument,
+from services.common import db
+from services.common.errors import (RETRY_AFTER_TRAILER, InvalidArgument,
                                     PermissionDenied, Unauthenticated, Unavailable)
 from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
 from services.common.product_keys import KeyValidator
@@ -118,22 +119,6 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         self._streams = streams
         self._pool_wait = pool_wait_seconds
 
-    @contextlib.asynccontextmanager
-    async def _connection(self):
-        """A pooled connection, waited for `pool_wait_seconds` at most: with every connection busy a call
-        is UNAVAILABLE with a retry hint (another instance may serve it), not held until its client gives up."""
-        pool = self._deps.pool
-        try:
-            conn = await pool.acquire(timeout=self._pool_wait)
-        except TimeoutError:
-            raise Unavailable(f"no PostgreSQL connection within {self._pool_wait:g} s (the pool's "
-                              f"{pool.get_max_size()} are busy, or PostgreSQL does not answer); retry shortly",
-                              trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}) from None
-        try:
-            yield conn
-        finally:
-            await pool.release(conn)
-
     async def _key_id(self, request, context: grpc.aio.ServicerContext) -> str:
         """The key whose data this call may read (see authorize)."""
         token = admin_token(context)
@@ -149,7 +134,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     async def _metrics(self, request: analytics_pb2.GetMetricsRequest, key_id: str) -> analytics_pb2.GetMetricsResponse:
         granularity, group_by = _choice(request, "granularity", _GRANULARITY), _choice(request, "group_by", _GROUP)
         start, end = _range(request)
-        async with self._connection() as conn:
+        async with db.connection(self._deps.pool, self._pool_wait) as conn:
             rows = await queries.get_metrics(conn, key_id, start, end, granularity, group_by)
         return analytics_pb2.GetMetricsResponse(
             points=[_point(r) for r in rows], total=_point(queries.merge_rows(rows, start))
@@ -177,7 +162,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     async def _questions(self, request: analytics_pb2.TopQuestionsRequest, context, gaps_only: bool):
         key_id = await self._key_id(request, context)
         start, end = _range(request)
-        async with self._connection() as conn:
+        async with db.connection(self._deps.pool, self._pool_wait) as conn:
             stats = await queries.top_questions(conn, key_id, start, end, request.limit, gaps_only=gaps_only)
         return analytics_pb2.TopQuestionsResponse(
             questions=[

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 
 import asyncpg
+
+from services.common.errors import RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +31,23 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, reset_
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
     return None
+
+
+@contextlib.asynccontextmanager
+async def connection(pool: asyncpg.Pool, wait_seconds: float) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of `pool`, waited for `wait_seconds` at most: with every connection taken (a flood of
+    calls, PostgreSQL not answering) the call is UNAVAILABLE with a retry hint (another instance may
+    serve it), not held until its client gives up."""
+    try:
+        conn = await pool.acquire(timeout=wait_seconds)
+    except TimeoutError:
+        raise Unavailable(f"no PostgreSQL connection within {wait_seconds:g} s (the pool's {pool.get_max_size()} "
+                          "are busy, or PostgreSQL does not answer); retry shortly",
+                          trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}) from None
+    try:
+        yield conn
+    finally:
+        await pool.release(conn)
 
 
 def migrations() -> list[tuple[int, str, str]]:

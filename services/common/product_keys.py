@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 import asyncpg
 import redis.asyncio as redis
 
+from services.common import db
 from services.common.errors import ResourceExhausted, Unauthenticated, Unavailable
 from services.common.redis_batch import AutoPipeline
 from services.common.redis_client import RedisHealth
@@ -293,7 +294,7 @@ async def validate_key(pool: asyncpg.Pool, key_hash: bytes, *, bounded: bool = T
     """The key with its settings and knowledge version in one query; None when unknown or revoked.
     `bounded`: the wait for a connection is KEY_CHECK_ACQUIRE_SECONDS at most (a caller's key check)."""
     if bounded:
-        async with pool.acquire(timeout=KEY_CHECK_ACQUIRE_SECONDS) as conn:
+        async with db.connection(pool, KEY_CHECK_ACQUIRE_SECONDS) as conn:
             row = await conn.fetchrow(_VALIDATE, key_hash)
     else:
         row = await pool.fetchrow(_VALIDATE, key_hash)
