@@ -105,12 +105,14 @@ return 1
 """
 
 # KEYS: the key's version floor, its pointer set; ARGV: the knowledge version now, the floor's TTL, the
-# pointer prefix. Raises the floor (never lowers it: updates may arrive out of order), drops the pointers.
+# pointer prefix. Raises the floor (never lowers it: updates may arrive out of order), drops the pointers
+# and the set that named them (a rotated secret's hash would otherwise stay in it for good).
 _FORGET_KEY = """
 local floor = math.max(tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
 redis.call('SET', KEYS[1], floor, 'EX', ARGV[2])
 local n = 0
 for _, h in ipairs(redis.call('SMEMBERS', KEYS[2])) do n = n + redis.call('DEL', ARGV[3] .. h) end
+redis.call('DEL', KEYS[2])
 return n
 """
 
@@ -307,7 +309,9 @@ class ResponseStore:
 
     @staticmethod
     def _session_key(owner: str, session_id: str) -> str:
-        return f"{PREFIX}sess:{owner[:40]}:{session_id}"
+        # The whole owner: key ids run to 63 characters, and two keys sharing a prefix must not share
+        # a session (a caller's session ids are "1", a chat id, "default").
+        return f"{PREFIX}sess:{owner}:{session_id}"
 
     async def history(self, owner: str, session_id: str) -> tuple[Turn, ...]:
         """The session's last turns. `owner`: the product key's id (a session outlives a rotation of
@@ -399,7 +403,10 @@ class ResponseStore:
                 args.append(2)
             else:
                 args.append(1)
-            args += [json.dumps(record.__dict__), json.dumps([record.message, answer])]
+            # Not escaped to ASCII: a message of 4,000 CJK characters is 12 kB in UTF-8, 24 kB escaped,
+            # and each record is kept for the feedback window.
+            args += [json.dumps(record.__dict__, ensure_ascii=False),
+                     json.dumps([record.message, answer], ensure_ascii=False)]
         # Through the lookups' pipeline connection: a pooled connection per write (taken, handed back)
         # cost as much CPU as building the script's arguments.
         await self.batch.execute("EVALSHA", self._record_sha, len(keys), *keys, *args)

@@ -47,6 +47,7 @@ async def test_a_knowledge_update_leaves_a_floor_that_a_stale_plan_cannot_pass(r
     try:
         await store.set_pointer(key_hash, key_id, 3)
         assert await store.forget_key(key_id, 4) == 1
+        assert not await redis_client.exists(f"{PREFIX}kph:{key_id}")     # the set of dropped pointers goes too
         await store.set_pointer(key_hash, key_id, 3)
         assert (await store.lookup(key_hash, "q"))[0] is None
         # A replica's follower that only now handles the older update lowers no floor.

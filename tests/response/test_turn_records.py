@@ -97,3 +97,30 @@ async def test_flush_returns_while_turns_keep_coming(stack):
         await store.flush()
         await client.delete(*(f"parley:req:{request_id}" for request_id in recorded))
         await client.aclose()
+
+
+async def test_two_keys_whose_ids_share_a_long_prefix_never_share_a_session(stack):
+    """Key ids run to 63 characters; the same session id under two of them is two sessions."""
+    client = create_redis(stack.redis_url)
+    store = ResponseStore(client, answer_ttl=60, pointer_ttl=30, session_turns=4, session_ttl=60, request_ttl=60)
+    prefix = f"acme-corporation-support-widget-{uuid.uuid4().hex[:12]}"
+    key_a, key_b = f"{prefix}-eu", f"{prefix}-us"
+    store.record_turn(uuid.uuid4().hex, RequestRecord(uuid.uuid4().hex * 2, key_a, "1", "what is my order number?"),
+                      "ORD-1234")
+    await store.flush()
+    assert [t.question for t in await store.history(key_a, "1")] == ["what is my order number?"]
+    assert await store.history(key_b, "1") == ()
+    await client.aclose()
+
+
+async def test_a_record_of_a_non_ascii_message_is_stored_as_utf8(stack):
+    client = create_redis(stack.redis_url)
+    store = ResponseStore(client, answer_ttl=60, pointer_ttl=30, session_turns=2, session_ttl=60, request_ttl=60)
+    request_id, message = uuid.uuid4().hex, "配送にはどのくらい時間がかかりますか" * 100
+    record = RequestRecord(uuid.uuid4().hex * 2, "key-a", "", message)
+    store.record_turn(request_id, record, "answer")
+    await store.flush()
+    assert await store.request(request_id) == record
+    stored = await client.get(f"parley:req:{request_id}")
+    assert len(stored) < len(message.encode()) + 500     # not six bytes a character, as \\uXXXX escapes are
+    await client.aclose()
