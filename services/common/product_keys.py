@@ -417,13 +417,17 @@ class RateLimiter:
     def __init__(self, client: redis.Redis) -> None:
         self._script = client.register_script(_TAKE)
         self.local = LocalBuckets()
+        self.health = RedisHealth(1.0, "limiting per process")   # one warning per outage, not per call
 
     async def take(self, key_id: str, rate_per_second: float, burst: int) -> Verdict:
+        if not self.health.available():
+            return self.local.take(key_id, rate_per_second, max(1, burst))
         try:
             allowed, wait = await self._script(keys=[BUCKET_PREFIX + key_id], args=[rate_per_second, max(1, burst)])
         except redis.RedisError as exc:
-            logger.warning("rate limiter unavailable (%s); limiting per process", exc)
+            self.health.failed("rate limiter", exc)
             return self.local.take(key_id, rate_per_second, max(1, burst))
+        self.health.ok()
         return Verdict(bool(int(allowed)), float(wait))
 
 
@@ -466,6 +470,10 @@ class KeyValidator:
         # While Redis fails, one call a second tries it; the others validate in PostgreSQL at once
         # instead of each waiting for a Redis that may not answer (stopped, frozen).
         self.health = RedisHealth(1.0, "validating keys in PostgreSQL, rate limits per process")
+        # While PostgreSQL fails, one check a second asks it; the others are answered at once (a
+        # known key's last record, else UNAVAILABLE), so a flood of secrets no cache holds is
+        # neither a flood of connection attempts nor one warning each.
+        self.postgres_health = RedisHealth(1.0, "known keys go on with their last record", server="PostgreSQL")
 
     async def validate(self, secret: str) -> KeyRecord:
         key_hash = require_key(secret)
@@ -561,12 +569,17 @@ class KeyValidator:
         if pool is None:
             raise Unavailable("product keys cannot be checked right now; retry shortly",
                               trailers={RETRY_AFTER_TRAILER: "1000"})
+        if not self.postgres_health.available():
+            raise Unavailable("product keys cannot be checked right now; retry shortly",
+                              trailers={RETRY_AFTER_TRAILER: "1000"})
         try:
-            return await validate_key(pool, key_hash)
+            record = await validate_key(pool, key_hash)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            logger.warning("product key check in PostgreSQL failed: %s", exc)
+            self.postgres_health.failed("product key check", exc)
             raise Unavailable("product keys cannot be checked right now; retry shortly",
                               trailers={RETRY_AFTER_TRAILER: "1000"}) from None
+        self.postgres_health.ok()
+        return record
 
     async def _validate_and_cache(self, key_hash: bytes) -> KeyRecord:
         try:

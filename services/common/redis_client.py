@@ -21,14 +21,15 @@ def create_redis(url: str) -> redis.Redis:
 
 
 class RedisHealth:
-    """Whether to try Redis now. After a failure, one call in each `retry_seconds` tries it (and
-    waits for it, at most the socket timeout); the others go without it until one succeeds. A caller
-    that tried reports the outcome, `ok` or `failed`. One warning per outage, naming `without` (what
-    goes on without Redis)."""
+    """Whether to try Redis (or another `server`) now. After a failure, one call in each
+    `retry_seconds` tries it (and waits for it, at most the socket timeout); the others go without it
+    until one succeeds. A caller that tried reports the outcome, `ok` or `failed`. One warning per
+    outage, naming `without` (what goes on without the server)."""
 
-    def __init__(self, retry_seconds: float, without: str) -> None:
+    def __init__(self, retry_seconds: float, without: str, server: str = "Redis") -> None:
         self._retry = retry_seconds
         self._without = without
+        self._server = server
         self._down_until = 0.0
         self.down = False
 
@@ -42,12 +43,12 @@ class RedisHealth:
 
     def failed(self, what: str, exc: BaseException) -> None:
         if not self.down:
-            logger.warning("Redis failed (%s: %r); %s until it is back", what, exc, self._without)
+            logger.warning("%s failed (%s: %r); %s until it is back", self._server, what, exc, self._without)
         self.down = True
         self._down_until = time.monotonic() + self._retry
 
     def ok(self) -> None:
         if self.down:
-            logger.info("Redis is back (%s ends)", self._without)
+            logger.info("%s is back (%s ends)", self._server, self._without)
         self.down = False
         self._down_until = 0.0

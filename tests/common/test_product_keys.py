@@ -248,3 +248,52 @@ async def test_a_key_check_whose_pool_is_taken_answers_unavailable_instead_of_wa
         assert info.value.trailers
     finally:
         await pool.close()
+
+
+async def test_while_postgres_refuses_connections_one_check_a_second_asks_it_and_one_warning_is_logged(stack, caplog):
+    """A flood of secrets no cache holds while PostgreSQL is away: each used to be a connection attempt
+    and a warning line; now one check a second probes, the others are UNAVAILABLE at once."""
+    import asyncpg  # noqa: PLC0415
+
+    from services.common.errors import Unavailable  # noqa: PLC0415
+
+    attempts = 0
+
+    async def refuse(reader, writer):   # accepts, then closes: PostgreSQL going down under the pool
+        nonlocal attempts
+        attempts += 1
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = await asyncpg.create_pool(f"postgresql://parley@127.0.0.1:{port}/parley", min_size=0, max_size=4)
+    client = create_redis(stack.redis_url)
+    validator = KeyValidator(client, lambda: pool, ttl_seconds=30, local_seconds=3, default_rate=20, default_burst=40)
+    caplog.set_level("WARNING", logger="services.common.redis_client")
+    caplog.set_level("WARNING", logger="services.common.product_keys")
+    try:
+        started = time.monotonic()
+        for _ in range(60):
+            with pytest.raises(Unavailable):
+                await validator.validate(f"pk_made-up-{uuid.uuid4().hex}")
+        elapsed = time.monotonic() - started
+    finally:
+        await client.aclose()
+        await pool.close()
+        server.close()
+    assert attempts <= 2 + elapsed, (attempts, elapsed)      # one probe a second
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "PostgreSQL" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
+async def test_a_rate_limiter_without_redis_limits_per_process_and_warns_once(caplog):
+    dead = create_redis(_dead_redis_url())
+    limiter = RateLimiter(dead)
+    caplog.set_level("WARNING", logger="services.common.redis_client")
+    try:
+        verdicts = [await limiter.take("key-a", 1.0, 3) for _ in range(20)]
+    finally:
+        await dead.aclose()
+    assert [v.allowed for v in verdicts] == [True] * 3 + [False] * 17
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "limiting per process" in warnings[0].getMessage()
