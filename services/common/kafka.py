@@ -456,6 +456,8 @@ class LazyProducer:
 # refused on every try. Cut, it keeps enough to see what it was; its size and sha256 say the rest.
 DEAD_LETTER_MAX_VALUE = 512 * 1024
 DEAD_LETTER_MAX_KEY = 16 * 1024
+# A reason at most (characters): a callers' reason may quote an error of PostgreSQL or a decoder whole.
+DEAD_LETTER_MAX_REASON = 1000
 
 # Errors the broker (or the producer, before sending) gives a dead letter whatever the number of tries:
 # retrying them would stop the consumer at the record for good.
@@ -480,6 +482,8 @@ class DeadLetters:
         (FINAL_SEND_ERRORS): logged at error with the original's size and sha256 and counted in
         parley_events_published_total{outcome="lost"}; the caller goes past the record. Any other
         error is raised, for the caller to retry."""
+        if len(reason) > DEAD_LETTER_MAX_REASON:
+            reason = reason[:DEAD_LETTER_MAX_REASON - 1] + "…"
         headers = [
             ("reason", reason.encode()), ("source-topic", source_topic.encode()),
             ("source-partition", str(partition).encode()), ("source-offset", str(offset).encode()),

@@ -32,7 +32,8 @@ def configure_logging(level: str = "INFO", json: bool = True, service: str = "")
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "kafka", "faust", "mode"):
+    # httpx logs every request at info (the LLM's, the crawler's): one line per call.
+    for noisy in ("aiokafka", "kafka", "faust", "mode", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

@@ -96,8 +96,9 @@ def denied_reason(ip: IPAddress) -> str:
         ("is_loopback", "a loopback address"), ("is_link_local", "a link-local address"),
         ("is_private", "a private address"), ("is_multicast", "a multicast address"),
         ("is_reserved", "a reserved address"), ("is_unspecified", "an unspecified address"),
+        ("is_site_local", "a site-local address"),     # fec0::/10: deprecated, still routed inside some networks
     ):
-        if getattr(ip, attr):
+        if getattr(ip, attr, False):
             return what
     if isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10"):
         return "a shared (carrier-grade NAT) address"

@@ -32,7 +32,7 @@ def fetcher(policy: AddressPolicy = LOCAL, **kw) -> Fetcher:
 @pytest.mark.parametrize("address", [
     "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "169.254.1.1", "0.0.0.0",
     "100.64.0.1", "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
-    "fd00:ec2::254",
+    "fd00:ec2::254", "fec0::1",
 ])
 def test_non_public_addresses_are_refused(address):
     assert denied_reason(ipaddress.ip_address(address))
