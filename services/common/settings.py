@@ -9,7 +9,7 @@ import ipaddress
 from functools import lru_cache
 from typing import Literal, TypeVar
 
-from pydantic import ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Base topic names; `PARLEY_TOPIC_NAMESPACE` is appended to each (tests use it to stay apart).
@@ -49,9 +49,11 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore")
 
     # Endpoints of the real components.
+    # Those that may hold a password, and the admin token, stay out of the settings' repr (an error
+    # report or a debug line that prints the settings).
     kafka_bootstrap: str = "127.0.0.1:19092"
-    postgres_dsn: str = "postgresql://parley:parley@127.0.0.1:15432/parley"
-    redis_url: str = "redis://127.0.0.1:16379/0"
+    postgres_dsn: str = Field(default="postgresql://parley:parley@127.0.0.1:15432/parley", repr=False)
+    redis_url: str = Field(default="redis://127.0.0.1:16379/0", repr=False)
 
     # Where the services listen (bind) and where clients find them (addr).
     grpc_bind_host: str = "127.0.0.1"
@@ -87,7 +89,7 @@ class CommonSettings(BaseSettings):
 
     # Admin RPCs (product keys, knowledge). Production must set its own via a Secret: a well-known token
     # stops a service that listens beyond loopback (see _own_admin_token_beyond_loopback).
-    admin_token: str = DEV_ADMIN_TOKEN
+    admin_token: str = Field(default=DEV_ADMIN_TOKEN, repr=False)
 
     # Messages and passages (search and response).
     max_message_chars: int = 4000

@@ -33,10 +33,13 @@ from services.common.text import is_blank, storable
 logger = logging.getLogger(__name__)
 
 EMBED_BATCH = 16      # texts per model call: activations of 16 passages stay in cache (64 cost ~15% more CPU a chunk)
+# A revoked key's chunks are never searched again: not embedded again either (a model change would
+# spend the indexer's start on every former tenant's knowledge).
 _STALE = """
-SELECT id, product_key_id, kind, title, question, content FROM knowledge_chunks
-WHERE (embedding_model IS DISTINCT FROM $1 OR sentence_embeddings IS NULL) AND id > $2
-ORDER BY id LIMIT $3
+SELECT c.id, c.product_key_id, c.kind, c.title, c.question, c.content FROM knowledge_chunks c
+JOIN product_keys k ON k.id = c.product_key_id AND k.revoked_at IS NULL
+WHERE (c.embedding_model IS DISTINCT FROM $1 OR c.sentence_embeddings IS NULL) AND c.id > $2
+ORDER BY c.id LIMIT $3
 """
 _SET_EMBEDDINGS = """
 UPDATE knowledge_chunks ch SET embedding = substring(u.e FROM 1 FOR $4), sentence_embeddings = substring(u.e FROM $4 + 1),

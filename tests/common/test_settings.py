@@ -73,3 +73,13 @@ def test_a_service_with_the_default_token_on_every_interface_exits_naming_it():
                           timeout=30)
     assert done.returncode != 0
     assert "PARLEY_ADMIN_TOKEN" in done.stderr + done.stdout, done.stderr[-2000:]
+
+
+def test_passwords_and_the_admin_token_stay_out_of_the_settings_repr(monkeypatch):
+    monkeypatch.setenv("PARLEY_ADMIN_TOKEN", "tok-8b1f0e27d9")
+    monkeypatch.setenv("PARLEY_POSTGRES_DSN", "postgresql://parley:pw-3c5e@db:5432/parley")
+    monkeypatch.setenv("PARLEY_REDIS_URL", "redis://:pw-77aa@cache:6379/0")
+    s = settings_mod.Settings()
+    assert s.admin_token == "tok-8b1f0e27d9" and "pw-3c5e" in s.postgres_dsn and "pw-77aa" in s.redis_url
+    shown = repr(s) + str(s)
+    assert not any(secret in shown for secret in ("tok-8b1f0e27d9", "pw-3c5e", "pw-77aa")), shown

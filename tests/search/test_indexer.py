@@ -118,6 +118,18 @@ async def test_chunks_without_sentence_vectors_are_embedded_again(search, admin,
     assert sorted(len(v) // (4 * DIMENSIONS) for v in after.values()) == [0, 2]
 
 
+async def test_chunks_of_a_revoked_key_are_not_embedded_again(search, admin, pg):
+    from services.search.indexing import Indexing
+
+    key = await make_key(search, admin, "stale-revoked", faq=[], docs=[("Care", "Rinse the frame with fresh water.")])
+    await search.RevokeProductKey(search_pb2.RevokeProductKeyRequest(id=key.id), metadata=admin, timeout=10)
+    await pg.execute("UPDATE knowledge_chunks SET sentence_embeddings = NULL WHERE product_key_id = $1", key.id)
+    versions = await Indexing(pg).reembed_stale()
+    assert key.id not in versions
+    assert await pg.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1 "
+                             "AND sentence_embeddings IS NULL", key.id) == 1
+
+
 async def test_admin_documents_go_through_the_same_path(search, admin, pg):
     key = await make_key(search, admin, "admin-path", faq=[("How heavy is it?", "It weighs 2 kg.")],
                          docs=[("Pairing", "Open the app and pair the speaker over Bluetooth.")])
