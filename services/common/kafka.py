@@ -11,7 +11,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -82,16 +82,19 @@ def event_headers(message: Message, trace_id: str = "") -> list[tuple[str, bytes
 
 
 async def ensure_topics(
-    bootstrap: str, topics: Iterable[str], partitions: int, replication: int = 1, retention_ms: int | None = None
+    bootstrap: str, topics: Iterable[str], partitions: int, replication: int = 1, retention_ms: int | None = None,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+    """Create the topics that do not exist yet, each with its `configs` entry (topic name -> Kafka topic
+    configuration); existing ones are left as they are."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        configs = {"retention.ms": str(retention_ms)} if retention_ms else {}
+        common = {"retention.ms": str(retention_ms)} if retention_ms else {}
         missing = [
-            NewTopic(name=t, num_partitions=partitions, replication_factor=replication, topic_configs=configs)
+            NewTopic(name=t, num_partitions=partitions, replication_factor=replication,
+                     topic_configs={**common, **(configs or {}).get(t, {})})
             for t in topics
             if t not in existing
         ]

@@ -24,6 +24,21 @@ TOPICS = {
     "knowledge_pages": "parley.knowledge.pages.v1",
 }
 
+_DAY_MS = 24 * 3600 * 1000
+# Each topic's configuration where the project creates it (`parley up`, `parley migrate`; a cluster's
+# KafkaTopic resources carry the same, which tests/deploy checks): a broker's own defaults (often one
+# day, or one week) would decide how long turns can be replayed and dead letters inspected.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "chat_turns": {"retention.ms": str(7 * _DAY_MS), "cleanup.policy": "delete"},   # the worker's replay window
+    "feedback": {"retention.ms": str(7 * _DAY_MS), "cleanup.policy": "delete"},
+    "crawl_requests": {"retention.ms": str(_DAY_MS), "cleanup.policy": "delete"},   # older is stale
+    "knowledge_updated": {"retention.ms": str(_DAY_MS), "cleanup.policy": "delete"},   # caches live minutes
+    "metrics_minutely": {"retention.ms": str(30 * _DAY_MS), "cleanup.policy": "delete"},
+    "deadletter": {"retention.ms": str(14 * _DAY_MS), "cleanup.policy": "delete"},   # to inspect and replay
+    # An indexer outage of a few days loses no crawled page; a page's chunks (2 MB of HTML at most).
+    "knowledge_pages": {"retention.ms": str(7 * _DAY_MS), "cleanup.policy": "delete", "max.message.bytes": "4194304"},
+}
+
 
 # Admin tokens anyone can read: the development default and the placeholder of
 # deploy/k8s/secret.example.yaml (applied unchanged, it would be the token of a cluster).

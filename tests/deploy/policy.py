@@ -18,6 +18,7 @@ from unittest import mock
 from pydantic import ValidationError
 
 from services.common.grpc_server import port_of
+from services.common.settings import TOPIC_CONFIGS
 from services.settings import TOPICS, Settings
 from tests.deploy.policy_keda import scaled_object_violations
 from tests.deploy.policy_network import network_violations
@@ -203,6 +204,11 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
         min_isr = (spec.get("config") or {}).get("min.insync.replicas")
         if min_isr is not None and int(min_isr) > spec.get("replicas", 1):
             out(f"KafkaTopic {name}: min.insync.replicas {min_isr} > replicas {spec.get('replicas')}")
+        key = next((k for k in TOPICS if settings.topic(k) == name), None)
+        for config, value in (TOPIC_CONFIGS.get(key) or {}).items():
+            if str((spec.get("config") or {}).get(config)) != value:
+                out(f"KafkaTopic {name}: {config} {(spec.get('config') or {}).get(config)!r} != {value!r}, "
+                    f"as the project creates it (services.common.settings.TOPIC_CONFIGS)")
     for key in TOPICS:
         if settings.topic(key) not in topic_partitions:
             out(f"topic {settings.topic(key)} has no KafkaTopic")

@@ -219,6 +219,9 @@ BROKEN: dict[str, tuple[Callable[[Docs], object], str]] = {
     "topic partitions not the setting": (
         lambda d: _get(d, "KafkaTopic", "parley-chat-turns")["spec"].update(partitions=6),
         "partitions 6 != PARLEY_TOPIC_PARTITIONS 12"),
+    "topic retention not the project's": (
+        lambda d: _get(d, "KafkaTopic", "parley-chat-turns")["spec"]["config"].update({"retention.ms": "86400000"}),
+        "retention.ms '86400000' != '604800000'"),
     "topic missing": (lambda d: d.remove(_get(d, "KafkaTopic", "parley-deadletter")),
                       "parley.deadletter.v1 has no KafkaTopic"),
     "no PodDisruptionBudget": (lambda d: d.remove(_get(d, "PodDisruptionBudget", "scraper")),
