@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field, ValidationInfo, field_validator
+
 from services.analytics.stream.decode import MAX_AHEAD_SECONDS
 from services.common.settings import CommonSettings
 from services.common.settings import get_settings as _get_settings
@@ -9,6 +11,12 @@ from services.common.settings import get_settings as _get_settings
 # The chat turns topic's retention (deploy/k8s/base/kafka/topics.yaml): a turn is stamped before its
 # feedback, so one not stored when its feedback is older than this is gone from Kafka.
 PENDING_FEEDBACK_HORIZON_SECONDS = 7 * 24 * 3600.0
+# The shortest retention of the analytics rows (conversations, feedback_events, metrics_minute), in days.
+# A replay of the topics (a stored offset lowered, a topic read again from its start) brings events up to
+# the topics' retention (7 days) old, and only the stored rows' event ids keep them from being counted
+# again; pending feedback (up to the horizon above old) moves its counts between metrics rows of its
+# minute, which must still be there. A day more than the 7 covers a run's lateness.
+MIN_RETENTION_DAYS = 8
 
 
 class AnalyticsSettings(CommonSettings):
@@ -43,6 +51,27 @@ class AnalyticsSettings(CommonSettings):
 
     # Stream processor: its garbage collector (services/analytics/stream/__main__.py).
     stream_gc_threshold: int = 50_000   # first-generation threshold; 0: Python's own (700), nothing frozen
+
+    # Stream processor: retention of its tables (services/analytics/stream/retention.py); 0 keeps them for good.
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
+    retention_turns_days: float = Field(default=90.0, ge=0)     # conversations and feedback_events
+    retention_metrics_days: float = Field(default=400.0, ge=0)  # metrics_minute (GetMetrics reads up to 400 days)
+    retention_batch_rows: int = Field(default=5000, gt=0)      # rows deleted per transaction
+
+    @field_validator("retention_turns_days", "retention_metrics_days")
+    @classmethod
+    def _keeps_what_replays_need(cls, days: float, info: ValidationInfo) -> float:
+        """Turns kept less long than the Kafka topics keep them would be counted again by a replay: their
+        event ids are how the sink knows a redelivered turn (see MIN_RETENTION_DAYS)."""
+        horizon = info.data.get("feedback_pending_horizon_seconds", PENDING_FEEDBACK_HORIZON_SECONDS)
+        least = max(MIN_RETENTION_DAYS, horizon / 86400 + 1)
+        if 0 < days < least:
+            raise ValueError(
+                f"{days:g} days is too short: keep at least {least:g} (the Kafka topics keep 7 days of events, "
+                "which a replay brings again and only the stored rows' event ids keep from being counted twice; "
+                "pending feedback looks for its turn for PARLEY_FEEDBACK_PENDING_HORIZON_SECONDS), or 0 to keep "
+                "the rows for good")
+        return days
 
 
 def get_settings() -> AnalyticsSettings:

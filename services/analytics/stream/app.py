@@ -16,6 +16,7 @@ from services.analytics.stream.consumer import EventConsumer, Route
 from services.analytics.stream.decode import DeadLetter, decode_feedback, decode_turn
 from services.analytics.stream.minutely import MinutelySummaries
 from services.analytics.stream.progress import DEAD_LETTERS, Progress
+from services.analytics.stream.retention import Retention, RetentionRunner
 from services.analytics.stream.rows import TurnBatch
 from services.analytics.stream.sink import MetricsSink
 from services.analytics.stream.startup import KafkaReachable
@@ -130,8 +131,13 @@ def create_app(settings: AnalyticsSettings) -> tuple[faust.App, list[Service]]:
         session_timeout_seconds=settings.worker_session_timeout_seconds,
         max_ahead_seconds=settings.stream_max_ahead_seconds,
     )
+    retention = RetentionRunner(
+        Retention(None, turns_days=settings.retention_turns_days, metrics_days=settings.retention_metrics_days,
+                  batch_rows=settings.retention_batch_rows),
+        settings.retention_interval_seconds, lambda: sink.pool)
     sink.add_dependency(dead_letters)
     sink.add_dependency(events)  # started after the pool, stopped before it
+    sink.add_dependency(retention)
 
     @app.timer(interval=settings.worker_lag_interval_seconds)
     async def observe_lag() -> None:
