@@ -435,13 +435,17 @@ class EventConsumer(Service):
 
     async def decode(self, msgs: list[ConsumerRecord], decode: Callable) -> list[Record]:
         """The records' events; a value that does not decode, or whose event is stamped more than
-        `max_ahead_seconds` ahead of this clock, is dead-lettered (its record has no event)."""
+        `max_ahead_seconds` ahead of both this clock and its record's Kafka timestamp, is dead-lettered
+        (its record has no event). The record's timestamp (the producer's or the broker's time of the
+        record) counts too: a worker whose clock is behind would otherwise dead-letter every live event
+        for good, while an event stamped far ahead of when it was produced is still refused."""
         records = []
-        latest = time.time() + self.max_ahead_seconds
+        now = time.time()
+        ahead = self.max_ahead_seconds
         for m in msgs:
             pos = Position(m.topic, m.partition, m.offset)
             try:
-                event = decode(m.value, latest)
+                event = decode(m.value, max(now, m.timestamp / 1000.0) + ahead)
             except InvalidEvent as exc:
                 letter = DeadLetter(m.topic, m.partition, m.offset, m.key, m.value, str(exc))
                 await self.routes[m.topic].applier.retrying(lambda letter=letter: self._send_dead_letter(letter))
