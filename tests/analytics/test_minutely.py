@@ -88,3 +88,28 @@ async def test_a_summary_the_broker_refuses_stays_to_be_published(stack, setting
     finally:
         await p.stop()
     assert summaries.dirty == {(key_id, minute)}
+
+
+async def test_the_owed_summaries_stay_bounded_while_publishing_fails(caplog):
+    """Consumption goes on while every send fails (the topic missing): the owed (key, minute)s stop at
+    the bound, the oldest minutes are the ones dropped, counted, and said once in the log."""
+    from services.analytics.stream.minutely import SUMMARIES_DROPPED
+
+    async def fetchrow(*_args):
+        return {"total_hist": None, "by_strategy_model": None}
+
+    async def send(_key: bytes, _value: bytes):
+        raise RuntimeError("UnknownTopicOrPartitionError")
+
+    summaries = MinutelySummaries(fetchrow, send, max_dirty=1_000)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    dropped_before = SUMMARIES_DROPPED._value.get()
+    with caplog.at_level("ERROR", logger="services.analytics.stream.minutely"):
+        for m in range(600):            # ten hours of batches over 5 keys, a round of publishing after each
+            summaries.mark({(f"k{k}", start + timedelta(minutes=m)) for k in range(5)})
+            await summaries.publish(now=start + timedelta(minutes=m + 1))
+    assert len(summaries.dirty) <= 1_000
+    assert SUMMARIES_DROPPED._value.get() - dropped_before == 3_000 - len(summaries.dirty)
+    kept = sorted(minute for _, minute in summaries.dirty)
+    assert kept[-1] == start + timedelta(minutes=599) and kept[0] > start + timedelta(minutes=300)
+    assert sum("dropped" in r.getMessage() for r in caplog.records) == 1
