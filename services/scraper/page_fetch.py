@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import redis.asyncio as redis
 
-from services.common.errors import InvalidArgument, PermissionDenied, Unavailable
+from services.common.errors import InvalidArgument, ParleyError, PermissionDenied, Unavailable
 from services.common.redis_client import RedisHealth
 from services.scraper.extract import robots_directives
 from services.scraper.fetching import Fetcher, FetchFailed, require_url, site_of
@@ -19,6 +19,13 @@ logger = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 20_000
 CACHE_PREFIX = "parley:scraper:page:v2:"
+# A Fetch that failed is answered the same way, from the cache, for a tenth of the page TTL and at most
+# this long: a page too large, not HTML or past the extraction limits would cost the origin a request
+# and the extractor (shared by every key) its time limit at each try; an origin that could not be
+# reached may be back soon.
+FAILURE_TTL_SECONDS = 60
+_FAILURES: dict[str, type[ParleyError]] = {
+    "invalid": InvalidArgument, "denied": PermissionDenied, "unavailable": Unavailable}
 
 
 @dataclass
@@ -78,7 +85,8 @@ def site_hosts(website: str) -> frozenset[str]:
 async def fetch_page(fetcher: Fetcher, cache: PageCache, url: str, ttl_seconds: int,
                      hosts: frozenset[str] | None = None, extractor: Extractor | None = None) -> FetchedPage:
     """The cached page when there is one; otherwise fetch (robots.txt and the address policy apply),
-    extract the main content and cache it for ttl_seconds (origin errors for a tenth of that).
+    extract the main content and cache it for ttl_seconds (origin errors for a tenth of that; a failed
+    Fetch's answer too, see FAILURE_TTL_SECONDS).
     With hosts (sites: host and port), only a URL on them is fetched, and a redirect off them is not followed.
     Failures say what the caller can act on; the origin's or the network's details are logged only."""
     url = require_url(url)
@@ -87,7 +95,23 @@ async def fetch_page(fetcher: Fetcher, cache: PageCache, url: str, ttl_seconds: 
     key = cache_key(url, hosts)
     hit = await cache.get(key)
     if hit:
-        return FetchedPage(**{**json.loads(hit), "cached": True})
+        stored = json.loads(hit)
+        if "failure" in stored:
+            raise _FAILURES[stored["failure"]](stored["message"])
+        return FetchedPage(**{**stored, "cached": True})
+    try:
+        page = await _fetch(fetcher, url, hosts, extractor)
+    except (InvalidArgument, PermissionDenied, Unavailable) as exc:
+        kind = next(k for k, cls in _FAILURES.items() if isinstance(exc, cls))
+        await cache.put(key, json.dumps({"failure": kind, "message": exc.message}),
+                        min(max(1, ttl_seconds // 10), FAILURE_TTL_SECONDS))
+        raise
+    ttl = ttl_seconds if page.status == 200 else max(1, ttl_seconds // 10)
+    await cache.put(key, json.dumps({k: v for k, v in asdict(page).items() if k != "cached"}), ttl)
+    return page
+
+
+async def _fetch(fetcher: Fetcher, url: str, hosts: frozenset[str] | None, extractor: Extractor | None) -> FetchedPage:
     if not await fetcher.allowed(url):
         raise PermissionDenied(f"robots.txt of {url} disallows fetching it")
     try:
@@ -117,6 +141,4 @@ async def fetch_page(fetcher: Fetcher, cache: PageCache, url: str, ttl_seconds: 
         page.url = extracted.canonical or resp.url
         page.title = extracted.title
         page.text = extracted.text[:MAX_TEXT_CHARS]
-    ttl = ttl_seconds if resp.status == 200 else max(1, ttl_seconds // 10)
-    await cache.put(key, json.dumps({k: v for k, v in asdict(page).items() if k != "cached"}), ttl)
     return page

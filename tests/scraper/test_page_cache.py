@@ -56,3 +56,38 @@ async def test_a_frozen_redis_is_asked_by_one_fetch_not_by_each(settings):
     # a connection and a wait for each of five reads and five writes.
     assert frozen.connections == 1, frozen.received
     assert cache.health.down
+
+
+async def test_a_failed_fetch_is_answered_from_the_cache_for_a_while(settings, stack):
+    """A page that cannot be served (not HTML here; too large, past the extraction limits alike) is
+    not asked of its origin and the shared extractor again by every Fetch: the same error comes from
+    the cache, for a tenth of the page TTL."""
+    import uuid
+
+    import pytest
+    from aiohttp import web
+
+    from services.common.errors import InvalidArgument, PermissionDenied
+    from services.scraper.page_fetch import cache_key
+    from bench.harness import free_port
+
+    pdf = lambda: web.Response(body=b"%PDF-1.7", content_type="application/pdf")  # noqa: E731
+    client = create_redis(stack.redis_url)
+    cache = PageCache(client)
+    try:
+        async with Site({"/robots.txt": ROBOTS, f"/{uuid.uuid4().hex}.pdf": pdf}) as site, \
+                new_fetcher(settings) as fetcher:
+            url = site.base + next(r for r in site._routes if r.endswith(".pdf"))
+            for _ in range(3):
+                with pytest.raises(InvalidArgument, match="not HTML or text"):
+                    await fetch_page(fetcher, cache, url, 60)
+            assert site.hits[url.removeprefix(site.base)] == 1
+            assert 0 < await client.ttl(cache_key(url)) <= 6
+            # An origin that cannot be reached (its robots.txt neither: nothing is fetched there), with a
+            # long page TTL: the answer is kept a minute at most, as the origin may be back soon.
+            gone = f"http://127.0.0.1:{free_port()}/{uuid.uuid4().hex}.html"
+            with pytest.raises(PermissionDenied):
+                await fetch_page(fetcher, cache, gone, 3600)
+            assert 50 < await client.ttl(cache_key(gone)) <= 60
+    finally:
+        await client.aclose()
