@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass
@@ -184,3 +185,38 @@ async def save_progress(pool: asyncpg.Pool, job_id: str, progress: Progress, sta
         *args,
     )
     return result != "UPDATE 0"
+
+
+# Finished jobs past their retention are deleted by the crawl workers (several pods: one at a time, by
+# this pg_try_advisory_lock key), in short batches by ctid; the partial index of migration 0024 holds the
+# finished jobs by finish time, so a batch reads only the rows it deletes. Queued and running jobs are
+# never deleted, whatever their age. A crawl request replayed for a deleted job finds no job and is
+# ignored (as for any unknown job): its job had finished.
+CRAWL_JOBS_RETENTION_LOCK = 0x7061726C_65790002   # "parley" + 2 (the analytics retention holds + 1)
+_DELETE_FINISHED = """
+DELETE FROM crawl_jobs WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM crawl_jobs
+    WHERE state IN ('done', 'failed', 'cancelled') AND finished_at < now() - make_interval(secs => $1)
+    LIMIT $2))
+"""
+
+
+async def delete_finished(pool: asyncpg.Pool, older_than_seconds: float, batch_rows: int = 5000,
+                          pause: float = 0.01, on_batch=lambda n: None) -> int | None:
+    """Deletes the jobs finished (done, failed, cancelled) more than `older_than_seconds` ago, `batch_rows`
+    per transaction; the rows deleted, or None when another worker holds the lock (its run does it)."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", CRAWL_JOBS_RETENTION_LOCK):
+            return None
+        try:
+            total = 0
+            while True:
+                n = int((await conn.execute(_DELETE_FINISHED, float(older_than_seconds), batch_rows)).split()[-1])
+                total += n
+                if n:
+                    on_batch(n)
+                if n < batch_rows:
+                    return total
+                await asyncio.sleep(pause)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", CRAWL_JOBS_RETENTION_LOCK)

@@ -18,6 +18,8 @@ import uuid
 from collections import deque
 
 import asyncpg
+from pydantic import Field
+from prometheus_client import Counter
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import RecordMetadata
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -43,6 +45,40 @@ RETRY_SECONDS = 2.0                # a request that failed (not its crawl: e.g. 
 # refused again every time. Its other refusals are of its own state (read-only or out of disk, a lock or
 # serialization conflict, a schema not migrated yet) and pass.
 _REFUSED_VALUES = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
+
+
+RETENTION_DELETED = Counter(
+    "parley_crawler_retention_deleted_total", "Rows the crawl worker deleted as older than their retention.",
+    ["table"],
+)
+FIRST_RETENTION_RUN_SECONDS = 30.0
+
+
+class CrawlWorkerSettings(ScraperSettings):
+    """The crawl worker's: the scraper's, and the retention of finished crawl jobs (0 keeps them for good)."""
+
+    retention_crawl_jobs_days: float = Field(default=30.0, ge=0)
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
+    retention_batch_rows: int = Field(default=5000, gt=0)
+
+
+async def keep_crawl_jobs(pool: asyncpg.Pool, settings: ScraperSettings) -> None:
+    """Deletes the finished jobs past their retention soon after start, then every interval (a failed
+    run, e.g. PostgreSQL away, is tried again at the next)."""
+    days = getattr(settings, "retention_crawl_jobs_days", 30.0)
+    interval = getattr(settings, "retention_interval_seconds", 3600.0)
+    if days <= 0:
+        return
+    await asyncio.sleep(min(FIRST_RETENTION_RUN_SECONDS, interval))
+    while True:
+        try:
+            deleted = await jobs.delete_finished(pool, days * 86400, getattr(settings, "retention_batch_rows", 5000),
+                                                 on_batch=RETENTION_DELETED.labels("crawl_jobs").inc)
+            if deleted is not None:
+                logger.info("retention run: deleted %d crawl job(s) finished more than %g days ago", deleted, days)
+        except Exception as exc:  # noqa: BLE001 - PostgreSQL away: the jobs wait for the next run
+            logger.warning("retention of crawl jobs failed: %s", exc)
+        await asyncio.sleep(interval)
 
 
 def _of_the_request(exc: BaseException) -> bool:
@@ -242,6 +278,7 @@ async def main(settings: ScraperSettings) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     logger.info("crawl worker consuming %s", settings.topic("crawl_requests"))
+    retention = asyncio.create_task(keep_crawl_jobs(pool, settings))
     try:
         while not stop.is_set():
             # Polled even while every job slot is taken: the partitions in hand are paused, and a
@@ -250,6 +287,7 @@ async def main(settings: ScraperSettings) -> None:
             for tp, records in batch.items():
                 work.add(tp, records)
     finally:
+        retention.cancel()
         # Give the jobs the grace period, then leave them uncommitted for the next owner.
         await work.close(settings.shutdown_grace_seconds)
         await within(STOP_SECONDS, "stopping the consumer", consumer.stop())
@@ -364,4 +402,4 @@ class _Assignments(ConsumerRebalanceListener):
 
 
 if __name__ == "__main__":
-    run_service("crawler", main, ScraperSettings)
+    run_service("crawler", main, CrawlWorkerSettings)
