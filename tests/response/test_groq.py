@@ -32,9 +32,11 @@ async def test_short_question_is_answered_by_the_small_model_with_cited_sources(
     assert t.total_ms >= t.search_ms > 0 and t.llm_ms >= t.ttft_ms > 0
     (seen,) = llm.requests
     assert seen.model == SMALL and seen.stream
-    system = seen.messages[0]["content"]
-    assert "support assistant of Test llm-" in system  # the key's name
-    assert f"[{reply.sources[0].id}]" in system and "49 euros" in system
+    system, passages, question = seen.messages
+    assert system["role"] == "system" and "support assistant of Test llm-" in system["content"]  # the key's name
+    assert passages["role"] == "user" and f"[{reply.sources[0].id}]" in passages["content"]
+    assert "49 euros" in passages["content"] and "49 euros" not in system["content"]  # data, not instructions
+    assert question == {"role": "user", "content": "How much does the Plus plan cost?"}
     event = await events.turn(reply.request_id)
     assert event.model == SMALL and event.product_key_id == shop.id and event.session_id == "g1"
     assert event.cost_usd > 0 and event.usage.completion_tokens == reply.usage.completion_tokens
@@ -74,7 +76,7 @@ async def test_follow_up_uses_the_session_and_is_not_cached(served, llm, shop):
     assert follow.cache_status == common_pb2.CACHE_STATUS_BYPASS
     assert follow.model == LARGE  # follow-ups with context go to the large model
     roles = [m["role"] for m in llm.requests[-1].messages]
-    assert roles == ["system", "user", "assistant", "user"]
+    assert roles == ["system", "user", "assistant", "user", "user"]  # ..., the passages, the question
     assert llm.requests[-1].messages[2]["content"].startswith(f"Answer from {SMALL}")
 
 
@@ -95,7 +97,7 @@ async def test_a_session_goes_on_after_its_key_is_rotated(served, llm, search, a
         await s.stub.Chat(ask(TestKey(key.id, rotated.product_key), "And does it include support?",
                               session_id=session), timeout=10)
     messages = llm.requests[-1].messages
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "user"]
     assert messages[1]["content"].endswith("How much does the Plus plan cost?")
 
 
