@@ -381,7 +381,8 @@ class ChatEngine:
         route: routing.Route, request: AnswerRequest, deadline: float, qhash: str,
     ) -> AsyncIterator:
         """The answer's pieces and the Answer; with qhash, across processes too (a Redis lock),
-        and the answer is cached before the flight ends."""
+        and the answer is cached before the flight ends. An answer the model cut at max_tokens is
+        given but not cached, as a degraded one."""
         lock = None
         if qhash:
             name = ResponseStore.answer_key(plan.product_key_id, plan.knowledge_version, qhash)
@@ -411,7 +412,7 @@ class ChatEngine:
             else:
                 source = self._extractive.stream(request)
             async for item in source:
-                if isinstance(item, Answer) and qhash and not item.degraded:
+                if isinstance(item, Answer) and qhash and not item.degraded and not item.truncated:
                     await self._store.put_answer(plan.product_key_id, plan.knowledge_version, qhash,
                                                  self._response(plan, passages, strategy, item).SerializeToString())
                 yield item
@@ -564,7 +565,9 @@ def build_engine(settings: ResponseSettings, search: SearchClient, store: Respon
     llm = None
     if settings.groq_api_key:
         llm = ResilientLLM(
-            GroqClient(settings.groq_api_key, settings.groq_base_url, temperature=settings.llm_temperature),
+            GroqClient(settings.groq_api_key, settings.groq_base_url, temperature=settings.llm_temperature,
+                       first_token_seconds=settings.llm_first_token_timeout_seconds,
+                       idle_seconds=settings.llm_idle_timeout_seconds),
             extractive,
             timeout_seconds=settings.llm_timeout_seconds,
             max_attempts=settings.llm_max_attempts,

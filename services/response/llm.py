@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import json
 import logging
 import math
@@ -39,6 +41,7 @@ class Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     degraded: bool = False        # a fallback answered because the routed model failed
+    truncated: bool = False       # the model stopped at max_tokens: served, never cached
     ttft_ms: float = 0.0          # the LLM's first token, from the start of answering
 
 
@@ -89,9 +92,14 @@ def cited_ids(text: str, passages: list[PassageText]) -> list[str]:
 
 
 class LLMError(Exception):
-    """A failed LLM call, classified for retries, fallback and the gRPC status.
+    """A failed LLM call, classified for retries, the breakers, fallback and the gRPC status.
 
-    kind: rate_limited | unavailable | timeout | bad_response | rejected
+    kind: rate_limited | unavailable | timeout (the attempt's own limit) | deadline (the callers'
+    deadline: no fault of the model) | stalled (no first token, or no next piece, in time) |
+    bad_response (unreadable or empty) | filtered (the model's content filter) | rejected (a 4xx
+    refusing this request) | auth (the API key refused: 401/403) | model_missing (404).
+    `message` is the detail for the log: it may carry the provider's text (organisation, quotas),
+    so it never goes to the caller (see resilience.to_domain_error).
     """
 
     def __init__(self, kind: str, message: str, *, retry_after: float | None = None, partial: bool = False) -> None:
@@ -107,16 +115,29 @@ class LLMError(Exception):
 
 
 def _retry_after(headers: httpx.Headers | None) -> float | None:
+    """Retry-After-Ms, or Retry-After as seconds or as an HTTP date."""
     if headers is None:
         return None
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return max(0.0, float(value) * scale)
-            except ValueError:
-                continue
-    return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
 
 
 def classify(exc: BaseException, *, partial: bool = False) -> LLMError:
@@ -124,15 +145,21 @@ def classify(exc: BaseException, *, partial: bool = False) -> LLMError:
     if isinstance(exc, LLMError):
         return exc
     if isinstance(exc, groq.RateLimitError):
-        return LLMError("rate_limited", "the LLM is rate limited", retry_after=_retry_after(exc.response.headers),
-                        partial=partial)
+        return LLMError("rate_limited", f"the LLM is rate limited: {exc.message}",
+                        retry_after=_retry_after(exc.response.headers), partial=partial)
     if isinstance(exc, groq.APITimeoutError) or isinstance(exc, (TimeoutError, asyncio.TimeoutError, httpx.TimeoutException)):
         return LLMError("timeout", "the LLM did not answer in time", partial=partial)
     if isinstance(exc, groq.APIStatusError):
-        if exc.status_code >= 500:
-            return LLMError("unavailable", f"the LLM failed with HTTP {exc.status_code}",
+        status = exc.status_code
+        if status >= 500:
+            return LLMError("unavailable", f"the LLM failed with HTTP {status}",
                             retry_after=_retry_after(exc.response.headers), partial=partial)
-        return LLMError("rejected", f"the LLM rejected the request (HTTP {exc.status_code}): {exc.message}",
+        if status in (401, 403):
+            return LLMError("auth", f"the LLM refused the API key (HTTP {status}): {exc.message}", partial=partial)
+        if status == 404:
+            return LLMError("model_missing", f"the LLM does not know the model (HTTP 404): {exc.message}",
+                            partial=partial)
+        return LLMError("rejected", f"the LLM rejected the request (HTTP {status}): {exc.message}",
                         partial=partial)
     if isinstance(exc, (groq.APIConnectionError, httpx.TransportError)):
         return LLMError("unavailable", f"the LLM connection failed: {exc}", partial=partial)
@@ -146,17 +173,88 @@ def classify(exc: BaseException, *, partial: bool = False) -> LLMError:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    finish_reason: str = ""      # "stop"; "length": cut at max_tokens
+
+
+# A wait that ends this close to a limit ended because of it.
+_LIMIT_SLACK = 0.005
+
+
+class Deadline:
+    """When a call must end, in event-loop time. A call shared by several callers ends at the latest
+    of their deadlines: a caller that joins it pushes the deadline later (`extend`), and the waits
+    under way (`within`) follow. `capped` is a view with a limit of its own (one attempt's timeout)."""
+
+    def __init__(self, at: float, *, cap: float = math.inf, root: Deadline | None = None) -> None:
+        self._root = root or self
+        self.cap = cap
+        if root is None:
+            self._at = at
+            self._waits: dict[asyncio.Timeout, float] = {}
+
+    @property
+    def callers_at(self) -> float:
+        """The callers' deadline, without this view's cap."""
+        return self._root._at
+
+    @property
+    def at(self) -> float:
+        return min(self._root._at, self.cap)
+
+    def capped(self, limit: float) -> Deadline:
+        return Deadline(0.0, cap=min(self.cap, limit), root=self._root)
+
+    def extend(self, at: float) -> None:
+        root = self._root
+        if at <= root._at:
+            return
+        root._at = at
+        for wait, cap in list(root._waits.items()):
+            try:
+                wait.reschedule(min(cap, at))
+            except RuntimeError:
+                pass  # it expired already
+
+    def within(self, cap: float = math.inf) -> _Within:
+        """`async with`: TimeoutError at this deadline or at `cap`, whichever comes first."""
+        return _Within(self._root, min(self.cap, cap))
+
+    def passed(self, now: float) -> bool:
+        """Whether the callers' deadline has passed (not only a cap)."""
+        return now >= self._root._at - _LIMIT_SLACK
+
+
+class _Within:
+    __slots__ = ("_root", "_cap", "_timeout")
+
+    def __init__(self, root: Deadline, cap: float) -> None:
+        self._root = root
+        self._cap = cap
+
+    async def __aenter__(self) -> None:
+        self._timeout = asyncio.timeout_at(min(self._cap, self._root._at))
+        await self._timeout.__aenter__()
+        self._root._waits[self._timeout] = self._cap
+
+    async def __aexit__(self, *exc) -> bool | None:
+        self._root._waits.pop(self._timeout, None)
+        return await self._timeout.__aexit__(*exc)
+
+
+def as_deadline(deadline: float | Deadline) -> Deadline:
+    return deadline if isinstance(deadline, Deadline) else Deadline(deadline)
 
 
 class GroqClient:
     """Streaming chat completions through the official `groq` package (AsyncGroq).
 
     The client's own retries are off: retries, timeouts and fallback are decided by the caller,
-    which knows the request's deadline.
+    which knows the request's deadline. A model that sends no first piece within
+    `first_token_seconds`, or no next piece within `idle_seconds`, has stalled (0: no such limit).
     """
 
     def __init__(self, api_key: str, base_url: str = "", *, temperature: float = 0.2,
-                 max_connections: int = 200) -> None:
+                 max_connections: int = 200, first_token_seconds: float = 5.0, idle_seconds: float = 5.0) -> None:
         self._client = groq.AsyncGroq(
             api_key=api_key,
             base_url=base_url or None,
@@ -165,47 +263,69 @@ class GroqClient:
                                                               max_keepalive_connections=max_connections)),
         )
         self._temperature = temperature
+        self._first_token = first_token_seconds if first_token_seconds > 0 else math.inf
+        self._idle = idle_seconds if idle_seconds > 0 else math.inf
 
     async def close(self) -> None:
         await self._client.close()
 
+    @staticmethod
+    def _timed_out(deadline: Deadline, now: float, stalled: str, produced: bool) -> LLMError:
+        """Which limit a wait that timed out hit: the callers' deadline, the attempt's, or a stall."""
+        if deadline.passed(now):
+            return LLMError("deadline", "the caller's deadline passed while the LLM answered", partial=produced)
+        if now >= deadline.cap - _LIMIT_SLACK:
+            return LLMError("timeout", "the LLM did not answer in time", partial=produced)
+        return LLMError("stalled", stalled, partial=produced)
+
     async def stream(
-        self, model: str, messages: list[dict], *, max_tokens: int, deadline: float
+        self, model: str, messages: list[dict], *, max_tokens: int, deadline: float | Deadline
     ) -> AsyncIterator[str | Usage]:
         """Text pieces as the model produces them, then the Usage. Raises LLMError; `deadline`
         (event-loop time) bounds the whole call. Leaving the iteration early (a cancelled client)
-        closes the HTTP stream, which stops the generation.
+        closes the HTTP stream, which stops the generation. An answer with no text, or one the
+        model's content filter stopped, is no answer (LLMError).
 
         The client's raw streaming response is read as server-sent events with json.loads: the
         typed stream builds a pydantic model per chunk, which cost ~5x the CPU of the whole turn."""
         loop = asyncio.get_running_loop()
+        deadline = as_deadline(deadline)
+        first_by = loop.time() + self._first_token
+        limit = deadline.cap if deadline.cap < math.inf else deadline.at
         try:
-            async with asyncio.timeout_at(deadline):
+            async with deadline.within(first_by):
                 manager = self._client.chat.completions.with_streaming_response.create(
                     model=model, messages=messages, stream=True, max_tokens=max_tokens,  # type: ignore[arg-type]
-                    temperature=self._temperature, timeout=max(0.01, deadline - loop.time()),
+                    temperature=self._temperature, timeout=max(0.01, limit - loop.time()),
                 )
                 response = await manager.__aenter__()
+        except TimeoutError:
+            raise self._timed_out(deadline, loop.time(), "the LLM sent nothing in time", False) from None
         except Exception as exc:  # noqa: BLE001 - classified below
             raise classify(exc) from exc
         produced = False
+        finish = ""
         usage = Usage()
         lines = response.iter_lines().__aiter__()
         try:
             while True:
-                # The timeout never spans a yield: it bounds the wait for the next line only.
-                async with asyncio.timeout_at(deadline):
-                    try:
-                        line = await lines.__anext__()
-                    except StopAsyncIteration:
-                        raise LLMError("bad_response", "the LLM stream ended without [DONE]",
-                                       partial=produced) from None
+                # The wait never spans a yield: it bounds the wait for the next line only.
+                cap = loop.time() + self._idle if produced else first_by
+                try:
+                    async with deadline.within(cap):
+                        try:
+                            line = await lines.__anext__()
+                        except StopAsyncIteration:
+                            raise LLMError("bad_response", "the LLM stream ended without [DONE]",
+                                           partial=produced) from None
+                except TimeoutError:
+                    raise self._timed_out(deadline, loop.time(), "the LLM stream stalled", produced) from None
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
                     # Read to the end of the body, so the connection goes back to the pool.
-                    async with asyncio.timeout_at(deadline):
+                    async with deadline.within(loop.time() + self._idle):
                         async for _ in lines:
                             pass
                     break
@@ -216,6 +336,7 @@ class GroqClient:
                 if found:
                     usage = Usage(found.get("prompt_tokens") or 0, found.get("completion_tokens") or 0)
                 for choice in chunk.get("choices") or ():
+                    finish = choice.get("finish_reason") or finish
                     content = (choice.get("delta") or {}).get("content")
                     if content:
                         produced = True
@@ -224,6 +345,11 @@ class GroqClient:
             raise classify(exc, partial=produced) from exc
         finally:
             await manager.__aexit__(None, None, None)
+        if finish == "content_filter":
+            raise LLMError("filtered", "the LLM's content filter stopped the answer", partial=produced)
+        if not produced:
+            raise LLMError("bad_response", f"the LLM sent an empty answer (finish_reason {finish or 'none'})")
+        usage.finish_reason = finish
         yield usage
 
 

@@ -29,6 +29,11 @@ class ResponseSettings(CommonSettings):
     # Resilience around the LLM: per-attempt timeout (within the client's deadline), retries
     # with jitter on 429/5xx honouring Retry-After, a circuit breaker per model, fallback chain.
     llm_timeout_seconds: float = 20.0
+    # A stream that stalls is the model's failure (the next model answers) long before that timeout:
+    # no first piece of text within this long of the request (0: no limit) ...
+    llm_first_token_timeout_seconds: float = 5.0
+    # ... or no next piece within this long of the last one (0: no limit).
+    llm_idle_timeout_seconds: float = 5.0
     llm_max_attempts: int = 2                  # per model, before falling back to the next one
     llm_max_retry_wait_seconds: float = 2.0    # a longer Retry-After falls back instead of waiting
     llm_breaker_failures: int = 5              # consecutive failures that open a model's breaker
