@@ -20,7 +20,8 @@ from services.common.text import is_blank, storable
 from services.response import routing
 from services.response.admission import Admission
 from services.response.cache import Pointer, RequestRecord, ResponseStore, question_hash, secret_hash
-from services.response.llm import RESTART, Answer, AnswerRequest, ExtractiveAnswerer, GroqClient, PassageText, Restart
+from services.response.llm import (RESTART, Answer, AnswerRequest, Deadline, ExtractiveAnswerer, GroqClient, PassageText,
+                                   Restart)
 from services.response.resilience import ResilientLLM
 from services.response.search_client import SearchClient
 from services.response.singleflight import SingleFlight
@@ -168,6 +169,8 @@ class ChatEngine:
         self.llm = llm
         self.web = web
         self.flights = SingleFlight()
+        # The deadline of each shared answer in flight: the latest of its callers' (see _answer).
+        self._flight_deadlines: dict[str, tuple[Deadline, list[int]]] = {}
         self._background: set[asyncio.Task] = set()
         self.in_flight = 0   # turns under way (Chat and ChatStream): admission's sign of load
 
@@ -309,8 +312,17 @@ class ChatEngine:
             history=history,
         )
 
+        flight_key = (ResponseStore.answer_key(plan.product_key_id, version, qhash) if cacheable
+                      else f"alone:{state.request_id}")
+        # A shared answer runs apart from any one caller, so it has a deadline of its own: the latest
+        # of its callers', pushed later by each caller that joins it (not the first caller's, which
+        # gave a patient caller who joined a hurried one the hurried one's fallback).
+        shared, users = self._flight_deadlines.setdefault(flight_key, (Deadline(deadline), [0]))
+        shared.extend(deadline)
+        users[0] += 1
+
         def work() -> AsyncIterator:
-            return self._produce(plan, passages, strategy, route, answer_request, deadline, qhash if keep else "")
+            return self._produce(plan, passages, strategy, route, answer_request, shared, qhash if keep else "")
 
         llm_start = time.perf_counter()
         answer: Answer | None = None
@@ -319,28 +331,29 @@ class ChatEngine:
         # Either way the answer is produced in a task of its own, at its own pace: a ChatStream caller
         # that stops reading (grants no flow-control window) does not hold the LLM's stream open, and
         # with it a connection of the LLM client's pool, for as long as its call lasts.
-        if cacheable:
-            flight_key = ResponseStore.answer_key(plan.product_key_id, version, qhash)
-            items = self.flights.run(flight_key, work)
-        else:
-            items = self.flights.run(f"alone:{state.request_id}", work)
-        async with aclosing(items):
-            async for leader, item in items:
-                if isinstance(item, str):
-                    if not state.ttft_ms:
-                        state.ttft_ms = (time.perf_counter() - llm_start) * 1000
-                    yield item
-                elif isinstance(item, Restart):
-                    yield RESTART
-                elif isinstance(item, _Cached):
-                    state.llm_ms = (time.perf_counter() - llm_start) * 1000
-                    async for out in self._from_cache(state, key_hash, item.value, SHARED):
-                        yield out
-                    return
-                elif isinstance(item, Answer):
-                    answer = item
-                    if cacheable:
-                        status = MISS if leader else SHARED
+        items = self.flights.run(flight_key, work)
+        try:
+            async with aclosing(items):
+                async for leader, item in items:
+                    if isinstance(item, str):
+                        if not state.ttft_ms:
+                            state.ttft_ms = (time.perf_counter() - llm_start) * 1000
+                        yield item
+                    elif isinstance(item, Restart):
+                        yield RESTART
+                    elif isinstance(item, _Cached):
+                        state.llm_ms = (time.perf_counter() - llm_start) * 1000
+                        async for out in self._from_cache(state, key_hash, item.value, SHARED):
+                            yield out
+                        return
+                    elif isinstance(item, Answer):
+                        answer = item
+                        if cacheable:
+                            status = MISS if leader else SHARED
+        finally:
+            users[0] -= 1
+            if not users[0] and self._flight_deadlines.get(flight_key, (None,))[0] is shared:
+                del self._flight_deadlines[flight_key]
         assert answer is not None, "a produced answer always ends with an Answer"
         state.llm_ms = (time.perf_counter() - llm_start) * 1000
         if not state.ttft_ms:
@@ -378,7 +391,7 @@ class ChatEngine:
 
     async def _produce(
         self, plan: search_pb2.PlanResponse, passages: list[common_pb2.Passage], strategy: str,
-        route: routing.Route, request: AnswerRequest, deadline: float, qhash: str,
+        route: routing.Route, request: AnswerRequest, deadline: Deadline, qhash: str,
     ) -> AsyncIterator:
         """The answer's pieces and the Answer; with qhash, across processes too (a Redis lock),
         and the answer is cached before the flight ends. An answer the model cut at max_tokens is
@@ -387,8 +400,8 @@ class ChatEngine:
         if qhash:
             name = ResponseStore.answer_key(plan.product_key_id, plan.knowledge_version, qhash)
             loop = asyncio.get_running_loop()
-            while lock is None and loop.time() < deadline:
-                lock = await self._store.try_lock(name, max(1.0, deadline - loop.time()))
+            while lock is None and loop.time() < deadline.at:
+                lock = await self._store.try_lock(name, max(1.0, deadline.at - loop.time()))
                 if lock is None:
                     # Another process is answering the same question: wait for its answer. If its
                     # lock goes without one (it failed, or its answer was not cacheable), try for the
@@ -421,11 +434,11 @@ class ChatEngine:
                 await self._store.unlock(lock)
 
     async def _wait_for_answer(self, plan: search_pb2.PlanResponse, qhash: str, name: str,
-                               deadline: float) -> bytes | None:
+                               deadline: Deadline) -> bytes | None:
         """The answer another process caches under its lock `name`; None once the lock is gone
         without one, or at the deadline."""
         loop = asyncio.get_running_loop()
-        while loop.time() < deadline:
+        while loop.time() < deadline.at:
             await asyncio.sleep(0.02)
             cached = await self._store.get_answer(plan.product_key_id, plan.knowledge_version, qhash)
             if cached is not None:

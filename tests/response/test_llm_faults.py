@@ -220,6 +220,26 @@ async def test_a_missing_model_counts_as_that_models_failure(served, llm, shop):
     assert [r.model for r in llm.requests] == [LARGE, SMALL, LARGE, SMALL, SMALL]
 
 
+# --- a shared call has its own time --------------------------------------------------------------
+
+async def test_a_caller_joining_a_short_callers_flight_gets_the_llms_answer(served, llm, shop):
+    llm.first_token_delay = 1.0
+    async with served() as s:
+        async def short():
+            try:
+                return await s.stub.Chat(ask(shop, PLAIN, session_id="short"), timeout=0.4)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+
+        first = asyncio.ensure_future(short())
+        await asyncio.sleep(0.15)
+        patient = await s.stub.Chat(ask(shop, PLAIN, session_id="patient"), timeout=10)
+        await first
+    assert patient.model == SMALL and patient.cache_status in (common_pb2.CACHE_STATUS_SHARED,
+                                                               common_pb2.CACHE_STATUS_MISS), patient
+    assert llm.count() == 1
+
+
 # --- a stream that stalls ------------------------------------------------------------------------
 
 async def test_a_model_that_sends_no_first_token_is_left_early(served, llm, shop):
