@@ -52,11 +52,10 @@ class AnalyticsSettings(CommonSettings):
     # Stream processor: its garbage collector (services/analytics/stream/__main__.py).
     stream_gc_threshold: int = 50_000   # first-generation threshold; 0: Python's own (700), nothing frozen
 
-    # Stream processor: retention of its tables (services/analytics/stream/retention.py); 0 keeps them for good.
-    retention_interval_seconds: float = Field(default=3600.0, gt=0)
+    # Stream processor: retention of its tables (services/analytics/stream/retention.py; how often and in
+    # what batches: CommonSettings); 0 keeps them for good.
     retention_turns_days: float = Field(default=90.0, ge=0)     # conversations and feedback_events
     retention_metrics_days: float = Field(default=400.0, ge=0)  # metrics_minute (GetMetrics reads up to 400 days)
-    retention_batch_rows: int = Field(default=5000, gt=0)      # rows deleted per transaction
 
     @field_validator("retention_turns_days", "retention_metrics_days")
     @classmethod

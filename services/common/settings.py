@@ -102,6 +102,11 @@ class CommonSettings(BaseSettings):
     topic_partitions: int = 4
     topic_replication: int = 1
 
+    # Retention of old rows, by the process that owns each table (the stream worker's analytics tables,
+    # the crawl workers' finished jobs): how often it runs, and rows deleted per transaction.
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
+    retention_batch_rows: int = Field(default=5000, gt=0)
+
     # Admin RPCs (product keys, knowledge). Production must set its own via a Secret: a well-known token
     # stops a service that listens beyond loopback (see _own_admin_token_beyond_loopback).
     admin_token: str = Field(default=DEV_ADMIN_TOKEN, repr=False)

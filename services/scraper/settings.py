@@ -38,3 +38,6 @@ class ScraperSettings(CommonSettings):
     # A job's crawl stops after this long in one worker (its pages so far are indexed, the job is done
     # and says so in its error): a slow or endless site does not hold a worker's job slot for good.
     scraper_job_max_seconds: float = Field(default=3600.0, gt=0)
+    # Crawl jobs finished (done, failed, cancelled) longer ago than this are deleted by the crawl workers
+    # (services/scraper/jobs.py delete_finished); queued and running ones never. 0 keeps them for good.
+    retention_crawl_jobs_days: float = Field(default=30.0, ge=0)

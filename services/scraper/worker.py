@@ -18,7 +18,6 @@ import uuid
 from collections import deque
 
 import asyncpg
-from pydantic import Field
 from prometheus_client import Counter
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import RecordMetadata
@@ -54,25 +53,16 @@ RETENTION_DELETED = Counter(
 FIRST_RETENTION_RUN_SECONDS = 30.0
 
 
-class CrawlWorkerSettings(ScraperSettings):
-    """The crawl worker's: the scraper's, and the retention of finished crawl jobs (0 keeps them for good)."""
-
-    retention_crawl_jobs_days: float = Field(default=30.0, ge=0)
-    retention_interval_seconds: float = Field(default=3600.0, gt=0)
-    retention_batch_rows: int = Field(default=5000, gt=0)
-
-
 async def keep_crawl_jobs(pool: asyncpg.Pool, settings: ScraperSettings) -> None:
     """Deletes the finished jobs past their retention soon after start, then every interval (a failed
     run, e.g. PostgreSQL away, is tried again at the next)."""
-    days = getattr(settings, "retention_crawl_jobs_days", 30.0)
-    interval = getattr(settings, "retention_interval_seconds", 3600.0)
+    days, interval = settings.retention_crawl_jobs_days, settings.retention_interval_seconds
     if days <= 0:
         return
     await asyncio.sleep(min(FIRST_RETENTION_RUN_SECONDS, interval))
     while True:
         try:
-            deleted = await jobs.delete_finished(pool, days * 86400, getattr(settings, "retention_batch_rows", 5000),
+            deleted = await jobs.delete_finished(pool, days * 86400, settings.retention_batch_rows,
                                                  on_batch=RETENTION_DELETED.labels("crawl_jobs").inc)
             if deleted is not None:
                 logger.info("retention run: deleted %d crawl job(s) finished more than %g days ago", deleted, days)
@@ -402,4 +392,4 @@ class _Assignments(ConsumerRebalanceListener):
 
 
 if __name__ == "__main__":
-    run_service("crawler", main, CrawlWorkerSettings)
+    run_service("crawler", main, ScraperSettings)
