@@ -54,12 +54,13 @@ def test_prompt_has_name_instructions_cited_passages_history_and_respects_the_bu
     req = AnswerRequest("How much?", "Acme", "Always answer in English.", "KNOWLEDGE", passages,
                         history=(Turn("Hi, do you ship?", "We ship within two days [s1]."),))
     messages = build_messages(req, token_budget=1000)
-    system = messages[0]["content"]
+    system, data = messages[0]["content"], messages[-2]["content"]
     assert "Acme" in system and "Always answer in English." in system and "[12]" in system
-    assert "[p0] T0" in system and "[p1] T1" in system and "[p9]" not in system  # the budget cuts the tail
-    assert messages[1:] == [{"role": "user", "content": "Hi, do you ship?"},
-                            {"role": "assistant", "content": "We ship within two days [s1]."},
-                            {"role": "user", "content": "How much?"}]
+    # The passages are data in a user message of their own, never in the system message.
+    assert "[p0] T0" in data and "[p1] T1" in data and "[p9]" not in data and "[p0]" not in system  # the budget cuts the tail
+    assert messages[1:3] == [{"role": "user", "content": "Hi, do you ship?"},
+                             {"role": "assistant", "content": "We ship within two days [s1]."}]
+    assert messages[-2]["role"] == "user" and messages[-1] == {"role": "user", "content": "How much?"}
     assert sum(len(m["content"]) for m in messages) // 4 <= 1000
 
 
@@ -93,6 +94,7 @@ def test_circuit_breaker_opens_after_failures_and_tries_once_after_the_reset():
 
 def test_llm_failures_become_meaningful_statuses():
     limited = to_domain_error([LLMError("unavailable", "500"), LLMError("rate_limited", "429", retry_after=7)])
-    assert limited.code == "RESOURCE_EXHAUSTED" and limited.trailers == {"retry-after": "7"}
+    # The provider's rate limit is no limit of the tenant's key (RESOURCE_EXHAUSTED says that): UNAVAILABLE.
+    assert limited.code == "UNAVAILABLE" and limited.trailers == {"retry-after": "7"}
     assert to_domain_error([LLMError("timeout", "slow")]).code == "DEADLINE_EXCEEDED"
     assert to_domain_error([LLMError("bad_response", "junk")]).code == "UNAVAILABLE"
