@@ -475,6 +475,10 @@ class KeyValidator:
         # neither a flood of connection attempts nor one warning each.
         self.postgres_health = RedisHealth(1.0, "known keys go on with their last record", server="PostgreSQL")
 
+    async def close(self) -> None:
+        """The admissions' pipeline connection back to the client's pool (the client is the owner's)."""
+        await self._batch.close()
+
     async def validate(self, secret: str) -> KeyRecord:
         key_hash = require_key(secret)
         if not self.health.available():

@@ -73,6 +73,15 @@ class AutoPipeline:
             await self._client.script_load(script.script)
             return await self.execute_later(command)
 
+    async def close(self) -> None:
+        """After the batch in flight, hands the kept connection back to the client's pool (a process
+        stops, or an owner of a shared client is done with it). A command queued later takes it again."""
+        if self._sender is not None:
+            await asyncio.gather(asyncio.shield(self._sender), return_exceptions=True)
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await self._client.connection_pool.release(connection)
+
     async def _send_all(self) -> None:
         try:
             if self._linger is not None:

@@ -59,6 +59,7 @@ async def main(settings: ResponseSettings) -> None:
     async def on_stop() -> None:
         await engine.drain()
         await engine.admission.close()
+        await store.close()
         await follower.stop()
         await outbox.stop(drain_seconds=settings.shutdown_grace_seconds / 2)
         await search_channel.close()

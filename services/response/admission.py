@@ -64,5 +64,6 @@ class Admission:
                     self._pool = await asyncpg.create_pool(self._dsn, min_size=0, max_size=4, command_timeout=5)
 
     async def close(self) -> None:
+        await self.keys.close()
         if self._pool is not None:
             await self._pool.close()

@@ -417,6 +417,11 @@ class ResponseStore:
         if done is not None:
             await asyncio.shield(done)
 
+    async def close(self) -> None:
+        """After the turns recorded so far, the pipeline's connection back to the client's pool."""
+        await self.flush()
+        await self.batch.close()
+
     async def request(self, request_id: str) -> RequestRecord | None:
         """The turn's record; None when Redis has none, Unavailable when Redis cannot be asked."""
         await self.flush()  # a turn this process just answered may still be on its way

@@ -72,3 +72,22 @@ async def test_a_connection_redis_closed_is_replaced(stack):
     finally:
         await client.delete(f"{prefix}:k")
         await client.aclose()
+
+
+async def test_close_hands_the_kept_connection_back_to_the_pool(stack):
+    """An owner done with a shared client gives the pipeline's connection back (tests serve many
+    engines on one client: each kept one for good, and the pool ran out)."""
+    client = create_redis(stack.redis_url)
+    in_use = client.connection_pool._in_use_connections
+    try:
+        batch = AutoPipeline(client)
+        key = f"test:{uuid.uuid4().hex}"
+        assert await batch.execute("SET", key, "1", "EX", 10)
+        assert len(in_use) == 1
+        await batch.close()
+        assert len(in_use) == 0
+        assert await batch.execute("GET", key) == b"1"      # used again: takes a connection again
+        await batch.close()
+        assert len(in_use) == 0
+    finally:
+        await client.aclose()

@@ -183,7 +183,8 @@ async def served(stack, test_env, search_client, redis_client, producer, llm) ->
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        engine = build_engine(settings, search_client, build_store(settings, redis_client), producer, web)
+        store = build_store(settings, redis_client)
+        engine = build_engine(settings, search_client, store, producer, web)
         engine.admission = Admission(settings, redis_client, lambda: engine.in_flight)  # as services/response/__main__.py does
         server = grpc.aio.server(interceptors=[ServerInterceptor("response-test", _OpenGate())])
         response_pb2_grpc.add_ResponseServiceServicer_to_server(ResponseServicer(engine), server)
@@ -196,6 +197,7 @@ async def served(stack, test_env, search_client, redis_client, producer, llm) ->
             await server.stop(1)
             await engine.drain()
             await engine.admission.close()
+            await store.close()     # the shared client's connections go back to its pool
             if engine.llm is not None:
                 await engine.llm.client.close()
 
