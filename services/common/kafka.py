@@ -478,6 +478,28 @@ class DeadLetters:
     def __init__(self, bootstrap: str, topic: str, client_id: str) -> None:
         self._bootstrap, self._topic, self._client_id = bootstrap, topic, client_id
         self._producer: AIOKafkaProducer | None = None
+        # Letters of several partitions' writers at once start one producer, not one each (the others
+        # would run on, never stopped).
+        self._starting = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._starting:
+            if self._producer is None:
+                producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all",
+                                            enable_idempotence=True, client_id=self._client_id)
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()  # no broker yet: the caller retries, with a new producer
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def _replace(self, producer: AIOKafkaProducer) -> None:
+        """The next letter gets a fresh producer (unless another letter replaced this one already)."""
+        if self._producer is producer:
+            self._producer = None
+        await within(STOP_SECONDS, "stopping the dead-letter producer", producer.stop())
 
     async def send(self, value: bytes, reason: str, source_topic: str, partition: int, offset: int,
                    key: bytes | None = None) -> bool:
@@ -499,21 +521,12 @@ class DeadLetters:
         if key is not None and len(key) > DEAD_LETTER_MAX_KEY:
             headers.append(("original-key-size", str(len(key)).encode()))
             key = key[:DEAD_LETTER_MAX_KEY]
-        if self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all",
-                                        enable_idempotence=True, client_id=self._client_id)
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()  # no broker yet: the caller retries, with a new producer
-                raise
-            self._producer = producer
+        producer = await self._started()
         try:
-            await self._producer.send_and_wait(self._topic, key=key, value=value, headers=headers)
+            await producer.send_and_wait(self._topic, key=key, value=value, headers=headers)
         except BROKEN_PRODUCER_ERRORS:
             # Out of step with the broker for good: the retry gets a fresh producer.
-            producer, self._producer = self._producer, None
-            await within(STOP_SECONDS, "stopping the dead-letter producer", producer.stop())
+            await self._replace(producer)
             raise
         except FINAL_SEND_ERRORS as exc:
             named = dict(headers)
@@ -523,8 +536,7 @@ class DeadLetters:
                          named["original-size"].decode(), named["original-sha256"].decode(), reason, exc)
             # The refused batch may leave the idempotent producer's sequence behind: the next letter
             # gets a fresh producer.
-            producer, self._producer = self._producer, None
-            await within(STOP_SECONDS, "stopping the dead-letter producer", producer.stop())
+            await self._replace(producer)
             return False
         return True
 
