@@ -395,11 +395,18 @@ class HostGate:
         except BaseException:
             self._users -= 1
             raise
-        async with self._lock:
-            # Again after sleeping: a hold may have come in meanwhile.
-            while (wait := self._next - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
-            self._next = time.monotonic() + self.delay
+        try:
+            async with self._lock:
+                # Again after sleeping: a hold may have come in meanwhile.
+                while (wait := self._next - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)
+                self._next = time.monotonic() + self.delay
+        except BaseException:
+            # Cancelled while waiting its turn (the caller's deadline): __aexit__ never runs, and a slot
+            # kept here would be the site's for good (the scraper API keeps its Fetcher for its life).
+            self._sem.release()
+            self._users -= 1
+            raise
 
     def hold(self, seconds: float) -> None:
         """No request starts for `seconds` (the host asked, with Retry-After)."""
@@ -425,7 +432,12 @@ class Fetcher:
         host_concurrency: int = 2,
         host_delay: float = 0.25,
         resolve: Resolver = system_resolve,
+        deadline_covers_wait: bool = True,
     ) -> None:
+        """request_seconds bounds each request, retries included, and with deadline_covers_wait also its
+        wait for a turn at the site (its slots, its delay or a Retry-After hold): a Fetch, whose caller
+        waits, never waits longer. A crawl's requests queue behind the site's Crawl-delay for as long as
+        it takes (deadline_covers_wait=False), bounded by the job's own time limit."""
         self.user_agent = user_agent
         self.policy = policy
         self.max_bytes = max_bytes
@@ -433,6 +445,7 @@ class Fetcher:
         self.request_seconds = request_seconds
         self.host_concurrency = host_concurrency
         self.host_delay = host_delay
+        self.deadline_covers_wait = deadline_covers_wait
         self._client = httpx.AsyncClient(
             transport=GuardedTransport(policy, resolve),
             headers={"User-Agent": user_agent, "Accept-Encoding": "gzip", "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5"},
@@ -514,23 +527,34 @@ class Fetcher:
         asked again then, twice at most, if that is before the deadline; otherwise it is the answer."""
         gate = self.gate(url)
         # httpx times each read; this, the whole request, retries included (a page sent a byte every few
-        # seconds would otherwise hold its crawl job for good).
+        # seconds would otherwise hold its crawl job for good), and the wait for the site's turn unless
+        # the fetcher's requests may queue (a crawl's).
+        if self.deadline_covers_wait:
+            async with asyncio.timeout(self.request_seconds) as deadline, gate:
+                return await self._asked(url, headers, accept, limit, cut, gate, deadline)
         async with gate, asyncio.timeout(self.request_seconds) as deadline:
-            retries = 0
-            while True:
-                got = await self._exchange(url, headers, accept, limit, cut)
-                if not isinstance(got, Response) or got.status not in RETRY_STATUSES:
-                    return got
-                wait = retry_after_seconds(got.headers)
-                if wait is None:
-                    return got
-                wait = min(wait, MAX_RETRY_AFTER_SECONDS)
-                gate.hold(wait)
-                if retries == MAX_RETRIES or asyncio.get_running_loop().time() + wait >= deadline.when():
-                    return got
-                retries += 1
-                logger.info("%s answered HTTP %s: asking again in %.3g s", url, got.status, wait)
-                await asyncio.sleep(wait)
+            return await self._asked(url, headers, accept, limit, cut, gate, deadline)
+
+    async def _asked(
+        self, url: str, headers: dict[str, str] | None, accept: Collection[str] | None, limit: int, cut: bool,
+        gate: HostGate, deadline: asyncio.Timeout,
+    ) -> Response | str:
+        """The exchanges of one hop, in its turn at the site: asked again after a Retry-After (see _request)."""
+        retries = 0
+        while True:
+            got = await self._exchange(url, headers, accept, limit, cut)
+            if not isinstance(got, Response) or got.status not in RETRY_STATUSES:
+                return got
+            wait = retry_after_seconds(got.headers)
+            if wait is None:
+                return got
+            wait = min(wait, MAX_RETRY_AFTER_SECONDS)
+            gate.hold(wait)
+            if retries == MAX_RETRIES or asyncio.get_running_loop().time() + wait >= deadline.when():
+                return got
+            retries += 1
+            logger.info("%s answered HTTP %s: asking again in %.3g s", url, got.status, wait)
+            await asyncio.sleep(wait)
 
     async def _exchange(
         self, url: str, headers: dict[str, str] | None, accept: Collection[str] | None, limit: int, cut: bool,
@@ -690,8 +714,8 @@ def gunzip_bounded(data: bytes, limit: int, *, cut: bool = False) -> bytes:
     return out
 
 
-def new_fetcher(settings, *, resolve: Resolver = system_resolve) -> Fetcher:
-    """A Fetcher configured from `PARLEY_SCRAPER_*` settings."""
+def new_fetcher(settings, *, resolve: Resolver = system_resolve, deadline_covers_wait: bool = True) -> Fetcher:
+    """A Fetcher configured from `PARLEY_SCRAPER_*` settings (see Fetcher for deadline_covers_wait)."""
     return Fetcher(
         user_agent=settings.scraper_user_agent,
         policy=AddressPolicy(parse_networks(settings.scraper_allow_networks)),
@@ -702,6 +726,7 @@ def new_fetcher(settings, *, resolve: Resolver = system_resolve) -> Fetcher:
         host_concurrency=settings.scraper_host_concurrency,
         host_delay=settings.scraper_host_delay_seconds,
         resolve=resolve,
+        deadline_covers_wait=deadline_covers_wait,
     )
 
 

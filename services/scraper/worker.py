@@ -181,7 +181,9 @@ class CrawlWorker:
                 tp = TopicPartition(record.topic, record.partition)
                 handed[tp] = max(handed.get(tp, -1), record.offset)
 
-        async with new_fetcher(self.settings) as fetcher:
+        # A crawl's requests wait their turn at a site as long as its Crawl-delay asks (the job's time limit
+        # bounds them), not within each request's time.
+        async with new_fetcher(self.settings, deadline_covers_wait=False) as fetcher:
             crawler = Crawler(
                 spec, fetcher, PageStore(self.pool, spec.product_key_id, handover, spec.job_id),
                 concurrency=self.settings.scraper_job_concurrency, on_progress=report, extractor=self.extractor,
