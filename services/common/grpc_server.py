@@ -391,7 +391,10 @@ async def _probe(checks: dict[str, Check]) -> list[str]:
     failing = []
     for name, check in checks.items():
         try:
-            await asyncio.wait_for(check(), timeout=3.0)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can return a result and lose the
+            # watcher's cancellation that came in the same iteration, and the stop then waits for good.
+            async with asyncio.timeout(3.0):
+                await check()
         except Exception as exc:  # noqa: BLE001
             failing.append(f"{name}: {exc!r}")
     return failing
@@ -476,8 +479,12 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
     spec.draining.set()
     await health.enter_graceful_shutdown()
     watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await watcher
+    except asyncio.CancelledError:
+        pass
+    except Exception:   # a failed watcher must not keep the server from stopping and draining
+        logger.exception("%s: the health watcher had failed", spec.name)
     waited = await gate.quiet()
     logger.info("%s stopping (%.2fs spent waiting for a pause in new calls)", spec.name, waited)
     await server.stop(spec.grace_seconds)

@@ -434,8 +434,11 @@ class Outbox:
             # fuller produce requests for many turns instead of a round per turn).
             self._wake.clear()
             if not self.pending:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation that
+                # comes as the event is set, and stop() would wait for this loop for good.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
             await asyncio.sleep(DELIVERY_LINGER_SECONDS)
 
     async def _deliver_available(self) -> None:
@@ -453,7 +456,8 @@ class Outbox:
                 return
             self._memory_in_round = len(held)  # kept in memory (not moved to the file) until acknowledged
             try:
-                await asyncio.wait_for(self._round(rows, held), timeout=self._round_timeout)
+                async with asyncio.timeout(self._round_timeout):
+                    await self._round(rows, held)
             except Exception as exc:
                 if not self.last_error:
                     logger.warning("outbox %s: broker not acknowledging (%r); %d event(s) kept for later",
