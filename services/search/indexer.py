@@ -260,7 +260,11 @@ async def _reembed(indexing: Indexing, producer: EventProducer, settings: Search
     for key_id, version in versions.items():
         event = events_pb2.KnowledgeUpdated(event_id=new_event_id(), occurred_at=now_timestamp(),
                                             product_key_id=key_id, knowledge_version=version, reason="reembedded")
-        await producer.publish(settings.topic("knowledge_updated"), key_id, event)
+        try:
+            await producer.publish(settings.topic("knowledge_updated"), key_id, event)
+        except Exception as exc:  # noqa: BLE001 - the version is bumped: replicas see it within the key TTL
+            logger.warning("announcing the re-embedded knowledge of %s (version %d) failed: %r; replicas "
+                           "take it up when their cached key record expires", key_id, version, exc)
 
 
 async def main(settings: SearchSettings) -> None:

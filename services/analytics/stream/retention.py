@@ -116,7 +116,13 @@ class Retention:
                 for target, age in self.targets:
                     result.deleted[target.table] = await self._delete_older(conn, target, now - age)
             finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK)
+                try:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK)
+                except BaseException:
+                    # The lock is the session's: a connection that could not unlock goes back to the
+                    # pool holding it (the pool keeps sessions), and every later run would be skipped.
+                    conn.terminate()
+                    raise
         result.seconds = time.monotonic() - started
         logger.info("retention run: deleted %s in %.1f s",
                     ", ".join(f"{n} row(s) from {table}" for table, n in result.deleted.items()), result.seconds)
