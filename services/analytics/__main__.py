@@ -47,6 +47,9 @@ async def main(settings: AnalyticsSettings) -> None:
                 AnalyticsServicer(deps, settings.admin_token, draining,
                                   streams=StreamSlots(settings.metrics_streams_per_key,
                                                       settings.metrics_streams_per_process),
+                                  queries=StreamSlots(settings.analytics_queries_per_key,
+                                                      settings.analytics_queries_per_process,
+                                                      what="analytics queries in flight"),
                                   pool_wait_seconds=settings.analytics_pool_acquire_seconds), server
             ),
             bind=bind_address(settings.grpc_bind_host, settings.analytics_addr),

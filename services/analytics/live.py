@@ -22,7 +22,9 @@ class StreamSlots:
     as its client stays, so without a bound one key's dashboards (a product key opening a few hundred at
     1 s) take the process's CPU and pool from every other tenant."""
 
-    def __init__(self, per_key: int, per_process: int, shared_seconds: float = SHARED_SECONDS) -> None:
+    def __init__(self, per_key: int, per_process: int, shared_seconds: float = SHARED_SECONDS,
+                 what: str = "live metrics streams") -> None:
+        self._what = what
         self._per_key = per_key
         self._per_process = per_process
         self._shared_seconds = shared_seconds
@@ -35,10 +37,10 @@ class StreamSlots:
         """A slot for one stream of `key_id` while the block runs (None: the admin token, held to the
         process's bound only); RESOURCE_EXHAUSTED with a retry hint past either bound."""
         if self._total >= self._per_process:
-            raise _refused(f"this instance holds {self._per_process} live metrics streams, its most; "
+            raise _refused(f"this instance holds {self._per_process} {self._what}, its most; "
                            "retry later or on another instance")
         if key_id is not None and self._by_key.get(key_id, 0) >= self._per_key:
-            raise _refused(f"product key {key_id} holds {self._per_key} live metrics streams, the most a key "
+            raise _refused(f"product key {key_id} holds {self._per_key} {self._what}, the most a key "
                            "may hold here; close one, or retry later")
         self._total += 1
         if key_id is not None:

@@ -112,11 +112,12 @@ def _choice(request, name: str, choices: dict[int, str]) -> str:
 
 class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     def __init__(self, deps: AnalyticsDeps, admin_token: str, draining: asyncio.Event | None = None, *,
-                 streams: StreamSlots, pool_wait_seconds: float) -> None:
+                 streams: StreamSlots, queries: StreamSlots, pool_wait_seconds: float) -> None:
         self._deps = deps
         self._admin_token = admin_token
         self._draining = draining or asyncio.Event()
         self._streams = streams
+        self._queries = queries     # the unary queries in flight, per key and per process
         self._pool_wait = pool_wait_seconds
 
     async def _key_id(self, request, context: grpc.aio.ServicerContext) -> str:
@@ -129,7 +130,9 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         return authorize(token, self._admin_token, request.product_key_id, own_id)
 
     async def GetMetrics(self, request: analytics_pb2.GetMetricsRequest, context: grpc.aio.ServicerContext):
-        return await self._metrics(request, await self._key_id(request, context))
+        key_id = await self._key_id(request, context)
+        with self._queries.held(None if admin_token(context) is not None else key_id):
+            return await self._metrics(request, key_id)
 
     async def _metrics(self, request: analytics_pb2.GetMetricsRequest, key_id: str) -> analytics_pb2.GetMetricsResponse:
         granularity, group_by = _choice(request, "granularity", _GRANULARITY), _choice(request, "group_by", _GROUP)
@@ -162,8 +165,9 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     async def _questions(self, request: analytics_pb2.TopQuestionsRequest, context, gaps_only: bool):
         key_id = await self._key_id(request, context)
         start, end = _range(request)
-        async with db.connection(self._deps.pool, self._pool_wait) as conn:
-            stats = await queries.top_questions(conn, key_id, start, end, request.limit, gaps_only=gaps_only)
+        with self._queries.held(None if admin_token(context) is not None else key_id):
+            async with db.connection(self._deps.pool, self._pool_wait) as conn:
+                stats = await queries.top_questions(conn, key_id, start, end, request.limit, gaps_only=gaps_only)
         return analytics_pb2.TopQuestionsResponse(
             questions=[
                 analytics_pb2.QuestionCount(

@@ -27,6 +27,11 @@ class AnalyticsSettings(CommonSettings):
     # connection (past it: UNAVAILABLE with a retry hint).
     metrics_streams_per_key: int = 10
     metrics_streams_per_process: int = 200
+    # GetMetrics, TopQuestions and KnowledgeGaps of one key in flight at once in a process (a year's
+    # range is a heavy query: a few of one key's must not take the pool from every other tenant); the
+    # admin token is held to the process's bound only.
+    analytics_queries_per_key: int = 4
+    analytics_queries_per_process: int = 200
     analytics_pool_acquire_seconds: float = 2.0
 
     # Stream processor.

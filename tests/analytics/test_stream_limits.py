@@ -112,7 +112,7 @@ class _Context:
 async def test_a_saturated_pool_answers_unavailable_instead_of_holding_the_call(stack, admin, key_a):
     pool = await db.create_pool(stack.postgres_dsn, min_size=1, max_size=1)
     servicer = AnalyticsServicer(AnalyticsDeps(pool=pool), stack.admin_token, streams=StreamSlots(10, 10),
-                                 pool_wait_seconds=0.2)
+                                 queries=StreamSlots(10, 10), pool_wait_seconds=0.2)
     try:
         async with pool.acquire():
             for call in (servicer.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_a.id), _Context(admin)),
@@ -125,4 +125,42 @@ async def test_a_saturated_pool_answers_unavailable_instead_of_holding_the_call(
         reply = await servicer.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_a.id), _Context(admin))
         assert reply.total.turns == 0
     finally:
+        await pool.close()
+
+
+async def test_a_key_holds_a_few_queries_at_once_and_other_keys_are_not_held_back(stack, key_a, key_b):
+    """A key's heavy queries (a year of minutes, the top questions of months) wait for the pool like any
+    other's; past its few in flight, the next is RESOURCE_EXHAUSTED with a retry hint instead of taking
+    the pool from every other tenant. Here the query pool is held, so the calls in flight wait."""
+    from services.common.product_keys import KeyValidator  # noqa: PLC0415
+    from services.common.redis_client import create_redis  # noqa: PLC0415
+
+    pool = await db.create_pool(stack.postgres_dsn, min_size=1, max_size=1)
+    key_pool = await db.create_pool(stack.postgres_dsn, min_size=1, max_size=2)
+    client = create_redis(stack.redis_url)
+    keys = KeyValidator(client, lambda: key_pool, ttl_seconds=30, local_seconds=3, default_rate=20, default_burst=40)
+    servicer = AnalyticsServicer(AnalyticsDeps(pool=pool, keys=keys), stack.admin_token, streams=StreamSlots(10, 10),
+                                 queries=StreamSlots(2, 10, what="analytics queries in flight"), pool_wait_seconds=5)
+
+    def metrics(key):
+        return servicer.GetMetrics(analytics_pb2.GetMetricsRequest(product_key=key.secret), _Context(()))
+
+    try:
+        async with pool.acquire():
+            waiting = [asyncio.ensure_future(metrics(key_a)),
+                       asyncio.ensure_future(servicer.TopQuestions(
+                           analytics_pb2.TopQuestionsRequest(product_key=key_a.secret), _Context(())))]
+            theirs = asyncio.ensure_future(metrics(key_b))
+            await asyncio.sleep(0.5)
+            assert not any(call.done() for call in (*waiting, theirs))    # all three wait for the pool
+            with pytest.raises(ResourceExhausted) as info:
+                await metrics(key_a)
+            assert "2 analytics queries in flight" in info.value.message and info.value.trailers["retry-after"]
+        replies = await asyncio.wait_for(asyncio.gather(*waiting, theirs), 30)
+        assert replies[0].total.turns == 0 and replies[2].total.turns == 0
+        assert (await metrics(key_a)).total.turns == 0      # the slots are free again
+    finally:
+        await keys.close()
+        await client.aclose()
+        await key_pool.close()
         await pool.close()
