@@ -11,6 +11,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from services.common.errors import RETRY_AFTER_TRAILER, Unavailable
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,6 +22,7 @@ class _Flight:
         self.done = False
         self.error: BaseException | None = None
         self.callers = 0
+        self.abandoned = False   # its last caller left: it is being cancelled, and nobody follows it
         self.task: asyncio.Task | None = None
         self._changed = asyncio.Event()
 
@@ -71,6 +74,12 @@ class SingleFlight:
         finally:
             flight.callers -= 1
             if flight.callers == 0 and not flight.done and flight.task is not None:
+                # It leaves the table now, not once its cleanup is over (a Redis unlock, closing the
+                # LLM's stream): the same question asked meanwhile starts a flight of its own instead
+                # of joining this one and being handed its cancellation.
+                flight.abandoned = True
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
                 flight.task.cancel()
 
     async def _drive(self, key: str, flight: _Flight, work: Callable[[], AsyncIterator[Any]]) -> None:
@@ -79,7 +88,11 @@ class SingleFlight:
                 flight.push(item)
             flight.finish()
         except asyncio.CancelledError:
-            flight.finish(asyncio.CancelledError())
+            # Abandoned, nobody hears of it. Cancelled by anything else (the loop shutting down),
+            # its callers did not cancel it themselves: a CancelledError raised in their tasks would
+            # pass for their own.
+            flight.finish(None if flight.abandoned else Unavailable(
+                "the answer was interrupted; retry shortly", trailers={RETRY_AFTER_TRAILER: "1"}))
         except BaseException as exc:  # noqa: BLE001 - handed to every caller
             flight.finish(exc)
         finally:

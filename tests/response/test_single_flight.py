@@ -1,0 +1,62 @@
+"""In-process single-flight on its own: who joins a flight, and what each caller is handed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from services.common.errors import Unavailable
+from services.response.singleflight import SingleFlight
+
+
+async def test_a_caller_after_the_last_one_left_starts_its_own_flight_while_the_old_one_cleans_up():
+    """The abandoned flight's cleanup (a Redis unlock, closing the LLM's stream) takes a while; the
+    same question asked meanwhile is answered, not handed that flight's cancellation."""
+    flights = SingleFlight()
+    cleaning, cleaned = asyncio.Event(), asyncio.Event()
+    runs = 0
+
+    async def work() -> AsyncIterator[str]:
+        nonlocal runs
+        runs += 1
+        run = runs
+        try:
+            yield f"piece {run}"
+            await asyncio.sleep(0.05)
+            yield f"answer {run}"
+        finally:
+            if run == 1:
+                cleaning.set()
+                await asyncio.sleep(0.3)
+                cleaned.set()
+
+    first = flights.run("q", work)
+    assert await first.__anext__() == (True, "piece 1")
+    await first.aclose()          # the last caller leaves: the flight is cancelled
+    await cleaning.wait()
+    assert not cleaned.is_set()
+    got = [item async for item in flights.run("q", work)]
+    assert got == [(True, "piece 2"), (True, "answer 2")]
+    await cleaned.wait()
+    assert flights.in_flight() == 0
+
+
+async def test_callers_of_a_flight_cancelled_by_someone_else_get_no_cancellation_of_their_own():
+    flights = SingleFlight()
+    started = asyncio.Event()
+
+    async def work() -> AsyncIterator[str]:
+        started.set()
+        await asyncio.sleep(30)
+        yield "never"
+
+    async def caller() -> list:
+        return [item async for item in flights.run("q", work)]
+
+    callers = [asyncio.create_task(caller()) for _ in range(2)]
+    await started.wait()
+    flights._flights["q"].task.cancel()     # as the loop's shutdown would
+    results = await asyncio.gather(*callers, return_exceptions=True)
+    assert all(isinstance(r, Unavailable) for r in results), results
+    assert not any(c.cancelled() for c in callers)
+
