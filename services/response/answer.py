@@ -237,7 +237,10 @@ class ChatEngine:
     def _failed(self, state: TurnState, exc: BaseException) -> None:
         """The ChatTurn of a turn that failed (or was cancelled), unless it is out already."""
         if isinstance(exc, ParleyError):
-            exc.trailers.setdefault(REQUEST_ID_TRAILER, state.request_id)
+            if REQUEST_ID_TRAILER not in exc.trailers:
+                # A new dict: the callers of a shared answer each get a copy of its error, and the
+                # copies share the original's trailers.
+                exc.trailers = {**exc.trailers, REQUEST_ID_TRAILER: state.request_id}
             self._fail(state, exc.code)
         elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
             self._fail(state, state.cancelled_code())

@@ -7,6 +7,7 @@ when the last caller leaves, the task is cancelled (which closes an LLM stream).
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -14,6 +15,16 @@ from typing import Any
 from services.common.errors import RETRY_AFTER_TRAILER, Unavailable
 
 logger = logging.getLogger(__name__)
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """`error` for one caller: a copy, so that its traceback and what the caller sets on it (a
+    request id in its trailers) are its own, not every caller's; the error itself when it cannot be
+    made again from its arguments. (Attributes are copied shallowly: set a new dict, never change one.)"""
+    try:
+        return copy.copy(error)
+    except Exception:  # noqa: BLE001 - e.g. keyword-only arguments: shared as it is
+        return error
 
 
 class _Flight:
@@ -47,7 +58,10 @@ class _Flight:
                 i += 1
             if self.done:
                 if self.error is not None:
-                    raise self.error
+                    own = _own_copy(self.error)
+                    if own is self.error:
+                        raise own
+                    raise own from self.error   # the original holds the traceback of the work itself
                 return
             await self._changed.wait()
 

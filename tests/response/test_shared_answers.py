@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 
 from services.common.pb.parley.v1 import response_pb2
@@ -50,3 +51,19 @@ async def test_the_same_question_while_an_abandoned_flight_cleans_up_is_answered
         reply = await s.stub.Chat(ask(shop, QUESTION), timeout=20)
     assert reply.model == SMALL and reply.answer.startswith("Answer from")
     assert (await events.turn(reply.request_id)).error_code == ""
+
+
+async def test_callers_of_a_failed_shared_answer_each_get_their_own_request_id(served, llm, shop, events):
+    """Without the extractive fallback, an LLM that sends no first token fails the shared answer:
+    each caller's error names its own turn (x-parley-request-id), whose ChatTurn says the same code."""
+    llm.first_token_delay = 5.0
+    async with served(llm_fallback_extractive=False, llm_max_attempts=1,
+                      llm_first_token_timeout_seconds=0.5) as s:
+        results = await asyncio.gather(*(s.stub.Chat(ask(shop, QUESTION, session_id=f"e{i}"), timeout=20)
+                                         for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, grpc.aio.AioRpcError) for r in results), results
+    assert llm.count() == 1, [(r.model, r.outcome) for r in llm.requests]   # one shared answer failed
+    ids = [dict(r.trailing_metadata())["x-parley-request-id"] for r in results]
+    assert len(set(ids)) == 3, ids
+    for error, request_id in zip(results, ids):
+        assert (await events.turn(request_id)).error_code == error.code().name

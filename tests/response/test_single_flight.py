@@ -60,3 +60,29 @@ async def test_callers_of_a_flight_cancelled_by_someone_else_get_no_cancellation
     assert all(isinstance(r, Unavailable) for r in results), results
     assert not any(c.cancelled() for c in callers)
 
+
+
+async def test_each_caller_of_a_failed_flight_gets_an_error_of_its_own():
+    """What one caller sets on its error (its request id in the trailers) is not the others'."""
+    flights = SingleFlight()
+    started = asyncio.Event()
+
+    async def work() -> AsyncIterator[str]:
+        started.set()
+        await asyncio.sleep(0.05)
+        raise Unavailable("the LLM is not answering", trailers={"retry-after": "30"})
+        yield "never"
+
+    async def caller(name: str) -> Unavailable:
+        try:
+            async for _ in flights.run("q", work):
+                pass
+        except Unavailable as exc:
+            exc.trailers = {**exc.trailers, "x-parley-request-id": name}
+            return exc
+        raise AssertionError("the flight failed")
+
+    errors = await asyncio.gather(*(caller(f"r{i}") for i in range(3)))
+    assert len({id(e) for e in errors}) == 3
+    assert [e.trailers for e in errors] == [{"retry-after": "30", "x-parley-request-id": f"r{i}"} for i in range(3)]
+    assert all(e.message == "the LLM is not answering" and isinstance(e.__cause__, Unavailable) for e in errors)
