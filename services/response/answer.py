@@ -176,10 +176,11 @@ class ChatEngine:
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _quietly(self, coro, what: str) -> None:
         try:
@@ -400,27 +401,26 @@ class ChatEngine:
         and the answer is cached before the flight ends. An answer the model cut at max_tokens is
         given but not cached, as a degraded one."""
         lock = None
-        if qhash:
-            name = ResponseStore.answer_key(plan.product_key_id, plan.knowledge_version, qhash)
-            loop = asyncio.get_running_loop()
-            while lock is None and loop.time() < deadline.at:
-                lock = await self._store.try_lock(name, max(1.0, deadline.at - loop.time()))
-                if lock is None:
-                    # Another process is answering the same question: wait for its answer. If its
-                    # lock goes without one (it failed, or its answer was not cacheable), try for the
-                    # lock again, so that of the waiters one answers and the others keep waiting.
-                    cached = await self._wait_for_answer(plan, qhash, name, deadline)
+        try:
+            if qhash:
+                name = ResponseStore.answer_key(plan.product_key_id, plan.knowledge_version, qhash)
+                loop = asyncio.get_running_loop()
+                while lock is None and loop.time() < deadline.at:
+                    lock = await self._try_lock(name, max(1.0, deadline.at - loop.time()))
+                    if lock is None:
+                        # Another process is answering the same question: wait for its answer. If its
+                        # lock goes without one (it failed, or its answer was not cacheable), try for the
+                        # lock again, so that of the waiters one answers and the others keep waiting.
+                        cached = await self._wait_for_answer(plan, qhash, name, deadline)
+                        if cached is not None:
+                            yield _Cached(cached)
+                            return
+                if lock is not None:
+                    # Double-check: an identical flight may have ended between our lookup and the lock.
+                    cached = await self._store.get_answer(plan.product_key_id, plan.knowledge_version, qhash)
                     if cached is not None:
                         yield _Cached(cached)
                         return
-            if lock is not None:
-                # Double-check: an identical flight may have ended between our lookup and the lock.
-                cached = await self._store.get_answer(plan.product_key_id, plan.knowledge_version, qhash)
-                if cached is not None:
-                    await self._store.unlock(lock)
-                    yield _Cached(cached)
-                    return
-        try:
             if route.backend == "faq":
                 source = _faq_answer(plan.faq_answer, passages)
             elif route.backend == "llm" and self.llm is not None:
@@ -433,8 +433,25 @@ class ChatEngine:
                                                  self._response(plan, passages, strategy, item).SerializeToString())
                 yield item
         finally:
+            # From the moment the lock is ours, whatever ends the flight (its last caller leaving
+            # cancels it) releases the lock: left to its TTL, other replicas would wait on it until
+            # their deadline. Shielded, so that a second cancellation does not stop the release.
             if lock is not None:
-                await self._store.unlock(lock)
+                await asyncio.shield(self._spawn(self._store.unlock(lock)))
+
+    async def _try_lock(self, name: str, ttl_seconds: float):
+        """The store's try_lock, run to its end even when the flight is cancelled meanwhile: a lock
+        that Redis granted as the flight was cancelled is released, not left to its TTL."""
+        taking = self._spawn(self._store.try_lock(name, ttl_seconds))
+        try:
+            return await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            taking.add_done_callback(self._unlock_late)
+            raise
+
+    def _unlock_late(self, taking: asyncio.Task) -> None:
+        if not taking.cancelled() and taking.exception() is None and taking.result() is not None:
+            self._spawn(self._store.unlock(taking.result()))
 
     async def _wait_for_answer(self, plan: search_pb2.PlanResponse, qhash: str, name: str,
                                deadline: Deadline) -> bytes | None:

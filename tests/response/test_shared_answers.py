@@ -11,6 +11,7 @@ import pytest
 
 from services.common.pb.parley.v1 import response_pb2
 from services.common.redis_client import create_redis
+from services.response.cache import PREFIX
 from tests.response.conftest import SMALL
 
 QUESTION = "How much does the Plus plan cost?"
@@ -67,3 +68,53 @@ async def test_callers_of_a_failed_shared_answer_each_get_their_own_request_id(s
     assert len(set(ids)) == 3, ids
     for error, request_id in zip(results, ids):
         assert (await events.turn(request_id)).error_code == error.code().name
+
+
+@pytest.mark.parametrize("phase", ["taking", "double-check", "unlocking"])
+async def test_a_flight_cancelled_once_redis_granted_its_lock_releases_the_lock(served, llm, shop, redis_client,
+                                                                                 phase):
+    """The caller goes away while the flight takes the cross-replica lock, checks the answer cache
+    again under it, or releases it after that check found the answer: the lock is released at once,
+    not left to its TTL (other replicas would wait on it until their deadline)."""
+    names: list[str] = []
+    async with served() as s:
+        store = s.engine._store
+        real_try_lock, real_get_answer, real_unlock = store.try_lock, store.get_answer, store.unlock
+        held = asyncio.Event()
+
+        async def try_lock(name: str, ttl_seconds: float):
+            lock = await real_try_lock(name, ttl_seconds)
+            names.append(f"{PREFIX}sf:{name}")
+            held.set()
+            if phase == "taking":
+                await asyncio.sleep(0.5)   # Redis granted it; the reply is still on its way
+            return lock
+
+        async def get_answer(key_id: str, version: int, qhash: str) -> bytes | None:
+            if held.is_set() and phase == "double-check":
+                await asyncio.sleep(30)
+            if held.is_set() and phase == "unlocking":   # another replica cached it meanwhile
+                return response_pb2.ChatResponse(answer="cached meanwhile", model=SMALL).SerializeToString()
+            return await real_get_answer(key_id, version, qhash)
+
+        async def unlock(lock) -> None:
+            if phase == "unlocking":
+                await asyncio.sleep(0.5)
+            await real_unlock(lock)
+
+        store.try_lock, store.get_answer, store.unlock = try_lock, get_answer, unlock
+        try:
+            turn = asyncio.create_task(s.engine.chat(ask(shop, QUESTION), timeout=20))
+            await asyncio.wait_for(held.wait(), 10)
+            assert await redis_client.exists(names[0]), "the lock was taken"
+            await asyncio.sleep(0.1)
+            turn.cancel()
+            await asyncio.gather(turn, return_exceptions=True)
+            for _ in range(40):
+                if not await redis_client.exists(names[0]):
+                    break
+                await asyncio.sleep(0.05)
+            assert not await redis_client.exists(names[0]), f"the lock is left for {await redis_client.pttl(names[0])} ms"
+        finally:
+            if names:
+                await redis_client.delete(*names)
