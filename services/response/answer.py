@@ -577,7 +577,8 @@ class ChatEngine:
         else:
             unknown = None
         if record is None and key_id and self.admission is not None:
-            record = await stored_turn(await self.admission.pool(), request_id, key_id, secret_hash(product_key))
+            record = await stored_turn(await self.admission.pool(), request_id, key_id, secret_hash(product_key),
+                                       self._settings.feedback_window_seconds)
         if record is None and unknown is not None:
             raise unknown
         return record

@@ -13,22 +13,28 @@ from services.response.cache import RequestRecord
 
 logger = logging.getLogger(__name__)
 
-# Answered turns only, as Redis holds them (a failed turn has no record there either). request_id has
-# a hash index (migration 0010); product_key_id keeps another key's turn out.
+# Answered turns only, as Redis holds them (a failed turn has no record there either), and only within
+# the feedback window, as long as Redis keeps a turn's record: past it a turn is not rated, wherever it
+# is found. request_id has a hash index (migration 0010), the other conditions filter its few rows;
+# product_key_id keeps another key's turn out.
 _TURN = """
 SELECT session_id, message FROM conversations
 WHERE request_id = $1 AND product_key_id = $2 AND error_code = ''
+  AND occurred_at >= now() - make_interval(secs => $3)
 LIMIT 1
 """
 # An unreachable server may not refuse the connection (a lost network path): the caller hears back.
 LOOKUP_SECONDS = 5.0
 
 
-async def stored_turn(pool: asyncpg.Pool, request_id: str, key_id: str, key_hash: str) -> RequestRecord | None:
-    """The answered turn `request_id` of the key `key_id`; None when it is not stored (or not yet: the
-    worker stores a turn a moment after its event). UNAVAILABLE when PostgreSQL cannot be asked."""
+async def stored_turn(pool: asyncpg.Pool, request_id: str, key_id: str, key_hash: str,
+                      window_seconds: float) -> RequestRecord | None:
+    """The answered turn `request_id` of the key `key_id` from the last `window_seconds`; None when it
+    is not stored (or not yet: the worker stores a turn a moment after its event) or older.
+    UNAVAILABLE when PostgreSQL cannot be asked."""
     try:
-        row = await asyncio.wait_for(pool.fetchrow(_TURN, request_id, key_id), LOOKUP_SECONDS)
+        row = await asyncio.wait_for(pool.fetchrow(_TURN, request_id, key_id, float(window_seconds)),
+                                     LOOKUP_SECONDS)
     except Exception as exc:
         if not is_transient(exc):
             raise
