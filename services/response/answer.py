@@ -537,7 +537,10 @@ class ChatEngine:
             raise Unauthenticated("product key missing")
         key_id = ""
         if self.admission is not None:
-            key_id = (await self.admission.validate(product_key)).id  # a revoked or rotated-away secret
+            # A revoked or rotated-away secret is refused, and a rating takes a token of the key's
+            # bucket as a chat turn does: each one accepted is an event in the process's outbox and
+            # may be a lookup on the PostgreSQL pool every tenant's key checks share.
+            key_id = (await self.admission.admit(product_key)).id
         if rating not in (1, -1):
             raise InvalidArgument(f"rating must be +1 or -1, not {rating}")
         if len(comment) > self._settings.max_message_chars:

@@ -1,16 +1,17 @@
 """What bounds SubmitFeedback: the feedback window, also for a turn found only in the stored
-conversations."""
+conversations, and the key's rate limit, as for a chat turn."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import grpc
 import pytest
 
-from services.common.pb.parley.v1 import response_pb2
+from services.common.pb.parley.v1 import response_pb2, search_pb2
 from services.common.redis_client import create_redis
-from tests.conftest import rpc_error
+from tests.conftest import RUN_ID, TestKey, rpc_error
 
 QUESTION = "How much does the Plus plan cost?"
 
@@ -55,3 +56,24 @@ async def test_a_turn_found_only_in_the_stored_conversations_is_rated_within_the
             product_key=shop.secret, request_id=recent.request_id, rating=-1), timeout=10)
     assert (await events.feedback_for(recent.request_id)).event_id == ok.event_id
 
+
+async def test_feedback_past_the_keys_rate_limit_is_refused_with_a_retry_hint(served, search, admin):
+    reply = await search.CreateProductKey(search_pb2.CreateProductKeyRequest(
+        name="Test feedback rate", id=f"t-{RUN_ID}-fbrate-{uuid.uuid4().hex[:4]}",
+        settings=search_pb2.KeySettings(rate_limit_per_second=0.01, rate_limit_burst=3)), metadata=admin, timeout=10)
+    key = TestKey(reply.key.id, reply.product_key)
+    async with served() as s:
+        turn = await s.stub.Chat(ask(key, "hello"), timeout=10)                 # the first token
+        for rating in (1, -1):                                                  # the other two
+            await s.stub.SubmitFeedback(response_pb2.FeedbackRequest(
+                product_key=key.secret, request_id=turn.request_id, rating=rating), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await s.stub.SubmitFeedback(response_pb2.FeedbackRequest(
+                product_key=key.secret, request_id=turn.request_id, rating=1), timeout=10)
+        err = rpc_error(info)
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "rate limit" in err.details()
+        trailers = dict(err.trailing_metadata())
+        assert int(trailers["retry-after-ms"]) > 0 and int(trailers["retry-after"]) >= 1
+        with pytest.raises(grpc.aio.AioRpcError) as info:                      # and the bucket is the chat's
+            await s.stub.Chat(ask(key, "hello again"), timeout=10)
+        assert rpc_error(info).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
