@@ -38,6 +38,9 @@ from services.scraper.isolation import Extractor
 
 logger = logging.getLogger(__name__)
 MAX_PAGE_MESSAGE_BYTES = 900_000   # under Kafka's default message size limit (1 MB)
+# A lease renewal that failed as PostgreSQL away does is tried again this soon (at most a tenth of the
+# lease), until the lease runs out.
+LEASE_RETRY_SECONDS = 1.0
 RETRY_SECONDS = 2.0                # a request that failed (not its crawl: e.g. PostgreSQL gone) is taken again after
 
 # What PostgreSQL refuses for a value of the request (class 22, e.g. a job id of the wrong type; 23; 54):
@@ -121,45 +124,86 @@ class CrawlWorker:
                 f"{settings.scraper_index_stall_seconds:g} s, or took over {settings.scraper_index_wait_seconds:g} s; "
                 "is it running?); they are indexed when it catches up")
 
-    async def _claim(self, job_id: str) -> bool:
+    async def _claim(self, job_id: str) -> float | None:
         """Waits while another worker holds the job (after a rebalance the previous owner of the
-        partition may still be crawling it); True once this worker holds it, False: nothing to do."""
+        partition may still be crawling it); once this worker holds it, the loop time at which the claim
+        that took it was asked (the lease runs from then at the latest); None: nothing to do."""
         lease = self.settings.scraper_job_lease_seconds
+        loop = asyncio.get_running_loop()
         while True:
+            asked = loop.time()
             outcome = await jobs.claim(self.pool, job_id, self.worker_id, lease)
             if outcome == "claimed":
-                return True
+                return asked
             if outcome == "unknown":
                 logger.warning("crawl request for unknown job %s; ignored", job_id)
-                return False
+                return None
             if outcome == "finished":
                 logger.info("crawl job %s is already finished; skipped", job_id)
-                return False
+                return None
             await asyncio.sleep(min(1.0, lease / 5))
 
-    async def _keep_lease(self, job_id: str, crawl: asyncio.Task) -> None:
-        """Renews the lease while the crawl runs; a lost lease (this worker was presumed dead and the
-        job was taken over) stops the crawl, so two workers never crawl one job."""
+    async def _keep_lease(self, job_id: str, crawl: asyncio.Future, held_until: float) -> None:
+        """Renews the lease every third of it while the crawl runs (`held_until`: the loop time the lease
+        runs to), so that two workers never crawl one job:
+        - the renewal refused (the job was cancelled, or taken over by a worker that presumed this one
+          dead): the crawl is stopped, and this returns;
+        - a renewal that fails as PostgreSQL away does is tried again every LEASE_RETRY_SECONDS (at most a
+          tenth of the lease); when the lease could not be renewed before it runs out (another worker may
+          take the job then) the crawl is stopped and the last error raised;
+        - anything else (a bug): logged, the crawl is stopped, the error raised."""
         lease = self.settings.scraper_job_lease_seconds
-        while not crawl.done():
-            await asyncio.sleep(lease / 3)
-            try:
-                renewed = await jobs.renew(self.pool, job_id, self.worker_id, lease)
-            except Exception as exc:  # noqa: BLE001 - e.g. PostgreSQL restarting: try again at the next beat
-                if not is_transient(exc):
-                    raise
-                logger.warning("crawl job %s: lease not renewed (%s); trying again", job_id, exc)
-                continue
-            if not renewed:
-                if await jobs.job_state(self.pool, job_id) == "cancelled":
-                    logger.info("crawl job %s cancelled; stopping", job_id)
-                else:
-                    logger.warning("crawl job %s: lease lost to another worker; stopping", job_id)
-                crawl.cancel()
-                return
+        retry = min(LEASE_RETRY_SECONDS, lease / 10)
+        loop = asyncio.get_running_loop()
+        wait = lease / 3
+        try:
+            while True:
+                await asyncio.sleep(wait)
+                if crawl.done():
+                    return
+                asked = loop.time()
+                try:
+                    # A renewal still unanswered when the lease runs out confirms nothing in time (one asked
+                    # late, the loop having been held up, is given a moment: it may find the job still ours).
+                    async with asyncio.timeout(max(retry, held_until - asked)):
+                        renewed = await jobs.renew(self.pool, job_id, self.worker_id, lease)
+                except Exception as exc:  # noqa: BLE001 - sorted below: PostgreSQL away is tried again
+                    if not is_transient(exc) or held_until - loop.time() <= retry:
+                        raise
+                    logger.warning("crawl job %s: lease not renewed (%s); trying again in %g s, %.1f s before it "
+                                   "runs out", job_id, exc, retry, held_until - loop.time())
+                    wait = retry
+                    continue
+                if not renewed:
+                    crawl.cancel()
+                    await self._log_lost_lease(job_id)
+                    return
+                held_until, wait = asked + lease, lease / 3
+        except Exception as exc:
+            crawl.cancel()
+            if is_transient(exc):
+                logger.error("crawl job %s: lease not renewed before it ran out (%r); stopping the crawl, the "
+                             "request is taken again", job_id, exc)
+            else:
+                logger.exception("crawl job %s: renewing the lease failed; stopping the crawl", job_id)
+            raise
+
+    async def _log_lost_lease(self, job_id: str) -> None:
+        """Says why the job is no longer this worker's (the crawl has stopped already)."""
+        try:
+            state = await jobs.job_state(self.pool, job_id)
+        except Exception as exc:  # noqa: BLE001 - only the log line depends on it
+            logger.warning("crawl job %s: lease lost (cancelled or taken over; its state could not be read: %s); "
+                           "stopping", job_id, exc)
+            return
+        if state == "cancelled":
+            logger.info("crawl job %s cancelled; stopping", job_id)
+        else:
+            logger.warning("crawl job %s: lease lost to another worker; stopping", job_id)
 
     async def run_job(self, request: events_pb2.CrawlRequested) -> Progress | None:
-        if not await self._claim(request.job_id):
+        claimed = await self._claim(request.job_id)
+        if claimed is None:
             return None
         spec = CrawlSpec(
             job_id=request.job_id, product_key_id=request.product_key_id, seed_urls=list(request.seed_urls),
@@ -200,16 +244,19 @@ class CrawlWorker:
                 return progress, await self._indexed(spec.job_id, handed)   # the lease is kept meanwhile
 
             crawl = asyncio.ensure_future(crawled_and_indexed())
-            keeper = asyncio.ensure_future(self._keep_lease(spec.job_id, crawl))
+            held_until = claimed + self.settings.scraper_job_lease_seconds
+            keeper = asyncio.ensure_future(self._keep_lease(spec.job_id, crawl, held_until))
+            # A keeper that ends while the crawl runs, however it ended, stops the crawl: no crawl goes on
+            # under a lease nobody renews.
+            keeper.add_done_callback(lambda _: crawl.cancel())
             try:
                 progress, not_indexed = await crawl
             except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await jobs.save_progress(self.pool, spec.job_id, crawler.progress, "queued",
-                                             "interrupted; the job resumes when a worker takes it again", owner=me)
-                if keeper.done():
-                    return None  # the lease was lost: the job is another worker's now
-                raise
+                current = asyncio.current_task()
+                if current is None or not current.cancelling():
+                    return await self._stopped_by_lease(keeper, spec.job_id, crawler.progress)
+                await self._interrupted(spec.job_id, crawler.progress)
+                raise   # the worker stops: the partition's next owner resumes the job
             except Exception as exc:  # noqa: BLE001 - the job fails, the worker goes on
                 logger.exception("crawl job %s failed", spec.job_id)
                 await jobs.save_progress(self.pool, spec.job_id, crawler.progress, "failed", str(exc)[:500], owner=me)
@@ -217,6 +264,7 @@ class CrawlWorker:
             finally:
                 keeper.cancel()
                 crawl.cancel()
+                await asyncio.gather(keeper, crawl, return_exceptions=True)
         # Done once its pages are searchable, with what kept it from pages when something did (a
         # robots.txt that could not be read).
         problems = [*crawler.problems, not_indexed]
@@ -224,6 +272,28 @@ class CrawlWorker:
                                  owner=me)
         logger.info("crawl job %s done: %s", spec.job_id, progress.as_dict())
         return progress
+
+    async def _stopped_by_lease(self, keeper: asyncio.Future, job_id: str, progress: Progress) -> Progress | None:
+        """The end of a job whose crawl its lease keeper stopped: None when the job is no longer this
+        worker's (cancelled, or taken over); the keeper's error raised when PostgreSQL was away past the
+        lease (a dependency away: the request is taken again from its offset); otherwise the job fails."""
+        await asyncio.wait([keeper])
+        error = keeper.exception()
+        if error is None:
+            return None
+        if is_transient(error):
+            await self._interrupted(job_id, progress)
+            raise error
+        await jobs.save_progress(self.pool, job_id, progress, "failed",
+                                 f"the job's lease could not be renewed: {type(error).__name__}: {error}"[:500],
+                                 owner=self.worker_id)
+        return progress
+
+    async def _interrupted(self, job_id: str, progress: Progress) -> None:
+        """Queued again with its progress, and released, when PostgreSQL can be reached."""
+        with contextlib.suppress(Exception):
+            await jobs.save_progress(self.pool, job_id, progress, "queued",
+                                     "interrupted; the job resumes when a worker takes it again", owner=self.worker_id)
 
     async def dead_letter(self, value: bytes, reason: str, tp: TopicPartition, offset: int) -> None:
         await self._dead_letters.send(value, reason, tp.topic, tp.partition, offset)
