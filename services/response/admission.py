@@ -43,12 +43,6 @@ class Admission:
         await self._open()
         return await self.keys.admit(secret)
 
-    async def validate(self, secret: str) -> KeyRecord:
-        """The key of `secret` without taking a token (feedback): also as the first call of the
-        process, for a key Redis does not hold."""
-        await self._open()
-        return await self.keys.validate(secret)
-
     async def pool(self) -> asyncpg.Pool:
         """The service's PostgreSQL pool, also for its other read-only lookups (the turn a feedback rates)."""
         await self._open()
