@@ -31,6 +31,8 @@ SITEMAP_ACCEPT = ("application/xml", "text/xml", "application/gzip", "applicatio
 MAX_SITEMAPS = 50
 # The sitemap protocol's limit of one sitemap, uncompressed (50,000 URLs): a page's size limit would cut it.
 SITEMAP_MAX_BYTES = 50 * 1024 * 1024
+# A sitemap's pages are admitted this many at a time, the event loop given back between.
+SITEMAP_BATCH = 500
 MAX_CRAWL_DELAY = 10.0
 # A page the sitemap says has not changed since we fetched it is not requested at all, unless our
 # copy is older than this (a stale lastmod must not hide changes for ever). The slack absorbs clock
@@ -218,6 +220,15 @@ def read_sitemap(data: bytes) -> tuple[list[tuple[str, datetime | None]], list[s
     return pages, nested
 
 
+def _sitemap_entries(data: bytes, hosts: frozenset[str]) -> tuple[list[tuple[str, datetime | None]], list[str]]:
+    """A fetched sitemap's ([(page URL as written, lastmod)], nested sitemaps on `hosts`, normalised):
+    gunzipped when it is gzip (bounded), then read. Run in a thread."""
+    if data[:2] == b"\x1f\x8b":
+        data = gunzip_bounded(data, SITEMAP_MAX_BYTES)
+    pages, nested = read_sitemap(data)
+    return pages, [n for n in (normalize_url(x) for x in nested) if n and site_of(n) in hosts]
+
+
 class Crawler:
     """Crawls one job's pages with bounded concurrency; progress is reported through on_progress."""
 
@@ -379,20 +390,33 @@ class Crawler:
             resp = await self.fetcher.get(url, accept=SITEMAP_ACCEPT, hosts=self._hosts, max_bytes=SITEMAP_MAX_BYTES)
             if resp.status != 200:
                 raise FetchFailed(f"it answered HTTP {resp.status}")
-            data = resp.body
-            if data[:2] == b"\x1f\x8b":
-                data = gunzip_bounded(data, SITEMAP_MAX_BYTES)
-            pages, nested = read_sitemap(data)
+            # Seconds of work for a sitemap of SITEMAP_MAX_BYTES (measured: 2.8 s to unzip and parse 56 MB,
+            # 3.9 s more to normalise its URLs), kept off the event loop: the job's lease, Kafka and the
+            # worker's other jobs run on it.
+            pages, nested = await asyncio.to_thread(_sitemap_entries, resp.body, frozenset(self._hosts))
         except (FetchFailed, BlockedAddress, OSError, EOFError, ET.ParseError) as exc:
             self.progress.pages_failed += 1
             logger.warning("job %s: sitemap %s not read: %s", self.spec.job_id, url, exc)
             return []
-        for loc, lastmod in pages:
+        await self._admit_from_sitemap(pages)
+        return nested
+
+    async def _admit_from_sitemap(self, pages: list[tuple[str, datetime | None]]) -> None:
+        """Admits a sitemap's pages (noting their lastmod) until the page budget is used; past it only the
+        lastmod of a page already admitted is noted, when the sitemap names it as it was admitted (the rest
+        are not normalised: 3.9 s for a sitemap of SITEMAP_MAX_BYTES). The loop is given back every
+        SITEMAP_BATCH entries."""
+        for n, (loc, lastmod) in enumerate(pages, start=1):
+            if n % SITEMAP_BATCH == 0:
+                await asyncio.sleep(0)
+            if self.progress.pages_seen >= self.spec.max_pages:
+                if lastmod and loc in self._seen:
+                    self._lastmod[loc] = lastmod
+                continue
             page = normalize_url(loc)
             if page and lastmod:
                 self._lastmod[page] = lastmod
             self._admit(page, 0)
-        return [n for n in (normalize_url(x) for x in nested) if n and site_of(n) in self._hosts]
 
     async def _work(self) -> None:
         while True:
