@@ -14,7 +14,8 @@ class ResponseSettings(CommonSettings):
     search_timeout_seconds: float = 2.0
 
     # Answering.
-    groq_api_key: str = Field(default="", validation_alias=AliasChoices("GROQ_API_KEY", "PARLEY_GROQ_API_KEY"))
+    groq_api_key: str = Field(default="", validation_alias=AliasChoices("GROQ_API_KEY", "PARLEY_GROQ_API_KEY"),
+                              repr=False)   # out of the settings' repr, as the other secrets
     groq_base_url: str = ""
     llm_small_model: str = "llama-3.1-8b-instant"
     llm_large_model: str = "llama-3.3-70b-versatile"

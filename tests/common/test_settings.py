@@ -79,7 +79,9 @@ def test_passwords_and_the_admin_token_stay_out_of_the_settings_repr(monkeypatch
     monkeypatch.setenv("PARLEY_ADMIN_TOKEN", "tok-8b1f0e27d9")
     monkeypatch.setenv("PARLEY_POSTGRES_DSN", "postgresql://parley:pw-3c5e@db:5432/parley")
     monkeypatch.setenv("PARLEY_REDIS_URL", "redis://:pw-77aa@cache:6379/0")
+    monkeypatch.setenv("GROQ_API_KEY", "gsk_5d1e9a")
     s = settings_mod.Settings()
     assert s.admin_token == "tok-8b1f0e27d9" and "pw-3c5e" in s.postgres_dsn and "pw-77aa" in s.redis_url
+    assert s.groq_api_key == "gsk_5d1e9a"
     shown = repr(s) + str(s)
-    assert not any(secret in shown for secret in ("tok-8b1f0e27d9", "pw-3c5e", "pw-77aa")), shown
+    assert not any(secret in shown for secret in ("tok-8b1f0e27d9", "pw-3c5e", "pw-77aa", "gsk_5d1e9a")), shown
