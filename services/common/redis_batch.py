@@ -76,9 +76,9 @@ class AutoPipeline:
     async def close(self) -> None:
         """After the batch in flight, hands the kept connection back to the client's pool (a process
         stops, or an owner of a shared client is done with it). A command queued later takes it again."""
-        if self._sender is not None:
+        while self._sender is not None:     # a command queued meanwhile starts another sender
             await asyncio.gather(asyncio.shield(self._sender), return_exceptions=True)
-        if self._connection is not None:
+        if self._connection is not None:    # detached before any await: a later sender takes its own
             connection, self._connection = self._connection, None
             await self._client.connection_pool.release(connection)
 

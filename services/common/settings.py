@@ -29,8 +29,12 @@ _DAY_MS = 24 * 3600 * 1000
 # KafkaTopic resources carry the same, which tests/deploy checks): a broker's own defaults (often one
 # day, or one week) would decide how long turns can be replayed and dead letters inspected.
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
-    "chat_turns": {"retention.ms": str(7 * _DAY_MS), "cleanup.policy": "delete"},   # the worker's replay window
-    "feedback": {"retention.ms": str(7 * _DAY_MS), "cleanup.policy": "delete"},
+    # The worker's replay window; stamped by the broker, whose clock the worker checks occurred_at against
+    # (services/analytics/stream/consumer.py: neither a producer's clock nor the worker's decides).
+    "chat_turns": {"retention.ms": str(7 * _DAY_MS), "cleanup.policy": "delete",
+                   "message.timestamp.type": "LogAppendTime"},
+    "feedback": {"retention.ms": str(7 * _DAY_MS), "cleanup.policy": "delete",
+                 "message.timestamp.type": "LogAppendTime"},
     "crawl_requests": {"retention.ms": str(_DAY_MS), "cleanup.policy": "delete"},   # older is stale
     "knowledge_updated": {"retention.ms": str(_DAY_MS), "cleanup.policy": "delete"},   # caches live minutes
     "metrics_minutely": {"retention.ms": str(30 * _DAY_MS), "cleanup.policy": "delete"},

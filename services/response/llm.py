@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import email.utils
 import json
@@ -121,23 +122,33 @@ def _retry_after(headers: httpx.Headers | None) -> float | None:
     value = headers.get("retry-after-ms")
     if value:
         try:
-            return max(0.0, float(value) / 1000)
+            return _bounded_wait(float(value) / 1000)
         except ValueError:
             pass
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        return _bounded_wait(float(value))
     except ValueError:
         pass
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+    return _bounded_wait((when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+
+
+# A hint past this is no hint (a year; "1e999" would be infinite, and no status can carry that).
+_MAX_RETRY_AFTER_SECONDS = 365 * 24 * 3600.0
+
+
+def _bounded_wait(seconds: float) -> float | None:
+    if math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), _MAX_RETRY_AFTER_SECONDS)
 
 
 def classify(exc: BaseException, *, partial: bool = False) -> LLMError:
@@ -219,25 +230,30 @@ class Deadline:
         """`async with`: TimeoutError at this deadline or at `cap`, whichever comes first."""
         return _Within(self._root, min(self.cap, cap))
 
-    def passed(self, now: float) -> bool:
-        """Whether the callers' deadline has passed (not only a cap)."""
-        return now >= self._root._at - _LIMIT_SLACK
 
 
 class _Within:
-    __slots__ = ("_root", "_cap", "_timeout")
+    """A wait bounded by the callers' deadline and `cap`. `fired`: when it timed out (the deadline it
+    had then: a caller joining afterwards may move the root's later, and must not make the callers'
+    deadline look like a stall)."""
+
+    __slots__ = ("_root", "cap", "_timeout", "fired")
 
     def __init__(self, root: Deadline, cap: float) -> None:
         self._root = root
-        self._cap = cap
+        self.cap = cap
+        self.fired = math.inf
 
-    async def __aenter__(self) -> None:
-        self._timeout = asyncio.timeout_at(min(self._cap, self._root._at))
+    async def __aenter__(self) -> _Within:
+        self._timeout = asyncio.timeout_at(min(self.cap, self._root._at))
         await self._timeout.__aenter__()
-        self._root._waits[self._timeout] = self._cap
+        self._root._waits[self._timeout] = self.cap
+        return self
 
     async def __aexit__(self, *exc) -> bool | None:
         self._root._waits.pop(self._timeout, None)
+        if self._timeout.expired():
+            self.fired = self._timeout.when() or math.inf   # no reschedule passes an expired timeout
         return await self._timeout.__aexit__(*exc)
 
 
@@ -270,11 +286,12 @@ class GroqClient:
         await self._client.close()
 
     @staticmethod
-    def _timed_out(deadline: Deadline, now: float, stalled: str, produced: bool) -> LLMError:
-        """Which limit a wait that timed out hit: the callers' deadline, the attempt's, or a stall."""
-        if deadline.passed(now):
+    def _timed_out(deadline: Deadline, wait: _Within, stalled: str, produced: bool) -> LLMError:
+        """Which limit a wait that timed out hit: the callers' deadline (it fired before its cap: the
+        deadline was the nearer then), the attempt's own limit, or a stall."""
+        if wait.fired < wait.cap - _LIMIT_SLACK:
             return LLMError("deadline", "the caller's deadline passed while the LLM answered", partial=produced)
-        if now >= deadline.cap - _LIMIT_SLACK:
+        if wait.fired >= deadline.cap - _LIMIT_SLACK:
             return LLMError("timeout", "the LLM did not answer in time", partial=produced)
         return LLMError("stalled", stalled, partial=produced)
 
@@ -292,15 +309,16 @@ class GroqClient:
         deadline = as_deadline(deadline)
         first_by = loop.time() + self._first_token
         limit = deadline.cap if deadline.cap < math.inf else deadline.at
+        wait = deadline.within(first_by)
         try:
-            async with deadline.within(first_by):
+            async with wait:
                 manager = self._client.chat.completions.with_streaming_response.create(
                     model=model, messages=messages, stream=True, max_tokens=max_tokens,  # type: ignore[arg-type]
                     temperature=self._temperature, timeout=max(0.01, limit - loop.time()),
                 )
                 response = await manager.__aenter__()
         except TimeoutError:
-            raise self._timed_out(deadline, loop.time(), "the LLM sent nothing in time", False) from None
+            raise self._timed_out(deadline, wait, "the LLM sent nothing in time", False) from None
         except Exception as exc:  # noqa: BLE001 - classified below
             raise classify(exc) from exc
         produced = False
@@ -310,24 +328,26 @@ class GroqClient:
         try:
             while True:
                 # The wait never spans a yield: it bounds the wait for the next line only.
-                cap = loop.time() + self._idle if produced else first_by
+                wait = deadline.within(loop.time() + self._idle if produced else first_by)
                 try:
-                    async with deadline.within(cap):
+                    async with wait:
                         try:
                             line = await lines.__anext__()
                         except StopAsyncIteration:
                             raise LLMError("bad_response", "the LLM stream ended without [DONE]",
                                            partial=produced) from None
                 except TimeoutError:
-                    raise self._timed_out(deadline, loop.time(), "the LLM stream stalled", produced) from None
+                    raise self._timed_out(deadline, wait, "the LLM stream stalled", produced) from None
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    # Read to the end of the body, so the connection goes back to the pool.
-                    async with deadline.within(loop.time() + self._idle):
-                        async for _ in lines:
-                            pass
+                    # Read to the end of the body, so the connection goes back to the pool; the answer
+                    # is complete whatever happens there (a body that does not end is closed below).
+                    with contextlib.suppress(TimeoutError):
+                        async with deadline.within(loop.time() + self._idle):
+                            async for _ in lines:
+                                pass
                     break
                 chunk = json.loads(data)
                 if chunk.get("error"):

@@ -19,13 +19,13 @@ logger = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 20_000
 CACHE_PREFIX = "parley:scraper:page:v2:"
-# A Fetch that failed is answered the same way, from the cache, for a tenth of the page TTL and at most
-# this long: a page too large, not HTML or past the extraction limits would cost the origin a request
-# and the extractor (shared by every key) its time limit at each try; an origin that could not be
-# reached may be back soon.
+# A Fetch that failed for what the page is (too large, not HTML, past the extraction limits, refused
+# by robots.txt or noindex) is answered the same way, from the cache, for a tenth of the page TTL and
+# at most this long: each try would cost the origin a request and the extractor (shared by every key)
+# its time limit. One that failed for now (the origin or the network, or its turn at a busy site not
+# coming within its time) is not kept: the next Fetch tries again.
 FAILURE_TTL_SECONDS = 60
-_FAILURES: dict[str, type[ParleyError]] = {
-    "invalid": InvalidArgument, "denied": PermissionDenied, "unavailable": Unavailable}
+_FAILURES: dict[str, type[ParleyError]] = {"invalid": InvalidArgument, "denied": PermissionDenied}
 
 
 @dataclass
@@ -101,7 +101,7 @@ async def fetch_page(fetcher: Fetcher, cache: PageCache, url: str, ttl_seconds: 
         return FetchedPage(**{**stored, "cached": True})
     try:
         page = await _fetch(fetcher, url, hosts, extractor)
-    except (InvalidArgument, PermissionDenied, Unavailable) as exc:
+    except (InvalidArgument, PermissionDenied) as exc:
         kind = next(k for k, cls in _FAILURES.items() if isinstance(exc, cls))
         await cache.put(key, json.dumps({"failure": kind, "message": exc.message}),
                         min(max(1, ttl_seconds // 10), FAILURE_TTL_SECONDS))

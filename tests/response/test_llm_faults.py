@@ -47,6 +47,7 @@ class Odd:
     headers: dict = field(default_factory=dict)
     error: dict = field(default_factory=dict)
     model: str | None = None       # only for requests to this model (None: any)
+    linger: float = 0.0            # seconds the body stays open after [DONE]
 
 
 class OddLLM(FakeLLM):
@@ -106,6 +107,8 @@ class OddLLM(FakeLLM):
                 await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
             await send([{"index": 0, "delta": {}, "finish_reason": odd.finish}], last=True)
         await resp.write(b"data: [DONE]\n\n")
+        if odd.linger:
+            await asyncio.sleep(odd.linger)
         await resp.write_eof()
         seen.finished = time.monotonic()
         return resp
@@ -182,6 +185,16 @@ async def test_an_answer_cut_at_max_tokens_is_served_but_not_cached(served, llm,
     assert first.model == SMALL and first.answer.startswith(f"Answer from {SMALL}")
     assert again.cache_status == common_pb2.CACHE_STATUS_MISS, again
     assert llm.count() == 2
+
+
+async def test_a_complete_answer_whose_body_stays_open_after_done_is_kept(served, llm, shop):
+    """[DONE] came: the answer is complete, whatever the rest of the body does (it is closed)."""
+    llm.odd_default = Odd("finish", linger=3.0)
+    async with served(llm_idle_timeout_seconds=0.3) as s:
+        chunks = await _stream(s.stub, ask(shop, PLAIN, no_cache=True), timeout=20)
+        assert s.engine.llm.breaker(SMALL).state == "closed" and s.engine.llm.breaker(SMALL)._failures == 0
+    assert not any(c.restart for c in chunks)
+    assert chunks[-1].final.model == SMALL and chunks[-1].final.answer.startswith(f"Answer from {SMALL}")
 
 
 # --- the API key refused, a model gone --------------------------------------------------------------

@@ -91,3 +91,30 @@ async def test_a_failed_fetch_is_answered_from_the_cache_for_a_while(settings, s
             assert 50 < await client.ttl(cache_key(gone)) <= 60
     finally:
         await client.aclose()
+
+
+async def test_a_fetch_that_failed_for_now_is_tried_again_at_the_next_call(settings, stack):
+    """An origin too slow for the Fetch's time bound may answer a moment later: nothing is cached for it."""
+    import uuid
+
+    import pytest
+    from aiohttp import web
+
+    from services.common.errors import Unavailable
+
+    async def slow():
+        await asyncio.sleep(3)
+        return web.Response(text="<html><body><p>Late.</p></body></html>", content_type="text/html")
+
+    client = create_redis(stack.redis_url)
+    cache = PageCache(client)
+    path = f"/{uuid.uuid4().hex}.html"
+    hurried = settings.model_copy(update={"scraper_request_seconds": 0.5})
+    try:
+        async with Site({"/robots.txt": ROBOTS, path: slow}) as site, new_fetcher(hurried) as fetcher:
+            for _ in range(2):
+                with pytest.raises(Unavailable):
+                    await fetch_page(fetcher, cache, site.base + path, 600)
+            assert site.hits[path] == 2
+    finally:
+        await client.aclose()

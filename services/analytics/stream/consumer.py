@@ -67,6 +67,8 @@ KEEP_POLLING_SECONDS = 30.0
 # Offsets committed to Kafka (for lag monitoring and autoscaling only: PostgreSQL holds the ones that
 # count) at most this often, all partitions in one request, the latest always committed in the end.
 COMMIT_INTERVAL = 1.0
+# ConsumerRecord.timestamp_type of a record stamped by the broker (0: by its producer, CreateTime).
+LOG_APPEND_TIME = 1
 
 
 @dataclass(frozen=True)
@@ -435,17 +437,19 @@ class EventConsumer(Service):
 
     async def decode(self, msgs: list[ConsumerRecord], decode: Callable) -> list[Record]:
         """The records' events; a value that does not decode, or whose event is stamped more than
-        `max_ahead_seconds` ahead of both this clock and its record's Kafka timestamp, is dead-lettered
-        (its record has no event). The record's timestamp (the producer's or the broker's time of the
-        record) counts too: a worker whose clock is behind would otherwise dead-letter every live event
-        for good, while an event stamped far ahead of when it was produced is still refused."""
+        `max_ahead_seconds` ahead of the time it reached Kafka, is dead-lettered (its record has no
+        event). That time is the broker's, the record's timestamp where the topic keeps LogAppendTime
+        (TOPIC_CONFIGS: the turns and feedback topics), and so neither a worker's clock behind (which
+        would dead-letter every live event for good) nor a producer's ahead (the record's CreateTime is
+        that producer's clock) decides; on a topic that keeps CreateTime, this worker's clock."""
         records = []
         now = time.time()
         ahead = self.max_ahead_seconds
         for m in msgs:
             pos = Position(m.topic, m.partition, m.offset)
+            reference = m.timestamp / 1000.0 if m.timestamp_type == LOG_APPEND_TIME else now
             try:
-                event = decode(m.value, max(now, m.timestamp / 1000.0) + ahead)
+                event = decode(m.value, reference + ahead)
             except InvalidEvent as exc:
                 letter = DeadLetter(m.topic, m.partition, m.offset, m.key, m.value, str(exc))
                 await self.routes[m.topic].applier.retrying(lambda letter=letter: self._send_dead_letter(letter))
