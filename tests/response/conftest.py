@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 from bench.fake_llm import FakeLLM
 from services.common.grpc_server import ServerInterceptor, channel
 from services.common.kafka import EventProducer
-from services.common.pb.parley.v1 import events_pb2, response_pb2_grpc, search_pb2, search_pb2_grpc
+from services.common.pb.parley.v1 import events_pb2, response_pb2, response_pb2_grpc, search_pb2, search_pb2_grpc
 from services.common.redis_client import create_redis
 from services.settings import Settings
 from services.response.admission import Admission
@@ -30,6 +30,10 @@ from tests.conftest import RUN_ID, TestKey
 
 SMALL = "llama-3.1-8b-instant"
 LARGE = "llama-3.3-70b-versatile"
+
+
+def ask(key, message, **kw) -> response_pb2.ChatRequest:
+    return response_pb2.ChatRequest(product_key=key.secret, message=message, **kw)
 
 
 @pytest.fixture(scope="session")

@@ -3,37 +3,17 @@ conversations, and the key's rate limit, as for a chat turn."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import grpc
 import pytest
 
 from services.common.pb.parley.v1 import response_pb2, search_pb2
-from services.common.redis_client import create_redis
 from tests.conftest import RUN_ID, TestKey, rpc_error
+from tests.response.conftest import ask
+from tests.response.test_feedback_stored_turns import _until
 
 QUESTION = "How much does the Plus plan cost?"
-
-
-def ask(key, message, **kw) -> response_pb2.ChatRequest:
-    return response_pb2.ChatRequest(product_key=key.secret, message=message, **kw)
-
-
-@pytest.fixture(scope="module")
-async def redis_client(stack):
-    """A Redis client of this module's own (each engine's batched writer keeps a pooled connection)."""
-    client = create_redis(stack.redis_url)
-    yield client
-    await client.aclose()
-
-
-async def _until(probe, what: str, timeout: float = 30.0):
-    for _ in range(int(timeout / 0.1)):
-        if found := await probe():
-            return found
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout}s")
 
 
 async def test_a_turn_found_only_in_the_stored_conversations_is_rated_within_the_feedback_window(

@@ -20,17 +20,12 @@ from aiohttp import web
 
 from bench.fake_llm import FakeLLM, Seen
 from services.common.pb.parley.v1 import common_pb2, response_pb2
-from services.common.redis_client import create_redis
 from tests.conftest import rpc_error
-from tests.response.conftest import LARGE, SMALL
+from tests.response.conftest import LARGE, SMALL, ask
 
 PLAIN = "How much does the Plus plan cost?"
 SEVERAL = "How much is the Plus plan? Does the Plus plan include support?"   # the large model, then the small
 ORG_TEXT = "Rate limit reached for model in organization org_01hsecret on tokens per minute: Limit 6000, Used 5999"
-
-
-def ask(key, message, **kw) -> response_pb2.ChatRequest:
-    return response_pb2.ChatRequest(product_key=key.secret, message=message, **kw)
 
 
 @dataclass
@@ -112,16 +107,6 @@ class OddLLM(FakeLLM):
         await resp.write_eof()
         seen.finished = time.monotonic()
         return resp
-
-
-@pytest.fixture(scope="module")
-async def redis_client(stack):
-    """A Redis client of this module's own: each engine's batched Redis writer keeps a pooled
-    connection for good, and this module's engines would otherwise take the session client's pool
-    (100 connections) near its end for the modules after it."""
-    client = create_redis(stack.redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(scope="module")

@@ -10,23 +10,10 @@ import grpc
 import pytest
 
 from services.common.pb.parley.v1 import response_pb2
-from services.common.redis_client import create_redis
 from services.response.cache import PREFIX
-from tests.response.conftest import SMALL
+from tests.response.conftest import SMALL, ask
 
 QUESTION = "How much does the Plus plan cost?"
-
-
-def ask(key, message, **kw) -> response_pb2.ChatRequest:
-    return response_pb2.ChatRequest(product_key=key.secret, message=message, **kw)
-
-
-@pytest.fixture(scope="module")
-async def redis_client(stack):
-    """A Redis client of this module's own (each engine's batched writer keeps a pooled connection)."""
-    client = create_redis(stack.redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_the_same_question_while_an_abandoned_flight_cleans_up_is_answered(served, llm, shop, events):
