@@ -622,6 +622,7 @@ def build_store(settings: ResponseSettings, client) -> ResponseStore:
     return ResponseStore(
         client, answer_ttl=settings.answer_cache_ttl_seconds, pointer_ttl=settings.answer_cache_pointer_ttl_seconds,
         session_turns=settings.session_history_turns, session_ttl=settings.session_ttl_seconds,
-        request_ttl=settings.feedback_window_seconds, local_seconds=settings.answer_cache_local_seconds,
+        request_ttl=min(settings.turn_record_seconds, settings.feedback_window_seconds),
+        local_seconds=settings.answer_cache_local_seconds,
         retry_seconds=settings.redis_retry_seconds,
     )

@@ -56,6 +56,10 @@ class ResponseSettings(CommonSettings):
     session_history_turns: int = 6              # recent turns kept per session (and sent to the LLM)
     session_ttl_seconds: int = 1800
     feedback_window_seconds: int = 7 * 24 * 3600  # how long a request id accepts feedback
+    # How long Redis keeps a turn's record (what SubmitFeedback checks first; at most the window). A
+    # turn past it is found in PostgreSQL's `conversations`, where the stream worker stored it: a week
+    # of records at 10 turns/s was ~2 GB of Redis.
+    turn_record_seconds: int = 24 * 3600
 
     # Event outbox and degraded dependencies (answers never wait on Kafka; Redis is optional).
     outbox_dir: str = ".local/outbox"           # one SQLite file per service and port; keep it on a volume

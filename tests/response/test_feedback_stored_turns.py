@@ -87,3 +87,25 @@ async def test_feedback_while_redis_cannot_be_reached_is_checked_in_postgres(
         await engine.drain()
         await engine.admission.close()
         await dead.aclose()
+
+
+async def test_redis_keeps_a_turns_record_a_day_and_feedback_after_it_is_checked_in_postgres(
+        served, shop, redis_client, pg, events):
+    """The record's TTL is PARLEY_TURN_RECORD_SECONDS (a day), not the week of the feedback window: a
+    week of records is gigabytes of Redis. Past it, the stored turn answers (here: a 1 s record)."""
+    async with served() as s:
+        reply = await s.stub.Chat(response_pb2.ChatRequest(product_key=shop.secret, message=QUESTION), timeout=10)
+        await s.engine.drain()
+        assert 0 < await redis_client.ttl(f"parley:req:{reply.request_id}") <= 24 * 3600
+    async with served(turn_record_seconds=1) as s:
+        reply = await s.stub.Chat(response_pb2.ChatRequest(product_key=shop.secret, message=QUESTION), timeout=10)
+        await _until(lambda: pg.fetchval("SELECT 1 FROM conversations WHERE request_id = $1", reply.request_id),
+                     "no conversations row for the turn")
+        await _until(lambda: _gone(redis_client, reply.request_id), "the record outlived its second")
+        ok = await s.stub.SubmitFeedback(response_pb2.FeedbackRequest(
+            product_key=shop.secret, request_id=reply.request_id, rating=-1), timeout=10)
+    assert (await events.feedback_for(reply.request_id)).event_id == ok.event_id
+
+
+async def _gone(redis_client, request_id: str) -> bool:
+    return not await redis_client.exists(f"parley:req:{request_id}")
