@@ -78,6 +78,12 @@ class FakeLLM:
         self.requests.clear()
         self.default = default or Behaviour()
 
+    def well_behaved(self) -> FakeLLM:
+        """Reset, answering at once (what each test starts from)."""
+        self.reset()
+        self.first_token_delay = self.token_delay = 0.0
+        return self
+
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"

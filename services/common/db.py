@@ -50,6 +50,26 @@ async def connection(pool: asyncpg.Pool, wait_seconds: float) -> AsyncIterator[a
         await pool.release(conn)
 
 
+@contextlib.asynccontextmanager
+async def advisory_lock(pool: asyncpg.Pool, key: int) -> AsyncIterator[asyncpg.Connection | None]:
+    """A connection of `pool` holding the session advisory lock `key` for the block, or None when
+    another session holds it (one replica at a time runs a periodic job). A connection that cannot give
+    the lock back is closed, not returned to the pool holding it (a pool that keeps sessions would
+    otherwise skip every later run)."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            yield None
+            return
+        try:
+            yield conn
+        finally:
+            try:
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            except BaseException:
+                conn.terminate()
+                raise
+
+
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) for every file in services/common/migrations, in order."""
     found = []

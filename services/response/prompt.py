@@ -24,8 +24,14 @@ def _escaped(text: str) -> str:
     return _MARKER.sub(r"&lt;\1", text)
 
 
-def _passage(p) -> str:
-    return f"<passage>\n{_escaped(f'[{p.id}] {p.title}'.strip())}\n{_escaped(p.text.strip())}\n</passage>"
+def _head(p) -> str:
+    return _escaped(f"[{p.id}] {p.title}".strip())
+
+
+def _passage(p, text_chars: int | None = None) -> str:
+    """One passage between its markers; its text cut to `text_chars` when given."""
+    text = p.text.strip()
+    return f"<passage>\n{_head(p)}\n{_escaped(text if text_chars is None else text[:text_chars])}\n</passage>"
 
 
 def build_messages(request: AnswerRequest, token_budget: int) -> list[dict]:
@@ -61,9 +67,8 @@ def build_messages(request: AnswerRequest, token_budget: int) -> list[dict]:
         cost = estimate_tokens(block)
         if cost > budget:
             if not passages and budget > 50:  # the best passage, cut to fit, beats none
-                head, body = f"[{p.id}] {p.title}".strip(), p.text.strip()
-                room = budget * 4 - len("<passage>\n\n\n</passage>") - len(_escaped(head)) - 8
-                passages.append(f"<passage>\n{_escaped(head)}\n{_escaped(body[:max(0, room)])}\n</passage>")
+                room = budget * 4 - len("<passage>\n\n\n</passage>") - len(_head(p)) - 8
+                passages.append(_passage(p, max(0, room)))
                 budget = 0
             break
         passages.append(block)

@@ -404,8 +404,7 @@ class HostGate:
         except BaseException:
             # Cancelled while waiting its turn (the caller's deadline): __aexit__ never runs, and a slot
             # kept here would be the site's for good (the scraper API keeps its Fetcher for its life).
-            self._sem.release()
-            self._users -= 1
+            await self.__aexit__()
             raise
 
     def hold(self, seconds: float) -> None:

@@ -10,6 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
+from services.common import db
 from services.common.errors import InvalidArgument, NotFound
 from services.scraper.crawler import CrawlSpec, Progress
 from services.scraper.fetching import MAX_URL_CHARS, normalize_url
@@ -205,18 +206,15 @@ async def delete_finished(pool: asyncpg.Pool, older_than_seconds: float, batch_r
                           pause: float = 0.01, on_batch=lambda n: None) -> int | None:
     """Deletes the jobs finished (done, failed, cancelled) more than `older_than_seconds` ago, `batch_rows`
     per transaction; the rows deleted, or None when another worker holds the lock (its run does it)."""
-    async with pool.acquire() as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", CRAWL_JOBS_RETENTION_LOCK):
+    async with db.advisory_lock(pool, CRAWL_JOBS_RETENTION_LOCK) as conn:
+        if conn is None:
             return None
-        try:
-            total = 0
-            while True:
-                n = int((await conn.execute(_DELETE_FINISHED, float(older_than_seconds), batch_rows)).split()[-1])
-                total += n
-                if n:
-                    on_batch(n)
-                if n < batch_rows:
-                    return total
-                await asyncio.sleep(pause)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", CRAWL_JOBS_RETENTION_LOCK)
+        total = 0
+        while True:
+            n = int((await conn.execute(_DELETE_FINISHED, float(older_than_seconds), batch_rows)).split()[-1])
+            total += n
+            if n:
+                on_batch(n)
+            if n < batch_rows:
+                return total
+            await asyncio.sleep(pause)

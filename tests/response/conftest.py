@@ -45,10 +45,7 @@ async def fake_llm() -> AsyncIterator[FakeLLM]:
 @pytest.fixture
 async def llm(fake_llm) -> FakeLLM:
     """The shared local LLM server, reset to well-behaved for each test."""
-    fake_llm.reset()
-    fake_llm.first_token_delay = 0.0
-    fake_llm.token_delay = 0.0
-    return fake_llm
+    return fake_llm.well_behaved()
 
 
 @pytest.fixture(scope="session")

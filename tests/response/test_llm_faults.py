@@ -118,10 +118,7 @@ async def odd_llm():
 @pytest.fixture
 async def llm(odd_llm) -> OddLLM:
     """This module's server in place of the shared one (the `served` engines call it)."""
-    odd_llm.reset()
-    odd_llm.first_token_delay = 0.0
-    odd_llm.token_delay = 0.0
-    return odd_llm
+    return odd_llm.well_behaved()
 
 
 async def _stream(stub, request, timeout: float) -> list[response_pb2.ChatStreamResponse]:

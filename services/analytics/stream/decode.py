@@ -17,9 +17,9 @@ from services.common.pb.parley.v1 import events_pb2
 MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799
 MAX_NANOS = 999_999_999
 MAX_FLOAT = 1.7976931348623157e308  # the largest finite double: `0.0 <= x <= MAX_FLOAT` is False for inf and NaN
-# How far ahead of the worker's clock, or of its Kafka record's timestamp if that is later, an event's
-# occurred_at may be (the default of the setting stream_max_ahead_seconds): an event stamped later is
-# dead-lettered. Stored, it would be counted in a
+# How far ahead of the time the broker took its record (its LogAppendTime; on a topic that keeps
+# CreateTime, the worker's clock) an event's occurred_at may be (the default of the setting
+# stream_max_ahead_seconds): an event stamped later is dead-lettered. Stored, it would be counted in a
 # minute no query reads yet (a stamp a year ahead stays there, unseen) and that minute's summary
 # published before the minute began. Ten minutes are far more than the clocks of hosts kept by NTP
 # differ, and a turn is stamped before it is sent.
@@ -41,8 +41,8 @@ class DeadLetter:
 
 
 def decode_turn(value: bytes | None, latest: float = math.inf) -> events_pb2.ChatTurn:
-    """`latest`: the latest occurred_at accepted, in seconds since the epoch (the later of the consumer's
-    clock, read once per slice of records, and the record's Kafka timestamp, plus stream_max_ahead_seconds)."""
+    """`latest`: the latest occurred_at accepted, in seconds since the epoch (the record's LogAppendTime,
+    or the consumer's clock read once per slice of records, plus stream_max_ahead_seconds)."""
     if not value:
         raise InvalidEvent("empty value")
     turn = events_pb2.ChatTurn()
@@ -77,7 +77,7 @@ def _ahead(ts) -> str:
         return problem
     stamp = datetime.fromtimestamp(ts.seconds, timezone.utc).isoformat()
     return (f"occurred_at {stamp} {ts.seconds - time.time():.0f} s ahead of the worker's clock "
-            f"and more than PARLEY_STREAM_MAX_AHEAD_SECONDS ahead of it and of its Kafka record's timestamp")
+            f"and more than PARLEY_STREAM_MAX_AHEAD_SECONDS ahead of the time the broker took it")
 
 
 def invalid_numbers(turn: events_pb2.ChatTurn) -> str:

@@ -13,6 +13,8 @@ import asyncpg
 from mode import Service
 from prometheus_client import Counter
 
+from services.common import db
+
 logger = logging.getLogger(__name__)
 
 RETENTION_DELETED = Counter(
@@ -108,21 +110,12 @@ class Retention:
             return result
         now = now or datetime.now(timezone.utc)
         assert self.pool is not None
-        async with self.pool.acquire() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RETENTION_LOCK):
+        async with db.advisory_lock(self.pool, RETENTION_LOCK) as conn:
+            if conn is None:
                 result.skipped = True
                 return result
-            try:
-                for target, age in self.targets:
-                    result.deleted[target.table] = await self._delete_older(conn, target, now - age)
-            finally:
-                try:
-                    await conn.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK)
-                except BaseException:
-                    # The lock is the session's: a connection that could not unlock goes back to the
-                    # pool holding it (the pool keeps sessions), and every later run would be skipped.
-                    conn.terminate()
-                    raise
+            for target, age in self.targets:
+                result.deleted[target.table] = await self._delete_older(conn, target, now - age)
         result.seconds = time.monotonic() - started
         logger.info("retention run: deleted %s in %.1f s",
                     ", ".join(f"{n} row(s) from {table}" for table, n in result.deleted.items()), result.seconds)
