@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -146,6 +146,28 @@ def estimate_cost(prices: dict[str, tuple[float, float]], model: str, prompt: in
     return (prompt * price_in + completion * price_out) / 1_000_000
 
 
+class _LockTerm:
+    """Keeps a single-flight lock's time to live at its flight's deadline as joining callers push
+    it later (left at the first caller's deadline, the lock would let another replica start the same
+    answer while this one still runs): one extension at a time, each to the latest deadline."""
+
+    def __init__(self, store: ResponseStore, lock, spawn: Callable[[Coroutine], asyncio.Task]) -> None:
+        self._store, self._lock, self._spawn = store, lock, spawn
+        self._wanted = self._set = 0.0
+        self._task: asyncio.Task | None = None
+
+    def push(self, at: float) -> None:
+        self._wanted = at
+        if self._task is None or self._task.done():
+            self._task = self._spawn(self._extend())
+
+    async def _extend(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._set < self._wanted:
+            self._set = self._wanted
+            await self._store.extend_lock(self._lock, self._set - loop.time())
+
+
 class ChatEngine:
     """Everything a chat turn does, shared by Chat and ChatStream."""
 
@@ -169,8 +191,6 @@ class ChatEngine:
         self.llm = llm
         self.web = web
         self.flights = SingleFlight()
-        # The deadline of each shared answer in flight: the latest of its callers' (see _answer).
-        self._flight_deadlines: dict[str, tuple[Deadline, list[int]]] = {}
         self._background: set[asyncio.Task] = set()
         self.in_flight = 0   # turns under way (Chat and ChatStream): admission's sign of load
 
@@ -318,14 +338,9 @@ class ChatEngine:
 
         flight_key = (ResponseStore.answer_key(plan.product_key_id, version, qhash) if cacheable
                       else f"alone:{state.request_id}")
-        # A shared answer runs apart from any one caller, so it has a deadline of its own: the latest
-        # of its callers', pushed later by each caller that joins it (not the first caller's, which
-        # gave a patient caller who joined a hurried one the hurried one's fallback).
-        shared, users = self._flight_deadlines.setdefault(flight_key, (Deadline(deadline), [0]))
-        shared.extend(deadline)
-        users[0] += 1
 
-        def work() -> AsyncIterator:
+        def work(shared: Deadline) -> AsyncIterator:
+            # A shared answer runs apart from any one caller, to the latest of its callers' deadlines.
             return self._produce(plan, passages, strategy, route, answer_request, shared, qhash if keep else "")
 
         llm_start = time.perf_counter()
@@ -335,29 +350,24 @@ class ChatEngine:
         # Either way the answer is produced in a task of its own, at its own pace: a ChatStream caller
         # that stops reading (grants no flow-control window) does not hold the LLM's stream open, and
         # with it a connection of the LLM client's pool, for as long as its call lasts.
-        items = self.flights.run(flight_key, work)
-        try:
-            async with aclosing(items):
-                async for leader, item in items:
-                    if isinstance(item, str):
-                        if not state.ttft_ms:
-                            state.ttft_ms = (time.perf_counter() - llm_start) * 1000
-                        yield item
-                    elif isinstance(item, Restart):
-                        yield RESTART
-                    elif isinstance(item, _Cached):
-                        state.llm_ms = (time.perf_counter() - llm_start) * 1000
-                        async for out in self._from_cache(state, key_hash, item.value, SHARED):
-                            yield out
-                        return
-                    elif isinstance(item, Answer):
-                        answer = item
-                        if cacheable:
-                            status = MISS if leader else SHARED
-        finally:
-            users[0] -= 1
-            if not users[0] and self._flight_deadlines.get(flight_key, (None,))[0] is shared:
-                del self._flight_deadlines[flight_key]
+        items = self.flights.run(flight_key, work, deadline)
+        async with aclosing(items):
+            async for leader, item in items:
+                if isinstance(item, str):
+                    if not state.ttft_ms:
+                        state.ttft_ms = (time.perf_counter() - llm_start) * 1000
+                    yield item
+                elif isinstance(item, Restart):
+                    yield RESTART
+                elif isinstance(item, _Cached):
+                    state.llm_ms = (time.perf_counter() - llm_start) * 1000
+                    async for out in self._from_cache(state, key_hash, item.value, SHARED):
+                        yield out
+                    return
+                elif isinstance(item, Answer):
+                    answer = item
+                    if cacheable:
+                        status = MISS if leader else SHARED
         assert answer is not None, "a produced answer always ends with an Answer"
         state.llm_ms = (time.perf_counter() - llm_start) * 1000
         if not state.ttft_ms:
@@ -401,6 +411,7 @@ class ChatEngine:
         and the answer is cached before the flight ends. An answer the model cut at max_tokens is
         given but not cached, as a degraded one."""
         lock = None
+        stop_following = None
         try:
             if qhash:
                 name = ResponseStore.answer_key(plan.product_key_id, plan.knowledge_version, qhash)
@@ -416,6 +427,7 @@ class ChatEngine:
                             yield _Cached(cached)
                             return
                 if lock is not None:
+                    stop_following = deadline.follow(_LockTerm(self._store, lock, self._spawn).push)
                     # Double-check: an identical flight may have ended between our lookup and the lock.
                     cached = await self._store.get_answer(plan.product_key_id, plan.knowledge_version, qhash)
                     if cached is not None:
@@ -436,6 +448,8 @@ class ChatEngine:
             # From the moment the lock is ours, whatever ends the flight (its last caller leaving
             # cancels it) releases the lock: left to its TTL, other replicas would wait on it until
             # their deadline. Shielded, so that a second cancellation does not stop the release.
+            if stop_following is not None:
+                stop_following()
             if lock is not None:
                 await asyncio.shield(self._spawn(self._store.unlock(lock)))
 

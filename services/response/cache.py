@@ -461,6 +461,17 @@ class ResponseStore:
         except RedisError as exc:
             self._failed("single-flight unlock", exc, write=True)
 
+    async def extend_lock(self, lock: Lock | _Local, ttl_seconds: float) -> None:
+        """The lock's time to live set to `ttl_seconds` from now, if it is still ours."""
+        if isinstance(lock, _Local):
+            return
+        try:
+            await lock.extend(max(0.001, ttl_seconds), replace_ttl=True)
+        except LockError:
+            pass  # released, or expired (and maybe another process's by now)
+        except RedisError as exc:
+            self._failed("single-flight lock", exc, write=True)
+
     async def locked(self, name: str) -> bool:
         if not self.health.available():
             return False

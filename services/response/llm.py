@@ -202,6 +202,7 @@ class Deadline:
         if root is None:
             self._at = at
             self._waits: dict[asyncio.Timeout, float] = {}
+            self._followers: list[Callable[[float], None]] = []
 
     @property
     def callers_at(self) -> float:
@@ -225,6 +226,15 @@ class Deadline:
                 wait.reschedule(min(cap, at))
             except RuntimeError:
                 pass  # it expired already
+        for follower in list(root._followers):
+            follower(at)
+
+    def follow(self, follower: Callable[[float], None]) -> Callable[[], None]:
+        """Calls `follower(the new deadline)` each time it is pushed later, until the returned
+        function is called."""
+        followers = self._root._followers
+        followers.append(follower)
+        return lambda: followers.remove(follower) if follower in followers else None
 
     def within(self, cap: float = math.inf) -> _Within:
         """`async with`: TimeoutError at this deadline or at `cap`, whichever comes first."""

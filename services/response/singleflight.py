@@ -1,7 +1,9 @@
 """In-process single-flight: identical work in flight at once runs once, and every caller sees its stream.
 
 The work runs in its own task, so one caller that goes away does not stop it for the others;
-when the last caller leaves, the task is cancelled (which closes an LLM stream).
+when the last caller leaves, the task is cancelled (which closes an LLM stream). The work runs
+to a deadline of its own: the latest of its callers', pushed later by each caller that joins it (not
+the first caller's, which gave a patient caller who joined a hurried one the hurried one's fallback).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from services.common.errors import RETRY_AFTER_TRAILER, Unavailable
+from services.response.llm import Deadline
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +31,8 @@ def _own_copy(error: BaseException) -> BaseException:
 
 
 class _Flight:
-    def __init__(self) -> None:
+    def __init__(self, deadline: float) -> None:
+        self.deadline = Deadline(deadline)
         self.items: list[Any] = []
         self.done = False
         self.error: BaseException | None = None
@@ -73,14 +77,18 @@ class SingleFlight:
     def in_flight(self) -> int:
         return len(self._flights)
 
-    async def run(self, key: str, work: Callable[[], AsyncIterator[Any]]) -> AsyncIterator[tuple[bool, Any]]:
-        """(leader, item) for every item of `work()`; only the first caller for `key` starts it."""
+    async def run(self, key: str, work: Callable[[Deadline], AsyncIterator[Any]],
+                  deadline: float) -> AsyncIterator[tuple[bool, Any]]:
+        """(leader, item) for every item of `work(the flight's deadline)`; only the first caller for
+        `key` starts it, and each caller's `deadline` (event-loop time) extends the flight's."""
         flight = self._flights.get(key)
         leader = flight is None
         if flight is None:
-            flight = _Flight()
+            flight = _Flight(deadline)
             self._flights[key] = flight
             flight.task = asyncio.get_running_loop().create_task(self._drive(key, flight, work))
+        else:
+            flight.deadline.extend(deadline)
         flight.callers += 1
         try:
             async for item in flight.follow():
@@ -96,9 +104,9 @@ class SingleFlight:
                     del self._flights[key]
                 flight.task.cancel()
 
-    async def _drive(self, key: str, flight: _Flight, work: Callable[[], AsyncIterator[Any]]) -> None:
+    async def _drive(self, key: str, flight: _Flight, work: Callable[[Deadline], AsyncIterator[Any]]) -> None:
         try:
-            async for item in work():
+            async for item in work(flight.deadline):
                 flight.push(item)
             flight.finish()
         except asyncio.CancelledError:

@@ -105,3 +105,42 @@ async def test_a_flight_cancelled_once_redis_granted_its_lock_releases_the_lock(
         finally:
             if names:
                 await redis_client.delete(*names)
+
+
+async def test_a_patient_caller_who_joins_keeps_the_cross_replica_lock_for_its_own_deadline(served, llm, shop,
+                                                                                              redis_client):
+    """The lock was taken for a hurried caller's deadline (a second); a patient caller joins the
+    flight: the lock lives on to the patient caller's deadline, so that no other replica starts the
+    same answer while this one still runs, and it is released when the answer is in."""
+    llm.first_token_delay = 2.5
+    names: list[str] = []
+    async with served() as s:
+        store = s.engine._store
+        real_try_lock = store.try_lock
+
+        async def try_lock(name: str, ttl_seconds: float):
+            names.append(f"{PREFIX}sf:{name}")
+            return await real_try_lock(name, ttl_seconds)
+
+        store.try_lock = try_lock
+
+        async def hurried():
+            try:
+                await s.stub.Chat(ask(shop, QUESTION, session_id="hurried"), timeout=0.5)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+
+        try:
+            first = asyncio.ensure_future(hurried())
+            await asyncio.sleep(0.2)
+            patient = asyncio.ensure_future(s.stub.Chat(ask(shop, QUESTION, session_id="patient"), timeout=10))
+            await asyncio.sleep(1.5)
+            assert len(names) == 1
+            assert await redis_client.pttl(names[0]) > 5000, "the lock kept the hurried caller's term"
+            assert await first == grpc.StatusCode.DEADLINE_EXCEEDED
+            reply = await patient
+            assert reply.model == SMALL and llm.count() == 1
+            assert not await redis_client.exists(names[0])
+        finally:
+            if names:
+                await redis_client.delete(*names)
