@@ -39,6 +39,8 @@ class MetricsRow:
 
 
 def _query(granularity: str, group_by: str) -> str:
+    # A minute belongs to the range [start, end) that holds its start: ranges that follow each other
+    # (a dashboard asking for [its last end, now) every few seconds) count each minute once.
     # Buckets are cut in UTC whatever the server's or the session's TimeZone: without the zone argument
     # date_trunc cuts hours and days in the session's zone (an hour would start at :30 in Asia/Kolkata).
     bucket = f"date_trunc('{granularity}', minute, 'UTC')" if granularity else "$2::timestamptz"
@@ -47,8 +49,8 @@ def _query(granularity: str, group_by: str) -> str:
     hists = ", ".join(f"parley_hist_sum({h}) AS {h}" for h in HISTS)
     return (
         f"SELECT {bucket} AS bucket_start, {group} AS grp, {sums}, {hists} "
-        "FROM metrics_minute WHERE product_key_id = $1 AND minute >= date_trunc('minute', $2::timestamptz, 'UTC') "
-        "AND minute < $3 GROUP BY 1, 2 ORDER BY 1, 2"
+        "FROM metrics_minute WHERE product_key_id = $1 AND minute >= $2 AND minute < $3 "
+        f"GROUP BY 1, 2 ORDER BY 1, 2 LIMIT {MAX_POINTS + 1}"
     )
 
 
@@ -66,19 +68,25 @@ def resolve_range(start: datetime | None, end: datetime | None) -> tuple[datetim
     return start, end
 
 
-async def get_metrics(
-    pool: asyncpg.Pool, key_id: str, start: datetime, end: datetime, granularity: str = "", group_by: str = ""
-) -> list[MetricsRow]:
+def check_metrics(key_id: str, start: datetime, end: datetime, granularity: str, group_by: str) -> None:
+    """What get_metrics refuses before it asks PostgreSQL (a bad request is INVALID_ARGUMENT even
+    while no connection is to be had, never a retryable UNAVAILABLE)."""
     if not key_id:
         raise InvalidArgument("product_key_id is required")
     if granularity not in GRANULARITIES or group_by not in GROUPS:
         raise InvalidArgument("unknown granularity or group_by")
     if granularity == "minute" and end - start > MAX_MINUTE_RANGE:
         raise InvalidArgument(f"a range per minute is at most {MAX_MINUTE_RANGE.days} days; ask per hour or per day")
+
+
+async def get_metrics(
+    pool: asyncpg.Pool, key_id: str, start: datetime, end: datetime, granularity: str = "", group_by: str = ""
+) -> list[MetricsRow]:
+    check_metrics(key_id, start, end, granularity, group_by)
     rows = await pool.fetch(_query(granularity, group_by), key_id, start, end)
     if len(rows) > MAX_POINTS:
-        raise InvalidArgument(f"the reply would hold {len(rows):,} points (buckets x groups); the limit is "
-                              f"{MAX_POINTS:,}: ask for a shorter range, a coarser granularity or no group_by")
+        raise InvalidArgument(f"the reply would hold more than {MAX_POINTS:,} points (buckets x groups): ask for "
+                              "a shorter range, a coarser granularity or no group_by")
     return [
         MetricsRow(
             bucket_start=r["bucket_start"],
@@ -105,14 +113,17 @@ class QuestionStat:
     feedback_down: int
 
 
-# Questions are grouped by their normalised text (case and spacing folded) cut to QUESTION_CHARS: two
-# that differ only beyond it are one question. A turn is rated down when the key's feedback holds a
-# rating < 0 for its request: the key's down-rated request ids are read once from their partial index
-# (migration 0021) and joined, instead of a subquery per turn whose hashed form read every tenant's
-# feedback.
+# Questions are grouped as the answer cache tells them apart (services.response.cache.normalise):
+# compatibility forms (NFKC), case, punctuation and spacing folded; each group is shown in the form its
+# turns wrote most often (spacing folded), cut to QUESTION_CHARS, and two questions that differ only
+# beyond that many characters are one. A turn is rated down when the key's feedback holds a rating < 0
+# for its request: the key's down-rated request ids are read once from their partial index (migration
+# 0021) and joined, instead of a subquery per turn whose hashed form read every tenant's feedback.
 _QUESTIONS = """
 WITH turns AS (
-    SELECT left(lower(regexp_replace(btrim(c.message), '\\s+', ' ', 'g')), {chars}) AS question,
+    SELECT left(btrim(regexp_replace(regexp_replace(lower(normalize(c.message, NFKC)), '[^\\w\\s]+', ' ', 'g'),
+                                     '\\s+', ' ', 'g')), {chars}) AS grp,
+           left(btrim(regexp_replace(c.message, '\\s+', ' ', 'g')), {chars}) AS written,
            c.strategy = 'NO_ANSWER' AS no_answer,
            d.request_id IS NOT NULL AS down
     FROM conversations c
@@ -120,10 +131,10 @@ WITH turns AS (
         ON d.request_id = c.request_id
     WHERE c.product_key_id = $1 AND c.occurred_at >= $2 AND c.occurred_at < $3
 )
-SELECT question, count(*) AS n, count(*) FILTER (WHERE no_answer) AS no_answers,
-       count(*) FILTER (WHERE down) AS feedback_down
+SELECT mode() WITHIN GROUP (ORDER BY written) AS question, count(*) AS n,
+       count(*) FILTER (WHERE no_answer) AS no_answers, count(*) FILTER (WHERE down) AS feedback_down
 FROM turns
-GROUP BY question
+GROUP BY grp
 {having}
 ORDER BY {order}, question
 LIMIT $4
@@ -134,13 +145,19 @@ async def top_questions(
     pool: asyncpg.Pool, key_id: str, start: datetime, end: datetime, limit: int, *, gaps_only: bool = False
 ) -> list[QuestionStat]:
     """The most frequent questions; with gaps_only, those answered NO_ANSWER or rated down, worst first."""
+    limit = question_limit(key_id, limit)
+    rows = await pool.fetch(questions_query(gaps_only), key_id, start, end, limit)
+    return [QuestionStat(r["question"], r["n"], r["no_answers"], r["feedback_down"]) for r in rows]
+
+
+def question_limit(key_id: str, limit: int) -> int:
+    """The number of questions top_questions returns for `limit`, or INVALID_ARGUMENT (checked before
+    PostgreSQL is asked, as check_metrics)."""
     if not key_id:
         raise InvalidArgument("product_key_id is required")
     if not 0 <= limit <= MAX_QUESTIONS:
         raise InvalidArgument(f"limit must be between 1 and {MAX_QUESTIONS} (0: {DEFAULT_QUESTIONS}), not {limit}")
-    limit = limit or DEFAULT_QUESTIONS
-    rows = await pool.fetch(questions_query(gaps_only), key_id, start, end, limit)
-    return [QuestionStat(r["question"], r["n"], r["no_answers"], r["feedback_down"]) for r in rows]
+    return limit or DEFAULT_QUESTIONS
 
 
 def questions_query(gaps_only: bool) -> str:

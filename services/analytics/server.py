@@ -137,6 +137,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     async def _metrics(self, request: analytics_pb2.GetMetricsRequest, key_id: str) -> analytics_pb2.GetMetricsResponse:
         granularity, group_by = _choice(request, "granularity", _GRANULARITY), _choice(request, "group_by", _GROUP)
         start, end = _range(request)
+        queries.check_metrics(key_id, start, end, granularity, group_by)
         async with db.connection(self._deps.pool, self._pool_wait) as conn:
             rows = await queries.get_metrics(conn, key_id, start, end, granularity, group_by)
         return analytics_pb2.GetMetricsResponse(
@@ -165,6 +166,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     async def _questions(self, request: analytics_pb2.TopQuestionsRequest, context, gaps_only: bool):
         key_id = await self._key_id(request, context)
         start, end = _range(request)
+        queries.question_limit(key_id, request.limit)
         with self._queries.held(None if admin_token(context) is not None else key_id):
             async with db.connection(self._deps.pool, self._pool_wait) as conn:
                 stats = await queries.top_questions(conn, key_id, start, end, request.limit, gaps_only=gaps_only)

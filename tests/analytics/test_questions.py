@@ -50,10 +50,10 @@ async def test_rated_down_turns_are_read_from_the_keys_down_ratings_not_from_eve
                 assert "feedback_events_key_down_idx" in plan, plan
             top = await queries.top_questions(conn, key_id, start, end, 20)
             assert [(q.question, q.count, q.no_answers, q.feedback_down) for q in top] == [
-                ("when are you open?", 2, 0, 1), ("do you ship to mars?", 1, 1, 0)]
+                ("When are you open?", 2, 0, 1), ("Do you ship to Mars?", 1, 1, 0)]
             gaps = await queries.top_questions(conn, key_id, start, end, 20, gaps_only=True)
             assert [(q.question, q.no_answers, q.feedback_down) for q in gaps] == [
-                ("when are you open?", 0, 1), ("do you ship to mars?", 1, 0)]
+                ("When are you open?", 0, 1), ("Do you ship to Mars?", 1, 0)]
         finally:
             await seeding.rollback()
 
@@ -77,3 +77,27 @@ async def test_a_thousand_long_non_ascii_questions_fit_in_one_reply(services, pg
             assert reply.ByteSize() < 4 * 1024 * 1024 // 2
     finally:
         await pg.execute("DELETE FROM conversations WHERE product_key_id = $1", key_id)
+
+
+async def test_a_question_is_one_whatever_its_case_punctuation_spacing_or_compatibility_forms(stack, pg):
+    """As the answer cache tells questions apart: the six forms below are one question, shown as it
+    was written most often; a different question stays apart."""
+    key_id = f"forms-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(timezone.utc)
+    forms = ["What are your hours?", "What are your hours?", "what are your hours", "What are your hours?\n",
+             "\tWhat are your hours?", "ＷＨＡＴ are your hours?", "What are your hours ?", "What are your hours!!"]
+    start, end = now - timedelta(minutes=1), now + timedelta(minutes=1)
+    async with pg.acquire() as conn:
+        seeding = conn.transaction()
+        await seeding.start()
+        try:
+            for i, message in enumerate(forms + ["What are your prices?"]):
+                await conn.execute(INSERT_TURN, f"{key_id}-{i}", key_id, f"{key_id}-{i}", now, message,
+                                   "NO_ANSWER" if i == 2 else "KNOWLEDGE")
+            top = await queries.top_questions(conn, key_id, start, end, 20)
+            assert [(q.question, q.count, q.no_answers) for q in top] == [
+                ("What are your hours?", len(forms), 1), ("What are your prices?", 1, 0)]
+            gaps = await queries.top_questions(conn, key_id, start, end, 20, gaps_only=True)
+            assert [(q.question, q.no_answers) for q in gaps] == [("What are your hours?", 1)]
+        finally:
+            await seeding.rollback()

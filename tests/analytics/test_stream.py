@@ -161,11 +161,11 @@ async def test_feedback_counts_and_knowledge_gaps(services, settings, pg, analyt
     assert await wait_for(feedback_down) == 1
     top = await analytics.TopQuestions(analytics_pb2.TopQuestionsRequest(product_key_id=key_id), metadata=admin,
                                        timeout=10)
-    assert [(q.question, q.count) for q in top.questions][0] == ("when are you open?", 2)
+    assert [(q.question, q.count) for q in top.questions][0] == ("When are you open?", 2)
     gaps = await analytics.KnowledgeGaps(analytics_pb2.TopQuestionsRequest(product_key_id=key_id), metadata=admin,
                                          timeout=10)
     assert {q.question: (q.no_answers, q.feedback_down) for q in gaps.questions} == {
-        "do you ship to mars?": (1, 0), "when are you open?": (0, 1),
+        "Do you ship to Mars?": (1, 0), "When are you open?": (0, 1),
     }
     metrics = await analytics.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id), metadata=admin, timeout=10)
     assert (metrics.total.turns, metrics.total.no_answers, metrics.total.feedback_down) == (3, 1, 1)
