@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from datetime import timezone
 
 import asyncpg
 import grpc
@@ -18,7 +17,7 @@ from services.common.errors import (RETRY_AFTER_TRAILER, InvalidArgument,
                                     PermissionDenied, Unauthenticated, Unavailable)
 from services.common.pb.parley.v1 import analytics_pb2, analytics_pb2_grpc
 from services.common.product_keys import KeyValidator
-from services.common.timestamps import to_timestamp
+from services.common.timestamps import from_timestamp, to_timestamp
 
 
 
@@ -76,12 +75,9 @@ def _when(request, name: str):
     """A Timestamp field as a datetime; one outside what a Timestamp may hold is INVALID_ARGUMENT."""
     if not request.HasField(name):
         return None
-    ts = getattr(request, name)
     try:
-        if not 0 <= ts.nanos <= 999_999_999:
-            raise ValueError(f"nanos {ts.nanos}")
-        return ts.ToDatetime(tzinfo=timezone.utc)
-    except (ValueError, OverflowError, OSError) as exc:
+        return from_timestamp(getattr(request, name))
+    except ValueError as exc:
         raise InvalidArgument(f"{name} is not a valid timestamp ({exc})") from None
 
 

@@ -21,7 +21,6 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timezone
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -37,6 +36,7 @@ from services.common.knowledge_store import NewChunk
 from services.common.metrics import serve_metrics
 from services.common.pb.parley.v1 import events_pb2
 from services.common.text import storable
+from services.common.timestamps import from_timestamp
 from services.common.runner import run_service, when_ready
 from services.search.settings import SearchSettings
 from services.search import keys
@@ -90,6 +90,10 @@ def _chunks(page: events_pb2.KnowledgePage) -> list[NewChunk]:
     return [NewChunk(c) for c in dict.fromkeys(page.chunks) if c.strip()]
 
 
+def _said(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {exc}"
+
+
 class _Superseded(Exception):
     """A page crawled before the page last written for its document: written, it would undo that one."""
 
@@ -112,7 +116,7 @@ def _in_order(page: events_pb2.KnowledgePage) -> Callable[[asyncpg.Connection, s
     serialises the writers of a key, so the later writer sees the earlier one's time. A page without a
     crawl time (occurred_at unset) is written unordered, as before."""
     names = sorted({storable(n) for n in (page.document, page.url if page.removed else page.old_document)} - {""})
-    crawled = page.occurred_at.ToDatetime(tzinfo=timezone.utc) if page.HasField("occurred_at") else None
+    crawled = from_timestamp(page.occurred_at) if page.HasField("occurred_at") else None
 
     async def check(conn: asyncpg.Connection, key_id: str) -> None:
         await keys.require_live(conn, key_id)
@@ -188,26 +192,45 @@ class PageIndexer:
                     raise DecodeError("no product key or document")
                 if not keys.is_key_id(page.product_key_id):
                     raise DecodeError(f"product key id {page.product_key_id[:80]!r} is none a key can have")
+                if page.HasField("occurred_at"):
+                    try:
+                        from_timestamp(page.occurred_at)
+                    except ValueError as exc:
+                        raise DecodeError(f"occurred_at is no time: {exc}") from None
             except DecodeError as exc:
                 logger.warning("undecodable knowledge page at %s:%s (%s); dead-lettered", tp.topic, offset, exc)
                 await self.dead_letter(value, str(exc), tp, offset)
                 continue
             pages.append((page, value, tp, offset))
         written = [p for p, *_ in pages if not p.removed]
-        vectors = dict(zip(map(id, written), await _retrying(self._embeddings, written)))
+        try:
+            vectors = dict(zip(map(id, written), await _retrying(self._embeddings, written)))
+        except Exception:  # noqa: BLE001 - a page the model cannot take: found by embedding them one by one
+            logger.exception("embedding a batch of %d pages failed; embedding them one at a time", len(written))
+            vectors = {}
         for page, value, tp, offset in pages:
             try:
+                if not page.removed and id(page) not in vectors:
+                    vectors[id(page)] = (await _retrying(self._embeddings, [page]))[0]
                 await _retrying(self.index, page, vectors.get(id(page)))
             except _REFUSED as exc:
-                reason = f"PostgreSQL refused the page: {exc.__class__.__name__}: {exc}"
-                logger.error("knowledge page %s at %s:%s: %s; dead-lettered", page.document[:200], tp.topic,
-                             offset, reason)
-                await self.dead_letter(value, reason, tp, offset)
+                await self._refused(page, value, tp, offset, f"PostgreSQL refused the page: {_said(exc)}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - not worth retrying (_retrying gave it up): a bug
+                # Dead-lettered with its error, where it can be looked at and replayed: left to end the
+                # consumer, it ended every replica that took its partition, at each start.
+                logger.exception("indexing knowledge page %s at %s:%s failed", page.document[:200], tp.topic, offset)
+                await self._refused(page, value, tp, offset, f"indexing failed: {_said(exc)}")
                 continue
             if self.pages % 20 == 0:
                 elapsed = max(time.monotonic() - self._started, 1e-6)
                 logger.info("indexed %d pages, %d chunks (%.0f chunks/s)", self.pages, self.chunks,
                             self.chunks / elapsed)
+
+    async def _refused(self, page: events_pb2.KnowledgePage, value: bytes, tp: TopicPartition, offset: int,
+                       reason: str) -> None:
+        logger.error("knowledge page %s at %s:%s: %s; dead-lettered", page.document[:200], tp.topic, offset, reason)
+        await self.dead_letter(value, reason, tp, offset)
 
     async def _embeddings(self, pages: list[events_pb2.KnowledgePage]) -> list[list[bytes]]:
         if not pages:
@@ -317,13 +340,30 @@ async def main(settings: SearchSettings) -> None:
 async def _consume(consumer: AIOKafkaConsumer, indexer: PageIndexer, stop: asyncio.Event) -> None:
     """Indexes batches of pages and commits past each, until `stop` is set between two batches."""
     while not stop.is_set():
-        for records in batches(await collect(consumer, stop)):
+        runs = batches(await collect(consumer, stop))
+        for i, records in enumerate(runs):
             await indexer.handle_many([(r.value, TopicPartition(r.topic, r.partition), r.offset) for r in records])
             last = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}   # in offset order
             try:
                 await consumer.commit(last)
             except (CommitFailedError, KafkaError) as exc:
                 logger.warning("commit of %s failed (%s); the next owner replays it", last, exc)
+                # The partitions may be another member's by now (a batch that outlasted the poll
+                # interval): the runs collected after this one are not written here, and those of the
+                # partitions still ours are read again from their first record.
+                _rewind(consumer, [r for later in runs[i + 1:] for r in later])
+                break
+
+
+def _rewind(consumer: AIOKafkaConsumer, records: list) -> None:
+    first: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        first[tp] = min(first.get(tp, r.offset), r.offset)
+    assigned = consumer.assignment()
+    for tp, offset in first.items():
+        if tp in assigned:
+            consumer.seek(tp, offset)
 
 
 async def collect(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> list:

@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
+import pytest
 
 from services.analytics import histogram, queries
 from services.analytics.stream import progress, rows
@@ -180,8 +181,34 @@ def test_which_errors_are_retried_and_which_split_the_batch():
                 RuntimeError("an error nobody anticipated")):
         assert is_transient(exc), exc
     for exc in (asyncpg.ProgramLimitExceededError(), asyncpg.CharacterNotInRepertoireError(),
-                asyncpg.UniqueViolationError(), OverflowError(), asyncpg.exceptions._base.DataError("encode")):
+                asyncpg.UniqueViolationError(), OverflowError(), asyncpg.exceptions._base.DataError("encode"),
+                asyncio.CancelledError()):
         assert not is_transient(exc), exc
+
+
+async def test_a_write_cancelled_while_it_fails_ends_cancelled_and_is_not_tried_again():
+    """A revoked partition's writer past its grace is cancelled while PostgreSQL is away: the write
+    ends there, not as an orphan retrying for as long as PostgreSQL stays away."""
+    attempts = 0
+
+    async def write(_records, _rows):
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(0.05)
+        raise ConnectionRefusedError("PostgreSQL is away")
+
+    async def no_dead_letters(_letter):
+        raise AssertionError("nothing is dead-lettered")
+
+    applier = BatchApplier(write, no_dead_letters, max_wait=0.01)
+    task = asyncio.create_task(applier.retrying(lambda: write([], None)))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    seen = attempts
+    await asyncio.sleep(0.3)
+    assert attempts == seen
 
 
 async def test_feedback_whose_turn_never_comes_stops_being_pending_past_the_horizon_and_stays_unknown(

@@ -250,16 +250,18 @@ async def test_an_undecodable_page_is_dead_lettered(services, settings):
 
 async def test_pages_postgresql_refuses_are_dead_lettered_and_the_pages_after_them_indexed(
         services, search, admin, pg, settings):
-    """A page for a key id no key can have (a NUL in it), and one whose document name is too long for
-    its index (random text PostgreSQL cannot compress under a btree row's 2.7 kB): each would fail
-    again on every replay, so each goes to the dead-letter topic with the reason, and the indexer goes
+    """A page for a key id no key can have (a NUL in it), one whose document name is too long for its
+    index (random text PostgreSQL cannot compress under a btree row's 2.7 kB), and one whose crawl time
+    is no time (it ended the indexer, at every start): each would fail again on every replay, so each goes to the dead-letter topic with the reason, and the indexer goes
     on with the next page instead of exiting."""
     rng = random.Random(7)
     key = await make_key(search, admin, "refused-pages", faq=[], docs=[])
     indexer_pid = services.pid("indexer")
     long_name = "https://shop.example/" + "".join(chr(rng.randint(0x4E00, 0x9FFF)) for _ in range(1500))
     refused = [page("bad\x00key", "https://shop.example/nul.html", "A page of no key."),
-               page(key.id, long_name, "A page whose name is too long to index.")]
+               page(key.id, long_name, "A page whose name is too long to index."),
+               page(key.id, "https://shop.example/when.html", "A page crawled at no time a clock can tell.")]
+    refused[2].occurred_at.seconds = 10**12      # after year 9999: no Timestamp
     good = page(key.id, "https://shop.example/after.html", "The page after the refused ones is indexed.")
     producer = EventProducer(settings.kafka_bootstrap, client_id="test-pages")
     await producer.start()
@@ -278,7 +280,7 @@ async def test_pages_postgresql_refuses_are_dead_lettered_and_the_pages_after_th
     reasons: dict[tuple[int, int], str] = {}
     try:
         deadline = asyncio.get_running_loop().time() + 30
-        while len(reasons) < 2 and asyncio.get_running_loop().time() < deadline:
+        while len(reasons) < len(refused) and asyncio.get_running_loop().time() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for r in records:
                     headers = dict(r.headers)
@@ -290,6 +292,7 @@ async def test_pages_postgresql_refuses_are_dead_lettered_and_the_pages_after_th
     assert sorted(reasons) == sorted(offsets), reasons
     assert any("product key id" in r for r in reasons.values()), reasons
     assert any("ProgramLimitExceeded" in r for r in reasons.values()), reasons
+    assert any("occurred_at is no time" in r for r in reasons.values()), reasons
 
 
 async def test_a_second_search_process_answers_from_the_changed_knowledge(services, search, admin, test_env,

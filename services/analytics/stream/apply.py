@@ -34,7 +34,10 @@ POISON: tuple[type[BaseException], ...] = (
 
 
 def is_transient(exc: BaseException) -> bool:
-    return not isinstance(exc, POISON)
+    """Worth writing again: any error but a poison one. A cancellation (a revoked partition's writer
+    past its grace, the worker stopping) is none: tenacity catches it too, and retried, the write went
+    on as an orphan for as long as PostgreSQL stayed away, holding its batch and a connection."""
+    return isinstance(exc, Exception) and not isinstance(exc, POISON)
 
 
 def dependency_failing(exc: BaseException) -> bool:

@@ -30,6 +30,9 @@ from services.common.kafka import STOP_SECONDS, within
 
 logger = logging.getLogger(__name__)
 
+# How long a revoked partition's writer may finish its write before it is cancelled.
+REVOKE_GRACE_SECONDS = 10.0
+
 # The worker is one event loop for every partition's writer and the fetch: a writer's next statement
 # goes out only when the loop comes round to it, so no piece of work holds the loop for long.
 # Records decoded between two turns of the loop (about 2 ms of work).
@@ -297,6 +300,10 @@ class EventConsumer(Service):
             max_partition_fetch_bytes=partition_fetch_bytes, fetch_max_wait_ms=100, fetch_min_bytes=FETCH_MIN_BYTES,
             session_timeout_ms=int(session_timeout_seconds * 1000),
             heartbeat_interval_ms=int(max(1.0, session_timeout_seconds / 3) * 1000),
+            # A rebalance waits for the revoked writers (their grace, then the offsets' commit): with
+            # the default (the session timeout) a slow PostgreSQL made the member miss the rebalance
+            # and caused a second one.
+            rebalance_timeout_ms=int((REVOKE_GRACE_SECONDS + STOP_SECONDS + 10) * 1000),
         )
         self.consumer: AIOKafkaConsumer = None  # type: ignore[assignment] - created on start, in the loop
 
@@ -376,7 +383,7 @@ class EventConsumer(Service):
             if tp not in self.writers and tp.topic in self.routes:
                 self.writers[tp] = PartitionWriter(self, tp, self.routes[tp.topic])
 
-    async def stop_writers(self, revoked, grace: float = 10.0) -> None:
+    async def stop_writers(self, revoked, grace: float = REVOKE_GRACE_SECONDS) -> None:
         """A revoked partition's writer finishes its write (or is cancelled: its transaction then
         rolls back and the next owner writes the batch again); what it had queued is dropped."""
         writers = [self.writers.pop(tp) for tp in list(revoked) if tp in self.writers]
