@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
 from services.common.errors import (RETRY_AFTER_TRAILER, InvalidArgument, NotFound, ParleyError, Unauthenticated,
                                     Unavailable, as_unavailable)
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
@@ -23,12 +25,14 @@ from services.response.cache import Pointer, RequestRecord, ResponseStore, quest
 from services.response.llm import (RESTART, Answer, AnswerRequest, Deadline, ExtractiveAnswerer, GroqClient, PassageText,
                                    Restart)
 from services.response.resilience import ResilientLLM
-from services.response.search_client import SearchClient
+from services.response.search_client import DownstreamError, SearchClient
 from services.response.singleflight import SingleFlight
 from services.response.stored_turns import stored_turn
 from services.response.web import WebPages
 
 logger = logging.getLogger(__name__)
+LAST_KNOWN_ANSWERS = Counter("parley_response_last_known_answers_total",
+                             "Turns answered from the cache's last-known knowledge version while search could not plan.")
 
 DEFAULT_DEADLINE_SECONDS = 60.0
 # The caller's deadline is measured when the call is taken up, a moment after its clock started:
@@ -300,8 +304,21 @@ class ChatEngine:
         key_hash, qhash, history, cacheable, pointer = (begun.key_hash, begun.qhash, begun.history, begun.cacheable,
                                                         begun.pointer)
 
-        plan = await self._search.plan(request.product_key, request.message, request.session_id,
-                                       max(0.05, min(settings.search_timeout_seconds, deadline - loop.time())))
+        left = deadline - loop.time()
+        try:
+            plan = await self._search.plan(request.product_key, request.message, request.session_id,
+                                           max(0.05, min(settings.search_timeout_seconds, left)),
+                                           callers=left <= settings.search_timeout_seconds)
+        except DownstreamError as exc:
+            # The search service cannot plan (PostgreSQL away, search down): a question answered
+            # before is answered from the knowledge version the secret last pointed at.
+            cached = await self._store.last_known(key_hash, qhash) if cacheable and exc.code == "UNAVAILABLE" else None
+            if cached is None:
+                raise
+            LAST_KNOWN_ANSWERS.inc()
+            async for item in self._from_cache(state, key_hash, cached, HIT):
+                yield item
+            return
         state.key_id = plan.product_key_id
         state.search_ms = state.ms()
         version = plan.knowledge_version

@@ -88,8 +88,9 @@ end
 return k - 1
 """
 
-# KEYS: the pointer, the key's version floor, the key's pointer set; ARGV: key id, version, secret hash,
-# pointer TTL, set TTL. Returns 1 when written, 0 when the floor or a newer pointer of the key stands.
+# KEYS: the pointer, the key's version floor, the key's pointer set, the last-known pointer; ARGV: key id,
+# version, secret hash, pointer TTL, set TTL (also the last-known pointer's). Returns 1 when written, 0
+# when the floor or a newer pointer of the key stands.
 _SET_POINTER = """
 local v = tonumber(ARGV[2])
 if v < tonumber(redis.call('GET', KEYS[2]) or '0') then return 0 end
@@ -99,19 +100,23 @@ if ptr then
   if sp and string.sub(ptr, 1, sp - 1) == ARGV[1] and tonumber(string.sub(ptr, sp + 1)) > v then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[4])
+redis.call('SET', KEYS[4], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[5])
 redis.call('SADD', KEYS[3], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
 return 1
 """
 
 # KEYS: the key's version floor, its pointer set; ARGV: the knowledge version now, the floor's TTL, the
-# pointer prefix. Raises the floor (never lowers it: updates may arrive out of order), drops the pointers
-# and the set that named them (a rotated secret's hash would otherwise stay in it for good).
+# pointer prefix, the last-known pointer prefix. Raises the floor (never lowers it: updates may arrive
+# out of order), drops the pointers (both kinds) and the set that named them (a rotated secret's hash would otherwise stay in it for good).
 _FORGET_KEY = """
 local floor = math.max(tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
 redis.call('SET', KEYS[1], floor, 'EX', ARGV[2])
 local n = 0
-for _, h in ipairs(redis.call('SMEMBERS', KEYS[2])) do n = n + redis.call('DEL', ARGV[3] .. h) end
+for _, h in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  n = n + redis.call('DEL', ARGV[3] .. h)
+  redis.call('DEL', ARGV[4] .. h)
+end
 redis.call('DEL', KEYS[2])
 return n
 """
@@ -265,6 +270,21 @@ class ResponseStore:
             self.hot.put(key_hash, qhash, pointer, answer)
         return pointer, answer or None
 
+    async def last_known(self, key_hash: str, qhash: str) -> bytes | None:
+        """The cached answer to `qhash` of the knowledge version the secret last pointed at (its
+        last-known pointer, kept as long as the key's pointer set and dropped with the pointer when
+        the knowledge changes): what a turn may be answered with while the search service cannot
+        plan (PostgreSQL away), after the short-lived pointer expired."""
+        if not self.health.available():
+            return None
+        try:
+            _, answer = await self.batch.evalsha(self._lookup, [f"{PREFIX}kpl:{key_hash}"], [f"{PREFIX}ans:", qhash])
+        except RedisError as exc:
+            self._failed("cache lookup", exc, write=False)
+            return None
+        self.health.ok()
+        return answer or None
+
     async def get_answer(self, key_id: str, version: int, qhash: str) -> bytes | None:
         if not self.health.available():
             return None
@@ -291,7 +311,8 @@ class ResponseStore:
         if not self.write_health.available():
             return
         try:
-            await self._set_pointer(keys=[f"{PREFIX}kp:{key_hash}", f"{PREFIX}kpf:{key_id}", f"{PREFIX}kph:{key_id}"],
+            await self._set_pointer(keys=[f"{PREFIX}kp:{key_hash}", f"{PREFIX}kpf:{key_id}", f"{PREFIX}kph:{key_id}",
+                                          f"{PREFIX}kpl:{key_hash}"],
                                     args=[key_id, version, key_hash, self._pointer_ttl, self._key_ttl])
         except RedisError as exc:
             self._failed("key pointer", exc, write=True)
@@ -303,7 +324,7 @@ class ResponseStore:
         and keep pointers and hot answers of older versions from coming back."""
         self.hot.forget_key(key_id, version)
         return await self._forget_key(keys=[f"{PREFIX}kpf:{key_id}", f"{PREFIX}kph:{key_id}"],
-                                      args=[version, self._key_ttl, f"{PREFIX}kp:"])
+                                      args=[version, self._key_ttl, f"{PREFIX}kp:", f"{PREFIX}kpl:"])
 
     # --- sessions and requests ----------------------------------------------------------
 

@@ -7,10 +7,12 @@ import logging
 import grpc
 
 from services.common.errors import RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, DeadlineExceeded, ParleyError
+from services.common.logs import EveryFewSeconds
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
 
 logger = logging.getLogger(__name__)
 _OPAQUE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS}
+_warnings = EveryFewSeconds()
 
 
 class DownstreamError(ParleyError):
@@ -25,18 +27,26 @@ class SearchClient:
     def __init__(self, stub: search_pb2_grpc.SearchServiceStub) -> None:
         self._stub = stub
 
-    async def plan(self, product_key: str, message: str, session_id: str, timeout: float) -> search_pb2.PlanResponse:
+    async def plan(self, product_key: str, message: str, session_id: str, timeout: float, *,
+                   callers: bool = True) -> search_pb2.PlanResponse:
+        """`callers`: `timeout` is what is left of the caller's deadline (its end is DEADLINE_EXCEEDED);
+        otherwise it is the service's own limit on a Plan, shorter than the caller's time, and a search
+        that does not answer within it is UNAVAILABLE with a retry hint (another replica, or a moment
+        later, may answer), not a deadline the caller did not set."""
         try:
             return await self._stub.Plan(
                 search_pb2.PlanRequest(product_key=product_key, message=message, session_id=session_id),
                 timeout=timeout,
             )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and callers:
                 raise DeadlineExceeded("the search service did not answer in time") from None
             trailers = {k: v for k, v in (exc.trailing_metadata() or ()) if isinstance(v, str)}
-            if exc.code() in _OPAQUE:  # its details may name internal addresses: logged, not passed on
-                logger.warning("search Plan failed: %s %s", exc.code().name, exc.details())
+            if exc.code() in _OPAQUE or exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                # Its details may name internal addresses: logged (at most every few seconds: a
+                # search that is away fails every turn), not passed on.
+                if _warnings.due():
+                    logger.warning("search Plan failed: %s %s%s", exc.code().name, exc.details(), _warnings.more())
                 trailers.setdefault(RETRY_AFTER_TRAILER, str(TRANSIENT_RETRY_AFTER_SECONDS))
                 raise DownstreamError("UNAVAILABLE", "the search service is unavailable; retry shortly", trailers) from None
             raise DownstreamError(exc.code().name, exc.details() or exc.code().name, trailers) from None

@@ -48,6 +48,7 @@ async def test_a_knowledge_update_leaves_a_floor_that_a_stale_plan_cannot_pass(r
         await store.set_pointer(key_hash, key_id, 3)
         assert await store.forget_key(key_id, 4) == 1
         assert not await redis_client.exists(f"{PREFIX}kph:{key_id}")     # the set of dropped pointers goes too
+        assert not await redis_client.exists(f"{PREFIX}kpl:{key_hash}")    # and the last-known pointer
         await store.set_pointer(key_hash, key_id, 3)
         assert (await store.lookup(key_hash, "q"))[0] is None
         # A replica's follower that only now handles the older update lowers no floor.
@@ -58,7 +59,7 @@ async def test_a_knowledge_update_leaves_a_floor_that_a_stale_plan_cannot_pass(r
         assert (await store.lookup(key_hash, "q"))[0] == Pointer(key_id, 4)
         assert await redis_client.ttl(f"{PREFIX}kpf:{key_id}") >= 30   # outlives any pointer written before it
     finally:
-        await redis_client.delete(f"{PREFIX}kp:{key_hash}")
+        await redis_client.delete(f"{PREFIX}kp:{key_hash}", f"{PREFIX}kpl:{key_hash}")
         await _forget_floor(redis_client, key_id)
 
 
