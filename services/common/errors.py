@@ -94,7 +94,12 @@ def _transient_types() -> tuple[type[BaseException], ...]:
                   asyncpg.exceptions.ReadOnlySQLTransactionError, asyncpg.exceptions.InsufficientResourcesError,
                   # Seen in the fault suite when PostgreSQL shut down under a query in flight:
                   # "cannot switch to state 12; another operation (2) is in progress".
-                  asyncpg.exceptions.InternalClientError]
+                  asyncpg.exceptions.InternalClientError,
+                  # Seen right after PostgreSQL was frozen (SIGSTOP) and thawed: a BEGIN whose reply
+                  # never came before its caller gave up left the server's session in a transaction
+                  # the client did not know of; the next BEGIN ISOLATION LEVEL fails (25001), and the
+                  # connection is rolled back as it goes back to the pool.
+                  asyncpg.exceptions.ActiveSQLTransactionError]
     except ImportError:  # pragma: no cover - every service installs asyncpg
         pass
     try:

@@ -33,6 +33,9 @@ async def _call(request: bytes, context) -> bytes:
         raise asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command")
     if request == b"pg-shutdown-mid-query":
         raise asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+    if request == b"pg-thawed-mid-begin":
+        raise asyncpg.exceptions.ActiveSQLTransactionError("SET TRANSACTION ISOLATION LEVEL must be called before "
+                                                           "any query")
     return b"done"
 
 
@@ -88,7 +91,7 @@ async def test_soft_dependencies_do_not_take_readiness_and_database_errors_are_u
         assert await _status(health, "dependency/kafka") == SERVING
 
         call = ch.unary_unary("/parley.test.Db/Call")
-        for request in (b"pg-restarting", b"pg-gone", b"pg-shutdown", b"pg-shutdown-mid-query"):
+        for request in (b"pg-restarting", b"pg-gone", b"pg-shutdown", b"pg-shutdown-mid-query", b"pg-thawed-mid-begin"):
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await call(request, timeout=10)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE, request
