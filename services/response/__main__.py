@@ -57,10 +57,10 @@ async def main(settings: ResponseSettings) -> None:
         await follower.start()
 
     async def on_stop() -> None:
-        await engine.drain()
+        await follower.stop()           # it drops pointers through the store: stopped before the store
+        await engine.drain()            # then the turns' last writes and events, before the outbox stops
         await engine.admission.close()
         await store.close()
-        await follower.stop()
         await outbox.stop(drain_seconds=settings.shutdown_grace_seconds / 2)
         await search_channel.close()
         await scraper_channel.close()

@@ -31,6 +31,8 @@ from services.response.stored_turns import stored_turn
 from services.response.web import WebPages
 
 logger = logging.getLogger(__name__)
+# How long a stopping engine waits for its turns' last writes (see ChatEngine.drain).
+DRAIN_SECONDS = 5.0
 LAST_KNOWN_ANSWERS = Counter("parley_response_last_known_answers_total",
                              "Turns answered from the cache's last-known knowledge version while search could not plan.")
 
@@ -212,10 +214,20 @@ class ChatEngine:
         except Exception:  # noqa: BLE001 - a side effect must not fail the turn
             logger.exception("%s failed", what)
 
-    async def drain(self) -> None:
-        """Wait for background writes (pointers, events of failed turns) before stopping."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+    async def drain(self, seconds: float = DRAIN_SECONDS) -> None:
+        """Waits, `seconds` at most, for the turns still ending (a turn the server cut at its grace
+        cleans up after that) and the background writes (pointers, lock releases, events of failed
+        turns), those started meanwhile included; then flushes the store's pending writes."""
+        try:
+            async with asyncio.timeout(seconds):
+                while self._background or self.in_flight:
+                    if self._background:
+                        await asyncio.gather(*self._background, return_exceptions=True)
+                    else:
+                        await asyncio.sleep(0.01)
+        except TimeoutError:
+            logger.warning("stopping with %d turn(s) and %d background write(s) not finished in %.0f s",
+                           self.in_flight, len(self._background), seconds)
         await self._store.flush()
 
     # --- the turn -----------------------------------------------------------------------
