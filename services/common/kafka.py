@@ -169,9 +169,10 @@ class EventProducer:
             return
         try:
             await self._producer.start()
-        except Exception:
-            # A producer whose start failed cannot be started again: replace it for the retry.
-            await self._producer.stop()
+        except BaseException:
+            # A producer whose start failed (or was cancelled: a stop) cannot be started again:
+            # closed, and replaced for the retry.
+            await within(STOP_SECONDS, "closing a producer that did not start", self._producer.stop())
             self._producer = self._new_producer()
             raise
         self._started = True
@@ -387,6 +388,7 @@ class LazyProducer:
 
     deferred_limit = 10_000          # events waiting for Kafka in `defer`; beyond, the oldest is dropped
     deferred_drain_seconds = 10.0    # what `stop` gives the deferred events still waiting
+    start_wait_seconds = STOP_SECONDS  # what `stop` gives a start under way before cancelling it
 
     def __init__(self, producer: EventProducer) -> None:
         self.producer = producer
@@ -448,10 +450,18 @@ class LazyProducer:
             logger.error("stopping with %d deferred event(s) Kafka never took; given up", len(left))
             self._deferred.clear()
             self._sending = None
-        async with self._lock:
-            if self._starting is not None and not self._starting.done():
-                await asyncio.gather(self._starting, return_exceptions=True)
-            await self.producer.stop()
+        # Not under the lock: a start that never ends (a broker whose metadata answers but whose
+        # advertised address does not, and aiokafka tries for good) holds it. Given a moment, then
+        # cancelled, so that a stop always ends.
+        starting = self._starting
+        if starting is not None and not starting.done():
+            await asyncio.wait({starting}, timeout=self.start_wait_seconds)
+            if not starting.done():
+                logger.warning("stopping with the Kafka producer still starting after %.0f s; its start is "
+                               "cancelled", self.start_wait_seconds)
+                starting.cancel()
+                await asyncio.wait({starting}, timeout=self.start_wait_seconds)
+        await self.producer.stop()
 
 
 # A dead letter's value and key at most. The original came within the broker's message limit (1 MiB by
