@@ -36,7 +36,7 @@ async def main(settings: AnalyticsSettings) -> None:
             await deps.pool.close()
 
     async def check_postgres() -> None:
-        await deps.pool.fetchval("SELECT 1")
+        await db.ping(deps.pool)
 
     draining = asyncio.Event()
     await serve(

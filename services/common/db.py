@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -48,6 +49,33 @@ async def connection(pool: asyncpg.Pool, wait_seconds: float) -> AsyncIterator[a
         yield conn
     finally:
         await pool.release(conn)
+
+
+# Below the health probe's 3 s (services/common/grpc_server.py), so the check reports its own reason.
+PING_SECONDS = 2.0
+
+
+async def ping(pool: asyncpg.Pool, timeout_seconds: float = PING_SECONDS) -> None:
+    """Readiness check of PostgreSQL: `SELECT 1` on a connection of `pool`, answered within
+    `timeout_seconds` or TimeoutError, also when PostgreSQL accepts and never answers (its processes
+    stopped, a lost network path). A connection whose check does not end (timed out, or the probe
+    cancelled it) is terminated, not handed back: asyncpg's release of a connection interrupted in a
+    query first waits for the cancel request it sends to the postmaster, which a frozen postmaster
+    never answers (with `Pool.fetchval`, the check of a PostgreSQL frozen for 20 s ended only when it
+    was thawed, 20 s later). The pool connects anew on a later acquire."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            conn = await pool.acquire()
+            try:
+                await conn.fetchval("SELECT 1")
+            except BaseException:
+                conn.terminate()
+                raise
+            # Bounded even when the wait is cut short: the release goes on shielded from cancellation,
+            # and a reset that does not end within the timeout terminates the connection.
+            await pool.release(conn, timeout=timeout_seconds)
+    except TimeoutError:
+        raise TimeoutError(f"PostgreSQL did not answer within {timeout_seconds:g} s") from None
 
 
 @contextlib.asynccontextmanager

@@ -393,6 +393,8 @@ async def _probe(checks: dict[str, Check]) -> list[str]:
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can return a result and lose the
             # watcher's cancellation that came in the same iteration, and the stop then waits for good.
+            # The timeout only cancels: a check must end when cancelled, not wait on a server that does
+            # not answer (a pool connection's polite release does: db.ping terminates it instead).
             async with asyncio.timeout(3.0):
                 await check()
         except Exception as exc:  # noqa: BLE001

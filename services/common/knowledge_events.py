@@ -6,13 +6,16 @@ covered by the TTL of what it would have dropped.
 
 The follower restarts itself with backoff when its consumer fails (broker gone, consumer
 stopped): `healthy` and the metric parley_knowledge_follower_up say whether it is consuming, so a
-follower that cannot follow is visible instead of silently gone."""
+follower that cannot follow is visible instead of silently gone. A consumer whose broker does not
+answer (frozen, a lost network path) does not fail: aiokafka retries inside it without raising. So
+consuming means also having heard from the broker lately (`stale_seconds`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer
@@ -24,36 +27,69 @@ from services.common.pb.parley.v1 import events_pb2
 
 logger = logging.getLogger(__name__)
 
+# A fetch is a long poll the broker answers within 0.5 s (aiokafka's fetch_max_wait_ms), with records
+# or without: a follower that has heard nothing for this long is not following (a broker frozen for
+# 30 s left it SERVING throughout while only a raised error counted). Far above a busy event loop's
+# stall; with the health watcher's 5 s interval, a freeze shows within ~15 s (8.6 s measured locally).
+STALE_SECONDS = 8.0
+
 OnKnowledgeUpdated = Callable[[events_pb2.KnowledgeUpdated], Awaitable[None]]
 
 
 class KnowledgeFollower:
     def __init__(self, bootstrap: str, topic: str, on_event: OnKnowledgeUpdated, *, service: str = "",
-                 max_backoff_seconds: float = 10.0) -> None:
+                 max_backoff_seconds: float = 10.0, stale_seconds: float = STALE_SECONDS) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         self._on_event = on_event
         self._service = service or "unknown"
         self._max_backoff = max_backoff_seconds
+        self._stale = stale_seconds
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
-        self.healthy = False
+        self._consuming = False
+        # Wall clock, as aiokafka's poll timestamps: when the consumer started, when an event was handled.
+        self._started_at = 0.0
+        self._handled_at = 0.0
         self.restarts = 0
         self.last_error = ""
+        KNOWLEDGE_FOLLOWER_UP.labels(self._service).set_function(lambda: 1.0 if self.healthy else 0.0)
 
     async def start(self) -> None:
         """Starts following in the background; does not wait for the broker."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._supervise())
 
-    async def ping(self) -> None:
-        """Health detail: fails while the follower is not consuming."""
-        if not self.healthy:
-            raise RuntimeError(f"knowledge follower not consuming ({self.last_error or 'starting'})")
+    @property
+    def healthy(self) -> bool:
+        return self._consuming and self.quiet_seconds() < self._stale
 
-    def _set_healthy(self, healthy: bool) -> None:
-        self.healthy = healthy
-        KNOWLEDGE_FOLLOWER_UP.labels(self._service).set(1 if healthy else 0)
+    async def ping(self) -> None:
+        """Health detail: fails while the follower is not consuming, or has not heard from the broker
+        for `stale_seconds`."""
+        if not self._consuming:
+            raise RuntimeError(f"knowledge follower not consuming ({self.last_error or 'starting'})")
+        quiet = self.quiet_seconds()
+        if quiet >= self._stale:
+            raise RuntimeError(f"knowledge follower has not heard from the broker for {quiet:.1f} s")
+
+    def quiet_seconds(self) -> float:
+        """Seconds since the follower last heard from every partition it follows (a fetch answered,
+        even an empty one) or handled an event: a partition is not fetched while the events of the
+        last fetch wait to be handled, so working through a burst is following too."""
+        heard = max(self._started_at, self._handled_at)
+        consumer = self._consumer
+        if consumer is not None:
+            partitions = consumer.assignment()
+            if partitions:
+                polls = [consumer.last_poll_timestamp(tp) for tp in partitions]
+                heard = max(heard, min(self._started_at if ms is None else ms / 1000 for ms in polls))
+        return time.time() - heard
+
+    def _set_consuming(self, consuming: bool) -> None:
+        self._consuming = consuming
+        if consuming:
+            self._started_at = time.time()
 
     async def _supervise(self) -> None:
         retrying = AsyncRetrying(wait=wait_exponential_jitter(multiplier=0.2, max=self._max_backoff, jitter=0.2),
@@ -65,7 +101,7 @@ class KnowledgeFollower:
 
     def _failed(self, retry_state) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
-        self._set_healthy(False)
+        self._set_consuming(False)
         self.restarts += 1
         self.last_error = repr(exc)
         KNOWLEDGE_FOLLOWER_RESTARTS.labels(self._service).inc()
@@ -77,25 +113,31 @@ class KnowledgeFollower:
         self._consumer = consumer
         try:
             await consumer.start()
-            self._set_healthy(True)
+            self._set_consuming(True)
             self.last_error = ""
             await self._run(consumer)
         finally:
-            self._set_healthy(False)
+            self._set_consuming(False)
             self._consumer = None
             await within(STOP_SECONDS, "stopping the knowledge follower's consumer", consumer.stop())
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
         async for message in consumer:
             try:
-                event = events_pb2.KnowledgeUpdated.FromString(message.value)
-            except Exception:  # noqa: BLE001 - not ours to dead-letter; the TTL covers it
-                logger.warning("undecodable knowledge event at offset %s", message.offset)
-                continue
-            try:
-                await self._on_event(event)
-            except Exception:  # noqa: BLE001 - one failed invalidation must not stop the follower
-                logger.exception("handling the knowledge update of %s failed", event.product_key_id)
+                await self._handle(message.value, message.offset)
+            finally:
+                self._handled_at = time.time()
+
+    async def _handle(self, value: bytes, offset: int) -> None:
+        try:
+            event = events_pb2.KnowledgeUpdated.FromString(value)
+        except Exception:  # noqa: BLE001 - not ours to dead-letter; the TTL covers it
+            logger.warning("undecodable knowledge event at offset %s", offset)
+            return
+        try:
+            await self._on_event(event)
+        except Exception:  # noqa: BLE001 - one failed invalidation must not stop the follower
+            logger.exception("handling the knowledge update of %s failed", event.product_key_id)
 
     async def stop(self) -> None:
         if self._task is not None:

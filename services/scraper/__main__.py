@@ -51,7 +51,7 @@ async def main(settings: ScraperSettings) -> None:
             await deps.pool.close()
 
     async def check_postgres() -> None:
-        await deps.pool.fetchval("SELECT 1")
+        await db.ping(deps.pool)
 
     await serve(
         ServiceSpec(

@@ -79,7 +79,8 @@ async def main(settings: SearchSettings) -> None:
                 if key_hash is not None:
                     await cache.invalidate(key_hash, event.knowledge_version)
 
-            candidate = KnowledgeFollower(settings.kafka_bootstrap, settings.topic("knowledge_updated"), forget_key)
+            candidate = KnowledgeFollower(settings.kafka_bootstrap, settings.topic("knowledge_updated"), forget_key,
+                                          service="search")
             await candidate.start()
             follower = candidate
         if watcher is None:
@@ -105,10 +106,15 @@ async def main(settings: SearchSettings) -> None:
             await deps.pool.close()
 
     async def check_postgres() -> None:
-        await deps.pool.fetchval("SELECT 1")
+        await db.ping(deps.pool)
 
     async def check_redis() -> None:
         await deps.redis.ping()
+
+    async def check_follower() -> None:
+        if follower is None:
+            raise RuntimeError("knowledge follower not started")
+        await follower.ping()
 
     await serve(
         ServiceSpec(
@@ -120,8 +126,9 @@ async def main(settings: SearchSettings) -> None:
             on_start=on_start,
             on_stop=on_stop,
             checks={"postgres": check_postgres},
-            # Soft: without Redis keys and limits fall back, without Kafka only admin events wait.
-            soft_checks={"redis": check_redis, "kafka": deps.producer.ping},
+            # Soft: without Redis keys and limits fall back, without Kafka only admin events wait and the
+            # follower hears of no change the indexer makes (a health detail, as in response).
+            soft_checks={"redis": check_redis, "kafka": deps.producer.ping, "knowledge-follower": check_follower},
             grace_seconds=settings.shutdown_grace_seconds,
             max_message_bytes=settings.grpc_max_message_bytes,
             transport=Transport.from_settings(settings),

@@ -59,3 +59,41 @@ async def test_a_follower_without_a_broker_reports_it_and_keeps_trying():
             await follower.ping()
     finally:
         await follower.stop()
+
+
+async def test_a_follower_says_whether_it_has_heard_from_the_broker_lately(stack):
+    """Idle, it stays healthy (every fetch answered, even empty, counts); stuck in an event past
+    `stale_seconds` it is not following (its partition is not fetched meanwhile), and says so until
+    it goes on. A frozen broker looks the same to it: nothing heard, and nothing raised."""
+    topic = f"parley.test.knowledge.{RUN_ID}.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def on_event(event: events_pb2.KnowledgeUpdated) -> None:
+        seen.append(event.product_key_id)
+        await release.wait()
+
+    follower = KnowledgeFollower(stack.kafka_bootstrap, topic, on_event, service="test-stale", stale_seconds=1.0)
+    producer = EventProducer(stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        await follower.start()
+        await _until(lambda: follower.healthy)
+        for _ in range(30):                     # 3 s idle, three times `stale_seconds`
+            assert follower.healthy, follower.quiet_seconds()
+            await asyncio.sleep(0.1)
+        await follower.ping()
+        await producer.publish(topic, "k", events_pb2.KnowledgeUpdated(product_key_id="stuck"), wait=True)
+        await _until(lambda: seen == ["stuck"], timeout=10)
+        await _until(lambda: not follower.healthy, timeout=3)
+        with pytest.raises(RuntimeError, match="not heard from the broker"):
+            await follower.ping()
+        release.set()
+        await _until(lambda: follower.healthy, timeout=3)
+        await follower.ping()
+        assert follower.restarts == 0
+    finally:
+        release.set()
+        await follower.stop()
+        await producer.stop()
