@@ -66,6 +66,20 @@ def new_event_id() -> str:
     return f"{(time.time_ns() // 1_000_000) << 80 | _VERSION_7 | (rand >> 62) << 64 | rand & _RAND_B:032x}"
 
 
+def event_id_age(event_id: str) -> float | None:
+    """Seconds since `event_id` was made by new_event_id (negative: a clock ahead of this one), or
+    None when it is not such an id."""
+    if len(event_id) != 32:
+        return None
+    try:
+        value = int(event_id, 16)
+    except ValueError:
+        return None
+    if (value >> 76) & 0xF != 7 or (value >> 62) & 0b11 != 0b10:
+        return None
+    return time.time() - (value >> 80) / 1000
+
+
 def now_timestamp() -> Timestamp:
     """Now, as a protobuf Timestamp (without Timestamp.GetCurrentTime's datetime round trip)."""
     seconds, nanos = divmod(time.time_ns(), 1_000_000_000)

@@ -14,7 +14,7 @@ from prometheus_client import Counter
 
 from services.common.errors import (RETRY_AFTER_TRAILER, InvalidArgument, NotFound, ParleyError, Unauthenticated,
                                     Unavailable, as_unavailable)
-from services.common.kafka import EventProducer, new_event_id, now_timestamp
+from services.common.kafka import EventProducer, event_id_age, new_event_id, now_timestamp
 from services.common.outbox import Outbox
 from services.common.pb.parley.v1 import common_pb2, events_pb2, response_pb2, search_pb2
 from services.response.settings import ResponseSettings
@@ -27,10 +27,13 @@ from services.response.llm import (RESTART, Answer, AnswerRequest, Deadline, Ext
 from services.response.resilience import ResilientLLM
 from services.response.search_client import DownstreamError, SearchClient
 from services.response.singleflight import SingleFlight
-from services.response.stored_turns import stored_turn
+from services.response.stored_turns import any_turn_stored, stored_turn
 from services.response.web import WebPages
 
 logger = logging.getLogger(__name__)
+# A rated turn younger than this that neither Redis nor PostgreSQL holds yet is UNAVAILABLE (retry),
+# not NOT_FOUND: its record is written in the background by the replica that answered it.
+RECENT_TURN_SECONDS = 10.0
 # How long a stopping engine waits for its turns' last writes (see ChatEngine.drain).
 DRAIN_SECONDS = 5.0
 LAST_KNOWN_ANSWERS = Counter("parley_response_last_known_answers_total",
@@ -596,6 +599,13 @@ class ChatEngine:
         record = await self._rated_turn(product_key, key_id, request_id)
         # The turn belongs to the key, not to one of its secrets: feedback sent with the secret a
         # rotation gave is the same key's (the key's id, known from its validation, is compared).
+        if (record is None and 0 <= (event_id_age(request_id) or -1.0) < RECENT_TURN_SECONDS
+                and key_id and self.admission is not None
+                and not await any_turn_stored(await self.admission.pool(), request_id)):
+            # A turn of a moment ago that is stored nowhere: the replica that answered it may not have
+            # written its record yet (it does in the background, batched), nor the worker stored it.
+            raise Unavailable(f"no chat turn with request id {request_id!r} is recorded yet; retry shortly",
+                              trailers={RETRY_AFTER_TRAILER: "1"})
         if record is None or (record.key_id != key_id if key_id else record.key_hash != secret_hash(product_key)):
             raise NotFound(f"no chat turn with request id {request_id!r} for this product key")
         event = events_pb2.Feedback(

@@ -27,20 +27,30 @@ LIMIT 1
 LOOKUP_SECONDS = 5.0
 
 
-async def stored_turn(pool: asyncpg.Pool, request_id: str, key_id: str, key_hash: str,
-                      window_seconds: float) -> RequestRecord | None:
-    """The answered turn `request_id` of the key `key_id` from the last `window_seconds`; None when it
-    is not stored (or not yet: the worker stores a turn a moment after its event) or older.
+async def any_turn_stored(pool: asyncpg.Pool, request_id: str) -> bool:
+    """Whether any turn (of any key, at any time, failed or not) with `request_id` is stored.
     UNAVAILABLE when PostgreSQL cannot be asked."""
+    return await _asked(pool.fetchval("SELECT EXISTS (SELECT 1 FROM conversations WHERE request_id = $1)",
+                                      request_id))
+
+
+async def _asked(query):
     try:
-        row = await asyncio.wait_for(pool.fetchrow(_TURN, request_id, key_id, float(window_seconds)),
-                                     LOOKUP_SECONDS)
+        return await asyncio.wait_for(query, LOOKUP_SECONDS)
     except Exception as exc:
         if not is_transient(exc):
             raise
         logger.warning("stored chat turn lookup in PostgreSQL failed: %r", exc)
         raise Unavailable("the chat turn rated cannot be looked up right now; retry shortly",
                           trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}) from None
+
+
+async def stored_turn(pool: asyncpg.Pool, request_id: str, key_id: str, key_hash: str,
+                      window_seconds: float) -> RequestRecord | None:
+    """The answered turn `request_id` of the key `key_id` from the last `window_seconds`; None when it
+    is not stored (or not yet: the worker stores a turn a moment after its event) or older.
+    UNAVAILABLE when PostgreSQL cannot be asked."""
+    row = await _asked(pool.fetchrow(_TURN, request_id, key_id, float(window_seconds)))
     if row is None:
         return None
     return RequestRecord(key_hash, key_id, row["session_id"], row["message"])

@@ -4,6 +4,7 @@ where the analytics stream worker stored it, and the feedback is the same event 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -109,3 +110,23 @@ async def test_redis_keeps_a_turns_record_a_day_and_feedback_after_it_is_checked
 
 async def _gone(redis_client, request_id: str) -> bool:
     return not await redis_client.exists(f"parley:req:{request_id}")
+
+
+def _request_id_made(seconds_ago: float) -> str:
+    """A request id as the response service makes them (a version-7 UUID), made `seconds_ago`."""
+    return f"{int((time.time() - seconds_ago) * 1000) << 80 | 7 << 76 | 0b10 << 62 | 12345:032x}"
+
+
+async def test_a_turn_of_a_moment_ago_stored_nowhere_yet_is_unavailable_not_not_found(served, shop):
+    """Another replica answered it a moment ago and has not written its record yet (it does in the
+    background), nor has the stream worker stored it: worth a retry. An older id is NOT_FOUND."""
+    async with served() as s:
+        with pytest.raises(grpc.aio.AioRpcError) as fresh:
+            await s.stub.SubmitFeedback(response_pb2.FeedbackRequest(
+                product_key=shop.secret, request_id=_request_id_made(0.5), rating=1), timeout=10)
+        assert rpc_error(fresh).code() == grpc.StatusCode.UNAVAILABLE
+        assert dict(rpc_error(fresh).trailing_metadata())["retry-after"] == "1"
+        with pytest.raises(grpc.aio.AioRpcError) as old:
+            await s.stub.SubmitFeedback(response_pb2.FeedbackRequest(
+                product_key=shop.secret, request_id=_request_id_made(60), rating=1), timeout=10)
+        assert rpc_error(old).code() == grpc.StatusCode.NOT_FOUND
