@@ -6,12 +6,13 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
 from services.common import db
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import (RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, InvalidArgument, NotFound,
+                                    Unavailable)
 from services.scraper.crawler import CrawlSpec, Progress
 from services.scraper.fetching import MAX_URL_CHARS, normalize_url
 from services.scraper.patterns import compile_patterns
@@ -91,25 +92,57 @@ def _request_json(spec: CrawlSpec) -> str:
     })
 
 
-async def require_active_key(conn: asyncpg.Pool | asyncpg.Connection, key_id: str) -> None:
-    if not await conn.fetchval("SELECT 1 FROM product_keys WHERE id = $1 AND revoked_at IS NULL", key_id):
+_KEY_ACTIVE = """
+SELECT clock_timestamp() AS now, EXISTS (SELECT 1 FROM product_keys WHERE id = $1 AND revoked_at IS NULL) AS active
+"""
+
+
+async def require_active_key(conn: asyncpg.Pool | asyncpg.Connection, key_id: str, *,
+                             timeout: float | None = None) -> datetime:
+    """PostgreSQL's clock when it found the key active (create_job counts its deadline from it), or NotFound."""
+    row = await conn.fetchrow(_KEY_ACTIVE, key_id, timeout=timeout)
+    if not row["active"]:
         raise NotFound(f"no active product key with id {key_id[:100]!r}")
+    return row["now"]
 
 
-async def create_job(pool: asyncpg.Pool, spec: CrawlSpec) -> None:
-    async with pool.acquire() as conn:
-        await require_active_key(conn, spec.product_key_id)
-        await conn.execute("INSERT INTO crawl_jobs (id, product_key_id, request) VALUES ($1, $2, $3::jsonb)",
-                           spec.job_id, spec.product_key_id, _request_json(spec))
+# The insert carries its own deadline on PostgreSQL's clock. A statement PostgreSQL reads only after its
+# caller gave up (the server frozen, then resumed: it still executes what waits on the closed
+# connection) inserts nothing, so no job is left queued whose request never went to Kafka.
+_INSERT_JOB = """
+INSERT INTO crawl_jobs (id, product_key_id, request)
+SELECT $1, $2, $3::jsonb WHERE $4::timestamptz IS NULL OR clock_timestamp() < $4::timestamptz
+"""
+
+
+async def create_job(conn: asyncpg.Pool | asyncpg.Connection, spec: CrawlSpec, *, timeout: float | None = None) -> None:
+    """Records the job as queued once its key is found active. With `timeout` (each statement's wait),
+    the row is written only if PostgreSQL takes the insert before this caller stops waiting for it."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as held:
+            return await create_job(held, spec, timeout=timeout)
+    checked_at = await require_active_key(conn, spec.product_key_id, timeout=timeout)
+    # The key check ran before its answer came, and the insert goes out at once: its clock plus this
+    # statement's wait is, on PostgreSQL's clock, no later than the moment this caller gives up.
+    not_after = None if timeout is None else checked_at + timedelta(seconds=timeout)
+    result = await conn.execute(_INSERT_JOB, spec.job_id, spec.product_key_id, _request_json(spec), not_after,
+                                timeout=timeout)
+    if result == "INSERT 0 0":
+        raise Unavailable(f"PostgreSQL took longer than {timeout:g} s to record the crawl; retry shortly",
+                          trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)})
 
 
 _PROGRESS_COLUMNS = list(Progress().as_dict())
 
 
-async def get_job(pool: asyncpg.Pool, job_id: str) -> JobStatus:
+def check_job_id(job_id: str) -> None:
     if not job_id:
         raise InvalidArgument("job_id is required")
-    row = await pool.fetchrow("SELECT * FROM crawl_jobs WHERE id = $1", job_id)
+
+
+async def get_job(conn: asyncpg.Pool | asyncpg.Connection, job_id: str, *, timeout: float | None = None) -> JobStatus:
+    check_job_id(job_id)
+    row = await conn.fetchrow("SELECT * FROM crawl_jobs WHERE id = $1", job_id, timeout=timeout)
     if row is None:
         raise NotFound(f"no crawl job {job_id!r}")
     return JobStatus(
@@ -126,13 +159,13 @@ WHERE id = $1 AND state NOT IN ('done', 'failed', 'cancelled')
 """
 
 
-async def cancel(pool: asyncpg.Pool, job_id: str) -> JobStatus:
+async def cancel(conn: asyncpg.Pool | asyncpg.Connection, job_id: str, *, timeout: float | None = None) -> JobStatus:
     """Ends a job that has not ended: its worker no longer holds it, so the worker's next lease renewal
-    fails and stops the crawl. A job that has ended is left as it is (a retried cancel is harmless)."""
-    if not job_id:
-        raise InvalidArgument("job_id is required")
-    await pool.execute(_CANCEL, job_id)
-    return await get_job(pool, job_id)
+    fails and stops the crawl. A job that has ended is left as it is (a retried cancel is harmless).
+    `timeout`: each statement's wait."""
+    check_job_id(job_id)
+    await conn.execute(_CANCEL, job_id, timeout=timeout)
+    return await get_job(conn, job_id, timeout=timeout)
 
 
 async def job_state(pool: asyncpg.Pool, job_id: str) -> str | None:
@@ -169,8 +202,9 @@ async def renew(pool: asyncpg.Pool, job_id: str, worker_id: str, lease_seconds: 
     ) is not None
 
 
-async def save_progress(pool: asyncpg.Pool, job_id: str, progress: Progress, state: str | None = None,
-                        error: str = "", owner: str | None = None) -> bool:
+async def save_progress(pool: asyncpg.Pool | asyncpg.Connection, job_id: str, progress: Progress,
+                        state: str | None = None, error: str = "", owner: str | None = None,
+                        timeout: float | None = None) -> bool:
     """With owner, only while that worker holds the job; a final (or re-queued) state releases it.
     False when nothing was written."""
     values = progress.as_dict()
@@ -183,7 +217,7 @@ async def save_progress(pool: asyncpg.Pool, job_id: str, progress: Progress, sta
     result = await pool.execute(
         f"UPDATE crawl_jobs SET {sets}, state = coalesce(${n}, state), error = ${n + 1}{finish}{release},"
         f" updated_at = now() WHERE id = $1{only_owner}",
-        *args,
+        *args, timeout=timeout,
     )
     return result != "UPDATE 0"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -12,6 +13,7 @@ import asyncpg
 import grpc
 import redis.asyncio as redis
 
+from services.common import db
 from services.common.admin import ADMIN_HEADER, admin_token, check_admin
 from services.common.errors import (RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, PermissionDenied,
                                     Unauthenticated, Unavailable)
@@ -28,12 +30,12 @@ from services.scraper.page_fetch import PageCache, fetch_page, site_hosts
 logger = logging.getLogger(__name__)
 
 WATCH_POLL_SECONDS = 0.25
-# How long StartCrawl waits for the broker to acknowledge the crawl request, and how much of the
-# caller's deadline it leaves for the answer: a producer whose broker is gone keeps the event for
-# its request timeout (15 s), longer than a caller waits, and a call cut by its deadline would
-# leave the job queued with nobody told.
+# How long StartCrawl waits for the broker to acknowledge the crawl request: a producer whose broker
+# is gone keeps the event for its request timeout (15 s), longer than a caller waits, and a call cut
+# by its deadline would leave the job queued with nobody told.
 QUEUE_TIMEOUT_SECONDS = 5.0
-QUEUE_DEADLINE_MARGIN_SECONDS = 0.5
+# How much of the caller's deadline a wait (the broker, PostgreSQL) leaves for the answer.
+DEADLINE_MARGIN_SECONDS = 0.5
 
 
 @dataclass
@@ -72,6 +74,41 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
     def _admin(self, context: grpc.aio.ServicerContext) -> None:
         check_admin(admin_token(context), self._settings.admin_token)
 
+    @staticmethod
+    def _within_deadline(context: grpc.aio.ServicerContext, seconds: float) -> float:
+        """`seconds`, or less: what the caller's deadline leaves, less the answer's margin."""
+        remaining = context.time_remaining()
+        return seconds if remaining is None else min(seconds, max(0.1, remaining - DEADLINE_MARGIN_SECONDS))
+
+    def _statement_seconds(self, context: grpc.aio.ServicerContext) -> float:
+        return self._within_deadline(context, self._settings.scraper_statement_seconds)
+
+    @contextlib.asynccontextmanager
+    async def _postgres(self, context: grpc.aio.ServicerContext | None) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, waited for within the caller's deadline (None: no caller waits); a
+        statement past its timeout (give each `timeout=self._statement_seconds(context)`) is UNAVAILABLE
+        with a retry hint. Its connection is closed then: asyncpg's release would wait for the
+        statement's cancellation, as long as PostgreSQL does not answer, and the call with it."""
+        wait = self._settings.scraper_pool_acquire_seconds
+        async with db.connection(self._pool, wait if context is None else self._within_deadline(context, wait)) as conn:
+            try:
+                yield conn
+            except TimeoutError:
+                conn.terminate()
+                raise Unavailable("PostgreSQL did not answer in time; retry shortly",
+                                  trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}) from None
+
+    async def _mark_not_queued(self, job_id: str) -> None:
+        """Fails a job whose request did not reach Kafka, so that it is never claimed, should the event
+        reach the broker later (jobs.claim). Given its own time, not what the caller has left: a job
+        left queued would stay so for good."""
+        try:
+            async with self._postgres(None) as conn:
+                await jobs.save_progress(conn, job_id, jobs.Progress(), "failed", "not queued: Kafka unavailable",
+                                         timeout=self._settings.scraper_statement_seconds)
+        except Exception as exc:  # noqa: BLE001 - the caller's answer is UNAVAILABLE either way
+            logger.error("crawl %s not queued, and not marked failed: %r", job_id, exc)
+
     async def StartCrawl(self, request: scraper_pb2.StartCrawlRequest, context) -> scraper_pb2.StartCrawlResponse:
         self._admin(context)
         spec = jobs.validate(
@@ -80,31 +117,28 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
         )
         # The key first (no lookup for a key that does not exist), then each host once, all at once:
         # 100 seeds on one host were 100 lookups one after the other.
-        await jobs.require_active_key(self._pool, spec.product_key_id)
+        async with self._postgres(context) as conn:
+            await jobs.require_active_key(conn, spec.product_key_id, timeout=self._statement_seconds(context))
         by_host = {urlsplit(url).hostname: url for url in [*spec.seed_urls, spec.sitemap_url] if url}
         checked = await asyncio.gather(*(check_host(self._deps.fetcher.policy, url) for url in by_host.values()),
                                        return_exceptions=True)
         for refused in checked:
             if isinstance(refused, BaseException):
                 raise refused
-        await jobs.create_job(self._pool, spec)
+        async with self._postgres(context) as conn:
+            await jobs.create_job(conn, spec, timeout=self._statement_seconds(context))
         event = events_pb2.CrawlRequested(
             event_id=new_event_id(), occurred_at=now_timestamp(), job_id=spec.job_id,
             product_key_id=spec.product_key_id, seed_urls=spec.seed_urls, sitemap_url=spec.sitemap_url,
             max_pages=spec.max_pages, max_depth=spec.max_depth, include=spec.include, exclude=spec.exclude,
         )
-        remaining = context.time_remaining()
-        timeout = QUEUE_TIMEOUT_SECONDS if remaining is None else min(
-            QUEUE_TIMEOUT_SECONDS, max(0.1, remaining - QUEUE_DEADLINE_MARGIN_SECONDS))
         try:
             await asyncio.wait_for(self._deps.producer.publish(
                 self._settings.topic("crawl_requests"), spec.product_key_id, event, wait=True
-            ), timeout)
+            ), self._within_deadline(context, QUEUE_TIMEOUT_SECONDS))
         except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - the job must not stay queued forever
             logger.warning("crawl %s not queued: %r", spec.job_id, exc)
-            # Failed, it is never claimed, should the event still reach the broker later (jobs.claim).
-            await asyncio.shield(jobs.save_progress(self._pool, spec.job_id, jobs.Progress(), "failed",
-                                                    "not queued: Kafka unavailable"))
+            await asyncio.shield(self._mark_not_queued(spec.job_id))
             if isinstance(exc, asyncio.CancelledError):
                 raise
             raise Unavailable("the crawl could not be queued on Kafka; try again",
@@ -114,11 +148,16 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
 
     async def GetCrawl(self, request: scraper_pb2.GetCrawlRequest, context) -> scraper_pb2.CrawlStatus:
         self._admin(context)
-        return status_message(await jobs.get_job(self._pool, request.job_id))
+        jobs.check_job_id(request.job_id)
+        async with self._postgres(context) as conn:
+            job = await jobs.get_job(conn, request.job_id, timeout=self._statement_seconds(context))
+        return status_message(job)
 
     async def CancelCrawl(self, request: scraper_pb2.GetCrawlRequest, context) -> scraper_pb2.CrawlStatus:
         self._admin(context)
-        job = await jobs.cancel(self._pool, request.job_id)
+        jobs.check_job_id(request.job_id)
+        async with self._postgres(context) as conn:
+            job = await jobs.cancel(conn, request.job_id, timeout=self._statement_seconds(context))
         if job.state == "cancelled":
             logger.info("crawl job %s cancelled", job.job_id)
         return status_message(job)
@@ -128,9 +167,11 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
         the service drains: then UNAVAILABLE with a retry-after at once, to watch on another instance
         (the job goes on), instead of holding the shutdown for its whole grace."""
         self._admin(context)
+        jobs.check_job_id(request.job_id)
         last = None
         while True:
-            job = await jobs.get_job(self._pool, request.job_id)
+            async with self._postgres(context) as conn:
+                job = await jobs.get_job(conn, request.job_id, timeout=self._statement_seconds(context))
             message = status_message(job)
             if message != last:
                 yield message

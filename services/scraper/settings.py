@@ -27,6 +27,12 @@ class ScraperSettings(CommonSettings):
     scraper_extract_seconds: float = 15.0
     scraper_extract_memory_mb: int = 1024
     scraper_group_id: str = "parley-crawler"
+    # The scraper API's waits for PostgreSQL (StartCrawl, GetCrawl, CancelCrawl, WatchCrawl): for a pooled
+    # connection, and for each statement's answer, each also within the caller's deadline. Past either
+    # (PostgreSQL frozen, or every connection taken) the call is UNAVAILABLE with a retry hint, not held
+    # until its caller gives up.
+    scraper_pool_acquire_seconds: float = Field(default=2.0, gt=0)
+    scraper_statement_seconds: float = Field(default=3.0, gt=0)
 
     # Crawl job leases (one worker per job, also across a rebalance).
     # A job is done once the search service has indexed what it handed over (its pages answer at once);

@@ -403,7 +403,7 @@ class _PartitionWork:
                     # (PostgreSQL restarting or read-only) is taken again later, from its offset, as is
                     # any while the dead-letter topic fails.
                     if not _of_the_request(exc) or not await self._set_aside(record, tp, exc):
-                        logger.warning("crawl request %s@%s could not be handled (%s); retried in %g s", tp,
+                        logger.warning("crawl request %s@%s could not be handled (%r); retried in %g s", tp,
                                        record.offset, exc, RETRY_SECONDS)
                         await asyncio.sleep(RETRY_SECONDS)
                         self._seek(tp, record.offset)
