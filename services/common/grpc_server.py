@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import time
 import uuid
@@ -21,7 +23,7 @@ from services.common.errors import (RETRY_AFTER_MS_TRAILER, RETRY_AFTER_TRAILER,
 from services.common.metrics import DEPENDENCY_UP, RPC_HANDLED, RPC_LATENCY, serve_metrics
 from services.common.reflection import enable_reflection
 from services.common.settings import CommonSettings
-from services.common.runner import when_ready
+from services.common.runner import exit_after, when_ready
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,10 @@ class Transport:
         ]
 
 
+# The longest a service's on_stop may take (closing its clients, draining its outbox).
+STOP_SECONDS = 30.0
+
+
 @dataclass
 class ServiceSpec:
     """What a service contributes to the shared bootstrap."""
@@ -80,6 +86,9 @@ class ServiceSpec:
     soft_checks: dict[str, Check] = field(default_factory=dict)
     check_interval_seconds: float = 5.0
     grace_seconds: float = 20.0
+    # What on_stop may take; past it the process goes on to exit (its Deployment's termination grace
+    # covers preStop + DRAIN_QUIET_MAX_SECONDS + grace_seconds + this).
+    stop_seconds: float = STOP_SECONDS
     max_message_bytes: int = 4 * 1024 * 1024
     transport: Transport = field(default_factory=Transport)
     # Set when the drain begins: a stream that never ends by itself (StreamMetrics) ends on it.
@@ -254,11 +263,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     def _admit(self, always_open: bool) -> None:
+        if not always_open and self._gate.draining:
+            # Not a call taken up: counted as one, a client that keeps sending on its connection
+            # (which it leaves only at the server's stop) held every drain to its longest pause.
+            raise _Rejected("UNAVAILABLE", f"{self._service} is shutting down; retry on another instance")
         self._gate.last_call = time.monotonic()
         if always_open:
             return
-        if self._gate.draining:
-            raise _Rejected("UNAVAILABLE", f"{self._service} is shutting down; retry on another instance")
         if not self._gate.ready:
             if self._gate.served:
                 raise _Rejected("UNAVAILABLE", f"{self._service} cannot reach a dependency it needs right now; "
@@ -448,9 +459,19 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def signalled() -> None:
+            if stop.is_set():
+                # A second signal: an operator who will not wait for the drain.
+                logger.warning("%s: stopping at once (a second signal during the drain)", spec.name)
+                os._exit(1)
+            stop.set()
+            # Whatever the drain waits for, the process ends when its stages' bounds have passed.
+            exit_after(DRAIN_QUIET_MAX_SECONDS + spec.grace_seconds + spec.stop_seconds + 5, spec.name)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, signalled)
 
     async def watch_health() -> None:
         await _connect(spec)
@@ -491,7 +512,12 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
     logger.info("%s stopping (%.2fs spent waiting for a pause in new calls)", spec.name, waited)
     await server.stop(spec.grace_seconds)
     if spec.on_stop:
-        await spec.on_stop()
+        try:
+            async with asyncio.timeout(spec.stop_seconds):
+                await spec.on_stop()
+        except TimeoutError:
+            logger.error("%s: closing its clients took more than %.0f s; stopping without them", spec.name,
+                         spec.stop_seconds)
     logger.info("%s stopped", spec.name)
 
 
@@ -503,16 +529,28 @@ def bind_address(host: str, addr: str) -> str:
     return f"{host}:{port_of(addr)}"
 
 
-def channel(addr: str, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.Channel:
-    """A client channel with the same message limits as the servers."""
-    return grpc.aio.insecure_channel(
-        addr,
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.enable_retries", 1),
-        ],
-    )
+def channel(addr: str, max_message_bytes: int = 4 * 1024 * 1024, *,
+            retry: Sequence[tuple[str, str]] = ()) -> grpc.aio.Channel:
+    """A client channel with the same message limits as the servers. `retry`: (service, method) pairs
+    safe to call again (reads), which gRPC retries on UNAVAILABLE: a replica that drains refuses calls
+    until its stop closes the connection, and the retry goes to the connection made next."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.enable_retries", 1),
+    ]
+    if retry:
+        options.append(("grpc.service_config", json.dumps({
+            "methodConfig": [{
+                "name": [{"service": service, "method": method} for service, method in retry],
+                "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "0.5s",
+                                "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+            }],
+            # Retries stop while most calls fail (a dependency away for all replicas), and come
+            # back as calls succeed again: no storm of retries against a service that is down.
+            "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+        })))
+    return grpc.aio.insecure_channel(addr, options=options)
 
 
 async def check_serving(target: grpc.aio.Channel, name: str, timeout: float = 2.0) -> None:

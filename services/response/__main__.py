@@ -9,7 +9,8 @@ from services.common.grpc_server import ServiceSpec, Transport, bind_address, ch
 from services.common.kafka import EventProducer
 from services.common.knowledge_events import KnowledgeFollower
 from services.common.outbox import Outbox
-from services.common.pb.parley.v1 import response_pb2, response_pb2_grpc, scraper_pb2_grpc, search_pb2_grpc
+from services.common.pb.parley.v1 import (response_pb2, response_pb2_grpc, scraper_pb2, scraper_pb2_grpc, search_pb2,
+                                         search_pb2_grpc)
 from services.common.redis_client import create_redis
 from services.common.runner import run_service
 from services.response.settings import ResponseSettings
@@ -29,11 +30,13 @@ async def main(settings: ResponseSettings) -> None:
                     name="response", max_events=settings.outbox_max_events, max_bytes=settings.outbox_max_bytes,
                     max_memory_events=settings.outbox_max_memory_events, batch=settings.outbox_batch,
                     synchronous=settings.outbox_synchronous)
-    search_channel = channel(settings.search_addr, settings.grpc_max_message_bytes)
+    search_channel = channel(settings.search_addr, settings.grpc_max_message_bytes,
+                             retry=[(search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name, "Plan")])
     redis = create_redis(settings.redis_url)
     store = build_store(settings, redis)
     # The scraper is optional: without it the web strategy answers NO_ANSWER (not a readiness check).
-    scraper_channel = channel(settings.scraper_addr, settings.grpc_max_message_bytes)
+    scraper_channel = channel(settings.scraper_addr, settings.grpc_max_message_bytes,
+                              retry=[(scraper_pb2.DESCRIPTOR.services_by_name["ScraperService"].full_name, "Fetch")])
     web = WebPages(scraper_pb2_grpc.ScraperServiceStub(scraper_channel), settings.max_passages)
     engine = build_engine(settings, SearchClient(search_pb2_grpc.SearchServiceStub(search_channel)), store, outbox,
                           web)

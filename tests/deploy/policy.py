@@ -17,7 +17,7 @@ from unittest import mock
 
 from pydantic import ValidationError
 
-from services.common.grpc_server import port_of
+from services.common.grpc_server import DRAIN_QUIET_MAX_SECONDS, STOP_SECONDS, port_of
 from services.common.settings import TOPIC_CONFIGS
 from services.settings import TOPICS, Settings
 from tests.deploy.policy_keda import scaled_object_violations
@@ -33,7 +33,7 @@ LOCAL_ONLY = ("127.0.0.1", "localhost", "[::1]")
 ANY_INTERFACE = ("0.0.0.0", "::", "[::]")
 # Rolling back a consumer group is a rebalance: wait this long before scaling workers down.
 MIN_CONSUMER_SCALE_DOWN_WINDOW = 300
-DRAIN_MARGIN_SECONDS = 5
+DRAIN_MARGIN_SECONDS = 3
 
 
 @dataclass(frozen=True)
@@ -43,16 +43,21 @@ class Component:
     addr_field: str | None      # gRPC address setting (servers only)
     metrics_field: str          # Prometheus port setting
     consumes: tuple[str, ...]   # TOPICS keys it consumes as a consumer group (bounded by partitions)
+    # Besides the preStop pause and PARLEY_SHUTDOWN_GRACE_SECONDS, what its stop may take as bounded in
+    # its code: a gRPC server refuses new calls for a moment and closes its clients (ServiceSpec.stop_seconds);
+    # a worker closes its consumer, dead letters and producer.
+    stop_seconds: float
 
 
+_SERVER_STOP = DRAIN_QUIET_MAX_SECONDS + STOP_SECONDS
 COMPONENTS: dict[str, Component] = {
-    "services.search": Component("search_addr", "search_metrics_port", ()),
-    "services.response": Component("response_addr", "response_metrics_port", ()),
-    "services.scraper": Component("scraper_addr", "scraper_metrics_port", ()),
-    "services.analytics": Component("analytics_addr", "analytics_metrics_port", ()),
-    "services.scraper.worker": Component(None, "crawler_metrics_port", ("crawl_requests",)),
-    "services.search.indexer": Component(None, "indexer_metrics_port", ("knowledge_pages",)),
-    "services.analytics.stream": Component(None, "worker_metrics_port", ("chat_turns", "feedback")),
+    "services.search": Component("search_addr", "search_metrics_port", (), _SERVER_STOP),
+    "services.response": Component("response_addr", "response_metrics_port", (), _SERVER_STOP),
+    "services.scraper": Component("scraper_addr", "scraper_metrics_port", (), _SERVER_STOP),
+    "services.analytics": Component("analytics_addr", "analytics_metrics_port", (), _SERVER_STOP),
+    "services.scraper.worker": Component(None, "crawler_metrics_port", ("crawl_requests",), 15),
+    "services.search.indexer": Component(None, "indexer_metrics_port", ("knowledge_pages",), 20),
+    "services.analytics.stream": Component(None, "worker_metrics_port", ("chat_turns", "feedback"), 10),
 }
 # One-shot commands allowed in init containers: the schema only, since a pod must start while Kafka
 # is away (the topics are KafkaTopic resources).
@@ -342,11 +347,12 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
             out(f"{where}: Prometheus annotations must scrape port {expected_metrics}")
 
         grace = pod.get("terminationGracePeriodSeconds", 30)
-        needed = settings.shutdown_grace_seconds + _pre_stop_seconds(container) + DRAIN_MARGIN_SECONDS
+        needed = (settings.shutdown_grace_seconds + _pre_stop_seconds(container) + component.stop_seconds
+                  + DRAIN_MARGIN_SECONDS)
         if grace < needed:
             out(f"{where}: terminationGracePeriodSeconds {grace} does not cover the drain "
                 f"(PARLEY_SHUTDOWN_GRACE_SECONDS {settings.shutdown_grace_seconds:g} + preStop + "
-                f"{DRAIN_MARGIN_SECONDS} = {needed:g})")
+                f"{component.stop_seconds:g} to stop + {DRAIN_MARGIN_SECONDS} = {needed:g})")
 
         for so in scaled:
             found += scaled_object_violations(so, module, component.consumes, settings, topic_partitions,
