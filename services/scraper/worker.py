@@ -372,6 +372,7 @@ class _PartitionWork:
         self._slots = asyncio.Semaphore(max_jobs)
         self._queues: dict[TopicPartition, deque] = {}
         self._tasks: dict[TopicPartition, asyncio.Task] = {}
+        self._closing = False
 
     def add(self, tp: TopicPartition, records) -> None:
         self._queues.setdefault(tp, deque()).extend(records)
@@ -396,6 +397,10 @@ class _PartitionWork:
                 record = queue.popleft()
                 try:
                     async with self._slots:
+                        if self._closing:
+                            # Taken before the stop, its slot came during the grace: not started (it
+                            # would be cut at the grace's end), left uncommitted for the next owner.
+                            return
                         await self._worker.handle(record.value, tp, record.offset)
                 except Exception as exc:  # noqa: BLE001 - the request, not the worker, fails
                     # One that would fail every time (a value PostgreSQL refuses, a bug) is set aside on
@@ -438,6 +443,7 @@ class _PartitionWork:
     async def close(self, grace: float) -> None:
         """Waits up to `grace` seconds for the jobs in progress, then cancels them (each saves its progress
         and is left uncommitted, so the partition's next owner resumes it)."""
+        self._closing = True
         for queue in self._queues.values():
             queue.clear()          # no request starts during the grace period; each is fetched again
         tasks = list(self._tasks.values())

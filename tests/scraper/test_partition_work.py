@@ -1,7 +1,7 @@
 """The crawl worker's poll loop bookkeeping (services/scraper/worker.py `_PartitionWork`): partitions in
 parallel and each in order, at most max_jobs jobs at once, a partition paused while its requests are in
 hand, a request that could not be handled taken again from its offset (or dead-lettered when it fails
-for a reason other than a dependency gone), and no request started once closing. The consumer here only
+for a reason other than a dependency gone), and no request started once closing (one waiting for a slot included). The consumer here only
 records what the loop asks of it; the loop against a real Kafka is tests/scraper/test_crawl.py."""
 
 from __future__ import annotations
@@ -172,3 +172,18 @@ async def test_closing_waits_for_the_grace_then_cancels_and_starts_no_other_requ
     await settle()
     await asyncio.wait_for(work.close(0.05), 2)
     assert consumer.commits == [(T0, 4)] and worker.running == 0
+
+
+async def test_a_request_waiting_for_a_slot_when_closing_begins_is_not_started_in_the_grace():
+    consumer, worker = Consumer([T0, T1]), Worker()
+    work = _PartitionWork(consumer, worker, max_jobs=1)
+    work.add(T0, [Record(b"running", 0)])
+    work.add(T1, [Record(b"waiting", 5)])       # taken from its queue, waiting for the one slot
+    worker.gate(b"waiting").set()
+    await settle()
+    assert worker.running == 1
+    closing = asyncio.create_task(work.close(0.5))
+    await settle()
+    worker.gate(b"running").set()               # the slot frees within the grace period
+    await asyncio.wait_for(closing, 2)
+    assert worker.handled == [(T0, 0)] and consumer.commits == [(T0, 1)], "the waiting request was started"
