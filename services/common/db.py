@@ -47,6 +47,12 @@ async def connection(pool: asyncpg.Pool, wait_seconds: float) -> AsyncIterator[a
                           trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}) from None
     try:
         yield conn
+    except (TimeoutError, asyncio.CancelledError):
+        # A statement cut short (its timeout, the caller gone): the release would wait for its
+        # cancellation, as long as PostgreSQL does not answer (frozen, a lost network path). Closed
+        # instead; the pool opens another when one is needed.
+        conn.terminate()
+        raise
     finally:
         await pool.release(conn)
 

@@ -1,8 +1,9 @@
 """The crawl worker's poll loop bookkeeping (services/scraper/worker.py `_PartitionWork`): partitions in
 parallel and each in order, at most max_jobs jobs at once, a partition paused while its requests are in
 hand, a request that could not be handled taken again from its offset (or dead-lettered when it fails
-for a reason other than a dependency gone), and no request started once closing (one waiting for a slot included). The consumer here only
-records what the loop asks of it; the loop against a real Kafka is tests/scraper/test_crawl.py."""
+for a reason other than a dependency gone), and no request started once closing (one waiting for a slot
+included). The consumer here only records what the loop asks of it; the loop against a real Kafka is
+tests/scraper/test_crawl.py."""
 
 from __future__ import annotations
 
