@@ -47,8 +47,9 @@ class Fault:
 MIN_WINDOW = 5.0
 UP_TIMEOUT = 300.0  # a broker restarting on a loaded machine took up to 61 s; give it room
 
-FULL = [Fault("redis", 15), Fault("redis-frozen", 15), Fault("kafka", 60), Fault("postgres"), Fault("postgres-killed", 5), Fault("worker"),
-        Fault("response"), Fault("response-killed")]
+FULL = [Fault("redis", 15), Fault("redis-frozen", 15), Fault("kafka", 60), Fault("kafka-frozen", 30), Fault("postgres"),
+        Fault("postgres-killed", 5), Fault("postgres-frozen", 40), Fault("worker"), Fault("response"),
+        Fault("response-killed")]
 
 
 @dataclass
@@ -150,12 +151,10 @@ async def inject(fault: Fault, dep: Deployment) -> None:
         _kill_component(fault.name)
         await asyncio.sleep(fault.outage_seconds)
         await asyncio.to_thread(stack.up, False, UP_TIMEOUT)
-    elif fault.name == "redis-frozen":         # SIGSTOP: connections stay open, nothing is answered
-        _signal_component("redis", signal.SIGSTOP)
-        try:
+    elif fault.name in ("redis-frozen", "kafka-frozen", "postgres-frozen"):
+        # SIGSTOP of the server and every process it started: connections stay open, nothing is answered.
+        with stack.frozen(fault.name.removesuffix("-frozen")):
             await asyncio.sleep(fault.outage_seconds)
-        finally:
-            _signal_component("redis", signal.SIGCONT)
     elif fault.name == "postgres":
         await asyncio.to_thread(_restart_postgres)
     elif fault.name == "postgres-killed":      # every PostgreSQL process SIGKILLed: nothing flushed

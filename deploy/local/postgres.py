@@ -29,6 +29,7 @@ from deploy.local.config import (
 )
 from deploy.local.install import pg_bindir
 from deploy.local.processes import (
+    children_of,
     log_tail,
     pid_alive,
     port_open,
@@ -315,15 +316,7 @@ def kill_postgres(layout: PgLayout) -> int | None:
     pid = pg_postmaster_pid(layout)
     if pid is None:
         return None
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    children.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    for victim in (pid, *children):
+    for victim in (pid, *children_of(pid)):
         try:
             os.kill(victim, signal.SIGKILL)
         except ProcessLookupError:

@@ -38,6 +38,19 @@ def read_pid(path: Path) -> int | None:
         return None
 
 
+def children_of(parent: int) -> list[int]:
+    """The pids of the processes whose parent is `parent` (a server's workers, e.g. PostgreSQL's backends)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
 def _reap(pid: int) -> None:
     """Collect the exit status if ``pid`` is our own child, so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError, OSError):

@@ -27,8 +27,13 @@ Environment variables:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
+import threading
 import time
+from collections.abc import Iterator
 
 from rich import box
 from rich.console import Console
@@ -56,7 +61,7 @@ from deploy.local.postgres import (
     start_postgres,
     stop_postgres,
 )
-from deploy.local.processes import answers, pid_alive, read_pid, terminate, wait_answering
+from deploy.local.processes import answers, children_of, pid_alive, read_pid, terminate, wait_answering
 from deploy.local.redis import start_redis
 
 __all__ = [
@@ -82,6 +87,41 @@ def managed_pid(cfg: StackConfig, name: str) -> int | None:
         return pid
     pid_path.unlink(missing_ok=True)
     return None
+
+
+@contextlib.contextmanager
+def frozen(name: str, at_most: float | None = None) -> Iterator[None]:
+    """`name` of this checkout's stack stopped (SIGSTOP), with every process it started, for the block:
+    connections stay open and nothing is answered, as a lost network path or a stalled host looks.
+    Continued (SIGCONT) however the block ends, and after `at_most` seconds whatever the block does."""
+    parent = managed_pid(StackConfig.from_env(), name)
+    if parent is None:
+        raise RuntimeError(f"{name} of this checkout's stack is not running; start it with `make up`")
+    stopped: list[int] = []
+    thawed = threading.Lock()
+
+    def thaw() -> None:
+        if thawed.acquire(blocking=False):
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+    timer = threading.Timer(at_most, thaw) if at_most is not None else None
+    try:
+        os.kill(parent, signal.SIGSTOP)          # first: a stopped server starts no new process
+        stopped.append(parent)
+        for pid in children_of(parent):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        yield
+    finally:
+        if timer is not None:
+            timer.cancel()
+        thaw()
 
 
 def _ensure_started(cfg: StackConfig, name: str, console: Console) -> int | None:

@@ -288,14 +288,18 @@ FROM product_keys WHERE key_hash = $1 AND revoked_at IS NULL
 # A key check waits this long for a connection of its pool: one whose connections are all taken (a
 # flood of unknown secrets while Redis is away) answers UNAVAILABLE instead of holding the call.
 KEY_CHECK_ACQUIRE_SECONDS = 2.0
+# ... and this long for its statement: a PostgreSQL that accepts and never answers (frozen, a lost
+# network path) held each check to the pool's 30 s statement timeout.
+KEY_CHECK_STATEMENT_SECONDS = 3.0
 
 
 async def validate_key(pool: asyncpg.Pool, key_hash: bytes, *, bounded: bool = True) -> KeyRecord | None:
     """The key with its settings and knowledge version in one query; None when unknown or revoked.
-    `bounded`: the wait for a connection is KEY_CHECK_ACQUIRE_SECONDS at most (a caller's key check)."""
+    `bounded`: the wait for a connection is KEY_CHECK_ACQUIRE_SECONDS at most and for the statement
+    KEY_CHECK_STATEMENT_SECONDS (a caller's key check; TimeoutError past it)."""
     if bounded:
         async with db.connection(pool, KEY_CHECK_ACQUIRE_SECONDS) as conn:
-            row = await conn.fetchrow(_VALIDATE, key_hash)
+            row = await conn.fetchrow(_VALIDATE, key_hash, timeout=KEY_CHECK_STATEMENT_SECONDS)
     else:
         row = await pool.fetchrow(_VALIDATE, key_hash)
     if row is None:

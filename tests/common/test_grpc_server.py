@@ -11,7 +11,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.errors import InvalidArgument, ResourceExhausted, with_retry_hints
-from services.common.grpc_server import ServerInterceptor, ServiceSpec, Transport, _Gate, serve
+from services.common.grpc_server import (DRAIN_QUIET_MAX_SECONDS, ServerInterceptor, ServiceSpec, Transport, _Gate,
+                                         channel, serve)
 from services.common.metrics import RPC_HANDLED
 
 METHOD = "/parley.test.Slow/Call"
@@ -287,3 +288,77 @@ async def test_a_call_past_its_deadline_or_cancelled_is_counted_so_not_as_ok():
     assert handled("DEADLINE_EXCEEDED") - before["DEADLINE_EXCEEDED"] == 1
     assert handled("CANCELLED") - before["CANCELLED"] == 1
     assert handled("OK") - before["OK"] == 0
+
+
+# --- a draining server and its clients -----------------------------------------------------------
+
+def _spec(port: int, **fields) -> ServiceSpec:
+    return ServiceSpec(name="echo", service_names=["parley.test.Slow"], register=_register,
+                       bind=f"127.0.0.1:{port}", check_interval_seconds=0.05, grace_seconds=1, **fields)
+
+
+async def _until_serving(ch: grpc.aio.Channel) -> None:
+    for _ in range(200):
+        try:
+            await ch.unary_unary(METHOD)(b"0", timeout=1)
+            return
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.05)
+    raise AssertionError("the server never served")
+
+
+async def test_calls_refused_while_draining_do_not_hold_the_stop_to_its_longest_pause():
+    port, stop = _port(), asyncio.Event()
+    server = asyncio.create_task(serve(_spec(port), stop))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        await _until_serving(ch)
+
+        async def keep_calling() -> None:     # a client that keeps sending on its connection
+            while True:
+                try:
+                    await ch.unary_unary(METHOD)(b"0", timeout=1)
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.02)
+
+        caller = asyncio.create_task(keep_calling())
+        await asyncio.sleep(0.2)
+        began = asyncio.get_running_loop().time()
+        stop.set()
+        await asyncio.wait_for(server, 10)
+        took = asyncio.get_running_loop().time() - began
+        caller.cancel()
+    assert took < DRAIN_QUIET_MAX_SECONDS / 2, f"the stop took {took:.2f} s"
+
+
+async def test_a_stop_whose_clients_never_close_ends_at_its_bound():
+    port, stop = _port(), asyncio.Event()
+
+    async def hangs() -> None:
+        await asyncio.sleep(3600)
+
+    server = asyncio.create_task(serve(_spec(port, on_stop=hangs, stop_seconds=0.5), stop))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        await _until_serving(ch)
+    stop.set()
+    await asyncio.wait_for(server, 5)
+
+
+async def test_a_read_refused_by_a_draining_replica_is_retried_on_the_next_connection():
+    """One address, two servers in turn: the first drains (refusing, then stopping); the channel's
+    retry of the refused call reaches the second, started on the same port."""
+    port, first_stop = _port(), asyncio.Event()
+    first = asyncio.create_task(serve(_spec(port), first_stop))
+    async with channel(f"127.0.0.1:{port}", retry=[("parley.test.Slow", "Call")]) as ch:
+        await _until_serving(ch)
+        first_stop.set()
+        await asyncio.sleep(0.05)                      # draining: refusing calls
+        call = asyncio.ensure_future(ch.unary_unary(METHOD)(b"0", timeout=5))
+        await asyncio.wait_for(first, 10)
+        second_stop = asyncio.Event()
+        second = asyncio.create_task(serve(_spec(port), second_stop))
+        try:
+            assert await call == b"done"
+        finally:
+            second_stop.set()
+            await asyncio.wait_for(second, 10)

@@ -4,18 +4,14 @@ lost network path or a stalled host would look): health says so while it lasts, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from deploy.local import stack
+from deploy.local.stack import frozen
 from services.common import db
 from services.common.grpc_server import channel
 
@@ -32,45 +28,6 @@ POSTGRES_BACK_SECONDS = 4.0
 KAFKA_FROZEN_SECONDS = 20.0
 # The local broker can take ~20 s after a freeze to lead its partitions again.
 KAFKA_BACK_SECONDS = 40.0
-
-
-def _children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                    found.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return found
-
-
-def _pid_of(name: str) -> int:
-    pid = stack.managed_pid(stack.StackConfig.from_env(), name)
-    if pid is None:
-        raise RuntimeError(f"{name} of this checkout's stack is not running; start it with `make up`")
-    return pid
-
-
-@contextlib.contextmanager
-def _frozen(name: str) -> Iterator[None]:
-    """`name` of the local stack stopped (SIGSTOP), with every process it started, for the block;
-    continued (SIGCONT) however the block ends."""
-    parent = _pid_of(name)
-    stopped: list[int] = []
-    try:
-        os.kill(parent, signal.SIGSTOP)          # first: a stopped server starts no new process
-        stopped.append(parent)
-        for pid in _children(parent):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGSTOP)
-                stopped.append(pid)
-        yield
-    finally:
-        for pid in stopped:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
 
 
 async def _status(ch: grpc.aio.Channel, service: str) -> int | None:
@@ -103,7 +60,7 @@ async def test_readiness_is_not_serving_while_postgres_is_frozen_and_serving_onc
         watched = {"search": search_ch, "analytics": analytics_ch}
         for name, ch in watched.items():
             await _until(ch, "", SERVING, 60, f"{name} before the freeze")
-        with _frozen("postgres"):
+        with frozen("postgres"):
             frozen_at = time.monotonic()
             shown = await asyncio.gather(*(
                 _until(ch, "", NOT_SERVING, POSTGRES_SHOWN_SECONDS, f"{name} readiness with PostgreSQL frozen")
@@ -134,7 +91,7 @@ async def test_the_postgres_check_ends_on_time_through_a_long_freeze_and_keeps_n
         await db.ping(pool)
         tasks_before = len(asyncio.all_tasks())
         files_before = len(os.listdir("/proc/self/fd"))
-        with _frozen("postgres"):
+        with frozen("postgres"):
             frozen_at = time.monotonic()
             pings = 0
             while time.monotonic() - frozen_at < 10.0:
@@ -161,7 +118,7 @@ async def test_the_postgres_check_ends_on_time_through_a_long_freeze_and_keeps_n
 
 
 @pytest.mark.timeout(180)
-async def test_the_knowledge_follower_detail_is_not_serving_while_the_broker_is_frozen(services, settings):
+async def test_the_knowledge_follower_detail_is_not_serving_while_the_broker_isfrozen(services, settings):
     """A frozen broker: the consumer retries inside aiokafka and raises nothing, yet the knowledge
     follower's health detail turns NOT_SERVING (it stayed SERVING through a 30 s freeze), in search
     (which had no such detail) as in response, and SERVING again once the broker is back."""
@@ -170,10 +127,36 @@ async def test_the_knowledge_follower_detail_is_not_serving_while_the_broker_is_
         watched = {"search": search_ch, "response": response_ch}
         for name, ch in watched.items():
             await _until(ch, detail, SERVING, 60, f"{name} {detail} before the freeze")
-        with _frozen("kafka"):
+        with frozen("kafka"):
             await asyncio.gather(*(
                 _until(ch, detail, NOT_SERVING, KAFKA_FROZEN_SECONDS, f"{name} {detail} with the broker frozen")
                 for name, ch in watched.items()))
         await asyncio.gather(*(
             _until(ch, detail, SERVING, KAFKA_BACK_SECONDS, f"{name} {detail} after the broker was thawed")
             for name, ch in watched.items()))
+
+
+async def test_a_key_check_while_postgres_is_frozen_ends_within_its_bound(stack):
+    """A key check (what every call of a key Redis does not hold asks) gives up after its statement
+    bound, not the pool's 30 s statement timeout, and the pool answers again after the thaw."""
+    from services.common.product_keys import KEY_CHECK_ACQUIRE_SECONDS, KEY_CHECK_STATEMENT_SECONDS, validate_key
+
+    pool = await db.create_pool(stack.postgres_dsn, min_size=1, max_size=2)
+    try:
+        await validate_key(pool, b"\x00" * 32)                  # connected before the freeze
+        with frozen("postgres"):
+            began = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await validate_key(pool, b"\x01" * 32)
+            took = time.monotonic() - began
+        assert took < KEY_CHECK_ACQUIRE_SECONDS + KEY_CHECK_STATEMENT_SECONDS + 1, f"the check took {took:.1f} s"
+        for _ in range(50):
+            try:
+                assert await validate_key(pool, b"\x02" * 32) is None
+                break
+            except (TimeoutError, OSError):
+                await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("the pool does not answer after the thaw")
+    finally:
+        await asyncio.wait_for(pool.close(), 10)

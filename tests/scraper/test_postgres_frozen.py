@@ -6,20 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import grpc
 import pytest
 
 from deploy.local import stack as local_stack
-from deploy.local.postgres import pg_layout, pg_postmaster_pid
 from services.common.pb.parley.v1 import scraper_pb2
 from services.scraper import jobs
 from services.search.keys import create_key
@@ -33,45 +27,9 @@ ANSWERED_WITHIN_SECONDS = 6.0
 FROZEN_AT_MOST_SECONDS = 15.0
 
 
-def _postgres_pids() -> list[int]:
-    """The postmaster of this stack and every process it started."""
-    postmaster = pg_postmaster_pid(pg_layout(local_stack.StackConfig.from_env()))
-    assert postmaster is not None, "PostgreSQL of the local stack is not running: start it with `make up`"
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
-                    children.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return [postmaster, *children]
-
-
-@contextlib.contextmanager
-def frozen_postgres() -> Iterator[None]:
+def frozen_postgres():
     """PostgreSQL stopped for the block, and FROZEN_AT_MOST_SECONDS at most whatever the block does."""
-    pids = _postgres_pids()
-    thawed = threading.Event()
-
-    def thaw() -> None:
-        if thawed.is_set():
-            return
-        thawed.set()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-
-    timer = threading.Timer(FROZEN_AT_MOST_SECONDS, thaw)
-    timer.daemon = True
-    try:
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        timer.start()
-        yield
-    finally:
-        timer.cancel()
-        thaw()
+    return local_stack.frozen("postgres", at_most=FROZEN_AT_MOST_SECONDS)
 
 
 async def _timed(call) -> tuple[float, grpc.aio.AioRpcError | None]:
