@@ -208,17 +208,9 @@ def test_retry_hints_are_completed_and_odd_ones_left_alone():
 
 async def _serving(transport: Transport) -> tuple[asyncio.Task, asyncio.Event, int]:
     port, stop = _port(), asyncio.Event()
-    spec = ServiceSpec(name="bounded", service_names=["parley.test.Slow"], register=_register,
-                       bind=f"127.0.0.1:{port}", check_interval_seconds=0.05, grace_seconds=1, transport=transport)
-    server = asyncio.create_task(serve(spec, stop))
+    server = asyncio.create_task(serve(_spec(port, name="bounded", transport=transport), stop))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-        await ch.channel_ready()
-        for _ in range(100):
-            try:
-                await ch.unary_unary(METHOD)(b"0", timeout=5)
-                break
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.05)
+        await _until_serving(ch)
     return server, stop, port
 
 
@@ -292,8 +284,8 @@ async def test_a_call_past_its_deadline_or_cancelled_is_counted_so_not_as_ok():
 
 # --- a draining server and its clients -----------------------------------------------------------
 
-def _spec(port: int, **fields) -> ServiceSpec:
-    return ServiceSpec(name="echo", service_names=["parley.test.Slow"], register=_register,
+def _spec(port: int, name: str = "slow", **fields) -> ServiceSpec:
+    return ServiceSpec(name=name, service_names=["parley.test.Slow"], register=_register,
                        bind=f"127.0.0.1:{port}", check_interval_seconds=0.05, grace_seconds=1, **fields)
 
 
