@@ -2,7 +2,8 @@
 
 No consumer group: every replica reads every event from the end of the topic. What the callbacks
 drop lives in Redis, shared by the replicas, and an event missed while every replica was down is
-covered by the TTL of what it would have dropped.
+covered by the TTL of what it would have dropped. A follower that restarts its consumer goes on from
+the events after the last it handled, not from the end: those sent while it restarted are not missed.
 
 The follower restarts itself with backoff when its consumer fails (broker gone, consumer
 stopped): `healthy` and the metric parley_knowledge_follower_up say whether it is consuming, so a
@@ -18,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from services.common.kafka import STOP_SECONDS, within
@@ -51,6 +52,7 @@ class KnowledgeFollower:
         # Wall clock, as aiokafka's poll timestamps: when the consumer started, when an event was handled.
         self._started_at = 0.0
         self._handled_at = 0.0
+        self._next: dict[TopicPartition, int] = {}   # per partition, the offset after the last handled
         self.restarts = 0
         self.last_error = ""
         KNOWLEDGE_FOLLOWER_UP.labels(self._service).set_function(lambda: 1.0 if self.healthy else 0.0)
@@ -113,6 +115,9 @@ class KnowledgeFollower:
         self._consumer = consumer
         try:
             await consumer.start()
+            for tp, offset in self._next.items():
+                if tp in consumer.assignment():
+                    consumer.seek(tp, offset)       # a restart: on from where the last consumer was
             self._set_consuming(True)
             self.last_error = ""
             await self._run(consumer)
@@ -127,6 +132,7 @@ class KnowledgeFollower:
                 await self._handle(message.value, message.offset)
             finally:
                 self._handled_at = time.time()
+                self._next[TopicPartition(message.topic, message.partition)] = message.offset + 1
 
     async def _handle(self, value: bytes, offset: int) -> None:
         try:

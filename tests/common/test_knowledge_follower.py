@@ -45,6 +45,35 @@ async def test_a_follower_whose_consumer_stopped_restarts_and_keeps_following(st
         await producer.stop()
 
 
+async def test_events_sent_while_a_follower_restarts_are_not_missed(stack):
+    """The consumer goes away after one event; the next is sent before the new consumer exists. From
+    the end of the topic ("latest") the new consumer missed it; it goes on after the last it handled."""
+    topic = f"parley.test.knowledge.{RUN_ID}.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
+    seen: list[str] = []
+
+    async def on_event(event: events_pb2.KnowledgeUpdated) -> None:
+        seen.append(event.product_key_id)
+
+    follower = KnowledgeFollower(stack.kafka_bootstrap, topic, on_event, service="test-resume",
+                                 max_backoff_seconds=2.0)
+    producer = EventProducer(stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        await follower.start()
+        await _until(lambda: follower.healthy)
+        await asyncio.sleep(1.0)  # "latest": the consumer has its position before the first event is sent
+        await producer.publish(topic, "k", events_pb2.KnowledgeUpdated(product_key_id="before"), wait=True)
+        await _until(lambda: seen == ["before"])
+        await follower._consumer.stop()  # the consumer goes away under the follower
+        await producer.publish(topic, "k", events_pb2.KnowledgeUpdated(product_key_id="meanwhile"), wait=True)
+        await _until(lambda: follower.restarts >= 1 and follower.healthy)
+        await _until(lambda: seen == ["before", "meanwhile"])
+    finally:
+        await follower.stop()
+        await producer.stop()
+
+
 async def test_a_follower_without_a_broker_reports_it_and_keeps_trying():
     async def on_event(event) -> None:
         return None
