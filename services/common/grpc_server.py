@@ -467,7 +467,7 @@ async def serve(spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
                 os._exit(1)
             stop.set()
             # Whatever the drain waits for, the process ends when its stages' bounds have passed.
-            exit_after(DRAIN_QUIET_MAX_SECONDS + spec.grace_seconds + spec.stop_seconds + 5, spec.name)
+            exit_after(DRAIN_QUIET_MAX_SECONDS + spec.grace_seconds + spec.stop_seconds + 1, spec.name)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):

@@ -32,7 +32,8 @@ from services.response.web import WebPages
 
 logger = logging.getLogger(__name__)
 # A rated turn younger than this that neither Redis nor PostgreSQL holds yet is UNAVAILABLE (retry),
-# not NOT_FOUND: its record is written in the background by the replica that answered it.
+# not NOT_FOUND: its record is written in the background by the replica that answered it. As much
+# ahead is allowed for the clock of the replica that made its id.
 RECENT_TURN_SECONDS = 10.0
 # How long a stopping engine waits for its turns' last writes (see ChatEngine.drain).
 DRAIN_SECONDS = 5.0
@@ -123,6 +124,7 @@ class TurnState:
     request_id: str
     start: float
     key_id: str = ""
+    key_version: int = 0          # the knowledge version of the key's record admission read
     strategy: int = common_pb2.STRATEGY_UNSPECIFIED
     model: str = ""
     cache_status: int = common_pb2.CACHE_STATUS_UNSPECIFIED
@@ -293,7 +295,8 @@ class ChatEngine:
         request = state.request
         validate_chat(request, self._settings.max_message_chars, state.sent)
         if self.admission is not None:
-            state.key_id = (await self.admission.admit(request.product_key)).id
+            admitted = await self.admission.admit(request.product_key)
+            state.key_id, state.key_version = admitted.id, admitted.knowledge_version
         key_hash = secret_hash(request.product_key)
         qhash = question_hash(request.message)
         history = ()
@@ -327,8 +330,11 @@ class ChatEngine:
         except DownstreamError as exc:
             # The search service cannot plan (PostgreSQL away, search down): a question answered
             # before is answered from the knowledge version the secret last pointed at.
-            cached = await self._store.last_known(key_hash, qhash) if cacheable and exc.code == "UNAVAILABLE" else None
-            if cached is None:
+            # Only a version at least the one the key's record says (read from PostgreSQL within the
+            # key cache's TTL): a knowledge change whose event was missed is not answered from before it.
+            pointer, cached = ((await self._store.last_known(key_hash, qhash))
+                               if cacheable and exc.code == "UNAVAILABLE" else (None, None))
+            if cached is None or pointer.key_id != state.key_id or pointer.version < state.key_version:
                 raise
             LAST_KNOWN_ANSWERS.inc()
             async for item in self._from_cache(state, key_hash, cached, HIT):
@@ -459,7 +465,9 @@ class ChatEngine:
                             yield _Cached(cached)
                             return
                 if lock is not None:
-                    stop_following = deadline.follow(_LockTerm(self._store, lock, self._spawn).push)
+                    term = _LockTerm(self._store, lock, self._spawn)
+                    stop_following = deadline.follow(term.push)
+                    term.push(deadline.at)      # callers who joined while the lock was being taken
                     # Double-check: an identical flight may have ended between our lookup and the lock.
                     cached = await self._store.get_answer(plan.product_key_id, plan.knowledge_version, qhash)
                     if cached is not None:
@@ -599,7 +607,8 @@ class ChatEngine:
         record = await self._rated_turn(product_key, key_id, request_id)
         # The turn belongs to the key, not to one of its secrets: feedback sent with the secret a
         # rotation gave is the same key's (the key's id, known from its validation, is compared).
-        if (record is None and 0 <= (event_id_age(request_id) or -1.0) < RECENT_TURN_SECONDS
+        age = event_id_age(request_id)
+        if (record is None and age is not None and -RECENT_TURN_SECONDS < age < RECENT_TURN_SECONDS
                 and key_id and self.admission is not None
                 and not await any_turn_stored(await self.admission.pool(), request_id)):
             # A turn of a moment ago that is stored nowhere: the replica that answered it may not have

@@ -270,20 +270,23 @@ class ResponseStore:
             self.hot.put(key_hash, qhash, pointer, answer)
         return pointer, answer or None
 
-    async def last_known(self, key_hash: str, qhash: str) -> bytes | None:
-        """The cached answer to `qhash` of the knowledge version the secret last pointed at (its
+    async def last_known(self, key_hash: str, qhash: str) -> tuple[Pointer | None, bytes | None]:
+        """The pointer and cached answer to `qhash` of the knowledge version the secret last pointed at (its
         last-known pointer, kept as long as the key's pointer set and dropped with the pointer when
         the knowledge changes): what a turn may be answered with while the search service cannot
         plan (PostgreSQL away), after the short-lived pointer expired."""
         if not self.health.available():
-            return None
+            return None, None
         try:
-            _, answer = await self.batch.evalsha(self._lookup, [f"{PREFIX}kpl:{key_hash}"], [f"{PREFIX}ans:", qhash])
+            ptr, answer = await self.batch.evalsha(self._lookup, [f"{PREFIX}kpl:{key_hash}"], [f"{PREFIX}ans:", qhash])
         except RedisError as exc:
             self._failed("cache lookup", exc, write=False)
-            return None
+            return None, None
         self.health.ok()
-        return answer or None
+        if not ptr or not answer:
+            return None, None
+        key_id, _, version = ptr.decode().partition(" ")
+        return Pointer(key_id, int(version)), answer
 
     async def get_answer(self, key_id: str, version: int, qhash: str) -> bytes | None:
         if not self.health.available():

@@ -47,10 +47,13 @@ logger = logging.getLogger(__name__)
 
 def _worth_retrying(exc: BaseException) -> bool:
     """A dependency gone, restarting or refusing writes for now (errors.is_transient: refused connections,
-    dropped ones, an administrator's shutdown under a query, PostgreSQL read-only or out of disk), or a
-    page's transaction that lost a conflict with another writer of the same key: the page is written again."""
+    dropped ones, an administrator's shutdown under a query, PostgreSQL read-only or out of disk), a
+    page's transaction that lost a conflict with another writer of the same key, or the broker failing
+    the page's KnowledgeUpdated announcement (a timeout, no leader, a producer to make anew): the page is
+    written again (the same content: nothing changes) and announced. Dead-lettered, a page written
+    while the broker was away went unannounced, and caches kept the old knowledge."""
     return is_transient(exc) or isinstance(exc, (asyncpg.exceptions.SerializationError,
-                                                 asyncpg.exceptions.DeadlockDetectedError))
+                                                 asyncpg.exceptions.DeadlockDetectedError, KafkaError))
 
 
 async def _retrying(call, *args):

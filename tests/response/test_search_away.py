@@ -13,9 +13,11 @@ import grpc
 import pytest
 
 from services.common.grpc_server import channel
+from services.common.product_keys import cache_key, hash_secret
 from services.common.pb.parley.v1 import common_pb2, search_pb2_grpc
 from services.response.cache import secret_hash
 from services.response.search_client import SearchClient
+from tests.conftest import make_key
 from tests.response.conftest import ask
 
 QUESTION = "How much does the Plus plan cost?"
@@ -78,3 +80,25 @@ async def test_a_search_that_does_not_answer_within_the_services_limit_is_unavai
             assert hurried.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     finally:
         await server.stop(0)
+
+
+async def test_a_knowledge_change_whose_event_was_missed_is_not_answered_from_before_it(
+        served, llm, search, admin, pg, redis_client):
+    """The key's record (read from PostgreSQL) says a newer knowledge version than the last-known
+    pointer's: the event that would have dropped the pointer was missed, and the older answer is not
+    given while search cannot plan."""
+    key = await make_key(search, admin, "missed-change", faq=[],
+                         docs=[("Plans", "The Plus plan costs 49 euros per year and includes priority support.")])
+    key_hash = secret_hash(key.secret)
+    async with served(answer_cache_pointer_ttl_seconds=1, answer_cache_local_seconds=0) as s:
+        first = await s.stub.Chat(ask(key, QUESTION), timeout=10)
+        assert first.cache_status == common_pb2.CACHE_STATUS_MISS
+        await asyncio.sleep(1.5)
+        await pg.execute("UPDATE product_keys SET knowledge_version = knowledge_version + 1 WHERE id = $1", key.id)
+        await redis_client.delete(cache_key(hash_secret(key.secret)))     # the key's record is read again
+        async with channel(f"127.0.0.1:{_closed_port()}") as away:
+            s.engine._search = SearchClient(search_pb2_grpc.SearchServiceStub(away))
+            with pytest.raises(grpc.aio.AioRpcError) as missed:
+                await s.stub.Chat(ask(key, QUESTION), timeout=10)
+            assert missed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert await redis_client.exists(f"parley:kpl:{key_hash}"), "the last-known pointer was there to refuse"

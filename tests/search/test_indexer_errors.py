@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaTimeoutError
 
 from services.common.pb.parley.v1 import events_pb2
 from services.search import indexer as module
@@ -104,3 +104,30 @@ async def test_after_a_failed_commit_the_runs_collected_after_it_are_left_and_ou
     await module._consume(consumer, PageIndexer(SearchSettings(), indexing, _Producer()), stop)
     assert indexing.written == ["p0-10", "p1-20"]          # the first run only
     assert consumer.seeks == [(TopicPartition(TP.topic, 1), 21)]
+
+
+class _BrokerAway:
+    """Fails the first `failures` announcements as a broker timing out would."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.published = failures, []
+
+    async def publish(self, topic, key, event, **kwargs) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaTimeoutError()
+        self.published.append(event.url)
+
+
+async def test_a_page_whose_announcement_the_broker_fails_is_written_and_announced_again_not_dead_lettered():
+    """Its write is in PostgreSQL; dead-lettered, it would go unannounced and caches keep the old knowledge."""
+    indexing, producer = _Indexing(), _BrokerAway(failures=2)
+    indexer = PageIndexer(SearchSettings(), indexing, producer)
+    letters: list[int] = []
+
+    async def dead_letter(value: bytes, reason: str, tp: TopicPartition, offset: int) -> None:
+        letters.append(offset)
+
+    indexer.dead_letter = dead_letter
+    await indexer.handle_many([(_page("a", "Help"), TP, 0)])
+    assert letters == [] and producer.published == ["a"] and set(indexing.written) == {"a"}
