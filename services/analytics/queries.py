@@ -114,14 +114,16 @@ class QuestionStat:
 
 
 # Questions are grouped as the answer cache tells them apart (services.response.cache.normalise):
-# compatibility forms (NFKC), case, punctuation and spacing folded; each group is shown in the form its
+# compatibility forms (NFKC), case, punctuation and spacing folded, by Unicode's rules (ICU's root
+# collation, where PostgreSQL has ICU; else the database's character rules, which under a C locale
+# fold ASCII only and take other letters for punctuation); each group is shown in the form its
 # turns wrote most often (spacing folded), cut to QUESTION_CHARS, and two questions that differ only
 # beyond that many characters are one. A turn is rated down when the key's feedback holds a rating < 0
 # for its request: the key's down-rated request ids are read once from their partial index (migration
 # 0021) and joined, instead of a subquery per turn whose hashed form read every tenant's feedback.
 _QUESTIONS = """
 WITH turns AS (
-    SELECT left(btrim(regexp_replace(regexp_replace(lower(normalize(c.message, NFKC)), '[^\\w\\s]+', ' ', 'g'),
+    SELECT left(btrim(regexp_replace(regexp_replace(lower(normalize(c.message{collate}, NFKC)), '[^\\w\\s]+', ' ', 'g'),
                                      '\\s+', ' ', 'g')), {chars}) AS grp,
            left(btrim(regexp_replace(c.message, '\\s+', ' ', 'g')), {chars}) AS written,
            c.strategy = 'NO_ANSWER' AS no_answer,
@@ -146,7 +148,7 @@ async def top_questions(
 ) -> list[QuestionStat]:
     """The most frequent questions; with gaps_only, those answered NO_ANSWER or rated down, worst first."""
     limit = question_limit(key_id, limit)
-    rows = await pool.fetch(questions_query(gaps_only), key_id, start, end, limit)
+    rows = await pool.fetch(questions_query(gaps_only, await _unicode_collation(pool)), key_id, start, end, limit)
     return [QuestionStat(r["question"], r["n"], r["no_answers"], r["feedback_down"]) for r in rows]
 
 
@@ -160,12 +162,27 @@ def question_limit(key_id: str, limit: int) -> int:
     return limit or DEFAULT_QUESTIONS
 
 
-def questions_query(gaps_only: bool) -> str:
-    """The statement of top_questions (key, start, end, limit)."""
+_ICU_ROOT = "und-x-icu"
+_collation: str | None = None
+
+
+async def _unicode_collation(pool: asyncpg.Pool) -> str:
+    """ICU's root collation when this PostgreSQL has it (asked once per process), else ""."""
+    global _collation
+    if _collation is None:
+        found = await pool.fetchval("SELECT EXISTS (SELECT 1 FROM pg_collation WHERE collname = $1)", _ICU_ROOT)
+        _collation = _ICU_ROOT if found else ""
+    return _collation
+
+
+def questions_query(gaps_only: bool, collation: str = "") -> str:
+    """The statement of top_questions (key, start, end, limit), its questions folded under `collation`
+    (the database's own when "")."""
+    collate = f' COLLATE "{collation}"' if collation else ""
     if gaps_only:
         return _QUESTIONS.format(
-            chars=QUESTION_CHARS,
+            chars=QUESTION_CHARS, collate=collate,
             having="HAVING count(*) FILTER (WHERE no_answer OR down) > 0",
             order="count(*) FILTER (WHERE no_answer OR down) DESC, count(*) DESC",
         )
-    return _QUESTIONS.format(chars=QUESTION_CHARS, having="", order="count(*) DESC")
+    return _QUESTIONS.format(chars=QUESTION_CHARS, collate=collate, having="", order="count(*) DESC")
