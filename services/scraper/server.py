@@ -15,8 +15,8 @@ import redis.asyncio as redis
 
 from services.common import db
 from services.common.admin import ADMIN_HEADER, admin_token, check_admin
-from services.common.errors import (RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, PermissionDenied,
-                                    Unauthenticated, Unavailable)
+from services.common.errors import (RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, ParleyError,
+                                    PermissionDenied, Unauthenticated, Unavailable)
 from services.common.kafka import LazyProducer, new_event_id, now_timestamp
 from services.common.pb.parley.v1 import events_pb2, scraper_pb2, scraper_pb2_grpc
 from services.scraper.settings import ScraperSettings
@@ -60,11 +60,16 @@ def status_message(job: jobs.JobStatus) -> scraper_pb2.CrawlStatus:
     )
 
 
+# How long a job whose insert was not confirmed is tried to be marked failed (PostgreSQL away meanwhile).
+UNQUEUED_MARK_SECONDS = 300.0
+
+
 class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
     def __init__(self, settings: ScraperSettings, deps: ScraperDeps, draining: asyncio.Event | None = None) -> None:
         self._settings = settings
         self._deps = deps
         self._draining = draining or asyncio.Event()
+        self._marking: set[asyncio.Task] = set()    # jobs whose insert was not confirmed, being failed
 
     @property
     def _pool(self) -> asyncpg.Pool:
@@ -98,16 +103,28 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
                 raise Unavailable("PostgreSQL did not answer in time; retry shortly",
                                   trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}) from None
 
-    async def _mark_not_queued(self, job_id: str) -> None:
+    async def _mark_not_queued(self, job_id: str, why: str = "Kafka unavailable") -> bool:
         """Fails a job whose request did not reach Kafka, so that it is never claimed, should the event
         reach the broker later (jobs.claim). Given its own time, not what the caller has left: a job
-        left queued would stay so for good."""
+        left queued would stay so for good. False when PostgreSQL could not be told."""
         try:
             async with self._postgres(None) as conn:
-                await jobs.save_progress(conn, job_id, jobs.Progress(), "failed", "not queued: Kafka unavailable",
+                await jobs.save_progress(conn, job_id, jobs.Progress(), "failed", f"not queued: {why}",
                                          timeout=self._settings.scraper_statement_seconds)
         except Exception as exc:  # noqa: BLE001 - the caller's answer is UNAVAILABLE either way
             logger.error("crawl %s not queued, and not marked failed: %r", job_id, exc)
+            return False
+        return True
+
+    async def _mark_unqueued_insert(self, job_id: str) -> None:
+        """An insert whose answer never came may have committed (PostgreSQL frozen just after it, a lost
+        network path): its job, whose request never went to Kafka, is failed once PostgreSQL answers
+        again, tried for up to UNQUEUED_MARK_SECONDS (a job that was never written: nothing to mark)."""
+        deadline = asyncio.get_running_loop().time() + UNQUEUED_MARK_SECONDS
+        while not await self._mark_not_queued(job_id, "PostgreSQL did not confirm the job"):
+            if asyncio.get_running_loop().time() >= deadline:
+                return
+            await asyncio.sleep(2.0)
 
     async def StartCrawl(self, request: scraper_pb2.StartCrawlRequest, context) -> scraper_pb2.StartCrawlResponse:
         self._admin(context)
@@ -125,8 +142,15 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
         for refused in checked:
             if isinstance(refused, BaseException):
                 raise refused
-        async with self._postgres(context) as conn:
-            await jobs.create_job(conn, spec, timeout=self._statement_seconds(context))
+        try:
+            async with self._postgres(context) as conn:
+                await jobs.create_job(conn, spec, timeout=self._statement_seconds(context))
+        except BaseException as exc:
+            if not isinstance(exc, ParleyError) or isinstance(exc, Unavailable):
+                task = asyncio.get_running_loop().create_task(self._mark_unqueued_insert(spec.job_id))
+                self._marking.add(task)
+                task.add_done_callback(self._marking.discard)
+            raise
         event = events_pb2.CrawlRequested(
             event_id=new_event_id(), occurred_at=now_timestamp(), job_id=spec.job_id,
             product_key_id=spec.product_key_id, seed_urls=spec.seed_urls, sitemap_url=spec.sitemap_url,

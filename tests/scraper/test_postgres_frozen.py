@@ -142,3 +142,33 @@ async def test_a_job_insert_postgres_reads_after_its_caller_gave_up_records_noth
     # The scraper takes calls again before the next test (its readiness probe may have seen the freeze).
     await _until_answered(lambda: scraper.GetCrawl(scraper_pb2.GetCrawlRequest(job_id=spec.job_id), metadata=admin,
                                                    timeout=DEADLINE_SECONDS), within=10.0, done=grpc.StatusCode.NOT_FOUND)
+
+
+async def test_a_job_whose_insert_was_not_confirmed_is_failed_once_postgres_answers(stack, pg, monkeypatch):
+    """The insert committed and its answer was lost (a TimeoutError to the caller): the job, whose
+    request never went to Kafka, is failed in the background rather than left queued for good. While
+    PostgreSQL does not answer, the marking is tried again."""
+    from services.scraper.server import ScraperDeps, ScraperServicer
+    from services.scraper.settings import ScraperSettings
+
+    key_id = await _key(pg, "pgunconfirmed")
+    spec = jobs.validate(key_id, ["https://shop.example/"], "", 1, 1, [], [])
+    async with pg.acquire() as conn:
+        await jobs.create_job(conn, spec, timeout=5.0)       # committed; its caller heard nothing
+    servicer = ScraperServicer(ScraperSettings(), ScraperDeps(producer=None, redis=None, fetcher=None, pages=None,
+                                                              pool=pg))
+    saves = jobs.save_progress
+    failures = 1
+
+    async def away_once(*args, **kwargs):
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise TimeoutError                                # PostgreSQL did not answer the first time
+        return await saves(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "save_progress", away_once)
+    await asyncio.wait_for(servicer._mark_unqueued_insert(spec.job_id), 30)
+    row = await pg.fetchrow("SELECT state, error FROM crawl_jobs WHERE id = $1", spec.job_id)
+    assert row["state"] == "failed" and "did not confirm" in row["error"], row
+    await pg.execute("DELETE FROM crawl_jobs WHERE product_key_id = $1", key_id)
