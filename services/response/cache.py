@@ -254,10 +254,25 @@ class ResponseStore:
         hot = self.hot.get(key_hash, qhash)
         if hot is not None:
             return hot
+        pointer, answer = await self._pointed_answer(f"{PREFIX}kp:{key_hash}", qhash)
+        if pointer is not None and answer is not None:
+            self.hot.put(key_hash, qhash, pointer, answer)
+        return pointer, answer
+
+    async def last_known(self, key_hash: str, qhash: str) -> tuple[Pointer | None, bytes | None]:
+        """The pointer and cached answer to `qhash` of the knowledge version the secret last pointed at (its
+        last-known pointer, kept as long as the key's pointer set and dropped with the pointer when
+        the knowledge changes): what a turn may be answered with while the search service cannot
+        plan (PostgreSQL away), after the short-lived pointer expired."""
+        pointer, answer = await self._pointed_answer(f"{PREFIX}kpl:{key_hash}", qhash)
+        return (pointer, answer) if answer is not None else (None, None)
+
+    async def _pointed_answer(self, pointer_key: str, qhash: str) -> tuple[Pointer | None, bytes | None]:
+        """The pointer at `pointer_key` and the cached answer to `qhash` it points to: one round trip."""
         if not self.health.available():
             return None, None
         try:
-            ptr, answer = await self.batch.evalsha(self._lookup, [f"{PREFIX}kp:{key_hash}"], [f"{PREFIX}ans:", qhash])
+            ptr, answer = await self.batch.evalsha(self._lookup, [pointer_key], [f"{PREFIX}ans:", qhash])
         except RedisError as exc:
             self._failed("cache lookup", exc, write=False)
             return None, None
@@ -265,28 +280,7 @@ class ResponseStore:
         if not ptr:
             return None, None
         key_id, _, version = ptr.decode().partition(" ")
-        pointer = Pointer(key_id, int(version))
-        if answer:
-            self.hot.put(key_hash, qhash, pointer, answer)
-        return pointer, answer or None
-
-    async def last_known(self, key_hash: str, qhash: str) -> tuple[Pointer | None, bytes | None]:
-        """The pointer and cached answer to `qhash` of the knowledge version the secret last pointed at (its
-        last-known pointer, kept as long as the key's pointer set and dropped with the pointer when
-        the knowledge changes): what a turn may be answered with while the search service cannot
-        plan (PostgreSQL away), after the short-lived pointer expired."""
-        if not self.health.available():
-            return None, None
-        try:
-            ptr, answer = await self.batch.evalsha(self._lookup, [f"{PREFIX}kpl:{key_hash}"], [f"{PREFIX}ans:", qhash])
-        except RedisError as exc:
-            self._failed("cache lookup", exc, write=False)
-            return None, None
-        self.health.ok()
-        if not ptr or not answer:
-            return None, None
-        key_id, _, version = ptr.decode().partition(" ")
-        return Pointer(key_id, int(version)), answer
+        return Pointer(key_id, int(version)), answer or None
 
     async def get_answer(self, key_id: str, version: int, qhash: str) -> bytes | None:
         if not self.health.available():
