@@ -92,16 +92,14 @@ class ScraperServicer(scraper_pb2_grpc.ScraperServiceServicer):
     async def _postgres(self, context: grpc.aio.ServicerContext | None) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection, waited for within the caller's deadline (None: no caller waits); a
         statement past its timeout (give each `timeout=self._statement_seconds(context)`) is UNAVAILABLE
-        with a retry hint. Its connection is closed then: asyncpg's release would wait for the
-        statement's cancellation, as long as PostgreSQL does not answer, and the call with it."""
+        with a retry hint; db.connection closes its connection."""
         wait = self._settings.scraper_pool_acquire_seconds
-        async with db.connection(self._pool, wait if context is None else self._within_deadline(context, wait)) as conn:
-            try:
+        try:
+            async with db.connection(self._pool, wait if context is None else self._within_deadline(context, wait)) as conn:
                 yield conn
-            except TimeoutError:
-                conn.terminate()
-                raise Unavailable("PostgreSQL did not answer in time; retry shortly",
-                                  trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}) from None
+        except TimeoutError:
+            raise Unavailable("PostgreSQL did not answer in time; retry shortly",
+                              trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}) from None
 
     async def _mark_not_queued(self, job_id: str, why: str = "Kafka unavailable") -> bool:
         """Fails a job whose request did not reach Kafka, so that it is never claimed, should the event

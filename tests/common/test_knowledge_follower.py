@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -21,46 +23,47 @@ async def _until(condition, timeout: float = 30.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-async def test_a_follower_whose_consumer_stopped_restarts_and_keeps_following(stack):
+@contextlib.asynccontextmanager
+async def _following(stack, on_event, **follower_settings) -> AsyncIterator[tuple[KnowledgeFollower, EventProducer, str]]:
+    """A started follower of a topic of its own, and a producer to that topic; both stopped after."""
     topic = f"parley.test.knowledge.{RUN_ID}.{uuid.uuid4().hex[:6]}"
     await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
+    follower = KnowledgeFollower(stack.kafka_bootstrap, topic, on_event, **follower_settings)
+    producer = EventProducer(stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        await follower.start()
+        yield follower, producer, topic
+    finally:
+        await follower.stop()
+        await producer.stop()
+
+
+async def test_a_follower_whose_consumer_stopped_restarts_and_keeps_following(stack):
     seen: list[str] = []
 
     async def on_event(event: events_pb2.KnowledgeUpdated) -> None:
         seen.append(event.product_key_id)
 
-    follower = KnowledgeFollower(stack.kafka_bootstrap, topic, on_event, service="test", max_backoff_seconds=0.5)
-    producer = EventProducer(stack.kafka_bootstrap)
-    await producer.start()
-    try:
-        await follower.start()
+    async with _following(stack, on_event, service="test", max_backoff_seconds=0.5) as (follower, producer, topic):
         await _until(lambda: follower.healthy)
         await follower._consumer.stop()  # the consumer goes away under the follower (as on a fatal error)
         await _until(lambda: follower.restarts >= 1 and follower.healthy)
         await asyncio.sleep(1.0)  # "latest": the new consumer has its position before the event is sent
         await producer.publish(topic, "k", events_pb2.KnowledgeUpdated(product_key_id="after-restart"), wait=True)
         await _until(lambda: "after-restart" in seen)
-    finally:
-        await follower.stop()
-        await producer.stop()
 
 
 async def test_events_sent_while_a_follower_restarts_are_not_missed(stack):
     """The consumer goes away after one event; the next is sent before the new consumer exists. From
     the end of the topic ("latest") the new consumer missed it; it goes on after the last it handled."""
-    topic = f"parley.test.knowledge.{RUN_ID}.{uuid.uuid4().hex[:6]}"
-    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
     seen: list[str] = []
 
     async def on_event(event: events_pb2.KnowledgeUpdated) -> None:
         seen.append(event.product_key_id)
 
-    follower = KnowledgeFollower(stack.kafka_bootstrap, topic, on_event, service="test-resume",
-                                 max_backoff_seconds=2.0)
-    producer = EventProducer(stack.kafka_bootstrap)
-    await producer.start()
-    try:
-        await follower.start()
+    async with _following(stack, on_event, service="test-resume", max_backoff_seconds=2.0) as (
+            follower, producer, topic):
         await _until(lambda: follower.healthy)
         await asyncio.sleep(1.0)  # "latest": the consumer has its position before the first event is sent
         await producer.publish(topic, "k", events_pb2.KnowledgeUpdated(product_key_id="before"), wait=True)
@@ -69,9 +72,6 @@ async def test_events_sent_while_a_follower_restarts_are_not_missed(stack):
         await producer.publish(topic, "k", events_pb2.KnowledgeUpdated(product_key_id="meanwhile"), wait=True)
         await _until(lambda: follower.restarts >= 1 and follower.healthy)
         await _until(lambda: seen == ["before", "meanwhile"])
-    finally:
-        await follower.stop()
-        await producer.stop()
 
 
 async def test_a_follower_without_a_broker_reports_it_and_keeps_trying():
@@ -94,8 +94,6 @@ async def test_a_follower_says_whether_it_has_heard_from_the_broker_lately(stack
     """Idle, it stays healthy (every fetch answered, even empty, counts); stuck in an event past
     `stale_seconds` it is not following (its partition is not fetched meanwhile), and says so until
     it goes on. A frozen broker looks the same to it: nothing heard, and nothing raised."""
-    topic = f"parley.test.knowledge.{RUN_ID}.{uuid.uuid4().hex[:6]}"
-    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
     release = asyncio.Event()
     seen: list[str] = []
 
@@ -103,26 +101,21 @@ async def test_a_follower_says_whether_it_has_heard_from_the_broker_lately(stack
         seen.append(event.product_key_id)
         await release.wait()
 
-    follower = KnowledgeFollower(stack.kafka_bootstrap, topic, on_event, service="test-stale", stale_seconds=1.0)
-    producer = EventProducer(stack.kafka_bootstrap)
-    await producer.start()
-    try:
-        await follower.start()
-        await _until(lambda: follower.healthy)
-        for _ in range(30):                     # 3 s idle, three times `stale_seconds`
-            assert follower.healthy, follower.quiet_seconds()
-            await asyncio.sleep(0.1)
-        await follower.ping()
-        await producer.publish(topic, "k", events_pb2.KnowledgeUpdated(product_key_id="stuck"), wait=True)
-        await _until(lambda: seen == ["stuck"], timeout=10)
-        await _until(lambda: not follower.healthy, timeout=3)
-        with pytest.raises(RuntimeError, match="not heard from the broker"):
+    async with _following(stack, on_event, service="test-stale", stale_seconds=1.0) as (follower, producer, topic):
+        try:
+            await _until(lambda: follower.healthy)
+            for _ in range(30):                     # 3 s idle, three times `stale_seconds`
+                assert follower.healthy, follower.quiet_seconds()
+                await asyncio.sleep(0.1)
             await follower.ping()
-        release.set()
-        await _until(lambda: follower.healthy, timeout=3)
-        await follower.ping()
-        assert follower.restarts == 0
-    finally:
-        release.set()
-        await follower.stop()
-        await producer.stop()
+            await producer.publish(topic, "k", events_pb2.KnowledgeUpdated(product_key_id="stuck"), wait=True)
+            await _until(lambda: seen == ["stuck"], timeout=10)
+            await _until(lambda: not follower.healthy, timeout=3)
+            with pytest.raises(RuntimeError, match="not heard from the broker"):
+                await follower.ping()
+            release.set()
+            await _until(lambda: follower.healthy, timeout=3)
+            await follower.ping()
+            assert follower.restarts == 0
+        finally:
+            release.set()                           # the follower stops only once its event is handled
