@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -221,45 +222,50 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         short = method.rsplit("/", 1)[-1]
         decode = _tolerant(handler.request_deserializer)
         metrics = _MethodMetrics(self._service, short)
+        @contextlib.asynccontextmanager
+        async def served(request, context):
+            """Admission, the request's check, the status of every outcome and its metrics, around a call."""
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                self._admit(always_open)
+                _check_decoded(request)
+                yield
+            except (asyncio.CancelledError, GeneratorExit):
+                code = _ended_by_caller(context)
+                raise
+            except BaseException as exc:  # noqa: BLE001 - every outcome is counted
+                code = await self._fail(exc, context, short)
+            finally:
+                metrics.observe(code, start, context)
+
         if handler.unary_unary:
             inner = handler.unary_unary
 
             async def unary(request, context):
-                start = time.perf_counter()
-                code = "OK"
-                try:
-                    self._admit(always_open)
-                    _check_decoded(request)
+                async with served(request, context):
                     return await inner(request, context)
-                except (asyncio.CancelledError, GeneratorExit):
-                    code = _ended_by_caller(context)
-                    raise
-                except BaseException as exc:  # noqa: BLE001 - every outcome is counted
-                    code = await self._fail(exc, context, short)
-                finally:
-                    metrics.observe(code, start, context)
 
             return grpc.unary_unary_rpc_method_handler(unary, decode, handler.response_serializer)
-        if handler.unary_stream:
+        if handler.unary_stream and inspect.isasyncgenfunction(handler.unary_stream):
             inner_stream = handler.unary_stream
 
             async def stream(request, context):
-                start = time.perf_counter()
-                code = "OK"
-                try:
-                    self._admit(always_open)
-                    _check_decoded(request)
+                async with served(request, context):
                     async for item in inner_stream(request, context):
                         yield item
-                except (asyncio.CancelledError, GeneratorExit):
-                    code = _ended_by_caller(context)
-                    raise
-                except BaseException as exc:  # noqa: BLE001
-                    code = await self._fail(exc, context, short)
-                finally:
-                    metrics.observe(code, start, context)
 
             return grpc.unary_stream_rpc_method_handler(stream, decode, handler.response_serializer)
+        if handler.unary_stream:
+            # A stream written through context.write (grpcio's health servicer's Watch): its coroutine
+            # is awaited, not iterated.
+            inner_written = handler.unary_stream
+
+            async def written(request, context):
+                async with served(request, context):
+                    await inner_written(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(written, decode, handler.response_serializer)
         return handler
 
     def _admit(self, always_open: bool) -> None:

@@ -354,3 +354,24 @@ async def test_a_read_refused_by_a_draining_replica_is_retried_on_the_next_conne
         finally:
             second_stop.set()
             await asyncio.wait_for(second, 10)
+
+
+async def test_health_watch_streams_each_change_and_client_side_health_checking_serves():
+    """Health/Watch is written through context.write by grpcio's servicer, not yielded: it streams the
+    status, then its change at the drain; a channel that checks health itself (round_robin with
+    healthCheckConfig, as a gateway may) sends calls."""
+    port, stop = _port(), asyncio.Event()
+    server = asyncio.create_task(serve(_spec(port), stop))
+    config = ('{"loadBalancingConfig": [{"round_robin": {}}], '
+              '"healthCheckConfig": {"serviceName": ""}}')
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.service_config", config)]) as ch:
+        await _until_serving(ch)
+        watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        assert await ch.unary_unary(METHOD)(b"0", timeout=5) == b"done"
+        stop.set()
+        changed = await watch.read()
+        assert changed.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        watch.cancel()
+    await asyncio.wait_for(server, 10)
