@@ -58,7 +58,22 @@ class StorableStream:
         return storable(text)
 
 
+# Letters and symbols that render as nothing: the Hangul fillers and the blank Braille pattern.
+_INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
 def is_blank(text: str) -> bool:
     """Whether `text` shows nothing: only white space, controls and format characters (zero-width
-    spaces and joiners, the byte-order mark, bidi marks), which a reader cannot tell from empty."""
-    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp") for ch in text)
+    spaces and joiners, the byte-order mark, bidi marks), marks with no character to sit on
+    (variation selectors, the combining grapheme joiner, stray accents) and the blank fillers, which
+    a reader cannot tell from empty."""
+    return all(ch.isspace() or ch in _INVISIBLE
+               or unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me") for ch in text)
+
+
+# Prose punctuation: what ends or breaks up a sentence, quotes and brackets. A question does not
+# change with it ("hours?", "hours"); symbols and the marks that name things stay ("C#" and "C++",
+# "50%", "👍" and "👎" are different questions). Written so that Python's `re` and PostgreSQL's
+# regular expressions read it alike.
+PROSE_PUNCTUATION = ("[!\"'(),\\-.:;?\\[\\]{}\u00a1\u00bf\u00ab\u00bb\u2018-\u201f\u2039\u203a"
+                     "\u2010-\u2015\u2026\u00b7\u3001\u3002\u300c-\u3011\u3014\u3015]")

@@ -46,6 +46,7 @@ from redis.exceptions import LockError, NoScriptError, RedisError, ResponseError
 from services.common.errors import RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, Unavailable
 from services.common.redis_batch import AutoPipeline
 from services.common.redis_client import RedisHealth
+from services.common.text import PROSE_PUNCTUATION
 from services.response.llm import Turn
 
 logger = logging.getLogger(__name__)
@@ -121,11 +122,12 @@ redis.call('DEL', KEYS[2])
 return n
 """
 
-_PUNCT = re.compile(r"[^\w\s]+", re.UNICODE)
+_PUNCT = re.compile(PROSE_PUNCTUATION)
 
 
 def normalise(question: str) -> str:
-    """Case, accents' composition, punctuation and spacing do not make a question different."""
+    """Case, compatibility forms (NFKC), prose punctuation and spacing do not make a question
+    different; symbols and the marks that name things do ("C#" and "C++" are two questions)."""
     text = unicodedata.normalize("NFKC", question).casefold()
     return " ".join(_PUNCT.sub(" ", text).split())
 

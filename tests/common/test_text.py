@@ -23,6 +23,12 @@ def test_controls_escapes_and_bidi_overrides_are_dropped_but_line_breaks_and_tab
 def test_blank_is_what_a_reader_cannot_tell_from_empty():
     assert is_blank("") and is_blank("   \n\t") and is_blank("\u200b\u200d\ufeff") and is_blank("\u00a0\u2028")
     assert not is_blank(" a ") and not is_blank("🙂") and not is_blank("\u200b?")
+    # Marks with nothing to sit on and the blank fillers show nothing either.
+    for invisible in ("\ufe0f", "\u034f", "\u0301\u0301", "\u3164", "\u115f\u1160", "\uffa0", "\u2800",
+                      "\u200b\ufe0f \u3164"):
+        assert is_blank(invisible), repr(invisible)
+    for shown in ("\u2764\ufe0f", "a\u0301", "\u3131", "\u2801", "한"):
+        assert not is_blank(shown), repr(shown)
 
 
 def test_a_stream_cut_anywhere_comes_out_as_the_whole_text_made_storable():

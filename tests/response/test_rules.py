@@ -73,6 +73,16 @@ def test_normalised_questions_share_a_cache_entry():
     assert normalise("  How MUCH is   the plan?! ") == "how much is the plan"
     assert question_hash("How much is the plan?") == question_hash("how much is the plan")
     assert question_hash("How much is the plan?") != question_hash("How much is the other plan?")
+    assert normalise("«What’s the price…» — “per month”?") == "what s the price per month"
+
+
+def test_symbols_and_naming_marks_keep_questions_apart():
+    """Only prose punctuation is folded: questions that differ by a symbol or a mark that names
+    something are different questions, with different answers."""
+    for a, b in [("Is C# supported?", "Is C++ supported?"), ("Is C# supported?", "Is C supported?"),
+                 ("👍", "👎"), ("Is 50% off?", "Is 50 off?"), ("price in $?", "price in €?"),
+                 ("Can I use @mentions?", "Can I use mentions?")]:
+        assert question_hash(a) != question_hash(b), (a, b)
 
 
 def test_circuit_breaker_opens_after_failures_and_tries_once_after_the_reset():
