@@ -589,12 +589,7 @@ class ChatEngine:
     async def feedback(self, product_key: str, request_id: str, rating: int, comment: str) -> str:
         if not product_key.strip():
             raise Unauthenticated("product key missing")
-        key_id = ""
-        if self.admission is not None:
-            # A revoked or rotated-away secret is refused, and a rating takes a token of the key's
-            # bucket as a chat turn does: each one accepted is an event in the process's outbox and
-            # may be a lookup on the PostgreSQL pool every tenant's key checks share.
-            key_id = (await self.admission.admit(product_key)).id
+        # A malformed rating is refused before it costs its caller a token of the key's bucket.
         if rating not in (1, -1):
             raise InvalidArgument(f"rating must be +1 or -1, not {rating}")
         if len(comment) > self._settings.max_message_chars:
@@ -604,6 +599,15 @@ class ChatEngine:
             raise InvalidArgument("request_id is required: the request id of the chat turn rated")
         if len(request_id) > MAX_REQUEST_ID_CHARS:
             raise InvalidArgument(f"request id has {len(request_id)} characters; the limit is {MAX_REQUEST_ID_CHARS}")
+        key_id = ""
+        if self.admission is not None:
+            # A revoked or rotated-away secret is refused, and a rating takes a token of the key's
+            # bucket as a chat turn does: each one accepted is an event in the process's outbox and
+            # may be a lookup on the PostgreSQL pool every tenant's key checks share.
+            key_id = (await self.admission.admit(product_key)).id
+        if storable(request_id) != request_id:
+            # No turn's id holds a control character (ids are made here): none to look for.
+            raise NotFound(f"no chat turn with request id {request_id!r} for this product key")
         record = await self._rated_turn(product_key, key_id, request_id)
         # The turn belongs to the key, not to one of its secrets: feedback sent with the secret a
         # rotation gave is the same key's (the key's id, known from its validation, is compared).

@@ -57,3 +57,19 @@ async def test_feedback_past_the_keys_rate_limit_is_refused_with_a_retry_hint(se
         with pytest.raises(grpc.aio.AioRpcError) as info:                      # and the bucket is the chat's
             await s.stub.Chat(ask(key, "hello again"), timeout=10)
         assert rpc_error(info).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # A malformed rating is told so, bucket empty or not: it is refused before it is charged.
+        for bad in (response_pb2.FeedbackRequest(product_key=key.secret, request_id=turn.request_id, rating=0),
+                    response_pb2.FeedbackRequest(product_key=key.secret, request_id=" ", rating=1)):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await s.stub.SubmitFeedback(bad, timeout=10)
+            assert rpc_error(info).code() == grpc.StatusCode.INVALID_ARGUMENT, rpc_error(info).details()
+
+
+async def test_a_request_id_with_a_control_character_names_no_turn(served, shop):
+    async with served() as s:
+        turn = await s.stub.Chat(ask(shop, QUESTION, session_id="nul-id"), timeout=10)
+        for request_id in (turn.request_id[:8] + "\x00" + turn.request_id[8:], turn.request_id + "\x1b[0m"):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await s.stub.SubmitFeedback(response_pb2.FeedbackRequest(
+                    product_key=shop.secret, request_id=request_id, rating=1), timeout=10)
+            assert rpc_error(info).code() == grpc.StatusCode.NOT_FOUND, rpc_error(info).details()
