@@ -179,21 +179,26 @@ async def list_keys(pool: asyncpg.Pool) -> list[ProductKey]:
     return [_row_to_key(r) for r in rows]
 
 
-async def revoke_key(pool: asyncpg.Pool, key_id: str, before_change: BeforeChange) -> tuple[ProductKey, bytes]:
-    """Revokes the key; returns it with the hash of the secret that stopped working."""
+async def revoke_key(pool: asyncpg.Pool, key_id: str, before_change: BeforeChange) -> tuple[ProductKey, bytes, bool]:
+    """Revokes the key; returns it with the hash of the secret that stopped working and whether this
+    call revoked it. A key revoked already is returned as it is: a revocation sent again (a retry
+    after a lost reply) bumps no version and announces nothing, and keeps the first revocation's time;
+    its tombstone was written by that first revocation, which could not commit without it."""
     # key_change outermost: it looks at PostgreSQL once the transaction has ended (see there).
     async with key_change(pool), pool.acquire() as conn, conn.transaction():
-        old = await conn.fetchval("SELECT key_hash FROM product_keys WHERE id = $1 FOR UPDATE",
+        old = await conn.fetchrow(f"SELECT key_hash, {_COLUMNS} FROM product_keys WHERE id = $1 FOR UPDATE",
                                   key_id) if _KEY_ID.fullmatch(key_id) else None
         if old is None:
             raise _no_key(key_id)
-        await before_change(bytes(old))
+        if old["revoked_at"] is not None:
+            return _row_to_key(old), bytes(old["key_hash"]), False
+        await before_change(bytes(old["key_hash"]))
         row = await conn.fetchrow(
-            "UPDATE product_keys SET revoked_at = coalesce(revoked_at, now()),"
+            "UPDATE product_keys SET revoked_at = now(),"
             f" knowledge_version = knowledge_version + 1 WHERE id = $1 RETURNING {_COLUMNS}",
             key_id,
         )
-    return _row_to_key(row), bytes(old)
+    return _row_to_key(row), bytes(old["key_hash"]), True
 
 
 async def rotate_key(pool: asyncpg.Pool, key_id: str, before_change: BeforeChange) -> tuple[ProductKey, str, bytes]:

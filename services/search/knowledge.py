@@ -69,18 +69,25 @@ async def add_document(indexing: Indexing, key_id: str, title: str, text: str, u
 
 
 async def delete_knowledge(pool: asyncpg.Pool, key_id: str, chunk_id: str = "", document: str = "") -> tuple[int, int]:
+    """Deletes one chunk, or every chunk of a document (named as stored: through `storable`); as the
+    writes, only of a key that is not revoked (keys.require_live, under the key row's lock)."""
     if bool(chunk_id) == bool(document):
         raise InvalidArgument("give exactly one of chunk_id or document")
+    if chunk_id and (not (chunk_id.isascii() and chunk_id.isdigit()) or int(chunk_id) > MAX_CHUNK_ID):
+        raise InvalidArgument("chunk_id must be a number")
+    if document:
+        document = storable(document)
+        if not document:    # nothing of it could have been stored: it names no document (not the untitled ones)
+            raise InvalidArgument("document is empty once control characters are removed")
     async with pool.acquire() as conn, conn.transaction():
+        await keys.require_live(conn, key_id)
         if chunk_id:
-            if not (chunk_id.isascii() and chunk_id.isdigit()) or int(chunk_id) > MAX_CHUNK_ID:
-                raise InvalidArgument("chunk_id must be a number")
             result = await conn.execute(
                 "DELETE FROM knowledge_chunks WHERE product_key_id = $1 AND id = $2", key_id, int(chunk_id)
             )
         else:
             result = await conn.execute(
-                "DELETE FROM knowledge_chunks WHERE product_key_id = $1 AND document = $2", key_id, storable(document)
+                "DELETE FROM knowledge_chunks WHERE product_key_id = $1 AND document = $2", key_id, document
             )
         deleted = int(result.split()[-1])
         if deleted == 0:

@@ -23,8 +23,6 @@ from services.search.planner import Planner
 logger = logging.getLogger(__name__)
 
 
-
-
 def _key_info(key: keys.ProductKey) -> search_pb2.ProductKeyInfo:
     s = key.settings
     return search_pb2.ProductKeyInfo(
@@ -144,9 +142,10 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def RevokeProductKey(self, request, context):
         self._admin(context)
-        key, _ = await keys.revoke_key(self._pool, request.id, self._forbid)
-        await self._knowledge_changed(key.id, key.knowledge_version, "key_revoked")
-        logger.info("revoked product key %s", key.id)
+        key, _, revoked_now = await keys.revoke_key(self._pool, request.id, self._forbid)
+        if revoked_now:
+            await self._knowledge_changed(key.id, key.knowledge_version, "key_revoked")
+            logger.info("revoked product key %s", key.id)
         return search_pb2.RevokeProductKeyResponse(key=_key_info(key))
 
     async def RotateProductKey(self, request, context):

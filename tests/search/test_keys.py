@@ -7,6 +7,7 @@ import time
 
 import grpc
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from services.common.kafka import EventProducer, new_event_id, now_timestamp
 from services.common.knowledge_store import bump_version
@@ -126,3 +127,33 @@ async def test_rotation_replaces_the_secret_and_keeps_the_knowledge(search, admi
     assert rpc_error(info).code() == grpc.StatusCode.UNAUTHENTICATED
     new = await plan(search, reply.product_key, "Do you ship abroad?")
     assert new.product_key_id == key.id and new.faq_answer == old.faq_answer == "Yes, to the EU."
+
+
+async def test_revoking_a_revoked_key_again_changes_nothing(search, admin, pg, settings):
+    """A revocation sent again (a retry after a lost reply): OK with the key as it is, its knowledge
+    version and revocation time unchanged, and no second key_revoked event (which would empty the
+    key's answer caches and tell the other services again for nothing)."""
+    key = await make_key(search, admin, "srch-revoke-twice", faq=[], docs=[])
+    consumer = AIOKafkaConsumer(settings.topic("knowledge_updated"), bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="latest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        first = await search.RevokeProductKey(search_pb2.RevokeProductKeyRequest(id=key.id), metadata=admin, timeout=10)
+        revoked_at = await pg.fetchval("SELECT revoked_at FROM product_keys WHERE id = $1", key.id)
+        again = await search.RevokeProductKey(search_pb2.RevokeProductKeyRequest(id=key.id), metadata=admin, timeout=10)
+        assert again.key.revoked and again.key.knowledge_version == first.key.knowledge_version
+        assert await pg.fetchval("SELECT revoked_at FROM product_keys WHERE id = $1", key.id) == revoked_at
+        events = []
+        deadline = time.monotonic() + 15
+        quiet_until = None      # once the first revocation's event came: a while more for a second one
+        while time.monotonic() < (quiet_until or deadline):
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                for m in messages:
+                    event = events_pb2.KnowledgeUpdated.FromString(m.value)
+                    if event.product_key_id == key.id:
+                        events.append((event.reason, event.knowledge_version))
+                        quiet_until = quiet_until or time.monotonic() + 3
+    finally:
+        await consumer.stop()
+    assert events == [("key_revoked", first.key.knowledge_version)]

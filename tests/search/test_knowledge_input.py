@@ -87,6 +87,52 @@ async def test_knowledge_of_a_revoked_or_unknown_key_is_refused(search, admin, p
         assert error.code() == grpc.StatusCode.NOT_FOUND and len(error.details()) < 200
 
 
+async def test_knowledge_of_a_revoked_key_cannot_be_deleted(search, admin, pg):
+    """Deleting changes a key's knowledge as adding does: refused once the key is revoked, and nothing
+    is deleted nor the version bumped."""
+    key = await make_key(search, admin, "in-revoked-del", faq=[("Do you ship abroad?", "Yes, to the EU.")], docs=[])
+    chunk_id = await pg.fetchval("SELECT id FROM knowledge_chunks WHERE product_key_id = $1", key.id)
+    revoked = await search.RevokeProductKey(search_pb2.RevokeProductKeyRequest(id=key.id), metadata=admin, timeout=10)
+    for request in [search_pb2.DeleteKnowledgeRequest(product_key_id=key.id, document="Do you ship abroad?"),
+                    search_pb2.DeleteKnowledgeRequest(product_key_id=key.id, chunk_id=str(chunk_id))]:
+        error = await _code(search.DeleteKnowledge, request, admin)
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "revoked" in error.details()
+    assert await pg.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", key.id) == 1
+    assert await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1",
+                             key.id) == revoked.key.knowledge_version
+
+
+async def test_ids_with_control_characters_are_answered_by_the_format_check(search, admin, pg):
+    """A key id or chunk id holding NUL or another control character cannot name anything: NOT_FOUND
+    (key ids) or INVALID_ARGUMENT (chunk ids) with a message that says so, before PostgreSQL (which
+    refuses NUL in text) is asked."""
+    key = await make_key(search, admin, "in-ctl-ids", faq=[("Do you ship abroad?", "Yes.")], docs=[])
+    for key_id in ["no\x00such", key.id + "\x00", "\x01" + key.id, key.id + "\n", key.id + "\x1b[0m"]:
+        for call, request in [
+            (search.DeleteKnowledge, search_pb2.DeleteKnowledgeRequest(product_key_id=key_id, chunk_id="1")),
+            (search.DeleteKnowledge, search_pb2.DeleteKnowledgeRequest(product_key_id=key_id,
+                                                                       document="Do you ship abroad?")),
+            (search.AddFaq, search_pb2.AddFaqRequest(product_key_id=key_id, question="q?", answer="a")),
+            (search.AddDocument, search_pb2.AddDocumentRequest(product_key_id=key_id, title="t", text="x")),
+            (search.RevokeProductKey, search_pb2.RevokeProductKeyRequest(id=key_id)),
+            (search.RotateProductKey, search_pb2.RotateProductKeyRequest(id=key_id)),
+        ]:
+            error = await _code(call, request, admin)
+            assert error.code() == grpc.StatusCode.NOT_FOUND, (key_id, request)
+            assert "no product key with id" in error.details() and "incident" not in error.details()
+    for chunk_id in ["1\x00", "\x001", "\x01", "1\n"]:
+        error = await _code(search.DeleteKnowledge, search_pb2.DeleteKnowledgeRequest(
+            product_key_id=key.id, chunk_id=chunk_id), admin)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "chunk_id" in error.details()
+    # A document name of nothing but what is never stored names no document (not the untitled ones).
+    await search.AddDocument(search_pb2.AddDocumentRequest(product_key_id=key.id, text="Untitled note."),
+                             metadata=admin, timeout=30)
+    error = await _code(search.DeleteKnowledge, search_pb2.DeleteKnowledgeRequest(
+        product_key_id=key.id, document="\x00\x1b[0m"), admin)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "document" in error.details()
+    assert await pg.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1", key.id) == 2
+
+
 async def test_admin_knowledge_is_stored_clean_and_blank_is_refused(search, admin, pg):
     key = await make_key(search, admin, "in-clean", faq=[], docs=[])
     await search.AddFaq(search_pb2.AddFaqRequest(

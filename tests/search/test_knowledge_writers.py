@@ -73,7 +73,7 @@ async def test_a_revocation_waits_for_a_write_under_way_and_refuses_the_writes_a
     ids, _, version = await indexing.write(key.id, "faq", "Is it waterproof?", "", "",
                                            [NewChunk("Yes, to one metre.", "Is it waterproof?")],
                                            replace={"Is it waterproof?"}, require=require_then_revoke)
-    revoked, _ = await revocation[0]
+    revoked, _, _ = await revocation[0]
     assert len(ids) == 1 and revoked.revoked and revoked.knowledge_version == version + 1
     with pytest.raises(FailedPrecondition):
         await indexing.write(key.id, "faq", "Is it light?", "", "", [NewChunk("Yes.", "Is it light?")],
