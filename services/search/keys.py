@@ -9,7 +9,6 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -21,6 +20,7 @@ from services.common.errors import (
 )
 from services.common.product_keys import KeyRecord, hash_secret, key_change, require_key, validate_key
 from services.common.text import is_blank, storable
+from services.search.urls import website_problem
 
 __all__ = ["KeyRecord", "hash_secret", "require_key", "validate_key"]  # shared with the other services
 
@@ -57,16 +57,6 @@ class ProductKey:
 
 def new_secret() -> str:
     return "pk_" + secrets.token_urlsafe(32)
-
-
-def _is_site(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - a malformed port raises ValueError
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
 
 
 def clean_settings(settings: dict) -> dict:
@@ -131,8 +121,9 @@ async def create_key(
     website = website.strip()
     if len(website) > MAX_WEBSITE_CHARS:
         raise InvalidArgument(f"website has {len(website)} characters; the limit is {MAX_WEBSITE_CHARS}")
-    if website and (not website.isprintable() or not _is_site(website)):
-        raise InvalidArgument("website must be an absolute http(s) URL, e.g. https://help.example.com/")
+    problem = website_problem(website)
+    if problem:
+        raise InvalidArgument(problem)
     if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = $1)", ts_config):
         raise InvalidArgument(f"unknown text search configuration {ts_config!r} (e.g. english, simple, german)")
     secret = new_secret()

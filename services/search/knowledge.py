@@ -10,6 +10,7 @@ from services.common.knowledge_store import NewChunk, bump_version
 from services.common.text import is_blank, storable
 from services.search import keys
 from services.search.indexing import Indexing
+from services.search.urls import document_url_problem
 
 MAX_QUESTION_CHARS = 1_000
 MAX_ANSWER_CHARS = 10_000
@@ -57,6 +58,9 @@ async def add_document(indexing: Indexing, key_id: str, title: str, text: str, u
     title = clean_text("the document title", title, MAX_TITLE_CHARS, required=False)
     text = clean_text("the document", text, MAX_DOCUMENT_CHARS)
     url = clean_text("the document url", url, MAX_URL_CHARS, required=False)
+    problem = document_url_problem(url)
+    if problem:
+        raise InvalidArgument(problem)
     document = url or title
     check_document_name("the document url" if url else "the document title", document)
     await keys.require_live(indexing.pool, key_id)

@@ -17,6 +17,7 @@ from services.search.settings import SearchSettings
 from services.search import retrieval
 from services.search.dense import DenseRetrieval
 from services.search.strategy import Decision, Options, Thresholds, decide, is_chitchat
+from services.search.urls import website_problem
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,9 @@ class Planner:
                 if early is not None:
                     early[1].cancel()
                 chunks = await self._retrieve(key, text, limit)
-        options = Options(website=key.website, web_available=bool(key.website) and self._web_available(),
+        # A website stored before websites were checked, whose host no Fetch can reach, is not offered.
+        website = key.website if not website_problem(key.website) else ""
+        options = Options(website=website, web_available=bool(website) and self._web_available(),
                           allow_direct=bool(key.settings.get("allow_direct")))
         decision = decide(text, chunks, self.thresholds, options)
         if self.dense is not None and chunks:
