@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.analytics.stream.apply import BatchApplier
 from services.analytics.stream.consumer import EventConsumer, Route
-from services.analytics.stream.decode import DeadLetter, decode_feedback, decode_turn
+from services.analytics.stream.decode import FEEDBACK_TYPE, TURN_TYPE, DeadLetter, decode_feedback, decode_turn
 from services.analytics.stream.minutely import MinutelySummaries
 from services.analytics.stream.progress import DEAD_LETTERS, Progress
 from services.analytics.stream.retention import Retention, RetentionRunner
@@ -115,8 +115,8 @@ def create_app(settings: AnalyticsSettings) -> tuple[faust.App, list[Service]]:
         bootstrap=settings.kafka_bootstrap,
         group_id=f"{settings.worker_app_id}-events",
         routes={
-            settings.topic("chat_turns"): Route(decode_turn, applier(sink.write_turns), TurnBatch),
-            settings.topic("feedback"): Route(decode_feedback, applier(sink.write_feedback)),
+            settings.topic("chat_turns"): Route(decode_turn, applier(sink.write_turns), TurnBatch, TURN_TYPE),
+            settings.topic("feedback"): Route(decode_feedback, applier(sink.write_feedback), event_type=FEEDBACK_TYPE),
         },
         progress=progress,
         stored_offsets=sink.stored_offsets,

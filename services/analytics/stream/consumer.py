@@ -22,7 +22,8 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from mode import Service
 
 from services.analytics.stream.apply import BatchApplier, Record, dependency_failing
-from services.analytics.stream.decode import MAX_AHEAD_SECONDS, DeadLetter, InvalidEvent
+from services.analytics.stream.decode import (EVENT_TYPE_HEADER, MAX_AHEAD_SECONDS, DeadLetter, InvalidEvent,
+                                              wrong_event_type)
 from services.analytics.stream.progress import (BATCH_SECONDS, EVENTS_APPLIED, EVENTS_LOST, EVENTS_SKIPPED, OFFSETS_RESET,
                                                 Progress)
 from services.analytics.stream.sink import Applied, Position
@@ -78,11 +79,13 @@ LOG_APPEND_TIME = 1
 class Route:
     """How one topic's records become events (`decode(value, latest)`, `latest` the latest occurred_at
     accepted), what is built from a batch's events before its write (`prepare`: a factory of an object
-    with `add(events)`, or None) and who writes them."""
+    with `add(events)`, or None) and who writes them. `event_type`: the event-type header of the
+    topic's events; a record whose header names another type is dead-lettered (None: not checked)."""
 
     decode: Callable
     applier: BatchApplier
     prepare: Callable[[], Any] | None = None
+    event_type: bytes | None = None
 
 
 class Assembly:
@@ -243,16 +246,24 @@ class PartitionWriter:
         """Decodes what has arrived into `batch`, up to `limit` records (a fetched chunk is not split),
         letting the loop run every DECODE_SLICE records: the other writers' statements go out
         between slices, whether this writer has a write in flight or is about to start one."""
-        owner, decode, prepared = self.owner, self.route.decode, batch.prepared
+        owner, decode, event_type, prepared = self.owner, self.route.decode, self.route.event_type, batch.prepared
         while self.pending and len(batch.records) < limit:
             msgs = self.pending.popleft()
             self._took(len(msgs))
             for i in range(0, len(msgs), DECODE_SLICE):
-                records = await owner.decode(msgs[i:i + DECODE_SLICE], decode)
+                records = await owner.decode(msgs[i:i + DECODE_SLICE], decode, event_type)
                 if prepared is not None:
                     prepared.add([r.event for r in records if r.event is not None])
                 batch.records.extend(records)
                 await asyncio.sleep(0)
+
+
+def _header(headers) -> bytes | None:
+    """The record's event-type header, or None."""
+    for name, value in headers or ():
+        if name == EVENT_TYPE_HEADER:
+            return value
+    return None
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -442,8 +453,10 @@ class EventConsumer(Service):
                      "before this worker applied them; their events are lost to analytics; going on from offset %d",
                      tp.topic, tp.partition, first - stored, stored, first - 1, first)
 
-    async def decode(self, msgs: list[ConsumerRecord], decode: Callable) -> list[Record]:
-        """The records' events; a value that does not decode, or whose event is stamped more than
+    async def decode(self, msgs: list[ConsumerRecord], decode: Callable,
+                     event_type: bytes | None = None) -> list[Record]:
+        """The records' events; a record whose event-type header names another type than `event_type`
+        (when both are there), a value that does not decode, or whose event is stamped more than
         `max_ahead_seconds` ahead of the time it reached Kafka, is dead-lettered (its record has no
         event). That time is the broker's, the record's timestamp where the topic keeps LogAppendTime
         (TOPIC_CONFIGS: the turns and feedback topics), and so neither a worker's clock behind (which
@@ -456,6 +469,8 @@ class EventConsumer(Service):
             pos = Position(m.topic, m.partition, m.offset)
             reference = m.timestamp / 1000.0 if m.timestamp_type == LOG_APPEND_TIME else now
             try:
+                if event_type is not None and (problem := wrong_event_type(_header(m.headers), event_type)):
+                    raise InvalidEvent(problem)
                 event = decode(m.value, reference + ahead)
             except InvalidEvent as exc:
                 letter = DeadLetter(m.topic, m.partition, m.offset, m.key, m.value, str(exc))

@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
-from services.common.pb.parley.v1 import events_pb2
+from services.common.pb.parley.v1 import common_pb2, events_pb2
 
 
 # The range of a google.protobuf.Timestamp (0001-01-01 to 9999-12-31 UTC): beyond it no datetime holds
@@ -26,8 +27,39 @@ MAX_FLOAT = 1.7976931348623157e308  # the largest finite double: `0.0 <= x <= MA
 MAX_AHEAD_SECONDS = 600.0
 
 
+# The event-type header of each topic's records, as producers set it (services.common.kafka.event_headers):
+# the message's full protobuf name.
+TURN_TYPE = events_pb2.ChatTurn.DESCRIPTOR.full_name.encode()
+FEEDBACK_TYPE = events_pb2.Feedback.DESCRIPTOR.full_name.encode()
+EVENT_TYPE_HEADER = "event-type"
+# Characters of a header's value quoted in a reason (the reason is cut at 1,000).
+QUOTED_CHARS = 200
+
+
 class InvalidEvent(ValueError):
     """The value is not a valid event; the reason goes into the dead letter's headers."""
+
+
+def wrong_event_type(event_type: bytes | None, expected: bytes) -> str:
+    """Why a record whose event-type header names another type than `expected` (the one its topic
+    carries) is refused, or "" when the header names that type or is absent (then the value decides).
+    Protobuf decodes nearly any message as any other: a KnowledgeUpdated on the turns topic read as a
+    ChatTurn was stored and counted, with its reason as request id."""
+    if event_type is None or event_type == expected:
+        return ""
+    named = event_type.decode("utf-8", "replace")[:QUOTED_CHARS]
+    return f"event-type header {named!r}: not a {expected.decode()}, the type of this topic's events"
+
+
+def _foreign(message: Message) -> str:
+    """A hint for a reason, when the value holds fields `message`'s type has not (numbers it does not
+    have, or of another wire type): likely an event of another type, sent without its event-type header."""
+    numbers = sorted({f.field_number for f in UnknownFieldSet(message)})
+    if not numbers:
+        return ""
+    shown = ", ".join(map(str, numbers[:10])) + (", ..." if len(numbers) > 10 else "")
+    return (f" (the value holds fields a {message.DESCRIPTOR.full_name} has not, or not of their wire type: "
+            f"numbers {shown}; another event type?)")
 
 
 @dataclass(frozen=True)
@@ -51,11 +83,19 @@ def decode_turn(value: bytes | None, latest: float = math.inf) -> events_pb2.Cha
     except DecodeError as exc:
         raise InvalidEvent(f"not a parley.v1.ChatTurn: {exc}") from None
     if not turn.event_id:
-        raise InvalidEvent("ChatTurn without event_id")
+        raise InvalidEvent("ChatTurn without event_id" + _foreign(turn))
     if not turn.product_key_id:
-        raise InvalidEvent("ChatTurn without product_key_id")
+        raise InvalidEvent("ChatTurn without product_key_id" + _foreign(turn))
     if not turn.HasField("occurred_at"):
-        raise InvalidEvent("ChatTurn without occurred_at")
+        raise InvalidEvent("ChatTurn without occurred_at" + _foreign(turn))
+    # Every turn the response service reports has its request id, and a strategy unless it failed (a
+    # turn that fails before its plan has none, and its error code): a value without them is not a turn,
+    # whatever protobuf made of it.
+    if not turn.request_id:
+        raise InvalidEvent("ChatTurn without request_id" + _foreign(turn))
+    if turn.strategy == common_pb2.STRATEGY_UNSPECIFIED and not turn.error_code:
+        raise InvalidEvent("ChatTurn with strategy UNSPECIFIED and no error_code (an answered turn has a strategy)"
+                           + _foreign(turn))
     if turn.occurred_at.seconds > latest:
         raise InvalidEvent(f"ChatTurn with {_ahead(turn.occurred_at)}")
     return turn
@@ -108,11 +148,13 @@ def decode_feedback(value: bytes | None, latest: float = math.inf) -> events_pb2
     except DecodeError as exc:
         raise InvalidEvent(f"not a parley.v1.Feedback: {exc}") from None
     if not feedback.event_id or not feedback.product_key_id or not feedback.HasField("occurred_at"):
-        raise InvalidEvent("Feedback without event_id, product_key_id or occurred_at")
+        raise InvalidEvent("Feedback without event_id, product_key_id or occurred_at" + _foreign(feedback))
     if problem := _bad_time(feedback.occurred_at):
         raise InvalidEvent(f"Feedback with {problem}")
     if feedback.occurred_at.seconds > latest:
         raise InvalidEvent(f"Feedback with {_ahead(feedback.occurred_at)}")
+    if not feedback.request_id:
+        raise InvalidEvent("Feedback without request_id (the turn it rates)" + _foreign(feedback))
     if feedback.rating not in (-1, 1):
-        raise InvalidEvent(f"Feedback rating must be +1 or -1, not {feedback.rating}")
+        raise InvalidEvent(f"Feedback rating must be +1 or -1, not {feedback.rating}" + _foreign(feedback))
     return feedback
