@@ -407,9 +407,14 @@ class ChatEngine:
                     if cacheable:
                         status = MISS if leader else SHARED
         assert answer is not None, "a produced answer always ends with an Answer"
-        state.llm_ms = (time.perf_counter() - llm_start) * 1000
-        if not state.ttft_ms:
-            state.ttft_ms = state.llm_ms
+        if route.backend == "llm" or (route.backend == "extractive" and strategy in _GROUNDED):
+            state.llm_ms = (time.perf_counter() - llm_start) * 1000
+            if not state.ttft_ms:
+                state.ttft_ms = state.llm_ms
+        else:
+            # A stored FAQ answer or a canned reply (no answer, small talk): no model wrote it, and
+            # the LLM stage's latencies count only the turns where it ran.
+            state.ttft_ms = 0.0
         response = self._response(plan, passages, strategy, answer)
         response.request_id = state.request_id
         response.cache_status = status
