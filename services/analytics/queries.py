@@ -24,6 +24,8 @@ QUESTION_CHARS = 500
 
 COUNTERS = ("turns", "cache_hits", "errors", "no_answers", "feedback_up", "feedback_down", "tokens_in", "tokens_out")
 HISTS = ("total_hist", "ttft_hist", "search_hist", "llm_hist")
+# Whether a group of metrics_minute rows holds any count.
+NOT_EMPTY = " OR ".join(f"bool_or({c} <> 0)" for c in COUNTERS)
 
 
 @dataclass
@@ -45,12 +47,14 @@ def _query(granularity: str, group_by: str) -> str:
     # date_trunc cuts hours and days in the session's zone (an hour would start at :30 in Asia/Kolkata).
     bucket = f"date_trunc('{granularity}', minute, 'UTC')" if granularity else "$2::timestamptz"
     group = group_by if group_by else "''"
+    # A point of zeros only is none: the all-zero UNKNOWN rows an older worker left when it moved
+    # pending feedback to its turns' strategy (the worker now deletes them) came out as such points.
     sums = ", ".join(f"sum({c})::bigint AS {c}" for c in COUNTERS)
     hists = ", ".join(f"parley_hist_sum({h}) AS {h}" for h in HISTS)
     return (
         f"SELECT {bucket} AS bucket_start, {group} AS grp, {sums}, {hists} "
         "FROM metrics_minute WHERE product_key_id = $1 AND minute >= $2 AND minute < $3 "
-        f"GROUP BY 1, 2 ORDER BY 1, 2 LIMIT {MAX_POINTS + 1}"
+        f"GROUP BY 1, 2 HAVING {NOT_EMPTY} ORDER BY 1, 2 LIMIT {MAX_POINTS + 1}"
     )
 
 
@@ -120,13 +124,15 @@ class QuestionStat:
 # turns wrote most often (spacing folded), cut to QUESTION_CHARS, and two questions that differ only
 # beyond that many characters are one. A turn is rated down when the key's feedback holds a rating < 0
 # for its request: the key's down-rated request ids are read once from their partial index (migration
-# 0021) and joined, instead of a subquery per turn whose hashed form read every tenant's feedback.
+# 0021) and joined, instead of a subquery per turn whose hashed form read every tenant's feedback. A
+# turn answered NO_ANSWER is one without an error: a turn that failed (cancelled, past its deadline)
+# after its plan said NO_ANSWER was not answered, and is no gap (as in metrics_minute's no_answers).
 _QUESTIONS = """
 WITH turns AS (
     SELECT left(btrim(regexp_replace(regexp_replace(lower(normalize(c.message{collate}, NFKC)), '[^\\w\\s]+', ' ', 'g'),
                                      '\\s+', ' ', 'g')), {chars}) AS grp,
            left(btrim(regexp_replace(c.message, '\\s+', ' ', 'g')), {chars}) AS written,
-           c.strategy = 'NO_ANSWER' AS no_answer,
+           c.strategy = 'NO_ANSWER' AND c.error_code = '' AS no_answer,
            d.request_id IS NOT NULL AS down
     FROM conversations c
     LEFT JOIN (SELECT DISTINCT request_id FROM feedback_events WHERE product_key_id = $1 AND rating < 0) d

@@ -4,6 +4,7 @@ event is dead-lettered alone."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -234,3 +235,80 @@ async def test_feedback_whose_turn_never_comes_stops_being_pending_past_the_hori
     counts = await pg.fetch("SELECT strategy, model, feedback_up, feedback_down FROM metrics_minute "
                             "WHERE product_key_id = $1 ORDER BY minute", key_id)
     assert [tuple(r) for r in counts] == [("UNKNOWN", "unknown", 1, 0), ("UNKNOWN", "unknown", 0, 1)]
+
+
+def _vote(key_id: str, request_id: str, rating: int, when: datetime) -> events_pb2.Feedback:
+    feedback = events_pb2.Feedback(event_id=new_event_id(), product_key_id=key_id, request_id=request_id,
+                                   rating=rating)
+    feedback.occurred_at.FromDatetime(when)
+    return feedback
+
+
+def _same_request(key_id: str) -> list[events_pb2.ChatTurn]:
+    """Two stored turns of one request id (a failed report and an answered one, as a producer that
+    reported both would leave): the failed one first."""
+    failed, answered = make_turn(key_id, 5.0, common_pb2.STRATEGY_NO_ANSWER), make_turn(key_id, 6.0)
+    failed.error_code, answered.request_id = "CANCELLED", failed.request_id
+    answered.occurred_at.FromDatetime(datetime(2026, 1, 1, 12, 30, 16, tzinfo=timezone.utc))
+    return [failed, answered]
+
+
+async def _feedback_counts(pg, key_id: str) -> dict[tuple[str, str], tuple[int, int]]:
+    rows = await pg.fetch("SELECT strategy, model, feedback_up, feedback_down FROM metrics_minute "
+                          "WHERE product_key_id = $1 AND (feedback_up, feedback_down) <> (0, 0)", key_id)
+    return {(r["strategy"], r["model"]): (r["feedback_up"], r["feedback_down"]) for r in rows}
+
+
+async def test_a_vote_on_a_request_id_two_stored_turns_share_counts_once(pg, settings, sink_pool):
+    """The feedback write finds the turn a vote rates by request id: two stored turns with that id
+    counted the vote twice. It counts once, under the answered turn's strategy."""
+    key_id = f"dupreq-{uuid.uuid4().hex[:8]}"
+    sink = await _sink(sink_pool, settings)
+    turns = _same_request(key_id)
+    await sink.write_turns([(Position("dupreq-t", 0, i), t) for i, t in enumerate(turns)])
+    votes = [_vote(key_id, turns[0].request_id, rating, datetime(2026, 1, 1, 12, 31, tzinfo=timezone.utc))
+             for rating in (1, -1)]
+    applied = await sink.write_feedback([(Position("dupreq-f", 0, i), v) for i, v in enumerate(votes)])
+    assert applied.applied == 2
+    assert await _feedback_counts(pg, key_id) == {("KNOWLEDGE", "extractive"): (1, 1)}
+    assert await pg.fetchval("SELECT count(*) FROM feedback_events WHERE product_key_id = $1", key_id) == 2
+
+
+async def test_pending_feedback_whose_request_id_two_stored_turns_share_moves_once_and_leaves_no_zero_row(
+        pg, settings, sink_pool):
+    """Feedback applied before its turn is counted under UNKNOWN; once two turns with its request id
+    are stored it moves, once, to the answered turn's strategy, and the UNKNOWN row it emptied is gone
+    (an all-zero row was a point of zeros in GetMetrics by strategy and an "UNKNOWN/unknown": 0 in the
+    minute's summary)."""
+    key_id = f"duppend-{uuid.uuid4().hex[:8]}"
+    minute = datetime(2026, 1, 1, 12, 31, tzinfo=timezone.utc)
+    sink = await _sink(sink_pool, settings)
+    turns = _same_request(key_id)
+    await sink.write_feedback([(Position("duppend-f", 0, 0), _vote(key_id, turns[0].request_id, -1, minute))])
+    assert await _feedback_counts(pg, key_id) == {("UNKNOWN", "unknown"): (0, 1)}
+    await sink.write_turns([(Position("duppend-t", 0, i), t) for i, t in enumerate(turns)])
+    assert (key_id, minute) in await sink.attribute_pending_feedback()
+    assert await _feedback_counts(pg, key_id) == {("KNOWLEDGE", "extractive"): (0, 1)}
+    assert await pg.fetchval("SELECT count(*) FROM metrics_minute WHERE product_key_id = $1 AND strategy = 'UNKNOWN'",
+                             key_id) == 0
+    await sink.attribute_pending_feedback()   # a second round moves nothing
+    assert await _feedback_counts(pg, key_id) == {("KNOWLEDGE", "extractive"): (0, 1)}
+
+
+async def test_all_zero_rows_left_by_an_older_worker_are_no_point_and_no_summary_entry(pg, settings, sink_pool):
+    """Rows an older worker emptied when it moved pending feedback stay in metrics_minute: GetMetrics
+    shows no point for them and the minute's summary no entry."""
+    from services.analytics.stream.minutely import MINUTE_SUMMARY, minute_summary_json
+
+    key_id = f"zero-{uuid.uuid4().hex[:8]}"
+    minute = datetime(2026, 1, 1, 12, 30, tzinfo=timezone.utc)
+    sink = await _sink(sink_pool, settings)
+    await sink.write_turns([(Position("zero", 0, 0), make_turn(key_id, 5.0))])
+    await pg.execute("INSERT INTO metrics_minute (product_key_id, minute, strategy, model) VALUES ($1, $2, 'UNKNOWN', "
+                     "'unknown'), ($1, $2 + interval '1 minute', 'UNKNOWN', 'unknown')", key_id, minute)
+    end = minute + timedelta(hours=1)
+    by_strategy = await queries.get_metrics(pg, key_id, minute, end, "minute", "strategy")
+    assert [(r.bucket_start, r.group, r.counts["turns"]) for r in by_strategy] == [(minute, "KNOWLEDGE", 1)]
+    assert [r.counts["turns"] for r in await queries.get_metrics(pg, key_id, minute, end, "minute")] == [1]
+    summary = minute_summary_json(key_id, minute, await pg.fetchrow(MINUTE_SUMMARY, key_id, minute))
+    assert json.loads(summary)["turns_by_strategy_model"] == {"KNOWLEDGE/extractive": 1}

@@ -171,16 +171,52 @@ async def test_feedback_counts_and_knowledge_gaps(services, settings, pg, analyt
     assert (metrics.total.turns, metrics.total.no_answers, metrics.total.feedback_down) == (3, 1, 1)
 
 
+async def test_a_failed_turn_whose_plan_said_no_answer_is_an_error_not_a_no_answer_nor_a_gap(
+        services, settings, pg, analytics, admin):
+    """KnowledgeGaps are the questions answered NO_ANSWER or rated down: a turn cancelled, or past its
+    deadline, after its plan said NO_ANSWER was not answered at all. It counts as an error, not in
+    no_answers, and its question is no gap."""
+    key_id = f"failedgap-{uuid.uuid4().hex[:8]}"
+    unanswered = now_turn(key_id, message="Do you ship to Mars?")
+    unanswered.strategy = common_pb2.STRATEGY_NO_ANSWER
+    failed = []
+    for code in ("CANCELLED", "DEADLINE_EXCEEDED"):
+        turn = now_turn(key_id, message="Do you sell gift cards?")
+        turn.strategy, turn.error_code, turn.answer = common_pb2.STRATEGY_NO_ANSWER, code, ""
+        failed.append(turn)
+    p = await producer(settings)
+    try:
+        for t in (unanswered, *failed):
+            await p.send_and_wait(settings.topic("chat_turns"), t.SerializeToString(), key=key_id.encode())
+    finally:
+        await p.stop()
+    assert await wait_for(lambda: _is(count_turns(pg, key_id), (3, 3)))
+    gaps = await analytics.KnowledgeGaps(analytics_pb2.TopQuestionsRequest(product_key_id=key_id), metadata=admin,
+                                         timeout=10)
+    assert {q.question: (q.count, q.no_answers, q.feedback_down) for q in gaps.questions} == {
+        "Do you ship to Mars?": (1, 1, 0)}
+    top = await analytics.TopQuestions(analytics_pb2.TopQuestionsRequest(product_key_id=key_id), metadata=admin,
+                                       timeout=10)
+    assert {q.question: (q.count, q.no_answers) for q in top.questions} == {
+        "Do you ship to Mars?": (1, 1), "Do you sell gift cards?": (2, 0)}
+    metrics = await analytics.GetMetrics(analytics_pb2.GetMetricsRequest(product_key_id=key_id), metadata=admin, timeout=10)
+    assert (metrics.total.turns, metrics.total.errors, metrics.total.no_answers) == (3, 2, 1)
+
+
 async def test_feedback_applied_before_its_turn_moves_to_the_turns_strategy_once_the_turn_is_stored(
-    services, settings, pg
+    services, settings, pg, analytics, admin
 ):
     """Feedback and turns are different topics: feedback the worker applies first is counted under
-    UNKNOWN, then moved to the turn's strategy and model once the turn is stored, exactly once."""
+    UNKNOWN, then moved to the turn's strategy and model once the turn is stored, exactly once. The
+    UNKNOWN row it leaves with nothing in it is gone: no all-zero UNKNOWN point in GetMetrics by
+    strategy, no "UNKNOWN/unknown": 0 in the minute's summary."""
     key_id = f"fbfirst-{uuid.uuid4().hex[:8]}"
-    turn = now_turn(key_id, message="Where is my parcel?")
+    # A closed minute, so that its summary is published (and published again as its counts move).
+    past = (datetime.now(timezone.utc) - timedelta(minutes=3)).replace(second=20, microsecond=0)
+    turn = now_turn(key_id, message="Where is my parcel?", when=past)
     turn.strategy, turn.model = common_pb2.STRATEGY_KNOWLEDGE, "llama-3.1-8b-instant"
     up = events_pb2.Feedback(event_id=new_event_id(), product_key_id=key_id, request_id=turn.request_id, rating=1)
-    up.occurred_at.GetCurrentTime()
+    up.occurred_at.FromDatetime(past + timedelta(seconds=10))
 
     async def counts() -> dict[tuple[str, str], tuple[int, int]]:
         rows = await pg.fetch("SELECT strategy, model, sum(feedback_up) AS up, sum(feedback_down) AS down "
@@ -188,20 +224,36 @@ async def test_feedback_applied_before_its_turn_moves_to_the_turns_strategy_once
         return {(r["strategy"], r["model"]): (r["up"], r["down"]) for r in rows}
 
     p = await producer(settings)
+    consumer = AIOKafkaConsumer(settings.topic("metrics_minutely"), bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
     try:
         for _ in range(2):  # a replayed feedback counts once
             await p.send_and_wait(settings.topic("feedback"), up.SerializeToString(), key=key_id.encode())
         assert await wait_for(lambda: _is(counts(), {("UNKNOWN", "unknown"): (1, 0)}))
         await p.send_and_wait(settings.topic("chat_turns"), turn.SerializeToString(), key=key_id.encode())
         assert await wait_for(lambda: _is(count_turns(pg, key_id), (1, 1)))
+        moved = {("KNOWLEDGE", "llama-3.1-8b-instant"): (1, 0)}
+        assert await wait_for(lambda: _is(counts(), moved)), await counts()
+        summaries: list[dict] = []
+
+        async def settled() -> bool:
+            for msgs in (await consumer.getmany(timeout_ms=200)).values():
+                summaries.extend(json.loads(m.value) for m in msgs if m.key == key_id.encode())
+            last = summaries[-1] if summaries else {}
+            return (last.get("turns"), last.get("feedback_up"), last.get("turns_by_strategy_model")) == (
+                1, 1, {"KNOWLEDGE/llama-3.1-8b-instant": 1})
+
+        assert await wait_for(settled, timeout=40), summaries[-1:]
     finally:
+        await consumer.stop()
         await p.stop()
-    stored = await pg.fetchrow("SELECT strategy, model FROM conversations WHERE request_id = $1", turn.request_id)
-    moved = {("UNKNOWN", "unknown"): (0, 0), (stored["strategy"], stored["model"]): (1, 0)}
-    assert await wait_for(lambda: _is(counts(), moved)), await counts()
     await asyncio.sleep(2 * settings.feedback_attribution_interval_seconds)  # more rounds move nothing again
     assert await counts() == moved
     assert await pg.fetchval("SELECT pending FROM feedback_events WHERE event_id = $1", up.event_id) is False
+    by_strategy = await analytics.GetMetrics(
+        analytics_pb2.GetMetricsRequest(product_key_id=key_id, group_by=analytics_pb2.GROUP_BY_STRATEGY), metadata=admin, timeout=10)
+    assert [(pt.group, pt.turns, pt.feedback_up) for pt in by_strategy.points] == [("KNOWLEDGE", 1, 1)]
 
 
 async def test_minutely_summary_is_published_for_a_closed_minute(services, settings):

@@ -28,12 +28,16 @@ SUMMARIES_DROPPED = Counter(
 MAX_DIRTY = 200_000
 TRIM_TO = 0.9
 
+# A row with no count in it (an UNKNOWN row an older worker left empty when it moved pending feedback
+# to its turns' strategy) has no entry in turns_by_strategy_model.
 MINUTE_SUMMARY = """
 SELECT sum(turns)::bigint AS turns, sum(cache_hits)::bigint AS cache_hits, sum(errors)::bigint AS errors,
        sum(no_answers)::bigint AS no_answers, sum(feedback_up)::bigint AS feedback_up,
        sum(feedback_down)::bigint AS feedback_down, sum(tokens_in)::bigint AS tokens_in,
        sum(tokens_out)::bigint AS tokens_out, parley_hist_sum(total_hist) AS total_hist,
-       jsonb_object_agg(strategy || '/' || model, turns) AS by_strategy_model
+       jsonb_object_agg(strategy || '/' || model, turns) FILTER (
+           WHERE turns <> 0 OR cache_hits <> 0 OR errors <> 0 OR no_answers <> 0 OR feedback_up <> 0
+              OR feedback_down <> 0 OR tokens_in <> 0 OR tokens_out <> 0) AS by_strategy_model
 FROM metrics_minute WHERE product_key_id = $1 AND minute = $2
 """
 

@@ -136,7 +136,9 @@ def turn_rows(turns: Iterable[events_pb2.ChatTurn], rows: list[tuple] | None = N
         g.turns += 1
         g.cache_hits += cache in hit
         g.errors += error_code != ""
-        g.no_answers += strategy == no_answer
+        # A failed turn (cancelled, past its deadline) whose plan said NO_ANSWER was not answered at all:
+        # it is an error, and no knowledge gap.
+        g.no_answers += strategy == no_answer and not error_code
         g.tokens_in += tokens_in
         g.tokens_out += tokens_out
         h_total, h_ttft, h_search, h_llm = g.hists

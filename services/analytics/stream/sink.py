@@ -95,6 +95,16 @@ ON CONFLICT (product_key_id, minute, strategy, model) DO UPDATE SET
     updated_at = now()
 """
 
+# The stored turn a feedback event `{f}` rates, one row at most: two stored turns may share a request
+# id (each event has its own id), and a join to both counted one vote twice. The answered one is taken
+# (feedback is given to answered turns), then the earliest. request_id's hash index finds the few rows.
+_RATED_TURN = """(
+    SELECT c.strategy, c.model FROM conversations c
+    WHERE c.request_id = {f}.request_id AND c.product_key_id = {f}.product_key_id
+    ORDER BY c.error_code <> '', c.occurred_at, c.event_id
+    LIMIT 1
+)"""
+
 # Feedback is counted under the strategy and model of the turn it rates; one whose turn is not
 # stored yet is counted under UNKNOWN and marked pending (ATTRIBUTE_PENDING_FEEDBACK moves it later).
 WRITE_FEEDBACK = """
@@ -102,7 +112,7 @@ WITH batch AS (
     SELECT b.*, c.strategy, c.model
     FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::text[])
         AS b(event_id, product_key_id, request_id, occurred_at, rating, comment)
-    LEFT JOIN conversations c ON c.request_id = b.request_id AND c.product_key_id = b.product_key_id
+    LEFT JOIN LATERAL """ + _RATED_TURN.format(f="b") + """ c ON true
 ), inserted AS (
     INSERT INTO feedback_events (event_id, product_key_id, request_id, occurred_at, rating, comment, pending)
     SELECT event_id, product_key_id, request_id, occurred_at, rating, comment, strategy IS NULL FROM batch
@@ -123,8 +133,10 @@ JOIN inserted USING (event_id)
 ATTRIBUTE_PENDING_FEEDBACK = """
 WITH moved AS (
     UPDATE feedback_events f SET pending = false
-    FROM conversations c
-    WHERE f.pending AND c.request_id = f.request_id AND c.product_key_id = f.product_key_id
+    FROM (SELECT p.event_id, c.strategy, c.model
+          FROM feedback_events p CROSS JOIN LATERAL """ + _RATED_TURN.format(f="p") + """ c
+          WHERE p.pending) c
+    WHERE f.event_id = c.event_id AND f.pending
     RETURNING f.product_key_id, date_trunc('minute', f.occurred_at) AS minute, c.strategy, c.model, f.rating
 ), delta AS (
     SELECT product_key_id, minute, strategy, model,
@@ -139,6 +151,19 @@ INSERT INTO metrics_minute AS m (product_key_id, minute, strategy, model, feedba
 SELECT product_key_id, minute, strategy, model, sum(up), sum(down)
 FROM delta
 """ + _ADD_FEEDBACK_COUNTS + "RETURNING product_key_id, minute\n"
+
+# The UNKNOWN rows of the (key, minute)s ATTRIBUTE_PENDING_FEEDBACK changed that it left with nothing in
+# them (all their feedback moved to its turns): kept, each was a point of zeros in GetMetrics by strategy
+# and an "UNKNOWN/unknown": 0 in its minute's summary. In the same transaction, after the statement that
+# emptied them (a statement cannot delete the rows its own upsert changed); a feedback write adding to
+# such a row meanwhile waits for the row lock, and then inserts the row again.
+DELETE_EMPTIED_UNKNOWN = """
+DELETE FROM metrics_minute m
+USING unnest($1::text[], $2::timestamptz[]) AS u(product_key_id, minute)
+WHERE m.product_key_id = u.product_key_id AND m.minute = u.minute AND m.strategy = 'UNKNOWN' AND m.model = 'unknown'
+  AND m.turns = 0 AND m.cache_hits = 0 AND m.errors = 0 AND m.no_answers = 0 AND m.feedback_up = 0
+  AND m.feedback_down = 0 AND m.tokens_in = 0 AND m.tokens_out = 0
+"""
 
 # Pending feedback older than the horizon whose turn never came (dead-lettered, or dropped by a full
 # outbox): no longer looked for, its counts stay under UNKNOWN. Without it every attribution round
@@ -339,10 +364,15 @@ class MetricsSink(Service):
 
     async def attribute_pending_feedback(self) -> set[tuple[str, datetime]]:
         """Moves the counts of feedback that came before its turn to the turn's strategy and model,
-        once the turn is stored; the (key, minute) rows changed. Then gives up on the pending feedback
+        once the turn is stored, and deletes the UNKNOWN rows that left empty; the (key, minute) rows
+        changed. Then gives up on the pending feedback
         older than the horizon (EXPIRE_PENDING_FEEDBACK)."""
         assert self.pool is not None
-        rows = await self.pool.fetch(ATTRIBUTE_PENDING_FEEDBACK)
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(ATTRIBUTE_PENDING_FEEDBACK)
+            if rows:
+                await conn.execute(DELETE_EMPTIED_UNKNOWN, [r["product_key_id"] for r in rows],
+                                   [r["minute"] for r in rows])
         expired = int((await self.pool.execute(EXPIRE_PENDING_FEEDBACK, self._pending_horizon)).split()[-1])
         if expired:
             FEEDBACK_UNATTRIBUTED.inc(expired)
