@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as redis
 
-from services.common.errors import InvalidArgument
+from services.common.errors import RETRY_AFTER_MS_TRAILER, InvalidArgument, ResourceExhausted
 from services.common.text import is_blank
-from services.common.product_keys import KeyCache, KeyRecord, KeyValidator
+from services.common.product_keys import KeyCache, KeyRecord, KeyValidator, limits_of, retry_after_text
 from services.search.settings import SearchSettings
 from services.search import retrieval
 from services.search.dense import DenseRetrieval
@@ -29,6 +29,11 @@ logger = logging.getLogger(__name__)
 # the retrieval runs again with the record just validated. A key never seen valid buys no work.
 EARLY_RETRIEVAL_SECONDS = 60.0
 _RECENT_KEYS = 10_000
+# Plans a tenant calls itself take from a bucket of their own per key (RateLimiter's prefix, then this and
+# the key id, which holds no ':'), at the key's rate and burst. Not the bucket Chat's admission takes
+# from: a response service that does not send the admin token with its Plans (one deployed before it
+# did) is charged here too, and a second charge in admission's bucket would halve the key's chat turns.
+PLAN_BUCKET = "plan:"
 
 @dataclass
 class Plan:
@@ -73,11 +78,13 @@ class Planner:
         return self.keys.cache
 
     async def key(self, secret: str) -> KeyRecord:
-        """The valid key for a secret: Redis cache, else one PostgreSQL query (then cached). The key's
-        rate limit is charged by the response service's admission, once per chat turn, not here."""
+        """The valid key for a secret: Redis cache, else one PostgreSQL query (then cached). Not charged
+        here: the response service's admission charges a chat turn, `plan` a tenant's own Plan."""
         return await self.keys.validate(secret)
 
-    async def plan(self, secret: str, message: str, max_passages: int = 0) -> Plan:
+    async def plan(self, secret: str, message: str, max_passages: int = 0, *, charged: bool = False) -> Plan:
+        """`charged`: the call is a tenant's own (not the response service's, which charged the chat
+        turn already): it takes a token of the key's Plan bucket, or is RESOURCE_EXHAUSTED."""
         stripped = message.strip() if len(message) <= self._settings.max_message_chars else ""
         talk = is_chitchat(stripped) if stripped else None
         limit = max_passages if 0 < max_passages <= 50 else self._settings.max_passages
@@ -91,6 +98,13 @@ class Planner:
             raise
         self._remember(secret, key)
         text = validate_message(message, self._settings.max_message_chars)
+        if charged:
+            try:
+                await self._charge(key)
+            except BaseException:
+                if early is not None:
+                    early[1].cancel()
+                raise
         chunks: list[retrieval.Chunk] = []
         if not talk:
             if early is not None and _same_knowledge(early[0], key):
@@ -108,6 +122,14 @@ class Planner:
             decision.scores["dense"] = round(max(c.dense for c in chunks), 4)   # best cosine among candidates
         decision.chunks = decision.chunks[:limit]
         return Plan(key, decision)
+
+    async def _charge(self, key: KeyRecord) -> None:
+        rate, burst = limits_of(key, self._settings.rate_limit_per_second, self._settings.rate_limit_burst)
+        verdict = await self.keys.limiter.take(PLAN_BUCKET + key.id, rate, burst)
+        if not verdict.allowed:
+            wait = retry_after_text(verdict.retry_after_seconds)
+            raise ResourceExhausted(f"rate limit of product key {key.id} exceeded for Plan ({rate:g}/s, "
+                                    f"burst {burst}); retry in {wait} ms", trailers={RETRY_AFTER_MS_TRAILER: wait})
 
     async def _retrieve(self, key: KeyRecord, text: str, limit: int) -> list[retrieval.Chunk]:
         # More than asked for: the decision drops passages below the relevance threshold first.

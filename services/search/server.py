@@ -10,8 +10,9 @@ import grpc
 import redis.asyncio as redis
 
 from services.common.admin import admin_token, check_admin
-from services.common.errors import Unavailable
+from services.common.errors import Unauthenticated, Unavailable
 from services.common.kafka import LazyProducer, new_event_id, now_timestamp
+from services.common.logs import EveryFewSeconds
 from services.common.pb.parley.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
 from services.common.text import storable
 from services.search.settings import SearchSettings
@@ -21,6 +22,7 @@ from services.search.indexing import Indexing
 from services.search.planner import Planner
 
 logger = logging.getLogger(__name__)
+_wrong_tokens = EveryFewSeconds()
 
 
 def _key_info(key: keys.ProductKey) -> search_pb2.ProductKeyInfo:
@@ -72,7 +74,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         return self._deps.planner
 
     async def Plan(self, request: search_pb2.PlanRequest, context: grpc.aio.ServicerContext) -> search_pb2.PlanResponse:
-        plan = await self._planner.plan(request.product_key, request.message, request.max_passages)
+        plan = await self._planner.plan(request.product_key, request.message, request.max_passages,
+                                        charged=not self._from_platform(context))
         key, decision = plan.key, plan.decision
         return search_pb2.PlanResponse(
             product_key_id=key.id,
@@ -95,6 +98,23 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             scores=decision.scores,
             fetch_url=decision.fetch_url,
         )
+
+    def _from_platform(self, context: grpc.aio.ServicerContext) -> bool:
+        """Whether the call carries the admin token: one of the platform's own services (the response
+        service, which charged the chat turn already), not a tenant calling Plan itself. A wrong token
+        makes it a tenant's call (charged), logged: a service configured with another token than this
+        one has its Plans limited as a tenant's would be."""
+        token = admin_token(context)
+        if token is None:
+            return False
+        try:
+            check_admin(token, self._settings.admin_token)
+            return True
+        except Unauthenticated:
+            if _wrong_tokens.due():
+                logger.warning("a Plan came with a wrong admin token: charged as the tenant's own%s",
+                               _wrong_tokens.more())
+            return False
 
     # --- admin ---------------------------------------------------------------------------
 
