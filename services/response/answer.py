@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from services.common.errors import (RETRY_AFTER_TRAILER, InvalidArgument, NotFound, ParleyError, Unauthenticated,
-                                    Unavailable, as_unavailable)
+from services.common.errors import (RETRY_AFTER_TRAILER, DeadlineExceeded, InvalidArgument, NotFound, ParleyError,
+                                    Unauthenticated, Unavailable, as_unavailable)
 from services.common.kafka import EventProducer, event_id_age, new_event_id, now_timestamp
 from services.common.outbox import Outbox
 from services.common.pb.parley.v1 import common_pb2, events_pb2, response_pb2, search_pb2
@@ -545,6 +545,10 @@ class ChatEngine:
         return response
 
     async def _finish(self, state: TurnState, key_hash: str, response: response_pb2.ChatResponse) -> None:
+        if state.deadline is not None and time.perf_counter() >= state.deadline:
+            # The caller stopped waiting before the answer was ready: it never receives it, so the
+            # turn is no answer (recorded DEADLINE_EXCEEDED), and it cannot be rated.
+            raise DeadlineExceeded("the answer was ready only after the caller's deadline")
         request = state.request
         record = RequestRecord(key_hash, state.key_id, request.session_id, request.message)
         self._store.record_turn(state.request_id, record, response.answer)

@@ -5,12 +5,14 @@ ran out of time is recorded with."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import grpc
 import pytest
 
 from services.analytics.stream.sink import insert_feedback
+from services.common.errors import DeadlineExceeded
 from services.common.kafka import now_timestamp
 from services.common.pb.parley.v1 import events_pb2, response_pb2, search_pb2
 from services.common.product_keys import cache_key, hash_secret
@@ -23,13 +25,17 @@ def ask(key, message, **kw) -> response_pb2.ChatRequest:
     return response_pb2.ChatRequest(product_key=key.secret, message=message, **kw)
 
 
-async def _turn_with_message(events, message: str, timeout: float = 10.0):
+async def _turns_with_message(events, message: str, count: int, timeout: float = 10.0) -> list:
     for _ in range(int(timeout / 0.05)):
         found = [t for turns in list(events.turns.values()) for t in turns if t.message == message]
-        if found:
-            return found[0]
+        if len(found) >= count:
+            return found
         await asyncio.sleep(0.05)
-    raise AssertionError(f"no ChatTurn for {message!r} within {timeout}s")
+    raise AssertionError(f"fewer than {count} ChatTurns for {message!r} within {timeout}s")
+
+
+async def _turn_with_message(events, message: str, timeout: float = 10.0):
+    return (await _turns_with_message(events, message, 1, timeout))[0]
 
 
 async def test_a_session_id_longer_than_the_limit_is_refused(served, shop):
@@ -133,6 +139,26 @@ async def test_a_turn_past_the_callers_deadline_is_recorded_as_deadline_exceeded
         assert rpc_error(info).code() == grpc.StatusCode.DEADLINE_EXCEEDED
         turn = await _turn_with_message(events, message)
     assert turn.error_code == "DEADLINE_EXCEEDED" and turn.product_key_id == shop.id
+
+
+async def test_an_answer_ready_only_after_the_callers_deadline_is_recorded_as_no_answer(served, shop, events):
+    """A cached answer whose lookup took longer than the caller waited: nothing cancelled the turn,
+    but its caller never received the answer, so it is recorded DEADLINE_EXCEEDED, not answered."""
+    message = f"How much does the Plus plan cost? ({uuid.uuid4().hex[:8]})"
+    async with served() as s:
+        await s.stub.Chat(ask(shop, message), timeout=10)            # the answer, cached
+        lookup = s.engine._store.lookup
+
+        async def slow(*args):
+            found = await lookup(*args)
+            time.sleep(0.3)     # the event loop held up (a busy process): no timer cancels the turn
+            return found
+
+        s.engine._store.lookup = slow
+        with pytest.raises(DeadlineExceeded):
+            await s.engine.chat(ask(shop, message), timeout=0.2)
+        turns = [t for t in await _turns_with_message(events, message, 2) if t.error_code]
+    assert [t.error_code for t in turns] == ["DEADLINE_EXCEEDED"]
 
 
 async def test_a_turn_the_caller_cancelled_is_recorded_as_cancelled(served, shop, events):
