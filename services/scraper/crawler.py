@@ -64,7 +64,10 @@ class Progress:
     pages_failed: int = 0
     pages_robots_skipped: int = 0
     pages_skipped: int = 0          # noindex, not HTML/text, too large, empty, off-site redirect
-    pages_removed: int = 0          # gone (404/410) or now noindex: their chunks were deleted
+    # Gone (404/410), now noindex, empty, not HTML/text, disallowed by robots.txt or moved for good (off
+    # the site, or to a page another URL leads to): their record no longer leads to their text, which is
+    # deleted unless another URL leads to it.
+    pages_removed: int = 0
     chunks_written: int = 0
     chunks_deleted: int = 0
 
@@ -155,15 +158,30 @@ class PageStore:
                                                       len(chunks), page.links, True))
         return len(chunks)
 
-    async def remove(self, url: str, document: str, resp: Response | None = None, links: list[str] | None = None
-                     ) -> None:
-        """The page is gone (or now noindex): its chunks go."""
+    async def remove(self, url: str, document: str) -> None:
+        """The text of `document` (and of `url`, a document too) goes from the knowledge."""
         await self.handover(self._page_event(url, document or url, removed=True))
+
+    async def drop(self, url: str, gone: list[str], resp: Response | None = None, links: list[str] | None = None
+                   ) -> None:
+        """The URL no longer leads to its text: the documents `gone` (its document, when no other URL
+        leads there) are removed, then its record is deleted or, with `resp`, keeps only its validators and
+        links."""
+        if gone:
+            await self.remove(gone[-1], gone[0])
         if resp is None:
             await self._written(lambda conn: conn.execute(
                 "DELETE FROM crawled_pages WHERE product_key_id = $1 AND url = $2", self.key_id, url))
         else:
             await self._written(lambda conn: self._upsert(conn, url, "", resp, None, "", 0, links or [], True))
+
+    async def bequeath(self, heir: str, chunk_count: int, content_hash: bytes | None) -> None:
+        """Another URL's record that led to the same document as `heir`'s, the one that wrote its
+        chunks, is gone: `heir`'s record counts them (and takes their content hash when it has none), so
+        that they are counted when they go and an unchanged page is not written again."""
+        await self._written(lambda conn: conn.execute(
+            "UPDATE crawled_pages SET chunk_count = chunk_count + $3, content_hash = coalesce(content_hash, $4)"
+            " WHERE product_key_id = $1 AND url = $2", self.key_id, heir, chunk_count, content_hash))
 
 
 def _same_page(a: str, b: str) -> bool:
@@ -260,6 +278,10 @@ class Crawler:
         self._hosts: set[str] = set()
         self._known: dict[str, KnownPage] = {}
         self._lastmod: dict[str, datetime] = {}
+        # What the records in crawled_pages lead to, kept as this crawl writes them (a key's crawls never
+        # overlap): a page's text goes only once no URL leads to its document.
+        self._leads: dict[str, str] = {}            # URL -> document its record leads to
+        self._holders: dict[str, set[str]] = {}     # document -> URLs whose records lead to it
 
     def _document(self, canonical: str, final: str, digest: bytes) -> str:
         """The document a page is indexed as: its canonical URL when that names the same page (the URL
@@ -272,6 +294,55 @@ class Crawler:
         if self._documents.get(canonical) == digest or _same_page(canonical, final):
             return canonical
         return final
+
+    # --- what leads to a page's text -----------------------------------------------------------
+
+    def _live(self, document: str) -> bool:
+        """A URL's record leads to the document, or this crawl indexed (or kept) it."""
+        return bool(self._holders.get(document)) or document in self._documents
+
+    def _lead(self, url: str, document: str) -> tuple[list[str], str]:
+        """Notes that the URL's record leads to `document` from now on ('': to nothing). Returns the
+        documents whose text goes with that: its previous document when nothing else leads there (and the
+        URL itself, a document of an older crawl, along with it, when nothing leads there either); and,
+        when another URL still leads to the previous document, one of them, to take over the record's
+        chunk count. Synchronous: no other page of the crawl runs between the look and the change."""
+        previous = self._leads.pop(url, "")
+        if document:
+            self._leads[url] = document
+            self._holders.setdefault(document, set()).add(url)
+        if not previous or previous == document:
+            return [], ""
+        holders = self._holders.get(previous, set())
+        holders.discard(url)
+        if holders:
+            return [], min(holders)
+        self._holders.pop(previous, None)
+        if previous in self._documents:
+            return [], ""
+        return [previous, *([url] if url != previous and not self._live(url) else [])], ""
+
+    async def _bequeath(self, heir: str, known: KnownPage | None) -> None:
+        if heir and known and known.chunk_count:
+            await self.store.bequeath(heir, known.chunk_count, known.content_hash)
+            if (kept := self._known.get(heir)) is not None:
+                kept.chunk_count += known.chunk_count
+                kept.content_hash = kept.content_hash or known.content_hash
+
+    async def _drop(self, url: str, known: KnownPage, resp: Response | None = None,
+                    links: list[str] | None = None) -> None:
+        """The URL no longer leads to its page's text (gone, noindex, emptied, not text any more, disallowed,
+        moved off the site): its record is deleted, or with `resp` keeps only its validators and links;
+        the text goes only when no other URL leads to its document (a redirect's or a canonical link's
+        other URLs keep it)."""
+        gone, heir = self._lead(url, "")
+        if not known.document and not self._live(url):
+            gone = [url]    # a record that lost its document while its text stayed (an older crawl's)
+        await self.store.drop(url, gone, resp, links)
+        await self._bequeath(heir, known)
+        self.progress.pages_removed += 1
+        if gone:
+            self.progress.chunks_deleted += known.chunk_count
 
     async def _extract(self, content_type: str, text: str, url: str) -> Page | None:
         """The page's content; None for a type that is not text."""
@@ -311,6 +382,10 @@ class Crawler:
         # port (a sitemap named in robots.txt or in a sitemap index does not widen them).
         self._hosts = {site_of(u) for u in [*seeds, *([sitemap] if sitemap else [])]}
         self._known = await self.store.load()
+        for url, known in self._known.items():
+            if known.document:
+                self._leads[url] = known.document
+                self._holders.setdefault(known.document, set()).add(url)
         ticker = asyncio.create_task(self._tick()) if self.on_progress else None
         try:
             for url in seeds:
@@ -443,14 +518,17 @@ class Crawler:
 
     async def _page(self, url: str, depth: int) -> None:
         p = self.progress
+        known = self._known.get(url)
         if not await self.fetcher.allowed(url):
             p.pages_robots_skipped += 1
             await self._note_robots_problem(url)
+            # Newly disallowed: its text goes. Not while robots.txt cannot be read (it disallows all then).
+            if known and not await self.fetcher.robots_problem(url):
+                await self._drop(url, known)
             return
         delay = min(await self.fetcher.crawl_delay(url), MAX_CRAWL_DELAY)
         gate = self.fetcher.gate(url)
         gate.delay = max(gate.delay, delay)
-        known = self._known.get(url)
         if known and self._unchanged_per_sitemap(url, known):
             p.pages_unchanged += 1
             self._documents[known.document] = known.content_hash
@@ -464,18 +542,7 @@ class Crawler:
         try:
             resp = await self.fetcher.get(url, headers=headers, obey_robots=True, hosts=self._hosts)
         except (FetchFailed, BlockedAddress) as exc:
-            if isinstance(exc, FetchFailed) and exc.kind == "robots":
-                p.pages_robots_skipped += 1     # a redirect to a page robots.txt disallows: not requested
-            elif isinstance(exc, FetchFailed) and exc.kind == "off_site":
-                p.pages_skipped += 1            # a redirect off the crawl's sites: not followed
-            elif isinstance(exc, FetchFailed) and exc.kind == "too_large":
-                p.pages_skipped += 1
-                # Its validators let the next crawl skip it with a 304 instead of reading it again.
-                if exc.response is not None and exc.response.headers.get("etag", "") != (known.etag if known else ""):
-                    await self.store.remember(url, exc.response, [])
-            else:
-                p.pages_failed += 1
-            logger.info("job %s: %s", self.spec.job_id, exc)
+            await self._not_fetched(url, known, exc)
             return
         final = resp.url
         if final != url:
@@ -487,26 +554,60 @@ class Crawler:
             return
         if resp.status in (404, 410):
             if known:
-                await self.store.remove(url, known.document)
-                p.pages_removed += 1
-                p.chunks_deleted += known.chunk_count
+                await self._drop(url, known)
             else:
                 p.pages_failed += 1
             return
         if resp.status != 200:
-            p.pages_failed += 1     # a transient error keeps what the page had
+            p.pages_failed += 1     # a transient or ambiguous error (401, 403, 429, 5xx) keeps what the page had
             return
         if site_of(final) not in self._hosts or (final != url and not await self.fetcher.allowed(final)):
             p.pages_skipped += 1
             return
+        await self._content(url, depth, known, resp)
+
+    async def _not_fetched(self, url: str, known: KnownPage | None, exc: FetchFailed | BlockedAddress) -> None:
+        """A page that gave no response to read. Its text goes only when it moved off the site for good (a
+        permanent redirect); a redirect loop, a timeout, a refused address or a size past the limit may
+        pass, and keep it."""
+        p = self.progress
+        logger.info("job %s: %s", self.spec.job_id, exc)
+        if not isinstance(exc, FetchFailed):
+            p.pages_failed += 1
+        elif exc.kind == "robots":
+            p.pages_robots_skipped += 1     # a redirect to a page robots.txt disallows: not requested
+        elif exc.kind == "off_site":
+            p.pages_skipped += 1            # a redirect off the crawl's sites: not followed
+            if known and exc.permanent:
+                await self._drop(url, known)
+        elif exc.kind == "too_large":
+            p.pages_skipped += 1
+            # Its validators let the next crawl skip it with a 304 instead of reading it again; a record
+            # that leads to a page's text is kept as it is, so that the text can still go when the page does.
+            if (exc.response is not None and (not known or not known.document)
+                    and exc.response.headers.get("etag", "") != (known.etag if known else "")):
+                await self.store.remember(url, exc.response, [])
+        else:
+            p.pages_failed += 1
+
+    async def _content(self, url: str, depth: int, known: KnownPage | None, resp: Response) -> None:
+        """A page that answered 200: extracted, then indexed, kept, or its text removed."""
+        p = self.progress
+        final = resp.url
         try:
             page = await self._extract(resp.content_type, resp.text, final)
         except ExtractionFailed as exc:
+            # Past the extraction limits (time, memory) may pass: a page indexed before keeps its text.
             logger.warning("job %s: %s; page skipped", self.spec.job_id, exc)
-            page = None
+            p.pages_skipped += 1
+            if not known or (not known.document and known.etag != resp.headers.get("etag", "")):
+                await self.store.remember(url, resp, [])
+            return
         if page is None:
-            p.pages_skipped += 1    # binary and other types are never indexed, nor a page past the limits
-            if not known or known.etag != resp.headers.get("etag", ""):
+            p.pages_skipped += 1    # binary and other types are never indexed
+            if known and known.document:
+                await self._drop(url, known, resp, [])      # it was text: what it said is gone
+            elif not known or known.etag != resp.headers.get("etag", ""):
                 await self.store.remember(url, resp, [])
             return
         header_noindex, header_nofollow = robots_directives(resp.headers.get("x-robots-tag", ""))
@@ -516,39 +617,51 @@ class Crawler:
         self._follow(page.links, depth)
         if page.noindex:
             p.pages_skipped += 1
-            if known and known.content_hash is not None:
-                await self.store.remove(url, known.document, resp, page.links)
-                p.pages_removed += 1
-                p.chunks_deleted += known.chunk_count
+            if known and known.document:
+                await self._drop(url, known, resp, page.links)
             elif not known:
                 await self.store.remember(url, resp, page.links)
             return
         digest = page.content_hash()
         document = self._document(page.canonical, final, digest)
+        validators = (resp.headers.get("etag", ""), resp.headers.get("last-modified", ""))
         if document in self._documents:
-            p.pages_unchanged += 1      # another URL of the same page (redirect, canonical) was indexed
-            validators = (resp.headers.get("etag", ""), resp.headers.get("last-modified", ""))
-            if not known or (known.etag, known.last_modified) != validators:
+            # Another URL of the same page (redirect, canonical) was indexed. One that led to another
+            # document before (a page moved with a 301) lets it go: its text goes unless a URL leads there.
+            moved = bool(known and known.document and known.document != document)
+            gone, heir = self._lead(url, document)
+            if gone:
+                await self.store.remove(gone[-1], gone[0])
+                p.chunks_deleted += known.chunk_count if known else 0
+            await self._bequeath(heir, known)
+            if moved:
+                p.pages_removed += 1
+            else:
+                p.pages_unchanged += 1
+            if not known or moved or (known.etag, known.last_modified) != validators:
                 # Its validators let the next crawl ask this URL conditionally too.
-                await self.store.remember(url, resp, page.links, known.content_hash if known else None, document,
-                                          page.title)
+                await self.store.remember(url, resp, page.links, known.content_hash if known and not moved else None,
+                                          document, page.title)
             return
-        self._documents[document] = digest
         if known and known.content_hash == digest and known.document == document:
             p.pages_unchanged += 1
-            if (known.etag, known.last_modified) != (resp.headers.get("etag", ""), resp.headers.get("last-modified", "")):
+            self._documents[document] = digest
+            if (known.etag, known.last_modified) != validators:
                 await self.store.remember(url, resp, page.links, digest, document, page.title)
             return
         chunks = chunk_page(page)
         if not chunks:
             p.pages_skipped += 1
-            if known and known.content_hash is not None:
+            if known and known.document:
                 # Emptied (a script shell, navigation only): what it said before is no longer on the site.
-                await self.store.remove(url, known.document, resp, page.links)
-                p.pages_removed += 1
-                p.chunks_deleted += known.chunk_count
+                await self._drop(url, known, resp, page.links)
             return
-        written = await self.store.replace(url, document, known.document if known else "", resp, page, chunks)
+        # Set before the first await: another URL of this document, read meanwhile, is an alias of it.
+        self._documents[document] = digest
+        gone, heir = self._lead(url, document)
+        written = await self.store.replace(url, document, gone[0] if gone else "", resp, page, chunks)
+        await self._bequeath(heir, known)
         p.pages_fetched += 1
         p.chunks_written += written
-        p.chunks_deleted += known.chunk_count if known else 0
+        if known and (gone or known.document in ("", document)):
+            p.chunks_deleted += known.chunk_count

@@ -14,9 +14,10 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import httpcore
 import httpx
@@ -54,11 +55,13 @@ class BlockedAddress(PermissionDenied):
 class FetchFailed(Exception):
     """A fetch that produced no usable response (network error, redirect loop, too large, ...)."""
 
-    def __init__(self, reason: str, kind: str = "failed", response: Response | None = None) -> None:
+    def __init__(self, reason: str, kind: str = "failed", response: Response | None = None,
+                 permanent: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.kind = kind            # failed | too_large | robots | off_site
         self.response = response    # status and headers, when the origin answered
+        self.permanent = permanent  # robots, off_site: every redirect that led there was permanent (301, 308)
 
 
 def parse_networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -197,8 +200,9 @@ MAX_URL_CHARS = 2048
 
 
 def normalize_url(url: str, base: str = "") -> str:
-    """Absolute http(s) URL without fragment, lower-case scheme and host, no default port, at most
-    MAX_URL_CHARS long; '' otherwise."""
+    """Absolute http(s) URL without fragment, lower-case scheme and host, no default port, no dot
+    segments, percent-escapes in one spelling (`_normal_escapes`), at most MAX_URL_CHARS long; ''
+    otherwise. Query strings and trailing slashes are kept: they can name different pages."""
     try:
         parts = urlsplit(urljoin(base, url.strip()) if base else url.strip())
     except ValueError:
@@ -216,8 +220,48 @@ def normalize_url(url: str, base: str = "") -> str:
     except ValueError:
         return ""
     netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
-    normal = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    try:
+        path = remove_dot_segments(_normal_escapes(parts.path or "/"))
+        query = _normal_escapes(parts.query)
+    except UnicodeEncodeError:   # a lone surrogate: no URL names it
+        return ""
+    normal = urlunsplit((scheme, netloc, path, query, ""))
     return normal if len(normal) <= MAX_URL_CHARS else ""
+
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+# Characters a URL cannot hold as they are: what is not ASCII (an IRI's letters), controls, space, and
+# those browsers escape in a path or query (WHATWG URL's percent-encode sets).
+_UNSAFE = re.compile(r'[^\x21-\x7e]|["<>`{}]')
+
+
+def _normal_escapes(part: str) -> str:
+    """A path or query in one spelling (RFC 3986 6.2.2): unsafe characters percent-encoded as UTF-8,
+    escapes of unreserved characters decoded (%7E is ~), the others' hex digits upper-case (%c3%a9 is
+    %C3%A9). Reserved characters keep their escapes: /a%2Fb is not /a/b, nor ?q=%26 ?q=&."""
+    part = _UNSAFE.sub(lambda m: quote(m.group(), safe=""), part)
+    if "%" not in part:
+        return part
+    return _ESCAPE.sub(lambda m: ch if (ch := chr(int(m.group(1), 16))) in _UNRESERVED else m.group().upper(), part)
+
+
+def remove_dot_segments(path: str) -> str:
+    """An absolute path without its "." and ".." segments (RFC 3986 5.2.4), as the server resolves it:
+    robots.txt is matched, and pages told apart, by the path that is requested."""
+    if "." not in path:
+        return path
+    segments = path.split("/")
+    out: list[str] = []
+    for n, segment in enumerate(segments):
+        if segment in (".", ".."):
+            if segment == ".." and len(out) > 1:
+                out.pop()
+            if n == len(segments) - 1:
+                out.append("")   # "/a/b/.." is the directory "/a/"
+            continue
+        out.append(segment)
+    return "/".join(out) if out != [""] else "/"
 
 
 def ascii_host(host: str) -> str:
@@ -248,6 +292,14 @@ def require_url(url: str) -> str:
     if not normal:
         raise InvalidArgument(f"not an http(s) URL: {url!r}")
     return normal
+
+
+PERMANENT_REDIRECTS = (301, 308)
+
+
+class Redirect(NamedTuple):
+    url: str          # normalised
+    status: int
 
 
 @dataclass
@@ -491,13 +543,15 @@ class Fetcher:
         limit = self.max_bytes if max_bytes is None else max_bytes
         seen: list[str] = []
         current = require_url(url)
+        permanent = True
         while True:
             if current in seen:
                 raise FetchFailed(f"redirect loop at {current}")
             if seen and hosts is not None and site_of(current) not in hosts:
-                raise FetchFailed(f"{seen[-1]} redirects off the site, to {current}", "off_site")
+                raise FetchFailed(f"{seen[-1]} redirects off the site, to {current}", "off_site", permanent=permanent)
             if seen and obey_robots and not await self.allowed(current):
-                raise FetchFailed(f"robots.txt disallows {current} (a redirect from {seen[-1]})", "robots")
+                raise FetchFailed(f"robots.txt disallows {current} (a redirect from {seen[-1]})", "robots",
+                                  permanent=permanent)
             seen.append(current)
             if _is_ip(urlsplit(current).hostname or ""):
                 self.policy.check(urlsplit(current).hostname or "", urlsplit(current).hostname or "")
@@ -516,12 +570,12 @@ class Fetcher:
                 return got
             if len(seen) > self.max_redirects:
                 raise FetchFailed(f"more than {self.max_redirects} redirects from {url}")
-            current = got
+            current, permanent = got.url, permanent and got.status in PERMANENT_REDIRECTS
 
     async def _request(
         self, url: str, headers: dict[str, str] | None, accept: Collection[str] | None, limit: int, cut: bool,
-    ) -> Response | str:
-        """One hop: its response, or the URL it redirects to. A 429 or 503 whose Retry-After can be read
+    ) -> Response | Redirect:
+        """One hop: its response, or where it redirects to. A 429 or 503 whose Retry-After can be read
         holds the host's gate that long (30 s at most), so none of its requests starts meanwhile, and is
         asked again then, twice at most, if that is before the deadline; otherwise it is the answer."""
         gate = self.gate(url)
@@ -537,7 +591,7 @@ class Fetcher:
     async def _asked(
         self, url: str, headers: dict[str, str] | None, accept: Collection[str] | None, limit: int, cut: bool,
         gate: HostGate, deadline: asyncio.Timeout,
-    ) -> Response | str:
+    ) -> Response | Redirect:
         """The exchanges of one hop, in its turn at the site: asked again after a Retry-After (see _request)."""
         retries = 0
         while True:
@@ -557,15 +611,15 @@ class Fetcher:
 
     async def _exchange(
         self, url: str, headers: dict[str, str] | None, accept: Collection[str] | None, limit: int, cut: bool,
-    ) -> Response | str:
-        """One request: the URL it redirects to, or its response with the body of an accepted type."""
+    ) -> Response | Redirect:
+        """One request: where it redirects to, or its response with the body of an accepted type."""
         async with self._client.stream("GET", url, headers=headers) as r:
             if r.is_redirect and "location" in r.headers:
                 await _drain_small(r)
                 nxt = normalize_url(r.headers["location"], url)
                 if not nxt:
                     raise FetchFailed(f"redirect to an unsupported URL from {url}")
-                return nxt
+                return Redirect(nxt, r.status_code)
             ctype = r.headers.get("content-type", "").split(";", 1)[0].strip().lower()
             resp = Response(url, r.status_code, r.headers, content_type=ctype)
             if r.status_code != 200 or (accept is not None and ctype not in accept):
@@ -630,6 +684,9 @@ class Fetcher:
         return DISALLOW_ALL, ROBOTS_UNREACHABLE_TTL_SECONDS, problem
 
     async def allowed(self, url: str) -> bool:
+        """robots.txt lets the URL be fetched, matched as it is requested (normalised: a URL recorded in
+        another spelling, /a/./secret, is requested as /a/secret)."""
+        url = normalize_url(url) or url
         rules = await self.robots(url)
         return rules is None or rules.can_fetch(url, self.user_agent)
 

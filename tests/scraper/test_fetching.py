@@ -8,6 +8,7 @@ import ipaddress
 import time
 
 import pytest
+from protego import Protego
 
 from services.scraper.fetching import (
     AddressPolicy,
@@ -57,6 +58,39 @@ def test_normalize_url():
     assert normalize_url("HTTP://Example.COM:80/a?b=1#frag") == "http://example.com/a?b=1"
     assert normalize_url("../c", "https://x.example:8443/a/b") == "https://x.example:8443/c"
     assert normalize_url("javascript:alert(1)") == normalize_url("ftp://x/") == ""
+
+
+@pytest.mark.parametrize("url, normal", [
+    # Dot segments go in absolute URLs too (RFC 3986 5.2.4), also percent-encoded ones: robots.txt is
+    # matched against the path the server is asked for.
+    ("http://x/./secret", "http://x/secret"),
+    ("http://x/a/x/../../secret", "http://x/secret"),
+    ("http://x/a/%2e%2E/secret", "http://x/secret"),
+    ("http://x/a/b/..", "http://x/a/"),
+    ("http://x/..", "http://x/"),
+    ("http://x/a//../b", "http://x/a/b"),
+    # One spelling of escapes: unreserved characters decoded, hex upper-case, an IRI's letters escaped.
+    ("http://x/%7Eann", "http://x/~ann"),
+    ("http://x/caf%c3%a9", "http://x/caf%C3%A9"),
+    ("http://x/café?q=crème brûlée", "http://x/caf%C3%A9?q=cr%C3%A8me%20br%C3%BBl%C3%A9e"),
+    # Reserved characters keep their escapes; queries and trailing slashes are kept.
+    ("http://x/a%2fb?q=%26&r=%3d", "http://x/a%2Fb?q=%26&r=%3D"),
+    ("http://x/p/?utm_source=a&id=1", "http://x/p/?utm_source=a&id=1"),
+    ("http://x/\ud800", ""),
+])
+def test_normalize_url_gives_one_spelling_of_a_url(url, normal):
+    assert normalize_url(url) == normal
+    assert normalize_url(normal) == normal
+
+
+async def test_robots_txt_is_matched_against_the_url_as_requested():
+    """A URL recorded in another spelling (by an older crawl) is matched as it is requested."""
+    rules = Protego.parse("User-agent: *\nDisallow: /secret\n")
+    async with fetcher() as f:
+        f._robots["http://x"] = (float("inf"), rules, "")
+        assert not await f.allowed("http://x/a/../secret")
+        assert not await f.allowed("http://x/./secret")
+        assert await f.allowed("http://x/a/secret")
 
 
 async def test_loopback_is_refused_without_the_allow_list(sample_site):
