@@ -6,13 +6,14 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
 
 import redis.asyncio as redis
 
 from services.common.errors import InvalidArgument, ParleyError, PermissionDenied, Unavailable
 from services.common.redis_client import RedisHealth
 from services.scraper.extract import robots_directives
-from services.scraper.fetching import Fetcher, FetchFailed, require_url, site_of
+from services.scraper.fetching import Fetcher, FetchFailed, host_problem, require_url, site_of
 from services.scraper.isolation import HTML_TYPES, ExtractionFailed, Extractor, extract
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,13 @@ async def fetch_page(fetcher: Fetcher, cache: PageCache, url: str, ttl_seconds: 
 
 
 async def _fetch(fetcher: Fetcher, url: str, hosts: frozenset[str] | None, extractor: Extractor | None) -> FetchedPage:
+    if problem := host_problem(urlsplit(url).hostname or ""):
+        raise InvalidArgument(f"cannot fetch {url}: {problem}")
     if not await fetcher.allowed(url):
+        # An unreadable robots.txt disallows the site (RFC 9309) while the site cannot be reached: for
+        # the caller that is a page that could not be fetched, not a refusal.
+        if await fetcher.robots_problem(url):
+            raise Unavailable(f"{url} could not be fetched from its site; try again later")
         raise PermissionDenied(f"robots.txt of {url} disallows fetching it")
     try:
         resp = await fetcher.get(url, obey_robots=True, hosts=hosts)
