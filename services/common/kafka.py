@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Iterable, Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     CorruptRecordException,
     InvalidProducerEpoch,
@@ -100,27 +101,57 @@ async def ensure_topics(
     configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """Create the topics that do not exist yet, each with its `configs` entry (topic name -> Kafka topic
-    configuration); existing ones are left as they are."""
+    configuration); an existing topic whose configuration differs from its entry is brought to it (the
+    other settings an operator gave it are kept). Partitions and replicas of existing topics are left."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         common = {"retention.ms": str(retention_ms)} if retention_ms else {}
-        missing = [
-            NewTopic(name=t, num_partitions=partitions, replication_factor=replication,
-                     topic_configs={**common, **(configs or {}).get(t, {})})
-            for t in topics
-            if t not in existing
-        ]
-        if not missing:
-            return
-        try:
-            await admin.create_topics(missing)
-        except TopicAlreadyExistsError:
-            pass
-        logger.info("created topics %s", [t.name for t in missing])
+        wanted = {t: {**common, **(configs or {}).get(t, {})} for t in topics}
+        missing = [NewTopic(name=t, num_partitions=partitions, replication_factor=replication, topic_configs=wanted[t])
+                   for t in wanted if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+            logger.info("created topics %s", [t.name for t in missing])
+        # Also the topics just made: one that another process made first has its configuration, not ours.
+        await _reconcile_configs(admin, {t: c for t, c in wanted.items() if c})
     finally:
         await admin.close()
+
+
+_TOPIC_OVERRIDE = 1   # DescribeConfigs' config source of a setting given to the topic itself
+
+
+async def _reconcile_configs(admin: AIOKafkaAdminClient, wanted: Mapping[str, Mapping[str, str]]) -> None:
+    """Existing topics given the configuration they should have (a topic created before its entry
+    changed, or by a broker's auto-creation). AlterConfigs replaces a topic's whole set of overrides, so
+    each is sent with the topic's other overrides as they are."""
+    if not wanted:
+        return
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in wanted])
+    changes = []
+    for response in responses:
+        for code, _message, _type, name, entries in response.resources:
+            if code or name not in wanted:
+                continue
+            current = {e[0]: e[1] for e in entries}
+            if all(current.get(k) == v for k, v in wanted[name].items()):
+                continue
+            # entry: name, value, read-only, source (version 0: is-default), sensitive, ...
+            overrides = {e[0]: e[1] for e in entries if not e[4] and (
+                e[3] == _TOPIC_OVERRIDE if response.API_VERSION > 0 else not e[3])}
+            changes.append(ConfigResource(ConfigResourceType.TOPIC, name, {**overrides, **wanted[name]}))
+            logger.info("topic %s: configuration %s set (was %s)", name, dict(wanted[name]),
+                        {k: current.get(k) for k in wanted[name]})
+    if changes:
+        for response in await admin.alter_configs(changes):
+            failed = [(r[3], r[0], r[1]) for r in response.resources if r[0]]
+            if failed:
+                logger.warning("topic configuration not changed: %s", failed)
 
 
 # How long a stop gives a Kafka client's last commit or flush. With no broker, aiokafka's commit waits
