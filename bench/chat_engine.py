@@ -51,7 +51,7 @@ async def run(concurrency: int, rounds: int, seconds: float) -> dict[str, float]
         outbox.start()
         search = channel(settings.search_addr, settings.grpc_max_message_bytes)
         client = create_redis(settings.redis_url)
-        engine = build_engine(settings, SearchClient(search_pb2_grpc.SearchServiceStub(search)),
+        engine = build_engine(settings, SearchClient(search_pb2_grpc.SearchServiceStub(search), settings.admin_token),
                               build_store(settings, client), outbox)
         admission = Admission(settings, client, lambda: engine.in_flight)
         requests = [response_pb2.ChatRequest(product_key=secret, message=q, session_id=f"bench-{i % concurrency}")

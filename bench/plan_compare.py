@@ -35,6 +35,7 @@ from bench.harness import bench_env, cpu_seconds, free_port, save_results
 from bench.load import quantile
 from bench.stream_compare import export
 from services.common import db
+from services.common.admin import ADMIN_HEADER
 from services.common.grpc_server import channel, check_serving
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
 from services.common.redis_client import create_redis
@@ -44,6 +45,9 @@ from services.search.key_cache import KeyCache
 from services.settings import Settings
 
 KEYS = 100
+# Plan as the response service calls it: with the platform's token (the one the variants start with, set
+# by `run`), not charged to the key.
+PLATFORM: list[tuple[str, str]] = []
 
 
 @dataclass
@@ -102,8 +106,9 @@ async def measure(variants: list[Variant], seconds: float, questions: list[str])
         for v in variants:      # every key's vectors loaded, every key cached and seen valid
             for i in range(KEYS):
                 await stubs[v.name].Plan(search_pb2.PlanRequest(product_key=synthetic.secret(i),
-                                                                message=f"warm up {questions[i]} {salt}"))
-            await stubs[v.name].Plan(search_pb2.PlanRequest(product_key=synthetic.big_secret(), message=f"warm up {salt}"))
+                                                                message=f"warm up {questions[i]} {salt}"), metadata=PLATFORM)
+            await stubs[v.name].Plan(search_pb2.PlanRequest(product_key=synthetic.big_secret(), message=f"warm up {salt}"),
+                                     metadata=PLATFORM)
         for kind in ("keys", "big"):
             before = {v.name: cpu_seconds(v.process.pid) for v in variants}
             idle0 = machine_idle()
@@ -115,7 +120,8 @@ async def measure(variants: list[Variant], seconds: float, questions: list[str])
                     # a message per call and variant: never in a query-embedding cache
                     message = f"{questions[i % len(questions)]} {kind}{salt}{n}"
                     t0 = time.perf_counter()
-                    await stubs[v.name].Plan(search_pb2.PlanRequest(product_key=key, message=message), timeout=10)
+                    await stubs[v.name].Plan(search_pb2.PlanRequest(product_key=key, message=message), timeout=10,
+                                             metadata=PLATFORM)
                     v.latencies.setdefault(kind, []).append((time.perf_counter() - t0) * 1000)
                 i += 1
             idle1 = machine_idle()
@@ -145,7 +151,7 @@ async def same_replies(variants: list[Variant], stubs: dict, questions: list[str
     for i in range(calls):
         key = synthetic.secret(i % KEYS) if i % 4 else synthetic.big_secret()
         request = search_pb2.PlanRequest(product_key=key, message=f"{questions[-1 - i]} same{salt}")
-        replies = [await stubs[v.name].Plan(request, timeout=10) for v in variants]
+        replies = [await stubs[v.name].Plan(request, timeout=10, metadata=PLATFORM) for v in variants]
         for v, reply in zip(variants[1:], replies[1:]):
             same[v.name] += reply == replies[0]
     return {"calls": calls, "identical_to_" + variants[0].name: same}
@@ -191,6 +197,7 @@ async def run(args: argparse.Namespace) -> dict:
     variants = [Variant("before", before), Variant("after", REPO),
                 *(parse_variant(v) for v in args.variant)]
     base_env = {**bench_env(), "PARLEY_LOG_LEVEL": "WARNING"}
+    PLATFORM[:] = [(ADMIN_HEADER, base_env["PARLEY_ADMIN_TOKEN"])]
     try:
         for v in variants:
             start(v, base_env, work)

@@ -18,6 +18,7 @@ from rich.table import Table
 from bench.harness import console, started_services
 from bench.load import LoadResult, quantile, run_load
 from services.common import db
+from services.common.admin import ADMIN_HEADER
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
 from services.common.redis_client import create_redis
@@ -136,21 +137,24 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
             cpu_per_plan: dict[tuple[str, int], float] = {}
             async with channel(settings.search_addr) as ch:
                 stub = search_pb2_grpc.SearchServiceStub(ch)
+                # Plan as the response service calls it: with the platform's token, not charged to the key.
+                platform = ((ADMIN_HEADER, settings.admin_token),)
 
                 async def plan(i: int):
                     return await stub.Plan(search_pb2.PlanRequest(
-                        product_key=synthetic.secret(i % KEYS), message=questions[i % len(questions)]), timeout=10)
+                        product_key=synthetic.secret(i % KEYS), message=questions[i % len(questions)]), timeout=10,
+                        metadata=platform)
 
                 async def plan_big(i: int):  # the 50k-chunk key: the largest vector search
                     # " please" (a filler word for the lexical arm): not the 100-key run's messages, so
                     # the query embedding is computed, not taken from the cache
                     return await stub.Plan(search_pb2.PlanRequest(
                         product_key=synthetic.big_secret(), message=questions[i % len(questions)] + " please"),
-                        timeout=10)
+                        timeout=10, metadata=platform)
 
                 async def plan_greeting(i: int):  # the cached key and the rate limit only: no PostgreSQL
                     return await stub.Plan(search_pb2.PlanRequest(product_key=synthetic.secret(i % KEYS),
-                                                                  message="hello"), timeout=10)
+                                                                  message="hello"), timeout=10, metadata=platform)
 
                 for i in range(KEYS):  # warm the key cache, the buffers and the vector index
                     await plan(i)

@@ -38,7 +38,7 @@ async def main(settings: ResponseSettings) -> None:
     scraper_channel = channel(settings.scraper_addr, settings.grpc_max_message_bytes,
                               retry=[(scraper_pb2.DESCRIPTOR.services_by_name["ScraperService"].full_name, "Fetch")])
     web = WebPages(scraper_pb2_grpc.ScraperServiceStub(scraper_channel), settings.max_passages)
-    engine = build_engine(settings, SearchClient(search_pb2_grpc.SearchServiceStub(search_channel)), store, outbox,
+    engine = build_engine(settings, SearchClient(search_pb2_grpc.SearchServiceStub(search_channel), settings.admin_token), store, outbox,
                           web)
     engine.admission = Admission(settings, redis, lambda: engine.in_flight)
 

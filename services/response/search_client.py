@@ -6,6 +6,7 @@ import logging
 
 import grpc
 
+from services.common.admin import ADMIN_HEADER
 from services.common.errors import RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, DeadlineExceeded, ParleyError
 from services.common.logs import EveryFewSeconds
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
@@ -24,8 +25,11 @@ class DownstreamError(ParleyError):
 
 
 class SearchClient:
-    def __init__(self, stub: search_pb2_grpc.SearchServiceStub) -> None:
+    def __init__(self, stub: search_pb2_grpc.SearchServiceStub, admin_token: str = "") -> None:
+        """`admin_token`: sent with each Plan, it tells search that the turn was charged to the key's
+        rate limit here already (a tenant's own Plans take from a bucket of their own)."""
         self._stub = stub
+        self._metadata = ((ADMIN_HEADER, admin_token),) if admin_token else None
 
     async def plan(self, product_key: str, message: str, session_id: str, timeout: float, *,
                    callers: bool = True) -> search_pb2.PlanResponse:
@@ -36,7 +40,7 @@ class SearchClient:
         try:
             return await self._stub.Plan(
                 search_pb2.PlanRequest(product_key=product_key, message=message, session_id=session_id),
-                timeout=timeout,
+                timeout=timeout, metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and callers:

@@ -118,7 +118,7 @@ async def events(stack: Settings) -> AsyncIterator[EventLog]:
 @pytest.fixture(scope="session")
 async def search_client(services, settings) -> AsyncIterator[SearchClient]:
     async with channel(settings.search_addr) as ch:
-        yield SearchClient(search_pb2_grpc.SearchServiceStub(ch))
+        yield SearchClient(search_pb2_grpc.SearchServiceStub(ch), settings.admin_token)
 
 
 @pytest.fixture

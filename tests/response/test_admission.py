@@ -12,7 +12,9 @@ import pytest
 from bench.harness import free_port
 from services.common.grpc_server import channel, check_serving
 from services.common.pb.parley.v1 import common_pb2, response_pb2, response_pb2_grpc, search_pb2
+from services.common.product_keys import BUCKET_PREFIX
 from services.launcher import Launcher
+from services.search.planner import PLAN_BUCKET
 from tests.conftest import RUN_ID, TestKey, rpc_error
 
 
@@ -51,6 +53,17 @@ async def test_a_burst_of_cached_chats_is_rate_limited(response, search, admin):
     assert 5 <= len(answered) <= 5 + 5 * 3  # the burst, plus what refills while the burst is served
     assert len(refused) >= 60 - 20
     assert all(int(dict(r.trailing_metadata())["retry-after-ms"]) > 0 for r in refused)
+
+
+async def test_the_plans_of_chat_turns_are_not_charged_again(response, search, admin, redis_client):
+    """The response service sends the platform's token with its Plans: a chat turn takes one token of
+    the key's bucket, in admission, and none of the bucket search keeps for a tenant's own Plans."""
+    key = await _key(search, admin, "plan-once", rate=0.01, burst=3)
+    for n in range(3):
+        reply = await response.Chat(ask(key.secret, f"Do you ship to island number {n}?"), timeout=10)
+        assert reply.cache_status == common_pb2.CACHE_STATUS_MISS
+    assert not await redis_client.exists(BUCKET_PREFIX + PLAN_BUCKET + key.id)
+    assert await redis_client.exists(BUCKET_PREFIX + key.id)
 
 
 async def test_a_rotated_secret_is_refused_at_once_on_every_replica_even_on_a_cache_hit(
