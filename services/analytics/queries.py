@@ -9,6 +9,7 @@ import asyncpg
 
 from services.analytics import histogram
 from services.common.errors import InvalidArgument
+from services.common.text import PROSE_PUNCTUATION
 
 GRANULARITIES = {"minute", "hour", "day", ""}
 GROUPS = {"strategy", "model", ""}
@@ -118,9 +119,10 @@ class QuestionStat:
 
 
 # Questions are grouped as the answer cache tells them apart (services.response.cache.normalise):
-# compatibility forms (NFKC), case, punctuation and spacing folded, by Unicode's rules (ICU's root
-# collation, where PostgreSQL has ICU; else the database's character rules, which under a C locale
-# fold ASCII only and take other letters for punctuation); each group is shown in the form its
+# compatibility forms (NFKC), case, prose punctuation (PROSE_PUNCTUATION, the same pattern) and spacing
+# folded, symbols kept ("C#" and "C++" are two questions); case by Unicode's rules (ICU's root
+# collation, where PostgreSQL has ICU; else the database's, which under a C locale folds ASCII only);
+# each group is shown in the form its
 # turns wrote most often (spacing folded), cut to QUESTION_CHARS, and two questions that differ only
 # beyond that many characters are one. A turn is rated down when the key's feedback holds a rating < 0
 # for its request: the key's down-rated request ids are read once from their partial index (migration
@@ -129,7 +131,7 @@ class QuestionStat:
 # after its plan said NO_ANSWER was not answered, and is no gap (as in metrics_minute's no_answers).
 _QUESTIONS = """
 WITH turns AS (
-    SELECT left(btrim(regexp_replace(regexp_replace(lower(normalize(c.message{collate}, NFKC)), '[^\\w\\s]+', ' ', 'g'),
+    SELECT left(btrim(regexp_replace(regexp_replace(lower(normalize(c.message{collate}, NFKC)), '{prose}+', ' ', 'g'),
                                      '\\s+', ' ', 'g')), {chars}) AS grp,
            left(btrim(regexp_replace(c.message, '\\s+', ' ', 'g')), {chars}) AS written,
            c.strategy = 'NO_ANSWER' AND c.error_code = '' AS no_answer,
@@ -185,10 +187,11 @@ def questions_query(gaps_only: bool, collation: str = "") -> str:
     """The statement of top_questions (key, start, end, limit), its questions folded under `collation`
     (the database's own when "")."""
     collate = f' COLLATE "{collation}"' if collation else ""
+    prose = PROSE_PUNCTUATION.replace("'", "''")     # a string literal's quotes doubled
     if gaps_only:
         return _QUESTIONS.format(
-            chars=QUESTION_CHARS, collate=collate,
+            chars=QUESTION_CHARS, collate=collate, prose=prose,
             having="HAVING count(*) FILTER (WHERE no_answer OR down) > 0",
             order="count(*) FILTER (WHERE no_answer OR down) DESC, count(*) DESC",
         )
-    return _QUESTIONS.format(chars=QUESTION_CHARS, collate=collate, having="", order="count(*) DESC")
+    return _QUESTIONS.format(chars=QUESTION_CHARS, collate=collate, prose=prose, having="", order="count(*) DESC")

@@ -92,14 +92,16 @@ async def test_a_question_is_one_whatever_its_case_punctuation_spacing_or_compat
         await seeding.start()
         try:
             others = ["ÉCOLE ouverte ?", "école ouverte", "Привет!", "привет", "营业时间？", "营业时间"]
-            for i, message in enumerate(forms + ["What are your prices?"] + others):
+            apart = ["Is C# supported?", "Is C++ supported?", "👍", "👎"]   # a symbol makes another question
+            for i, message in enumerate(forms + ["What are your prices?"] + others + apart):
                 await conn.execute(INSERT_TURN, f"{key_id}-{i}", key_id, f"{key_id}-{i}", now, message,
                                    "NO_ANSWER" if i == 2 else "KNOWLEDGE")
             assert await queries._unicode_collation(conn) == "und-x-icu"   # Unicode's rules, whatever the locale
             top = await queries.top_questions(conn, key_id, start, end, 20)
             assert [(q.question, q.count, q.no_answers) for q in top] == [
                 ("What are your hours?", len(forms), 1), ("ÉCOLE ouverte ?", 2, 0), ("Привет!", 2, 0),
-                ("营业时间", 2, 0), ("What are your prices?", 1, 0)]
+                ("营业时间", 2, 0), ("Is C# supported?", 1, 0), ("Is C++ supported?", 1, 0), ("What are your prices?", 1, 0),
+                ("👍", 1, 0), ("👎", 1, 0)]
             gaps = await queries.top_questions(conn, key_id, start, end, 20, gaps_only=True)
             assert [(q.question, q.no_answers) for q in gaps] == [("What are your hours?", 1)]
         finally:
