@@ -22,6 +22,7 @@ from services.common.settings import TOPIC_CONFIGS
 from services.settings import TOPICS, Settings
 from tests.deploy.policy_keda import scaled_object_violations
 from tests.deploy.policy_network import network_violations
+from tests.deploy.policy_outbox import container_env, outbox_holders_in_code, outbox_violations, statefulset_violations
 
 Doc = dict[str, Any]
 
@@ -38,7 +39,7 @@ DRAIN_MARGIN_SECONDS = 3
 
 @dataclass(frozen=True)
 class Component:
-    """What a `python -m <module>` process needs from its Deployment."""
+    """What a `python -m <module>` process needs from its Deployment (or StatefulSet)."""
 
     addr_field: str | None      # gRPC address setting (servers only)
     metrics_field: str          # Prometheus port setting
@@ -59,6 +60,8 @@ COMPONENTS: dict[str, Component] = {
     "services.search.indexer": Component(None, "indexer_metrics_port", ("knowledge_pages",), 20),
     "services.analytics.stream": Component(None, "worker_metrics_port", ("chat_turns", "feedback"), 10),
 }
+# The kinds that run a component's pods.
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 # One-shot commands allowed in init containers: the schema only, since a pod must start while Kafka
 # is away (the topics are KafkaTopic resources).
 INIT_COMMANDS = (["python", "-m", "services.cli", "migrate", "--schema-only"],)
@@ -151,7 +154,8 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
     by_kind: dict[str, list[Doc]] = {}
     for doc in docs:
         by_kind.setdefault(doc["kind"], []).append(doc)
-    deployments = by_kind.get("Deployment", [])
+    # Deployments, and StatefulSets where a component keeps state of its own (the response outbox).
+    workloads = [d for kind in WORKLOAD_KINDS for d in by_kind.get(kind, [])]
     hpas = by_kind.get("HorizontalPodAutoscaler", [])
     scaled_objects = by_kind.get("ScaledObject", [])
     topics = by_kind.get("KafkaTopic", [])
@@ -185,9 +189,11 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
     if config.get("PARLEY_GRPC_BIND_HOST") not in ANY_INTERFACE:
         out(f"ConfigMap {SETTINGS_CONFIGMAP}: PARLEY_GRPC_BIND_HOST must be 0.0.0.0 in a pod "
             f"(is {config.get('PARLEY_GRPC_BIND_HOST')!r}); probes and Services reach the pod's IP")
+    # What a pod's environment holds: the ConfigMap and the Secret (placeholders for its values).
+    pod_env = {**config, **{k: "placeholder" for k in secret_keys},
+               "PARLEY_POSTGRES_DSN": "postgresql://u:p@postgres:5432/parley"}
     try:
-        settings = load_settings({**config, **{k: "placeholder" for k in secret_keys},
-                                  "PARLEY_POSTGRES_DSN": "postgresql://u:p@postgres:5432/parley"})
+        settings = load_settings(pod_env)
     except ValidationError as exc:
         return found + [f"ConfigMap {SETTINGS_CONFIGMAP} does not make valid Settings: {exc}"]
 
@@ -218,24 +224,25 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
         if settings.topic(key) not in topic_partitions:
             out(f"topic {settings.topic(key)} has no KafkaTopic")
 
-    # --- each Deployment ----------------------------------------------------------------------
+    # --- each Deployment and StatefulSet --------------------------------------------------------
     services = by_kind.get("Service", [])
     pdbs = by_kind.get("PodDisruptionBudget", [])
     accounts = {d["metadata"]["name"]: d for d in by_kind.get("ServiceAccount", [])}
     modules_deployed: set[str] = set()
     images: set[str] = set()
-    for dep in deployments:
-        name = dep["metadata"]["name"]
-        where = f"Deployment {name}"
+    outbox_holders = outbox_holders_in_code(tuple(COMPONENTS))
+    for dep in workloads:
+        name, kind = dep["metadata"]["name"], dep["kind"]
+        where = f"{kind} {name}"
         spec = dep["spec"]
         pod = spec["template"]["spec"]
         labels = spec["template"]["metadata"].get("labels") or {}
         if "replicas" in spec:
             out(f"{where}: sets spec.replicas; its HorizontalPodAutoscaler owns the count")
 
-        targeting = [h for h in hpas if h["spec"]["scaleTargetRef"].get("kind") == "Deployment"
+        targeting = [h for h in hpas if h["spec"]["scaleTargetRef"].get("kind") == kind
                      and h["spec"]["scaleTargetRef"].get("name") == name]
-        scaled = [s for s in scaled_objects if s["spec"]["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
+        scaled = [s for s in scaled_objects if s["spec"]["scaleTargetRef"].get("kind", "Deployment") == kind
                   and s["spec"]["scaleTargetRef"].get("name") == name]
         if not targeting and not scaled:
             out(f"{where} has no autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject) that targets it")
@@ -246,6 +253,8 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
         if not any(s["spec"].get("selector") and all(labels.get(k) == v for k, v in s["spec"]["selector"].items())
                    for s in services):
             out(f"{where} has no Service")
+        if kind == "StatefulSet":
+            found += statefulset_violations(dep, services, autoscaled=bool(targeting or scaled))
         account = pod.get("serviceAccountName")
         if account not in accounts:
             out(f"{where}: ServiceAccount {account!r} is not in the manifests")
@@ -307,6 +316,8 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
             out(f"{cwhere}: command {container.get('command')} is not `python -m <a Parley component>`")
             continue
         modules_deployed.add(module)
+        if module in outbox_holders:
+            found += outbox_violations(dep, container, module, load_settings({**pod_env, **container_env(container)}))
 
         # Probes, on the ports the settings give.
         for probe_name in ("readinessProbe", "livenessProbe"):
@@ -372,14 +383,14 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
                         f"stabilizationWindowSeconds >= {MIN_CONSUMER_SCALE_DOWN_WINDOW} (is {window})")
 
     # --- autoscalers --------------------------------------------------------------------------
-    deployment_names = {d["metadata"]["name"] for d in deployments}
+    workload_names = {(d["kind"], d["metadata"]["name"]) for d in workloads}
     for hpa in hpas:
         hname = f"HorizontalPodAutoscaler {hpa['metadata']['name']}"
         hspec = hpa["spec"]
         if hpa["apiVersion"] != "autoscaling/v2":
             out(f"{hname}: apiVersion must be autoscaling/v2")
         target = hspec.get("scaleTargetRef") or {}
-        if target.get("kind") != "Deployment" or target.get("name") not in deployment_names:
+        if (target.get("kind"), target.get("name")) not in workload_names:
             out(f"{hname}: targets {target.get('kind')} {target.get('name')}, which is not in the manifests")
         if not any(m.get("type") == "Resource" and m["resource"]["name"] == "cpu" for m in hspec.get("metrics", [])):
             out(f"{hname}: no CPU metric")
@@ -390,7 +401,7 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
             out(f"{hname}: needs 1 <= minReplicas <= maxReplicas")
 
     # --- who may reach whom -------------------------------------------------------------------
-    found += network_violations(deployments, by_kind.get("NetworkPolicy", []),
+    found += network_violations(workloads, by_kind.get("NetworkPolicy", []),
                                 lambda dep: _module((_containers(dep, init=False) or [{}])[0]))
 
     # --- one image, every component -----------------------------------------------------------
@@ -402,7 +413,7 @@ def violations(docs: list[Doc], secret_keys: set[str]) -> list[str]:
             out(f"image {image!r} needs a pinned tag (set by the overlay)")
     for module in COMPONENTS:
         if module not in modules_deployed:
-            out(f"no Deployment runs `python -m {module}`")
+            out(f"no Deployment or StatefulSet runs `python -m {module}`")
     return found
 
 

@@ -27,7 +27,7 @@ ADDR_FIELDS = {"search_addr": "services.search", "response_addr": "services.resp
 _CALL = re.compile(r"channel\(\s*settings\.(\w+_addr)\b")
 
 
-def _sources(module: str, all_modules: tuple[str, ...]) -> list[Path]:
+def component_sources(module: str, all_modules: tuple[str, ...]) -> list[Path]:
     """The files of `module`: its package (less the other components' files) or its .py file."""
     base = REPO / Path(*module.split("."))
     if not base.is_dir():
@@ -41,7 +41,7 @@ def callers_in_code(modules: tuple[str, ...]) -> dict[str, set[str]]:
     """gRPC server module -> the modules whose code opens a channel to it (services.cli included)."""
     callers: dict[str, set[str]] = {m: set() for m in ADDR_FIELDS.values()}
     for module in (*modules, "services.cli"):
-        for path in _sources(module, modules):
+        for path in component_sources(module, modules):
             for field in _CALL.findall(path.read_text()):
                 if field in ADDR_FIELDS:
                     callers[ADDR_FIELDS[field]].add(module)
@@ -82,30 +82,30 @@ def allowed(policies: list[Doc], labels: dict[str, str]) -> dict[str, set[str]]:
     return ports
 
 
-def network_violations(deployments: list[Doc], policies: list[Doc], module_of) -> list[str]:
-    """`module_of(deployment)` gives the `python -m` module a Deployment runs (or None)."""
+def network_violations(workloads: list[Doc], policies: list[Doc], module_of) -> list[str]:
+    """`module_of(workload)` gives the `python -m` module a Deployment or StatefulSet runs (or None)."""
     found: list[str] = []
     out = found.append
     if not any(_selects(np["spec"].get("podSelector") or {}, {}) and not np["spec"].get("ingress")
                and "Ingress" in np["spec"].get("policyTypes", []) for np in policies):
         out("no default-deny NetworkPolicy (podSelector {}, policyTypes [Ingress], no rules)")
-    by_module = {module_of(d): d for d in deployments}
+    by_module = {module_of(d): d for d in workloads}
     callers = callers_in_code(tuple(m for m in by_module if m))
     prometheus = _label_peer(PROMETHEUS, "any namespace")
     for module, dep in by_module.items():
         if module is None:
             continue
-        name = dep["metadata"]["name"]
+        name = f"{dep['kind']} {dep['metadata']['name']}"
         labels = dep["spec"]["template"]["metadata"].get("labels") or {}
         ports = allowed(policies, labels)
         if not ports:
-            out(f"Deployment {name}: no NetworkPolicy lets Prometheus reach its metrics port")
+            out(f"{name}: no NetworkPolicy lets Prometheus reach its metrics port")
             continue
         for port, peers in ports.items():
             if "anything" in peers or port == "all ports":
-                out(f"Deployment {name}: port {port} is open to {sorted(peers)}; name each caller and port")
+                out(f"{name}: port {port} is open to {sorted(peers)}; name each caller and port")
         if ports.get("metrics", set()) != {prometheus}:
-            out(f"Deployment {name}: metrics port reachable by {sorted(ports.get('metrics', set()))}, "
+            out(f"{name}: metrics port reachable by {sorted(ports.get('metrics', set()))}, "
                 f"only Prometheus ({prometheus}) may")
         expected = set()
         if module in callers:
@@ -117,7 +117,7 @@ def network_violations(deployments: list[Doc], policies: list[Doc], module_of) -
                 expected.add(_label_peer(GATEWAY, "any namespace"))
         got = ports.get("grpc", set())
         if got != expected:
-            out(f"Deployment {name}: gRPC reachable by {sorted(got)}; its callers in the code are {sorted(expected)}")
+            out(f"{name}: gRPC reachable by {sorted(got)}; its callers in the code are {sorted(expected)}")
         for port in set(ports) - {"grpc", "metrics"}:
-            out(f"Deployment {name}: port {port} is open to {sorted(ports[port])} but serves no caller")
+            out(f"{name}: port {port} is open to {sorted(ports[port])} but serves no caller")
     return found

@@ -27,8 +27,8 @@ def test_kustomize_is_installed():
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_every_kind(rendered, overlay):
     kinds = {d["kind"] for d in rendered[overlay].docs}
-    assert {"Namespace", "ConfigMap", "ServiceAccount", "Service", "Deployment", "HorizontalPodAutoscaler",
-            "PodDisruptionBudget", "KafkaTopic", "NetworkPolicy"} <= kinds
+    assert {"Namespace", "ConfigMap", "ServiceAccount", "Service", "Deployment", "StatefulSet",
+            "HorizontalPodAutoscaler", "PodDisruptionBudget", "KafkaTopic", "NetworkPolicy"} <= kinds
     # Production scales the Kafka consumers with KEDA; dev (no KEDA) with CPU HPAs only.
     assert ("ScaledObject" in kinds) == (overlay == "prod")
 

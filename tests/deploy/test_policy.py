@@ -12,8 +12,9 @@ import yaml
 from services.common.grpc_server import port_of
 from services.settings import Settings
 from tests.deploy.manifests import K8S_DIR, OVERLAYS, kustomize_build
-from tests.deploy.policy import COMPONENTS, SECRET_SETTINGS, hpa_bounds, required_in_cluster, violations
+from tests.deploy.policy import COMPONENTS, SECRET_SETTINGS, WORKLOAD_KINDS, hpa_bounds, required_in_cluster, violations
 from tests.deploy.policy_network import callers_in_code
+from tests.deploy.policy_outbox import outbox_holders_in_code
 
 Docs = list[dict]
 
@@ -29,17 +30,18 @@ def test_overlays_set_namespace_image_bounds_and_resources(rendered):
         return {d["metadata"].get("namespace") for d in docs if d["kind"] not in ("Namespace",)}
 
     def images(docs):
-        return {c["image"] for d in docs if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]}
+        return {c["image"] for d in docs if d["kind"] in WORKLOAD_KINDS for c in d["spec"]["template"]["spec"]["containers"]}
 
     def requests(docs):
         return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
-                for d in docs if d["kind"] == "Deployment"}
+                for d in docs if d["kind"] in WORKLOAD_KINDS}
 
     dev, prod = rendered["dev"].docs, rendered["prod"].docs
     assert namespaces(dev) == {"parley-dev"} and namespaces(prod) == {"parley"}
     assert images(dev) != images(prod)
     assert hpa_bounds(dev) != hpa_bounds(prod)
     assert requests(dev) != requests(prod)
+    assert requests(dev)["response"] != requests(prod)["response"], "the overlays' patches reach the StatefulSet"
     assert all(low >= 2 for name, (low, _) in hpa_bounds(prod).items()), "prod keeps two of everything"
 
 
@@ -50,13 +52,14 @@ def test_no_overlay_lowers_a_memory_limit_below_the_bases(rendered):
         units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
         out = {}
         for d in docs:
-            if d["kind"] == "Deployment":
+            if d["kind"] in WORKLOAD_KINDS:
                 limit = d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
                 out[d["metadata"]["name"]] = float(limit[:-2]) * units[limit[-2:]]
         return out
 
     base = memory(yaml.safe_load_all("\n---\n".join(
-        p.read_text() for p in sorted((K8S_DIR / "base").glob("*/deployment.yaml")))))
+        p.read_text() for name in ("deployment", "statefulset")
+        for p in sorted((K8S_DIR / "base").glob(f"*/{name}.yaml")))))
     for overlay in ("dev", "prod"):
         lowered = {name: (limit, base[name]) for name, limit in memory(rendered[overlay].docs).items()
                    if limit < base[name]}
@@ -99,8 +102,31 @@ def _get(docs: Docs, kind: str, name: str | None = None) -> dict:
     return next(d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"].startswith(name)))
 
 
+def _workload(docs: Docs, name: str) -> dict:
+    return next(d for d in docs if d["kind"] in WORKLOAD_KINDS and d["metadata"]["name"] == name)
+
+
 def _container(docs: Docs, name: str) -> dict:
-    return _get(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+    return _workload(docs, name)["spec"]["template"]["spec"]["containers"][0]
+
+
+def _response(docs: Docs) -> dict:
+    return _get(docs, "StatefulSet", "response")["spec"]
+
+
+def _outbox_on_empty_dir(docs: Docs) -> None:
+    spec = _response(docs)
+    spec.pop("volumeClaimTemplates")
+    spec["template"]["spec"]["volumes"].append({"name": "outbox", "emptyDir": {"sizeLimit": "512Mi"}})
+
+
+def _response_as_deployment(docs: Docs) -> None:
+    _outbox_on_empty_dir(docs)
+    sts = _get(docs, "StatefulSet", "response")
+    sts["kind"] = "Deployment"
+    for field in ("serviceName", "podManagementPolicy", "persistentVolumeClaimRetentionPolicy", "updateStrategy"):
+        sts["spec"].pop(field)
+    _get(docs, "HorizontalPodAutoscaler", "response")["spec"]["scaleTargetRef"]["kind"] = "Deployment"
 
 
 def _scaled(docs: Docs, name: str) -> dict:
@@ -203,7 +229,9 @@ BROKEN: dict[str, tuple[Callable[[Docs], object], str]] = {
         lambda d: _container(d, "search")["securityContext"].update(readOnlyRootFilesystem=False),
         "readOnlyRootFilesystem must be true"),
     "replicas fixed in the Deployment": (
-        lambda d: _get(d, "Deployment", "response")["spec"].update(replicas=3), "sets spec.replicas"),
+        lambda d: _get(d, "Deployment", "search")["spec"].update(replicas=3), "sets spec.replicas"),
+    "replicas fixed in the StatefulSet": (
+        lambda d: _response(d).update(replicas=3), "StatefulSet response: sets spec.replicas"),
     "grace period shorter than the drain": (
         lambda d: _get(d, "Deployment", "search")["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=10),
         "does not cover the drain"),
@@ -227,6 +255,48 @@ BROKEN: dict[str, tuple[Callable[[Docs], object], str]] = {
     "no PodDisruptionBudget": (lambda d: d.remove(_get(d, "PodDisruptionBudget", "scraper")),
                                "Deployment scraper has no PodDisruptionBudget"),
     "image without tag": (lambda d: _container(d, "search").update(image="parley"), "one Parley image"),
+    # The response outbox: acknowledged events on a claim of each replica's own.
+    "outbox on an emptyDir": (_outbox_on_empty_dir, "StatefulSet response: keeps its outbox (PARLEY_OUTBOX_DIR "
+                              "/var/lib/parley/outbox) on the emptyDir outbox"),
+    "outbox holder back to a Deployment": (
+        _response_as_deployment, "Deployment response runs `python -m services.response`, which holds acknowledged "
+                                 "events in its outbox: run it as a StatefulSet"),
+    "outbox directory outside the claim": (
+        lambda d: _container(d, "response")["env"][0].update(value="/tmp/outbox"),
+        "keeps its outbox (PARLEY_OUTBOX_DIR /tmp/outbox) on the emptyDir tmp"),
+    "outbox directory on no volume": (
+        lambda d: [e.update(value="/var/lib/outbox") for e in _container(d, "response")["env"]
+                   if e["name"] == "PARLEY_OUTBOX_DIR"], "PARLEY_OUTBOX_DIR '/var/lib/outbox' is on no volume"),
+    "outbox claim without headroom": (
+        lambda d: _response(d)["volumeClaimTemplates"][0]["spec"]["resources"]["requests"].update(storage="400Mi"),
+        "the outbox claim outbox requests 400Mi < 1.5 x PARLEY_OUTBOX_MAX_BYTES (335544320) = 480Mi"),
+    "outbox larger than its claim allows": (
+        lambda d: [e.update(value=str(1 << 30)) for e in _container(d, "response")["env"]
+                   if e["name"] == "PARLEY_OUTBOX_MAX_BYTES"], "requests 1Gi < 1.5 x PARLEY_OUTBOX_MAX_BYTES"),
+    "outbox claim shared by many writers": (
+        lambda d: _response(d)["volumeClaimTemplates"][0]["spec"].update(accessModes=["ReadWriteMany"]),
+        "the outbox claim outbox must be ReadWriteOnce"),
+    "claims deleted on scale-down": (
+        lambda d: _response(d)["persistentVolumeClaimRetentionPolicy"].update(whenScaled="Delete"),
+        "persistentVolumeClaimRetentionPolicy.whenScaled Delete deletes the claims"),
+    "claims deleted with the StatefulSet": (
+        lambda d: _response(d)["persistentVolumeClaimRetentionPolicy"].update(whenDeleted="Delete"),
+        "persistentVolumeClaimRetentionPolicy.whenDeleted Delete deletes the claims"),
+    "one ordinal at a time": (
+        lambda d: _response(d).update(podManagementPolicy="OrderedReady"), "podManagementPolicy must be Parallel"),
+    "no governing Service": (
+        lambda d: d.remove(_get(d, "Service", "response-headless")),
+        "serviceName 'response-headless' names no Service"),
+    "governing Service with a cluster IP": (
+        lambda d: _get(d, "Service", "response-headless")["spec"].pop("clusterIP"), "must be headless"),
+    "HPA still on the Deployment": (
+        lambda d: _get(d, "HorizontalPodAutoscaler", "response")["spec"]["scaleTargetRef"].update(kind="Deployment"),
+        "HorizontalPodAutoscaler response: targets Deployment response, which is not in the manifests"),
+    "response without its NetworkPolicy rule": (
+        lambda d: _np_rules(d, "response")[0]["from"].pop(0), "StatefulSet response: gRPC reachable by"),
+    "no PodDisruptionBudget for the StatefulSet": (
+        lambda d: d.remove(_get(d, "PodDisruptionBudget", "response")),
+        "StatefulSet response has no PodDisruptionBudget"),
 }
 
 
@@ -281,6 +351,13 @@ def test_a_broken_tree_fails_from_kustomize_build_on(tmp_path, secret_keys):
     found = violations(kustomize_build(tree / "overlays" / "prod"), secret_keys)
     assert ("Deployment stream-worker has no autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject) that targets it"
             in found)
+
+
+def test_outbox_holders_are_read_from_the_code():
+    """The components whose acknowledged events wait in an outbox: the response service (turns and
+    feedback). The scraper API answers StartCrawl only once the broker acknowledged its crawl request,
+    and keeps no outbox."""
+    assert outbox_holders_in_code(tuple(COMPONENTS)) == {"services.response"}
 
 
 def test_callers_are_read_from_the_code():
