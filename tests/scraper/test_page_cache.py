@@ -67,7 +67,7 @@ async def test_a_failed_fetch_is_answered_from_the_cache_for_a_while(settings, s
     import pytest
     from aiohttp import web
 
-    from services.common.errors import InvalidArgument, PermissionDenied
+    from services.common.errors import InvalidArgument, Unavailable
     from services.scraper.page_fetch import cache_key
     from bench.harness import free_port
 
@@ -83,12 +83,14 @@ async def test_a_failed_fetch_is_answered_from_the_cache_for_a_while(settings, s
                     await fetch_page(fetcher, cache, url, 60)
             assert site.hits[url.removeprefix(site.base)] == 1
             assert 0 < await client.ttl(cache_key(url)) <= 6
-            # An origin that cannot be reached (its robots.txt neither: nothing is fetched there), with a
-            # long page TTL: the answer is kept a minute at most, as the origin may be back soon.
+            # An origin that cannot be reached (its robots.txt neither: nothing is fetched there) is
+            # UNAVAILABLE, not a refusal, and not cached: it may be back soon. Its unreadable robots.txt
+            # is kept by the fetcher for a while, so the next Fetches do not ask it again meanwhile.
             gone = f"http://127.0.0.1:{free_port()}/{uuid.uuid4().hex}.html"
-            with pytest.raises(PermissionDenied):
-                await fetch_page(fetcher, cache, gone, 3600)
-            assert 50 < await client.ttl(cache_key(gone)) <= 60
+            for _ in range(2):
+                with pytest.raises(Unavailable, match="could not be fetched"):
+                    await fetch_page(fetcher, cache, gone, 3600)
+            assert await client.ttl(cache_key(gone)) == -2
     finally:
         await client.aclose()
 
