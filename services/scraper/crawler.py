@@ -624,6 +624,14 @@ class Crawler:
             return
         digest = page.content_hash()
         document = self._document(page.canonical, final, digest)
+        if resp.redirects and not resp.permanent and known and known.document and known.document != document:
+            # A temporary redirect to another page (a maintenance page, a sign-in wall, often for every
+            # URL of the site at once): what the URL led to is kept, as through any transient error; the
+            # page it points to for now is crawled as a page of its own.
+            p.pages_failed += 1
+            self._seen.discard(final)
+            self._admit(final, depth)
+            return
         validators = (resp.headers.get("etag", ""), resp.headers.get("last-modified", ""))
         if document in self._documents:
             # Another URL of the same page (redirect, canonical) was indexed. One that led to another

@@ -332,6 +332,7 @@ class Response:
     body: bytes = b""
     content_type: str = ""
     redirects: list[str] = field(default_factory=list)
+    permanent: bool = True        # every redirect that led here (if any) was permanent (301, 308)
 
     @property
     def text(self) -> str:
@@ -588,7 +589,7 @@ class Fetcher:
             except httpx.HTTPError as exc:
                 raise FetchFailed(f"cannot fetch {current}: {exc.__class__.__name__} {exc}") from exc
             if isinstance(got, Response):
-                got.redirects = seen[:-1]
+                got.redirects, got.permanent = seen[:-1], permanent
                 return got
             if len(seen) > self.max_redirects:
                 raise FetchFailed(f"more than {self.max_redirects} redirects from {url}")

@@ -140,6 +140,37 @@ async def test_a_page_moved_for_good_to_a_page_already_indexed_takes_its_old_tex
         assert await texts(pg, key) == now
 
 
+async def test_pages_redirected_for_now_to_another_page_keep_their_text(crawl, pg, one_at_a_time):
+    """The whole site in maintenance (every page 302 to /maintenance, as to a sign-in wall): the pages'
+    text stays, and /maintenance is a page of its own."""
+    version = [1]
+
+    def help_page(name: str, fact: str):
+        return lambda: page(name, extra=f"<p>{fact}</p>") if version[0] == 1 else moved("/maintenance", 302)
+
+    routes = {
+        "/robots.txt": ROBOTS,
+        "/": lambda: page("Home", "/plans", "/refunds") if version[0] == 1 else moved("/maintenance", 302),
+        "/plans": help_page("Plans", "The lime plan costs 7 euros."),
+        "/refunds": help_page("Refunds", "Refunds take five working days."),
+        "/maintenance": lambda: page("Back soon", extra="<p>We are updating the help centre.</p>"),
+    }
+    async with Site(routes) as site:
+        key = await new_key(pg)
+        first = await crawl(key, [site.base + "/"], worker_settings=one_at_a_time)
+        assert first.state == "done" and first.progress.pages_fetched == 3, first
+        before = await texts(pg, key)
+
+        version[0] = 2
+        second = await crawl(key, [site.base + "/"], worker_settings=one_at_a_time)
+        assert second.state == "done", second.error
+        after = await texts(pg, key)
+        for url, chunks in before.items():
+            assert after[url] == chunks, url
+        assert "7 euros" in str(after) and "five working days" in str(after)
+        assert second.progress.chunks_deleted == 0, second
+
+
 async def test_a_page_that_is_no_longer_text_disallowed_or_moved_off_the_site_takes_its_text(crawl, pg):
     """Pages indexed as HTML that now are a PDF, JSON, a permanent redirect off the site, or disallowed by
     robots.txt lose their text. Those that now loop, ask for a login, fail (503) or redirect off the site
