@@ -1,5 +1,6 @@
 """What the fresh control plane needs before the manifests: kwok's simulated nodes and metrics,
-the CRDs the manifests use (Strimzi, KEDA), and metrics-server registered as the metrics API."""
+the CRDs the manifests use (Strimzi, KEDA), metrics-server registered as the metrics API, and a
+default StorageClass for the manifests' volume claims."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ USAGE_FROM_ANNOTATION = {
     }}]},
 }
 NODE_CAPACITY = {"cpu": "32", "memory": "128Gi", "pods": "110"}
+# The cluster's default class, as a cloud's is: a claim without storageClassName (the response outbox's)
+# gets it, and the controller-manager's hostPath provisioner (cluster.STORAGE_FLAGS) makes its volume
+# once the scheduler has placed the pod, as zonal block storage does.
+STORAGE_CLASS = {
+    "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+    "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "provisioner": "kubernetes.io/host-path",
+    "reclaimPolicy": "Delete",
+    "volumeBindingMode": "WaitForFirstConsumer",
+}
 
 
 def write_kwok_config(path: Path, kwok_dir: Path) -> None:
@@ -67,7 +78,7 @@ def _metrics_api(port: int) -> list[dict]:
 def apply(metrics_port: int, crds: Iterable[Path], nodes: Iterable[str], zones: Iterable[str]) -> None:
     for crd in crds:
         kubectl("apply", "--server-side", "-f", str(crd))
-    docs = [_node(n, z) for n, z in zip(nodes, zones, strict=True)] + _metrics_api(metrics_port)
+    docs = [_node(n, z) for n, z in zip(nodes, zones, strict=True)] + _metrics_api(metrics_port) + [STORAGE_CLASS]
     kubectl("create", "-f", "-", input=yaml.safe_dump_all(docs, sort_keys=False))
 
 

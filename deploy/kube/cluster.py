@@ -44,6 +44,12 @@ HPA_FLAGS = (
 # doubled as well, for a machine too loaded to renew a lease on time.
 NODE_LEASE_S = 40
 NODE_FLAGS = ("--node-monitor-grace-period=80s",)
+# Volumes: the controller-manager's own hostPath provisioner makes a PersistentVolume for each claim
+# of the default StorageClass (bootstrap.STORAGE_CLASS), as a cloud's provisioner would; kwok's pods
+# never mount it. It makes an empty directory per volume under /tmp/hostpath_pv (its fixed place),
+# removed again by `down`.
+STORAGE_FLAGS = ("--enable-hostpath-provisioner=true",)
+HOSTPATH_DIR = Path("/tmp/hostpath_pv")
 # metrics-server panics unless the resolution exceeds the kubelet request timeout.
 METRICS_FLAGS = ("--metric-resolution=10s", "--kubelet-request-timeout=5s")
 
@@ -153,7 +159,7 @@ def _commands(certs: certs_mod.Certs, ports: Ports) -> dict[str, list[str]]:
             f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
             f"--service-account-private-key-file={c.dir / 'sa.key'}", f"--root-ca-file={c.crt('ca')}",
             "--use-service-account-credentials=false", "--controllers=*,-nodeipam,-service-lb-controller",
-            *HPA_FLAGS, *NODE_FLAGS,
+            *HPA_FLAGS, *NODE_FLAGS, *STORAGE_FLAGS,
         ],
         "kube-scheduler": [
             str(binary("kube-scheduler")), f"--kubeconfig={kc}", "--leader-elect=false",
@@ -299,8 +305,20 @@ def up(progress: bool = True, timeout: float = 60.0) -> Path:
     return kubeconfig_path()
 
 
+def _volume_dirs() -> list[Path]:
+    """The directories the hostPath provisioner made for this cluster's volumes, read while the API answers."""
+    if "kube-apiserver" not in running() or not kubeconfig_path().exists():
+        return []
+    try:
+        result = kubectl("get", "pv", "-o", "jsonpath={.items[*].spec.hostPath.path}", check=False, timeout=10)
+    except subprocess.TimeoutExpired:
+        return []
+    return [Path(p) for p in result.stdout.split() if Path(p).parent == HOSTPATH_DIR]
+
+
 def down(progress: bool = True) -> None:
     (STATE / "ready").unlink(missing_ok=True)
+    volume_dirs = _volume_dirs()
     for name in reversed(PROCESSES):
         pid_file = _pid_file(name)
         try:
@@ -320,3 +338,8 @@ def down(progress: bool = True) -> None:
                 pass
             _say(progress, f"stopped {name} (pid {pid})")
         pid_file.unlink(missing_ok=True)
+    for directory in [*volume_dirs, HOSTPATH_DIR]:
+        try:
+            directory.rmdir()  # empty ones only: kwok's pods never write there
+        except OSError:
+            pass

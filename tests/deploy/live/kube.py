@@ -52,6 +52,22 @@ def items(*args: str) -> list[Doc]:
     return get(*args)["items"]
 
 
+def workloads(namespace: str) -> list[Doc]:
+    """The Deployments and StatefulSets of the namespace (the pods of every component)."""
+    return items("deployments,statefulsets", "-n", namespace)
+
+
+def available(workload: Doc) -> bool:
+    """A Deployment Available, or a StatefulSet with every replica ready and of its current revision."""
+    status = workload.get("status", {})
+    if workload["kind"] == "StatefulSet":
+        want = workload["spec"].get("replicas", 1)
+        return (status.get("observedGeneration") == workload["metadata"]["generation"]
+                and status.get("readyReplicas", 0) == want >= 1 and status.get("updatedReplicas", 0) == want
+                and status.get("currentRevision") == status.get("updateRevision"))
+    return conditions(workload).get("Available", {}).get("status") == "True" and status.get("availableReplicas", 0) >= 1
+
+
 def conditions(obj: Doc) -> dict[str, Doc]:
     return {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
 
@@ -75,5 +91,5 @@ def annotate_pods(namespace: str, key: str, value: str) -> None:
     kubectl("annotate", "pods", "--all", "-n", namespace, f"{key}={value}", "--overwrite")
 
 
-__all__ = ["Applied", "KubeError", "annotate_pods", "apply", "apply_overlay", "conditions", "events", "get",
-           "items", "namespace_of", "wait_for"]
+__all__ = ["Applied", "KubeError", "annotate_pods", "apply", "apply_overlay", "available", "conditions", "events",
+           "get", "items", "namespace_of", "wait_for", "workloads"]

@@ -1,6 +1,7 @@
 """Both overlays applied to a live API server: every object accepted under strict field
-validation, every Deployment Available on kwok's simulated nodes, the policy objects and custom
-resources stored, and a broken object refused by the server itself."""
+validation, every Deployment Available and the StatefulSet response ready on kwok's simulated nodes,
+each of its replicas on an outbox claim of its own (the cluster's default StorageClass), the policy
+objects and custom resources stored, and a broken object refused by the server itself."""
 
 from __future__ import annotations
 
@@ -30,22 +31,43 @@ def test_every_object_is_accepted_server_side(applied, overlay):
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
-def test_every_deployment_is_available_on_kwok_nodes(applied, overlay):
+def test_every_workload_is_available_on_kwok_nodes(applied, overlay):
     ns = applied[overlay].namespace
-    names = {d["metadata"]["name"] for d in applied[overlay].of_kind("Deployment")}
+    names = {(d["kind"], d["metadata"]["name"]) for kind in ("Deployment", "StatefulSet")
+             for d in applied[overlay].of_kind(kind)}
+    assert ("StatefulSet", "response") in names
 
     def available():
-        deps = kube.items("deployments", "-n", ns)
-        ok = {d["metadata"]["name"] for d in deps
-              if kube.conditions(d).get("Available", {}).get("status") == "True"
-              and d["status"].get("availableReplicas", 0) >= 1}
+        ok = {(d["kind"], d["metadata"]["name"]) for d in kube.workloads(ns) if kube.available(d)}
         return ok == names and ok
 
-    kube.wait_for(f"every Deployment of {ns} Available", available, timeout=120)
+    kube.wait_for(f"every Deployment and StatefulSet of {ns} available", available, timeout=120)
     pods = kube.items("pods", "-n", ns)
     assert pods and all(p["spec"].get("nodeName") in NODES for p in pods)
     assert all(kube.conditions(p).get("Ready", {}).get("status") == "True" for p in pods
                if not p["metadata"].get("deletionTimestamp"))
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_each_response_replica_has_its_own_bound_outbox_claim(applied, overlay):
+    """The claims the StatefulSet made from its volumeClaimTemplate, one per ordinal, with no
+    storageClassName in the manifest: the cluster's default class provisioned and bound them."""
+    ns = applied[overlay].namespace
+    kube.wait_for("response ready", lambda: kube.available(kube.get("statefulset", "response", "-n", ns)), timeout=120)
+    replicas = kube.get("statefulset", "response", "-n", ns)["spec"]["replicas"]
+    default = next(c["metadata"]["name"] for c in kube.items("storageclasses")
+                   if c["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class") == "true")
+    for ordinal in range(replicas):
+        pod = kube.get("pod", f"response-{ordinal}", "-n", ns)
+        claim_name = next(v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if v["name"] == "outbox")
+        assert claim_name == f"outbox-response-{ordinal}"
+        claim = kube.wait_for(f"{claim_name} Bound", lambda n=claim_name: (
+            c := kube.get("pvc", n, "-n", ns))["status"].get("phase") == "Bound" and c, timeout=60)
+        assert claim["spec"]["storageClassName"] == default
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+        assert claim["status"]["capacity"]["storage"] == "1Gi"
+    volumes = [kube.get("pvc", f"outbox-response-{i}", "-n", ns)["spec"]["volumeName"] for i in range(replicas)]
+    assert len(set(volumes)) == replicas, f"replicas share a volume: {volumes}"
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])

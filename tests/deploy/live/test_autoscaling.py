@@ -1,7 +1,9 @@
 """Every HorizontalPodAutoscaler of the dev overlay seen acting on simulated CPU, all at once:
 up to maxReplicas and no further (the Kafka consumers never past their topics' partitions), and
 down only once the scale-down stabilisation window has passed. Read from the HPAs' conditions
-and events as well as from the replica counts.
+and events as well as from the replica counts. The response service is a StatefulSet, scaled through
+the same scale subresource; the claims of the ordinals it scales down stay (whenScaled: Retain), each
+with its volume.
 
 The live API server runs the real HPA controller and metrics-server; kwok reports each pod's CPU
 from its `kwok.x-k8s.io/usage-cpu` annotation. The manifests' windows are minutes long (600 s for
@@ -49,11 +51,11 @@ class Seen:
 
 
 def _partition_bounds(namespace: str) -> dict[str, int]:
-    """Deployment name -> partitions of the topics its process consumes (stored KafkaTopics)."""
+    """Deployment (or StatefulSet) name -> partitions of the topics its process consumes (stored KafkaTopics)."""
     settings = Settings()
     partitions = {t["spec"]["topicName"]: t["spec"]["partitions"] for t in kube.items("kafkatopics", "-n", namespace)}
     bounds = {}
-    for dep in kube.items("deployments", "-n", namespace):
+    for dep in kube.workloads(namespace):
         module = dep["spec"]["template"]["spec"]["containers"][0]["command"][-1]
         consumes = COMPONENTS[module].consumes
         if consumes:
@@ -64,7 +66,7 @@ def _partition_bounds(namespace: str) -> dict[str, int]:
 def _observe(namespace: str, seen: dict[str, Seen], phase: str) -> None:
     now = time.monotonic()
     hpas = {h["metadata"]["name"]: h for h in kube.items("hpa", "-n", namespace)}
-    for dep in kube.items("deployments", "-n", namespace):
+    for dep in kube.workloads(namespace):
         name = dep["metadata"]["name"]
         s, hpa = seen[name], hpas[name]
         n = dep["spec"]["replicas"]
@@ -90,14 +92,19 @@ def _rescales(namespace: str) -> dict[str, list[str]]:
     return out
 
 
+def _outbox_volumes(namespace: str) -> dict[str, str]:
+    """Bound outbox claims of the StatefulSet response -> their volumes."""
+    return {c["metadata"]["name"]: c["spec"]["volumeName"] for c in kube.items("pvc", "-n", namespace)
+            if c["metadata"]["name"].startswith("outbox-response-") and c["status"].get("phase") == "Bound"}
+
+
 def test_every_hpa_scales_up_to_its_bound_and_down_after_the_window(applied):
     ns = applied["dev"].namespace
-    kube.wait_for("every Deployment Available", lambda: all(
-        kube.conditions(d).get("Available", {}).get("status") == "True" for d in kube.items("deployments", "-n", ns)),
-        timeout=120)
+    kube.wait_for("every Deployment and StatefulSet available", lambda: all(
+        kube.available(d) for d in kube.workloads(ns)), timeout=120)
     hpas = kube.items("hpa", "-n", ns)
-    assert {h["spec"]["scaleTargetRef"]["name"] for h in hpas} == {
-        d["metadata"]["name"] for d in kube.items("deployments", "-n", ns)}, "every Deployment has a CPU HPA here"
+    assert {(h["spec"]["scaleTargetRef"]["kind"], h["spec"]["scaleTargetRef"]["name"]) for h in hpas} == {
+        (d["kind"], d["metadata"]["name"]) for d in kube.workloads(ns)}, "every workload has a CPU HPA here"
     for hpa in hpas:
         kube.kubectl("patch", "hpa", hpa["metadata"]["name"], "-n", ns, "--type=merge",
                      "-p", json.dumps({"spec": {"behavior": TEST_BEHAVIOR}}))
@@ -118,6 +125,9 @@ def test_every_hpa_scales_up_to_its_bound_and_down_after_the_window(applied):
         _observe(ns, seen, "up")
         time.sleep(2)
     up_events = _rescales(ns)
+    kube.wait_for("every response replica on its claim", lambda: len(_outbox_volumes(ns)) == seen["response"].high,
+                  timeout=60)
+    volumes_up = _outbox_volumes(ns)
 
     # Idle: the replicas stay until the window has passed, then come back to minReplicas.
     kube.annotate_pods(ns, USAGE, "1m")
@@ -127,6 +137,7 @@ def test_every_hpa_scales_up_to_its_bound_and_down_after_the_window(applied):
         _observe(ns, seen, "down")
         time.sleep(2)
     down_events = _rescales(ns)
+    assert _outbox_volumes(ns) == volumes_up, "a scaled-down response replica's outbox claim or volume went"
 
     for name, s in seen.items():
         assert s.most <= s.high, f"{name}: {s.most} replicas > maxReplicas {s.high}"

@@ -1,6 +1,6 @@
 """The image built from the Dockerfile without a daemon (buildah, chroot isolation, a local
 debootstrap base) and started with podman on runc: a non-root user, a read-only root, no build
-leftovers, and every Deployment's command answering its own liveness probe in the container
+leftovers, and every Deployment's (and the StatefulSet response's) command answering its own liveness probe in the container
 (no dependency is reachable: --network=none)."""
 
 from __future__ import annotations
@@ -88,14 +88,15 @@ def _probe_of(dep: dict) -> tuple[list[str], str | None, tuple[str, int, str]]:
 
 
 DEPLOYMENTS = ("search", "response", "scraper", "scraper-worker", "search-indexer", "analytics", "stream-worker")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 
 
 @pytest.fixture(scope="module")
 def containers(built, rendered) -> Iterator[dict[str, tuple]]:
-    """Every Deployment's command started once, side by side."""
+    """Every Deployment's and StatefulSet's command started once, side by side."""
     started: dict[str, tuple] = {}
     try:
-        for dep in rendered["prod"].of_kind("Deployment"):
+        for dep in (d for kind in WORKLOAD_KINDS for d in rendered["prod"].of_kind(kind)):
             command, workdir, check = _probe_of(dep)
             name = f"parley-{dep['metadata']['name']}-{uuid.uuid4().hex[:6]}"
             # The token the Secret gives a pod: a service listening beyond loopback (the image's
