@@ -528,7 +528,7 @@ class Crawler:
             return
         delay = min(await self.fetcher.crawl_delay(url), MAX_CRAWL_DELAY)
         gate = self.fetcher.gate(url)
-        gate.delay = max(gate.delay, delay)
+        gate.delay = max(self.fetcher.host_delay, delay)   # the site's robots.txt as read now (the gate may be shared)
         if known and self._unchanged_per_sitemap(url, known):
             p.pages_unchanged += 1
             self._documents[known.document] = known.content_hash

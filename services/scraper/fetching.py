@@ -507,11 +507,13 @@ class Fetcher:
         host_delay: float = 0.25,
         resolve: Resolver = system_resolve,
         deadline_covers_wait: bool = True,
+        gates: dict[str, HostGate] | None = None,
     ) -> None:
         """request_seconds bounds each request, retries included, and with deadline_covers_wait also its
         wait for a turn at the site (its slots, its delay or a Retry-After hold): a Fetch, whose caller
         waits, never waits longer. A crawl's requests queue behind the site's Crawl-delay for as long as
-        it takes (deadline_covers_wait=False), bounded by the job's own time limit."""
+        it takes (deadline_covers_wait=False), bounded by the job's own time limit. `gates`: the sites'
+        politeness gates, shared with other fetchers (a worker's crawl jobs of one site take turns)."""
         self.user_agent = user_agent
         self.policy = policy
         self.max_bytes = max_bytes
@@ -527,7 +529,7 @@ class Fetcher:
             follow_redirects=False,
             trust_env=False,
         )
-        self._gates: dict[str, HostGate] = {}
+        self._gates: dict[str, HostGate] = {} if gates is None else gates
         self._robots: dict[str, tuple[float, Protego | None, str]] = {}   # origin -> (expiry, rules, problem)
         self._robots_lock: dict[str, asyncio.Lock] = {}
 
@@ -545,7 +547,8 @@ class Fetcher:
         gate = self._gates.get(origin)
         if gate is None:
             if len(self._gates) >= MAX_ORIGINS:
-                self._gates = {o: g for o, g in self._gates.items() if not g.idle()}
+                for idle in [o for o, g in self._gates.items() if g.idle()]:   # in place: it may be shared
+                    del self._gates[idle]
             gate = self._gates[origin] = HostGate(self.host_concurrency, self.host_delay)
         return gate
 
@@ -793,8 +796,9 @@ def gunzip_bounded(data: bytes, limit: int, *, cut: bool = False) -> bytes:
     return out
 
 
-def new_fetcher(settings, *, resolve: Resolver = system_resolve, deadline_covers_wait: bool = True) -> Fetcher:
-    """A Fetcher configured from `PARLEY_SCRAPER_*` settings (see Fetcher for deadline_covers_wait)."""
+def new_fetcher(settings, *, resolve: Resolver = system_resolve, deadline_covers_wait: bool = True,
+                gates: dict[str, HostGate] | None = None) -> Fetcher:
+    """A Fetcher configured from `PARLEY_SCRAPER_*` settings (see Fetcher for deadline_covers_wait and gates)."""
     return Fetcher(
         user_agent=settings.scraper_user_agent,
         policy=AddressPolicy(parse_networks(settings.scraper_allow_networks)),
@@ -806,6 +810,7 @@ def new_fetcher(settings, *, resolve: Resolver = system_resolve, deadline_covers
         host_delay=settings.scraper_host_delay_seconds,
         resolve=resolve,
         deadline_covers_wait=deadline_covers_wait,
+        gates=gates,
     )
 
 

@@ -33,7 +33,7 @@ from services.common.metrics import serve_metrics
 from services.scraper.settings import ScraperSettings
 from services.scraper import jobs
 from services.scraper.crawler import Crawler, CrawlSpec, PageStore, Progress
-from services.scraper.fetching import new_fetcher
+from services.scraper.fetching import HostGate, new_fetcher
 from services.scraper.isolation import Extractor
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,9 @@ class CrawlWorker:
         self._dead_letters = DeadLetters(settings.kafka_bootstrap, settings.topic("deadletter"),
                                          "parley-crawler-deadletter")
         self.extractor = Extractor.from_settings(settings)    # every job's pages
+        # One politeness gate per site for all of this worker's jobs: two tenants crawling one site take
+        # turns at its Crawl-delay and request slots, instead of each job asking at that pace.
+        self.host_gates: dict[str, HostGate] = {}
 
     async def handover(self, page: events_pb2.KnowledgePage) -> RecordMetadata | None:
         """A crawled page to the search service's indexer; returns once Kafka has it (acks=all), with its
@@ -227,7 +230,7 @@ class CrawlWorker:
 
         # A crawl's requests wait their turn at a site as long as its Crawl-delay asks (the job's time limit
         # bounds them), not within each request's time.
-        async with new_fetcher(self.settings, deadline_covers_wait=False) as fetcher:
+        async with new_fetcher(self.settings, deadline_covers_wait=False, gates=self.host_gates) as fetcher:
             crawler = Crawler(
                 spec, fetcher, PageStore(self.pool, spec.product_key_id, handover, spec.job_id),
                 concurrency=self.settings.scraper_job_concurrency, on_progress=report, extractor=self.extractor,

@@ -264,6 +264,24 @@ async def test_host_gate_bounds_concurrency_and_spaces_request_starts():
     assert all(b - a >= 0.02 * 0.99 for a, b in zip(starts, starts[1:]))
 
 
+async def test_fetchers_sharing_their_gates_take_turns_at_a_site(sample_site):
+    """A worker's crawl jobs share one gate per site: two fetchers' requests to one site are spaced
+    by its delay between them all, not each fetcher's own."""
+    gates: dict = {}
+    url = sample_site.base_url + "/"
+    one, two = fetcher(host_delay=0.2, gates=gates), fetcher(host_delay=0.2, gates=gates)
+    alone = fetcher(host_delay=0.2)
+    try:
+        assert one.gate(url) is two.gate(url) and alone.gate(url) is not one.gate(url)
+        began = time.monotonic()
+        await asyncio.gather(*(f.get(url) for f in (one, two, one, two)))
+        # asyncio.sleep never wakes early: four starts spaced by 0.2 s take 0.6 s at least.
+        assert time.monotonic() - began >= 3 * 0.2 * 0.99
+    finally:
+        for f in (one, two, alone):
+            await f.aclose()
+
+
 async def test_robots_crawl_delay_is_read(sample_site):
     from protego import Protego
 
