@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import pickle
+import re
 import resource
 import struct
 import sys
@@ -47,9 +48,16 @@ class ExtractionFailed(Exception):
         self.reason = reason
 
 
+# A document served as text/plain that is an HTML document all the same (a misconfigured server): read as
+# HTML, not indexed as markup. Only an unmistakable start counts: a doctype or an <html> tag.
+_HTML_START = re.compile(r"\A(?:\ufeff)?\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>])", re.IGNORECASE | re.DOTALL)
+
+
 def extract(content_type: str, text: str, url: str) -> Page:
-    """In this process: HTML (HTML_TYPES) or else plain text."""
-    return extract_html(text, url) if content_type in HTML_TYPES else extract_text(text, url)
+    """In this process: HTML (HTML_TYPES, or plain text that starts as an HTML document) or else plain text."""
+    if content_type in HTML_TYPES or _HTML_START.match(text[:4096]):
+        return extract_html(text, url)
+    return extract_text(text, url)
 
 
 class _Child:

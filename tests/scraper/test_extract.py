@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from services.scraper.crawler import parse_sitemap
 from services.scraper.extract import chunk_page, extract_html, extract_text, robots_directives
+from services.scraper.isolation import extract
 
 PAGE = """<!doctype html><html><head><title>Refunds | Shop</title>
 <link rel="canonical" href="/help/refunds"><meta name="robots" content="nofollow"></head>
@@ -66,6 +67,15 @@ def test_plain_text():
     page = extract_text("Release notes\n\nVersion 2 is out.\n", "http://x.example/notes.txt")
     assert page.title == "Release notes"
     assert chunk_page(page) == ["Release notes\nVersion 2 is out."]
+
+
+def test_an_html_document_served_as_plain_text_is_read_as_html():
+    html = ("\ufeff <!-- generated --> <!DOCTYPE html><html><head><title>Plans</title></head><body>"
+            "<nav>Home | Plans | Contact</nav><main><h1>Plans</h1><p>The lime plan costs 9 euros.</p></main></body></html>")
+    page = extract("text/plain", html, "http://x.example/plans")
+    assert page.title == "Plans" and "9 euros" in page.text and "<" not in page.text and "Contact" not in page.text
+    note = "Markup\n\nWrite <html> at the top of a page.\n"
+    assert extract("text/plain", note, "http://x.example/markup.txt").text == extract_text(note, "x").text
 
 
 def test_sitemaps():
