@@ -9,7 +9,9 @@ The follower restarts itself with backoff when its consumer fails (broker gone, 
 stopped): `healthy` and the metric parley_knowledge_follower_up say whether it is consuming, so a
 follower that cannot follow is visible instead of silently gone. A consumer whose broker does not
 answer (frozen, a lost network path) does not fail: aiokafka retries inside it without raising. So
-consuming means also having heard from the broker lately (`stale_seconds`)."""
+consuming means also having heard from the broker lately (`stale_seconds`), and a consumer that has
+heard nothing for `restart_after_seconds` (its topic deleted and made again: aiokafka then waits for
+ever) is replaced."""
 
 from __future__ import annotations
 
@@ -33,25 +35,31 @@ logger = logging.getLogger(__name__)
 # 30 s left it SERVING throughout while only a raised error counted). Far above a busy event loop's
 # stall; with the health watcher's 5 s interval, a freeze shows within ~15 s (8.6 s measured locally).
 STALE_SECONDS = 8.0
+# A consumer that has heard nothing for this long is replaced: aiokafka's consumer of a topic that was
+# deleted (and made again) waits for ever, with nothing raised, and only a new one follows the new topic.
+RESTART_AFTER_SECONDS = 30.0
 
 OnKnowledgeUpdated = Callable[[events_pb2.KnowledgeUpdated], Awaitable[None]]
 
 
 class KnowledgeFollower:
     def __init__(self, bootstrap: str, topic: str, on_event: OnKnowledgeUpdated, *, service: str = "",
-                 max_backoff_seconds: float = 10.0, stale_seconds: float = STALE_SECONDS) -> None:
+                 max_backoff_seconds: float = 10.0, stale_seconds: float = STALE_SECONDS,
+                 restart_after_seconds: float = RESTART_AFTER_SECONDS) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         self._on_event = on_event
         self._service = service or "unknown"
         self._max_backoff = max_backoff_seconds
         self._stale = stale_seconds
+        self._restart_after = restart_after_seconds
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
         self._consuming = False
         # Wall clock, as aiokafka's poll timestamps: when the consumer started, when an event was handled.
         self._started_at = 0.0
         self._handled_at = 0.0
+        self._handling_since: float | None = None   # an event's handling under way since then
         self._next: dict[TopicPartition, int] = {}   # per partition, the offset after the last handled
         self.restarts = 0
         self.last_error = ""
@@ -77,8 +85,8 @@ class KnowledgeFollower:
 
     def quiet_seconds(self) -> float:
         """Seconds since the follower last heard from every partition it follows (a fetch answered,
-        even an empty one) or handled an event: a partition is not fetched while the events of the
-        last fetch wait to be handled, so working through a burst is following too."""
+        even an empty one) or handled an event, not counting what it heard while one event's handling
+        went on: working through a burst is following, one event stuck is not."""
         heard = max(self._started_at, self._handled_at)
         consumer = self._consumer
         if consumer is not None:
@@ -86,6 +94,9 @@ class KnowledgeFollower:
             if partitions:
                 polls = [consumer.last_poll_timestamp(tp) for tp in partitions]
                 heard = max(heard, min(self._started_at if ms is None else ms / 1000 for ms in polls))
+        if self._handling_since is not None:
+            # Fetches answered while an event is being handled (aiokafka fetches ahead) are not following.
+            heard = min(heard, self._handling_since)
         return time.time() - heard
 
     def _set_consuming(self, consuming: bool) -> None:
@@ -127,12 +138,20 @@ class KnowledgeFollower:
             await within(STOP_SECONDS, "stopping the knowledge follower's consumer", consumer.stop())
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
-        async for message in consumer:
-            try:
-                await self._handle(message.value, message.offset)
-            finally:
-                self._handled_at = time.time()
-                self._next[TopicPartition(message.topic, message.partition)] = message.offset + 1
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for messages in batches.values():
+                for message in messages:
+                    self._handling_since = time.time()
+                    try:
+                        await self._handle(message.value, message.offset)
+                    finally:
+                        self._handled_at, self._handling_since = time.time(), None
+                        self._next[TopicPartition(message.topic, message.partition)] = message.offset + 1
+            quiet = self.quiet_seconds()
+            if quiet >= self._restart_after:
+                # Its topic deleted and made again, or a broker that stopped answering: a new consumer.
+                raise RuntimeError(f"no word from the broker for {quiet:.0f} s")
 
     async def _handle(self, value: bytes, offset: int) -> None:
         try:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from services.common.kafka import EventProducer, ensure_topics
 from services.common.knowledge_events import KnowledgeFollower
@@ -119,3 +120,34 @@ async def test_a_follower_says_whether_it_has_heard_from_the_broker_lately(stack
             assert follower.restarts == 0
         finally:
             release.set()                           # the follower stops only once its event is handled
+
+
+async def test_a_follower_whose_topic_was_deleted_and_made_again_follows_the_new_topic(stack):
+    """aiokafka's consumer of a deleted topic waits for ever without raising: past its quiet bound the
+    follower starts a new consumer, which follows the topic made again."""
+    seen: list[str] = []
+
+    async def on_event(event: events_pb2.KnowledgeUpdated) -> None:
+        seen.append(event.product_key_id)
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        async with _following(stack, on_event, service="test", max_backoff_seconds=0.5, stale_seconds=1.0,
+                              restart_after_seconds=3.0) as (follower, producer, topic):
+            await _until(lambda: follower.healthy)
+            await admin.delete_topics([topic])
+            for _ in range(100):     # the broker forgets the topic, then it is made again
+                await asyncio.sleep(0.2)
+                try:
+                    await ensure_topics(stack.kafka_bootstrap, [topic], partitions=1)
+                    break
+                except Exception:  # noqa: BLE001 - still being deleted
+                    continue
+            await _until(lambda: follower.restarts >= 1 and follower.healthy, timeout=60)
+            await asyncio.sleep(1.0)
+            await producer.publish(topic, "k", events_pb2.KnowledgeUpdated(product_key_id="new-topic"), wait=True)
+            await _until(lambda: "new-topic" in seen)
+            await admin.delete_topics([topic])
+    finally:
+        await admin.close()
