@@ -22,7 +22,7 @@ async def main(settings: AnalyticsSettings) -> None:
 
     async def on_start() -> None:
         if deps.pool is None:
-            deps.pool = await db.create_pool(settings.postgres_dsn)
+            deps.pool = await db.create_pool(settings.postgres_dsn, statement_seconds=settings.analytics_statement_seconds)
         if deps.keys is None:
             deps.keys = KeyValidator(
                 redis, lambda: deps.pool, ttl_seconds=settings.key_cache_ttl_seconds,

@@ -33,6 +33,9 @@ class AnalyticsSettings(CommonSettings):
     analytics_queries_per_key: int = 4
     analytics_queries_per_process: int = 200
     analytics_pool_acquire_seconds: float = 2.0
+    # The longest an analytics statement runs (PostgreSQL's statement_timeout for the API's sessions): a
+    # query behind a locked table or past any sensible cost ends UNAVAILABLE, and its connection is free.
+    analytics_statement_seconds: float = 15.0
 
     # Stream processor.
     worker_app_id: str = "parley-analytics"

@@ -21,13 +21,17 @@ _MIGRATION_LOCK = 7_215_310_001
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, reset_session: bool = True,
-                      init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None) -> asyncpg.Pool:
+                      init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+                      statement_seconds: float | None = None) -> asyncpg.Pool:
     """`reset_session=False`: a connection is not reset on release. asyncpg's reset is a statement
     (advisory locks, cursors, LISTEN and settings undone) that `Pool.fetch` waits for before it returns,
     a second round trip for every statement; a pool whose users set none of that can skip it (an open
-    transaction is still rolled back). `init` runs on each new connection."""
+    transaction is still rolled back). `init` runs on each new connection. `statement_seconds`: the
+    sessions' statement_timeout, which PostgreSQL keeps itself: a statement waiting for a lock ends there
+    even when its caller has gone (a closed connection is not noticed by a backend waiting for a lock)."""
+    settings = {"statement_timeout": str(max(1, round(statement_seconds * 1000)))} if statement_seconds else None
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30, init=init,
-                                     reset=None if reset_session else _keep_session)
+                                     reset=None if reset_session else _keep_session, server_settings=settings)
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
@@ -47,6 +51,11 @@ async def connection(pool: asyncpg.Pool, wait_seconds: float) -> AsyncIterator[a
                           trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}) from None
     try:
         yield conn
+    except asyncpg.QueryCanceledError:
+        # PostgreSQL's statement_timeout (create_pool's statement_seconds): a table locked, or a server
+        # too busy to finish; the connection is fine.
+        raise Unavailable("PostgreSQL ended the statement at its time limit (a table locked, or the server busy); "
+                          "retry shortly", trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}) from None
     except (TimeoutError, asyncio.CancelledError):
         # A statement cut short (its timeout, the caller gone): the release would wait for its
         # cancellation, as long as PostgreSQL does not answer (frozen, a lost network path). Closed

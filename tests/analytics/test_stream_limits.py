@@ -164,3 +164,31 @@ async def test_a_key_holds_a_few_queries_at_once_and_other_keys_are_not_held_bac
         await client.aclose()
         await key_pool.close()
         await pool.close()
+
+
+async def test_a_query_behind_a_locked_table_ends_unavailable_at_its_statement_bound(stack, admin, key_a, pg):
+    """A table held by another session (a migration's ALTER, a TRUNCATE): the query ends at the pool's
+    statement bound, which PostgreSQL keeps itself, UNAVAILABLE with a retry hint; nothing of it is left
+    waiting for the lock, even after its caller has gone."""
+    pool = await db.create_pool(stack.postgres_dsn, min_size=1, max_size=2, statement_seconds=0.5)
+    servicer = AnalyticsServicer(AnalyticsDeps(pool=pool), stack.admin_token, streams=StreamSlots(10, 10),
+                                 queries=StreamSlots(10, 10), pool_wait_seconds=2)
+    request = analytics_pb2.TopQuestionsRequest(product_key_id=key_a.id)
+    try:
+        async with pg.acquire() as locker, locker.transaction():
+            await locker.execute("LOCK TABLE conversations IN ACCESS EXCLUSIVE MODE")
+            began = asyncio.get_running_loop().time()
+            with pytest.raises(Unavailable) as info:
+                await asyncio.wait_for(servicer.TopQuestions(request, _Context(admin)), 30)
+            assert asyncio.get_running_loop().time() - began < 5
+            assert "time limit" in info.value.message and info.value.trailers["retry-after"]
+            # A caller that gave up first: its statement still ends at the bound, not with the lock.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(servicer.TopQuestions(request, _Context(admin)), 0.1)
+            await asyncio.sleep(1.0)
+            waiting = await locker.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%WITH turns%'")
+            assert waiting == 0
+        assert (await servicer.TopQuestions(request, _Context(admin))).questions is not None
+    finally:
+        await pool.close()
