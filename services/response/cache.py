@@ -61,7 +61,7 @@ RECORD_SCRIPT_TURNS = 256  # turns per script call: a backlog does not hold Redi
 
 # KEYS[1] = pointer key; ARGV[1] = answer key prefix, ARGV[2] = question hash.
 # Returns {pointer or false, cached answer or false}.
-_LOOKUP = """
+_LOOKUP = """#!lua flags=no-writes
 local ptr = redis.call('GET', KEYS[1])
 if not ptr then return {false, false} end
 local sp = string.find(ptr, ' ', 1, true)
@@ -223,6 +223,9 @@ class ResponseStore:
         self._session_turns = session_turns
         self._session_ttl = session_ttl
         self._request_ttl = request_ttl
+        # Flagged no-writes (Redis 7): it runs while Redis holds writes back (CLIENT PAUSE WRITE, as a
+        # failover does) and on a read-only replica, so cached answers go on; a Redis before 7, which
+        # cannot read the flag, is given the script without it (`_pointed_answer`).
         self._lookup = client.register_script(_LOOKUP)
         self._set_pointer = client.register_script(_SET_POINTER)
         self._forget_key = client.register_script(_FORGET_KEY)
@@ -276,6 +279,11 @@ class ResponseStore:
         try:
             ptr, answer = await self.batch.evalsha(self._lookup, [pointer_key], [f"{PREFIX}ans:", qhash])
         except RedisError as exc:
+            if (isinstance(exc, ResponseError) and self._lookup.script.startswith("#!")
+                    and ("compil" in str(exc) or "shebang" in str(exc))):
+                logger.warning("Redis cannot read script flags (before 7.0): the cache lookup runs without them")
+                self._lookup = self.redis.register_script(_LOOKUP.partition("\n")[2])
+                return await self._pointed_answer(pointer_key, qhash)
             self._failed("cache lookup", exc, write=False)
             return None, None
         self.health.ok()

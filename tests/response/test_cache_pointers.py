@@ -7,7 +7,7 @@ import asyncio
 import uuid
 
 from services.common.pb.parley.v1 import common_pb2, response_pb2
-from services.response.cache import PREFIX, Pointer, ResponseStore, question_hash, secret_hash
+from services.response.cache import _LOOKUP, PREFIX, Pointer, ResponseStore, question_hash, secret_hash
 from tests.conftest import make_key
 
 
@@ -116,3 +116,40 @@ async def test_a_turn_between_the_update_and_search_seeing_it_does_not_restore_t
     finally:
         await redis_client.delete(pointer)
         await _forget_floor(redis_client, key.id)
+
+
+async def test_cached_answers_are_read_while_redis_holds_writes_back(redis_client):
+    """CLIENT PAUSE WRITE (as a failover does): the lookup script is flagged no-writes, so it is
+    answered at once instead of waiting with the writes (every repeated question missed the cache)."""
+    store = _store(redis_client)
+    key_id, key_hash = _ids()
+    qhash = question_hash("When do you open?")
+    try:
+        await store.set_pointer(key_hash, key_id, 1)
+        await store.put_answer(key_id, 1, qhash, b"answer")
+        await redis_client.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
+        try:
+            began = asyncio.get_running_loop().time()
+            assert await store.lookup(key_hash, qhash) == (Pointer(key_id, 1), b"answer")
+            assert asyncio.get_running_loop().time() - began < 1.0
+        finally:
+            await redis_client.execute_command("CLIENT", "UNPAUSE")
+    finally:
+        await redis_client.delete(f"{PREFIX}kp:{key_hash}", ResponseStore.answer_key(key_id, 1, qhash))
+        await _forget_floor(redis_client, key_id)
+
+
+async def test_a_redis_that_cannot_read_the_scripts_flags_gets_the_lookup_without_them(redis_client):
+    """Before Redis 7 a shebang does not compile; here a flag Redis 7 does not know stands for it."""
+    store = _store(redis_client)
+    key_id, key_hash = _ids()
+    qhash = question_hash("Do you ship abroad?")
+    store._lookup = redis_client.register_script(_LOOKUP.replace("no-writes", "no-such-flag"))
+    try:
+        await store.set_pointer(key_hash, key_id, 1)
+        await store.put_answer(key_id, 1, qhash, b"yes")
+        assert await store.lookup(key_hash, qhash) == (Pointer(key_id, 1), b"yes")
+        assert not store._lookup.script.startswith("#!")
+    finally:
+        await redis_client.delete(f"{PREFIX}kp:{key_hash}", ResponseStore.answer_key(key_id, 1, qhash))
+        await _forget_floor(redis_client, key_id)
