@@ -194,6 +194,7 @@ class EventProducer:
         self._config = dict(bootstrap_servers=bootstrap, linger_ms=linger_ms, client_id=client_id)
         self._producer = self._new_producer()
         self._started = False
+        self._starting = asyncio.Lock()   # the outbox's round and the readiness probe may start it at once
         self._pending: set[asyncio.Future] = set()
         self.background_retry_seconds = 60.0
         self._acknowledged_at = float("-inf")  # monotonic time of the last batch the broker acknowledged
@@ -212,15 +213,18 @@ class EventProducer:
     async def start(self) -> None:
         if self._started:
             return
-        try:
-            await self._producer.start()
-        except BaseException:
-            # A producer whose start failed (or was cancelled: a stop) cannot be started again:
-            # closed, and replaced for the retry.
-            await within(STOP_SECONDS, "closing a producer that did not start", self._producer.stop())
-            self._producer = self._new_producer()
-            raise
-        self._started = True
+        async with self._starting:
+            if self._started:
+                return
+            try:
+                await self._producer.start()
+            except BaseException:
+                # A producer whose start failed (or was cancelled: a stop) cannot be started again:
+                # closed, and replaced for the retry.
+                await within(STOP_SECONDS, "closing a producer that did not start", self._producer.stop())
+                self._producer = self._new_producer()
+                raise
+            self._started = True
 
     async def stop(self) -> None:
         """Flush what is buffered, then close."""
@@ -365,6 +369,9 @@ class EventProducer:
         tenth of the delivery's CPU in a profile of cached chats, on a broker holding 221 topics."""
         if time.monotonic() - self._acknowledged_at < fresh_seconds:
             return
+        # Not started yet (no event sent since the process began, or since a reset): an unstarted
+        # client knows no broker, and its metadata request failed with the broker up.
+        await self.start()
         await self._producer.client.fetch_all_metadata()
 
 

@@ -11,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
 
+from bench.harness import free_port
 from services.common.kafka import EventProducer, ensure_topics
 from services.common.outbox import DELIVERY_LINGER_SECONDS, Outbox
 from services.common.pb.parley.v1 import events_pb2
@@ -261,10 +262,27 @@ async def test_the_kafka_probe_trusts_a_fresh_acknowledgement_and_asks_again_aft
         await producer.ping(fresh_seconds=0)
         assert asked == [1]
         await producer.reset()
-        with pytest.raises(Exception):   # a fresh producer not started yet: the broker is asked, and fails
-            await producer.ping()
+        await producer.ping()            # a fresh producer: started by the probe, and the broker asked
+        assert producer._started
     finally:
         await producer.stop()
+
+
+async def test_the_kafka_probe_of_a_producer_that_sent_nothing_yet_asks_the_broker(stack):
+    """A process that has sent no event yet: the probe starts the producer and asks the broker (it
+    failed with the broker up, and the service said Kafka was down until its first chat); with no
+    broker, it fails."""
+    producer = EventProducer(stack.kafka_bootstrap)
+    try:
+        await asyncio.wait_for(producer.ping(), 10)
+    finally:
+        await producer.stop()
+    nowhere = EventProducer(f"127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(Exception):
+            await asyncio.wait_for(nowhere.ping(), 10)
+    finally:
+        await nowhere.stop()
 
 
 # A process that publishes events with no broker to send them to, says how many `publish` calls
