@@ -523,7 +523,8 @@ class Crawler:
             p.pages_robots_skipped += 1
             await self._note_robots_problem(url)
             # Newly disallowed: its text goes. Not while robots.txt cannot be read (it disallows all then).
-            if known and not await self.fetcher.robots_problem(url):
+            # A record that led to no text (a PDF's) has none to drop: no knowledge version to bump.
+            if known and known.document and not await self.fetcher.robots_problem(url):
                 await self._drop(url, known)
             return
         delay = min(await self.fetcher.crawl_delay(url), MAX_CRAWL_DELAY)
@@ -546,6 +547,13 @@ class Crawler:
             return
         final = resp.url
         if final != url:
+            if resp.redirects and not resp.permanent and known and known.document and final != known.document:
+                # Redirected for now to another page (a maintenance page, a sign-in wall, often for every URL
+                # of the site at once), whatever that page answers (a 404, noindex, JSON): what the URL led
+                # to is kept, as through any transient error; the page it points to is crawled on its own.
+                p.pages_failed += 1
+                self._admit(final, depth)
+                return
             self._seen.add(final)
         if resp.status == 304 and known:
             p.pages_unchanged += 1
@@ -624,14 +632,6 @@ class Crawler:
             return
         digest = page.content_hash()
         document = self._document(page.canonical, final, digest)
-        if resp.redirects and not resp.permanent and known and known.document and known.document != document:
-            # A temporary redirect to another page (a maintenance page, a sign-in wall, often for every
-            # URL of the site at once): what the URL led to is kept, as through any transient error; the
-            # page it points to for now is crawled as a page of its own.
-            p.pages_failed += 1
-            self._seen.discard(final)
-            self._admit(final, depth)
-            return
         validators = (resp.headers.get("etag", ""), resp.headers.get("last-modified", ""))
         if document in self._documents:
             # Another URL of the same page (redirect, canonical) was indexed. One that led to another

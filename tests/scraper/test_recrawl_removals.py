@@ -140,9 +140,21 @@ async def test_a_page_moved_for_good_to_a_page_already_indexed_takes_its_old_tex
         assert await texts(pg, key) == now
 
 
-async def test_pages_redirected_for_now_to_another_page_keep_their_text(crawl, pg, one_at_a_time):
-    """The whole site in maintenance (every page 302 to /maintenance, as to a sign-in wall): the pages'
-    text stays, and /maintenance is a page of its own."""
+WALLS = {
+    "page": lambda: page("Back soon", extra="<p>We are updating the help centre.</p>"),
+    "noindex": lambda: web.Response(text="<html><head><meta name='robots' content='noindex'><title>Sign in</title>"
+                                         "</head><body><p>Sign in to read this page.</p></body></html>",
+                                    content_type="text/html"),
+    "gone": lambda: web.Response(status=404, text="not here"),
+    "json": lambda: web.json_response({"status": "maintenance"}),
+}
+
+
+@pytest.mark.parametrize("wall", sorted(WALLS))
+async def test_pages_redirected_for_now_to_another_page_keep_their_text(crawl, pg, one_at_a_time, wall):
+    """The whole site in maintenance or behind a sign-in wall (every page 302 to /maintenance), whatever
+    that page answers (a page, noindex, 404, JSON): the pages' text stays, /maintenance is a page of its
+    own, crawled once, and the crawl's page budget is not spent on it again for every redirect."""
     version = [1]
 
     def help_page(name: str, fact: str):
@@ -153,7 +165,7 @@ async def test_pages_redirected_for_now_to_another_page_keep_their_text(crawl, p
         "/": lambda: page("Home", "/plans", "/refunds") if version[0] == 1 else moved("/maintenance", 302),
         "/plans": help_page("Plans", "The lime plan costs 7 euros."),
         "/refunds": help_page("Refunds", "Refunds take five working days."),
-        "/maintenance": lambda: page("Back soon", extra="<p>We are updating the help centre.</p>"),
+        "/maintenance": WALLS[wall],
     }
     async with Site(routes) as site:
         key = await new_key(pg)
@@ -168,7 +180,8 @@ async def test_pages_redirected_for_now_to_another_page_keep_their_text(crawl, p
         for url, chunks in before.items():
             assert after[url] == chunks, url
         assert "7 euros" in str(after) and "five working days" in str(after)
-        assert second.progress.chunks_deleted == 0, second
+        assert second.progress.chunks_deleted == 0 and second.progress.pages_removed == 0, second
+        assert second.progress.pages_seen <= 4, second
 
 
 async def test_a_page_that_is_no_longer_text_disallowed_or_moved_off_the_site_takes_its_text(crawl, pg):
