@@ -49,13 +49,28 @@ class ExtractionFailed(Exception):
 
 
 # A document served as text/plain that is an HTML document all the same (a misconfigured server): read as
-# HTML, not indexed as markup. Only an unmistakable start counts: a doctype or an <html> tag.
-_HTML_START = re.compile(r"\A(?:\ufeff)?\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>])", re.IGNORECASE | re.DOTALL)
+# HTML, not indexed as markup. Only an unmistakable start counts: a doctype or an <html> tag, after white
+# space and comments.
+_HTML_START = re.compile(r"<(?:!doctype\s+html|html[\s>])", re.IGNORECASE)
+
+
+def looks_like_html(text: str) -> bool:
+    """Whether `text` starts as an HTML document (within its first 4 KiB; comments skipped by search,
+    not by a pattern that could backtrack)."""
+    head, at = text[:4096], 0
+    while True:
+        at = len(head) - len(head[at:].lstrip(" \t\r\n\f\ufeff"))
+        if not head.startswith("<!--", at):
+            return bool(_HTML_START.match(head, at))
+        end = head.find("-->", at + 4)
+        if end < 0:
+            return False
+        at = end + 3
 
 
 def extract(content_type: str, text: str, url: str) -> Page:
     """In this process: HTML (HTML_TYPES, or plain text that starts as an HTML document) or else plain text."""
-    if content_type in HTML_TYPES or _HTML_START.match(text[:4096]):
+    if content_type in HTML_TYPES or looks_like_html(text):
         return extract_html(text, url)
     return extract_text(text, url)
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from services.scraper.crawler import parse_sitemap
 from services.scraper.extract import chunk_page, extract_html, extract_text, robots_directives
-from services.scraper.isolation import extract
+from services.scraper.isolation import extract, looks_like_html
 
 PAGE = """<!doctype html><html><head><title>Refunds | Shop</title>
 <link rel="canonical" href="/help/refunds"><meta name="robots" content="nofollow"></head>
@@ -76,6 +76,8 @@ def test_an_html_document_served_as_plain_text_is_read_as_html():
     assert page.title == "Plans" and "9 euros" in page.text and "<" not in page.text and "Contact" not in page.text
     note = "Markup\n\nWrite <html> at the top of a page.\n"
     assert extract("text/plain", note, "http://x.example/markup.txt").text == extract_text(note, "x").text
+    # Comments are skipped by search: a run of them is read at once (a backtracking pattern took seconds).
+    assert not looks_like_html("<!---->" * 5000 + "x") and looks_like_html("<!---->" * 500 + "<html>")
 
 
 def test_sitemaps():
