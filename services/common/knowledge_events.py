@@ -121,14 +121,21 @@ class KnowledgeFollower:
         logger.warning("knowledge follower failed (%r); restarting (attempt %d)", exc, retry_state.attempt_number)
 
     async def _follow_once(self) -> None:
+        # The first consumer starts at the topic's end. One after it goes on from the last one's place,
+        # and a partition it has no place for, or a place past the end (the topic deleted and made again,
+        # partitions added), from the beginning: the events sent since are not missed.
         consumer = AIOKafkaConsumer(self._topic, bootstrap_servers=self._bootstrap, group_id=None,
-                                    auto_offset_reset="latest", enable_auto_commit=False)
+                                    auto_offset_reset="earliest" if self._next else "latest",
+                                    enable_auto_commit=False)
         self._consumer = consumer
         try:
             await consumer.start()
-            for tp, offset in self._next.items():
-                if tp in consumer.assignment():
-                    consumer.seek(tp, offset)       # a restart: on from where the last consumer was
+            for tp in consumer.assignment():
+                if tp in self._next:
+                    consumer.seek(tp, self._next[tp])   # a restart: on from where the last consumer was
+                else:
+                    # From here on: a restart goes on from this partition's place, events or none.
+                    self._next[tp] = await asyncio.wait_for(consumer.position(tp), self._restart_after)
             self._set_consuming(True)
             self.last_error = ""
             await self._run(consumer)

@@ -16,12 +16,12 @@ from services.common.pb.parley.v1 import events_pb2
 from tests.conftest import RUN_ID
 
 
-async def _until(condition, timeout: float = 30.0) -> None:
+async def _until(condition, timeout: float = 30.0, message=lambda: "") -> None:
     for _ in range(int(timeout / 0.1)):
         if condition():
             return
         await asyncio.sleep(0.1)
-    raise AssertionError("condition not met in time")
+    raise AssertionError(f"condition not met in time {message()}")
 
 
 @contextlib.asynccontextmanager
@@ -136,6 +136,9 @@ async def test_a_follower_whose_topic_was_deleted_and_made_again_follows_the_new
         async with _following(stack, on_event, service="test", max_backoff_seconds=0.5, stale_seconds=1.0,
                               restart_after_seconds=3.0) as (follower, producer, topic):
             await _until(lambda: follower.healthy)
+            for n in range(3):      # the old topic's place is past the new topic's end
+                await producer.publish(topic, "k", events_pb2.KnowledgeUpdated(product_key_id=f"old-{n}"), wait=True)
+            await _until(lambda: len(seen) == 3)
             await admin.delete_topics([topic])
             for _ in range(100):     # the broker forgets the topic, then it is made again
                 await asyncio.sleep(0.2)
@@ -144,10 +147,12 @@ async def test_a_follower_whose_topic_was_deleted_and_made_again_follows_the_new
                     break
                 except Exception:  # noqa: BLE001 - still being deleted
                     continue
+            # Sent to the topic made again before the follower noticed: its new consumer reads it, the
+            # last one's place being past the new topic's end.
+            await producer.publish(topic, "k", events_pb2.KnowledgeUpdated(product_key_id="before"), wait=True)
             await _until(lambda: follower.restarts >= 1 and follower.healthy, timeout=60)
-            await asyncio.sleep(1.0)
             await producer.publish(topic, "k", events_pb2.KnowledgeUpdated(product_key_id="new-topic"), wait=True)
-            await _until(lambda: "new-topic" in seen)
+            await _until(lambda: "before" in seen and "new-topic" in seen, message=lambda: seen)
             await admin.delete_topics([topic])
     finally:
         await admin.close()
