@@ -407,14 +407,13 @@ class ChatEngine:
                     if cacheable:
                         status = MISS if leader else SHARED
         assert answer is not None, "a produced answer always ends with an Answer"
+        answered_ms = (time.perf_counter() - llm_start) * 1000
+        if not state.ttft_ms:
+            state.ttft_ms = answered_ms     # its caller's first token, whoever wrote it
         if route.backend == "llm" or (route.backend == "extractive" and strategy in _GROUNDED):
-            state.llm_ms = (time.perf_counter() - llm_start) * 1000
-            if not state.ttft_ms:
-                state.ttft_ms = state.llm_ms
-        else:
-            # A stored FAQ answer or a canned reply (no answer, small talk): no model wrote it, and
-            # the LLM stage's latencies count only the turns where it ran.
-            state.ttft_ms = 0.0
+            state.llm_ms = answered_ms
+        # else a stored FAQ answer or a canned reply (no answer, small talk): no model wrote it, and the
+        # LLM stage's latency counts only the turns where it ran.
         response = self._response(plan, passages, strategy, answer)
         response.request_id = state.request_id
         response.cache_status = status

@@ -149,8 +149,8 @@ def is_key_id(key_id: str) -> bool:
     return bool(_KEY_ID.fullmatch(key_id))
 
 
-async def require_live(conn: asyncpg.Pool | asyncpg.Connection, key_id: str) -> None:
-    """The key exists and is not revoked, or NOT_FOUND / FAILED_PRECONDITION. In a transaction, the
+async def require_live(conn: asyncpg.Pool | asyncpg.Connection, key_id: str, *, revoked_too: bool = False) -> None:
+    """The key exists and is not revoked (`revoked_too`: or is), or NOT_FOUND / FAILED_PRECONDITION. In a transaction, the
     row stays locked until it ends, so a revocation (FOR UPDATE) cannot slip in before its writes commit.
     FOR NO KEY UPDATE, the lock the write's version bump takes anyway: writers of one key queue here.
     Share-locked, two writers each held the row and waited on the bump for the other's lock to go
@@ -161,7 +161,7 @@ async def require_live(conn: asyncpg.Pool | asyncpg.Connection, key_id: str) -> 
         key_id) if _KEY_ID.fullmatch(key_id) else None
     if revoked is None:
         raise _no_key(key_id)
-    if revoked["revoked"]:
+    if revoked["revoked"] and not revoked_too:
         raise FailedPrecondition(f"the key is revoked ({key_id!r}); its knowledge can no longer change")
 
 

@@ -73,8 +73,9 @@ async def add_document(indexing: Indexing, key_id: str, title: str, text: str, u
 
 
 async def delete_knowledge(pool: asyncpg.Pool, key_id: str, chunk_id: str = "", document: str = "") -> tuple[int, int]:
-    """Deletes one chunk, or every chunk of a document (named as stored: through `storable`); as the
-    writes, only of a key that is not revoked (keys.require_live, under the key row's lock)."""
+    """Deletes one chunk, or every chunk of a document (named as stored: through `storable`), under the
+    key row's lock as the writes take it (keys.require_live). Also of a revoked key: a deletion serves
+    nothing to anyone, and is how its knowledge (personal data in a document, say) is removed."""
     if bool(chunk_id) == bool(document):
         raise InvalidArgument("give exactly one of chunk_id or document")
     if chunk_id and (not (chunk_id.isascii() and chunk_id.isdigit()) or int(chunk_id) > MAX_CHUNK_ID):
@@ -84,7 +85,7 @@ async def delete_knowledge(pool: asyncpg.Pool, key_id: str, chunk_id: str = "", 
         if not document:    # nothing of it could have been stored: it names no document (not the untitled ones)
             raise InvalidArgument("document is empty once control characters are removed")
     async with pool.acquire() as conn, conn.transaction():
-        await keys.require_live(conn, key_id)
+        await keys.require_live(conn, key_id, revoked_too=True)
         if chunk_id:
             result = await conn.execute(
                 "DELETE FROM knowledge_chunks WHERE product_key_id = $1 AND id = $2", key_id, int(chunk_id)

@@ -20,12 +20,7 @@ async def test_created_topics_carry_their_configuration(stack, settings):
     await admin.start()
     try:
         names = {ours.topic(key): key for key in TOPIC_CONFIGS}
-        responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
-        found: dict[str, dict[str, str]] = {}
-        for response in responses:
-            for _code, _message, _type, name, entries in response.resources:
-                found[name] = {entry[0]: entry[1] for entry in entries}
+        found = {name: await _described(admin, name, bool) for name in names}   # a topic just made is known soon
         await admin.delete_topics(list(names))
     finally:
         await admin.close()
@@ -44,16 +39,25 @@ async def test_an_existing_topic_is_brought_to_its_configuration_and_keeps_its_o
     try:
         await admin.create_topics([NewTopic(turns, 1, 1, topic_configs={"retention.ms": "3600000",
                                                                         "min.compaction.lag.ms": "12345"})])
+        await _described(admin, turns, lambda found: found.get("retention.ms") == "3600000")   # made, and known
         await create_all_topics(ours)
-        for _ in range(100):     # the broker applies an accepted change a moment later
-            (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, turns)])
-            found = {entry[0]: entry[1] for entry in response.resources[0][4]}
-            if found["retention.ms"] != "3600000":
-                break
-            await asyncio.sleep(0.1)
+        # The broker applies an accepted change a moment later.
+        found = await _described(admin, turns, lambda found: found.get("retention.ms") not in (None, "3600000"))
         await admin.delete_topics([ours.topic(key) for key in TOPIC_CONFIGS])
     finally:
         await admin.close()
     for config, value in TOPIC_CONFIGS["chat_turns"].items():
         assert found[config] == value, (config, found[config])
     assert found["min.compaction.lag.ms"] == "12345"
+
+
+async def _described(admin: AIOKafkaAdminClient, topic: str, ready) -> dict[str, str]:
+    """The topic's configuration once `ready(configuration)` (a topic just made may not be described yet)."""
+    found: dict[str, str] = {}
+    for _ in range(200):
+        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        found = {entry[0]: entry[1] for entry in response.resources[0][4]}
+        if ready(found):
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{topic}: {found}")
