@@ -25,8 +25,10 @@ QUESTION_CHARS = 500
 
 COUNTERS = ("turns", "cache_hits", "errors", "no_answers", "feedback_up", "feedback_down", "tokens_in", "tokens_out")
 HISTS = ("total_hist", "ttft_hist", "search_hist", "llm_hist")
-# Whether a group of metrics_minute rows holds any count.
-NOT_EMPTY = " OR ".join(f"bool_or({c} <> 0)" for c in COUNTERS)
+# Whether a metrics_minute row holds any count (an UNKNOWN row emptied by moving its pending feedback
+# holds none), and whether a group of rows does.
+HAS_COUNTS = "(" + " OR ".join(f"{c} <> 0" for c in COUNTERS) + ")"
+NOT_EMPTY = f"bool_or{HAS_COUNTS}"
 
 
 @dataclass

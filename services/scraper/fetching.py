@@ -279,28 +279,6 @@ def ascii_host(host: str) -> str:
         return ""
 
 
-_FORBIDDEN_HOST = frozenset('#%/:<>?@[\\]^|')
-
-
-def host_problem(host: str) -> str:
-    """Why a host (as normalize_url writes it) cannot be a DNS name, '' when it can or is an address: a
-    label over 63 bytes, a name over 253, an empty label, a control character, space or one of WHATWG
-    URL's forbidden host code points. No resolver would be asked for it."""
-    if _is_ip(host):
-        return ""
-    name = host.removesuffix(".")
-    if any(c in _FORBIDDEN_HOST or not "\x20" < c < "\x7f" for c in name):
-        return "the host name holds a character no host name has"
-    if len(name) > 253:
-        return f"the host name is {len(name)} characters long; the limit is 253"
-    labels = name.split(".")
-    if any(not label for label in labels):
-        return "the host name has an empty label"
-    if longest := max((label for label in labels if len(label) > 63), key=len, default=""):
-        return f"a label of the host name is {len(longest)} characters long; the limit is 63"
-    return ""
-
-
 def site_of(url: str) -> str:
     """The site of a URL, what a crawl's scope and Fetch's website are made of: its host and port, the
     scheme's default port left out (http 80, https 443), so http://x/ and https://x/ are one site and

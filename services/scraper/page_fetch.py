@@ -11,9 +11,10 @@ from urllib.parse import urlsplit
 import redis.asyncio as redis
 
 from services.common.errors import InvalidArgument, ParleyError, PermissionDenied, Unavailable
+from services.common.hosts import host_problem
 from services.common.redis_client import RedisHealth
 from services.scraper.extract import robots_directives
-from services.scraper.fetching import Fetcher, FetchFailed, host_problem, require_url, site_of
+from services.scraper.fetching import Fetcher, FetchFailed, require_url, site_of
 from services.scraper.isolation import HTML_TYPES, ExtractionFailed, Extractor, extract
 
 logger = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from prometheus_client import Counter
 
 from services.analytics import histogram
+from services.analytics.queries import HAS_COUNTS
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +36,7 @@ SELECT sum(turns)::bigint AS turns, sum(cache_hits)::bigint AS cache_hits, sum(e
        sum(no_answers)::bigint AS no_answers, sum(feedback_up)::bigint AS feedback_up,
        sum(feedback_down)::bigint AS feedback_down, sum(tokens_in)::bigint AS tokens_in,
        sum(tokens_out)::bigint AS tokens_out, parley_hist_sum(total_hist) AS total_hist,
-       jsonb_object_agg(strategy || '/' || model, turns) FILTER (
-           WHERE turns <> 0 OR cache_hits <> 0 OR errors <> 0 OR no_answers <> 0 OR feedback_up <> 0
-              OR feedback_down <> 0 OR tokens_in <> 0 OR tokens_out <> 0) AS by_strategy_model
+       jsonb_object_agg(strategy || '/' || model, turns) FILTER (WHERE """ + HAS_COUNTS + """) AS by_strategy_model
 FROM metrics_minute WHERE product_key_id = $1 AND minute = $2
 """
 

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import asyncpg
 from mode import Service
 
+from services.analytics.queries import HAS_COUNTS
 from services.analytics.settings import PENDING_FEEDBACK_HORIZON_SECONDS
 from services.analytics.stream.progress import BATCHES_WRITTEN_AGAIN, FEEDBACK_UNATTRIBUTED
 from services.analytics.stream.rows import (
@@ -161,8 +162,7 @@ DELETE_EMPTIED_UNKNOWN = """
 DELETE FROM metrics_minute m
 USING unnest($1::text[], $2::timestamptz[]) AS u(product_key_id, minute)
 WHERE m.product_key_id = u.product_key_id AND m.minute = u.minute AND m.strategy = 'UNKNOWN' AND m.model = 'unknown'
-  AND m.turns = 0 AND m.cache_hits = 0 AND m.errors = 0 AND m.no_answers = 0 AND m.feedback_up = 0
-  AND m.feedback_down = 0 AND m.tokens_in = 0 AND m.tokens_out = 0
+  AND NOT """ + HAS_COUNTS + """
 """
 
 # Pending feedback older than the horizon whose turn never came (dead-lettered, or dropped by a full
