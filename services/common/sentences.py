@@ -14,6 +14,12 @@ import re
 from dataclasses import dataclass
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+# Full stops that end an abbreviation, not a sentence: "incl. VAT", "e.g. Klarna", "Dr. Okafor" never
+# end one; "max. 22 kg", "No. 5", "approx. 10 minutes" do not before a figure (but "No. Each card ..."
+# does). Words such as "Ltd." or "etc." often end a sentence too, and split as any other word.
+_ABBREVIATIONS = frozenset("e.g i.e incl excl approx vs mr mrs ms dr cf viz resp".split())
+_BEFORE_A_FIGURE = frozenset("no nr max min approx ca fig vol p pp ch sec ref tel ext art".split())
+_LAST_WORD = re.compile(r"[^\s(\[\"']+$")
 _ENDS_SENTENCE = re.compile(r"[.!?:;]\)?[\"']?$")
 _DIGIT = re.compile(r"\d")
 _WORDS = re.compile(r"[^\W_]+(?:['’.-][^\W_]+)*")
@@ -104,7 +110,23 @@ def _sentences(line: str) -> list[str]:
     means ("Weekly — every Monday."), which reads like a table row."""
     if len(_words(line)) < MIN_SENTENCE_WORDS and _DEFINITION.match(line) and _SENTENCE_END.search(line) is None:
         return [line.strip()]
-    return [s.strip() for s in _SENTENCE_END.split(line) if len(_words(s)) >= MIN_SENTENCE_WORDS]
+    return [s.strip() for s in split_sentences(line) if len(_words(s)) >= MIN_SENTENCE_WORDS]
+
+
+def split_sentences(text: str) -> list[str]:
+    """`text` cut where a sentence ends: after . ! or ? and a space, before a capital or a figure, but not
+    after an abbreviation ("The rack takes a third child (max. 22 kg).", "Prices are incl. VAT.")."""
+    parts: list[str] = []
+    start = 0
+    for end in _SENTENCE_END.finditer(text):
+        word = _LAST_WORD.search(text, max(start, end.start() - 12), end.start())
+        abbreviation = word.group().lower().rstrip(".") if word else ""
+        if abbreviation in _ABBREVIATIONS or (abbreviation in _BEFORE_A_FIGURE and text[end.end()].isdigit()):
+            continue
+        parts.append(text[start:end.start()])
+        start = end.end()
+    parts.append(text[start:])
+    return parts
 
 
 MAX_LABEL_WORDS = 5        # "Undertow – dark roast: A blend ... Recommended: 90 °C.": a term and its definition

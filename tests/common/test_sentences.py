@@ -1,6 +1,6 @@
 """What a passage's sentence vectors read: its quotable units, each with its page title and heading."""
 
-from services.common.sentences import embedding_sentences, page_title, section_heading, sentence_spans
+from services.common.sentences import embedding_sentences, page_title, section_heading, sentence_spans, split_sentences, units
 
 
 def test_the_site_name_after_a_bar_is_not_part_of_the_page_title():
@@ -114,3 +114,24 @@ def test_each_sentence_of_a_defined_term_keeps_the_term():
                          "Undertow – dark roast: Cuts through milk beautifully.",
                          "Undertow – dark roast: Recommended: 90 °C, grind 7."]
     assert not any(t.startswith("Note: Store") for t in found)     # a callout's label is no term
+
+
+def test_a_full_stop_after_an_abbreviation_does_not_end_the_sentence():
+    """The quoted answer to "max kids on the haul?" was "22 kg, rack limit 25 kg).": the sentence naming
+    the third child was cut at "max."."""
+    text = ("Up to 2 children on the bench. A third child can ride on the rear rack (max. 22 kg, rack limit "
+            "25 kg). Prices are incl. VAT and shown e.g. in the app. Ask Dr. Okafor at the shop, No. 12 Quay St.")
+    assert [u.text for u in units(text)] == [
+        "Up to 2 children on the bench.",
+        "A third child can ride on the rear rack (max. 22 kg, rack limit 25 kg).",
+        "Prices are incl. VAT and shown e.g. in the app.",
+        "Ask Dr. Okafor at the shop, No. 12 Quay St.",
+    ]
+
+
+def test_an_abbreviation_that_takes_a_figure_ends_a_sentence_before_a_word():
+    assert split_sentences("Can I pay by cheque? No. Each order is paid by card.") == [
+        "Can I pay by cheque?", "No.", "Each order is paid by card."]
+    assert split_sentences("The limit is the max. After that we charge 2%.") == [
+        "The limit is the max.", "After that we charge 2%."]
+    assert split_sentences("© 2026 Acme Ltd. All rights reserved.") == ["© 2026 Acme Ltd.", "All rights reserved."]
