@@ -113,6 +113,16 @@ def _sentences(line: str) -> list[str]:
     return [s.strip() for s in split_sentences(line) if len(_words(s)) >= MIN_SENTENCE_WORDS]
 
 
+_GOES_ON = re.compile(r"\s*(?:[,;]|,?\s+(?:and|or))$")    # a list item's end that the next item goes on from
+
+
+def _ended(item: str) -> str:
+    """A list item that goes on a sentence, as the end of it: "record a selfie video, and" -> "record a
+    selfie video."."""
+    item = _GOES_ON.sub("", item.strip())
+    return item if item.endswith((".", "!", "?")) else f"{item}."
+
+
 def split_sentences(text: str) -> list[str]:
     """`text` cut where a sentence ends: after . ! or ? and a space, before a capital or a figure, but not
     after an abbreviation ("The rack takes a third child (max. 22 kg).", "Prices are incl. VAT.")."""
@@ -162,6 +172,8 @@ def units(text: str, heading: str = "") -> list[Unit]:
     pending_item = False      # ... that follows an item of a list written without full stops
     item = False              # the line before was such an item
     in_links = False          # after "Related articles" and the like: its entries are links, not content
+    lead = ""                 # a sentence ending with ":" that the list items after it go on ("Confirm your identity:")
+    lead_at = -1              # where it was quoted on its own, if it was
 
     def flush(next_is_item: bool) -> None:
         # A short item with a figure between items of a list ("Bluetooth 5.0" under "Requirements") is
@@ -173,6 +185,18 @@ def units(text: str, heading: str = "") -> list[Unit]:
             section = pending
 
     for line in lines:
+        if lead and line[:1].islower() and not is_furniture(line) and not _is_row(line):
+            # "tap the link in the email (valid for 30 minutes), and" is quoted as "Confirm your identity:
+            # tap the link in the email (valid for 30 minutes).", and the unfinished lead not alone.
+            if lead_at >= 0 and found[lead_at] == lead:
+                del found[lead_at]
+            lead_at = -1
+            first, *rest = split_sentences(line)
+            found.append(f"{lead} {_ended(first)}")
+            found.extend(s.strip() for s in rest if len(_words(s)) >= MIN_SENTENCE_WORDS)
+            pending, item = "", not _ENDS_SENTENCE.search(line)
+            continue
+        lead, lead_at = "", -1
         if is_furniture(line):
             pending, in_links, item = "", bool(_LINK_LIST_HEAD.match(line)), False
             continue
@@ -184,7 +208,10 @@ def units(text: str, heading: str = "") -> list[Unit]:
             item = not _ENDS_SENTENCE.search(line)
             flush(item)
             pending, in_links = "", False
-            found.extend(_labelled(line, _sentences(line)))
+            sentences = _labelled(line, _sentences(line))
+            lead, lead_at = (split_sentences(line)[-1].strip(), len(found) + len(sentences) - 1) \
+                if line.endswith(":") else ("", -1)
+            found.extend(sentences)
         elif in_links:
             continue
         elif pending and _pairs(pending, line):
@@ -241,14 +268,14 @@ def _located(unit: str, passage: str, start: int) -> list[tuple[int, int]] | Non
     or a whole line, in one range; a unit joined from two lines ("Weight" / "34.5 kg" read as "Weight:
     34.5 kg", a list item with its heading), in two: the value first, then the last occurrence of the
     label before it."""
-    found = _loose(unit).search(passage, start)
+    found = _loose(unit).search(passage, start) or _loose(unit.removesuffix(".")).search(passage, start)
     if found:
         return [found.span()]
     for joint in (m.start() for m in re.finditer(": ", unit)):
         label, value = unit[:joint], unit[joint + 2:]
         if not label.strip() or not value.strip():
             continue
-        right = _loose(value).search(passage, start)
+        right = _loose(value).search(passage, start) or _loose(value.removesuffix(".")).search(passage, start)
         if right is None:
             continue
         lefts = [m.span() for m in _loose(label).finditer(passage, 0, right.start())]

@@ -135,3 +135,27 @@ def test_an_abbreviation_that_takes_a_figure_ends_a_sentence_before_a_word():
     assert split_sentences("The limit is the max. After that we charge 2%.") == [
         "The limit is the max.", "After that we charge 2%."]
     assert split_sentences("© 2026 Acme Ltd. All rights reserved.") == ["© 2026 Acme Ltd.", "All rights reserved."]
+
+
+def test_list_items_that_go_on_a_sentence_are_quoted_with_its_start():
+    """"tap the link in the email ... (valid for 30 minutes), and" was quoted alone, and so was the
+    unfinished "You can open an account if you:"."""
+    text = ("Move to a new phone\nInstall the app on your new phone.\nConfirm your identity:\n"
+            "tap the link in the email we send you (valid for 30 minutes), and\n"
+            "record a short selfie video, which we compare with your photo.\n"
+            "You can open an account if you:\nare 18 or older,\nlive in one of the 11 supported countries.\n"
+            "Requirements\niPhone with Face ID running iOS 16 or later.")
+    assert [u.text for u in units(text, "Move to a new phone")] == [
+        "Install the app on your new phone.",
+        "Confirm your identity: tap the link in the email we send you (valid for 30 minutes).",
+        "Confirm your identity: record a short selfie video, which we compare with your photo.",
+        "You can open an account if you: are 18 or older.",
+        "You can open an account if you: live in one of the 11 supported countries.",
+        "iPhone with Face ID running iOS 16 or later.",
+    ]
+    passage = f"Moving\n{text}"
+    spans = sentence_spans(passage, text)
+    assert all(spans), spans
+    assert [passage[a:b] for a, b in spans[3]] == ["You can open an account if you:\nare 18 or older"]
+    assert [passage[a:b] for a, b in spans[2]] == [
+        "Confirm your identity", "record a short selfie video, which we compare with your photo."]
