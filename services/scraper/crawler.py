@@ -19,8 +19,9 @@ from services.common.kafka import new_event_id, now_timestamp
 from services.common.text import storable
 from services.common.pb.parley.v1 import events_pb2
 from services.scraper.extract import Page, chunk_page, robots_directives
-from services.scraper.fetching import (BlockedAddress, Fetcher, FetchFailed, Response, gunzip_bounded, normalize_url,
-                                      site_of)
+from services.scraper.addresses import BlockedAddress
+from services.scraper.fetching import Fetcher, FetchFailed, gunzip_bounded, Response
+from services.scraper.urls import normalize_url, site_of
 from services.scraper.isolation import HTML_TYPES, ExtractionFailed, Extractor, extract
 from services.scraper.patterns import UrlPatterns
 

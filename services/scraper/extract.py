@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from selectolax.lexbor import LexborHTMLParser
 
 from services.common.chunking import chunk_text, content_hash
-from services.scraper.fetching import normalize_url
+from services.scraper.urls import normalize_url
 from services.scraper.furniture import content_root, is_page_meta, next_element, remove_furniture
 from services.scraper.rendered import (NOSCRIPT_FALLBACK_CHARS, NOSCRIPT_MIN_CHARS, attach_shadow_roots, has_noscript,
                                        read_noscript, structured_faq)

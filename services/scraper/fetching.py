@@ -1,35 +1,27 @@
-"""Polite, safe HTTP fetching: address checks at connect time, redirects, size and type limits, robots.txt."""
+"""Polite HTTP fetching: redirects, size and type limits, robots.txt, per-host politeness, retries that a
+Retry-After asks for. Where it may connect is checked at connect time (addresses.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import codecs
-import functools
-import ipaddress
-import zlib
 import logging
-import re
-import socket
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable
+import zlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+from typing import NamedTuple
+from urllib.parse import urlsplit
 
-import httpcore
 import httpx
-import idna
 from protego import Protego
 
-from services.common.errors import InvalidArgument, PermissionDenied
+from services.scraper.addresses import AddressPolicy, GuardedTransport, Resolver, is_ip, parse_networks, system_resolve
+from services.scraper.encodings import decode_document, looks_binary
+from services.scraper.urls import normalize_url, require_url, site_of
 
 logger = logging.getLogger(__name__)
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 INDEXABLE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 BINARY_TYPE = "application/octet-stream"
@@ -44,14 +36,6 @@ MAX_ORIGINS = 1_000
 RETRY_STATUSES = (429, 503)
 MAX_RETRIES = 2
 MAX_RETRY_AFTER_SECONDS = 30.0
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
-
-
-class BlockedAddress(PermissionDenied):
-    """The URL's host resolves to an address Parley does not fetch from."""
-
-
 class FetchFailed(Exception):
     """A fetch that produced no usable response (network error, redirect loop, too large, ...)."""
 
@@ -62,236 +46,6 @@ class FetchFailed(Exception):
         self.kind = kind            # failed | too_large | robots | off_site
         self.response = response    # status and headers, when the origin answered
         self.permanent = permanent  # robots, off_site: every redirect that led there was permanent (301, 308)
-
-
-def parse_networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """`PARLEY_SCRAPER_ALLOW_NETWORKS`: comma-separated addresses or CIDRs."""
-    return [ipaddress.ip_network(part.strip(), strict=False) for part in spec.split(",") if part.strip()]
-
-
-def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """IPv4 addresses an IPv6 address leads to: IPv4-mapped (::ffff:0:0/96), 6to4 (2002::/16), Teredo
-    (2001::/32: server and client), NAT64 (64:ff9b::/96). Each must pass the IPv4 checks as well."""
-    found = []
-    if ip.ipv4_mapped is not None:
-        found.append(ip.ipv4_mapped)
-    if ip.sixtofour is not None:
-        found.append(ip.sixtofour)
-    if ip.teredo is not None:
-        found.extend(ip.teredo)
-    if ip in _NAT64:
-        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    return found
-
-
-def denied_reason(ip: IPAddress) -> str:
-    """Why an address is refused, or '' when it is a public unicast address."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        for inner in embedded_ipv4(ip):
-            reason = denied_reason(inner)
-            if reason:
-                return f"{reason} (embedded in {ip})"
-        if ip.ipv4_mapped is not None:
-            return ""
-    if ip in _METADATA:
-        return "a cloud metadata address"
-    for attr, what in (
-        ("is_loopback", "a loopback address"), ("is_link_local", "a link-local address"),
-        ("is_private", "a private address"), ("is_multicast", "a multicast address"),
-        ("is_reserved", "a reserved address"), ("is_unspecified", "an unspecified address"),
-        ("is_site_local", "a site-local address"),     # fec0::/10: deprecated, still routed inside some networks
-    ):
-        if getattr(ip, attr, False):
-            return what
-    if isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10"):
-        return "a shared (carrier-grade NAT) address"
-    return ""
-
-
-class AddressPolicy:
-    """Refuses private, loopback, link-local, metadata and other non-public addresses unless allow-listed."""
-
-    def __init__(self, allow: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()) -> None:
-        self.allow = list(allow)
-
-    def check(self, host: str, address: str) -> IPAddress:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if any(ip in net for net in self.allow):
-            return ip
-        reason = denied_reason(ip)
-        if reason:
-            # The caller learns why the host is refused, not which internal address it resolves to.
-            logger.warning("refused to fetch from %s: %s is %s", host, ip, reason)
-            raise BlockedAddress(f"refused to fetch from {host}: it resolves to {reason.split(' (embedded')[0]}")
-        return ip
-
-
-async def system_resolve(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [info[4][0] for info in infos]
-
-
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves the host itself, checks every address, and connects to a checked address only,
-    so a name that resolves differently later (DNS rebinding) cannot slip a private address in."""
-
-    def __init__(self, policy: AddressPolicy, resolve: Resolver = system_resolve) -> None:
-        self._policy = policy
-        self._resolve = resolve
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        try:
-            addresses = [host.strip("[]")] if _is_ip(host) else await self._resolve(host, port)
-        except (OSError, UnicodeError) as exc:   # UnicodeError: not a valid host name (a label over 63 bytes)
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-        if not addresses:
-            raise httpcore.ConnectError(f"{host} has no address")
-        checked = [self._policy.check(host, a) for a in addresses]
-        last: Exception | None = None
-        for ip in checked:
-            try:
-                return await self._inner.connect_tcp(
-                    str(ip), port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(self, *args, **kwargs):  # pragma: no cover - never used
-        raise httpcore.ConnectError("unix sockets are not fetched")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        return True
-    except ValueError:
-        return False
-
-
-@functools.lru_cache(maxsize=1)
-def _ssl_context() -> ssl.SSLContext:
-    """Loading the CA bundle takes tens of milliseconds: once per process, shared by every Fetcher."""
-    return httpx.create_ssl_context()
-
-
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport over the guarded network backend (no proxies from the environment)."""
-
-    def __init__(self, policy: AddressPolicy, resolve: Resolver = system_resolve, max_connections: int = 100) -> None:
-        # Not super().__init__(): it would build a pool (and load the CA bundle) only to be replaced.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=_ssl_context(),
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections // 2,
-            keepalive_expiry=5.0,
-            network_backend=GuardedBackend(policy, resolve),
-        )
-
-
-# Longer links, redirect targets and sitemap entries are not followed: a URL names a page in btree
-# indexes (crawl pages, knowledge documents), whose rows hold at most about 2.7 kB.
-MAX_URL_CHARS = 2048
-
-
-def normalize_url(url: str, base: str = "") -> str:
-    """Absolute http(s) URL without fragment, lower-case scheme and host, no default port, no dot
-    segments, percent-escapes in one spelling (`_normal_escapes`), at most MAX_URL_CHARS long; ''
-    otherwise. Query strings and trailing slashes are kept: they can name different pages."""
-    try:
-        parts = urlsplit(urljoin(base, url.strip()) if base else url.strip())
-    except ValueError:
-        return ""
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
-        return ""
-    host = ascii_host(parts.hostname)
-    if not host:
-        return ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        return ""
-    netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
-    try:
-        path = remove_dot_segments(_normal_escapes(parts.path or "/"))
-        query = _normal_escapes(parts.query)
-    except UnicodeEncodeError:   # a lone surrogate: no URL names it
-        return ""
-    normal = urlunsplit((scheme, netloc, path, query, ""))
-    return normal if len(normal) <= MAX_URL_CHARS else ""
-
-
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
-# Characters a URL cannot hold as they are: what is not ASCII (an IRI's letters), controls, space, and
-# those browsers escape in a path or query (WHATWG URL's percent-encode sets).
-_UNSAFE = re.compile(r'[^\x21-\x7e]|["<>`{}]')
-
-
-def _normal_escapes(part: str) -> str:
-    """A path or query in one spelling (RFC 3986 6.2.2): unsafe characters percent-encoded as UTF-8,
-    escapes of unreserved characters decoded (%7E is ~), the others' hex digits upper-case (%c3%a9 is
-    %C3%A9). Reserved characters keep their escapes: /a%2Fb is not /a/b, nor ?q=%26 ?q=&."""
-    part = _UNSAFE.sub(lambda m: quote(m.group(), safe=""), part)
-    if "%" not in part:
-        return part
-    return _ESCAPE.sub(lambda m: ch if (ch := chr(int(m.group(1), 16))) in _UNRESERVED else m.group().upper(), part)
-
-
-def remove_dot_segments(path: str) -> str:
-    """An absolute path without its "." and ".." segments (RFC 3986 5.2.4), as the server resolves it:
-    robots.txt is matched, and pages told apart, by the path that is requested."""
-    if "." not in path:
-        return path
-    segments = path.split("/")
-    out: list[str] = []
-    for n, segment in enumerate(segments):
-        if segment in (".", ".."):
-            if segment == ".." and len(out) > 1:
-                out.pop()
-            if n == len(segments) - 1:
-                out.append("")   # "/a/b/.." is the directory "/a/"
-            continue
-        out.append(segment)
-    return "/".join(out) if out != [""] else "/"
-
-
-def ascii_host(host: str) -> str:
-    """A host name lower-cased, an internationalized one in its ASCII (punycode) form, as browsers map it
-    (UTS 46, non-transitional), so that both spellings name one site; '' when it cannot be encoded.
-    ASCII names are left as they are: IDNA's rules would refuse names that resolve (an underscore)."""
-    host = host.lower()
-    if host.isascii():
-        return host
-    try:
-        mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
-        return ".".join(label if label.isascii() else idna.alabel(label).decode("ascii")
-                        for label in mapped.split("."))
-    except (idna.IDNAError, UnicodeError):
-        return ""
-
-
-def site_of(url: str) -> str:
-    """The site of a URL, what a crawl's scope and Fetch's website are made of: its host and port, the
-    scheme's default port left out (http 80, https 443), so http://x/ and https://x/ are one site and
-    http://x:8000/ another; '' when it is no http(s) URL."""
-    normal = normalize_url(url)
-    return urlsplit(normal).netloc if normal else ""
-
-
-def require_url(url: str) -> str:
-    normal = normalize_url(url)
-    if not normal:
-        raise InvalidArgument(f"not an http(s) URL: {url!r}")
-    return normal
 
 
 PERMANENT_REDIRECTS = (301, 308)
@@ -315,94 +69,6 @@ class Response:
     @property
     def text(self) -> str:
         return decode_document(self.body, self.headers.get("content-type", ""))
-
-
-# The encoding of a document as a browser finds it (WHATWG Encoding, "decode"; HTML, "determining the
-# character encoding"), short of its full label table: a byte order mark, then the Content-Type's
-# charset, then (HTML) a <meta> charset in the first 1024 bytes, then UTF-8 if the bytes are valid
-# UTF-8, else windows-1252. Labels browsers read as windows-1252 (latin1, ascii) are read so too: an
-# "ISO-8859-1" page's curly quotes and dashes (bytes 0x80-0x9F) are windows-1252's.
-_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
-_AS_WINDOWS_1252 = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "us-ascii", "ascii", "ansi_x3.4-1968",
-                    "cp819", "ibm819", "iso-ir-100", "iso_8859-1", "x-cp1252", "cp1252"}
-_NOT_DOCUMENT_ENCODINGS = {"undefined", "idna", "punycode"}
-_META_CHARSET = re.compile(rb"""<meta\b[^>]*?\bcharset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
-# WHATWG Encoding's labels of UTF-16 that Python's codecs do not know.
-_UTF16_ALIASES = {"unicode": "utf-16-le", "unicodefeff": "utf-16-le", "ucs-2": "utf-16-le", "csunicode": "utf-16-le",
-                  "iso-10646-ucs-2": "utf-16-le", "unicodefffe": "utf-16-be"}
-
-
-def _encoding(label: str, *, in_meta: bool = False) -> str | None:
-    """The Python codec of a charset label, None when unknown."""
-    label = label.strip().strip("\"'").strip().lower()
-    if not label:
-        return None
-    if label in _AS_WINDOWS_1252:
-        return "cp1252"
-    try:
-        info = codecs.lookup(_UTF16_ALIASES.get(label, label))
-    except (LookupError, ValueError):
-        return None
-    if info.name.startswith("utf-16"):
-        # In a <meta>, a UTF-16 label means UTF-8: bytes in UTF-16 could not have been read to find it.
-        # A bare "utf-16" is little-endian (WHATWG); Python's codec would take the machine's byte order.
-        return "utf-8" if in_meta else ("utf-16-le" if info.name == "utf-16" else info.name)
-    # Not a text encoding a page can be in (base64, rot13, zlib: bytes-to-bytes or str-to-str codecs;
-    # "undefined"; idna and punycode, which are for host names; UTF-32, which browsers do not read).
-    if (not getattr(info, "_is_text_encoding", True) or info.name in _NOT_DOCUMENT_ENCODINGS
-            or info.name.startswith("utf-32")):
-        return None
-    return info.name
-
-
-def _header_encoding(content_type: str) -> str | None:
-    """The codec of the Content-Type's charset parameter, None when there is none it names."""
-    for part in content_type.split(";")[1:]:
-        name, _, value = part.strip().partition("=")
-        if name.strip().lower() == "charset" and (encoding := _encoding(value)):
-            return encoding
-    return None
-
-
-def decode_document(body: bytes, content_type: str) -> str:
-    """`body` as text, in the encoding a browser would use (see above); undecodable bytes become U+FFFD."""
-    for bom, encoding in _BOMS:
-        if body.startswith(bom):
-            return body[len(bom):].decode(encoding, errors="replace")
-    if encoding := _header_encoding(content_type):
-        return _decode(body, encoding)
-    mime = content_type.split(";", 1)[0].strip().lower()
-    if mime in ("", "text/html", "application/xhtml+xml"):
-        for match in _META_CHARSET.finditer(body[:1024]):
-            encoding = _encoding(match.group(1).decode("ascii"), in_meta=True)
-            if encoding:
-                return _decode(body, encoding)
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        return body.decode("cp1252", errors="replace")
-
-
-def _decode(body: bytes, encoding: str) -> str:
-    try:
-        return body.decode(encoding, errors="replace")
-    except (UnicodeError, LookupError):   # a codec that fails whatever the error handler says
-        return body.decode("cp1252", errors="replace")
-
-
-# The first bytes of PDF, PNG, GIF, JPEG, ZIP (and so DOCX, XLSX, EPUB) and gzip files.
-_BINARY_SIGNATURES = (b"%PDF-", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x1f\x8b")
-
-
-def looks_binary(body: bytes, content_type: str) -> bool:
-    """Whether a body labelled as text is a file of another kind (a PDF or an image served as text/html):
-    a known signature, or a NUL byte in its first 1024 bytes, which no text but UTF-16 has (WHATWG MIME
-    Sniffing's binary data bytes, reduced to the one that matters)."""
-    if body.startswith(_BINARY_SIGNATURES):
-        return True
-    if body.startswith((b"\xff\xfe", b"\xfe\xff")) or (_header_encoding(content_type) or "").startswith("utf-16"):
-        return False
-    return b"\x00" in body[:1024]
 
 
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
@@ -557,7 +223,7 @@ class Fetcher:
                 raise FetchFailed(f"robots.txt disallows {current} (a redirect from {seen[-1]})", "robots",
                                   permanent=permanent)
             seen.append(current)
-            if _is_ip(urlsplit(current).hostname or ""):
+            if is_ip(urlsplit(current).hostname or ""):
                 self.policy.check(urlsplit(current).hostname or "", urlsplit(current).hostname or "")
             try:
                 got = await self._request(current, _hop_headers(headers, len(seen)), accept, limit, cut)
@@ -790,15 +456,3 @@ def new_fetcher(settings, *, resolve: Resolver = system_resolve, deadline_covers
         deadline_covers_wait=deadline_covers_wait,
         gates=gates,
     )
-
-
-async def check_host(policy: AddressPolicy, url: str, resolve: Resolver = system_resolve) -> None:
-    """Early refusal (StartCrawl): the URL's host resolves to an address the policy refuses.
-    Not a substitute for the connect-time check, which every fetch still goes through."""
-    host = urlsplit(url).hostname or ""
-    try:
-        addresses = [host] if _is_ip(host) else await resolve(host, 0)
-    except (OSError, UnicodeError) as exc:   # UnicodeError: not a valid host name (a label over 63 bytes)
-        raise InvalidArgument(f"cannot resolve {host}: {exc}") from None
-    for address in addresses:
-        policy.check(host, address)

@@ -14,7 +14,7 @@ from services.common import db
 from services.common.errors import (RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, InvalidArgument, NotFound,
                                     Unavailable)
 from services.scraper.crawler import CrawlSpec, Progress
-from services.scraper.fetching import MAX_URL_CHARS, normalize_url
+from services.scraper.urls import MAX_URL_CHARS, normalize_url
 from services.scraper.patterns import compile_patterns
 
 DEFAULT_MAX_PAGES = 100

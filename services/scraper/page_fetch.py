@@ -14,7 +14,8 @@ from services.common.errors import InvalidArgument, ParleyError, PermissionDenie
 from services.common.hosts import host_problem
 from services.common.redis_client import RedisHealth
 from services.scraper.extract import robots_directives
-from services.scraper.fetching import Fetcher, FetchFailed, require_url, site_of
+from services.scraper.fetching import Fetcher, FetchFailed
+from services.scraper.urls import require_url, site_of
 from services.scraper.isolation import HTML_TYPES, ExtractionFailed, Extractor, extract
 
 logger = logging.getLogger(__name__)

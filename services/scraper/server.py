@@ -22,7 +22,8 @@ from services.common.pb.parley.v1 import events_pb2, scraper_pb2, scraper_pb2_gr
 from services.scraper.settings import ScraperSettings
 from services.common.timestamps import to_timestamp
 from services.scraper import jobs
-from services.scraper.fetching import Fetcher, check_host
+from services.scraper.addresses import check_host
+from services.scraper.fetching import Fetcher
 from services.scraper.isolation import Extractor
 from services.common.product_keys import KeyValidator
 from services.scraper.page_fetch import PageCache, fetch_page, site_hosts

@@ -18,7 +18,10 @@ from services.common.pb.parley.v1 import events_pb2
 from services.common.redis_client import create_redis
 from services.scraper import jobs
 from services.scraper.crawler import SITEMAP_MAX_BYTES
-from services.scraper.fetching import FetchFailed, check_host, decode_document, new_fetcher, site_of
+from services.scraper.addresses import check_host
+from services.scraper.encodings import decode_document
+from services.scraper.fetching import FetchFailed, new_fetcher
+from services.scraper.urls import site_of
 from services.scraper.page_fetch import PageCache, fetch_page, site_hosts
 from services.scraper.patterns import MAX_PATTERN_CHARS, compile_patterns
 from services.scraper.worker import CrawlWorker

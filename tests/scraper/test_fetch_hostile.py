@@ -12,14 +12,9 @@ import httpx
 import pytest
 from aiohttp import web
 
-from services.scraper.fetching import (
-    AddressPolicy,
-    Fetcher,
-    normalize_url,
-    parse_networks,
-    retry_after_seconds,
-    site_of,
-)
+from services.scraper.addresses import AddressPolicy, parse_networks
+from services.scraper.fetching import Fetcher, retry_after_seconds
+from services.scraper.urls import normalize_url, site_of
 from tests.scraper.test_fetch_safety import Site
 
 LOCAL = AddressPolicy(parse_networks("127.0.0.1/32"))

@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 from aiohttp import web
 
-from services.scraper.fetching import AddressPolicy, BlockedAddress, Fetcher, FetchFailed, denied_reason, parse_networks
+from services.scraper.addresses import AddressPolicy, BlockedAddress, denied_reason, parse_networks
+from services.scraper.fetching import Fetcher, FetchFailed
 from bench.harness import free_port
 
 LOCAL = AddressPolicy(parse_networks("127.0.0.1/32"))

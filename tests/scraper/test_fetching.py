@@ -10,17 +10,10 @@ import time
 import pytest
 from protego import Protego
 
-from services.scraper.fetching import (
-    AddressPolicy,
-    BlockedAddress,
-    Fetcher,
-    FetchFailed,
-    HostGate,
-    decode_document,
-    denied_reason,
-    normalize_url,
-    parse_networks,
-)
+from services.scraper.addresses import AddressPolicy, BlockedAddress, denied_reason, parse_networks
+from services.scraper.encodings import decode_document
+from services.scraper.fetching import Fetcher, FetchFailed, HostGate
+from services.scraper.urls import normalize_url
 
 LOCAL = AddressPolicy(parse_networks("127.0.0.1/32"))
 
