@@ -609,6 +609,8 @@ class Crawler:
             # Past the extraction limits (time, memory) may pass: a page indexed before keeps its text.
             logger.warning("job %s: %s; page skipped", self.spec.job_id, exc)
             p.pages_skipped += 1
+            if exc.reason == "unavailable":
+                return      # nothing said of the page: not remembered, so the next crawl reads it again
             if not known or (not known.document and known.etag != resp.headers.get("etag", "")):
                 await self.store.remember(url, resp, [])
             return

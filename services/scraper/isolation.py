@@ -41,7 +41,8 @@ _ROOT = Path(__file__).resolve().parents[2]     # where `services` is imported f
 
 class ExtractionFailed(Exception):
     """The page was not extracted; `reason`: "time", "memory" or "error" (the extractor failed on it,
-    or its process ended)."""
+    or its process ended), all for what the page is; or "unavailable": no extracting process could be
+    started (it could not be spawned, or it did not say it was ready), which says nothing of the page."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -133,10 +134,9 @@ class Extractor:
         child = await self._free.get()
         healthy = False
         try:
+            if child is None:
+                child = await self._start()
             try:
-                if child is None:
-                    child = await _Child.start(self.memory_bytes)
-                    self._children.add(child)
                 reply = await asyncio.wait_for(child.call(content_type, text, url), self.seconds)
             except TimeoutError:
                 reason, message = "time", f"extraction took more than {self.seconds:g} s"
@@ -159,6 +159,16 @@ class Extractor:
                 self._children.discard(child)
                 self._free.put_nowait(None)
                 await asyncio.shield(child.kill())
+
+    async def _start(self) -> _Child:
+        try:
+            child = await _Child.start(self.memory_bytes)
+        except (TimeoutError, asyncio.IncompleteReadError, OSError, EOFError, pickle.UnpicklingError) as exc:
+            logger.warning("no extracting process could be started: %r", exc)
+            PAGES_REFUSED.labels("unavailable").inc()
+            raise ExtractionFailed("unavailable", f"no extracting process could be started ({exc!r})") from None
+        self._children.add(child)
+        return child
 
     async def close(self) -> None:
         children, self._children = list(self._children), set()

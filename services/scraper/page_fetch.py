@@ -143,6 +143,8 @@ async def _fetch(fetcher: Fetcher, url: str, hosts: frozenset[str] | None, extra
                          else extract(resp.content_type, resp.text, resp.url))
         except ExtractionFailed as exc:
             logger.warning("Fetch %s: %s", url, exc)
+            if exc.reason == "unavailable":     # nothing said of the page: not cached, try again
+                raise Unavailable("pages cannot be read right now; try again shortly") from None
             raise InvalidArgument(f"{resp.url} could not be read within the page limits") from None
         noindex, _ = robots_directives(resp.headers.get("x-robots-tag", ""))
         if extracted.noindex or noindex:

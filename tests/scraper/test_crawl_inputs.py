@@ -329,3 +329,22 @@ async def test_a_canonical_link_every_page_gives_to_the_home_page_hides_no_page(
         assert documents[site.base + "/c.html"] == site.base + "/c.html"
         assert documents[site.base + "/b.html?ref=nav"] == site.base + "/b.html"
         assert status.progress.pages_fetched == 4, status
+
+
+async def test_pages_met_while_no_extracting_process_can_start_are_read_again_by_the_next_crawl(
+        crawl, pg, monkeypatch, tmp_path):
+    """A page skipped for want of an extracting process was recorded as a page past the extraction limits:
+    the next crawl asked it conditionally, got 304, and never read it again."""
+    from services.scraper import isolation
+
+    async with Site({"/robots.txt": ROBOTS, "/": lambda: page("Home")}) as site:
+        key_id = await new_key(pg)
+        monkeypatch.setattr(isolation.sys, "executable", str(tmp_path / "missing"))
+        status = await crawl(key_id, [site.base + "/"])
+        assert status.state == "done", status.error
+        assert status.progress.pages_skipped == 1 and status.progress.pages_fetched == 0
+        assert await known_urls(pg, key_id) == set()
+        monkeypatch.undo()
+        status = await crawl(key_id, [site.base + "/"])
+        assert status.progress.pages_fetched == 1, status.progress
+        assert await known_urls(pg, key_id) == {site.base + "/"}

@@ -97,3 +97,24 @@ async def test_pages_wait_for_a_free_process_and_their_time_limit_starts_when_on
                                                       f"http://site.test/{i}") for i in range(20)))
         assert [p.title for p in pages] == [f"Page {i}" for i in range(20)]
         assert len(extractor._children) == 1
+
+
+async def test_a_process_that_cannot_be_started_fails_as_unavailable_not_as_the_page_and_is_tried_again(
+        monkeypatch, tmp_path):
+    """No extracting process could be started (here the interpreter cannot be run; under a host's
+    pressure a spawn can fail too): the page was a failure "error" or "time" before, the page's own, which
+    Fetch answered INVALID_ARGUMENT and cached for every caller. It says nothing of the page: "unavailable",
+    and the next page starts a process again."""
+    from services.scraper import isolation
+
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\nexit 3\n")       # starts, and ends before it says it is ready
+    broken.chmod(0o755)
+    async with extracting(seconds=60) as extractor:
+        for executable in (str(tmp_path / "missing"), str(broken)):
+            monkeypatch.setattr(isolation.sys, "executable", executable)
+            with pytest.raises(ExtractionFailed) as info:
+                await extractor.page("text/html", NORMAL, "http://site.test/a")
+            assert info.value.reason == "unavailable", info.value
+        monkeypatch.undo()
+        assert (await extractor.page("text/html", NORMAL, "http://site.test/a")).title == "Returns"

@@ -120,3 +120,33 @@ async def test_a_fetch_that_failed_for_now_is_tried_again_at_the_next_call(setti
             assert site.hits[path] == 2
     finally:
         await client.aclose()
+
+
+async def test_a_page_read_while_no_extracting_process_can_start_is_unavailable_and_not_cached(
+        settings, stack, monkeypatch, tmp_path):
+    """Fetch answered such a page INVALID_ARGUMENT "could not be read within the page limits" and kept that
+    answer for every caller for a minute, though it said nothing of the page."""
+    import uuid
+
+    import pytest
+
+    from services.common.errors import Unavailable
+    from services.scraper import isolation
+    from services.scraper.page_fetch import cache_key
+
+    client = create_redis(stack.redis_url)
+    cache = PageCache(client)
+    path = f"/{uuid.uuid4().hex}.html"
+    extractor = isolation.Extractor(seconds=60)
+    try:
+        async with Site({"/robots.txt": ROBOTS, path: lambda: page("Returns")}) as site, \
+                new_fetcher(settings) as fetcher:
+            monkeypatch.setattr(isolation.sys, "executable", str(tmp_path / "missing"))
+            with pytest.raises(Unavailable, match="try again"):
+                await fetch_page(fetcher, cache, site.base + path, 600, extractor=extractor)
+            assert await client.ttl(cache_key(site.base + path)) == -2
+            monkeypatch.undo()
+            assert (await fetch_page(fetcher, cache, site.base + path, 600, extractor=extractor)).title == "Returns"
+    finally:
+        await extractor.close()
+        await client.aclose()
