@@ -35,7 +35,7 @@ from bench.harness import bench_env, cpu_seconds, free_port, save_results
 from bench.load import quantile
 from bench.stream_compare import export
 from services.common import db
-from services.common.admin import ADMIN_HEADER
+from services.common.admin import admin_metadata
 from services.common.grpc_server import channel, check_serving
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
 from services.common.redis_client import create_redis
@@ -197,7 +197,7 @@ async def run(args: argparse.Namespace) -> dict:
     variants = [Variant("before", before), Variant("after", REPO),
                 *(parse_variant(v) for v in args.variant)]
     base_env = {**bench_env(), "PARLEY_LOG_LEVEL": "WARNING"}
-    PLATFORM[:] = [(ADMIN_HEADER, base_env["PARLEY_ADMIN_TOKEN"])]
+    PLATFORM[:] = admin_metadata(base_env["PARLEY_ADMIN_TOKEN"])
     try:
         for v in variants:
             start(v, base_env, work)

@@ -18,7 +18,7 @@ from rich.table import Table
 from bench.harness import console, started_services
 from bench.load import LoadResult, quantile, run_load
 from services.common import db
-from services.common.admin import ADMIN_HEADER
+from services.common.admin import admin_metadata
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
 from services.common.redis_client import create_redis
@@ -138,7 +138,7 @@ async def run(seconds: float, concurrencies: list[int]) -> dict:
             async with channel(settings.search_addr) as ch:
                 stub = search_pb2_grpc.SearchServiceStub(ch)
                 # Plan as the response service calls it: with the platform's token, not charged to the key.
-                platform = ((ADMIN_HEADER, settings.admin_token),)
+                platform = admin_metadata(settings.admin_token)
 
                 async def plan(i: int):
                     return await stub.Plan(search_pb2.PlanRequest(

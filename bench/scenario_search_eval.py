@@ -21,7 +21,7 @@ from rich.table import Table
 from bench.eval_sites import EvalSite, Question, StaticSite, discover, page_key
 from bench.harness import console, started_services
 from services.cli import create_key, ingest
-from services.common.admin import ADMIN_HEADER
+from services.common.admin import admin_metadata
 from services.common.grpc_server import channel
 from services.common.pb.parley.v1 import common_pb2, response_pb2, response_pb2_grpc, search_pb2, search_pb2_grpc
 from services.launcher import REPO
@@ -68,7 +68,7 @@ async def _ask(settings, secret: str, questions: list[Question], in_flight: int 
     async with channel(settings.search_addr) as sch, channel(settings.response_addr) as rch:
         search = search_pb2_grpc.SearchServiceStub(sch)
         chat = response_pb2_grpc.ResponseServiceStub(rch)
-        platform = ((ADMIN_HEADER, settings.admin_token),)   # Plan as the response service calls it
+        platform = admin_metadata(settings.admin_token)   # Plan as the response service calls it
 
         async def one(q: Question) -> dict:
             async with gate:
@@ -135,7 +135,7 @@ async def _demo(settings, secret: str) -> dict:
         stub = search_pb2_grpc.SearchServiceStub(ch)
         for case in cases:
             reply = await stub.Plan(search_pb2.PlanRequest(product_key=secret, message=case.question, max_passages=3),
-                                    timeout=10, metadata=((ADMIN_HEADER, settings.admin_token),))
+                                    timeout=10, metadata=admin_metadata(settings.admin_token))
             outcomes.append(Outcome(case, _strategy(reply.strategy),
                                     [Hit(p.kind, p.title, p.text, p.url) for p in reply.passages]))
     report = evaluate(outcomes)

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 
 from deploy.local import stack
 from services.common import db
+from services.common.admin import admin_metadata
 from services.common.logs import configure_logging
 from services.common.grpc_server import channel
 from services.common.errors import InvalidArgument
@@ -67,8 +68,8 @@ def launcher() -> Launcher:
     return Launcher(state_dir())
 
 
-def _admin_md(settings: Settings) -> tuple[tuple[str, str]]:
-    return (("x-parley-admin-token", settings.admin_token),)
+def _admin_md(settings: Settings) -> tuple[tuple[str, str], ...]:
+    return admin_metadata(settings.admin_token)
 
 
 async def resumed(open_stream: Callable[[], grpc.aio.UnaryStreamCall], tries: int = 5) -> AsyncIterator:

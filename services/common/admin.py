@@ -16,6 +16,11 @@ from services.common.errors import Unauthenticated
 ADMIN_HEADER = "x-parley-admin-token"
 
 
+def admin_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """The metadata of a call made with the admin token (the CLI's admin calls, the response service's Plans)."""
+    return ((ADMIN_HEADER, token),)
+
+
 def admin_token(context: grpc.aio.ServicerContext) -> str | None:
     """The admin header's value as sent, or None when the call has none."""
     return dict(context.invocation_metadata() or ()).get(ADMIN_HEADER)

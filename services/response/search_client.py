@@ -6,7 +6,7 @@ import logging
 
 import grpc
 
-from services.common.admin import ADMIN_HEADER
+from services.common.admin import admin_metadata
 from services.common.errors import RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, DeadlineExceeded, ParleyError
 from services.common.logs import EveryFewSeconds
 from services.common.pb.parley.v1 import search_pb2, search_pb2_grpc
@@ -29,7 +29,7 @@ class SearchClient:
         """`admin_token`: sent with each Plan, it tells search that the turn was charged to the key's
         rate limit here already (a tenant's own Plans take from a bucket of their own)."""
         self._stub = stub
-        self._metadata = ((ADMIN_HEADER, admin_token),) if admin_token else None
+        self._metadata = admin_metadata(admin_token) if admin_token else None
 
     async def plan(self, product_key: str, message: str, session_id: str, timeout: float, *,
                    callers: bool = True) -> search_pb2.PlanResponse:

@@ -1,4 +1,5 @@
-"""What a fetched document's bytes say: its text, decoded as a browser would, and whether it is binary."""
+"""What a fetched document's bytes say: its text, decoded as a browser would, whether it is binary, and
+whether text served as plain is an HTML document."""
 
 from __future__ import annotations
 
@@ -91,3 +92,23 @@ def looks_binary(body: bytes, content_type: str) -> bool:
     if body.startswith((b"\xff\xfe", b"\xfe\xff")) or (_header_encoding(content_type) or "").startswith("utf-16"):
         return False
     return b"\x00" in body[:1024]
+
+
+# A document served as text/plain that is an HTML document all the same (a misconfigured server): read as
+# HTML, not indexed as markup. Only an unmistakable start counts: a doctype or an <html> tag, after white
+# space and comments.
+_HTML_START = re.compile(r"<(?:!doctype\s+html|html[\s>])", re.IGNORECASE)
+
+
+def looks_like_html(text: str) -> bool:
+    """Whether `text` starts as an HTML document (within its first 4 KiB; comments skipped by search,
+    not by a pattern that could backtrack)."""
+    head, at = text[:4096], 0
+    while True:
+        at = len(head) - len(head[at:].lstrip(" \t\r\n\f\ufeff"))
+        if not head.startswith("<!--", at):
+            return bool(_HTML_START.match(head, at))
+        end = head.find("-->", at + 4)
+        if end < 0:
+            return False
+        at = end + 3

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import pickle
-import re
 import resource
 import struct
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from prometheus_client import Counter
 
+from services.scraper.encodings import looks_like_html
 from services.scraper.extract import Page, extract_html, extract_text
 
 logger = logging.getLogger(__name__)
@@ -47,26 +47,6 @@ class ExtractionFailed(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-# A document served as text/plain that is an HTML document all the same (a misconfigured server): read as
-# HTML, not indexed as markup. Only an unmistakable start counts: a doctype or an <html> tag, after white
-# space and comments.
-_HTML_START = re.compile(r"<(?:!doctype\s+html|html[\s>])", re.IGNORECASE)
-
-
-def looks_like_html(text: str) -> bool:
-    """Whether `text` starts as an HTML document (within its first 4 KiB; comments skipped by search,
-    not by a pattern that could backtrack)."""
-    head, at = text[:4096], 0
-    while True:
-        at = len(head) - len(head[at:].lstrip(" \t\r\n\f\ufeff"))
-        if not head.startswith("<!--", at):
-            return bool(_HTML_START.match(head, at))
-        end = head.find("-->", at + 4)
-        if end < 0:
-            return False
-        at = end + 3
 
 
 def extract(content_type: str, text: str, url: str) -> Page:

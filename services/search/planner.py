@@ -82,8 +82,8 @@ class Planner:
         here: the response service's admission charges a chat turn, `plan` a tenant's own Plan."""
         return await self.keys.validate(secret)
 
-    async def plan(self, secret: str, message: str, max_passages: int = 0, *, charged: bool = False) -> Plan:
-        """`charged`: the call is a tenant's own (not the response service's, which charged the chat
+    async def plan(self, secret: str, message: str, max_passages: int = 0, *, charge: bool = False) -> Plan:
+        """`charge`: the call is a tenant's own (not the response service's, which charged the chat
         turn already): it takes a token of the key's Plan bucket, or is RESOURCE_EXHAUSTED."""
         stripped = message.strip() if len(message) <= self._settings.max_message_chars else ""
         talk = is_chitchat(stripped) if stripped else None
@@ -98,7 +98,7 @@ class Planner:
             raise
         self._remember(secret, key)
         text = validate_message(message, self._settings.max_message_chars)
-        if charged:
+        if charge:
             try:
                 await self._charge(key)
             except BaseException:

@@ -75,7 +75,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def Plan(self, request: search_pb2.PlanRequest, context: grpc.aio.ServicerContext) -> search_pb2.PlanResponse:
         plan = await self._planner.plan(request.product_key, request.message, request.max_passages,
-                                        charged=not self._from_platform(context))
+                                        charge=not self._from_platform(context))
         key, decision = plan.key, plan.decision
         return search_pb2.PlanResponse(
             product_key_id=key.id,

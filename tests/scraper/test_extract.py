@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 
 from services.scraper.crawler import parse_sitemap
 from services.scraper.extract import chunk_page, extract_html, extract_text, robots_directives
-from services.scraper.isolation import extract, looks_like_html
+from services.scraper.encodings import looks_like_html
+from services.scraper.isolation import extract
 
 PAGE = """<!doctype html><html><head><title>Refunds | Shop</title>
 <link rel="canonical" href="/help/refunds"><meta name="robots" content="nofollow"></head>
