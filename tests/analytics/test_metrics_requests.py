@@ -82,7 +82,9 @@ async def test_a_reply_with_more_points_than_grpc_sends_is_invalid_argument_not_
     3.5 MiB with their histograms; refused by name before the reply hits gRPC's 4 MiB limit
     (which would fail the call RESOURCE_EXHAUSTED, read by clients as a rate limit). Ungrouped, the
     same range is served."""
-    start = _utc(2001, 3, 1)
+    # Within metrics_minute's retention (400 days): the stream workers' retention runs, started by other
+    # tests, deleted rows of 2001 while this one read them (5,160 of 10,080 points were left).
+    start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=100)
     await pg.execute(
         "INSERT INTO metrics_minute (product_key_id, minute, strategy, model, turns) "
         "SELECT $1, m, s, 'extractive', 1 "
