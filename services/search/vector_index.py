@@ -28,9 +28,16 @@ from services.common.embedding import DIMENSIONS
 
 logger = logging.getLogger(__name__)
 
+# The key's knowledge version and its vectors in one statement, so from one snapshot: no transaction
+# to open (a BEGIN ISOLATION LEVEL fails on a session left in a transaction its client does not know
+# of, as seen after PostgreSQL was frozen or restarted), and one round trip instead of four. A key
+# without vectors is one row of NULLs; an unknown key, no row.
 _LOAD = """
-SELECT id, embedding, coalesce(sentence_embeddings, '') FROM knowledge_chunks
-WHERE product_key_id = $1 AND embedding_model = $2 AND embedding IS NOT NULL
+SELECT k.knowledge_version, c.id, c.embedding, coalesce(c.sentence_embeddings, '')
+FROM product_keys k
+LEFT JOIN knowledge_chunks c
+  ON c.product_key_id = k.id AND c.embedding_model = $2 AND c.embedding IS NOT NULL
+WHERE k.id = $1
 """
 
 
@@ -202,9 +209,9 @@ class VectorIndex:
 
     async def _load(self, key_id: str) -> KeyVectors:
         started = time.perf_counter()
-        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            version = await conn.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key_id)
-            rows = await conn.fetch(_LOAD, key_id, self.model_id)
+        rows = await self._pool.fetch(_LOAD, key_id, self.model_id)
+        version = rows[0][0] if rows else 0
+        rows = [r[1:] for r in rows if r[1] is not None]
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), DIMENSIONS)
         sentences = [np.frombuffer(r[2], dtype="<f4").reshape(-1, DIMENSIONS) for r in rows]
