@@ -27,13 +27,20 @@ _BREADCRUMB = re.compile(r"(\s[>›»/|]\s.*){2,}|^\s*(home|help( centre| center
 _CRUMB_SEPARATOR = re.compile(r"\s*[>›»/|]\s*")
 MAX_CRUMB_WORDS = 5        # a breadcrumb's parts are page names; a sentence naming a menu path is prose
 _FURNITURE = re.compile(
-    r"^\s*(related( articles| topics| pages)?|see also|read (more|next)|more (articles|help)|was this (article|page|answer)"
-    r" (helpful|useful)|did this (help|answer)|still need help|need more help|(back|return) to|skip to|on this page|"
-    r"in this (article|section)|table of contents|share (this|on)|print( this)?|last (updated|reviewed|modified)|"
-    r"updated on|published|posted (in|on|by)|written by|previous( article)?|next( article)?|yes\s*/?\s*no|thanks for your feedback|cookie|"
-    r"copyright|©|all rights reserved|tags?:|categories:|you are here)\b",
+    r"^\s*(related( articles| topics| pages)?|more (articles|help)|was this (article|page|answer)"
+    r" (helpful|useful)|did this (help|answer)|still need help|need more help|skip to|on this page|"
+    r"table of contents|last (updated|reviewed|modified)|posted (in|on|by)|yes\s*/?\s*no|thanks for your feedback|"
+    r"©|all rights reserved|tags?:|categories:|you are here)\b",
     re.I,
 )
+# Furniture too, but also how a sentence of content may start ("Next-day orders placed on a Friday ...",
+# "Print the return label, or ..."): furniture only in a line this short ("Next article", "Print this page").
+_SHORT_FURNITURE = re.compile(
+    r"^\s*(see also|read (more|next)|(back|return) to|in this (article|section)|share (this|on)|print( this)?|"
+    r"updated on|published|written by|previous( article)?|next( article)?|cookie|copyright)\b",
+    re.I,
+)
+MAX_SHORT_FURNITURE_WORDS = 8
 _ROW = re.compile(r"^([^:]{1,60}):\s+(\S.*)$")     # "Weight: 34.5 kg": a table row read as one line
 _LINK_LIST_HEAD = re.compile(r"^\s*(related( articles| topics| pages)?|see also|read (more|next)|more (articles|help)|"
                              r"in this (article|section)|on this page|table of contents)\b", re.I)
@@ -48,6 +55,7 @@ class Unit:
 
     text: str                 # as quoted in the answer
     position: int             # reading order within the passage
+    goes_on: str = ""         # a lead's list ("... three options:" then its items), quoted after it
 
 
 def _words(text: str) -> list[str]:
@@ -56,7 +64,7 @@ def _words(text: str) -> list[str]:
 
 def is_furniture(line: str) -> bool:
     """Navigation and page furniture: breadcrumbs, "Related articles", feedback prompts, dates."""
-    if _FURNITURE.match(line):
+    if _FURNITURE.match(line) or (_SHORT_FURNITURE.match(line) and len(_words(line)) <= MAX_SHORT_FURNITURE_WORDS):
         return True
     if not _BREADCRUMB.search(line) or re.search(r"[.!?][\"')]?$", line):
         return False
@@ -156,9 +164,23 @@ def _labelled(line: str, sentences: list[str]) -> list[str]:
     return [sentences[0]] + [f"{label}: {s}" for s in sentences[1:]]
 
 
-def units(text: str, heading: str = "") -> list[Unit]:
+MAX_LIST_ITEMS = 6         # a lead's list quoted with it: at most this many items ...
+MAX_LIST_WORDS = 90        # ... of at most this many words in all
+
+
+def _is_item(line: str) -> bool:
+    """A line that can be an entry of a list after a lead: one sentence, or a table row of one."""
+    if is_furniture(line) or line.endswith(":"):
+        return False
+    return (_is_row(line) or _is_prose(line)) and len(split_sentences(line)) == 1
+
+
+def units(text: str, heading: str = "", *, lists: bool = False) -> list[Unit]:
     """The quotable units of a passage's text, in reading order. `heading`: a first line equal to it
-    (the passage's title or FAQ question) is not quoted."""
+    (the passage's title or FAQ question) is not quoted. `lists`: a sentence that ends with ":" and
+    leads a list of whole sentences or rows ("You can choose one of three options:") carries that
+    list in `goes_on` when it is short (MAX_LIST_ITEMS, MAX_LIST_WORDS), and is no unit when it is
+    longer: quoted alone, it promises what it does not say. Its items stay units of their own."""
     lines = [" ".join(line.split()) for line in text.split("\n")]
     lines = [line for line in lines if line]
     if lines and heading and lines[0].lower() == " ".join(heading.split()).lower():
@@ -174,6 +196,18 @@ def units(text: str, heading: str = "") -> list[Unit]:
     in_links = False          # after "Related articles" and the like: its entries are links, not content
     lead = ""                 # a sentence ending with ":" that the list items after it go on ("Confirm your identity:")
     lead_at = -1              # where it was quoted on its own, if it was
+    listing = -1              # (lists) the lead whose items are being read, by its index in found
+    items: list[str] = []
+    goes_on: dict[int, str | None] = {}     # (lists) a lead's list; None: the lead is no unit
+
+    def close_list() -> None:
+        nonlocal listing
+        if listing >= 0 and items:
+            short = len(items) <= MAX_LIST_ITEMS and sum(len(_words(i)) for i in items) <= MAX_LIST_WORDS
+            # One sentence, as the lead reads on: "... three options: Next-day redelivery ...; Full refund ...."
+            goes_on[listing] = "; ".join(_ended(i).removesuffix(".") for i in items) + "." if short else None
+        listing = -1
+        items.clear()
 
     def flush(next_is_item: bool) -> None:
         # A short item with a figure between items of a list ("Bluetooth 5.0" under "Requirements") is
@@ -185,6 +219,11 @@ def units(text: str, heading: str = "") -> list[Unit]:
             section = pending
 
     for line in lines:
+        if listing >= 0:
+            if _is_item(line) and not (lead and line[:1].islower()):
+                items.append(line)
+            else:
+                close_list()
         if lead and line[:1].islower() and not is_furniture(line) and not _is_row(line):
             # "tap the link in the email (valid for 30 minutes), and" is quoted as "Confirm your identity:
             # tap the link in the email (valid for 30 minutes).", and the unfinished lead not alone.
@@ -212,6 +251,8 @@ def units(text: str, heading: str = "") -> list[Unit]:
             lead, lead_at = (split_sentences(line)[-1].strip(), len(found) + len(sentences) - 1) \
                 if line.endswith(":") else ("", -1)
             found.extend(sentences)
+            if lists and lead_at >= 0 and found[lead_at] == lead:
+                listing = lead_at
         elif in_links:
             continue
         elif pending and _pairs(pending, line):
@@ -221,7 +262,8 @@ def units(text: str, heading: str = "") -> list[Unit]:
             flush(False)
             pending, pending_item, item = line, item, False
     flush(True)
-    return [Unit(t, i) for i, t in enumerate(found)]
+    close_list()
+    return [Unit(t, i, goes_on.get(i) or "") for i, t in enumerate(found) if not (i in goes_on and goes_on[i] is None)]
 
 
 # --- what a passage's sentence vectors read (dense retrieval, services/search/vector_index.py) ---------

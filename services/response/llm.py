@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 import groq
 import httpx
@@ -459,6 +459,22 @@ def _sentence_rank(similarity: float, asks: _Asks, sentence: str, p_index: int) 
     return similarity + bonus - PASSAGE_STEP * p_index
 
 
+class _Candidate(NamedTuple):
+    """A unit of a passage that an answer may quote."""
+
+    passage: int          # its passage's index in the request
+    position: int         # its place in that passage
+    says: str             # its own text: what ranks it (a lead without its list)
+    quoted: str           # what the answer quotes (a lead with its list)
+    embedded: str         # what is compared with the question (with the passage's heading)
+
+
+def _wording(sentence: str) -> str:
+    """A quoted sentence as compared with the others: case, spacing and its closing stop aside (a list's
+    item ends with ";" inside its lead's sentence)."""
+    return " ".join(sentence.lower().split()).rstrip(".;")
+
+
 class ExtractiveAnswerer:
     """Answers with the passages' sentences closest in meaning to the question (ranked by
     `_sentence_rank`), citing each passage once; says so when none is close enough.
@@ -494,48 +510,55 @@ class ExtractiveAnswerer:
             question, _, stored = top.text.partition("\n")
             if len(wanted & terms(top.text)) >= max(1, math.ceil(self.min_coverage * len(wanted))):
                 return Answer(f"{stored.strip()} [{top.id}]", self.model, [top.id])
-        candidates: list[tuple[int, int, str, str]] = []     # passage index, position, sentence, embedded text
+        candidates: list[_Candidate] = []
         for p_index, passage in enumerate(request.passages[: self._passages]):
             if passage.kind == "faq":
                 heading, _, body = passage.text.partition("\n")
             else:
                 heading, body = passage.title, passage.text
-            for unit in sentence_units(body, heading):
+            for unit in sentence_units(body, heading, lists=True):
                 if unit.text.rstrip().endswith("?"):
                     continue     # a question (an FAQ page's heading) is no answer
-                # The page title gives a table row its subject ("Weight: 34.5 kg" of which bike).
-                candidates.append((p_index, unit.position, unit.text, f"{heading}: {unit.text}" if heading else unit.text))
+                # The page title gives a table row its subject ("Weight: 34.5 kg" of which bike). A
+                # lead ranks by what it says and is quoted with the list it introduces.
+                candidates.append(_Candidate(p_index, unit.position, unit.text,
+                                             f"{unit.text} {unit.goes_on}" if unit.goes_on else unit.text,
+                                             f"{heading}: {unit.text}" if heading else unit.text))
         if not candidates:
             return Answer(NO_ANSWER_TEXT, self.model)
-        vectors = self._vectors([request.message] + [c[3] for c in candidates])
+        vectors = self._vectors([request.message] + [c.embedded for c in candidates])
         similarity = [float(x) for x in vectors[1:] @ vectors[0]]
         if max(similarity) < self.min_similarity:
             return Answer(NO_ANSWER_TEXT, self.model)
         asks = _Asks.of(request.message)
-        ranking = [_sentence_rank(s, asks, c[2], c[0]) for s, c in zip(similarity, candidates)]
+        ranking = [_sentence_rank(s, asks, c.says, c.passage) for s, c in zip(similarity, candidates)]
         return self._compose(candidates, ranking, request.passages)
 
-    def _compose(self, candidates: list[tuple[int, int, str, str]], ranking: list[float],
+    def _compose(self, candidates: list[_Candidate], ranking: list[float],
                  passages: list[PassageText]) -> Answer:
         """The best-ranked sentences (at most max_sentences, within SENTENCE_WINDOW of the best one) in
         reading order, each passage cited once, after its last sentence."""
-        order = sorted(range(len(candidates)), key=lambda i: (-ranking[i], candidates[i][0], candidates[i][1]))
+        order = sorted(range(len(candidates)), key=lambda i: (-ranking[i], candidates[i].passage, candidates[i].position))
         best = ranking[order[0]]
-        chosen, said = [], set()
+        chosen, said = [], {}
         for i in order:
             if len(chosen) == self._max_sentences or ranking[i] < best - SENTENCE_WINDOW:
                 break
-            wording = " ".join(candidates[i][2].lower().split())
-            if wording not in said:  # the same sentence from a document and a crawled page: once
-                said.add(wording)
-                chosen.append(i)
-        chosen.sort(key=lambda i: (candidates[i][0], candidates[i][1]))   # by passage, in reading order
+            wording = _wording(candidates[i].quoted)
+            if any(wording in other for other in said.values()):
+                continue             # the same sentence from a document and a crawled page, or an item of a list quoted
+            for j in [j for j in chosen if said[j] in wording]:
+                chosen.remove(j)     # an item of the list this lead quotes, chosen before it
+                del said[j]
+            said[i] = wording
+            chosen.append(i)
+        chosen.sort(key=lambda i: (candidates[i].passage, candidates[i].position))   # by passage, in reading order
         parts: list[str] = []
         cited: list[str] = []
         for n, i in enumerate(chosen):
-            p_index, _, sentence, _ = candidates[i]
+            p_index, sentence = candidates[i].passage, candidates[i].quoted
             parts.append(sentence)
-            last_of_passage = n + 1 == len(chosen) or candidates[chosen[n + 1]][0] != p_index
+            last_of_passage = n + 1 == len(chosen) or candidates[chosen[n + 1]].passage != p_index
             if last_of_passage:
                 pid = passages[p_index].id
                 parts[-1] = f"{sentence} [{pid}]"

@@ -159,3 +159,38 @@ def test_list_items_that_go_on_a_sentence_are_quoted_with_its_start():
     assert [passage[a:b] for a, b in spans[3]] == ["You can open an account if you:\nare 18 or older"]
     assert [passage[a:b] for a, b in spans[2]] == [
         "Confirm your identity", "record a short selfie video, which we compare with your photo."]
+
+
+def test_a_lead_is_quoted_with_its_short_list_and_not_at_all_before_a_long_one():
+    """"You can choose one of three options:" was quoted alone: it promises what it does not say."""
+    text = ("My box wasn't delivered\nIf your box hasn't arrived by 23:59, report it. You can choose one of three options:\n"
+            "Next-day redelivery — Details: A new box, delivered free the next day; Where available: London only\n"
+            "Full refund — Details: Everything you paid, returned in 5–10 working days\n"
+            "Sprigbox credit — Details: 110% of what you paid, added straight away\n"
+            "Long-term storage\nBefore a long trip:\n"
+            + "".join(f"Check item number {n} of the bike carefully before you leave.\n" for n in range(1, 9))
+            + "After 30 days the battery sleeps. To wake it, connect the charger.")
+    found = units(text, "My box wasn't delivered", lists=True)
+    lead = next(u for u in found if u.text == "You can choose one of three options:")
+    assert lead.goes_on == ("Next-day redelivery — Details: A new box, delivered free the next day; Where available: "
+                            "London only; Full refund — Details: Everything you paid, returned in 5–10 working days; "
+                            "Sprigbox credit — Details: 110% of what you paid, added straight away.")
+    assert any(u.text.startswith("Full refund —") for u in found)        # each item is a unit of its own too
+    assert not any(u.text == "Before a long trip:" for u in found)      # eight items: past the limit
+    assert sum(u.text.startswith("Check item number") for u in found) == 8
+    assert not any(u.goes_on for u in found if u is not lead)
+    # What sentence vectors read is unchanged: the lead alone, without its list.
+    plain = units(text, "My box wasn't delivered")
+    assert not any(u.goes_on for u in plain) and any(u.text == "Before a long trip:" for u in plain)
+
+
+def test_a_sentence_that_starts_like_page_furniture_is_content():
+    """"Next-day redelivery ..." read as a "Next article" link, "Print the return label ..." as "Print"."""
+    text = ("Delivery options\n"
+            "Next-day orders placed on a Friday after 14:00, or at the weekend, arrive on Tuesday.\n"
+            "Print the return label, or show the QR code at a drop-off point if you don't have a printer.\n"
+            "Next article\nPrint this page\nBack to top\nCopyright 2026 Acme Ltd")
+    assert [u.text for u in units(text, "Delivery options")] == [
+        "Next-day orders placed on a Friday after 14:00, or at the weekend, arrive on Tuesday.",
+        "Print the return label, or show the QR code at a drop-off point if you don't have a printer.",
+    ]

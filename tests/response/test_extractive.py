@@ -152,3 +152,22 @@ def test_a_yes_no_question_prefers_the_sentence_that_says_yes_or_no(monkeypatch)
     assert answer.startswith("Yes, you can keep pedalling"), answer
     monkeypatch.setattr(llm, "VERDICT_BONUS", 0.0)
     assert first_sentence("Can I still ride it when the battery is dead?", RIDE).startswith("Charge the battery")
+
+
+STORAGE = PassageText("41", "page", "Battery care", "\n".join([
+    "Long-term storage",
+    "If you won't ride for more than four weeks, for example over the winter:",
+    "Charge or discharge the battery to 40–60% (two or three LEDs).",
+    "Remove it from the bike.",
+    "Store it in a dry place between 10 °C and 20 °C.",
+    "After 30 days without use, the battery goes into deep-sleep mode. To wake it, connect the charger.",
+]), 0.8)
+
+
+def test_a_lead_is_quoted_with_its_list_as_one_sentence_and_its_items_not_again():
+    answer = ask("the bike stays in the basement all winter, what should I do with the battery?", [STORAGE])
+    assert ("If you won't ride for more than four weeks, for example over the winter: Charge or discharge the battery "
+            "to 40–60% (two or three LEDs); Remove it from the bike; Store it in a dry place between 10 °C and 20 °C."
+            ) in answer.text, answer.text
+    assert answer.text.count("Remove it from the bike") == 1
+    assert len(sentences_of(answer.text)) <= 3, answer.text
