@@ -56,6 +56,7 @@ class Unit:
     text: str                 # as quoted in the answer
     position: int             # reading order within the passage
     goes_on: str = ""         # a lead's list ("... three options:" then its items), quoted after it
+    lead: str = ""            # the lead an item was joined to ("Confirm your identity:" of "... identity: tap ...")
 
 
 def _words(text: str) -> list[str]:
@@ -199,6 +200,7 @@ def units(text: str, heading: str = "", *, lists: bool = False) -> list[Unit]:
     listing = -1              # (lists) the lead whose items are being read, by its index in found
     items: list[str] = []
     goes_on: dict[int, str | None] = {}     # (lists) a lead's list; None: the lead is no unit
+    led_by: dict[int, str] = {}             # an item joined to its lead: that lead
 
     def close_list() -> None:
         nonlocal listing
@@ -231,6 +233,7 @@ def units(text: str, heading: str = "", *, lists: bool = False) -> list[Unit]:
                 del found[lead_at]
             lead_at = -1
             first, *rest = split_sentences(line)
+            led_by[len(found)] = lead
             found.append(f"{lead} {_ended(first)}")
             found.extend(s.strip() for s in rest if len(_words(s)) >= MIN_SENTENCE_WORDS)
             pending, item = "", not _ENDS_SENTENCE.search(line)
@@ -263,7 +266,8 @@ def units(text: str, heading: str = "", *, lists: bool = False) -> list[Unit]:
             pending, pending_item, item = line, item, False
     flush(True)
     close_list()
-    return [Unit(t, i, goes_on.get(i) or "") for i, t in enumerate(found) if not (i in goes_on and goes_on[i] is None)]
+    return [Unit(t, i, goes_on.get(i) or "", led_by.get(i, "")) for i, t in enumerate(found)
+            if not (i in goes_on and goes_on[i] is None)]
 
 
 # --- what a passage's sentence vectors read (dense retrieval, services/search/vector_index.py) ---------

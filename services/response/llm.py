@@ -467,6 +467,7 @@ class _Candidate(NamedTuple):
     says: str             # its own text: what ranks it (a lead without its list)
     quoted: str           # what the answer quotes (a lead with its list)
     embedded: str         # what is compared with the question (with the passage's heading)
+    lead: str = ""        # the lead it goes on ("Confirm your identity:"), quoted once for its items
 
 
 def _wording(sentence: str) -> str:
@@ -523,7 +524,7 @@ class ExtractiveAnswerer:
                 # lead ranks by what it says and is quoted with the list it introduces.
                 candidates.append(_Candidate(p_index, unit.position, unit.text,
                                              f"{unit.text} {unit.goes_on}" if unit.goes_on else unit.text,
-                                             f"{heading}: {unit.text}" if heading else unit.text))
+                                             f"{heading}: {unit.text}" if heading else unit.text, unit.lead))
         if not candidates:
             return Answer(NO_ANSWER_TEXT, self.model)
         vectors = self._vectors([request.message] + [c.embedded for c in candidates])
@@ -556,12 +557,17 @@ class ExtractiveAnswerer:
         parts: list[str] = []
         cited: list[str] = []
         for n, i in enumerate(chosen):
-            p_index, sentence = candidates[i].passage, candidates[i].quoted
-            parts.append(sentence)
+            p_index, sentence, lead = candidates[i].passage, candidates[i].quoted, candidates[i].lead
+            before = candidates[chosen[n - 1]] if n else None
+            if lead and before and before.passage == p_index and before.lead == lead:
+                # Two items of one list: "Open Accounts to: send money; approve contacts.", not the lead twice.
+                parts[-1] = f"{parts[-1].removesuffix('.')}; {sentence.removeprefix(lead).strip()}"
+            else:
+                parts.append(sentence)
             last_of_passage = n + 1 == len(chosen) or candidates[chosen[n + 1]].passage != p_index
             if last_of_passage:
                 pid = passages[p_index].id
-                parts[-1] = f"{sentence} [{pid}]"
+                parts[-1] = f"{parts[-1]} [{pid}]"
                 cited.append(pid)
         return Answer(" ".join(parts), self.model, cited)
 

@@ -171,3 +171,20 @@ def test_a_lead_is_quoted_with_its_list_as_one_sentence_and_its_items_not_again(
             ) in answer.text, answer.text
     assert answer.text.count("Remove it from the bike") == 1
     assert len(sentences_of(answer.text)) <= 3, answer.text
+
+
+CHILD = PassageText("42", "page", "Teen accounts", "\n".join([
+    "Parental controls",
+    "In your app, open Accounts > [child's name] to:",
+    "see all of your child's transactions and their balance,",
+    "send money instantly and free of charge, once or as a weekly or monthly scheduled transfer,",
+    "freeze and unfreeze the Teen card,",
+    "approve contacts your child can send money to.",
+]), 0.8)
+
+
+def test_two_items_of_one_list_are_quoted_after_their_lead_once():
+    answer = ask("how can I send money to my kid and choose who they can send money to?", [CHILD])
+    assert answer.text.count("In your app, open Accounts > [child's name] to:") == 1, answer.text
+    assert "send money instantly" in answer.text and "approve contacts" in answer.text, answer.text
+    assert answer.text.endswith("[42]") and answer.cited == ["42"]
