@@ -436,6 +436,10 @@ _STEP = re.compile(r"→|^(go to|tap|click|open|select|choose|press|enter|turn|s
 _YES_NO = re.compile(r"(can|is|are|do|does|did|will|would|could|should|may|has|have)\b", re.IGNORECASE)
 _VERDICT = re.compile(r"(yes|no)\b", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
+# An error or message code ("KC-2215", "E-PAY-403", "sub-402"): a question that quotes one asks for the
+# sentence or row that names it, which the bi-encoder's cosine of a bare code does not find.
+_CODE = re.compile(r"(?<![\w-])[A-Za-z]{1,6}(?:-[A-Za-z]{1,6})*-\d{2,5}(?![\w-])")
+CODE_BONUS = 0.1
 
 
 @dataclass(frozen=True)
@@ -445,15 +449,18 @@ class _Asks:
     quantity: bool
     how_to: bool
     yes_no: bool
+    codes: frozenset[str] = frozenset()      # the codes it quotes, upper case
 
     @classmethod
     def of(cls, message: str) -> _Asks:
         return cls(bool(_QUANTITY.search(message)), bool(_HOW_TO.search(message)),
-                   bool(_YES_NO.match(message.strip())))
+                   bool(_YES_NO.match(message.strip())), frozenset(c.upper() for c in _CODE.findall(message)))
 
 
 def _sentence_rank(similarity: float, asks: _Asks, sentence: str, p_index: int) -> float:
     bonus = QUANTITY_BONUS if asks.quantity and _DIGIT.search(sentence) else 0.0
+    if asks.codes and asks.codes & {c.upper() for c in _CODE.findall(sentence)}:
+        bonus += CODE_BONUS
     bonus += STEP_BONUS if asks.how_to and _STEP.search(sentence) else 0.0
     bonus += VERDICT_BONUS if asks.yes_no and _VERDICT.match(sentence) else 0.0
     return similarity + bonus - PASSAGE_STEP * p_index

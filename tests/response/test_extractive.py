@@ -188,3 +188,19 @@ def test_two_items_of_one_list_are_quoted_after_their_lead_once():
     assert answer.text.count("In your app, open Accounts > [child's name] to:") == 1, answer.text
     assert "send money instantly" in answer.text and "approve contacts" in answer.text, answer.text
     assert answer.text.endswith("[42]") and answer.cited == ["42"]
+
+
+CODES = PassageText("43", "page", "Transfer error codes", "\n".join([
+    "Error codes",
+    "KC-1101 — Meaning: Not enough money in your main account; What you can do: Add money or move money from a pot.",
+    "KC-2215 — Meaning: Recipient's bank doesn't support instant payments; sent as standard SEPA; What you can do: "
+    "No action needed.",
+    "KC-2230 — Meaning: Verification of Payee found no match; What you can do: Check the name with the recipient.",
+    "KC-3110 — Meaning: Too many verification attempts; What you can do: Wait 24 hours.",
+]), 0.8)
+
+
+def test_a_question_that_quotes_a_code_is_answered_with_the_row_that_names_it():
+    for question in ("kc-2215?", "my transfer says KC-2215, what now"):
+        answer = ExtractiveAnswerer(max_sentences=1).answer(AnswerRequest(question, "Acme", "", "KNOWLEDGE", [CODES]))
+        assert "sent as standard SEPA" in answer.text, (question, answer.text)
