@@ -25,7 +25,8 @@ import redis.asyncio as redis
 from bench.eval_sites import EvalSite, discover, page_key
 from services.common.knowledge_store import NewChunk
 from services.settings import Settings
-from services.response.llm import AnswerRequest, ExtractiveAnswerer, PassageText, smalltalk_reply
+from services.response.extractive import ExtractiveAnswerer, smalltalk_reply
+from services.response.llm import AnswerRequest, PassageText
 from services.scraper.extract import chunk_page, extract_html
 from services.search import keys as key_store
 from services.search.dense import DenseRetrieval

@@ -33,7 +33,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.response.llm import AnswerRequest, ExtractiveAnswerer, PassageText
+from services.response.extractive import ExtractiveAnswerer
+from services.response.llm import AnswerRequest, PassageText
 from services.search.evaluation import fact_found
 
 GRID = [round(0.02 * i, 2) for i in range(0, 31)]     # 0.00 .. 0.60

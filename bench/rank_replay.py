@@ -30,7 +30,8 @@ import numpy as np
 from bench.eval_sites import discover, page_key
 from services.common.embedding import Embedder
 from services.common.sentences import page_title, section_heading
-from services.response.llm import AnswerRequest, ExtractiveAnswerer, PassageText
+from services.response.extractive import ExtractiveAnswerer
+from services.response.llm import AnswerRequest, PassageText
 from services.search import retrieval
 from services.search.evaluation import fact_found, page_rank
 from services.search.vector_index import SENTENCE_WEIGHT, VectorIndex

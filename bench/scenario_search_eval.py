@@ -108,7 +108,7 @@ def _table(title: str, rows: dict[str, list[dict]]) -> tuple[Table, dict]:
 
 def _overlap(site: EvalSite, records: list[dict]) -> float:
     """Mean share of an answerable question's content words that its first expected page contains."""
-    from services.response.llm import terms  # noqa: PLC0415
+    from services.common.terms import content_terms as terms  # noqa: PLC0415
     from services.scraper.extract import extract_html  # noqa: PLC0415
 
     root = site.root or REPO / "deploy" / "local" / "sample_site" / "site"

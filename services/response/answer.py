@@ -22,8 +22,8 @@ from services.common.text import is_blank, storable
 from services.response import routing
 from services.response.admission import Admission
 from services.response.cache import Pointer, RequestRecord, ResponseStore, question_hash, secret_hash
-from services.response.llm import (RESTART, Answer, AnswerRequest, Deadline, ExtractiveAnswerer, GroqClient, PassageText,
-                                   Restart)
+from services.response.extractive import ExtractiveAnswerer
+from services.response.llm import RESTART, Answer, AnswerRequest, Deadline, GroqClient, PassageText, Restart
 from services.response.resilience import ResilientLLM
 from services.response.search_client import DownstreamError, SearchClient
 from services.response.singleflight import SingleFlight

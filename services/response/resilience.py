@@ -19,7 +19,6 @@ from services.response.llm import (
     Answer,
     AnswerRequest,
     Deadline,
-    ExtractiveAnswerer,
     GroqClient,
     LLMError,
     Restart,
@@ -27,6 +26,7 @@ from services.response.llm import (
     as_deadline,
     cited_ids,
 )
+from services.response.extractive import ExtractiveAnswerer
 from services.response.prompt import build_messages
 
 logger = logging.getLogger(__name__)

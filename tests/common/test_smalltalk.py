@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from services.common import smalltalk
-from services.response.llm import AnswerRequest, ExtractiveAnswerer
+from services.response.extractive import ExtractiveAnswerer
+from services.response.llm import AnswerRequest
 from services.search.strategy import Thresholds, decide
 
 T = Thresholds(knowledge_min_score=0.5, faq_min_score=0.6)

@@ -9,7 +9,8 @@ import uuid
 from services.common.pb.parley.v1 import common_pb2, response_pb2
 from services.common.redis_client import create_redis
 from services.response.answer import build_engine, build_store
-from services.response.llm import Answer, AnswerRequest, ExtractiveAnswerer, LLMError
+from services.response.extractive import ExtractiveAnswerer
+from services.response.llm import Answer, AnswerRequest, LLMError
 from services.response.resilience import ResilientLLM
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from services.response import llm
-from services.response.llm import NO_ANSWER_TEXT, AnswerRequest, ExtractiveAnswerer, PassageText
+from services.response import extractive
+from services.response.extractive import NO_ANSWER_TEXT, ExtractiveAnswerer
+from services.response.llm import AnswerRequest, PassageText
 from services.common.sentences import units
 
 DOC = PassageText("7", "document", "Plans", "The Plus plan costs 49 euros per year. Support is open on weekdays.", 0.8)
@@ -140,17 +141,17 @@ def first_sentence(message: str, passage: PassageText) -> str:
 def test_a_question_asking_how_prefers_the_step_that_does_it(monkeypatch):
     # By cosine alone the answer is "You can download everything ...", which does not say how.
     assert first_sentence("how do I get a backup of my data", EXPORT).startswith("Go to Settings → Account → Export data")
-    monkeypatch.setattr(llm, "STEP_BONUS", 0.0)
+    monkeypatch.setattr(extractive, "STEP_BONUS", 0.0)
     assert first_sentence("how do I get a backup of my data", EXPORT).startswith("You can download everything")
     # A question that does not ask how gets no step for its answer.
-    monkeypatch.setattr(llm, "STEP_BONUS", 1.0)
+    monkeypatch.setattr(extractive, "STEP_BONUS", 1.0)
     assert not first_sentence("what is in the data backup?", EXPORT).startswith("Go to")
 
 
 def test_a_yes_no_question_prefers_the_sentence_that_says_yes_or_no(monkeypatch):
     answer = first_sentence("Can I still ride it when the battery is dead?", RIDE)
     assert answer.startswith("Yes, you can keep pedalling"), answer
-    monkeypatch.setattr(llm, "VERDICT_BONUS", 0.0)
+    monkeypatch.setattr(extractive, "VERDICT_BONUS", 0.0)
     assert first_sentence("Can I still ride it when the battery is dead?", RIDE).startswith("Charge the battery")
 
 
