@@ -29,15 +29,16 @@ MAX_CRUMB_WORDS = 5        # a breadcrumb's parts are page names; a sentence nam
 _FURNITURE = re.compile(
     r"^\s*(related( articles| topics| pages)?|more (articles|help)|was this (article|page|answer)"
     r" (helpful|useful)|did this (help|answer)|still need help|need more help|skip to|on this page|"
-    r"table of contents|last (updated|reviewed|modified)|posted (in|on|by)|yes\s*/?\s*no|thanks for your feedback|"
-    r"©|all rights reserved|tags?:|categories:|you are here)\b",
+    r"table of contents|last (updated|reviewed|modified)|updated on|published|posted (in|on|by)|written by|"
+    r"yes\s*/?\s*no|thanks for your feedback|cookie|copyright|©|all rights reserved|tags?:|categories:|you are here)\b",
     re.I,
 )
 # Furniture too, but also how a sentence of content may start ("Next-day orders placed on a Friday ...",
-# "Print the return label, or ..."): furniture only in a line this short ("Next article", "Print this page").
+# "Print the return label, or ..."): furniture only in a line this short that ends no sentence ("Next
+# article", "Print this page", "Back to top"), never before a hyphen ("Next-day delivery costs £4.99").
 _SHORT_FURNITURE = re.compile(
     r"^\s*(see also|read (more|next)|(back|return) to|in this (article|section)|share (this|on)|print( this)?|"
-    r"updated on|published|written by|previous( article)?|next( article)?|cookie|copyright)\b",
+    r"previous( article)?|next( article)?)(?![\w-])",
     re.I,
 )
 MAX_SHORT_FURNITURE_WORDS = 8
@@ -57,6 +58,7 @@ class Unit:
     position: int             # reading order within the passage
     goes_on: str = ""         # a lead's list ("... three options:" then its items), quoted after it
     lead: str = ""            # the lead an item was joined to ("Confirm your identity:" of "... identity: tap ...")
+    in_list: int = -1         # the position of the lead whose list (goes_on) quotes this item too
 
 
 def _words(text: str) -> list[str]:
@@ -65,7 +67,8 @@ def _words(text: str) -> list[str]:
 
 def is_furniture(line: str) -> bool:
     """Navigation and page furniture: breadcrumbs, "Related articles", feedback prompts, dates."""
-    if _FURNITURE.match(line) or (_SHORT_FURNITURE.match(line) and len(_words(line)) <= MAX_SHORT_FURNITURE_WORDS):
+    if _FURNITURE.match(line) or (_SHORT_FURNITURE.match(line) and len(_words(line)) <= MAX_SHORT_FURNITURE_WORDS
+                                  and not re.search(r"[.!?][\"')]?$", line)):
         return True
     if not _BREADCRUMB.search(line) or re.search(r"[.!?][\"')]?$", line):
         return False
@@ -125,6 +128,12 @@ def _sentences(line: str) -> list[str]:
 _GOES_ON = re.compile(r"\s*(?:[,;]|,?\s+(?:and|or))$")    # a list item's end that the next item goes on from
 
 
+def _bare(item: str) -> str:
+    """A list item without what ends it: "Request a replacement, or" / "... card; and" / "... today." ->
+    "Request a replacement" / "... card" / "... today"."""
+    return re.sub(r"(?:[\s,;.!]|\s(?:and|or)$)+$", "", item.strip())
+
+
 def _ended(item: str) -> str:
     """A list item that goes on a sentence, as the end of it: "record a selfie video, and" -> "record a
     selfie video."."""
@@ -170,8 +179,9 @@ MAX_LIST_WORDS = 90        # ... of at most this many words in all
 
 
 def _is_item(line: str) -> bool:
-    """A line that can be an entry of a list after a lead: one sentence, or a table row of one."""
-    if is_furniture(line) or line.endswith(":"):
+    """A line that can be an entry of a list after a lead: one sentence, or a table row of one (not a
+    question, which no answer quotes)."""
+    if is_furniture(line) or line.endswith((":", "?")):
         return False
     return (_is_row(line) or _is_prose(line)) and len(split_sentences(line)) == 1
 
@@ -201,13 +211,16 @@ def units(text: str, heading: str = "", *, lists: bool = False) -> list[Unit]:
     items: list[str] = []
     goes_on: dict[int, str | None] = {}     # (lists) a lead's list; None: the lead is no unit
     led_by: dict[int, str] = {}             # an item joined to its lead: that lead
+    in_list: dict[int, int] = {}            # (lists) an item quoted in its lead's list: the lead
 
     def close_list() -> None:
         nonlocal listing
         if listing >= 0 and items:
             short = len(items) <= MAX_LIST_ITEMS and sum(len(_words(i)) for i in items) <= MAX_LIST_WORDS
             # One sentence, as the lead reads on: "... three options: Next-day redelivery ...; Full refund ...."
-            goes_on[listing] = "; ".join(_ended(i).removesuffix(".") for i in items) + "." if short else None
+            goes_on[listing] = "; ".join(_bare(i) for i in items) + "." if short else None
+            if short:
+                in_list.update((at, listing) for at in range(listing + 1, len(found)))
         listing = -1
         items.clear()
 
@@ -264,9 +277,9 @@ def units(text: str, heading: str = "", *, lists: bool = False) -> list[Unit]:
         else:
             flush(False)
             pending, pending_item, item = line, item, False
-    flush(True)
     close_list()
-    return [Unit(t, i, goes_on.get(i) or "", led_by.get(i, "")) for i, t in enumerate(found)
+    flush(True)
+    return [Unit(t, i, goes_on.get(i) or "", led_by.get(i, ""), in_list.get(i, -1)) for i, t in enumerate(found)
             if not (i in goes_on and goes_on[i] is None)]
 
 

@@ -111,12 +111,17 @@ class _Candidate(NamedTuple):
     quoted: str           # what the answer quotes (a lead with its list)
     embedded: str         # what is compared with the question (with the passage's heading)
     lead: str = ""        # the lead it goes on ("Confirm your identity:"), quoted once for its items
+    in_list: int = -1     # the position of the lead whose quoted list holds it
 
 
 def _wording(sentence: str) -> str:
-    """A quoted sentence as compared with the others: case, spacing and its closing stop aside (a list's
-    item ends with ";" inside its lead's sentence)."""
-    return " ".join(sentence.lower().split()).rstrip(".;")
+    """A quoted sentence as compared with the others: case and spacing aside."""
+    return " ".join(sentence.lower().split())
+
+
+def _holds(lead: _Candidate, item: _Candidate) -> bool:
+    """Whether `lead` is quoted with a list that has `item` in it."""
+    return item.in_list >= 0 and item.passage == lead.passage and item.in_list == lead.position
 
 
 class ExtractiveAnswerer:
@@ -167,7 +172,8 @@ class ExtractiveAnswerer:
                 # lead ranks by what it says and is quoted with the list it introduces.
                 candidates.append(_Candidate(p_index, unit.position, unit.text,
                                              f"{unit.text} {unit.goes_on}" if unit.goes_on else unit.text,
-                                             f"{heading}: {unit.text}" if heading else unit.text, unit.lead))
+                                             f"{heading}: {unit.text}" if heading else unit.text, unit.lead,
+                                             unit.in_list))
         if not candidates:
             return Answer(NO_ANSWER_TEXT, self.model)
         vectors = self._vectors([request.message] + [c.embedded for c in candidates])
@@ -188,10 +194,11 @@ class ExtractiveAnswerer:
         for i in order:
             if len(chosen) == self._max_sentences or ranking[i] < best - SENTENCE_WINDOW:
                 break
-            wording = _wording(candidates[i].quoted)
-            if any(wording in other for other in said.values()):
+            this = candidates[i]
+            wording = _wording(this.quoted)
+            if wording in said.values() or any(_holds(candidates[j], this) for j in chosen):
                 continue             # the same sentence from a document and a crawled page, or an item of a list quoted
-            for j in [j for j in chosen if said[j] in wording]:
+            for j in [j for j in chosen if _holds(this, candidates[j])]:
                 chosen.remove(j)     # an item of the list this lead quotes, chosen before it
                 del said[j]
             said[i] = wording

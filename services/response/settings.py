@@ -71,7 +71,7 @@ class ResponseSettings(CommonSettings):
     redis_retry_seconds: float = 1.0            # after a Redis error, skip Redis this long (answer uncached)
 
     # Hybrid ranking and the answer decision (services/search/strategy.py) and the extractive answerer's
-    # sentence choice (services/response/llm.py). Chosen on the dev split of the help-site evaluation
+    # sentence choice (services/response/extractive.py). Chosen on the dev split of the help-site evaluation
     # (bench/eval_tune.py over `make bench ARGS="--only search-eval"`); see README "How the thresholds were chosen".
     # (The ranking and answer-decision thresholds are in services/search/settings.py.)
     extractive_min_similarity: float = 0.28   # sentence cosine from which the extractive answer quotes it

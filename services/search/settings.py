@@ -19,7 +19,7 @@ class SearchSettings(CommonSettings):
     vector_index_max_bytes: int = 256 * 1024 * 1024   # loaded keys' vectors per search process (LRU)
 
     # Hybrid ranking and the answer decision (services/search/strategy.py) and the extractive answerer's
-    # sentence choice (services/response/llm.py). Chosen on the dev split of the help-site evaluation
+    # sentence choice (services/response/extractive.py). Chosen on the dev split of the help-site evaluation
     # (bench/eval_tune.py over `make bench ARGS="--only search-eval"`); see README "How the thresholds were chosen".
     # (The extractive answerer's thresholds are in services/response/settings.py.)
     lexical_weight: float = 0.1               # lexical relevance added to the dense score in the ranking

@@ -189,8 +189,27 @@ def test_a_sentence_that_starts_like_page_furniture_is_content():
     text = ("Delivery options\n"
             "Next-day orders placed on a Friday after 14:00, or at the weekend, arrive on Tuesday.\n"
             "Print the return label, or show the QR code at a drop-off point if you don't have a printer.\n"
-            "Next article\nPrint this page\nBack to top\nCopyright 2026 Acme Ltd")
+            "Next-day delivery costs £4.99.\nPrint the return label at home.\n"
+            "Next article\nPrint this page\nBack to top\nCopyright 2026 Acme Ltd\n"
+            "Copyright 2026 Acme Ltd. All rights reserved. Registered in England and Wales, company no. 01234567.\n"
+            "Cookie settings: We use cookies to give you the best experience. By continuing to browse, you agree.\n"
+            "Written by Jane Smith, Customer Success Manager, on 12 March 2026 at 10:00")
     assert [u.text for u in units(text, "Delivery options")] == [
         "Next-day orders placed on a Friday after 14:00, or at the weekend, arrive on Tuesday.",
         "Print the return label, or show the QR code at a drop-off point if you don't have a printer.",
+        "Next-day delivery costs £4.99.",
+        "Print the return label at home.",
     ]
+
+
+def test_a_lead_quotes_its_items_without_what_joins_them_and_stops_at_a_question():
+    text = ("Damaged parcels\nYou have two options when a parcel arrives damaged:\n"
+            "Request a replacement sent by next-day courier, or\n"
+            "Ask for a full refund to your original payment method; and\n"
+            "Can I keep the damaged item?\nYes, you can keep it or recycle it.")
+    found = units(text, "Damaged parcels", lists=True)
+    lead = found[0]
+    assert lead.goes_on == ("Request a replacement sent by next-day courier; "
+                            "Ask for a full refund to your original payment method.")
+    assert [u.in_list for u in found[1:3]] == [lead.position, lead.position]
+    assert found[-1].text == "Yes, you can keep it or recycle it." and found[-1].in_list == -1

@@ -205,3 +205,18 @@ def test_a_question_that_quotes_a_code_is_answered_with_the_row_that_names_it():
     for question in ("kc-2215?", "my transfer says KC-2215, what now"):
         answer = ExtractiveAnswerer(max_sentences=1).answer(AnswerRequest(question, "Acme", "", "KNOWLEDGE", [CODES]))
         assert "sent as standard SEPA" in answer.text, (question, answer.text)
+
+
+def test_an_item_quoted_in_its_leads_list_is_not_quoted_again_and_a_shorter_sentence_stays():
+    damaged = PassageText("44", "page", "Damaged parcels", "\n".join([
+        "Damaged parcels", "You have two options when a parcel arrives damaged:",
+        "Request a replacement sent by next-day courier, or",
+        "Ask for a full refund to your original payment method.",
+    ]), 0.8)
+    answer = ask("my parcel came damaged, what are my options? replacement?", [damaged])
+    assert answer.text.count("Request a replacement") == 1, answer.text
+    # A sentence that another one starts with is a sentence of its own ("£5" is not "£50 to ...").
+    far = PassageText("45", "page", "Islands", "Standard delivery costs £50 to the Channel Islands.", 0.8)
+    near = PassageText("46", "page", "Mainland", "Standard delivery costs £5.", 0.7)
+    answer = ask("how much is standard delivery?", [far, near])
+    assert "£50 to the Channel Islands" in answer.text and "costs £5." in answer.text, answer.text
