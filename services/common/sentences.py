@@ -235,7 +235,10 @@ def units(text: str, heading: str = "", *, lists: bool = False) -> list[Unit]:
 
     for line in lines:
         if listing >= 0:
-            if _is_item(line) and not (lead and line[:1].islower()):
+            # A list's items are alike: rows after a row, sentences after a sentence ("... 50%" then "To
+            # claim a credit, contact support ..." ends a list of rows).
+            if _is_item(line) and not (lead and line[:1].islower()) and (
+                    not items or bool(_ROW.match(line)) == bool(_ROW.match(items[0]))):
                 items.append(line)
             else:
                 close_list()

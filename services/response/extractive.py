@@ -190,11 +190,16 @@ class ExtractiveAnswerer:
         reading order, each passage cited once, after its last sentence."""
         order = sorted(range(len(candidates)), key=lambda i: (-ranking[i], candidates[i].passage, candidates[i].position))
         best = ranking[order[0]]
+        leads = {(c.passage, c.position): k for k, c in enumerate(candidates) if c.quoted != c.says}
         chosen, said = [], {}
         for i in order:
             if len(chosen) == self._max_sentences or ranking[i] < best - SENTENCE_WINDOW:
                 break
             this = candidates[i]
+            lead = leads.get((this.passage, this.in_list))
+            if lead is not None and any(candidates[j].passage == this.passage and candidates[j].in_list == this.in_list
+                                        for j in chosen):
+                i, this = lead, candidates[lead]     # a second item of one list: the lead with the whole list
             wording = _wording(this.quoted)
             if wording in said.values() or any(_holds(candidates[j], this) for j in chosen):
                 continue             # the same sentence from a document and a crawled page, or an item of a list quoted

@@ -220,3 +220,23 @@ def test_an_item_quoted_in_its_leads_list_is_not_quoted_again_and_a_shorter_sent
     near = PassageText("46", "page", "Mainland", "Standard delivery costs £5.", 0.7)
     answer = ask("how much is standard delivery?", [far, near])
     assert "£50 to the Channel Islands" in answer.text and "costs £5." in answer.text, answer.text
+
+
+SLA = PassageText("47", "page", "Uptime commitment", "\n".join([
+    "Uptime commitment (Business plan)",
+    "On the Business plan we commit to 99.9% monthly uptime for the web app, API, and payments.",
+    "If we miss the target, you're eligible for a service credit on your next bill:",
+    "99.0% to below 99.9% — Service credit: 10% of that month's subscription fee",
+    "95.0% to below 99.0% — Service credit: 25%",
+    "Below 95.0% — Service credit: 50%",
+    "To claim a credit, contact support within 30 days after the end of the affected month.",
+]), 0.8)
+
+
+def test_two_items_of_a_leads_list_are_quoted_as_the_lead_with_the_whole_list():
+    answer = ask("Last month the app was available about 98% of the time. We're on Business - do we get anything back?",
+                 [SLA])
+    assert ("you're eligible for a service credit on your next bill: 99.0% to below 99.9% — Service credit: 10% of "
+            "that month's subscription fee; 95.0% to below 99.0% — Service credit: 25%; Below 95.0% — Service "
+            "credit: 50%.") in answer.text, answer.text
+    assert answer.text.count("Below 95.0%") == 1, answer.text
