@@ -42,6 +42,7 @@ _SHORT_FURNITURE = re.compile(
     re.I,
 )
 MAX_SHORT_FURNITURE_WORDS = 8
+_FULL_STOP = re.compile(r"[.!?][\"')]?$")       # a line that ends a sentence
 _ROW = re.compile(r"^([^:]{1,60}):\s+(\S.*)$")     # "Weight: 34.5 kg": a table row read as one line
 _LINK_LIST_HEAD = re.compile(r"^\s*(related( articles| topics| pages)?|see also|read (more|next)|more (articles|help)|"
                              r"in this (article|section)|on this page|table of contents)\b", re.I)
@@ -68,9 +69,9 @@ def _words(text: str) -> list[str]:
 def is_furniture(line: str) -> bool:
     """Navigation and page furniture: breadcrumbs, "Related articles", feedback prompts, dates."""
     if _FURNITURE.match(line) or (_SHORT_FURNITURE.match(line) and len(_words(line)) <= MAX_SHORT_FURNITURE_WORDS
-                                  and not re.search(r"[.!?][\"')]?$", line)):
+                                  and not _FULL_STOP.search(line)):
         return True
-    if not _BREADCRUMB.search(line) or re.search(r"[.!?][\"')]?$", line):
+    if not _BREADCRUMB.search(line) or _FULL_STOP.search(line):
         return False
     # "Home > Help > Billing" is a breadcrumb; "Download it from Settings > Account > Export." is not.
     return all(len(_words(part)) <= MAX_CRUMB_WORDS for part in _CRUMB_SEPARATOR.split(line))

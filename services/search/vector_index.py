@@ -211,10 +211,11 @@ class VectorIndex:
         started = time.perf_counter()
         rows = await self._pool.fetch(_LOAD, key_id, self.model_id)
         version = rows[0][0] if rows else 0
-        rows = [r[1:] for r in rows if r[1] is not None]
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), DIMENSIONS)
-        sentences = [np.frombuffer(r[2], dtype="<f4").reshape(-1, DIMENSIONS) for r in rows]
+        if rows and rows[0][1] is None:
+            rows = []           # the key's one row of NULLs: no vectors
+        ids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), DIMENSIONS)
+        sentences = [np.frombuffer(r[3], dtype="<f4").reshape(-1, DIMENSIONS) for r in rows]
         entry = await asyncio.to_thread(KeyVectors.build, int(version or 0), ids,
                                         np.ascontiguousarray(matrix, dtype=np.float32), sentences)
         self._keys[key_id] = entry
