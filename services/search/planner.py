@@ -16,6 +16,7 @@ from services.common.product_keys import KeyCache, KeyRecord, KeyValidator, limi
 from services.search.settings import SearchSettings
 from services.search import retrieval
 from services.search.dense import DenseRetrieval
+from services.search.spelling import Vocabularies
 from services.search.strategy import Decision, Options, Thresholds, decide, is_chitchat
 from services.search.urls import website_problem
 
@@ -41,6 +42,13 @@ class Plan:
     decision: Decision
 
 
+@dataclass
+class Retrieved:
+    chunks: list[retrieval.Chunk]
+    text: str                                   # the message as searched (misspelt words read as the key's)
+    read_as: list[tuple[str, str]]              # [(word of the message, the key's word it was read as)]
+
+
 def validate_message(message: str, max_chars: int) -> str:
     """As the response service's Chat: a message of only invisible characters is empty too."""
     if len(message) > max_chars:
@@ -59,6 +67,8 @@ class Planner:
         self._valid: dict[str, tuple[float, KeyRecord]] = {}
         self.dense = dense          # dense candidates beside the lexical ones (None: lexical only)
         self._pool = pool
+        # misspelt words read as the key's own (None: messages are searched as they are)
+        self.spelling = Vocabularies(pool) if settings.spelling_correction else None
         self.keys = KeyValidator(
             client, lambda: pool, ttl_seconds=settings.key_cache_ttl_seconds,
             local_seconds=settings.key_local_cache_seconds, default_rate=settings.rate_limit_per_second,
@@ -105,19 +115,23 @@ class Planner:
                 if early is not None:
                     early[1].cancel()
                 raise
-        chunks: list[retrieval.Chunk] = []
+        found = Retrieved([], text, [])
         if not talk:
             if early is not None and _same_knowledge(early[0], key):
-                chunks = await early[1]
+                found = await early[1]
             else:
                 if early is not None:
                     early[1].cancel()
-                chunks = await self._retrieve(key, text, limit)
+                found = await self._retrieve(key, text, limit)
+        chunks = found.chunks
         # A website stored before websites were checked, whose host no Fetch can reach, is not offered.
         website = key.website if not website_problem(key.website) else ""
         options = Options(website=website, web_available=bool(website) and self._web_available(),
                           allow_direct=bool(key.settings.get("allow_direct")))
-        decision = decide(text, chunks, self.thresholds, options)
+        decision = decide(found.text, chunks, self.thresholds, options)
+        if found.read_as:
+            decision.reasons.insert(0, "read " + ", ".join(f"{w!r} as {r!r}" for w, r in found.read_as)
+                                    + " (misspelt words as the key's own)")
         if self.dense is not None and chunks:
             decision.scores["dense"] = round(max(c.dense for c in chunks), 4)   # best cosine among candidates
         decision.chunks = decision.chunks[:limit]
@@ -131,7 +145,13 @@ class Planner:
             raise ResourceExhausted(f"rate limit of product key {key.id} exceeded for Plan ({rate:g}/s, "
                                     f"burst {burst}); retry in {wait} ms", trailers={RETRY_AFTER_MS_TRAILER: wait})
 
-    async def _retrieve(self, key: KeyRecord, text: str, limit: int) -> list[retrieval.Chunk]:
+    async def _retrieve(self, key: KeyRecord, text: str, limit: int) -> Retrieved:
+        read_as: list[tuple[str, str]] = []
+        if self.spelling is not None:
+            text, read_as = await self.spelling.correct(key.id, key.knowledge_version, text)
+        return Retrieved(await self._search(key, text, limit), text, read_as)
+
+    async def _search(self, key: KeyRecord, text: str, limit: int) -> list[retrieval.Chunk]:
         # More than asked for: the decision drops passages below the relevance threshold first.
         lexical = retrieval.search(
             self._pool, key.id, key.ts_config, text, limit=max(2 * limit, 10),
@@ -146,8 +166,10 @@ class Planner:
         seen = self._valid.get(secret)
         if not self.early or seen is None or time.monotonic() - seen[0] > EARLY_RETRIEVAL_SECONDS:
             return None
-        if self.dense is not None:
-            self.dense.queries.start(text)      # in its worker thread at once, before the task first runs
+        if self.dense is not None:              # in its worker thread at once, before the task first runs
+            key = seen[1]
+            spelt = self.spelling.correct_now(key.id, key.knowledge_version, text) if self.spelling else text
+            self.dense.queries.start(spelt)
         task = asyncio.ensure_future(self._retrieve(seen[1], text, limit))
         task.add_done_callback(_consume)
         return seen[1], task

@@ -17,6 +17,7 @@ class SearchSettings(CommonSettings):
     dense_retrieval: bool = True                  # dense candidates in Plan (the model loads at start)
     dense_candidates: int = 20                    # nearest chunks per message
     vector_index_max_bytes: int = 256 * 1024 * 1024   # loaded keys' vectors per search process (LRU)
+    spelling_correction: bool = True              # misspelt words read as the key's own (spelling.py)
 
     # Hybrid ranking and the answer decision (services/search/strategy.py) and the extractive answerer's
     # sentence choice (services/response/extractive.py). Chosen on the dev split of the help-site evaluation
