@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,9 +116,19 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().replace("\u2019", "'").split())
 
 
+_CITATION = re.compile(r"\s*\[\d+\]")
+
+
 def fact_found(facts: tuple[str, ...], answer: str) -> bool:
-    said = _norm(answer)
-    return any(_norm(f) in said for f in facts)
+    """Whether the answer says one of the facts. Its citations ("[134959]") are not what it says, and a
+    number is found only whole: "59" is not in "159" or "1,590"."""
+    said = _norm(_CITATION.sub("", answer))
+    for fact in map(_norm, facts):
+        pattern = ((r"(?<!\d)" if fact[:1].isdigit() else "") + re.escape(fact)
+                   + (r"(?!\d)" if fact[-1:].isdigit() else ""))
+        if fact and re.search(pattern, said):
+            return True
+    return False
 
 
 def page_rank(expected: tuple[str, ...], returned: tuple[str, ...]) -> int | None:
