@@ -167,9 +167,7 @@ class Planner:
         if not self.early or seen is None or time.monotonic() - seen[0] > EARLY_RETRIEVAL_SECONDS:
             return None
         if self.dense is not None:              # in its worker thread at once, before the task first runs
-            key = seen[1]
-            spelt = self.spelling.correct_now(key.id, key.knowledge_version, text) if self.spelling else text
-            self.dense.queries.start(spelt)
+            self.dense.queries.start(self.spelling.correct_now(seen[1].id, text) if self.spelling else text)
         task = asyncio.ensure_future(self._retrieve(seen[1], text, limit))
         task.add_done_callback(_consume)
         return seen[1], task

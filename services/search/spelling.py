@@ -17,8 +17,9 @@ nearest to it in spelling, when one is near enough:
 
 An English word is never changed ("police" stays, whatever the key says of its policy), nor a word
 with nothing near it (a brand the key never names stays unknown to the decision). The vocabulary is
-read from PostgreSQL the first time a key's message has a suspect word, once per knowledge version,
-from at most `VOCABULARY_CHUNKS` of its chunks, and kept for the most recently used keys.
+read from PostgreSQL the first time a key's message has a suspect word, from at most
+`VOCABULARY_CHUNKS` of its chunks, read again in the background after its knowledge changed (at most
+every `REFRESH_SECONDS`), and kept for the most recently used keys.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ import asyncio
 import functools
 import logging
 import re
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import asyncpg
 from rapidfuzz import process
@@ -42,6 +45,7 @@ LONG_WORD = 8               # from this length, two edits
 VOCABULARY_CHUNKS = 5000    # a larger key's vocabulary comes from this many of its chunks
 VOCABULARY_WORDS = 50_000   # the key's most frequent words at most
 MAX_WORDS = 500_000         # words of all the keys kept (least recently used keys dropped first)
+REFRESH_SECONDS = 10.0      # a key's vocabulary is read again at most this often
 
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
 
@@ -121,35 +125,39 @@ def corrected(text: str, vocabulary: Vocabulary, found: list[re.Match] | None = 
     return ("".join(out) + text[end:], changes) if changes else (text, [])
 
 
-class Vocabularies:
-    """Each key's vocabulary at its knowledge version: one load per key at a time, least recently used
-    keys dropped beyond MAX_WORDS words."""
+class _Held(NamedTuple):
+    version: int
+    vocabulary: Vocabulary
+    read_at: float          # when its load started (monotonic)
 
-    def __init__(self, pool: asyncpg.Pool, max_words: int = MAX_WORDS) -> None:
+
+class Vocabularies:
+    """Each key's vocabulary, one load per key at a time, least recently used keys dropped beyond
+    MAX_WORDS words. A key's first load is awaited; a newer knowledge version is read in the background,
+    at most every REFRESH_SECONDS, while the vocabulary held serves (a crawl changes the version with
+    every page, and a word or two more or less changes few readings)."""
+
+    def __init__(self, pool: asyncpg.Pool, max_words: int = MAX_WORDS, refresh_seconds: float = REFRESH_SECONDS
+                 ) -> None:
         self._pool = pool
         self.max_words = max_words
-        self._keys: OrderedDict[str, tuple[int, Vocabulary]] = OrderedDict()
+        self.refresh_seconds = refresh_seconds
+        self._keys: OrderedDict[str, _Held] = OrderedDict()
         self.words = 0
-        self._loading: dict[tuple[str, int], asyncio.Task] = {}
+        self._loading: dict[str, asyncio.Task] = {}
         self.loads = 0
 
-    def cached(self, key_id: str, version: int) -> Vocabulary | None:
-        entry = self._keys.get(key_id)
-        if entry is None or entry[0] < version:
-            return None
-        self._keys.move_to_end(key_id)
-        return entry[1]
+    def held(self, key_id: str) -> _Held | None:
+        return self._keys.get(key_id)
 
     async def of(self, key_id: str, version: int) -> Vocabulary:
-        vocabulary = self.cached(key_id, version)
-        if vocabulary is not None:
-            return vocabulary
-        task = self._loading.get((key_id, version))
-        if task is None:
-            task = self._loading[(key_id, version)] = asyncio.get_running_loop().create_task(
-                self._load(key_id, version))
-            task.add_done_callback(lambda _: self._loading.pop((key_id, version), None))
-        return await asyncio.shield(task)
+        held = self._keys.get(key_id)
+        if held is None:
+            return await asyncio.shield(self._load_under_way(key_id, version))
+        self._keys.move_to_end(key_id)
+        if held.version < version and time.monotonic() - held.read_at >= self.refresh_seconds:
+            self._load_under_way(key_id, version)
+        return held.vocabulary
 
     async def correct(self, key_id: str, version: int, text: str) -> tuple[str, list[tuple[str, str]]]:
         """The text as searched: its misspelt words read as the key's (see the module's docstring)."""
@@ -158,20 +166,33 @@ class Vocabularies:
             return text, []
         return corrected(text, await self.of(key_id, version), found)
 
-    def correct_now(self, key_id: str, version: int, text: str) -> str:
+    def correct_now(self, key_id: str, text: str) -> str:
         """The corrected text if the key's vocabulary is at hand, else the text as it is."""
-        vocabulary = self.cached(key_id, version)
-        return corrected(text, vocabulary)[0] if vocabulary is not None else text
+        held = self._keys.get(key_id)
+        return corrected(text, held.vocabulary)[0] if held is not None else text
+
+    def _load_under_way(self, key_id: str, version: int) -> asyncio.Task:
+        task = self._loading.get(key_id)
+        if task is None:
+            task = self._loading[key_id] = asyncio.get_running_loop().create_task(self._load(key_id, version))
+            task.add_done_callback(self._loaded)
+        return task
+
+    def _loaded(self, task: asyncio.Task) -> None:
+        for key_id, loading in list(self._loading.items()):
+            if loading is task:
+                del self._loading[key_id]
+        if not task.cancelled() and task.exception() is not None:     # a refresh nobody awaits: logged
+            logger.warning("could not read a key's vocabulary: %s", task.exception())
 
     async def _load(self, key_id: str, version: int) -> Vocabulary:
+        started = time.monotonic()
         rows = await self._pool.fetch(_VOCABULARY, key_id, VOCABULARY_CHUNKS, MIN_LENGTH, VOCABULARY_WORDS)
         vocabulary = Vocabulary({r["word"]: r["nentry"] for r in rows})
         self.loads += 1
         held = self._keys.pop(key_id, None)
-        if held is not None and held[0] > version:
-            vocabulary, version = held[1], held[0]      # a newer version's load ended first
-        self.words += len(vocabulary) - (len(held[1]) if held is not None else 0)
-        self._keys[key_id] = (version, vocabulary)
+        self.words += len(vocabulary) - (len(held.vocabulary) if held is not None else 0)
+        self._keys[key_id] = _Held(version, vocabulary, started)
         while len(self._keys) > 1 and self.words > self.max_words:
-            self.words -= len(self._keys.popitem(last=False)[1][1])
+            self.words -= len(self._keys.popitem(last=False)[1].vocabulary)
         return vocabulary

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from services.common.pb.parley.v1 import common_pb2, search_pb2
-from services.search.spelling import Vocabulary, corrected
+from services.search.spelling import Vocabularies, Vocabulary, corrected
 from tests.conftest import make_key
 from tests.search.conftest import plan
 
@@ -42,7 +44,7 @@ def test_english_words_the_keys_names_and_words_with_nothing_near_are_kept(text)
 
 
 @pytest.mark.integration
-async def test_a_plan_reads_a_misspelt_word_as_the_keys_and_follows_its_knowledge(search, admin):
+async def test_a_plan_reads_a_misspelt_word_as_the_keys_and_says_so(search, admin):
     key = await make_key(search, admin, "spelling", faq=[], docs=[
         ("Currencies", "Payouts can be received in euros, pounds or Swiss francs into a bank account held in "
                        "that currency."),
@@ -50,12 +52,45 @@ async def test_a_plan_reads_a_misspelt_word_as_the_keys_and_follows_its_knowledg
     reply = await plan(search, key.secret, "can i get paid into my swiss acount?")
     assert reply.reasons[0] == "read 'acount' as 'account' (misspelt words as the key's own)"
     assert reply.strategy == common_pb2.STRATEGY_KNOWLEDGE and reply.passages[0].title == "Currencies"
-    # A word the knowledge gains later is read once its new version is planned.
-    reply = await plan(search, key.secret, "how long is the waranty?")
+    reply = await plan(search, key.secret, "how long is the waranty?")     # nothing near: searched as it is
     assert not any(r.startswith("read ") for r in reply.reasons)
+
+
+@pytest.mark.integration
+async def test_a_vocabulary_follows_the_knowledge_in_the_background(search, admin, pg):
+    key = await make_key(search, admin, "spelling-versions", faq=[],
+                         docs=[("Returns", "Unused items can be sent back within thirty days of delivery.")])
+    version = await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id)
+    vocabularies = Vocabularies(pg, refresh_seconds=0.0)
+    assert await vocabularies.correct(key.id, version, "how long is the waranty?") == ("how long is the waranty?", [])
+    assert vocabularies.loads == 1
     await search.AddDocument(search_pb2.AddDocumentRequest(
         product_key_id=key.id, title="Warranty", text="The warranty covers defects for two years."),
         metadata=admin, timeout=10)
-    reply = await plan(search, key.secret, "how long is the waranty?")
-    assert reply.reasons[0] == "read 'waranty' as 'warranty' (misspelt words as the key's own)"
-    assert reply.passages[0].title == "Warranty"
+    newer = await pg.fetchval("SELECT knowledge_version FROM product_keys WHERE id = $1", key.id)
+    # The first message at the newer version is read with the vocabulary held, and starts a new read.
+    assert (await vocabularies.correct(key.id, newer, "how long is the waranty?"))[1] == []
+    for _ in range(100):
+        if vocabularies.held(key.id).version == newer:
+            break
+        await asyncio.sleep(0.05)
+    assert await vocabularies.correct(key.id, newer, "how long is the waranty?") == (
+        "how long is the warranty?", [("waranty", "warranty")])
+    assert vocabularies.loads == 2
+    # Read again no sooner than refresh_seconds after the last read.
+    vocabularies.refresh_seconds = 3600
+    await vocabularies.correct(key.id, newer + 1, "how long is the waranty?")
+    assert vocabularies.loads == 2
+
+
+@pytest.mark.integration
+async def test_vocabularies_beyond_the_bound_drop_the_least_recently_used_key(search, admin, pg):
+    keys = [await make_key(search, admin, f"spelling-bound-{i}", faq=[],
+                           docs=[("Returns", "Unused items can be sent back within thirty days.")]) for i in range(3)]
+    vocabularies = Vocabularies(pg, max_words=16)      # each key's vocabulary: 8 words of 4 letters or more
+    for key in keys[:2]:
+        await vocabularies.of(key.id, 1)
+    await vocabularies.of(keys[0].id, 1)                # used again: the second key is now the oldest
+    await vocabularies.of(keys[2].id, 1)
+    assert [k.id for k in keys if vocabularies.held(k.id)] == [keys[0].id, keys[2].id]
+    assert vocabularies.words == 16

@@ -1,0 +1,62 @@
+"""CPU of reading misspelt words (services/search/spelling.py) per message, in process.
+
+    .venv/bin/python -m bench.spelling_cost
+
+Times `Vocabularies.correct` with the key's vocabulary held (what every Plan of a message with a
+word that is not English pays; a message of English words pays `suspects` alone) over three sets of
+messages: the dev questions of the help-site evaluation against their site's vocabulary, the
+scale benchmark's synthetic questions (every one has made-up words) against a synthetic key's, and
+English questions. Needs the local PostgreSQL with the dev keys (`python -m bench.eval_dev` made
+them) and the synthetic keys (`make bench ARGS="--only search"` made them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+
+import asyncpg
+
+from bench.eval_sites import discover
+from services.search import synthetic
+from services.search.spelling import Vocabularies, english_words
+from services.settings import Settings
+
+
+async def _timed(vocabularies: Vocabularies, key_id: str, messages: list[str]) -> tuple[float, float, int]:
+    await vocabularies.of(key_id, 0)
+    spent, changed = [], 0
+    for _ in range(3):
+        spent.clear()
+        for message in messages:
+            started = time.perf_counter()
+            _, read_as = await vocabularies.correct(key_id, 0, message)
+            spent.append(time.perf_counter() - started)
+            changed += bool(read_as)
+    spent.sort()
+    return statistics.median(spent) * 1e6, spent[int(0.99 * (len(spent) - 1))] * 1e6, changed // 3
+
+
+async def main() -> None:
+    english_words()
+    pool = await asyncpg.create_pool(Settings().postgres_dsn, min_size=1, max_size=2)
+    vocabularies = Vocabularies(pool)
+    rng = random.Random(3)
+    words = synthetic.vocabulary()
+    sets = [(f"evaldev-{site.name}", f"dev questions, {site.name}", [q.text for q in site.questions if q.split == "dev"])
+            for site in discover() if any(q.split == "dev" for q in site.questions)]
+    sets.append((synthetic.key_id(1), "synthetic questions", [synthetic.sample_question(rng, words) for _ in range(2000)]))
+    sets.append(("evaldev-keelcard", "English only", ["How do I reset my password?", "When will my card arrive?"] * 200))
+    print(f"{'messages':32}{'n':>6}{'median µs':>11}{'p99 µs':>9}{'read otherwise':>16}")
+    try:
+        for key_id, name, messages in sets:
+            median, p99, changed = await _timed(vocabularies, key_id, messages)
+            print(f"{name:32}{len(messages):6}{median:11.1f}{p99:9.1f}{changed:16}")
+    finally:
+        await pool.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
