@@ -30,7 +30,6 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import asyncpg
@@ -81,15 +80,14 @@ def suspects(text: str) -> list[re.Match]:
             if len(w := m.group()) >= MIN_LENGTH and "'" not in w and w[1:].islower() and w.lower() not in english]
 
 
-@dataclass
 class Vocabulary:
-    counts: dict[str, int]
-    by_initial: dict[str, list[str]] = field(default_factory=dict)
+    """A key's words with how many of its chunks hold each, by first letter for the nearest-word search."""
 
-    def __post_init__(self) -> None:
-        if not self.by_initial:
-            for word in self.counts:
-                self.by_initial.setdefault(word[0], []).append(word)
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+        self._by_initial: dict[str, list[str]] = {}
+        for word in counts:
+            self._by_initial.setdefault(word[0], []).append(word)
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -99,7 +97,7 @@ class Vocabulary:
         if word in self.counts:
             return None
         limit = 1 if len(word) < LONG_WORD else 2
-        found = process.extract(word, self.by_initial.get(word[0], ()), scorer=OSA.distance,
+        found = process.extract(word, self._by_initial.get(word[0], ()), scorer=OSA.distance,
                                 score_cutoff=limit, limit=None)
         if not found:
             return None
@@ -175,15 +173,13 @@ class Vocabularies:
         task = self._loading.get(key_id)
         if task is None:
             task = self._loading[key_id] = asyncio.get_running_loop().create_task(self._load(key_id, version))
-            task.add_done_callback(self._loaded)
+            task.add_done_callback(functools.partial(self._loaded, key_id))
         return task
 
-    def _loaded(self, task: asyncio.Task) -> None:
-        for key_id, loading in list(self._loading.items()):
-            if loading is task:
-                del self._loading[key_id]
-        if not task.cancelled() and task.exception() is not None:     # a refresh nobody awaits: logged
-            logger.warning("could not read a key's vocabulary: %s", task.exception())
+    def _loaded(self, key_id: str, task: asyncio.Task) -> None:
+        self._loading.pop(key_id, None)
+        if not task.cancelled() and task.exception() is not None:     # a refresh nobody awaits is logged
+            logger.warning("could not read the vocabulary of key %s: %s", key_id, task.exception())
 
     async def _load(self, key_id: str, version: int) -> Vocabulary:
         started = time.monotonic()
