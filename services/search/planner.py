@@ -147,7 +147,7 @@ class Planner:
 
     async def _retrieve(self, key: KeyRecord, text: str, limit: int) -> Retrieved:
         read_as: list[tuple[str, str]] = []
-        if self.spelling is not None:
+        if self._spells(key):
             text, read_as = await self.spelling.correct(key.id, key.knowledge_version, text)
         return Retrieved(await self._search(key, text, limit), text, read_as)
 
@@ -167,10 +167,15 @@ class Planner:
         if not self.early or seen is None or time.monotonic() - seen[0] > EARLY_RETRIEVAL_SECONDS:
             return None
         if self.dense is not None:              # in its worker thread at once, before the task first runs
-            self.dense.queries.start(self.spelling.correct_now(seen[1].id, text) if self.spelling else text)
+            self.dense.queries.start(self.spelling.correct_now(seen[1].id, text) if self._spells(seen[1]) else text)
         task = asyncio.ensure_future(self._retrieve(seen[1], text, limit))
         task.add_done_callback(_consume)
         return seen[1], task
+
+    def _spells(self, key: KeyRecord) -> bool:
+        """Whether the key's messages are read for misspelt words: English keys only (the word list that
+        tells a typo from a word is English; in a German key's messages every word would be a suspect)."""
+        return self.spelling is not None and key.ts_config == "english"
 
     def _remember(self, secret: str, key: KeyRecord) -> None:
         if len(self._valid) >= _RECENT_KEYS and secret not in self._valid:

@@ -8,7 +8,7 @@ import pytest
 
 from services.common.pb.parley.v1 import common_pb2, search_pb2
 from services.search.spelling import Vocabularies, Vocabulary, corrected
-from tests.conftest import make_key
+from tests.conftest import RUN_ID, make_key
 from tests.search.conftest import plan
 
 BANK = Vocabulary({"account": 50, "amount": 30, "count": 5, "money": 3, "many": 20, "receive": 4,
@@ -94,3 +94,15 @@ async def test_vocabularies_beyond_the_bound_drop_the_least_recently_used_key(se
     await vocabularies.of(keys[2].id, 1)
     assert [k.id for k in keys if vocabularies.held(k.id)] == [keys[0].id, keys[2].id]
     assert vocabularies.words == 16
+
+
+@pytest.mark.integration
+async def test_a_key_in_another_language_is_searched_as_written(search, admin):
+    created = await search.CreateProductKey(search_pb2.CreateProductKeyRequest(
+        name="Test spelling german", id=f"t-{RUN_ID}-spelling-german", text_search_config="german"),
+        metadata=admin, timeout=10)
+    await search.AddDocument(search_pb2.AddDocumentRequest(
+        product_key_id=created.key.id, title="Konto", text="Auszahlungen gehen auf ein Konto in Franken oder Euro."),
+        metadata=admin, timeout=10)
+    reply = await plan(search, created.product_key, "geht das auf mein Kontto in Franken?")   # one edit from "konto"
+    assert not any(r.startswith("read ") for r in reply.reasons), list(reply.reasons)
