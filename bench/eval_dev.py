@@ -125,8 +125,9 @@ async def run(args: argparse.Namespace) -> dict:
             await demo(pool, planner)
             sites = [s for s in sites if args.sites]
         for site in sites:
-            exists = await pool.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1",
-                                         f"evaldev-{site.name}")
+            # (chunks embedded by another model, or other sentence rules, are indexed again)
+            exists = await pool.fetchval("SELECT count(*) FROM knowledge_chunks WHERE product_key_id = $1"
+                                         " AND embedding_model = $2", f"evaldev-{site.name}", dense.index.model_id)
             if args.reindex or site.name not in secrets or not exists:
                 _, secrets[site.name] = await _index(pool, site)
                 _SECRETS.parent.mkdir(exist_ok=True)

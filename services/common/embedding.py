@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from services.common.sentences import RULES as SENTENCE_RULES
+
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # sha256 of the shipped model.safetensors; a different file is a different model (and re-embeds).
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -59,11 +61,12 @@ SENTENCE_MODES = ("apart", "in-passage")
 SENTENCE_VECTORS = os.environ.get("PARLEY_EMBEDDING_SENTENCES", "apart")
 
 
-def model_id(precision: str = PRECISION, weights_sha256: str = WEIGHTS_SHA256, sentences: str = SENTENCE_VECTORS) -> str:
-    """The id stored beside every vector: the model, its weights, the precision it ran at and how the
-    sentence vectors were made."""
+def model_id(precision: str = PRECISION, weights_sha256: str = WEIGHTS_SHA256, sentences: str = SENTENCE_VECTORS,
+             rules: int = SENTENCE_RULES) -> str:
+    """The id stored beside every vector: the model, its weights, the precision it ran at, how the
+    sentence vectors were made and the version of the rules that chose their sentences (from 2)."""
     return (f"{MODEL_NAME}@{weights_sha256[:12]}" + ("" if precision == "fp32" else f"+{precision}")
-            + ("" if sentences == "apart" else "/sentence-spans"))
+            + ("" if sentences == "apart" else "/sentence-spans") + ("" if rules < 2 else f"/rules{rules}"))
 
 
 MODEL_ID = model_id()   # what Embedder.model_id is for the pinned weights at the configured precision

@@ -289,6 +289,12 @@ def units(text: str, heading: str = "", *, lists: bool = False) -> list[Unit]:
 
 # --- what a passage's sentence vectors read (dense retrieval, services/search/vector_index.py) ---------
 
+# The version of what `embedding_sentences` reads: part of the embedding model id (services/common/
+# embedding.py), so that a change re-embeds the stored chunks (the indexer at start; an unchanged page
+# of a crawl would otherwise keep its vectors for good). Raise it when the rules above read a text
+# otherwise; tests/common/test_sentences.py holds a digest of what they read of the evaluation pages
+# and fails until it is raised. 2: the navigation words that also start sentences ("Next-day ...").
+RULES = 2
 MAX_SENTENCE_VECTORS = 24          # per passage: a long table or list keeps its first rows' vectors only
 # The site's name after the page's ("Charging | Acme Help Centre"); after a dash only when it names a
 # help site ("Charging – Acme Help Center", as Zendesk themes write it), since a dash also joins a

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.common.embedding import DIMENSIONS, MAX_TOKENS, WEIGHTS_SHA256, Embedder, _sha256, model_dir
+from services.common.embedding import DIMENSIONS, MAX_TOKENS, WEIGHTS_SHA256, Embedder, _sha256, model_dir, model_id
+from services.common.sentences import RULES
 
 
 @pytest.fixture(scope="module")
@@ -16,11 +17,14 @@ def embedder() -> Embedder:
 def test_the_shipped_weights_are_the_pinned_ones(embedder):
     assert _sha256(model_dir() / "model.safetensors") == WEIGHTS_SHA256
     assert embedder.weights_sha256 == WEIGHTS_SHA256
-    assert embedder.model_id == "sentence-transformers/all-MiniLM-L6-v2@" + WEIGHTS_SHA256[:12]
+    assert embedder.model_id == f"sentence-transformers/all-MiniLM-L6-v2@{WEIGHTS_SHA256[:12]}/rules{RULES}"
     # sentence vectors read in their passage are stored vectors of another kind: a model id of their own
-    assert Embedder(model_dir(), sentences="in-passage").model_id == embedder.model_id + "/sentence-spans"
+    assert Embedder(model_dir(), sentences="in-passage").model_id == embedder.model_id.replace(
+        "/rules", "/sentence-spans/rules")
     with pytest.raises(ValueError, match="PARLEY_EMBEDDING_SENTENCES"):
         Embedder(model_dir(), sentences="pooled")
+    # the rules that choose the sentences are part of it: raising them re-embeds what is stored
+    assert model_id(rules=RULES + 1) not in (embedder.model_id, model_id())
 
 
 def test_similarities_match_the_published_example(embedder):
@@ -129,7 +133,7 @@ def test_int8_is_a_model_of_its_own_close_to_fp32(embedder):
     from services.common.embedding import PRECISION
 
     int8 = Embedder(model_dir(), "int8")
-    assert int8.model_id == "sentence-transformers/all-MiniLM-L6-v2@" + WEIGHTS_SHA256[:12] + "+int8"
+    assert int8.model_id == f"sentence-transformers/all-MiniLM-L6-v2@{WEIGHTS_SHA256[:12]}+int8/rules{RULES}"
     assert int8.model_id != Embedder(model_dir(), "fp32").model_id
     assert embedder.precision == PRECISION
     texts = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium.",

@@ -213,3 +213,26 @@ def test_a_lead_quotes_its_items_without_what_joins_them_and_stops_at_a_question
                             "Ask for a full refund to your original payment method.")
     assert [u.in_list for u in found[1:3]] == [lead.position, lead.position]
     assert found[-1].text == "Yes, you can keep it or recycle it." and found[-1].in_list == -1
+
+
+# What embedding_sentences() reads of every passage of the evaluation pages (1,688 passages as extracted
+# now), by sentences.RULES, the version that is part of the embedding model id.
+READ_BY_RULES = {2: "b7598c2c1cd6f48db1645fc00ae774969e43bafeda815245fc299e9692eee275"}
+
+
+def test_what_the_sentence_vectors_read_changes_only_with_the_rules_version():
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from services.common.sentences import RULES, embedding_sentences
+    from services.scraper.extract import chunk_page, extract_html
+
+    read = []
+    for f in sorted(Path("bench/eval/sites").rglob("*.html")):
+        page = extract_html(f.read_text(), "http://site.test/" + str(f.relative_to("bench/eval/sites")))
+        read += [embedding_sentences(page.title, c) for c in chunk_page(page)]
+    assert hashlib.sha256(json.dumps(read).encode()).hexdigest() == READ_BY_RULES.get(RULES), (
+        f"embedding_sentences() read the evaluation pages ({len(read)} passages) otherwise. If the sentence "
+        "rules changed, raise sentences.RULES (stored chunks are then embedded again) and record the new "
+        "digest under it; if only the extraction did (the pages' passages), record it under the same version")

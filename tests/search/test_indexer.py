@@ -118,6 +118,24 @@ async def test_chunks_without_sentence_vectors_are_embedded_again(search, admin,
     assert sorted(len(v) // (4 * DIMENSIONS) for v in after.values()) == [0, 2]
 
 
+async def test_chunks_whose_sentences_older_rules_chose_are_embedded_again(search, admin, pg):
+    # sentences.RULES is part of the model id: chunks stored under the rules before are stale, and an
+    # unchanged page of a crawl does not keep their vectors (known_embeddings looks up the current id).
+    from services.common.embedding import model_id
+    from services.common.sentences import RULES
+    from services.search.indexing import Indexing
+
+    key = await make_key(search, admin, "stale-rules", faq=[],
+                         docs=[("Care", "Next-day service is free for Care members. Rinse the frame with water.")])
+    current = Embedder.load().model_id
+    await pg.execute("UPDATE knowledge_chunks SET embedding_model = $2 WHERE product_key_id = $1", key.id,
+                     model_id(rules=RULES - 1))
+    versions = await Indexing(pg).reembed_stale()
+    assert key.id in versions
+    assert await pg.fetchval("SELECT array_agg(DISTINCT embedding_model) FROM knowledge_chunks "
+                             "WHERE product_key_id = $1", key.id) == [current]
+
+
 async def test_chunks_of_a_revoked_key_are_not_embedded_again(search, admin, pg):
     from services.search.indexing import Indexing
 
