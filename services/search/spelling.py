@@ -46,7 +46,7 @@ VOCABULARY_WORDS = 50_000   # the key's most frequent words at most
 MAX_WORDS = 500_000         # words of all the keys kept (least recently used keys dropped first)
 REFRESH_SECONDS = 10.0      # a key's vocabulary is read again at most this often
 
-_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
+_WORD = re.compile(r"[A-Za-z]+(?:['\u2019][A-Za-z]+)*")      # with its apostrophes, straight or curly
 
 # The key's words, from up to $2 of its chunks: PostgreSQL's 'simple' parser (lower case, no stemming).
 _VOCABULARY = """
@@ -77,7 +77,7 @@ def suspects(text: str) -> list[re.Match]:
     """The words of the text that may be misspelt: long enough, plain, and not English."""
     english = english_words()
     return [m for m in _WORD.finditer(text)
-            if len(w := m.group()) >= MIN_LENGTH and "'" not in w and w[1:].islower() and w.lower() not in english]
+            if len(w := m.group()) >= MIN_LENGTH and w.isalpha() and w[1:].islower() and w.lower() not in english]
 
 
 class Vocabulary:

@@ -20,6 +20,8 @@ def test_a_misspelt_word_is_read_as_the_keys_nearest_word():
         "I have a swiss account, can I receive my money?",
         [("acount", "account"), ("recieve", "receive"), ("mony", "money")])
     assert corrected("Recieve it", BANK)[0] == "Receive it"                       # its capital kept
+    # a word with an apostrophe, straight or curly, is kept whole ("shouldn" is no word to read otherwise)
+    assert corrected("it shouldn\u2019t, it shouldn't", Vocabulary({"should": 5}))[1] == []
     # two edits from 8 letters: a letter left out and one more
     assert corrected("stop my subscripton, new transactons?", BANK)[0] == "stop my subscription, new transactions?"
 
