@@ -21,7 +21,7 @@ import asyncpg
 
 from bench.eval_sites import discover
 from services.search import synthetic
-from services.search.spelling import Vocabularies, english_words
+from services.search.spelling import Vocabularies, word_frequencies
 from services.settings import Settings
 
 
@@ -40,7 +40,7 @@ async def _timed(vocabularies: Vocabularies, key_id: str, messages: list[str]) -
 
 
 async def main() -> None:
-    english_words()
+    word_frequencies()
     pool = await asyncpg.create_pool(Settings().postgres_dsn, min_size=1, max_size=2)
     vocabularies = Vocabularies(pool)
     rng = random.Random(3)

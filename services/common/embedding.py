@@ -70,6 +70,17 @@ def model_id(precision: str = PRECISION, weights_sha256: str = WEIGHTS_SHA256, s
 
 
 MODEL_ID = model_id()   # what Embedder.model_id is for the pinned weights at the configured precision
+
+
+def readable_ids(current: str) -> list[str]:
+    """The model ids whose stored vectors a search at `current` reads: its own, and those that differ
+    from it only by an older version of the sentence rules (the same model's vectors, with sentences
+    older rules chose), which serve until the indexer has embedded their chunks again; a new version
+    of the rules does not leave dense retrieval without vectors while it does."""
+    base, _, rules = current.rpartition("/rules")
+    if not base or not rules.isdigit():
+        return [current]
+    return [current] + [f"{base}/rules{r}" for r in range(int(rules) - 1, 1, -1)] + [base]
 DIMENSIONS = 384
 MAX_TOKENS = 256
 BATCH_SIZE = 16

@@ -16,7 +16,7 @@ from services.common.runner import run_service
 from services.search.settings import SearchSettings
 from services.common.knowledge_events import KnowledgeFollower
 from services.search.dense import DenseRetrieval
-from services.search.spelling import english_words
+from services.search.spelling import word_frequencies
 from services.search.indexing import Indexing
 from services.search.keys import key_hash_of
 from services.search.planner import Planner
@@ -67,8 +67,8 @@ async def main(settings: SearchSettings) -> None:
                                                   settings.dense_candidates)
             deps.planner = Planner(settings, deps.pool, deps.redis, web_available=lambda: deps.web_available,
                                    dense=dense)
-            if settings.spelling_correction:     # the English word list (~0.2 s), before the service answers
-                await asyncio.to_thread(english_words)
+            if settings.spelling_correction:     # the English word list (~0.3 s), before the service answers
+                await asyncio.to_thread(word_frequencies)
         if follower is None:
             cache, pool = deps.planner.cache, deps.pool
 

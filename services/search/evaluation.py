@@ -121,11 +121,11 @@ _CITATION = re.compile(r"\s*\[\d+\]")
 
 def fact_found(facts: tuple[str, ...], answer: str) -> bool:
     """Whether the answer says one of the facts. Its citations ("[134959]") are not what it says, and a
-    number is found only whole: "59" is not in "159" or "1,590"."""
+    number is found only whole: "59" is not in "159", "1,590", "£59.99" or "1.59"."""
     said = _norm(_CITATION.sub("", answer))
     for fact in map(_norm, facts):
-        pattern = ((r"(?<!\d)" if fact[:1].isdigit() else "") + re.escape(fact)
-                   + (r"(?!\d)" if fact[-1:].isdigit() else ""))
+        pattern = ((r"(?<!\d)(?<!\d[.,])" if fact[:1].isdigit() else "") + re.escape(fact)
+                   + (r"(?![.,]?\d)" if fact[-1:].isdigit() else ""))
         if fact and re.search(pattern, said):
             return True
     return False

@@ -167,7 +167,9 @@ class Planner:
         if not self.early or seen is None or time.monotonic() - seen[0] > EARLY_RETRIEVAL_SECONDS:
             return None
         if self.dense is not None:              # in its worker thread at once, before the task first runs
-            self.dense.queries.start(self.spelling.correct_now(seen[1].id, text) if self._spells(seen[1]) else text)
+            spelt = self.spelling.spelt_now(seen[1].id, text) if self._spells(seen[1]) else text
+            if spelt is not None:               # (None: known only once the key's vocabulary is read)
+                self.dense.queries.start(spelt)
         task = asyncio.ensure_future(self._retrieve(seen[1], text, limit))
         task.add_done_callback(_consume)
         return seen[1], task

@@ -24,19 +24,20 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
-from services.common.embedding import DIMENSIONS
+from services.common.embedding import DIMENSIONS, readable_ids
 
 logger = logging.getLogger(__name__)
 
 # The key's knowledge version and its vectors in one statement, so from one snapshot: no transaction
 # to open (a BEGIN ISOLATION LEVEL fails on a session left in a transaction its client does not know
 # of, as seen after PostgreSQL was frozen or restarted), and one round trip instead of four. A key
-# without vectors is one row of NULLs; an unknown key, no row.
+# without vectors is one row of NULLs; an unknown key, no row. Vectors of the same model whose sentences
+# older rules chose are read too (embedding.readable_ids), until the indexer has embedded them again.
 _LOAD = """
 SELECT k.knowledge_version, c.id, c.embedding, coalesce(c.sentence_embeddings, '')
 FROM product_keys k
 LEFT JOIN knowledge_chunks c
-  ON c.product_key_id = k.id AND c.embedding_model = $2 AND c.embedding IS NOT NULL
+  ON c.product_key_id = k.id AND c.embedding_model = ANY($2::text[]) AND c.embedding IS NOT NULL
 WHERE k.id = $1
 """
 
@@ -209,7 +210,7 @@ class VectorIndex:
 
     async def _load(self, key_id: str) -> KeyVectors:
         started = time.perf_counter()
-        rows = await self._pool.fetch(_LOAD, key_id, self.model_id)
+        rows = await self._pool.fetch(_LOAD, key_id, readable_ids(self.model_id))
         version = rows[0][0] if rows else 0
         if rows and rows[0][1] is None:
             rows = []           # the key's one row of NULLs: no vectors

@@ -189,3 +189,11 @@ def test_queries_embedded_at_once_get_the_vectors_of_one_at_a_time(embedder):
         together = list(pool.map(embedder.embed_one, texts))
     assert all(np.array_equal(a, b) for a, b in zip(alone, together))
     assert embedder._queries == 0
+
+
+def test_a_search_reads_the_vectors_of_older_sentence_rules_and_no_other_model():
+    from services.common.embedding import readable_ids
+
+    assert readable_ids(model_id(rules=4)) == [model_id(rules=r) for r in (4, 3, 2, 1)]
+    assert readable_ids(model_id("int8", rules=3)) == [model_id("int8", rules=r) for r in (3, 2, 1)]
+    assert model_id("int8", rules=2) not in readable_ids(model_id(rules=2))

@@ -228,9 +228,10 @@ def test_what_the_sentence_vectors_read_changes_only_with_the_rules_version():
     from services.common.sentences import RULES, embedding_sentences
     from services.scraper.extract import chunk_page, extract_html
 
+    sites = Path(__file__).resolve().parents[2] / "bench" / "eval" / "sites"
     read = []
-    for f in sorted(Path("bench/eval/sites").rglob("*.html")):
-        page = extract_html(f.read_text(), "http://site.test/" + str(f.relative_to("bench/eval/sites")))
+    for f in sorted(sites.rglob("*.html")):
+        page = extract_html(f.read_text(encoding="utf-8"), "http://site.test/" + f.relative_to(sites).as_posix())
         read += [embedding_sentences(page.title, c) for c in chunk_page(page)]
     assert hashlib.sha256(json.dumps(read).encode()).hexdigest() == READ_BY_RULES.get(RULES), (
         f"embedding_sentences() read the evaluation pages ({len(read)} passages) otherwise. If the sentence "

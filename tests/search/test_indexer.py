@@ -130,6 +130,13 @@ async def test_chunks_whose_sentences_older_rules_chose_are_embedded_again(searc
     current = Embedder.load().model_id
     await pg.execute("UPDATE knowledge_chunks SET embedding_model = $2 WHERE product_key_id = $1", key.id,
                      model_id(rules=RULES - 1))
+    # Until then a search reads them (the same model's vectors): no key is left without dense results.
+    index = VectorIndex(pg, current, 64 << 20)
+    assert len(await index.search(key.id, Embedder.load().embed_one("next-day service"), 5)) == 1
+    await pg.execute("UPDATE knowledge_chunks SET embedding_model = 'another-model' WHERE product_key_id = $1", key.id)
+    assert await VectorIndex(pg, current, 64 << 20).search(key.id, Embedder.load().embed_one("next-day service"), 5) == []
+    await pg.execute("UPDATE knowledge_chunks SET embedding_model = $2 WHERE product_key_id = $1", key.id,
+                     model_id(rules=RULES - 1))
     versions = await Indexing(pg).reembed_stale()
     assert key.id in versions
     assert await pg.fetchval("SELECT array_agg(DISTINCT embedding_model) FROM knowledge_chunks "
