@@ -67,7 +67,7 @@ async def main(settings: SearchSettings) -> None:
                                                   settings.dense_candidates)
             deps.planner = Planner(settings, deps.pool, deps.redis, web_available=lambda: deps.web_available,
                                    dense=dense)
-            if settings.spelling_correction:     # the English word list (~0.3 s), before the service answers
+            if settings.spelling_correction:     # the English word list (~0.4 s), before the service answers
                 await asyncio.to_thread(word_frequencies)
         if follower is None:
             cache, pool = deps.planner.cache, deps.pool

@@ -90,7 +90,7 @@ WHERE EXISTS (SELECT 1 FROM knowledge_chunks WHERE product_key_id = $1 AND tsv @
 @functools.cache
 def word_frequencies() -> dict[str, float]:
     """wordfreq's English words (its large list) with their Zipf frequency: log10 of occurrences per
-    billion words. Made once (~0.3 s, ~25 MB); its own caches of the list are dropped after."""
+    billion words. Made once (~0.4 s, ~30 MB); its own caches of the list are dropped after."""
     import wordfreq
 
     zipf = {w: round(math.log10(f) + 9, 2) for w, f in wordfreq.get_frequency_dict("en", wordlist="large").items()
