@@ -102,6 +102,11 @@ async def test_a_vocabulary_follows_the_knowledge_in_the_background(search, admi
     assert vocabularies.loads == 3 and vocabularies.held(key.id).version == newer + 2
 
 
+def _pool_that(query):
+    """A stand-in for the pool whose every statement is `query`."""
+    return type("Pool", (), {"fetch": staticmethod(query), "fetchval": staticmethod(query)})()
+
+
 @pytest.mark.integration
 async def test_a_vocabulary_that_cannot_be_read_leaves_the_message_as_written(pg):
     vocabularies = Vocabularies(pg)
@@ -109,7 +114,7 @@ async def test_a_vocabulary_that_cannot_be_read_leaves_the_message_as_written(pg
     async def refused(*args):
         raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
 
-    vocabularies._pool = type("Pool", (), {"fetch": staticmethod(refused), "fetchval": staticmethod(refused)})()
+    vocabularies._pool = _pool_that(refused)
     assert await vocabularies.correct("any-key", 1, "swiss acount") == ("swiss acount", [])
     await asyncio.sleep(0)
     assert vocabularies.held("any-key") is None and vocabularies.loads == 0
@@ -120,7 +125,7 @@ async def test_a_vocabulary_that_cannot_be_read_leaves_the_message_as_written(pg
         calls.append(args)
         raise OSError("refused")
 
-    vocabularies._pool = type("Pool", (), {"fetch": staticmethod(counted), "fetchval": staticmethod(counted)})()
+    vocabularies._pool = _pool_that(counted)
     assert await vocabularies.correct("any-key", 1, "swiss acount") == ("swiss acount", [])
     assert calls == []
 
