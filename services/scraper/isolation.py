@@ -12,12 +12,13 @@ each after its length): unlike multiprocessing's spawn, it does not import the p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import pickle
 import resource
+import socket
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,6 +36,8 @@ HTML_TYPES = ("text/html", "application/xhtml+xml")
 # How long a new child may take to start (an interpreter and the extractor's imports), apart from
 # the time limit of the page it is started for.
 STARTUP_SECONDS = 60.0
+START_ATTEMPTS = 3
+START_RETRY_SECONDS = 0.1
 _LENGTH = struct.Struct("!I")
 _ROOT = Path(__file__).resolve().parents[2]     # where `services` is imported from
 
@@ -57,38 +60,65 @@ def extract(content_type: str, text: str, url: str) -> Page:
 
 
 class _Child:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    """One extracting process, spoken to over a socket pair that is its stdin and stdout.
+
+    It is spawned by `subprocess.Popen`, which starts a child with vfork and runs no fork handlers in
+    it, not by the loop's `subprocess_exec`: uvloop's libuv forks, and in a child of a threaded gRPC
+    process the handlers gRPC registers with pthread_atfork now and then ended it by SIGSEGV before
+    it ran Python (a page answered "unavailable" for no fault of its own)."""
+
+    def __init__(self, process: subprocess.Popen, replies: asyncio.StreamReader | None = None,
+                 requests: asyncio.StreamWriter | None = None) -> None:
         self.process = process
+        self.replies = replies
+        self.requests = requests
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     @classmethod
     async def start(cls, memory_bytes: int) -> _Child:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.scraper.isolation", str(memory_bytes),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
-        child = cls(process)
-        try:
-            await asyncio.wait_for(child.receive(), STARTUP_SECONDS)     # ("ready",)
-        except BaseException:
-            await asyncio.shield(child.kill())
-            raise
+        ours, its = socket.socketpair()
+        with ours:
+            with its:     # the child's end, held by the child alone once it is spawned
+                process = subprocess.Popen([sys.executable, "-m", "services.scraper.isolation", str(memory_bytes)],
+                                           stdin=its, stdout=its, env=env)
+            child = cls(process)
+            try:
+                child.replies, child.requests = await asyncio.open_connection(sock=ours.dup())
+                await asyncio.wait_for(child.receive(), STARTUP_SECONDS)     # ("ready",)
+            except (asyncio.IncompleteReadError, EOFError):
+                await asyncio.shield(child.kill())
+                raise ChildProcessError(f"it ended before it was ready (exit status {child.process.returncode})") from None
+            except BaseException:
+                await asyncio.shield(child.kill())
+                raise
         return child
 
     async def call(self, *request) -> tuple:
         payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
-        self.process.stdin.write(_LENGTH.pack(len(payload)) + payload)
-        await self.process.stdin.drain()
+        self.requests.write(_LENGTH.pack(len(payload)) + payload)
+        await self.requests.drain()
         return await self.receive()
 
     async def receive(self) -> tuple:
-        size, = _LENGTH.unpack(await self.process.stdout.readexactly(_LENGTH.size))
-        return pickle.loads(await self.process.stdout.readexactly(size))   # noqa: S301 - our own child's reply
+        size, = _LENGTH.unpack(await self.replies.readexactly(_LENGTH.size))
+        return pickle.loads(await self.replies.readexactly(size))   # noqa: S301 - our own child's reply
 
     async def kill(self) -> None:
-        """Killed and reaped (its pipes closed with it)."""
-        with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
-        await self.process.wait()
+        """Killed and reaped, its socket closed."""
+        self.process.kill()
+        await self.wait()
+        if self.requests is not None:
+            self.requests.close()
+
+    async def wait(self) -> int:
+        """Its exit status, once it has ended (negative: the signal that ended it)."""
+        while (code := self.process.poll()) is None:
+            await asyncio.sleep(0.01)
+        return code
 
 
 class Extractor:
@@ -141,12 +171,18 @@ class Extractor:
                 await asyncio.shield(child.kill())
 
     async def _start(self) -> _Child:
-        try:
-            child = await _Child.start(self.memory_bytes)
-        except (TimeoutError, asyncio.IncompleteReadError, OSError, EOFError, pickle.UnpicklingError) as exc:
-            logger.warning("no extracting process could be started: %r", exc)
-            PAGES_REFUSED.labels("unavailable").inc()
-            raise ExtractionFailed("unavailable", f"no extracting process could be started ({exc!r})") from None
+        """A new child; one that could not be spawned or ended before it was ready is tried again (a spawn
+        can fail under a host's pressure), one that did not say it was ready in time is not."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                child = await _Child.start(self.memory_bytes)
+                break
+            except (TimeoutError, OSError, pickle.UnpicklingError) as exc:
+                logger.warning("extracting process not started (attempt %d of %d): %r", attempt, START_ATTEMPTS, exc)
+                if isinstance(exc, TimeoutError) or attempt == START_ATTEMPTS:
+                    PAGES_REFUSED.labels("unavailable").inc()
+                    raise ExtractionFailed("unavailable", f"no extracting process could be started ({exc!r})") from None
+                await asyncio.sleep(START_RETRY_SECONDS * attempt)
         self._children.add(child)
         return child
 

@@ -12,6 +12,7 @@ import os
 import signal
 
 import pytest
+import uvloop
 
 from services.scraper.extract import extract_html
 from services.scraper.isolation import Extractor, ExtractionFailed
@@ -61,7 +62,7 @@ async def test_thousands_of_nested_content_containers_are_read_within_the_time_l
 async def test_a_page_past_the_time_limit_costs_that_page_and_the_next_one_is_read():
     async with extracting(seconds=0.5) as extractor:
         await extractor.page("text/html", NORMAL, "http://site.test/warm")
-        first = next(iter(extractor._children)).process
+        first = next(iter(extractor._children))
         with pytest.raises(ExtractionFailed) as info:
             await extractor.page("text/html", SPANNING, "http://site.test/slow")
         assert info.value.reason == "time"
@@ -81,7 +82,7 @@ async def test_a_page_past_the_memory_limit_costs_that_page_and_the_next_one_is_
 async def test_the_extracting_process_killed_mid_page_costs_that_page_only():
     async with extracting(seconds=60) as extractor:
         await extractor.page("text/html", NORMAL, "http://site.test/warm")
-        child = next(iter(extractor._children)).process
+        child = next(iter(extractor._children))
         reading = asyncio.ensure_future(extractor.page("text/html", SPANNING, "http://site.test/slow"))
         await asyncio.sleep(0.3)
         os.kill(child.pid, signal.SIGKILL)
@@ -118,3 +119,54 @@ async def test_a_process_that_cannot_be_started_fails_as_unavailable_not_as_the_
             assert info.value.reason == "unavailable", info.value
         monkeypatch.undo()
         assert (await extractor.page("text/html", NORMAL, "http://site.test/a")).title == "Returns"
+
+
+async def test_a_process_that_ends_before_it_is_ready_is_started_again_for_the_same_page(
+        monkeypatch, tmp_path, caplog):
+    """A child that dies at its start (one died by SIGSEGV before it ran Python, when it was forked
+    from the threaded gRPC process) says nothing of the page: a new one is started, and the page read."""
+    from services.scraper import isolation
+
+    once = tmp_path / "python"
+    once.write_text(f"#!/bin/sh\nif [ ! -e {tmp_path}/crashed ]; then touch {tmp_path}/crashed; kill -SEGV $$; fi\n"
+                    f'exec {isolation.sys.executable} "$@"\n')
+    once.chmod(0o755)
+    monkeypatch.setattr(isolation.sys, "executable", str(once))
+    async with extracting(seconds=60) as extractor:
+        assert (await extractor.page("text/html", NORMAL, "http://site.test/a")).title == "Returns"
+    assert (tmp_path / "crashed").exists()
+    assert f"exit status {-signal.SIGSEGV}" in caplog.text and "attempt 1 of 3" in caplog.text
+
+
+async def test_the_process_is_spawned_without_forking_the_threaded_parent(tmp_path):
+    """Handlers registered with pthread_atfork (gRPC registers some) run in a forked child; a child
+    spawned with vfork and exec runs none. Here a handler that leaves a mark is registered in this
+    process (glibc's `__register_atfork`, which `pthread_atfork` calls): the extractor's child leaves
+    none, a plain fork does."""
+    import ctypes
+
+    mark = tmp_path / "forked"
+    libc = ctypes.CDLL(None, use_errno=True)
+    path = str(mark).encode()
+
+    @ctypes.CFUNCTYPE(None)
+    def in_child():
+        fd = libc.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        libc.close(fd)
+
+    assert libc.__register_atfork(None, None, in_child, None) == 0
+    handlers = test_the_process_is_spawned_without_forking_the_threaded_parent.__dict__
+    handlers.setdefault("kept", []).append(in_child)    # registered for good: never freed
+
+    async def read_one() -> str:
+        async with extracting(seconds=60) as extractor:
+            return (await extractor.page("text/html", NORMAL, "http://site.test/a")).title
+
+    # On uvloop, as the services run: its own spawn (libuv's) forks.
+    assert await asyncio.to_thread(uvloop.run, read_one()) == "Returns"
+    assert not mark.exists()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert mark.exists()
