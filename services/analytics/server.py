@@ -95,6 +95,14 @@ _GRANULARITY = {
 _GROUP = {analytics_pb2.GROUP_BY_NONE: "", analytics_pb2.GROUP_BY_STRATEGY: "strategy", analytics_pb2.GROUP_BY_MODEL: "model"}
 
 
+def _metrics_asked(request: analytics_pb2.GetMetricsRequest, key_id: str) -> tuple:
+    """GetMetrics' window and choices, checked: (start, end, granularity, group_by)."""
+    granularity, group_by = _choice(request, "granularity", _GRANULARITY), _choice(request, "group_by", _GROUP)
+    start, end = _range(request)
+    queries.check_metrics(key_id, start, end, granularity, group_by)
+    return start, end, granularity, group_by
+
+
 def _choice(request, name: str, choices: dict[int, str]) -> str:
     """An enum field as a query argument. Protobuf keeps a number its enum does not define (a newer or
     broken client): that is INVALID_ARGUMENT naming the field, not a silent default."""
@@ -127,13 +135,12 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
 
     async def GetMetrics(self, request: analytics_pb2.GetMetricsRequest, context: grpc.aio.ServicerContext):
         key_id = await self._key_id(request, context)
+        asked = _metrics_asked(request, key_id)     # a malformed request is INVALID_ARGUMENT, before a slot
         with self._queries.held(None if admin_token(context) is not None else key_id):
-            return await self._metrics(request, key_id)
+            return await self._metrics(key_id, *asked)
 
-    async def _metrics(self, request: analytics_pb2.GetMetricsRequest, key_id: str) -> analytics_pb2.GetMetricsResponse:
-        granularity, group_by = _choice(request, "granularity", _GRANULARITY), _choice(request, "group_by", _GROUP)
-        start, end = _range(request)
-        queries.check_metrics(key_id, start, end, granularity, group_by)
+    async def _metrics(self, key_id: str, start, end, granularity: str, group_by: str
+                       ) -> analytics_pb2.GetMetricsResponse:
         async with db.connection(self._deps.pool, self._pool_wait) as conn:
             rows = await queries.get_metrics(conn, key_id, start, end, granularity, group_by)
         return analytics_pb2.GetMetricsResponse(
@@ -151,7 +158,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         last_hour = analytics_pb2.GetMetricsRequest(product_key_id=key_id, granularity=analytics_pb2.GRANULARITY_MINUTE)
         with self._streams.held(None if admin_token(context) is not None else key_id):
             while True:
-                yield await self._streams.update(key_id, lambda: self._metrics(last_hour, key_id))
+                yield await self._streams.update(key_id, lambda: self._metrics(key_id, *_metrics_asked(last_hour, key_id)))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._draining.wait(), interval)
                 if self._draining.is_set():

@@ -14,6 +14,19 @@ _LABEL = re.compile(r"[a-z0-9_-]+")          # ASCII labels as resolvers take th
 _NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]*")  # a last label browsers read as part of an IPv4 address
 
 
+def false_a_label(host: str) -> str:
+    """The first label of `host` that starts as an internationalized name's ASCII form ("xn--") and is
+    none under IDNA 2008 ("xn--zz", an emoji's "xn--ls8h"); "" when there is none. The HTTP client
+    decodes such a host to send it, and fails on it."""
+    for label in host.split("."):
+        if label[:4].lower() == "xn--":
+            try:
+                idna.ulabel(label)
+            except (idna.IDNAError, UnicodeError):
+                return label
+    return ""
+
+
 def host_problem(host: str) -> str:
     """Why `host` (urlsplit's hostname: lower case, IPv6 without brackets) can be neither a DNS name
     nor an IP address; "" when it can be one. An internationalized name is taken as browsers and the
@@ -42,6 +55,8 @@ def host_problem(host: str) -> str:
     if not all(_LABEL.fullmatch(label) for label in labels):
         return ("the host name holds a character no host name has (letters, digits, '-' and '_' in "
                 "dot-separated labels)")
+    if label := false_a_label(name):
+        return f"the label {label!r} is written as an internationalized name's ASCII form but is none"
     if _NUMBER.fullmatch(labels[-1]):
         try:
             ipaddress.IPv4Address(name)

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 
@@ -60,6 +61,9 @@ _VERSION_7 = (7 << 76) | (0b10 << 62)
 _RAND_B = (1 << 62) - 1
 
 
+_EVENT_ID = re.compile(r"[0-9a-f]{32}")
+
+
 def new_event_id() -> str:
     """A version-7 UUID as 32 hex digits: ids made later sort after ids made earlier (to the
     millisecond, and across processes as far as their clocks agree)."""
@@ -69,13 +73,11 @@ def new_event_id() -> str:
 
 def event_id_age(event_id: str) -> float | None:
     """Seconds since `event_id` was made by new_event_id (negative: a clock ahead of this one), or
-    None when it is not such an id."""
-    if len(event_id) != 32:
+    None when it is not such an id: exactly its 32 lower-case hex digits (int() would also read
+    upper case, "_" and other scripts' digits, which no id made here holds)."""
+    if not _EVENT_ID.fullmatch(event_id):
         return None
-    try:
-        value = int(event_id, 16)
-    except ValueError:
-        return None
+    value = int(event_id, 16)
     if (value >> 76) & 0xF != 7 or (value >> 62) & 0b11 != 0b10:
         return None
     return time.time() - (value >> 80) / 1000

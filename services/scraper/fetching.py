@@ -231,8 +231,8 @@ class Fetcher:
                 raise FetchFailed(f"timed out fetching {current}") from exc
             except TimeoutError as exc:
                 raise FetchFailed(f"{current} took longer than {self.request_seconds:g} s") from exc
-            except httpx.InvalidURL as exc:   # a host name httpx cannot send (spaces, control characters)
-                raise FetchFailed(f"cannot fetch {current}: {exc}") from exc
+            except (httpx.InvalidURL, UnicodeError) as exc:   # a host name httpx cannot send (spaces,
+                raise FetchFailed(f"cannot fetch {current}: {exc}") from exc   # controls, a false "xn--" label)
             except httpx.HTTPError as exc:
                 raise FetchFailed(f"cannot fetch {current}: {exc.__class__.__name__} {exc}") from exc
             if isinstance(got, Response):

@@ -7,12 +7,14 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from services.common import db
 from services.common.errors import (RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS, InvalidArgument, NotFound,
                                     Unavailable)
+from services.common.hosts import host_problem
 from services.scraper.crawler import CrawlSpec, Progress
 from services.scraper.urls import MAX_URL_CHARS, normalize_url
 from services.scraper.patterns import compile_patterns
@@ -44,17 +46,8 @@ def validate(
     for url in [*seed_urls, sitemap_url]:
         if len(url) > MAX_URL_CHARS:
             raise InvalidArgument(f"URL {url[:80]!r}… has {len(url)} characters; the limit is {MAX_URL_CHARS}")
-    seeds = []
-    for url in seed_urls:
-        normal = normalize_url(url)
-        if not normal:
-            raise InvalidArgument(f"seed URL {url!r} is not an absolute http(s) URL")
-        seeds.append(normal)
-    sitemap = ""
-    if sitemap_url:
-        sitemap = normalize_url(sitemap_url)
-        if not sitemap:
-            raise InvalidArgument(f"sitemap_url {sitemap_url!r} is not an absolute http(s) URL")
+    seeds = [_crawl_url("seed URL", url) for url in seed_urls]
+    sitemap = _crawl_url("sitemap_url", sitemap_url) if sitemap_url else ""
     if not 0 <= max_pages <= LIMIT_MAX_PAGES:
         raise InvalidArgument(f"max_pages must be between 1 and {LIMIT_MAX_PAGES} (0: {DEFAULT_MAX_PAGES})")
     if not 0 <= max_depth <= LIMIT_MAX_DEPTH:
@@ -68,6 +61,18 @@ def validate(
         max_pages=max_pages or DEFAULT_MAX_PAGES, max_depth=max_depth or DEFAULT_MAX_DEPTH,
         include=list(include), exclude=list(exclude),
     )
+
+
+def _crawl_url(name: str, url: str) -> str:
+    """The URL normalized, or InvalidArgument: not an absolute http(s) URL, or a host that is neither a
+    DNS name nor an IP address, by the rule Fetch and a key's website follow ("http://134744072/" and
+    "http://127.1/" are shorthands of IPv4 addresses that a resolver takes and a browser reads)."""
+    normal = normalize_url(url)
+    if not normal:
+        raise InvalidArgument(f"{name} {url!r} is not an absolute http(s) URL")
+    if problem := host_problem(urlsplit(normal).hostname or ""):
+        raise InvalidArgument(f"{name} {url!r}: {problem}")
+    return normal
 
 
 @dataclass

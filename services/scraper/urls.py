@@ -9,6 +9,7 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 import idna
 
 from services.common.errors import InvalidArgument
+from services.common.hosts import false_a_label, host_problem
 
 # Longer links, redirect targets and sitemap entries are not followed: a URL names a page in btree
 # indexes (crawl pages, knowledge documents), whose rows hold at most about 2.7 kB.
@@ -83,10 +84,11 @@ def remove_dot_segments(path: str) -> str:
 def ascii_host(host: str) -> str:
     """A host name lower-cased, an internationalized one in its ASCII (punycode) form, as browsers map it
     (UTS 46, non-transitional), so that both spellings name one site; '' when it cannot be encoded.
-    ASCII names are left as they are: IDNA's rules would refuse names that resolve (an underscore)."""
+    ASCII names are left as they are: IDNA's rules would refuse names that resolve (an underscore); but
+    not one with a label that only looks like such an ASCII form ("xn--zz"): '' too."""
     host = host.lower()
     if host.isascii():
-        return host
+        return "" if false_a_label(host) else host
     try:
         mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
         return ".".join(label if label.isascii() else idna.alabel(label).decode("ascii")
@@ -106,5 +108,9 @@ def site_of(url: str) -> str:
 def require_url(url: str) -> str:
     normal = normalize_url(url)
     if not normal:
-        raise InvalidArgument(f"not an http(s) URL: {url!r}")
+        try:
+            problem = host_problem((urlsplit(url.strip()).hostname or "").lower())
+        except ValueError:
+            problem = ""
+        raise InvalidArgument(f"not an http(s) URL: {url!r}" + (f" ({problem})" if problem else ""))
     return normal

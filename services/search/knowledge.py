@@ -73,7 +73,8 @@ async def add_document(indexing: Indexing, key_id: str, title: str, text: str, u
 
 
 async def delete_knowledge(pool: asyncpg.Pool, key_id: str, chunk_id: str = "", document: str = "") -> tuple[int, int]:
-    """Deletes one chunk, or every chunk of a document (named as stored: through `storable`), under the
+    """Deletes one chunk, or every chunk of a document (named as AddDocument stores it: through
+    `storable`, stripped, so "  Shipping  " names the document added with that title), under the
     key row's lock as the writes take it (keys.require_live). Also of a revoked key: a deletion serves
     nothing to anyone, and is how its knowledge (personal data in a document, say) is removed."""
     if bool(chunk_id) == bool(document):
@@ -81,9 +82,9 @@ async def delete_knowledge(pool: asyncpg.Pool, key_id: str, chunk_id: str = "", 
     if chunk_id and (not (chunk_id.isascii() and chunk_id.isdigit()) or int(chunk_id) > MAX_CHUNK_ID):
         raise InvalidArgument("chunk_id must be a number")
     if document:
-        document = storable(document)
-        if not document:    # nothing of it could have been stored: it names no document (not the untitled ones)
-            raise InvalidArgument("document is empty once control characters are removed")
+        document = storable(document).strip()
+        if is_blank(document):    # nothing of it could have been stored: it names no document (not the untitled ones)
+            raise InvalidArgument("document is empty once control characters and surrounding spaces are removed")
     async with pool.acquire() as conn, conn.transaction():
         await keys.require_live(conn, key_id, revoked_too=True)
         if chunk_id:

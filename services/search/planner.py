@@ -35,6 +35,7 @@ _RECENT_KEYS = 10_000
 # from: a response service that does not send the admin token with its Plans (one deployed before it
 # did) is charged here too, and a second charge in admission's bucket would halve the key's chat turns.
 PLAN_BUCKET = "plan:"
+MAX_PASSAGES = 50      # a request's max_passages, at most (0: the server's default)
 
 @dataclass
 class Plan:
@@ -97,8 +98,9 @@ class Planner:
         turn already): it takes a token of the key's Plan bucket, or is RESOURCE_EXHAUSTED."""
         stripped = message.strip() if len(message) <= self._settings.max_message_chars else ""
         talk = is_chitchat(stripped) if stripped else None
-        limit = max_passages if 0 < max_passages <= 50 else self._settings.max_passages
-        early = self._retrieve_early(secret, stripped, limit) if stripped and not talk else None
+        limit = max_passages if 0 < max_passages <= MAX_PASSAGES else self._settings.max_passages
+        early = (self._retrieve_early(secret, stripped, limit)
+                 if stripped and not talk and 0 <= max_passages <= MAX_PASSAGES else None)
         try:
             key = await self.key(secret)
         except BaseException:
@@ -108,6 +110,8 @@ class Planner:
             raise
         self._remember(secret, key)
         text = validate_message(message, self._settings.max_message_chars)
+        if not 0 <= max_passages <= MAX_PASSAGES:
+            raise InvalidArgument(f"max_passages must be between 1 and {MAX_PASSAGES} (0: the server's default)")
         if charge:
             try:
                 await self._charge(key)

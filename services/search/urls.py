@@ -25,9 +25,11 @@ def _http_problem(url: str) -> str | None:
         return "it holds spaces or control characters (write a space in a URL as %20)"
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - a port that is no number, or out of range, raises ValueError
+        port = parts.port     # a port that is no number, or out of range, raises ValueError
     except ValueError as exc:
         return f"it cannot be read as a URL ({exc})"
+    if port == 0:
+        return "its port is 0, which no server listens on"
     if parts.scheme not in ("http", "https"):
         return "it is no http(s) URL"
     if not parts.hostname:

@@ -51,3 +51,22 @@ async def test_a_week_and_more_per_minute_is_invalid_argument_with_no_connection
     request.end.FromSeconds(1_700_000_000 + 8 * 86400)
     with pytest.raises(InvalidArgument, match="per minute"):
         await _servicer().GetMetrics(request, _Context())
+
+
+@pytest.mark.parametrize("ask", ["start after end", "no such granularity", "nanos past a second"])
+async def test_a_malformed_metrics_request_is_invalid_argument_while_every_query_slot_is_taken(ask):
+    """GetMetrics took its query slot before it read the request: while the slots were taken, a request
+    no retry can mend was RESOURCE_EXHAUSTED, with a hint to retry it."""
+    servicer = AnalyticsServicer(AnalyticsDeps(pool=_NoConnections()), TOKEN, streams=StreamSlots(2, 10),
+                                 queries=StreamSlots(4, 1, what="analytics queries"), pool_wait_seconds=0.2)
+    request = analytics_pb2.GetMetricsRequest(product_key_id="k")
+    if ask == "start after end":
+        request.start.FromSeconds(1_700_000_000)
+        request.end.FromSeconds(1_600_000_000)
+    elif ask == "no such granularity":
+        request.granularity = 7
+    else:
+        request.start.seconds, request.start.nanos = 1_700_000_000, 1_000_000_000
+    with servicer._queries.held(None):      # the process's one query slot, taken
+        with pytest.raises(InvalidArgument):
+            await servicer.GetMetrics(request, _Context())

@@ -73,3 +73,17 @@ async def test_a_request_id_with_a_control_character_names_no_turn(served, shop)
                 await s.stub.SubmitFeedback(response_pb2.FeedbackRequest(
                     product_key=shop.secret, request_id=request_id, rating=1), timeout=10)
             assert rpc_error(info).code() == grpc.StatusCode.NOT_FOUND, rpc_error(info).details()
+
+
+async def test_a_request_id_in_another_spelling_of_a_recent_turns_names_no_turn_at_once(served, shop):
+    """An id in upper case (or with an underscore, or another script's digits: int() reads them all) was
+    read as a turn of a moment ago not recorded yet: UNAVAILABLE "retry shortly" for 10 s. No id made
+    here is written so: NOT_FOUND at once."""
+    async with served() as s:
+        turn = await s.stub.Chat(ask(shop, QUESTION, session_id="spelt-id"), timeout=10)
+        digits = turn.request_id.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+        for request_id in (turn.request_id.upper(), turn.request_id[:12] + "_" + turn.request_id[13:], digits):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await s.stub.SubmitFeedback(response_pb2.FeedbackRequest(
+                    product_key=shop.secret, request_id=request_id, rating=1), timeout=10)
+            assert rpc_error(info).code() == grpc.StatusCode.NOT_FOUND, (request_id, rpc_error(info).details())

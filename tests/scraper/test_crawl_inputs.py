@@ -239,6 +239,13 @@ async def test_a_host_name_that_cannot_be_resolved_is_an_invalid_argument():
             await check_host(LOCAL, f"http://{host}/")
     with pytest.raises(InvalidArgument):
         jobs.validate("k", ["http://x.example/" + "p" * jobs.MAX_URL_CHARS], "", 0, 0, [], [])
+    # Hosts Fetch and a key's website refuse: shorthands of IPv4 addresses a resolver takes (8.8.8.8 and
+    # 127.0.0.1; a crawl of "http://127.1:PORT/" stored its pages under that name), a false "xn--" label.
+    for url in ("http://134744072/", "http://0x08080808/", "http://127.1:8080/", "http://1.2.3/", "http://xn--zz.example/"):
+        with pytest.raises(InvalidArgument):
+            jobs.validate("k", [url], "", 0, 0, [], [])
+        with pytest.raises(InvalidArgument):
+            jobs.validate("k", [], url + "sitemap.xml", 0, 0, [], [])
 
 
 async def test_a_page_past_the_extraction_time_limit_is_skipped_and_the_others_indexed(crawl, pg, settings):

@@ -108,8 +108,9 @@ def test_an_idn_host_is_given_its_ascii_form():
     assert normalize_url("http://my_host.example/") == "http://my_host.example/"   # ASCII hosts as they were
 
 
-@pytest.mark.parametrize("url", ["http://" + "\u00fc" * 64 + ".example/", "http://a\u200eb.example/"],
-                         ids=["label over 63 bytes", "a disallowed code point"])
+@pytest.mark.parametrize("url", ["http://" + "\u00fc" * 64 + ".example/", "http://a\u200eb.example/",
+                                 "http://xn--zz.example/", "http://www.XN--ls8h.la/"],
+                         ids=["label over 63 bytes", "a disallowed code point", "a false ASCII form", "an emoji's"])
 def test_an_idn_host_that_cannot_be_encoded_is_no_url(url):
     assert normalize_url(url) == "" and site_of(url) == ""
 

@@ -30,6 +30,13 @@ async def fetch_error(scraper, admin, url: str) -> grpc.aio.AioRpcError:
     ("a" * 32 + "{run}.example", "63"),
     ("exa\x00mple{run}.com", "no host name has"),
     ("help..{run}.example", "empty label"),
+    # Written as an internationalized name's ASCII form, and none (an emoji's is none under IDNA 2008):
+    # the HTTP client failed on decoding it, and Fetch answered INTERNAL.
+    ("xn--zz.{run}.example", "internationalized"),
+    ("xn--ls8h.{run}.example", "internationalized"),
+    # Shorthands of IPv4 addresses that a resolver takes: 8.8.8.8, 127.0.0.1.
+    ("134744072", "no IPv4 address"),
+    ("127.1", "no IPv4 address"),
 ])
 async def test_a_host_that_cannot_be_a_dns_name_is_an_invalid_argument(scraper, admin, host, words):
     # A host of this run: Fetch's answers are cached for a while.

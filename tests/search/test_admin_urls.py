@@ -24,6 +24,7 @@ BAD_SITES = [
     "http://0x7f.1/", "http://" + "a" * 64 + ".example/", "http://" + "a." * 127 + "example/", "http://[zz]/",
     "http://user:pw@shop.example/", "http://shop.example:99999/", "ftp://shop.example/", "javascript:alert(1)",
     "https:///help", "//shop.example/", "http://exa<mple.com/", "http://\u200bshop.example/",
+    "http://xn--zz.example/", "http://www.xn--ls8h.la/", "http://shop.example:0/",
 ]
 
 

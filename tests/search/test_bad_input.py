@@ -53,6 +53,17 @@ async def test_empty_and_huge_messages_are_invalid_arguments(search, two_keys, m
     assert rpc_error(info).code() == code
 
 
+@pytest.mark.parametrize("max_passages", [-1, 51, 2**31 - 1])
+async def test_a_passage_count_out_of_range_is_invalid_argument_not_the_default(search, two_keys, max_passages):
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await search.Plan(search_pb2.PlanRequest(product_key=two_keys[0].secret, message="How do I return an item?",
+                                                 max_passages=max_passages), timeout=10)
+    assert rpc_error(info).code() == grpc.StatusCode.INVALID_ARGUMENT and "max_passages" in rpc_error(info).details()
+    for allowed in (0, 1, 50):
+        await search.Plan(search_pb2.PlanRequest(product_key=two_keys[0].secret, message="How do I return an item?",
+                                                 max_passages=allowed), timeout=10)
+
+
 async def test_a_garbage_key_is_unauthenticated(search):
     for secret in ["pk_" + "🙂" * 10, "'; --", " " * 5]:
         with pytest.raises(grpc.aio.AioRpcError) as info:

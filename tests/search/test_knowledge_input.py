@@ -188,6 +188,7 @@ async def test_bad_deletes_get_the_right_status(search, admin):
         (search_pb2.DeleteKnowledgeRequest(chunk_id="\u00b2"), grpc.StatusCode.INVALID_ARGUMENT),  # "²".isdigit()
         (search_pb2.DeleteKnowledgeRequest(chunk_id="9" * 30), grpc.StatusCode.INVALID_ARGUMENT),
         (search_pb2.DeleteKnowledgeRequest(document="Do you ship abroad?\x00"), grpc.StatusCode.OK),
+        (search_pb2.DeleteKnowledgeRequest(document=" \t "), grpc.StatusCode.INVALID_ARGUMENT),
     ]:
         request.product_key_id = key.id
         if code == grpc.StatusCode.OK:   # as stored: the NUL could never have been
@@ -235,3 +236,14 @@ async def test_knowledge_added_again_under_its_name_replaces_what_it_said_or_cha
     assert edited.knowledge_version == first.knowledge_version + 1
     content = " ".join(await stored("doc:returns.md"))
     assert "60 days" in content and "30 days" not in content
+
+
+async def test_a_document_named_with_the_spaces_it_was_added_with_is_deleted(search, admin):
+    """AddDocument stores its title stripped; DeleteKnowledge looked for the name with its spaces, and
+    found nothing."""
+    key = await make_key(search, admin, "in-del-spaces", faq=[], docs=[])
+    await search.AddDocument(search_pb2.AddDocumentRequest(product_key_id=key.id, title="  Shipping  ",
+                                                           text="We ship to 40 countries."), metadata=admin, timeout=10)
+    reply = await search.DeleteKnowledge(search_pb2.DeleteKnowledgeRequest(product_key_id=key.id, document="  Shipping  "),
+                                         metadata=admin, timeout=10)
+    assert reply.deleted == 1
