@@ -26,6 +26,10 @@ from services.common.reflection import enable_reflection
 from services.common.settings import CommonSettings
 from services.common.runner import exit_after, when_ready
 
+# A timeout met with less than this left of the caller's deadline is the caller's (DEADLINE_EXCEEDED);
+# with more left, or no deadline, it is a bound of the service's own on a dependency (UNAVAILABLE).
+OWN_DEADLINE_SLACK_SECONDS = 0.25
+
 logger = logging.getLogger(__name__)
 
 # Calls that work while the service is still waiting for its dependencies.
@@ -314,6 +318,17 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 context.set_trailing_metadata(tuple(with_retry_hints(hints).items()))
             await context.abort(exc.code(), fit_message(exc.details() or exc.code().name))
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+            remaining = context.time_remaining()
+            if remaining is None or remaining > OWN_DEADLINE_SLACK_SECONDS:
+                # A bound of the service's own passed (a PostgreSQL statement's 30 s client timeout on a
+                # server that takes connections but does not answer), not the caller's deadline, which
+                # DEADLINE_EXCEEDED is kept for: a dependency too slow right now, another instance may
+                # answer.
+                logger.warning("%s: a dependency did not answer in time: %r", method, exc)
+                context.set_trailing_metadata(tuple(with_retry_hints(
+                    {RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}).items()))
+                await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                    f"{self._service} waited too long on a dependency; retry shortly")
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} timed out")
         incident = uuid.uuid4().hex[:12]
         if _bad_value(exc):

@@ -29,6 +29,9 @@ async def _call(request: bytes, context) -> bytes:
         raise InvalidArgument("bad request, as the test intended")
     if request == b"boom":
         raise RuntimeError("a bug")
+    if request.startswith(b"bound "):      # a bound of the service's own on a dependency passes
+        async with asyncio.timeout(float(request.split()[1])):
+            await asyncio.sleep(60)
     await asyncio.sleep(float(request or b"0"))
     return b"done"
 
@@ -78,6 +81,19 @@ async def test_gate_errors_and_drain():
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await ch.unary_unary("/parley.test.Slow/NoSuchMethod")(b"0", timeout=5)
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        # A timeout of the service's own, the caller's deadline far off (a PostgreSQL statement's client
+        # timeout on a frozen server): not DEADLINE_EXCEEDED, kept for the caller's deadline, but
+        # UNAVAILABLE with a retry hint; a timeout met at the caller's deadline stays DEADLINE_EXCEEDED.
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(b"bound 0.2", timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
+        assert dict(info.value.trailing_metadata())["retry-after"] == "1"
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(b"bound 0.2")       # no deadline at all
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(b"bound 0.95", timeout=1)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, info.value.details()
 
         # SIGTERM's equivalent while a call is in flight: the call completes.
         in_flight = asyncio.ensure_future(call(b"0.5", timeout=10))
