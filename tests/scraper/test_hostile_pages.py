@@ -12,7 +12,6 @@ import os
 import signal
 
 import pytest
-import uvloop
 
 from services.scraper.extract import extract_html
 from services.scraper.isolation import Extractor, ExtractionFailed
@@ -138,35 +137,48 @@ async def test_a_process_that_ends_before_it_is_ready_is_started_again_for_the_s
     assert f"exit status {-signal.SIGSEGV}" in caplog.text and "attempt 1 of 3" in caplog.text
 
 
+# Run in a process of its own: a handler registered with pthread_atfork stays for the process's life.
+_FORK_HANDLERS = """
+import asyncio, ctypes, os, sys
+import uvloop
+from services.scraper.isolation import Extractor
+
+mark = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+
+@ctypes.CFUNCTYPE(None)
+def in_child():
+    libc.close(libc.open(mark.encode(), os.O_CREAT | os.O_WRONLY, 0o600))
+
+assert libc.__register_atfork(None, None, in_child, None) == 0
+
+async def read_one():
+    extractor = Extractor(seconds=60)
+    try:
+        return (await extractor.page("text/html", sys.argv[2], "http://site.test/a")).title
+    finally:
+        await extractor.close()
+
+title = uvloop.run(read_one())     # on uvloop, as the services run: its own spawn (libuv's) forks
+spawned = os.path.exists(mark)
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+print(title, spawned, os.path.exists(mark))
+"""
+
+
 async def test_the_process_is_spawned_without_forking_the_threaded_parent(tmp_path):
     """Handlers registered with pthread_atfork (gRPC registers some) run in a forked child; a child
-    spawned with vfork and exec runs none. Here a handler that leaves a mark is registered in this
-    process (glibc's `__register_atfork`, which `pthread_atfork` calls): the extractor's child leaves
-    none, a plain fork does."""
-    import ctypes
+    spawned with vfork and exec runs none. Here a handler that leaves a mark is registered (glibc's
+    `__register_atfork`, which `pthread_atfork` calls): the extractor's child leaves none, a plain fork
+    does."""
+    from services.scraper import isolation
 
-    mark = tmp_path / "forked"
-    libc = ctypes.CDLL(None, use_errno=True)
-    path = str(mark).encode()
-
-    @ctypes.CFUNCTYPE(None)
-    def in_child():
-        fd = libc.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        libc.close(fd)
-
-    assert libc.__register_atfork(None, None, in_child, None) == 0
-    handlers = test_the_process_is_spawned_without_forking_the_threaded_parent.__dict__
-    handlers.setdefault("kept", []).append(in_child)    # registered for good: never freed
-
-    async def read_one() -> str:
-        async with extracting(seconds=60) as extractor:
-            return (await extractor.page("text/html", NORMAL, "http://site.test/a")).title
-
-    # On uvloop, as the services run: its own spawn (libuv's) forks.
-    assert await asyncio.to_thread(uvloop.run, read_one()) == "Returns"
-    assert not mark.exists()
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-    assert mark.exists()
+    proc = await asyncio.create_subprocess_exec(
+        isolation.sys.executable, "-c", _FORK_HANDLERS, str(tmp_path / "forked"), NORMAL,
+        stdout=asyncio.subprocess.PIPE, cwd=isolation._ROOT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    assert out.decode().split() == ["Returns", "False", "True"]     # no mark from the extractor's spawn
