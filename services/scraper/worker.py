@@ -16,6 +16,7 @@ import signal
 import socket
 import uuid
 from collections import deque
+from collections.abc import Callable
 
 import asyncpg
 from prometheus_client import Counter
@@ -53,6 +54,8 @@ RETENTION_DELETED = Counter(
     "parley_crawler_retention_deleted_total", "Rows the crawl worker deleted as older than their retention.",
     ["table"],
 )
+CONSUMER_RESTARTS = Counter(
+    "parley_crawler_consumer_restarts_total", "Consumers of crawl requests replaced after their polls failed.")
 FIRST_RETENTION_RUN_SECONDS = 30.0
 
 
@@ -326,7 +329,24 @@ async def main(settings: ScraperSettings) -> None:
     producer = EventProducer(settings.kafka_bootstrap, client_id="parley-crawler")
     await when_ready(producer.start, "crawl worker", attempts=60)
     worker = CrawlWorker(settings, pool, producer)
-    consumer = AIOKafkaConsumer(
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    retention = asyncio.create_task(keep_crawl_jobs(pool, settings))
+    try:
+        await consume(settings, worker, stop, lambda: _consumer(settings))
+    finally:
+        retention.cancel()
+        await worker.close()
+        await producer.stop()
+        await pool.close()
+        logger.info("crawl worker stopped")
+
+
+def _consumer(settings: ScraperSettings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=settings.scraper_group_id + settings.topic_namespace,
         enable_auto_commit=False,
@@ -334,32 +354,59 @@ async def main(settings: ScraperSettings) -> None:
         max_poll_interval_ms=60 * 60 * 1000,   # the loop polls every 0.5 s, jobs in flight or not; a wide bound
         client_id="parley-crawler",
     )
+
+
+async def consume(settings: ScraperSettings, worker: CrawlWorker, stop: asyncio.Event,
+                  new_consumer: Callable[[], AIOKafkaConsumer]) -> None:
+    """Crawl requests of the group's partitions, until `stop`. A consumer whose polls fail with a Kafka
+    error is replaced by a new one (its jobs get the grace period, then are left uncommitted for the
+    group): aiokafka ends its group coordination for good on an error it does not expect (uvloop's
+    "the handler is closed" on a connection the broker dropped), and every poll after raises it; the
+    worker went down with it. The first consumer that cannot start within its attempts still ends
+    the worker, as before."""
+    consumer = new_consumer()
     work = _PartitionWork(consumer, worker, settings.scraper_max_jobs)
     consumer.subscribe([settings.topic("crawl_requests")], listener=_Assignments(work))
     await when_ready(consumer.start, "crawl worker", attempts=60)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
     logger.info("crawl worker consuming %s", settings.topic("crawl_requests"))
-    retention = asyncio.create_task(keep_crawl_jobs(pool, settings))
     try:
         while not stop.is_set():
-            # Polled even while every job slot is taken: the partitions in hand are paused, and a
-            # consumer that does not poll for max_poll_interval_ms leaves the group.
-            batch = await consumer.getmany(timeout_ms=500, max_records=settings.scraper_max_jobs)
+            try:
+                # Polled even while every job slot is taken: the partitions in hand are paused, and a
+                # consumer that does not poll for max_poll_interval_ms leaves the group.
+                batch = await consumer.getmany(timeout_ms=500, max_records=settings.scraper_max_jobs)
+            except KafkaError as exc:
+                CONSUMER_RESTARTS.inc()
+                logger.warning("the crawl requests' consumer failed (%r); starting a new one", exc)
+                await work.close(settings.shutdown_grace_seconds)
+                await within(STOP_SECONDS, "stopping the consumer", consumer.stop())
+                consumer = new_consumer()
+                work = _PartitionWork(consumer, worker, settings.scraper_max_jobs)
+                consumer.subscribe([settings.topic("crawl_requests")], listener=_Assignments(work))
+                if not await _started(consumer, stop):
+                    return
+                continue
             for tp, records in batch.items():
                 work.add(tp, records)
     finally:
-        retention.cancel()
         # Give the jobs the grace period, then leave them uncommitted for the next owner.
         await work.close(settings.shutdown_grace_seconds)
         await within(STOP_SECONDS, "stopping the consumer", consumer.stop())
-        await worker.close()
-        await producer.stop()
-        await pool.close()
-        logger.info("crawl worker stopped")
+
+
+async def _started(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
+    """The consumer started (tried until it is, the broker perhaps away), or False once `stop` is set."""
+    starting = asyncio.ensure_future(when_ready(consumer.start, "crawl worker"))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if starting.done():
+        starting.result()
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await starting
+    return False
 
 
 class _PartitionWork:

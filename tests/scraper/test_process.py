@@ -109,7 +109,8 @@ async def test_the_scraper_serves_without_kafka_and_redis(stack, pg, test_env, s
             assert page.status == 200 and page.text and not page.cached       # keys checked in PostgreSQL
             # Request-time validation does not need Kafka either.
             for request, words in ((dict(include=["((a{100}){100}){100}"]), "repeats"),
-                                   (dict(seed_urls=["http://" + "a" * 70 + ".example/"]), "cannot resolve")):
+                                   (dict(seed_urls=["http://" + "a" * 70 + ".example/"]), "the limit is 63"),
+                                   (dict(seed_urls=["http://unresolvable.invalid/"]), "cannot resolve")):
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await scraper.StartCrawl(scraper_pb2.StartCrawlRequest(
                         product_key_id=key.id, **{"seed_urls": [sample_site.base_url + "/"], **request}),
