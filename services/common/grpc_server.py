@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from services.common.errors import (RETRY_AFTER_MS_TRAILER, RETRY_AFTER_TRAILER, TRANSIENT_RETRY_AFTER_SECONDS,
-                                    ParleyError, as_unavailable, with_retry_hints)
+                                    ParleyError, Unavailable, as_unavailable, with_retry_hints)
 from services.common.metrics import DEPENDENCY_UP, RPC_HANDLED, RPC_LATENCY, serve_metrics
 from services.common.reflection import enable_reflection
 from services.common.settings import CommonSettings
@@ -299,6 +299,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             if mapped is not None:
                 logger.warning("%s: dependency unavailable: %r", method, exc)
                 exc = mapped
+        elif isinstance(exc, TimeoutError) and not _callers_deadline(context):
+            # A bound of the service's own passed (a PostgreSQL statement's 30 s client timeout on a
+            # server that takes connections but does not answer), not the caller's deadline, which
+            # DEADLINE_EXCEEDED is kept for: a dependency too slow right now, another instance may answer.
+            logger.warning("%s: a dependency did not answer in time: %r", method, exc)
+            exc = Unavailable(f"{self._service} waited too long on a dependency; retry shortly",
+                              trailers={RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)})
         if isinstance(exc, (ParleyError, _Rejected)):
             if exc.trailers:
                 context.set_trailing_metadata(tuple(with_retry_hints(exc.trailers).items()))
@@ -317,18 +324,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             if hints:  # e.g. its rate limit: when to retry is passed on with the status
                 context.set_trailing_metadata(tuple(with_retry_hints(hints).items()))
             await context.abort(exc.code(), fit_message(exc.details() or exc.code().name))
-        if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-            remaining = context.time_remaining()
-            if remaining is None or remaining > OWN_DEADLINE_SLACK_SECONDS:
-                # A bound of the service's own passed (a PostgreSQL statement's 30 s client timeout on a
-                # server that takes connections but does not answer), not the caller's deadline, which
-                # DEADLINE_EXCEEDED is kept for: a dependency too slow right now, another instance may
-                # answer.
-                logger.warning("%s: a dependency did not answer in time: %r", method, exc)
-                context.set_trailing_metadata(tuple(with_retry_hints(
-                    {RETRY_AFTER_TRAILER: str(TRANSIENT_RETRY_AFTER_SECONDS)}).items()))
-                await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                    f"{self._service} waited too long on a dependency; retry shortly")
+        if isinstance(exc, TimeoutError):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} timed out")
         incident = uuid.uuid4().hex[:12]
         if _bad_value(exc):
@@ -374,6 +370,12 @@ class WrappingServer:
 
     def __getattr__(self, name: str):
         return getattr(self._server, name)
+
+
+def _callers_deadline(context) -> bool:
+    """Whether a timeout met now is the caller's: its deadline is (all but) reached."""
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= OWN_DEADLINE_SLACK_SECONDS
 
 
 def _ended_by_caller(context) -> str:

@@ -89,11 +89,11 @@ class _Child:
             try:
                 child.replies, child.requests = await asyncio.open_connection(sock=ours.dup())
                 await asyncio.wait_for(child.receive(), STARTUP_SECONDS)     # ("ready",)
-            except (asyncio.IncompleteReadError, EOFError):
+            except BaseException as exc:
                 await asyncio.shield(child.kill())
-                raise ChildProcessError(f"it ended before it was ready (exit status {child.process.returncode})") from None
-            except BaseException:
-                await asyncio.shield(child.kill())
+                if isinstance(exc, (asyncio.IncompleteReadError, EOFError)):
+                    raise ChildProcessError(f"it ended before it was ready (exit status {child.process.returncode})"
+                                            ) from None
                 raise
         return child
 

@@ -364,9 +364,13 @@ async def consume(settings: ScraperSettings, worker: CrawlWorker, stop: asyncio.
     "the handler is closed" on a connection the broker dropped), and every poll after raises it; the
     worker went down with it. The first consumer that cannot start within its attempts still ends
     the worker, as before."""
-    consumer = new_consumer()
-    work = _PartitionWork(consumer, worker, settings.scraper_max_jobs)
-    consumer.subscribe([settings.topic("crawl_requests")], listener=_Assignments(work))
+    def subscribed() -> tuple[AIOKafkaConsumer, _PartitionWork]:
+        consumer = new_consumer()
+        work = _PartitionWork(consumer, worker, settings.scraper_max_jobs)
+        consumer.subscribe([settings.topic("crawl_requests")], listener=_Assignments(work))
+        return consumer, work
+
+    consumer, work = subscribed()
     await when_ready(consumer.start, "crawl worker", attempts=60)
     logger.info("crawl worker consuming %s", settings.topic("crawl_requests"))
     try:
@@ -380,9 +384,7 @@ async def consume(settings: ScraperSettings, worker: CrawlWorker, stop: asyncio.
                 logger.warning("the crawl requests' consumer failed (%r); starting a new one", exc)
                 await work.close(settings.shutdown_grace_seconds)
                 await within(STOP_SECONDS, "stopping the consumer", consumer.stop())
-                consumer = new_consumer()
-                work = _PartitionWork(consumer, worker, settings.scraper_max_jobs)
-                consumer.subscribe([settings.topic("crawl_requests")], listener=_Assignments(work))
+                consumer, work = subscribed()
                 if not await _started(consumer, stop):
                     return
                 continue

@@ -98,9 +98,9 @@ class Planner:
         turn already): it takes a token of the key's Plan bucket, or is RESOURCE_EXHAUSTED."""
         stripped = message.strip() if len(message) <= self._settings.max_message_chars else ""
         talk = is_chitchat(stripped) if stripped else None
-        limit = max_passages if 0 < max_passages <= MAX_PASSAGES else self._settings.max_passages
-        early = (self._retrieve_early(secret, stripped, limit)
-                 if stripped and not talk and 0 <= max_passages <= MAX_PASSAGES else None)
+        passages_valid = 0 <= max_passages <= MAX_PASSAGES
+        limit = max_passages if passages_valid and max_passages else self._settings.max_passages
+        early = self._retrieve_early(secret, stripped, limit) if stripped and not talk and passages_valid else None
         try:
             key = await self.key(secret)
         except BaseException:
@@ -110,7 +110,7 @@ class Planner:
             raise
         self._remember(secret, key)
         text = validate_message(message, self._settings.max_message_chars)
-        if not 0 <= max_passages <= MAX_PASSAGES:
+        if not passages_valid:
             raise InvalidArgument(f"max_passages must be between 1 and {MAX_PASSAGES} (0: the server's default)")
         if charge:
             try:
